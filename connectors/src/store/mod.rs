@@ -1,0 +1,1 @@
+//! Store backends: Redis (fleets) and SQLite (embedded default, one file).

@@ -1,0 +1,14 @@
+//! The run: a pure state machine. `apply(spec, state, event) -> actions`, no I/O, no clock.
+//!
+//! The run actor journals each event BEFORE performing the actions `apply` returns; recovery
+//! folds the journal through `apply` again ([`replay`]) and re-performs what is outstanding.
+
+mod apply;
+mod event;
+mod policy;
+mod state;
+
+pub use apply::{apply, outstanding, replay, start};
+pub use event::{Action, Decision, Event, HumanMode, HumanRequestSpec, Timer};
+pub use policy::retry_delay_ms;
+pub use state::{BudgetState, FailReason, RunState, RunStatus, StepState, StepStatus};
