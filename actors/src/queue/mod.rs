@@ -1,0 +1,1 @@
+//! The step queue on apalis: an embedded SQLite backend (default) and Redis (fleets).
