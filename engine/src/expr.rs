@@ -83,10 +83,28 @@ pub fn eval(src: &str, scope: &Scope<'_>) -> Result<Value, ExprError> {
     let program = compile(src)?;
     let mut ctx = Context::with_env(ENV.clone());
     let err = |message: String| ExprError::Eval { src: src.to_string(), message };
-    ctx.add_variable("params", scope.params).map_err(|e| err(e.to_string()))?;
-    ctx.add_variable("steps", scope.steps).map_err(|e| err(e.to_string()))?;
+    ctx.add_variable_from_value("params", to_cel(scope.params));
+    ctx.add_variable_from_value("steps", to_cel(scope.steps));
     let value = program.execute(&ctx).map_err(|e| err(e.to_string()))?;
     value.json().map_err(|e| err(e.to_string()))
+}
+
+/// JSON to CEL. Integers become `int` (not `uint`, which serde would pick for every
+/// non-negative number) so `params.n + 1` type-checks the way a spec author expects.
+fn to_cel(v: &Value) -> cel::Value {
+    match v {
+        Value::Null => cel::Value::Null,
+        Value::Bool(b) => cel::Value::Bool(*b),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => cel::Value::Int(i),
+            None => n.as_u64().map_or_else(|| cel::Value::Float(n.as_f64().unwrap_or(f64::NAN)), cel::Value::UInt),
+        },
+        Value::String(s) => cel::Value::from(s.as_str()),
+        Value::Array(items) => cel::Value::List(Arc::new(items.iter().map(to_cel).collect())),
+        Value::Object(map) => cel::Value::from(
+            map.iter().map(|(k, v)| (k.clone(), to_cel(v))).collect::<std::collections::HashMap<String, cel::Value>>(),
+        ),
+    }
 }
 
 /// Evaluate an expression that must be a boolean.

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use crate::expr::{self, Scope};
 use crate::ids::{RequestId, RunId, StepId};
-use crate::run::state::{AttemptRecord, HumanDecisionRecord};
+use crate::run::state::{AttemptRecord, StepDecision};
 use crate::run::{
     retry_delay_ms, Action, BudgetState, Decision, Event, FailReason, HumanMode, HumanRequestSpec, RunState,
     RunStatus, StepState, StepStatus, Timer,
@@ -80,7 +80,7 @@ pub fn apply(spec: &ValidatedSpec, state: &mut RunState, event: &Event) -> Vec<A
         Event::StepFailed { step, attempt, started_at, error, .. } => m.step_failed(step, *attempt, *started_at, error),
         Event::TimerFired { timer, .. } => m.timer_fired(timer),
         Event::HumanDecided { request, decision, by, comment, at } => {
-            m.human_decided(HumanDecisionRecord {
+            m.human_decided(StepDecision {
                 request: request.clone(),
                 decision: decision.clone(),
                 by: by.clone(),
@@ -248,9 +248,13 @@ impl Machine<'_> {
     }
 
     /// Decide each newly ready step: skip, resolve locally, or dispatch; cascades.
-    fn consider(&mut self, mut ready: Vec<usize>) {
-        ready.reverse();
-        while let Some(i) = ready.pop() {
+    fn consider(&mut self, ready: Vec<usize>) {
+        // FIFO, so steps start in the order they became ready (declaration order among equals).
+        let mut queue: std::collections::VecDeque<usize> = ready.into();
+        let mut ready = Vec::new();
+        loop {
+            queue.extend(ready.drain(..));
+            let Some(i) = queue.pop_front() else { break };
             if self.state.steps[i].status != StepStatus::Pending {
                 continue;
             }
@@ -325,7 +329,7 @@ impl Machine<'_> {
         self.state.open_steps -= 1;
         let id = self.spec.step(i).id.as_str();
         self.state.scope[id] = json!({ "output": s.output.clone().unwrap_or(Value::Null), "status": s.status.label() });
-        for &d in self.spec.dag().dependents[i].iter().rev() {
+        for &d in &self.spec.dag().dependents[i] {
             let dep = &mut self.state.steps[d];
             dep.remaining_needs -= 1;
             if dep.remaining_needs == 0 {
@@ -482,7 +486,7 @@ impl Machine<'_> {
         }
     }
 
-    fn human_decided(&mut self, d: HumanDecisionRecord) {
+    fn human_decided(&mut self, d: StepDecision) {
         if self.state.budget_request.as_ref() == Some(&d.request) {
             return self.budget_decided(d);
         }
@@ -522,7 +526,7 @@ impl Machine<'_> {
         self.check_done();
     }
 
-    fn budget_decided(&mut self, d: HumanDecisionRecord) {
+    fn budget_decided(&mut self, d: StepDecision) {
         let Some(&first) = self.state.budget_blocked.first() else { return };
         let amount = match d.decision {
             Decision::Approve => self.state.budget.shortfall(reservation(self.spec, self.state, first)),

@@ -11,4 +11,7 @@ mod state;
 pub use apply::{apply, outstanding, replay, start};
 pub use event::{Action, Decision, Event, HumanMode, HumanRequestSpec, Timer};
 pub use policy::retry_delay_ms;
-pub use state::{BudgetState, FailReason, RunState, RunStatus, StepState, StepStatus};
+pub use state::{AttemptRecord, BudgetState, FailReason, RunState, RunStatus, StepDecision, StepState, StepStatus};
+
+#[cfg(test)]
+mod tests;

@@ -90,7 +90,7 @@ pub struct AttemptRecord {
 
 /// A human's decision as recorded on the step.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct HumanDecisionRecord {
+pub struct StepDecision {
     pub request: RequestId,
     pub decision: Decision,
     pub by: String,
@@ -119,7 +119,7 @@ pub struct StepState {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gate: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub decision: Option<HumanDecisionRecord>,
+    pub decision: Option<StepDecision>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -17,6 +17,8 @@ pub enum StoreError {
     Corrupt { key: String, reason: String },
     #[error("record {0} failed to open with its workflow key (wrong key, moved, or tampered)")]
     Sealed(String),
+    #[error("forbidden: {0}")]
+    Forbidden(String),
     #[error("storage backend unavailable: {0}")]
     Unavailable(String),
 }

@@ -12,5 +12,7 @@ mod records;
 mod typed;
 
 pub use backend::{Backend, StoreError};
+pub use records::*;
+pub use typed::Store;
 
 
