@@ -3,11 +3,12 @@
 //! The run actor journals each event BEFORE performing the actions `apply` returns; recovery
 //! folds the journal through `apply` again ([`replay`]) and re-performs what is outstanding.
 
-mod apply;
+
 mod event;
 mod policy;
 mod state;
 
+pub mod apply;
 pub use apply::{apply, outstanding, replay, start};
 pub use event::{Action, Decision, Event, HumanMode, HumanRequestSpec, Timer};
 pub use policy::retry_delay_ms;
