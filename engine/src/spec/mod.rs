@@ -13,3 +13,6 @@ pub use validate::{validate, Dag, ValidatedSpec};
 pub fn json_schema() -> serde_json::Value {
     serde_json::to_value(schemars::schema_for!(WorkflowSpec)).expect("schema serialises")
 }
+
+#[cfg(test)]
+mod tests;

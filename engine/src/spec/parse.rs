@@ -48,8 +48,14 @@ pub fn parse_yaml(text: &str) -> Result<ValidatedSpec, SpecError> {
             Some(loc) => format!("line {}, column {}", loc.line(), loc.column()),
             None => "spec".to_string(),
         };
-        // serde_yaml_ng prefixes the path ("steps[1]: unknown field…"), which is the useful part.
-        SpecError::one(at, e.to_string())
+        // serde_yaml_ng prefixes the path ("steps[1]: unknown field…") and suffixes the
+        // location, which `at` already says.
+        let message = e.to_string();
+        let message = match (e.location(), message.rfind(" at line ")) {
+            (Some(_), Some(cut)) => message[..cut].to_string(),
+            _ => message,
+        };
+        SpecError::one(at, message)
     })?;
     validate(spec)
 }
