@@ -9,3 +9,6 @@ pub mod service;
 pub mod supervisor;
 pub mod system;
 pub mod worker;
+pub mod bootstrap;
+pub mod cli;
+pub mod http;

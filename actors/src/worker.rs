@@ -15,15 +15,8 @@ use tollgate_engine::step::{StepError, StepInvocation};
 use tollgate_engine::store::{OutcomeResult, StepOutcome};
 
 use crate::notify::Notifier;
+use crate::queue::{JobHandler, JobRejected};
 use crate::system::{now_ms, Engine};
-
-/// A job that can never be processed (unknown run, undecryptable records).
-#[derive(Debug, thiserror::Error)]
-#[error("job {job:?} rejected: {reason}")]
-pub struct Rejected {
-    pub job: StepJob,
-    pub reason: String,
-}
 
 pub struct StepWorker {
     engine: Arc<Engine>,
@@ -35,8 +28,8 @@ impl StepWorker {
         Self { engine, notifier }
     }
 
-    pub async fn execute(&self, job: StepJob) -> Result<(), Rejected> {
-        let reject = |reason: String| Rejected { job: job.clone(), reason };
+    pub async fn execute(&self, job: StepJob) -> Result<(), JobRejected> {
+        let reject = |reason: String| JobRejected::new(format!("{}/{}#{}: {reason}", job.run, job.step, job.attempt));
         let store = &self.engine.store;
         // A duplicate delivery of an attempt already recorded: just make sure the run knows.
         match store.step_outcome(&job.workflow, &job.run, &job.step, job.attempt).await {
@@ -100,13 +93,8 @@ impl StepWorker {
 }
 
 #[async_trait]
-pub trait JobSink: Send + Sync {
-    async fn run_job(&self, job: StepJob) -> Result<(), Rejected>;
-}
-
-#[async_trait]
-impl JobSink for StepWorker {
-    async fn run_job(&self, job: StepJob) -> Result<(), Rejected> {
+impl JobHandler for StepWorker {
+    async fn handle(&self, job: StepJob) -> Result<(), JobRejected> {
         self.execute(job).await
     }
 }
