@@ -4,14 +4,14 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::task::JoinHandle;
 use tollgate_engine::ids::{RequestId, RunId, StepId, WorkflowId};
 use tollgate_engine::queue::StepJob;
 use tollgate_engine::run::{self, Action, Event, RunState, StepStatus, Timer};
-use tollgate_engine::spec::{StepType, ValidatedSpec};
+use tollgate_engine::spec::ValidatedSpec;
 use tollgate_engine::store::{HumanDecisionRecord, HumanRequestRecord, OutcomeResult, StepOutcome};
 
 use crate::supervisor::SupervisorMsg;
@@ -38,6 +38,8 @@ pub enum RunMsg {
     /// A decision already recorded (first-writer-wins) in the store.
     HumanDecided { request: RequestId, decision: HumanDecisionRecord },
     Cancel { by: String, reason: String },
+    /// A retry's backoff is over: enqueue the attempt now.
+    Due { step: StepId, attempt: u32, input: serde_json::Value },
     /// Periodic: step timeouts, outcomes and decisions we were not told about, lease renewal.
     Reconcile,
     GetState(RpcReplyPort<RunState>),
@@ -156,6 +158,14 @@ impl Actor for RunActor {
             RunMsg::Cancel { by, reason } => {
                 process(&myself, st, vec![Event::Cancelled { by, reason, at: now_ms() }]).await?;
             }
+            RunMsg::Due { step, attempt, input } => {
+                let still_due = st.spec.step_by_id(&step).is_some_and(|(i, _)| {
+                    matches!(st.state.steps[i].status, StepStatus::Queued { attempt: a, .. } if a == attempt)
+                });
+                if still_due {
+                    enqueue(st, step, attempt, &input).await?;
+                }
+            }
             RunMsg::Reconcile => reconcile(&myself, st).await?,
             RunMsg::GetState(reply) => {
                 let _ = reply.send(st.state.clone());
@@ -234,7 +244,7 @@ async fn perform(myself: &ActorRef<RunMsg>, st: &mut RunActorState, actions: Vec
         match action {
             Action::Dispatch { .. } if st.in_flight >= st.engine.max_in_flight_per_run => st.held.push_back(action),
             Action::Dispatch { step, attempt, not_before, input, .. } => {
-                dispatch(st, step, attempt, not_before, &input).await?;
+                dispatch(myself, st, step, attempt, not_before, input).await?;
             }
             Action::ArmTimer { timer, at } => arm(myself, st, timer, at),
             Action::RequestHuman(request) => {
@@ -258,21 +268,40 @@ async fn perform(myself: &ActorRef<RunMsg>, st: &mut RunActorState, actions: Vec
     Ok(())
 }
 
-async fn dispatch(st: &mut RunActorState, step: StepId, attempt: u32, not_before: Option<u64>, input: &serde_json::Value) -> Result<(), ActorProcessingErr> {
-    let ty = st.spec.step_by_id(&step).map(|(_, s)| s.ty);
-    debug_assert!(!ty.is_some_and(StepType::is_local), "local steps are resolved by apply");
+/// Dispatch an attempt: now, or when its backoff is over. The actor holds back-off itself
+/// rather than using the queue's scheduling, which apalis keeps in whole seconds; the journal
+/// already says the attempt is queued, so a crash during the wait re-dispatches it on recovery.
+async fn dispatch(myself: &ActorRef<RunMsg>, st: &mut RunActorState, step: StepId, attempt: u32, not_before: Option<u64>, input: serde_json::Value) -> Result<(), ActorProcessingErr> {
+    match not_before.filter(|&t| t > now_ms()) {
+        Some(at) => {
+            let me = myself.clone();
+            let delay = Duration::from_millis(at - now_ms());
+            st.in_flight += 1;
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                let _ = me.send_message(RunMsg::Due { step, attempt, input });
+            });
+            Ok(())
+        }
+        None => {
+            st.in_flight += 1;
+            enqueue(st, step, attempt, &input).await
+        }
+    }
+}
+
+/// Record the attempt's input, then enqueue its job (ids only).
+async fn enqueue(st: &mut RunActorState, step: StepId, attempt: u32, input: &serde_json::Value) -> Result<(), ActorProcessingErr> {
     st.engine.store.put_step_input(&st.wf, &st.state.run, &step, attempt, input).await?;
     let job = StepJob { workflow: st.wf.clone(), run: st.state.run.clone(), step, attempt };
-    let when = not_before.filter(|&t| t > now_ms()).map(|t| UNIX_EPOCH + Duration::from_millis(t));
-    st.engine.queue.enqueue(job, when).await?;
-    st.in_flight += 1;
+    st.engine.queue.enqueue(job, None).await?;
     Ok(())
 }
 
-async fn release_held(_myself: &ActorRef<RunMsg>, st: &mut RunActorState) -> Result<(), ActorProcessingErr> {
+async fn release_held(myself: &ActorRef<RunMsg>, st: &mut RunActorState) -> Result<(), ActorProcessingErr> {
     while st.in_flight < st.engine.max_in_flight_per_run {
         let Some(Action::Dispatch { step, attempt, not_before, input, .. }) = st.held.pop_front() else { break };
-        dispatch(st, step, attempt, not_before, &input).await?;
+        dispatch(myself, st, step, attempt, not_before, input).await?;
     }
     Ok(())
 }

@@ -75,6 +75,11 @@ impl Tollgate {
         r.map_err(ServiceError::Engine)
     }
 
+    /// How many run actors are live in this process (waiting runs are passivated, not live).
+    pub async fn live_runs(&self) -> Result<usize, ServiceError> {
+        ractor::call_t!(self.supervisor, SupervisorMsg::LiveCount, 5_000).map_err(|e| ServiceError::Engine(e.to_string()))
+    }
+
     /// Start actors for every unfinished run (after a restart).
     pub async fn recover_all(&self) -> Result<usize, ServiceError> {
         let runs = self.engine.store.active_runs().await?;
@@ -127,7 +132,7 @@ impl Tollgate {
         let mut updates = self.engine.updates.subscribe();
         loop {
             let v = self.view(run).await?;
-            if v.state.status.is_finished() || v.state.is_waiting() && !has_near_timer(&v) {
+            if v.state.status.is_finished() || v.state.is_waiting() && !has_near_timer(&v) && !self.has_unapplied_decision(&v).await? {
                 return Ok(v);
             }
             // Wake on this run's next update, or poll (updates from other processes are not seen here).
@@ -140,6 +145,23 @@ impl Tollgate {
             })
             .await;
         }
+    }
+}
+
+impl Tollgate {
+    /// A decision recorded in the store that the run's journal does not show yet: the run
+    /// is about to move on, so it is not settled.
+    async fn has_unapplied_decision(&self, v: &RunView) -> Result<bool, ServiceError> {
+        let open = v.state.steps.iter().filter_map(|s| match &s.status {
+            run::StepStatus::WaitingHuman { request } => Some(request),
+            _ => None,
+        });
+        for request in open.chain(v.state.budget_request.as_ref()) {
+            if self.engine.store.human_decision(&v.meta.workflow, request).await?.is_some() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 }
 

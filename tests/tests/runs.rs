@@ -7,7 +7,6 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use serde_json::json;
 use tollgate::service::ServiceError;
-use tollgate::supervisor::SupervisorMsg;
 use tollgate_engine::run::{Decision, StepStatus};
 use tollgate_tests::harness::{each_backend, wait_for, TestServer, TestSystem};
 
@@ -180,10 +179,10 @@ async fn an_approval_passivates_the_run_and_the_first_decision_wins() {
         let pending = sys.t().pending().await.unwrap();
         assert_eq!(pending[0].request.question, "Send the letter to Acme?");
         // Waiting on a human holds no live actor.
-        let sup = sys.t().supervisor.clone();
+        let t = sys.t().clone();
         wait_for("the waiting run to be passivated", Duration::from_secs(5), || {
-            let sup = sup.clone();
-            async move { ractor::call!(sup, SupervisorMsg::LiveCount).unwrap() == 0 }
+            let t = t.clone();
+            async move { t.live_runs().await.unwrap() == 0 }
         })
         .await;
         sys.t().decide(&request, Decision::Approve, "partner", Some("fine".into())).await.unwrap();
