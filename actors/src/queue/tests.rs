@@ -101,7 +101,6 @@ pub(crate) struct Recorder {
 #[derive(Clone, Debug)]
 pub(crate) struct Delivery {
     pub job: StepJob,
-    pub at: Instant,
     pub wall: SystemTime,
 }
 
@@ -169,7 +168,6 @@ impl JobHandler for Recorder {
         let step = job.step.as_str().to_owned();
         self.deliveries.lock().unwrap().push(Delivery {
             job,
-            at: Instant::now(),
             wall: SystemTime::now(),
         });
         self.started.send_modify(|c| *c += 1);
