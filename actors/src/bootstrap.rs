@@ -124,7 +124,8 @@ pub async fn start(config: &Config, role: Role) -> anyhow::Result<Running> {
     let backend = open_backend(config).await?;
     let store = Arc::new(Store::new(backend, master));
     let qconf = queue_config(config);
-    let step_queue = Arc::new(queue::QueueBackend::open(&qconf).await.context("opening the step queue")?);
+    // The shared backend: jobs enqueued through it wake this process's workers at once.
+    let step_queue = queue::open(&qconf).await.context("opening the step queue")?;
     let engine = Arc::new(Engine::new(store, step_queue, handlers()?, config.max_in_flight_per_run, config.reconcile_interval));
     let (supervisor, _) = Actor::spawn(None, RunSupervisor, engine.clone()).await.context("starting the run supervisor")?;
     let shutdown = CancellationToken::new();

@@ -2,6 +2,7 @@
 //! CLI and configuration. `main.rs` only parses the command line and calls into here.
 
 pub mod config;
+pub mod lease;
 pub mod notify;
 pub mod queue;
 pub mod run_actor;

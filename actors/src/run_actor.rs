@@ -14,13 +14,12 @@ use tollgate_engine::run::{self, Action, Event, RunState, StepStatus, Timer};
 use tollgate_engine::spec::ValidatedSpec;
 use tollgate_engine::store::{HumanDecisionRecord, HumanRequestRecord, OutcomeResult, StepOutcome};
 
+use crate::lease;
 use crate::supervisor::SupervisorMsg;
 use crate::system::{now_ms, Engine, RunUpdate};
 
 /// A live run stays in memory this long past its last activity when it only waits.
 const PASSIVATE_IF_NEXT_TIMER_BEYOND: Duration = Duration::from_secs(5);
-/// Lease on a run, renewed on every reconcile tick; another process may take over after it lapses.
-const LEASE_TTL: Duration = Duration::from_secs(15);
 
 pub struct RunActor;
 
@@ -59,10 +58,6 @@ pub struct RunActorState {
     ticker: Option<JoinHandle<()>>,
 }
 
-fn lease_key(run: &RunId) -> String {
-    format!("run/{run}/lease")
-}
-
 #[ractor::async_trait]
 impl Actor for RunActor {
     type Msg = RunMsg;
@@ -71,13 +66,9 @@ impl Actor for RunActor {
 
     async fn pre_start(&self, myself: ActorRef<RunMsg>, args: RunArgs) -> Result<RunActorState, ActorProcessingErr> {
         let engine = args.engine;
-        let backend = engine.store.backend().clone();
-        let lease = lease_key(&args.run);
-        if !backend.put_if_absent(&lease, engine.instance.as_bytes(), Some(LEASE_TTL)).await? {
-            let holder = backend.get(&lease).await?.unwrap_or_default();
-            if holder != engine.instance.as_bytes() {
-                return Err(format!("run {} is driven by another process", args.run).into());
-            }
+        let me = lease::holder(&engine.instance);
+        if let Err(holder) = lease::acquire(engine.store.backend().as_ref(), &args.run, &me).await? {
+            return Err(format!("run {} is driven by another process ({holder})", args.run).into());
         }
         let meta = engine.store.run_meta(&args.run).await?;
         let spec = engine.spec(&meta.workflow, meta.version).await?;
@@ -128,7 +119,8 @@ impl Actor for RunActor {
         if let Some(t) = st.ticker.take() {
             t.abort();
         }
-        let _ = st.engine.store.backend().delete(&lease_key(&st.state.run)).await;
+        let me = lease::holder(&st.engine.instance);
+        let _ = lease::release(st.engine.store.backend().as_ref(), &st.state.run, &me).await;
         Ok(())
     }
 
@@ -350,8 +342,7 @@ fn next_timer_at(spec: &ValidatedSpec, state: &RunState) -> Option<u64> {
 
 async fn reconcile(myself: &ActorRef<RunMsg>, st: &mut RunActorState) -> Result<(), ActorProcessingErr> {
     let now = now_ms();
-    let backend = st.engine.store.backend().clone();
-    backend.put(&lease_key(&st.state.run), st.engine.instance.as_bytes(), Some(LEASE_TTL)).await?;
+    lease::renew(st.engine.store.backend().as_ref(), &st.state.run, &lease::holder(&st.engine.instance)).await?;
     let mut events = Vec::new();
     let stale_after = st.engine.reconcile_interval.as_millis() as u64 * 2;
     for (i, s) in st.state.steps.iter().enumerate() {

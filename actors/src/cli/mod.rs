@@ -152,6 +152,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<ExitCode> {
                     }
                     Err(e) => return Err(e.into()),
                 };
+                eprintln!("tollgate: run {run} started");
                 drive(&sys, &run, json, wait).await
             }
             .await;
