@@ -27,6 +27,8 @@
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -68,11 +70,16 @@ impl StepHandler for CodeHandler {
             .clone()
             .ok_or_else(|| StepError::permanent("bad_spec", "code step has no `script`"))?;
         let input = call.inputs.get("inputs").cloned().unwrap_or_else(|| serde_json::json!({}));
+        // The deadline is fixed now, not when a blocking thread frees up, and the script is
+        // stopped if this future is dropped (run cancelled): no work outlives its caller.
+        let abandoned = Abandon(Arc::new(AtomicBool::new(false)));
         let job = Job {
             script,
             input_json: input.to_string(),
             limits: call.step.limits.clone().unwrap_or_default(),
             timeout: call.timeout,
+            deadline: Instant::now() + call.timeout,
+            abandoned: abandoned.0.clone(),
         };
         let handle = tokio::task::spawn_blocking(move || job.run());
         match tokio::time::timeout(call.timeout + JOIN_GRACE, handle).await {
@@ -80,6 +87,15 @@ impl StepHandler for CodeHandler {
             Ok(Err(join)) => Err(StepError::retryable("sandbox_failed", format!("sandbox thread failed: {join}"))),
             Err(_) => Err(timeout_error(call.timeout)),
         }
+    }
+}
+
+/// Sets the flag when dropped, i.e. when `run` returns or its future is dropped.
+struct Abandon(Arc<AtomicBool>);
+
+impl Drop for Abandon {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
     }
 }
 
@@ -100,16 +116,21 @@ struct Job {
     input_json: String,
     limits: CodeLimits,
     timeout: Duration,
+    deadline: Instant,
+    abandoned: Arc<AtomicBool>,
 }
 
 impl Job {
     fn run(self) -> Result<serde_json::Value, StepError> {
+        if Instant::now() >= self.deadline || self.abandoned.load(Ordering::Relaxed) {
+            return Err(timeout_error(self.timeout));
+        }
         let refused = Rc::new(Cell::new(false));
         let heap = MeteredHeap { limit: (self.limits.memory_mib as usize).saturating_mul(1024 * 1024), used: 0, refused: refused.clone() };
         let rt = Runtime::new_with_alloc(heap).map_err(|e| StepError::retryable("sandbox_failed", e.to_string()))?;
         rt.set_max_stack_size(MAX_STACK_BYTES);
         let stop = Rc::new(Cell::new(None::<Stop>));
-        let mut meter = Meter::start(self.limits.cpu, self.timeout);
+        let mut meter = Meter::start(self.limits.cpu, self.deadline, self.abandoned.clone());
         let flag = stop.clone();
         rt.set_interrupt_handler(Some(Box::new(move || match meter.check() {
             Some(reason) => {
@@ -259,7 +280,13 @@ fn display<'js>(ctx: &Ctx<'js>, v: Value<'js>) -> String {
     }
     match ctx.json_stringify(v.clone()) {
         Ok(Some(s)) => s.to_string().unwrap_or_default(),
-        _ => format!("[{}]", v.type_name()),
+        Ok(None) => v.type_name().to_owned(),
+        Err(_) => {
+            // Clear the pending exception (e.g. from a BigInt) so a later call can't report it;
+            // an interrupt swallowed here fires again at the next check.
+            let _ = ctx.catch();
+            format!("[{}]", v.type_name())
+        }
     }
 }
 
@@ -384,21 +411,24 @@ unsafe impl Allocator for MeteredHeap {
 struct Meter {
     started: Instant,
     cpu_limit: Duration,
-    wall_limit: Duration,
+    deadline: Instant,
+    abandoned: Arc<AtomicBool>,
     cpu_at_start: Option<Duration>,
     next_cpu_check: Duration,
 }
 
 impl Meter {
-    fn start(cpu_limit: Duration, wall_limit: Duration) -> Self {
-        Self { started: Instant::now(), cpu_limit, wall_limit, cpu_at_start: thread_cpu_time(), next_cpu_check: cpu_limit }
+    fn start(cpu_limit: Duration, deadline: Instant, abandoned: Arc<AtomicBool>) -> Self {
+        let cpu_at_start = thread_cpu_time();
+        Self { started: Instant::now(), cpu_limit, deadline, abandoned, cpu_at_start, next_cpu_check: cpu_limit }
     }
 
     fn check(&mut self) -> Option<Stop> {
-        let wall = self.started.elapsed();
-        if wall >= self.wall_limit {
+        let now = Instant::now();
+        if now >= self.deadline || self.abandoned.load(Ordering::Relaxed) {
             return Some(Stop::Timeout);
         }
+        let wall = now - self.started;
         if wall < self.next_cpu_check {
             return None;
         }
@@ -429,7 +459,7 @@ fn thread_cpu_time() -> Option<Duration> {
 
 /// `2s`, `250ms`: how limits are quoted in messages.
 fn human(d: Duration) -> String {
-    if d.as_millis() % 1000 == 0 { format!("{}s", d.as_secs()) } else { format!("{}ms", d.as_millis()) }
+    if d.as_millis().is_multiple_of(1000) { format!("{}s", d.as_secs()) } else { format!("{}ms", d.as_millis()) }
 }
 
 #[cfg(test)]
@@ -528,6 +558,8 @@ mod tests {
         assert!(err.message.starts_with("SyntaxError") && err.message.contains("line 1"), "{err}");
         let err = run("\n\nreturn input.missing.field", json!({})).await.expect_err("type error");
         assert!(err.message.starts_with("TypeError") && err.message.contains("line 3"), "{err}");
+        let out = run("console.log(10n, undefined, () => 1); return 1", json!({})).await.expect("odd logs are fine");
+        assert_eq!(out, json!(1));
         let err = run("throw {reason: 'nope'}", json!({})).await.expect_err("non-error throw");
         assert!(err.message.contains("nope"), "{err}");
         let err = run("function f() { return f() + 1 }\nreturn f()", json!({})).await.expect_err("deep recursion");
@@ -573,5 +605,17 @@ mod tests {
         logs.push("é".repeat(LOG_MAX_BYTES));
         assert!(logs.lines.len() <= LOG_MAX_LINES && logs.bytes <= LOG_MAX_BYTES);
         assert_eq!(line_in_stack("    at f (script.js:12:3)\n"), Some(12));
+    }
+
+    #[test]
+    fn meter_stops_at_deadline_or_when_abandoned() {
+        let far = Instant::now() + Duration::from_secs(60);
+        let flag = Arc::new(AtomicBool::new(false));
+        let mut meter = Meter::start(Duration::from_secs(60), far, flag.clone());
+        assert!(meter.check().is_none());
+        flag.store(true, Ordering::Relaxed);
+        assert!(matches!(meter.check(), Some(Stop::Timeout)));
+        let mut late = Meter::start(Duration::from_secs(60), Instant::now(), Arc::new(AtomicBool::new(false)));
+        assert!(matches!(late.check(), Some(Stop::Timeout)));
     }
 }
