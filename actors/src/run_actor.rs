@@ -71,7 +71,7 @@ impl Actor for RunActor {
             return Err(format!("run {} is driven by another process ({holder})", args.run).into());
         }
         let meta = engine.store.run_meta(&args.run).await?;
-        let spec = engine.spec(&meta.workflow, meta.version).await?;
+        let spec = engine.spec(&meta.workflow, &meta.spec_digest).await?;
         let journal = engine.store.read_journal(&meta.workflow, &args.run).await?;
         let state = run::replay(&spec, args.run.clone(), &journal);
         let mut st = RunActorState {

@@ -53,12 +53,13 @@ impl Tollgate {
     pub async fn start_run(&self, spec: &ValidatedSpec, params: &serde_json::Map<String, Value>) -> Result<RunId, ServiceError> {
         let params = spec.bind_params(params)?;
         let store = &self.engine.store;
-        store.register_workflow(spec.spec()).await?;
+        let spec_digest = store.register_workflow(spec.spec()).await?;
         let run = RunId::generate();
         let meta = RunMeta {
             run: run.clone(),
             workflow: spec.spec().id.clone(),
             version: spec.spec().version,
+            spec_digest,
             owner: spec.spec().owner.clone(),
             params,
             created_at: now_ms(),
@@ -174,7 +175,7 @@ pub async fn view(engine: &Engine, run: &RunId) -> Result<RunView, ServiceError>
         StoreError::NotFound(_) => ServiceError::NotFound(run.to_string()),
         e => e.into(),
     })?;
-    let spec = engine.spec(&meta.workflow, meta.version).await.map_err(|e| ServiceError::Engine(e.to_string()))?;
+    let spec = engine.spec(&meta.workflow, &meta.spec_digest).await.map_err(|e| ServiceError::Engine(e.to_string()))?;
     let journal = engine.store.read_journal(&meta.workflow, run).await?;
     let state = run::replay(&spec, run.clone(), &journal);
     Ok(RunView {

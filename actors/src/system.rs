@@ -48,15 +48,15 @@ pub struct Engine {
     pub instance: String,
     pub max_in_flight_per_run: usize,
     pub reconcile_interval: std::time::Duration,
-    specs: RwLock<HashMap<(WorkflowId, u32), Arc<ValidatedSpec>>>,
+    specs: RwLock<HashMap<(WorkflowId, String), Arc<ValidatedSpec>>>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("stored spec {0} v{1} no longer validates: {2}")]
-    BadStoredSpec(WorkflowId, u32, String),
+    #[error("stored spec {0} ({1}) no longer validates: {2}")]
+    BadStoredSpec(WorkflowId, String, String),
 }
 
 impl Engine {
@@ -79,14 +79,14 @@ impl Engine {
         }
     }
 
-    /// A stored spec version, validated once and cached.
-    pub async fn spec(&self, wf: &WorkflowId, version: u32) -> Result<Arc<ValidatedSpec>, EngineError> {
-        let key = (wf.clone(), version);
+    /// A stored spec (by content digest), validated once and cached.
+    pub async fn spec(&self, wf: &WorkflowId, digest: &str) -> Result<Arc<ValidatedSpec>, EngineError> {
+        let key = (wf.clone(), digest.to_string());
         if let Some(s) = self.specs.read().expect("spec cache lock").get(&key) {
             return Ok(s.clone());
         }
-        let raw = self.store.load_spec(wf, version).await?;
-        let spec = Arc::new(validate(raw).map_err(|e| EngineError::BadStoredSpec(wf.clone(), version, e.to_string()))?);
+        let raw = self.store.load_spec(wf, digest).await?;
+        let spec = Arc::new(validate(raw).map_err(|e| EngineError::BadStoredSpec(wf.clone(), digest.to_string(), e.to_string()))?);
         self.specs.write().expect("spec cache lock").insert(key, spec.clone());
         Ok(spec)
     }

@@ -44,7 +44,7 @@ impl StepWorker {
         if meta.workflow != job.workflow {
             return Err(reject("job names the wrong workflow for its run".into()));
         }
-        let spec = self.engine.spec(&meta.workflow, meta.version).await.map_err(|e| reject(e.to_string()))?;
+        let spec = self.engine.spec(&meta.workflow, &meta.spec_digest).await.map_err(|e| reject(e.to_string()))?;
         let Some((_, step)) = spec.step_by_id(&job.step) else {
             return Err(reject(format!("workflow has no step `{}`", job.step)));
         };

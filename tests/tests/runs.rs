@@ -257,3 +257,19 @@ steps:
         sys.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edited_spec_with_the_same_version_is_a_different_spec() {
+    let sys = tollgate_tests::harness::embedded().await;
+    let v1 = "id: edited\nowner: ops\nsteps:\n  - { id: a, type: approval, question: first? }\n";
+    let v1_edited = "id: edited\nowner: ops\nsteps:\n  - { id: a, type: code, script: \"return 'edited'\" }\n  - { id: b, type: code, script: \"return 2\" }\n";
+    let old = sys.start(v1, json!({})).await;
+    assert!(sys.settle(&old).await.state.is_waiting());
+    let new = sys.start(v1_edited, json!({})).await;
+    let v = sys.settle(&new).await;
+    assert_eq!(v.step_ids, vec!["a", "b"], "the new run follows the edited spec");
+    assert_eq!(TestSystem::step(&v, "a").output, Some(json!("edited")));
+    let v = sys.t().view(&old).await.unwrap();
+    assert_eq!(v.step_ids, vec!["a"], "the old run keeps the spec it started with");
+    assert!(matches!(TestSystem::step(&v, "a").status, StepStatus::WaitingHuman { .. }));
+}

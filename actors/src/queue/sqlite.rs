@@ -52,7 +52,7 @@ pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections in the working pool. SQLite admits one writer at a time and every queue
 /// statement writes, so more connections only move the queueing from the pool's fair async
 /// wait into SQLite's sleep-based busy handler (whose first back-off is already 1 ms).
-pub(crate) const POOL_CONNECTIONS: u32 = 2;
+pub(crate) const POOL_CONNECTIONS: u32 = 1;
 
 /// The table apalis-sqlite keeps jobs in (its `JOBS_TABLE`).
 const JOBS_TABLE: &str = "Jobs";

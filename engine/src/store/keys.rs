@@ -7,11 +7,11 @@ use crate::ids::{RequestId, RunId, StepId, WorkflowId};
 pub fn workflow_keyinfo(wf: &WorkflowId) -> String {
     format!("wf/{wf}/key")
 }
-/// A version of a workflow's spec.
-pub fn workflow_spec(wf: &WorkflowId, version: u32) -> String {
-    format!("wf/{wf}/spec/{version}")
+/// A workflow's spec, by the digest of its content (runs name the exact spec they ran).
+pub fn workflow_spec(wf: &WorkflowId, digest: &str) -> String {
+    format!("wf/{wf}/spec/{digest}")
 }
-/// The latest registered spec version of a workflow.
+/// The digest of the latest registered spec of a workflow.
 pub fn workflow_latest(wf: &WorkflowId) -> String {
     format!("wf/{wf}/latest")
 }

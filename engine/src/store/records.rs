@@ -20,7 +20,10 @@ pub struct WorkflowKeyInfo {
 pub struct RunMeta {
     pub run: RunId,
     pub workflow: WorkflowId,
+    /// The spec's declared version, for people.
     pub version: u32,
+    /// The digest of the exact spec this run follows.
+    pub spec_digest: String,
     pub owner: OwnerId,
     pub params: Value,
     pub created_at: u64,

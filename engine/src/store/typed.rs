@@ -6,6 +6,7 @@ use std::sync::{Arc, RwLock};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 use crate::crypto::{new_salt, MasterKey, RecordKey};
 use crate::ids::{OwnerId, RequestId, RunId, StepId, WorkflowId};
@@ -78,9 +79,11 @@ impl Store {
         Ok(info.owner)
     }
 
-    /// Register a spec version, creating the workflow's key on first sight. A workflow id
-    /// already owned by someone else is refused.
-    pub async fn register_workflow(&self, spec: &WorkflowSpec) -> Result<(), StoreError> {
+    /// Register a spec, creating the workflow's key on first sight; returns the spec's content
+    /// digest, under which it is stored (so an edited spec with an unchanged `version` is a
+    /// different spec, never confused with the old one). A workflow id owned by someone else
+    /// is refused.
+    pub async fn register_workflow(&self, spec: &WorkflowSpec) -> Result<String, StoreError> {
         let key = keys::workflow_keyinfo(&spec.id);
         let info = WorkflowKeyInfo { owner: spec.owner.clone(), salt: hex::encode(new_salt()), key_version: KEY_VERSION };
         let sealed = self.service.seal(key.as_bytes(), &Self::encode(&info));
@@ -91,15 +94,18 @@ impl Store {
             }
         }
         let k = self.workflow_key(&spec.id).await?;
-        let spec_key = keys::workflow_spec(&spec.id, spec.version);
-        self.backend.put(&spec_key, &k.seal(spec_key.as_bytes(), &Self::encode(spec)), None).await?;
+        let encoded = Self::encode(spec);
+        let digest = hex::encode(&Sha256::digest(&encoded)[..16]);
+        let spec_key = keys::workflow_spec(&spec.id, &digest);
+        self.backend.put(&spec_key, &k.seal(spec_key.as_bytes(), &encoded), None).await?;
         let latest = keys::workflow_latest(&spec.id);
-        self.backend.put(&latest, &k.seal(latest.as_bytes(), &Self::encode(&spec.version)), None).await
+        self.backend.put(&latest, &k.seal(latest.as_bytes(), &Self::encode(&digest)), None).await?;
+        Ok(digest)
     }
 
-    pub async fn load_spec(&self, wf: &WorkflowId, version: u32) -> Result<WorkflowSpec, StoreError> {
+    pub async fn load_spec(&self, wf: &WorkflowId, digest: &str) -> Result<WorkflowSpec, StoreError> {
         let k = self.workflow_key(wf).await?;
-        let key = keys::workflow_spec(wf, version);
+        let key = keys::workflow_spec(wf, digest);
         self.get_sealed(&k, &key).await?.ok_or(StoreError::NotFound(key))
     }
 
