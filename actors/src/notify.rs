@@ -11,13 +11,15 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tollgate_engine::ids::{RunId, StepId};
 use tollgate_engine::queue::StepJob;
+use tollgate_engine::store::StepOutcome;
 
 use crate::run_actor::RunMsg;
 use crate::supervisor::SupervisorMsg;
 
 #[async_trait]
 pub trait Notifier: Send + Sync + 'static {
-    async fn step_finished(&self, job: &StepJob);
+    /// `outcome` is what the worker recorded; remote notifiers send ids only.
+    async fn step_finished(&self, job: &StepJob, outcome: &StepOutcome);
 }
 
 /// Same-process delivery.
@@ -25,8 +27,8 @@ pub struct LocalNotifier(pub ActorRef<SupervisorMsg>);
 
 #[async_trait]
 impl Notifier for LocalNotifier {
-    async fn step_finished(&self, job: &StepJob) {
-        let msg = RunMsg::StepFinished { step: job.step.clone(), attempt: job.attempt };
+    async fn step_finished(&self, job: &StepJob, outcome: &StepOutcome) {
+        let msg = RunMsg::StepFinished { step: job.step.clone(), attempt: job.attempt, outcome: Some(Box::new(outcome.clone())) };
         let _ = self.0.send_message(SupervisorMsg::Route { run: job.run.clone(), msg });
     }
 }
@@ -57,7 +59,7 @@ fn channel(namespace: &str) -> String {
 
 #[async_trait]
 impl Notifier for RedisNotifier {
-    async fn step_finished(&self, job: &StepJob) {
+    async fn step_finished(&self, job: &StepJob, _outcome: &StepOutcome) {
         let payload = serde_json::to_string(&Finished { run: job.run.clone(), step: job.step.clone(), attempt: job.attempt })
             .expect("ids serialise");
         let mut conn = self.conn.clone();
@@ -72,9 +74,9 @@ pub struct Fanout(pub Vec<Arc<dyn Notifier>>);
 
 #[async_trait]
 impl Notifier for Fanout {
-    async fn step_finished(&self, job: &StepJob) {
+    async fn step_finished(&self, job: &StepJob, outcome: &StepOutcome) {
         for n in &self.0 {
-            n.step_finished(job).await;
+            n.step_finished(job, outcome).await;
         }
     }
 }
@@ -93,7 +95,7 @@ pub async fn subscribe(url: &str, namespace: &str, supervisor: ActorRef<Supervis
                     let Some(msg) = msg else { break };
                     let Ok(payload) = msg.get_payload::<String>() else { continue };
                     let Ok(f) = serde_json::from_str::<Finished>(&payload) else { continue };
-                    let msg = RunMsg::StepFinished { step: f.step, attempt: f.attempt };
+                    let msg = RunMsg::StepFinished { step: f.step, attempt: f.attempt, outcome: None };
                     let _ = supervisor.send_message(SupervisorMsg::Route { run: f.run, msg });
                 }
             }

@@ -27,12 +27,34 @@ pub struct RunArgs {
     pub engine: Arc<Engine>,
     pub supervisor: ActorRef<SupervisorMsg>,
     pub run: RunId,
+    pub inbox: Inbox,
+}
+
+/// Finished attempts waiting for the run actor. A burst of outcomes (a wide fan-out) becomes
+/// one journal append and one batch of dispatches instead of one of each per step.
+#[derive(Clone, Default)]
+pub struct Inbox(Arc<std::sync::Mutex<Vec<(StepId, u32, Option<Box<StepOutcome>>)>>>);
+
+impl Inbox {
+    /// Add a finished attempt; true if the inbox was empty (the caller then sends `Drain`).
+    pub fn push(&self, step: StepId, attempt: u32, outcome: Option<Box<StepOutcome>>) -> bool {
+        let mut items = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        items.push((step, attempt, outcome));
+        items.len() == 1
+    }
+
+    fn take(&self) -> Vec<(StepId, u32, Option<Box<StepOutcome>>)> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
 }
 
 #[derive(Debug)]
 pub enum RunMsg {
-    /// A worker recorded the outcome of an attempt.
-    StepFinished { step: StepId, attempt: u32 },
+    /// A worker recorded the outcome of an attempt (the outcome itself when the worker is in
+    /// this process; otherwise the actor reads it from the store).
+    StepFinished { step: StepId, attempt: u32, outcome: Option<Box<StepOutcome>> },
+    /// Outcomes are waiting in the run's [`Inbox`]: take them all, journal them in one append.
+    Drain,
     TimerFired(Timer),
     /// A decision already recorded (first-writer-wins) in the store.
     HumanDecided { request: RequestId, decision: HumanDecisionRecord },
@@ -56,6 +78,7 @@ pub struct RunActorState {
     held: std::collections::VecDeque<Action>,
     in_flight: usize,
     ticker: Option<JoinHandle<()>>,
+    inbox: Inbox,
 }
 
 #[ractor::async_trait]
@@ -85,6 +108,7 @@ impl Actor for RunActor {
             held: Default::default(),
             in_flight: 0,
             ticker: None,
+            inbox: args.inbox,
         };
         if journal.is_empty() {
             let event = Event::RunStarted { at: now_ms(), params: meta.params.clone() };
@@ -126,9 +150,21 @@ impl Actor for RunActor {
 
     async fn handle(&self, myself: ActorRef<RunMsg>, msg: RunMsg, st: &mut RunActorState) -> Result<(), ActorProcessingErr> {
         match msg {
-            RunMsg::StepFinished { step, attempt } => {
-                if let Some(event) = outcome_event(st, &step, attempt).await? {
+            RunMsg::StepFinished { step, attempt, outcome } => {
+                if let Some(event) = outcome_event(st, &step, attempt, outcome).await? {
                     process(&myself, st, vec![event]).await?;
+                }
+            }
+            RunMsg::Drain => {
+                let mut events = Vec::new();
+                let mut seen = std::collections::HashSet::new();
+                for (step, attempt, outcome) in st.inbox.take() {
+                    if seen.insert(step.clone()) {
+                        events.extend(outcome_event(st, &step, attempt, outcome).await?);
+                    }
+                }
+                if !events.is_empty() {
+                    process(&myself, st, events).await?;
                 }
             }
             RunMsg::TimerFired(timer) => {
@@ -155,7 +191,7 @@ impl Actor for RunActor {
                     matches!(st.state.steps[i].status, StepStatus::Queued { attempt: a, .. } if a == attempt)
                 });
                 if still_due {
-                    enqueue(st, step, attempt, &input).await?;
+                    enqueue(st, vec![(step, attempt, input)]).await?;
                 }
             }
             RunMsg::Reconcile => reconcile(&myself, st).await?,
@@ -172,14 +208,19 @@ fn is_open_request(state: &RunState, request: &RequestId) -> bool {
         || state.steps.iter().any(|s| matches!(&s.status, StepStatus::WaitingHuman { request: r } if r == request))
 }
 
-/// The event for a recorded outcome, if the attempt is still in flight for this run.
-async fn outcome_event(st: &RunActorState, step: &StepId, attempt: u32) -> Result<Option<Event>, ActorProcessingErr> {
+/// The event for a recorded outcome, if the attempt is still in flight for this run. An
+/// outcome handed over in-process was recorded before it was sent; otherwise read it.
+async fn outcome_event(st: &RunActorState, step: &StepId, attempt: u32, given: Option<Box<StepOutcome>>) -> Result<Option<Event>, ActorProcessingErr> {
     let Some((i, _)) = st.spec.step_by_id(step) else { return Ok(None) };
     if !matches!(st.state.steps[i].status, StepStatus::Queued { .. }) {
         return Ok(None);
     }
-    let Some(outcome) = st.engine.store.step_outcome(&st.wf, &st.state.run, step, attempt).await? else {
-        return Ok(None);
+    let outcome = match given.filter(|o| o.step == *step && o.attempt == attempt) {
+        Some(o) => *o,
+        None => match st.engine.store.step_outcome(&st.wf, &st.state.run, step, attempt).await? {
+            Some(o) => o,
+            None => return Ok(None),
+        },
     };
     Ok(Some(outcome_to_event(outcome)))
 }
@@ -205,15 +246,17 @@ fn outcome_to_event(o: StepOutcome) -> Event {
 async fn process(myself: &ActorRef<RunMsg>, st: &mut RunActorState, events: Vec<Event>) -> Result<(), ActorProcessingErr> {
     st.engine.store.append_events(&st.wf, &st.state.run, st.journal_len, &events).await?;
     st.journal_len += events.len() as u64;
+    let before: Vec<&'static str> = st.state.steps.iter().map(|s| s.status.label()).collect();
+    let mut actions = Vec::new();
     for event in &events {
         if let Event::StepSucceeded { .. } | Event::StepFailed { .. } = event {
             st.in_flight = st.in_flight.saturating_sub(1);
         }
-        let before: Vec<&'static str> = st.state.steps.iter().map(|s| s.status.label()).collect();
-        let actions = run::apply(&st.spec, &mut st.state, event);
-        publish_changes(st, &before);
-        perform(myself, st, actions).await?;
+        actions.extend(run::apply(&st.spec, &mut st.state, event));
     }
+    publish_changes(st, &before);
+    // Every event is durable now; the actions of the whole batch are performed together.
+    perform(myself, st, actions).await?;
     release_held(myself, st).await?;
     after_change(myself, st).await
 }
@@ -232,11 +275,14 @@ fn publish_changes(st: &RunActorState, before: &[&'static str]) {
 }
 
 async fn perform(myself: &ActorRef<RunMsg>, st: &mut RunActorState, actions: Vec<Action>) -> Result<(), ActorProcessingErr> {
+    let mut now = Vec::new();
     for action in actions {
         match action {
             Action::Dispatch { .. } if st.in_flight >= st.engine.max_in_flight_per_run => st.held.push_back(action),
             Action::Dispatch { step, attempt, not_before, input, .. } => {
-                dispatch(myself, st, step, attempt, not_before, input).await?;
+                if let Some(job) = dispatch(myself, st, step, attempt, not_before, input) {
+                    now.push(job);
+                }
             }
             Action::ArmTimer { timer, at } => arm(myself, st, timer, at),
             Action::RequestHuman(request) => {
@@ -257,45 +303,53 @@ async fn perform(myself: &ActorRef<RunMsg>, st: &mut RunActorState, actions: Vec
             Action::Finish => {}
         }
     }
-    Ok(())
+    enqueue(st, now).await
 }
 
-/// Dispatch an attempt: now, or when its backoff is over. The actor holds back-off itself
-/// rather than using the queue's scheduling, which apalis keeps in whole seconds; the journal
-/// already says the attempt is queued, so a crash during the wait re-dispatches it on recovery.
-async fn dispatch(myself: &ActorRef<RunMsg>, st: &mut RunActorState, step: StepId, attempt: u32, not_before: Option<u64>, input: serde_json::Value) -> Result<(), ActorProcessingErr> {
+type Ready = (StepId, u32, serde_json::Value);
+
+/// Dispatch an attempt: returned to be enqueued now, or held until its backoff is over. The
+/// actor holds back-off itself rather than using the queue's scheduling, which apalis keeps in
+/// whole seconds; the journal already says the attempt is queued, so a crash during the wait
+/// re-dispatches it on recovery.
+fn dispatch(myself: &ActorRef<RunMsg>, st: &mut RunActorState, step: StepId, attempt: u32, not_before: Option<u64>, input: serde_json::Value) -> Option<Ready> {
+    st.in_flight += 1;
     match not_before.filter(|&t| t > now_ms()) {
         Some(at) => {
             let me = myself.clone();
             let delay = Duration::from_millis(at - now_ms());
-            st.in_flight += 1;
             tokio::spawn(async move {
                 tokio::time::sleep(delay).await;
                 let _ = me.send_message(RunMsg::Due { step, attempt, input });
             });
-            Ok(())
+            None
         }
-        None => {
-            st.in_flight += 1;
-            enqueue(st, step, attempt, &input).await
-        }
+        None => Some((step, attempt, input)),
     }
 }
 
-/// Record the attempt's input, then enqueue its job (ids only).
-async fn enqueue(st: &mut RunActorState, step: StepId, attempt: u32, input: &serde_json::Value) -> Result<(), ActorProcessingErr> {
-    st.engine.store.put_step_input(&st.wf, &st.state.run, &step, attempt, input).await?;
-    let job = StepJob { workflow: st.wf.clone(), run: st.state.run.clone(), step, attempt };
-    st.engine.queue.enqueue(job, None).await?;
+/// Record the attempts' inputs (one write), then enqueue their jobs (ids only).
+async fn enqueue(st: &mut RunActorState, ready: Vec<Ready>) -> Result<(), ActorProcessingErr> {
+    if ready.is_empty() {
+        return Ok(());
+    }
+    let inputs: Vec<(StepId, u32, &serde_json::Value)> = ready.iter().map(|(s, a, i)| (s.clone(), *a, i)).collect();
+    st.engine.store.put_step_inputs(&st.wf, &st.state.run, &inputs).await?;
+    let jobs = ready
+        .into_iter()
+        .map(|(step, attempt, _)| StepJob { workflow: st.wf.clone(), run: st.state.run.clone(), step, attempt })
+        .collect();
+    st.engine.queue.enqueue_many(jobs).await?;
     Ok(())
 }
 
 async fn release_held(myself: &ActorRef<RunMsg>, st: &mut RunActorState) -> Result<(), ActorProcessingErr> {
+    let mut now = Vec::new();
     while st.in_flight < st.engine.max_in_flight_per_run {
         let Some(Action::Dispatch { step, attempt, not_before, input, .. }) = st.held.pop_front() else { break };
-        dispatch(myself, st, step, attempt, not_before, input).await?;
+        now.extend(dispatch(myself, st, step, attempt, not_before, input));
     }
-    Ok(())
+    enqueue(st, now).await
 }
 
 fn arm(myself: &ActorRef<RunMsg>, st: &mut RunActorState, timer: Timer, at: u64) {

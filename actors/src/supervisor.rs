@@ -13,7 +13,7 @@ use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, Supervi
 use tokio::task::JoinHandle;
 use tollgate_engine::ids::RunId;
 
-use crate::run_actor::{RunActor, RunArgs, RunMsg};
+use crate::run_actor::{Inbox, RunActor, RunArgs, RunMsg};
 use crate::system::{now_ms, Engine};
 
 const MAX_RESTARTS: u32 = 3;
@@ -33,7 +33,7 @@ pub enum SupervisorMsg {
 
 pub struct SupervisorState {
     engine: Arc<Engine>,
-    live: HashMap<RunId, ActorRef<RunMsg>>,
+    live: HashMap<RunId, (ActorRef<RunMsg>, Inbox)>,
     by_actor: HashMap<ActorId, RunId>,
     wakeups: HashMap<RunId, JoinHandle<()>>,
     restarts: HashMap<RunId, u32>,
@@ -73,9 +73,17 @@ impl Actor for RunSupervisor {
                 }
             }
             SupervisorMsg::Route { run, msg } => match ensure_live(&myself, st, &run).await {
-                Ok(actor) => {
-                    let _ = actor.send_message(msg);
-                }
+                // Outcomes go through the run's inbox, so a burst is handled as one batch.
+                Ok((actor, inbox)) => match msg {
+                    RunMsg::StepFinished { step, attempt, outcome } => {
+                        if inbox.push(step, attempt, outcome) {
+                            let _ = actor.send_message(RunMsg::Drain);
+                        }
+                    }
+                    msg => {
+                        let _ = actor.send_message(msg);
+                    }
+                },
                 Err(e) => tracing::warn!(%run, "message for run not delivered: {e}"),
             },
             SupervisorMsg::Passivated { run, wake_at } => {
@@ -129,16 +137,17 @@ impl Actor for RunSupervisor {
     }
 }
 
-async fn ensure_live(myself: &ActorRef<SupervisorMsg>, st: &mut SupervisorState, run: &RunId) -> Result<ActorRef<RunMsg>, String> {
+async fn ensure_live(myself: &ActorRef<SupervisorMsg>, st: &mut SupervisorState, run: &RunId) -> Result<(ActorRef<RunMsg>, Inbox), String> {
     if let Some(a) = st.live.get(run) {
         return Ok(a.clone());
     }
     if let Some(w) = st.wakeups.remove(run) {
         w.abort();
     }
-    let args = RunArgs { engine: st.engine.clone(), supervisor: myself.clone(), run: run.clone() };
+    let inbox = Inbox::default();
+    let args = RunArgs { engine: st.engine.clone(), supervisor: myself.clone(), run: run.clone(), inbox: inbox.clone() };
     let (actor, _) = Actor::spawn_linked(None, RunActor, args, myself.get_cell()).await.map_err(|e| e.to_string())?;
     st.by_actor.insert(actor.get_id(), run.clone());
-    st.live.insert(run.clone(), actor.clone());
-    Ok(actor)
+    st.live.insert(run.clone(), (actor.clone(), inbox.clone()));
+    Ok((actor, inbox))
 }

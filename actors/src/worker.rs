@@ -5,14 +5,16 @@
 //! towards the queue whenever the outcome is recorded, so the queue never retries on its own;
 //! the run's retry policy decides. Only a job that cannot be processed at all is rejected.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use tollgate_engine::queue::StepJob;
 use tollgate_engine::run::apply::DEFAULT_STEP_TIMEOUT;
 use tollgate_engine::step::{StepError, StepInvocation};
-use tollgate_engine::store::{OutcomeResult, StepOutcome};
+use tollgate_engine::ids::RunId;
+use tollgate_engine::store::{OutcomeResult, RunMeta, StepOutcome};
 
 use crate::notify::Notifier;
 use crate::queue::{JobHandler, JobRejected};
@@ -21,11 +23,29 @@ use crate::system::{now_ms, Engine};
 pub struct StepWorker {
     engine: Arc<Engine>,
     notifier: Arc<dyn Notifier>,
+    /// Run metadata is immutable: cache it (bounded) so a run's steps don't each read it.
+    metas: Mutex<HashMap<RunId, Arc<RunMeta>>>,
 }
+
+/// Entries kept in the run metadata cache before it starts over.
+const META_CACHE: usize = 4096;
 
 impl StepWorker {
     pub fn new(engine: Arc<Engine>, notifier: Arc<dyn Notifier>) -> Self {
-        Self { engine, notifier }
+        Self { engine, notifier, metas: Mutex::new(HashMap::new()) }
+    }
+
+    async fn run_meta(&self, run: &RunId) -> Result<Arc<RunMeta>, tollgate_engine::store::StoreError> {
+        if let Some(m) = self.metas.lock().unwrap_or_else(|e| e.into_inner()).get(run) {
+            return Ok(m.clone());
+        }
+        let meta = Arc::new(self.engine.store.run_meta(run).await?);
+        let mut cache = self.metas.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= META_CACHE {
+            cache.clear();
+        }
+        cache.insert(run.clone(), meta.clone());
+        Ok(meta)
     }
 
     pub async fn execute(&self, job: StepJob) -> Result<(), JobRejected> {
@@ -33,14 +53,14 @@ impl StepWorker {
         let store = &self.engine.store;
         // A duplicate delivery of an attempt already recorded: just make sure the run knows.
         match store.step_outcome(&job.workflow, &job.run, &job.step, job.attempt).await {
-            Ok(Some(_)) => {
-                self.notifier.step_finished(&job).await;
+            Ok(Some(outcome)) => {
+                self.notifier.step_finished(&job, &outcome).await;
                 return Ok(());
             }
             Ok(None) => {}
             Err(e) => return Err(reject(e.to_string())),
         }
-        let meta = store.run_meta(&job.run).await.map_err(|e| reject(e.to_string()))?;
+        let meta = self.run_meta(&job.run).await.map_err(|e| reject(e.to_string()))?;
         if meta.workflow != job.workflow {
             return Err(reject("job names the wrong workflow for its run".into()));
         }
@@ -87,7 +107,7 @@ impl StepWorker {
             tracing::warn!(run = %job.run, step = %job.step, "outcome not recorded: {e}");
             return Ok(());
         }
-        self.notifier.step_finished(&job).await;
+        self.notifier.step_finished(&job, &outcome).await;
         Ok(())
     }
 }

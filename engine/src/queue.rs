@@ -25,4 +25,12 @@ pub struct QueueError(pub String);
 pub trait StepQueue: Send + Sync + 'static {
     /// Enqueue a job, to run no earlier than `not_before` if given.
     async fn enqueue(&self, job: StepJob, not_before: Option<SystemTime>) -> Result<(), QueueError>;
+
+    /// Enqueue several jobs to run now; backends override this to do it in one write.
+    async fn enqueue_many(&self, jobs: Vec<StepJob>) -> Result<(), QueueError> {
+        for job in jobs {
+            self.enqueue(job, None).await?;
+        }
+        Ok(())
+    }
 }

@@ -45,6 +45,7 @@ pub async fn run_all(backend: Arc<dyn Backend>) {
     delete_removes_any_record(b).await;
     large_values(b).await;
     binary_values(b).await;
+    put_many_writes_all_and_clears_ttls(b).await;
 }
 
 /// A fresh key prefix for one check.
@@ -421,4 +422,18 @@ pub async fn binary_values(b: &Arc<dyn Backend>) {
     let entries = vec![nuls.clone(), Vec::new(), every_byte.clone(), vec![0]];
     ok(b.append(&log, 0, &entries).await, "append binary");
     assert_eq!(ok(b.read_log(&log, 0).await, "read binary"), entries, "binary and empty log entries must round-trip");
+}
+
+/// `put_many` writes every item, overwriting earlier values and their TTLs.
+pub async fn put_many_writes_all_and_clears_ttls(b: &Arc<dyn Backend>) {
+    let p = scope("put_many");
+    b.put(&format!("{p}k0"), b"old", Some(Duration::from_millis(300))).await.unwrap();
+    let items: Vec<(String, Vec<u8>)> = (0..50).map(|i| (format!("{p}k{i}"), format!("v{i}").into_bytes())).collect();
+    b.put_many(&items).await.unwrap();
+    b.put_many(&[]).await.unwrap();
+    for (k, v) in &items {
+        assert_eq!(b.get(k).await.unwrap().as_ref(), Some(v), "{k}");
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await; // past the old TTL, which put_many cleared
+    assert_eq!(b.get(&format!("{p}k0")).await.unwrap(), Some(b"v0".to_vec()));
 }

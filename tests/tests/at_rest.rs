@@ -38,10 +38,26 @@ async fn the_embedded_files_hold_no_plaintext() {
     let mut sys = embedded().await;
     drive_marker_run(&sys).await;
     sys.stop().await; // flush and close the SQLite files
+    // SQLite may still be removing its -wal/-shm files as the last connection closes: read
+    // until one pass sees every listed file.
+    let files = loop {
+        let mut files = Vec::new();
+        let mut vanished = false;
+        for entry in std::fs::read_dir(sys.dir.path()).unwrap() {
+            let path = entry.unwrap().path();
+            match std::fs::read(&path) {
+                Ok(bytes) => files.push((path, bytes)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => vanished = true,
+                Err(e) => panic!("{}: {e}", path.display()),
+            }
+        }
+        if !vanished {
+            break files;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
     let mut all = Vec::new();
-    for entry in std::fs::read_dir(sys.dir.path()).unwrap() {
-        let path = entry.unwrap().path();
-        let bytes = std::fs::read(&path).unwrap();
+    for (path, bytes) in files {
         assert!(!contains(&bytes, MARKER.as_bytes()), "{} holds the marker in plaintext", path.display());
         all.extend(bytes);
     }

@@ -167,6 +167,15 @@ impl Backend for RedisBackend {
         set_cmd(self.key(key), value, ttl).exec_async(&mut self.conn.clone()).await.map_err(|e| map_err(key, e))
     }
 
+    async fn put_many(&self, items: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
+        let Some((first, _)) = items.first() else { return Ok(()) };
+        let mut pipe = redis::pipe();
+        for (key, value) in items {
+            pipe.add_command(set_cmd(self.key(key), value, None)).ignore();
+        }
+        pipe.exec_async(&mut self.conn.clone()).await.map_err(|e| map_err(first, e))
+    }
+
     async fn put_if_absent(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<bool, StoreError> {
         let mut cmd = set_cmd(self.key(key), value, ttl);
         cmd.arg("NX");

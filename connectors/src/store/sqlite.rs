@@ -192,6 +192,23 @@ impl Backend for SqliteBackend {
         Ok(())
     }
 
+    async fn put_many(&self, items: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
+        let Some((first, _)) = items.first() else { return Ok(()) };
+        let mut tx = self.writer.begin().await.map_err(|e| map_err(first, e))?;
+        for (key, value) in items {
+            sqlx::query(
+                "INSERT INTO kv (key, value, expires_at) VALUES (?1, ?2, NULL) \
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = NULL",
+            )
+            .bind(key)
+            .bind(value)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| map_err(key, e))?;
+        }
+        tx.commit().await.map_err(|e| map_err(first, e))
+    }
+
     async fn put_if_absent(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<bool, StoreError> {
         // One statement, hence atomic: insert, or take over the row only if it has expired.
         // SQLite counts a row changed by the upsert and not one its WHERE declined.

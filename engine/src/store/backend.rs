@@ -34,6 +34,15 @@ pub trait Backend: Send + Sync + 'static {
     /// Write `value` under `key`, replacing what was there; expire it after `ttl` if given.
     async fn put(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<(), StoreError>;
 
+    /// Write several values (no TTL) at once: one transaction or one round trip where the
+    /// backend allows, so a run dispatching many steps pays one write, not one per step.
+    async fn put_many(&self, items: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
+        for (key, value) in items {
+            self.put(key, value, None).await?;
+        }
+        Ok(())
+    }
+
     /// Write only if `key` holds nothing (or has expired). Returns whether it wrote.
     /// This is how decisions, outcomes and dedup claims become first-writer-wins.
     async fn put_if_absent(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<bool, StoreError>;

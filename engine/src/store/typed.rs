@@ -169,6 +169,20 @@ impl Store {
         self.backend.put(&key, &k.seal(key.as_bytes(), &Self::encode(input)), None).await
     }
 
+    /// Several attempts' inputs in one write.
+    pub async fn put_step_inputs(&self, wf: &WorkflowId, run: &RunId, inputs: &[(StepId, u32, &Value)]) -> Result<(), StoreError> {
+        let k = self.workflow_key(wf).await?;
+        let items: Vec<(String, Vec<u8>)> = inputs
+            .iter()
+            .map(|(step, attempt, input)| {
+                let key = keys::step_input(run, step, *attempt);
+                let sealed = k.seal(key.as_bytes(), &Self::encode(input));
+                (key, sealed)
+            })
+            .collect();
+        self.backend.put_many(&items).await
+    }
+
     pub async fn step_input(&self, wf: &WorkflowId, run: &RunId, step: &StepId, attempt: u32) -> Result<Option<Value>, StoreError> {
         let k = self.workflow_key(wf).await?;
         self.get_sealed(&k, &keys::step_input(run, step, attempt)).await
