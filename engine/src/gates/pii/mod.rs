@@ -1,0 +1,194 @@
+//! Personal-data detector. Each recogniser (`kind`) is code — it knows its format and checksum —
+//! while the rules in `config/gates/pii.toml` say which kinds are on, their category, severity,
+//! base confidence and context words: context near a match raises confidence, and for kinds
+//! whose format alone is too weak (bare 9-digit numbers, dates) it is required.
+
+mod alnum;
+mod contextual;
+mod email;
+mod ipv6;
+mod numeric;
+mod phone;
+
+use phonenumber::country;
+
+use crate::gates::error::GateError;
+use crate::gates::prefilter::Hits;
+use crate::gates::rules::{Examples, PiiRuleDef, RuleMeta};
+use crate::gates::scan::RawFinding;
+use crate::gates::verdict::{Detector, Span};
+
+/// The built-in recognisers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum PiiKind {
+    Email,
+    Phone,
+    Card,
+    Iban,
+    /// US SSN written `123-45-6789` or `123 45 6789`.
+    Ssn,
+    /// US SSN written as 9 bare digits (needs context).
+    SsnBare,
+    Ipv4,
+    Ipv6,
+    EsDni,
+    ItCodiceFiscale,
+    FrNir,
+    NlBsn,
+    PlPesel,
+    Dob,
+    Address,
+}
+
+impl PiiKind {
+    fn parse(s: &str) -> Option<Self> {
+        use PiiKind::*;
+        Some(match s {
+            "email" => Email,
+            "phone" => Phone,
+            "card" => Card,
+            "iban" => Iban,
+            "ssn" => Ssn,
+            "ssn_bare" => SsnBare,
+            "ipv4" => Ipv4,
+            "ipv6" => Ipv6,
+            "es_dni" => EsDni,
+            "it_codice_fiscale" => ItCodiceFiscale,
+            "fr_nir" => FrNir,
+            "nl_bsn" => NlBsn,
+            "pl_pesel" => PlPesel,
+            "dob" => Dob,
+            "address" => Address,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct PiiRule {
+    pub meta: RuleMeta,
+    pub kind: PiiKind,
+    pub context: Vec<String>,
+    pub examples: Examples,
+    confidence: f32,
+    context_boost: f32,
+    require_context: bool,
+    window: usize,
+}
+
+impl PiiRule {
+    pub fn compile(d: PiiRuleDef) -> Result<Self, GateError> {
+        let invalid = |m: String| GateError::InvalidRule { rule: d.id.clone(), message: m };
+        let kind = PiiKind::parse(&d.kind).ok_or_else(|| invalid(format!("unknown pii kind {:?}", d.kind)))?;
+        let needs_context = matches!(kind, PiiKind::Dob | PiiKind::Address) || d.require_context;
+        if needs_context && d.context.is_empty() {
+            return Err(invalid("this rule needs context words".into()));
+        }
+        Ok(PiiRule {
+            meta: RuleMeta {
+                id: d.id,
+                category: d.category,
+                severity: d.severity,
+                detector: Detector::Pii,
+                message: None,
+                action: None,
+            },
+            kind,
+            context: d.context,
+            examples: d.examples,
+            confidence: d.confidence,
+            context_boost: d.context_boost,
+            require_context: needs_context,
+            window: d.window,
+        })
+    }
+}
+
+/// All PII rules, indexed by kind.
+#[derive(Debug)]
+pub(crate) struct PiiRules {
+    pub rules: Vec<PiiRule>,
+}
+
+/// A match of a recogniser, before rules and context are applied.
+pub(crate) struct Candidate {
+    pub kind: PiiKind,
+    pub start: usize,
+    pub end: usize,
+    pub canonical: String,
+}
+
+impl PiiRules {
+    pub fn new(rules: Vec<PiiRule>) -> Self {
+        PiiRules { rules }
+    }
+
+    fn has(&self, kind: PiiKind, enabled: &dyn Fn(&str) -> bool) -> bool {
+        self.rules.iter().any(|r| r.kind == kind && enabled(&r.meta.id))
+    }
+
+    /// Runs every enabled recogniser over `text`. `only` restricts to one rule (example checks).
+    pub fn scan<'r>(
+        &'r self,
+        text: &str,
+        hits: &Hits,
+        regions: &[country::Id],
+        enabled: &dyn Fn(&str) -> bool,
+        out: &mut Vec<RawFinding<'r>>,
+    ) {
+        let mut cands: Vec<Candidate> = Vec::new();
+        let on = |k| self.has(k, enabled);
+        if on(PiiKind::Email) {
+            email::scan(text, &mut cands);
+        }
+        numeric::scan(text, &on, &mut cands);
+        alnum::scan(text, &on, &mut cands);
+        if on(PiiKind::Ipv6) {
+            ipv6::scan(text, &mut cands);
+        }
+        for (i, r) in self.rules.iter().enumerate() {
+            if matches!(r.kind, PiiKind::Dob | PiiKind::Address) && enabled(&r.meta.id) {
+                let words: Vec<(usize, usize)> = hits.context_words(text, i).collect();
+                contextual::scan(r.kind, text, &words, r.window, &mut cands);
+            }
+        }
+        if on(PiiKind::Phone) {
+            let claimed: Vec<Span> = cands.iter().map(|c| Span::new(c.start, c.end)).collect();
+            phone::scan(text, regions, &claimed, |s, e| self.phone_context(text, hits, s, e), &mut cands);
+        }
+        for c in cands {
+            for (i, r) in self.rules.iter().enumerate() {
+                if r.kind != c.kind || !enabled(&r.meta.id) {
+                    continue;
+                }
+                let contextual = matches!(r.kind, PiiKind::Dob | PiiKind::Address);
+                let near = contextual || hits.context_near(text, i, c.start, c.end, r.window);
+                if r.require_context && !near {
+                    continue;
+                }
+                let boost = if near && !contextual { r.context_boost } else { 0.0 };
+                out.push(RawFinding {
+                    meta: &r.meta,
+                    start: c.start,
+                    end: c.end,
+                    canonical: c.canonical.clone(),
+                    confidence: (r.confidence + boost).min(1.0),
+                    generic: false,
+                    note: None,
+                    original_span: false,
+                });
+            }
+        }
+    }
+
+    fn phone_context(&self, text: &str, hits: &Hits, start: usize, end: usize) -> bool {
+        self.rules.iter().enumerate().any(|(i, r)| {
+            r.kind == PiiKind::Phone && hits.context_near(text, i, start, end, r.window)
+        })
+    }
+}
+
+/// Whether `b[i]` is glued to a word character (so a match cannot start or end there).
+pub(crate) fn wordy(b: &[u8], i: usize) -> bool {
+    b.get(i).is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'_')
+}

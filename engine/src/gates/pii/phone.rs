@@ -1,0 +1,118 @@
+//! Phone recogniser: cheap shape filters pick candidates (a `+` country code, a parenthesised
+//! area code, national grouping, or a context word nearby), then libphonenumber (the
+//! `phonenumber` crate) validates them for the policy's regions. Dates, year ranges, IPs and
+//! spans already claimed by another recogniser never reach the parser.
+
+use phonenumber::country;
+
+use crate::gates::pii::{Candidate, PiiKind, wordy};
+use crate::gates::verdict::Span;
+
+fn phone_char(c: u8) -> bool {
+    c.is_ascii_digit() || matches!(c, b' ' | b'-' | b'.' | b'(' | b')' | b'/')
+}
+
+pub(crate) fn scan(
+    text: &str,
+    regions: &[country::Id],
+    claimed: &[Span],
+    context: impl Fn(usize, usize) -> bool,
+    out: &mut Vec<Candidate>,
+) {
+    let b = text.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        let opener = (c == b'+' || c == b'(') && b.get(i + 1).is_some_and(u8::is_ascii_digit);
+        if !(c.is_ascii_digit() || opener) || (i > 0 && (wordy(b, i - 1) || b[i - 1] == b'.')) {
+            if c.is_ascii_alphanumeric() {
+                while i < b.len() && wordy(b, i) {
+                    i += 1;
+                }
+            } else {
+                i += 1;
+            }
+            continue;
+        }
+        let start = i;
+        let mut j = i + 1;
+        while j < b.len() && phone_char(b[j]) && !(b[j] == b' ' && b[j - 1] == b' ') {
+            j += 1;
+        }
+        let mut end = j;
+        while end > start && !b[end - 1].is_ascii_digit() && b[end - 1] != b')' {
+            end -= 1;
+        }
+        if b[end - 1] == b')' && !text[start..end].contains('(') {
+            end -= 1;
+        }
+        i = j.max(i + 1);
+        if wordy(b, end) || claimed.iter().any(|s| s.overlaps(&Span::new(start, end))) {
+            continue;
+        }
+        let cand = &text[start..end];
+        if let Some(e164) = check(cand, regions, || context(start, end)) {
+            out.push(Candidate { kind: PiiKind::Phone, start, end, canonical: e164 });
+        }
+    }
+}
+
+/// Shape filters, then validation; returns the E.164 form.
+fn check(cand: &str, regions: &[country::Id], context: impl Fn() -> bool) -> Option<String> {
+    let digits = cand.bytes().filter(u8::is_ascii_digit).count();
+    let plus = cand.starts_with('+');
+    if !(7..=15).contains(&digits) || (plus && digits < 8) {
+        return None;
+    }
+    let groups: Vec<&str> = cand.split([' ', '-', '.', '/', '(', ')']).filter(|g| !g.is_empty()).collect();
+    let lens: Vec<usize> = groups.iter().map(|g| g.len()).collect();
+    let seps: Vec<u8> = cand.bytes().filter(|c| matches!(c, b'-' | b'.' | b'/')).collect();
+    let year = |g: &str| g.len() == 4 && (g.starts_with("19") || g.starts_with("20"));
+    let small = |g: &str, max: u32| g.len() <= 2 && g.parse::<u32>().is_ok_and(|v| (1..=max).contains(&v));
+    let date_like = groups.windows(3).any(|w| {
+        (year(w[0]) && small(w[1], 12) && small(w[2], 31)) || (small(w[0], 31) && small(w[1], 31) && (year(w[2]) || !seps.is_empty() && w[2].len() == 2))
+    });
+    let ip_like = lens.len() == 4 && seps.iter().all(|&s| s == b'.') && !seps.is_empty();
+    let year_range = lens == [4, 4] && groups.iter().all(|g| g.starts_with("19") || g.starts_with("20"));
+    if date_like || ip_like || year_range {
+        return None;
+    }
+    let paren = cand.starts_with('(');
+    let shaped = lens.len() >= 3 || (lens.len() == 2 && groups[0].starts_with('0'));
+    if !(plus || paren || shaped || context()) {
+        return None;
+    }
+    let parsed = if plus {
+        phonenumber::parse(None, cand).ok().filter(phonenumber::is_valid)
+    } else {
+        regions.iter().find_map(|r| phonenumber::parse(Some(*r), cand).ok().filter(phonenumber::is_valid))
+    }?;
+    Some(parsed.format().mode(phonenumber::Mode::E164).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn found(t: &str, ctx: bool) -> Vec<String> {
+        let regions = ["US", "GB", "DE", "FR"].map(|r| r.parse().unwrap());
+        let mut v = Vec::new();
+        scan(t, &regions, &[], |_, _| ctx, &mut v);
+        v.iter().map(|c| c.canonical.clone()).collect()
+    }
+
+    #[test]
+    fn international_national_and_context() {
+        assert_eq!(found("call +44 20 7946 0958 today", false), ["+442079460958"]);
+        assert_eq!(found("(415) 555-2671", false), ["+14155552671"]);
+        assert_eq!(found("office 030 901820", true), ["+4930901820"]);
+        assert_eq!(found("06 12 34 56 78", false).len(), 1);
+    }
+
+    #[test]
+    fn lookalikes_are_not_phones() {
+        for neg in ["2024-01-15 10:00", "12/03/1985", "1999-2004", "10.0.0.12", "order 4155552671", "v2.3.4567", "+12"] {
+            assert!(found(neg, false).is_empty(), "{neg}");
+        }
+    }
+}
