@@ -35,12 +35,18 @@ pub(crate) fn payloads(text: &str) -> Vec<(usize, usize, String)> {
     let b = text.as_bytes();
     let mut out = Vec::new();
     let mut i = 0;
-    while i < b.len() {
-        if !B64_CHARS[b[i] as usize] {
-            i += 1;
+    while i + MIN_RUN <= b.len() {
+        // Any run of MIN_RUN or more that starts in [i, i + MIN_RUN) covers byte i + MIN_RUN - 1:
+        // if that byte is not base64, skip the whole stretch (most words are short).
+        if !B64_CHARS[b[i + MIN_RUN - 1] as usize] {
+            i += MIN_RUN;
             continue;
         }
-        let start = i;
+        let mut start = i + MIN_RUN - 1;
+        while start > i && B64_CHARS[b[start - 1] as usize] {
+            start -= 1;
+        }
+        i = i + MIN_RUN - 1;
         while i < b.len() && B64_CHARS[b[i] as usize] {
             i += 1;
         }

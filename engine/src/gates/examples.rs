@@ -17,9 +17,7 @@ pub(crate) fn check_all(rs: &Ruleset) -> Result<(), GateError> {
         check(&r.meta.id, &r.examples, |text| {
             let norm = normalize(text);
             let mut out = Vec::new();
-            if let Some(first) = r.triggered_by(&norm.text) {
-                r.scan(&norm.text, first, &rs.allowlist, &mut out);
-            }
+            r.scan(&norm.text, &r.keyword_hits(&norm.text), &rs.allowlist, &mut out);
             !out.is_empty()
         })?;
     }
@@ -47,9 +45,7 @@ pub(crate) fn check_regex(r: &CompiledRegexRule) -> Result<(), GateError> {
     check(&r.meta.id, &r.examples, |text| {
         let norm = normalize(text);
         let mut out = Vec::new();
-        if let Some(from) = r.start_in(&norm.text) {
-            r.scan(&norm.text, from, &mut out);
-        }
+        r.scan(&norm.text, &r.keyword_hits(&norm.text), &mut out);
         !out.is_empty()
     })
 }

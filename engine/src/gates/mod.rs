@@ -23,6 +23,7 @@ mod error;
 pub mod eval;
 mod examples;
 mod json;
+mod matcher;
 mod mesh;
 mod normalize;
 mod pii;

@@ -11,7 +11,8 @@ pub(crate) enum Target {
     Secret(usize),
     Threat(usize),
     Regex(usize),
-    /// A context word of the PII rule with this index.
+    /// A context word of the (date of birth / address) PII rule with this index: these rules
+    /// run only near their context words, so they need every occurrence.
     Context(usize),
 }
 
@@ -23,17 +24,15 @@ pub(crate) struct Prefilter {
     counts: [usize; 4],
 }
 
-/// What one pass found: the first keyword position per rule (`usize::MAX` when absent) and every
-/// context word occurrence (start, end) per PII rule.
+/// What one pass found: per rule, the start of every keyword occurrence (ascending; empty when
+/// the rule is not triggered), and every context word occurrence (start, end) per PII rule.
 #[derive(Debug, Default)]
 pub(crate) struct Hits {
-    pub secret: Vec<usize>,
-    pub threat: Vec<usize>,
-    pub regex: Vec<usize>,
+    pub secret: Vec<Vec<usize>>,
+    pub threat: Vec<Vec<usize>>,
+    pub regex: Vec<Vec<usize>>,
     pub context: Vec<Vec<(usize, usize)>>,
 }
-
-pub(crate) const NONE: usize = usize::MAX;
 
 impl Prefilter {
     /// Builds the automaton from (keyword, target) pairs; keywords match ASCII case-insensitively.
@@ -71,20 +70,32 @@ impl Prefilter {
 
     pub fn scan(&self, text: &str) -> Hits {
         let [s, t, r, c] = self.counts;
-        let mut hits = Hits {
-            secret: vec![NONE; s],
-            threat: vec![NONE; t],
-            regex: vec![NONE; r],
-            context: Vec::new(),
-        };
+        let mut hits = Hits::default();
+        hits.secret.resize_with(s, Vec::new);
+        hits.threat.resize_with(t, Vec::new);
+        hits.regex.resize_with(r, Vec::new);
         hits.context.resize_with(c, Vec::new);
         let Some(ac) = &self.ac else { return hits };
         for m in ac.find_overlapping_iter(text) {
             for t in &self.targets[m.pattern().as_usize()] {
+                let push = |v: &mut Vec<usize>| {
+                    // Overlapping matches come ordered by end: keep starts ascending and unique.
+                    match v.last() {
+                        Some(&last) if last >= m.start() => {
+                            if last > m.start() {
+                                let at = v.partition_point(|&x| x < m.start());
+                                if v.get(at) != Some(&m.start()) {
+                                    v.insert(at, m.start());
+                                }
+                            }
+                        }
+                        _ => v.push(m.start()),
+                    }
+                };
                 match *t {
-                    Target::Secret(i) => hits.secret[i] = hits.secret[i].min(m.start()),
-                    Target::Threat(i) => hits.threat[i] = hits.threat[i].min(m.start()),
-                    Target::Regex(i) => hits.regex[i] = hits.regex[i].min(m.start()),
+                    Target::Secret(i) => push(&mut hits.secret[i]),
+                    Target::Threat(i) => push(&mut hits.threat[i]),
+                    Target::Regex(i) => push(&mut hits.regex[i]),
                     Target::Context(i) => hits.context[i].push((m.start(), m.end())),
                 }
             }
@@ -94,16 +105,6 @@ impl Prefilter {
 }
 
 impl Hits {
-    /// Whether a context word of PII rule `rule` stands as a whole word within `window` bytes of
-    /// `[start, end)`.
-    pub fn context_near(&self, text: &str, rule: usize, start: usize, end: usize, window: usize) -> bool {
-        self.context.get(rule).is_some_and(|v| {
-            v.iter().any(|&(s, e)| {
-                e + window >= start && s <= end + window && is_word(text.as_bytes(), s, e)
-            })
-        })
-    }
-
     /// Context word occurrences of PII rule `rule` that stand as whole words.
     pub fn context_words<'a>(&'a self, text: &'a str, rule: usize) -> impl Iterator<Item = (usize, usize)> + 'a {
         self.context
@@ -115,8 +116,21 @@ impl Hits {
     }
 }
 
+/// Starts of every ASCII case-insensitive occurrence of any keyword in `text`, ascending (what
+/// the prefilter reports for one rule; used to check rule examples in isolation).
+pub(crate) fn keyword_positions(keywords: &[String], text: &str) -> Vec<usize> {
+    let lower = text.to_ascii_lowercase();
+    let mut v: Vec<usize> = keywords
+        .iter()
+        .flat_map(|k| lower.match_indices(&k.to_ascii_lowercase()).map(|(i, _)| i).collect::<Vec<_>>())
+        .collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
 /// Whether `[s, e)` is not glued to letters or digits on either side ("dob" is not in "adobe").
-fn is_word(b: &[u8], s: usize, e: usize) -> bool {
+pub(crate) fn is_word(b: &[u8], s: usize, e: usize) -> bool {
     let inner_start = b.get(s).is_some_and(|c| c.is_ascii_alphanumeric());
     let inner_end = e > 0 && b.get(e - 1).is_some_and(|c| c.is_ascii_alphanumeric());
     let before = s > 0 && b[s - 1].is_ascii_alphanumeric();
@@ -140,11 +154,10 @@ mod tests {
         );
         let text = "adobe DOB: x IGNORE ghp_ ghp_";
         let h = p.scan(text);
-        assert_eq!(h.secret, vec![20]);
-        assert_eq!(h.threat, vec![13]);
+        assert_eq!(h.secret, vec![vec![20, 25]]);
+        assert_eq!(h.threat, vec![vec![13]]);
+        assert_eq!(keyword_positions(&["GHP_".into(), "ignore".into()], text), [13, 20, 25]);
         assert_eq!(h.context[0].len(), 2);
         assert_eq!(h.context_words(text, 0).collect::<Vec<_>>(), vec![(6, 9)]);
-        assert!(h.context_near(text, 0, 11, 12, 5));
-        assert!(!h.context_near(text, 0, 25, 29, 5));
     }
 }

@@ -2,12 +2,13 @@
 //! id format) with their category, action and message. They carry examples like every other rule
 //! and may name prefilter keywords; without keywords they run on every text.
 
-use regex::Regex;
 use serde::{Deserialize, Serialize};
 
 use crate::gates::error::GateError;
-use crate::gates::rules::{Examples, RuleMeta, build_regex};
-use crate::gates::scan::{RawFinding, floor_boundary, next_boundary};
+use crate::gates::matcher::{RuleRegex, Scope};
+use crate::gates::prefilter::keyword_positions;
+use crate::gates::rules::{Examples, RuleMeta};
+use crate::gates::scan::RawFinding;
 use crate::gates::verdict::{Detector, GateAction, Severity};
 
 fn default_severity() -> Severity {
@@ -44,7 +45,7 @@ pub(crate) struct CompiledRegexRule {
     pub meta: RuleMeta,
     pub keywords: Vec<String>,
     pub examples: Examples,
-    regex: Regex,
+    regex: RuleRegex,
 }
 
 impl CompiledRegexRule {
@@ -55,7 +56,7 @@ impl CompiledRegexRule {
         if r.examples.positive.is_empty() {
             return Err(GateError::InvalidRule { rule: r.id, message: "at least one positive example is required".into() });
         }
-        let regex = build_regex(&r.id, &r.pattern)?;
+        let regex = RuleRegex::new(&r.id, &r.pattern, "")?;
         Ok(CompiledRegexRule {
             meta: RuleMeta {
                 id: r.id,
@@ -71,34 +72,32 @@ impl CompiledRegexRule {
         })
     }
 
-    /// Runs from `from` (the first keyword occurrence, or 0 without keywords).
-    pub fn scan<'r>(&'r self, text: &str, from: usize, out: &mut Vec<RawFinding<'r>>) {
-        let mut pos = floor_boundary(text, from.saturating_sub(64));
-        while pos <= text.len() {
-            let Some(m) = self.regex.find_at(text, pos) else { break };
-            pos = if m.end() > m.start() { m.end() } else { next_boundary(text, m.end()) };
-            if m.is_empty() {
-                continue;
+    /// Runs near the keyword occurrences `hits`, or over the whole text without keywords.
+    pub fn scan<'r>(&'r self, text: &str, hits: &[usize], out: &mut Vec<RawFinding<'r>>) {
+        let scope = if self.keywords.is_empty() {
+            Scope::Whole
+        } else {
+            Scope::Near { hits, lookbehind: 256, max_len: 512 }
+        };
+        self.regex.scan(text, scope, |h| {
+            if h.whole.is_empty() {
+                return;
             }
             out.push(RawFinding {
                 meta: &self.meta,
-                start: m.start(),
-                end: m.end(),
-                canonical: m.as_str().to_string(),
+                start: h.whole.start,
+                end: h.whole.end,
+                canonical: text[h.whole.clone()].to_string(),
                 confidence: 1.0,
                 generic: false,
                 note: None,
                 original_span: false,
             });
-        }
+        });
     }
 
-    /// What the prefilter would decide for `text`: where to start, or `None` to skip.
-    pub fn start_in(&self, text: &str) -> Option<usize> {
-        if self.keywords.is_empty() {
-            return Some(0);
-        }
-        let lower = text.to_ascii_lowercase();
-        self.keywords.iter().filter_map(|k| lower.find(&k.to_ascii_lowercase())).min()
+    /// Where the rule's keywords occur in `text` (what the prefilter would report).
+    pub fn keyword_hits(&self, text: &str) -> Vec<usize> {
+        keyword_positions(&self.keywords, text)
     }
 }

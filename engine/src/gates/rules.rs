@@ -98,9 +98,12 @@ pub(crate) struct SecretRuleDef {
     /// Generic rules yield to provider rules on overlapping matches.
     #[serde(default)]
     pub generic: bool,
-    /// How far before the first keyword a match may start.
+    /// How far before a keyword a match may start; 0 = the match starts at the keyword.
     #[serde(default = "default_lookbehind")]
     pub lookbehind: usize,
+    /// How far after a keyword a match may end.
+    #[serde(default = "default_max_len")]
+    pub max_len: usize,
     /// Rule-specific allowlist regexes over the secret part.
     #[serde(default)]
     pub allow: Vec<String>,
@@ -158,8 +161,14 @@ pub(crate) struct ThreatRuleDef {
     pub regex: Option<String>,
     #[serde(default = "default_lookbehind")]
     pub lookbehind: usize,
+    #[serde(default = "default_max_len")]
+    pub max_len: usize,
     #[serde(flatten)]
     pub examples: Examples,
+}
+
+fn default_max_len() -> usize {
+    512
 }
 
 fn default_threat_kind() -> String {
@@ -270,7 +279,7 @@ pub(crate) fn assemble(
     for (i, r) in regex.iter().enumerate() {
         pairs.extend(r.keywords.iter().map(|k| (k.clone(), Target::Regex(i))));
     }
-    for (i, r) in pii.rules.iter().enumerate() {
+    for (i, r) in pii.rules.iter().enumerate().filter(|(_, r)| r.needs_positions()) {
         pairs.extend(r.context.iter().map(|k| (k.clone(), Target::Context(i))));
     }
     let counts = [secrets.len(), threat.len(), regex.len(), pii.rules.len()];

@@ -8,7 +8,6 @@ use phonenumber::country;
 
 use crate::gates::normalize::normalize;
 use crate::gates::policy::GatePolicy;
-use crate::gates::prefilter::NONE;
 use crate::gates::redact::RedactionMap;
 use crate::gates::rules::{RuleMeta, Ruleset};
 use crate::gates::threat;
@@ -137,17 +136,17 @@ fn scan_str<'r>(
     let d = policy.detectors;
     if d.secrets {
         for (i, r) in rs.secrets.iter().enumerate() {
-            if hits.secret[i] != NONE && policy.rule_enabled(&r.meta.id) {
-                r.scan(t, hits.secret[i], &rs.allowlist, &mut raw);
+            if !hits.secret[i].is_empty() && policy.rule_enabled(&r.meta.id) {
+                r.scan(t, &hits.secret[i], &rs.allowlist, &mut raw);
             }
         }
         deadline.check()?;
     }
     if d.regex {
         for (i, r) in rs.regex.iter().enumerate() {
-            let from = if r.keywords.is_empty() { 0 } else { hits.regex[i] };
-            if from != NONE && policy.rule_enabled(&r.meta.id) {
-                r.scan(t, from, &mut raw);
+            let triggered = r.keywords.is_empty() || !hits.regex[i].is_empty();
+            if triggered && policy.rule_enabled(&r.meta.id) {
+                r.scan(t, &hits.regex[i], &mut raw);
             }
         }
         deadline.check()?;

@@ -9,8 +9,10 @@ use regex::{Regex, RegexSet};
 
 use crate::gates::checksum::shannon_entropy;
 use crate::gates::error::GateError;
+use crate::gates::matcher::{RuleRegex, Scope};
+use crate::gates::prefilter::keyword_positions;
 use crate::gates::rules::{AllowlistDef, Examples, RuleMeta, SecretRuleDef, build_regex};
-use crate::gates::scan::{RawFinding, floor_boundary, next_boundary};
+use crate::gates::scan::RawFinding;
 use crate::gates::verdict::Detector;
 
 /// Structural checks beyond the regex.
@@ -27,12 +29,12 @@ pub(crate) struct SecretRule {
     pub meta: RuleMeta,
     pub keywords: Vec<String>,
     pub examples: Examples,
-    regex: Regex,
-    group: Option<usize>,
+    regex: RuleRegex,
     entropy: Option<f32>,
     allow: Vec<Regex>,
     validator: Option<Validator>,
     lookbehind: usize,
+    max_len: usize,
     confidence: f32,
     generic: bool,
 }
@@ -43,8 +45,7 @@ impl SecretRule {
         if d.keywords.is_empty() {
             return Err(invalid("a secret rule needs at least one prefilter keyword".into()));
         }
-        let regex = build_regex(&d.id, &d.regex)?;
-        let group = regex.capture_names().position(|n| n == Some("secret"));
+        let regex = RuleRegex::new(&d.id, &d.regex, "secret")?;
         let validator = match d.validate.as_deref() {
             None => None,
             Some("jwt") => Some(Validator::Jwt),
@@ -64,44 +65,39 @@ impl SecretRule {
             keywords: d.keywords,
             examples: d.examples,
             regex,
-            group,
             entropy: d.entropy,
             allow,
             validator,
             lookbehind: d.lookbehind,
+            max_len: d.max_len,
             confidence: d.confidence,
             generic: d.generic,
         })
     }
 
-    /// Runs the rule from just before its first keyword occurrence (`first_hit`).
-    pub fn scan<'r>(&'r self, text: &str, first_hit: usize, allow: &Allowlist, out: &mut Vec<RawFinding<'r>>) {
-        let mut pos = floor_boundary(text, first_hit.saturating_sub(self.lookbehind));
-        while pos <= text.len() {
-            let Some(caps) = self.regex.captures_at(text, pos) else { break };
-            let m = caps.get(0).expect("group 0 always participates");
-            pos = if m.end() > m.start() { m.end() } else { next_boundary(text, m.end()) };
-            let g = self.group.and_then(|i| caps.get(i)).unwrap_or(m);
-            if g.is_empty() || !self.accepts(g.as_str(), allow) {
-                continue;
+    /// Runs the rule near its keyword occurrences `hits`.
+    pub fn scan<'r>(&'r self, text: &str, hits: &[usize], allow: &Allowlist, out: &mut Vec<RawFinding<'r>>) {
+        let scope = Scope::Near { hits, lookbehind: self.lookbehind, max_len: self.max_len };
+        self.regex.scan(text, scope, |h| {
+            let (s, e) = h.part;
+            if e > s && self.accepts(&text[s..e], allow) {
+                out.push(RawFinding {
+                    meta: &self.meta,
+                    start: s,
+                    end: e,
+                    canonical: text[s..e].to_string(),
+                    confidence: self.confidence,
+                    generic: self.generic,
+                    note: None,
+                    original_span: false,
+                });
             }
-            out.push(RawFinding {
-                meta: &self.meta,
-                start: g.start(),
-                end: g.end(),
-                canonical: g.as_str().to_string(),
-                confidence: self.confidence,
-                generic: self.generic,
-                note: None,
-                original_span: false,
-            });
-        }
+        });
     }
 
-    /// Whether any keyword occurs in `text` (what the prefilter would decide).
-    pub fn triggered_by(&self, text: &str) -> Option<usize> {
-        let lower = text.to_ascii_lowercase();
-        self.keywords.iter().filter_map(|k| lower.find(&k.to_ascii_lowercase())).min()
+    /// Where the rule's keywords occur in `text` (what the prefilter would report).
+    pub fn keyword_hits(&self, text: &str) -> Vec<usize> {
+        keyword_positions(&self.keywords, text)
     }
 
     fn accepts(&self, v: &str, allow: &Allowlist) -> bool {

@@ -3,15 +3,14 @@
 //! noisy-OR of the distinct signals that fired (computed in `scan`), so one strong signal or
 //! several weak ones cross the policy threshold, and the verdict names every signal.
 
-use regex::Regex;
-
 use crate::gates::encoded;
 use crate::gates::error::GateError;
 use crate::gates::normalize::{InvisibleKind, Normalized};
 use crate::gates::policy::GatePolicy;
-use crate::gates::prefilter::{Hits, NONE};
-use crate::gates::rules::{Examples, RuleMeta, ThreatRuleDef, build_regex};
-use crate::gates::scan::{RawFinding, floor_boundary, next_boundary};
+use crate::gates::matcher::{RuleRegex, Scope};
+use crate::gates::prefilter::{Hits, keyword_positions};
+use crate::gates::rules::{Examples, RuleMeta, ThreatRuleDef};
+use crate::gates::scan::RawFinding;
 use crate::gates::verdict::Detector;
 
 /// How deep base64/hex payloads inside payloads are decoded and rescanned.
@@ -20,12 +19,12 @@ pub(crate) const MAX_DECODE_DEPTH: u8 = 2;
 #[derive(Debug)]
 pub(crate) enum ThreatKind {
     /// A phrase family or token list (regex).
-    Pattern(Regex),
+    Pattern(RuleRegex),
     /// Markdown/HTML image whose URL (group `url`) points to a host not allowed by the policy;
     /// rendering it sends a request — with whatever data the URL carries.
-    MarkdownImage(Regex),
+    MarkdownImage(RuleRegex),
     /// Link to a non-allowed host whose URL carries data.
-    MarkdownLink(Regex),
+    MarkdownLink(RuleRegex),
     /// Hidden characters flagged by normalisation.
     Invisible(InvisibleKind),
     /// Base64/hex run that decodes to text in which other signals fire.
@@ -40,6 +39,7 @@ pub(crate) struct ThreatRule {
     pub keywords: Vec<String>,
     pub examples: Examples,
     lookbehind: usize,
+    max_len: usize,
 }
 
 impl ThreatRule {
@@ -48,9 +48,9 @@ impl ThreatRule {
         if !(0.0..=1.0).contains(&d.weight) {
             return Err(invalid("weight must be within 0.0..=1.0"));
         }
-        let regex = || -> Result<Regex, GateError> {
+        let regex = || -> Result<RuleRegex, GateError> {
             let p = d.regex.as_deref().ok_or_else(|| invalid("this kind needs a regex"))?;
-            build_regex(&d.id, p)
+            RuleRegex::new(&d.id, p, "url")
         };
         let kind = match d.kind.as_str() {
             "pattern" => ThreatKind::Pattern(regex()?),
@@ -71,7 +71,7 @@ impl ThreatRule {
             return Err(invalid("a regex threat rule needs at least one prefilter keyword"));
         }
         if let ThreatKind::MarkdownImage(r) | ThreatKind::MarkdownLink(r) = &kind
-            && !r.capture_names().any(|n| n == Some("url"))
+            && !r.has_group()
         {
             return Err(invalid("a markdown rule's regex needs a `url` group"));
         }
@@ -89,37 +89,35 @@ impl ThreatRule {
             keywords: d.keywords,
             examples: d.examples,
             lookbehind: d.lookbehind,
+            max_len: d.max_len,
         })
     }
 
-    /// Runs a regex-based rule from just before `first_hit`.
-    fn scan_regex<'r>(&'r self, text: &str, first_hit: usize, policy: &GatePolicy, out: &mut Vec<RawFinding<'r>>) {
+    /// Runs a regex-based rule near its keyword occurrences `hits`.
+    fn scan_regex<'r>(&'r self, text: &str, hits: &[usize], policy: &GatePolicy, out: &mut Vec<RawFinding<'r>>) {
         let (re, link) = match &self.kind {
             ThreatKind::Pattern(re) => (re, None),
             ThreatKind::MarkdownImage(re) => (re, Some(false)),
             ThreatKind::MarkdownLink(re) => (re, Some(true)),
             _ => return,
         };
-        let mut pos = floor_boundary(text, first_hit.saturating_sub(self.lookbehind));
-        while pos <= text.len() {
-            let Some(caps) = re.captures_at(text, pos) else { break };
-            let m = caps.get(0).expect("group 0 always participates");
-            pos = if m.end() > m.start() { m.end() } else { next_boundary(text, m.end()) };
+        let scope = Scope::Near { hits, lookbehind: self.lookbehind, max_len: self.max_len };
+        re.scan(text, scope, |h| {
             let mut weight = self.weight;
             if let Some(is_link) = link {
-                let url = caps.name("url").map_or("", |u| u.as_str());
+                let url = &text[h.part.0..h.part.1];
                 if policy.host_allowed(url_host(url)) {
-                    continue;
+                    return;
                 }
                 match (url_carries_data(url), is_link) {
                     (true, _) => {}
                     // A plain external image still leaks that the output was rendered.
                     (false, false) => weight *= 0.35,
-                    (false, true) => continue,
+                    (false, true) => return,
                 }
             }
-            out.push(RawFinding::signal(&self.meta, m.start(), m.end(), m.as_str(), weight));
-        }
+            out.push(RawFinding::signal(&self.meta, h.whole.start, h.whole.end, &text[h.whole.clone()], weight));
+        });
     }
 
     /// Whether the rule fires on `text` on its own (rule examples); `all` are the rules rescanned
@@ -129,16 +127,12 @@ impl ThreatRule {
         match &self.kind {
             ThreatKind::Invisible(_) | ThreatKind::Encoded => {
                 let norm = crate::gates::normalize::normalize(text);
-                let hits = Hits { threat: Vec::new(), ..Hits::default() };
+                let hits = Hits::default();
                 scan_special(std::slice::from_ref(self), all, &norm, &hits, policy, 0, &mut out);
             }
             _ => {
                 let norm = crate::gates::normalize::normalize(text);
-                let lower = norm.text.to_ascii_lowercase();
-                let first = self.keywords.iter().filter_map(|k| lower.find(&k.to_ascii_lowercase())).min();
-                if let Some(first) = first {
-                    self.scan_regex(&norm.text, first, policy, &mut out);
-                }
+                self.scan_regex(&norm.text, &keyword_positions(&self.keywords, &norm.text), policy, &mut out);
             }
         }
         !out.is_empty()
@@ -154,9 +148,10 @@ pub(crate) fn scan<'r>(
     out: &mut Vec<RawFinding<'r>>,
 ) {
     for (i, r) in rules.iter().enumerate() {
-        let first = hits.threat.get(i).copied().unwrap_or(NONE);
-        if first != NONE && policy.rule_enabled(&r.meta.id) {
-            r.scan_regex(&norm.text, first, policy, out);
+        if let Some(h) = hits.threat.get(i).filter(|h| !h.is_empty())
+            && policy.rule_enabled(&r.meta.id)
+        {
+            r.scan_regex(&norm.text, h, policy, out);
         }
     }
     scan_special(rules, rules, norm, hits, policy, 0, out);
@@ -211,10 +206,7 @@ fn nested_signals(rules: &[ThreatRule], text: &str, policy: &GatePolicy, depth: 
     for r in rules.iter().filter(|r| policy.rule_enabled(&r.meta.id)) {
         match r.kind {
             ThreatKind::Pattern(_) | ThreatKind::MarkdownImage(_) | ThreatKind::MarkdownLink(_) => {
-                let lower = norm.text.to_ascii_lowercase();
-                if let Some(first) = r.keywords.iter().filter_map(|k| lower.find(&k.to_ascii_lowercase())).min() {
-                    r.scan_regex(&norm.text, first, policy, &mut out);
-                }
+                r.scan_regex(&norm.text, &keyword_positions(&r.keywords, &norm.text), policy, &mut out);
             }
             _ => {}
         }

@@ -10,12 +10,13 @@ mod ipv6;
 mod numeric;
 mod phone;
 
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use phonenumber::country;
 
 use crate::gates::error::GateError;
-use crate::gates::prefilter::Hits;
+use crate::gates::prefilter::{Hits, is_word};
 use crate::gates::rules::{Examples, PiiRuleDef, RuleMeta};
-use crate::gates::scan::RawFinding;
+use crate::gates::scan::{RawFinding, floor_boundary};
 use crate::gates::verdict::{Detector, Span};
 
 /// The built-in recognisers.
@@ -70,6 +71,9 @@ pub(crate) struct PiiRule {
     pub kind: PiiKind,
     pub context: Vec<String>,
     pub examples: Examples,
+    /// Context words, searched only around a candidate (most kinds) — candidates are rare, so
+    /// this costs far less than finding every context word in every text.
+    ctx: Option<AhoCorasick>,
     confidence: f32,
     context_boost: f32,
     require_context: bool,
@@ -84,7 +88,15 @@ impl PiiRule {
         if needs_context && d.context.is_empty() {
             return Err(invalid("this rule needs context words".into()));
         }
+        let ctx = (!d.context.is_empty()).then(|| {
+            AhoCorasickBuilder::new()
+                .ascii_case_insensitive(true)
+                .match_kind(MatchKind::LeftmostLongest)
+                .build(&d.context)
+                .expect("context automaton within limits")
+        });
         Ok(PiiRule {
+            ctx,
             meta: RuleMeta {
                 id: d.id,
                 category: d.category,
@@ -101,6 +113,21 @@ impl PiiRule {
             require_context: needs_context,
             window: d.window,
         })
+    }
+}
+
+impl PiiRule {
+    /// Rules that run only where their context words are (and so need their positions).
+    pub fn needs_positions(&self) -> bool {
+        matches!(self.kind, PiiKind::Dob | PiiKind::Address)
+    }
+
+    /// Whether a context word stands as a whole word within `window` bytes of `[start, end)`.
+    fn context_near(&self, text: &str, start: usize, end: usize) -> bool {
+        let Some(ac) = &self.ctx else { return false };
+        let from = floor_boundary(text, start.saturating_sub(self.window));
+        let to = floor_boundary(text, (end + self.window).min(text.len()));
+        ac.find_iter(&text[from..to]).any(|m| is_word(text.as_bytes(), from + m.start(), from + m.end()))
     }
 }
 
@@ -153,16 +180,18 @@ impl PiiRules {
             }
         }
         if on(PiiKind::Phone) {
-            let claimed: Vec<Span> = cands.iter().map(|c| Span::new(c.start, c.end)).collect();
-            phone::scan(text, regions, &claimed, |s, e| self.phone_context(text, hits, s, e), &mut cands);
+            let mut claimed: Vec<Span> = cands.iter().map(|c| Span::new(c.start, c.end)).collect();
+            claimed.sort_unstable();
+            let context = |s, e| self.rules.iter().any(|r| r.kind == PiiKind::Phone && r.context_near(text, s, e));
+            phone::scan(text, regions, &claimed, context, &mut cands);
         }
         for c in cands {
-            for (i, r) in self.rules.iter().enumerate() {
+            for r in self.rules.iter() {
                 if r.kind != c.kind || !enabled(&r.meta.id) {
                     continue;
                 }
                 let contextual = matches!(r.kind, PiiKind::Dob | PiiKind::Address);
-                let near = contextual || hits.context_near(text, i, c.start, c.end, r.window);
+                let near = contextual || r.context_near(text, c.start, c.end);
                 if r.require_context && !near {
                     continue;
                 }
@@ -179,12 +208,6 @@ impl PiiRules {
                 });
             }
         }
-    }
-
-    fn phone_context(&self, text: &str, hits: &Hits, start: usize, end: usize) -> bool {
-        self.rules.iter().enumerate().any(|(i, r)| {
-            r.kind == PiiKind::Phone && hits.context_near(text, i, start, end, r.window)
-        })
     }
 }
 

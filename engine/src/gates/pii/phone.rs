@@ -47,7 +47,8 @@ pub(crate) fn scan(
             end -= 1;
         }
         i = j.max(i + 1);
-        if wordy(b, end) || claimed.iter().any(|s| s.overlaps(&Span::new(start, end))) {
+        let digits = b[start..end].iter().filter(|c| c.is_ascii_digit()).count();
+        if !(7..=15).contains(&digits) || wordy(b, end) || overlaps(claimed, start, end) {
             continue;
         }
         let cand = &text[start..end];
@@ -55,6 +56,12 @@ pub(crate) fn scan(
             out.push(Candidate { kind: PiiKind::Phone, start, end, canonical: e164 });
         }
     }
+}
+
+/// Whether `[start, end)` overlaps a span of `claimed` (sorted by start, rarely nested).
+fn overlaps(claimed: &[Span], start: usize, end: usize) -> bool {
+    let i = claimed.partition_point(|s| s.start < end);
+    claimed[..i].iter().rev().take(4).any(|s| s.end > start)
 }
 
 /// Shape filters, then validation; returns the E.164 form.
