@@ -2,6 +2,7 @@
 //! word, so a rule's regex runs only when one of its keywords occurs (and only from its first
 //! occurrence), and context-sensitive PII rules know where their context words are. This single
 //! pass is what keeps the mesh fast: most rules never run on a given text.
+//! (Context words of the other PII rules are looked up lazily, around candidates only.)
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 
@@ -20,7 +21,8 @@ pub(crate) enum Target {
 #[derive(Debug)]
 pub(crate) struct Prefilter {
     ac: Option<AhoCorasick>,
-    targets: Vec<Vec<Target>>,
+    /// Per keyword: the rules it triggers, with the offset and length of their keyword inside it.
+    targets: Vec<Vec<(Target, usize, usize)>>,
     counts: [usize; 4],
 }
 
@@ -57,10 +59,32 @@ impl Prefilter {
                 }
             }
         }
+        // Leftmost-longest search reports one keyword per position, so a keyword that contains
+        // another (`client_secret` ⊃ `secret`) also triggers the other's rules, at its offset.
+        let mut closed: Vec<Vec<(Target, usize, usize)>> = targets
+            .iter()
+            .zip(&keywords)
+            .map(|(ts, k)| ts.iter().map(|t| (*t, 0, k.len())).collect())
+            .collect();
+        for (p, long) in keywords.iter().enumerate() {
+            for (q, short) in keywords.iter().enumerate() {
+                if p == q {
+                    continue;
+                }
+                if let Some(off) = long.find(short.as_str()) {
+                    for t in &targets[q] {
+                        if !closed[p].iter().any(|(ct, _, _)| ct == t) {
+                            closed[p].push((*t, off, short.len()));
+                        }
+                    }
+                }
+            }
+        }
+        let targets = closed;
         let ac = (!keywords.is_empty()).then(|| {
             AhoCorasickBuilder::new()
                 .ascii_case_insensitive(true)
-                .match_kind(MatchKind::Standard)
+                .match_kind(MatchKind::LeftmostLongest)
                 .kind(Some(AhoCorasickKind::DFA))
                 .build(&keywords)
                 .expect("keyword automaton within limits")
@@ -76,27 +100,26 @@ impl Prefilter {
         hits.regex.resize_with(r, Vec::new);
         hits.context.resize_with(c, Vec::new);
         let Some(ac) = &self.ac else { return hits };
-        for m in ac.find_overlapping_iter(text) {
-            for t in &self.targets[m.pattern().as_usize()] {
+        for m in ac.find_iter(text) {
+            for &(t, off, len) in &self.targets[m.pattern().as_usize()] {
+                let start = m.start() + off;
                 let push = |v: &mut Vec<usize>| {
-                    // Overlapping matches come ordered by end: keep starts ascending and unique.
+                    // Offsets can put a start before the previous one: keep starts ascending.
                     match v.last() {
-                        Some(&last) if last >= m.start() => {
-                            if last > m.start() {
-                                let at = v.partition_point(|&x| x < m.start());
-                                if v.get(at) != Some(&m.start()) {
-                                    v.insert(at, m.start());
-                                }
+                        Some(&last) if last >= start => {
+                            let at = v.partition_point(|&x| x < start);
+                            if v.get(at) != Some(&start) {
+                                v.insert(at, start);
                             }
                         }
-                        _ => v.push(m.start()),
+                        _ => v.push(start),
                     }
                 };
-                match *t {
+                match t {
                     Target::Secret(i) => push(&mut hits.secret[i]),
                     Target::Threat(i) => push(&mut hits.threat[i]),
                     Target::Regex(i) => push(&mut hits.regex[i]),
-                    Target::Context(i) => hits.context[i].push((m.start(), m.end())),
+                    Target::Context(i) => hits.context[i].push((start, start + len)),
                 }
             }
         }

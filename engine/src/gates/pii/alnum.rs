@@ -3,7 +3,7 @@
 //! character), Spanish NIE (X/Y/Z + digits + check letter).
 
 use crate::gates::checksum::{es_dni, iban_length, iban_mod97, it_codice_fiscale};
-use crate::gates::pii::{Candidate, PiiKind, wordy};
+use crate::gates::pii::{Candidate, PiiKind, next_digit, wordy};
 
 pub(crate) fn scan(text: &str, on: &dyn Fn(PiiKind) -> bool, out: &mut Vec<Candidate>) {
     let (iban, cf, dni) = (on(PiiKind::Iban), on(PiiKind::ItCodiceFiscale), on(PiiKind::EsDni));
@@ -11,27 +11,36 @@ pub(crate) fn scan(text: &str, on: &dyn Fn(PiiKind) -> bool, out: &mut Vec<Candi
         return;
     }
     let b = text.as_bytes();
+    // Every id here has a digit within its first seven bytes right after capital letters (IBAN
+    // `CC` + digits, codice fiscale six letters + digits, NIE `X` + digits), so the scan jumps
+    // from digit to digit and looks back for the word start.
     let mut i = 0;
-    while i < b.len() {
-        if !b[i].is_ascii_uppercase() || (i > 0 && wordy(b, i - 1)) {
-            i += 1;
-            continue;
+    while let Some(d) = next_digit(b, i) {
+        let mut ws = d;
+        while ws > 0 && d - ws < 6 && b[ws - 1].is_ascii_uppercase() {
+            ws -= 1;
         }
-        if iban && let Some((end, compact)) = read_iban(b, i) {
-            out.push(Candidate { kind: PiiKind::Iban, start: i, end, canonical: compact });
+        if ws == d && d >= 2 && b[d - 1] == b'-' && matches!(b[d - 2], b'X' | b'Y' | b'Z') {
+            ws = d - 2;
+        }
+        let at_word_start = ws < d && !(ws > 0 && wordy(b, ws - 1));
+        let found = if !at_word_start {
+            None
+        } else if iban && d - ws == 2 && let Some((end, compact)) = read_iban(b, ws) {
+            Some((PiiKind::Iban, end, compact))
+        } else if cf && d - ws == 6 && b.len() >= ws + 16 && !wordy(b, ws + 16) && it_codice_fiscale(&b[ws..ws + 16]) {
+            Some((PiiKind::ItCodiceFiscale, ws + 16, text[ws..ws + 16].to_string()))
+        } else if dni && matches!(b[ws], b'X' | b'Y' | b'Z') && let Some((end, id)) = read_nie(b, ws) {
+            Some((PiiKind::EsDni, end, id))
+        } else {
+            None
+        };
+        if let Some((kind, end, canonical)) = found {
+            out.push(Candidate { kind, start: ws, end, canonical });
             i = end;
             continue;
         }
-        if cf && b.len() >= i + 16 && !wordy(b, i + 16) && it_codice_fiscale(&b[i..i + 16]) {
-            out.push(Candidate { kind: PiiKind::ItCodiceFiscale, start: i, end: i + 16, canonical: text[i..i + 16].into() });
-            i += 16;
-            continue;
-        }
-        if dni && matches!(b[i], b'X' | b'Y' | b'Z') && let Some((end, id)) = read_nie(b, i) {
-            out.push(Candidate { kind: PiiKind::EsDni, start: i, end, canonical: id });
-            i = end;
-            continue;
-        }
+        i = d + 1;
         while i < b.len() && wordy(b, i) {
             i += 1;
         }

@@ -3,7 +3,7 @@
 //! numeric national ids — French NIR, Dutch BSN, Polish PESEL, Spanish DNI (digits + letter).
 
 use crate::gates::checksum::{card_brand, es_dni, fr_nir, luhn, nl_bsn, pl_pesel, ssn_valid};
-use crate::gates::pii::{Candidate, PiiKind, wordy};
+use crate::gates::pii::{Candidate, PiiKind, next_digit, wordy};
 
 const MAX_GROUPS: usize = 8;
 
@@ -41,11 +41,8 @@ pub(crate) fn scan(text: &str, on: &dyn Fn(PiiKind) -> bool, out: &mut Vec<Candi
     let b = text.as_bytes();
     let mut buf = Vec::with_capacity(32);
     let mut i = 0;
-    while i < b.len() {
-        if !b[i].is_ascii_digit() {
-            i += 1;
-            continue;
-        }
+    while let Some(d) = next_digit(b, i) {
+        i = d;
         if i > 0 && (wordy(b, i - 1) || b[i - 1] == b'.' && i > 1 && b[i - 2].is_ascii_digit()) {
             // Digits inside an identifier or after a decimal point: skip the whole token.
             while i < b.len() && (wordy(b, i) || b[i] == b'.') {

@@ -5,7 +5,7 @@
 
 use phonenumber::country;
 
-use crate::gates::pii::{Candidate, PiiKind, wordy};
+use crate::gates::pii::{Candidate, PiiKind, next_digit, wordy};
 use crate::gates::verdict::Span;
 
 fn phone_char(c: u8) -> bool {
@@ -21,15 +21,13 @@ pub(crate) fn scan(
 ) {
     let b = text.as_bytes();
     let mut i = 0;
-    while i < b.len() {
-        let c = b[i];
-        let opener = (c == b'+' || c == b'(') && b.get(i + 1).is_some_and(u8::is_ascii_digit);
-        if !(c.is_ascii_digit() || opener) || (i > 0 && (wordy(b, i - 1) || b[i - 1] == b'.')) {
-            if c.is_ascii_alphanumeric() {
-                while i < b.len() && wordy(b, i) {
-                    i += 1;
-                }
-            } else {
+    while let Some(d) = next_digit(b, i) {
+        i = d;
+        let opener = d > 0 && matches!(b[d - 1], b'+' | b'(') && !(d > 1 && wordy(b, d - 2));
+        if opener {
+            i = d - 1;
+        } else if d > 0 && (wordy(b, d - 1) || b[d - 1] == b'.') {
+            while i < b.len() && (wordy(b, i) || b[i] == b'.') {
                 i += 1;
             }
             continue;
