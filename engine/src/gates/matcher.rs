@@ -16,6 +16,8 @@ use crate::gates::scan::{floor_boundary, next_boundary};
 pub(crate) struct RuleRegex {
     re: meta::Regex,
     group: Option<usize>,
+    /// A `key` group: the name a value is assigned to, for rules that judge it.
+    key: Option<usize>,
 }
 
 /// One match: the whole span and the group's span (the whole span when there is no group).
@@ -23,6 +25,7 @@ pub(crate) struct RuleRegex {
 pub(crate) struct Hit {
     pub whole: Range<usize>,
     pub part: (usize, usize),
+    pub key: Option<(usize, usize)>,
 }
 
 /// Where to look.
@@ -68,8 +71,10 @@ impl RuleRegex {
         regex::Regex::new(pattern).map_err(|e| err(&e))?;
         let config = meta::Config::new().nfa_size_limit(Some(4 << 20)).hybrid_cache_capacity(2 << 20);
         let re = meta::Regex::builder().configure(config).build(&ascii_boundaries(pattern)).map_err(|e| err(&e))?;
-        let group = re.group_info().to_index(regex_automata::PatternID::ZERO, group);
-        Ok(RuleRegex { re, group })
+        let info = re.group_info();
+        let index = |name| info.to_index(regex_automata::PatternID::ZERO, name);
+        let (group, key) = (index(group), index("key"));
+        Ok(RuleRegex { re, group, key })
     }
 
     pub fn has_group(&self) -> bool {
@@ -81,16 +86,18 @@ impl RuleRegex {
         let m = self.re.search(&Input::new(text).range(range).anchored(mode))?;
         let whole = m.start()..m.end();
         let mut part = (m.start(), m.end());
-        if let Some(g) = self.group {
+        let mut key = None;
+        if self.group.is_some() || self.key.is_some() {
             // Groups are resolved on the match span only (the slow engines never see the text).
             let mut caps = self.re.create_captures();
             let input = Input::new(text).range(whole.clone()).anchored(Anchored::Yes);
             self.re.search_captures(&input, &mut caps);
-            if let Some(s) = caps.get_group(g) {
+            if let Some(s) = self.group.and_then(|g| caps.get_group(g)) {
                 part = (s.start, s.end);
             }
+            key = self.key.and_then(|g| caps.get_group(g)).map(|s| (s.start, s.end));
         }
-        Some(Hit { whole, part })
+        Some(Hit { whole, part, key })
     }
 
     /// Calls `f` for every non-overlapping match in `scope`, left to right.

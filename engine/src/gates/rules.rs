@@ -107,6 +107,10 @@ pub(crate) struct SecretRuleDef {
     /// Rule-specific allowlist regexes over the secret part.
     #[serde(default)]
     pub allow: Vec<String>,
+    /// Key-name endings (with `-`/`.` read as `_`) whose values are not secrets (`_hash`,
+    /// `_id`, `_url`); needs a `key` group in the regex.
+    #[serde(default)]
+    pub ignore_key_suffixes: Vec<String>,
     /// Extra structural check: `jwt`, `not_code`.
     #[serde(default)]
     pub validate: Option<String>,

@@ -33,6 +33,7 @@ pub(crate) struct SecretRule {
     entropy: Option<f32>,
     allow: Vec<Regex>,
     validator: Option<Validator>,
+    ignore_key_suffixes: Vec<String>,
     lookbehind: usize,
     max_len: usize,
     confidence: f32,
@@ -68,6 +69,7 @@ impl SecretRule {
             entropy: d.entropy,
             allow,
             validator,
+            ignore_key_suffixes: d.ignore_key_suffixes.iter().map(|x| x.to_ascii_lowercase()).collect(),
             lookbehind: d.lookbehind,
             max_len: d.max_len,
             confidence: d.confidence,
@@ -80,6 +82,11 @@ impl SecretRule {
         let scope = Scope::Near { hits, lookbehind: self.lookbehind, max_len: self.max_len };
         self.regex.scan(text, scope, |h| {
             let (s, e) = h.part;
+            if let Some((ks, ke)) = h.key
+                && self.ignored_key(&text[ks..ke])
+            {
+                return;
+            }
             if e > s && self.accepts(&text[s..e], allow) {
                 out.push(RawFinding {
                     meta: &self.meta,
@@ -98,6 +105,15 @@ impl SecretRule {
     /// Where the rule's keywords occur in `text` (what the prefilter would report).
     pub fn keyword_hits(&self, text: &str) -> Vec<usize> {
         keyword_positions(&self.keywords, text)
+    }
+
+    fn ignored_key(&self, key: &str) -> bool {
+        let key: String = key
+            .trim_end_matches(['"', '\''])
+            .chars()
+            .map(|c| if c == '-' || c == '.' { '_' } else { c.to_ascii_lowercase() })
+            .collect();
+        self.ignore_key_suffixes.iter().any(|x| key.ends_with(x.as_str()))
     }
 
     fn accepts(&self, v: &str, allow: &Allowlist) -> bool {

@@ -185,7 +185,12 @@ impl PiiRules {
             let context = |s, e| self.rules.iter().any(|r| r.kind == PiiKind::Phone && r.context_near(text, s, e));
             phone::scan(text, regions, &claimed, context, &mut cands);
         }
+        // An IBAN's digit groups can look like a card or a phone number: the IBAN wins.
+        let ibans: Vec<Span> = cands.iter().filter(|c| c.kind == PiiKind::Iban).map(|c| Span::new(c.start, c.end)).collect();
         for c in cands {
+            if c.kind != PiiKind::Iban && ibans.iter().any(|s| s.overlaps(&Span::new(c.start, c.end))) {
+                continue;
+            }
             for r in self.rules.iter() {
                 if r.kind != c.kind || !enabled(&r.meta.id) {
                     continue;

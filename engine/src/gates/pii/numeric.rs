@@ -15,7 +15,7 @@ struct Run {
     n: usize,
     /// More groups than `MAX_GROUPS`.
     overflow: bool,
-    /// The separator if all are the same, 0 for none, 1 for mixed.
+    /// The separator between groups, 0 for none.
     sep: u8,
 }
 
@@ -80,7 +80,7 @@ pub(crate) fn scan(text: &str, on: &dyn Fn(PiiKind) -> bool, out: &mut Vec<Candi
             push(Ipv4, run.start, run.end, text[run.start..run.end].to_string());
             continue;
         }
-        if run.sep == b'.' || run.sep == 1 || plus_before {
+        if run.sep == b'.' || plus_before {
             continue;
         }
         if card {
@@ -124,8 +124,9 @@ fn read_run(b: &[u8], start: usize) -> Run {
         }
         run.end = j;
         match (b.get(j), b.get(j + 1)) {
-            (Some(&s @ (b' ' | b'-' | b'.')), Some(d)) if d.is_ascii_digit() => {
-                run.sep = if run.sep == 0 || run.sep == s { s } else { 1 };
+            // A change of separator ends the run: `10.0.0.1 200`, `2024-01-15 10:00`.
+            (Some(&s @ (b' ' | b'-' | b'.')), Some(d)) if d.is_ascii_digit() && (run.sep == 0 || run.sep == s) => {
+                run.sep = s;
                 j += 1;
             }
             _ => return run,
@@ -135,6 +136,12 @@ fn read_run(b: &[u8], start: usize) -> Run {
 
 fn ipv4_ok(b: &[u8], run: &Run) -> bool {
     if run.start > 0 && matches!(b[run.start - 1], b'.' | b'v' | b'V') {
+        return false;
+    }
+    // "version 10.4.3.2" is a version, not an address.
+    let before = &b[run.start.saturating_sub(12)..run.start];
+    let word = before.trim_ascii_end().rsplit(|c| !c.is_ascii_alphabetic()).next().unwrap_or_default();
+    if [&b"version"[..], b"ver", b"release", b"build"].iter().any(|w| word.eq_ignore_ascii_case(w)) {
         return false;
     }
     run.groups[..4].iter().all(|&(s, e)| {
@@ -207,7 +214,8 @@ mod tests {
         assert_eq!(found("ssn 123-45-6789"), [(Ssn, "123-45-6789".into())]);
         assert!(found("666-45-6789 000-12-3456 123-00-4567").is_empty());
         assert_eq!(found("from 192.168.1.20:80"), [(Ipv4, "192.168.1.20".into())]);
-        assert!(found("v1.2.3.4 and 1.2.3.4.5 and 300.1.1.1").is_empty());
+        assert!(found("v1.2.3.4 and 1.2.3.4.5 and 300.1.1.1 version 10.4.3.2").is_empty());
+        assert_eq!(found("from 10.0.0.1 200"), [(Ipv4, "10.0.0.1".into())]);
         assert_eq!(found("DNI 12345678Z."), [(EsDni, "12345678Z".into())]);
         assert!(found("12345678A").is_empty());
         assert_eq!(found("nir 1 85 05 78 006 084 91"), [(FrNir, "1 85 05 78 006 084 91".into())]);

@@ -83,7 +83,13 @@ fn check(cand: &str, regions: &[country::Id], context: impl Fn() -> bool) -> Opt
         return None;
     }
     let paren = cand.starts_with('(');
-    let shaped = lens.len() >= 3 || (lens.len() == 2 && groups[0].starts_with('0'));
+    // National formats group 2–4 digits; runs of 4-digit groups are account or card fragments,
+    // 3-2-4 is the SSN layout.
+    let fours = lens.iter().filter(|&&l| l == 4).count();
+    let shaped = (lens.len() >= 3 || (lens.len() == 2 && groups[0].starts_with('0')))
+        && fours < 3
+        && !(lens[0] == 4 && !groups[0].starts_with('0'))
+        && lens != [3, 2, 4];
     if !(plus || paren || shaped || context()) {
         return None;
     }
@@ -116,7 +122,7 @@ mod tests {
 
     #[test]
     fn lookalikes_are_not_phones() {
-        for neg in ["2024-01-15 10:00", "12/03/1985", "1999-2004", "10.0.0.12", "order 4155552671", "v2.3.4567", "+12"] {
+        for neg in ["2024-01-15 10:00", "12/03/1985", "1999-2004", "10.0.0.12", "order 4155552671", "v2.3.4567", "+12", "7525 1191 8326 71", "666-12-3456"] {
             assert!(found(neg, false).is_empty(), "{neg}");
         }
     }
