@@ -3,48 +3,33 @@
 //! character), Spanish NIE (X/Y/Z + digits + check letter).
 
 use crate::gates::checksum::{es_dni, iban_length, iban_mod97, it_codice_fiscale};
-use crate::gates::pii::{Candidate, PiiKind, next_digit, wordy};
+use crate::gates::pii::{Candidate, PiiKind, wordy};
 
-pub(crate) fn scan(text: &str, on: &dyn Fn(PiiKind) -> bool, out: &mut Vec<Candidate>) {
-    let (iban, cf, dni) = (on(PiiKind::Iban), on(PiiKind::ItCodiceFiscale), on(PiiKind::EsDni));
-    if !(iban || cf || dni) {
-        return;
-    }
+/// Every id here has a digit within its first seven bytes right after capital letters (IBAN
+/// `CC` + digits, codice fiscale six letters + digits, NIE `X` + digits), so the shared digit pass
+/// of `numeric.rs` calls this at each digit and it looks back for the word start.
+pub(crate) fn at_digit(text: &str, d: usize, iban: bool, cf: bool, dni: bool) -> Option<Candidate> {
     let b = text.as_bytes();
-    // Every id here has a digit within its first seven bytes right after capital letters (IBAN
-    // `CC` + digits, codice fiscale six letters + digits, NIE `X` + digits), so the scan jumps
-    // from digit to digit and looks back for the word start.
-    let mut i = 0;
-    while let Some(d) = next_digit(b, i) {
-        let mut ws = d;
-        while ws > 0 && d - ws < 6 && b[ws - 1].is_ascii_uppercase() {
-            ws -= 1;
-        }
-        if ws == d && d >= 2 && b[d - 1] == b'-' && matches!(b[d - 2], b'X' | b'Y' | b'Z') {
-            ws = d - 2;
-        }
-        let at_word_start = ws < d && !(ws > 0 && wordy(b, ws - 1));
-        let found = if !at_word_start {
-            None
-        } else if iban && d - ws == 2 && let Some((end, compact)) = read_iban(b, ws) {
-            Some((PiiKind::Iban, end, compact))
-        } else if cf && d - ws == 6 && b.len() >= ws + 16 && !wordy(b, ws + 16) && it_codice_fiscale(&b[ws..ws + 16]) {
-            Some((PiiKind::ItCodiceFiscale, ws + 16, text[ws..ws + 16].to_string()))
-        } else if dni && matches!(b[ws], b'X' | b'Y' | b'Z') && let Some((end, id)) = read_nie(b, ws) {
-            Some((PiiKind::EsDni, end, id))
-        } else {
-            None
-        };
-        if let Some((kind, end, canonical)) = found {
-            out.push(Candidate { kind, start: ws, end, canonical });
-            i = end;
-            continue;
-        }
-        i = d + 1;
-        while i < b.len() && wordy(b, i) {
-            i += 1;
-        }
+    let mut ws = d;
+    while ws > 0 && d - ws < 6 && b[ws - 1].is_ascii_uppercase() {
+        ws -= 1;
     }
+    if ws == d && d >= 2 && b[d - 1] == b'-' && matches!(b[d - 2], b'X' | b'Y' | b'Z') {
+        ws = d - 2;
+    }
+    if ws == d || (ws > 0 && wordy(b, ws - 1)) {
+        return None;
+    }
+    let (kind, end, canonical) = if iban && d - ws == 2 && let Some((end, compact)) = read_iban(b, ws) {
+        (PiiKind::Iban, end, compact)
+    } else if cf && d - ws == 6 && b.len() >= ws + 16 && !wordy(b, ws + 16) && it_codice_fiscale(&b[ws..ws + 16]) {
+        (PiiKind::ItCodiceFiscale, ws + 16, text[ws..ws + 16].to_string())
+    } else if dni && matches!(b[ws], b'X' | b'Y' | b'Z') && let Some((end, id)) = read_nie(b, ws) {
+        (PiiKind::EsDni, end, id)
+    } else {
+        return None;
+    };
+    Some(Candidate { kind, start: ws, end, canonical })
 }
 
 /// An IBAN starting at `s`: returns its end and compact uppercase form.
@@ -99,7 +84,8 @@ mod tests {
 
     fn found(t: &str) -> Vec<(PiiKind, String)> {
         let mut v = Vec::new();
-        scan(t, &|_| true, &mut v);
+        let on = |k| matches!(k, PiiKind::Iban | PiiKind::ItCodiceFiscale | PiiKind::EsDni);
+        crate::gates::pii::numeric::scan(t, &on, &mut v, None);
         v.iter().map(|c| (c.kind, t[c.start..c.end].to_string())).collect()
     }
 

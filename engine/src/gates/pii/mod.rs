@@ -168,8 +168,9 @@ impl PiiRules {
         if on(PiiKind::Email) {
             email::scan(text, &mut cands);
         }
-        numeric::scan(text, &on, &mut cands);
-        alnum::scan(text, &on, &mut cands);
+        let mut phones = Vec::new();
+        let want_phones = on(PiiKind::Phone);
+        numeric::scan(text, &on, &mut cands, want_phones.then_some(&mut phones));
         if on(PiiKind::Ipv6) {
             ipv6::scan(text, &mut cands);
         }
@@ -179,11 +180,11 @@ impl PiiRules {
                 contextual::scan(r.kind, text, &words, r.window, &mut cands);
             }
         }
-        if on(PiiKind::Phone) {
+        if !phones.is_empty() {
             let mut claimed: Vec<Span> = cands.iter().map(|c| Span::new(c.start, c.end)).collect();
             claimed.sort_unstable();
             let context = |s, e| self.rules.iter().any(|r| r.kind == PiiKind::Phone && r.context_near(text, s, e));
-            phone::scan(text, regions, &claimed, context, &mut cands);
+            phone::validate(text, &phones, regions, &claimed, context, &mut cands);
         }
         // An IBAN's digit groups can look like a card or a phone number: the IBAN wins.
         let ibans: Vec<Span> = cands.iter().filter(|c| c.kind == PiiKind::Iban).map(|c| Span::new(c.start, c.end)).collect();

@@ -1,9 +1,11 @@
-//! Numeric recognisers sharing one pass over digit runs (digits joined by single spaces, dashes or
-//! dots): payment cards (issuer prefix + Luhn), US SSNs (invalid ranges excluded), IPv4, and the
-//! numeric national ids — French NIR, Dutch BSN, Polish PESEL, Spanish DNI (digits + letter).
+//! The shared digit pass: one jump from digit to digit feeds every recogniser that needs digits.
+//! Here: digit runs (digits joined by single spaces, dashes or dots) for payment cards (issuer
+//! prefix + Luhn), US SSNs (invalid ranges excluded), IPv4, and the numeric national ids — French
+//! NIR, Dutch BSN, Polish PESEL, Spanish DNI (digits + letter); the same pass hands capital-led
+//! words to `alnum.rs` (IBAN, codice fiscale, NIE) and phone-shaped spans to `phone.rs`.
 
 use crate::gates::checksum::{card_brand, es_dni, fr_nir, luhn, nl_bsn, pl_pesel, ssn_valid};
-use crate::gates::pii::{Candidate, PiiKind, next_digit, wordy};
+use crate::gates::pii::{Candidate, PiiKind, alnum, next_digit, phone, wordy};
 
 const MAX_GROUPS: usize = 8;
 
@@ -31,18 +33,41 @@ impl Run {
     }
 }
 
-pub(crate) fn scan(text: &str, on: &dyn Fn(PiiKind) -> bool, out: &mut Vec<Candidate>) {
+/// Runs the digit pass; phone-shaped spans go to `phones` when given.
+pub(crate) fn scan(
+    text: &str,
+    on: &dyn Fn(PiiKind) -> bool,
+    out: &mut Vec<Candidate>,
+    mut phones: Option<&mut Vec<(usize, usize)>>,
+) {
     use PiiKind::*;
     let kinds = [Card, Ssn, SsnBare, Ipv4, FrNir, NlBsn, PlPesel, EsDni].map(on);
-    if !kinds.iter().any(|k| *k) {
+    let (iban, cf) = (on(Iban), on(ItCodiceFiscale));
+    if !kinds.iter().any(|k| *k) && !iban && !cf && phones.is_none() {
         return;
     }
     let [card, ssn, ssn_bare, ipv4, nir, bsn, pesel, dni] = kinds;
     let b = text.as_bytes();
     let mut buf = Vec::with_capacity(32);
     let mut i = 0;
+    let mut phone_until = 0;
     while let Some(d) = next_digit(b, i) {
         i = d;
+        if (iban || cf || dni) && d > 0 && (b[d - 1].is_ascii_uppercase() || b[d - 1] == b'-')
+            && let Some(c) = alnum::at_digit(text, d, iban, cf, dni)
+        {
+            i = c.end;
+            phone_until = phone_until.max(c.end);
+            out.push(c);
+            continue;
+        }
+        if let Some(p) = phones.as_deref_mut()
+            && d >= phone_until
+        {
+            let (span, next) = phone::candidate(b, d);
+            phone_until = next;
+            p.extend(span);
+        }
         if i > 0 && (wordy(b, i - 1) || b[i - 1] == b'.' && i > 1 && b[i - 2].is_ascii_digit()) {
             // Digits inside an identifier or after a decimal point: skip the whole token.
             while i < b.len() && (wordy(b, i) || b[i] == b'.') {
@@ -190,7 +215,7 @@ mod tests {
 
     fn found(t: &str) -> Vec<(PiiKind, String)> {
         let mut v = Vec::new();
-        scan(t, &|_| true, &mut v);
+        scan(t, &|k| !matches!(k, PiiKind::Iban | PiiKind::ItCodiceFiscale), &mut v, None);
         v.iter().map(|c| (c.kind, t[c.start..c.end].to_string())).collect()
     }
 

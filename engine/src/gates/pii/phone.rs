@@ -5,52 +5,54 @@
 
 use phonenumber::country;
 
-use crate::gates::pii::{Candidate, PiiKind, next_digit, wordy};
+use crate::gates::pii::{Candidate, PiiKind, wordy};
 use crate::gates::verdict::Span;
 
 fn phone_char(c: u8) -> bool {
     c.is_ascii_digit() || matches!(c, b' ' | b'-' | b'.' | b'(' | b')' | b'/')
 }
 
-pub(crate) fn scan(
+/// A phone-shaped candidate starting at digit `d` (or the `+`/`(` before it): its span and where
+/// the shape scan stopped, or only the latter when there is none. Called from the shared digit
+/// pass of `numeric.rs`.
+pub(crate) fn candidate(b: &[u8], d: usize) -> (Option<(usize, usize)>, usize) {
+    let opener = d > 0 && matches!(b[d - 1], b'+' | b'(') && !(d > 1 && wordy(b, d - 2));
+    if !opener && d > 0 && (wordy(b, d - 1) || b[d - 1] == b'.') {
+        return (None, d + 1);
+    }
+    let start = if opener { d - 1 } else { d };
+    let mut j = d + 1;
+    while j < b.len() && phone_char(b[j]) && !(b[j] == b' ' && b[j - 1] == b' ') {
+        j += 1;
+    }
+    let mut end = j;
+    while end > start && !b[end - 1].is_ascii_digit() && b[end - 1] != b')' {
+        end -= 1;
+    }
+    if b[end - 1] == b')' && !b[start..end].contains(&b'(') {
+        end -= 1;
+    }
+    let digits = b[start..end].iter().filter(|c| c.is_ascii_digit()).count();
+    if !(7..=15).contains(&digits) || wordy(b, end) {
+        return (None, j);
+    }
+    (Some((start, end)), j)
+}
+
+/// Validates phone-shaped spans, skipping those another recogniser claimed (sorted by start).
+pub(crate) fn validate(
     text: &str,
+    spans: &[(usize, usize)],
     regions: &[country::Id],
     claimed: &[Span],
     context: impl Fn(usize, usize) -> bool,
     out: &mut Vec<Candidate>,
 ) {
-    let b = text.as_bytes();
-    let mut i = 0;
-    while let Some(d) = next_digit(b, i) {
-        i = d;
-        let opener = d > 0 && matches!(b[d - 1], b'+' | b'(') && !(d > 1 && wordy(b, d - 2));
-        if opener {
-            i = d - 1;
-        } else if d > 0 && (wordy(b, d - 1) || b[d - 1] == b'.') {
-            while i < b.len() && (wordy(b, i) || b[i] == b'.') {
-                i += 1;
-            }
+    for &(start, end) in spans {
+        if overlaps(claimed, start, end) {
             continue;
         }
-        let start = i;
-        let mut j = i + 1;
-        while j < b.len() && phone_char(b[j]) && !(b[j] == b' ' && b[j - 1] == b' ') {
-            j += 1;
-        }
-        let mut end = j;
-        while end > start && !b[end - 1].is_ascii_digit() && b[end - 1] != b')' {
-            end -= 1;
-        }
-        if b[end - 1] == b')' && !text[start..end].contains('(') {
-            end -= 1;
-        }
-        i = j.max(i + 1);
-        let digits = b[start..end].iter().filter(|c| c.is_ascii_digit()).count();
-        if !(7..=15).contains(&digits) || wordy(b, end) || overlaps(claimed, start, end) {
-            continue;
-        }
-        let cand = &text[start..end];
-        if let Some(e164) = check(cand, regions, || context(start, end)) {
+        if let Some(e164) = check(&text[start..end], regions, || context(start, end)) {
             out.push(Candidate { kind: PiiKind::Phone, start, end, canonical: e164 });
         }
     }
@@ -107,8 +109,10 @@ mod tests {
 
     fn found(t: &str, ctx: bool) -> Vec<String> {
         let regions = ["US", "GB", "DE", "FR"].map(|r| r.parse().unwrap());
+        let mut spans = Vec::new();
+        crate::gates::pii::numeric::scan(t, &|k| k == PiiKind::Phone, &mut Vec::new(), Some(&mut spans));
         let mut v = Vec::new();
-        scan(t, &regions, &[], |_, _| ctx, &mut v);
+        validate(t, &spans, &regions, &[], |_, _| ctx, &mut v);
         v.iter().map(|c| c.canonical.clone()).collect()
     }
 
