@@ -185,6 +185,7 @@ fn main() {
     let bytes: usize = kinds[1].1.iter().take(8).map(String::len).sum();
     let mut map = RedactionMap::with_key([1; 32]);
     let start = Instant::now();
+    let cpu0 = cpu_ns(start);
     let mut n = 0;
     while start.elapsed() < Duration::from_secs(1) {
         for d in &docs {
@@ -192,5 +193,6 @@ fn main() {
         }
         n += bytes;
     }
-    println!("{:<12} {:8.1} MB/s (of JSON text, wall clock)", "scan_json", n as f64 / start.elapsed().as_secs_f64() / 1e6);
+    let rate = n as f64 / (cpu_ns(start) - cpu0).max(1) as f64 * 1e3;
+    println!("{:<12} {rate:8.1} MB/s   (JSON text bytes; strings and keys scanned one by one)", "scan_json");
 }

@@ -1,6 +1,7 @@
 //! JSON outputs: every string value and object key is scanned on its own, findings are located by
 //! JSON pointer (RFC 6901) plus a byte span inside that string, and the redacted document is the
-//! same JSON with only the affected strings rewritten.
+//! same JSON with only the affected strings rewritten. Pointers are built only for strings with
+//! findings, so a clean document costs no allocation per node.
 
 use std::collections::HashMap;
 
@@ -18,23 +19,49 @@ pub(crate) fn escape(token: &str) -> String {
     token.replace('~', "~0").replace('/', "~1")
 }
 
-/// Calls `f(pointer, text, in_key)` for every string and key, depth first, in document order.
-fn walk<E>(root: &Value, mut f: impl FnMut(&str, &str, bool) -> Result<(), E>) -> Result<(), E> {
-    let mut stack: Vec<(String, &Value)> = vec![(String::new(), root)];
-    while let Some((path, v)) = stack.pop() {
+/// One step of a JSON pointer.
+#[derive(Clone, Copy)]
+enum Seg<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
+/// The RFC 6901 pointer of a path (built only for strings that have findings).
+fn pointer(path: &[Seg<'_>]) -> String {
+    let mut p = String::new();
+    for seg in path {
+        p.push('/');
+        match seg {
+            Seg::Key(k) => p.push_str(&escape(k)),
+            Seg::Index(i) => p.push_str(&i.to_string()),
+        }
+    }
+    p
+}
+
+/// Calls `f(path, text, in_key)` for every string and key, depth first. Iterative: a deep
+/// document cannot overflow the stack.
+fn walk<'a, E>(root: &'a Value, mut f: impl FnMut(&[Seg<'a>], &'a str, bool) -> Result<(), E>) -> Result<(), E> {
+    let mut stack: Vec<(usize, Option<Seg<'a>>, &'a Value)> = vec![(0, None, root)];
+    let mut path: Vec<Seg<'a>> = Vec::new();
+    while let Some((depth, seg, v)) = stack.pop() {
+        path.truncate(depth.saturating_sub(1));
+        path.extend(seg);
         match v {
             Value::String(s) => f(&path, s, false)?,
             Value::Array(items) => {
                 for (i, item) in items.iter().enumerate().rev() {
-                    stack.push((format!("{path}/{i}"), item));
+                    stack.push((depth + 1, Some(Seg::Index(i)), item));
                 }
             }
             Value::Object(m) => {
-                let children: Vec<_> = m.iter().collect();
-                for (k, item) in children.into_iter().rev() {
-                    let p = format!("{path}/{}", escape(k));
-                    f(&p, k, true)?;
-                    stack.push((p, item));
+                for k in m.keys() {
+                    path.push(Seg::Key(k));
+                    f(&path, k, true)?;
+                    path.pop();
+                }
+                for (k, item) in m.iter().rev() {
+                    stack.push((depth + 1, Some(Seg::Key(k)), item));
                 }
             }
             _ => {}
@@ -63,9 +90,13 @@ pub(crate) fn scan(
     let mut texts: HashMap<(String, bool), String> = HashMap::new();
     let res = walk(value, |path, s, in_key| -> Result<(), crate::gates::scan::Timeout> {
         let before = found.len();
-        scanner.scan_str(s, Some(path), in_key, &mut found)?;
+        scanner.scan_str(s, None, in_key, &mut found)?;
         if found.len() > before {
-            texts.insert((path.to_string(), in_key), s.to_string());
+            let p = pointer(path);
+            for f in &mut found[before..] {
+                f.path = Some(p.clone());
+            }
+            texts.insert((p, in_key), s.to_string());
         }
         Ok(())
     });

@@ -97,14 +97,27 @@ impl Prefilter {
 
     pub fn scan(&self, text: &str) -> Hits {
         let [s, t, r, c] = self.counts;
+        // Nothing is allocated until a keyword occurs: most short strings (JSON values) have none.
         let mut hits = Hits::default();
-        hits.secret.resize_with(s, Vec::new);
-        hits.threat.resize_with(t, Vec::new);
-        hits.regex.resize_with(r, Vec::new);
-        hits.context.resize_with(c, Vec::new);
         let Some(ac) = &self.ac else { return hits };
-        let lower = text.as_bytes().to_ascii_lowercase();
-        for m in ac.find_iter(&lower) {
+        let mut small = [0u8; 512];
+        let owned;
+        let lower: &[u8] = if text.len() <= small.len() {
+            let buf = &mut small[..text.len()];
+            buf.copy_from_slice(text.as_bytes());
+            buf.make_ascii_lowercase();
+            buf
+        } else {
+            owned = text.as_bytes().to_ascii_lowercase();
+            &owned
+        };
+        for m in ac.find_iter(lower) {
+            if hits.secret.is_empty() {
+                hits.secret.resize_with(s, Vec::new);
+                hits.threat.resize_with(t, Vec::new);
+                hits.regex.resize_with(r, Vec::new);
+                hits.context.resize_with(c, Vec::new);
+            }
             for &(t, off, len) in &self.targets[m.pattern().as_usize()] {
                 let start = m.start() + off;
                 let push = |v: &mut Vec<usize>| {
@@ -132,6 +145,19 @@ impl Prefilter {
 }
 
 impl Hits {
+    /// Keyword positions of secret / threat / regex rule `i` (empty when none occurred).
+    pub fn secret(&self, i: usize) -> &[usize] {
+        self.secret.get(i).map_or(&[], Vec::as_slice)
+    }
+
+    pub fn threat(&self, i: usize) -> &[usize] {
+        self.threat.get(i).map_or(&[], Vec::as_slice)
+    }
+
+    pub fn regex(&self, i: usize) -> &[usize] {
+        self.regex.get(i).map_or(&[], Vec::as_slice)
+    }
+
     /// Context word occurrences of PII rule `rule` that stand as whole words.
     pub fn context_words<'a>(&'a self, text: &'a str, rule: usize) -> impl Iterator<Item = (usize, usize)> + 'a {
         self.context
@@ -181,8 +207,9 @@ mod tests {
         );
         let text = "adobe DOB: x IGNORE ghp_ ghp_";
         let h = p.scan(text);
-        assert_eq!(h.secret, vec![vec![20, 25]]);
-        assert_eq!(h.threat, vec![vec![13]]);
+        assert_eq!(h.secret(0), [20, 25]);
+        assert_eq!(h.threat(0), [13]);
+        assert!(p.scan("nothing here").secret.is_empty());
         assert_eq!(keyword_positions(&["GHP_".into(), "ignore".into()], text), [13, 20, 25]);
         assert_eq!(h.context[0].len(), 2);
         assert_eq!(h.context_words(text, 0).collect::<Vec<_>>(), vec![(6, 9)]);

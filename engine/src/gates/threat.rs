@@ -148,9 +148,8 @@ pub(crate) fn scan<'r>(
     out: &mut Vec<RawFinding<'r>>,
 ) {
     for (i, r) in rules.iter().enumerate() {
-        if let Some(h) = hits.threat.get(i).filter(|h| !h.is_empty())
-            && policy.rule_enabled(&r.meta.id)
-        {
+        let h = hits.threat(i);
+        if !h.is_empty() && policy.rule_enabled(&r.meta.id) {
             r.scan_regex(&norm.text, h, policy, out);
         }
     }
