@@ -15,14 +15,16 @@ pub(crate) fn luhn(digits: &[u8]) -> bool {
         }
         sum += v;
     }
-    !digits.is_empty() && sum % 10 == 0
+    !digits.is_empty() && sum.is_multiple_of(10)
 }
 
 /// Whether a card number (digits only) has a known issuer prefix for its length.
 pub(crate) fn card_brand(d: &[u8]) -> Option<&'static str> {
     let n = d.len();
     let p = |k: usize| -> u32 {
-        d[..k.min(n)].iter().fold(0u32, |a, b| a * 10 + (b - b'0') as u32)
+        d[..k.min(n)]
+            .iter()
+            .fold(0u32, |a, b| a * 10 + (b - b'0') as u32)
     };
     match (p(1), p(2), p(3), p(4), p(6)) {
         (4, ..) if matches!(n, 13 | 16 | 19) => Some("visa"),
@@ -44,21 +46,99 @@ pub(crate) fn card_brand(d: &[u8]) -> Option<&'static str> {
 /// IBAN length per ISO 3166 country code (SWIFT IBAN registry).
 pub(crate) fn iban_length(cc: &[u8]) -> Option<usize> {
     const TABLE: &[(&[u8; 2], usize)] = &[
-        (b"AD", 24), (b"AE", 23), (b"AL", 28), (b"AT", 20), (b"AZ", 28), (b"BA", 20), (b"BE", 16),
-        (b"BG", 22), (b"BH", 22), (b"BI", 27), (b"BR", 29), (b"BY", 28), (b"CH", 21), (b"CR", 22),
-        (b"CY", 28), (b"CZ", 24), (b"DE", 22), (b"DJ", 27), (b"DK", 18), (b"DO", 28), (b"EE", 20),
-        (b"EG", 29), (b"ES", 24), (b"FI", 18), (b"FK", 18), (b"FO", 18), (b"FR", 27), (b"GB", 22),
-        (b"GE", 22), (b"GI", 23), (b"GL", 18), (b"GR", 27), (b"GT", 28), (b"HR", 21), (b"HU", 28),
-        (b"IE", 22), (b"IL", 23), (b"IQ", 23), (b"IS", 26), (b"IT", 27), (b"JO", 30), (b"KW", 30),
-        (b"KZ", 20), (b"LB", 28), (b"LC", 32), (b"LI", 21), (b"LT", 20), (b"LU", 20), (b"LV", 21),
-        (b"LY", 25), (b"MC", 27), (b"MD", 24), (b"ME", 22), (b"MK", 19), (b"MN", 20), (b"MR", 27),
-        (b"MT", 31), (b"MU", 30), (b"NI", 28), (b"NL", 18), (b"NO", 15), (b"OM", 23), (b"PK", 24),
-        (b"PL", 28), (b"PS", 29), (b"PT", 25), (b"QA", 29), (b"RO", 24), (b"RS", 22), (b"RU", 33),
-        (b"SA", 24), (b"SC", 31), (b"SD", 18), (b"SE", 24), (b"SI", 19), (b"SK", 24), (b"SM", 27),
-        (b"SO", 23), (b"ST", 25), (b"SV", 28), (b"TL", 23), (b"TN", 24), (b"TR", 26), (b"UA", 29),
-        (b"VA", 22), (b"VG", 24), (b"XK", 20), (b"YE", 30),
+        (b"AD", 24),
+        (b"AE", 23),
+        (b"AL", 28),
+        (b"AT", 20),
+        (b"AZ", 28),
+        (b"BA", 20),
+        (b"BE", 16),
+        (b"BG", 22),
+        (b"BH", 22),
+        (b"BI", 27),
+        (b"BR", 29),
+        (b"BY", 28),
+        (b"CH", 21),
+        (b"CR", 22),
+        (b"CY", 28),
+        (b"CZ", 24),
+        (b"DE", 22),
+        (b"DJ", 27),
+        (b"DK", 18),
+        (b"DO", 28),
+        (b"EE", 20),
+        (b"EG", 29),
+        (b"ES", 24),
+        (b"FI", 18),
+        (b"FK", 18),
+        (b"FO", 18),
+        (b"FR", 27),
+        (b"GB", 22),
+        (b"GE", 22),
+        (b"GI", 23),
+        (b"GL", 18),
+        (b"GR", 27),
+        (b"GT", 28),
+        (b"HR", 21),
+        (b"HU", 28),
+        (b"IE", 22),
+        (b"IL", 23),
+        (b"IQ", 23),
+        (b"IS", 26),
+        (b"IT", 27),
+        (b"JO", 30),
+        (b"KW", 30),
+        (b"KZ", 20),
+        (b"LB", 28),
+        (b"LC", 32),
+        (b"LI", 21),
+        (b"LT", 20),
+        (b"LU", 20),
+        (b"LV", 21),
+        (b"LY", 25),
+        (b"MC", 27),
+        (b"MD", 24),
+        (b"ME", 22),
+        (b"MK", 19),
+        (b"MN", 20),
+        (b"MR", 27),
+        (b"MT", 31),
+        (b"MU", 30),
+        (b"NI", 28),
+        (b"NL", 18),
+        (b"NO", 15),
+        (b"OM", 23),
+        (b"PK", 24),
+        (b"PL", 28),
+        (b"PS", 29),
+        (b"PT", 25),
+        (b"QA", 29),
+        (b"RO", 24),
+        (b"RS", 22),
+        (b"RU", 33),
+        (b"SA", 24),
+        (b"SC", 31),
+        (b"SD", 18),
+        (b"SE", 24),
+        (b"SI", 19),
+        (b"SK", 24),
+        (b"SM", 27),
+        (b"SO", 23),
+        (b"ST", 25),
+        (b"SV", 28),
+        (b"TL", 23),
+        (b"TN", 24),
+        (b"TR", 26),
+        (b"UA", 29),
+        (b"VA", 22),
+        (b"VG", 24),
+        (b"XK", 20),
+        (b"YE", 30),
     ];
-    TABLE.iter().find(|(c, _)| c[..] == cc[..2]).map(|(_, l)| *l)
+    TABLE
+        .iter()
+        .find(|(c, _)| c[..] == cc[..2])
+        .map(|(_, l)| *l)
 }
 
 /// ISO 7064 mod 97-10 over an IBAN (compact, uppercase alphanumerics).
@@ -80,8 +160,9 @@ pub(crate) fn iban_mod97(iban: &[u8]) -> bool {
 /// US SSN validity: area not 000, 666 or 900–999; group not 00; serial not 0000; and not one of
 /// the numbers published in advertising (078-05-1120, 219-09-9999).
 pub(crate) fn ssn_valid(area: u32, group: u32, serial: u32) -> bool {
-    !(area == 0 || area == 666 || area >= 900 || group == 0 || serial == 0)
-        && !matches!((area, group, serial), (78, 5, 1120) | (219, 9, 9999))
+    let invalid_range = area == 0 || area == 666 || area >= 900 || group == 0 || serial == 0;
+    let advertised = matches!((area, group, serial), (78, 5, 1120) | (219, 9, 9999));
+    !invalid_range && !advertised
 }
 
 fn num(d: &[u8]) -> u64 {
@@ -115,7 +196,11 @@ pub(crate) fn it_codice_fiscale(cf: &[u8]) -> bool {
         23,
     ];
     const DIGIT_POS: [usize; 7] = [6, 7, 9, 10, 12, 13, 14];
-    if cf.len() != 16 || !cf.iter().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit()) {
+    if cf.len() != 16
+        || !cf
+            .iter()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+    {
         return false;
     }
     for (i, &c) in cf.iter().enumerate() {
@@ -133,7 +218,11 @@ pub(crate) fn it_codice_fiscale(cf: &[u8]) -> bool {
     }
     let mut sum = 0;
     for (i, &c) in cf[..15].iter().enumerate() {
-        let v = if c.is_ascii_digit() { (c - b'0') as usize } else { (c - b'A') as usize };
+        let v = if c.is_ascii_digit() {
+            (c - b'0') as usize
+        } else {
+            (c - b'A') as usize
+        };
         // Positions are 1-based in the specification: odd positions use the odd table.
         sum += if i % 2 == 0 { ODD[v] } else { v as u32 };
     }
@@ -176,7 +265,11 @@ pub(crate) fn pl_pesel(d: &[u8]) -> bool {
     if !(1..=12).contains(&month) || !(1..=31).contains(&day) {
         return false;
     }
-    let sum: u32 = d[..10].iter().zip(W).map(|(c, w)| (c - b'0') as u32 * w).sum();
+    let sum: u32 = d[..10]
+        .iter()
+        .zip(W)
+        .map(|(c, w)| (c - b'0') as u32 * w)
+        .sum();
     (10 - sum % 10) % 10 == (d[10] - b'0') as u32
 }
 
@@ -206,7 +299,8 @@ mod tests {
 
     #[test]
     fn check_digit_tables() {
-        let cases: &[(&str, fn(&[u8]) -> bool, bool)] = &[
+        type Check = fn(&[u8]) -> bool;
+        let cases: &[(&str, Check, bool)] = &[
             ("4111111111111111", luhn, true),
             ("4111111111111112", luhn, false),
             ("378282246310005", luhn, true),

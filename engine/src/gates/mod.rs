@@ -43,7 +43,10 @@ pub use policy::{DetectorSet, GatePolicy, GatePolicyOverride};
 pub use redact::{RedactionMap, placeholder_kind};
 pub use regex_rules::RegexRule;
 pub use rules::Examples;
-pub use verdict::{Detector, Finding, GateAction, GateOutcome, GateVerdict, RulesetId, Severity, Span, ThreatSummary};
+pub use verdict::{
+    Detector, Finding, GateAction, GateOutcome, GateVerdict, RulesetId, Severity, Span,
+    ThreatSummary,
+};
 
 #[cfg(test)]
 mod tests;

@@ -72,7 +72,9 @@ impl Normalized<'_> {
     /// Maps a span of the normalised text to the original text, widening to whole segments so
     /// both ends are char boundaries of the original.
     pub fn to_original(&self, start: usize, end: usize) -> Span {
-        let Some(segs) = &self.segments else { return Span::new(start, end) };
+        let Some(segs) = &self.segments else {
+            return Span::new(start, end);
+        };
         if segs.is_empty() {
             return Span::new(0, 0);
         }
@@ -157,7 +159,10 @@ impl Builder {
             }
             match self.invisibles.last_mut() {
                 Some(last) if last.kind == kind && last.span.end == start => last.span.end = end,
-                _ => self.invisibles.push(Invisible { span: Span::new(start, end), kind }),
+                _ => self.invisibles.push(Invisible {
+                    span: Span::new(start, end),
+                    kind,
+                }),
             }
             return end;
         }
@@ -220,7 +225,10 @@ fn invisible_kind(c: char, text: &str, at: usize) -> Option<InvisibleKind> {
         // ZWJ/ZWNJ are legitimate in emoji and Indic/Persian scripts: flag them only between
         // ASCII letters, where they can only serve to split a word a rule looks for.
         0x200C | 0x200D => {
-            let before = text[..at].chars().next_back().is_some_and(|p| p.is_ascii_alphanumeric());
+            let before = text[..at]
+                .chars()
+                .next_back()
+                .is_some_and(|p| p.is_ascii_alphanumeric());
             let after = text[at + c.len_utf8()..]
                 .chars()
                 .next()
@@ -261,14 +269,24 @@ mod tests {
         let n = normalize(s);
         assert_eq!(n.text, "ignore abc ok");
         let kinds: Vec<_> = n.invisibles.iter().map(|i| i.kind).collect();
-        assert_eq!(kinds, [InvisibleKind::ZeroWidth, InvisibleKind::Bidi, InvisibleKind::Bidi]);
+        assert_eq!(
+            kinds,
+            [
+                InvisibleKind::ZeroWidth,
+                InvisibleKind::Bidi,
+                InvisibleKind::Bidi
+            ]
+        );
         let sp = n.to_original(0, 6);
         assert_eq!(&s[sp.start..sp.end], "ig\u{200B}nore");
     }
 
     #[test]
     fn tag_characters_are_decoded() {
-        let hidden: String = "hi".chars().map(|c| char::from_u32(0xE0000 + c as u32).unwrap()).collect();
+        let hidden: String = "hi"
+            .chars()
+            .map(|c| char::from_u32(0xE0000 + c as u32).unwrap())
+            .collect();
         let s = format!("visible{hidden}");
         let n = normalize(&s);
         assert_eq!(n.text, "visible");

@@ -25,7 +25,12 @@ pub struct DetectorSet {
 
 impl Default for DetectorSet {
     fn default() -> Self {
-        DetectorSet { regex: true, pii: true, secrets: true, threat: true }
+        DetectorSet {
+            regex: true,
+            pii: true,
+            secrets: true,
+            threat: true,
+        }
     }
 }
 
@@ -112,10 +117,14 @@ impl GatePolicy {
     /// Checks ranges and region codes.
     pub fn validate(&self) -> Result<(), GateError> {
         if !(0.0..=1.0).contains(&self.threat_threshold) {
-            return Err(GateError::Policy("threat_threshold must be within 0.0..=1.0".into()));
+            return Err(GateError::Policy(
+                "threat_threshold must be within 0.0..=1.0".into(),
+            ));
         }
         if !(0.0..=1.0).contains(&self.min_confidence) {
-            return Err(GateError::Policy("min_confidence must be within 0.0..=1.0".into()));
+            return Err(GateError::Policy(
+                "min_confidence must be within 0.0..=1.0".into(),
+            ));
         }
         for r in &self.phone_regions {
             if r.parse::<phonenumber::country::Id>().is_err() {
@@ -127,7 +136,10 @@ impl GatePolicy {
 
     /// Action for findings of `category` (threat categories are decided by the score instead).
     pub fn action_for(&self, category: &str) -> GateAction {
-        self.actions.get(category).copied().unwrap_or(self.default_action)
+        self.actions
+            .get(category)
+            .copied()
+            .unwrap_or(self.default_action)
     }
 
     pub(crate) fn rule_enabled(&self, rule_id: &str) -> bool {

@@ -92,7 +92,11 @@ impl Prefilter {
                 .build(&keywords)
                 .expect("keyword automaton within limits")
         });
-        Prefilter { ac, targets, counts }
+        Prefilter {
+            ac,
+            targets,
+            counts,
+        }
     }
 
     pub fn scan(&self, text: &str) -> Hits {
@@ -159,7 +163,11 @@ impl Hits {
     }
 
     /// Context word occurrences of PII rule `rule` that stand as whole words.
-    pub fn context_words<'a>(&'a self, text: &'a str, rule: usize) -> impl Iterator<Item = (usize, usize)> + 'a {
+    pub fn context_words<'a>(
+        &'a self,
+        text: &'a str,
+        rule: usize,
+    ) -> impl Iterator<Item = (usize, usize)> + 'a {
         self.context
             .get(rule)
             .into_iter()
@@ -175,7 +183,12 @@ pub(crate) fn keyword_positions(keywords: &[String], text: &str) -> Vec<usize> {
     let lower = text.to_ascii_lowercase();
     let mut v: Vec<usize> = keywords
         .iter()
-        .flat_map(|k| lower.match_indices(&k.to_ascii_lowercase()).map(|(i, _)| i).collect::<Vec<_>>())
+        .flat_map(|k| {
+            lower
+                .match_indices(&k.to_ascii_lowercase())
+                .map(|(i, _)| i)
+                .collect::<Vec<_>>()
+        })
         .collect();
     v.sort_unstable();
     v.dedup();
@@ -188,7 +201,9 @@ pub(crate) fn is_word(b: &[u8], s: usize, e: usize) -> bool {
     let inner_end = e > 0 && b.get(e - 1).is_some_and(|c| c.is_ascii_alphanumeric());
     let before = s > 0 && b[s - 1].is_ascii_alphanumeric();
     let after = b.get(e).is_some_and(|c| c.is_ascii_alphanumeric());
-    !(inner_start && before) && !(inner_end && after)
+    let glued_start = inner_start && before;
+    let glued_end = inner_end && after;
+    !glued_start && !glued_end
 }
 
 #[cfg(test)]
@@ -210,7 +225,10 @@ mod tests {
         assert_eq!(h.secret(0), [20, 25]);
         assert_eq!(h.threat(0), [13]);
         assert!(p.scan("nothing here").secret.is_empty());
-        assert_eq!(keyword_positions(&["GHP_".into(), "ignore".into()], text), [13, 20, 25]);
+        assert_eq!(
+            keyword_positions(&["GHP_".into(), "ignore".into()], text),
+            [13, 20, 25]
+        );
         assert_eq!(h.context[0].len(), 2);
         assert_eq!(h.context_words(text, 0).collect::<Vec<_>>(), vec![(6, 9)]);
     }

@@ -51,10 +51,16 @@ pub(crate) struct CompiledRegexRule {
 impl CompiledRegexRule {
     pub fn compile(r: RegexRule) -> Result<Self, GateError> {
         if r.id.is_empty() || r.category.is_empty() {
-            return Err(GateError::InvalidRule { rule: r.id, message: "id and category are required".into() });
+            return Err(GateError::InvalidRule {
+                rule: r.id,
+                message: "id and category are required".into(),
+            });
         }
         if r.examples.positive.is_empty() {
-            return Err(GateError::InvalidRule { rule: r.id, message: "at least one positive example is required".into() });
+            return Err(GateError::InvalidRule {
+                rule: r.id,
+                message: "at least one positive example is required".into(),
+            });
         }
         let regex = RuleRegex::new(&r.id, &r.pattern, "")?;
         Ok(CompiledRegexRule {
@@ -77,7 +83,11 @@ impl CompiledRegexRule {
         let scope = if self.keywords.is_empty() {
             Scope::Whole
         } else {
-            Scope::Near { hits, lookbehind: 256, max_len: 512 }
+            Scope::Near {
+                hits,
+                lookbehind: 256,
+                max_len: 512,
+            }
         };
         self.regex.scan(text, scope, |h| {
             if h.whole.is_empty() {

@@ -82,8 +82,12 @@ pub(crate) struct PiiRule {
 
 impl PiiRule {
     pub fn compile(d: PiiRuleDef) -> Result<Self, GateError> {
-        let invalid = |m: String| GateError::InvalidRule { rule: d.id.clone(), message: m };
-        let kind = PiiKind::parse(&d.kind).ok_or_else(|| invalid(format!("unknown pii kind {:?}", d.kind)))?;
+        let invalid = |m: String| GateError::InvalidRule {
+            rule: d.id.clone(),
+            message: m,
+        };
+        let kind = PiiKind::parse(&d.kind)
+            .ok_or_else(|| invalid(format!("unknown pii kind {:?}", d.kind)))?;
         let needs_context = matches!(kind, PiiKind::Dob | PiiKind::Address) || d.require_context;
         if needs_context && d.context.is_empty() {
             return Err(invalid("this rule needs context words".into()));
@@ -127,7 +131,8 @@ impl PiiRule {
         let Some(ac) = &self.ctx else { return false };
         let from = floor_boundary(text, start.saturating_sub(self.window));
         let to = floor_boundary(text, (end + self.window).min(text.len()));
-        ac.find_iter(&text[from..to]).any(|m| is_word(text.as_bytes(), from + m.start(), from + m.end()))
+        ac.find_iter(&text[from..to])
+            .any(|m| is_word(text.as_bytes(), from + m.start(), from + m.end()))
     }
 }
 
@@ -151,7 +156,9 @@ impl PiiRules {
     }
 
     fn has(&self, kind: PiiKind, enabled: &dyn Fn(&str) -> bool) -> bool {
-        self.rules.iter().any(|r| r.kind == kind && enabled(&r.meta.id))
+        self.rules
+            .iter()
+            .any(|r| r.kind == kind && enabled(&r.meta.id))
     }
 
     /// Runs every enabled recogniser over `text`. `only` restricts to one rule (example checks).
@@ -183,13 +190,23 @@ impl PiiRules {
         if !phones.is_empty() {
             let mut claimed: Vec<Span> = cands.iter().map(|c| Span::new(c.start, c.end)).collect();
             claimed.sort_unstable();
-            let context = |s, e| self.rules.iter().any(|r| r.kind == PiiKind::Phone && r.context_near(text, s, e));
+            let context = |s, e| {
+                self.rules
+                    .iter()
+                    .any(|r| r.kind == PiiKind::Phone && r.context_near(text, s, e))
+            };
             phone::validate(text, &phones, regions, &claimed, context, &mut cands);
         }
         // An IBAN's digit groups can look like a card or a phone number: the IBAN wins.
-        let ibans: Vec<Span> = cands.iter().filter(|c| c.kind == PiiKind::Iban).map(|c| Span::new(c.start, c.end)).collect();
+        let ibans: Vec<Span> = cands
+            .iter()
+            .filter(|c| c.kind == PiiKind::Iban)
+            .map(|c| Span::new(c.start, c.end))
+            .collect();
         for c in cands {
-            if c.kind != PiiKind::Iban && ibans.iter().any(|s| s.overlaps(&Span::new(c.start, c.end))) {
+            if c.kind != PiiKind::Iban
+                && ibans.iter().any(|s| s.overlaps(&Span::new(c.start, c.end)))
+            {
                 continue;
             }
             for r in self.rules.iter() {
@@ -201,7 +218,11 @@ impl PiiRules {
                 if r.require_context && !near {
                     continue;
                 }
-                let boost = if near && !contextual { r.context_boost } else { 0.0 };
+                let boost = if near && !contextual {
+                    r.context_boost
+                } else {
+                    0.0
+                };
                 out.push(RawFinding {
                     meta: &r.meta,
                     start: c.start,
@@ -219,7 +240,8 @@ impl PiiRules {
 
 /// Whether `b[i]` is glued to a word character (so a match cannot start or end there).
 pub(crate) fn wordy(b: &[u8], i: usize) -> bool {
-    b.get(i).is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'_')
+    b.get(i)
+        .is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'_')
 }
 
 /// Position of the first ASCII digit at or after `i`. Eight bytes are tested at a time (a word
@@ -231,10 +253,10 @@ pub(crate) fn next_digit(b: &[u8], mut i: usize) -> Option<usize> {
     while i + 8 <= b.len() {
         let w = u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
         let t = w ^ (b'0' as u64 * LO);
-        if t.wrapping_sub(10 * LO) & !t & HI != 0 {
-            if let Some(k) = b[i..i + 8].iter().position(u8::is_ascii_digit) {
-                return Some(i + k);
-            }
+        if t.wrapping_sub(10 * LO) & !t & HI != 0
+            && let Some(k) = b[i..i + 8].iter().position(u8::is_ascii_digit)
+        {
+            return Some(i + k);
         }
         i += 8;
     }
