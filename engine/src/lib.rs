@@ -1,3 +1,14 @@
-//! placeholder
+//! Tollgate's engine: what a workflow IS and how a run ADVANCES.
+//!
+//! Pure: no async runtime, no network, no database driver. The outside world plugs in through
+//! the ports ([`store::Backend`], [`queue::StepQueue`], [`step::StepHandler`]).
 
+pub mod crypto;
+pub mod expr;
 pub mod gates;
+pub mod ids;
+pub mod queue;
+pub mod run;
+pub mod spec;
+pub mod step;
+pub mod store;

@@ -1,1 +1,4 @@
-//! test support
+//! Support for Tollgate's end-to-end tests: the store conformance suite and the harness
+//! (systems on both backends, a scriptable local HTTP server, waiting with deadlines).
+pub mod harness;
+pub mod store_conformance;

@@ -1,0 +1,150 @@
+//! Assembling a running system from [`Config`]: master key, store, queue, handlers, engine,
+//! supervisor, workers, notifications — and taking it down again in order.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{bail, Context as _};
+use ractor::Actor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tollgate_connectors::steps::{ApiCallHandler, CodeHandler};
+use tollgate_connectors::store::{RedisBackend, SqliteBackend};
+use tollgate_engine::crypto::MasterKey;
+use tollgate_engine::spec::StepType;
+use tollgate_engine::store::{Backend, Store};
+
+use crate::config::{BackendKind, Config};
+use crate::notify::{self, Fanout, LocalNotifier, Notifier, RedisNotifier};
+use crate::queue;
+use crate::service::Tollgate;
+use crate::supervisor::RunSupervisor;
+use crate::system::{Engine, Handlers};
+use crate::worker::StepWorker;
+
+/// What this process does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Run actors and step workers in one process (CLI `run`, `decide`, `serve`).
+    All,
+    /// Step workers only (`tollgate worker`): no run actors.
+    WorkerOnly,
+}
+
+pub struct Running {
+    pub tollgate: Tollgate,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+    workers: Option<queue::WorkerSet>,
+}
+
+impl Running {
+    /// Drain in order: workers (finish in-flight steps) → run actors (stop) → tasks.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        if let Some(w) = self.workers {
+            w.shutdown().await;
+        }
+        // Run actors stop (not kill): each releases its lease; the journal already holds everything.
+        let sup = &self.tollgate.supervisor;
+        sup.stop_children_and_wait(Some("shutdown".into()), Some(std::time::Duration::from_secs(10))).await;
+        let _ = sup.stop_and_wait(Some("shutdown".into()), Some(std::time::Duration::from_secs(5))).await;
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+
+    pub fn token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+}
+
+/// The master key: from config, or (embedded only) from `data_dir/master.key`, created on first use.
+pub fn master_key(config: &Config) -> anyhow::Result<MasterKey> {
+    if !config.master_key.is_empty() {
+        return MasterKey::from_hex(&config.master_key).context("master_key");
+    }
+    if config.backend == BackendKind::Redis {
+        bail!("the redis backend needs TOLLGATE_MASTER_KEY (the same for every process)");
+    }
+    let path = config.data_dir.join("master.key");
+    if path.exists() {
+        let hex = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        return MasterKey::from_hex(&hex).with_context(|| format!("{} is not a valid master key", path.display()));
+    }
+    std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
+    let key = MasterKey::generate();
+    write_private(&path, key.to_hex().as_bytes())?;
+    eprintln!("tollgate: created a new master key at {} (mode 0600); keep it safe — the data is unreadable without it", path.display());
+    Ok(key)
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    opts.mode(0o600);
+    let mut f = opts.open(path).with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    Ok(())
+}
+
+pub async fn open_backend(config: &Config) -> anyhow::Result<Arc<dyn Backend>> {
+    Ok(match config.backend {
+        BackendKind::Embedded => {
+            std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
+            Arc::new(SqliteBackend::open(&config.data_dir.join("tollgate.db")).await.context("opening the embedded store")?)
+        }
+        BackendKind::Redis => Arc::new(
+            RedisBackend::connect(&config.redis_url, &config.namespace)
+                .await
+                .with_context(|| format!("connecting to Redis at {}", config.redis_url))?,
+        ),
+    })
+}
+
+pub fn queue_config(config: &Config) -> queue::QueueConfig {
+    queue::QueueConfig::from_app(config)
+}
+
+pub fn handlers() -> anyhow::Result<Handlers> {
+    let mut h = Handlers::new();
+    h.insert(StepType::Code, Arc::new(CodeHandler::new()) as _);
+    h.insert(StepType::ApiCall, Arc::new(ApiCallHandler::new().context("building the HTTP client")?) as _);
+    Ok(h)
+}
+
+/// Start the system for `role`.
+pub async fn start(config: &Config, role: Role) -> anyhow::Result<Running> {
+    config.validate()?;
+    let master = master_key(config)?;
+    let backend = open_backend(config).await?;
+    let store = Arc::new(Store::new(backend, master));
+    let qconf = queue_config(config);
+    // The shared backend: jobs enqueued through it wake this process's workers at once.
+    let step_queue = queue::open(&qconf).await.context("opening the step queue")?;
+    let engine = Arc::new(Engine::new(store, step_queue, handlers()?, config.max_in_flight_per_run, config.reconcile_interval));
+    let (supervisor, _) = Actor::spawn(None, RunSupervisor, engine.clone()).await.context("starting the run supervisor")?;
+    let shutdown = CancellationToken::new();
+    let tasks = TaskTracker::new();
+
+    let mut notifiers: Vec<Arc<dyn Notifier>> = Vec::new();
+    if role == Role::All {
+        notifiers.push(Arc::new(LocalNotifier(supervisor.clone())));
+    }
+    if config.backend == BackendKind::Redis {
+        notifiers.push(Arc::new(RedisNotifier::connect(&config.redis_url, &config.namespace).await?));
+        if role == Role::All {
+            let sub = notify::subscribe(&config.redis_url, &config.namespace, supervisor.clone(), shutdown.clone()).await?;
+            tasks.spawn(async move {
+                let _ = sub.await;
+            });
+        }
+    }
+    let worker = Arc::new(StepWorker::new(engine.clone(), Arc::new(Fanout(notifiers))));
+    let workers = queue::spawn_workers(&qconf, worker, shutdown.clone()).await.context("starting step workers")?;
+    Ok(Running { tollgate: Tollgate { engine, supervisor }, shutdown, tasks, workers: Some(workers) })
+}

@@ -1,0 +1,365 @@
+//! The command line: `validate`, `schema`, `run`, `decide`, `resume`, `cancel`, `runs`,
+//! `serve`, `worker`. Each command is a function here or in a sibling module.
+
+mod progress;
+mod report;
+
+pub use report::summary_json;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use clap::{Parser, Subcommand};
+use serde_json::Value;
+use tollgate_engine::ids::{RunId, StepId};
+use tollgate_engine::run::{Decision, StepStatus};
+use tollgate_engine::spec::{parse_yaml, ValidatedSpec};
+
+use crate::bootstrap::{self, Role, Running};
+use crate::config::{BackendKind, Config};
+use crate::service::{RunView, ServiceError, Tollgate};
+
+#[derive(Parser, Debug)]
+#[command(name = "tollgate", version, about = "Standard operating procedures as durable, gated, audited workflows")]
+pub struct Cli {
+    /// Config file (default: config/default.toml if present).
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+    /// Storage and queue backend (overrides config and TOLLGATE_BACKEND).
+    #[arg(long, global = true, value_enum)]
+    pub backend: Option<BackendKind>,
+    /// Data directory of the embedded backend.
+    #[arg(long, global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// Redis URL for the redis backend.
+    #[arg(long, global = true)]
+    pub redis_url: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Check a workflow spec; prints every problem with its place.
+    Validate { file: PathBuf },
+    /// Print the JSON Schema of the workflow spec format (for editors).
+    Schema,
+    /// Run a workflow until it finishes or waits for a human.
+    Run {
+        file: PathBuf,
+        /// A parameter, `name=value` (repeatable).
+        #[arg(long = "set", value_name = "NAME=VALUE")]
+        set: Vec<String>,
+        /// Print the final summary as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Keep waiting through human pauses (decide from another terminal).
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Decide a pending human request of a run's step: approve, reject, extend, abort.
+    Decide {
+        run: RunId,
+        /// The step waiting for the decision (for a budget extension: the step the budget blocks).
+        step: StepId,
+        #[arg(value_parser = ["approve", "reject", "extend", "abort"])]
+        decision: String,
+        #[arg(long)]
+        comment: Option<String>,
+        /// For `extend`: the amount to add to the budget.
+        #[arg(long)]
+        amount: Option<f64>,
+        /// Who decides (recorded in the audit trail).
+        #[arg(long, default_value_t = whoami())]
+        by: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Continue an unfinished run in this process (after a crash or a decision).
+    Resume {
+        run: RunId,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel a run.
+    Cancel {
+        run: RunId,
+        #[arg(long, default_value = "cancelled from the command line")]
+        reason: String,
+    },
+    /// Inspect runs.
+    Runs {
+        #[command(subcommand)]
+        command: RunsCommand,
+    },
+    /// Run the engine (run actors, step workers, admin HTTP) until interrupted.
+    Serve,
+    /// Run step workers only (fleets, against Redis).
+    Worker,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RunsCommand {
+    /// List runs, newest first.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a run: each step's status, attempts, duration, cost, error and decision.
+    Show {
+        run: RunId,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn whoami() -> String {
+    std::env::var("USER").unwrap_or_else(|_| "cli".into())
+}
+
+pub async fn main(cli: Cli) -> anyhow::Result<ExitCode> {
+    let mut config = Config::load(cli.config.as_deref())?;
+    if let Some(b) = cli.backend {
+        config.backend = b;
+    }
+    if let Some(d) = cli.data_dir {
+        config.data_dir = d;
+    }
+    if let Some(u) = cli.redis_url {
+        config.redis_url = u;
+    }
+    match cli.command {
+        Command::Validate { file } => validate_cmd(&file),
+        Command::Schema => {
+            println!("{}", serde_json::to_string_pretty(&tollgate_engine::spec::json_schema())?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run { file, set, json, wait } => {
+            let spec = match load_spec(&file) {
+                Ok(s) => s,
+                Err(code) => return Ok(code),
+            };
+            let params = parse_sets(&set)?;
+            let sys = bootstrap::start(&config, Role::All).await?;
+            let result = async {
+                let run = match sys.tollgate.start_run(&spec, &params).await {
+                    Ok(r) => r,
+                    Err(ServiceError::Spec(e)) => {
+                        eprint!("{e}");
+                        return Ok(ExitCode::from(2));
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                eprintln!("tollgate: run {run} started");
+                drive(&sys, &run, json, wait).await
+            }
+            .await;
+            sys.shutdown().await;
+            result
+        }
+        Command::Decide { run, step, decision, comment, amount, by, json } => {
+            let decision = match (decision.as_str(), amount) {
+                ("approve", _) => Decision::Approve,
+                ("reject", _) => Decision::Reject,
+                ("abort", _) => Decision::Abort,
+                ("extend", Some(a)) if a > 0.0 && a.is_finite() => Decision::Extend { amount: a },
+                ("extend", _) => bail!("`extend` needs --amount with a positive number"),
+                (other, _) => bail!("unknown decision `{other}`"),
+            };
+            let sys = bootstrap::start(&config, Role::All).await?;
+            let result = decide_cmd(&sys, &run, &step, decision, &by, comment, json).await;
+            sys.shutdown().await;
+            result
+        }
+        Command::Resume { run, json } => {
+            let sys = bootstrap::start(&config, Role::All).await?;
+            let result = async {
+                sys.tollgate.ensure(&run).await?;
+                drive(&sys, &run, json, false).await
+            }
+            .await;
+            sys.shutdown().await;
+            result
+        }
+        Command::Cancel { run, reason } => {
+            let sys = bootstrap::start(&config, Role::All).await?;
+            let result = async {
+                sys.tollgate.cancel(&run, &whoami(), &reason).await?;
+                let v = sys.tollgate.wait_settled(&run, Duration::from_millis(200)).await?;
+                report::print_summary(&v);
+                Ok(ExitCode::SUCCESS)
+            }
+            .await;
+            sys.shutdown().await;
+            result
+        }
+        Command::Runs { command } => runs_cmd(&config, command).await,
+        Command::Serve => crate::http::serve(&config).await.map(|_| ExitCode::SUCCESS),
+        Command::Worker => {
+            let sys = bootstrap::start(&config, Role::WorkerOnly).await?;
+            eprintln!("tollgate worker: processing steps from {:?} (Ctrl-C to stop)", config.backend);
+            tokio::signal::ctrl_c().await?;
+            sys.shutdown().await;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Read and validate a spec file, printing problems. Exit code 2 on a bad spec.
+fn load_spec(file: &Path) -> Result<ValidatedSpec, ExitCode> {
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("tollgate: cannot read {}: {e}", file.display());
+            return Err(ExitCode::from(2));
+        }
+    };
+    parse_yaml(&text).map_err(|e| {
+        eprint!("{}: {e}", file.display());
+        ExitCode::from(2)
+    })
+}
+
+fn validate_cmd(file: &Path) -> anyhow::Result<ExitCode> {
+    match load_spec(file) {
+        Ok(spec) => {
+            let s = spec.spec();
+            println!("{}: ok — workflow `{}` v{} ({} steps)", file.display(), s.id, s.version, s.steps.len());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(code) => Ok(code),
+    }
+}
+
+/// `--set a=1 --set name=Acme` → parameters (strings; the spec's types coerce them).
+fn parse_sets(sets: &[String]) -> anyhow::Result<serde_json::Map<String, Value>> {
+    let mut out = serde_json::Map::new();
+    for s in sets {
+        let Some((k, v)) = s.split_once('=') else { bail!("--set {s}: expected NAME=VALUE") };
+        out.insert(k.trim().to_string(), Value::String(v.to_string()));
+    }
+    Ok(out)
+}
+
+/// Follow a run with progress until it finishes (or waits for a human, unless `wait`).
+async fn drive(sys: &Running, run: &RunId, json: bool, wait: bool) -> anyhow::Result<ExitCode> {
+    let progress = (!json).then(|| progress::Progress::start(sys.tollgate.engine.updates.subscribe(), run.clone()));
+    let view = loop {
+        let v = sys.tollgate.wait_settled(run, Duration::from_millis(250)).await?;
+        if v.state.status.is_finished() || !wait {
+            break v;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    if let Some(p) = progress {
+        p.finish().await;
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report::summary_json(&view))?);
+    } else {
+        report::print_summary(&view);
+        print_next_steps(&view);
+    }
+    Ok(exit_code(&view))
+}
+
+fn exit_code(v: &RunView) -> ExitCode {
+    match v.state.status.label() {
+        "succeeded" => ExitCode::SUCCESS,
+        "running" | "pending" => ExitCode::SUCCESS, // waiting for a human
+        _ => ExitCode::FAILURE,
+    }
+}
+
+fn print_next_steps(v: &RunView) {
+    let run = &v.meta.run;
+    for (i, s) in v.state.steps.iter().enumerate() {
+        if let StepStatus::WaitingHuman { .. } = s.status {
+            println!("\nRun {run} is waiting for a human decision on `{}`. To decide:", v.step_ids[i]);
+            println!("  tollgate decide {run} {} approve --comment \"looks good\"", v.step_ids[i]);
+            println!("  tollgate decide {run} {} reject --comment \"why\"", v.step_ids[i]);
+        }
+    }
+    if v.state.budget_request.is_some() {
+        if let Some(&i) = v.state.budget_blocked.first() {
+            println!("\nRun {run} is paused: its budget cannot cover `{}`. To decide:", v.step_ids[i]);
+            println!("  tollgate decide {run} {} extend --amount 5", v.step_ids[i]);
+            println!("  tollgate decide {run} {} reject", v.step_ids[i]);
+        }
+    }
+}
+
+async fn decide_cmd(sys: &Running, run: &RunId, step: &StepId, decision: Decision, by: &str, comment: Option<String>, json: bool) -> anyhow::Result<ExitCode> {
+    let t: &Tollgate = &sys.tollgate;
+    let v = t.view(run).await?;
+    let Some(i) = v.step_ids.iter().position(|s| s == step.as_str()) else {
+        bail!("run {run} has no step `{step}` (steps: {})", v.step_ids.join(", "));
+    };
+    let request = match &v.state.steps[i].status {
+        StepStatus::WaitingHuman { request } => request.clone(),
+        _ if v.state.budget_blocked.contains(&i) && v.state.budget_request.is_some() => v.state.budget_request.clone().expect("checked"),
+        other => bail!("step `{step}` of run {run} is not waiting for a decision (it is {})", other.label()),
+    };
+    t.decide(&request, decision, by, comment).await?;
+    println!("decision recorded on {request}");
+    // Drive the run on from here, unless another process holds it.
+    match t.ensure(run).await {
+        Ok(()) => drive(sys, run, json, false).await,
+        Err(e) => {
+            println!("the run is driven by another process, which will apply the decision ({e})");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn runs_cmd(config: &Config, command: RunsCommand) -> anyhow::Result<ExitCode> {
+    // Read-only: the store alone, no queue, no workers.
+    let store = tollgate_engine::store::Store::new(bootstrap::open_backend(config).await?, bootstrap::master_key(config)?);
+    let engine = crate::system::Engine::new(
+        std::sync::Arc::new(store),
+        std::sync::Arc::new(NoQueue),
+        Default::default(),
+        1,
+        Duration::from_secs(1),
+    );
+    match command {
+        RunsCommand::List { json } => {
+            let mut runs = engine.store.list_runs().await?;
+            runs.reverse();
+            let mut views = Vec::new();
+            for r in runs {
+                match crate::service::view(&engine, &r).await {
+                    Ok(v) => views.push(v),
+                    Err(e) => eprintln!("tollgate: run {r}: {e}"),
+                }
+            }
+            if json {
+                let list: Vec<Value> = views.iter().map(report::summary_json).collect();
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                report::print_list(&views);
+            }
+        }
+        RunsCommand::Show { run, json } => {
+            let v = crate::service::view(&engine, &run).await.with_context(|| format!("run {run}"))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report::summary_json(&v))?);
+            } else {
+                report::print_summary(&v);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `runs` reads only; it never enqueues.
+struct NoQueue;
+
+#[async_trait::async_trait]
+impl tollgate_engine::queue::StepQueue for NoQueue {
+    async fn enqueue(&self, _: tollgate_engine::queue::StepJob, _: Option<std::time::SystemTime>) -> Result<(), tollgate_engine::queue::QueueError> {
+        Err(tollgate_engine::queue::QueueError("read-only command".into()))
+    }
+}

@@ -1,0 +1,94 @@
+//! Run summaries for people (a table) and machines (JSON): per step, status, attempts,
+//! duration, cost, error and human decision. Outputs are never printed here.
+
+use serde_json::{json, Value};
+use tollgate_engine::run::{RunStatus, StepState};
+
+use crate::service::RunView;
+
+fn duration_ms(s: &StepState) -> Option<u64> {
+    Some(s.finished_at?.saturating_sub(s.started_at?))
+}
+
+pub fn summary_json(v: &RunView) -> Value {
+    let steps: Vec<Value> = v
+        .state
+        .steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            json!({
+                "id": v.step_ids[i],
+                "type": v.step_types[i],
+                "status": s.status.label(),
+                "skip_reason": match &s.status { tollgate_engine::run::StepStatus::Skipped { reason } => Some(reason.clone()), _ => None },
+                "attempts": s.attempts.len(),
+                "duration_ms": duration_ms(s),
+                "cost": s.cost,
+                "error": s.error,
+                "decision": s.decision,
+                "gate": s.gate,
+            })
+        })
+        .collect();
+    let reason = match &v.state.status {
+        RunStatus::Failed { reason } => Some(json!(reason)),
+        RunStatus::Cancelled { by, reason } => Some(json!({"code": "cancelled", "message": format!("{reason} (by {by})")})),
+        _ => None,
+    };
+    json!({
+        "run": v.meta.run,
+        "workflow": v.meta.workflow,
+        "version": v.meta.version,
+        "status": if v.state.is_waiting() { "waiting" } else { v.state.status.label() },
+        "reason": reason,
+        "started_at": v.state.started_at,
+        "finished_at": v.state.finished_at,
+        "budget": v.state.budget,
+        "steps": steps,
+    })
+}
+
+pub fn print_summary(v: &RunView) {
+    let status = if v.state.is_waiting() { "waiting" } else { v.state.status.label() };
+    println!("\nrun {}  workflow {} v{}  {status}", v.meta.run, v.meta.workflow, v.meta.version);
+    match &v.state.status {
+        RunStatus::Failed { reason } => println!("  reason: {} — {}", reason.code, reason.message),
+        RunStatus::Cancelled { by, reason } => println!("  cancelled by {by}: {reason}"),
+        _ => {}
+    }
+    println!("  {:<24} {:<10} {:<14} {:>8} {:>10} {:>8}", "STEP", "TYPE", "STATUS", "ATTEMPTS", "DURATION", "COST");
+    for (i, s) in v.state.steps.iter().enumerate() {
+        let dur = duration_ms(s).map_or("-".to_string(), |ms| format!("{ms}ms"));
+        println!(
+            "  {:<24} {:<10} {:<14} {:>8} {:>10} {:>8.2}",
+            v.step_ids[i],
+            v.step_types[i],
+            s.status.label(),
+            s.attempts.len(),
+            dur,
+            s.cost
+        );
+        if let Some(e) = &s.error {
+            println!("      error: {e}");
+        }
+        if let tollgate_engine::run::StepStatus::Skipped { reason } = &s.status {
+            println!("      skipped: {reason}");
+        }
+        if let Some(d) = &s.decision {
+            let c = d.comment.as_deref().map(|c| format!(" — {c}")).unwrap_or_default();
+            println!("      decision: {:?} by {}{c}", d.decision, d.by);
+        }
+    }
+    if let Some(cap) = v.state.budget.cap {
+        println!("  budget: {:.2} spent of {:.2}", v.state.budget.spent, cap + v.state.budget.extended);
+    }
+}
+
+pub fn print_list(views: &[RunView]) {
+    println!("{:<28} {:<24} {:<10} {:>6}", "RUN", "WORKFLOW", "STATUS", "STEPS");
+    for v in views {
+        let status = if v.state.is_waiting() { "waiting" } else { v.state.status.label() };
+        println!("{:<28} {:<24} {:<10} {:>6}", v.meta.run, v.meta.workflow, status, v.state.steps.len());
+    }
+}

@@ -1,0 +1,179 @@
+//! Configuration: defaults → `config/default.toml` (or `--config FILE`) → `TOLLGATE_*` env →
+//! command-line flags, then [`Config::validate`]. Only the binary loads it; parts receive
+//! their piece explicitly.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Where runs, specs and the queue live.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum BackendKind {
+    /// SQLite files under `data_dir`; no server needed (the default).
+    Embedded,
+    /// Redis: shared by `serve` and any number of `worker` processes.
+    Redis,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Storage and queue backend.
+    pub backend: BackendKind,
+    /// Directory for the embedded backend's files and the generated master key.
+    pub data_dir: PathBuf,
+    /// Redis URL for the `redis` backend.
+    pub redis_url: String,
+    /// Prefix of every Redis key and the name of the step queue; isolates deployments.
+    pub namespace: String,
+    /// Service master key, 128 hex characters. If empty, the embedded backend uses (and on
+    /// first use creates, mode 0600) `data_dir/master.key`; the Redis backend requires it.
+    pub master_key: String,
+    /// Steps a process runs at once.
+    pub worker_concurrency: usize,
+    /// Attempts of one run in flight at once (apalis-redis breaks with ≥ 8,000 due jobs on a queue).
+    pub max_in_flight_per_run: usize,
+    /// How often a live run checks the store for outcomes and decisions it was not told about.
+    #[serde(with = "humantime_serde_compat")]
+    pub reconcile_interval: Duration,
+    /// Queue poll interval (apalis idles 30 s between polls without one).
+    #[serde(with = "humantime_serde_compat")]
+    pub poll_interval: Duration,
+    /// Admin HTTP listen address for `serve`.
+    pub http_addr: SocketAddr,
+    /// Bearer token required by the admin HTTP API; empty disables the API's auth (loopback only).
+    pub admin_token: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            backend: BackendKind::Embedded,
+            data_dir: PathBuf::from("data"),
+            redis_url: "redis://127.0.0.1:6379".into(),
+            namespace: "tollgate".into(),
+            master_key: String::new(),
+            worker_concurrency: 16,
+            max_in_flight_per_run: 2000,
+            reconcile_interval: Duration::from_millis(500),
+            poll_interval: Duration::from_millis(50),
+            http_addr: "127.0.0.1:8480".parse().expect("valid address"),
+            admin_token: String::new(),
+        }
+    }
+}
+
+/// humantime strings in TOML (`"500ms"`).
+mod humantime_serde_compat {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path} is invalid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("environment variable {name}: {message}")]
+    Env { name: String, message: String },
+    #[error("config: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Load: defaults, then the file (if it exists, or if named explicitly), then env.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let default_file = Path::new("config/default.toml");
+        let path = file.or(default_file.exists().then_some(default_file));
+        let mut config = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read { path: p.into(), source })?;
+                toml::from_str(&text).map_err(|e| ConfigError::Parse { path: p.into(), message: e.to_string() })?
+            }
+            None => Config::default(),
+        };
+        config.apply_env(std::env::vars())?;
+        Ok(config)
+    }
+
+    /// Apply `TOLLGATE_<FIELD>` variables.
+    pub fn apply_env(&mut self, vars: impl Iterator<Item = (String, String)>) -> Result<(), ConfigError> {
+        for (name, value) in vars {
+            let Some(field) = name.strip_prefix("TOLLGATE_") else { continue };
+            let bad = |message: String| ConfigError::Env { name: name.clone(), message };
+            let dur = |v: &str| humantime::parse_duration(v).map_err(|e| bad(e.to_string()));
+            match field {
+                "BACKEND" => {
+                    self.backend = <BackendKind as clap::ValueEnum>::from_str(&value, true).map_err(bad)?
+                }
+                "DATA_DIR" => self.data_dir = value.into(),
+                "REDIS_URL" => self.redis_url = value,
+                "NAMESPACE" => self.namespace = value,
+                "MASTER_KEY" => self.master_key = value,
+                "WORKER_CONCURRENCY" => self.worker_concurrency = value.parse().map_err(|e| bad(format!("{e}")))?,
+                "MAX_IN_FLIGHT_PER_RUN" => self.max_in_flight_per_run = value.parse().map_err(|e| bad(format!("{e}")))?,
+                "RECONCILE_INTERVAL" => self.reconcile_interval = dur(&value)?,
+                "POLL_INTERVAL" => self.poll_interval = dur(&value)?,
+                "HTTP_ADDR" => self.http_addr = value.parse().map_err(|e| bad(format!("{e}")))?,
+                "ADMIN_TOKEN" => self.admin_token = value,
+                _ => {} // other TOLLGATE_* variables belong to tests and tools
+            }
+        }
+        Ok(())
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.worker_concurrency == 0 {
+            return Err(ConfigError::Invalid("worker_concurrency must be at least 1".into()));
+        }
+        if !(1..8000).contains(&self.max_in_flight_per_run) {
+            return Err(ConfigError::Invalid("max_in_flight_per_run must be between 1 and 7999".into()));
+        }
+        if self.backend == BackendKind::Redis && self.master_key.is_empty() {
+            return Err(ConfigError::Invalid(
+                "the redis backend needs a master key (TOLLGATE_MASTER_KEY or master_key), shared by every process".into(),
+            ));
+        }
+        if !tollgate_engine::ids::is_valid_id(&self.namespace) {
+            return Err(ConfigError::Invalid(format!("namespace `{}` must be an id ([A-Za-z0-9_.-])", self.namespace)));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_overrides_file_and_errors_name_the_variable() {
+        let mut c = Config::default();
+        c.apply_env([("TOLLGATE_BACKEND".to_string(), "redis".to_string()), ("TOLLGATE_POLL_INTERVAL".into(), "5ms".into())].into_iter())
+            .unwrap();
+        assert_eq!(c.backend, BackendKind::Redis);
+        assert_eq!(c.poll_interval, Duration::from_millis(5));
+        let err = c.apply_env([("TOLLGATE_WORKER_CONCURRENCY".to_string(), "many".to_string())].into_iter()).unwrap_err();
+        assert!(err.to_string().contains("TOLLGATE_WORKER_CONCURRENCY"), "{err}");
+        assert!(c.validate().unwrap_err().to_string().contains("master key"));
+    }
+
+    #[test]
+    fn the_shipped_default_toml_parses_to_the_defaults() {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../config/default.toml")).unwrap();
+        let parsed: Config = toml::from_str(&text).unwrap();
+        assert_eq!(parsed, Config::default());
+    }
+}

@@ -1,0 +1,15 @@
+//! The running Tollgate system: supervision tree, run actors, apalis step workers, admin HTTP,
+//! CLI and configuration. `main.rs` only parses the command line and calls into here.
+
+pub mod config;
+pub mod lease;
+pub mod notify;
+pub mod queue;
+pub mod run_actor;
+pub mod service;
+pub mod supervisor;
+pub mod system;
+pub mod worker;
+pub mod bootstrap;
+pub mod cli;
+pub mod http;

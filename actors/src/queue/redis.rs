@@ -1,0 +1,324 @@
+//! The fleet backend: apalis-redis, with our own enqueue and completion scripts.
+//!
+//! apalis-redis 1.0.0 facts this file works around (measured here, see ARCHITECTURE-GUIDE, and
+//! read in its Lua scripts):
+//! - Its `push_tasks` clamps `run_at` to "now", so *every* job lands in the scheduled set and
+//!   only becomes visible when a fetch promotes it; `fetch_next.lua` promotes all due ids with
+//!   one `rpush(unpack(ids))`, which fails with "too many results to unpack" from ~8,000 due
+//!   jobs and kills every worker on every fetch from then on (a backlog built while workers
+//!   were down wedges the queue for good). It also publishes its "available" event only for
+//!   unscheduled jobs, i.e. never. So we enqueue with [`PUSH_SCRIPT`]: the same records in the
+//!   same keys, but a due job goes straight onto the active list (fetched `batch_size` at a
+//!   time), and the push publishes a wake-up in the same round trip. Only delayed jobs use the
+//!   scheduled set, so only ≥ 8,000 delayed jobs falling due between two fetches still hit the
+//!   limit; the engine's per-queue in-flight cap keeps far below that.
+//! - `lock_tasks(false)`: `fetch_next.lua` already moves fetched ids atomically from the active
+//!   list into the fetching worker's in-flight set (LRANGE + LTRIM in one script), so two
+//!   workers never receive the same job from a fetch. The lock (`acquire_leases.lua`) only
+//!   `LREM`s the id from the active list again — an O(backlog) scan for an id that is no longer
+//!   there (~2.5k jobs/s at 50k backlog vs ~42k/s without) — and sets a cosmetic `Running`
+//!   status. It does not fence duplicates either: the only duplicate path, orphan recovery
+//!   re-pushing the in-flight set of a worker that missed heartbeats but is still running, is
+//!   the same with or without it. Lease renewal only refreshes `locked_at`.
+//! - `persist_results(false)`: acknowledging through apalis keeps every job's data, metadata and
+//!   id (done set) forever, and errors out — killing the worker — when a job is no longer in the
+//!   worker's in-flight set. [`COMPLETE_SCRIPT`] deletes the job instead.
+//! - `max_attempts` is ignored (hard-coded 25) and idempotency keys are inert without a TTL
+//!   (`EXPIRE key 0` deletes them at once): irrelevant here, the engine owns retries and
+//!   tolerates duplicates. Never call apalis's `Vacuum`: it deletes jobs awaiting retry.
+//! - A worker's name stays registered until the orphan window passes (its `poll_close` `ZREM`s
+//!   the in-flight *set key* instead of the worker name): [`RELEASE_SCRIPT`] deregisters a
+//!   stopped worker that holds nothing.
+
+use std::sync::{Arc, LazyLock};
+use std::time::{Duration, SystemTime};
+
+use apalis_core::worker::builder::WorkerBuilder;
+use apalis_core::worker::context::WorkerContext;
+use apalis_redis::{ConnectionManager, RedisStorage};
+use async_trait::async_trait;
+use futures::{FutureExt, StreamExt};
+use redis::{Client, Script};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tollgate_engine::queue::StepJob;
+use ulid::Ulid;
+
+use crate::queue::error::BackendError;
+use crate::queue::service::{CompleteJob, StepService};
+use crate::queue::sqlite::unix_secs_ceil;
+use crate::queue::wake::{WakeHub, Wakeable};
+use crate::queue::worker::{WorkerOptions, WorkerSource};
+
+/// Writes one job exactly as apalis's `batch_push.lua` would (data hash, metadata hash), but
+/// a due job goes onto the active list and wakes workers.
+pub(crate) static PUSH_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+-- KEYS[1] task data hash, KEYS[2] active list, KEYS[3] signal list,
+-- KEYS[4] this task's metadata hash, KEYS[5] scheduled set
+-- ARGV[1] task id, ARGV[2] payload, ARGV[3] run_at (unix s; 0 = now),
+-- ARGV[4] wake channel, ARGV[5] publisher instance
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then
+    return 0
+end
+redis.call('HSET', KEYS[4], 'attempts', 0, 'max_attempts', 25, 'status', 'Pending',
+    'idempotency_key', '')
+if tonumber(ARGV[3]) > 0 then
+    redis.call('ZADD', KEYS[5], ARGV[3], ARGV[1])
+else
+    redis.call('RPUSH', KEYS[2], ARGV[1])
+    redis.call('DEL', KEYS[3])
+    redis.call('LPUSH', KEYS[3], 1)
+    redis.call('PUBLISH', ARGV[4], ARGV[5])
+end
+return 1
+"#,
+    )
+});
+
+/// Deletes a handled job — but only while this worker still holds it. If orphan recovery has
+/// already re-pushed it (the worker was taken for dead), the data must stay for that second
+/// delivery: a fetch of an id whose data is gone fails and kills the fetching worker.
+pub(crate) static COMPLETE_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+-- KEYS[1] the worker's in-flight set, KEYS[2] task data hash, KEYS[3] the task's metadata hash
+-- ARGV[1] task id
+if redis.call('SREM', KEYS[1], ARGV[1]) == 1 then
+    redis.call('HDEL', KEYS[2], ARGV[1])
+    redis.call('DEL', KEYS[3])
+    return 1
+end
+return 0
+"#,
+    )
+});
+
+/// Deregisters a stopped worker if it holds no job. One that still does stays registered, so
+/// orphan recovery (which only visits registered workers) can hand its jobs to someone else.
+static RELEASE_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+-- KEYS[1] workers sorted set, KEYS[2] the worker's in-flight set, KEYS[3] its metadata hash
+-- ARGV[1] worker name
+if redis.call('SCARD', KEYS[2]) == 0 then
+    redis.call('ZREM', KEYS[1], ARGV[1])
+    redis.call('DEL', KEYS[3])
+    return 1
+end
+return 0
+"#,
+    )
+});
+
+const RESUBSCRIBE_MIN: Duration = Duration::from_millis(100);
+const RESUBSCRIBE_MAX: Duration = Duration::from_secs(5);
+
+/// An opened Redis queue, shared by this process's producer and workers.
+#[derive(Clone)]
+pub(crate) struct RedisQueue {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: Client,
+    conn: ConnectionManager,
+    config: apalis_redis::Config,
+    wake: WakeHub,
+    /// Tags this process's wake-ups so its own subscription can skip them (it already woke
+    /// its workers directly).
+    instance: String,
+    channel: String,
+}
+
+impl std::fmt::Debug for RedisQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisQueue").field("queue", &self.inner.config.queue).finish()
+    }
+}
+
+impl RedisQueue {
+    /// Connects and checks the server answers, so a wrong URL fails at startup.
+    pub(crate) async fn open(url: &str, queue: &str) -> Result<Self, BackendError> {
+        let client = Client::open(url)?;
+        let mut conn = client.get_connection_manager().await?;
+        redis::cmd("PING").query_async::<String>(&mut conn).await?;
+        let config = apalis_redis::Config::default()
+            .queue(queue)
+            .lock_tasks(false)
+            .persist_results(false)
+            // Its events (lock, done, retry…) have no subscriber; the wake-up is ours.
+            .emit_events(false);
+        // apalis's own (dead) convention for "jobs available", so its listeners would wake too.
+        let channel = format!("tasks:{}:available", config.active_jobs_list());
+        Ok(Self {
+            inner: Arc::new(Inner {
+                client,
+                conn,
+                config,
+                wake: WakeHub::default(),
+                instance: Ulid::generate().to_string(),
+                channel,
+            }),
+        })
+    }
+
+    pub(crate) async fn enqueue(
+        &self,
+        job: &StepJob,
+        not_before: Option<SystemTime>,
+    ) -> Result<(), BackendError> {
+        let inner = &self.inner;
+        let id = Ulid::generate().to_string();
+        let run_at = not_before.filter(|at| *at > SystemTime::now()).map_or(0, unix_secs_ceil);
+        let mut conn = inner.conn.clone();
+        PUSH_SCRIPT
+            .key(inner.config.job_data_hash())
+            .key(inner.config.active_jobs_list())
+            .key(inner.config.signal_list())
+            .key(meta_key(&inner.config, &id))
+            .key(inner.config.scheduled_jobs_set())
+            .arg(&id)
+            .arg(serde_json::to_vec(job)?)
+            .arg(run_at)
+            .arg(&inner.channel)
+            .arg(&inner.instance)
+            .invoke_async::<i64>(&mut conn)
+            .await?;
+        if run_at == 0 {
+            inner.wake.notify();
+        }
+        Ok(())
+    }
+
+    #[cfg(test)]
+    pub(crate) fn config(&self) -> &apalis_redis::Config {
+        &self.inner.config
+    }
+
+    #[cfg(test)]
+    pub(crate) fn connection(&self) -> ConnectionManager {
+        self.inner.conn.clone()
+    }
+}
+
+fn meta_key(config: &apalis_redis::Config, task_id: &str) -> String {
+    format!("{}:{task_id}", config.job_meta_hash())
+}
+
+fn inflight_set(config: &apalis_redis::Config, worker: &str) -> String {
+    config.inflight_set_for(&WorkerContext::new(worker))
+}
+
+struct DeleteJob {
+    conn: ConnectionManager,
+    config: apalis_redis::Config,
+    inflight: String,
+}
+
+#[async_trait]
+impl CompleteJob for DeleteJob {
+    async fn complete(&self, task_id: &str) -> Result<(), BackendError> {
+        let held: i64 = COMPLETE_SCRIPT
+            .key(&self.inflight)
+            .key(self.config.job_data_hash())
+            .key(meta_key(&self.config, task_id))
+            .arg(task_id)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        if held == 0 {
+            tracing::info!(task_id, "job was re-queued by orphan recovery meanwhile; kept");
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl WorkerSource for RedisQueue {
+    fn completer(&self, worker: &str) -> Arc<dyn CompleteJob> {
+        Arc::new(DeleteJob {
+            conn: self.inner.conn.clone(),
+            config: self.inner.config.clone(),
+            inflight: inflight_set(&self.inner.config, worker),
+        })
+    }
+
+    async fn run_worker(
+        &self,
+        name: &str,
+        options: &WorkerOptions,
+        service: StepService,
+        shutdown: CancellationToken,
+    ) -> Result<(), BackendError> {
+        let config = self.inner.config.clone().batch_size(options.batch_size);
+        let storage = RedisStorage::<Value, _>::new(self.inner.conn.clone()).with_config(config);
+        let backend = Wakeable::new(storage, self.inner.wake.subscribe(), options.poll_interval);
+        let worker = WorkerBuilder::new(name).backend(backend).build(service);
+        worker
+            .run_until(shutdown.cancelled_owned().map(Ok::<(), apalis_core::error::WorkerError>))
+            .await
+            .map_err(|e| BackendError::Worker(e.to_string()))
+    }
+
+    async fn after_worker(&self, name: &str) {
+        let config = &self.inner.config;
+        let released = RELEASE_SCRIPT
+            .key(config.workers_set())
+            .key(inflight_set(config, name))
+            .key(config.worker_metadata_key(&WorkerContext::new(name)))
+            .arg(name)
+            .invoke_async::<i64>(&mut self.inner.conn.clone())
+            .await;
+        match released {
+            Ok(1) => {}
+            Ok(_) => tracing::info!(worker = name, "stopped worker still holds jobs; left to orphan recovery"),
+            Err(e) => tracing::warn!(worker = name, error = %e, "could not deregister a stopped worker"),
+        }
+    }
+
+    fn spawn_helpers(&self, tasks: &TaskTracker, shutdown: &CancellationToken) {
+        tasks.spawn(relay_wakeups(Arc::clone(&self.inner), shutdown.clone()));
+    }
+}
+
+/// Turns wake-ups published by other processes into local ones, resubscribing after a lost
+/// connection (the poll interval covers the gap).
+async fn relay_wakeups(inner: Arc<Inner>, shutdown: CancellationToken) {
+    let mut backoff = RESUBSCRIBE_MIN;
+    loop {
+        match subscribe(&inner).await {
+            Ok(mut messages) => {
+                backoff = RESUBSCRIBE_MIN;
+                // Anything published while we were not listening.
+                inner.wake.notify();
+                loop {
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        message = messages.next() => match message {
+                            Some(m) if m.get_payload_bytes() != inner.instance.as_bytes() => {
+                                inner.wake.notify();
+                            }
+                            Some(_) => {}
+                            None => break,
+                        },
+                    }
+                }
+                tracing::warn!(channel = %inner.channel, "queue wake-up subscription lost");
+            }
+            Err(e) => tracing::warn!(error = %e, "queue wake-up subscription failed"),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(RESUBSCRIBE_MAX);
+    }
+}
+
+async fn subscribe(inner: &Inner) -> Result<redis::aio::PubSubStream, BackendError> {
+    let mut pubsub = inner.client.get_async_pubsub().await?;
+    pubsub.subscribe(&inner.channel).await?;
+    Ok(pubsub.into_on_message())
+}

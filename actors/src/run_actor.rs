@@ -1,0 +1,380 @@
+//! `RunActor`: one per live run. Owns the run's state, journals each event before performing
+//! the actions `apply` returns, arms timers, reconciles with the store, and passivates
+//! itself when the run only waits for a human or a distant timer.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tokio::task::JoinHandle;
+use tollgate_engine::ids::{RequestId, RunId, StepId, WorkflowId};
+use tollgate_engine::queue::StepJob;
+use tollgate_engine::run::{self, Action, Event, RunState, StepStatus, Timer};
+use tollgate_engine::spec::ValidatedSpec;
+use tollgate_engine::store::{HumanDecisionRecord, HumanRequestRecord, OutcomeResult, StepOutcome};
+
+use crate::lease;
+use crate::supervisor::SupervisorMsg;
+use crate::system::{now_ms, Engine, RunUpdate};
+
+/// A live run stays in memory this long past its last activity when it only waits.
+const PASSIVATE_IF_NEXT_TIMER_BEYOND: Duration = Duration::from_secs(5);
+
+pub struct RunActor;
+
+pub struct RunArgs {
+    pub engine: Arc<Engine>,
+    pub supervisor: ActorRef<SupervisorMsg>,
+    pub run: RunId,
+}
+
+#[derive(Debug)]
+pub enum RunMsg {
+    /// A worker recorded the outcome of an attempt.
+    StepFinished { step: StepId, attempt: u32 },
+    TimerFired(Timer),
+    /// A decision already recorded (first-writer-wins) in the store.
+    HumanDecided { request: RequestId, decision: HumanDecisionRecord },
+    Cancel { by: String, reason: String },
+    /// A retry's backoff is over: enqueue the attempt now.
+    Due { step: StepId, attempt: u32, input: serde_json::Value },
+    /// Periodic: step timeouts, outcomes and decisions we were not told about, lease renewal.
+    Reconcile,
+    GetState(RpcReplyPort<RunState>),
+}
+
+pub struct RunActorState {
+    engine: Arc<Engine>,
+    supervisor: ActorRef<SupervisorMsg>,
+    spec: Arc<ValidatedSpec>,
+    wf: WorkflowId,
+    state: RunState,
+    journal_len: u64,
+    timers: HashMap<Timer, JoinHandle<()>>,
+    /// Dispatches held back by the in-flight cap, in order.
+    held: std::collections::VecDeque<Action>,
+    in_flight: usize,
+    ticker: Option<JoinHandle<()>>,
+}
+
+#[ractor::async_trait]
+impl Actor for RunActor {
+    type Msg = RunMsg;
+    type State = RunActorState;
+    type Arguments = RunArgs;
+
+    async fn pre_start(&self, myself: ActorRef<RunMsg>, args: RunArgs) -> Result<RunActorState, ActorProcessingErr> {
+        let engine = args.engine;
+        let me = lease::holder(&engine.instance);
+        if let Err(holder) = lease::acquire(engine.store.backend().as_ref(), &args.run, &me).await? {
+            return Err(format!("run {} is driven by another process ({holder})", args.run).into());
+        }
+        let meta = engine.store.run_meta(&args.run).await?;
+        let spec = engine.spec(&meta.workflow, &meta.spec_digest).await?;
+        let journal = engine.store.read_journal(&meta.workflow, &args.run).await?;
+        let state = run::replay(&spec, args.run.clone(), &journal);
+        let mut st = RunActorState {
+            engine: engine.clone(),
+            supervisor: args.supervisor,
+            spec,
+            wf: meta.workflow.clone(),
+            state,
+            journal_len: journal.len() as u64,
+            timers: HashMap::new(),
+            held: Default::default(),
+            in_flight: 0,
+            ticker: None,
+        };
+        if journal.is_empty() {
+            let event = Event::RunStarted { at: now_ms(), params: meta.params.clone() };
+            process(&myself, &mut st, vec![event]).await?;
+        } else {
+            // Recovery: redo what the journal says is outstanding. Each action is idempotent.
+            let actions = run::outstanding(&st.spec, &st.state);
+            perform(&myself, &mut st, actions).await?;
+            myself.send_message(RunMsg::Reconcile)?;
+        }
+        let interval = engine.reconcile_interval;
+        st.ticker = Some(tokio::spawn({
+            let me = myself.clone();
+            async move {
+                let mut tick = tokio::time::interval(interval);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    if me.send_message(RunMsg::Reconcile).is_err() {
+                        break;
+                    }
+                }
+            }
+        }));
+        Ok(st)
+    }
+
+    async fn post_stop(&self, _myself: ActorRef<RunMsg>, st: &mut RunActorState) -> Result<(), ActorProcessingErr> {
+        for (_, t) in st.timers.drain() {
+            t.abort();
+        }
+        if let Some(t) = st.ticker.take() {
+            t.abort();
+        }
+        let me = lease::holder(&st.engine.instance);
+        let _ = lease::release(st.engine.store.backend().as_ref(), &st.state.run, &me).await;
+        Ok(())
+    }
+
+    async fn handle(&self, myself: ActorRef<RunMsg>, msg: RunMsg, st: &mut RunActorState) -> Result<(), ActorProcessingErr> {
+        match msg {
+            RunMsg::StepFinished { step, attempt } => {
+                if let Some(event) = outcome_event(st, &step, attempt).await? {
+                    process(&myself, st, vec![event]).await?;
+                }
+            }
+            RunMsg::TimerFired(timer) => {
+                st.timers.remove(&timer);
+                process(&myself, st, vec![Event::TimerFired { timer, at: now_ms() }]).await?;
+            }
+            RunMsg::HumanDecided { request, decision } => {
+                if is_open_request(&st.state, &request) {
+                    let event = Event::HumanDecided {
+                        request,
+                        decision: decision.decision,
+                        by: decision.by,
+                        comment: decision.comment,
+                        at: now_ms().max(decision.at),
+                    };
+                    process(&myself, st, vec![event]).await?;
+                }
+            }
+            RunMsg::Cancel { by, reason } => {
+                process(&myself, st, vec![Event::Cancelled { by, reason, at: now_ms() }]).await?;
+            }
+            RunMsg::Due { step, attempt, input } => {
+                let still_due = st.spec.step_by_id(&step).is_some_and(|(i, _)| {
+                    matches!(st.state.steps[i].status, StepStatus::Queued { attempt: a, .. } if a == attempt)
+                });
+                if still_due {
+                    enqueue(st, step, attempt, &input).await?;
+                }
+            }
+            RunMsg::Reconcile => reconcile(&myself, st).await?,
+            RunMsg::GetState(reply) => {
+                let _ = reply.send(st.state.clone());
+            }
+        }
+        Ok(())
+    }
+}
+
+fn is_open_request(state: &RunState, request: &RequestId) -> bool {
+    state.budget_request.as_ref() == Some(request)
+        || state.steps.iter().any(|s| matches!(&s.status, StepStatus::WaitingHuman { request: r } if r == request))
+}
+
+/// The event for a recorded outcome, if the attempt is still in flight for this run.
+async fn outcome_event(st: &RunActorState, step: &StepId, attempt: u32) -> Result<Option<Event>, ActorProcessingErr> {
+    let Some((i, _)) = st.spec.step_by_id(step) else { return Ok(None) };
+    if !matches!(st.state.steps[i].status, StepStatus::Queued { .. }) {
+        return Ok(None);
+    }
+    let Some(outcome) = st.engine.store.step_outcome(&st.wf, &st.state.run, step, attempt).await? else {
+        return Ok(None);
+    };
+    Ok(Some(outcome_to_event(outcome)))
+}
+
+fn outcome_to_event(o: StepOutcome) -> Event {
+    match o.result {
+        OutcomeResult::Succeeded { output, cost, gate } => Event::StepSucceeded {
+            step: o.step,
+            attempt: o.attempt,
+            at: o.finished_at,
+            started_at: o.started_at,
+            output,
+            cost,
+            gate,
+        },
+        OutcomeResult::Failed { error } => {
+            Event::StepFailed { step: o.step, attempt: o.attempt, at: o.finished_at, started_at: Some(o.started_at), error }
+        }
+    }
+}
+
+/// Journal `events`, then apply each and perform its actions; then finish or passivate.
+async fn process(myself: &ActorRef<RunMsg>, st: &mut RunActorState, events: Vec<Event>) -> Result<(), ActorProcessingErr> {
+    st.engine.store.append_events(&st.wf, &st.state.run, st.journal_len, &events).await?;
+    st.journal_len += events.len() as u64;
+    for event in &events {
+        if let Event::StepSucceeded { .. } | Event::StepFailed { .. } = event {
+            st.in_flight = st.in_flight.saturating_sub(1);
+        }
+        let before: Vec<&'static str> = st.state.steps.iter().map(|s| s.status.label()).collect();
+        let actions = run::apply(&st.spec, &mut st.state, event);
+        publish_changes(st, &before);
+        perform(myself, st, actions).await?;
+    }
+    release_held(myself, st).await?;
+    after_change(myself, st).await
+}
+
+fn publish_changes(st: &RunActorState, before: &[&'static str]) {
+    for (i, s) in st.state.steps.iter().enumerate() {
+        if s.status.label() != before[i] {
+            st.engine.publish(RunUpdate::Step {
+                run: st.state.run.clone(),
+                step: st.spec.step(i).id.clone(),
+                status: s.status.label(),
+                attempt: s.attempts.len() as u32,
+            });
+        }
+    }
+}
+
+async fn perform(myself: &ActorRef<RunMsg>, st: &mut RunActorState, actions: Vec<Action>) -> Result<(), ActorProcessingErr> {
+    for action in actions {
+        match action {
+            Action::Dispatch { .. } if st.in_flight >= st.engine.max_in_flight_per_run => st.held.push_back(action),
+            Action::Dispatch { step, attempt, not_before, input, .. } => {
+                dispatch(myself, st, step, attempt, not_before, input).await?;
+            }
+            Action::ArmTimer { timer, at } => arm(myself, st, timer, at),
+            Action::RequestHuman(request) => {
+                let record = HumanRequestRecord {
+                    workflow: st.wf.clone(),
+                    run: st.state.run.clone(),
+                    request: request.clone(),
+                    created_at: now_ms(),
+                };
+                st.engine.store.put_human_request(&record).await?;
+                // A decision may already be recorded (by another process, or before a crash).
+                if let Some(d) = st.engine.store.human_decision(&st.wf, &request.id).await? {
+                    myself.send_message(RunMsg::HumanDecided { request: request.id.clone(), decision: d })?;
+                }
+                st.engine.publish(RunUpdate::HumanRequested { run: st.state.run.clone(), request });
+            }
+            Action::WithdrawHuman { request } => st.engine.store.withdraw_human_request(&request).await?,
+            Action::Finish => {}
+        }
+    }
+    Ok(())
+}
+
+/// Dispatch an attempt: now, or when its backoff is over. The actor holds back-off itself
+/// rather than using the queue's scheduling, which apalis keeps in whole seconds; the journal
+/// already says the attempt is queued, so a crash during the wait re-dispatches it on recovery.
+async fn dispatch(myself: &ActorRef<RunMsg>, st: &mut RunActorState, step: StepId, attempt: u32, not_before: Option<u64>, input: serde_json::Value) -> Result<(), ActorProcessingErr> {
+    match not_before.filter(|&t| t > now_ms()) {
+        Some(at) => {
+            let me = myself.clone();
+            let delay = Duration::from_millis(at - now_ms());
+            st.in_flight += 1;
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                let _ = me.send_message(RunMsg::Due { step, attempt, input });
+            });
+            Ok(())
+        }
+        None => {
+            st.in_flight += 1;
+            enqueue(st, step, attempt, &input).await
+        }
+    }
+}
+
+/// Record the attempt's input, then enqueue its job (ids only).
+async fn enqueue(st: &mut RunActorState, step: StepId, attempt: u32, input: &serde_json::Value) -> Result<(), ActorProcessingErr> {
+    st.engine.store.put_step_input(&st.wf, &st.state.run, &step, attempt, input).await?;
+    let job = StepJob { workflow: st.wf.clone(), run: st.state.run.clone(), step, attempt };
+    st.engine.queue.enqueue(job, None).await?;
+    Ok(())
+}
+
+async fn release_held(myself: &ActorRef<RunMsg>, st: &mut RunActorState) -> Result<(), ActorProcessingErr> {
+    while st.in_flight < st.engine.max_in_flight_per_run {
+        let Some(Action::Dispatch { step, attempt, not_before, input, .. }) = st.held.pop_front() else { break };
+        dispatch(myself, st, step, attempt, not_before, input).await?;
+    }
+    Ok(())
+}
+
+fn arm(myself: &ActorRef<RunMsg>, st: &mut RunActorState, timer: Timer, at: u64) {
+    let delay = Duration::from_millis(at.saturating_sub(now_ms()));
+    let me = myself.clone();
+    let t = timer.clone();
+    let handle = tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        let _ = me.send_message(RunMsg::TimerFired(t));
+    });
+    if let Some(old) = st.timers.insert(timer, handle) {
+        old.abort();
+    }
+}
+
+/// Finished: tell the store and the supervisor, stop. Only waiting: passivate.
+async fn after_change(myself: &ActorRef<RunMsg>, st: &mut RunActorState) -> Result<(), ActorProcessingErr> {
+    if st.state.status.is_finished() {
+        st.engine.store.mark_run_finished(&st.state.run).await?;
+        st.engine.publish(RunUpdate::Finished { run: st.state.run.clone(), status: st.state.status.clone() });
+        myself.stop(Some("finished".into()));
+        return Ok(());
+    }
+    if st.state.is_waiting() && st.held.is_empty() {
+        let next_timer = next_timer_at(&st.spec, &st.state);
+        let far = next_timer.is_none_or(|at| at > now_ms() + PASSIVATE_IF_NEXT_TIMER_BEYOND.as_millis() as u64);
+        if far {
+            let _ = st.supervisor.send_message(SupervisorMsg::Passivated { run: st.state.run.clone(), wake_at: next_timer });
+            myself.stop(Some("passivated".into()));
+        }
+    }
+    Ok(())
+}
+
+/// The earliest durable timer of a waiting run (delays, run timeout).
+fn next_timer_at(spec: &ValidatedSpec, state: &RunState) -> Option<u64> {
+    let delays = state.steps.iter().filter_map(|s| match s.status {
+        StepStatus::Delaying { until } => Some(until),
+        _ => None,
+    });
+    let run_timeout = spec.spec().timeout.map(|t| state.started_at + t.as_millis() as u64);
+    delays.chain(run_timeout).min()
+}
+
+async fn reconcile(myself: &ActorRef<RunMsg>, st: &mut RunActorState) -> Result<(), ActorProcessingErr> {
+    let now = now_ms();
+    lease::renew(st.engine.store.backend().as_ref(), &st.state.run, &lease::holder(&st.engine.instance)).await?;
+    let mut events = Vec::new();
+    let stale_after = st.engine.reconcile_interval.as_millis() as u64 * 2;
+    for (i, s) in st.state.steps.iter().enumerate() {
+        let step = &st.spec.step(i).id;
+        match &s.status {
+            StepStatus::Queued { attempt, timeout_at, .. } => {
+                let dispatched = s.attempts.last().map_or(0, |a| a.dispatched_at);
+                if now.saturating_sub(dispatched) >= stale_after {
+                    if let Some(o) = st.engine.store.step_outcome(&st.wf, &st.state.run, step, *attempt).await? {
+                        events.push(outcome_to_event(o));
+                        continue;
+                    }
+                }
+                if *timeout_at <= now {
+                    events.push(Event::TimerFired { timer: Timer::StepTimeout { step: step.clone(), attempt: *attempt }, at: now });
+                }
+            }
+            StepStatus::WaitingHuman { request } => {
+                if let Some(d) = st.engine.store.human_decision(&st.wf, request).await? {
+                    myself.send_message(RunMsg::HumanDecided { request: request.clone(), decision: d })?;
+                }
+            }
+            _ => {}
+        }
+    }
+    if let Some(request) = &st.state.budget_request {
+        if let Some(d) = st.engine.store.human_decision(&st.wf, request).await? {
+            myself.send_message(RunMsg::HumanDecided { request: request.clone(), decision: d })?;
+        }
+    }
+    if !events.is_empty() {
+        process(myself, st, events).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,202 @@
+//! `Tollgate`: the operations the CLI, the admin HTTP API and tests call — start a run,
+//! decide a human request, cancel, inspect — over the engine and its supervisor.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::ActorRef;
+use serde::Serialize;
+use serde_json::Value;
+use tollgate_engine::ids::{RequestId, RunId};
+use tollgate_engine::run::{self, Decision, HumanMode, RunState};
+use tollgate_engine::spec::{SpecError, ValidatedSpec};
+use tollgate_engine::store::{HumanDecisionRecord, HumanRequestRecord, RunMeta, StoreError};
+
+use crate::run_actor::RunMsg;
+use crate::supervisor::SupervisorMsg;
+use crate::system::{now_ms, Engine, RunUpdate};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Engine(String),
+    #[error("request {0} was already decided")]
+    AlreadyDecided(RequestId),
+    #[error("decision `{decision}` does not fit a {mode:?} request (allowed: {allowed})")]
+    DecisionNotAllowed { decision: String, mode: HumanMode, allowed: &'static str },
+    #[error("the run was not found: {0}")]
+    NotFound(String),
+}
+
+/// A run as shown to people: its metadata and its state folded from the journal.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunView {
+    pub meta: RunMeta,
+    pub state: RunState,
+    /// Step ids in spec order (state.steps is by the same index).
+    pub step_ids: Vec<String>,
+    pub step_types: Vec<&'static str>,
+}
+
+#[derive(Clone)]
+pub struct Tollgate {
+    pub engine: Arc<Engine>,
+    pub supervisor: ActorRef<SupervisorMsg>,
+}
+
+impl Tollgate {
+    /// Register the spec, bind parameters, create the run and start its actor.
+    pub async fn start_run(&self, spec: &ValidatedSpec, params: &serde_json::Map<String, Value>) -> Result<RunId, ServiceError> {
+        let params = spec.bind_params(params)?;
+        let store = &self.engine.store;
+        let spec_digest = store.register_workflow(spec.spec()).await?;
+        let run = RunId::generate();
+        let meta = RunMeta {
+            run: run.clone(),
+            workflow: spec.spec().id.clone(),
+            version: spec.spec().version,
+            spec_digest,
+            owner: spec.spec().owner.clone(),
+            params,
+            created_at: now_ms(),
+        };
+        store.create_run(&meta).await?;
+        self.ensure(&run).await?;
+        Ok(run)
+    }
+
+    /// Make sure the run has a live actor here (resume, recover).
+    pub async fn ensure(&self, run: &RunId) -> Result<(), ServiceError> {
+        let r = ractor::call_t!(self.supervisor, |reply| SupervisorMsg::Ensure { run: run.clone(), reply: Some(reply) }, 30_000)
+            .map_err(|e| ServiceError::Engine(e.to_string()))?;
+        r.map_err(ServiceError::Engine)
+    }
+
+    /// How many run actors are live in this process (waiting runs are passivated, not live).
+    pub async fn live_runs(&self) -> Result<usize, ServiceError> {
+        ractor::call_t!(self.supervisor, SupervisorMsg::LiveCount, 5_000).map_err(|e| ServiceError::Engine(e.to_string()))
+    }
+
+    /// Start actors for every unfinished run (after a restart).
+    pub async fn recover_all(&self) -> Result<usize, ServiceError> {
+        let runs = self.engine.store.active_runs().await?;
+        for run in &runs {
+            let _ = self.supervisor.send_message(SupervisorMsg::Ensure { run: run.clone(), reply: None });
+        }
+        Ok(runs.len())
+    }
+
+    /// Record a human decision (first one wins) and deliver it to the run.
+    pub async fn decide(&self, request: &RequestId, decision: Decision, by: &str, comment: Option<String>) -> Result<HumanRequestRecord, ServiceError> {
+        let store = &self.engine.store;
+        let record = store.human_request(request).await?;
+        check_decision(record.request.mode, &decision)?;
+        let d = HumanDecisionRecord { decision, by: by.to_string(), comment, at: now_ms() };
+        if !store.decide(&record.workflow, request, &d).await? {
+            return Err(ServiceError::AlreadyDecided(request.clone()));
+        }
+        let msg = RunMsg::HumanDecided { request: request.clone(), decision: d };
+        let _ = self.supervisor.send_message(SupervisorMsg::Route { run: record.run.clone(), msg });
+        Ok(record)
+    }
+
+    pub async fn cancel(&self, run: &RunId, by: &str, reason: &str) -> Result<(), ServiceError> {
+        self.engine.store.run_meta(run).await?;
+        let msg = RunMsg::Cancel { by: by.into(), reason: reason.into() };
+        let _ = self.supervisor.send_message(SupervisorMsg::Route { run: run.clone(), msg });
+        Ok(())
+    }
+
+    /// The run's current state, folded from its journal.
+    pub async fn view(&self, run: &RunId) -> Result<RunView, ServiceError> {
+        view(&self.engine, run).await
+    }
+
+    /// Pending human requests, oldest first.
+    pub async fn pending(&self) -> Result<Vec<HumanRequestRecord>, ServiceError> {
+        let mut out = Vec::new();
+        for id in self.engine.store.pending_requests().await? {
+            if let Ok(r) = self.engine.store.human_request(&id).await {
+                out.push(r);
+            }
+        }
+        out.sort_by_key(|r| r.created_at);
+        Ok(out)
+    }
+
+    /// Wait until the run finishes or waits on a human; returns its view then.
+    pub async fn wait_settled(&self, run: &RunId, poll: Duration) -> Result<RunView, ServiceError> {
+        let mut updates = self.engine.updates.subscribe();
+        loop {
+            let v = self.view(run).await?;
+            if v.state.status.is_finished() || v.state.is_waiting() && !has_near_timer(&v) && !self.has_unapplied_decision(&v).await? {
+                return Ok(v);
+            }
+            // Wake on this run's next update, or poll (updates from other processes are not seen here).
+            let _ = tokio::time::timeout(poll, async {
+                while let Ok(u) = updates.recv().await {
+                    if u.run() == run && !matches!(u, RunUpdate::Step { .. }) {
+                        break;
+                    }
+                }
+            })
+            .await;
+        }
+    }
+}
+
+impl Tollgate {
+    /// A decision recorded in the store that the run's journal does not show yet: the run
+    /// is about to move on, so it is not settled.
+    async fn has_unapplied_decision(&self, v: &RunView) -> Result<bool, ServiceError> {
+        let open = v.state.steps.iter().filter_map(|s| match &s.status {
+            run::StepStatus::WaitingHuman { request } => Some(request),
+            _ => None,
+        });
+        for request in open.chain(v.state.budget_request.as_ref()) {
+            if self.engine.store.human_decision(&v.meta.workflow, request).await?.is_some() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+}
+
+fn has_near_timer(v: &RunView) -> bool {
+    v.state.steps.iter().any(|s| matches!(s.status, run::StepStatus::Delaying { .. }))
+}
+
+pub async fn view(engine: &Engine, run: &RunId) -> Result<RunView, ServiceError> {
+    let meta = engine.store.run_meta(run).await.map_err(|e| match e {
+        StoreError::NotFound(_) => ServiceError::NotFound(run.to_string()),
+        e => e.into(),
+    })?;
+    let spec = engine.spec(&meta.workflow, &meta.spec_digest).await.map_err(|e| ServiceError::Engine(e.to_string()))?;
+    let journal = engine.store.read_journal(&meta.workflow, run).await?;
+    let state = run::replay(&spec, run.clone(), &journal);
+    Ok(RunView {
+        step_ids: spec.spec().steps.iter().map(|s| s.id.to_string()).collect(),
+        step_types: spec.spec().steps.iter().map(|s| s.ty.name()).collect(),
+        meta,
+        state,
+    })
+}
+
+fn check_decision(mode: HumanMode, d: &Decision) -> Result<(), ServiceError> {
+    let (ok, allowed) = match mode {
+        HumanMode::Approval => (matches!(d, Decision::Approve | Decision::Reject | Decision::Modify { .. } | Decision::Abort), "approve, reject, modify, abort"),
+        HumanMode::BudgetExtension => (matches!(d, Decision::Approve | Decision::Extend { .. } | Decision::Reject | Decision::Abort), "approve, extend, reject, abort"),
+        HumanMode::Guidance => (matches!(d, Decision::Approve | Decision::Modify { .. } | Decision::Abort), "approve, modify, abort"),
+        HumanMode::ToolAuthorisation => (matches!(d, Decision::Approve | Decision::Reject | Decision::Abort), "approve, reject, abort"),
+    };
+    if ok {
+        Ok(())
+    } else {
+        let decision = serde_json::to_value(d).ok().and_then(|v| v["decision"].as_str().map(String::from)).unwrap_or_default();
+        Err(ServiceError::DecisionNotAllowed { decision, mode, allowed })
+    }
+}

@@ -1,0 +1,97 @@
+//! The engine's shared context: store, queue, step handlers, spec cache and the update bus
+//! that progress displays, the console and tests subscribe to.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use tokio::sync::broadcast;
+use tollgate_engine::ids::{RunId, StepId, WorkflowId};
+use tollgate_engine::queue::StepQueue;
+use tollgate_engine::run::{HumanRequestSpec, RunStatus};
+use tollgate_engine::spec::{validate, StepType, ValidatedSpec};
+use tollgate_engine::step::StepHandler;
+use tollgate_engine::store::{Store, StoreError};
+
+/// Milliseconds since the Unix epoch: the time base of journal events.
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Something that happened to a run, for live displays. Never carries step outputs.
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum RunUpdate {
+    Step { run: RunId, step: StepId, status: &'static str, attempt: u32 },
+    HumanRequested { run: RunId, request: HumanRequestSpec },
+    Finished { run: RunId, status: RunStatus },
+}
+
+impl RunUpdate {
+    pub fn run(&self) -> &RunId {
+        match self {
+            RunUpdate::Step { run, .. } | RunUpdate::HumanRequested { run, .. } | RunUpdate::Finished { run, .. } => run,
+        }
+    }
+}
+
+/// Handlers by step type, for the types that run as queue jobs.
+pub type Handlers = HashMap<StepType, Arc<dyn StepHandler>>;
+
+pub struct Engine {
+    pub store: Arc<Store>,
+    pub queue: Arc<dyn StepQueue>,
+    pub handlers: Handlers,
+    pub updates: broadcast::Sender<RunUpdate>,
+    /// This process's identity (leases, worker names).
+    pub instance: String,
+    pub max_in_flight_per_run: usize,
+    pub reconcile_interval: std::time::Duration,
+    specs: RwLock<HashMap<(WorkflowId, String), Arc<ValidatedSpec>>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("stored spec {0} ({1}) no longer validates: {2}")]
+    BadStoredSpec(WorkflowId, String, String),
+}
+
+impl Engine {
+    pub fn new(
+        store: Arc<Store>,
+        queue: Arc<dyn StepQueue>,
+        handlers: Handlers,
+        max_in_flight_per_run: usize,
+        reconcile_interval: std::time::Duration,
+    ) -> Self {
+        Self {
+            store,
+            queue,
+            handlers,
+            updates: broadcast::channel(4096).0,
+            instance: ulid::Ulid::generate().to_string(),
+            max_in_flight_per_run,
+            reconcile_interval,
+            specs: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// A stored spec (by content digest), validated once and cached.
+    pub async fn spec(&self, wf: &WorkflowId, digest: &str) -> Result<Arc<ValidatedSpec>, EngineError> {
+        let key = (wf.clone(), digest.to_string());
+        if let Some(s) = self.specs.read().expect("spec cache lock").get(&key) {
+            return Ok(s.clone());
+        }
+        let raw = self.store.load_spec(wf, digest).await?;
+        let spec = Arc::new(validate(raw).map_err(|e| EngineError::BadStoredSpec(wf.clone(), digest.to_string(), e.to_string()))?);
+        self.specs.write().expect("spec cache lock").insert(key, spec.clone());
+        Ok(spec)
+    }
+
+    pub fn publish(&self, update: RunUpdate) {
+        let _ = self.updates.send(update); // no subscriber is fine
+    }
+}

@@ -1,0 +1,342 @@
+//! [`SqliteBackend`]: the engine's storage port in one SQLite file — the embedded default,
+//! no server to run.
+//!
+//! Three tables: `kv` (values, with an optional expiry in Unix milliseconds), `log`
+//! (append-only logs, one row per entry numbered from 0) and `idx` (sorted id indexes).
+//! The file runs in WAL mode with `synchronous=NORMAL`: a commit survives the process being
+//! killed (it is in the WAL, which the OS holds), though not a power cut in the last
+//! moments — the trade that buys thousands of small commits per second.
+//!
+//! SQLite admits one writer at a time. Writers that contend for the file lock sleep in the
+//! busy handler, so a backend opened with [`SqliteBackend::open`] queues its writes on a
+//! single connection instead and reads on a small pool of others; WAL lets those reads run
+//! alongside the write.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Connection as _, Row as _};
+use tollgate_engine::store::{Backend, StoreError};
+
+/// Idempotent, so opening an existing file (or one apalis-sqlite shares) is harmless.
+/// No `WITHOUT ROWID`: values reach a megabyte, and SQLite advises rowid tables for rows
+/// that large.
+const SCHEMA: [&str; 3] = [
+    "CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL, expires_at INTEGER NULL)",
+    "CREATE TABLE IF NOT EXISTS log (log TEXT NOT NULL, seq INTEGER NOT NULL, value BLOB NOT NULL, PRIMARY KEY (log, seq))",
+    "CREATE TABLE IF NOT EXISTS idx (idx TEXT NOT NULL, member TEXT NOT NULL, PRIMARY KEY (idx, member))",
+];
+
+/// How long a connection waits for another process's write lock (apalis sharing the file,
+/// a second engine) before the call fails as unavailable.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Read connections when the backend owns its pools.
+const READERS: u32 = 4;
+
+/// A [`Backend`] on one SQLite file. Cloning shares the pools.
+#[derive(Debug, Clone)]
+pub struct SqliteBackend {
+    /// Writes (and the reads that must see the same snapshot as a write) go here.
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+impl SqliteBackend {
+    /// Opens (creating if needed) the database at `path` and its tables.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        let options = connect_options(path);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            // Keep the writer open: reopening costs a file open and the pragmas.
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options.clone())
+            .await
+            .map_err(|e| map_err(&path.display().to_string(), e))?;
+        create_tables(&writer).await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(READERS)
+            .connect_with(options)
+            .await
+            .map_err(|e| map_err(&path.display().to_string(), e))?;
+        Ok(Self { writer, reader })
+    }
+
+    /// Uses `pool` for reads and writes — for sharing one file with the apalis-sqlite
+    /// queue — and creates the tables if missing.
+    ///
+    /// The pool's connect options are the caller's: for the durability and concurrency
+    /// promised above, give it WAL, `synchronous=NORMAL` (apalis's `setup()` turns it off on
+    /// its connection) and a busy timeout; this backend issues no per-call PRAGMA.
+    pub async fn from_pool(pool: SqlitePool) -> Result<Self, StoreError> {
+        create_tables(&pool).await?;
+        Ok(Self { writer: pool.clone(), reader: pool })
+    }
+
+    /// A pool on `path` configured as this backend needs it (WAL, `synchronous=NORMAL`,
+    /// busy timeout), for sharing one file with apalis-sqlite through
+    /// [`SqliteBackend::from_pool`].
+    pub async fn shared_pool(path: &Path) -> Result<SqlitePool, StoreError> {
+        SqlitePoolOptions::new()
+            .max_connections(READERS)
+            .connect_with(connect_options(path))
+            .await
+            .map_err(|e| map_err(&path.display().to_string(), e))
+    }
+
+    /// Closes the connections, checkpointing the WAL; calls made afterwards fail as
+    /// unavailable. Dropping the backend without closing loses nothing committed.
+    pub async fn close(&self) {
+        self.reader.close().await;
+        self.writer.close().await;
+    }
+
+    /// Length of `log` as the writer sees it.
+    async fn log_len(&self, log: &str) -> Result<u64, StoreError> {
+        let len: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq) + 1, 0) FROM log WHERE log = ?1")
+            .bind(log)
+            .fetch_one(&self.writer)
+            .await
+            .map_err(|e| map_err(log, e))?;
+        Ok(len as u64)
+    }
+}
+
+fn connect_options(path: &Path) -> SqliteConnectOptions {
+    SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        // Applied once per connection when it opens, never per call.
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(BUSY_TIMEOUT)
+}
+
+async fn create_tables(pool: &SqlitePool) -> Result<(), StoreError> {
+    for statement in SCHEMA {
+        sqlx::query(statement).execute(pool).await.map_err(|e| map_err("schema", e))?;
+    }
+    Ok(())
+}
+
+/// The one place sqlx errors become [`StoreError`]s. `key` names the record, for the message.
+fn map_err(key: &str, e: sqlx::Error) -> StoreError {
+    match e {
+        sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) | sqlx::Error::ColumnNotFound(_) => {
+            StoreError::Corrupt { key: key.to_owned(), reason: e.to_string() }
+        }
+        // Locked or busy past the timeout, an I/O error, a full disk, a closed pool: the
+        // store cannot serve us right now.
+        _ => StoreError::Unavailable(format!("sqlite ({key}): {e}")),
+    }
+}
+
+/// Now, in the Unix milliseconds `expires_at` is kept in (wall clock, because the file
+/// outlives the process).
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn expires_at(now: i64, ttl: Option<Duration>) -> Option<i64> {
+    ttl.map(|ttl| now.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)))
+}
+
+fn to_i64(n: u64) -> i64 {
+    // Offsets and lengths beyond i64 cannot exist in a table; saturating keeps them
+    // "past the end" rather than negative.
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+#[async_trait]
+impl Backend for SqliteBackend {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let now = now_ms();
+        let row = sqlx::query("SELECT value, expires_at FROM kv WHERE key = ?1")
+            .bind(key)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(|e| map_err(key, e))?;
+        let Some(row) = row else { return Ok(None) };
+        let expires: Option<i64> = row.try_get(1).map_err(|e| map_err(key, e))?;
+        if expires.is_some_and(|at| at <= now) {
+            // Lazy removal. The condition re-checks expiry so a fresh value written since
+            // the read survives; a failure here only delays the cleanup.
+            let removed = sqlx::query("DELETE FROM kv WHERE key = ?1 AND expires_at <= ?2")
+                .bind(key)
+                .bind(now)
+                .execute(&self.writer)
+                .await;
+            if let Err(e) = removed {
+                tracing::debug!(key, error = %e, "could not remove an expired value");
+            }
+            return Ok(None);
+        }
+        row.try_get(0).map(Some).map_err(|e| map_err(key, e))
+    }
+
+    async fn put(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO kv (key, value, expires_at) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at",
+        )
+        .bind(key)
+        .bind(value)
+        .bind(expires_at(now_ms(), ttl))
+        .execute(&self.writer)
+        .await
+        .map_err(|e| map_err(key, e))?;
+        Ok(())
+    }
+
+    async fn put_if_absent(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<bool, StoreError> {
+        // One statement, hence atomic: insert, or take over the row only if it has expired.
+        // SQLite counts a row changed by the upsert and not one its WHERE declined.
+        let now = now_ms();
+        let done = sqlx::query(
+            "INSERT INTO kv (key, value, expires_at) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at \
+             WHERE kv.expires_at IS NOT NULL AND kv.expires_at <= ?4",
+        )
+        .bind(key)
+        .bind(value)
+        .bind(expires_at(now, ttl))
+        .bind(now)
+        .execute(&self.writer)
+        .await
+        .map_err(|e| map_err(key, e))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        // A name means the same thing on every backend: deleting it removes its value, log
+        // or index, whichever it is (Redis has one keyspace for all three).
+        let mut tx = self.writer.begin().await.map_err(|e| map_err(key, e))?;
+        for statement in ["DELETE FROM kv WHERE key = ?1", "DELETE FROM log WHERE log = ?1", "DELETE FROM idx WHERE idx = ?1"] {
+            sqlx::query(statement).bind(key).execute(&mut *tx).await.map_err(|e| map_err(key, e))?;
+        }
+        tx.commit().await.map_err(|e| map_err(key, e))
+    }
+
+    async fn append(&self, log: &str, expected_len: u64, entries: &[Vec<u8>]) -> Result<(), StoreError> {
+        let conflict = |actual| StoreError::Conflict { log: log.to_owned(), expected: expected_len, actual };
+        match entries {
+            [] => {
+                let actual = self.log_len(log).await?;
+                if actual == expected_len { Ok(()) } else { Err(conflict(actual)) }
+            }
+            // The journal's common case — one event — in one statement: SQLite takes the
+            // write lock before the statement reads, so the length check and the insert are
+            // atomic without a transaction's extra round trips.
+            [entry] => {
+                let done = sqlx::query(
+                    "INSERT INTO log (log, seq, value) SELECT ?1, ?2, ?3 \
+                     WHERE (SELECT COALESCE(MAX(seq) + 1, 0) FROM log WHERE log = ?1) = ?2",
+                )
+                .bind(log)
+                .bind(to_i64(expected_len))
+                .bind(entry.as_slice())
+                .execute(&self.writer)
+                .await
+                .map_err(|e| map_err(log, e))?;
+                if done.rows_affected() == 1 { Ok(()) } else { Err(conflict(self.log_len(log).await?)) }
+            }
+            _ => {
+                // IMMEDIATE takes the write lock at BEGIN: a deferred transaction that read
+                // first could fail on upgrade (SQLITE_BUSY_SNAPSHOT) when another process
+                // committed in between, without waiting for the busy timeout.
+                let mut conn = self.writer.acquire().await.map_err(|e| map_err(log, e))?;
+                let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(|e| map_err(log, e))?;
+                let actual: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq) + 1, 0) FROM log WHERE log = ?1")
+                    .bind(log)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(|e| map_err(log, e))?;
+                if actual as u64 != expected_len {
+                    // Dropping the transaction rolls it back.
+                    return Err(conflict(actual as u64));
+                }
+                for (seq, entry) in (actual..).zip(entries) {
+                    sqlx::query("INSERT INTO log (log, seq, value) VALUES (?1, ?2, ?3)")
+                        .bind(log)
+                        .bind(seq)
+                        .bind(entry.as_slice())
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(|e| map_err(log, e))?;
+                }
+                tx.commit().await.map_err(|e| map_err(log, e))
+            }
+        }
+    }
+
+    async fn read_log(&self, log: &str, from: u64) -> Result<Vec<Vec<u8>>, StoreError> {
+        sqlx::query_scalar("SELECT value FROM log WHERE log = ?1 AND seq >= ?2 ORDER BY seq")
+            .bind(log)
+            .bind(to_i64(from))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(|e| map_err(log, e))
+    }
+
+    async fn index_add(&self, index: &str, member: &str) -> Result<(), StoreError> {
+        sqlx::query("INSERT OR IGNORE INTO idx (idx, member) VALUES (?1, ?2)")
+            .bind(index)
+            .bind(member)
+            .execute(&self.writer)
+            .await
+            .map_err(|e| map_err(index, e))?;
+        Ok(())
+    }
+
+    async fn index_remove(&self, index: &str, member: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM idx WHERE idx = ?1 AND member = ?2")
+            .bind(index)
+            .bind(member)
+            .execute(&self.writer)
+            .await
+            .map_err(|e| map_err(index, e))?;
+        Ok(())
+    }
+
+    async fn index_members(&self, index: &str) -> Result<Vec<String>, StoreError> {
+        // TEXT compares with the BINARY collation: byte order, as Redis and BTreeMap sort.
+        sqlx::query_scalar("SELECT member FROM idx WHERE idx = ?1 ORDER BY member")
+            .bind(index)
+            .fetch_all(&self.reader)
+            .await
+            .map_err(|e| map_err(index, e))
+    }
+
+    async fn scan_prefix(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let now = now_ms();
+        // `prefix <= key < prefix || x'F4908080'` holds exactly for the keys that start with
+        // `prefix`: no valid UTF-8 continues with those bytes (they would encode a code point
+        // above U+10FFFF). Unlike LIKE it uses the primary-key index and has no wildcards to
+        // escape.
+        //
+        // Not a hot path, so take the chance to reclaim what expired under the prefix.
+        sqlx::query("DELETE FROM kv WHERE key >= ?1 AND key < ?1 || x'F4908080' AND expires_at <= ?2")
+            .bind(prefix)
+            .bind(now)
+            .execute(&self.writer)
+            .await
+            .map_err(|e| map_err(prefix, e))?;
+        // Names of values, logs and indexes alike, as Redis lists its one keyspace; UNION
+        // removes duplicates.
+        sqlx::query_scalar(
+            "SELECT key FROM kv WHERE key >= ?1 AND key < ?1 || x'F4908080' AND (expires_at IS NULL OR expires_at > ?2) \
+             UNION SELECT log FROM log WHERE log >= ?1 AND log < ?1 || x'F4908080' \
+             UNION SELECT idx FROM idx WHERE idx >= ?1 AND idx < ?1 || x'F4908080' \
+             ORDER BY 1",
+        )
+        .bind(prefix)
+        .bind(now)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(|e| map_err(prefix, e))
+    }
+}

@@ -1,0 +1,605 @@
+//! `apply`: how each event advances a run, and the actions it calls for.
+//!
+//! Readiness is tracked incrementally (`remaining_needs`, a worklist over `dependents`) so an
+//! event costs O(its step's fan-out), not O(steps) — a 10,000-step fan-out stays linear.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::expr::{self, Scope};
+use crate::ids::{RequestId, RunId, StepId};
+use crate::run::state::{AttemptRecord, StepDecision};
+use crate::run::{
+    retry_delay_ms, Action, BudgetState, Decision, Event, FailReason, HumanMode, HumanRequestSpec, RunState,
+    RunStatus, StepState, StepStatus, Timer,
+};
+use crate::spec::{StepType, ValidatedSpec};
+use crate::step::{ErrorClass, StepError};
+
+/// Per-attempt limit when neither the step nor the workflow's defaults set one.
+pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// A new run's initial state, before `RunStarted` is applied.
+pub fn start(spec: &ValidatedSpec, run: RunId) -> RunState {
+    let steps: Vec<StepState> = spec
+        .dag()
+        .needs
+        .iter()
+        .map(|needs| StepState {
+            status: StepStatus::Pending,
+            remaining_needs: needs.len() as u32,
+            attempts: Vec::new(),
+            output: None,
+            cost: 0.0,
+            reserved: 0.0,
+            overrun_cost: None,
+            error: None,
+            gate: None,
+            decision: None,
+            started_at: None,
+            finished_at: None,
+        })
+        .collect();
+    RunState {
+        run,
+        status: RunStatus::Pending,
+        params: Value::Null,
+        started_at: 0,
+        finished_at: None,
+        open_steps: steps.len(),
+        steps,
+        budget: BudgetState { cap: spec.spec().budget.as_ref().map(|b| b.max_cost), ..Default::default() },
+        budget_request: None,
+        budget_blocked: Vec::new(),
+        human_seq: 0,
+        scope: json!({}),
+    }
+}
+
+/// Fold a journal into a state. Actions are discarded: [`outstanding`] says what to redo.
+pub fn replay<'a>(spec: &ValidatedSpec, run: RunId, events: impl IntoIterator<Item = &'a Event>) -> RunState {
+    let mut state = start(spec, run);
+    for e in events {
+        apply(spec, &mut state, e);
+    }
+    state
+}
+
+/// Advance `state` by `event`; returns what must be done, in order.
+pub fn apply(spec: &ValidatedSpec, state: &mut RunState, event: &Event) -> Vec<Action> {
+    let mut m = Machine { spec, state, actions: Vec::new(), now: event.at() };
+    if m.state.status.is_finished() {
+        return Vec::new(); // late facts about a finished run change nothing
+    }
+    match event {
+        Event::RunStarted { at, params } => m.run_started(*at, params),
+        Event::StepSucceeded { step, attempt, started_at, output, cost, gate, .. } => {
+            m.step_succeeded(step, *attempt, *started_at, output, *cost, gate)
+        }
+        Event::StepFailed { step, attempt, started_at, error, .. } => m.step_failed(step, *attempt, *started_at, error),
+        Event::TimerFired { timer, .. } => m.timer_fired(timer),
+        Event::HumanDecided { request, decision, by, comment, at } => {
+            m.human_decided(StepDecision {
+                request: request.clone(),
+                decision: decision.clone(),
+                by: by.clone(),
+                comment: comment.clone(),
+                at: *at,
+            })
+        }
+        Event::Cancelled { by, reason, .. } => m.finish(RunStatus::Cancelled { by: by.clone(), reason: reason.clone() }),
+    }
+    m.actions
+}
+
+/// Actions a recovered run must (re)perform: in-flight dispatches, armed timers, open requests.
+/// All are idempotent on the actor's side.
+pub fn outstanding(spec: &ValidatedSpec, state: &RunState) -> Vec<Action> {
+    let mut out = Vec::new();
+    if state.status.is_finished() {
+        return out;
+    }
+    if let Some(t) = spec.spec().timeout {
+        out.push(Action::ArmTimer { timer: Timer::RunTimeout, at: state.started_at + t.as_millis() as u64 });
+    }
+    for (i, s) in state.steps.iter().enumerate() {
+        let step = &spec.step(i).id;
+        match &s.status {
+            StepStatus::Queued { attempt, not_before, timeout_at } => {
+                let input = render_input(spec, state, i).unwrap_or(Value::Null);
+                out.push(Action::Dispatch {
+                    step: step.clone(),
+                    attempt: *attempt,
+                    not_before: *not_before,
+                    input,
+                    timeout_at: *timeout_at,
+                });
+            }
+            StepStatus::Delaying { until } => {
+                out.push(Action::ArmTimer { timer: Timer::Delay { step: step.clone() }, at: *until })
+            }
+            StepStatus::WaitingHuman { request } => {
+                out.push(Action::RequestHuman(approval_request(spec, state, i, request.clone())))
+            }
+            _ => {}
+        }
+    }
+    if let Some(req) = &state.budget_request {
+        if let Some(&i) = state.budget_blocked.first() {
+            out.push(Action::RequestHuman(budget_request(spec, state, i, req.clone())));
+        }
+    }
+    out
+}
+
+struct Machine<'a> {
+    spec: &'a ValidatedSpec,
+    state: &'a mut RunState,
+    actions: Vec<Action>,
+    now: u64,
+}
+
+fn step_timeout(spec: &ValidatedSpec, i: usize) -> Duration {
+    spec.step(i)
+        .timeout
+        .or_else(|| spec.spec().defaults.as_ref().and_then(|d| d.timeout))
+        .unwrap_or(DEFAULT_STEP_TIMEOUT)
+}
+
+fn max_attempts(spec: &ValidatedSpec, i: usize) -> u32 {
+    spec.step(i)
+        .retry
+        .as_ref()
+        .or_else(|| spec.spec().defaults.as_ref().and_then(|d| d.retry.as_ref()))
+        .map_or(1, |r| r.max_attempts)
+}
+
+/// The resolved input of step `i`: its inputs and, for `api_call`, its request, templates evaluated.
+fn render_input(spec: &ValidatedSpec, state: &RunState, i: usize) -> Result<Value, StepError> {
+    let step = spec.step(i);
+    let scope = Scope { params: &state.params, steps: &state.scope };
+    let bad = |e: expr::ExprError| StepError::permanent("input_error", e.to_string());
+    let inputs = expr::render(&serde_json::to_value(&step.inputs).expect("inputs are JSON"), &scope).map_err(bad)?;
+    let mut input = json!({ "inputs": inputs });
+    if let Some(r) = &step.request {
+        input["request"] = expr::render(&serde_json::to_value(r).expect("request is JSON"), &scope).map_err(bad)?;
+    }
+    Ok(input)
+}
+
+fn approval_request(spec: &ValidatedSpec, state: &RunState, i: usize, id: RequestId) -> HumanRequestSpec {
+    let step = spec.step(i);
+    let scope = Scope { params: &state.params, steps: &state.scope };
+    let question = step.question.as_deref().unwrap_or("Approve?");
+    let question = match expr::render_str(question, &scope) {
+        Ok(Value::String(s)) => s,
+        Ok(v) => v.to_string(),
+        Err(_) => question.to_string(),
+    };
+    let inputs = expr::render(&serde_json::to_value(&step.inputs).expect("inputs are JSON"), &scope).unwrap_or(Value::Null);
+    HumanRequestSpec {
+        id,
+        mode: HumanMode::Approval,
+        step: Some(step.id.clone()),
+        question,
+        context: json!({ "workflow": spec.spec().id, "step": step.id, "inputs": inputs }),
+        assignee: step.assignee.clone(),
+    }
+}
+
+fn budget_request(spec: &ValidatedSpec, state: &RunState, i: usize, id: RequestId) -> HumanRequestSpec {
+    let step = spec.step(i);
+    let estimate = reservation(spec, state, i);
+    let b = &state.budget;
+    let currency = spec.spec().budget.as_ref().map_or("USD", |b| b.currency.as_str());
+    let needed = b.shortfall(estimate);
+    HumanRequestSpec {
+        id,
+        mode: HumanMode::BudgetExtension,
+        step: Some(step.id.clone()),
+        question: format!(
+            "The run's budget ({:.2} {currency}, {:.2} spent) cannot cover step `{}` (estimated {:.2}). Extend it by at least {:.2}?",
+            b.cap.unwrap_or(0.0) + b.extended,
+            b.spent,
+            step.id,
+            estimate,
+            needed
+        ),
+        context: json!({
+            "workflow": spec.spec().id,
+            "step": step.id,
+            "cap": b.cap,
+            "extended": b.extended,
+            "spent": b.spent,
+            "reserved": b.reserved,
+            "estimate": estimate,
+            "needed": needed,
+            "currency": currency,
+        }),
+        assignee: None,
+    }
+}
+
+/// What one attempt of step `i` reserves: its estimate, or more after an overrun.
+fn reservation(spec: &ValidatedSpec, state: &RunState, i: usize) -> f64 {
+    let est = spec.step(i).cost.unwrap_or(0.0);
+    state.steps[i].overrun_cost.map_or(est, |o| o.max(est))
+}
+
+impl Machine<'_> {
+    fn step_index(&self, id: &StepId) -> Option<usize> {
+        self.spec.dag().index_of(id)
+    }
+
+    fn run_started(&mut self, at: u64, params: &Value) {
+        if self.state.status != RunStatus::Pending {
+            return;
+        }
+        self.state.status = RunStatus::Running;
+        self.state.started_at = at;
+        self.state.params = params.clone();
+        if let Some(t) = self.spec.spec().timeout {
+            self.actions.push(Action::ArmTimer { timer: Timer::RunTimeout, at: at + t.as_millis() as u64 });
+        }
+        let roots: Vec<usize> = self.spec.dag().topo.iter().copied().filter(|&i| self.spec.dag().needs[i].is_empty()).collect();
+        self.consider(roots);
+        self.check_done();
+    }
+
+    /// Decide each newly ready step: skip, resolve locally, or dispatch; cascades.
+    fn consider(&mut self, ready: Vec<usize>) {
+        // FIFO, so steps start in the order they became ready (declaration order among equals).
+        let mut queue: std::collections::VecDeque<usize> = ready.into();
+        let mut ready = Vec::new();
+        loop {
+            queue.extend(ready.drain(..));
+            let Some(i) = queue.pop_front() else { break };
+            if self.state.steps[i].status != StepStatus::Pending {
+                continue;
+            }
+            if let Some(reason) = self.skip_reason(i) {
+                self.state.steps[i].status = StepStatus::Skipped { reason };
+                self.settle(i, &mut ready);
+                continue;
+            }
+            let step = self.spec.step(i);
+            match step.ty {
+                StepType::Condition => {
+                    let scope = Scope { params: &self.state.params, steps: &self.state.scope };
+                    match expr::eval_bool(step.expr.as_deref().unwrap_or("false"), &scope) {
+                        Ok(b) => {
+                            let s = &mut self.state.steps[i];
+                            s.output = Some(Value::Bool(b));
+                            s.started_at = Some(self.now);
+                            s.status = StepStatus::Succeeded;
+                        }
+                        Err(e) => {
+                            self.state.steps[i].error = Some(StepError::permanent("condition_error", e.to_string()));
+                            self.state.steps[i].status = StepStatus::Failed;
+                        }
+                    }
+                    self.settle(i, &mut ready);
+                }
+                StepType::Delay => {
+                    let until = self.now + step.duration.unwrap_or_default().as_millis() as u64;
+                    self.state.steps[i].started_at = Some(self.now);
+                    self.state.steps[i].status = StepStatus::Delaying { until };
+                    self.actions.push(Action::ArmTimer { timer: Timer::Delay { step: step.id.clone() }, at: until });
+                }
+                StepType::Approval => {
+                    self.state.human_seq += 1;
+                    let id = RequestId::for_step(&self.state.run, &step.id, self.state.human_seq);
+                    self.state.steps[i].started_at = Some(self.now);
+                    self.state.steps[i].status = StepStatus::WaitingHuman { request: id.clone() };
+                    self.actions.push(Action::RequestHuman(approval_request(self.spec, self.state, i, id)));
+                }
+                _ => self.dispatch(i, 1, None, &mut ready),
+            }
+        }
+    }
+
+    /// Why step `i` (all needs finished) must be skipped, if it must.
+    fn skip_reason(&self, i: usize) -> Option<String> {
+        for &n in &self.spec.dag().needs[i] {
+            let need = self.spec.step(n);
+            match &self.state.steps[n].status {
+                StepStatus::Succeeded if need.ty == StepType::Condition && self.state.steps[n].output == Some(Value::Bool(false)) => {
+                    return Some(format!("condition `{}` is false", need.id));
+                }
+                StepStatus::Succeeded => {}
+                StepStatus::Failed => return Some(format!("upstream step `{}` failed", need.id)),
+                StepStatus::Skipped { .. } => return Some(format!("upstream step `{}` was skipped", need.id)),
+                _ => return Some(format!("upstream step `{}` was cancelled", need.id)),
+            }
+        }
+        let when = self.spec.step(i).when.as_deref()?;
+        let scope = Scope { params: &self.state.params, steps: &self.state.scope };
+        match expr::eval_bool(when, &scope) {
+            Ok(true) => None,
+            Ok(false) => Some(format!("`when` is false: {when}")),
+            Err(e) => Some(format!("`when` could not be evaluated: {e}")),
+        }
+    }
+
+    /// Step `i` reached a terminal state: publish it to expressions, wake its dependents.
+    fn settle(&mut self, i: usize, ready: &mut Vec<usize>) {
+        let s = &mut self.state.steps[i];
+        s.finished_at.get_or_insert(self.now);
+        self.state.open_steps -= 1;
+        let id = self.spec.step(i).id.as_str();
+        self.state.scope[id] = json!({ "output": s.output.clone().unwrap_or(Value::Null), "status": s.status.label() });
+        for &d in &self.spec.dag().dependents[i] {
+            let dep = &mut self.state.steps[d];
+            dep.remaining_needs -= 1;
+            if dep.remaining_needs == 0 {
+                ready.push(d);
+            }
+        }
+    }
+
+    fn dispatch(&mut self, i: usize, attempt: u32, not_before: Option<u64>, ready: &mut Vec<usize>) {
+        let estimate = reservation(self.spec, self.state, i);
+        if !self.state.budget.covers(estimate) {
+            self.state.steps[i].status = StepStatus::Pending;
+            self.state.steps[i].attempts.truncate(attempt as usize - 1);
+            if !self.state.budget_blocked.contains(&i) {
+                self.state.budget_blocked.push(i);
+            }
+            if self.state.budget_request.is_none() {
+                self.state.human_seq += 1;
+                let id = RequestId::new(format!("{}.budget.{}", self.state.run, self.state.human_seq));
+                self.state.budget_request = Some(id.clone());
+                self.actions.push(Action::RequestHuman(budget_request(self.spec, self.state, i, id)));
+            }
+            return;
+        }
+        let input = match render_input(self.spec, self.state, i) {
+            Ok(v) => v,
+            Err(e) => {
+                self.state.steps[i].error = Some(e);
+                self.state.steps[i].status = StepStatus::Failed;
+                self.settle(i, ready);
+                return;
+            }
+        };
+        self.state.budget.reserved += estimate;
+        let start = not_before.unwrap_or(self.now).max(self.now);
+        let timeout_at = start + step_timeout(self.spec, i).as_millis() as u64;
+        let s = &mut self.state.steps[i];
+        s.reserved = estimate;
+        s.started_at.get_or_insert(self.now);
+        s.attempts.push(AttemptRecord { attempt, dispatched_at: self.now, started_at: None, finished_at: None, error: None });
+        s.status = StepStatus::Queued { attempt, not_before, timeout_at };
+        self.actions.push(Action::Dispatch { step: self.spec.step(i).id.clone(), attempt, not_before, input, timeout_at });
+    }
+
+    /// Settle the reservation of the attempt in flight with its actual cost.
+    fn settle_cost(&mut self, i: usize, actual: f64) {
+        let s = &mut self.state.steps[i];
+        let reserved = std::mem::take(&mut s.reserved);
+        // Steps that report no cost of their own are charged their estimate: fail closed.
+        let actual = if actual > 0.0 { actual } else { reserved };
+        if actual > reserved + 1e-9 {
+            s.overrun_cost = Some(actual);
+        }
+        s.cost += actual;
+        self.state.budget.reserved = (self.state.budget.reserved - reserved).max(0.0);
+        self.state.budget.spent += actual;
+    }
+
+    fn step_succeeded(&mut self, step: &StepId, attempt: u32, started_at: u64, output: &Value, cost: f64, gate: &Option<Value>) {
+        let Some(i) = self.step_index(step) else { return };
+        // A late success of an earlier, timed-out attempt still completes the step.
+        if !matches!(self.state.steps[i].status, StepStatus::Queued { .. }) {
+            return;
+        }
+        self.settle_cost(i, cost);
+        let now = self.now;
+        let s = &mut self.state.steps[i];
+        if let Some(a) = s.attempts.iter_mut().find(|a| a.attempt == attempt) {
+            a.started_at = Some(started_at);
+            a.finished_at = Some(now);
+        }
+        s.output = Some(output.clone());
+        s.gate = gate.clone();
+        s.error = None;
+        s.status = StepStatus::Succeeded;
+        let mut ready = Vec::new();
+        self.settle(i, &mut ready);
+        self.consider(ready);
+        self.check_done();
+    }
+
+    fn step_failed(&mut self, step: &StepId, attempt: u32, started_at: Option<u64>, error: &StepError) {
+        let Some(i) = self.step_index(step) else { return };
+        let StepStatus::Queued { attempt: current, .. } = self.state.steps[i].status else { return };
+        if current != attempt {
+            return; // a stale attempt; the current one decides
+        }
+        self.settle_cost(i, 0.0);
+        let now = self.now;
+        let s = &mut self.state.steps[i];
+        if let Some(a) = s.attempts.iter_mut().find(|a| a.attempt == attempt) {
+            a.started_at = started_at;
+            a.finished_at = Some(now);
+            a.error = Some(error.clone());
+        }
+        s.error = Some(error.clone());
+        let mut ready = Vec::new();
+        let retry = self.spec.step(i).retry.as_ref().or_else(|| self.spec.spec().defaults.as_ref().and_then(|d| d.retry.as_ref()));
+        match (&error.class, retry) {
+            (ErrorClass::Permanent, _) | (_, None) => self.fail_step(i, &mut ready),
+            _ if attempt >= max_attempts(self.spec, i) => self.fail_step(i, &mut ready),
+            (class, Some(retry)) => {
+                let mut delay = retry_delay_ms(retry, self.state.run.as_str(), step.as_str(), attempt + 1);
+                if let ErrorClass::RetryAfter { after_ms } = class {
+                    delay = delay.max(*after_ms);
+                }
+                self.state.steps[i].status = StepStatus::Pending;
+                self.dispatch(i, attempt + 1, Some(self.now + delay), &mut ready);
+            }
+        }
+        self.consider(ready);
+        self.check_done();
+    }
+
+    fn fail_step(&mut self, i: usize, ready: &mut Vec<usize>) {
+        self.state.steps[i].status = StepStatus::Failed;
+        self.settle(i, ready);
+    }
+
+    fn timer_fired(&mut self, timer: &Timer) {
+        match timer {
+            Timer::StepTimeout { step, attempt } => {
+                let Some(i) = self.step_index(step) else { return };
+                if matches!(self.state.steps[i].status, StepStatus::Queued { attempt: a, .. } if a == *attempt) {
+                    let limit = step_timeout(self.spec, i);
+                    let error = StepError::retryable("timeout", format!("attempt {attempt} did not finish within {}", humantime::format_duration(limit)));
+                    self.step_failed(step, *attempt, None, &error);
+                }
+            }
+            Timer::Delay { step } => {
+                let Some(i) = self.step_index(step) else { return };
+                if let StepStatus::Delaying { until } = self.state.steps[i].status {
+                    if self.now + 5 < until {
+                        return; // fired early (clock skew between processes): the actor re-arms
+                    }
+                    let s = &mut self.state.steps[i];
+                    s.output = Some(json!({ "waited_ms": until - s.started_at.unwrap_or(until) }));
+                    s.status = StepStatus::Succeeded;
+                    let mut ready = Vec::new();
+                    self.settle(i, &mut ready);
+                    self.consider(ready);
+                    self.check_done();
+                }
+            }
+            Timer::RunTimeout => {
+                let limit = self.spec.spec().timeout.unwrap_or_default();
+                self.finish(RunStatus::Failed {
+                    reason: FailReason {
+                        code: "timed_out".into(),
+                        message: format!("the run did not finish within {}", humantime::format_duration(limit)),
+                    },
+                })
+            }
+        }
+    }
+
+    fn human_decided(&mut self, d: StepDecision) {
+        if self.state.budget_request.as_ref() == Some(&d.request) {
+            return self.budget_decided(d);
+        }
+        let Some(i) = self
+            .state
+            .steps
+            .iter()
+            .position(|s| matches!(&s.status, StepStatus::WaitingHuman { request } if *request == d.request))
+        else {
+            return; // unknown or already answered: decisions are first-writer-wins upstream
+        };
+        let mut ready = Vec::new();
+        let decision = d.decision.clone();
+        let s = &mut self.state.steps[i];
+        s.decision = Some(d.clone());
+        match decision {
+            Decision::Approve => {
+                s.output = Some(json!({ "approved": true, "by": d.by, "comment": d.comment }));
+                s.status = StepStatus::Succeeded;
+                self.settle(i, &mut ready);
+            }
+            Decision::Modify { value } => {
+                s.output = Some(value);
+                s.status = StepStatus::Succeeded;
+                self.settle(i, &mut ready);
+            }
+            Decision::Reject | Decision::Extend { .. } => {
+                s.error = Some(StepError::permanent("rejected", format!("rejected by {}{}", d.by, d.comment.as_deref().map(|c| format!(": {c}")).unwrap_or_default())));
+                s.status = StepStatus::Failed;
+                self.settle(i, &mut ready);
+            }
+            Decision::Abort => {
+                return self.finish(RunStatus::Cancelled { by: d.by, reason: d.comment.unwrap_or_else(|| "aborted".into()) });
+            }
+        }
+        self.consider(ready);
+        self.check_done();
+    }
+
+    fn budget_decided(&mut self, d: StepDecision) {
+        let Some(&first) = self.state.budget_blocked.first() else { return };
+        let amount = match d.decision {
+            Decision::Approve => self.state.budget.shortfall(reservation(self.spec, self.state, first)),
+            Decision::Extend { amount } if amount.is_finite() && amount > 0.0 => amount,
+            _ => {
+                let cap = self.state.budget.cap.unwrap_or(0.0) + self.state.budget.extended;
+                return self.finish(RunStatus::Failed {
+                    reason: FailReason {
+                        code: "budget_exhausted".into(),
+                        message: format!("budget of {cap:.2} exhausted; extension refused by {}", d.by),
+                    },
+                });
+            }
+        };
+        self.state.budget.extended += amount;
+        self.state.budget_request = None;
+        let blocked = std::mem::take(&mut self.state.budget_blocked);
+        let mut ready = Vec::new();
+        for i in blocked {
+            let attempt = self.state.steps[i].attempts.len() as u32 + 1;
+            if self.state.budget_request.is_some() {
+                self.state.budget_blocked.push(i); // still short: the new request covers it too
+            } else {
+                self.dispatch(i, attempt, None, &mut ready);
+            }
+        }
+        self.consider(ready);
+        self.check_done();
+    }
+
+    fn check_done(&mut self) {
+        if self.state.open_steps > 0 || self.state.status.is_finished() {
+            return;
+        }
+        let failed = self.state.steps.iter().enumerate().find(|(_, s)| s.status == StepStatus::Failed);
+        let status = match failed {
+            None => RunStatus::Succeeded,
+            Some((i, s)) => {
+                let code = if s.error.as_ref().is_some_and(|e| e.code == "rejected") { "rejected" } else { "step_failed" };
+                RunStatus::Failed {
+                    reason: FailReason {
+                        code: code.into(),
+                        message: format!(
+                            "step `{}` failed: {}",
+                            self.spec.step(i).id,
+                            s.error.as_ref().map_or("unknown error".to_string(), |e| e.to_string())
+                        ),
+                    },
+                }
+            }
+        };
+        self.finish(status);
+    }
+
+    /// End the run: cancel what is not finished, withdraw open requests.
+    fn finish(&mut self, status: RunStatus) {
+        for s in &mut self.state.steps {
+            if let StepStatus::WaitingHuman { request } = &s.status {
+                self.actions.push(Action::WithdrawHuman { request: request.clone() });
+            }
+            if !s.status.is_terminal() {
+                s.status = StepStatus::Cancelled;
+                s.finished_at.get_or_insert(self.now);
+                s.reserved = 0.0;
+            }
+        }
+        if let Some(req) = self.state.budget_request.take() {
+            self.actions.push(Action::WithdrawHuman { request: req });
+        }
+        self.state.budget.reserved = 0.0;
+        self.state.open_steps = 0;
+        self.state.status = status;
+        self.state.finished_at = Some(self.now);
+        self.actions.push(Action::Finish);
+    }
+}

@@ -1,0 +1,113 @@
+//! Events (facts the run learns, journaled) and actions (what the actor must do next).
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::ids::{RequestId, StepId};
+use crate::step::StepError;
+
+/// A fact about a run. Journaled, in order, before anything it causes is done.
+/// Times are milliseconds since the Unix epoch, taken by the actor when the fact arrived.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    RunStarted { at: u64, params: Value },
+    StepSucceeded {
+        step: StepId,
+        attempt: u32,
+        at: u64,
+        started_at: u64,
+        output: Value,
+        cost: f64,
+        /// The gate mesh's verdict on the output, when the step type is gated.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        gate: Option<Value>,
+    },
+    StepFailed { step: StepId, attempt: u32, at: u64, started_at: Option<u64>, error: StepError },
+    TimerFired { timer: Timer, at: u64 },
+    HumanDecided {
+        request: RequestId,
+        decision: Decision,
+        by: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        comment: Option<String>,
+        at: u64,
+    },
+    Cancelled { by: String, reason: String, at: u64 },
+}
+
+impl Event {
+    pub fn at(&self) -> u64 {
+        match self {
+            Event::RunStarted { at, .. }
+            | Event::StepSucceeded { at, .. }
+            | Event::StepFailed { at, .. }
+            | Event::TimerFired { at, .. }
+            | Event::HumanDecided { at, .. }
+            | Event::Cancelled { at, .. } => *at,
+        }
+    }
+}
+
+/// Durable timers a run may arm.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "timer", rename_all = "snake_case")]
+pub enum Timer {
+    /// An attempt has run too long: it is treated as failed (retryable) and may be re-dispatched.
+    StepTimeout { step: StepId, attempt: u32 },
+    /// A `delay` step is over.
+    Delay { step: StepId },
+    /// The whole run has run too long.
+    RunTimeout,
+}
+
+/// The four kinds of human request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HumanMode {
+    Approval,
+    BudgetExtension,
+    Guidance,
+    ToolAuthorisation,
+}
+
+/// A human's answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "decision", rename_all = "snake_case")]
+pub enum Decision {
+    Approve,
+    Reject,
+    /// Budget extension by this amount (an `approve` on a budget request extends by what is needed).
+    Extend { amount: f64 },
+    /// Guidance: use this value instead.
+    Modify { value: Value },
+    Abort,
+}
+
+/// What to ask a human.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HumanRequestSpec {
+    pub id: RequestId,
+    pub mode: HumanMode,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<StepId>,
+    pub question: String,
+    pub context: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assignee: Option<String>,
+}
+
+/// Something the run actor must do. Re-derivable from the journal, so safe to redo.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Action {
+    /// Record the attempt's input, enqueue its job (ids only), arm its timeout.
+    Dispatch { step: StepId, attempt: u32, not_before: Option<u64>, input: Value, timeout_at: u64 },
+    ArmTimer { timer: Timer, at: u64 },
+    /// Persist and publish a request for a human decision.
+    RequestHuman(HumanRequestSpec),
+    /// A request no longer needs an answer (its step was cancelled or the run ended).
+    WithdrawHuman { request: RequestId },
+    /// The run is over.
+    Finish,
+}

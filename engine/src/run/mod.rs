@@ -1,0 +1,18 @@
+//! The run: a pure state machine. `apply(spec, state, event) -> actions`, no I/O, no clock.
+//!
+//! The run actor journals each event BEFORE performing the actions `apply` returns; recovery
+//! folds the journal through `apply` again ([`replay`]) and re-performs what is outstanding.
+
+
+mod event;
+mod policy;
+mod state;
+
+pub mod apply;
+pub use apply::{apply, outstanding, replay, start};
+pub use event::{Action, Decision, Event, HumanMode, HumanRequestSpec, Timer};
+pub use policy::retry_delay_ms;
+pub use state::{AttemptRecord, BudgetState, FailReason, RunState, RunStatus, StepDecision, StepState, StepStatus};
+
+#[cfg(test)]
+mod tests;

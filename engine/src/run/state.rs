@@ -1,0 +1,187 @@
+//! The state of one run, as folded from its journal.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::ids::{RequestId, RunId};
+use crate::run::Decision;
+use crate::step::StepError;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Created, `RunStarted` not yet applied.
+    Pending,
+    Running,
+    Succeeded,
+    Failed { reason: FailReason },
+    Cancelled { by: String, reason: String },
+}
+
+impl RunStatus {
+    pub fn is_finished(&self) -> bool {
+        matches!(self, RunStatus::Succeeded | RunStatus::Failed { .. } | RunStatus::Cancelled { .. })
+    }
+    pub fn label(&self) -> &'static str {
+        match self {
+            RunStatus::Pending => "pending",
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed { .. } => "failed",
+            RunStatus::Cancelled { .. } => "cancelled",
+        }
+    }
+}
+
+/// Why a run failed; `code` is stable (`step_failed`, `budget_exhausted`, `timed_out`, `rejected`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FailReason {
+    pub code: String,
+    pub message: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum StepStatus {
+    /// Waiting for its dependencies (or for budget).
+    Pending,
+    /// An attempt is enqueued or running.
+    Queued { attempt: u32, not_before: Option<u64>, timeout_at: u64 },
+    /// Waiting for a human decision.
+    WaitingHuman { request: RequestId },
+    /// A `delay` step, until this time.
+    Delaying { until: u64 },
+    Succeeded,
+    Failed,
+    Skipped { reason: String },
+    Cancelled,
+}
+
+impl StepStatus {
+    pub fn is_terminal(&self) -> bool {
+        matches!(self, StepStatus::Succeeded | StepStatus::Failed | StepStatus::Skipped { .. } | StepStatus::Cancelled)
+    }
+    pub fn label(&self) -> &'static str {
+        match self {
+            StepStatus::Pending => "pending",
+            StepStatus::Queued { .. } => "running",
+            StepStatus::WaitingHuman { .. } => "waiting_human",
+            StepStatus::Delaying { .. } => "delaying",
+            StepStatus::Succeeded => "succeeded",
+            StepStatus::Failed => "failed",
+            StepStatus::Skipped { .. } => "skipped",
+            StepStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// One attempt of a step, for the audit trail.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    pub attempt: u32,
+    pub dispatched_at: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<StepError>,
+}
+
+/// A human's decision as recorded on the step.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StepDecision {
+    pub request: RequestId,
+    pub decision: Decision,
+    pub by: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    pub at: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StepState {
+    pub status: StepStatus,
+    /// Dependencies not yet finished.
+    pub remaining_needs: u32,
+    pub attempts: Vec<AttemptRecord>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Value>,
+    /// Settled cost of all attempts.
+    pub cost: f64,
+    /// Cost reserved for the attempt in flight.
+    pub reserved: f64,
+    /// An attempt cost more than its estimate; later attempts reserve at least that much.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overrun_cost: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<StepError>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<StepDecision>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<u64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct BudgetState {
+    /// The declared cap, if any.
+    pub cap: Option<f64>,
+    /// Extensions granted by humans.
+    pub extended: f64,
+    pub spent: f64,
+    pub reserved: f64,
+}
+
+impl BudgetState {
+    /// Whether `estimate` more can be reserved.
+    pub fn covers(&self, estimate: f64) -> bool {
+        match self.cap {
+            None => true,
+            Some(cap) => self.spent + self.reserved + estimate <= cap + self.extended + 1e-9,
+        }
+    }
+    /// How much more budget `estimate` needs.
+    pub fn shortfall(&self, estimate: f64) -> f64 {
+        self.cap.map_or(0.0, |cap| (self.spent + self.reserved + estimate - cap - self.extended).max(0.0))
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunState {
+    pub run: RunId,
+    pub status: RunStatus,
+    pub params: Value,
+    pub started_at: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<u64>,
+    /// By step index in the spec.
+    pub steps: Vec<StepState>,
+    pub budget: BudgetState,
+    /// The open budget-extension request, if the run is paused on budget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_request: Option<RequestId>,
+    /// Ready steps held back until the budget is extended, in readiness order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub budget_blocked: Vec<usize>,
+    /// Steps not yet in a terminal state.
+    pub open_steps: usize,
+    /// Sequence for human request ids.
+    pub human_seq: u32,
+    /// `steps` as expressions see it: `{ id: { output, status } }` for finished steps.
+    pub scope: Value,
+}
+
+impl RunState {
+    /// Whether the run is only waiting for a human or a timer (no attempt in flight): such a
+    /// run can be passivated.
+    pub fn is_waiting(&self) -> bool {
+        !self.status.is_finished()
+            && !self.steps.iter().any(|s| matches!(s.status, StepStatus::Queued { .. }))
+            && (self.budget_request.is_some()
+                || self.steps.iter().any(|s| matches!(s.status, StepStatus::WaitingHuman { .. } | StepStatus::Delaying { .. })))
+    }
+}

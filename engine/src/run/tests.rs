@@ -1,0 +1,329 @@
+//! Data-driven tests of the run state machine: events in, actions and step states out.
+
+use expect_test::{expect, Expect};
+use serde_json::{json, Value};
+
+use crate::ids::{RequestId, RunId, StepId};
+use crate::run::{apply, replay, start, Action, Decision, Event, RunState, Timer};
+use crate::spec::{parse_yaml, ValidatedSpec};
+use crate::step::StepError;
+
+fn spec(yaml: &str) -> ValidatedSpec {
+    parse_yaml(yaml).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn render_action(a: &Action) -> String {
+    match a {
+        Action::Dispatch { step, attempt, not_before, input, .. } => {
+            let nb = not_before.map(|t| format!(" at={t}")).unwrap_or_default();
+            let inputs = &input["inputs"];
+            let inp = if inputs.as_object().is_some_and(|m| !m.is_empty()) { format!(" {inputs}") } else { String::new() };
+            format!("dispatch {step}#{attempt}{nb}{inp}")
+        }
+        Action::ArmTimer { timer, at } => format!("timer {} at={at}", render_timer(timer)),
+        Action::RequestHuman(r) => format!("ask {:?} {} \"{}\"", r.mode, r.id, r.question),
+        Action::WithdrawHuman { request } => format!("withdraw {request}"),
+        Action::Finish => "finish".into(),
+    }
+}
+
+fn render_timer(t: &Timer) -> String {
+    match t {
+        Timer::StepTimeout { step, attempt } => format!("timeout({step}#{attempt})"),
+        Timer::Delay { step } => format!("delay({step})"),
+        Timer::RunTimeout => "run-timeout".into(),
+    }
+}
+
+fn render_state(spec: &ValidatedSpec, s: &RunState) -> String {
+    let steps: Vec<String> = s
+        .steps
+        .iter()
+        .enumerate()
+        .map(|(i, st)| format!("{}={}", spec.step(i).id, st.status.label()))
+        .collect();
+    let mut out = format!("run={} {}", s.status.label(), steps.join(" "));
+    if let crate::run::RunStatus::Failed { reason } = &s.status {
+        out.push_str(&format!(" [{}: {}]", reason.code, reason.message));
+    }
+    if s.budget.cap.is_some() {
+        out.push_str(&format!(" budget(spent={} reserved={} extended={})", s.budget.spent, s.budget.reserved, s.budget.extended));
+    }
+    out
+}
+
+/// Apply `events` in order; print each event's actions, then the final state. Also checks
+/// that replaying the same journal gives the same state.
+fn check(yaml: &str, events: &[Event], expect: Expect) {
+    let spec = spec(yaml);
+    let mut state = start(&spec, RunId::from("r1"));
+    let mut out = String::new();
+    for e in events {
+        let actions = apply(&spec, &mut state, e);
+        let rendered: Vec<String> = actions.iter().map(render_action).collect();
+        out.push_str(&format!("{} -> [{}]\n", render_event(e), rendered.join(", ")));
+    }
+    out.push_str(&render_state(&spec, &state));
+    out.push('\n');
+    expect.assert_eq(&out);
+    assert_eq!(replay(&spec, RunId::from("r1"), events), state, "replay must reproduce the state");
+}
+
+fn render_event(e: &Event) -> String {
+    match e {
+        Event::RunStarted { at, .. } => format!("@{at} start"),
+        Event::StepSucceeded { step, attempt, at, .. } => format!("@{at} ok {step}#{attempt}"),
+        Event::StepFailed { step, attempt, at, error, .. } => format!("@{at} fail {step}#{attempt} ({})", error.code),
+        Event::TimerFired { timer, at } => format!("@{at} fired {}", render_timer(timer)),
+        Event::HumanDecided { request, decision, at, .. } => format!("@{at} human {request} {decision:?}"),
+        Event::Cancelled { at, .. } => format!("@{at} cancel"),
+    }
+}
+
+fn started(at: u64, params: Value) -> Event {
+    Event::RunStarted { at, params }
+}
+fn ok(step: &str, attempt: u32, at: u64, output: Value) -> Event {
+    Event::StepSucceeded { step: StepId::from(step), attempt, at, started_at: at, output, cost: 0.0, gate: None }
+}
+fn ok_cost(step: &str, attempt: u32, at: u64, cost: f64) -> Event {
+    Event::StepSucceeded { step: StepId::from(step), attempt, at, started_at: at, output: json!(null), cost, gate: None }
+}
+fn fail(step: &str, attempt: u32, at: u64, error: StepError) -> Event {
+    Event::StepFailed { step: StepId::from(step), attempt, at, started_at: Some(at), error }
+}
+fn decided(req: &str, decision: Decision, at: u64) -> Event {
+    Event::HumanDecided { request: RequestId::from(req), decision, by: "ann".into(), comment: None, at }
+}
+fn fired(timer: Timer, at: u64) -> Event {
+    Event::TimerFired { timer, at }
+}
+
+const DIAMOND: &str = r#"
+id: diamond
+owner: ops
+parameters:
+  n: { type: integer, default: 2 }
+steps:
+  - { id: a, type: code, script: "return 1" }
+  - { id: b, type: code, script: "return 2", needs: [a], inputs: { x: "${{ steps.a.output + params.n }}" } }
+  - { id: c, type: code, script: "return 3", needs: [a] }
+  - { id: d, type: code, script: "return 4", needs: [b, c] }
+"#;
+
+#[test]
+fn independent_branches_are_dispatched_together_and_join_waits_for_both() {
+    check(
+        DIAMOND,
+        &[started(0, json!({"n": 2})), ok("a", 1, 10, json!(40)), ok("c", 1, 20, json!(3)), ok("b", 1, 30, json!(42)), ok("d", 1, 40, json!(4))],
+        expect![[r#"
+            @0 start -> [dispatch a#1]
+            @10 ok a#1 -> [dispatch b#1 {"x":42}, dispatch c#1]
+            @20 ok c#1 -> []
+            @30 ok b#1 -> [dispatch d#1]
+            @40 ok d#1 -> [finish]
+            run=succeeded a=succeeded b=succeeded c=succeeded d=succeeded
+        "#]],
+    );
+}
+
+#[test]
+fn duplicate_and_stale_outcomes_change_nothing() {
+    check(
+        DIAMOND,
+        &[started(0, json!({"n": 2})), ok("a", 1, 10, json!(1)), ok("a", 1, 11, json!(1)), fail("a", 1, 12, StepError::retryable("x", "late"))],
+        expect![[r#"
+            @0 start -> [dispatch a#1]
+            @10 ok a#1 -> [dispatch b#1 {"x":3}, dispatch c#1]
+            @11 ok a#1 -> []
+            @12 fail a#1 (x) -> []
+            run=running a=succeeded b=running c=running d=pending
+        "#]],
+    );
+}
+
+const RETRY: &str = r#"
+id: retry
+owner: ops
+steps:
+  - id: flaky
+    type: api_call
+    request: { url: "http://127.0.0.1/x" }
+    retry: { max_attempts: 3, backoff: { initial: 100ms, max: 10s, multiplier: 2 } }
+    timeout: 1s
+  - { id: after, type: code, script: "return 1", needs: [flaky] }
+"#;
+
+#[test]
+fn retryable_failures_back_off_exponentially_then_succeed() {
+    check(
+        RETRY,
+        &[
+            started(0, json!({})),
+            fail("flaky", 1, 50, StepError::retryable("http_status", "500")),
+            fail("flaky", 2, 200, StepError::retry_after("http_status", std::time::Duration::from_secs(5), "429")),
+            ok("flaky", 3, 5300, json!({"status": 200})),
+        ],
+        expect![[r#"
+            @0 start -> [dispatch flaky#1]
+            @50 fail flaky#1 (http_status) -> [dispatch flaky#2 at=154]
+            @200 fail flaky#2 (http_status) -> [dispatch flaky#3 at=5200]
+            @5300 ok flaky#3 -> [dispatch after#1]
+            run=running flaky=succeeded after=running
+        "#]],
+    );
+}
+
+#[test]
+fn exhausted_or_permanent_failures_fail_the_step_skip_dependents_and_fail_the_run() {
+    check(
+        RETRY,
+        &[started(0, json!({})), fail("flaky", 1, 50, StepError::permanent("http_status", "404 not found"))],
+        expect![[r#"
+            @0 start -> [dispatch flaky#1]
+            @50 fail flaky#1 (http_status) -> [finish]
+            run=failed flaky=failed after=skipped [step_failed: step `flaky` failed: http_status: 404 not found]
+        "#]],
+    );
+}
+
+#[test]
+fn a_timed_out_attempt_is_redispatched_and_a_late_success_of_it_still_counts() {
+    check(
+        RETRY,
+        &[
+            started(0, json!({})),
+            fired(Timer::StepTimeout { step: StepId::from("flaky"), attempt: 1 }, 1000),
+            fired(Timer::StepTimeout { step: StepId::from("flaky"), attempt: 1 }, 1001),
+            ok("flaky", 1, 1150, json!({"late": true})),
+            ok("flaky", 2, 1400, json!({"second": true})),
+        ],
+        expect![[r#"
+            @0 start -> [dispatch flaky#1]
+            @1000 fired timeout(flaky#1) -> [dispatch flaky#2 at=1104]
+            @1001 fired timeout(flaky#1) -> []
+            @1150 ok flaky#1 -> [dispatch after#1]
+            @1400 ok flaky#2 -> []
+            run=running flaky=succeeded after=running
+        "#]],
+    );
+}
+
+const BRANCHING: &str = r#"
+id: branching
+owner: ops
+parameters:
+  amount: { type: number, required: true }
+steps:
+  - { id: big, type: condition, expr: "params.amount > 1000.0" }
+  - { id: review, type: approval, needs: [big], question: "Approve ${{ params.amount }}?" }
+  - { id: book, type: code, script: "return 1", needs: [review] }
+  - { id: note, type: code, script: "return 1", when: "params.amount < 0.0" }
+  - { id: wait, type: delay, duration: 2s }
+"#;
+
+#[test]
+fn a_false_condition_skips_its_branch_and_when_false_skips_a_step() {
+    check(
+        BRANCHING,
+        &[started(0, json!({"amount": 10.0})), fired(Timer::Delay { step: StepId::from("wait") }, 2000)],
+        expect![[r#"
+            @0 start -> [timer delay(wait) at=2000]
+            @2000 fired delay(wait) -> [finish]
+            run=succeeded big=succeeded review=skipped book=skipped note=skipped wait=succeeded
+        "#]],
+    );
+}
+
+#[test]
+fn approval_pauses_until_a_human_approves_or_rejects() {
+    let events = [started(0, json!({"amount": 5000.0})), fired(Timer::Delay { step: StepId::from("wait") }, 2000)];
+    let mut approve = events.to_vec();
+    approve.push(decided("r1.review.1", Decision::Approve, 3000));
+    approve.push(ok("book", 1, 3100, json!(1)));
+    check(
+        BRANCHING,
+        &approve,
+        expect![[r#"
+            @0 start -> [timer delay(wait) at=2000, ask Approval r1.review.1 "Approve 5000.0?"]
+            @2000 fired delay(wait) -> []
+            @3000 human r1.review.1 Approve -> [dispatch book#1]
+            @3100 ok book#1 -> [finish]
+            run=succeeded big=succeeded review=succeeded book=succeeded note=skipped wait=succeeded
+        "#]],
+    );
+    let mut reject = events.to_vec();
+    reject.push(decided("r1.review.1", Decision::Reject, 3000));
+    check(
+        BRANCHING,
+        &reject,
+        expect![[r#"
+            @0 start -> [timer delay(wait) at=2000, ask Approval r1.review.1 "Approve 5000.0?"]
+            @2000 fired delay(wait) -> []
+            @3000 human r1.review.1 Reject -> [finish]
+            run=failed big=succeeded review=failed book=skipped note=skipped wait=succeeded [rejected: step `review` failed: rejected: rejected by ann]
+        "#]],
+    );
+}
+
+const BUDGET: &str = r#"
+id: budget
+owner: ops
+budget: { max_cost: 1.0 }
+steps:
+  - { id: a, type: code, script: "return 1", cost: 0.6 }
+  - { id: b, type: code, script: "return 1", cost: 0.6, needs: [a] }
+  - { id: c, type: code, script: "return 1", cost: 0.1, needs: [b] }
+"#;
+
+#[test]
+fn a_step_the_budget_cannot_cover_pauses_the_run_until_extended() {
+    check(
+        BUDGET,
+        &[started(0, json!({})), ok_cost("a", 1, 10, 0.0), decided("r1.budget.1", Decision::Approve, 20), ok_cost("b", 1, 30, 0.9)],
+        expect![[r#"
+            @0 start -> [dispatch a#1]
+            @10 ok a#1 -> [ask BudgetExtension r1.budget.1 "The run's budget (1.00 USD, 0.60 spent) cannot cover step `b` (estimated 0.60). Extend it by at least 0.20?"]
+            @20 human r1.budget.1 Approve -> [dispatch b#1]
+            @30 ok b#1 -> [ask BudgetExtension r1.budget.2 "The run's budget (1.20 USD, 1.50 spent) cannot cover step `c` (estimated 0.10). Extend it by at least 0.40?"]
+            run=running a=succeeded b=succeeded c=pending budget(spent=1.5 reserved=0 extended=0.19999999999999996)
+        "#]],
+    );
+}
+
+#[test]
+fn a_refused_budget_extension_fails_the_run_closed() {
+    check(
+        BUDGET,
+        &[started(0, json!({})), ok_cost("a", 1, 10, 0.0), decided("r1.budget.1", Decision::Reject, 20)],
+        expect![[r#"
+            @0 start -> [dispatch a#1]
+            @10 ok a#1 -> [ask BudgetExtension r1.budget.1 "The run's budget (1.00 USD, 0.60 spent) cannot cover step `b` (estimated 0.60). Extend it by at least 0.20?"]
+            @20 human r1.budget.1 Reject -> [withdraw r1.budget.1, finish]
+            run=failed a=succeeded b=cancelled c=cancelled [budget_exhausted: budget of 1.00 exhausted; extension refused by ann] budget(spent=0.6 reserved=0 extended=0)
+        "#]],
+    );
+}
+
+#[test]
+fn cancellation_and_run_timeout_end_the_run() {
+    let yaml = "id: t\nowner: ops\ntimeout: 1m\nsteps:\n  - { id: a, type: approval, question: ok? }\n";
+    check(
+        yaml,
+        &[started(0, json!({})), Event::Cancelled { by: "ann".into(), reason: "wrong client".into(), at: 5 }],
+        expect![[r#"
+            @0 start -> [timer run-timeout at=60000, ask Approval r1.a.1 "ok?"]
+            @5 cancel -> [withdraw r1.a.1, finish]
+            run=cancelled a=cancelled
+        "#]],
+    );
+    check(
+        yaml,
+        &[started(0, json!({})), fired(Timer::RunTimeout, 60000)],
+        expect![[r#"
+            @0 start -> [timer run-timeout at=60000, ask Approval r1.a.1 "ok?"]
+            @60000 fired run-timeout -> [withdraw r1.a.1, finish]
+            run=failed a=cancelled [timed_out: the run did not finish within 1m]
+        "#]],
+    );
+}

@@ -1,0 +1,18 @@
+//! Workflow specs: the YAML model, parsing with located errors, and validation into a
+//! [`ValidatedSpec`] — the only form the run state machine accepts.
+
+mod model;
+mod parse;
+mod validate;
+
+pub use model::*;
+pub use parse::{parse_yaml, SpecError, SpecProblem};
+pub use validate::{validate, Dag, ValidatedSpec};
+
+/// The JSON Schema of the spec format, for editors (`tollgate schema`).
+pub fn json_schema() -> serde_json::Value {
+    serde_json::to_value(schemars::schema_for!(WorkflowSpec)).expect("schema serialises")
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,407 @@
+//! Validation: turns a parsed [`WorkflowSpec`] into a [`ValidatedSpec`] with its [`Dag`], or
+//! reports every problem with its place (unknown or duplicate ids, cycles, references to
+//! steps that are not upstream, bad parameters, fields that do not fit the step type).
+
+use std::collections::{BTreeSet, HashMap};
+
+use serde_json::Value;
+
+use crate::expr;
+use crate::ids::{is_valid_id, StepId};
+use crate::spec::{ParameterSpec, ParameterType, SpecError, SpecProblem, StepSpec, StepType, WorkflowSpec};
+
+/// The dependency graph of a validated spec, by step index.
+#[derive(Clone, Debug)]
+pub struct Dag {
+    index: HashMap<StepId, usize>,
+    /// `needs[i]`: indices of the steps step `i` waits for.
+    pub needs: Vec<Vec<usize>>,
+    /// `dependents[i]`: indices of the steps that wait for step `i`.
+    pub dependents: Vec<Vec<usize>>,
+    /// A topological order (dependencies first), stable with respect to declaration order.
+    pub topo: Vec<usize>,
+}
+
+impl Dag {
+    pub fn index_of(&self, id: &StepId) -> Option<usize> {
+        self.index.get(id).copied()
+    }
+}
+
+/// A spec that passed validation. Only [`validate`] constructs one.
+#[derive(Clone, Debug)]
+pub struct ValidatedSpec {
+    spec: WorkflowSpec,
+    dag: Dag,
+}
+
+impl ValidatedSpec {
+    pub fn spec(&self) -> &WorkflowSpec {
+        &self.spec
+    }
+    pub fn dag(&self) -> &Dag {
+        &self.dag
+    }
+    pub fn step(&self, i: usize) -> &StepSpec {
+        &self.spec.steps[i]
+    }
+    pub fn step_by_id(&self, id: &StepId) -> Option<(usize, &StepSpec)> {
+        self.dag.index_of(id).map(|i| (i, &self.spec.steps[i]))
+    }
+
+    /// Check run parameters against the declared ones, filling defaults.
+    pub fn bind_params(&self, given: &serde_json::Map<String, Value>) -> Result<Value, SpecError> {
+        let mut problems = Vec::new();
+        for name in given.keys() {
+            if !self.spec.parameters.contains_key(name) {
+                let known: Vec<_> = self.spec.parameters.keys().map(String::as_str).collect();
+                problems.push(problem(
+                    format!("parameter {name}"),
+                    format!("unknown parameter (declared: {})", known.join(", ")),
+                ));
+            }
+        }
+        let mut out = serde_json::Map::new();
+        for (name, decl) in &self.spec.parameters {
+            match given.get(name).or(decl.default.as_ref()) {
+                Some(v) => match coerce(decl.ty, v) {
+                    Some(v) => {
+                        out.insert(name.clone(), v);
+                    }
+                    None => problems.push(problem(
+                        format!("parameter {name}"),
+                        format!("expected {}, got {v}", type_name(decl.ty)),
+                    )),
+                },
+                None if decl.required => {
+                    problems.push(problem(format!("parameter {name}"), "required parameter is missing"))
+                }
+                None => {
+                    out.insert(name.clone(), Value::Null);
+                }
+            }
+        }
+        if problems.is_empty() { Ok(Value::Object(out)) } else { Err(SpecError { problems }) }
+    }
+}
+
+fn problem(at: impl Into<String>, message: impl Into<String>) -> SpecProblem {
+    SpecProblem { at: at.into(), message: message.into() }
+}
+
+fn type_name(t: ParameterType) -> &'static str {
+    match t {
+        ParameterType::String => "a string",
+        ParameterType::Number => "a number",
+        ParameterType::Integer => "an integer",
+        ParameterType::Boolean => "true or false",
+        ParameterType::Object => "an object",
+        ParameterType::Array => "an array",
+    }
+}
+
+/// Accept `v` as type `t`; strings from the command line (`--set n=3`) are parsed.
+fn coerce(t: ParameterType, v: &Value) -> Option<Value> {
+    match (t, v) {
+        (ParameterType::String, Value::String(_)) => Some(v.clone()),
+        (ParameterType::Number, Value::Number(_)) => Some(v.clone()),
+        (ParameterType::Integer, Value::Number(n)) if n.is_i64() || n.is_u64() => Some(v.clone()),
+        (ParameterType::Boolean, Value::Bool(_)) => Some(v.clone()),
+        (ParameterType::Object, Value::Object(_)) => Some(v.clone()),
+        (ParameterType::Array, Value::Array(_)) => Some(v.clone()),
+        (ParameterType::Number, Value::String(s)) => s.trim().parse::<f64>().ok().and_then(|f| serde_json::Number::from_f64(f)).map(Value::Number),
+        (ParameterType::Integer, Value::String(s)) => s.trim().parse::<i64>().ok().map(Value::from),
+        (ParameterType::Boolean, Value::String(s)) => match s.trim() {
+            "true" | "yes" => Some(Value::Bool(true)),
+            "false" | "no" => Some(Value::Bool(false)),
+            _ => None,
+        },
+        (ParameterType::Object | ParameterType::Array, Value::String(s)) => {
+            serde_json::from_str::<Value>(s).ok().and_then(|p| coerce(t, &p).filter(|_| !p.is_string()))
+        }
+        _ => None,
+    }
+}
+
+fn is_step_ident(s: &str) -> bool {
+    let mut b = s.bytes();
+    matches!(b.next(), Some(c) if c.is_ascii_alphabetic() || c == b'_')
+        && b.all(|c| c.is_ascii_alphanumeric() || c == b'_')
+        && s.len() <= 64
+}
+
+/// Validate a parsed spec.
+pub fn validate(spec: WorkflowSpec) -> Result<ValidatedSpec, SpecError> {
+    let mut p = Vec::new();
+    if !is_valid_id(spec.id.as_str()) {
+        p.push(problem("id", format!("`{}` is not a valid id (letters, digits, `_`, `-`, `.`; at most 128)", spec.id)));
+    }
+    if !is_valid_id(spec.owner.as_str()) {
+        p.push(problem("owner", format!("`{}` is not a valid owner id", spec.owner)));
+    }
+    for (name, decl) in &spec.parameters {
+        check_parameter(name, decl, &mut p);
+    }
+    if let Some(b) = &spec.budget {
+        if !(b.max_cost.is_finite() && b.max_cost >= 0.0) {
+            p.push(problem("budget.max_cost", "must be a finite number ≥ 0"));
+        }
+    }
+    if spec.steps.is_empty() {
+        p.push(problem("steps", "a workflow needs at least one step"));
+    }
+
+    // Ids first: everything else refers to them.
+    let mut index = HashMap::new();
+    for (i, step) in spec.steps.iter().enumerate() {
+        let at = format!("steps[{i}]");
+        if !is_step_ident(step.id.as_str()) {
+            p.push(problem(&at, format!("step id `{}` must start with a letter or `_` and hold only letters, digits and `_` (at most 64)", step.id)));
+        }
+        if let Some(first) = index.insert(step.id.clone(), i) {
+            p.push(problem(&at, format!("duplicate step id `{}` (first at steps[{first}])", step.id)));
+        }
+    }
+    let mut needs = vec![Vec::new(); spec.steps.len()];
+    let mut dependents = vec![Vec::new(); spec.steps.len()];
+    for (i, step) in spec.steps.iter().enumerate() {
+        let at = format!("steps[{i}] ({}).needs", step.id);
+        for need in &step.needs {
+            match index.get(need) {
+                None => p.push(problem(&at, format!("unknown step `{need}`{}", suggest(need, &index)))),
+                Some(&j) if j == i => p.push(problem(&at, "a step cannot need itself")),
+                Some(&j) if needs[i].contains(&j) => p.push(problem(&at, format!("`{need}` is listed twice"))),
+                Some(&j) => {
+                    needs[i].push(j);
+                    dependents[j].push(i);
+                }
+            }
+        }
+    }
+    let topo = match topo_order(&needs) {
+        Ok(t) => t,
+        Err(cycle) => {
+            let names: Vec<_> = cycle.iter().map(|&i| spec.steps[i].id.as_str()).collect();
+            p.push(problem("steps", format!("dependency cycle: {}", names.join(" → "))));
+            Vec::new()
+        }
+    };
+
+    for (i, step) in spec.steps.iter().enumerate() {
+        check_step(i, step, &spec, &index, &needs, &mut p);
+    }
+    if !p.is_empty() {
+        return Err(SpecError { problems: p });
+    }
+    Ok(ValidatedSpec { dag: Dag { index, needs, dependents, topo }, spec })
+}
+
+fn suggest(name: &StepId, index: &HashMap<StepId, usize>) -> String {
+    let close = index.keys().find(|k| {
+        let (a, b) = (k.as_str(), name.as_str());
+        a.len().abs_diff(b.len()) <= 2 && (a.starts_with(&b[..b.len().min(3)]) || a.contains(b) || b.contains(a))
+    });
+    close.map(|k| format!(" (did you mean `{k}`?)")).unwrap_or_default()
+}
+
+fn check_parameter(name: &str, decl: &ParameterSpec, p: &mut Vec<SpecProblem>) {
+    let at = format!("parameters.{name}");
+    if !is_step_ident(name) {
+        p.push(problem(&at, "parameter names must start with a letter or `_` and hold only letters, digits and `_`"));
+    }
+    if let Some(d) = &decl.default {
+        if coerce(decl.ty, d).is_none() || d.is_string() && decl.ty != ParameterType::String {
+            p.push(problem(&at, format!("default {d} is not {}", type_name(decl.ty))));
+        }
+        if decl.required {
+            p.push(problem(&at, "a required parameter cannot have a default"));
+        }
+    }
+}
+
+/// Kahn's algorithm; on a cycle, returns one cycle (first node repeated at the end).
+fn topo_order(needs: &[Vec<usize>]) -> Result<Vec<usize>, Vec<usize>> {
+    let n = needs.len();
+    let mut indegree: Vec<usize> = needs.iter().map(Vec::len).collect();
+    let mut dependents = vec![Vec::new(); n];
+    for (i, ns) in needs.iter().enumerate() {
+        for &j in ns {
+            dependents[j].push(i);
+        }
+    }
+    let mut ready: BTreeSet<usize> = (0..n).filter(|&i| indegree[i] == 0).collect();
+    let mut order = Vec::with_capacity(n);
+    while let Some(i) = ready.pop_first() {
+        order.push(i);
+        for &d in &dependents[i] {
+            indegree[d] -= 1;
+            if indegree[d] == 0 {
+                ready.insert(d);
+            }
+        }
+    }
+    if order.len() == n {
+        return Ok(order);
+    }
+    // Walk `needs` edges among the remaining nodes until one repeats: that is a cycle.
+    let start = (0..n).find(|&i| indegree[i] > 0).expect("some node is left");
+    let mut seen = vec![usize::MAX; n];
+    let mut path = Vec::new();
+    let mut cur = start;
+    while seen[cur] == usize::MAX {
+        seen[cur] = path.len();
+        path.push(cur);
+        cur = *needs[cur].iter().find(|&&j| indegree[j] > 0).expect("a node on a cycle has a remaining need");
+    }
+    let mut cycle: Vec<usize> = path[seen[cur]..].to_vec();
+    cycle.reverse(); // needs point backwards; print in execution direction
+    cycle.push(cycle[0]);
+    Err(cycle)
+}
+
+/// Whether `target` is reachable from `from` through `needs` edges (i.e. upstream of it).
+fn is_upstream(target: usize, from: usize, needs: &[Vec<usize>]) -> bool {
+    let mut stack = needs[from].clone();
+    let mut seen = vec![false; needs.len()];
+    while let Some(i) = stack.pop() {
+        if i == target {
+            return true;
+        }
+        if !std::mem::replace(&mut seen[i], true) {
+            stack.extend_from_slice(&needs[i]);
+        }
+    }
+    false
+}
+
+fn check_step(
+    i: usize,
+    step: &StepSpec,
+    spec: &WorkflowSpec,
+    index: &HashMap<StepId, usize>,
+    needs: &[Vec<usize>],
+    p: &mut Vec<SpecProblem>,
+) {
+    let at = format!("steps[{i}] ({})", step.id);
+    let ty = step.ty.name();
+    if !step.ty.is_available() {
+        p.push(problem(&at, format!("step type `{ty}` is not available yet in this version of Tollgate")));
+    }
+    // Fields each type needs, and fields it must not have.
+    let fields: [(&str, bool, &[StepType]); 7] = [
+        ("expr", step.expr.is_some(), &[StepType::Condition]),
+        ("script", step.script.is_some(), &[StepType::Code]),
+        ("limits", step.limits.is_some(), &[StepType::Code]),
+        ("duration", step.duration.is_some(), &[StepType::Delay]),
+        ("request", step.request.is_some(), &[StepType::ApiCall]),
+        ("question", step.question.is_some(), &[StepType::Approval]),
+        ("assignee", step.assignee.is_some(), &[StepType::Approval]),
+    ];
+    for (name, present, types) in fields {
+        if present && !types.contains(&step.ty) {
+            p.push(problem(format!("{at}.{name}"), format!("`{name}` does not apply to a `{ty}` step")));
+        }
+    }
+    let required: &[(&str, bool)] = match step.ty {
+        StepType::Condition => &[("expr", step.expr.is_some())],
+        StepType::Code => &[("script", step.script.is_some())],
+        StepType::Delay => &[("duration", step.duration.is_some())],
+        StepType::ApiCall => &[("request", step.request.is_some())],
+        StepType::Approval => &[("question", step.question.is_some())],
+        _ => &[],
+    };
+    for (name, present) in required {
+        if !present {
+            p.push(problem(&at, format!("a `{ty}` step needs `{name}`")));
+        }
+    }
+    if step.with.is_some() && step.ty.is_available() {
+        p.push(problem(format!("{at}.with"), format!("`with` does not apply to a `{ty}` step")));
+    }
+    if let Some(r) = &step.retry {
+        if !(1..=100).contains(&r.max_attempts) {
+            p.push(problem(format!("{at}.retry.max_attempts"), "must be between 1 and 100"));
+        }
+        if !(r.backoff.multiplier.is_finite() && r.backoff.multiplier >= 1.0) {
+            p.push(problem(format!("{at}.retry.backoff.multiplier"), "must be ≥ 1"));
+        }
+    }
+    if step.timeout.is_some_and(|t| t.is_zero()) {
+        p.push(problem(format!("{at}.timeout"), "must be more than zero"));
+    }
+    if step.cost.is_some_and(|c| !(c.is_finite() && c >= 0.0)) {
+        p.push(problem(format!("{at}.cost"), "must be a finite number ≥ 0"));
+    }
+    if let Some(l) = &step.limits {
+        if l.cpu.is_zero() {
+            p.push(problem(format!("{at}.limits.cpu"), "must be more than zero"));
+        }
+        if !(1..=4096).contains(&l.memory_mib) {
+            p.push(problem(format!("{at}.limits.memory_mib"), "must be between 1 and 4096"));
+        }
+    }
+    if let Some(r) = &step.request {
+        if r.method.parse::<Method>().is_err() {
+            p.push(problem(format!("{at}.request.method"), format!("`{}` is not an HTTP method", r.method)));
+        }
+        if r.url.trim().is_empty() {
+            p.push(problem(format!("{at}.request.url"), "must not be empty"));
+        }
+    }
+
+    // Expressions: syntax, parameters declared, steps upstream.
+    let mut exprs: Vec<(String, String)> = Vec::new();
+    if let Some(w) = &step.when {
+        exprs.push((format!("{at}.when"), w.clone()));
+    }
+    if let Some(e) = &step.expr {
+        exprs.push((format!("{at}.expr"), e.clone()));
+    }
+    let mut templated: Vec<(String, Value)> = vec![(format!("{at}.inputs"), serde_json::to_value(&step.inputs).unwrap_or(Value::Null))];
+    if let Some(r) = &step.request {
+        templated.push((format!("{at}.request"), serde_json::to_value(r).unwrap_or(Value::Null)));
+    }
+    if let Some(q) = &step.question {
+        templated.push((format!("{at}.question"), Value::String(q.clone())));
+    }
+    for (place, value) in templated {
+        match expr::template_exprs(&value) {
+            Ok(es) => exprs.extend(es.into_iter().map(|e| (place.clone(), e))),
+            Err(e) => p.push(problem(place, e.to_string())),
+        }
+    }
+    for (place, src) in exprs {
+        if let Err(e) = expr::compile(&src) {
+            p.push(problem(&place, e.to_string()));
+            continue;
+        }
+        for name in expr::referenced_params(&src) {
+            if !spec.parameters.contains_key(&name) {
+                p.push(problem(&place, format!("`params.{name}` is not a declared parameter")));
+            }
+        }
+        for name in expr::referenced_steps(&src) {
+            match index.get(&StepId::new(name.clone())) {
+                None => p.push(problem(&place, format!("`steps.{name}` is not a step of this workflow"))),
+                Some(&j) if !is_upstream(j, i, needs) => p.push(problem(
+                    &place,
+                    format!("`steps.{name}` is not upstream of `{}`: add it (or a step after it) to `needs`", step.id),
+                )),
+                Some(_) => {}
+            }
+        }
+    }
+}
+
+/// HTTP methods accepted by `api_call` (parsed here to keep the engine free of HTTP crates).
+struct Method;
+
+impl std::str::FromStr for Method {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s.to_ascii_uppercase().as_str() {
+            "GET" | "POST" | "PUT" | "PATCH" | "DELETE" | "HEAD" | "OPTIONS" => Ok(Method),
+            _ => Err(()),
+        }
+    }
+}

@@ -1,0 +1,60 @@
+//! The storage port every backend implements: byte values under id-only keys, append-only
+//! logs with optimistic concurrency, sorted id indexes, and TTLs.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// An append expected the log to hold `expected` entries but it holds `actual`:
+    /// another writer got there first.
+    #[error("log {log} has {actual} entries, expected {expected}: concurrent writer")]
+    Conflict { log: String, expected: u64, actual: u64 },
+    #[error("record {0} does not exist")]
+    NotFound(String),
+    #[error("record {key} cannot be decoded: {reason}")]
+    Corrupt { key: String, reason: String },
+    #[error("record {0} failed to open with its workflow key (wrong key, moved, or tampered)")]
+    Sealed(String),
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    #[error("storage backend unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// A key-value store with logs and indexes. Keys are ids joined by `/`; values are opaque.
+///
+/// Every method is atomic on its own. Implementations must be safe to share across tasks
+/// and processes (Redis) or tasks (SQLite file with WAL).
+#[async_trait]
+pub trait Backend: Send + Sync + 'static {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Write `value` under `key`, replacing what was there; expire it after `ttl` if given.
+    async fn put(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<(), StoreError>;
+
+    /// Write only if `key` holds nothing (or has expired). Returns whether it wrote.
+    /// This is how decisions, outcomes and dedup claims become first-writer-wins.
+    async fn put_if_absent(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<bool, StoreError>;
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError>;
+
+    /// Append `entries` to `log` provided it currently holds exactly `expected_len` entries,
+    /// all or nothing. Otherwise [`StoreError::Conflict`].
+    async fn append(&self, log: &str, expected_len: u64, entries: &[Vec<u8>]) -> Result<(), StoreError>;
+
+    /// Entries of `log` from position `from` (0-based) to the end; empty if the log does not exist.
+    async fn read_log(&self, log: &str, from: u64) -> Result<Vec<Vec<u8>>, StoreError>;
+
+    /// Add `member` to the sorted `index` (sorted by member, ascending).
+    async fn index_add(&self, index: &str, member: &str) -> Result<(), StoreError>;
+
+    async fn index_remove(&self, index: &str, member: &str) -> Result<(), StoreError>;
+
+    /// All members of `index`, ascending.
+    async fn index_members(&self, index: &str) -> Result<Vec<String>, StoreError>;
+
+    /// All keys that start with `prefix`, ascending. Used for listing and raw dumps, not on hot paths.
+    async fn scan_prefix(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
+}

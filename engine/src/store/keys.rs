@@ -1,0 +1,48 @@
+//! The key layout. Keys hold ids only; every value under them is sealed (except the
+//! run → workflow pointer, which is an id itself and is needed to find the run's key).
+
+use crate::ids::{RequestId, RunId, StepId, WorkflowId};
+
+/// Workflow key descriptor (salt, owner, key version), sealed with the service key.
+pub fn workflow_keyinfo(wf: &WorkflowId) -> String {
+    format!("wf/{wf}/key")
+}
+/// A workflow's spec, by the digest of its content (runs name the exact spec they ran).
+pub fn workflow_spec(wf: &WorkflowId, digest: &str) -> String {
+    format!("wf/{wf}/spec/{digest}")
+}
+/// The digest of the latest registered spec of a workflow.
+pub fn workflow_latest(wf: &WorkflowId) -> String {
+    format!("wf/{wf}/latest")
+}
+/// Plaintext pointer from a run to its workflow id.
+pub fn run_workflow(run: &RunId) -> String {
+    format!("run/{run}/wf")
+}
+pub fn run_meta(run: &RunId) -> String {
+    format!("run/{run}/meta")
+}
+pub fn run_journal(run: &RunId) -> String {
+    format!("run/{run}/journal")
+}
+/// The resolved input of one attempt of a step, written before the job is enqueued.
+pub fn step_input(run: &RunId, step: &StepId, attempt: u32) -> String {
+    format!("run/{run}/in/{step}/{attempt}")
+}
+/// The recorded outcome of one attempt of a step (first writer wins).
+pub fn step_outcome(run: &RunId, step: &StepId, attempt: u32) -> String {
+    format!("run/{run}/out/{step}/{attempt}")
+}
+pub fn human_request(req: &RequestId) -> String {
+    format!("hitl/{req}")
+}
+pub fn human_decision(req: &RequestId) -> String {
+    format!("hitl/{req}/decision")
+}
+
+/// Index of all runs (members: run ids, which sort by creation time).
+pub const RUNS: &str = "idx/runs";
+/// Index of runs that have not finished (rehydrated on start).
+pub const ACTIVE_RUNS: &str = "idx/runs-active";
+/// Index of human requests waiting for a decision (members: request ids).
+pub const PENDING_HUMAN: &str = "idx/hitl-pending";

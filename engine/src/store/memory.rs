@@ -1,0 +1,232 @@
+//! memory
+//!
+//! [`MemoryBackend`]: the [`Backend`] port held in process memory, for unit tests and
+//! throw-away runs. It follows the same semantics as the Redis and SQLite backends (the
+//! conformance suite in `tollgate-tests` runs against all three): one namespace of names
+//! shared by values, logs and indexes, TTLs measured on the monotonic clock, appends
+//! checked against the expected length.
+//!
+//! Every method completes without awaiting anything, so the futures it returns are ready on
+//! their first poll; that keeps the engine free of an async runtime.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+
+use crate::store::{Backend, StoreError};
+
+/// An in-memory [`Backend`]. Cheap to create; share it behind an `Arc`.
+#[derive(Debug, Default)]
+pub struct MemoryBackend {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    values: BTreeMap<String, Value>,
+    logs: BTreeMap<String, Vec<Vec<u8>>>,
+    indexes: BTreeMap<String, BTreeSet<String>>,
+}
+
+#[derive(Debug)]
+struct Value {
+    bytes: Vec<u8>,
+    expires_at: Option<Instant>,
+}
+
+impl Value {
+    fn live(&self, now: Instant) -> bool {
+        self.expires_at.is_none_or(|at| at > now)
+    }
+}
+
+impl MemoryBackend {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // Every method mutates the maps with single calls that cannot leave them half
+        // updated, so the data behind a poisoned lock is still consistent: keep serving it
+        // rather than failing every later call.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// When a value written now with `ttl` stops being visible.
+fn deadline(now: Instant, ttl: Option<Duration>) -> Option<Instant> {
+    // A TTL too large to represent never expires in practice.
+    ttl.and_then(|ttl| now.checked_add(ttl))
+}
+
+#[async_trait]
+impl Backend for MemoryBackend {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        match inner.values.get(key) {
+            Some(v) if v.live(now) => Ok(Some(v.bytes.clone())),
+            Some(_) => {
+                // Expired: remove lazily, as the other backends do.
+                inner.values.remove(key);
+                Ok(None)
+            }
+            None => Ok(None),
+        }
+    }
+
+    async fn put(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<(), StoreError> {
+        let now = Instant::now();
+        let value = Value { bytes: value.to_vec(), expires_at: deadline(now, ttl) };
+        self.lock().values.insert(key.to_owned(), value);
+        Ok(())
+    }
+
+    async fn put_if_absent(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<bool, StoreError> {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        if inner.values.get(key).is_some_and(|v| v.live(now)) {
+            return Ok(false);
+        }
+        let value = Value { bytes: value.to_vec(), expires_at: deadline(now, ttl) };
+        inner.values.insert(key.to_owned(), value);
+        Ok(true)
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        // A name is one thing in Redis (value, list or sorted set); deleting it removes
+        // whichever it is, here too.
+        let mut inner = self.lock();
+        inner.values.remove(key);
+        inner.logs.remove(key);
+        inner.indexes.remove(key);
+        Ok(())
+    }
+
+    async fn append(&self, log: &str, expected_len: u64, entries: &[Vec<u8>]) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        let actual = inner.logs.get(log).map_or(0, |l| l.len() as u64);
+        if actual != expected_len {
+            return Err(StoreError::Conflict { log: log.to_owned(), expected: expected_len, actual });
+        }
+        // An empty append only checks the length: it must not create an empty log, which
+        // Redis cannot represent.
+        if !entries.is_empty() {
+            inner.logs.entry(log.to_owned()).or_default().extend(entries.iter().cloned());
+        }
+        Ok(())
+    }
+
+    async fn read_log(&self, log: &str, from: u64) -> Result<Vec<Vec<u8>>, StoreError> {
+        let inner = self.lock();
+        let Some(entries) = inner.logs.get(log) else { return Ok(Vec::new()) };
+        let from = usize::try_from(from).unwrap_or(usize::MAX).min(entries.len());
+        Ok(entries[from..].to_vec())
+    }
+
+    async fn index_add(&self, index: &str, member: &str) -> Result<(), StoreError> {
+        self.lock().indexes.entry(index.to_owned()).or_default().insert(member.to_owned());
+        Ok(())
+    }
+
+    async fn index_remove(&self, index: &str, member: &str) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        if let Some(members) = inner.indexes.get_mut(index) {
+            members.remove(member);
+            // Redis drops a sorted set with its last member; so does this.
+            if members.is_empty() {
+                inner.indexes.remove(index);
+            }
+        }
+        Ok(())
+    }
+
+    async fn index_members(&self, index: &str) -> Result<Vec<String>, StoreError> {
+        Ok(self.lock().indexes.get(index).map(|m| m.iter().cloned().collect()).unwrap_or_default())
+    }
+
+    async fn scan_prefix(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        inner.values.retain(|_, v| v.live(now));
+        let in_range = |k: &&String| k.starts_with(prefix);
+        let mut keys: BTreeSet<String> = BTreeSet::new();
+        keys.extend(inner.values.range(prefix.to_owned()..).map(|(k, _)| k).take_while(in_range).cloned());
+        keys.extend(inner.logs.range(prefix.to_owned()..).map(|(k, _)| k).take_while(in_range).cloned());
+        keys.extend(inner.indexes.range(prefix.to_owned()..).map(|(k, _)| k).take_while(in_range).cloned());
+        Ok(keys.into_iter().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::pin::pin;
+    use std::task::{Context, Poll, Waker};
+    use std::thread::sleep;
+
+    use super::*;
+
+    /// Every future of [`MemoryBackend`] is ready at once, so one poll drives it; the engine
+    /// has no runtime to lend.
+    fn now<F: Future>(f: F) -> F::Output {
+        match pin!(f).poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(out) => out,
+            Poll::Pending => panic!("MemoryBackend future was not ready on its first poll"),
+        }
+    }
+
+    #[test]
+    fn values_round_trip_and_first_writer_wins() {
+        let b = MemoryBackend::new();
+        assert_eq!(now(b.get("a")).unwrap(), None);
+        now(b.put("a", b"1", None)).unwrap();
+        assert_eq!(now(b.get("a")).unwrap(), Some(b"1".to_vec()));
+        assert!(!now(b.put_if_absent("a", b"2", None)).unwrap());
+        assert!(now(b.put_if_absent("b", b"2", None)).unwrap());
+        now(b.delete("a")).unwrap();
+        assert_eq!(now(b.get("a")).unwrap(), None);
+    }
+
+    #[test]
+    fn expired_values_are_invisible_and_reclaimable() {
+        let b = MemoryBackend::new();
+        now(b.put("t", b"x", Some(Duration::from_millis(20)))).unwrap();
+        now(b.put("p/t", b"x", Some(Duration::from_millis(20)))).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while now(b.get("t")).unwrap().is_some() {
+            assert!(Instant::now() < deadline, "value with a 20 ms TTL still visible after 5 s");
+            sleep(Duration::from_millis(5));
+        }
+        assert!(now(b.scan_prefix("p/")).unwrap().is_empty());
+        assert!(now(b.put_if_absent("t", b"y", None)).unwrap());
+    }
+
+    #[test]
+    fn append_checks_length() {
+        let b = MemoryBackend::new();
+        now(b.append("l", 0, &[b"a".to_vec(), b"b".to_vec()])).unwrap();
+        match now(b.append("l", 1, &[b"c".to_vec()])) {
+            Err(StoreError::Conflict { expected: 1, actual: 2, .. }) => {}
+            other => panic!("expected a conflict, got {other:?}"),
+        }
+        now(b.append("l", 2, &[])).unwrap();
+        assert_eq!(now(b.read_log("l", 1)).unwrap(), vec![b"b".to_vec()]);
+        assert!(now(b.read_log("l", u64::MAX)).unwrap().is_empty());
+    }
+
+    #[test]
+    fn indexes_and_scans_are_sorted() {
+        let b = MemoryBackend::new();
+        for m in ["9", "10", "1"] {
+            now(b.index_add("i", m)).unwrap();
+        }
+        assert_eq!(now(b.index_members("i")).unwrap(), ["1", "10", "9"]);
+        now(b.put("run/1/a", b"", None)).unwrap();
+        now(b.put("run/10/a", b"", None)).unwrap();
+        now(b.append("run/1/log", 0, &[b"e".to_vec()])).unwrap();
+        assert_eq!(now(b.scan_prefix("run/1/")).unwrap(), ["run/1/a", "run/1/log"]);
+    }
+}

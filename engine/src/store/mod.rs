@@ -1,0 +1,18 @@
+//! Persistence: the [`Backend`] port (ids in, sealed bytes out) and the typed, sealing [`Store`].
+//!
+//! Backends (Redis, SQLite, in-memory) only ever see keys made of ids and values that
+//! [`Store`] has already sealed with the owning workflow's key, so "nothing readable at rest"
+//! holds by construction, whatever the backend. The same conformance suite
+//! (`tollgate-tests::store_conformance`) runs against every backend.
+
+mod backend;
+pub mod keys;
+pub mod memory;
+mod records;
+mod typed;
+
+pub use backend::{Backend, StoreError};
+pub use records::*;
+pub use typed::Store;
+
+

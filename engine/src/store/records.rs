@@ -1,0 +1,71 @@
+//! The typed records kept in the store (all sealed at rest).
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::ids::{OwnerId, RunId, StepId, WorkflowId};
+use crate::run::{Decision, HumanRequestSpec};
+use crate::step::StepError;
+
+/// What is needed to derive a workflow's key (sealed with the service key).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WorkflowKeyInfo {
+    pub owner: OwnerId,
+    /// Hex of the random per-workflow salt; deleting it crypto-shreds the workflow.
+    pub salt: String,
+    pub key_version: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunMeta {
+    pub run: RunId,
+    pub workflow: WorkflowId,
+    /// The spec's declared version, for people.
+    pub version: u32,
+    /// The digest of the exact spec this run follows.
+    pub spec_digest: String,
+    pub owner: OwnerId,
+    pub params: Value,
+    pub created_at: u64,
+}
+
+/// What one attempt of a step produced, written by the worker before the run is notified.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StepOutcome {
+    pub step: StepId,
+    pub attempt: u32,
+    pub started_at: u64,
+    pub finished_at: u64,
+    pub result: OutcomeResult,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum OutcomeResult {
+    Succeeded {
+        output: Value,
+        cost: f64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        gate: Option<Value>,
+    },
+    Failed { error: StepError },
+}
+
+/// A persisted request for a human decision.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HumanRequestRecord {
+    pub workflow: WorkflowId,
+    pub run: RunId,
+    pub request: HumanRequestSpec,
+    pub created_at: u64,
+}
+
+/// The decision on a request (first writer wins).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HumanDecisionRecord {
+    pub decision: Decision,
+    pub by: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    pub at: u64,
+}

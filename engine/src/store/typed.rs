@@ -1,0 +1,248 @@
+//! [`Store`]: typed records over any [`Backend`], sealed with the owning workflow's key.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::crypto::{new_salt, MasterKey, RecordKey};
+use crate::ids::{OwnerId, RequestId, RunId, StepId, WorkflowId};
+use crate::run::Event;
+use crate::spec::WorkflowSpec;
+use crate::store::{keys, Backend, HumanDecisionRecord, HumanRequestRecord, RunMeta, StepOutcome, StoreError, WorkflowKeyInfo};
+
+/// The current key version for new workflows.
+const KEY_VERSION: u32 = 1;
+
+pub struct Store {
+    backend: Arc<dyn Backend>,
+    master: MasterKey,
+    service: RecordKey,
+    keys: RwLock<HashMap<WorkflowId, RecordKey>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Store")
+    }
+}
+
+impl Store {
+    pub fn new(backend: Arc<dyn Backend>, master: MasterKey) -> Self {
+        let service = master.service_key();
+        Self { backend, master, service, keys: RwLock::new(HashMap::new()) }
+    }
+
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+        serde_json::to_vec(value).expect("records serialise to JSON")
+    }
+
+    fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, StoreError> {
+        serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt { key: key.to_string(), reason: e.to_string() })
+    }
+
+    async fn get_sealed<T: DeserializeOwned>(&self, k: &RecordKey, key: &str) -> Result<Option<T>, StoreError> {
+        match self.backend.get(key).await? {
+            None => Ok(None),
+            Some(sealed) => {
+                let plain = k.open(key.as_bytes(), &sealed).map_err(|_| StoreError::Sealed(key.to_string()))?;
+                Self::decode(key, &plain).map(Some)
+            }
+        }
+    }
+
+    /// The workflow's record key (derived once, then cached).
+    pub async fn workflow_key(&self, wf: &WorkflowId) -> Result<RecordKey, StoreError> {
+        if let Some(k) = self.keys.read().expect("key cache lock").get(wf) {
+            return Ok(k.clone());
+        }
+        let key = keys::workflow_keyinfo(wf);
+        let info: WorkflowKeyInfo =
+            self.get_sealed(&self.service, &key).await?.ok_or_else(|| StoreError::NotFound(key.clone()))?;
+        let salt = hex::decode(&info.salt).map_err(|e| StoreError::Corrupt { key, reason: e.to_string() })?;
+        let k = self.master.workflow_key(&salt, &info.owner, wf, info.key_version);
+        self.keys.write().expect("key cache lock").insert(wf.clone(), k.clone());
+        Ok(k)
+    }
+
+    /// The owner a workflow's key is bound to.
+    pub async fn workflow_owner(&self, wf: &WorkflowId) -> Result<OwnerId, StoreError> {
+        let key = keys::workflow_keyinfo(wf);
+        let info: WorkflowKeyInfo = self.get_sealed(&self.service, &key).await?.ok_or(StoreError::NotFound(key))?;
+        Ok(info.owner)
+    }
+
+    /// Register a spec, creating the workflow's key on first sight; returns the spec's content
+    /// digest, under which it is stored (so an edited spec with an unchanged `version` is a
+    /// different spec, never confused with the old one). A workflow id owned by someone else
+    /// is refused.
+    pub async fn register_workflow(&self, spec: &WorkflowSpec) -> Result<String, StoreError> {
+        let key = keys::workflow_keyinfo(&spec.id);
+        let info = WorkflowKeyInfo { owner: spec.owner.clone(), salt: hex::encode(new_salt()), key_version: KEY_VERSION };
+        let sealed = self.service.seal(key.as_bytes(), &Self::encode(&info));
+        if !self.backend.put_if_absent(&key, &sealed, None).await? {
+            let owner = self.workflow_owner(&spec.id).await?;
+            if owner != spec.owner {
+                return Err(StoreError::Forbidden(format!("workflow `{}` belongs to another owner", spec.id)));
+            }
+        }
+        let k = self.workflow_key(&spec.id).await?;
+        let encoded = Self::encode(spec);
+        let digest = hex::encode(&Sha256::digest(&encoded)[..16]);
+        let spec_key = keys::workflow_spec(&spec.id, &digest);
+        self.backend.put(&spec_key, &k.seal(spec_key.as_bytes(), &encoded), None).await?;
+        let latest = keys::workflow_latest(&spec.id);
+        self.backend.put(&latest, &k.seal(latest.as_bytes(), &Self::encode(&digest)), None).await?;
+        Ok(digest)
+    }
+
+    pub async fn load_spec(&self, wf: &WorkflowId, digest: &str) -> Result<WorkflowSpec, StoreError> {
+        let k = self.workflow_key(wf).await?;
+        let key = keys::workflow_spec(wf, digest);
+        self.get_sealed(&k, &key).await?.ok_or(StoreError::NotFound(key))
+    }
+
+    pub async fn create_run(&self, meta: &RunMeta) -> Result<(), StoreError> {
+        let k = self.workflow_key(&meta.workflow).await?;
+        let ptr = keys::run_workflow(&meta.run);
+        if !self.backend.put_if_absent(&ptr, meta.workflow.as_str().as_bytes(), None).await? {
+            return Err(StoreError::Forbidden(format!("run {} already exists", meta.run)));
+        }
+        let key = keys::run_meta(&meta.run);
+        self.backend.put(&key, &k.seal(key.as_bytes(), &Self::encode(meta)), None).await?;
+        self.backend.index_add(keys::ACTIVE_RUNS, meta.run.as_str()).await?;
+        self.backend.index_add(keys::RUNS, meta.run.as_str()).await
+    }
+
+    /// The workflow a run belongs to (a plaintext id pointer).
+    pub async fn run_workflow(&self, run: &RunId) -> Result<WorkflowId, StoreError> {
+        let key = keys::run_workflow(run);
+        let bytes = self.backend.get(&key).await?.ok_or(StoreError::NotFound(format!("run {run}")))?;
+        String::from_utf8(bytes).map(WorkflowId).map_err(|e| StoreError::Corrupt { key, reason: e.to_string() })
+    }
+
+    pub async fn run_meta(&self, run: &RunId) -> Result<RunMeta, StoreError> {
+        let wf = self.run_workflow(run).await?;
+        let k = self.workflow_key(&wf).await?;
+        let key = keys::run_meta(run);
+        self.get_sealed(&k, &key).await?.ok_or(StoreError::NotFound(key))
+    }
+
+    /// Append events to a run's journal at position `expected_len` (single writer per run).
+    pub async fn append_events(&self, wf: &WorkflowId, run: &RunId, expected_len: u64, events: &[Event]) -> Result<(), StoreError> {
+        let k = self.workflow_key(wf).await?;
+        let log = keys::run_journal(run);
+        let sealed: Vec<Vec<u8>> = events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| k.seal(journal_aad(&log, expected_len + i as u64).as_bytes(), &Self::encode(e)))
+            .collect();
+        self.backend.append(&log, expected_len, &sealed).await
+    }
+
+    pub async fn read_journal(&self, wf: &WorkflowId, run: &RunId) -> Result<Vec<Event>, StoreError> {
+        let k = self.workflow_key(wf).await?;
+        let log = keys::run_journal(run);
+        self.backend
+            .read_log(&log, 0)
+            .await?
+            .iter()
+            .enumerate()
+            .map(|(i, sealed)| {
+                let aad = journal_aad(&log, i as u64);
+                let plain = k.open(aad.as_bytes(), sealed).map_err(|_| StoreError::Sealed(aad.clone()))?;
+                Self::decode(&aad, &plain)
+            })
+            .collect()
+    }
+
+    pub async fn put_step_input(&self, wf: &WorkflowId, run: &RunId, step: &StepId, attempt: u32, input: &Value) -> Result<(), StoreError> {
+        let k = self.workflow_key(wf).await?;
+        let key = keys::step_input(run, step, attempt);
+        self.backend.put(&key, &k.seal(key.as_bytes(), &Self::encode(input)), None).await
+    }
+
+    pub async fn step_input(&self, wf: &WorkflowId, run: &RunId, step: &StepId, attempt: u32) -> Result<Option<Value>, StoreError> {
+        let k = self.workflow_key(wf).await?;
+        self.get_sealed(&k, &keys::step_input(run, step, attempt)).await
+    }
+
+    /// Record an attempt's outcome; the first recorded outcome of an attempt wins.
+    pub async fn record_outcome(&self, wf: &WorkflowId, run: &RunId, outcome: &StepOutcome) -> Result<bool, StoreError> {
+        let k = self.workflow_key(wf).await?;
+        let key = keys::step_outcome(run, &outcome.step, outcome.attempt);
+        self.backend.put_if_absent(&key, &k.seal(key.as_bytes(), &Self::encode(outcome)), None).await
+    }
+
+    pub async fn step_outcome(&self, wf: &WorkflowId, run: &RunId, step: &StepId, attempt: u32) -> Result<Option<StepOutcome>, StoreError> {
+        let k = self.workflow_key(wf).await?;
+        self.get_sealed(&k, &keys::step_outcome(run, step, attempt)).await
+    }
+
+    /// Persist a human request (idempotent) and list it as pending unless already decided.
+    pub async fn put_human_request(&self, record: &HumanRequestRecord) -> Result<(), StoreError> {
+        let k = self.workflow_key(&record.workflow).await?;
+        let key = keys::human_request(&record.request.id);
+        self.backend.put_if_absent(&key, &k.seal(key.as_bytes(), &Self::encode(record)), None).await?;
+        if self.backend.get(&keys::human_decision(&record.request.id)).await?.is_none() {
+            self.backend.index_add(keys::PENDING_HUMAN, record.request.id.as_str()).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn human_request(&self, req: &RequestId) -> Result<HumanRequestRecord, StoreError> {
+        let run = RunId::new(req.as_str().split('.').next().unwrap_or_default());
+        let wf = self.run_workflow(&run).await.map_err(|_| StoreError::NotFound(format!("request {req}")))?;
+        let k = self.workflow_key(&wf).await?;
+        self.get_sealed(&k, &keys::human_request(req)).await?.ok_or(StoreError::NotFound(format!("request {req}")))
+    }
+
+    /// Record a decision. Returns false if the request was already decided (nothing changes).
+    pub async fn decide(&self, wf: &WorkflowId, req: &RequestId, decision: &HumanDecisionRecord) -> Result<bool, StoreError> {
+        let k = self.workflow_key(wf).await?;
+        let key = keys::human_decision(req);
+        let won = self.backend.put_if_absent(&key, &k.seal(key.as_bytes(), &Self::encode(decision)), None).await?;
+        if won {
+            self.backend.index_remove(keys::PENDING_HUMAN, req.as_str()).await?;
+        }
+        Ok(won)
+    }
+
+    pub async fn human_decision(&self, wf: &WorkflowId, req: &RequestId) -> Result<Option<HumanDecisionRecord>, StoreError> {
+        let k = self.workflow_key(wf).await?;
+        self.get_sealed(&k, &keys::human_decision(req)).await
+    }
+
+    /// A request that no longer needs an answer.
+    pub async fn withdraw_human_request(&self, req: &RequestId) -> Result<(), StoreError> {
+        self.backend.index_remove(keys::PENDING_HUMAN, req.as_str()).await
+    }
+
+    pub async fn pending_requests(&self) -> Result<Vec<RequestId>, StoreError> {
+        Ok(self.backend.index_members(keys::PENDING_HUMAN).await?.into_iter().map(RequestId).collect())
+    }
+
+    pub async fn mark_run_finished(&self, run: &RunId) -> Result<(), StoreError> {
+        self.backend.index_remove(keys::ACTIVE_RUNS, run.as_str()).await
+    }
+
+    pub async fn active_runs(&self) -> Result<Vec<RunId>, StoreError> {
+        Ok(self.backend.index_members(keys::ACTIVE_RUNS).await?.into_iter().map(RunId).collect())
+    }
+
+    pub async fn list_runs(&self) -> Result<Vec<RunId>, StoreError> {
+        Ok(self.backend.index_members(keys::RUNS).await?.into_iter().map(RunId).collect())
+    }
+}
+
+/// Journal entries are bound to their position, so entries cannot be reordered or spliced.
+fn journal_aad(log: &str, seq: u64) -> String {
+    format!("{log}/{seq}")
+}

@@ -1,0 +1,97 @@
+//! Nothing readable at rest: a marker string that passes through a run's parameters, inputs,
+//! outputs, human request and decision appears nowhere in a raw dump of the SQLite files or
+//! of every Redis key and value the deployment wrote.
+
+use serde_json::json;
+use tollgate_engine::run::{Decision, StepStatus};
+use tollgate_tests::harness::{embedded, redis, redis_url, TestSystem};
+
+const MARKER: &str = "ZEBRA-MARKER-7731";
+
+const SPEC: &str = r#"
+id: marker-flow
+owner: ops
+parameters:
+  secret: { type: string, required: true }
+steps:
+  - { id: echo, type: code, script: "return { again: input.s + '!', list: [input.s] }", inputs: { s: "${{ params.secret }}" } }
+  - { id: ok, type: approval, needs: [echo], question: "Release ${{ steps.echo.output.again }}?" }
+"#;
+
+async fn drive_marker_run(sys: &TestSystem) {
+    let run = sys.start(SPEC, json!({ "secret": MARKER })).await;
+    let v = sys.settle(&run).await;
+    let StepStatus::WaitingHuman { request } = TestSystem::step(&v, "ok").status.clone() else { panic!("not waiting") };
+    sys.t().decide(&request, Decision::Approve, "ann", Some(format!("fine, {MARKER}"))).await.unwrap();
+    let v = sys.settle(&run).await;
+    assert_eq!(v.state.status.label(), "succeeded");
+    // The marker really went through the run (so its absence at rest means something).
+    assert_eq!(TestSystem::step(&v, "echo").output.as_ref().unwrap()["again"], format!("{MARKER}!"));
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_files_hold_no_plaintext() {
+    let mut sys = embedded().await;
+    drive_marker_run(&sys).await;
+    sys.stop().await; // flush and close the SQLite files
+    let mut all = Vec::new();
+    for entry in std::fs::read_dir(sys.dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        let bytes = std::fs::read(&path).unwrap();
+        assert!(!contains(&bytes, MARKER.as_bytes()), "{} holds the marker in plaintext", path.display());
+        all.extend(bytes);
+    }
+    // The scan does see plaintext where there is some: ids are stored in the clear by design.
+    assert!(contains(&all, b"marker-flow"), "the raw scan found not even the workflow id");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_holds_no_plaintext() {
+    let mut sys = redis().await;
+    drive_marker_run(&sys).await;
+    sys.stop().await;
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let pattern = format!("{}*", sys.config.namespace);
+    let keys: Vec<String> = redis::cmd("KEYS").arg(&pattern).query_async(&mut conn).await.unwrap();
+    assert!(keys.len() > 5, "expected the deployment's keys under {pattern}, got {keys:?}");
+    let mut all = Vec::new();
+    for key in &keys {
+        assert!(!key.contains(MARKER), "key {key} holds the marker");
+        // Read each value whole by its type (DUMP would compress, hiding plaintext from the scan).
+        let ty: String = redis::cmd("TYPE").arg(key).query_async(&mut conn).await.unwrap();
+        let cmd = match ty.as_str() {
+            "string" => redis::cmd("GET").arg(key).clone(),
+            "list" => redis::cmd("LRANGE").arg(key).arg(0).arg(-1).clone(),
+            "hash" => redis::cmd("HGETALL").arg(key).clone(),
+            "set" => redis::cmd("SMEMBERS").arg(key).clone(),
+            "zset" => redis::cmd("ZRANGE").arg(key).arg(0).arg(-1).clone(),
+            "none" => continue, // expired meanwhile
+            other => panic!("key {key} has unexpected type {other}"),
+        };
+        let value: redis::Value = cmd.query_async(&mut conn).await.unwrap();
+        let mut bytes = Vec::new();
+        flatten(&value, &mut bytes);
+        assert!(!contains(&bytes, MARKER.as_bytes()), "value of {key} ({ty}) holds the marker in plaintext");
+        all.extend(bytes);
+    }
+    assert!(contains(&all, b"marker-flow"), "the raw scan found not even the workflow id");
+    let _: () = redis::cmd("DEL").arg(&keys).query_async(&mut conn).await.unwrap();
+}
+
+fn flatten(v: &redis::Value, out: &mut Vec<u8>) {
+    match v {
+        redis::Value::BulkString(b) => out.extend_from_slice(b),
+        redis::Value::SimpleString(s) => out.extend_from_slice(s.as_bytes()),
+        redis::Value::Array(items) | redis::Value::Set(items) => items.iter().for_each(|i| flatten(i, out)),
+        redis::Value::Map(pairs) => pairs.iter().for_each(|(k, v)| {
+            flatten(k, out);
+            flatten(v, out);
+        }),
+        _ => {}
+    }
+}
