@@ -219,10 +219,17 @@ fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         let mut r = Rng(7);
         let mut map = RedactionMap::with_key([1; 32]);
-        for doc in [prose(&mut r, 4096), json(&mut r, 4096), logs(&mut r, 4096), code(&mut r, 4096)] {
+        for doc in [
+            prose(&mut r, 4096),
+            json(&mut r, 4096),
+            logs(&mut r, 4096),
+            code(&mut r, 4096),
+        ] {
             black_box(mesh.scan_text(&doc, &GatePolicy::default(), &mut map));
         }
-        println!("gates bench: smoke run only (figures: cargo bench -p tollgate-engine --bench gates)");
+        println!(
+            "gates bench: smoke run only (figures: cargo bench -p tollgate-engine --bench gates)"
+        );
         return;
     }
     let policy = GatePolicy::default();

@@ -14,6 +14,7 @@ pub(crate) fn check_all(rs: &Ruleset) -> Result<(), GateError> {
     let policy = GatePolicy::default();
     let regions = regions(&policy);
     for r in rs.secrets.iter() {
+        require(&r.meta.id, &r.examples, true)?;
         check(&r.meta.id, &r.examples, |text| {
             let norm = normalize(text);
             let mut out = Vec::new();
@@ -30,6 +31,7 @@ pub(crate) fn check_all(rs: &Ruleset) -> Result<(), GateError> {
         rs.allowlist.allows(v)
     })?;
     for r in rs.pii.rules.iter() {
+        require(&r.meta.id, &r.examples, true)?;
         check(&r.meta.id, &r.examples, |text| {
             let norm = normalize(text);
             let hits = rs.prefilter.scan(&norm.text);
@@ -40,6 +42,7 @@ pub(crate) fn check_all(rs: &Ruleset) -> Result<(), GateError> {
         })?;
     }
     for r in rs.threat.iter() {
+        require(&r.meta.id, &r.examples, true)?;
         check(&r.meta.id, &r.examples, |text| {
             r.fires_on(text, &rs.threat, &policy)
         })?;
@@ -52,12 +55,31 @@ pub(crate) fn check_all(rs: &Ruleset) -> Result<(), GateError> {
 
 /// Checks one user regex rule.
 pub(crate) fn check_regex(r: &CompiledRegexRule) -> Result<(), GateError> {
+    require(&r.meta.id, &r.examples, false)?;
     check(&r.meta.id, &r.examples, |text| {
         let norm = normalize(text);
         let mut out = Vec::new();
         r.scan(&norm.text, &r.keyword_hits(&norm.text), &mut out);
         !out.is_empty()
     })
+}
+
+/// Data rules need both kinds of example; user regex rules at least a positive one.
+fn require(rule: &str, ex: &Examples, negative: bool) -> Result<(), GateError> {
+    let missing = if ex.positive.is_empty() {
+        Some("positive")
+    } else if negative && ex.negative.is_empty() {
+        Some("negative")
+    } else {
+        None
+    };
+    match missing {
+        Some(kind) => Err(GateError::InvalidRule {
+            rule: rule.to_string(),
+            message: format!("needs at least one {kind} example"),
+        }),
+        None => Ok(()),
+    }
 }
 
 fn check(rule: &str, ex: &Examples, fires: impl Fn(&str) -> bool) -> Result<(), GateError> {

@@ -287,6 +287,7 @@ severity = "high"
 keywords = ["acme_"]
 regex = '\bacme_[a-z0-9]{16}\b'
 positive = ["acme_0123456789abcdef", "ACME_0123456789ABCDEF"]
+negative = ["acme_short"]
 "#;
     std::fs::write(dir.path().join("acme.toml"), file).unwrap();
     std::fs::write(dir.path().join("policy.default.toml"), "not = [valid").unwrap();
@@ -295,6 +296,10 @@ positive = ["acme_0123456789abcdef", "ACME_0123456789ABCDEF"]
         err,
         "rule secret.acme: positive example #2 did not match: \"ACME_0123456789ABCDEF\""
     );
+    let no_negative = file.replace("negative = [\"acme_short\"]", "");
+    std::fs::write(dir.path().join("acme.toml"), no_negative).unwrap();
+    let err = GateMesh::load_dir(dir.path()).unwrap_err().to_string();
+    assert_eq!(err, "rule secret.acme: needs at least one negative example");
     std::fs::write(dir.path().join("acme.toml"), "[[secret]]\nid = 1").unwrap();
     let err = GateMesh::load_dir(dir.path()).unwrap_err().to_string();
     assert!(
@@ -382,4 +387,24 @@ fn labelled_corpus_meets_the_issue_targets() {
             report.mistakes
         );
     }
+}
+
+#[test]
+fn regex_rules_deserialise_from_a_spec_and_reject_typos() {
+    let yaml = "id: acme.po\ncategory: po_number\naction: redact\npattern: 'PO-\\d{6}'\npositive: ['PO-123456']\nnegative: ['PO-12']\n";
+    let rule: RegexRule = serde_yaml_ng::from_str(yaml).unwrap();
+    assert_eq!(
+        (rule.action, rule.examples.negative.len()),
+        (Some(GateAction::Redact), 1)
+    );
+    let mesh = GateMesh::builtin().with_extra_rules(vec![rule]).unwrap();
+    let out = mesh.scan_text("order PO-654321", &GatePolicy::default(), &mut map());
+    assert_eq!(out.redacted.as_deref(), Some("order [PO_NUMBER_1]"));
+    let typo = yaml.replace("pattern:", "pattren:");
+    assert!(serde_yaml_ng::from_str::<RegexRule>(&typo).is_err());
+    let extra = format!("{yaml}severty: high\n");
+    assert!(
+        serde_yaml_ng::from_str::<RegexRule>(&extra).is_err(),
+        "unknown fields are refused"
+    );
 }
