@@ -5,6 +5,7 @@
 
 pub mod crypto;
 pub mod expr;
+pub mod gates;
 pub mod ids;
 pub mod queue;
 pub mod run;
