@@ -15,6 +15,10 @@ pub(crate) enum BackendError {
     ApalisRedis(#[from] apalis_redis::Error),
     #[error("encoding a job: {0}")]
     Encode(#[from] serde_json::Error),
+    #[error("committing to the queue file: {0}")]
+    Commit(String),
+    #[error("the queue was closed")]
+    Closed,
     #[error("worker stopped: {0}")]
     Worker(String),
     #[error("preparing {path}: {source}")]

@@ -26,9 +26,10 @@
 //! - `max_attempts` is ignored (hard-coded 25) and idempotency keys are inert without a TTL
 //!   (`EXPIRE key 0` deletes them at once): irrelevant here, the engine owns retries and
 //!   tolerates duplicates. Never call apalis's `Vacuum`: it deletes jobs awaiting retry.
-//! - A worker's name stays registered until the orphan window passes (its `poll_close` `ZREM`s
-//!   the in-flight *set key* instead of the worker name): [`RELEASE_SCRIPT`] deregisters a
-//!   stopped worker that holds nothing.
+//! - A stopped worker's name stays registered until the orphan window passes (its `poll_close`
+//!   `ZREM`s the in-flight *set key* instead of the worker name), and jobs it had claimed but
+//!   not started (a fetch in flight when it stopped, or its buffer if it failed) wait that long
+//!   too: [`RELEASE_SCRIPT`] hands them back and deregisters the name.
 
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, SystemTime};
@@ -96,19 +97,29 @@ return 0
     )
 });
 
-/// Deregisters a stopped worker if it holds no job. One that still does stays registered, so
-/// orphan recovery (which only visits registered workers) can hand its jobs to someone else.
+/// Clean-up after a stopped worker whose started jobs have all finished: whatever is left in
+/// its in-flight set was claimed but never started, so it goes back to the front of the active
+/// list (in order, without `unpack`), and the name is deregistered.
 static RELEASE_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
--- KEYS[1] workers sorted set, KEYS[2] the worker's in-flight set, KEYS[3] its metadata hash
--- ARGV[1] worker name
-if redis.call('SCARD', KEYS[2]) == 0 then
-    redis.call('ZREM', KEYS[1], ARGV[1])
-    redis.call('DEL', KEYS[3])
-    return 1
+-- KEYS[1] workers sorted set, KEYS[2] the worker's in-flight set, KEYS[3] its metadata hash,
+-- KEYS[4] active list, KEYS[5] signal list
+-- ARGV[1] worker name, ARGV[2] wake channel, ARGV[3] publisher instance
+local left = redis.call('SMEMBERS', KEYS[2])
+table.sort(left)
+for i = #left, 1, -1 do
+    redis.call('LPUSH', KEYS[4], left[i])
 end
-return 0
+redis.call('DEL', KEYS[2])
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('DEL', KEYS[3])
+if #left > 0 then
+    redis.call('DEL', KEYS[5])
+    redis.call('LPUSH', KEYS[5], 1)
+    redis.call('PUBLISH', ARGV[2], ARGV[3])
+end
+return #left
 "#,
     )
 });
@@ -263,18 +274,28 @@ impl WorkerSource for RedisQueue {
     }
 
     async fn after_worker(&self, name: &str) {
-        let config = &self.inner.config;
+        let inner = &self.inner;
+        let config = &inner.config;
         let released = RELEASE_SCRIPT
             .key(config.workers_set())
             .key(inflight_set(config, name))
             .key(config.worker_metadata_key(&WorkerContext::new(name)))
+            .key(config.active_jobs_list())
+            .key(config.signal_list())
             .arg(name)
-            .invoke_async::<i64>(&mut self.inner.conn.clone())
+            .arg(&inner.channel)
+            .arg(&inner.instance)
+            .invoke_async::<i64>(&mut inner.conn.clone())
             .await;
         match released {
-            Ok(1) => {}
-            Ok(_) => tracing::info!(worker = name, "stopped worker still holds jobs; left to orphan recovery"),
-            Err(e) => tracing::warn!(worker = name, error = %e, "could not deregister a stopped worker"),
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(worker = name, jobs = n, "handed back jobs a stopped worker never started");
+                inner.wake.notify();
+            }
+            Err(e) => {
+                tracing::warn!(worker = name, error = %e, "could not release a stopped worker; left to orphan recovery");
+            }
         }
     }
 

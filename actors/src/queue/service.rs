@@ -7,9 +7,17 @@
 //! way the job is deleted, because apalis's own acknowledgement is switched off in both backends
 //! (`persist_results(false)`, see `sqlite.rs` and `redis.rs`).
 //!
-//! Each job runs as its own task on the worker set's `TaskTracker` rather than inside apalis's
+//! Each job runs as its own task on its worker's `TaskTracker` rather than inside apalis's
 //! worker future: the jobs of one worker then use every core, a worker that dies on a backend
 //! error does not cancel jobs half-way, and shutdown can wait for all of them.
+//!
+//! apalis learns the outcome as soon as the handler returns, *before* the delete. Measured
+//! here: when a worker is told to stop while a fetch is in flight, apalis stops polling that
+//! fetch until every in-flight job has completed, and only then drops it. On SQLite the stalled
+//! fetch holds the pool's connection (or the write lock) mid-transaction, so a job whose
+//! completion waited for its delete could never complete: shutdown hung until the pool's 30 s
+//! acquire timeout. The delete therefore runs after apalis is told, still inside the tracked
+//! task, so waiting for the tracker still waits for it.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -21,7 +29,7 @@ use async_trait::async_trait;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use serde_json::Value;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio_util::sync::PollSemaphore;
 use tokio_util::task::TaskTracker;
 use tollgate_engine::queue::StepJob;
@@ -74,30 +82,32 @@ impl tower_service::Service<Task<Value>> for StepService {
     }
 
     fn call(&mut self, task: Task<Value>) -> Self::Future {
+        // Held until the job is deleted, so deletes cannot pile up beyond the concurrency.
         let permit = self.permit.take();
         let task_id = task.ctx().task_id().map(ToString::to_string);
         let handler = Arc::clone(&self.handler);
         let completer = Arc::clone(&self.completer);
-        let run = self.tasks.spawn(async move {
+        let (report, outcome) = oneshot::channel();
+        self.tasks.spawn(async move {
             let _slot = permit;
-            let outcome = run_handler(handler.as_ref(), task.args).await;
+            let _ = report.send(run_handler(handler.as_ref(), task.args).await);
             match &task_id {
                 Some(id) => {
                     if let Err(e) = completer.complete(id).await {
-                        // The job stays claimed by this worker; it comes back only through
-                        // apalis's orphan recovery, which the engine tolerates (duplicate).
+                        // The job stays claimed by this worker; it comes back through our
+                        // clean-up after the worker stops or apalis's orphan recovery, which the
+                        // engine tolerates (a duplicate delivery).
                         tracing::warn!(task_id = %id, error = %e, "could not delete a handled job");
                     }
                 }
                 None => tracing::error!("apalis delivered a job without a task id"),
             }
-            outcome
         });
         async move {
-            match run.await {
+            match outcome.await {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(rejected)) => Err(Box::new(AbortError::new(rejected)) as BoxDynError),
-                Err(join) => Err(Box::new(AbortError::new(join)) as BoxDynError),
+                Err(lost) => Err(Box::new(AbortError::new(lost)) as BoxDynError),
             }
         }
         .boxed()

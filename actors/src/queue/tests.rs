@@ -110,6 +110,11 @@ impl Recorder {
     }
 
     pub(crate) fn with(behaviour: Behaviour) -> Arc<Self> {
+        // Queue warnings show up in a failing test's output.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(std::env::var("TEST_LOG").unwrap_or_else(|_| "tollgate=debug,apalis=warn,apalis_core=warn".into()))
+            .with_test_writer()
+            .try_init();
         Arc::new(Self {
             behaviour,
             deliveries: Mutex::default(),

@@ -61,7 +61,11 @@ pub(crate) trait WorkerSource: Send + Sync + 'static {
         shutdown: CancellationToken,
     ) -> Result<(), BackendError>;
 
-    /// Tidies what apalis leaves behind a stopped worker.
+    /// Runs once the worker `name` has stopped (cleanly or not) *and* every job it started has
+    /// finished, handler and delete: hands back jobs it claimed but never started — apalis
+    /// drops a fetch that is in flight when a worker stops, and a failed worker leaves its
+    /// buffer behind — and deregisters the name. Without this they would wait for apalis's
+    /// orphan recovery (60 s on SQLite, ~5 min on Redis).
     async fn after_worker(&self, name: &str);
 
     /// Starts helper tasks the workers rely on (e.g. a wake-up subscription).
@@ -145,18 +149,26 @@ impl Supervisor {
         while !self.shutdown.is_cancelled() {
             let name = unique_worker_name();
             *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(name.clone());
+            // This worker's jobs, so its clean-up can wait for exactly them.
+            let jobs = TaskTracker::new();
             let service = StepService::new(
                 Arc::clone(&self.handler),
                 self.source.completer(&name),
                 Arc::clone(&self.slots),
-                self.tasks.clone(),
+                jobs.clone(),
             );
             let started = Instant::now();
             tracing::debug!(worker = %name, "queue worker starting");
             let result =
                 self.source.run_worker(&name, &self.options, service, self.shutdown.clone()).await;
-            self.source.after_worker(&name).await;
             *self.current.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            // A failed worker's jobs may run on for a while; restart without waiting for them.
+            let (source, stopped) = (Arc::clone(&self.source), name.clone());
+            self.tasks.spawn(async move {
+                jobs.close();
+                jobs.wait().await;
+                source.after_worker(&stopped).await;
+            });
             match result {
                 Ok(()) if self.shutdown.is_cancelled() => {
                     tracing::debug!(worker = %name, "queue worker stopped");

@@ -153,3 +153,24 @@ async fn graceful_shutdown(config: QueueConfig) {
     assert_eq!(all, (0..6).collect::<Vec<_>>());
 }
 on_both_backends!(graceful_shutdown, concurrency = 2, poll = Duration::from_millis(100));
+
+/// Stopping right after a job finished — when the worker's next fetch is typically in flight —
+/// is prompt. apalis parks an in-flight fetch until in-flight jobs complete; on SQLite that
+/// fetch holds the connection, so a job completion that waited for its delete hung shutdown
+/// for the pool's 30 s acquire timeout.
+async fn shutdown_with_a_fetch_in_flight_is_prompt(config: QueueConfig) {
+    let backend = QueueBackend::open(&config).await.expect("open");
+    for round in 0..10 {
+        let recorder = Recorder::new();
+        let workers = backend.spawn_workers(recorder.clone(), CancellationToken::new());
+        backend.enqueue(job(round), None).await.expect("enqueue");
+        assert!(recorder.wait_done(1, PROMPT).await);
+        tokio::time::timeout(PROMPT, workers.shutdown()).await.expect("prompt shutdown");
+    }
+    assert!(wait_stored(&backend, 0, PROMPT).await);
+}
+on_both_backends!(
+    shutdown_with_a_fetch_in_flight_is_prompt,
+    concurrency = 4,
+    poll = Duration::from_millis(100)
+);

@@ -245,3 +245,43 @@ async fn handled_jobs_leave_no_records() {
     assert_eq!(keys, Vec::<String>::new(), "keys left behind");
     drop_redis_queue(&config).await;
 }
+
+/// Workaround: jobs a stopped worker had claimed but never started (e.g. apalis dropped its
+/// in-flight fetch at shutdown) go straight back to the queue, and the name is deregistered,
+/// instead of waiting ~5 min for orphan recovery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopped_worker_hands_back_claimed_jobs() {
+    use crate::queue::worker::WorkerSource;
+    let config = redis_config(2, Duration::from_secs(30));
+    let backend = open(&config).await;
+    let q = backend.redis().expect("redis");
+    backend.enqueue(job(1), None).await.expect("enqueue");
+    let ghost = "ghost-worker";
+    let _: () = ::redis::cmd("ZADD")
+        .arg(q.config().workers_set())
+        .arg(now_secs())
+        .arg(ghost)
+        .query_async(&mut q.connection())
+        .await
+        .expect("ZADD");
+    let claimed =
+        apalis_redis::queries::fetch_next(&mut q.connection(), &WorkerContext::new(ghost), q.config())
+            .await
+            .expect("fetch");
+    assert_eq!(claimed.len(), 1);
+
+    q.after_worker(ghost).await;
+    let score: Option<f64> = ::redis::cmd("ZSCORE")
+        .arg(q.config().workers_set())
+        .arg(ghost)
+        .query_async(&mut q.connection())
+        .await
+        .expect("ZSCORE");
+    assert_eq!(score, None, "deregistered");
+    let recorder = Recorder::new();
+    let workers = backend.spawn_workers(recorder.clone(), CancellationToken::new());
+    assert!(recorder.wait_done(1, PROMPT).await, "the claimed job is delivered");
+    workers.shutdown().await;
+    assert_eq!(recorder.deliveries()[0].job, job(1));
+    drop_redis_queue(&config).await;
+}

@@ -169,3 +169,36 @@ async fn poll_finds_jobs_from_another_process() {
     assert!(recorder.wait_done(2, PROMPT).await, "found by polling, not the 30 s heartbeat");
     workers.shutdown().await;
 }
+
+/// Workaround: jobs a stopped worker had claimed but never started go straight back to the
+/// queue and its `Workers` row goes, instead of waiting 60 s for orphan recovery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopped_worker_hands_back_claimed_jobs() {
+    use crate::queue::worker::WorkerSource;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let backend = QueueBackend::open(&sqlite_config(&dir, 2, Duration::from_secs(30)))
+        .await
+        .expect("open");
+    let q = backend.sqlite().expect("sqlite");
+    backend.enqueue(job(1), None).await.expect("enqueue");
+    let config = apalis_sqlite::Config::default().queue(QUEUE_NAME);
+    let ghost = WorkerContext::new("ghost-worker");
+    apalis_sqlite::queries::register_worker(q.pool(), &config, &ghost, "SqliteStorage")
+        .await
+        .expect("register");
+    let mut tx = q.pool().begin().await.expect("begin");
+    let claimed = apalis_sqlite::queries::fetch_next(&mut *tx, &config, &ghost).await.expect("fetch");
+    tx.commit().await.expect("commit");
+    assert_eq!(claimed.len(), 1);
+
+    q.after_worker("ghost-worker").await;
+    let workers_left: i64 = sqlx::query_scalar("SELECT count(*) FROM Workers WHERE id = 'ghost-worker'")
+        .fetch_one(q.pool())
+        .await
+        .expect("count");
+    assert_eq!(workers_left, 0);
+    let recorder = Recorder::new();
+    let workers = backend.spawn_workers(recorder.clone(), CancellationToken::new());
+    assert!(recorder.wait_done(1, PROMPT).await, "the claimed job is delivered");
+    workers.shutdown().await;
+}
