@@ -10,7 +10,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::task::JoinHandle;
 use tollgate_engine::ids::{RequestId, RunId, StepId, WorkflowId};
 use tollgate_engine::queue::StepJob;
-use tollgate_engine::run::{self, Action, Event, RunState, StepStatus, Timer};
+use tollgate_engine::run::{self, Action, Decision, Event, RunState, StepStatus, Timer};
 use tollgate_engine::spec::ValidatedSpec;
 use tollgate_engine::store::{HumanDecisionRecord, HumanRequestRecord, OutcomeResult, StepOutcome};
 
@@ -173,14 +173,30 @@ impl Actor for RunActor {
             }
             RunMsg::HumanDecided { request, decision } => {
                 if is_open_request(&st.state, &request) {
+                    // A decision on an output the gate mesh blocked: release the held output
+                    // on approval; in every case the held copy is discarded afterwards.
+                    let held = st.state.steps.iter().enumerate().find_map(|(i, s)| match &s.status {
+                        StepStatus::WaitingHuman { request: r } if *r == request && s.blocked.is_some() => {
+                            Some((st.spec.step(i).id.clone(), s.attempts.len() as u32))
+                        }
+                        _ => None,
+                    });
+                    let released = match (&held, &decision.decision) {
+                        (Some((step, attempt)), Decision::Approve) => st.engine.store.quarantined(&st.wf, &st.state.run, step, *attempt).await?,
+                        _ => None,
+                    };
                     let event = Event::HumanDecided {
                         request,
                         decision: decision.decision,
                         by: decision.by,
                         comment: decision.comment,
+                        released,
                         at: now_ms().max(decision.at),
                     };
                     process(&myself, st, vec![event]).await?;
+                    if let Some((step, attempt)) = held {
+                        st.engine.store.discard_quarantined(&st.state.run, &step, attempt).await?;
+                    }
                 }
             }
             RunMsg::Cancel { by, reason } => {
@@ -236,9 +252,18 @@ fn outcome_to_event(o: StepOutcome) -> Event {
             cost,
             gate,
         },
-        OutcomeResult::Failed { error } => {
-            Event::StepFailed { step: o.step, attempt: o.attempt, at: o.finished_at, started_at: Some(o.started_at), error }
+        OutcomeResult::Failed { error, gate } => {
+            Event::StepFailed { step: o.step, attempt: o.attempt, at: o.finished_at, started_at: Some(o.started_at), error, gate }
         }
+        OutcomeResult::Blocked { redacted, cost, gate } => Event::StepBlocked {
+            step: o.step,
+            attempt: o.attempt,
+            at: o.finished_at,
+            started_at: o.started_at,
+            redacted,
+            cost,
+            gate,
+        },
     }
 }
 
@@ -249,7 +274,7 @@ async fn process(myself: &ActorRef<RunMsg>, st: &mut RunActorState, events: Vec<
     let before: Vec<&'static str> = st.state.steps.iter().map(|s| s.status.label()).collect();
     let mut actions = Vec::new();
     for event in &events {
-        if let Event::StepSucceeded { .. } | Event::StepFailed { .. } = event {
+        if let Event::StepSucceeded { .. } | Event::StepFailed { .. } | Event::StepBlocked { .. } = event {
             st.in_flight = st.in_flight.saturating_sub(1);
         }
         actions.extend(run::apply(&st.spec, &mut st.state, event));

@@ -14,7 +14,11 @@ use tollgate_engine::queue::StepJob;
 use tollgate_engine::run::apply::DEFAULT_STEP_TIMEOUT;
 use tollgate_engine::step::{StepError, StepInvocation};
 use tollgate_engine::ids::RunId;
-use tollgate_engine::store::{OutcomeResult, RunMeta, StepOutcome};
+use serde_json::Value;
+use tollgate_engine::gates::GateAction;
+use tollgate_engine::spec::{OnBlock, ValidatedSpec};
+use tollgate_engine::step::StepSuccess;
+use tollgate_engine::store::{OutcomeResult, RunMeta, StepOutcome, StoreError};
 
 use crate::notify::Notifier;
 use crate::queue::{JobHandler, JobRejected};
@@ -29,6 +33,8 @@ pub struct StepWorker {
 
 /// Entries kept in the run metadata cache before it starts over.
 const META_CACHE: usize = 4096;
+/// Attempts to save a run's redaction map against concurrent updates.
+const MAX_REDACTION_RETRIES: usize = 16;
 
 impl StepWorker {
     pub fn new(engine: Arc<Engine>, notifier: Arc<dyn Notifier>) -> Self {
@@ -46,6 +52,44 @@ impl StepWorker {
         }
         cache.insert(run.clone(), meta.clone());
         Ok(meta)
+    }
+
+    /// Pass a successful output through the workflow's gate mesh, before anything can read it.
+    /// Redaction placeholders come from the run's map, so they are stable across its steps;
+    /// the map is saved with optimistic concurrency (another worker's update → redo).
+    async fn gate(&self, job: &StepJob, spec: &ValidatedSpec, i: usize, success: StepSuccess) -> Result<OutcomeResult, StoreError> {
+        let store = &self.engine.store;
+        let policy = spec.gate_policy(i);
+        for _ in 0..MAX_REDACTION_RETRIES {
+            let (len, map) = store.redactions(&job.workflow, &job.run).await?;
+            let mut map = map.unwrap_or_default();
+            let known = map.len();
+            let (verdict, rewritten) = spec.gate_mesh().scan_json(&success.output, policy, &mut map);
+            if map.len() != known {
+                match store.save_redactions(&job.workflow, &job.run, len, &map).await {
+                    Err(StoreError::Conflict { .. }) => continue,
+                    other => other?,
+                }
+            }
+            let gate = serde_json::to_value(&verdict).expect("verdicts serialise");
+            return Ok(match verdict.action {
+                GateAction::Allow => OutcomeResult::Succeeded { output: success.output, cost: success.cost, gate: Some(gate) },
+                GateAction::Redact => {
+                    OutcomeResult::Succeeded { output: rewritten.unwrap_or(Value::Null), cost: success.cost, gate: Some(gate) }
+                }
+                GateAction::Block => match spec.on_block(i) {
+                    OnBlock::Fail => OutcomeResult::Failed {
+                        error: StepError::permanent("gate_blocked", format!("output blocked by the gate mesh ({})", verdict.rule_ids().join(", "))),
+                        gate: Some(gate),
+                    },
+                    OnBlock::Guidance => {
+                        store.quarantine(&job.workflow, &job.run, &job.step, job.attempt, &success.output).await?;
+                        OutcomeResult::Blocked { redacted: rewritten.unwrap_or(Value::Null), cost: success.cost, gate }
+                    }
+                },
+            });
+        }
+        Err(StoreError::Unavailable(format!("the redaction map of run {} kept changing under concurrent updates", job.run)))
     }
 
     pub async fn execute(&self, job: StepJob) -> Result<(), JobRejected> {
@@ -98,8 +142,11 @@ impl StepWorker {
             }
         };
         let result = match result {
-            Ok(success) => OutcomeResult::Succeeded { output: success.output, cost: success.cost, gate: None },
-            Err(error) => OutcomeResult::Failed { error },
+            Ok(success) => {
+                let i = spec.dag().index_of(&job.step).expect("step exists");
+                self.gate(&job, &spec, i, success).await.map_err(|e| reject(format!("gating the output: {e}")))?
+            }
+            Err(error) => OutcomeResult::Failed { error, gate: None },
         };
         let outcome = StepOutcome { step: job.step.clone(), attempt: job.attempt, started_at, finished_at: now_ms(), result };
         if let Err(e) = store.record_outcome(&job.workflow, &job.run, &outcome).await {

@@ -1,6 +1,7 @@
 //! The command line: `validate`, `schema`, `run`, `decide`, `resume`, `cancel`, `runs`,
 //! `serve`, `worker`. Each command is a function here or in a sibling module.
 
+mod gates;
 mod progress;
 mod report;
 
@@ -59,18 +60,21 @@ pub enum Command {
         #[arg(long)]
         wait: bool,
     },
-    /// Decide a pending human request of a run's step: approve, reject, extend, abort.
+    /// Decide a pending human request of a run's step: approve, reject, extend, modify, abort.
     Decide {
         run: RunId,
         /// The step waiting for the decision (for a budget extension: the step the budget blocks).
         step: StepId,
-        #[arg(value_parser = ["approve", "reject", "extend", "abort"])]
+        #[arg(value_parser = ["approve", "reject", "extend", "modify", "abort"])]
         decision: String,
         #[arg(long)]
         comment: Option<String>,
         /// For `extend`: the amount to add to the budget.
         #[arg(long)]
         amount: Option<f64>,
+        /// For `modify`: the corrected output, as JSON (a bare word is taken as a string).
+        #[arg(long)]
+        value: Option<String>,
         /// Who decides (recorded in the audit trail).
         #[arg(long, default_value_t = whoami())]
         by: String,
@@ -93,6 +97,11 @@ pub enum Command {
     Runs {
         #[command(subcommand)]
         command: RunsCommand,
+    },
+    /// The gate mesh: scan text, evaluate on a labelled corpus.
+    Gates {
+        #[command(subcommand)]
+        command: gates::GatesCommand,
     },
     /// Run the engine (run actors, step workers, admin HTTP) until interrupted.
     Serve,
@@ -159,14 +168,16 @@ pub async fn main(cli: Cli) -> anyhow::Result<ExitCode> {
             sys.shutdown().await;
             result
         }
-        Command::Decide { run, step, decision, comment, amount, by, json } => {
-            let decision = match (decision.as_str(), amount) {
-                ("approve", _) => Decision::Approve,
-                ("reject", _) => Decision::Reject,
-                ("abort", _) => Decision::Abort,
-                ("extend", Some(a)) if a > 0.0 && a.is_finite() => Decision::Extend { amount: a },
-                ("extend", _) => bail!("`extend` needs --amount with a positive number"),
-                (other, _) => bail!("unknown decision `{other}`"),
+        Command::Decide { run, step, decision, comment, amount, value, by, json } => {
+            let decision = match (decision.as_str(), amount, value) {
+                ("approve", _, _) => Decision::Approve,
+                ("reject", _, _) => Decision::Reject,
+                ("abort", _, _) => Decision::Abort,
+                ("extend", Some(a), _) if a > 0.0 && a.is_finite() => Decision::Extend { amount: a },
+                ("extend", _, _) => bail!("`extend` needs --amount with a positive number"),
+                ("modify", _, Some(v)) => Decision::Modify { value: serde_json::from_str(&v).unwrap_or(Value::String(v)) },
+                ("modify", _, None) => bail!("`modify` needs --value with the corrected output"),
+                (other, _, _) => bail!("unknown decision `{other}`"),
             };
             let sys = bootstrap::start(&config, Role::All).await?;
             let result = decide_cmd(&sys, &run, &step, decision, &by, comment, json).await;
@@ -196,6 +207,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<ExitCode> {
             result
         }
         Command::Runs { command } => runs_cmd(&config, command).await,
+        Command::Gates { command } => gates::run(command),
         Command::Serve => crate::http::serve(&config).await.map(|_| ExitCode::SUCCESS),
         Command::Worker => {
             let sys = bootstrap::start(&config, Role::WorkerOnly).await?;
@@ -276,7 +288,12 @@ fn exit_code(v: &RunView) -> ExitCode {
 fn print_next_steps(v: &RunView) {
     let run = &v.meta.run;
     for (i, s) in v.state.steps.iter().enumerate() {
-        if let StepStatus::WaitingHuman { .. } = s.status {
+        if let (StepStatus::WaitingHuman { .. }, Some(_)) = (&s.status, &s.blocked) {
+            println!("\nThe gate mesh blocked the output of `{}` in run {run}. To decide:", v.step_ids[i]);
+            println!("  tollgate decide {run} {} approve                       # release it as is", v.step_ids[i]);
+            println!("  tollgate decide {run} {} modify --value '\"corrected\"'  # continue with a corrected value", v.step_ids[i]);
+            println!("  tollgate decide {run} {} abort", v.step_ids[i]);
+        } else if let StepStatus::WaitingHuman { .. } = s.status {
             println!("\nRun {run} is waiting for a human decision on `{}`. To decide:", v.step_ids[i]);
             println!("  tollgate decide {run} {} approve --comment \"looks good\"", v.step_ids[i]);
             println!("  tollgate decide {run} {} reject --comment \"why\"", v.step_ids[i]);

@@ -75,6 +75,9 @@ pub fn print_summary(v: &RunView) {
         if let tollgate_engine::run::StepStatus::Skipped { reason } = &s.status {
             println!("      skipped: {reason}");
         }
+        if let Some(g) = &s.gate {
+            println!("      gate: {}", gate_line(g));
+        }
         if let Some(d) = &s.decision {
             let c = d.comment.as_deref().map(|c| format!(" — {c}")).unwrap_or_default();
             println!("      decision: {:?} by {}{c}", d.decision, d.by);
@@ -83,6 +86,30 @@ pub fn print_summary(v: &RunView) {
     if let Some(cap) = v.state.budget.cap {
         println!("  budget: {:.2} spent of {:.2}", v.state.budget.spent, cap + v.state.budget.extended);
     }
+}
+
+/// `redact — secrets.openai_api_key (secret) at /text 10..61, pii.card (card) at /text 70..89`
+fn gate_line(gate: &Value) -> String {
+    let action = gate["action"].as_str().unwrap_or("?");
+    let findings: Vec<String> = gate["findings"]
+        .as_array()
+        .map(|fs| {
+            fs.iter()
+                .map(|f| {
+                    let path = f["path"].as_str().filter(|p| !p.is_empty()).map(|p| format!(" at {p}")).unwrap_or_default();
+                    format!(
+                        "{} ({}){path} {}..{} → {}",
+                        f["rule_id"].as_str().unwrap_or("?"),
+                        f["category"].as_str().unwrap_or("?"),
+                        f["span"]["start"],
+                        f["span"]["end"],
+                        f["action"].as_str().unwrap_or("?")
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if findings.is_empty() { action.to_string() } else { format!("{action} — {}", findings.join(", ")) }
 }
 
 pub fn print_list(views: &[RunView]) {

@@ -36,6 +36,7 @@ pub fn start(spec: &ValidatedSpec, run: RunId) -> RunState {
             overrun_cost: None,
             error: None,
             gate: None,
+            blocked: None,
             decision: None,
             started_at: None,
             finished_at: None,
@@ -77,17 +78,20 @@ pub fn apply(spec: &ValidatedSpec, state: &mut RunState, event: &Event) -> Vec<A
         Event::StepSucceeded { step, attempt, started_at, output, cost, gate, .. } => {
             m.step_succeeded(step, *attempt, *started_at, output, *cost, gate)
         }
-        Event::StepFailed { step, attempt, started_at, error, .. } => m.step_failed(step, *attempt, *started_at, error),
-        Event::TimerFired { timer, .. } => m.timer_fired(timer),
-        Event::HumanDecided { request, decision, by, comment, at } => {
-            m.human_decided(StepDecision {
-                request: request.clone(),
-                decision: decision.clone(),
-                by: by.clone(),
-                comment: comment.clone(),
-                at: *at,
-            })
+        Event::StepFailed { step, attempt, started_at, error, gate, .. } => {
+            if let Some(i) = m.step_index(step).filter(|_| gate.is_some()) {
+                m.state.steps[i].gate = gate.clone();
+            }
+            m.step_failed(step, *attempt, *started_at, error)
         }
+        Event::StepBlocked { step, attempt, started_at, redacted, cost, gate, .. } => {
+            m.step_blocked(step, *attempt, *started_at, redacted, *cost, gate)
+        }
+        Event::TimerFired { timer, .. } => m.timer_fired(timer),
+        Event::HumanDecided { request, decision, by, comment, released, at } => m.human_decided(
+            StepDecision { request: request.clone(), decision: decision.clone(), by: by.clone(), comment: comment.clone(), at: *at },
+            released.as_ref(),
+        ),
         Event::Cancelled { by, reason, .. } => m.finish(RunStatus::Cancelled { by: by.clone(), reason: reason.clone() }),
     }
     m.actions
@@ -118,6 +122,9 @@ pub fn outstanding(spec: &ValidatedSpec, state: &RunState) -> Vec<Action> {
             }
             StepStatus::Delaying { until } => {
                 out.push(Action::ArmTimer { timer: Timer::Delay { step: step.clone() }, at: *until })
+            }
+            StepStatus::WaitingHuman { request } if s.blocked.is_some() => {
+                out.push(Action::RequestHuman(guidance_request(spec, state, i, request.clone())))
             }
             StepStatus::WaitingHuman { request } => {
                 out.push(Action::RequestHuman(approval_request(spec, state, i, request.clone())))
@@ -184,6 +191,31 @@ fn approval_request(spec: &ValidatedSpec, state: &RunState, i: usize, id: Reques
         step: Some(step.id.clone()),
         question,
         context: json!({ "workflow": spec.spec().id, "step": step.id, "inputs": inputs }),
+        assignee: step.assignee.clone(),
+    }
+}
+
+/// Ask a human about an output the gate mesh blocked: release it as is, supply a corrected
+/// value, or abort. The question shows the rules that fired and the redacted output only.
+fn guidance_request(spec: &ValidatedSpec, state: &RunState, i: usize, id: RequestId) -> HumanRequestSpec {
+    let step = spec.step(i);
+    let s = &state.steps[i];
+    let rules: Vec<String> = s
+        .gate
+        .as_ref()
+        .and_then(|g| g["findings"].as_array())
+        .map(|f| f.iter().filter(|f| f["action"] == "block").filter_map(|f| f["rule_id"].as_str().map(String::from)).collect())
+        .unwrap_or_default();
+    HumanRequestSpec {
+        id,
+        mode: HumanMode::Guidance,
+        step: Some(step.id.clone()),
+        question: format!(
+            "The output of step `{}` was blocked by the gate mesh ({}). Approve it as is, supply a corrected value, or abort the run?",
+            step.id,
+            if rules.is_empty() { "policy".to_string() } else { rules.join(", ") }
+        ),
+        context: json!({ "workflow": spec.spec().id, "step": step.id, "rules": rules, "redacted_output": s.blocked, "gate": s.gate }),
         assignee: step.assignee.clone(),
     }
 }
@@ -411,6 +443,26 @@ impl Machine<'_> {
         self.check_done();
     }
 
+    fn step_blocked(&mut self, step: &StepId, attempt: u32, started_at: u64, redacted: &Value, cost: f64, gate: &Value) {
+        let Some(i) = self.step_index(step) else { return };
+        if !matches!(self.state.steps[i].status, StepStatus::Queued { .. }) {
+            return;
+        }
+        self.settle_cost(i, cost);
+        let now = self.now;
+        self.state.human_seq += 1;
+        let id = RequestId::for_step(&self.state.run, step, self.state.human_seq);
+        let s = &mut self.state.steps[i];
+        if let Some(a) = s.attempts.iter_mut().find(|a| a.attempt == attempt) {
+            a.started_at = Some(started_at);
+            a.finished_at = Some(now);
+        }
+        s.gate = Some(gate.clone());
+        s.blocked = Some(redacted.clone());
+        s.status = StepStatus::WaitingHuman { request: id.clone() };
+        self.actions.push(Action::RequestHuman(guidance_request(self.spec, self.state, i, id)));
+    }
+
     fn step_failed(&mut self, step: &StepId, attempt: u32, started_at: Option<u64>, error: &StepError) {
         let Some(i) = self.step_index(step) else { return };
         let StepStatus::Queued { attempt: current, .. } = self.state.steps[i].status else { return };
@@ -486,7 +538,7 @@ impl Machine<'_> {
         }
     }
 
-    fn human_decided(&mut self, d: StepDecision) {
+    fn human_decided(&mut self, d: StepDecision, released: Option<&Value>) {
         if self.state.budget_request.as_ref() == Some(&d.request) {
             return self.budget_decided(d);
         }
@@ -502,7 +554,14 @@ impl Machine<'_> {
         let decision = d.decision.clone();
         let s = &mut self.state.steps[i];
         s.decision = Some(d.clone());
+        let was_blocked = s.blocked.take().is_some();
         match decision {
+            Decision::Approve if was_blocked => {
+                // Released as is: the held output, brought back by the actor with the decision.
+                s.output = Some(released.cloned().unwrap_or(Value::Null));
+                s.status = StepStatus::Succeeded;
+                self.settle(i, &mut ready);
+            }
             Decision::Approve => {
                 s.output = Some(json!({ "approved": true, "by": d.by, "comment": d.comment }));
                 s.status = StepStatus::Succeeded;

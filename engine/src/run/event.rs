@@ -23,7 +23,19 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         gate: Option<Value>,
     },
-    StepFailed { step: StepId, attempt: u32, at: u64, started_at: Option<u64>, error: StepError },
+    StepFailed {
+        step: StepId,
+        attempt: u32,
+        at: u64,
+        started_at: Option<u64>,
+        error: StepError,
+        /// The gate mesh's verdict when it is what failed the step.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        gate: Option<Value>,
+    },
+    /// The gate mesh blocked the attempt's output. Only its redacted form is journaled; the
+    /// output itself is held (sealed) outside the run's reach until a human releases it.
+    StepBlocked { step: StepId, attempt: u32, at: u64, started_at: u64, redacted: Value, cost: f64, gate: Value },
     TimerFired { timer: Timer, at: u64 },
     HumanDecided {
         request: RequestId,
@@ -31,6 +43,9 @@ pub enum Event {
         by: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         comment: Option<String>,
+        /// For an approval of a blocked output: the held output, released into the run.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        released: Option<Value>,
         at: u64,
     },
     Cancelled { by: String, reason: String, at: u64 },
@@ -42,6 +57,7 @@ impl Event {
             Event::RunStarted { at, .. }
             | Event::StepSucceeded { at, .. }
             | Event::StepFailed { at, .. }
+            | Event::StepBlocked { at, .. }
             | Event::TimerFired { at, .. }
             | Event::HumanDecided { at, .. }
             | Event::Cancelled { at, .. } => *at,

@@ -118,6 +118,9 @@ pub struct StepState {
     pub error: Option<StepError>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gate: Option<Value>,
+    /// The redacted form of an output the gate mesh blocked, while a human decides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocked: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decision: Option<StepDecision>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

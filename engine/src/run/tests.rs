@@ -74,6 +74,7 @@ fn render_event(e: &Event) -> String {
         Event::RunStarted { at, .. } => format!("@{at} start"),
         Event::StepSucceeded { step, attempt, at, .. } => format!("@{at} ok {step}#{attempt}"),
         Event::StepFailed { step, attempt, at, error, .. } => format!("@{at} fail {step}#{attempt} ({})", error.code),
+        Event::StepBlocked { step, attempt, at, .. } => format!("@{at} blocked {step}#{attempt}"),
         Event::TimerFired { timer, at } => format!("@{at} fired {}", render_timer(timer)),
         Event::HumanDecided { request, decision, at, .. } => format!("@{at} human {request} {decision:?}"),
         Event::Cancelled { at, .. } => format!("@{at} cancel"),
@@ -90,10 +91,10 @@ fn ok_cost(step: &str, attempt: u32, at: u64, cost: f64) -> Event {
     Event::StepSucceeded { step: StepId::from(step), attempt, at, started_at: at, output: json!(null), cost, gate: None }
 }
 fn fail(step: &str, attempt: u32, at: u64, error: StepError) -> Event {
-    Event::StepFailed { step: StepId::from(step), attempt, at, started_at: Some(at), error }
+    Event::StepFailed { step: StepId::from(step), attempt, at, started_at: Some(at), error, gate: None }
 }
 fn decided(req: &str, decision: Decision, at: u64) -> Event {
-    Event::HumanDecided { request: RequestId::from(req), decision, by: "ann".into(), comment: None, at }
+    Event::HumanDecided { request: RequestId::from(req), decision, by: "ann".into(), comment: None, released: None, at }
 }
 fn fired(timer: Timer, at: u64) -> Event {
     Event::TimerFired { timer, at }
@@ -324,6 +325,68 @@ fn cancellation_and_run_timeout_end_the_run() {
             @0 start -> [timer run-timeout at=60000, ask Approval r1.a.1 "ok?"]
             @60000 fired run-timeout -> [withdraw r1.a.1, finish]
             run=failed a=cancelled [timed_out: the run did not finish within 1m]
+        "#]],
+    );
+}
+
+const GATED: &str = r#"
+id: gated
+owner: ops
+steps:
+  - { id: draft, type: code, script: "return 1" }
+  - { id: send, type: code, needs: [draft], script: "return 2", inputs: { text: "${{ steps.draft.output }}" } }
+"#;
+
+fn blocked(step: &str, at: u64) -> Event {
+    Event::StepBlocked {
+        step: StepId::from(step),
+        attempt: 1,
+        at,
+        started_at: at,
+        redacted: json!("ignore [BLOCKED]"),
+        cost: 0.0,
+        gate: json!({"action": "block", "findings": [{"rule_id": "threat.override", "action": "block"}]}),
+    }
+}
+
+#[test]
+fn a_blocked_output_waits_for_guidance_and_only_a_released_or_corrected_value_flows_on() {
+    let release = Event::HumanDecided {
+        request: RequestId::from("r1.draft.1"),
+        decision: Decision::Approve,
+        by: "ann".into(),
+        comment: None,
+        released: Some(json!("the held output")),
+        at: 20,
+    };
+    check(
+        GATED,
+        &[started(0, json!({})), blocked("draft", 10), release],
+        expect![[r#"
+            @0 start -> [dispatch draft#1]
+            @10 blocked draft#1 -> [ask Guidance r1.draft.1 "The output of step `draft` was blocked by the gate mesh (threat.override). Approve it as is, supply a corrected value, or abort the run?"]
+            @20 human r1.draft.1 Approve -> [dispatch send#1 {"text":"the held output"}]
+            run=running draft=succeeded send=running
+        "#]],
+    );
+    check(
+        GATED,
+        &[started(0, json!({})), blocked("draft", 10), decided("r1.draft.1", Decision::Modify { value: json!("fixed") }, 20)],
+        expect![[r#"
+            @0 start -> [dispatch draft#1]
+            @10 blocked draft#1 -> [ask Guidance r1.draft.1 "The output of step `draft` was blocked by the gate mesh (threat.override). Approve it as is, supply a corrected value, or abort the run?"]
+            @20 human r1.draft.1 Modify { value: String("fixed") } -> [dispatch send#1 {"text":"fixed"}]
+            run=running draft=succeeded send=running
+        "#]],
+    );
+    check(
+        GATED,
+        &[started(0, json!({})), blocked("draft", 10), decided("r1.draft.1", Decision::Abort, 20)],
+        expect![[r#"
+            @0 start -> [dispatch draft#1]
+            @10 blocked draft#1 -> [ask Guidance r1.draft.1 "The output of step `draft` was blocked by the gate mesh (threat.override). Approve it as is, supply a corrected value, or abort the run?"]
+            @20 human r1.draft.1 Abort -> [withdraw r1.draft.1, finish]
+            run=cancelled draft=cancelled send=cancelled
         "#]],
     );
 }

@@ -40,6 +40,9 @@ pub struct WorkflowSpec {
     /// Defaults applied to every step that does not set its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub defaults: Option<StepDefaults>,
+    /// The gate mesh every step output passes: policy, extra regex rules, what a block does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gates: Option<WorkflowGates>,
     pub steps: Vec<StepSpec>,
 }
 
@@ -189,9 +192,50 @@ pub struct StepSpec {
     /// `approval`: who is asked first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub assignee: Option<String>,
+    /// This step's override of the workflow's gate policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gates: Option<StepGates>,
     /// Settings of step types that are not available yet (`llm`, `connector`, …).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub with: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// What a `block` verdict does to the step.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OnBlock {
+    /// Hold the output (sealed, out of reach of later steps) and ask a human: approve it as
+    /// is, supply a corrected value, or abort the run.
+    #[default]
+    Guidance,
+    /// Fail the step (`gate_blocked`), without asking.
+    Fail,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WorkflowGates {
+    /// Overrides of the default gate policy (detectors, action per category, thresholds…).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<serde_json::Value>")]
+    pub policy: Option<crate::gates::GatePolicyOverride>,
+    /// The workflow's own regex rules, each with positive and negative examples.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(with = "Vec<serde_json::Value>")]
+    pub rules: Vec<crate::gates::RegexRule>,
+    #[serde(default)]
+    pub on_block: OnBlock,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StepGates {
+    /// Overrides of the workflow's gate policy for this step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<serde_json::Value>")]
+    pub policy: Option<crate::gates::GatePolicyOverride>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_block: Option<OnBlock>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]

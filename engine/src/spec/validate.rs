@@ -7,8 +7,9 @@ use std::collections::{BTreeSet, HashMap};
 use serde_json::Value;
 
 use crate::expr;
+use crate::gates::{GateMesh, GatePolicy};
 use crate::ids::{is_valid_id, StepId};
-use crate::spec::{ParameterSpec, ParameterType, SpecError, SpecProblem, StepSpec, StepType, WorkflowSpec};
+use crate::spec::{OnBlock, ParameterSpec, ParameterType, SpecError, SpecProblem, StepSpec, StepType, WorkflowSpec};
 
 /// The dependency graph of a validated spec, by step index.
 #[derive(Clone, Debug)]
@@ -33,6 +34,10 @@ impl Dag {
 pub struct ValidatedSpec {
     spec: WorkflowSpec,
     dag: Dag,
+    /// The gate mesh with the workflow's own rules (the built-in one when it has none).
+    mesh: GateMesh,
+    /// The gate policy of each step: default ← workflow ← step overrides.
+    policies: Vec<GatePolicy>,
 }
 
 impl ValidatedSpec {
@@ -47,6 +52,17 @@ impl ValidatedSpec {
     }
     pub fn step_by_id(&self, id: &StepId) -> Option<(usize, &StepSpec)> {
         self.dag.index_of(id).map(|i| (i, &self.spec.steps[i]))
+    }
+    pub fn gate_mesh(&self) -> &GateMesh {
+        &self.mesh
+    }
+    pub fn gate_policy(&self, i: usize) -> &GatePolicy {
+        &self.policies[i]
+    }
+    /// What a `block` verdict on step `i`'s output does.
+    pub fn on_block(&self, i: usize) -> OnBlock {
+        let wf = self.spec.gates.as_ref().map(|g| g.on_block).unwrap_or_default();
+        self.spec.steps[i].gates.as_ref().and_then(|g| g.on_block).unwrap_or(wf)
     }
 
     /// Check run parameters against the declared ones, filling defaults.
@@ -190,10 +206,48 @@ pub fn validate(spec: WorkflowSpec) -> Result<ValidatedSpec, SpecError> {
     for (i, step) in spec.steps.iter().enumerate() {
         check_step(i, step, &spec, &index, &needs, &mut p);
     }
+    let (mesh, policies) = gates_of(&spec, &mut p);
     if !p.is_empty() {
         return Err(SpecError { problems: p });
     }
-    Ok(ValidatedSpec { dag: Dag { index, needs, dependents, topo }, spec })
+    Ok(ValidatedSpec { dag: Dag { index, needs, dependents, topo }, spec, mesh, policies })
+}
+
+/// The workflow's mesh (built-in rules plus its own, whose examples are checked here) and
+/// each step's effective policy.
+fn gates_of(spec: &WorkflowSpec, p: &mut Vec<SpecProblem>) -> (GateMesh, Vec<GatePolicy>) {
+    let gates = spec.gates.clone().unwrap_or_default();
+    let mesh = if gates.rules.is_empty() {
+        GateMesh::builtin()
+    } else {
+        GateMesh::builtin().with_extra_rules(gates.rules.clone()).unwrap_or_else(|e| {
+            p.push(problem("gates.rules", e.to_string()));
+            GateMesh::builtin()
+        })
+    };
+    let base = match &gates.policy {
+        Some(o) => GatePolicy::default().with_override(o),
+        None => GatePolicy::default(),
+    };
+    if let Err(e) = base.validate() {
+        p.push(problem("gates.policy", e.to_string()));
+    }
+    let policies = spec
+        .steps
+        .iter()
+        .enumerate()
+        .map(|(i, step)| match step.gates.as_ref().and_then(|g| g.policy.as_ref()) {
+            Some(o) => {
+                let policy = base.with_override(o);
+                if let Err(e) = policy.validate() {
+                    p.push(problem(format!("steps[{i}] ({}).gates.policy", step.id), e.to_string()));
+                }
+                policy
+            }
+            None => base.clone(),
+        })
+        .collect();
+    (mesh, policies)
 }
 
 fn suggest(name: &StepId, index: &HashMap<StepId, usize>) -> String {

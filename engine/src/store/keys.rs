@@ -33,6 +33,15 @@ pub fn step_input(run: &RunId, step: &StepId, attempt: u32) -> String {
 pub fn step_outcome(run: &RunId, step: &StepId, attempt: u32) -> String {
     format!("run/{run}/out/{step}/{attempt}")
 }
+/// An output the gate mesh blocked, held until a human decides (deleted afterwards).
+pub fn step_quarantine(run: &RunId, step: &StepId, attempt: u32) -> String {
+    format!("run/{run}/held/{step}/{attempt}")
+}
+/// The run's redaction map, as a log of snapshots (appending with the expected length makes
+/// concurrent updates from several workers safe).
+pub fn run_redactions(run: &RunId) -> String {
+    format!("run/{run}/redactions")
+}
 pub fn human_request(req: &RequestId) -> String {
     format!("hitl/{req}")
 }

@@ -48,7 +48,15 @@ pub enum OutcomeResult {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         gate: Option<Value>,
     },
-    Failed { error: StepError },
+    Failed {
+        error: StepError,
+        /// The verdict, when the gate mesh failed the step (`on_block: fail`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        gate: Option<Value>,
+    },
+    /// The gate mesh blocked the output: only its redacted form is here; the output itself is
+    /// held in the step's quarantine record until a human releases or discards it.
+    Blocked { redacted: Value, cost: f64, gate: Value },
 }
 
 /// A persisted request for a human decision.

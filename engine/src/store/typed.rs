@@ -9,6 +9,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::crypto::{new_salt, MasterKey, RecordKey};
+use crate::gates::RedactionMap;
 use crate::ids::{OwnerId, RequestId, RunId, StepId, WorkflowId};
 use crate::run::Event;
 use crate::spec::WorkflowSpec;
@@ -198,6 +199,47 @@ impl Store {
     pub async fn step_outcome(&self, wf: &WorkflowId, run: &RunId, step: &StepId, attempt: u32) -> Result<Option<StepOutcome>, StoreError> {
         let k = self.workflow_key(wf).await?;
         self.get_sealed(&k, &keys::step_outcome(run, step, attempt)).await
+    }
+
+    /// Hold an output the gate mesh blocked (sealed), outside the run's reach.
+    pub async fn quarantine(&self, wf: &WorkflowId, run: &RunId, step: &StepId, attempt: u32, output: &Value) -> Result<(), StoreError> {
+        let k = self.workflow_key(wf).await?;
+        let key = keys::step_quarantine(run, step, attempt);
+        self.backend.put(&key, &k.seal(key.as_bytes(), &Self::encode(output)), None).await
+    }
+
+    pub async fn quarantined(&self, wf: &WorkflowId, run: &RunId, step: &StepId, attempt: u32) -> Result<Option<Value>, StoreError> {
+        let k = self.workflow_key(wf).await?;
+        self.get_sealed(&k, &keys::step_quarantine(run, step, attempt)).await
+    }
+
+    pub async fn discard_quarantined(&self, run: &RunId, step: &StepId, attempt: u32) -> Result<(), StoreError> {
+        self.backend.delete(&keys::step_quarantine(run, step, attempt)).await
+    }
+
+    /// The run's redaction map and the length of its log (for [`Store::save_redactions`]).
+    pub async fn redactions(&self, wf: &WorkflowId, run: &RunId) -> Result<(u64, Option<RedactionMap>), StoreError> {
+        let k = self.workflow_key(wf).await?;
+        let log = keys::run_redactions(run);
+        let entries = self.backend.read_log(&log, 0).await?;
+        let n = entries.len() as u64;
+        match entries.last() {
+            None => Ok((0, None)),
+            Some(sealed) => {
+                let aad = journal_aad(&log, n - 1);
+                let plain = k.open(aad.as_bytes(), sealed).map_err(|_| StoreError::Sealed(aad.clone()))?;
+                Ok((n, Some(Self::decode(&aad, &plain)?)))
+            }
+        }
+    }
+
+    /// Save a new redaction map if the log still has `expected_len` snapshots; otherwise
+    /// [`StoreError::Conflict`] (another worker updated it: reload and redo).
+    pub async fn save_redactions(&self, wf: &WorkflowId, run: &RunId, expected_len: u64, map: &RedactionMap) -> Result<(), StoreError> {
+        let k = self.workflow_key(wf).await?;
+        let log = keys::run_redactions(run);
+        let sealed = k.seal(journal_aad(&log, expected_len).as_bytes(), &Self::encode(map));
+        self.backend.append(&log, expected_len, &[sealed]).await
     }
 
     /// Persist a human request (idempotent) and list it as pending unless already decided.
