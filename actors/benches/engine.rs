@@ -80,7 +80,9 @@ async fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let fanout = if quick { 1_000 } else { 10_000 };
     let dir = tempfile::tempdir().unwrap();
-    let base = Config { master_key: MASTER.into(), data_dir: dir.path().to_path_buf(), ..Config::default() };
+    let mut base = Config { master_key: MASTER.into(), data_dir: dir.path().to_path_buf(), ..Config::default() };
+    // TOLLGATE_* variables tune the run (e.g. TOLLGATE_WORKER_CONCURRENCY), as for the binary.
+    base.apply_env(std::env::vars().filter(|(k, _)| k != "TOLLGATE_BACKEND")).expect("TOLLGATE_* settings");
     println!("tollgate engine benchmark ({} cores)", std::thread::available_parallelism().map_or(0, |n| n.get()));
     bench("embedded", Config { backend: BackendKind::Embedded, ..base.clone() }, fanout).await;
     let redis_url = std::env::var("TOLLGATE_BENCH_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
