@@ -99,7 +99,9 @@ impl SqliteQueue {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(BUSY_TIMEOUT)
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // See `checkpoint`.
+            .pragma("wal_autocheckpoint", "0");
 
         // `setup` leaves `synchronous = OFF` on the connection it used: let that connection die.
         let setup_pool =
@@ -124,12 +126,14 @@ impl SqliteQueue {
                     Ok(())
                 })
             })
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
         let (writes, queued) = mpsc::unbounded_channel();
-        // Not a long-lived job of its own: it ends when the last handle to this queue (and so
-        // the last sender) is gone, after committing what was queued.
+        // Neither is a long-lived job of its own: both end when the last handle to this queue
+        // (and so the last sender) is gone, the writer after committing what was queued.
         tokio::spawn(group_commit(pool.clone(), queued));
+        let checkpointer = sqlx::ConnectOptions::connect(&options).await?;
+        tokio::spawn(checkpoint(checkpointer, writes.downgrade()));
         Ok(Self { pool, wake, writes })
     }
 
@@ -185,18 +189,59 @@ async fn commit(pool: &SqlitePool, batch: &[Write]) -> Result<(), BackendError> 
             Write::Delete(id, _) => deletes.push(id.as_str()),
         }
     }
-    let mut tx = pool.begin().await?;
+    let mut conn = pool.acquire().await?;
+    // A lone write runs as one autocommit statement: BEGIN and COMMIT would be two more round
+    // trips to sqlx's connection thread on the idle path.
+    let batched = batch.len() > 1;
+    if batched {
+        sqlx::query("BEGIN").execute(&mut *conn).await?;
+    }
+    let result = write_all(&mut conn, &inserts, &deletes).await;
+    if batched {
+        let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+        sqlx::query(end).execute(&mut *conn).await?;
+    }
+    result
+}
+
+async fn write_all(
+    conn: &mut sqlx::SqliteConnection,
+    inserts: &[SqliteTask],
+    deletes: &[&str],
+) -> Result<(), BackendError> {
     if !inserts.is_empty() {
-        apalis_sqlite::queries::push_tasks(&mut *tx, QUEUE_NAME, &inserts).await?;
+        apalis_sqlite::queries::push_tasks(conn, QUEUE_NAME, inserts).await?;
     }
     if !deletes.is_empty() {
         sqlx::query("DELETE FROM Jobs WHERE id IN (SELECT value FROM json_each(?1))")
-            .bind(serde_json::to_string(&deletes)?)
-            .execute(&mut *tx)
+            .bind(serde_json::to_string(deletes)?)
+            .execute(&mut *conn)
             .await?;
     }
-    tx.commit().await?;
     Ok(())
+}
+
+/// How often the WAL is copied back into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
+
+/// Checkpoints the WAL from a connection of its own. SQLite's automatic checkpoint runs inside
+/// whichever commit crosses 1,000 WAL pages, i.e. in our writer, and its fsyncs stalled that
+/// commit — and every fetch queued behind it — by 15-20 ms (measured here: idle pickup p99
+/// ~16-19 ms with it, ~4-8 ms with this). A passive checkpoint beside the writer never blocks
+/// it. Ends when the queue's write channel is gone.
+async fn checkpoint(
+    mut conn: sqlx::SqliteConnection,
+    alive: mpsc::WeakUnboundedSender<Write>,
+) {
+    loop {
+        tokio::time::sleep(CHECKPOINT_EVERY).await;
+        if alive.upgrade().is_none() {
+            return;
+        }
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&mut conn).await {
+            tracing::warn!(error = %e, "queue WAL checkpoint failed");
+        }
+    }
 }
 
 /// Hands back the jobs a stopped worker claimed but never started (every job it started has
