@@ -267,10 +267,13 @@ fn outcome_to_event(o: StepOutcome) -> Event {
     }
 }
 
-/// Journal `events`, then apply each and perform its actions; then finish or passivate.
+/// Journal `events`, then perform what they call for; then finish or passivate.
+///
+/// `apply` runs first, in memory, so that the inputs of the attempts the events dispatch can
+/// be written in the same durable write as the events. Nothing outside the actor sees the
+/// new state before that write: if it fails, the actor fails and is rehydrated from the
+/// journal, which does not hold the events.
 async fn process(myself: &ActorRef<RunMsg>, st: &mut RunActorState, events: Vec<Event>) -> Result<(), ActorProcessingErr> {
-    st.engine.store.append_events(&st.wf, &st.state.run, st.journal_len, &events).await?;
-    st.journal_len += events.len() as u64;
     let before: Vec<&'static str> = st.state.steps.iter().map(|s| s.status.label()).collect();
     let mut actions = Vec::new();
     for event in &events {
@@ -279,11 +282,47 @@ async fn process(myself: &ActorRef<RunMsg>, st: &mut RunActorState, events: Vec<
         }
         actions.extend(run::apply(&st.spec, &mut st.state, event));
     }
+    let plan = plan(st, actions);
+    let inputs: Vec<(StepId, u32, &serde_json::Value)> = plan.ready.iter().map(|(s, a, i)| (s.clone(), *a, i)).collect();
+    st.engine.store.append_events_with_inputs(&st.wf, &st.state.run, st.journal_len, &events, &inputs).await?;
+    st.journal_len += events.len() as u64;
+    // Durable now: perform.
     publish_changes(st, &before);
-    // Every event is durable now; the actions of the whole batch are performed together.
-    perform(myself, st, actions).await?;
-    release_held(myself, st).await?;
+    enqueue_recorded(st, plan.ready).await?;
+    for (ready, at) in plan.deferred {
+        defer(myself, ready, at);
+    }
+    perform(myself, st, plan.other).await?;
     after_change(myself, st).await
+}
+
+/// What a batch of actions means for dispatching: attempts to enqueue now, attempts waiting
+/// out a backoff, and everything else.
+struct Plan {
+    ready: Vec<Ready>,
+    deferred: Vec<(Ready, u64)>,
+    other: Vec<Action>,
+}
+
+/// Sort actions without performing any: dispatches beyond the in-flight cap are held (and
+/// held ones released as capacity allows).
+fn plan(st: &mut RunActorState, actions: Vec<Action>) -> Plan {
+    let mut p = Plan { ready: Vec::new(), deferred: Vec::new(), other: Vec::new() };
+    for action in actions {
+        match action {
+            Action::Dispatch { .. } => st.held.push_back(action),
+            other => p.other.push(other),
+        }
+    }
+    while st.in_flight < st.engine.max_in_flight_per_run {
+        let Some(Action::Dispatch { step, attempt, not_before, input, .. }) = st.held.pop_front() else { break };
+        st.in_flight += 1;
+        match not_before.filter(|&t| t > now_ms()) {
+            Some(at) => p.deferred.push(((step, attempt, input), at)),
+            None => p.ready.push((step, attempt, input)),
+        }
+    }
+    p
 }
 
 fn publish_changes(st: &RunActorState, before: &[&'static str]) {
@@ -299,16 +338,12 @@ fn publish_changes(st: &RunActorState, before: &[&'static str]) {
     }
 }
 
+/// Perform actions other than dispatches (see [`plan`]); recovery also sends dispatches here.
 async fn perform(myself: &ActorRef<RunMsg>, st: &mut RunActorState, actions: Vec<Action>) -> Result<(), ActorProcessingErr> {
-    let mut now = Vec::new();
+    let mut dispatches = Vec::new();
     for action in actions {
         match action {
-            Action::Dispatch { .. } if st.in_flight >= st.engine.max_in_flight_per_run => st.held.push_back(action),
-            Action::Dispatch { step, attempt, not_before, input, .. } => {
-                if let Some(job) = dispatch(myself, st, step, attempt, not_before, input) {
-                    now.push(job);
-                }
-            }
+            Action::Dispatch { .. } => dispatches.push(action),
             Action::ArmTimer { timer, at } => arm(myself, st, timer, at),
             Action::RequestHuman(request) => {
                 let record = HumanRequestRecord {
@@ -328,53 +363,51 @@ async fn perform(myself: &ActorRef<RunMsg>, st: &mut RunActorState, actions: Vec
             Action::Finish => {}
         }
     }
-    enqueue(st, now).await
+    if !dispatches.is_empty() {
+        let plan = plan(st, dispatches);
+        enqueue(st, plan.ready).await?;
+        for (ready, at) in plan.deferred {
+            defer(myself, ready, at);
+        }
+    }
+    Ok(())
 }
 
 type Ready = (StepId, u32, serde_json::Value);
 
-/// Dispatch an attempt: returned to be enqueued now, or held until its backoff is over. The
-/// actor holds back-off itself rather than using the queue's scheduling, which apalis keeps in
-/// whole seconds; the journal already says the attempt is queued, so a crash during the wait
-/// re-dispatches it on recovery.
-fn dispatch(myself: &ActorRef<RunMsg>, st: &mut RunActorState, step: StepId, attempt: u32, not_before: Option<u64>, input: serde_json::Value) -> Option<Ready> {
-    st.in_flight += 1;
-    match not_before.filter(|&t| t > now_ms()) {
-        Some(at) => {
-            let me = myself.clone();
-            let delay = Duration::from_millis(at - now_ms());
-            tokio::spawn(async move {
-                tokio::time::sleep(delay).await;
-                let _ = me.send_message(RunMsg::Due { step, attempt, input });
-            });
-            None
-        }
-        None => Some((step, attempt, input)),
-    }
+/// Enqueue an attempt once its backoff is over. The actor holds back-off itself rather than
+/// using the queue's scheduling, which apalis keeps in whole seconds; the journal already says
+/// the attempt is queued, so a crash during the wait re-dispatches it on recovery.
+fn defer(myself: &ActorRef<RunMsg>, (step, attempt, input): Ready, at: u64) {
+    let me = myself.clone();
+    let delay = Duration::from_millis(at.saturating_sub(now_ms()));
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        let _ = me.send_message(RunMsg::Due { step, attempt, input });
+    });
 }
 
-/// Record the attempts' inputs (one write), then enqueue their jobs (ids only).
+/// Record the attempts' inputs (one write), then enqueue their jobs.
 async fn enqueue(st: &mut RunActorState, ready: Vec<Ready>) -> Result<(), ActorProcessingErr> {
     if ready.is_empty() {
         return Ok(());
     }
     let inputs: Vec<(StepId, u32, &serde_json::Value)> = ready.iter().map(|(s, a, i)| (s.clone(), *a, i)).collect();
     st.engine.store.put_step_inputs(&st.wf, &st.state.run, &inputs).await?;
+    enqueue_recorded(st, ready).await
+}
+
+/// Enqueue jobs (ids only) for attempts whose inputs are recorded.
+async fn enqueue_recorded(st: &mut RunActorState, ready: Vec<Ready>) -> Result<(), ActorProcessingErr> {
+    if ready.is_empty() {
+        return Ok(());
+    }
     let jobs = ready
         .into_iter()
         .map(|(step, attempt, _)| StepJob { workflow: st.wf.clone(), run: st.state.run.clone(), step, attempt })
         .collect();
     st.engine.queue.enqueue_many(jobs).await?;
     Ok(())
-}
-
-async fn release_held(myself: &ActorRef<RunMsg>, st: &mut RunActorState) -> Result<(), ActorProcessingErr> {
-    let mut now = Vec::new();
-    while st.in_flight < st.engine.max_in_flight_per_run {
-        let Some(Action::Dispatch { step, attempt, not_before, input, .. }) = st.held.pop_front() else { break };
-        now.extend(dispatch(myself, st, step, attempt, not_before, input));
-    }
-    enqueue(st, now).await
 }
 
 fn arm(myself: &ActorRef<RunMsg>, st: &mut RunActorState, timer: Timer, at: u64) {

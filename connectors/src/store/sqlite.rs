@@ -192,6 +192,44 @@ impl Backend for SqliteBackend {
         Ok(())
     }
 
+    async fn append_with(&self, log: &str, expected_len: u64, entries: &[Vec<u8>], puts: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
+        if puts.is_empty() {
+            return self.append(log, expected_len, entries).await;
+        }
+        // One IMMEDIATE transaction (see `append`): length check, entries, puts, one commit.
+        let mut conn = self.writer.acquire().await.map_err(|e| map_err(log, e))?;
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(|e| map_err(log, e))?;
+        let actual: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq) + 1, 0) FROM log WHERE log = ?1")
+            .bind(log)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| map_err(log, e))?;
+        if actual as u64 != expected_len {
+            return Err(StoreError::Conflict { log: log.to_owned(), expected: expected_len, actual: actual as u64 });
+        }
+        for (seq, entry) in (actual..).zip(entries) {
+            sqlx::query("INSERT INTO log (log, seq, value) VALUES (?1, ?2, ?3)")
+                .bind(log)
+                .bind(seq)
+                .bind(entry.as_slice())
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| map_err(log, e))?;
+        }
+        for (key, value) in puts {
+            sqlx::query(
+                "INSERT INTO kv (key, value, expires_at) VALUES (?1, ?2, NULL) \
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = NULL",
+            )
+            .bind(key)
+            .bind(value)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| map_err(key, e))?;
+        }
+        tx.commit().await.map_err(|e| map_err(log, e))
+    }
+
     async fn put_many(&self, items: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
         let Some((first, _)) = items.first() else { return Ok(()) };
         let mut tx = self.writer.begin().await.map_err(|e| map_err(first, e))?;

@@ -53,6 +53,14 @@ pub trait Backend: Send + Sync + 'static {
     /// all or nothing. Otherwise [`StoreError::Conflict`].
     async fn append(&self, log: &str, expected_len: u64, entries: &[Vec<u8>]) -> Result<(), StoreError>;
 
+    /// [`Backend::append`] and [`Backend::put_many`] in one write where the backend allows
+    /// (one transaction, or one round trip): a run journals an event and records the inputs of
+    /// the steps it dispatches for it together. The puts happen only if the append does.
+    async fn append_with(&self, log: &str, expected_len: u64, entries: &[Vec<u8>], puts: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
+        self.append(log, expected_len, entries).await?;
+        self.put_many(puts).await
+    }
+
     /// Entries of `log` from position `from` (0-based) to the end; empty if the log does not exist.
     async fn read_log(&self, log: &str, from: u64) -> Result<Vec<Vec<u8>>, StoreError>;
 

@@ -148,6 +148,33 @@ impl Store {
         self.backend.append(&log, expected_len, &sealed).await
     }
 
+    /// Append events and, in the same write, the inputs of the attempts they dispatch.
+    pub async fn append_events_with_inputs(
+        &self,
+        wf: &WorkflowId,
+        run: &RunId,
+        expected_len: u64,
+        events: &[Event],
+        inputs: &[(StepId, u32, &Value)],
+    ) -> Result<(), StoreError> {
+        let k = self.workflow_key(wf).await?;
+        let log = keys::run_journal(run);
+        let sealed: Vec<Vec<u8>> = events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| k.seal(journal_aad(&log, expected_len + i as u64).as_bytes(), &Self::encode(e)))
+            .collect();
+        let puts: Vec<(String, Vec<u8>)> = inputs
+            .iter()
+            .map(|(step, attempt, input)| {
+                let key = keys::step_input(run, step, *attempt);
+                let value = k.seal(key.as_bytes(), &Self::encode(input));
+                (key, value)
+            })
+            .collect();
+        self.backend.append_with(&log, expected_len, &sealed, &puts).await
+    }
+
     pub async fn read_journal(&self, wf: &WorkflowId, run: &RunId) -> Result<Vec<Event>, StoreError> {
         let k = self.workflow_key(wf).await?;
         let log = keys::run_journal(run);
