@@ -44,7 +44,10 @@ impl QueueBackend {
                 Kind::Redis(RedisQueue::open(url, queue).await?)
             }
         };
-        Ok(Self { kind, options: WorkerOptions::from_config(config) })
+        Ok(Self {
+            kind,
+            options: WorkerOptions::from_config(config),
+        })
     }
 
     /// Starts this process's workers: up to `concurrency` jobs at a time go to `handler` until
@@ -80,7 +83,11 @@ impl QueueBackend {
 
 #[async_trait]
 impl StepQueue for QueueBackend {
-    async fn enqueue(&self, job: StepJob, not_before: Option<SystemTime>) -> Result<(), QueueError> {
+    async fn enqueue(
+        &self,
+        job: StepJob,
+        not_before: Option<SystemTime>,
+    ) -> Result<(), QueueError> {
         match &self.kind {
             Kind::Sqlite(q) => q.enqueue(&job, not_before).await,
             Kind::Redis(q) => q.enqueue(&job, not_before).await,
@@ -119,10 +126,10 @@ pub async fn spawn_workers(
 
 fn shared_key(config: &QueueConfig) -> QueueConfig {
     let mut key = config.clone();
-    if let QueueBackendConfig::Embedded { path } = &mut key.backend {
-        if let Ok(absolute) = std::path::absolute(&*path) {
-            *path = absolute;
-        }
+    if let QueueBackendConfig::Embedded { path } = &mut key.backend
+        && let Ok(absolute) = std::path::absolute(&*path)
+    {
+        *path = absolute;
     }
     key
 }

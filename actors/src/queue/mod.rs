@@ -70,9 +70,9 @@ impl QueueConfig {
     /// `{namespace}:steps` (its own key prefix, apart from the store's records).
     pub fn from_app(config: &crate::config::Config) -> Self {
         let backend = match config.backend {
-            crate::config::BackendKind::Embedded => {
-                QueueBackendConfig::Embedded { path: config.data_dir.join("queue.db") }
-            }
+            crate::config::BackendKind::Embedded => QueueBackendConfig::Embedded {
+                path: config.data_dir.join("queue.db"),
+            },
             crate::config::BackendKind::Redis => QueueBackendConfig::Redis {
                 url: config.redis_url.clone(),
                 queue: format!("{}:steps", config.namespace),
@@ -129,14 +129,17 @@ pub enum QueueBackendConfig {
 
 impl Default for QueueBackendConfig {
     fn default() -> Self {
-        Self::Embedded { path: PathBuf::from("data/queue.db") }
+        Self::Embedded {
+            path: PathBuf::from("data/queue.db"),
+        }
     }
 }
 
 fn is_valid_queue_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b))
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b))
 }
 
 /// What a worker does with one delivered job.
@@ -158,6 +161,8 @@ pub struct JobRejected {
 
 impl JobRejected {
     pub fn new(reason: impl Into<String>) -> Self {
-        Self { reason: reason.into() }
+        Self {
+            reason: reason.into(),
+        }
     }
 }

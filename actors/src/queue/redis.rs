@@ -146,7 +146,9 @@ struct Inner {
 
 impl std::fmt::Debug for RedisQueue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisQueue").field("queue", &self.inner.config.queue).finish()
+        f.debug_struct("RedisQueue")
+            .field("queue", &self.inner.config.queue)
+            .finish()
     }
 }
 
@@ -183,7 +185,9 @@ impl RedisQueue {
     ) -> Result<(), BackendError> {
         let inner = &self.inner;
         let id = Ulid::generate().to_string();
-        let run_at = not_before.filter(|at| *at > SystemTime::now()).map_or(0, unix_secs_ceil);
+        let run_at = not_before
+            .filter(|at| *at > SystemTime::now())
+            .map_or(0, unix_secs_ceil);
         let mut conn = inner.conn.clone();
         PUSH_SCRIPT
             .key(inner.config.job_data_hash())
@@ -240,7 +244,10 @@ impl CompleteJob for DeleteJob {
             .invoke_async(&mut self.conn.clone())
             .await?;
         if held == 0 {
-            tracing::info!(task_id, "job was re-queued by orphan recovery meanwhile; kept");
+            tracing::info!(
+                task_id,
+                "job was re-queued by orphan recovery meanwhile; kept"
+            );
         }
         Ok(())
     }
@@ -268,7 +275,11 @@ impl WorkerSource for RedisQueue {
         let backend = Wakeable::new(storage, self.inner.wake.subscribe(), options.poll_interval);
         let worker = WorkerBuilder::new(name).backend(backend).build(service);
         worker
-            .run_until(shutdown.cancelled_owned().map(Ok::<(), apalis_core::error::WorkerError>))
+            .run_until(
+                shutdown
+                    .cancelled_owned()
+                    .map(Ok::<(), apalis_core::error::WorkerError>),
+            )
             .await
             .map_err(|e| BackendError::Worker(e.to_string()))
     }
@@ -290,7 +301,11 @@ impl WorkerSource for RedisQueue {
         match released {
             Ok(0) => {}
             Ok(n) => {
-                tracing::info!(worker = name, jobs = n, "handed back jobs a stopped worker never started");
+                tracing::info!(
+                    worker = name,
+                    jobs = n,
+                    "handed back jobs a stopped worker never started"
+                );
                 inner.wake.notify();
             }
             Err(e) => {

@@ -61,7 +61,13 @@ impl StepService {
         slots: Arc<Semaphore>,
         tasks: TaskTracker,
     ) -> Self {
-        Self { handler, completer, slots: PollSemaphore::new(slots), permit: None, tasks }
+        Self {
+            handler,
+            completer,
+            slots: PollSemaphore::new(slots),
+            permit: None,
+            tasks,
+        }
     }
 }
 

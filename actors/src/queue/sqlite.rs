@@ -62,9 +62,10 @@ pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections in the working pool. SQLite admits one writer at a time and every queue
 /// statement writes (apalis's fetch is an `UPDATE`), so a second connection only moves the
 /// queueing from the pool's fair async wait into SQLite's sleep-based busy handler, whose
-/// first back-off is already 1 ms: measured here, idle pickup p90 went from 2.8 ms to 1.8 ms
-/// going from two connections to one.
-pub(crate) const POOL_CONNECTIONS: u32 = 2;
+/// first back-off is already 1 ms. Measured here (`examples/queue_latency.rs`): with two
+/// connections idle pickup p50 was 2.0-2.6 ms and, under load, fetches starved behind the
+/// writer (p50 ~600 ms); with one, 1.1 ms and 2.1-2.5 ms.
+pub(crate) const POOL_CONNECTIONS: u32 = 1;
 
 /// Most writes one group commit takes.
 const MAX_GROUP: usize = 512;
@@ -90,8 +91,10 @@ enum Write {
 impl SqliteQueue {
     pub(crate) async fn open(path: &Path) -> Result<Self, BackendError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|source| BackendError::Io { path: dir.display().to_string(), source })?;
+            std::fs::create_dir_all(dir).map_err(|source| BackendError::Io {
+                path: dir.display().to_string(),
+                source,
+            })?;
         }
         let options = SqliteConnectOptions::new()
             .filename(path)
@@ -104,8 +107,10 @@ impl SqliteQueue {
             .pragma("wal_autocheckpoint", "0");
 
         // `setup` leaves `synchronous = OFF` on the connection it used: let that connection die.
-        let setup_pool =
-            SqlitePoolOptions::new().max_connections(1).connect_with(options.clone()).await?;
+        let setup_pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await?;
         let setup = SqliteStorage::setup(&setup_pool).await;
         setup_pool.close().await;
         setup?;
@@ -118,8 +123,7 @@ impl SqliteQueue {
                 let wake = hook_wake.clone();
                 Box::pin(async move {
                     conn.lock_handle().await?.set_update_hook(move |event| {
-                        if event.operation == SqliteOperation::Insert && event.table == JOBS_TABLE
-                        {
+                        if event.operation == SqliteOperation::Insert && event.table == JOBS_TABLE {
                             wake.notify();
                         }
                     });
@@ -142,8 +146,8 @@ impl SqliteQueue {
         job: &StepJob,
         not_before: Option<SystemTime>,
     ) -> Result<(), BackendError> {
-        let mut task = TaskBuilder::new(serde_json::to_vec(job)?)
-            .task_id(TaskId::from_ulid(Ulid::generate()));
+        let mut task =
+            TaskBuilder::new(serde_json::to_vec(job)?).task_id(TaskId::from_ulid(Ulid::generate()));
         if let Some(at) = not_before {
             task = task.run_at_timestamp(unix_secs_ceil(at));
         }
@@ -155,8 +159,13 @@ impl SqliteQueue {
         write: impl FnOnce(oneshot::Sender<Result<(), String>>) -> Write,
     ) -> Result<(), BackendError> {
         let (done, committed) = oneshot::channel();
-        self.writes.send(write(done)).map_err(|_| BackendError::Closed)?;
-        committed.await.map_err(|_| BackendError::Closed)?.map_err(BackendError::Commit)
+        self.writes
+            .send(write(done))
+            .map_err(|_| BackendError::Closed)?;
+        committed
+            .await
+            .map_err(|_| BackendError::Closed)?
+            .map_err(BackendError::Commit)
     }
 
     #[cfg(test)]
@@ -229,16 +238,16 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 /// commit — and every fetch queued behind it — by 15-20 ms (measured here: idle pickup p99
 /// ~16-19 ms with it, ~4-8 ms with this). A passive checkpoint beside the writer never blocks
 /// it. Ends when the queue's write channel is gone.
-async fn checkpoint(
-    mut conn: sqlx::SqliteConnection,
-    alive: mpsc::WeakUnboundedSender<Write>,
-) {
+async fn checkpoint(mut conn: sqlx::SqliteConnection, alive: mpsc::WeakUnboundedSender<Write>) {
     loop {
         tokio::time::sleep(CHECKPOINT_EVERY).await;
         if alive.upgrade().is_none() {
             return;
         }
-        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&mut conn).await {
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&mut conn)
+            .await
+        {
             tracing::warn!(error = %e, "queue WAL checkpoint failed");
         }
     }
@@ -269,7 +278,9 @@ async fn release_worker(pool: &SqlitePool, name: &str) -> Result<u64, BackendErr
 /// apalis keeps `run_at` in whole seconds; rounding up keeps "no earlier than `not_before`"
 /// (a job may start up to a second late, never early).
 pub(crate) fn unix_secs_ceil(at: SystemTime) -> u64 {
-    let since = at.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let since = at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
     since.as_secs() + u64::from(since.subsec_nanos() > 0)
 }
 
@@ -277,7 +288,8 @@ pub(crate) fn unix_secs_ceil(at: SystemTime) -> u64 {
 #[async_trait]
 impl CompleteJob for SqliteQueue {
     async fn complete(&self, task_id: &str) -> Result<(), BackendError> {
-        self.write(|done| Write::Delete(task_id.to_owned(), done)).await
+        self.write(|done| Write::Delete(task_id.to_owned(), done))
+            .await
     }
 }
 
@@ -303,7 +315,11 @@ impl WorkerSource for SqliteQueue {
         let backend = Wakeable::new(storage, self.wake.subscribe(), options.poll_interval);
         let worker = WorkerBuilder::new(name).backend(backend).build(service);
         worker
-            .run_until(shutdown.cancelled_owned().map(Ok::<(), apalis_core::error::WorkerError>))
+            .run_until(
+                shutdown
+                    .cancelled_owned()
+                    .map(Ok::<(), apalis_core::error::WorkerError>),
+            )
             .await
             .map_err(|e| BackendError::Worker(e.to_string()))
     }
@@ -312,7 +328,11 @@ impl WorkerSource for SqliteQueue {
         match release_worker(&self.pool, name).await {
             Ok(0) => {}
             Ok(n) => {
-                tracing::info!(worker = name, jobs = n, "handed back jobs a stopped worker never started");
+                tracing::info!(
+                    worker = name,
+                    jobs = n,
+                    "handed back jobs a stopped worker never started"
+                );
                 // An UPDATE, which the insert hook does not see.
                 self.wake.notify();
             }

@@ -49,7 +49,9 @@ pub(crate) fn sqlite_config(
     poll_interval: Duration,
 ) -> QueueConfig {
     QueueConfig {
-        backend: QueueBackendConfig::Embedded { path: dir.path().join("queue.db") },
+        backend: QueueBackendConfig::Embedded {
+            path: dir.path().join("queue.db"),
+        },
         concurrency,
         poll_interval,
     }
@@ -57,16 +59,25 @@ pub(crate) fn sqlite_config(
 
 /// Deletes every key of the test's queue.
 pub(crate) async fn drop_redis_queue(config: &QueueConfig) {
-    let QueueBackendConfig::Redis { url, queue } = &config.backend else { return };
+    let QueueBackendConfig::Redis { url, queue } = &config.backend else {
+        return;
+    };
     let client = ::redis::Client::open(url.as_str()).expect("redis url");
-    let mut conn = client.get_multiplexed_async_connection().await.expect("redis reachable");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis reachable");
     let keys: Vec<String> = ::redis::cmd("KEYS")
         .arg(format!("{queue}:*"))
         .query_async(&mut conn)
         .await
         .expect("KEYS");
     if !keys.is_empty() {
-        let _: () = ::redis::cmd("DEL").arg(keys).query_async(&mut conn).await.expect("DEL");
+        let _: () = ::redis::cmd("DEL")
+            .arg(keys)
+            .query_async(&mut conn)
+            .await
+            .expect("DEL");
     }
 }
 
@@ -112,7 +123,10 @@ impl Recorder {
     pub(crate) fn with(behaviour: Behaviour) -> Arc<Self> {
         // Queue warnings show up in a failing test's output.
         let _ = tracing_subscriber::fmt()
-            .with_env_filter(std::env::var("TEST_LOG").unwrap_or_else(|_| "tollgate=debug,apalis=warn,apalis_core=warn".into()))
+            .with_env_filter(
+                std::env::var("TEST_LOG")
+                    .unwrap_or_else(|_| "tollgate=debug,apalis=warn,apalis_core=warn".into()),
+            )
             .with_test_writer()
             .try_init();
         Arc::new(Self {
@@ -130,7 +144,12 @@ impl Recorder {
     }
 
     pub(crate) fn delivered(&self, job: &StepJob) -> usize {
-        self.deliveries.lock().unwrap().iter().filter(|d| &d.job == job).count()
+        self.deliveries
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|d| &d.job == job)
+            .count()
     }
 
     /// How many times each job was delivered.
@@ -162,7 +181,9 @@ impl Recorder {
 
 async fn wait_count(counter: &watch::Sender<usize>, n: usize, within: Duration) -> bool {
     let mut rx = counter.subscribe();
-    tokio::time::timeout(within, rx.wait_for(|c| *c >= n)).await.is_ok()
+    tokio::time::timeout(within, rx.wait_for(|c| *c >= n))
+        .await
+        .is_ok()
 }
 
 #[async_trait]
@@ -211,7 +232,11 @@ pub(crate) async fn stored_jobs(backend: &crate::queue::QueueBackend) -> usize {
 }
 
 /// Waits until the backend stores exactly `n` jobs; polls, because deletion has no event.
-pub(crate) async fn wait_stored(backend: &crate::queue::QueueBackend, n: usize, within: Duration) -> bool {
+pub(crate) async fn wait_stored(
+    backend: &crate::queue::QueueBackend,
+    n: usize,
+    within: Duration,
+) -> bool {
     let deadline = Instant::now() + within;
     loop {
         if stored_jobs(backend).await == n {

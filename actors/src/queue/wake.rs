@@ -70,7 +70,12 @@ impl<B> Wakeable<B> {
     pub(crate) fn new(inner: B, wake: mpsc::Receiver<()>, poll_interval: Duration) -> Self {
         let mut interval = tokio::time::interval(poll_interval);
         interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        Self { inner, wake, interval, kicks: 0 }
+        Self {
+            inner,
+            wake,
+            interval,
+            kicks: 0,
+        }
     }
 }
 

@@ -114,7 +114,10 @@ impl WorkerSet {
 
     /// The name of the apalis worker currently running, if any.
     pub fn worker_name(&self) -> Option<String> {
-        self.current.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Stops fetching, lets in-flight jobs finish, hands unstarted ones back, and returns when
@@ -159,8 +162,10 @@ impl Supervisor {
             );
             let started = Instant::now();
             tracing::debug!(worker = %name, "queue worker starting");
-            let result =
-                self.source.run_worker(&name, &self.options, service, self.shutdown.clone()).await;
+            let result = self
+                .source
+                .run_worker(&name, &self.options, service, self.shutdown.clone())
+                .await;
             *self.current.lock().unwrap_or_else(|e| e.into_inner()) = None;
             // A failed worker's jobs may run on for a while; restart without waiting for them.
             let (source, stopped) = (Arc::clone(&self.source), name.clone());

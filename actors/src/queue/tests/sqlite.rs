@@ -12,9 +12,9 @@ use tokio_util::sync::CancellationToken;
 use tollgate_engine::queue::StepQueue;
 use ulid::Ulid;
 
+use crate::queue::QueueBackend;
 use crate::queue::sqlite::{BUSY_TIMEOUT, POOL_CONNECTIONS, QUEUE_NAME};
 use crate::queue::tests::{DRAIN, PROMPT, Recorder, job, sqlite_config, stored_jobs, wait_stored};
-use crate::queue::QueueBackend;
 
 /// apalis fact: `SqliteStorage::setup` sets `synchronous = OFF` on the connection it runs on.
 /// If this starts failing, apalis stopped doing it and the throw-away setup pool can go.
@@ -31,7 +31,10 @@ async fn apalis_setup_turns_synchronous_off() {
         .await
         .expect("pool");
     SqliteStorage::setup(&pool).await.expect("setup");
-    let level: i64 = sqlx::query_scalar("PRAGMA synchronous").fetch_one(&pool).await.expect("pragma");
+    let level: i64 = sqlx::query_scalar("PRAGMA synchronous")
+        .fetch_one(&pool)
+        .await
+        .expect("pragma");
     assert_eq!(level, 0, "OFF");
 }
 
@@ -50,12 +53,18 @@ async fn every_connection_is_durable_and_waits_for_locks() {
         conns.push(pool.acquire().await.expect("connection"));
     }
     for conn in &mut conns {
-        let sync: i64 =
-            sqlx::query_scalar("PRAGMA synchronous").fetch_one(&mut **conn).await.expect("pragma");
-        let busy: i64 =
-            sqlx::query_scalar("PRAGMA busy_timeout").fetch_one(&mut **conn).await.expect("pragma");
-        let journal: String =
-            sqlx::query_scalar("PRAGMA journal_mode").fetch_one(&mut **conn).await.expect("pragma");
+        let sync: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(&mut **conn)
+            .await
+            .expect("pragma");
+        let busy: i64 = sqlx::query_scalar("PRAGMA busy_timeout")
+            .fetch_one(&mut **conn)
+            .await
+            .expect("pragma");
+        let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(&mut **conn)
+            .await
+            .expect("pragma");
         assert_eq!(sync, 1, "NORMAL");
         assert_eq!(busy, BUSY_TIMEOUT.as_millis() as i64);
         assert_eq!(journal, "wal");
@@ -77,15 +86,24 @@ async fn apalis_fetch_fails_on_a_non_ulid_task_id() {
     apalis_sqlite::queries::register_worker(&pool, &config, &worker, "SqliteStorage")
         .await
         .expect("register");
-    let odd = TaskBuilder::new(b"{}".to_vec()).task_id(TaskId::from_string("not-a-ulid")).build();
-    apalis_sqlite::queries::push_tasks(&mut *pool.acquire().await.expect("conn"), QUEUE_NAME, &[odd])
-        .await
-        .expect("push");
+    let odd = TaskBuilder::new(b"{}".to_vec())
+        .task_id(TaskId::from_string("not-a-ulid"))
+        .build();
+    apalis_sqlite::queries::push_tasks(
+        &mut *pool.acquire().await.expect("conn"),
+        QUEUE_NAME,
+        &[odd],
+    )
+    .await
+    .expect("push");
     backend.enqueue(job(1), None).await.expect("enqueue");
     for _ in 0..2 {
         let mut tx = pool.begin().await.expect("begin");
         let fetched = apalis_sqlite::queries::fetch_next(&mut *tx, &config, &worker).await;
-        assert!(fetched.is_err(), "a non-ULID id breaks the fetch (and keeps breaking it)");
+        assert!(
+            fetched.is_err(),
+            "a non-ULID id breaks the fetch (and keeps breaking it)"
+        );
         drop(tx);
     }
 }
@@ -144,8 +162,16 @@ async fn concurrent_producer_and_worker_on_one_file() {
     .collect::<Result<Vec<_>, _>>()
     .expect("no enqueue fails");
 
-    assert!(recorder.wait_done(JOBS as usize, DRAIN).await, "only {} handled", recorder.done());
-    assert!(wait_stored(&worker_side, 0, PROMPT).await, "{} rows left", stored_jobs(&worker_side).await);
+    assert!(
+        recorder.wait_done(JOBS as usize, DRAIN).await,
+        "only {} handled",
+        recorder.done()
+    );
+    assert!(
+        wait_stored(&worker_side, 0, PROMPT).await,
+        "{} rows left",
+        stored_jobs(&worker_side).await
+    );
     workers.shutdown().await;
     let counts = recorder.counts();
     assert_eq!(counts.len(), JOBS as usize, "every job handled");
@@ -164,9 +190,15 @@ async fn poll_finds_jobs_from_another_process() {
     let recorder = Recorder::new();
     let workers = worker_side.spawn_workers(recorder.clone(), CancellationToken::new());
     worker_side.enqueue(job(1), None).await.expect("enqueue");
-    assert!(recorder.wait_done(1, PROMPT).await, "worker is running and idle");
+    assert!(
+        recorder.wait_done(1, PROMPT).await,
+        "worker is running and idle"
+    );
     other.enqueue(job(2), None).await.expect("enqueue");
-    assert!(recorder.wait_done(2, PROMPT).await, "found by polling, not the 30 s heartbeat");
+    assert!(
+        recorder.wait_done(2, PROMPT).await,
+        "found by polling, not the 30 s heartbeat"
+    );
     workers.shutdown().await;
 }
 
@@ -187,18 +219,24 @@ async fn stopped_worker_hands_back_claimed_jobs() {
         .await
         .expect("register");
     let mut tx = q.pool().begin().await.expect("begin");
-    let claimed = apalis_sqlite::queries::fetch_next(&mut *tx, &config, &ghost).await.expect("fetch");
+    let claimed = apalis_sqlite::queries::fetch_next(&mut *tx, &config, &ghost)
+        .await
+        .expect("fetch");
     tx.commit().await.expect("commit");
     assert_eq!(claimed.len(), 1);
 
     q.after_worker("ghost-worker").await;
-    let workers_left: i64 = sqlx::query_scalar("SELECT count(*) FROM Workers WHERE id = 'ghost-worker'")
-        .fetch_one(q.pool())
-        .await
-        .expect("count");
+    let workers_left: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM Workers WHERE id = 'ghost-worker'")
+            .fetch_one(q.pool())
+            .await
+            .expect("count");
     assert_eq!(workers_left, 0);
     let recorder = Recorder::new();
     let workers = backend.spawn_workers(recorder.clone(), CancellationToken::new());
-    assert!(recorder.wait_done(1, PROMPT).await, "the claimed job is delivered");
+    assert!(
+        recorder.wait_done(1, PROMPT).await,
+        "the claimed job is delivered"
+    );
     workers.shutdown().await;
 }
