@@ -119,6 +119,9 @@ impl SqliteQueue {
         let hook_wake = wake.clone();
         let pool = SqlitePoolOptions::new()
             .max_connections(POOL_CONNECTIONS)
+            // Reopening costs milliseconds on the next write; a local file needs no recycling.
+            .idle_timeout(None)
+            .max_lifetime(None)
             .after_connect(move |conn, _meta| {
                 let wake = hook_wake.clone();
                 Box::pin(async move {
@@ -201,16 +204,13 @@ async fn commit(pool: &SqlitePool, batch: &[Write]) -> Result<(), BackendError> 
     let mut conn = pool.acquire().await?;
     // A lone write runs as one autocommit statement: BEGIN and COMMIT would be two more round
     // trips to sqlx's connection thread on the idle path.
-    let batched = batch.len() > 1;
-    if batched {
-        sqlx::query("BEGIN").execute(&mut *conn).await?;
+    if batch.len() == 1 {
+        return write_all(&mut conn, &inserts, &deletes).await;
     }
-    let result = write_all(&mut conn, &inserts, &deletes).await;
-    if batched {
-        let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
-        sqlx::query(end).execute(&mut *conn).await?;
-    }
-    result
+    let mut tx = sqlx::Acquire::begin(&mut *conn).await?;
+    write_all(&mut tx, &inserts, &deletes).await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 async fn write_all(
