@@ -12,9 +12,17 @@
 //! `service.rs`) instead of being acknowledged into apalis's result bookkeeping, which both
 //! backends would otherwise keep forever.
 //!
+//! ```text
+//! let queue = queue::open(&config).await?;               // Arc<QueueBackend>, a StepQueue
+//! queue.enqueue(job, None).await?;
+//! let workers = queue.spawn_workers(handler, shutdown);  // or queue::spawn_workers(&config, …)
+//! workers.shutdown().await;                             // stop fetching, finish in-flight jobs
+//! ```
+//!
 //! Layout: `mod.rs` config and traits, `backend.rs` the opened queue ([`QueueBackend`]),
 //! `sqlite.rs` / `redis.rs` the two backends, `wake.rs` how an idle worker learns of new jobs,
-//! `service.rs` what happens to one delivered job, `worker.rs` the supervised worker loop.
+//! `service.rs` what happens to one delivered job, `worker.rs` the supervised worker loop,
+//! `error.rs` the adapters' errors.
 
 mod backend;
 mod error;

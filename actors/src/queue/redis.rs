@@ -164,7 +164,7 @@ impl RedisQueue {
             .persist_results(false)
             // Its events (lock, done, retry…) have no subscriber; the wake-up is ours.
             .emit_events(false);
-        // apalis's own (dead) convention for "jobs available", so its listeners would wake too.
+        // apalis's own naming for "jobs available" (which it never publishes, see above).
         let channel = format!("tasks:{}:available", config.active_jobs_list());
         Ok(Self {
             inner: Arc::new(Inner {
