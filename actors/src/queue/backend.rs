@@ -64,6 +64,18 @@ impl QueueBackend {
         WorkerSet::spawn(source, self.options.clone(), handler, &shutdown)
     }
 
+    async fn push(
+        &self,
+        jobs: &[StepJob],
+        not_before: Option<SystemTime>,
+    ) -> Result<(), QueueError> {
+        match &self.kind {
+            Kind::Sqlite(q) => q.enqueue(jobs, not_before).await,
+            Kind::Redis(q) => q.enqueue(jobs, not_before).await,
+        }
+        .map_err(QueueError::from)
+    }
+
     #[cfg(test)]
     pub(crate) fn sqlite(&self) -> Option<&SqliteQueue> {
         match &self.kind {
@@ -88,11 +100,12 @@ impl StepQueue for QueueBackend {
         job: StepJob,
         not_before: Option<SystemTime>,
     ) -> Result<(), QueueError> {
-        match &self.kind {
-            Kind::Sqlite(q) => q.enqueue(&job, not_before).await,
-            Kind::Redis(q) => q.enqueue(&job, not_before).await,
-        }
-        .map_err(QueueError::from)
+        self.push(&[job], not_before).await
+    }
+
+    /// One write for all of `jobs`: one commit on SQLite, one script call on Redis.
+    async fn enqueue_many(&self, jobs: Vec<StepJob>) -> Result<(), QueueError> {
+        self.push(&jobs, None).await
     }
 }
 

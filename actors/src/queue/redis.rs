@@ -52,29 +52,35 @@ use crate::queue::sqlite::unix_secs_ceil;
 use crate::queue::wake::{WakeHub, Wakeable};
 use crate::queue::worker::{WorkerOptions, WorkerSource};
 
-/// Writes one job exactly as apalis's `batch_push.lua` would (data hash, metadata hash), but
-/// a due job goes onto the active list and wakes workers.
+/// Writes jobs exactly as apalis's `batch_push.lua` would (data hash, metadata hash), but a
+/// due job goes onto the active list, and one wake-up is published if any job is due.
 pub(crate) static PUSH_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 -- KEYS[1] task data hash, KEYS[2] active list, KEYS[3] signal list,
--- KEYS[4] this task's metadata hash, KEYS[5] scheduled set
--- ARGV[1] task id, ARGV[2] payload, ARGV[3] run_at (unix s; 0 = now),
--- ARGV[4] wake channel, ARGV[5] publisher instance
-if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then
-    return 0
+-- KEYS[4] task metadata key prefix, KEYS[5] scheduled set
+-- ARGV[1] wake channel, ARGV[2] publisher instance,
+-- then per job: task id, payload, run_at (unix s; 0 = now)
+local due = 0
+for i = 3, #ARGV, 3 do
+    local id, run_at = ARGV[i], tonumber(ARGV[i + 2])
+    if redis.call('HSETNX', KEYS[1], id, ARGV[i + 1]) == 1 then
+        redis.call('HSET', KEYS[4] .. ':' .. id, 'attempts', 0, 'max_attempts', 25,
+            'status', 'Pending', 'idempotency_key', '')
+        if run_at > 0 then
+            redis.call('ZADD', KEYS[5], run_at, id)
+        else
+            redis.call('RPUSH', KEYS[2], id)
+            due = due + 1
+        end
+    end
 end
-redis.call('HSET', KEYS[4], 'attempts', 0, 'max_attempts', 25, 'status', 'Pending',
-    'idempotency_key', '')
-if tonumber(ARGV[3]) > 0 then
-    redis.call('ZADD', KEYS[5], ARGV[3], ARGV[1])
-else
-    redis.call('RPUSH', KEYS[2], ARGV[1])
+if due > 0 then
     redis.call('DEL', KEYS[3])
     redis.call('LPUSH', KEYS[3], 1)
-    redis.call('PUBLISH', ARGV[4], ARGV[5])
+    redis.call('PUBLISH', ARGV[1], ARGV[2])
 end
-return 1
+return due
 "#,
     )
 });
@@ -178,31 +184,34 @@ impl RedisQueue {
         })
     }
 
+    /// Enqueues `jobs` in one script call (one round trip, one wake-up).
     pub(crate) async fn enqueue(
         &self,
-        job: &StepJob,
+        jobs: &[StepJob],
         not_before: Option<SystemTime>,
     ) -> Result<(), BackendError> {
+        if jobs.is_empty() {
+            return Ok(());
+        }
         let inner = &self.inner;
-        let id = Ulid::generate().to_string();
         let run_at = not_before
             .filter(|at| *at > SystemTime::now())
             .map_or(0, unix_secs_ceil);
-        let mut conn = inner.conn.clone();
-        PUSH_SCRIPT
-            .key(inner.config.job_data_hash())
+        let mut push = PUSH_SCRIPT.prepare_invoke();
+        push.key(inner.config.job_data_hash())
             .key(inner.config.active_jobs_list())
             .key(inner.config.signal_list())
-            .key(meta_key(&inner.config, &id))
+            .key(inner.config.job_meta_hash())
             .key(inner.config.scheduled_jobs_set())
-            .arg(&id)
-            .arg(serde_json::to_vec(job)?)
-            .arg(run_at)
             .arg(&inner.channel)
-            .arg(&inner.instance)
-            .invoke_async::<i64>(&mut conn)
-            .await?;
-        if run_at == 0 {
+            .arg(&inner.instance);
+        for job in jobs {
+            push.arg(Ulid::generate().to_string())
+                .arg(serde_json::to_vec(job)?)
+                .arg(run_at);
+        }
+        let due: i64 = push.invoke_async(&mut inner.conn.clone()).await?;
+        if due > 0 {
             inner.wake.notify();
         }
         Ok(())

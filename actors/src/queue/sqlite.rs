@@ -84,7 +84,7 @@ pub(crate) struct SqliteQueue {
 /// A write for the group-commit task; each reports back once committed.
 #[derive(Debug)]
 enum Write {
-    Insert(SqliteTask, oneshot::Sender<Result<(), String>>),
+    Insert(Vec<SqliteTask>, oneshot::Sender<Result<(), String>>),
     Delete(String, oneshot::Sender<Result<(), String>>),
 }
 
@@ -144,17 +144,25 @@ impl SqliteQueue {
         Ok(Self { pool, wake, writes })
     }
 
+    /// Enqueues `jobs` in one commit.
     pub(crate) async fn enqueue(
         &self,
-        job: &StepJob,
+        jobs: &[StepJob],
         not_before: Option<SystemTime>,
     ) -> Result<(), BackendError> {
-        let mut task =
-            TaskBuilder::new(serde_json::to_vec(job)?).task_id(TaskId::from_ulid(Ulid::generate()));
-        if let Some(at) = not_before {
-            task = task.run_at_timestamp(unix_secs_ceil(at));
+        if jobs.is_empty() {
+            return Ok(());
         }
-        self.write(|done| Write::Insert(task.build(), done)).await
+        let mut tasks = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let mut task = TaskBuilder::new(serde_json::to_vec(job)?)
+                .task_id(TaskId::from_ulid(Ulid::generate()));
+            if let Some(at) = not_before {
+                task = task.run_at_timestamp(unix_secs_ceil(at));
+            }
+            tasks.push(task.build());
+        }
+        self.write(|done| Write::Insert(tasks, done)).await
     }
 
     async fn write(
@@ -197,7 +205,7 @@ async fn commit(pool: &SqlitePool, batch: &[Write]) -> Result<(), BackendError> 
     let mut deletes = Vec::new();
     for write in batch {
         match write {
-            Write::Insert(task, _) => inserts.push(task.clone()),
+            Write::Insert(tasks, _) => inserts.extend(tasks.iter().cloned()),
             Write::Delete(id, _) => deletes.push(id.as_str()),
         }
     }

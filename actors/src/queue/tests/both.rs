@@ -224,3 +224,34 @@ on_both_backends!(
     concurrency = 4,
     poll = Duration::from_millis(100)
 );
+
+/// `enqueue_many` writes a burst at once (one commit / one script call) and every job of it
+/// is delivered once.
+async fn enqueue_many_delivers_every_job(config: QueueConfig) {
+    let backend = QueueBackend::open(&config).await.expect("open");
+    let recorder = Recorder::new();
+    let workers = backend.spawn_workers(recorder.clone(), CancellationToken::new());
+    backend
+        .enqueue_many(Vec::new())
+        .await
+        .expect("nothing to do");
+    backend
+        .enqueue_many((0..300).map(job).collect())
+        .await
+        .expect("enqueue_many");
+    assert!(
+        recorder.wait_done(300, DRAIN).await,
+        "only {} handled",
+        recorder.done()
+    );
+    assert!(wait_stored(&backend, 0, PROMPT).await);
+    workers.shutdown().await;
+    let counts = recorder.counts();
+    assert_eq!(counts.len(), 300);
+    assert!(counts.values().all(|c| *c == 1));
+}
+on_both_backends!(
+    enqueue_many_delivers_every_job,
+    concurrency = 8,
+    poll = Duration::from_secs(30)
+);
