@@ -64,6 +64,8 @@ pub enum RunMsg {
     /// Periodic: step timeouts, outcomes and decisions we were not told about, lease renewal.
     Reconcile,
     GetState(RpcReplyPort<RunState>),
+    /// A message routed by the supervisor (counted, see `SupervisorMsg::Passivated`).
+    Routed(Box<RunMsg>),
 }
 
 pub struct RunActorState {
@@ -79,6 +81,8 @@ pub struct RunActorState {
     in_flight: usize,
     ticker: Option<JoinHandle<()>>,
     inbox: Inbox,
+    /// Routed messages processed.
+    routed: u64,
 }
 
 #[ractor::async_trait]
@@ -109,6 +113,7 @@ impl Actor for RunActor {
             in_flight: 0,
             ticker: None,
             inbox: args.inbox,
+            routed: 0,
         };
         if journal.is_empty() {
             let event = Event::RunStarted { at: now_ms(), params: meta.params.clone() };
@@ -118,6 +123,11 @@ impl Actor for RunActor {
             let actions = run::outstanding(&st.spec, &st.state);
             perform(&myself, &mut st, actions).await?;
             myself.send_message(RunMsg::Reconcile)?;
+        }
+        if !st.state.status.is_finished() {
+            if let Some(c) = engine.store.cancel_request(&st.wf, &st.state.run).await? {
+                myself.send_message(RunMsg::Cancel { by: c.by, reason: c.reason })?;
+            }
         }
         let interval = engine.reconcile_interval;
         st.ticker = Some(tokio::spawn({
@@ -149,7 +159,15 @@ impl Actor for RunActor {
     }
 
     async fn handle(&self, myself: ActorRef<RunMsg>, msg: RunMsg, st: &mut RunActorState) -> Result<(), ActorProcessingErr> {
+        let msg = match msg {
+            RunMsg::Routed(inner) => {
+                st.routed += 1;
+                *inner
+            }
+            msg => msg,
+        };
         match msg {
+            RunMsg::Routed(_) => {}
             RunMsg::StepFinished { step, attempt, outcome } => {
                 if let Some(event) = outcome_event(st, &step, attempt, outcome).await? {
                     process(&myself, st, vec![event]).await?;
@@ -200,7 +218,10 @@ impl Actor for RunActor {
                 }
             }
             RunMsg::Cancel { by, reason } => {
-                process(&myself, st, vec![Event::Cancelled { by, reason, at: now_ms() }]).await?;
+                // Asked for more than once (routed, and seen in the store): journal it once.
+                if !st.state.status.is_finished() {
+                    process(&myself, st, vec![Event::Cancelled { by, reason, at: now_ms() }]).await?;
+                }
             }
             RunMsg::Due { step, attempt, input } => {
                 let still_due = st.spec.step_by_id(&step).is_some_and(|(i, _)| {
@@ -435,7 +456,7 @@ async fn after_change(myself: &ActorRef<RunMsg>, st: &mut RunActorState) -> Resu
         let next_timer = next_timer_at(&st.spec, &st.state);
         let far = next_timer.is_none_or(|at| at > now_ms() + PASSIVATE_IF_NEXT_TIMER_BEYOND.as_millis() as u64);
         if far {
-            let _ = st.supervisor.send_message(SupervisorMsg::Passivated { run: st.state.run.clone(), wake_at: next_timer });
+            let _ = st.supervisor.send_message(SupervisorMsg::Passivated { run: st.state.run.clone(), wake_at: next_timer, routed: st.routed });
             myself.stop(Some("passivated".into()));
         }
     }
@@ -484,6 +505,10 @@ async fn reconcile(myself: &ActorRef<RunMsg>, st: &mut RunActorState) -> Result<
         if let Some(d) = st.engine.store.human_decision(&st.wf, request).await? {
             myself.send_message(RunMsg::HumanDecided { request: request.clone(), decision: d })?;
         }
+    }
+    // A cancellation asked for by another process.
+    if let Some(c) = st.engine.store.cancel_request(&st.wf, &st.state.run).await? {
+        myself.send_message(RunMsg::Cancel { by: c.by, reason: c.reason })?;
     }
     if !events.is_empty() {
         process(myself, st, events).await?;

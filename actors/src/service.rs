@@ -10,7 +10,7 @@ use serde_json::Value;
 use tollgate_engine::ids::{RequestId, RunId};
 use tollgate_engine::run::{self, Decision, HumanMode, RunState};
 use tollgate_engine::spec::{SpecError, ValidatedSpec};
-use tollgate_engine::store::{HumanDecisionRecord, HumanRequestRecord, RunMeta, StoreError};
+use tollgate_engine::store::{CancelRequest, HumanDecisionRecord, HumanRequestRecord, RunMeta, StoreError};
 
 use crate::run_actor::RunMsg;
 use crate::supervisor::SupervisorMsg;
@@ -104,8 +104,12 @@ impl Tollgate {
         Ok(record)
     }
 
+    /// Cancel a run: the request is recorded first, so the process driving the run applies it
+    /// even if that is another process, or the run is passivated.
     pub async fn cancel(&self, run: &RunId, by: &str, reason: &str) -> Result<(), ServiceError> {
-        self.engine.store.run_meta(run).await?;
+        let meta = self.engine.store.run_meta(run).await?;
+        let request = CancelRequest { by: by.into(), reason: reason.into(), at: now_ms() };
+        self.engine.store.request_cancel(&meta.workflow, run, &request).await?;
         let msg = RunMsg::Cancel { by: by.into(), reason: reason.into() };
         let _ = self.supervisor.send_message(SupervisorMsg::Route { run: run.clone(), msg });
         Ok(())

@@ -26,14 +26,16 @@ pub enum SupervisorMsg {
     /// Deliver a message to a run, rehydrating it if it is passivated.
     Route { run: RunId, msg: RunMsg },
     /// A run actor stopped itself because it only waits; wake it at `wake_at` if set.
-    Passivated { run: RunId, wake_at: Option<u64> },
+    /// `routed` is how many routed messages it had processed: if fewer than were routed to it,
+    /// some arrived after it decided to stop and a fresh actor takes over at once.
+    Passivated { run: RunId, wake_at: Option<u64>, routed: u64 },
     /// Number of live run actors.
     LiveCount(RpcReplyPort<usize>),
 }
 
 pub struct SupervisorState {
     engine: Arc<Engine>,
-    live: HashMap<RunId, (ActorRef<RunMsg>, Inbox)>,
+    live: HashMap<RunId, Live>,
     by_actor: HashMap<ActorId, RunId>,
     wakeups: HashMap<RunId, JoinHandle<()>>,
     restarts: HashMap<RunId, u32>,
@@ -65,28 +67,24 @@ impl Actor for RunSupervisor {
     async fn handle(&self, myself: ActorRef<SupervisorMsg>, msg: SupervisorMsg, st: &mut SupervisorState) -> Result<(), ActorProcessingErr> {
         match msg {
             SupervisorMsg::Ensure { run, reply } => {
-                let result = ensure_live(&myself, st, &run).await.map(|_| ());
+                let result = ensure_live(&myself, st, &run).await;
                 if let Some(reply) = reply {
                     let _ = reply.send(result);
                 } else if let Err(e) = result {
                     tracing::warn!(%run, "cannot start run actor: {e}");
                 }
             }
-            SupervisorMsg::Route { run, msg } => match ensure_live(&myself, st, &run).await {
-                // Outcomes go through the run's inbox, so a burst is handled as one batch.
-                Ok((actor, inbox)) => match msg {
-                    RunMsg::StepFinished { step, attempt, outcome } => {
-                        if inbox.push(step, attempt, outcome) {
-                            let _ = actor.send_message(RunMsg::Drain);
-                        }
-                    }
-                    msg => {
-                        let _ = actor.send_message(msg);
-                    }
-                },
-                Err(e) => tracing::warn!(%run, "message for run not delivered: {e}"),
-            },
-            SupervisorMsg::Passivated { run, wake_at } => {
+            SupervisorMsg::Route { run, msg } => route(&myself, st, run, msg).await,
+            SupervisorMsg::Passivated { run, wake_at, routed } => {
+                let lost = st.live.get(&run).is_some_and(|l| l.routed > routed);
+                st.live.remove(&run);
+                if lost {
+                    // Messages routed after the actor decided to stop were dropped with it;
+                    // what they carried is in the store (outcomes, decisions, cancellations),
+                    // which a fresh actor reads when it starts.
+                    let _ = myself.send_message(SupervisorMsg::Ensure { run, reply: None });
+                    return Ok(());
+                }
                 if let Some(at) = wake_at {
                     let me = myself.clone();
                     let r = run.clone();
@@ -137,9 +135,39 @@ impl Actor for RunSupervisor {
     }
 }
 
-async fn ensure_live(myself: &ActorRef<SupervisorMsg>, st: &mut SupervisorState, run: &RunId) -> Result<(ActorRef<RunMsg>, Inbox), String> {
-    if let Some(a) = st.live.get(run) {
-        return Ok(a.clone());
+/// A live run actor as the supervisor knows it.
+struct Live {
+    actor: ActorRef<RunMsg>,
+    inbox: Inbox,
+    /// Messages routed to it so far (see `SupervisorMsg::Passivated`).
+    routed: u64,
+}
+
+/// Deliver a message to a run's actor, starting one if needed. Outcomes go through the run's
+/// inbox, so a burst is handled as one batch. Every routed message is counted.
+async fn route(myself: &ActorRef<SupervisorMsg>, st: &mut SupervisorState, run: RunId, msg: RunMsg) {
+    if let Err(e) = ensure_live(myself, st, &run).await {
+        tracing::warn!(%run, "message for run not delivered (the store keeps what it carried): {e}");
+        return;
+    }
+    let live = st.live.get_mut(&run).expect("ensured live");
+    live.routed += 1;
+    let sent = match msg {
+        RunMsg::StepFinished { step, attempt, outcome } => {
+            !live.inbox.push(step, attempt, outcome) || live.actor.send_message(RunMsg::Routed(Box::new(RunMsg::Drain))).is_ok()
+        }
+        msg => live.actor.send_message(RunMsg::Routed(Box::new(msg))).is_ok(),
+    };
+    if !sent {
+        // The actor is stopping: a fresh one reads what the message carried from the store.
+        st.live.remove(&run);
+        let _ = myself.send_message(SupervisorMsg::Ensure { run, reply: None });
+    }
+}
+
+async fn ensure_live(myself: &ActorRef<SupervisorMsg>, st: &mut SupervisorState, run: &RunId) -> Result<(), String> {
+    if st.live.contains_key(run) {
+        return Ok(());
     }
     if let Some(w) = st.wakeups.remove(run) {
         w.abort();
@@ -148,6 +176,6 @@ async fn ensure_live(myself: &ActorRef<SupervisorMsg>, st: &mut SupervisorState,
     let args = RunArgs { engine: st.engine.clone(), supervisor: myself.clone(), run: run.clone(), inbox: inbox.clone() };
     let (actor, _) = Actor::spawn_linked(None, RunActor, args, myself.get_cell()).await.map_err(|e| e.to_string())?;
     st.by_actor.insert(actor.get_id(), run.clone());
-    st.live.insert(run.clone(), (actor.clone(), inbox.clone()));
-    Ok((actor, inbox))
+    st.live.insert(run.clone(), Live { actor, inbox, routed: 0 });
+    Ok(())
 }

@@ -15,7 +15,7 @@ use tollgate_engine::run::apply::DEFAULT_STEP_TIMEOUT;
 use tollgate_engine::step::{StepError, StepInvocation};
 use tollgate_engine::ids::RunId;
 use serde_json::Value;
-use tollgate_engine::gates::GateAction;
+use tollgate_engine::gates::{GateAction, RedactionMap};
 use tollgate_engine::spec::{OnBlock, ValidatedSpec};
 use tollgate_engine::step::StepSuccess;
 use tollgate_engine::store::{OutcomeResult, RunMeta, StepOutcome, StoreError};
@@ -60,6 +60,13 @@ impl StepWorker {
     async fn gate(&self, job: &StepJob, spec: &ValidatedSpec, i: usize, success: StepSuccess) -> Result<OutcomeResult, StoreError> {
         let store = &self.engine.store;
         let policy = spec.gate_policy(i);
+        // Most outputs have nothing to redact: a scan with a throwaway map says so without
+        // touching the run's map. Only outputs with findings load and update it.
+        let (verdict, _) = spec.gate_mesh().scan_json(&success.output, policy, &mut RedactionMap::new());
+        if verdict.action == GateAction::Allow {
+            let gate = serde_json::to_value(&verdict).expect("verdicts serialise");
+            return Ok(OutcomeResult::Succeeded { output: success.output, cost: success.cost, gate: Some(gate) });
+        }
         for _ in 0..MAX_REDACTION_RETRIES {
             let (len, map) = store.redactions(&job.workflow, &job.run).await?;
             let mut map = map.unwrap_or_default();
@@ -95,28 +102,24 @@ impl StepWorker {
     pub async fn execute(&self, job: StepJob) -> Result<(), JobRejected> {
         let reject = |reason: String| JobRejected::new(format!("{}/{}#{}: {reason}", job.run, job.step, job.attempt));
         let store = &self.engine.store;
-        // A duplicate delivery of an attempt already recorded: just make sure the run knows.
-        match store.step_outcome(&job.workflow, &job.run, &job.step, job.attempt).await {
-            Ok(Some(outcome)) => {
-                self.notifier.step_finished(&job, &outcome).await;
-                return Ok(());
-            }
-            Ok(None) => {}
-            Err(e) => return Err(reject(e.to_string())),
-        }
         let meta = self.run_meta(&job.run).await.map_err(|e| reject(e.to_string()))?;
         if meta.workflow != job.workflow {
             return Err(reject("job names the wrong workflow for its run".into()));
         }
+        let (recorded, input) = store
+            .step_outcome_and_input(&job.workflow, &job.run, &job.step, job.attempt)
+            .await
+            .map_err(|e| reject(e.to_string()))?;
+        // A duplicate delivery of an attempt already recorded: just make sure the run knows.
+        if let Some(outcome) = recorded {
+            self.notifier.step_finished(&job, &outcome).await;
+            return Ok(());
+        }
+        let input = input.ok_or_else(|| reject("attempt has no recorded input".into()))?;
         let spec = self.engine.spec(&meta.workflow, &meta.spec_digest).await.map_err(|e| reject(e.to_string()))?;
         let Some((_, step)) = spec.step_by_id(&job.step) else {
             return Err(reject(format!("workflow has no step `{}`", job.step)));
         };
-        let input = store
-            .step_input(&job.workflow, &job.run, &job.step, job.attempt)
-            .await
-            .map_err(|e| reject(e.to_string()))?
-            .ok_or_else(|| reject("attempt has no recorded input".into()))?;
         let timeout = step
             .timeout
             .or_else(|| spec.spec().defaults.as_ref().and_then(|d| d.timeout))

@@ -46,6 +46,7 @@ pub async fn run_all(backend: Arc<dyn Backend>) {
     large_values(b).await;
     binary_values(b).await;
     put_many_writes_all_and_clears_ttls(b).await;
+    batched_reads_and_appends(b).await;
 }
 
 /// A fresh key prefix for one check.
@@ -436,4 +437,26 @@ pub async fn put_many_writes_all_and_clears_ttls(b: &Arc<dyn Backend>) {
     }
     tokio::time::sleep(Duration::from_millis(400)).await; // past the old TTL, which put_many cleared
     assert_eq!(b.get(&format!("{p}k0")).await.unwrap(), Some(b"v0".to_vec()));
+}
+
+/// `get_many` answers in key order with gaps for missing keys; `append_with` writes its puts
+/// only when the append succeeds; `log_len` counts entries.
+pub async fn batched_reads_and_appends(b: &Arc<dyn Backend>) {
+    let p = scope("batched");
+    b.put(&format!("{p}a"), b"1", None).await.unwrap();
+    b.put(&format!("{p}c"), b"3", None).await.unwrap();
+    let keys = [format!("{p}a"), format!("{p}b"), format!("{p}c")];
+    assert_eq!(b.get_many(&keys).await.unwrap(), vec![Some(b"1".to_vec()), None, Some(b"3".to_vec())]);
+    assert!(b.get_many(&[]).await.unwrap().is_empty());
+
+    let log = format!("{p}log");
+    assert_eq!(b.log_len(&log).await.unwrap(), 0);
+    let puts = vec![(format!("{p}in1"), b"x".to_vec())];
+    b.append_with(&log, 0, &[b"e0".to_vec()], &puts).await.unwrap();
+    assert_eq!(b.get(&format!("{p}in1")).await.unwrap(), Some(b"x".to_vec()));
+    let stale = vec![(format!("{p}in2"), b"y".to_vec())];
+    assert!(matches!(b.append_with(&log, 0, &[b"e0'".to_vec()], &stale).await, Err(StoreError::Conflict { .. })));
+    assert_eq!(b.get(&format!("{p}in2")).await.unwrap(), None, "puts of a refused append must not be written");
+    assert_eq!(b.read_log(&log, 0).await.unwrap(), vec![b"e0".to_vec()]);
+    assert_eq!(b.log_len(&log).await.unwrap(), 1);
 }

@@ -23,6 +23,7 @@ pub fn summary_json(v: &RunView) -> Value {
                 "status": s.status.label(),
                 "skip_reason": match &s.status { tollgate_engine::run::StepStatus::Skipped { reason } => Some(reason.clone()), _ => None },
                 "attempts": s.attempts.len(),
+                "attempt_log": s.attempts,
                 "duration_ms": duration_ms(s),
                 "cost": s.cost,
                 "error": s.error,

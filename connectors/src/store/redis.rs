@@ -167,6 +167,19 @@ impl Backend for RedisBackend {
         set_cmd(self.key(key), value, ttl).exec_async(&mut self.conn.clone()).await.map_err(|e| map_err(key, e))
     }
 
+    async fn log_len(&self, log: &str) -> Result<u64, StoreError> {
+        redis::cmd("LLEN").arg(self.key(log)).query_async(&mut self.conn.clone()).await.map_err(|e| map_err(log, e))
+    }
+
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        let Some(first) = keys.first() else { return Ok(Vec::new()) };
+        let mut cmd = redis::cmd("MGET");
+        for key in keys {
+            cmd.arg(self.key(key));
+        }
+        cmd.query_async(&mut self.conn.clone()).await.map_err(|e| map_err(first, e))
+    }
+
     async fn put_many(&self, items: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
         let Some((first, _)) = items.first() else { return Ok(()) };
         let mut pipe = redis::pipe();

@@ -230,6 +230,29 @@ impl Backend for SqliteBackend {
         tx.commit().await.map_err(|e| map_err(log, e))
     }
 
+    async fn log_len(&self, log: &str) -> Result<u64, StoreError> {
+        SqliteBackend::log_len(self, log).await
+    }
+
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        let Some(first) = keys.first() else { return Ok(Vec::new()) };
+        let placeholders = vec!["?"; keys.len()].join(", ");
+        let sql = format!("SELECT key, value FROM kv WHERE key IN ({placeholders}) AND (expires_at IS NULL OR expires_at > ?)");
+        // Only `?` placeholders are generated; every key is bound.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for key in keys {
+            query = query.bind(key);
+        }
+        let rows = query.bind(now_ms()).fetch_all(&self.reader).await.map_err(|e| map_err(first, e))?;
+        let mut found = std::collections::HashMap::with_capacity(rows.len());
+        for row in rows {
+            let key: String = row.try_get(0).map_err(|e| map_err(first, e))?;
+            let value: Vec<u8> = row.try_get(1).map_err(|e| map_err(&key, e))?;
+            found.insert(key, value);
+        }
+        Ok(keys.iter().map(|k| found.remove(k)).collect())
+    }
+
     async fn put_many(&self, items: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
         let Some((first, _)) = items.first() else { return Ok(()) };
         let mut tx = self.writer.begin().await.map_err(|e| map_err(first, e))?;

@@ -31,6 +31,15 @@ pub enum StoreError {
 pub trait Backend: Send + Sync + 'static {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
 
+    /// Several values in one read where the backend allows (one statement, one round trip).
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            out.push(self.get(key).await?);
+        }
+        Ok(out)
+    }
+
     /// Write `value` under `key`, replacing what was there; expire it after `ttl` if given.
     async fn put(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<(), StoreError>;
 
@@ -59,6 +68,11 @@ pub trait Backend: Send + Sync + 'static {
     async fn append_with(&self, log: &str, expected_len: u64, entries: &[Vec<u8>], puts: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
         self.append(log, expected_len, entries).await?;
         self.put_many(puts).await
+    }
+
+    /// How many entries `log` holds (0 if it does not exist).
+    async fn log_len(&self, log: &str) -> Result<u64, StoreError> {
+        Ok(self.read_log(log, 0).await?.len() as u64)
     }
 
     /// Entries of `log` from position `from` (0-based) to the end; empty if the log does not exist.

@@ -42,6 +42,10 @@ pub fn step_quarantine(run: &RunId, step: &StepId, attempt: u32) -> String {
 pub fn run_redactions(run: &RunId) -> String {
     format!("run/{run}/redactions")
 }
+/// A request to cancel a run (first one wins); read by whichever process drives the run.
+pub fn run_cancel(run: &RunId) -> String {
+    format!("run/{run}/cancel")
+}
 pub fn human_request(req: &RequestId) -> String {
     format!("hitl/{req}")
 }

@@ -59,6 +59,14 @@ pub enum OutcomeResult {
     Blocked { redacted: Value, cost: f64, gate: Value },
 }
 
+/// A request to cancel a run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CancelRequest {
+    pub by: String,
+    pub reason: String,
+    pub at: u64,
+}
+
 /// A persisted request for a human decision.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct HumanRequestRecord {

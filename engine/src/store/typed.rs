@@ -13,7 +13,7 @@ use crate::gates::RedactionMap;
 use crate::ids::{OwnerId, RequestId, RunId, StepId, WorkflowId};
 use crate::run::Event;
 use crate::spec::WorkflowSpec;
-use crate::store::{keys, Backend, HumanDecisionRecord, HumanRequestRecord, RunMeta, StepOutcome, StoreError, WorkflowKeyInfo};
+use crate::store::{keys, Backend, CancelRequest, HumanDecisionRecord, HumanRequestRecord, RunMeta, StepOutcome, StoreError, WorkflowKeyInfo};
 
 /// The current key version for new workflows.
 const KEY_VERSION: u32 = 1;
@@ -216,6 +216,20 @@ impl Store {
         self.get_sealed(&k, &keys::step_input(run, step, attempt)).await
     }
 
+    /// An attempt's recorded outcome (if any) and its input, in one read: what a worker needs
+    /// before it runs a step.
+    pub async fn step_outcome_and_input(&self, wf: &WorkflowId, run: &RunId, step: &StepId, attempt: u32) -> Result<(Option<StepOutcome>, Option<Value>), StoreError> {
+        let k = self.workflow_key(wf).await?;
+        let keys = [keys::step_outcome(run, step, attempt), keys::step_input(run, step, attempt)];
+        let mut values = self.backend.get_many(&keys).await?.into_iter();
+        let open = |key: &str, sealed: Option<Vec<u8>>| -> Result<Option<Vec<u8>>, StoreError> {
+            sealed.map(|s| k.open(key.as_bytes(), &s).map_err(|_| StoreError::Sealed(key.to_string()))).transpose()
+        };
+        let outcome = open(&keys[0], values.next().flatten())?.map(|p| Self::decode(&keys[0], &p)).transpose()?;
+        let input = open(&keys[1], values.next().flatten())?.map(|p| Self::decode(&keys[1], &p)).transpose()?;
+        Ok((outcome, input))
+    }
+
     /// Record an attempt's outcome; the first recorded outcome of an attempt wins.
     pub async fn record_outcome(&self, wf: &WorkflowId, run: &RunId, outcome: &StepOutcome) -> Result<bool, StoreError> {
         let k = self.workflow_key(wf).await?;
@@ -248,8 +262,12 @@ impl Store {
     pub async fn redactions(&self, wf: &WorkflowId, run: &RunId) -> Result<(u64, Option<RedactionMap>), StoreError> {
         let k = self.workflow_key(wf).await?;
         let log = keys::run_redactions(run);
-        let entries = self.backend.read_log(&log, 0).await?;
-        let n = entries.len() as u64;
+        // Only the latest snapshot matters.
+        let n = self.backend.log_len(&log).await?;
+        if n == 0 {
+            return Ok((0, None));
+        }
+        let entries = self.backend.read_log(&log, n - 1).await?;
         match entries.last() {
             None => Ok((0, None)),
             Some(sealed) => {
@@ -267,6 +285,18 @@ impl Store {
         let log = keys::run_redactions(run);
         let sealed = k.seal(journal_aad(&log, expected_len).as_bytes(), &Self::encode(map));
         self.backend.append(&log, expected_len, &[sealed]).await
+    }
+
+    /// Ask for a run to be cancelled. Returns false if it already was asked.
+    pub async fn request_cancel(&self, wf: &WorkflowId, run: &RunId, request: &CancelRequest) -> Result<bool, StoreError> {
+        let k = self.workflow_key(wf).await?;
+        let key = keys::run_cancel(run);
+        self.backend.put_if_absent(&key, &k.seal(key.as_bytes(), &Self::encode(request)), None).await
+    }
+
+    pub async fn cancel_request(&self, wf: &WorkflowId, run: &RunId) -> Result<Option<CancelRequest>, StoreError> {
+        let k = self.workflow_key(wf).await?;
+        self.get_sealed(&k, &keys::run_cancel(run)).await
     }
 
     /// Persist a human request (idempotent) and list it as pending unless already decided.
