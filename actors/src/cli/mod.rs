@@ -211,12 +211,26 @@ pub async fn main(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve => crate::http::serve(&config).await.map(|_| ExitCode::SUCCESS),
         Command::Worker => {
             let sys = bootstrap::start(&config, Role::WorkerOnly).await?;
-            eprintln!("tollgate worker: processing steps from {:?} (Ctrl-C to stop)", config.backend);
-            tokio::signal::ctrl_c().await?;
+            eprintln!("tollgate worker: processing steps from {:?} (Ctrl-C or SIGTERM to stop)", config.backend);
+            shutdown_signal().await;
             sys.shutdown().await;
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Ctrl-C or SIGTERM (what `docker stop` and service managers send).
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 /// Read and validate a spec file, printing problems. Exit code 2 on a bad spec.

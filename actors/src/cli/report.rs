@@ -76,7 +76,8 @@ pub fn print_summary(v: &RunView) {
         if let tollgate_engine::run::StepStatus::Skipped { reason } = &s.status {
             println!("      skipped: {reason}");
         }
-        if let Some(g) = &s.gate {
+        // A clean `allow` is the common case; show verdicts that found something.
+        if let Some(g) = s.gate.as_ref().filter(|g| g["action"] != "allow" || g["findings"].as_array().is_some_and(|f| !f.is_empty())) {
             println!("      gate: {}", gate_line(g));
         }
         if let Some(d) = &s.decision {

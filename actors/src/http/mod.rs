@@ -163,7 +163,7 @@ pub async fn serve(config: &Config) -> anyhow::Result<()> {
     let app = router(sys.tollgate.clone(), config.admin_token.clone());
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
+            _ = crate::cli::shutdown_signal() => {}
             _ = token.cancelled() => {}
         }
     });

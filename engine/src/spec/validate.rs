@@ -125,7 +125,11 @@ fn coerce(t: ParameterType, v: &Value) -> Option<Value> {
         (ParameterType::Boolean, Value::Bool(_)) => Some(v.clone()),
         (ParameterType::Object, Value::Object(_)) => Some(v.clone()),
         (ParameterType::Array, Value::Array(_)) => Some(v.clone()),
-        (ParameterType::Number, Value::String(s)) => s.trim().parse::<f64>().ok().and_then(|f| serde_json::Number::from_f64(f)).map(Value::Number),
+        // A whole number stays an integer, so `48000` reads back as 48000, not 48000.0.
+        (ParameterType::Number, Value::String(s)) => match s.trim().parse::<i64>() {
+            Ok(i) => Some(Value::from(i)),
+            Err(_) => s.trim().parse::<f64>().ok().and_then(serde_json::Number::from_f64).map(Value::Number),
+        },
         (ParameterType::Integer, Value::String(s)) => s.trim().parse::<i64>().ok().map(Value::from),
         (ParameterType::Boolean, Value::String(s)) => match s.trim() {
             "true" | "yes" => Some(Value::Bool(true)),
