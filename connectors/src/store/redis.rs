@@ -34,6 +34,26 @@ end
 return len
 ";
 
+/// `append_with`: the append above, then — only if it happened — SET each KEYS[2..] to its value.
+/// ARGV: expected length, number of entries, the entries, then one value per extra key.
+const APPEND_WITH_LUA: &str = r"
+local len = redis.call('LLEN', KEYS[1])
+if len ~= tonumber(ARGV[1]) then
+  return len
+end
+local n = tonumber(ARGV[2])
+local i = 3
+while i <= n + 2 do
+  local j = math.min(i + 999, n + 2)
+  redis.call('RPUSH', KEYS[1], unpack(ARGV, i, j))
+  i = j + 1
+end
+for k = 2, #KEYS do
+  redis.call('SET', KEYS[k], ARGV[n + 1 + k])
+end
+return len
+";
+
 /// How many keys one `SCAN` step asks for; larger pages mean fewer round trips on a big
 /// keyspace, and the server bounds the work per step anyway.
 const SCAN_PAGE: usize = 1000;
@@ -45,6 +65,7 @@ pub struct RedisBackend {
     /// `"{namespace}:"`, prepended to every key.
     prefix: String,
     append: Script,
+    append_with: Script,
 }
 
 impl std::fmt::Debug for RedisBackend {
@@ -72,7 +93,7 @@ impl RedisBackend {
             .set_number_of_retries(3);
         let mut conn = ConnectionManager::new_with_config(client, config).await.map_err(|e| map_err("", e))?;
         let _: Value = redis::cmd("PING").query_async(&mut conn).await.map_err(|e| map_err("", e))?;
-        Ok(Self { conn, prefix: format!("{namespace}:"), append: Script::new(APPEND_LUA) })
+        Ok(Self { conn, prefix: format!("{namespace}:"), append: Script::new(APPEND_LUA), append_with: Script::new(APPEND_WITH_LUA) })
     }
 
     /// Deletes every key of this backend's namespace; returns how many there were.
@@ -165,6 +186,30 @@ impl Backend for RedisBackend {
     async fn put(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<(), StoreError> {
         // A SET without PX also clears an earlier TTL, matching the other backends.
         set_cmd(self.key(key), value, ttl).exec_async(&mut self.conn.clone()).await.map_err(|e| map_err(key, e))
+    }
+
+    /// One round trip: a run's journal entries and the inputs they dispatch.
+    async fn append_with(&self, log: &str, expected_len: u64, entries: &[Vec<u8>], puts: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
+        if puts.is_empty() {
+            return self.append(log, expected_len, entries).await;
+        }
+        let mut invocation = self.append_with.key(self.key(log));
+        for (key, _) in puts {
+            invocation.key(self.key(key));
+        }
+        invocation.arg(expected_len).arg(entries.len());
+        for entry in entries {
+            invocation.arg(entry.as_slice());
+        }
+        for (_, value) in puts {
+            invocation.arg(value.as_slice());
+        }
+        let actual: u64 = invocation.invoke_async(&mut self.conn.clone()).await.map_err(|e| map_err(log, e))?;
+        if actual == expected_len {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict { log: log.to_owned(), expected: expected_len, actual })
+        }
     }
 
     async fn log_len(&self, log: &str) -> Result<u64, StoreError> {
