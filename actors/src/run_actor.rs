@@ -305,7 +305,7 @@ async fn process(myself: &ActorRef<RunMsg>, st: &mut RunActorState, events: Vec<
     }
     let plan = plan(st, actions);
     let inputs: Vec<(StepId, u32, &serde_json::Value)> = plan.ready.iter().map(|(s, a, i)| (s.clone(), *a, i)).collect();
-    st.engine.store.append_events_with_inputs(&st.wf, &st.state.run, st.journal_len, &events, &inputs).await?;
+    st.engine.store.append_events(&st.wf, &st.state.run, st.journal_len, &events, &inputs).await?;
     st.journal_len += events.len() as u64;
     // Durable now: perform.
     publish_changes(st, &before);

@@ -151,6 +151,53 @@ fn to_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
+impl SqliteBackend {
+    /// Append `entries` (checking the length) and write `puts`, in one transaction.
+    async fn append_tx(&self, log: &str, expected_len: u64, entries: &[Vec<u8>], puts: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
+        // IMMEDIATE takes the write lock at BEGIN: a deferred transaction that read first could
+        // fail on upgrade (SQLITE_BUSY_SNAPSHOT) when another process committed in between,
+        // without waiting for the busy timeout.
+        let mut conn = self.writer.acquire().await.map_err(|e| map_err(log, e))?;
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(|e| map_err(log, e))?;
+        let actual: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq) + 1, 0) FROM log WHERE log = ?1")
+            .bind(log)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| map_err(log, e))?;
+        if actual as u64 != expected_len {
+            // Dropping the transaction rolls it back.
+            return Err(StoreError::Conflict { log: log.to_owned(), expected: expected_len, actual: actual as u64 });
+        }
+        for (seq, entry) in (actual..).zip(entries) {
+            sqlx::query("INSERT INTO log (log, seq, value) VALUES (?1, ?2, ?3)")
+                .bind(log)
+                .bind(seq)
+                .bind(entry.as_slice())
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| map_err(log, e))?;
+        }
+        upsert(&mut tx, puts).await?;
+        tx.commit().await.map_err(|e| map_err(log, e))
+    }
+}
+
+/// Write values without TTL inside a transaction.
+async fn upsert(tx: &mut sqlx::SqliteConnection, items: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
+    for (key, value) in items {
+        sqlx::query(
+            "INSERT INTO kv (key, value, expires_at) VALUES (?1, ?2, NULL) \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = NULL",
+        )
+        .bind(key)
+        .bind(value)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| map_err(key, e))?;
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl Backend for SqliteBackend {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
@@ -196,38 +243,7 @@ impl Backend for SqliteBackend {
         if puts.is_empty() {
             return self.append(log, expected_len, entries).await;
         }
-        // One IMMEDIATE transaction (see `append`): length check, entries, puts, one commit.
-        let mut conn = self.writer.acquire().await.map_err(|e| map_err(log, e))?;
-        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(|e| map_err(log, e))?;
-        let actual: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq) + 1, 0) FROM log WHERE log = ?1")
-            .bind(log)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(|e| map_err(log, e))?;
-        if actual as u64 != expected_len {
-            return Err(StoreError::Conflict { log: log.to_owned(), expected: expected_len, actual: actual as u64 });
-        }
-        for (seq, entry) in (actual..).zip(entries) {
-            sqlx::query("INSERT INTO log (log, seq, value) VALUES (?1, ?2, ?3)")
-                .bind(log)
-                .bind(seq)
-                .bind(entry.as_slice())
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| map_err(log, e))?;
-        }
-        for (key, value) in puts {
-            sqlx::query(
-                "INSERT INTO kv (key, value, expires_at) VALUES (?1, ?2, NULL) \
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = NULL",
-            )
-            .bind(key)
-            .bind(value)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| map_err(key, e))?;
-        }
-        tx.commit().await.map_err(|e| map_err(log, e))
+        self.append_tx(log, expected_len, entries, puts).await
     }
 
     async fn log_len(&self, log: &str) -> Result<u64, StoreError> {
@@ -256,17 +272,7 @@ impl Backend for SqliteBackend {
     async fn put_many(&self, items: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
         let Some((first, _)) = items.first() else { return Ok(()) };
         let mut tx = self.writer.begin().await.map_err(|e| map_err(first, e))?;
-        for (key, value) in items {
-            sqlx::query(
-                "INSERT INTO kv (key, value, expires_at) VALUES (?1, ?2, NULL) \
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = NULL",
-            )
-            .bind(key)
-            .bind(value)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| map_err(key, e))?;
-        }
+        upsert(&mut tx, items).await?;
         tx.commit().await.map_err(|e| map_err(first, e))
     }
 
@@ -322,32 +328,7 @@ impl Backend for SqliteBackend {
                 .map_err(|e| map_err(log, e))?;
                 if done.rows_affected() == 1 { Ok(()) } else { Err(conflict(self.log_len(log).await?)) }
             }
-            _ => {
-                // IMMEDIATE takes the write lock at BEGIN: a deferred transaction that read
-                // first could fail on upgrade (SQLITE_BUSY_SNAPSHOT) when another process
-                // committed in between, without waiting for the busy timeout.
-                let mut conn = self.writer.acquire().await.map_err(|e| map_err(log, e))?;
-                let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(|e| map_err(log, e))?;
-                let actual: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq) + 1, 0) FROM log WHERE log = ?1")
-                    .bind(log)
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err(|e| map_err(log, e))?;
-                if actual as u64 != expected_len {
-                    // Dropping the transaction rolls it back.
-                    return Err(conflict(actual as u64));
-                }
-                for (seq, entry) in (actual..).zip(entries) {
-                    sqlx::query("INSERT INTO log (log, seq, value) VALUES (?1, ?2, ?3)")
-                        .bind(log)
-                        .bind(seq)
-                        .bind(entry.as_slice())
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(|e| map_err(log, e))?;
-                }
-                tx.commit().await.map_err(|e| map_err(log, e))
-            }
+            _ => self.append_tx(log, expected_len, entries, &[]).await,
         }
     }
 

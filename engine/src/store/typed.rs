@@ -136,20 +136,9 @@ impl Store {
         self.get_sealed(&k, &key).await?.ok_or(StoreError::NotFound(key))
     }
 
-    /// Append events to a run's journal at position `expected_len` (single writer per run).
-    pub async fn append_events(&self, wf: &WorkflowId, run: &RunId, expected_len: u64, events: &[Event]) -> Result<(), StoreError> {
-        let k = self.workflow_key(wf).await?;
-        let log = keys::run_journal(run);
-        let sealed: Vec<Vec<u8>> = events
-            .iter()
-            .enumerate()
-            .map(|(i, e)| k.seal(journal_aad(&log, expected_len + i as u64).as_bytes(), &Self::encode(e)))
-            .collect();
-        self.backend.append(&log, expected_len, &sealed).await
-    }
-
-    /// Append events and, in the same write, the inputs of the attempts they dispatch.
-    pub async fn append_events_with_inputs(
+    /// Append events to a run's journal at position `expected_len` (one writer per run, see
+    /// the lease) and, in the same write, the inputs of the attempts they dispatch.
+    pub async fn append_events(
         &self,
         wf: &WorkflowId,
         run: &RunId,
@@ -164,15 +153,7 @@ impl Store {
             .enumerate()
             .map(|(i, e)| k.seal(journal_aad(&log, expected_len + i as u64).as_bytes(), &Self::encode(e)))
             .collect();
-        let puts: Vec<(String, Vec<u8>)> = inputs
-            .iter()
-            .map(|(step, attempt, input)| {
-                let key = keys::step_input(run, step, *attempt);
-                let value = k.seal(key.as_bytes(), &Self::encode(input));
-                (key, value)
-            })
-            .collect();
-        self.backend.append_with(&log, expected_len, &sealed, &puts).await
+        self.backend.append_with(&log, expected_len, &sealed, &seal_inputs(&k, run, inputs)).await
     }
 
     pub async fn read_journal(&self, wf: &WorkflowId, run: &RunId) -> Result<Vec<Event>, StoreError> {
@@ -191,24 +172,10 @@ impl Store {
             .collect()
     }
 
-    pub async fn put_step_input(&self, wf: &WorkflowId, run: &RunId, step: &StepId, attempt: u32, input: &Value) -> Result<(), StoreError> {
-        let k = self.workflow_key(wf).await?;
-        let key = keys::step_input(run, step, attempt);
-        self.backend.put(&key, &k.seal(key.as_bytes(), &Self::encode(input)), None).await
-    }
-
     /// Several attempts' inputs in one write.
     pub async fn put_step_inputs(&self, wf: &WorkflowId, run: &RunId, inputs: &[(StepId, u32, &Value)]) -> Result<(), StoreError> {
         let k = self.workflow_key(wf).await?;
-        let items: Vec<(String, Vec<u8>)> = inputs
-            .iter()
-            .map(|(step, attempt, input)| {
-                let key = keys::step_input(run, step, *attempt);
-                let sealed = k.seal(key.as_bytes(), &Self::encode(input));
-                (key, sealed)
-            })
-            .collect();
-        self.backend.put_many(&items).await
+        self.backend.put_many(&seal_inputs(&k, run, inputs)).await
     }
 
     pub async fn step_input(&self, wf: &WorkflowId, run: &RunId, step: &StepId, attempt: u32) -> Result<Option<Value>, StoreError> {
@@ -353,6 +320,18 @@ impl Store {
     pub async fn list_runs(&self) -> Result<Vec<RunId>, StoreError> {
         Ok(self.backend.index_members(keys::RUNS).await?.into_iter().map(RunId).collect())
     }
+}
+
+/// Attempts' inputs as sealed records under their keys.
+fn seal_inputs(k: &RecordKey, run: &RunId, inputs: &[(StepId, u32, &Value)]) -> Vec<(String, Vec<u8>)> {
+    inputs
+        .iter()
+        .map(|(step, attempt, input)| {
+            let key = keys::step_input(run, step, *attempt);
+            let sealed = k.seal(key.as_bytes(), &Store::encode(input));
+            (key, sealed)
+        })
+        .collect()
 }
 
 /// Journal entries are bound to their position, so entries cannot be reordered or spliced.
