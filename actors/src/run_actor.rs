@@ -122,13 +122,15 @@ impl Actor for RunActor {
             // Recovery: redo what the journal says is outstanding. Each action is idempotent.
             let actions = run::outstanding(&st.spec, &st.state);
             perform(&myself, &mut st, actions).await?;
-            myself.send_message(RunMsg::Reconcile)?;
         }
         if !st.state.status.is_finished() {
             if let Some(c) = engine.store.cancel_request(&st.wf, &st.state.run).await? {
                 myself.send_message(RunMsg::Cancel { by: c.by, reason: c.reason })?;
             }
         }
+        // A first reconcile once the messages above are handled: it also stops an actor whose
+        // run is finished or only waiting.
+        myself.send_message(RunMsg::Reconcile)?;
         let interval = engine.reconcile_interval;
         st.ticker = Some(tokio::spawn({
             let me = myself.clone();
@@ -455,12 +457,28 @@ async fn after_change(myself: &ActorRef<RunMsg>, st: &mut RunActorState) -> Resu
     if st.state.is_waiting() && st.held.is_empty() {
         let next_timer = next_timer_at(&st.spec, &st.state);
         let far = next_timer.is_none_or(|at| at > now_ms() + PASSIVATE_IF_NEXT_TIMER_BEYOND.as_millis() as u64);
-        if far {
+        if far && !has_pending_input(st).await? {
             let _ = st.supervisor.send_message(SupervisorMsg::Passivated { run: st.state.run.clone(), wake_at: next_timer, routed: st.routed });
             myself.stop(Some("passivated".into()));
         }
     }
     Ok(())
+}
+
+/// Whether the store holds a decision or a cancellation the run has not applied yet. Such a
+/// run must not passivate: the message that applies it may be waiting in the mailbox, and
+/// stopping would drop it.
+async fn has_pending_input(st: &RunActorState) -> Result<bool, ActorProcessingErr> {
+    let open = st.state.steps.iter().filter_map(|s| match &s.status {
+        StepStatus::WaitingHuman { request } => Some(request),
+        _ => None,
+    });
+    for request in open.chain(st.state.budget_request.as_ref()) {
+        if st.engine.store.human_decision(&st.wf, request).await?.is_some() {
+            return Ok(true);
+        }
+    }
+    Ok(st.engine.store.cancel_request(&st.wf, &st.state.run).await?.is_some())
 }
 
 /// The earliest durable timer of a waiting run (delays, run timeout).
@@ -510,8 +528,9 @@ async fn reconcile(myself: &ActorRef<RunMsg>, st: &mut RunActorState) -> Result<
     if let Some(c) = st.engine.store.cancel_request(&st.wf, &st.state.run).await? {
         myself.send_message(RunMsg::Cancel { by: c.by, reason: c.reason })?;
     }
-    if !events.is_empty() {
-        process(myself, st, events).await?;
+    if events.is_empty() {
+        after_change(myself, st).await
+    } else {
+        process(myself, st, events).await
     }
-    Ok(())
 }

@@ -109,12 +109,12 @@ impl Actor for RunSupervisor {
         match evt {
             SupervisionEvent::ActorTerminated(cell, _, _) => {
                 if let Some(run) = st.by_actor.remove(&cell.get_id()) {
-                    st.live.remove(&run);
+                    forget(st, &run, cell.get_id());
                 }
             }
             SupervisionEvent::ActorFailed(cell, err) => {
                 let Some(run) = st.by_actor.remove(&cell.get_id()) else { return Ok(()) };
-                st.live.remove(&run);
+                forget(st, &run, cell.get_id());
                 let n = st.restarts.entry(run.clone()).or_default();
                 *n += 1;
                 if *n <= MAX_RESTARTS {
@@ -132,6 +132,14 @@ impl Actor for RunSupervisor {
             _ => {}
         }
         Ok(())
+    }
+}
+
+/// Drop the live entry of `run` if it is still the actor `id` (a successor may have taken
+/// over already, e.g. after a passivation that raced with a routed message).
+fn forget(st: &mut SupervisorState, run: &RunId, id: ActorId) {
+    if st.live.get(run).is_some_and(|l| l.actor.get_id() == id) {
+        st.live.remove(run);
     }
 }
 
