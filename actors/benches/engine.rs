@@ -6,6 +6,8 @@
 //! On the embedded backend and on Redis (TOLLGATE_BENCH_REDIS_URL, default 127.0.0.1:6379).
 //!
 //! `cargo bench -p tollgate --bench engine` (add `-- --quick` for a 1,000-step fan-out).
+//! `cargo bench -p tollgate --bench engine -- --waiting N` instead starts N runs that wait on a
+//! human and prints the process's resident memory once they are all passivated.
 
 use std::time::{Duration, Instant};
 
@@ -75,15 +77,60 @@ async fn bench(label: &str, config: Config, fanout: usize) {
     sys.shutdown().await;
 }
 
+/// Resident memory of this process, from /proc (Linux).
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+async fn waiting(config: Config, n: usize) {
+    let sys = bootstrap::start(&config, Role::All).await.expect("system starts");
+    let t = &sys.tollgate;
+    let spec = parse_yaml("id: bench-wait\nowner: bench\nsteps:\n  - { id: ask, type: approval, question: \"Approve?\" }\n  - { id: after, type: code, needs: [ask], script: \"return 1\" }\n").unwrap();
+    let before = rss_bytes();
+    let started = Instant::now();
+    for i in 0..n {
+        t.start_run(&spec, &Default::default()).await.unwrap();
+        if (i + 1) % 10_000 == 0 {
+            println!("  {} runs started, {:.0} MiB resident", i + 1, rss_bytes() as f64 / 1048576.0);
+        }
+    }
+    while t.live_runs().await.unwrap() > 0 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let after = rss_bytes();
+    println!(
+        "{n} runs waiting on a human (all passivated) after {:.1} s: {:.0} MiB resident ({:.0} MiB before); {:.2} KiB per waiting run → {:.0} MiB for 100,000",
+        started.elapsed().as_secs_f64(),
+        after as f64 / 1048576.0,
+        before as f64 / 1048576.0,
+        after.saturating_sub(before) as f64 / 1024.0 / n as f64,
+        (before as f64 + after.saturating_sub(before) as f64 * 100_000.0 / n as f64) / 1048576.0,
+    );
+    sys.shutdown().await;
+}
+
 #[tokio::main]
 async fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
     let fanout = if quick { 1_000 } else { 10_000 };
     let dir = tempfile::tempdir().unwrap();
     let mut base = Config { master_key: MASTER.into(), data_dir: dir.path().to_path_buf(), ..Config::default() };
     // TOLLGATE_* variables tune the run (e.g. TOLLGATE_WORKER_CONCURRENCY), as for the binary.
-    base.apply_env(std::env::vars().filter(|(k, _)| k != "TOLLGATE_BACKEND")).expect("TOLLGATE_* settings");
+    base.apply_env(std::env::vars()).expect("TOLLGATE_* settings");
     println!("tollgate engine benchmark ({} cores)", std::thread::available_parallelism().map_or(0, |n| n.get()));
+    if let Some(n) = args.iter().position(|a| a == "--waiting").and_then(|i| args.get(i + 1)).and_then(|n| n.parse().ok()) {
+        let backend = if base.backend == BackendKind::Redis { "redis" } else { "embedded" };
+        println!("backend: {backend} (TOLLGATE_BACKEND=redis to change)");
+        let namespace = format!("tgbench-wait-{}", std::process::id());
+        waiting(Config { namespace, ..base }, n).await;
+        return;
+    }
     bench("embedded", Config { backend: BackendKind::Embedded, ..base.clone() }, fanout).await;
     let redis_url = std::env::var("TOLLGATE_BENCH_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let namespace = format!("tgbench-{}", std::process::id());
