@@ -11,9 +11,10 @@ use crate::expr::{self, Scope};
 use crate::ids::{RequestId, RunId, StepId};
 use crate::run::state::{AttemptRecord, StepDecision};
 use crate::run::{
-    retry_delay_ms, Action, BudgetState, Decision, Event, FailReason, HumanMode, HumanRequestSpec, RunState,
+    retry_delay_ms, Action, BudgetState, Decision, Event, FailReason, RunState,
     RunStatus, StepState, StepStatus, Timer,
 };
+use crate::run::requests::{approval_request, budget_request, guidance_request};
 use crate::spec::{StepType, ValidatedSpec};
 use crate::step::{ErrorClass, StepError};
 
@@ -175,86 +176,8 @@ fn render_input(spec: &ValidatedSpec, state: &RunState, i: usize) -> Result<Valu
     Ok(input)
 }
 
-fn approval_request(spec: &ValidatedSpec, state: &RunState, i: usize, id: RequestId) -> HumanRequestSpec {
-    let step = spec.step(i);
-    let scope = Scope { params: &state.params, steps: &state.scope };
-    let question = step.question.as_deref().unwrap_or("Approve?");
-    let question = match expr::render_str(question, &scope) {
-        Ok(Value::String(s)) => s,
-        Ok(v) => v.to_string(),
-        Err(_) => question.to_string(),
-    };
-    let inputs = expr::render(&serde_json::to_value(&step.inputs).expect("inputs are JSON"), &scope).unwrap_or(Value::Null);
-    HumanRequestSpec {
-        id,
-        mode: HumanMode::Approval,
-        step: Some(step.id.clone()),
-        question,
-        context: json!({ "workflow": spec.spec().id, "step": step.id, "inputs": inputs }),
-        assignee: step.assignee.clone(),
-    }
-}
-
-/// Ask a human about an output the gate mesh blocked: release it as is, supply a corrected
-/// value, or abort. The question shows the rules that fired and the redacted output only.
-fn guidance_request(spec: &ValidatedSpec, state: &RunState, i: usize, id: RequestId) -> HumanRequestSpec {
-    let step = spec.step(i);
-    let s = &state.steps[i];
-    let rules: Vec<String> = s
-        .gate
-        .as_ref()
-        .and_then(|g| g["findings"].as_array())
-        .map(|f| f.iter().filter(|f| f["action"] == "block").filter_map(|f| f["rule_id"].as_str().map(String::from)).collect())
-        .unwrap_or_default();
-    HumanRequestSpec {
-        id,
-        mode: HumanMode::Guidance,
-        step: Some(step.id.clone()),
-        question: format!(
-            "The output of step `{}` was blocked by the gate mesh ({}). Approve it as is, supply a corrected value, or abort the run?",
-            step.id,
-            if rules.is_empty() { "policy".to_string() } else { rules.join(", ") }
-        ),
-        context: json!({ "workflow": spec.spec().id, "step": step.id, "rules": rules, "redacted_output": s.blocked, "gate": s.gate }),
-        assignee: step.assignee.clone(),
-    }
-}
-
-fn budget_request(spec: &ValidatedSpec, state: &RunState, i: usize, id: RequestId) -> HumanRequestSpec {
-    let step = spec.step(i);
-    let estimate = reservation(spec, state, i);
-    let b = &state.budget;
-    let currency = spec.spec().budget.as_ref().map_or("USD", |b| b.currency.as_str());
-    let needed = b.shortfall(estimate);
-    HumanRequestSpec {
-        id,
-        mode: HumanMode::BudgetExtension,
-        step: Some(step.id.clone()),
-        question: format!(
-            "The run's budget ({:.2} {currency}, {:.2} spent) cannot cover step `{}` (estimated {:.2}). Extend it by at least {:.2}?",
-            b.cap.unwrap_or(0.0) + b.extended,
-            b.spent,
-            step.id,
-            estimate,
-            needed
-        ),
-        context: json!({
-            "workflow": spec.spec().id,
-            "step": step.id,
-            "cap": b.cap,
-            "extended": b.extended,
-            "spent": b.spent,
-            "reserved": b.reserved,
-            "estimate": estimate,
-            "needed": needed,
-            "currency": currency,
-        }),
-        assignee: None,
-    }
-}
-
 /// What one attempt of step `i` reserves: its estimate, or more after an overrun.
-fn reservation(spec: &ValidatedSpec, state: &RunState, i: usize) -> f64 {
+pub(crate) fn reservation(spec: &ValidatedSpec, state: &RunState, i: usize) -> f64 {
     let est = spec.step(i).cost.unwrap_or(0.0);
     state.steps[i].overrun_cost.map_or(est, |o| o.max(est))
 }

@@ -6,6 +6,7 @@
 
 mod event;
 mod policy;
+mod requests;
 mod state;
 
 pub mod apply;

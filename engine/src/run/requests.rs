@@ -1,0 +1,89 @@
+//! The requests a run makes of humans: approval checkpoints, guidance on a blocked output,
+//! budget extensions — the smallest question, with the context needed to answer it.
+
+use serde_json::{json, Value};
+
+use crate::expr::{self, Scope};
+use crate::ids::RequestId;
+use crate::run::apply::reservation;
+use crate::run::{HumanMode, HumanRequestSpec, RunState};
+use crate::spec::ValidatedSpec;
+
+/// Ask the step's assignee its `question` (templates resolved), with the step's inputs as context.
+pub(crate) fn approval_request(spec: &ValidatedSpec, state: &RunState, i: usize, id: RequestId) -> HumanRequestSpec {
+    let step = spec.step(i);
+    let scope = Scope { params: &state.params, steps: &state.scope };
+    let question = step.question.as_deref().unwrap_or("Approve?");
+    let question = match expr::render_str(question, &scope) {
+        Ok(Value::String(s)) => s,
+        Ok(v) => v.to_string(),
+        Err(_) => question.to_string(),
+    };
+    let inputs = expr::render(&serde_json::to_value(&step.inputs).expect("inputs are JSON"), &scope).unwrap_or(Value::Null);
+    HumanRequestSpec {
+        id,
+        mode: HumanMode::Approval,
+        step: Some(step.id.clone()),
+        question,
+        context: json!({ "workflow": spec.spec().id, "step": step.id, "inputs": inputs }),
+        assignee: step.assignee.clone(),
+    }
+}
+
+/// Ask a human about an output the gate mesh blocked: release it as is, supply a corrected
+/// value, or abort. The question shows the rules that fired and the redacted output only.
+pub(crate) fn guidance_request(spec: &ValidatedSpec, state: &RunState, i: usize, id: RequestId) -> HumanRequestSpec {
+    let step = spec.step(i);
+    let s = &state.steps[i];
+    let rules: Vec<String> = s
+        .gate
+        .as_ref()
+        .and_then(|g| g["findings"].as_array())
+        .map(|f| f.iter().filter(|f| f["action"] == "block").filter_map(|f| f["rule_id"].as_str().map(String::from)).collect())
+        .unwrap_or_default();
+    HumanRequestSpec {
+        id,
+        mode: HumanMode::Guidance,
+        step: Some(step.id.clone()),
+        question: format!(
+            "The output of step `{}` was blocked by the gate mesh ({}). Approve it as is, supply a corrected value, or abort the run?",
+            step.id,
+            if rules.is_empty() { "policy".to_string() } else { rules.join(", ") }
+        ),
+        context: json!({ "workflow": spec.spec().id, "step": step.id, "rules": rules, "redacted_output": s.blocked, "gate": s.gate }),
+        assignee: step.assignee.clone(),
+    }
+}
+
+pub(crate) fn budget_request(spec: &ValidatedSpec, state: &RunState, i: usize, id: RequestId) -> HumanRequestSpec {
+    let step = spec.step(i);
+    let estimate = reservation(spec, state, i);
+    let b = &state.budget;
+    let currency = spec.spec().budget.as_ref().map_or("USD", |b| b.currency.as_str());
+    let needed = b.shortfall(estimate);
+    HumanRequestSpec {
+        id,
+        mode: HumanMode::BudgetExtension,
+        step: Some(step.id.clone()),
+        question: format!(
+            "The run's budget ({:.2} {currency}, {:.2} spent) cannot cover step `{}` (estimated {:.2}). Extend it by at least {:.2}?",
+            b.cap.unwrap_or(0.0) + b.extended,
+            b.spent,
+            step.id,
+            estimate,
+            needed
+        ),
+        context: json!({
+            "workflow": spec.spec().id,
+            "step": step.id,
+            "cap": b.cap,
+            "extended": b.extended,
+            "spent": b.spent,
+            "reserved": b.reserved,
+            "estimate": estimate,
+            "needed": needed,
+            "currency": currency,
+        }),
+        assignee: None,
+    }
+}
