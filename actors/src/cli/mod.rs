@@ -155,8 +155,12 @@ pub async fn main(cli: Cli) -> anyhow::Result<ExitCode> {
             let result = async {
                 let run = match sys.tollgate.start_run(&spec, &params).await {
                     Ok(r) => r,
+                    // The spec itself was validated above: what is left is the parameters.
                     Err(ServiceError::Spec(e)) => {
-                        eprint!("{e}");
+                        eprintln!("{}: invalid parameters:", file.display());
+                        for p in &e.problems {
+                            eprintln!("  - {p}");
+                        }
                         return Ok(ExitCode::from(2));
                     }
                     Err(e) => return Err(e.into()),
