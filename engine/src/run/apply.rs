@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use crate::expr::{self, Scope};
 use crate::ids::{RequestId, RunId, StepId};
-use crate::run::state::{AttemptRecord, StepDecision};
+use crate::run::state::{AttemptRecord, AttemptStatus, StepDecision};
 use crate::run::{
     retry_delay_ms, Action, BudgetState, Decision, Event, FailReason, RunState,
     RunStatus, StepState, StepStatus, Timer,
@@ -20,6 +20,10 @@ use crate::step::{ErrorClass, StepError};
 
 /// Per-attempt limit when neither the step nor the workflow's defaults set one.
 pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// A step whose attempts were interrupted this many times (their processes died while running
+/// them) fails instead of being tried again: the step itself may be what kills the process.
+pub const MAX_INTERRUPTIONS: usize = 3;
 
 /// A new run's initial state, before `RunStarted` is applied.
 pub fn start(spec: &ValidatedSpec, run: RunId) -> RunState {
@@ -89,6 +93,7 @@ pub fn apply(spec: &ValidatedSpec, state: &mut RunState, event: &Event) -> Vec<A
             m.step_blocked(step, *attempt, *started_at, redacted, *cost, gate)
         }
         Event::TimerFired { timer, .. } => m.timer_fired(timer),
+        Event::AttemptInterrupted { step, attempt, started_at, worker, .. } => m.attempt_interrupted(step, *attempt, *started_at, worker),
         Event::HumanDecided { request, decision, by, comment, released, at } => m.human_decided(
             StepDecision { request: request.clone(), decision: decision.clone(), by: by.clone(), comment: comment.clone(), at: *at },
             released.as_ref(),
@@ -111,15 +116,9 @@ pub fn outstanding(spec: &ValidatedSpec, state: &RunState) -> Vec<Action> {
     for (i, s) in state.steps.iter().enumerate() {
         let step = &spec.step(i).id;
         match &s.status {
-            StepStatus::Queued { attempt, not_before, timeout_at } => {
+            StepStatus::Queued { attempt, not_before, .. } => {
                 let input = render_input(spec, state, i).unwrap_or(Value::Null);
-                out.push(Action::Dispatch {
-                    step: step.clone(),
-                    attempt: *attempt,
-                    not_before: *not_before,
-                    input,
-                    timeout_at: *timeout_at,
-                });
+                out.push(Action::Dispatch { step: step.clone(), attempt: *attempt, not_before: *not_before, input });
             }
             StepStatus::Delaying { until } => {
                 out.push(Action::ArmTimer { timer: Timer::Delay { step: step.clone() }, at: *until })
@@ -148,11 +147,17 @@ struct Machine<'a> {
     now: u64,
 }
 
-fn step_timeout(spec: &ValidatedSpec, i: usize) -> Duration {
+/// The start-to-close limit of one attempt of step `i` (what the worker enforces).
+pub fn step_timeout(spec: &ValidatedSpec, i: usize) -> Duration {
     spec.step(i)
         .timeout
         .or_else(|| spec.spec().defaults.as_ref().and_then(|d| d.timeout))
         .unwrap_or(DEFAULT_STEP_TIMEOUT)
+}
+
+/// The schedule-to-start limit of one attempt of step `i`, if any.
+pub fn queue_timeout(spec: &ValidatedSpec, i: usize) -> Option<Duration> {
+    spec.step(i).queue_timeout.or_else(|| spec.spec().defaults.as_ref().and_then(|d| d.queue_timeout))
 }
 
 fn max_attempts(spec: &ValidatedSpec, i: usize) -> u32 {
@@ -320,13 +325,22 @@ impl Machine<'_> {
         };
         self.state.budget.reserved += estimate;
         let start = not_before.unwrap_or(self.now).max(self.now);
-        let timeout_at = start + step_timeout(self.spec, i).as_millis() as u64;
+        let queue_deadline = queue_timeout(self.spec, i).map(|q| start + q.as_millis() as u64);
         let s = &mut self.state.steps[i];
         s.reserved = estimate;
         s.started_at.get_or_insert(self.now);
-        s.attempts.push(AttemptRecord { attempt, dispatched_at: self.now, started_at: None, finished_at: None, error: None });
-        s.status = StepStatus::Queued { attempt, not_before, timeout_at };
-        self.actions.push(Action::Dispatch { step: self.spec.step(i).id.clone(), attempt, not_before, input, timeout_at });
+        s.attempts.push(AttemptRecord {
+            attempt,
+            status: AttemptStatus::Queued,
+            dispatched_at: self.now,
+            started_at: None,
+            finished_at: None,
+            worker: None,
+            error: None,
+            late_result: None,
+        });
+        s.status = StepStatus::Queued { attempt, not_before, queue_deadline };
+        self.actions.push(Action::Dispatch { step: self.spec.step(i).id.clone(), attempt, not_before, input });
     }
 
     /// Settle the reservation of the attempt in flight with its actual cost.
@@ -343,19 +357,44 @@ impl Machine<'_> {
         self.state.budget.spent += actual;
     }
 
+    /// Whether `attempt` is the one step `i` waits for. If it is not, its result is late: the
+    /// run moved past it (it was interrupted, timed out or cancelled), so the result is kept
+    /// on its audit record as superseded and never used.
+    fn is_current(&mut self, i: usize, attempt: u32, started_at: Option<u64>, result: &str) -> bool {
+        if matches!(self.state.steps[i].status, StepStatus::Queued { attempt: a, .. } if a == attempt) {
+            return true;
+        }
+        let now = self.now;
+        if let Some(a) = self.state.steps[i].attempts.iter_mut().find(|a| a.attempt == attempt) {
+            if matches!(a.status, AttemptStatus::Interrupted | AttemptStatus::TimedOut | AttemptStatus::Cancelled) {
+                a.status = AttemptStatus::Superseded;
+                a.started_at = started_at.or(a.started_at);
+                a.finished_at = Some(now);
+                a.late_result = Some(result.to_string());
+            }
+        }
+        false
+    }
+
+    /// Close the current attempt of step `i` with its result.
+    fn close_attempt(&mut self, i: usize, attempt: u32, status: AttemptStatus, started_at: Option<u64>, error: Option<&StepError>) {
+        let now = self.now;
+        if let Some(a) = self.state.steps[i].attempts.iter_mut().find(|a| a.attempt == attempt) {
+            a.status = status;
+            a.started_at = started_at.or(a.started_at);
+            a.finished_at = Some(now);
+            a.error = error.cloned();
+        }
+    }
+
     fn step_succeeded(&mut self, step: &StepId, attempt: u32, started_at: u64, output: &Value, cost: f64, gate: &Option<Value>) {
         let Some(i) = self.step_index(step) else { return };
-        // A late success of an earlier, timed-out attempt still completes the step.
-        if !matches!(self.state.steps[i].status, StepStatus::Queued { .. }) {
+        if !self.is_current(i, attempt, Some(started_at), "succeeded") {
             return;
         }
         self.settle_cost(i, cost);
-        let now = self.now;
+        self.close_attempt(i, attempt, AttemptStatus::Succeeded, Some(started_at), None);
         let s = &mut self.state.steps[i];
-        if let Some(a) = s.attempts.iter_mut().find(|a| a.attempt == attempt) {
-            a.started_at = Some(started_at);
-            a.finished_at = Some(now);
-        }
         s.output = Some(output.clone());
         s.gate = gate.clone();
         s.error = None;
@@ -368,18 +407,14 @@ impl Machine<'_> {
 
     fn step_blocked(&mut self, step: &StepId, attempt: u32, started_at: u64, redacted: &Value, cost: f64, gate: &Value) {
         let Some(i) = self.step_index(step) else { return };
-        if !matches!(self.state.steps[i].status, StepStatus::Queued { .. }) {
+        if !self.is_current(i, attempt, Some(started_at), "blocked") {
             return;
         }
         self.settle_cost(i, cost);
-        let now = self.now;
+        self.close_attempt(i, attempt, AttemptStatus::Blocked, Some(started_at), None);
         self.state.human_seq += 1;
         let id = RequestId::for_step(&self.state.run, step, self.state.human_seq);
         let s = &mut self.state.steps[i];
-        if let Some(a) = s.attempts.iter_mut().find(|a| a.attempt == attempt) {
-            a.started_at = Some(started_at);
-            a.finished_at = Some(now);
-        }
         s.gate = Some(gate.clone());
         s.blocked = Some(redacted.clone());
         s.status = StepStatus::WaitingHuman { request: id.clone() };
@@ -388,24 +423,27 @@ impl Machine<'_> {
 
     fn step_failed(&mut self, step: &StepId, attempt: u32, started_at: Option<u64>, error: &StepError) {
         let Some(i) = self.step_index(step) else { return };
-        let StepStatus::Queued { attempt: current, .. } = self.state.steps[i].status else { return };
-        if current != attempt {
-            return; // a stale attempt; the current one decides
+        if !self.is_current(i, attempt, started_at, &format!("failed: {}", error.code)) {
+            return;
         }
+        self.attempt_failed(i, attempt, AttemptStatus::Failed, started_at, error);
+    }
+
+    /// The current attempt of step `i` ended without a result: settle it, then retry the step
+    /// as its policy allows, or fail it.
+    fn attempt_failed(&mut self, i: usize, attempt: u32, status: AttemptStatus, started_at: Option<u64>, error: &StepError) {
+        let spec = self.spec;
+        let step = &spec.step(i).id;
         self.settle_cost(i, 0.0);
-        let now = self.now;
+        self.close_attempt(i, attempt, status, started_at, Some(error));
+        let counted = self.state.steps[i].attempts.iter().filter(|a| a.counts_towards_retries()).count() as u32;
         let s = &mut self.state.steps[i];
-        if let Some(a) = s.attempts.iter_mut().find(|a| a.attempt == attempt) {
-            a.started_at = started_at;
-            a.finished_at = Some(now);
-            a.error = Some(error.clone());
-        }
         s.error = Some(error.clone());
         let mut ready = Vec::new();
         let retry = self.spec.step(i).retry.as_ref().or_else(|| self.spec.spec().defaults.as_ref().and_then(|d| d.retry.as_ref()));
         match (&error.class, retry) {
             (ErrorClass::Permanent, _) | (_, None) => self.fail_step(i, &mut ready),
-            _ if attempt >= max_attempts(self.spec, i) => self.fail_step(i, &mut ready),
+            _ if counted >= max_attempts(self.spec, i) => self.fail_step(i, &mut ready),
             (class, Some(retry)) => {
                 let mut delay = retry_delay_ms(retry, self.state.run.as_str(), step.as_str(), attempt + 1);
                 if let ErrorClass::RetryAfter { after_ms } = class {
@@ -419,6 +457,37 @@ impl Machine<'_> {
         self.check_done();
     }
 
+    /// The current attempt's process died while it may have been running it: close it as
+    /// interrupted and run the step again at once (same idempotency key), unless it keeps
+    /// being interrupted.
+    fn attempt_interrupted(&mut self, step: &StepId, attempt: u32, started_at: u64, worker: &str) {
+        let Some(i) = self.step_index(step) else { return };
+        if !matches!(self.state.steps[i].status, StepStatus::Queued { attempt: a, .. } if a == attempt) {
+            return;
+        }
+        // It may have run: charge its reservation (fail closed), like a step reporting no cost.
+        self.settle_cost(i, 0.0);
+        let error = StepError::retryable("interrupted", format!("the process running attempt {attempt} ({worker}) died before it finished"));
+        self.close_attempt(i, attempt, AttemptStatus::Interrupted, Some(started_at), Some(&error));
+        if let Some(a) = self.state.steps[i].attempts.iter_mut().find(|a| a.attempt == attempt) {
+            a.worker = Some(worker.to_string());
+        }
+        let interruptions = self.state.steps[i].attempts.iter().filter(|a| a.status == AttemptStatus::Interrupted).count();
+        let mut ready = Vec::new();
+        if interruptions >= MAX_INTERRUPTIONS {
+            self.state.steps[i].error = Some(StepError::permanent(
+                "interrupted",
+                format!("{interruptions} attempts were interrupted by their process dying; not trying again"),
+            ));
+            self.fail_step(i, &mut ready);
+        } else {
+            self.state.steps[i].status = StepStatus::Pending;
+            self.dispatch(i, attempt + 1, None, &mut ready);
+        }
+        self.consider(ready);
+        self.check_done();
+    }
+
     fn fail_step(&mut self, i: usize, ready: &mut Vec<usize>) {
         self.state.steps[i].status = StepStatus::Failed;
         self.settle(i, ready);
@@ -426,12 +495,23 @@ impl Machine<'_> {
 
     fn timer_fired(&mut self, timer: &Timer) {
         match timer {
+            Timer::QueueTimeout { step, attempt } => {
+                let Some(i) = self.step_index(step) else { return };
+                if matches!(self.state.steps[i].status, StepStatus::Queued { attempt: a, .. } if a == *attempt) {
+                    let limit = queue_timeout(self.spec, i).unwrap_or_default();
+                    let error = StepError::retryable(
+                        "queue_timeout",
+                        format!("attempt {attempt} was not started by a worker within {}", humantime::format_duration(limit)),
+                    );
+                    self.attempt_failed(i, *attempt, AttemptStatus::NotStarted, None, &error);
+                }
+            }
             Timer::StepTimeout { step, attempt } => {
                 let Some(i) = self.step_index(step) else { return };
                 if matches!(self.state.steps[i].status, StepStatus::Queued { attempt: a, .. } if a == *attempt) {
                     let limit = step_timeout(self.spec, i);
                     let error = StepError::retryable("timeout", format!("attempt {attempt} did not finish within {}", humantime::format_duration(limit)));
-                    self.step_failed(step, *attempt, None, &error);
+                    self.attempt_failed(i, *attempt, AttemptStatus::TimedOut, None, &error);
                 }
             }
             Timer::Delay { step } => {
@@ -568,6 +648,12 @@ impl Machine<'_> {
         for s in &mut self.state.steps {
             if let StepStatus::WaitingHuman { request } = &s.status {
                 self.actions.push(Action::WithdrawHuman { request: request.clone() });
+            }
+            if let StepStatus::Queued { attempt, .. } = s.status {
+                if let Some(a) = s.attempts.iter_mut().find(|a| a.attempt == attempt) {
+                    a.status = AttemptStatus::Cancelled;
+                    a.finished_at = Some(self.now);
+                }
             }
             if !s.status.is_terminal() {
                 s.status = StepStatus::Cancelled;

@@ -37,6 +37,10 @@ pub enum Event {
     /// output itself is held (sealed) outside the run's reach until a human releases it.
     StepBlocked { step: StepId, attempt: u32, at: u64, started_at: u64, redacted: Value, cost: f64, gate: Value },
     TimerFired { timer: Timer, at: u64 },
+    /// An attempt was started by a process that died before recording an outcome (the run
+    /// driver found its claim held by a process that is no longer alive). It may have run: the
+    /// step goes on with a new attempt, under the same idempotency key.
+    AttemptInterrupted { step: StepId, attempt: u32, at: u64, started_at: u64, worker: String },
     HumanDecided {
         request: RequestId,
         decision: Decision,
@@ -59,6 +63,7 @@ impl Event {
             | Event::StepFailed { at, .. }
             | Event::StepBlocked { at, .. }
             | Event::TimerFired { at, .. }
+            | Event::AttemptInterrupted { at, .. }
             | Event::HumanDecided { at, .. }
             | Event::Cancelled { at, .. } => *at,
         }
@@ -69,7 +74,12 @@ impl Event {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "timer", rename_all = "snake_case")]
 pub enum Timer {
-    /// An attempt has run too long: it is treated as failed (retryable) and may be re-dispatched.
+    /// An attempt was not started by any worker within the step's `queue_timeout`, and the run
+    /// driver fenced it (no worker can start it any more): it failed without running.
+    QueueTimeout { step: StepId, attempt: u32 },
+    /// A started attempt is past its start-to-close `timeout` with no outcome although its
+    /// worker is alive (the worker enforces the timeout itself, so this is a backstop): it
+    /// failed as timed out; a result arriving later is recorded as superseded.
     StepTimeout { step: StepId, attempt: u32 },
     /// A `delay` step is over.
     Delay { step: StepId },
@@ -117,8 +127,8 @@ pub struct HumanRequestSpec {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum Action {
-    /// Record the attempt's input, enqueue its job (ids only), arm its timeout.
-    Dispatch { step: StepId, attempt: u32, not_before: Option<u64>, input: Value, timeout_at: u64 },
+    /// Record the attempt's input, enqueue its job (ids only).
+    Dispatch { step: StepId, attempt: u32, not_before: Option<u64>, input: Value },
     ArmTimer { timer: Timer, at: u64 },
     /// Persist and publish a request for a human decision.
     RequestHuman(HumanRequestSpec),

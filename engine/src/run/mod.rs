@@ -13,7 +13,7 @@ pub mod apply;
 pub use apply::{apply, outstanding, replay, start};
 pub use event::{Action, Decision, Event, HumanMode, HumanRequestSpec, Timer};
 pub use policy::retry_delay_ms;
-pub use state::{AttemptRecord, BudgetState, FailReason, RunState, RunStatus, StepDecision, StepState, StepStatus};
+pub use state::{AttemptRecord, AttemptStatus, BudgetState, FailReason, RunState, RunStatus, StepDecision, StepState, StepStatus};
 
 #[cfg(test)]
 mod tests;

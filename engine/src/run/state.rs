@@ -45,8 +45,14 @@ pub struct FailReason {
 pub enum StepStatus {
     /// Waiting for its dependencies (or for budget).
     Pending,
-    /// An attempt is enqueued or running.
-    Queued { attempt: u32, not_before: Option<u64>, timeout_at: u64 },
+    /// An attempt is enqueued or running. `queue_deadline` bounds the time before a worker
+    /// starts it (the step's `queue_timeout`); once started, the worker enforces `timeout`.
+    Queued {
+        attempt: u32,
+        not_before: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        queue_deadline: Option<u64>,
+    },
     /// Waiting for a human decision.
     WaitingHuman { request: RequestId },
     /// A `delay` step, until this time.
@@ -75,17 +81,79 @@ impl StepStatus {
     }
 }
 
+/// Where an attempt stands, for the audit trail. Every attempt a worker may have started ends
+/// in exactly one of `succeeded`, `failed`, `blocked`, `interrupted`, `superseded` or `cancelled`;
+/// `not_started` attempts never ran anywhere (no worker claimed them before they were fenced).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptStatus {
+    /// Dispatched; a worker may be running it.
+    Queued,
+    Succeeded,
+    Failed,
+    /// Its output was held by the gate mesh for a human.
+    Blocked,
+    /// Fenced before any worker claimed it (its `queue_timeout` passed): it never ran.
+    NotStarted,
+    /// Started, and past its start-to-close timeout without a result while its process was
+    /// alive (the engine's backstop; workers enforce the timeout themselves).
+    TimedOut,
+    /// It may have started in a process that died; the step went on with a new attempt.
+    Interrupted,
+    /// Its result arrived after the run had moved past it: kept here, never used.
+    Superseded,
+    /// The run ended while it was in flight.
+    Cancelled,
+}
+
+impl AttemptStatus {
+    pub fn label(self) -> &'static str {
+        match self {
+            AttemptStatus::Queued => "queued",
+            AttemptStatus::Succeeded => "succeeded",
+            AttemptStatus::Failed => "failed",
+            AttemptStatus::Blocked => "blocked",
+            AttemptStatus::NotStarted => "not_started",
+            AttemptStatus::TimedOut => "timed_out",
+            AttemptStatus::Interrupted => "interrupted",
+            AttemptStatus::Superseded => "superseded",
+            AttemptStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// Whether the attempt may have executed (what an outside system may have seen).
+    pub fn may_have_run(self) -> bool {
+        !matches!(self, AttemptStatus::NotStarted)
+    }
+}
+
 /// One attempt of a step, for the audit trail.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AttemptRecord {
     pub attempt: u32,
+    pub status: AttemptStatus,
     pub dispatched_at: u64,
+    /// When a worker started it (its claim): the start of its start-to-close clock.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<u64>,
+    /// The process that ran it, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<StepError>,
+    /// For a superseded attempt: what its late result was (`succeeded`, `failed: <code>`…).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub late_result: Option<String>,
+}
+
+impl AttemptRecord {
+    /// Attempts that count towards `retry.max_attempts`: an interrupted attempt is the
+    /// engine's failure (its process died), not the step's.
+    pub fn counts_towards_retries(&self) -> bool {
+        self.status != AttemptStatus::Interrupted
+    }
 }
 
 /// A human's decision as recorded on the step.
@@ -179,6 +247,16 @@ pub struct RunState {
 }
 
 impl RunState {
+    /// Whether an outcome of `attempt` of step `i` means anything to the run: it is the attempt
+    /// the step waits for, or one the run moved past whose late result the audit keeps.
+    pub fn wants_outcome(&self, i: usize, attempt: u32) -> bool {
+        let s = &self.steps[i];
+        matches!(s.status, StepStatus::Queued { attempt: a, .. } if a == attempt)
+            || s.attempts.iter().any(|a| {
+                a.attempt == attempt && matches!(a.status, AttemptStatus::Interrupted | AttemptStatus::TimedOut | AttemptStatus::Cancelled)
+            })
+    }
+
     /// Whether the run is only waiting for a human or a timer (no attempt in flight): such a
     /// run can be passivated.
     pub fn is_waiting(&self) -> bool {

@@ -4,7 +4,7 @@ use expect_test::{expect, Expect};
 use serde_json::{json, Value};
 
 use crate::ids::{RequestId, RunId, StepId};
-use crate::run::{apply, replay, start, Action, Decision, Event, RunState, Timer};
+use crate::run::{apply, replay, start, Action, AttemptStatus, Decision, Event, RunState, Timer};
 use crate::spec::{parse_yaml, ValidatedSpec};
 use crate::step::StepError;
 
@@ -30,6 +30,7 @@ fn render_action(a: &Action) -> String {
 fn render_timer(t: &Timer) -> String {
     match t {
         Timer::StepTimeout { step, attempt } => format!("timeout({step}#{attempt})"),
+        Timer::QueueTimeout { step, attempt } => format!("queue-timeout({step}#{attempt})"),
         Timer::Delay { step } => format!("delay({step})"),
         Timer::RunTimeout => "run-timeout".into(),
     }
@@ -65,6 +66,21 @@ fn check(yaml: &str, events: &[Event], expect: Expect) {
     }
     out.push_str(&render_state(&spec, &state));
     out.push('\n');
+    // The attempt log of every step that was tried more than once or not plainly.
+    for (i, st) in state.steps.iter().enumerate() {
+        let plain = st.attempts.len() <= 1 && st.attempts.iter().all(|a| matches!(a.status, AttemptStatus::Succeeded | AttemptStatus::Queued | AttemptStatus::Failed));
+        if !plain {
+            let log: Vec<String> = st
+                .attempts
+                .iter()
+                .map(|a| match &a.late_result {
+                    Some(late) => format!("#{} {} (late: {late})", a.attempt, a.status.label()),
+                    None => format!("#{} {}", a.attempt, a.status.label()),
+                })
+                .collect();
+            out.push_str(&format!("{}: {}\n", spec.step(i).id, log.join(", ")));
+        }
+    }
     expect.assert_eq(&out);
     assert_eq!(replay(&spec, RunId::from("r1"), events), state, "replay must reproduce the state");
 }
@@ -78,6 +94,7 @@ fn render_event(e: &Event) -> String {
         Event::TimerFired { timer, at } => format!("@{at} fired {}", render_timer(timer)),
         Event::HumanDecided { request, decision, at, .. } => format!("@{at} human {request} {decision:?}"),
         Event::Cancelled { at, .. } => format!("@{at} cancel"),
+        Event::AttemptInterrupted { step, attempt, at, .. } => format!("@{at} interrupted {step}#{attempt}"),
     }
 }
 
@@ -171,6 +188,7 @@ fn retryable_failures_back_off_exponentially_then_succeed() {
             @200 fail flaky#2 (http_status) -> [dispatch flaky#3 at=5200]
             @5300 ok flaky#3 -> [dispatch after#1]
             run=running flaky=succeeded after=running
+            flaky: #1 failed, #2 failed, #3 succeeded
         "#]],
     );
 }
@@ -189,7 +207,7 @@ fn exhausted_or_permanent_failures_fail_the_step_skip_dependents_and_fail_the_ru
 }
 
 #[test]
-fn a_timed_out_attempt_is_redispatched_and_a_late_success_of_it_still_counts() {
+fn a_timed_out_attempt_is_redispatched_and_its_late_success_is_kept_as_superseded_never_used() {
     check(
         RETRY,
         &[
@@ -203,11 +221,65 @@ fn a_timed_out_attempt_is_redispatched_and_a_late_success_of_it_still_counts() {
             @0 start -> [dispatch flaky#1]
             @1000 fired timeout(flaky#1) -> [dispatch flaky#2 at=1104]
             @1001 fired timeout(flaky#1) -> []
-            @1150 ok flaky#1 -> [dispatch after#1]
-            @1400 ok flaky#2 -> []
+            @1150 ok flaky#1 -> []
+            @1400 ok flaky#2 -> [dispatch after#1]
             run=running flaky=succeeded after=running
+            flaky: #1 superseded (late: succeeded), #2 succeeded
         "#]],
     );
+}
+
+#[test]
+fn a_queue_timeout_fences_the_attempt_as_not_started_and_counts_as_a_try() {
+    let yaml = "id: q\nowner: ops\nsteps:\n  - { id: a, type: code, script: \"return 1\", queue_timeout: 1s, retry: { max_attempts: 2, backoff: { initial: 10ms } } }\n";
+    check(
+        yaml,
+        &[
+            started(0, json!({})),
+            fired(Timer::QueueTimeout { step: StepId::from("a"), attempt: 1 }, 1000),
+            fired(Timer::QueueTimeout { step: StepId::from("a"), attempt: 2 }, 2100),
+        ],
+        expect![[r#"
+            @0 start -> [dispatch a#1]
+            @1000 fired queue-timeout(a#1) -> [dispatch a#2 at=1012]
+            @2100 fired queue-timeout(a#2) -> [finish]
+            run=failed a=failed [step_failed: step `a` failed: queue_timeout: attempt 2 was not started by a worker within 1s]
+            a: #1 not_started, #2 not_started
+        "#]],
+    );
+}
+
+#[test]
+fn an_interrupted_attempt_is_closed_and_the_step_runs_again_at_once_without_using_a_retry() {
+    let yaml = "id: i\nowner: ops\nsteps:\n  - { id: a, type: code, script: \"return 1\" }\n  - { id: b, type: code, script: \"return 1\", needs: [a] }\n";
+    check(
+        yaml,
+        &[
+            started(0, json!({})),
+            interrupted("a", 1, 50),
+            ok("a", 1, 60, json!("late")),
+            ok("a", 2, 90, json!("fresh")),
+            interrupted("b", 1, 100),
+            interrupted("b", 2, 110),
+            interrupted("b", 3, 120),
+        ],
+        expect![[r#"
+            @0 start -> [dispatch a#1]
+            @50 interrupted a#1 -> [dispatch a#2]
+            @60 ok a#1 -> []
+            @90 ok a#2 -> [dispatch b#1]
+            @100 interrupted b#1 -> [dispatch b#2]
+            @110 interrupted b#2 -> [dispatch b#3]
+            @120 interrupted b#3 -> [finish]
+            run=failed a=succeeded b=failed [step_failed: step `b` failed: interrupted: 3 attempts were interrupted by their process dying; not trying again]
+            a: #1 superseded (late: succeeded), #2 succeeded
+            b: #1 interrupted, #2 interrupted, #3 interrupted
+        "#]],
+    );
+}
+
+fn interrupted(step: &str, attempt: u32, at: u64) -> Event {
+    Event::AttemptInterrupted { step: StepId::from(step), attempt, at, started_at: at - 1, worker: "w1".into() }
 }
 
 const BRANCHING: &str = r#"
@@ -367,6 +439,7 @@ fn a_blocked_output_waits_for_guidance_and_only_a_released_or_corrected_value_fl
             @10 blocked draft#1 -> [ask Guidance r1.draft.1 "The output of step `draft` was blocked by the gate mesh (threat.override). Approve it as is, supply a corrected value, or abort the run?"]
             @20 human r1.draft.1 Approve -> [dispatch send#1 {"text":"the held output"}]
             run=running draft=succeeded send=running
+            draft: #1 blocked
         "#]],
     );
     check(
@@ -377,6 +450,7 @@ fn a_blocked_output_waits_for_guidance_and_only_a_released_or_corrected_value_fl
             @10 blocked draft#1 -> [ask Guidance r1.draft.1 "The output of step `draft` was blocked by the gate mesh (threat.override). Approve it as is, supply a corrected value, or abort the run?"]
             @20 human r1.draft.1 Modify { value: String("fixed") } -> [dispatch send#1 {"text":"fixed"}]
             run=running draft=succeeded send=running
+            draft: #1 blocked
         "#]],
     );
     check(
@@ -387,6 +461,7 @@ fn a_blocked_output_waits_for_guidance_and_only_a_released_or_corrected_value_fl
             @10 blocked draft#1 -> [ask Guidance r1.draft.1 "The output of step `draft` was blocked by the gate mesh (threat.override). Approve it as is, supply a corrected value, or abort the run?"]
             @20 human r1.draft.1 Abort -> [withdraw r1.draft.1, finish]
             run=cancelled draft=cancelled send=cancelled
+            draft: #1 blocked
         "#]],
     );
 }

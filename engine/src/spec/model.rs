@@ -95,6 +95,9 @@ pub struct StepDefaults {
     #[serde(default, with = "humantime_serde", skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Option<String>")]
     pub timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub queue_timeout: Option<Duration>,
 }
 
 /// The ten step types. Five are available now; the others are accepted by the parser and
@@ -162,10 +165,16 @@ pub struct StepSpec {
     pub inputs: BTreeMap<String, serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<RetrySpec>,
-    /// Per-attempt limit (e.g. `30s`); a timed-out attempt is retried like a failure.
+    /// Start-to-close limit of one attempt (e.g. `30s`), counted from when a worker starts it
+    /// (time spent queued does not count); a timed-out attempt is retried like a failure.
     #[serde(default, with = "humantime_serde", skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Option<String>")]
     pub timeout: Option<Duration>,
+    /// Schedule-to-start limit of one attempt: how long it may wait in the queue for a worker
+    /// before it is fenced (never started) and retried like a failure. Unbounded if unset.
+    #[serde(default, with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub queue_timeout: Option<Duration>,
     /// Estimated cost of one attempt, reserved against the budget before dispatch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost: Option<f64>,

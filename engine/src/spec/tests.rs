@@ -29,7 +29,7 @@ fn malformed_yaml_and_unknown_fields_name_the_line() {
         "id: w\nowner: o\nsteps:\n  - id: a\n    type: code\n    scrpt: x\n",
         expect![[r#"
             invalid workflow spec (1 problem):
-              - line 6, column 5: steps[0]: unknown field `scrpt`, expected one of `id`, `type`, `description`, `needs`, `when`, `inputs`, `retry`, `timeout`, `cost`, `expr`, `script`, `limits`, `duration`, `request`, `question`, `assignee`, `gates`, `with`
+              - line 6, column 5: steps[0]: unknown field `scrpt`, expected one of `id`, `type`, `description`, `needs`, `when`, `inputs`, `retry`, `timeout`, `queue_timeout`, `cost`, `expr`, `script`, `limits`, `duration`, `request`, `question`, `assignee`, `gates`, `with`
         "#]],
     );
     check(

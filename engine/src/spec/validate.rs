@@ -387,6 +387,9 @@ fn check_step(
     if step.timeout.is_some_and(|t| t.is_zero()) {
         p.push(problem(format!("{at}.timeout"), "must be more than zero"));
     }
+    if step.queue_timeout.is_some_and(|t| t.is_zero()) {
+        p.push(problem(format!("{at}.queue_timeout"), "must be more than zero"));
+    }
     if step.cost.is_some_and(|c| !(c.is_finite() && c >= 0.0)) {
         p.push(problem(format!("{at}.cost"), "must be a finite number ≥ 0"));
     }
