@@ -12,7 +12,7 @@ use tollgate_engine::ids::{RequestId, RunId, StepId, WorkflowId};
 use tollgate_engine::queue::StepJob;
 use tollgate_engine::run::{self, Action, Decision, Event, RunState, StepStatus, Timer};
 use tollgate_engine::spec::ValidatedSpec;
-use tollgate_engine::store::{HumanDecisionRecord, HumanRequestRecord, OutcomeResult, StepOutcome};
+use tollgate_engine::store::{AttemptClaim, HumanDecisionRecord, HumanRequestRecord, OutcomeResult, RunClosed, StepOutcome};
 
 use crate::lease;
 use crate::supervisor::SupervisorMsg;
@@ -20,6 +20,10 @@ use crate::system::{now_ms, Engine, RunUpdate};
 
 /// A live run stays in memory this long past its last activity when it only waits.
 const PASSIVATE_IF_NEXT_TIMER_BEYOND: Duration = Duration::from_secs(5);
+/// How long past an attempt's start-to-close timeout the run driver declares it timed out
+/// itself, when its worker is alive but has recorded nothing (workers enforce the timeout and
+/// record the failure; this only covers a worker that cannot).
+const TIMEOUT_BACKSTOP_GRACE: Duration = Duration::from_secs(10);
 
 pub struct RunActor;
 
@@ -78,7 +82,6 @@ pub struct RunActorState {
     timers: HashMap<Timer, JoinHandle<()>>,
     /// Dispatches held back by the in-flight cap, in order.
     held: std::collections::VecDeque<Action>,
-    in_flight: usize,
     ticker: Option<JoinHandle<()>>,
     inbox: Inbox,
     /// Routed messages processed.
@@ -110,7 +113,6 @@ impl Actor for RunActor {
             journal_len: journal.len() as u64,
             timers: HashMap::new(),
             held: Default::default(),
-            in_flight: 0,
             ticker: None,
             inbox: args.inbox,
             routed: 0,
@@ -119,7 +121,14 @@ impl Actor for RunActor {
             let event = Event::RunStarted { at: now_ms(), params: meta.params.clone() };
             process(&myself, &mut st, vec![event]).await?;
         } else {
-            // Recovery: redo what the journal says is outstanding. Each action is idempotent.
+            // Recovery: first settle what happened to the attempts in flight (finished, started
+            // by a process that died, fenced), then redo what the journal says is outstanding.
+            // Re-enqueueing an attempt is safe: only one delivery can claim it.
+            let queued: Vec<usize> = queued_steps(&st.state).collect();
+            let events = check_attempts(&mut st, &queued, now_ms()).await?;
+            if !events.is_empty() {
+                process(&myself, &mut st, events).await?;
+            }
             let actions = run::outstanding(&st.spec, &st.state);
             perform(&myself, &mut st, actions).await?;
         }
@@ -251,7 +260,7 @@ fn is_open_request(state: &RunState, request: &RequestId) -> bool {
 /// outcome handed over in-process was recorded before it was sent; otherwise read it.
 async fn outcome_event(st: &RunActorState, step: &StepId, attempt: u32, given: Option<Box<StepOutcome>>) -> Result<Option<Event>, ActorProcessingErr> {
     let Some((i, _)) = st.spec.step_by_id(step) else { return Ok(None) };
-    if !matches!(st.state.steps[i].status, StepStatus::Queued { .. }) {
+    if !st.state.wants_outcome(i, attempt) {
         return Ok(None);
     }
     let outcome = match given.filter(|o| o.step == *step && o.attempt == attempt) {
@@ -300,9 +309,6 @@ async fn process(myself: &ActorRef<RunMsg>, st: &mut RunActorState, events: Vec<
     let before: Vec<&'static str> = st.state.steps.iter().map(|s| s.status.label()).collect();
     let mut actions = Vec::new();
     for event in &events {
-        if let Event::StepSucceeded { .. } | Event::StepFailed { .. } | Event::StepBlocked { .. } = event {
-            st.in_flight = st.in_flight.saturating_sub(1);
-        }
         actions.extend(run::apply(&st.spec, &mut st.state, event));
     }
     let plan = plan(st, actions);
@@ -329,6 +335,10 @@ struct Plan {
 
 /// Sort actions without performing any: dispatches beyond the in-flight cap are held (and
 /// held ones released as capacity allows).
+///
+/// The number in flight is derived from the state every time (attempts the run waits for,
+/// minus those still held), so no path — timeouts, retries, interruptions, late results —
+/// can make it drift.
 fn plan(st: &mut RunActorState, actions: Vec<Action>) -> Plan {
     let mut p = Plan { ready: Vec::new(), deferred: Vec::new(), other: Vec::new() };
     for action in actions {
@@ -337,9 +347,19 @@ fn plan(st: &mut RunActorState, actions: Vec<Action>) -> Plan {
             other => p.other.push(other),
         }
     }
-    while st.in_flight < st.engine.max_in_flight_per_run {
+    // A held attempt the run has moved past (its step timed out in the queue, or ended).
+    let state = &st.state;
+    let spec = &st.spec;
+    st.held.retain(|a| match a {
+        Action::Dispatch { step, attempt, .. } => spec
+            .step_by_id(step)
+            .is_some_and(|(i, _)| matches!(state.steps[i].status, StepStatus::Queued { attempt: c, .. } if c == *attempt)),
+        _ => false,
+    });
+    let mut in_flight = queued_steps(&st.state).count().saturating_sub(st.held.len());
+    while in_flight < st.engine.max_in_flight_per_run {
         let Some(Action::Dispatch { step, attempt, not_before, input, .. }) = st.held.pop_front() else { break };
-        st.in_flight += 1;
+        in_flight += 1;
         match not_before.filter(|&t| t > now_ms()) {
             Some(at) => p.deferred.push(((step, attempt, input), at)),
             None => p.ready.push((step, attempt, input)),
@@ -449,6 +469,9 @@ fn arm(myself: &ActorRef<RunMsg>, st: &mut RunActorState, timer: Timer, at: u64)
 /// Finished: tell the store and the supervisor, stop. Only waiting: passivate.
 async fn after_change(myself: &ActorRef<RunMsg>, st: &mut RunActorState) -> Result<(), ActorProcessingErr> {
     if st.state.status.is_finished() {
+        // Workers start none of its attempts any more and abandon the ones they run.
+        let closed = RunClosed { status: st.state.status.label().to_string(), at: now_ms() };
+        st.engine.store.close_run(&st.wf, &st.state.run, &closed).await?;
         st.engine.store.mark_run_finished(&st.state.run).await?;
         st.engine.publish(RunUpdate::Finished { run: st.state.run.clone(), status: st.state.status.clone() });
         myself.stop(Some("finished".into()));
@@ -491,32 +514,77 @@ fn next_timer_at(spec: &ValidatedSpec, state: &RunState) -> Option<u64> {
     delays.chain(run_timeout).min()
 }
 
+/// Steps whose current attempt is in flight (enqueued, held, backing off or running).
+fn queued_steps(state: &RunState) -> impl Iterator<Item = usize> + '_ {
+    state.steps.iter().enumerate().filter(|(_, s)| matches!(s.status, StepStatus::Queued { .. })).map(|(i, _)| i)
+}
+
+/// What became of the current attempts of steps `due`, read from their claims and outcomes
+/// in one batch: finished (its outcome), started by a process that has died (interrupted),
+/// started and long past its start-to-close timeout (the backstop), or never started and past
+/// its queue deadline — then fenced here, first writer wins against any worker, so it can
+/// never start afterwards.
+async fn check_attempts(st: &mut RunActorState, due: &[usize], now: u64) -> Result<Vec<Event>, ActorProcessingErr> {
+    let current: Vec<(usize, StepId, u32, Option<u64>)> = due
+        .iter()
+        .filter_map(|&i| match st.state.steps[i].status {
+            StepStatus::Queued { attempt, queue_deadline, .. } => Some((i, st.spec.step(i).id.clone(), attempt, queue_deadline)),
+            _ => None,
+        })
+        .collect();
+    if current.is_empty() {
+        return Ok(Vec::new());
+    }
+    let keys: Vec<(StepId, u32)> = current.iter().map(|(_, step, attempt, _)| (step.clone(), *attempt)).collect();
+    let found = st.engine.store.attempt_states(&st.wf, &st.state.run, &keys).await?;
+    let mut events = Vec::new();
+    for ((i, step, attempt, deadline), (claim, outcome)) in current.into_iter().zip(found) {
+        if let Some(o) = outcome {
+            events.push(outcome_to_event(o));
+            continue;
+        }
+        match claim {
+            Some(AttemptClaim::Started { worker, at }) => {
+                if !st.engine.is_alive(&worker).await? {
+                    events.push(Event::AttemptInterrupted { step, attempt, at: now, started_at: at, worker });
+                } else if at + run::apply::step_timeout(&st.spec, i).as_millis() as u64 + TIMEOUT_BACKSTOP_GRACE.as_millis() as u64 <= now {
+                    events.push(Event::TimerFired { timer: Timer::StepTimeout { step, attempt }, at: now });
+                }
+            }
+            Some(AttemptClaim::Fenced { .. }) => events.push(Event::TimerFired { timer: Timer::QueueTimeout { step, attempt }, at: now }),
+            None if deadline.is_some_and(|d| d <= now) => {
+                let fence = AttemptClaim::Fenced { at: now, reason: "queue_timeout".into() };
+                // Lost: a worker started it just now, and its start-to-close clock runs.
+                if st.engine.store.claim_attempt(&st.wf, &st.state.run, &step, attempt, &fence).await?.is_none() {
+                    events.push(Event::TimerFired { timer: Timer::QueueTimeout { step, attempt }, at: now });
+                }
+            }
+            None => {}
+        }
+    }
+    Ok(events)
+}
+
 async fn reconcile(myself: &ActorRef<RunMsg>, st: &mut RunActorState) -> Result<(), ActorProcessingErr> {
     let now = now_ms();
     lease::renew(st.engine.store.backend().as_ref(), &st.state.run, &lease::holder(&st.engine.instance)).await?;
-    let mut events = Vec::new();
+    // Attempts in flight for a while (a notification may have been lost, their worker may
+    // have died) or past their queue deadline.
     let stale_after = st.engine.reconcile_interval.as_millis() as u64 * 2;
-    for (i, s) in st.state.steps.iter().enumerate() {
-        let step = &st.spec.step(i).id;
-        match &s.status {
-            StepStatus::Queued { attempt, timeout_at, .. } => {
-                let dispatched = s.attempts.last().map_or(0, |a| a.dispatched_at);
-                if now.saturating_sub(dispatched) >= stale_after {
-                    if let Some(o) = st.engine.store.step_outcome(&st.wf, &st.state.run, step, *attempt).await? {
-                        events.push(outcome_to_event(o));
-                        continue;
-                    }
-                }
-                if *timeout_at <= now {
-                    events.push(Event::TimerFired { timer: Timer::StepTimeout { step: step.clone(), attempt: *attempt }, at: now });
-                }
+    let due: Vec<usize> = queued_steps(&st.state)
+        .filter(|&i| {
+            let s = &st.state.steps[i];
+            let dispatched = s.attempts.last().map_or(0, |a| a.dispatched_at);
+            let past_deadline = matches!(s.status, StepStatus::Queued { queue_deadline: Some(d), .. } if d <= now);
+            past_deadline || now.saturating_sub(dispatched) >= stale_after
+        })
+        .collect();
+    let events = check_attempts(st, &due, now).await?;
+    for s in &st.state.steps {
+        if let StepStatus::WaitingHuman { request } = &s.status {
+            if let Some(d) = st.engine.store.human_decision(&st.wf, request).await? {
+                myself.send_message(RunMsg::HumanDecided { request: request.clone(), decision: d })?;
             }
-            StepStatus::WaitingHuman { request } => {
-                if let Some(d) = st.engine.store.human_decision(&st.wf, request).await? {
-                    myself.send_message(RunMsg::HumanDecided { request: request.clone(), decision: d })?;
-                }
-            }
-            _ => {}
         }
     }
     if let Some(request) = &st.state.budget_request {

@@ -91,6 +91,11 @@ impl Engine {
         Ok(spec)
     }
 
+    /// Whether the process `id` (a worker that claimed an attempt) is alive.
+    pub async fn is_alive(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(id == self.instance)
+    }
+
     pub fn publish(&self, update: RunUpdate) {
         let _ = self.updates.send(update); // no subscriber is fine
     }

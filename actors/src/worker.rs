@@ -1,7 +1,10 @@
 //! The step worker: what runs when the queue delivers a job.
 //!
-//! Load the attempt's sealed input and the spec, run the step type's handler under its
-//! timeout, record the outcome (first writer wins), THEN notify the run. The job succeeds
+//! Load the attempt's sealed input and the spec, CLAIM the attempt (first writer wins against
+//! other deliveries and the run driver's fence: an attempt runs at most once, and never once
+//! it was superseded or its run ended), run the step type's handler under its start-to-close
+//! timeout while watching for the run's cancellation, record the outcome (first writer wins),
+//! THEN notify the run. The job succeeds
 //! towards the queue whenever the outcome is recorded, so the queue never retries on its own;
 //! the run's retry policy decides. Only a job that cannot be processed at all is rejected.
 
@@ -11,14 +14,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use tollgate_engine::queue::StepJob;
-use tollgate_engine::run::apply::DEFAULT_STEP_TIMEOUT;
+use tokio_util::sync::CancellationToken;
+use tollgate_engine::run::apply::step_timeout;
 use tollgate_engine::step::{StepError, StepInvocation};
 use tollgate_engine::ids::RunId;
 use serde_json::Value;
 use tollgate_engine::gates::{GateAction, RedactionMap};
 use tollgate_engine::spec::{OnBlock, ValidatedSpec};
 use tollgate_engine::step::StepSuccess;
-use tollgate_engine::store::{OutcomeResult, RunMeta, StepOutcome, StoreError};
+use tollgate_engine::store::{AttemptClaim, OutcomeResult, RunMeta, StepOutcome, StoreError};
 
 use crate::notify::Notifier;
 use crate::queue::{JobHandler, JobRejected};
@@ -27,6 +31,8 @@ use crate::system::{now_ms, Engine};
 pub struct StepWorker {
     engine: Arc<Engine>,
     notifier: Arc<dyn Notifier>,
+    /// Ends store retries when the process shuts down.
+    shutdown: CancellationToken,
     /// Run metadata is immutable: cache it (bounded) so a run's steps don't each read it.
     metas: Mutex<HashMap<RunId, Arc<RunMeta>>>,
 }
@@ -35,10 +41,15 @@ pub struct StepWorker {
 const META_CACHE: usize = 4096;
 /// Attempts to save a run's redaction map against concurrent updates.
 const MAX_REDACTION_RETRIES: usize = 16;
+/// How often a running attempt checks whether its run was cancelled or has finished.
+const STOP_POLL: Duration = Duration::from_millis(250);
+/// Backoff bounds while the store is unavailable.
+const STORE_RETRY_MIN: Duration = Duration::from_millis(50);
+const STORE_RETRY_MAX: Duration = Duration::from_secs(5);
 
 impl StepWorker {
-    pub fn new(engine: Arc<Engine>, notifier: Arc<dyn Notifier>) -> Self {
-        Self { engine, notifier, metas: Mutex::new(HashMap::new()) }
+    pub fn new(engine: Arc<Engine>, notifier: Arc<dyn Notifier>, shutdown: CancellationToken) -> Self {
+        Self { engine, notifier, shutdown, metas: Mutex::new(HashMap::new()) }
     }
 
     async fn run_meta(&self, run: &RunId) -> Result<Arc<RunMeta>, tollgate_engine::store::StoreError> {
@@ -102,29 +113,46 @@ impl StepWorker {
     pub async fn execute(&self, job: StepJob) -> Result<(), JobRejected> {
         let reject = |reason: String| JobRejected::new(format!("{}/{}#{}: {reason}", job.run, job.step, job.attempt));
         let store = &self.engine.store;
-        let meta = self.run_meta(&job.run).await.map_err(|e| reject(e.to_string()))?;
+        let meta = self.retrying("reading the run", || self.run_meta(&job.run)).await.map_err(|e| reject(e.to_string()))?;
         if meta.workflow != job.workflow {
             return Err(reject("job names the wrong workflow for its run".into()));
         }
-        let (recorded, input) = store
-            .step_outcome_and_input(&job.workflow, &job.run, &job.step, job.attempt)
+        let pre = self
+            .retrying("reading the attempt", || store.attempt_preflight(&job.workflow, &job.run, &job.step, job.attempt))
             .await
             .map_err(|e| reject(e.to_string()))?;
         // A duplicate delivery of an attempt already recorded: just make sure the run knows.
-        if let Some(outcome) = recorded {
+        if let Some(outcome) = pre.outcome {
             self.notifier.step_finished(&job, &outcome).await;
             return Ok(());
         }
-        let input = input.ok_or_else(|| reject("attempt has no recorded input".into()))?;
+        // Claimed by another delivery of this job, or fenced by the run driver: not ours to run.
+        if let Some(claim) = pre.claim {
+            tracing::debug!(run = %job.run, step = %job.step, attempt = job.attempt, ?claim, "attempt already claimed; not started");
+            return Ok(());
+        }
+        if let Some(reason) = pre.stop {
+            tracing::debug!(run = %job.run, step = %job.step, attempt = job.attempt, "not started: {reason}");
+            return Ok(());
+        }
+        let input = pre.input.ok_or_else(|| reject("attempt has no recorded input".into()))?;
         let spec = self.engine.spec(&meta.workflow, &meta.spec_digest).await.map_err(|e| reject(e.to_string()))?;
-        let Some((_, step)) = spec.step_by_id(&job.step) else {
+        let Some((i, step)) = spec.step_by_id(&job.step) else {
             return Err(reject(format!("workflow has no step `{}`", job.step)));
         };
-        let timeout = step
-            .timeout
-            .or_else(|| spec.spec().defaults.as_ref().and_then(|d| d.timeout))
-            .unwrap_or(DEFAULT_STEP_TIMEOUT);
+        // Claim the attempt (first writer wins): from here on it has started, and its
+        // start-to-close clock runs. Losing means another delivery or the run driver's fence won.
         let started_at = now_ms();
+        let claim = AttemptClaim::Started { worker: self.engine.instance.clone(), at: started_at };
+        let lost = self
+            .retrying("claiming the attempt", || store.claim_attempt(&job.workflow, &job.run, &job.step, job.attempt, &claim))
+            .await
+            .map_err(|e| reject(e.to_string()))?;
+        if let Some(winner) = lost {
+            tracing::debug!(run = %job.run, step = %job.step, attempt = job.attempt, ?winner, "lost the claim; not started");
+            return Ok(());
+        }
+        let timeout = step_timeout(&spec, i);
         let result = match self.engine.handlers.get(&step.ty) {
             None => Err(StepError::permanent("no_handler", format!("no handler for step type `{}` in this process", step.ty.name()))),
             Some(handler) => {
@@ -138,28 +166,84 @@ impl StepWorker {
                     idempotency_key: format!("{}.{}", job.run, job.step),
                     timeout,
                 };
-                match tokio::time::timeout(timeout + Duration::from_millis(50), handler.run(call)).await {
-                    Ok(r) => r,
-                    Err(_) => Err(StepError::retryable("timeout", format!("attempt did not finish within {}", humantime::format_duration(timeout)))),
+                // The handler's future is dropped (its HTTP request aborted, its script
+                // interrupted) when the attempt times out or its run is cancelled or finishes.
+                tokio::select! {
+                    r = tokio::time::timeout(timeout, handler.run(call)) => match r {
+                        Ok(r) => r,
+                        Err(_) => Err(StepError::retryable("timeout", format!("attempt did not finish within {}", humantime::format_duration(timeout)))),
+                    },
+                    reason = self.stopped(&job) => Err(StepError::permanent("cancelled", format!("abandoned: {reason}"))),
                 }
             }
         };
         let result = match result {
-            Ok(success) => {
-                let i = spec.dag().index_of(&job.step).expect("step exists");
-                self.gate(&job, &spec, i, success).await.map_err(|e| reject(format!("gating the output: {e}")))?
-            }
-            Err(error) => OutcomeResult::Failed { error, gate: None },
+            Ok(success) => self.gate(&job, &spec, i, success).await.map_err(|e| reject(format!("gating the output: {e}")))?,
+            Err(error) => OutcomeResult::Failed { error: gate_error_text(&spec, i, error), gate: None },
         };
         let outcome = StepOutcome { step: job.step.clone(), attempt: job.attempt, started_at, finished_at: now_ms(), result };
-        if let Err(e) = store.record_outcome(&job.workflow, &job.run, &outcome).await {
-            // Not recorded: the run's timeout policy will re-dispatch the attempt.
-            tracing::warn!(run = %job.run, step = %job.step, "outcome not recorded: {e}");
-            return Ok(());
-        }
+        // Never dropped: a store outage delays the outcome, it does not lose it. Only a shutdown
+        // ends the wait, and then the run driver closes the attempt as interrupted.
+        self.retrying("recording the outcome", || store.record_outcome(&job.workflow, &job.run, &outcome))
+            .await
+            .map_err(|e| reject(format!("recording the outcome: {e}")))?;
         self.notifier.step_finished(&job, &outcome).await;
         Ok(())
     }
+
+    /// Resolves when the attempt's run is cancelled or has finished (polled from the store, so
+    /// it works whichever process drives the run). Never resolves if the store cannot say.
+    async fn stopped(&self, job: &StepJob) -> String {
+        loop {
+            tokio::time::sleep(STOP_POLL).await;
+            if let Ok(Some(reason)) = self.engine.store.run_stop_reason(&job.workflow, &job.run).await {
+                return reason;
+            }
+        }
+    }
+
+    /// Run a store operation, retrying while the store is unavailable (with backoff, until
+    /// the process shuts down). Other errors are returned at once.
+    async fn retrying<T, F, Fut>(&self, what: &str, mut op: F) -> Result<T, StoreError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, StoreError>>,
+    {
+        let mut delay = STORE_RETRY_MIN;
+        let mut warned = false;
+        loop {
+            match op().await {
+                Err(StoreError::Unavailable(e)) => {
+                    if !warned {
+                        tracing::warn!("store unavailable while {what}; retrying until it is back: {e}");
+                        warned = true;
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = self.shutdown.cancelled() => return Err(StoreError::Unavailable(format!("{e} (shutting down)"))),
+                    }
+                    delay = (delay * 2).min(STORE_RETRY_MAX);
+                }
+                other => {
+                    if warned {
+                        tracing::info!("store available again; {what} done");
+                    }
+                    return other;
+                }
+            }
+        }
+    }
+}
+
+/// Error text (HTTP response bodies, script console output) passes the step's gate mesh
+/// before it is journaled or shown: findings are replaced by their placeholders, and text
+/// the mesh cannot vouch for (oversize, time budget) is withheld.
+fn gate_error_text(spec: &ValidatedSpec, i: usize, mut error: StepError) -> StepError {
+    let out = spec.gate_mesh().scan_text(&error.message, spec.gate_policy(i), &mut RedactionMap::new());
+    if out.verdict.action != GateAction::Allow {
+        error.message = out.redacted.unwrap_or_else(|| format!("[error text withheld by the gate mesh: {}]", out.verdict.rule_ids().join(", ")));
+    }
+    error
 }
 
 #[async_trait]

@@ -97,7 +97,7 @@ fn start_run(data: &std::path::Path, file: &std::path::Path) -> (Child, String) 
 enum KillPoint {
     /// While the charge request is in flight (step running, outcome not recorded).
     ChargeInFlight,
-    /// During the durable delay, after charge completed.
+    /// After charge completed (journaled), normally during the durable delay.
     DuringDelay,
     /// While the notify request is in flight.
     NotifyInFlight,
@@ -124,7 +124,11 @@ async fn kill_9_at_any_point_then_resume_finishes_with_effects_applied_once() {
             let hits = |path: &str| ledger_c.lock().unwrap().hits.get(path).copied().unwrap_or(0);
             match point {
                 KillPoint::ChargeInFlight => wait_until("the charge request", Duration::from_secs(30), || hits("/charge") >= 1),
-                KillPoint::DuringDelay => wait_until("the delay to start", Duration::from_secs(30), || step_status(&run_json(&base_c, &run), "pause") == "delaying"),
+                // Once the journal says charge succeeded, the kill lands in the delay (or, on a
+                // slow machine, after it): either way charge must not run again.
+                KillPoint::DuringDelay => wait_until("charge to be journaled", Duration::from_secs(60), || {
+                    step_status(&run_json(&base_c, &run), "charge") == "succeeded"
+                }),
                 KillPoint::NotifyInFlight => wait_until("the notify request", Duration::from_secs(30), || hits("/notify") >= 1),
             }
             child.kill().unwrap(); // SIGKILL

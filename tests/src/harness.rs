@@ -85,8 +85,14 @@ fn base_config(dir: &TempDir) -> Config {
 
 /// A system on the embedded backend (SQLite files in a fresh temp dir).
 pub async fn embedded() -> TestSystem {
+    embedded_with(|_| {}).await
+}
+
+/// A system on the embedded backend with some settings changed.
+pub async fn embedded_with(change: impl FnOnce(&mut Config)) -> TestSystem {
     let dir = tempfile::tempdir().expect("temp dir");
-    let config = base_config(&dir);
+    let mut config = base_config(&dir);
+    change(&mut config);
     let running = bootstrap::start(&config, Role::All).await.expect("embedded system starts");
     TestSystem { running: Some(running), config, dir }
 }
@@ -146,6 +152,8 @@ pub type Script = Arc<dyn Fn(usize, &Hit) -> (StatusCode, Vec<(&'static str, Str
 pub struct TestServer {
     pub addr: SocketAddr,
     pub hits: Arc<Mutex<Vec<Hit>>>,
+    /// Requests whose client went away before the answer (the handler was dropped).
+    pub aborted: Arc<std::sync::atomic::AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -158,14 +166,15 @@ impl Drop for TestServer {
 impl TestServer {
     pub async fn start(script: Script) -> Self {
         let hits: Arc<Mutex<Vec<Hit>>> = Arc::default();
-        let state = (hits.clone(), script);
+        let aborted: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
+        let state = ServerState { hits: hits.clone(), aborted: aborted.clone(), script };
         let app = axum::Router::new().fallback(any(handle)).with_state(state);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind test server");
         let addr = listener.local_addr().expect("addr");
         let task = tokio::spawn(async move {
             axum::serve(listener, app).await.expect("test server runs");
         });
-        Self { addr, hits, task }
+        Self { addr, hits, aborted, task }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -175,17 +184,41 @@ impl TestServer {
     pub fn hits(&self) -> Vec<Hit> {
         self.hits.lock().expect("hits lock").clone()
     }
+
+    pub fn aborted(&self) -> usize {
+        self.aborted.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
-async fn handle(State((hits, script)): State<(Arc<Mutex<Vec<Hit>>>, Script)>, uri: axum::http::Uri, headers: HeaderMap, body: Bytes) -> Response {
+#[derive(Clone)]
+struct ServerState {
+    hits: Arc<Mutex<Vec<Hit>>>,
+    aborted: Arc<std::sync::atomic::AtomicUsize>,
+    script: Script,
+}
+
+/// Counts a request as aborted if its handler is dropped before it answers.
+struct AbortGuard(Option<Arc<std::sync::atomic::AtomicUsize>>);
+
+impl Drop for AbortGuard {
+    fn drop(&mut self) {
+        if let Some(n) = self.0.take() {
+            n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+}
+
+async fn handle(State(st): State<ServerState>, uri: axum::http::Uri, headers: HeaderMap, body: Bytes) -> Response {
     let hit = Hit { at: Instant::now(), path: uri.path().to_string(), headers, body };
     let n = {
-        let mut h = hits.lock().expect("hits lock");
+        let mut h = st.hits.lock().expect("hits lock");
         h.push(hit.clone());
         h.len() - 1
     };
-    let (status, extra, body, delay) = script(n, &hit);
+    let (status, extra, body, delay) = (st.script)(n, &hit);
+    let mut guard = AbortGuard(Some(st.aborted.clone()));
     tokio::time::sleep(delay).await;
+    guard.0 = None;
     let mut resp = (status, [("content-type", "application/json")], body).into_response();
     for (k, v) in extra {
         resp.headers_mut().insert(k, v.parse().expect("header value"));

@@ -2,7 +2,7 @@
 //! duration, cost, error and human decision. Outputs are never printed here.
 
 use serde_json::{json, Value};
-use tollgate_engine::run::{RunStatus, StepState};
+use tollgate_engine::run::{AttemptStatus, RunStatus, StepState};
 
 use crate::service::RunView;
 
@@ -73,6 +73,10 @@ pub fn print_summary(v: &RunView) {
         if let Some(e) = &s.error {
             println!("      error: {e}");
         }
+        // Every attempt, when there was more than one or one did not simply run.
+        if s.attempts.len() > 1 || s.attempts.iter().any(|a| !matches!(a.status, AttemptStatus::Succeeded | AttemptStatus::Failed | AttemptStatus::Queued)) {
+            println!("      attempts: {}", attempt_log(s));
+        }
         if let tollgate_engine::run::StepStatus::Skipped { reason } = &s.status {
             println!("      skipped: {reason}");
         }
@@ -88,6 +92,28 @@ pub fn print_summary(v: &RunView) {
     if let Some(cap) = v.state.budget.cap {
         println!("  budget: {:.2} spent of {:.2}", v.state.budget.spent, cap + v.state.budget.extended);
     }
+}
+
+/// `#1 interrupted (01J…), #2 failed: timeout, #3 succeeded`
+fn attempt_log(s: &StepState) -> String {
+    let items: Vec<String> = s
+        .attempts
+        .iter()
+        .map(|a| {
+            let mut item = format!("#{} {}", a.attempt, a.status.label());
+            if let Some(e) = a.error.as_ref().filter(|_| a.status != AttemptStatus::Interrupted) {
+                item.push_str(&format!(": {}", e.code));
+            }
+            if let Some(late) = &a.late_result {
+                item.push_str(&format!(" (late result: {late})"));
+            }
+            if let Some(w) = &a.worker {
+                item.push_str(&format!(" (process {w})"));
+            }
+            item
+        })
+        .collect();
+    items.join(", ")
 }
 
 /// `redact — secrets.openai_api_key (secret) at /text 10..61, pii.card (card) at /text 70..89`

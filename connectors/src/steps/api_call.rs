@@ -4,7 +4,8 @@
 //! rendered by the engine): method, http(s) URL, headers, and a body sent as JSON — or as-is
 //! when the body is a string and the step sets its own `Content-Type`. The engine's
 //! idempotency key goes out as `Idempotency-Key` (overriding one set by the step: the engine's
-//! key is the one that is stable across attempts).
+//! key is the one that is stable across attempts), and the attempt number as `Tollgate-Attempt`
+//! (so the receiving side can tell a retry from a duplicate delivery).
 //!
 //! Output: `{"status": 200, "headers": {<KEPT_HEADERS present, lower-case>}, "body": <JSON when
 //! the response says it is JSON and parses, else the text>}`.
@@ -95,7 +96,7 @@ impl StepHandler for ApiCallHandler {
                 .map_err(|e| StepError::permanent("bad_request", format!("rendered request is malformed: {e}")))?,
             None => return Err(StepError::permanent("bad_spec", "api_call invocation has no `request`")),
         };
-        let request = self.build(&spec, &call.idempotency_key)?;
+        let request = self.build(&spec, &call.idempotency_key, call.attempt)?;
         match tokio::time::timeout(call.timeout, self.exchange(request)).await {
             Ok(result) => result.map(|output| StepSuccess { output, cost: 0.0 }),
             Err(_) => Err(StepError::retryable("timeout", format!("no complete response within {:?}", call.timeout))),
@@ -104,7 +105,7 @@ impl StepHandler for ApiCallHandler {
 }
 
 impl ApiCallHandler {
-    fn build(&self, spec: &HttpRequestSpec, idempotency_key: &str) -> Result<reqwest::RequestBuilder, StepError> {
+    fn build(&self, spec: &HttpRequestSpec, idempotency_key: &str, attempt: u32) -> Result<reqwest::RequestBuilder, StepError> {
         let url = Url::parse(&spec.url).map_err(|e| StepError::permanent("bad_url", format!("{:?}: {e}", spec.url)))?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err(StepError::permanent("bad_url", format!("only http and https URLs are allowed, not {:?}", url.scheme())));
@@ -122,6 +123,7 @@ impl ApiCallHandler {
         let key = HeaderValue::from_str(idempotency_key)
             .map_err(|_| StepError::permanent("bad_request", "idempotency key is not a valid header value"))?;
         headers.insert(HeaderName::from_static("idempotency-key"), key);
+        headers.insert(HeaderName::from_static("tollgate-attempt"), HeaderValue::from(attempt));
         let has_content_type = headers.contains_key(CONTENT_TYPE);
         let request = self.client.request(method, url).headers(headers);
         Ok(match &spec.body {

@@ -33,6 +33,16 @@ pub fn step_input(run: &RunId, step: &StepId, attempt: u32) -> String {
 pub fn step_outcome(run: &RunId, step: &StepId, attempt: u32) -> String {
     format!("run/{run}/out/{step}/{attempt}")
 }
+/// Who runs one attempt of a step: the first worker to claim it, or the run driver's fence
+/// (first writer wins), so an attempt executes at most once and never after it was fenced.
+pub fn step_claim(run: &RunId, step: &StepId, attempt: u32) -> String {
+    format!("run/{run}/claim/{step}/{attempt}")
+}
+/// Written once a run has finished (any outcome): workers start none of its attempts and
+/// abandon the ones they are running.
+pub fn run_closed(run: &RunId) -> String {
+    format!("run/{run}/closed")
+}
 /// An output the gate mesh blocked, held until a human decides (deleted afterwards).
 pub fn step_quarantine(run: &RunId, step: &StepId, attempt: u32) -> String {
     format!("run/{run}/held/{step}/{attempt}")

@@ -59,6 +59,34 @@ pub enum OutcomeResult {
     Blocked { redacted: Value, cost: f64, gate: Value },
 }
 
+/// The claim on one attempt (first writer wins): a worker that starts it, or the run driver
+/// fencing it so that no worker ever will.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "claim", rename_all = "snake_case")]
+pub enum AttemptClaim {
+    /// A worker of process `worker` started the attempt at `at`: its start-to-close clock.
+    Started { worker: String, at: u64 },
+    /// The run driver fenced the attempt before any worker started it.
+    Fenced { at: u64, reason: String },
+}
+
+/// Written when a run finishes: its attempts must not start, running ones are abandoned.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunClosed {
+    pub status: String,
+    pub at: u64,
+}
+
+/// What a worker reads before it runs an attempt, in one round trip.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AttemptPreflight {
+    pub outcome: Option<StepOutcome>,
+    pub input: Option<Value>,
+    pub claim: Option<AttemptClaim>,
+    /// Why the attempt must not run: the run was cancelled or has finished.
+    pub stop: Option<String>,
+}
+
 /// A request to cancel a run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CancelRequest {

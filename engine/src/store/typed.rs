@@ -13,7 +13,7 @@ use crate::gates::RedactionMap;
 use crate::ids::{OwnerId, RequestId, RunId, StepId, WorkflowId};
 use crate::run::Event;
 use crate::spec::WorkflowSpec;
-use crate::store::{keys, Backend, CancelRequest, HumanDecisionRecord, HumanRequestRecord, RunMeta, StepOutcome, StoreError, WorkflowKeyInfo};
+use crate::store::{keys, AttemptClaim, AttemptPreflight, Backend, CancelRequest, RunClosed, HumanDecisionRecord, HumanRequestRecord, RunMeta, StepOutcome, StoreError, WorkflowKeyInfo};
 
 /// The current key version for new workflows.
 const KEY_VERSION: u32 = 1;
@@ -197,6 +197,75 @@ impl Store {
         Ok((outcome, input))
     }
 
+    /// Everything a worker reads before it runs an attempt, in one read: the attempt's outcome
+    /// (a duplicate delivery), its input, its claim, and whether the run was cancelled or closed.
+    pub async fn attempt_preflight(&self, wf: &WorkflowId, run: &RunId, step: &StepId, attempt: u32) -> Result<AttemptPreflight, StoreError> {
+        let k = self.workflow_key(wf).await?;
+        let keys = [
+            keys::step_outcome(run, step, attempt),
+            keys::step_input(run, step, attempt),
+            keys::step_claim(run, step, attempt),
+            keys::run_cancel(run),
+            keys::run_closed(run),
+        ];
+        let mut v = self.backend.get_many(&keys).await?.into_iter();
+        let outcome: Option<StepOutcome> = open_decode(&k, &keys[0], v.next().flatten())?;
+        let input: Option<Value> = open_decode(&k, &keys[1], v.next().flatten())?;
+        let claim: Option<AttemptClaim> = open_decode(&k, &keys[2], v.next().flatten())?;
+        let cancel: Option<CancelRequest> = open_decode(&k, &keys[3], v.next().flatten())?;
+        let closed: Option<RunClosed> = open_decode(&k, &keys[4], v.next().flatten())?;
+        let stop = stop_reason(cancel, closed);
+        Ok(AttemptPreflight { outcome, input, claim, stop })
+    }
+
+    /// Why a run's attempts must stop, if they must: it was cancelled or has finished. What a
+    /// worker polls while it runs an attempt.
+    pub async fn run_stop_reason(&self, wf: &WorkflowId, run: &RunId) -> Result<Option<String>, StoreError> {
+        let k = self.workflow_key(wf).await?;
+        let keys = [keys::run_cancel(run), keys::run_closed(run)];
+        let mut values = self.backend.get_many(&keys).await?.into_iter();
+        let cancel: Option<CancelRequest> = open_decode(&k, &keys[0], values.next().flatten())?;
+        let closed: Option<RunClosed> = open_decode(&k, &keys[1], values.next().flatten())?;
+        Ok(stop_reason(cancel, closed))
+    }
+
+    /// Claim an attempt (first writer wins). `Ok(None)`: this claim won; otherwise the claim
+    /// that was there first.
+    pub async fn claim_attempt(&self, wf: &WorkflowId, run: &RunId, step: &StepId, attempt: u32, claim: &AttemptClaim) -> Result<Option<AttemptClaim>, StoreError> {
+        let k = self.workflow_key(wf).await?;
+        let key = keys::step_claim(run, step, attempt);
+        if self.backend.put_if_absent(&key, &k.seal(key.as_bytes(), &Self::encode(claim)), None).await? {
+            return Ok(None);
+        }
+        // Claims are never deleted, so the winner is there to read.
+        Ok(Some(self.get_sealed(&k, &key).await?.ok_or(StoreError::NotFound(key))?))
+    }
+
+    /// The claims and outcomes of several attempts of a run, in one read: what the run driver
+    /// checks for attempts in flight (started? by whom? finished?).
+    pub async fn attempt_states(&self, wf: &WorkflowId, run: &RunId, attempts: &[(StepId, u32)]) -> Result<Vec<(Option<AttemptClaim>, Option<StepOutcome>)>, StoreError> {
+        let k = self.workflow_key(wf).await?;
+        let keys: Vec<String> = attempts
+            .iter()
+            .flat_map(|(step, attempt)| [keys::step_claim(run, step, *attempt), keys::step_outcome(run, step, *attempt)])
+            .collect();
+        let values = self.backend.get_many(&keys).await?;
+        let mut out = Vec::with_capacity(attempts.len());
+        let mut it = keys.iter().zip(values);
+        while let (Some((ck, cv)), Some((ok, ov))) = (it.next(), it.next()) {
+            out.push((open_decode(&k, ck, cv)?, open_decode(&k, ok, ov)?));
+        }
+        Ok(out)
+    }
+
+    /// Mark a run finished for workers: none of its attempts start any more and running ones
+    /// are abandoned.
+    pub async fn close_run(&self, wf: &WorkflowId, run: &RunId, closed: &RunClosed) -> Result<(), StoreError> {
+        let k = self.workflow_key(wf).await?;
+        let key = keys::run_closed(run);
+        self.backend.put(&key, &k.seal(key.as_bytes(), &Self::encode(closed)), None).await
+    }
+
     /// Record an attempt's outcome; the first recorded outcome of an attempt wins.
     pub async fn record_outcome(&self, wf: &WorkflowId, run: &RunId, outcome: &StepOutcome) -> Result<bool, StoreError> {
         let k = self.workflow_key(wf).await?;
@@ -320,6 +389,28 @@ impl Store {
     pub async fn list_runs(&self) -> Result<Vec<RunId>, StoreError> {
         Ok(self.backend.index_members(keys::RUNS).await?.into_iter().map(RunId).collect())
     }
+}
+
+fn corrupt(key: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt { key: key.to_string(), reason: e.to_string() }
+}
+
+fn stop_reason(cancel: Option<CancelRequest>, closed: Option<RunClosed>) -> Option<String> {
+    match (cancel, closed) {
+        (_, Some(c)) => Some(format!("the run has finished ({})", c.status)),
+        (Some(c), None) => Some(format!("the run was cancelled by {}: {}", c.by, c.reason)),
+        (None, None) => None,
+    }
+}
+
+/// Open and decode a sealed value read under `key`, if there was one.
+fn open_decode<T: DeserializeOwned>(k: &RecordKey, key: &str, sealed: Option<Vec<u8>>) -> Result<Option<T>, StoreError> {
+    sealed
+        .map(|s| {
+            let plain = k.open(key.as_bytes(), &s).map_err(|_| StoreError::Sealed(key.to_string()))?;
+            serde_json::from_slice(&plain).map_err(|e| corrupt(key, e))
+        })
+        .transpose()
 }
 
 /// Attempts' inputs as sealed records under their keys.
