@@ -15,6 +15,7 @@ use tollgate_engine::spec::StepType;
 use tollgate_engine::store::{Backend, Store};
 
 use crate::config::{BackendKind, Config};
+use crate::liveness::Liveness;
 use crate::notify::{self, Fanout, LocalNotifier, Notifier, RedisNotifier};
 use crate::queue;
 use crate::service::Tollgate;
@@ -122,14 +123,27 @@ pub async fn start(config: &Config, role: Role) -> anyhow::Result<Running> {
     config.validate()?;
     let master = master_key(config)?;
     let backend = open_backend(config).await?;
+    let shutdown = CancellationToken::new();
+    // If starting fails half-way, what was started stops (the heartbeat's renewals first).
+    let started = shutdown.clone().drop_guard();
+    let tasks = TaskTracker::new();
+    // The heartbeat shares the lease's TTL: a process silent for that long is dead to others.
+    let liveness =
+        Liveness::start(backend.clone(), config.lease_ttl, shutdown.clone()).await.context("announcing this process's heartbeat")?;
     let store = Arc::new(Store::new(backend, master));
     let qconf = queue_config(config);
     // The shared backend: jobs enqueued through it wake this process's workers at once.
     let step_queue = queue::open(&qconf).await.context("opening the step queue")?;
-    let engine = Arc::new(Engine::new(store, step_queue, handlers()?, config.max_in_flight_per_run, config.reconcile_interval));
+    let engine = Arc::new(Engine::new(
+        store,
+        step_queue,
+        handlers()?,
+        config.max_in_flight_per_run,
+        config.reconcile_interval,
+        liveness,
+        config.lease_ttl,
+    ));
     let (supervisor, _) = Actor::spawn(None, RunSupervisor, engine.clone()).await.context("starting the run supervisor")?;
-    let shutdown = CancellationToken::new();
-    let tasks = TaskTracker::new();
 
     let mut notifiers: Vec<Arc<dyn Notifier>> = Vec::new();
     if role == Role::All {
@@ -146,5 +160,6 @@ pub async fn start(config: &Config, role: Role) -> anyhow::Result<Running> {
     }
     let worker = Arc::new(StepWorker::new(engine.clone(), Arc::new(Fanout(notifiers)), shutdown.clone()));
     let workers = queue::spawn_workers(&qconf, worker, shutdown.clone()).await.context("starting step workers")?;
+    started.disarm();
     Ok(Running { tollgate: Tollgate { engine, supervisor }, shutdown, tasks, workers: Some(workers) })
 }

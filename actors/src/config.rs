@@ -36,9 +36,18 @@ pub struct Config {
     pub worker_concurrency: usize,
     /// Attempts of one run in flight at once (apalis-redis breaks with ≥ 8,000 due jobs on a queue).
     pub max_in_flight_per_run: usize,
-    /// How often a live run checks the store for outcomes and decisions it was not told about.
+    /// How often a live run checks the store for outcomes and decisions it was not told about,
+    /// and renews its lease. At most a third of `lease_ttl`.
     #[serde(with = "humantime_serde_compat")]
     pub reconcile_interval: Duration,
+    /// How long a run's lease (one driving process per run) and a process's heartbeat last
+    /// without renewal: after this long, a silent process is taken for dead and another
+    /// process may take its runs over (on the same host, a process that is gone is noticed at
+    /// once). Longer means slower takeover after a crash on another host; shorter means a
+    /// paused or overloaded process loses its runs sooner (it then stops driving them: its
+    /// writes are fenced).
+    #[serde(with = "humantime_serde_compat")]
+    pub lease_ttl: Duration,
     /// Queue poll interval (apalis idles 30 s between polls without one).
     #[serde(with = "humantime_serde_compat")]
     pub poll_interval: Duration,
@@ -59,6 +68,7 @@ impl Default for Config {
             worker_concurrency: 16,
             max_in_flight_per_run: 2000,
             reconcile_interval: Duration::from_millis(500),
+            lease_ttl: Duration::from_secs(15),
             poll_interval: Duration::from_millis(50),
             http_addr: "127.0.0.1:8480".parse().expect("valid address"),
             admin_token: String::new(),
@@ -126,6 +136,7 @@ impl Config {
                 "WORKER_CONCURRENCY" => self.worker_concurrency = value.parse().map_err(|e| bad(format!("{e}")))?,
                 "MAX_IN_FLIGHT_PER_RUN" => self.max_in_flight_per_run = value.parse().map_err(|e| bad(format!("{e}")))?,
                 "RECONCILE_INTERVAL" => self.reconcile_interval = dur(&value)?,
+                "LEASE_TTL" => self.lease_ttl = dur(&value)?,
                 "POLL_INTERVAL" => self.poll_interval = dur(&value)?,
                 "HTTP_ADDR" => self.http_addr = value.parse().map_err(|e| bad(format!("{e}")))?,
                 "ADMIN_TOKEN" => self.admin_token = value,
@@ -146,6 +157,18 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "the redis backend needs a master key (TOLLGATE_MASTER_KEY or master_key), shared by every process".into(),
             ));
+        }
+        if self.reconcile_interval.is_zero() {
+            return Err(ConfigError::Invalid("reconcile_interval must be longer than 0".into()));
+        }
+        // The reconcile tick renews the lease: three ticks per TTL leave room for a late one.
+        if self.reconcile_interval.saturating_mul(3) > self.lease_ttl {
+            return Err(ConfigError::Invalid(format!(
+                "reconcile_interval ({}) must be at most a third of lease_ttl ({}): a run's lease is renewed on its reconcile tick, \
+                 so a longer interval lets the lease expire while its holder is alive; shorten reconcile_interval or lengthen lease_ttl",
+                humantime::format_duration(self.reconcile_interval),
+                humantime::format_duration(self.lease_ttl),
+            )));
         }
         if !tollgate_engine::ids::is_valid_id(&self.namespace) {
             return Err(ConfigError::Invalid(format!("namespace `{}` must be an id ([A-Za-z0-9_.-])", self.namespace)));
@@ -168,6 +191,19 @@ mod tests {
         let err = c.apply_env([("TOLLGATE_WORKER_CONCURRENCY".to_string(), "many".to_string())].into_iter()).unwrap_err();
         assert!(err.to_string().contains("TOLLGATE_WORKER_CONCURRENCY"), "{err}");
         assert!(c.validate().unwrap_err().to_string().contains("master key"));
+    }
+
+    #[test]
+    fn a_reconcile_interval_too_long_for_the_lease_is_refused_naming_both() {
+        let mut c = Config::default();
+        c.validate().expect("the defaults are valid");
+        c.apply_env([("TOLLGATE_LEASE_TTL".to_string(), "1s".to_string())].into_iter()).unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("reconcile_interval (500ms)") && err.contains("lease_ttl (1s)"), "{err}");
+        c.reconcile_interval = Duration::from_millis(333);
+        c.validate().expect("a third of the TTL");
+        c.reconcile_interval = Duration::ZERO;
+        assert!(c.validate().unwrap_err().to_string().contains("reconcile_interval"));
     }
 
     #[test]

@@ -1,73 +1,94 @@
-//! Run leases: at most one process drives a run at a time.
+//! Run leases: at most one process drives a run at a time, and a process that lost its lease
+//! cannot write to the run's journal.
 //!
-//! A lease is a store key with a TTL, renewed by the run actor's reconcile tick. Its value
-//! names the holder (`host pid instance`), so a process on the same host can take over at
-//! once from a holder that has died (kill -9) instead of waiting for the TTL; across hosts
-//! the TTL decides.
+//! The lease `run/{run}/lease` is held by a process's liveness id with a fencing token
+//! (`tollgate_engine::store::lease`): acquire, renew and release are atomic compare-and-set
+//! operations in the store, every journal append carries the lease and is refused once
+//! another process holds it, and tokens only grow, so a holder that stalled past its TTL
+//! (a paused process, a long GC-like hiccup, a partition) can neither renew nor write after a
+//! successor took over. The run actor renews on its reconcile tick.
+//!
+//! Acquire succeeds when the lease is free or expired, or when its holder is not alive
+//! ([`Liveness::is_alive`]): a successor on the same host takes over at once from a
+//! kill -9'd holder; elsewhere the holder's heartbeat TTL decides.
 
 use std::time::Duration;
 
 use tollgate_engine::ids::RunId;
-use tollgate_engine::store::{Backend, StoreError};
+use tollgate_engine::store::{keys, Backend, Lease, LeaseGrant, StoreError};
 
-/// How long a lease lasts without renewal.
-pub const LEASE_TTL: Duration = Duration::from_secs(15);
+use crate::liveness::Liveness;
 
-fn key(run: &RunId) -> String {
-    format!("run/{run}/lease")
-}
-
-/// This process's lease holder value.
-pub fn holder(instance: &str) -> String {
-    format!("{} {} {instance}", hostname(), std::process::id())
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "unknown-host".into())
-}
-
-/// Whether the holder is a process of this host that no longer exists.
-fn holder_is_dead(value: &str) -> bool {
-    let mut parts = value.split(' ');
-    let (Some(host), Some(pid)) = (parts.next(), parts.next()) else { return false };
-    host == hostname() && pid.parse::<u32>().is_ok_and(|p| p != std::process::id() && !std::path::Path::new(&format!("/proc/{p}")).exists())
-}
-
-/// Take the lease on `run` for `me`. Returns the current holder if someone else holds it.
-pub async fn acquire(backend: &dyn Backend, run: &RunId, me: &str) -> Result<Result<(), String>, StoreError> {
-    let k = key(run);
-    if backend.put_if_absent(&k, me.as_bytes(), Some(LEASE_TTL)).await? {
-        return Ok(Ok(()));
+/// Take the lease on `run` for this process for `ttl`. `Err` names the live holder's lease.
+///
+/// A lease this process already holds (an earlier actor of the run that failed before it
+/// released) is taken over with a new token: the supervisor runs one actor per run.
+pub async fn acquire(backend: &dyn Backend, liveness: &Liveness, run: &RunId, ttl: Duration) -> Result<Result<Lease, Lease>, StoreError> {
+    let key = keys::run_lease(run);
+    let me = liveness.id();
+    let current = match backend.lease_acquire(&key, me, ttl, None).await? {
+        LeaseGrant::Granted(lease) => return Ok(Ok(lease)),
+        LeaseGrant::Held(current) => current,
+    };
+    if current.holder != me && liveness.is_alive(&current.holder).await? {
+        return Ok(Err(current));
     }
-    let current = String::from_utf8_lossy(&backend.get(&k).await?.unwrap_or_default()).into_owned();
-    if current == me || current.is_empty() || holder_is_dead(&current) {
-        backend.put(&k, me.as_bytes(), Some(LEASE_TTL)).await?;
-        return Ok(Ok(()));
-    }
-    Ok(Err(current))
+    // Only if it still holds exactly that grant: another process may have been quicker.
+    Ok(match backend.lease_acquire(&key, me, ttl, Some(&current)).await? {
+        LeaseGrant::Granted(lease) => Ok(lease),
+        LeaseGrant::Held(current) => Err(current),
+    })
 }
 
-pub async fn renew(backend: &dyn Backend, run: &RunId, me: &str) -> Result<(), StoreError> {
-    backend.put(&key(run), me.as_bytes(), Some(LEASE_TTL)).await
+/// Extend the lease to `ttl` from now; [`StoreError::Fenced`] if another process took it.
+pub async fn renew(backend: &dyn Backend, lease: &Lease, ttl: Duration) -> Result<(), StoreError> {
+    backend.lease_renew(lease, ttl).await
 }
 
-pub async fn release(backend: &dyn Backend, run: &RunId, me: &str) -> Result<(), StoreError> {
-    let k = key(run);
-    if backend.get(&k).await?.as_deref() == Some(me.as_bytes()) {
-        backend.delete(&k).await?;
-    }
-    Ok(())
+/// Give the lease up, if it is still ours.
+pub async fn release(backend: &dyn Backend, lease: &Lease) -> Result<(), StoreError> {
+    backend.lease_release(lease).await.map(|_| ())
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use tokio_util::sync::CancellationToken;
+    use tollgate_engine::store::memory::MemoryBackend;
+
     use super::*;
 
-    #[test]
-    fn only_a_dead_holder_on_this_host_can_be_taken_over() {
-        assert!(!holder_is_dead(&holder("me")), "ourselves");
-        assert!(holder_is_dead(&format!("{} 4194304999 x", hostname())), "a pid that cannot exist");
-        assert!(!holder_is_dead("another-host 4194304999 x"), "other hosts wait for the TTL");
-        assert!(!holder_is_dead("garbage"));
+    #[tokio::test]
+    async fn a_live_holder_keeps_the_lease_a_dead_one_loses_it_and_the_loser_is_fenced() {
+        let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+        let shutdown = CancellationToken::new();
+        let ttl = Duration::from_secs(60);
+        let a = Liveness::start(backend.clone(), ttl, shutdown.clone()).await.unwrap();
+        let b = Liveness::start(backend.clone(), ttl, shutdown.clone()).await.unwrap();
+        let run = RunId::generate();
+
+        let first = acquire(backend.as_ref(), &a, &run, ttl).await.unwrap().expect("free lease");
+        assert_eq!(first.holder, a.id());
+        // b sees a alive (its heartbeat is there and this test process runs): refused.
+        let held = acquire(backend.as_ref(), &b, &run, ttl).await.unwrap().expect_err("held by a live process");
+        assert_eq!(held, first);
+        // a again (a failed actor's successor in the same process): a new token.
+        let again = acquire(backend.as_ref(), &a, &run, ttl).await.unwrap().expect("own lease");
+        assert!(again.token > first.token);
+        assert!(matches!(renew(backend.as_ref(), &first, ttl).await, Err(StoreError::Fenced { .. })), "the older grant is stale");
+
+        // a's heartbeat disappears (its process is gone): b takes over at once, a is fenced.
+        backend.delete(&keys::process(a.id())).await.unwrap();
+        let taken = acquire(backend.as_ref(), &b, &run, ttl).await.unwrap().expect("dead holder");
+        assert!(taken.token > again.token);
+        assert!(matches!(renew(backend.as_ref(), &again, ttl).await, Err(StoreError::Fenced { .. })));
+        release(backend.as_ref(), &again).await.unwrap();
+        renew(backend.as_ref(), &taken, ttl).await.expect("releasing a stale grant leaves the successor's alone");
+        // b releases; the next grant's token is larger still.
+        release(backend.as_ref(), &taken).await.unwrap();
+        let next = acquire(backend.as_ref(), &a, &run, ttl).await.unwrap().expect("released lease");
+        assert!(next.token > taken.token);
+        shutdown.cancel();
     }
 }

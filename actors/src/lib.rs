@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod lease;
+pub mod liveness;
 pub mod notify;
 pub mod queue;
 pub mod run_actor;

@@ -12,7 +12,7 @@ use tollgate_engine::ids::{RequestId, RunId, StepId, WorkflowId};
 use tollgate_engine::queue::StepJob;
 use tollgate_engine::run::{self, Action, Decision, Event, RunState, StepStatus, Timer};
 use tollgate_engine::spec::ValidatedSpec;
-use tollgate_engine::store::{AttemptClaim, HumanDecisionRecord, HumanRequestRecord, OutcomeResult, RunClosed, StepOutcome};
+use tollgate_engine::store::{AttemptClaim, HumanDecisionRecord, HumanRequestRecord, Lease, OutcomeResult, RunClosed, StepOutcome};
 
 use crate::lease;
 use crate::supervisor::SupervisorMsg;
@@ -86,6 +86,8 @@ pub struct RunActorState {
     inbox: Inbox,
     /// Routed messages processed.
     routed: u64,
+    /// The run's lease: renewed on every reconcile tick, carried by every journal append.
+    lease: Lease,
 }
 
 #[ractor::async_trait]
@@ -96,10 +98,10 @@ impl Actor for RunActor {
 
     async fn pre_start(&self, myself: ActorRef<RunMsg>, args: RunArgs) -> Result<RunActorState, ActorProcessingErr> {
         let engine = args.engine;
-        let me = lease::holder(&engine.instance);
-        if let Err(holder) = lease::acquire(engine.store.backend().as_ref(), &args.run, &me).await? {
-            return Err(format!("run {} is driven by another process ({holder})", args.run).into());
-        }
+        let lease = match lease::acquire(engine.store.backend().as_ref(), &engine.liveness, &args.run, engine.lease_ttl).await? {
+            Ok(lease) => lease,
+            Err(held) => return Err(format!("run {} is driven by another process ({})", args.run, held.holder).into()),
+        };
         let meta = engine.store.run_meta(&args.run).await?;
         let spec = engine.spec(&meta.workflow, &meta.spec_digest).await?;
         let journal = engine.store.read_journal(&meta.workflow, &args.run).await?;
@@ -116,6 +118,7 @@ impl Actor for RunActor {
             ticker: None,
             inbox: args.inbox,
             routed: 0,
+            lease,
         };
         if journal.is_empty() {
             let event = Event::RunStarted { at: now_ms(), params: meta.params.clone() };
@@ -164,8 +167,7 @@ impl Actor for RunActor {
         if let Some(t) = st.ticker.take() {
             t.abort();
         }
-        let me = lease::holder(&st.engine.instance);
-        let _ = lease::release(st.engine.store.backend().as_ref(), &st.state.run, &me).await;
+        let _ = lease::release(st.engine.store.backend().as_ref(), &st.lease).await;
         Ok(())
     }
 
@@ -313,7 +315,9 @@ async fn process(myself: &ActorRef<RunMsg>, st: &mut RunActorState, events: Vec<
     }
     let plan = plan(st, actions);
     let inputs: Vec<(StepId, u32, &serde_json::Value)> = plan.ready.iter().map(|(s, a, i)| (s.clone(), *a, i)).collect();
-    st.engine.store.append_events(&st.wf, &st.state.run, st.journal_len, &events, &inputs).await?;
+    // Fenced: refused if another process took the run over (the actor then fails, and its
+    // successor here finds the lease held and stops).
+    st.engine.store.append_events(&st.wf, &st.state.run, st.journal_len, &events, &inputs, &st.lease).await?;
     st.journal_len += events.len() as u64;
     // Durable now: perform.
     publish_changes(st, &before);
@@ -545,7 +549,7 @@ async fn check_attempts(st: &mut RunActorState, due: &[usize], now: u64) -> Resu
         }
         match claim {
             Some(AttemptClaim::Started { worker, at }) => {
-                if !st.engine.is_alive(&worker).await? {
+                if !st.engine.liveness.is_alive(&worker).await? {
                     events.push(Event::AttemptInterrupted { step, attempt, at: now, started_at: at, worker });
                 } else if at + run::apply::step_timeout(&st.spec, i).as_millis() as u64 + TIMEOUT_BACKSTOP_GRACE.as_millis() as u64 <= now {
                     events.push(Event::TimerFired { timer: Timer::StepTimeout { step, attempt }, at: now });
@@ -567,7 +571,8 @@ async fn check_attempts(st: &mut RunActorState, due: &[usize], now: u64) -> Resu
 
 async fn reconcile(myself: &ActorRef<RunMsg>, st: &mut RunActorState) -> Result<(), ActorProcessingErr> {
     let now = now_ms();
-    lease::renew(st.engine.store.backend().as_ref(), &st.state.run, &lease::holder(&st.engine.instance)).await?;
+    // Fails (StoreError::Fenced) once another process holds the lease: stop driving the run.
+    lease::renew(st.engine.store.backend().as_ref(), &st.lease, st.engine.lease_ttl).await?;
     // Attempts in flight for a while (a notification may have been lost, their worker may
     // have died) or past their queue deadline.
     let stale_after = st.engine.reconcile_interval.as_millis() as u64 * 2;

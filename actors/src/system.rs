@@ -1,5 +1,5 @@
-//! The engine's shared context: store, queue, step handlers, spec cache and the update bus
-//! that progress displays, the console and tests subscribe to.
+//! The engine's shared context: store, queue, step handlers, this process's liveness, spec
+//! cache and the update bus that progress displays, the console and tests subscribe to.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -13,6 +13,8 @@ use tollgate_engine::run::{HumanRequestSpec, RunStatus};
 use tollgate_engine::spec::{validate, StepType, ValidatedSpec};
 use tollgate_engine::step::StepHandler;
 use tollgate_engine::store::{Store, StoreError};
+
+use crate::liveness::Liveness;
 
 /// Milliseconds since the Unix epoch: the time base of journal events.
 pub fn now_ms() -> u64 {
@@ -44,10 +46,14 @@ pub struct Engine {
     pub queue: Arc<dyn StepQueue>,
     pub handlers: Handlers,
     pub updates: broadcast::Sender<RunUpdate>,
-    /// This process's identity (leases, worker names).
+    /// This process's identity and heartbeat (lease holders, and whether one is alive).
+    pub liveness: Arc<Liveness>,
+    /// This process's identity (leases, worker names): `liveness.id()`.
     pub instance: String,
     pub max_in_flight_per_run: usize,
     pub reconcile_interval: std::time::Duration,
+    /// How long a run's lease lasts without renewal (renewed on every reconcile tick).
+    pub lease_ttl: std::time::Duration,
     specs: RwLock<HashMap<(WorkflowId, String), Arc<ValidatedSpec>>>,
 }
 
@@ -66,15 +72,19 @@ impl Engine {
         handlers: Handlers,
         max_in_flight_per_run: usize,
         reconcile_interval: std::time::Duration,
+        liveness: Arc<Liveness>,
+        lease_ttl: std::time::Duration,
     ) -> Self {
         Self {
             store,
             queue,
             handlers,
             updates: broadcast::channel(4096).0,
-            instance: ulid::Ulid::generate().to_string(),
+            instance: liveness.id().to_owned(),
+            liveness,
             max_in_flight_per_run,
             reconcile_interval,
+            lease_ttl,
             specs: RwLock::new(HashMap::new()),
         }
     }
@@ -89,11 +99,6 @@ impl Engine {
         let spec = Arc::new(validate(raw).map_err(|e| EngineError::BadStoredSpec(wf.clone(), digest.to_string(), e.to_string()))?);
         self.specs.write().expect("spec cache lock").insert(key, spec.clone());
         Ok(spec)
-    }
-
-    /// Whether the process `id` (a worker that claimed an attempt) is alive.
-    pub async fn is_alive(&self, id: &str) -> Result<bool, StoreError> {
-        Ok(id == self.instance)
     }
 
     pub fn publish(&self, update: RunUpdate) {

@@ -12,14 +12,18 @@
 //!   keyspace, and a raw dump should see everything);
 //! - an empty value is a value (`Some(vec![])`, not `None`);
 //! - `append` with no entries only checks the length;
-//! - `put` without a TTL clears an earlier TTL on the same key.
+//! - `put` without a TTL clears an earlier TTL on the same key;
+//! - a lease's tokens only grow, across release, expiry and takeover; a grant that is no
+//!   longer current can neither renew, nor release, nor take the lease back, nor write a
+//!   fenced append (which is refused as `Fenced` before its length is looked at); a grant
+//!   that expired with nobody taking it over may still renew.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Barrier;
 use tokio::time::Instant;
-use tollgate_engine::store::{Backend, StoreError};
+use tollgate_engine::store::{Backend, Lease, LeaseGrant, StoreError};
 use ulid::Ulid;
 
 /// Short enough to keep the suite quick, long enough that a loaded machine still reads the
@@ -47,6 +51,10 @@ pub async fn run_all(backend: Arc<dyn Backend>) {
     binary_values(b).await;
     put_many_writes_all_and_clears_ttls(b).await;
     batched_reads_and_appends(b).await;
+    leases_grant_growing_tokens_to_one_holder(b).await;
+    leases_expire_and_tokens_keep_growing(b).await;
+    lease_races_have_one_winner(b).await;
+    fenced_appends_need_the_current_grant(b).await;
 }
 
 /// A fresh key prefix for one check.
@@ -452,11 +460,180 @@ pub async fn batched_reads_and_appends(b: &Arc<dyn Backend>) {
     let log = format!("{p}log");
     assert_eq!(b.log_len(&log).await.unwrap(), 0);
     let puts = vec![(format!("{p}in1"), b"x".to_vec())];
-    b.append_with(&log, 0, &[b"e0".to_vec()], &puts).await.unwrap();
+    b.append_with(&log, 0, &[b"e0".to_vec()], &puts, None).await.unwrap();
     assert_eq!(b.get(&format!("{p}in1")).await.unwrap(), Some(b"x".to_vec()));
     let stale = vec![(format!("{p}in2"), b"y".to_vec())];
-    assert!(matches!(b.append_with(&log, 0, &[b"e0'".to_vec()], &stale).await, Err(StoreError::Conflict { .. })));
+    assert!(matches!(b.append_with(&log, 0, &[b"e0'".to_vec()], &stale, None).await, Err(StoreError::Conflict { .. })));
     assert_eq!(b.get(&format!("{p}in2")).await.unwrap(), None, "puts of a refused append must not be written");
     assert_eq!(b.read_log(&log, 0).await.unwrap(), vec![b"e0".to_vec()]);
     assert_eq!(b.log_len(&log).await.unwrap(), 1);
+}
+
+/// A lease the check expects to be granted.
+#[track_caller]
+fn granted(grant: Result<LeaseGrant, StoreError>, doing: &str) -> Lease {
+    match ok(grant, doing) {
+        LeaseGrant::Granted(lease) => lease,
+        LeaseGrant::Held(held) => panic!("{doing}: expected a grant, the lease is held by {held:?}"),
+    }
+}
+
+/// A lease the check expects to be held by someone else.
+#[track_caller]
+fn held(grant: Result<LeaseGrant, StoreError>, doing: &str) -> Lease {
+    match ok(grant, doing) {
+        LeaseGrant::Held(lease) => lease,
+        LeaseGrant::Granted(lease) => panic!("{doing}: expected the lease to be held, it was granted: {lease:?}"),
+    }
+}
+
+#[track_caller]
+fn expect_fenced<T: std::fmt::Debug>(result: Result<T, StoreError>, lease: &Lease, doing: &str) {
+    match result {
+        Err(StoreError::Fenced { key, token }) if key == lease.key && token == lease.token => {}
+        other => panic!("{doing}: expected Fenced {{ key: {}, token: {} }}, got {other:?}", lease.key, lease.token),
+    }
+}
+
+const LONG: Duration = Duration::from_secs(60);
+
+/// One holder at a time; only the current grant renews and releases; taking over needs the
+/// exact current grant; tokens grow across takeover and release.
+pub async fn leases_grant_growing_tokens_to_one_holder(b: &Arc<dyn Backend>) {
+    let key = format!("{}lease", scope("lease"));
+    let a1 = granted(b.lease_acquire(&key, "proc-a", LONG, None).await, "first acquire");
+    assert_eq!((a1.key.as_str(), a1.holder.as_str()), (key.as_str(), "proc-a"));
+    assert_eq!(held(b.lease_acquire(&key, "proc-b", LONG, None).await, "acquire of a held lease"), a1, "a held lease names its holder");
+    let wrong_token = Lease { token: a1.token + 1, ..a1.clone() };
+    let wrong_holder = Lease { holder: "proc-c".into(), ..a1.clone() };
+    for over in [&wrong_token, &wrong_holder] {
+        assert_eq!(held(b.lease_acquire(&key, "proc-b", LONG, Some(over)).await, "takeover naming another grant"), a1);
+    }
+    ok(b.lease_renew(&a1, LONG).await, "renewal by the holder");
+    expect_fenced(b.lease_renew(&wrong_token, LONG).await, &wrong_token, "renewal with a wrong token");
+    expect_fenced(b.lease_renew(&wrong_holder, LONG).await, &wrong_holder, "renewal by another holder");
+
+    // b found a dead: it takes over, naming a's grant.
+    let b1 = granted(b.lease_acquire(&key, "proc-b", LONG, Some(&a1)).await, "takeover naming the current grant");
+    assert!(b1.token > a1.token, "a takeover must carry a larger token ({} after {})", b1.token, a1.token);
+    // a stalled and woke up: nothing it holds works any more.
+    expect_fenced(b.lease_renew(&a1, LONG).await, &a1, "renewal by the holder that was taken over");
+    assert!(!ok(b.lease_release(&a1).await, "release by the stale holder"), "a stale grant must not release the lease");
+    assert_eq!(held(b.lease_acquire(&key, "proc-a", LONG, Some(&a1)).await, "the stale holder takes it back"), b1);
+    assert_eq!(held(b.lease_acquire(&key, "proc-a", LONG, None).await, "the stale holder asks again"), b1);
+    ok(b.lease_renew(&b1, LONG).await, "the successor's lease is untouched");
+
+    assert!(ok(b.lease_release(&b1).await, "release"), "the holder releases its lease");
+    assert!(!ok(b.lease_release(&b1).await, "second release"), "a released grant is no longer current");
+    expect_fenced(b.lease_renew(&b1, LONG).await, &b1, "renewal after release");
+    let a2 = granted(b.lease_acquire(&key, "proc-a", LONG, None).await, "acquire after release");
+    assert!(a2.token > b1.token, "tokens must keep growing after a release ({} after {})", a2.token, b1.token);
+
+    match b.lease_acquire(&format!("{key}-2"), "not an id", LONG, None).await {
+        Err(StoreError::Forbidden(_)) => {}
+        other => panic!("a holder with spaces must be refused as Forbidden, got {other:?}"),
+    }
+}
+
+/// An expired lease is free, and its next grant has a larger token than the grant a stalled
+/// holder still carries; a grant that expired with nobody taking it may still renew.
+pub async fn leases_expire_and_tokens_keep_growing(b: &Arc<dyn Backend>) {
+    let s = scope("lease-expiry");
+    let key = format!("{s}lease");
+    let a1 = granted(b.lease_acquire(&key, "proc-a", TTL, None).await, "acquire with a short TTL");
+    let d = Deadline::new("expiry of a lease with a 200 ms TTL");
+    let b1 = loop {
+        match ok(b.lease_acquire(&key, "proc-b", LONG, None).await, "acquire while waiting for expiry") {
+            LeaseGrant::Granted(lease) => break lease,
+            LeaseGrant::Held(h) => assert_eq!(h, a1, "only a holds the lease until it expires"),
+        }
+        d.tick().await;
+    };
+    assert!(b1.token > a1.token, "an expired lease re-acquired must carry a larger token ({} after {})", b1.token, a1.token);
+    expect_fenced(b.lease_renew(&a1, LONG).await, &a1, "renewal by the holder whose lease expired and was taken");
+    assert_eq!(held(b.lease_acquire(&key, "proc-a", LONG, None).await, "the expired holder asks again"), b1);
+
+    // Expired, but nobody took it: the holder may renew, and then holds it again.
+    let key2 = format!("{s}lease-2");
+    let c1 = granted(b.lease_acquire(&key2, "proc-c", TTL, None).await, "acquire with a short TTL");
+    let sentinel = format!("{s}sentinel");
+    ok(b.put(&sentinel, b"s", Some(TTL)).await, "put sentinel");
+    let d = Deadline::new("expiry of the sentinel");
+    while ok(b.get(&sentinel).await, "get sentinel").is_some() {
+        d.tick().await;
+    }
+    ok(b.lease_renew(&c1, LONG).await, "renewal of an expired lease nobody took");
+    assert_eq!(held(b.lease_acquire(&key2, "proc-d", LONG, None).await, "acquire of the renewed lease"), c1);
+}
+
+/// Racing acquires of a free lease, and racing takeovers of one grant: one winner each.
+pub async fn lease_races_have_one_winner(b: &Arc<dyn Backend>) {
+    const RACERS: usize = 16;
+    let key = format!("{}lease", scope("lease-race"));
+    let race = |over: Option<Lease>| {
+        let barrier = Arc::new(Barrier::new(RACERS));
+        let tasks: Vec<_> = (0..RACERS)
+            .map(|i| {
+                let (b, key, barrier, over) = (Arc::clone(b), key.clone(), Arc::clone(&barrier), over.clone());
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    ok(b.lease_acquire(&key, &format!("racer-{i}"), LONG, over.as_ref()).await, "racing acquire")
+                })
+            })
+            .collect();
+        async move {
+            let mut winners = Vec::new();
+            for task in tasks {
+                if let LeaseGrant::Granted(lease) = task.await.expect("racing task panicked") {
+                    winners.push(lease);
+                }
+            }
+            winners
+        }
+    };
+    let first = race(None).await;
+    assert_eq!(first.len(), 1, "exactly one of {RACERS} racing acquires must win, got {first:?}");
+    let second = race(Some(first[0].clone())).await;
+    assert_eq!(second.len(), 1, "exactly one of {RACERS} racing takeovers must win, got {second:?}");
+    assert!(second[0].token > first[0].token);
+    expect_fenced(b.lease_renew(&first[0], LONG).await, &first[0], "renewal by the first winner after the takeover");
+}
+
+/// A fenced append (one entry, several, with puts) writes only with the current grant of its
+/// lease, refuses anything else as `Fenced` before looking at the length, and writes nothing
+/// then.
+pub async fn fenced_appends_need_the_current_grant(b: &Arc<dyn Backend>) {
+    let s = scope("fenced-append");
+    let (key, log) = (format!("{s}lease"), format!("{s}journal"));
+    let e = |s: &str| s.as_bytes().to_vec();
+    let input = |n: u32| vec![(format!("{s}in/{n}"), format!("input {n}").into_bytes())];
+
+    let never = Lease { key: format!("{s}no-lease"), holder: "proc-a".into(), token: 1 };
+    expect_fenced(b.append_with(&log, 0, &[e("x")], &[], Some(&never)).await, &never, "append fenced by a lease never taken");
+
+    let a = granted(b.lease_acquire(&key, "proc-a", LONG, None).await, "acquire");
+    ok(b.append_with(&log, 0, &[e("e0")], &input(0), Some(&a)).await, "fenced append with puts");
+    ok(b.append_with(&log, 1, &[e("e1")], &[], Some(&a)).await, "fenced append of one entry");
+    ok(b.append_with(&log, 2, &[e("e2"), e("e3")], &[], Some(&a)).await, "fenced append of two entries");
+    expect_conflict(b.append_with(&log, 1, &[e("x")], &[], Some(&a)).await, 1, 4, "fenced append at a stale length");
+
+    let bl = granted(b.lease_acquire(&key, "proc-b", LONG, Some(&a)).await, "takeover");
+    for (entries, puts, doing) in [
+        (vec![e("x")], vec![], "one entry by the holder that was taken over"),
+        (vec![e("x"), e("y")], vec![], "two entries by the holder that was taken over"),
+        (vec![e("x")], input(1), "an entry and a put by the holder that was taken over"),
+    ] {
+        expect_fenced(b.append_with(&log, 4, &entries, &puts, Some(&a)).await, &a, doing);
+    }
+    expect_fenced(b.append_with(&log, 0, &[e("x")], &[], Some(&a)).await, &a, "stale grant and stale length: the fence speaks first");
+    for wrong in [Lease { token: bl.token + 1, ..bl.clone() }, Lease { token: bl.token - 1, ..bl.clone() }, Lease { holder: "proc-a".into(), ..bl.clone() }] {
+        expect_fenced(b.append_with(&log, 4, &[e("x")], &[], Some(&wrong)).await, &wrong, "a grant that differs in token or holder");
+    }
+    assert_eq!(ok(b.get(&input(1)[0].0).await, "get refused put"), None, "a fenced append must not write its puts");
+    assert_eq!(ok(b.get(&input(0)[0].0).await, "get put"), Some(b"input 0".to_vec()));
+
+    ok(b.append_with(&log, 4, &[e("e4")], &input(2), Some(&bl)).await, "the successor appends");
+    assert_eq!(ok(b.read_log(&log, 0).await, "read"), [e("e0"), e("e1"), e("e2"), e("e3"), e("e4")], "refused appends must leave no trace");
+    assert!(ok(b.lease_release(&bl).await, "release"));
+    expect_fenced(b.append_with(&log, 5, &[e("x")], &[], Some(&bl)).await, &bl, "append fenced by a released grant");
 }

@@ -351,13 +351,18 @@ async fn decide_cmd(sys: &Running, run: &RunId, step: &StepId, decision: Decisio
 
 async fn runs_cmd(config: &Config, command: RunsCommand) -> anyhow::Result<ExitCode> {
     // Read-only: the store alone, no queue, no workers.
-    let store = tollgate_engine::store::Store::new(bootstrap::open_backend(config).await?, bootstrap::master_key(config)?);
+    let backend = bootstrap::open_backend(config).await?;
+    // Takes no lease, so it announces no heartbeat.
+    let liveness = crate::liveness::Liveness::detached(backend.clone());
+    let store = tollgate_engine::store::Store::new(backend, bootstrap::master_key(config)?);
     let engine = crate::system::Engine::new(
         std::sync::Arc::new(store),
         std::sync::Arc::new(NoQueue),
         Default::default(),
         1,
         Duration::from_secs(1),
+        liveness,
+        config.lease_ttl,
     );
     match command {
         RunsCommand::List { json } => {

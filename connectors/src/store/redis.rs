@@ -4,7 +4,9 @@
 //! Layout, all under `"{namespace}:"` so tenants and test runs never see each other:
 //! values are strings (`SET … PX` for TTLs, `SET NX` for first-writer-wins), logs are lists
 //! appended by a Lua script that checks the length and pushes atomically, indexes are
-//! sorted sets whose members all score 0 so `ZRANGE` returns them in byte order.
+//! sorted sets whose members all score 0 so `ZRANGE` returns them in byte order. Lease
+//! records are strings in the shared layout (`tollgate_engine::store::lease`), read and
+//! written by Lua scripts on the server's clock (`TIME`), so the hosts' clocks never matter.
 //! A name is one Redis key, so a value, a log and an index must not share a name (the key
 //! layout in `tollgate_engine::store::keys` guarantees it); if they do, the call fails as
 //! [`StoreError::Corrupt`].
@@ -14,7 +16,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, RedisError, Script, Value};
-use tollgate_engine::store::{Backend, StoreError};
+use tollgate_engine::store::lease::{check_holder, fence_prefix, fenced};
+use tollgate_engine::store::{Backend, Lease, LeaseGrant, StoreError};
 
 /// Appends ARGV[2..] to the list KEYS[1] only if it holds exactly ARGV[1] entries, and
 /// returns the length it had before. Lua runs atomically, so no writer can slip between the
@@ -34,24 +37,96 @@ end
 return len
 ";
 
-/// `append_with`: the append above, then — only if it happened — SET each KEYS[2..] to its value.
-/// ARGV: expected length, number of entries, the entries, then one value per extra key.
+/// `append_with`: the append above, then — only if it happened — SET each KEYS[3..] to its
+/// value. KEYS[2] is the fencing lease (ignored when ARGV[3] is empty): the lease record must
+/// start with ARGV[3] (`"{token} {holder} "`), else -1.
+/// ARGV: expected length, number of entries, fence prefix, the entries, then one value per
+/// extra key.
 const APPEND_WITH_LUA: &str = r"
+if ARGV[3] ~= '' then
+  local lease = redis.call('GET', KEYS[2])
+  if not lease or string.sub(lease, 1, #ARGV[3]) ~= ARGV[3] then
+    return -1
+  end
+end
 local len = redis.call('LLEN', KEYS[1])
 if len ~= tonumber(ARGV[1]) then
   return len
 end
 local n = tonumber(ARGV[2])
-local i = 3
-while i <= n + 2 do
-  local j = math.min(i + 999, n + 2)
+local i = 4
+while i <= n + 3 do
+  local j = math.min(i + 999, n + 3)
   redis.call('RPUSH', KEYS[1], unpack(ARGV, i, j))
   i = j + 1
 end
-for k = 2, #KEYS do
+for k = 3, #KEYS do
   redis.call('SET', KEYS[k], ARGV[n + 1 + k])
 end
 return len
+";
+
+/// Lease records: `"{token} {holder} {expires_at_ms}"`, parsed by the scripts below, which
+/// return -1 on a record they cannot read. Times are the server's (`TIME`; Redis ≥ 5
+/// replicates a script's effects, so a non-deterministic call before a write is allowed).
+const LEASE_LUA_PRELUDE: &str = r"
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function read(key)
+  local v = redis.call('GET', key)
+  if not v then return nil end
+  local token, holder, expires = string.match(v, '^(%d+) (%S*) (%d+)$')
+  if not token then return false end
+  return { token = token, holder = holder, expires = tonumber(expires) }
+end
+local function write(key, token, holder, expires)
+  redis.call('SET', key, token .. ' ' .. holder .. ' ' .. string.format('%d', expires))
+end
+";
+
+/// KEYS[1] lease; ARGV: holder, ttl ms, holder and token of the grant to take over ('' for
+/// none). Returns {1, holder, token} when granted, {0, holder, token} when held, -1 if corrupt.
+/// Tokens are compared and incremented as decimal strings' numbers below 2^53.
+const LEASE_ACQUIRE_LUA: &str = r"
+local cur = read(KEYS[1])
+if cur == false then return -1 end
+local now = now_ms()
+local token = 0
+if cur then
+  local free = cur.holder == '' or cur.expires <= now
+  local named = ARGV[3] ~= '' and cur.holder == ARGV[3] and cur.token == ARGV[4]
+  if not (free or named) then
+    return { 0, cur.holder, cur.token }
+  end
+  token = tonumber(cur.token)
+end
+local next = string.format('%d', token + 1)
+write(KEYS[1], next, ARGV[1], now + tonumber(ARGV[2]))
+return { 1, ARGV[1], next }
+";
+
+/// KEYS[1] lease; ARGV: holder, token, ttl ms. 1 if renewed, 0 if not the current grant.
+const LEASE_RENEW_LUA: &str = r"
+local cur = read(KEYS[1])
+if cur == false then return -1 end
+if not cur or cur.holder == '' or cur.holder ~= ARGV[1] or cur.token ~= ARGV[2] then
+  return 0
+end
+write(KEYS[1], cur.token, cur.holder, now_ms() + tonumber(ARGV[3]))
+return 1
+";
+
+/// KEYS[1] lease; ARGV: holder, token. 1 if released, 0 if not the current grant.
+const LEASE_RELEASE_LUA: &str = r"
+local cur = read(KEYS[1])
+if cur == false then return -1 end
+if not cur or cur.holder == '' or cur.holder ~= ARGV[1] or cur.token ~= ARGV[2] then
+  return 0
+end
+write(KEYS[1], cur.token, '', 0)
+return 1
 ";
 
 /// How many keys one `SCAN` step asks for; larger pages mean fewer round trips on a big
@@ -66,6 +141,9 @@ pub struct RedisBackend {
     prefix: String,
     append: Script,
     append_with: Script,
+    lease_acquire: Script,
+    lease_renew: Script,
+    lease_release: Script,
 }
 
 impl std::fmt::Debug for RedisBackend {
@@ -93,7 +171,16 @@ impl RedisBackend {
             .set_number_of_retries(3);
         let mut conn = ConnectionManager::new_with_config(client, config).await.map_err(|e| map_err("", e))?;
         let _: Value = redis::cmd("PING").query_async(&mut conn).await.map_err(|e| map_err("", e))?;
-        Ok(Self { conn, prefix: format!("{namespace}:"), append: Script::new(APPEND_LUA), append_with: Script::new(APPEND_WITH_LUA) })
+        let lease_script = |body: &str| Script::new(&format!("{LEASE_LUA_PRELUDE}{body}"));
+        Ok(Self {
+            conn,
+            prefix: format!("{namespace}:"),
+            append: Script::new(APPEND_LUA),
+            append_with: Script::new(APPEND_WITH_LUA),
+            lease_acquire: lease_script(LEASE_ACQUIRE_LUA),
+            lease_renew: lease_script(LEASE_RENEW_LUA),
+            lease_release: lease_script(LEASE_RELEASE_LUA),
+        })
     }
 
     /// Deletes every key of this backend's namespace; returns how many there were.
@@ -150,6 +237,10 @@ fn map_err(key: &str, e: RedisError) -> StoreError {
     }
 }
 
+fn corrupt_lease(key: &str) -> StoreError {
+    StoreError::Corrupt { key: key.to_owned(), reason: "not a lease record (`token holder expires_at_ms`)".into() }
+}
+
 /// Escapes the characters `SCAN MATCH` treats as a glob, so a prefix matches literally.
 fn escape_glob(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 4);
@@ -188,27 +279,77 @@ impl Backend for RedisBackend {
         set_cmd(self.key(key), value, ttl).exec_async(&mut self.conn.clone()).await.map_err(|e| map_err(key, e))
     }
 
-    /// One round trip: a run's journal entries and the inputs they dispatch.
-    async fn append_with(&self, log: &str, expected_len: u64, entries: &[Vec<u8>], puts: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
-        if puts.is_empty() {
+    /// One round trip: a run's journal entries and the inputs they dispatch, fenced.
+    async fn append_with(
+        &self,
+        log: &str,
+        expected_len: u64,
+        entries: &[Vec<u8>],
+        puts: &[(String, Vec<u8>)],
+        fence: Option<&Lease>,
+    ) -> Result<(), StoreError> {
+        if puts.is_empty() && fence.is_none() {
             return self.append(log, expected_len, entries).await;
         }
         let mut invocation = self.append_with.key(self.key(log));
+        // Without a fence KEYS[2] is not read; the log's own name stands in for it.
+        invocation.key(self.key(fence.map_or(log, |l| l.key.as_str())));
         for (key, _) in puts {
             invocation.key(self.key(key));
         }
-        invocation.arg(expected_len).arg(entries.len());
+        invocation.arg(expected_len).arg(entries.len()).arg(fence.map(fence_prefix).unwrap_or_default());
         for entry in entries {
             invocation.arg(entry.as_slice());
         }
         for (_, value) in puts {
             invocation.arg(value.as_slice());
         }
-        let actual: u64 = invocation.invoke_async(&mut self.conn.clone()).await.map_err(|e| map_err(log, e))?;
-        if actual == expected_len {
-            Ok(())
-        } else {
-            Err(StoreError::Conflict { log: log.to_owned(), expected: expected_len, actual })
+        let actual: i64 = invocation.invoke_async(&mut self.conn.clone()).await.map_err(|e| map_err(log, e))?;
+        match (u64::try_from(actual), fence) {
+            (Ok(actual), _) if actual == expected_len => Ok(()),
+            (Ok(actual), _) => Err(StoreError::Conflict { log: log.to_owned(), expected: expected_len, actual }),
+            (Err(_), Some(lease)) => Err(fenced(lease)),
+            (Err(_), None) => Err(StoreError::Corrupt { key: log.to_owned(), reason: format!("append script answered {actual}") }),
+        }
+    }
+
+    async fn lease_acquire(&self, key: &str, holder: &str, ttl: Duration, over: Option<&Lease>) -> Result<LeaseGrant, StoreError> {
+        check_holder(holder)?;
+        let mut invocation = self.lease_acquire.key(self.key(key));
+        invocation.arg(holder).arg(ttl_millis(ttl));
+        match over {
+            Some(l) => invocation.arg(&l.holder).arg(l.token.to_string()),
+            None => invocation.arg("").arg(""),
+        };
+        let reply: Value = invocation.invoke_async(&mut self.conn.clone()).await.map_err(|e| map_err(key, e))?;
+        let (granted, holder, token): (i64, String, String) = match reply {
+            Value::Int(-1) => return Err(corrupt_lease(key)),
+            reply => redis::from_redis_value(reply).map_err(|e| map_err(key, e.into()))?,
+        };
+        let token = token.parse().map_err(|_| corrupt_lease(key))?;
+        let lease = Lease { key: key.to_owned(), holder, token };
+        Ok(if granted == 1 { LeaseGrant::Granted(lease) } else { LeaseGrant::Held(lease) })
+    }
+
+    async fn lease_renew(&self, lease: &Lease, ttl: Duration) -> Result<(), StoreError> {
+        let key = &lease.key;
+        let mut invocation = self.lease_renew.key(self.key(key));
+        invocation.arg(&lease.holder).arg(lease.token.to_string()).arg(ttl_millis(ttl));
+        match invocation.invoke_async(&mut self.conn.clone()).await.map_err(|e| map_err(key, e))? {
+            1 => Ok(()),
+            0 => Err(fenced(lease)),
+            _ => Err(corrupt_lease(key)),
+        }
+    }
+
+    async fn lease_release(&self, lease: &Lease) -> Result<bool, StoreError> {
+        let key = &lease.key;
+        let mut invocation = self.lease_release.key(self.key(key));
+        invocation.arg(&lease.holder).arg(lease.token.to_string());
+        match invocation.invoke_async::<i64>(&mut self.conn.clone()).await.map_err(|e| map_err(key, e))? {
+            1 => Ok(true),
+            0 => Ok(false),
+            _ => Err(corrupt_lease(key)),
         }
     }
 

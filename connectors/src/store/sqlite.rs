@@ -3,6 +3,9 @@
 //!
 //! Three tables: `kv` (values, with an optional expiry in Unix milliseconds), `log`
 //! (append-only logs, one row per entry numbered from 0) and `idx` (sorted id indexes).
+//! Lease records are `kv` values (no `expires_at`: their expiry is inside the record), read
+//! and written in one `BEGIN IMMEDIATE` transaction per operation; a fenced append checks the
+//! record's prefix in the same statement or transaction as the length.
 //! The file runs in WAL mode with `synchronous=NORMAL`: a commit survives the process being
 //! killed (it is in the WAL, which the OS holds), though not a power cut in the last
 //! moments — the trade that buys thousands of small commits per second.
@@ -18,7 +21,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Connection as _, Row as _};
-use tollgate_engine::store::{Backend, StoreError};
+use tollgate_engine::store::lease::{check_holder, decide_acquire, decide_renew, fence_prefix, fenced, LeaseRecord};
+use tollgate_engine::store::{Backend, Lease, LeaseGrant, StoreError};
 
 /// Idempotent, so opening an existing file (or one apalis-sqlite shares) is harmless.
 /// No `WITHOUT ROWID`: values reach a megabyte, and SQLite advises rowid tables for rows
@@ -152,13 +156,25 @@ fn to_i64(n: u64) -> i64 {
 }
 
 impl SqliteBackend {
-    /// Append `entries` (checking the length) and write `puts`, in one transaction.
-    async fn append_tx(&self, log: &str, expected_len: u64, entries: &[Vec<u8>], puts: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
+    /// Append `entries` (checking the fence, then the length) and write `puts`, in one transaction.
+    async fn append_tx(
+        &self,
+        log: &str,
+        expected_len: u64,
+        entries: &[Vec<u8>],
+        puts: &[(String, Vec<u8>)],
+        fence: Option<&Lease>,
+    ) -> Result<(), StoreError> {
         // IMMEDIATE takes the write lock at BEGIN: a deferred transaction that read first could
         // fail on upgrade (SQLITE_BUSY_SNAPSHOT) when another process committed in between,
         // without waiting for the busy timeout.
         let mut conn = self.writer.acquire().await.map_err(|e| map_err(log, e))?;
         let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(|e| map_err(log, e))?;
+        if let Some(lease) = fence {
+            if !read_lease(&mut tx, &lease.key, now_ms()).await?.is_some_and(|r| r.holds(lease)) {
+                return Err(fenced(lease));
+            }
+        }
         let actual: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq) + 1, 0) FROM log WHERE log = ?1")
             .bind(log)
             .fetch_one(&mut *tx)
@@ -180,6 +196,22 @@ impl SqliteBackend {
         upsert(&mut tx, puts).await?;
         tx.commit().await.map_err(|e| map_err(log, e))
     }
+}
+
+/// The live lease record under `key`, read inside a transaction.
+async fn read_lease(tx: &mut sqlx::SqliteConnection, key: &str, now: i64) -> Result<Option<LeaseRecord>, StoreError> {
+    let value: Option<Vec<u8>> = sqlx::query_scalar("SELECT value FROM kv WHERE key = ?1 AND (expires_at IS NULL OR expires_at > ?2)")
+        .bind(key)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(|e| map_err(key, e))?;
+    value.map(|v| LeaseRecord::decode(key, &v)).transpose()
+}
+
+/// Write a lease record (no store TTL: its expiry is inside) within a transaction.
+async fn write_lease(tx: &mut sqlx::SqliteConnection, key: &str, record: &LeaseRecord) -> Result<(), StoreError> {
+    upsert(tx, &[(key.to_owned(), record.encode())]).await
 }
 
 /// Write values without TTL inside a transaction.
@@ -239,11 +271,88 @@ impl Backend for SqliteBackend {
         Ok(())
     }
 
-    async fn append_with(&self, log: &str, expected_len: u64, entries: &[Vec<u8>], puts: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
-        if puts.is_empty() {
-            return self.append(log, expected_len, entries).await;
+    async fn append_with(
+        &self,
+        log: &str,
+        expected_len: u64,
+        entries: &[Vec<u8>],
+        puts: &[(String, Vec<u8>)],
+        fence: Option<&Lease>,
+    ) -> Result<(), StoreError> {
+        match (fence, entries, puts.is_empty()) {
+            (None, _, true) => self.append(log, expected_len, entries).await,
+            // The journal's common case — one event, nothing dispatched — in one statement, as
+            // in `append`, with the lease record's prefix checked beside the length.
+            (Some(lease), [entry], true) => {
+                let prefix = fence_prefix(lease);
+                let done = sqlx::query(
+                    "INSERT INTO log (log, seq, value) SELECT ?1, ?2, ?3 \
+                     WHERE (SELECT COALESCE(MAX(seq) + 1, 0) FROM log WHERE log = ?1) = ?2 \
+                     AND EXISTS (SELECT 1 FROM kv WHERE key = ?4 AND substr(value, 1, ?5) = ?6)",
+                )
+                .bind(log)
+                .bind(to_i64(expected_len))
+                .bind(entry.as_slice())
+                .bind(&lease.key)
+                .bind(prefix.len() as i64)
+                .bind(prefix.as_slice())
+                .execute(&self.writer)
+                .await
+                .map_err(|e| map_err(log, e))?;
+                if done.rows_affected() == 1 {
+                    return Ok(());
+                }
+                // Refused: say why (the fence first, as the transaction would).
+                let mut conn = self.writer.acquire().await.map_err(|e| map_err(log, e))?;
+                if !read_lease(&mut conn, &lease.key, now_ms()).await?.is_some_and(|r| r.holds(lease)) {
+                    return Err(fenced(lease));
+                }
+                drop(conn);
+                Err(StoreError::Conflict { log: log.to_owned(), expected: expected_len, actual: self.log_len(log).await? })
+            }
+            _ => self.append_tx(log, expected_len, entries, puts, fence).await,
         }
-        self.append_tx(log, expected_len, entries, puts).await
+    }
+
+    async fn lease_acquire(&self, key: &str, holder: &str, ttl: Duration, over: Option<&Lease>) -> Result<LeaseGrant, StoreError> {
+        check_holder(holder)?;
+        let mut conn = self.writer.acquire().await.map_err(|e| map_err(key, e))?;
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(|e| map_err(key, e))?;
+        let now = now_ms();
+        let current = read_lease(&mut tx, key, now).await?;
+        match decide_acquire(key, current, holder, ttl, over, u64::try_from(now).unwrap_or(0)) {
+            Ok(record) => {
+                write_lease(&mut tx, key, &record).await?;
+                tx.commit().await.map_err(|e| map_err(key, e))?;
+                Ok(LeaseGrant::Granted(Lease { key: key.to_owned(), holder: record.holder, token: record.token }))
+            }
+            Err(held) => Ok(LeaseGrant::Held(held)),
+        }
+    }
+
+    async fn lease_renew(&self, lease: &Lease, ttl: Duration) -> Result<(), StoreError> {
+        let key = &lease.key;
+        let mut conn = self.writer.acquire().await.map_err(|e| map_err(key, e))?;
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(|e| map_err(key, e))?;
+        let now = now_ms();
+        let current = read_lease(&mut tx, key, now).await?;
+        let record = decide_renew(current, lease, ttl, u64::try_from(now).unwrap_or(0))?;
+        write_lease(&mut tx, key, &record).await?;
+        tx.commit().await.map_err(|e| map_err(key, e))
+    }
+
+    async fn lease_release(&self, lease: &Lease) -> Result<bool, StoreError> {
+        let key = &lease.key;
+        let mut conn = self.writer.acquire().await.map_err(|e| map_err(key, e))?;
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(|e| map_err(key, e))?;
+        match read_lease(&mut tx, key, now_ms()).await? {
+            Some(record) if record.holds(lease) => {
+                write_lease(&mut tx, key, &LeaseRecord { holder: String::new(), expires_at_ms: 0, ..record }).await?;
+                tx.commit().await.map_err(|e| map_err(key, e))?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 
     async fn log_len(&self, log: &str) -> Result<u64, StoreError> {
@@ -328,7 +437,7 @@ impl Backend for SqliteBackend {
                 .map_err(|e| map_err(log, e))?;
                 if done.rows_affected() == 1 { Ok(()) } else { Err(conflict(self.log_len(log).await?)) }
             }
-            _ => self.append_tx(log, expected_len, entries, &[]).await,
+            _ => self.append_tx(log, expected_len, entries, &[], None).await,
         }
     }
 

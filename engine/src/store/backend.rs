@@ -1,9 +1,11 @@
 //! The storage port every backend implements: byte values under id-only keys, append-only
-//! logs with optimistic concurrency, sorted id indexes, and TTLs.
+//! logs with optimistic concurrency, sorted id indexes, TTLs, and leases with fencing tokens.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
+
+use crate::store::{Lease, LeaseGrant};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -21,6 +23,10 @@ pub enum StoreError {
     Forbidden(String),
     #[error("storage backend unavailable: {0}")]
     Unavailable(String),
+    /// A write fenced with a lease, or a lease renewal, by a holder whose grant is no longer
+    /// current: another process took the lease over (or it was released).
+    #[error("lease {key} no longer holds token {token}: another process has taken over")]
+    Fenced { key: String, token: u64 },
 }
 
 /// A key-value store with logs and indexes. Keys are ids joined by `/`; values are opaque.
@@ -62,13 +68,37 @@ pub trait Backend: Send + Sync + 'static {
     /// all or nothing. Otherwise [`StoreError::Conflict`].
     async fn append(&self, log: &str, expected_len: u64, entries: &[Vec<u8>]) -> Result<(), StoreError>;
 
-    /// [`Backend::append`] and [`Backend::put_many`] in one write where the backend allows
-    /// (one transaction, or one round trip): a run journals an event and records the inputs of
-    /// the steps it dispatches for it together. The puts happen only if the append does.
-    async fn append_with(&self, log: &str, expected_len: u64, entries: &[Vec<u8>], puts: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
-        self.append(log, expected_len, entries).await?;
-        self.put_many(puts).await
-    }
+    /// [`Backend::append`] and [`Backend::put_many`] in one atomic write (one transaction, or
+    /// one script): a run journals an event and records the inputs of the steps it dispatches
+    /// for it together. The puts happen only if the append does.
+    ///
+    /// With a `fence`, the write happens only while that lease is still the current grant of
+    /// its key (expired or not, nobody took it since); otherwise [`StoreError::Fenced`], checked
+    /// in the same atomic step and before the length.
+    async fn append_with(
+        &self,
+        log: &str,
+        expected_len: u64,
+        entries: &[Vec<u8>],
+        puts: &[(String, Vec<u8>)],
+        fence: Option<&Lease>,
+    ) -> Result<(), StoreError>;
+
+    /// Take the lease `key` for `holder` until `ttl` from now, atomically: granted when no one
+    /// ever held it, when it was released or has expired, or when it is still exactly the
+    /// grant `over` (the caller established that this holder is gone). A grant carries a token
+    /// larger than every token granted for `key` before — across expiry, release and takeover.
+    /// Otherwise the current holder's lease (which may be the caller's own earlier grant).
+    /// `holder` must be an id; `key` must hold nothing but a lease.
+    async fn lease_acquire(&self, key: &str, holder: &str, ttl: Duration, over: Option<&Lease>) -> Result<LeaseGrant, StoreError>;
+
+    /// Extend `lease` to `ttl` from now, atomically, if it is still the current grant (even
+    /// past its expiry, provided nobody took it since); otherwise [`StoreError::Fenced`].
+    async fn lease_renew(&self, lease: &Lease, ttl: Duration) -> Result<(), StoreError>;
+
+    /// Give `lease` up if it is still the current grant; returns whether it was. The record
+    /// keeps its token, so later grants stay larger.
+    async fn lease_release(&self, lease: &Lease) -> Result<bool, StoreError>;
 
     /// How many entries `log` holds (0 if it does not exist).
     async fn log_len(&self, log: &str) -> Result<u64, StoreError> {

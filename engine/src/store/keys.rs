@@ -1,5 +1,7 @@
-//! The key layout. Keys hold ids only; every value under them is sealed (except the
-//! run → workflow pointer, which is an id itself and is needed to find the run's key).
+//! The key layout. Keys hold ids only; every value under them is sealed, except three that
+//! hold only ids and numbers: the run → workflow pointer (needed to find the run's key), run
+//! leases (holder id, token, expiry) and process heartbeats (boot id, PID namespace, pid,
+//! start time), which the lease and liveness code read below the sealing `Store`.
 
 use crate::ids::{RequestId, RunId, StepId, WorkflowId};
 
@@ -51,6 +53,14 @@ pub fn step_quarantine(run: &RunId, step: &StepId, attempt: u32) -> String {
 /// concurrent updates from several workers safe).
 pub fn run_redactions(run: &RunId) -> String {
     format!("run/{run}/redactions")
+}
+/// The run's lease (holder, fencing token, expiry; see `store::lease`): one driver per run.
+pub fn run_lease(run: &RunId) -> String {
+    format!("run/{run}/lease")
+}
+/// A process's heartbeat (its liveness id; the value says where it runs), with a TTL.
+pub fn process(id: &str) -> String {
+    format!("proc/{id}")
 }
 /// A request to cancel a run (first one wins); read by whichever process drives the run.
 pub fn run_cancel(run: &RunId) -> String {

@@ -4,18 +4,20 @@
 //! throw-away runs. It follows the same semantics as the Redis and SQLite backends (the
 //! conformance suite in `tollgate-tests` runs against all three): one namespace of names
 //! shared by values, logs and indexes, TTLs measured on the monotonic clock, appends
-//! checked against the expected length.
+//! checked against the expected length, lease records in the shared layout of
+//! [`crate::store::lease`] (their expiry on the wall clock, as the record says).
 //!
 //! Every method completes without awaiting anything, so the futures it returns are ready on
 //! their first poll; that keeps the engine free of an async runtime.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 
-use crate::store::{Backend, StoreError};
+use crate::store::lease::{check_holder, decide_acquire, decide_renew, fenced, LeaseRecord};
+use crate::store::{Backend, Lease, LeaseGrant, StoreError};
 
 /// An in-memory [`Backend`]. Cheap to create; share it behind an `Arc`.
 #[derive(Debug, Default)]
@@ -52,6 +54,25 @@ impl MemoryBackend {
         // updated, so the data behind a poisoned lock is still consistent: keep serving it
         // rather than failing every later call.
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Now, in the Unix milliseconds lease records keep their expiry in.
+fn wall_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl Inner {
+    /// The live lease record under `key`, if any.
+    fn lease(&self, key: &str, now: Instant) -> Result<Option<LeaseRecord>, StoreError> {
+        match self.values.get(key) {
+            Some(v) if v.live(now) => LeaseRecord::decode(key, &v.bytes).map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    fn put_lease(&mut self, key: &str, record: &LeaseRecord) {
+        self.values.insert(key.to_owned(), Value { bytes: record.encode(), expires_at: None });
     }
 }
 
@@ -117,6 +138,66 @@ impl Backend for MemoryBackend {
             inner.logs.entry(log.to_owned()).or_default().extend(entries.iter().cloned());
         }
         Ok(())
+    }
+
+    async fn append_with(
+        &self,
+        log: &str,
+        expected_len: u64,
+        entries: &[Vec<u8>],
+        puts: &[(String, Vec<u8>)],
+        fence: Option<&Lease>,
+    ) -> Result<(), StoreError> {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        if let Some(lease) = fence {
+            if !inner.lease(&lease.key, now)?.is_some_and(|r| r.holds(lease)) {
+                return Err(fenced(lease));
+            }
+        }
+        let actual = inner.logs.get(log).map_or(0, |l| l.len() as u64);
+        if actual != expected_len {
+            return Err(StoreError::Conflict { log: log.to_owned(), expected: expected_len, actual });
+        }
+        if !entries.is_empty() {
+            inner.logs.entry(log.to_owned()).or_default().extend(entries.iter().cloned());
+        }
+        for (key, value) in puts {
+            inner.values.insert(key.clone(), Value { bytes: value.clone(), expires_at: None });
+        }
+        Ok(())
+    }
+
+    async fn lease_acquire(&self, key: &str, holder: &str, ttl: Duration, over: Option<&Lease>) -> Result<LeaseGrant, StoreError> {
+        check_holder(holder)?;
+        let mut inner = self.lock();
+        let current = inner.lease(key, Instant::now())?;
+        match decide_acquire(key, current, holder, ttl, over, wall_ms()) {
+            Ok(record) => {
+                inner.put_lease(key, &record);
+                Ok(LeaseGrant::Granted(Lease { key: key.to_owned(), holder: record.holder, token: record.token }))
+            }
+            Err(held) => Ok(LeaseGrant::Held(held)),
+        }
+    }
+
+    async fn lease_renew(&self, lease: &Lease, ttl: Duration) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        let current = inner.lease(&lease.key, Instant::now())?;
+        let record = decide_renew(current, lease, ttl, wall_ms())?;
+        inner.put_lease(&lease.key, &record);
+        Ok(())
+    }
+
+    async fn lease_release(&self, lease: &Lease) -> Result<bool, StoreError> {
+        let mut inner = self.lock();
+        match inner.lease(&lease.key, Instant::now())? {
+            Some(record) if record.holds(lease) => {
+                inner.put_lease(&lease.key, &LeaseRecord { holder: String::new(), expires_at_ms: 0, ..record });
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 
     async fn read_log(&self, log: &str, from: u64) -> Result<Vec<Vec<u8>>, StoreError> {

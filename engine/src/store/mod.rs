@@ -7,11 +7,13 @@
 
 mod backend;
 pub mod keys;
+pub mod lease;
 pub mod memory;
 mod records;
 mod typed;
 
 pub use backend::{Backend, StoreError};
+pub use lease::{Lease, LeaseGrant};
 pub use records::*;
 pub use typed::Store;
 

@@ -13,7 +13,7 @@ use crate::gates::RedactionMap;
 use crate::ids::{OwnerId, RequestId, RunId, StepId, WorkflowId};
 use crate::run::Event;
 use crate::spec::WorkflowSpec;
-use crate::store::{keys, AttemptClaim, AttemptPreflight, Backend, CancelRequest, RunClosed, HumanDecisionRecord, HumanRequestRecord, RunMeta, StepOutcome, StoreError, WorkflowKeyInfo};
+use crate::store::{keys, AttemptClaim, AttemptPreflight, Backend, CancelRequest, HumanDecisionRecord, HumanRequestRecord, Lease, RunClosed, RunMeta, StepOutcome, StoreError, WorkflowKeyInfo};
 
 /// The current key version for new workflows.
 const KEY_VERSION: u32 = 1;
@@ -136,8 +136,10 @@ impl Store {
         self.get_sealed(&k, &key).await?.ok_or(StoreError::NotFound(key))
     }
 
-    /// Append events to a run's journal at position `expected_len` (one writer per run, see
-    /// the lease) and, in the same write, the inputs of the attempts they dispatch.
+    /// Append events to a run's journal at position `expected_len` and, in the same write, the
+    /// inputs of the attempts they dispatch — only while `lease` (the run's, see
+    /// [`keys::run_lease`]) is still the caller's current grant; otherwise
+    /// [`StoreError::Fenced`] and nothing is written.
     pub async fn append_events(
         &self,
         wf: &WorkflowId,
@@ -145,6 +147,7 @@ impl Store {
         expected_len: u64,
         events: &[Event],
         inputs: &[(StepId, u32, &Value)],
+        lease: &Lease,
     ) -> Result<(), StoreError> {
         let k = self.workflow_key(wf).await?;
         let log = keys::run_journal(run);
@@ -153,7 +156,7 @@ impl Store {
             .enumerate()
             .map(|(i, e)| k.seal(journal_aad(&log, expected_len + i as u64).as_bytes(), &Self::encode(e)))
             .collect();
-        self.backend.append_with(&log, expected_len, &sealed, &seal_inputs(&k, run, inputs)).await
+        self.backend.append_with(&log, expected_len, &sealed, &seal_inputs(&k, run, inputs), Some(lease)).await
     }
 
     pub async fn read_journal(&self, wf: &WorkflowId, run: &RunId) -> Result<Vec<Event>, StoreError> {
