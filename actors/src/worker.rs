@@ -125,8 +125,8 @@ impl StepWorker {
             .or_else(|| spec.spec().defaults.as_ref().and_then(|d| d.timeout))
             .unwrap_or(DEFAULT_STEP_TIMEOUT);
         let started_at = now_ms();
-        let result = match self.engine.handlers.get(&step.ty) {
-            None => Err(StepError::permanent("no_handler", format!("no handler for step type `{}` in this process", step.ty.name()))),
+        let result = match self.engine.handlers.get(&step.ty()) {
+            None => Err(StepError::permanent("no_handler", format!("no handler for step type `{}` in this process", step.ty().name()))),
             Some(handler) => {
                 let call = StepInvocation {
                     workflow: &job.workflow,
