@@ -184,7 +184,7 @@ pub async fn view(engine: &Engine, run: &RunId) -> Result<RunView, ServiceError>
     let state = run::replay(&spec, run.clone(), &journal);
     Ok(RunView {
         step_ids: spec.spec().steps.iter().map(|s| s.id.to_string()).collect(),
-        step_types: spec.spec().steps.iter().map(|s| s.ty.name()).collect(),
+        step_types: spec.spec().steps.iter().map(|s| s.ty().name()).collect(),
         meta,
         state,
     })

@@ -153,8 +153,8 @@ impl StepWorker {
             return Ok(());
         }
         let timeout = step_timeout(&spec, i);
-        let result = match self.engine.handlers.get(&step.ty) {
-            None => Err(StepError::permanent("no_handler", format!("no handler for step type `{}` in this process", step.ty.name()))),
+        let result = match self.engine.handlers.get(&step.ty()) {
+            None => Err(StepError::permanent("no_handler", format!("no handler for step type `{}` in this process", step.ty().name()))),
             Some(handler) => {
                 let call = StepInvocation {
                     workflow: &job.workflow,

@@ -15,7 +15,7 @@ use crate::run::{
     RunStatus, StepState, StepStatus, Timer,
 };
 use crate::run::requests::{approval_request, budget_request, guidance_request};
-use crate::spec::{StepType, ValidatedSpec};
+use crate::spec::{StepKind, StepType, ValidatedSpec};
 use crate::step::{ErrorClass, StepError};
 
 /// Per-attempt limit when neither the step nor the workflow's defaults set one.
@@ -175,8 +175,8 @@ fn render_input(spec: &ValidatedSpec, state: &RunState, i: usize) -> Result<Valu
     let bad = |e: expr::ExprError| StepError::permanent("input_error", e.to_string());
     let inputs = expr::render(&serde_json::to_value(&step.inputs).expect("inputs are JSON"), &scope).map_err(bad)?;
     let mut input = json!({ "inputs": inputs });
-    if let Some(r) = &step.request {
-        input["request"] = expr::render(&serde_json::to_value(r).expect("request is JSON"), &scope).map_err(bad)?;
+    if let StepKind::ApiCall(call) = &step.kind {
+        input["request"] = expr::render(&serde_json::to_value(&call.request).expect("request is JSON"), &scope).map_err(bad)?;
     }
     Ok(input)
 }
@@ -224,10 +224,10 @@ impl Machine<'_> {
                 continue;
             }
             let step = self.spec.step(i);
-            match step.ty {
-                StepType::Condition => {
+            match &step.kind {
+                StepKind::Condition(condition) => {
                     let scope = Scope { params: &self.state.params, steps: &self.state.scope };
-                    match expr::eval_bool(step.expr.as_deref().unwrap_or("false"), &scope) {
+                    match condition.evaluate(&scope) {
                         Ok(b) => {
                             let s = &mut self.state.steps[i];
                             s.output = Some(Value::Bool(b));
@@ -241,13 +241,13 @@ impl Machine<'_> {
                     }
                     self.settle(i, &mut ready);
                 }
-                StepType::Delay => {
-                    let until = self.now + step.duration.unwrap_or_default().as_millis() as u64;
+                StepKind::Delay(delay) => {
+                    let until = delay.deadline(self.now);
                     self.state.steps[i].started_at = Some(self.now);
                     self.state.steps[i].status = StepStatus::Delaying { until };
                     self.actions.push(Action::ArmTimer { timer: Timer::Delay { step: step.id.clone() }, at: until });
                 }
-                StepType::Approval => {
+                StepKind::Approval(_) => {
                     self.state.human_seq += 1;
                     let id = RequestId::for_step(&self.state.run, &step.id, self.state.human_seq);
                     self.state.steps[i].started_at = Some(self.now);
@@ -264,7 +264,7 @@ impl Machine<'_> {
         for &n in &self.spec.dag().needs[i] {
             let need = self.spec.step(n);
             match &self.state.steps[n].status {
-                StepStatus::Succeeded if need.ty == StepType::Condition && self.state.steps[n].output == Some(Value::Bool(false)) => {
+                StepStatus::Succeeded if need.ty() == StepType::Condition && self.state.steps[n].output == Some(Value::Bool(false)) => {
                     return Some(format!("condition `{}` is false", need.id));
                 }
                 StepStatus::Succeeded => {}

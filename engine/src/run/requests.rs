@@ -7,13 +7,17 @@ use crate::expr::{self, Scope};
 use crate::ids::RequestId;
 use crate::run::apply::reservation;
 use crate::run::{HumanMode, HumanRequestSpec, RunState};
-use crate::spec::ValidatedSpec;
+use crate::spec::{StepKind, ValidatedSpec};
 
 /// Ask the step's assignee its `question` (templates resolved), with the step's inputs as context.
 pub(crate) fn approval_request(spec: &ValidatedSpec, state: &RunState, i: usize, id: RequestId) -> HumanRequestSpec {
     let step = spec.step(i);
     let scope = Scope { params: &state.params, steps: &state.scope };
-    let question = step.question.as_deref().unwrap_or("Approve?");
+    let approval = match &step.kind {
+        StepKind::Approval(a) => Some(a),
+        _ => None,
+    };
+    let question = approval.map_or("Approve?", |a| a.question.as_str());
     let question = match expr::render_str(question, &scope) {
         Ok(Value::String(s)) => s,
         Ok(v) => v.to_string(),
@@ -26,7 +30,7 @@ pub(crate) fn approval_request(spec: &ValidatedSpec, state: &RunState, i: usize,
         step: Some(step.id.clone()),
         question,
         context: json!({ "workflow": spec.spec().id, "step": step.id, "inputs": inputs }),
-        assignee: step.assignee.clone(),
+        assignee: approval.and_then(|a| a.assignee.clone()),
     }
 }
 
@@ -51,7 +55,8 @@ pub(crate) fn guidance_request(spec: &ValidatedSpec, state: &RunState, i: usize,
             if rules.is_empty() { "policy".to_string() } else { rules.join(", ") }
         ),
         context: json!({ "workflow": spec.spec().id, "step": step.id, "rules": rules, "redacted_output": s.blocked, "gate": s.gate }),
-        assignee: step.assignee.clone(),
+        // Only `code` and `api_call` outputs are gated, and those steps name no assignee.
+        assignee: None,
     }
 }
 

@@ -3,10 +3,14 @@
 
 mod model;
 mod parse;
+pub mod steps;
 mod validate;
 
 pub use model::*;
 pub use parse::{parse_yaml, SpecError, SpecProblem};
+pub use steps::{
+    ApiCallStep, ApprovalStep, CodeLimits, CodeStep, ConditionStep, DelayStep, HttpRequestSpec, StepKind, UnavailableStep,
+};
 pub use validate::{validate, Dag, ValidatedSpec};
 
 /// The JSON Schema of the spec format, for editors (`tollgate schema`).

@@ -1,8 +1,7 @@
 //! The workflow spec as written in YAML: the serde model (also the source of `tollgate schema`).
 //!
-//! Step-type-specific fields sit flat on the step (`script:` for `code`, `expr:` for
-//! `condition`…); validation checks that each step has the fields its type needs and no others,
-//! which gives clearer errors than a tagged enum would.
+//! A step is its common fields plus a [`StepKind`]: one struct per step type, in
+//! [`steps`](crate::spec::steps), so a step holds only the fields its type has.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -11,6 +10,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{OwnerId, StepId, WorkflowId};
+use crate::spec::steps::StepKind;
 
 /// A workflow: a DAG of steps with parameters, a budget and a run timeout.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -143,14 +143,19 @@ impl StepType {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+/// A step: its `id`, its `type`, the fields every step has, and the fields of its type.
+// Written as one flat map (`{ id: wait, type: delay, duration: 10m, needs: [a] }`) and read by
+// the `Deserialize` in `spec::steps::format`, which refuses a field of another type with its place.
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
+#[schemars(transform = crate::spec::steps::one_shape_per_type)]
 pub struct StepSpec {
     /// Step id: a letter or `_`, then letters, digits, `_` (so `steps.<id>` works in expressions).
     #[schemars(with = "String")]
     pub id: StepId,
-    #[serde(rename = "type")]
-    pub ty: StepType,
+    /// The step's type (`type:`) and its own fields.
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub kind: StepKind,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     /// Steps that must finish before this one starts.
@@ -178,35 +183,16 @@ pub struct StepSpec {
     /// Estimated cost of one attempt, reserved against the budget before dispatch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost: Option<f64>,
-
-    /// `condition`: the CEL expression whose truth decides the branch.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expr: Option<String>,
-    /// `code`: a JavaScript body; `input` holds the step's inputs; its return value is the output.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub script: Option<String>,
-    /// `code`: sandbox limits.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub limits: Option<CodeLimits>,
-    /// `delay`: how long to wait (durable across restarts).
-    #[serde(default, with = "humantime_serde", skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "Option<String>")]
-    pub duration: Option<Duration>,
-    /// `api_call`: the HTTP request.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub request: Option<HttpRequestSpec>,
-    /// `approval`: what the human is asked.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub question: Option<String>,
-    /// `approval`: who is asked first.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub assignee: Option<String>,
     /// This step's override of the workflow's gate policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gates: Option<StepGates>,
-    /// Settings of step types that are not available yet (`llm`, `connector`, …).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub with: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl StepSpec {
+    /// The step's type.
+    pub fn ty(&self) -> StepType {
+        self.kind.ty()
+    }
 }
 
 /// What a `block` verdict does to the step.
@@ -286,45 +272,4 @@ fn default_max() -> Duration {
 }
 fn default_multiplier() -> f64 {
     2.0
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CodeLimits {
-    /// CPU time for one attempt.
-    #[serde(with = "humantime_serde", default = "default_cpu")]
-    #[schemars(with = "String")]
-    pub cpu: Duration,
-    /// Heap limit in MiB.
-    #[serde(default = "default_memory_mib")]
-    pub memory_mib: u32,
-}
-
-impl Default for CodeLimits {
-    fn default() -> Self {
-        Self { cpu: default_cpu(), memory_mib: default_memory_mib() }
-    }
-}
-
-fn default_cpu() -> Duration {
-    Duration::from_secs(2)
-}
-fn default_memory_mib() -> u32 {
-    32
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct HttpRequestSpec {
-    #[serde(default = "get")]
-    pub method: String,
-    pub url: String,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub headers: BTreeMap<String, String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub body: Option<serde_json::Value>,
-}
-
-fn get() -> String {
-    "GET".into()
 }

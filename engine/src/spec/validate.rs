@@ -9,7 +9,7 @@ use serde_json::Value;
 use crate::expr;
 use crate::gates::{GateMesh, GatePolicy};
 use crate::ids::{is_valid_id, StepId};
-use crate::spec::{OnBlock, ParameterSpec, ParameterType, SpecError, SpecProblem, StepSpec, StepType, WorkflowSpec};
+use crate::spec::{OnBlock, ParameterSpec, ParameterType, SpecError, SpecProblem, StepSpec, WorkflowSpec};
 
 /// The dependency graph of a validated spec, by step index.
 #[derive(Clone, Debug)]
@@ -101,7 +101,7 @@ impl ValidatedSpec {
     }
 }
 
-fn problem(at: impl Into<String>, message: impl Into<String>) -> SpecProblem {
+pub(crate) fn problem(at: impl Into<String>, message: impl Into<String>) -> SpecProblem {
     SpecProblem { at: at.into(), message: message.into() }
 }
 
@@ -341,40 +341,9 @@ fn check_step(
     p: &mut Vec<SpecProblem>,
 ) {
     let at = format!("steps[{i}] ({})", step.id);
-    let ty = step.ty.name();
-    if !step.ty.is_available() {
-        p.push(problem(&at, format!("step type `{ty}` is not available yet in this version of Tollgate")));
-    }
-    // Fields each type needs, and fields it must not have.
-    let fields: [(&str, bool, &[StepType]); 7] = [
-        ("expr", step.expr.is_some(), &[StepType::Condition]),
-        ("script", step.script.is_some(), &[StepType::Code]),
-        ("limits", step.limits.is_some(), &[StepType::Code]),
-        ("duration", step.duration.is_some(), &[StepType::Delay]),
-        ("request", step.request.is_some(), &[StepType::ApiCall]),
-        ("question", step.question.is_some(), &[StepType::Approval]),
-        ("assignee", step.assignee.is_some(), &[StepType::Approval]),
-    ];
-    for (name, present, types) in fields {
-        if present && !types.contains(&step.ty) {
-            p.push(problem(format!("{at}.{name}"), format!("`{name}` does not apply to a `{ty}` step")));
-        }
-    }
-    let required: &[(&str, bool)] = match step.ty {
-        StepType::Condition => &[("expr", step.expr.is_some())],
-        StepType::Code => &[("script", step.script.is_some())],
-        StepType::Delay => &[("duration", step.duration.is_some())],
-        StepType::ApiCall => &[("request", step.request.is_some())],
-        StepType::Approval => &[("question", step.question.is_some())],
-        _ => &[],
-    };
-    for (name, present) in required {
-        if !present {
-            p.push(problem(&at, format!("a `{ty}` step needs `{name}`")));
-        }
-    }
-    if step.with.is_some() && step.ty.is_available() {
-        p.push(problem(format!("{at}.with"), format!("`with` does not apply to a `{ty}` step")));
+    let ty = step.ty();
+    if !ty.is_available() {
+        p.push(problem(&at, format!("step type `{}` is not available yet in this version of Tollgate", ty.name())));
     }
     if let Some(r) = &step.retry {
         if !(1..=100).contains(&r.max_attempts) {
@@ -393,38 +362,17 @@ fn check_step(
     if step.cost.is_some_and(|c| !(c.is_finite() && c >= 0.0)) {
         p.push(problem(format!("{at}.cost"), "must be a finite number ≥ 0"));
     }
-    if let Some(l) = &step.limits {
-        if l.cpu.is_zero() {
-            p.push(problem(format!("{at}.limits.cpu"), "must be more than zero"));
-        }
-        if !(1..=4096).contains(&l.memory_mib) {
-            p.push(problem(format!("{at}.limits.memory_mib"), "must be between 1 and 4096"));
-        }
-    }
-    if let Some(r) = &step.request {
-        if r.method.parse::<Method>().is_err() {
-            p.push(problem(format!("{at}.request.method"), format!("`{}` is not an HTTP method", r.method)));
-        }
-        if r.url.trim().is_empty() {
-            p.push(problem(format!("{at}.request.url"), "must not be empty"));
-        }
-    }
+    let shape = step.kind.shape();
+    shape.check(&at, p);
 
     // Expressions: syntax, parameters declared, steps upstream.
     let mut exprs: Vec<(String, String)> = Vec::new();
     if let Some(w) = &step.when {
         exprs.push((format!("{at}.when"), w.clone()));
     }
-    if let Some(e) = &step.expr {
-        exprs.push((format!("{at}.expr"), e.clone()));
-    }
+    exprs.extend(shape.expressions(&at));
     let mut templated: Vec<(String, Value)> = vec![(format!("{at}.inputs"), serde_json::to_value(&step.inputs).unwrap_or(Value::Null))];
-    if let Some(r) = &step.request {
-        templated.push((format!("{at}.request"), serde_json::to_value(r).unwrap_or(Value::Null)));
-    }
-    if let Some(q) = &step.question {
-        templated.push((format!("{at}.question"), Value::String(q.clone())));
-    }
+    templated.extend(shape.templates(&at));
     for (place, value) in templated {
         match expr::template_exprs(&value) {
             Ok(es) => exprs.extend(es.into_iter().map(|e| (place.clone(), e))),
@@ -450,19 +398,6 @@ fn check_step(
                 )),
                 Some(_) => {}
             }
-        }
-    }
-}
-
-/// HTTP methods accepted by `api_call` (parsed here to keep the engine free of HTTP crates).
-struct Method;
-
-impl std::str::FromStr for Method {
-    type Err = ();
-    fn from_str(s: &str) -> Result<Self, ()> {
-        match s.to_ascii_uppercase().as_str() {
-            "GET" | "POST" | "PUT" | "PATCH" | "DELETE" | "HEAD" | "OPTIONS" => Ok(Method),
-            _ => Err(()),
         }
     }
 }

@@ -21,7 +21,7 @@
 //!
 //! Error codes (all `Permanent` unless noted): `script_error` (exception or syntax error, with
 //! message and line), `cpu_limit`, `memory_limit`, `bad_output` (not JSON-serialisable),
-//! `bad_spec` (no script), `timeout` (`Retryable`: wall clock depends on load),
+//! `bad_spec` (not a `code` step), `timeout` (`Retryable`: wall clock depends on load),
 //! `sandbox_failed` (`Retryable`: the sandbox thread could not run).
 
 use std::cell::{Cell, RefCell};
@@ -36,7 +36,7 @@ use rquickjs::allocator::{Allocator, RustAllocator};
 use rquickjs::context::EvalOptions;
 use rquickjs::function::Rest;
 use rquickjs::{CatchResultExt, CaughtError, Context, Ctx, Function, Object, Promise, Runtime, Value};
-use tollgate_engine::spec::CodeLimits;
+use tollgate_engine::spec::{CodeLimits, StepKind};
 use tollgate_engine::step::{StepError, StepHandler, StepInvocation, StepSuccess};
 
 /// QuickJS stack limit. Well below the 2 MiB tokio gives blocking threads by default, so deep
@@ -64,19 +64,17 @@ impl CodeHandler {
 #[async_trait]
 impl StepHandler for CodeHandler {
     async fn run(&self, call: StepInvocation<'_>) -> Result<StepSuccess, StepError> {
-        let script = call
-            .step
-            .script
-            .clone()
-            .ok_or_else(|| StepError::permanent("bad_spec", "code step has no `script`"))?;
+        let StepKind::Code(code) = &call.step.kind else {
+            return Err(StepError::permanent("bad_spec", format!("step `{}` is a `{}` step, not a `code` step", call.step.id, call.step.ty().name())));
+        };
         let input = call.inputs.get("inputs").cloned().unwrap_or_else(|| serde_json::json!({}));
         // The deadline is fixed now, not when a blocking thread frees up, and the script is
         // stopped if this future is dropped (run cancelled): no work outlives its caller.
         let abandoned = Abandon(Arc::new(AtomicBool::new(false)));
         let job = Job {
-            script,
+            script: code.script.clone(),
             input_json: input.to_string(),
-            limits: call.step.limits.clone().unwrap_or_default(),
+            limits: code.limits.clone().unwrap_or_default(),
             timeout: call.timeout,
             deadline: Instant::now() + call.timeout,
             abandoned: abandoned.0.clone(),

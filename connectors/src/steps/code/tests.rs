@@ -10,7 +10,8 @@ use super::*;
 fn step(script: &str, cpu_ms: u64, memory_mib: u32) -> StepSpec {
     let mut step: StepSpec = serde_json::from_value(json!({ "id": "calc", "type": "code", "script": script }))
         .expect("valid step");
-    step.limits = Some(CodeLimits { cpu: Duration::from_millis(cpu_ms), memory_mib });
+    let StepKind::Code(code) = &mut step.kind else { unreachable!("a code step") };
+    code.limits = Some(CodeLimits { cpu: Duration::from_millis(cpu_ms), memory_mib });
     step
 }
 

@@ -1,0 +1,105 @@
+//! One module per step type: the struct of the fields that belong to it, their validation, and
+//! any resolution the run does itself (a condition's branch, a delay's deadline). A step holds
+//! one of them in its [`StepKind`]; [`format`] reads a step from the one flat map users write
+//! and describes it in the JSON Schema.
+//!
+//! Adding a step type is adding its module and one line to the `step_kinds!` list below.
+
+mod api_call;
+mod approval;
+mod code;
+mod condition;
+mod delay;
+mod format;
+mod unavailable;
+
+use schemars::{JsonSchema, Schema, SchemaGenerator};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
+
+use crate::spec::{SpecProblem, StepType};
+
+pub use api_call::{ApiCallStep, HttpRequestSpec};
+pub use approval::ApprovalStep;
+pub use code::{CodeLimits, CodeStep};
+pub use condition::ConditionStep;
+pub use delay::DelayStep;
+pub(crate) use format::one_shape_per_type;
+pub use unavailable::UnavailableStep;
+
+/// What a step type's own fields add to validation. Places start with `at` (`steps[2] (fetch)`).
+pub(crate) trait StepShape {
+    /// Problems in the type's own fields (ranges, formats).
+    fn check(&self, _at: &str, _p: &mut Vec<SpecProblem>) {}
+    /// CEL expressions among its fields, with their places (their syntax and references are checked).
+    fn expressions(&self, _at: &str) -> Vec<(String, String)> {
+        Vec::new()
+    }
+    /// Values among its fields whose strings may hold `${{ … }}` templates, with their places.
+    fn templates(&self, _at: &str) -> Vec<(String, Value)> {
+        Vec::new()
+    }
+}
+
+/// Declares [`StepKind`] with one variant per step type (named as in [`StepType`]) and the
+/// dispatch from a [`StepType`] to its struct.
+macro_rules! step_kinds {
+    ($($variant:ident($t:ty)),+ $(,)?) => {
+        /// A step's type and the fields that belong to it.
+        #[derive(Clone, Debug, PartialEq, Serialize)]
+        #[serde(tag = "type", rename_all = "snake_case")]
+        pub enum StepKind {
+            $($variant($t)),+
+        }
+
+        impl StepKind {
+            pub fn ty(&self) -> StepType {
+                match self {
+                    $(StepKind::$variant(_) => StepType::$variant),+
+                }
+            }
+
+            pub(crate) fn shape(&self) -> &dyn StepShape {
+                match self {
+                    $(StepKind::$variant(s) => s),+
+                }
+            }
+        }
+
+        /// Every step type, in the order the schema lists them.
+        const KINDS: &[StepType] = &[$(StepType::$variant),+];
+
+        /// The fields of a step of type `ty` besides those every step has.
+        fn own_fields(ty: StepType) -> &'static [&'static str] {
+            match ty {
+                $(StepType::$variant => <$t>::FIELDS),+
+            }
+        }
+
+        /// Read the fields of a step of type `ty` besides those every step has.
+        fn deserialize_kind<'de, D: Deserializer<'de>>(ty: StepType, d: D) -> Result<StepKind, D::Error> {
+            match ty {
+                $(StepType::$variant => <$t as Deserialize>::deserialize(d).map(StepKind::$variant)),+
+            }
+        }
+
+        fn kind_schema(ty: StepType, generator: &mut SchemaGenerator) -> Schema {
+            match ty {
+                $(StepType::$variant => <$t as JsonSchema>::json_schema(generator)),+
+            }
+        }
+    };
+}
+
+step_kinds! {
+    Condition(ConditionStep),
+    Code(CodeStep),
+    ApiCall(ApiCallStep),
+    Approval(ApprovalStep),
+    Delay(DelayStep),
+    Llm(UnavailableStep),
+    Research(UnavailableStep),
+    Connector(UnavailableStep),
+    Event(UnavailableStep),
+    Platform(UnavailableStep),
+}
