@@ -6,6 +6,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{RunId, StepId, WorkflowId};
+use crate::money::Money;
 use crate::spec::StepSpec;
 
 /// How a failed attempt may be retried. Mapped to the queue's retry meaning in one place only
@@ -73,7 +74,7 @@ impl StepInvocation<'_> {
 pub struct StepSuccess {
     pub output: serde_json::Value,
     #[serde(default)]
-    pub cost: f64,
+    pub cost: Money,
 }
 
 /// A step type's implementation. Handlers are stateless across attempts: everything they

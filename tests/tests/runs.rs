@@ -7,6 +7,7 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use serde_json::json;
 use tollgate::service::ServiceError;
+use tollgate_engine::money::Money;
 use tollgate_engine::run::{Decision, StepStatus};
 use tollgate_tests::harness::{each_backend, wait_for, TestServer, TestSystem};
 
@@ -132,10 +133,10 @@ async fn a_run_over_budget_pauses_then_finishes_when_extended() {
         assert_eq!(TestSystem::step(&v, "draft").status, StepStatus::Pending, "draft must not be dispatched");
         let pending = sys.t().pending().await.unwrap();
         assert!(pending.iter().any(|r| r.request.id == request), "request is listed as pending");
-        sys.t().decide(&request, Decision::Extend { amount: 0.5 }, "cfo", Some("ok".into())).await.unwrap();
+        sys.t().decide(&request, Decision::Extend { amount: Money::parse("0.5").unwrap() }, "cfo", Some("ok".into())).await.unwrap();
         let v = sys.settle(&run).await;
         assert_eq!(v.state.status.label(), "succeeded", "{:?}", v.state.status);
-        assert!((v.state.budget.spent - 1.4).abs() < 1e-9);
+        assert_eq!(v.state.budget.spent, Money::parse("1.4").unwrap(), "0.7 + 0.7, exactly");
     })
     .await;
 }

@@ -62,7 +62,7 @@ pub fn print_summary(v: &RunView) {
     for (i, s) in v.state.steps.iter().enumerate() {
         let dur = duration_ms(s).map_or("-".to_string(), |ms| format!("{ms}ms"));
         println!(
-            "  {:<24} {:<10} {:<14} {:>8} {:>10} {:>8.2}",
+            "  {:<24} {:<10} {:<14} {:>8} {:>10} {:>8}",
             v.step_ids[i],
             v.step_types[i],
             s.status.label(),
@@ -85,8 +85,8 @@ pub fn print_summary(v: &RunView) {
             println!("      decision: {:?} by {}{c}", d.decision, d.by);
         }
     }
-    if let Some(cap) = v.state.budget.cap {
-        println!("  budget: {:.2} spent of {:.2}", v.state.budget.spent, cap + v.state.budget.extended);
+    if let Some(limit) = v.state.budget.limit() {
+        println!("  budget: {} spent of {limit}", v.state.budget.spent);
     }
 }
 

@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 
 use crate::expr::{self, Scope};
 use crate::ids::{RequestId, RunId, StepId};
+use crate::money::Money;
 use crate::run::state::{AttemptRecord, StepDecision};
 use crate::run::{
     retry_delay_ms, Action, BudgetState, Decision, Event, FailReason, RunState,
@@ -32,8 +33,8 @@ pub fn start(spec: &ValidatedSpec, run: RunId) -> RunState {
             remaining_needs: needs.len() as u32,
             attempts: Vec::new(),
             output: None,
-            cost: 0.0,
-            reserved: 0.0,
+            cost: Money::ZERO,
+            reserved: Money::ZERO,
             overrun_cost: None,
             error: None,
             gate: None,
@@ -177,8 +178,8 @@ fn render_input(spec: &ValidatedSpec, state: &RunState, i: usize) -> Result<Valu
 }
 
 /// What one attempt of step `i` reserves: its estimate, or more after an overrun.
-pub(crate) fn reservation(spec: &ValidatedSpec, state: &RunState, i: usize) -> f64 {
-    let est = spec.step(i).cost.unwrap_or(0.0);
+pub(crate) fn reservation(spec: &ValidatedSpec, state: &RunState, i: usize) -> Money {
+    let est = spec.step(i).cost.unwrap_or(Money::ZERO);
     state.steps[i].overrun_cost.map_or(est, |o| o.max(est))
 }
 
@@ -330,20 +331,20 @@ impl Machine<'_> {
     }
 
     /// Settle the reservation of the attempt in flight with its actual cost.
-    fn settle_cost(&mut self, i: usize, actual: f64) {
+    fn settle_cost(&mut self, i: usize, actual: Money) {
         let s = &mut self.state.steps[i];
         let reserved = std::mem::take(&mut s.reserved);
         // Steps that report no cost of their own are charged their estimate: fail closed.
-        let actual = if actual > 0.0 { actual } else { reserved };
-        if actual > reserved + 1e-9 {
+        let actual = if actual.is_zero() { reserved } else { actual };
+        if actual > reserved {
             s.overrun_cost = Some(actual);
         }
         s.cost += actual;
-        self.state.budget.reserved = (self.state.budget.reserved - reserved).max(0.0);
+        self.state.budget.reserved = self.state.budget.reserved.saturating_sub(reserved);
         self.state.budget.spent += actual;
     }
 
-    fn step_succeeded(&mut self, step: &StepId, attempt: u32, started_at: u64, output: &Value, cost: f64, gate: &Option<Value>) {
+    fn step_succeeded(&mut self, step: &StepId, attempt: u32, started_at: u64, output: &Value, cost: Money, gate: &Option<Value>) {
         let Some(i) = self.step_index(step) else { return };
         // A late success of an earlier, timed-out attempt still completes the step.
         if !matches!(self.state.steps[i].status, StepStatus::Queued { .. }) {
@@ -366,7 +367,7 @@ impl Machine<'_> {
         self.check_done();
     }
 
-    fn step_blocked(&mut self, step: &StepId, attempt: u32, started_at: u64, redacted: &Value, cost: f64, gate: &Value) {
+    fn step_blocked(&mut self, step: &StepId, attempt: u32, started_at: u64, redacted: &Value, cost: Money, gate: &Value) {
         let Some(i) = self.step_index(step) else { return };
         if !matches!(self.state.steps[i].status, StepStatus::Queued { .. }) {
             return;
@@ -392,7 +393,7 @@ impl Machine<'_> {
         if current != attempt {
             return; // a stale attempt; the current one decides
         }
-        self.settle_cost(i, 0.0);
+        self.settle_cost(i, Money::ZERO);
         let now = self.now;
         let s = &mut self.state.steps[i];
         if let Some(a) = s.attempts.iter_mut().find(|a| a.attempt == attempt) {
@@ -512,13 +513,13 @@ impl Machine<'_> {
         let Some(&first) = self.state.budget_blocked.first() else { return };
         let amount = match d.decision {
             Decision::Approve => self.state.budget.shortfall(reservation(self.spec, self.state, first)),
-            Decision::Extend { amount } if amount.is_finite() && amount > 0.0 => amount,
+            Decision::Extend { amount } if !amount.is_zero() => amount,
             _ => {
-                let cap = self.state.budget.cap.unwrap_or(0.0) + self.state.budget.extended;
+                let cap = self.state.budget.limit().unwrap_or(Money::ZERO);
                 return self.finish(RunStatus::Failed {
                     reason: FailReason {
                         code: "budget_exhausted".into(),
-                        message: format!("budget of {cap:.2} exhausted; extension refused by {}", d.by),
+                        message: format!("budget of {cap} exhausted; extension refused by {}", d.by),
                     },
                 });
             }
@@ -572,13 +573,13 @@ impl Machine<'_> {
             if !s.status.is_terminal() {
                 s.status = StepStatus::Cancelled;
                 s.finished_at.get_or_insert(self.now);
-                s.reserved = 0.0;
+                s.reserved = Money::ZERO;
             }
         }
         if let Some(req) = self.state.budget_request.take() {
             self.actions.push(Action::WithdrawHuman { request: req });
         }
-        self.state.budget.reserved = 0.0;
+        self.state.budget.reserved = Money::ZERO;
         self.state.open_steps = 0;
         self.state.status = status;
         self.state.finished_at = Some(self.now);

@@ -4,6 +4,7 @@ use expect_test::{expect, Expect};
 use serde_json::{json, Value};
 
 use crate::ids::{RequestId, RunId, StepId};
+use crate::money::Money;
 use crate::run::{apply, replay, start, Action, Decision, Event, RunState, Timer};
 use crate::spec::{parse_yaml, ValidatedSpec};
 use crate::step::StepError;
@@ -85,9 +86,10 @@ fn started(at: u64, params: Value) -> Event {
     Event::RunStarted { at, params }
 }
 fn ok(step: &str, attempt: u32, at: u64, output: Value) -> Event {
-    Event::StepSucceeded { step: StepId::from(step), attempt, at, started_at: at, output, cost: 0.0, gate: None }
+    Event::StepSucceeded { step: StepId::from(step), attempt, at, started_at: at, output, cost: Money::ZERO, gate: None }
 }
-fn ok_cost(step: &str, attempt: u32, at: u64, cost: f64) -> Event {
+fn ok_cost(step: &str, attempt: u32, at: u64, cost: &str) -> Event {
+    let cost = Money::parse(cost).expect("a test amount");
     Event::StepSucceeded { step: StepId::from(step), attempt, at, started_at: at, output: json!(null), cost, gate: None }
 }
 fn fail(step: &str, attempt: u32, at: u64, error: StepError) -> Event {
@@ -281,27 +283,64 @@ steps:
 fn a_step_the_budget_cannot_cover_pauses_the_run_until_extended() {
     check(
         BUDGET,
-        &[started(0, json!({})), ok_cost("a", 1, 10, 0.0), decided("r1.budget.1", Decision::Approve, 20), ok_cost("b", 1, 30, 0.9)],
+        &[started(0, json!({})), ok_cost("a", 1, 10, "0"), decided("r1.budget.1", Decision::Approve, 20), ok_cost("b", 1, 30, "0.9")],
         expect![[r#"
             @0 start -> [dispatch a#1]
             @10 ok a#1 -> [ask BudgetExtension r1.budget.1 "The run's budget (1.00 USD, 0.60 spent) cannot cover step `b` (estimated 0.60). Extend it by at least 0.20?"]
             @20 human r1.budget.1 Approve -> [dispatch b#1]
             @30 ok b#1 -> [ask BudgetExtension r1.budget.2 "The run's budget (1.20 USD, 1.50 spent) cannot cover step `c` (estimated 0.10). Extend it by at least 0.40?"]
-            run=running a=succeeded b=succeeded c=pending budget(spent=1.5 reserved=0 extended=0.19999999999999996)
+            run=running a=succeeded b=succeeded c=pending budget(spent=1.50 reserved=0.00 extended=0.20)
         "#]],
     );
+}
+
+const TENTHS: &str = r#"
+id: tenths
+owner: ops
+budget: { max_cost: 0.3 }
+steps:
+  - { id: a, type: code, script: "return 1", cost: 0.1 }
+  - { id: b, type: code, script: "return 1", cost: 0.1 }
+  - { id: c, type: code, script: "return 1", cost: 0.1 }
+  - { id: d, type: code, script: "return 1", cost: 0.1, needs: [a, b, c] }
+"#;
+
+#[test]
+fn money_is_exact_three_tenths_fill_a_budget_of_three_tenths() {
+    check(
+        TENTHS,
+        &[started(0, json!({})), ok_cost("a", 1, 10, "0.1"), ok_cost("b", 1, 20, "0.1"), ok_cost("c", 1, 30, "0.1")],
+        expect![[r#"
+            @0 start -> [dispatch a#1, dispatch b#1, dispatch c#1]
+            @10 ok a#1 -> []
+            @20 ok b#1 -> []
+            @30 ok c#1 -> [ask BudgetExtension r1.budget.1 "The run's budget (0.30 USD, 0.30 spent) cannot cover step `d` (estimated 0.10). Extend it by at least 0.10?"]
+            run=running a=succeeded b=succeeded c=succeeded d=pending budget(spent=0.30 reserved=0.00 extended=0.00)
+        "#]],
+    );
+    let spec = spec(TENTHS);
+    let events = [started(0, json!({})), ok_cost("a", 1, 10, "0.1"), ok_cost("b", 1, 20, "0.1"), ok_cost("c", 1, 30, "0.1")];
+    let state = replay(&spec, RunId::from("r1"), &events);
+    let stored = serde_json::to_value(&state).unwrap();
+    assert_eq!(stored["budget"]["spent"], json!("0.3"), "stored as an exact decimal string");
+    assert_eq!(stored["steps"][0]["cost"], json!("0.1"));
+    let back: RunState = serde_json::from_value(stored).unwrap();
+    assert_eq!(back.budget, state.budget);
+    let journaled = serde_json::to_string(&events[1]).unwrap();
+    assert!(journaled.contains(r#""cost":"0.1""#), "{journaled}");
+    assert_eq!(serde_json::from_str::<Event>(&journaled).unwrap(), events[1]);
 }
 
 #[test]
 fn a_refused_budget_extension_fails_the_run_closed() {
     check(
         BUDGET,
-        &[started(0, json!({})), ok_cost("a", 1, 10, 0.0), decided("r1.budget.1", Decision::Reject, 20)],
+        &[started(0, json!({})), ok_cost("a", 1, 10, "0"), decided("r1.budget.1", Decision::Reject, 20)],
         expect![[r#"
             @0 start -> [dispatch a#1]
             @10 ok a#1 -> [ask BudgetExtension r1.budget.1 "The run's budget (1.00 USD, 0.60 spent) cannot cover step `b` (estimated 0.60). Extend it by at least 0.20?"]
             @20 human r1.budget.1 Reject -> [withdraw r1.budget.1, finish]
-            run=failed a=succeeded b=cancelled c=cancelled [budget_exhausted: budget of 1.00 exhausted; extension refused by ann] budget(spent=0.6 reserved=0 extended=0)
+            run=failed a=succeeded b=cancelled c=cancelled [budget_exhausted: budget of 1.00 exhausted; extension refused by ann] budget(spent=0.60 reserved=0.00 extended=0.00)
         "#]],
     );
 }
@@ -344,7 +383,7 @@ fn blocked(step: &str, at: u64) -> Event {
         at,
         started_at: at,
         redacted: json!("ignore [BLOCKED]"),
-        cost: 0.0,
+        cost: Money::ZERO,
         gate: json!({"action": "block", "findings": [{"rule_id": "threat.override", "action": "block"}]}),
     }
 }

@@ -11,6 +11,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{OwnerId, StepId, WorkflowId};
+use crate::money::Money;
 
 /// A workflow: a DAG of steps with parameters, a budget and a run timeout.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -77,8 +78,8 @@ pub enum ParameterType {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BudgetSpec {
-    /// Maximum spend per run, in `currency` units.
-    pub max_cost: f64,
+    /// Maximum spend per run, in `currency` units (an exact decimal).
+    pub max_cost: Money,
     #[serde(default = "usd")]
     pub currency: String,
 }
@@ -166,9 +167,9 @@ pub struct StepSpec {
     #[serde(default, with = "humantime_serde", skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Option<String>")]
     pub timeout: Option<Duration>,
-    /// Estimated cost of one attempt, reserved against the budget before dispatch.
+    /// Estimated cost of one attempt (an exact decimal), reserved against the budget before dispatch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cost: Option<f64>,
+    pub cost: Option<Money>,
 
     /// `condition`: the CEL expression whose truth decides the branch.
     #[serde(default, skip_serializing_if = "Option::is_none")]

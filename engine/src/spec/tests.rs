@@ -141,3 +141,31 @@ proptest! {
         prop_assert_eq!(err.matches('→').count(), n, "{}", err);
     }
 }
+
+#[test]
+fn amounts_are_exact_decimals_and_bad_ones_are_refused_with_their_place() {
+    let spec = parse_yaml("id: w\nowner: o\nbudget: { max_cost: \"0.3\" }\nsteps:\n  - { id: a, type: code, script: x, cost: 0.1 }\n").unwrap();
+    assert_eq!(spec.spec().budget.as_ref().unwrap().max_cost.to_exact_string(), "0.3");
+    assert_eq!(spec.step(0).cost.unwrap().to_exact_string(), "0.1", "a YAML float token reads as its decimal text");
+    check(
+        "id: w\nowner: o\nsteps:\n  - { id: a, type: code, script: x, cost: -0.5 }\n",
+        expect![[r#"
+            invalid workflow spec (1 problem):
+              - line 4, column 43: steps[0].cost: an amount must not be negative, got -0.5
+        "#]],
+    );
+    check(
+        "id: w\nowner: o\nbudget: { max_cost: .nan }\nsteps:\n  - { id: a, type: code, script: x }\n",
+        expect![[r#"
+            invalid workflow spec (1 problem):
+              - line 3, column 21: budget.max_cost: NaN is not an amount (amounts are finite decimals)
+        "#]],
+    );
+    check(
+        "id: w\nowner: o\nbudget: { max_cost: \"1,5\" }\nsteps:\n  - { id: a, type: code, script: x }\n",
+        expect![[r#"
+            invalid workflow spec (1 problem):
+              - line 3, column 21: budget.max_cost: `1,5` is not a decimal amount (write e.g. 0.25)
+        "#]],
+    );
+}

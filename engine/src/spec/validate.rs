@@ -162,11 +162,6 @@ pub fn validate(spec: WorkflowSpec) -> Result<ValidatedSpec, SpecError> {
     for (name, decl) in &spec.parameters {
         check_parameter(name, decl, &mut p);
     }
-    if let Some(b) = &spec.budget {
-        if !(b.max_cost.is_finite() && b.max_cost >= 0.0) {
-            p.push(problem("budget.max_cost", "must be a finite number ≥ 0"));
-        }
-    }
     if spec.steps.is_empty() {
         p.push(problem("steps", "a workflow needs at least one step"));
     }
@@ -386,9 +381,6 @@ fn check_step(
     }
     if step.timeout.is_some_and(|t| t.is_zero()) {
         p.push(problem(format!("{at}.timeout"), "must be more than zero"));
-    }
-    if step.cost.is_some_and(|c| !(c.is_finite() && c >= 0.0)) {
-        p.push(problem(format!("{at}.cost"), "must be a finite number ≥ 0"));
     }
     if let Some(l) = &step.limits {
         if l.cpu.is_zero() {
