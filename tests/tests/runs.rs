@@ -223,7 +223,7 @@ steps:
         sys.t().cancel(&run, "ops", "client withdrew").await.unwrap();
         let v = sys.settle(&run).await;
         assert_eq!(v.state.status.label(), "cancelled");
-        assert!(matches!(&TestSystem::step(&v, "review").status, StepStatus::Skipped { reason } if reason.contains("condition `large` is false")));
+        assert!(matches!(&TestSystem::step(&v, "review").status, StepStatus::Skipped { reason, .. } if reason.contains("condition `large` is false")));
         assert_eq!(TestSystem::step(&v, "always").status, StepStatus::Succeeded);
         assert_eq!(TestSystem::step(&v, "hold").status, StepStatus::Cancelled);
     })
@@ -273,4 +273,42 @@ async fn an_edited_spec_with_the_same_version_is_a_different_spec() {
     let v = sys.t().view(&old).await.unwrap();
     assert_eq!(v.step_ids, vec!["a"], "the old run keeps the spec it started with");
     assert!(matches!(TestSystem::step(&v, "a").status, StepStatus::WaitingHuman { .. }));
+}
+
+/// The SOP merge: a conflict needs a partner's approval, no conflict goes straight on; the memo
+/// (`join: none_failed`) is written in both branches.
+const MERGE: &str = r#"
+id: merge
+owner: ops
+parameters:
+  adverse: { type: string, required: true }
+steps:
+  - { id: check, type: code, inputs: { adverse: "${{ params.adverse }}" }, script: "return { conflict: input.adverse === 'Globex' }" }
+  - { id: has_conflict, type: condition, needs: [check], expr: "steps.check.output.conflict" }
+  - { id: conflict_partner, type: approval, needs: [has_conflict], question: "Conflict with ${{ params.adverse }}: take the matter?" }
+  - { id: clear, type: condition, needs: [check], expr: "!steps.check.output.conflict" }
+  - { id: memo, type: code, needs: [conflict_partner, clear], join: none_failed, script: "return 'memo'" }
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_none_failed_join_writes_the_memo_in_both_branches() {
+    each_backend(|sys| async move {
+        let clear = sys.start(MERGE, json!({"adverse": "Initech"})).await;
+        let conflict = sys.start(MERGE, json!({"adverse": "Globex"})).await;
+
+        let v = sys.settle(&clear).await;
+        assert_eq!(v.state.status.label(), "succeeded", "{:?}", v.state.status);
+        assert!(matches!(&TestSystem::step(&v, "conflict_partner").status, StepStatus::Skipped { upstream_failed: false, .. }));
+        assert_eq!(TestSystem::step(&v, "memo").output, Some(json!("memo")));
+
+        let v = sys.settle(&conflict).await;
+        let StepStatus::WaitingHuman { request } = TestSystem::step(&v, "conflict_partner").status.clone() else {
+            panic!("a conflict waits for a partner: {:?}", TestSystem::step(&v, "conflict_partner").status)
+        };
+        sys.t().decide(&request, Decision::Approve, "partner", None).await.unwrap();
+        let v = sys.settle(&conflict).await;
+        assert_eq!(v.state.status.label(), "succeeded", "{:?}", v.state.status);
+        assert_eq!(TestSystem::step(&v, "memo").output, Some(json!("memo")));
+    })
+    .await;
 }

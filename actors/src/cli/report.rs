@@ -21,7 +21,7 @@ pub fn summary_json(v: &RunView) -> Value {
                 "id": v.step_ids[i],
                 "type": v.step_types[i],
                 "status": s.status.label(),
-                "skip_reason": match &s.status { tollgate_engine::run::StepStatus::Skipped { reason } => Some(reason.clone()), _ => None },
+                "skip_reason": match &s.status { tollgate_engine::run::StepStatus::Skipped { reason, .. } => Some(reason.clone()), _ => None },
                 "attempts": s.attempts.len(),
                 "attempt_log": s.attempts,
                 "duration_ms": duration_ms(s),
@@ -73,7 +73,7 @@ pub fn print_summary(v: &RunView) {
         if let Some(e) = &s.error {
             println!("      error: {e}");
         }
-        if let tollgate_engine::run::StepStatus::Skipped { reason } = &s.status {
+        if let tollgate_engine::run::StepStatus::Skipped { reason, .. } = &s.status {
             println!("      skipped: {reason}");
         }
         // A clean `allow` is the common case; show verdicts that found something.

@@ -16,7 +16,7 @@ use crate::run::{
     RunStatus, StepState, StepStatus, Timer,
 };
 use crate::run::requests::{approval_request, budget_request, guidance_request};
-use crate::spec::{StepType, ValidatedSpec};
+use crate::spec::{Join, JoinVerdict, NeedOutcome, StepType, ValidatedSpec};
 use crate::step::{ErrorClass, StepError};
 
 /// Per-attempt limit when neither the step nor the workflow's defaults set one.
@@ -214,8 +214,8 @@ impl Machine<'_> {
             if self.state.steps[i].status != StepStatus::Pending {
                 continue;
             }
-            if let Some(reason) = self.skip_reason(i) {
-                self.state.steps[i].status = StepStatus::Skipped { reason };
+            if let Some((reason, upstream_failed)) = self.skip_reason(i) {
+                self.state.steps[i].status = StepStatus::Skipped { reason, upstream_failed };
                 self.settle(i, &mut ready);
                 continue;
             }
@@ -255,26 +255,49 @@ impl Machine<'_> {
         }
     }
 
-    /// Why step `i` (all needs finished) must be skipped, if it must.
-    fn skip_reason(&self, i: usize) -> Option<String> {
-        for &n in &self.spec.dag().needs[i] {
-            let need = self.spec.step(n);
-            match &self.state.steps[n].status {
-                StepStatus::Succeeded if need.ty == StepType::Condition && self.state.steps[n].output == Some(Value::Bool(false)) => {
-                    return Some(format!("condition `{}` is false", need.id));
-                }
-                StepStatus::Succeeded => {}
-                StepStatus::Failed => return Some(format!("upstream step `{}` failed", need.id)),
-                StepStatus::Skipped { .. } => return Some(format!("upstream step `{}` was skipped", need.id)),
-                _ => return Some(format!("upstream step `{}` was cancelled", need.id)),
+    /// How a finished need looks to its dependents' joins, and why, in words.
+    fn need_outcome(&self, n: usize) -> (NeedOutcome, String) {
+        let id = &self.spec.step(n).id;
+        let s = &self.state.steps[n];
+        match &s.status {
+            StepStatus::Succeeded if self.spec.step(n).ty == StepType::Condition && s.output == Some(Value::Bool(false)) => {
+                (NeedOutcome::Skipped, format!("condition `{id}` is false"))
             }
+            StepStatus::Succeeded => (NeedOutcome::Succeeded, format!("`{id}` succeeded")),
+            StepStatus::Failed => (NeedOutcome::Failed, format!("upstream step `{id}` failed")),
+            StepStatus::Skipped { upstream_failed: true, .. } => {
+                (NeedOutcome::Failed, format!("upstream step `{id}` was skipped after a failure"))
+            }
+            StepStatus::Skipped { .. } => (NeedOutcome::Skipped, format!("upstream step `{id}` was skipped")),
+            _ => (NeedOutcome::Failed, format!("upstream step `{id}` was cancelled")),
+        }
+    }
+
+    /// Why step `i` (all needs finished) must be skipped, if it must, and whether because a
+    /// need failed. The step's join decides; the reason names it.
+    fn skip_reason(&self, i: usize) -> Option<(String, bool)> {
+        let needs = &self.spec.dag().needs[i];
+        let join = self.spec.step(i).join.unwrap_or_default();
+        if let JoinVerdict::Skip { upstream_failed } = join.verdict(needs.iter().map(|&n| self.need_outcome(n).0)) {
+            let outcomes = needs.iter().map(|&n| self.need_outcome(n));
+            let why: Vec<String> = match join {
+                // Every need counts: say what each did.
+                Join::AnySucceeded => outcomes.map(|(_, why)| why).collect(),
+                // The first need that broke the join (a failure before a skip).
+                _ => {
+                    let culprit = if upstream_failed { NeedOutcome::Failed } else { NeedOutcome::Skipped };
+                    outcomes.filter(|(o, _)| *o == culprit).map(|(_, why)| why).take(1).collect()
+                }
+            };
+            let prefix = if join == Join::AnySucceeded { "no need succeeded: " } else { "" };
+            return Some((format!("{prefix}{} (join {})", why.join(", "), join.name()), upstream_failed));
         }
         let when = self.spec.step(i).when.as_deref()?;
         let scope = Scope { params: &self.state.params, steps: &self.state.scope };
         match expr::eval_bool(when, &scope) {
             Ok(true) => None,
-            Ok(false) => Some(format!("`when` is false: {when}")),
-            Err(e) => Some(format!("`when` could not be evaluated: {e}")),
+            Ok(false) => Some((format!("`when` is false: {when}"), false)),
+            Err(e) => Some((format!("`when` could not be evaluated: {e}"), false)),
         }
     }
 

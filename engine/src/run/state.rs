@@ -54,7 +54,13 @@ pub enum StepStatus {
     Delaying { until: u64 },
     Succeeded,
     Failed,
-    Skipped { reason: String },
+    /// Not run. `upstream_failed`: its join skipped it because a need failed, so it counts as
+    /// failed for the joins of its own dependents (a skipped branch is not a failure; this is).
+    Skipped {
+        reason: String,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        upstream_failed: bool,
+    },
     Cancelled,
 }
 

@@ -56,6 +56,15 @@ fn render_state(spec: &ValidatedSpec, s: &RunState) -> String {
 /// Apply `events` in order; print each event's actions, then the final state. Also checks
 /// that replaying the same journal gives the same state.
 fn check(yaml: &str, events: &[Event], expect: Expect) {
+    expect.assert_eq(&trace(yaml, events, false));
+}
+
+/// Like [`check`], also printing why each skipped step was skipped.
+fn check_skips(yaml: &str, events: &[Event], expect: Expect) {
+    expect.assert_eq(&trace(yaml, events, true));
+}
+
+fn trace(yaml: &str, events: &[Event], skips: bool) -> String {
     let spec = spec(yaml);
     let mut state = start(&spec, RunId::from("r1"));
     let mut out = String::new();
@@ -66,8 +75,13 @@ fn check(yaml: &str, events: &[Event], expect: Expect) {
     }
     out.push_str(&render_state(&spec, &state));
     out.push('\n');
-    expect.assert_eq(&out);
+    for (i, st) in state.steps.iter().enumerate().filter(|_| skips) {
+        if let crate::run::StepStatus::Skipped { reason, upstream_failed } = &st.status {
+            out.push_str(&format!("  {} skipped{}: {reason}\n", spec.step(i).id, if *upstream_failed { " (upstream failed)" } else { "" }));
+        }
+    }
     assert_eq!(replay(&spec, RunId::from("r1"), events), state, "replay must reproduce the state");
+    out
 }
 
 fn render_event(e: &Event) -> String {
@@ -426,6 +440,111 @@ fn a_blocked_output_waits_for_guidance_and_only_a_released_or_corrected_value_fl
             @10 blocked draft#1 -> [ask Guidance r1.draft.1 "The output of step `draft` was blocked by the gate mesh (threat.override). Approve it as is, supply a corrected value, or abort the run?"]
             @20 human r1.draft.1 Abort -> [withdraw r1.draft.1, finish]
             run=cancelled draft=cancelled send=cancelled
+        "#]],
+    );
+}
+
+/// The SOP merge: "if there is a conflict, a partner must approve; then write the memo either way".
+const MERGE: &str = r#"
+id: merge
+owner: ops
+steps:
+  - { id: check, type: code, script: "return 1" }
+  - { id: has_conflict, type: condition, needs: [check], expr: "steps.check.output.conflict" }
+  - { id: conflict_partner, type: approval, needs: [has_conflict], question: "Conflict found: take the matter?" }
+  - { id: clear, type: condition, needs: [check], expr: "!steps.check.output.conflict" }
+  - { id: memo, type: code, needs: [conflict_partner, clear], join: none_failed, script: "return 1" }
+"#;
+
+#[test]
+fn a_none_failed_join_merges_a_branch_taken_and_a_branch_not_taken() {
+    check_skips(
+        MERGE,
+        &[
+            started(0, json!({})),
+            ok("check", 1, 10, json!({"conflict": true})),
+            decided("r1.conflict_partner.1", Decision::Approve, 20),
+            ok("memo", 1, 30, json!("memo")),
+        ],
+        expect![[r#"
+            @0 start -> [dispatch check#1]
+            @10 ok check#1 -> [ask Approval r1.conflict_partner.1 "Conflict found: take the matter?"]
+            @20 human r1.conflict_partner.1 Approve -> [dispatch memo#1]
+            @30 ok memo#1 -> [finish]
+            run=succeeded check=succeeded has_conflict=succeeded conflict_partner=succeeded clear=succeeded memo=succeeded
+        "#]],
+    );
+    check_skips(
+        MERGE,
+        &[started(0, json!({})), ok("check", 1, 10, json!({"conflict": false})), ok("memo", 1, 30, json!("memo"))],
+        expect![[r#"
+            @0 start -> [dispatch check#1]
+            @10 ok check#1 -> [dispatch memo#1]
+            @30 ok memo#1 -> [finish]
+            run=succeeded check=succeeded has_conflict=succeeded conflict_partner=skipped clear=succeeded memo=succeeded
+              conflict_partner skipped: condition `has_conflict` is false (join all_succeeded)
+        "#]],
+    );
+    // A partner's refusal is a failure, not a branch not taken: the memo is not written.
+    check_skips(
+        MERGE,
+        &[started(0, json!({})), ok("check", 1, 10, json!({"conflict": true})), decided("r1.conflict_partner.1", Decision::Reject, 20)],
+        expect![[r#"
+            @0 start -> [dispatch check#1]
+            @10 ok check#1 -> [ask Approval r1.conflict_partner.1 "Conflict found: take the matter?"]
+            @20 human r1.conflict_partner.1 Reject -> [finish]
+            run=failed check=succeeded has_conflict=succeeded conflict_partner=failed clear=succeeded memo=skipped [rejected: step `conflict_partner` failed: rejected: rejected by ann]
+              memo skipped (upstream failed): upstream step `conflict_partner` failed (join none_failed)
+        "#]],
+    );
+    // With the default join the memo can never run: one of its branches is always skipped.
+    check_skips(
+        &MERGE.replace("join: none_failed, ", ""),
+        &[started(0, json!({})), ok("check", 1, 10, json!({"conflict": false}))],
+        expect![[r#"
+            @0 start -> [dispatch check#1]
+            @10 ok check#1 -> [finish]
+            run=succeeded check=succeeded has_conflict=succeeded conflict_partner=skipped clear=succeeded memo=skipped
+              conflict_partner skipped: condition `has_conflict` is false (join all_succeeded)
+              memo skipped: upstream step `conflict_partner` was skipped (join all_succeeded)
+        "#]],
+    );
+}
+
+const JOINS: &str = r#"
+id: joins
+owner: ops
+steps:
+  - { id: a, type: code, script: "return 1" }
+  - { id: b, type: code, script: "return 1", needs: [a] }
+  - { id: c, type: code, script: "return 1", needs: [b], join: none_failed }
+  - { id: cleanup, type: code, script: "return 1", needs: [c], join: all_done }
+  - { id: alt, type: code, script: "return 1" }
+  - { id: either, type: code, script: "return 1", needs: [a, alt], join: any_succeeded }
+  - { id: neither, type: code, script: "return 1", needs: [b, c], join: any_succeeded }
+"#;
+
+#[test]
+fn a_failure_propagates_as_a_failure_through_skips_and_each_join_decides() {
+    check_skips(
+        JOINS,
+        &[
+            started(0, json!({})),
+            fail("a", 1, 10, StepError::permanent("script_error", "boom")),
+            ok("alt", 1, 20, json!(2)),
+            ok("cleanup", 1, 30, json!(3)),
+            ok("either", 1, 40, json!(4)),
+        ],
+        expect![[r#"
+            @0 start -> [dispatch a#1, dispatch alt#1]
+            @10 fail a#1 (script_error) -> [dispatch cleanup#1]
+            @20 ok alt#1 -> [dispatch either#1]
+            @30 ok cleanup#1 -> []
+            @40 ok either#1 -> [finish]
+            run=failed a=failed b=skipped c=skipped cleanup=succeeded alt=succeeded either=succeeded neither=skipped [step_failed: step `a` failed: script_error: boom]
+              b skipped (upstream failed): upstream step `a` failed (join all_succeeded)
+              c skipped (upstream failed): upstream step `b` was skipped after a failure (join none_failed)
+              neither skipped (upstream failed): no need succeeded: upstream step `b` was skipped after a failure, upstream step `c` was skipped after a failure (join any_succeeded)
         "#]],
     );
 }

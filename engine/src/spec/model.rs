@@ -158,6 +158,9 @@ pub struct StepSpec {
     /// CEL expression over `params` and `steps`; false skips this step and its dependents.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub when: Option<String>,
+    /// How `needs` combine: `all_succeeded` (default), `all_done`, `any_succeeded`, `none_failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub join: Option<crate::spec::Join>,
     /// Named inputs; strings may hold `${{ expr }}` references to `params` and upstream `steps`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub inputs: BTreeMap<String, serde_json::Value>,

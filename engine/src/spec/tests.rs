@@ -29,7 +29,7 @@ fn malformed_yaml_and_unknown_fields_name_the_line() {
         "id: w\nowner: o\nsteps:\n  - id: a\n    type: code\n    scrpt: x\n",
         expect![[r#"
             invalid workflow spec (1 problem):
-              - line 6, column 5: steps[0]: unknown field `scrpt`, expected one of `id`, `type`, `description`, `needs`, `when`, `inputs`, `retry`, `timeout`, `cost`, `expr`, `script`, `limits`, `duration`, `request`, `question`, `assignee`, `gates`, `with`
+              - line 6, column 5: steps[0]: unknown field `scrpt`, expected one of `id`, `type`, `description`, `needs`, `when`, `join`, `inputs`, `retry`, `timeout`, `cost`, `expr`, `script`, `limits`, `duration`, `request`, `question`, `assignee`, `gates`, `with`
         "#]],
     );
     check(
@@ -166,6 +166,38 @@ fn amounts_are_exact_decimals_and_bad_ones_are_refused_with_their_place() {
         expect![[r#"
             invalid workflow spec (1 problem):
               - line 3, column 21: budget.max_cost: `1,5` is not a decimal amount (write e.g. 0.25)
+        "#]],
+    );
+}
+
+#[test]
+fn a_join_that_can_never_run_is_explained() {
+    check(
+        r#"
+id: w
+owner: o
+steps:
+  - { id: lone, type: code, script: x, join: all_done }
+  - { id: off, type: code, script: x, when: "false" }
+  - { id: never, type: condition, expr: "1 > 2" }
+  - { id: maybe, type: condition, expr: "true", needs: [lone] }
+  - { id: any, type: code, script: x, needs: [off, never], join: any_succeeded }
+  - { id: all, type: code, script: x, needs: [maybe, off], join: all_succeeded }
+  - { id: after_any, type: code, script: x, needs: [any], join: any_succeeded }
+  - { id: fine, type: code, script: x, needs: [off, never, maybe], join: none_failed }
+"#,
+        expect![[r#"
+            invalid workflow spec (4 problems):
+              - steps[0] (lone).join: `join: all_done` combines `needs`, and this step has none
+              - steps[4] (any).join: `join: any_succeeded` can never run: it needs one need to succeed, but `off` has a `when` that is always false, `never` is a condition that is always false
+              - steps[5] (all).join: `join: all_succeeded` can never run: it needs every need to succeed, but `off` has a `when` that is always false
+              - steps[6] (after_any).join: `join: any_succeeded` can never run: it needs one need to succeed, but `any` can never run (its `join: any_succeeded` cannot be met)
+        "#]],
+    );
+    check(
+        "id: w\nowner: o\nsteps:\n  - { id: a, type: code, script: x }\n  - { id: yes, type: condition, expr: \"steps.a.output > 1\", needs: [a] }\n  - { id: no, type: condition, expr: \"steps.a.output <= 1\", needs: [a] }\n  - { id: memo, type: code, script: x, needs: [yes, no], join: any_succeeded }\n",
+        expect![[r#"
+            ok: 4 steps, topo [0, 1, 2, 3]
         "#]],
     );
 }

@@ -205,6 +205,9 @@ pub fn validate(spec: WorkflowSpec) -> Result<ValidatedSpec, SpecError> {
     for (i, step) in spec.steps.iter().enumerate() {
         check_step(i, step, &spec, &index, &needs, &mut p);
     }
+    if !topo.is_empty() {
+        crate::spec::join::check_joins(&spec, &needs, &topo, &mut p);
+    }
     let (mesh, policies) = gates_of(&spec, &mut p);
     if !p.is_empty() {
         return Err(SpecError { problems: p });
