@@ -312,3 +312,37 @@ async fn a_none_failed_join_writes_the_memo_in_both_branches() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_chooses_what_retries_and_a_servers_retry_after_is_capped() {
+    each_backend(|sys| async move {
+        // 404 first (permanent, retried only because the step says so), then 429 asking for an
+        // hour (capped by the step's backoff max), then 200.
+        let server = TestServer::start(Arc::new(|n, _| match n {
+            0 => (StatusCode::NOT_FOUND, vec![], "not yet".into(), Duration::ZERO),
+            1 => (StatusCode::TOO_MANY_REQUESTS, vec![("retry-after", "3600".into())], "slow down".into(), Duration::ZERO),
+            _ => (StatusCode::OK, vec![], r#"{"ok":true}"#.into(), Duration::ZERO),
+        }))
+        .await;
+        let yaml = format!(
+            r#"
+id: retry-on
+owner: ops
+steps:
+  - id: call
+    type: api_call
+    request: {{ url: "{}" }}
+    retry: {{ max_attempts: 3, on: any, backoff: {{ initial: 50ms, max: 200ms }} }}
+"#,
+            server.url("/eventually")
+        );
+        let run = sys.start(&yaml, json!({})).await;
+        let v = sys.settle(&run).await;
+        assert_eq!(v.state.status.label(), "succeeded", "{:?}", v.state.status);
+        let call = TestSystem::step(&v, "call");
+        let codes: Vec<_> = call.attempts.iter().map(|a| a.error.as_ref().map(|e| e.code.as_str())).collect();
+        assert_eq!(codes, [Some("http_status"), Some("http_status"), None]);
+        assert_eq!(server.hits().len(), 3);
+    })
+    .await;
+}

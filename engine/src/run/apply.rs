@@ -12,12 +12,12 @@ use crate::ids::{RequestId, RunId, StepId};
 use crate::money::Money;
 use crate::run::state::{AttemptRecord, StepDecision};
 use crate::run::{
-    retry_delay_ms, Action, BudgetState, Decision, Event, FailReason, RunState,
+    retry_after_failure, Action, BudgetState, Decision, Event, FailReason, RunState,
     RunStatus, StepState, StepStatus, Timer,
 };
 use crate::run::requests::{approval_request, budget_request, guidance_request};
 use crate::spec::{Join, JoinVerdict, NeedOutcome, StepType, ValidatedSpec};
-use crate::step::{ErrorClass, StepError};
+use crate::step::StepError;
 
 /// Per-attempt limit when neither the step nor the workflow's defaults set one.
 pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(300);
@@ -154,14 +154,6 @@ fn step_timeout(spec: &ValidatedSpec, i: usize) -> Duration {
         .timeout
         .or_else(|| spec.spec().defaults.as_ref().and_then(|d| d.timeout))
         .unwrap_or(DEFAULT_STEP_TIMEOUT)
-}
-
-fn max_attempts(spec: &ValidatedSpec, i: usize) -> u32 {
-    spec.step(i)
-        .retry
-        .as_ref()
-        .or_else(|| spec.spec().defaults.as_ref().and_then(|d| d.retry.as_ref()))
-        .map_or(1, |r| r.max_attempts)
 }
 
 /// The resolved input of step `i`: its inputs and, for `api_call`, its request, templates evaluated.
@@ -427,14 +419,9 @@ impl Machine<'_> {
         s.error = Some(error.clone());
         let mut ready = Vec::new();
         let retry = self.spec.step(i).retry.as_ref().or_else(|| self.spec.spec().defaults.as_ref().and_then(|d| d.retry.as_ref()));
-        match (&error.class, retry) {
-            (ErrorClass::Permanent, _) | (_, None) => self.fail_step(i, &mut ready),
-            _ if attempt >= max_attempts(self.spec, i) => self.fail_step(i, &mut ready),
-            (class, Some(retry)) => {
-                let mut delay = retry_delay_ms(retry, self.state.run.as_str(), step.as_str(), attempt + 1);
-                if let ErrorClass::RetryAfter { after_ms } = class {
-                    delay = delay.max(*after_ms);
-                }
+        match retry.and_then(|r| retry_after_failure(r, error, self.state.run.as_str(), step.as_str(), attempt)) {
+            None => self.fail_step(i, &mut ready),
+            Some(delay) => {
                 self.state.steps[i].status = StepStatus::Pending;
                 self.dispatch(i, attempt + 1, Some(self.now + delay), &mut ready);
             }

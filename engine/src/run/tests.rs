@@ -548,3 +548,45 @@ fn a_failure_propagates_as_a_failure_through_skips_and_each_join_decides() {
         "#]],
     );
 }
+
+const RETRY_ON: &str = r#"
+id: retry_on
+owner: ops
+steps:
+  - id: script
+    type: code
+    script: "throw new Error('flaky')"
+    retry: { max_attempts: 3, on: [transient, script_error], backoff: { initial: 100ms, max: 10s } }
+  - { id: strict, type: code, script: "return 1", retry: { max_attempts: 3 } }
+  - id: polite
+    type: api_call
+    request: { url: "http://127.0.0.1/x" }
+    retry: { max_attempts: 3, backoff: { initial: 100ms, max: 30s } }
+  - id: patient
+    type: api_call
+    request: { url: "http://127.0.0.1/y" }
+    retry: { max_attempts: 2, max_retry_after: 2h }
+"#;
+
+#[test]
+fn a_step_chooses_what_retries_and_a_retry_after_is_capped_by_its_policy() {
+    let hour = || StepError::retry_after("http_status", std::time::Duration::from_secs(3600), "429 Retry-After: 3600");
+    check(
+        RETRY_ON,
+        &[
+            started(0, json!({})),
+            fail("script", 1, 10, StepError::permanent("script_error", "flaky")),
+            fail("strict", 1, 20, StepError::permanent("script_error", "flaky")),
+            fail("polite", 1, 30, hour()),
+            fail("patient", 1, 40, hour()),
+        ],
+        expect![[r#"
+            @0 start -> [dispatch script#1, dispatch strict#1, dispatch polite#1, dispatch patient#1]
+            @10 fail script#1 (script_error) -> [dispatch script#2 at=135]
+            @20 fail strict#1 (script_error) -> []
+            @30 fail polite#1 (http_status) -> [dispatch polite#2 at=30030]
+            @40 fail patient#1 (http_status) -> [dispatch patient#2 at=3600040]
+            run=running script=running strict=failed polite=running patient=running
+        "#]],
+    );
+}

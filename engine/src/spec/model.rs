@@ -249,6 +249,75 @@ pub struct RetrySpec {
     pub max_attempts: u32,
     #[serde(default)]
     pub backoff: BackoffSpec,
+    /// Which failed attempts are retried: `transient` (default: retryable errors, a server's
+    /// `Retry-After`, timeouts), `any`, or a list of error codes (`[transient, script_error]`).
+    #[serde(default, skip_serializing_if = "RetryOn::is_default")]
+    pub on: RetryOn,
+    /// The longest a server's `Retry-After` may hold the next attempt back (default: `backoff.max`).
+    #[serde(default, with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub max_retry_after: Option<Duration>,
+}
+
+/// What a step retries.
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum RetryOn {
+    /// `transient` or `any`.
+    Class(RetryClass),
+    /// These error codes; `transient` in the list stands for every transient failure.
+    Codes(Vec<String>),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RetryClass {
+    /// Failures worth another attempt: class `retryable` or `retry_after` (timeouts included).
+    Transient,
+    /// Every failure, permanent ones (a thrown script error, a 4xx) included.
+    Any,
+}
+
+impl Default for RetryOn {
+    fn default() -> Self {
+        RetryOn::Class(RetryClass::Transient)
+    }
+}
+
+impl RetryOn {
+    pub fn is_default(&self) -> bool {
+        *self == RetryOn::default()
+    }
+}
+
+/// By hand rather than `untagged`, so a wrong word is named, at its place.
+impl<'de> Deserialize<'de> for RetryOn {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = RetryOn;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("`transient`, `any`, or a list of error codes such as [transient, script_error]")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RetryOn, E> {
+                match v {
+                    "transient" => Ok(RetryOn::Class(RetryClass::Transient)),
+                    "any" => Ok(RetryOn::Class(RetryClass::Any)),
+                    other => Err(E::custom(format!(
+                        "`{other}` is not `transient` or `any` (a single error code goes in a list: [{other}])"
+                    ))),
+                }
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<RetryOn, A::Error> {
+                let mut codes = Vec::new();
+                while let Some(code) = seq.next_element::<String>()? {
+                    codes.push(code);
+                }
+                Ok(RetryOn::Codes(codes))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -201,3 +201,27 @@ steps:
         "#]],
     );
 }
+
+#[test]
+fn what_a_step_retries_is_checked() {
+    let spec = parse_yaml("id: w\nowner: o\nsteps:\n  - { id: a, type: code, script: x, retry: { max_attempts: 3, on: any } }\n  - { id: b, type: code, script: x, retry: { max_attempts: 3, on: [transient, script_error], max_retry_after: 5m } }\n").unwrap();
+    assert_eq!(spec.step(0).retry.as_ref().unwrap().on, crate::spec::RetryOn::Class(crate::spec::RetryClass::Any));
+    assert_eq!(spec.step(1).retry.as_ref().unwrap().max_retry_after, Some(std::time::Duration::from_secs(300)));
+    check(
+        "id: w\nowner: o\ndefaults:\n  retry: { max_attempts: 0, on: [] }\nsteps:\n  - { id: a, type: code, script: x, retry: { max_attempts: 2, on: [script_eror, any] } }\n",
+        expect![[r#"
+            invalid workflow spec (4 problems):
+              - defaults.retry.max_attempts: must be between 1 and 100
+              - defaults.retry.on: an empty list retries nothing: list error codes, or write `transient` or `any`
+              - steps[0] (a).retry.on: unknown error code `script_eror` (known: transient, timeout, http_status, http_unreachable, bad_url, bad_request, bad_redirect, response_too_large, script_error, cpu_limit, memory_limit, bad_output, sandbox_failed, bad_spec, gate_blocked, no_handler)
+              - steps[0] (a).retry.on: `any` covers every code: write `on: any` instead of a list
+        "#]],
+    );
+    check(
+        "id: w\nowner: o\nsteps:\n  - { id: b, type: code, script: x, retry: { max_attempts: 2, on: script_error } }\n",
+        expect![[r#"
+            invalid workflow spec (1 problem):
+              - line 4, column 67: steps[0].retry.on: `script_error` is not `transient` or `any` (a single error code goes in a list: [script_error])
+        "#]],
+    );
+}
