@@ -7,6 +7,7 @@ pub mod crypto;
 pub mod expr;
 pub mod gates;
 pub mod ids;
+pub mod money;
 pub mod queue;
 pub mod run;
 pub mod spec;

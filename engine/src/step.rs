@@ -6,6 +6,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{RunId, StepId, WorkflowId};
+use crate::money::Money;
 use crate::spec::StepSpec;
 
 /// How a failed attempt may be retried. Mapped to the queue's retry meaning in one place only
@@ -20,6 +21,47 @@ pub enum ErrorClass {
     /// Retryable, but not before this long (HTTP 429/503 with `Retry-After`).
     RetryAfter { after_ms: u64 },
 }
+
+impl ErrorClass {
+    /// Worth another attempt under the default retry policy (`retry.on: transient`).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, ErrorClass::Retryable | ErrorClass::RetryAfter { .. })
+    }
+}
+
+/// A stable error code of a failed attempt: who produces it, with which class, and why.
+#[derive(Clone, Copy, Debug)]
+pub struct ErrorCode {
+    pub code: &'static str,
+    pub from: &'static str,
+    pub class: &'static str,
+    pub meaning: &'static str,
+}
+
+/// Every code a failed attempt can carry (README lists them; `retry.on` accepts them). A handler
+/// that adds a code adds it here.
+pub const ERROR_CODES: &[ErrorCode] = &[
+    ErrorCode { code: "timeout", from: "engine, code, api_call", class: "retryable", meaning: "the attempt did not finish within the step's `timeout`" },
+    ErrorCode {
+        code: "http_status",
+        from: "api_call",
+        class: "retryable (408, 429, 5xx); retry_after (429, 503 with `Retry-After`); permanent (other 4xx)",
+        meaning: "the server answered with an error status",
+    },
+    ErrorCode { code: "http_unreachable", from: "api_call", class: "retryable", meaning: "no answer: connection refused or reset, DNS failure, connect timeout" },
+    ErrorCode { code: "bad_url", from: "api_call", class: "permanent", meaning: "the rendered URL is not an http(s) URL" },
+    ErrorCode { code: "bad_request", from: "api_call", class: "permanent", meaning: "the rendered request is malformed (method, header)" },
+    ErrorCode { code: "bad_redirect", from: "api_call", class: "permanent", meaning: "a redirect could not be followed" },
+    ErrorCode { code: "response_too_large", from: "api_call", class: "permanent", meaning: "the response body exceeds the size limit" },
+    ErrorCode { code: "script_error", from: "code", class: "permanent", meaning: "the script threw" },
+    ErrorCode { code: "cpu_limit", from: "code", class: "permanent", meaning: "the script used up its CPU limit" },
+    ErrorCode { code: "memory_limit", from: "code", class: "permanent", meaning: "the script used up its memory limit" },
+    ErrorCode { code: "bad_output", from: "code", class: "permanent", meaning: "the return value is not JSON" },
+    ErrorCode { code: "sandbox_failed", from: "code", class: "retryable", meaning: "the sandbox could not be set up" },
+    ErrorCode { code: "bad_spec", from: "code, api_call", class: "permanent", meaning: "the step lacks its `script` or `request`" },
+    ErrorCode { code: "gate_blocked", from: "worker", class: "permanent", meaning: "the gate mesh blocked the output (`on_block: fail`)" },
+    ErrorCode { code: "no_handler", from: "worker", class: "permanent", meaning: "no handler for the step type in this process" },
+];
 
 /// A failed attempt: its class, a stable code and a human-readable message.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, thiserror::Error)]
@@ -73,7 +115,7 @@ impl StepInvocation<'_> {
 pub struct StepSuccess {
     pub output: serde_json::Value,
     #[serde(default)]
-    pub cost: f64,
+    pub cost: Money,
 }
 
 /// A step type's implementation. Handlers are stateless across attempts: everything they

@@ -61,6 +61,13 @@ async fn approve_a_request_over_http() {
     assert_eq!(again.status(), 409, "a second decision is refused");
     let extend = auth(http.post(format!("{base}/api/requests/{request}/decision"))).json(&json!({"decision": "extend", "by": "x"})).send().await.unwrap();
     assert_eq!(extend.status(), 422, "extend without an amount is refused");
+    let negative = auth(http.post(format!("{base}/api/requests/{request}/decision")))
+        .json(&json!({"decision": "extend", "amount": "-1", "by": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(negative.status(), 422, "a negative amount is refused");
+    assert!(negative.text().await.unwrap().contains("must not be negative"));
 
     wait_for("the run to succeed", Duration::from_secs(10), || {
         let r = auth(http.get(format!("{base}/api/runs/{run}")));

@@ -1,5 +1,6 @@
 //! The architecture, kept honest: dependencies point one way (actors → connectors → engine),
-//! the engine stays pure, and every source file says what it is for.
+//! the engine stays pure, every source file says what it is for, and the README names every
+//! error code a step can fail with.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -73,4 +74,12 @@ fn every_source_file_starts_with_a_doc_comment_saying_what_it_is_for() {
         .map(|f| f.strip_prefix(&root).unwrap().display().to_string())
         .collect();
     assert!(missing.is_empty(), "files without a `//!` doc at the top: {missing:#?}");
+}
+
+#[test]
+fn the_readme_lists_every_error_code_a_step_can_fail_with() {
+    let readme = std::fs::read_to_string(workspace_root().join("README.md")).unwrap();
+    for c in tollgate_engine::step::ERROR_CODES {
+        assert!(readme.contains(&format!("`{}`", c.code)), "README's error-code table lacks `{}` ({})", c.code, c.meaning);
+    }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use serde_json::json;
 use tollgate::service::ServiceError;
+use tollgate_engine::money::Money;
 use tollgate_engine::run::{Decision, StepStatus};
 use tollgate_tests::harness::{each_backend, wait_for, TestServer, TestSystem};
 
@@ -132,10 +133,10 @@ async fn a_run_over_budget_pauses_then_finishes_when_extended() {
         assert_eq!(TestSystem::step(&v, "draft").status, StepStatus::Pending, "draft must not be dispatched");
         let pending = sys.t().pending().await.unwrap();
         assert!(pending.iter().any(|r| r.request.id == request), "request is listed as pending");
-        sys.t().decide(&request, Decision::Extend { amount: 0.5 }, "cfo", Some("ok".into())).await.unwrap();
+        sys.t().decide(&request, Decision::Extend { amount: Money::parse("0.5").unwrap() }, "cfo", Some("ok".into())).await.unwrap();
         let v = sys.settle(&run).await;
         assert_eq!(v.state.status.label(), "succeeded", "{:?}", v.state.status);
-        assert!((v.state.budget.spent - 1.4).abs() < 1e-9);
+        assert_eq!(v.state.budget.spent, Money::parse("1.4").unwrap(), "0.7 + 0.7, exactly");
     })
     .await;
 }
@@ -222,7 +223,7 @@ steps:
         sys.t().cancel(&run, "ops", "client withdrew").await.unwrap();
         let v = sys.settle(&run).await;
         assert_eq!(v.state.status.label(), "cancelled");
-        assert!(matches!(&TestSystem::step(&v, "review").status, StepStatus::Skipped { reason } if reason.contains("condition `large` is false")));
+        assert!(matches!(&TestSystem::step(&v, "review").status, StepStatus::Skipped { reason, .. } if reason.contains("condition `large` is false")));
         assert_eq!(TestSystem::step(&v, "always").status, StepStatus::Succeeded);
         assert_eq!(TestSystem::step(&v, "hold").status, StepStatus::Cancelled);
     })
@@ -272,4 +273,76 @@ async fn an_edited_spec_with_the_same_version_is_a_different_spec() {
     let v = sys.t().view(&old).await.unwrap();
     assert_eq!(v.step_ids, vec!["a"], "the old run keeps the spec it started with");
     assert!(matches!(TestSystem::step(&v, "a").status, StepStatus::WaitingHuman { .. }));
+}
+
+/// The SOP merge: a conflict needs a partner's approval, no conflict goes straight on; the memo
+/// (`join: none_failed`) is written in both branches.
+const MERGE: &str = r#"
+id: merge
+owner: ops
+parameters:
+  adverse: { type: string, required: true }
+steps:
+  - { id: check, type: code, inputs: { adverse: "${{ params.adverse }}" }, script: "return { conflict: input.adverse === 'Globex' }" }
+  - { id: has_conflict, type: condition, needs: [check], expr: "steps.check.output.conflict" }
+  - { id: conflict_partner, type: approval, needs: [has_conflict], question: "Conflict with ${{ params.adverse }}: take the matter?" }
+  - { id: clear, type: condition, needs: [check], expr: "!steps.check.output.conflict" }
+  - { id: memo, type: code, needs: [conflict_partner, clear], join: none_failed, script: "return 'memo'" }
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_none_failed_join_writes_the_memo_in_both_branches() {
+    each_backend(|sys| async move {
+        let clear = sys.start(MERGE, json!({"adverse": "Initech"})).await;
+        let conflict = sys.start(MERGE, json!({"adverse": "Globex"})).await;
+
+        let v = sys.settle(&clear).await;
+        assert_eq!(v.state.status.label(), "succeeded", "{:?}", v.state.status);
+        assert!(matches!(&TestSystem::step(&v, "conflict_partner").status, StepStatus::Skipped { upstream_failed: false, .. }));
+        assert_eq!(TestSystem::step(&v, "memo").output, Some(json!("memo")));
+
+        let v = sys.settle(&conflict).await;
+        let StepStatus::WaitingHuman { request } = TestSystem::step(&v, "conflict_partner").status.clone() else {
+            panic!("a conflict waits for a partner: {:?}", TestSystem::step(&v, "conflict_partner").status)
+        };
+        sys.t().decide(&request, Decision::Approve, "partner", None).await.unwrap();
+        let v = sys.settle(&conflict).await;
+        assert_eq!(v.state.status.label(), "succeeded", "{:?}", v.state.status);
+        assert_eq!(TestSystem::step(&v, "memo").output, Some(json!("memo")));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_chooses_what_retries_and_a_servers_retry_after_is_capped() {
+    each_backend(|sys| async move {
+        // 404 first (permanent, retried only because the step says so), then 429 asking for an
+        // hour (capped by the step's backoff max), then 200.
+        let server = TestServer::start(Arc::new(|n, _| match n {
+            0 => (StatusCode::NOT_FOUND, vec![], "not yet".into(), Duration::ZERO),
+            1 => (StatusCode::TOO_MANY_REQUESTS, vec![("retry-after", "3600".into())], "slow down".into(), Duration::ZERO),
+            _ => (StatusCode::OK, vec![], r#"{"ok":true}"#.into(), Duration::ZERO),
+        }))
+        .await;
+        let yaml = format!(
+            r#"
+id: retry-on
+owner: ops
+steps:
+  - id: call
+    type: api_call
+    request: {{ url: "{}" }}
+    retry: {{ max_attempts: 3, on: any, backoff: {{ initial: 50ms, max: 200ms }} }}
+"#,
+            server.url("/eventually")
+        );
+        let run = sys.start(&yaml, json!({})).await;
+        let v = sys.settle(&run).await;
+        assert_eq!(v.state.status.label(), "succeeded", "{:?}", v.state.status);
+        let call = TestSystem::step(&v, "call");
+        let codes: Vec<_> = call.attempts.iter().map(|a| a.error.as_ref().map(|e| e.code.as_str())).collect();
+        assert_eq!(codes, [Some("http_status"), Some("http_status"), None]);
+        assert_eq!(server.hits().len(), 3);
+    })
+    .await;
 }

@@ -15,6 +15,7 @@ use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand};
 use serde_json::Value;
 use tollgate_engine::ids::{RunId, StepId};
+use tollgate_engine::money::Money;
 use tollgate_engine::run::{Decision, StepStatus};
 use tollgate_engine::spec::{parse_yaml, ValidatedSpec};
 
@@ -69,9 +70,9 @@ pub enum Command {
         decision: String,
         #[arg(long)]
         comment: Option<String>,
-        /// For `extend`: the amount to add to the budget.
+        /// For `extend`: the amount to add to the budget (an exact decimal, e.g. 0.50).
         #[arg(long)]
-        amount: Option<f64>,
+        amount: Option<Money>,
         /// For `modify`: the corrected output, as JSON (a bare word is taken as a string).
         #[arg(long)]
         value: Option<String>,
@@ -177,8 +178,8 @@ pub async fn main(cli: Cli) -> anyhow::Result<ExitCode> {
                 ("approve", _, _) => Decision::Approve,
                 ("reject", _, _) => Decision::Reject,
                 ("abort", _, _) => Decision::Abort,
-                ("extend", Some(a), _) if a > 0.0 && a.is_finite() => Decision::Extend { amount: a },
-                ("extend", _, _) => bail!("`extend` needs --amount with a positive number"),
+                ("extend", Some(a), _) if !a.is_zero() => Decision::Extend { amount: a },
+                ("extend", _, _) => bail!("`extend` needs --amount with a positive amount"),
                 ("modify", _, Some(v)) => Decision::Modify { value: serde_json::from_str(&v).unwrap_or(Value::String(v)) },
                 ("modify", _, None) => bail!("`modify` needs --value with the corrected output"),
                 (other, _, _) => bail!("unknown decision `{other}`"),

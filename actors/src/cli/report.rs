@@ -21,7 +21,7 @@ pub fn summary_json(v: &RunView) -> Value {
                 "id": v.step_ids[i],
                 "type": v.step_types[i],
                 "status": s.status.label(),
-                "skip_reason": match &s.status { tollgate_engine::run::StepStatus::Skipped { reason } => Some(reason.clone()), _ => None },
+                "skip_reason": match &s.status { tollgate_engine::run::StepStatus::Skipped { reason, .. } => Some(reason.clone()), _ => None },
                 "attempts": s.attempts.len(),
                 "attempt_log": s.attempts,
                 "duration_ms": duration_ms(s),
@@ -62,7 +62,7 @@ pub fn print_summary(v: &RunView) {
     for (i, s) in v.state.steps.iter().enumerate() {
         let dur = duration_ms(s).map_or("-".to_string(), |ms| format!("{ms}ms"));
         println!(
-            "  {:<24} {:<10} {:<14} {:>8} {:>10} {:>8.2}",
+            "  {:<24} {:<10} {:<14} {:>8} {:>10} {:>8}",
             v.step_ids[i],
             v.step_types[i],
             s.status.label(),
@@ -77,7 +77,7 @@ pub fn print_summary(v: &RunView) {
         if s.attempts.len() > 1 || s.attempts.iter().any(|a| !matches!(a.status, AttemptStatus::Succeeded | AttemptStatus::Failed | AttemptStatus::Queued)) {
             println!("      attempts: {}", attempt_log(s));
         }
-        if let tollgate_engine::run::StepStatus::Skipped { reason } = &s.status {
+        if let tollgate_engine::run::StepStatus::Skipped { reason, .. } = &s.status {
             println!("      skipped: {reason}");
         }
         // A clean `allow` is the common case; show verdicts that found something.
@@ -89,8 +89,8 @@ pub fn print_summary(v: &RunView) {
             println!("      decision: {:?} by {}{c}", d.decision, d.by);
         }
     }
-    if let Some(cap) = v.state.budget.cap {
-        println!("  budget: {:.2} spent of {:.2}", v.state.budget.spent, cap + v.state.budget.extended);
+    if let Some(limit) = v.state.budget.limit() {
+        println!("  budget: {} spent of {limit}", v.state.budget.spent);
     }
 }
 

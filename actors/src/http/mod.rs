@@ -18,6 +18,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tollgate_engine::ids::{RequestId, RunId};
+use tollgate_engine::money::Money;
 use tollgate_engine::run::Decision;
 use tollgate_engine::spec::parse_yaml;
 use tollgate_engine::store::StoreError;
@@ -128,8 +129,9 @@ async fn pending(State(t): State<Tollgate>) -> ApiResult {
 #[derive(Deserialize)]
 struct DecisionBody {
     decision: String,
+    /// An exact decimal: a JSON string (`"0.50"`) or number.
     #[serde(default)]
-    amount: Option<f64>,
+    amount: Option<Money>,
     #[serde(default)]
     value: Option<Value>,
     #[serde(default)]
@@ -142,7 +144,7 @@ async fn decide(State(t): State<Tollgate>, Path(request): Path<String>, Json(b):
         ("approve", _, _) => Decision::Approve,
         ("reject", _, _) => Decision::Reject,
         ("abort", _, _) => Decision::Abort,
-        ("extend", Some(a), _) if a.is_finite() && a > 0.0 => Decision::Extend { amount: a },
+        ("extend", Some(a), _) if !a.is_zero() => Decision::Extend { amount: a },
         ("modify", _, Some(v)) => Decision::Modify { value: v },
         (d, _, _) => {
             let msg = format!("decision `{d}` is unknown or lacks its argument (extend needs amount > 0, modify needs value)");

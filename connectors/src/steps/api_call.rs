@@ -22,6 +22,7 @@ use async_trait::async_trait;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use reqwest::{Method, StatusCode, Url};
 use serde_json::{Map, Value, json};
+use tollgate_engine::money::Money;
 use tollgate_engine::spec::HttpRequestSpec;
 use tollgate_engine::step::{StepError, StepHandler, StepInvocation, StepSuccess};
 
@@ -98,7 +99,7 @@ impl StepHandler for ApiCallHandler {
         };
         let request = self.build(&spec, &call.idempotency_key, call.attempt)?;
         match tokio::time::timeout(call.timeout, self.exchange(request)).await {
-            Ok(result) => result.map(|output| StepSuccess { output, cost: 0.0 }),
+            Ok(result) => result.map(|output| StepSuccess { output, cost: Money::ZERO }),
             Err(_) => Err(StepError::retryable("timeout", format!("no complete response within {:?}", call.timeout))),
         }
     }

@@ -9,14 +9,15 @@ use serde_json::{json, Value};
 
 use crate::expr::{self, Scope};
 use crate::ids::{RequestId, RunId, StepId};
+use crate::money::Money;
 use crate::run::state::{AttemptRecord, AttemptStatus, StepDecision};
 use crate::run::{
-    retry_delay_ms, Action, BudgetState, Decision, Event, FailReason, RunState,
+    retry_after_failure, Action, BudgetState, Decision, Event, FailReason, RunState,
     RunStatus, StepState, StepStatus, Timer,
 };
 use crate::run::requests::{approval_request, budget_request, guidance_request};
-use crate::spec::{StepKind, StepType, ValidatedSpec};
-use crate::step::{ErrorClass, StepError};
+use crate::spec::{Join, JoinVerdict, NeedOutcome, StepKind, StepType, ValidatedSpec};
+use crate::step::StepError;
 
 /// Per-attempt limit when neither the step nor the workflow's defaults set one.
 pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(300);
@@ -36,8 +37,8 @@ pub fn start(spec: &ValidatedSpec, run: RunId) -> RunState {
             remaining_needs: needs.len() as u32,
             attempts: Vec::new(),
             output: None,
-            cost: 0.0,
-            reserved: 0.0,
+            cost: Money::ZERO,
+            reserved: Money::ZERO,
             overrun_cost: None,
             error: None,
             gate: None,
@@ -160,14 +161,6 @@ pub fn queue_timeout(spec: &ValidatedSpec, i: usize) -> Option<Duration> {
     spec.step(i).queue_timeout.or_else(|| spec.spec().defaults.as_ref().and_then(|d| d.queue_timeout))
 }
 
-fn max_attempts(spec: &ValidatedSpec, i: usize) -> u32 {
-    spec.step(i)
-        .retry
-        .as_ref()
-        .or_else(|| spec.spec().defaults.as_ref().and_then(|d| d.retry.as_ref()))
-        .map_or(1, |r| r.max_attempts)
-}
-
 /// The resolved input of step `i`: its inputs and, for `api_call`, its request, templates evaluated.
 fn render_input(spec: &ValidatedSpec, state: &RunState, i: usize) -> Result<Value, StepError> {
     let step = spec.step(i);
@@ -182,8 +175,8 @@ fn render_input(spec: &ValidatedSpec, state: &RunState, i: usize) -> Result<Valu
 }
 
 /// What one attempt of step `i` reserves: its estimate, or more after an overrun.
-pub(crate) fn reservation(spec: &ValidatedSpec, state: &RunState, i: usize) -> f64 {
-    let est = spec.step(i).cost.unwrap_or(0.0);
+pub(crate) fn reservation(spec: &ValidatedSpec, state: &RunState, i: usize) -> Money {
+    let est = spec.step(i).cost.unwrap_or(Money::ZERO);
     state.steps[i].overrun_cost.map_or(est, |o| o.max(est))
 }
 
@@ -218,8 +211,8 @@ impl Machine<'_> {
             if self.state.steps[i].status != StepStatus::Pending {
                 continue;
             }
-            if let Some(reason) = self.skip_reason(i) {
-                self.state.steps[i].status = StepStatus::Skipped { reason };
+            if let Some((reason, upstream_failed)) = self.skip_reason(i) {
+                self.state.steps[i].status = StepStatus::Skipped { reason, upstream_failed };
                 self.settle(i, &mut ready);
                 continue;
             }
@@ -259,26 +252,49 @@ impl Machine<'_> {
         }
     }
 
-    /// Why step `i` (all needs finished) must be skipped, if it must.
-    fn skip_reason(&self, i: usize) -> Option<String> {
-        for &n in &self.spec.dag().needs[i] {
-            let need = self.spec.step(n);
-            match &self.state.steps[n].status {
-                StepStatus::Succeeded if need.ty() == StepType::Condition && self.state.steps[n].output == Some(Value::Bool(false)) => {
-                    return Some(format!("condition `{}` is false", need.id));
-                }
-                StepStatus::Succeeded => {}
-                StepStatus::Failed => return Some(format!("upstream step `{}` failed", need.id)),
-                StepStatus::Skipped { .. } => return Some(format!("upstream step `{}` was skipped", need.id)),
-                _ => return Some(format!("upstream step `{}` was cancelled", need.id)),
+    /// How a finished need looks to its dependents' joins, and why, in words.
+    fn need_outcome(&self, n: usize) -> (NeedOutcome, String) {
+        let id = &self.spec.step(n).id;
+        let s = &self.state.steps[n];
+        match &s.status {
+            StepStatus::Succeeded if self.spec.step(n).ty() == StepType::Condition && s.output == Some(Value::Bool(false)) => {
+                (NeedOutcome::Skipped, format!("condition `{id}` is false"))
             }
+            StepStatus::Succeeded => (NeedOutcome::Succeeded, format!("`{id}` succeeded")),
+            StepStatus::Failed => (NeedOutcome::Failed, format!("upstream step `{id}` failed")),
+            StepStatus::Skipped { upstream_failed: true, .. } => {
+                (NeedOutcome::Failed, format!("upstream step `{id}` was skipped after a failure"))
+            }
+            StepStatus::Skipped { .. } => (NeedOutcome::Skipped, format!("upstream step `{id}` was skipped")),
+            _ => (NeedOutcome::Failed, format!("upstream step `{id}` was cancelled")),
+        }
+    }
+
+    /// Why step `i` (all needs finished) must be skipped, if it must, and whether because a
+    /// need failed. The step's join decides; the reason names it.
+    fn skip_reason(&self, i: usize) -> Option<(String, bool)> {
+        let needs = &self.spec.dag().needs[i];
+        let join = self.spec.step(i).join.unwrap_or_default();
+        if let JoinVerdict::Skip { upstream_failed } = join.verdict(needs.iter().map(|&n| self.need_outcome(n).0)) {
+            let outcomes = needs.iter().map(|&n| self.need_outcome(n));
+            let why: Vec<String> = match join {
+                // Every need counts: say what each did.
+                Join::AnySucceeded => outcomes.map(|(_, why)| why).collect(),
+                // The first need that broke the join (a failure before a skip).
+                _ => {
+                    let culprit = if upstream_failed { NeedOutcome::Failed } else { NeedOutcome::Skipped };
+                    outcomes.filter(|(o, _)| *o == culprit).map(|(_, why)| why).take(1).collect()
+                }
+            };
+            let prefix = if join == Join::AnySucceeded { "no need succeeded: " } else { "" };
+            return Some((format!("{prefix}{} (join {})", why.join(", "), join.name()), upstream_failed));
         }
         let when = self.spec.step(i).when.as_deref()?;
         let scope = Scope { params: &self.state.params, steps: &self.state.scope };
         match expr::eval_bool(when, &scope) {
             Ok(true) => None,
-            Ok(false) => Some(format!("`when` is false: {when}")),
-            Err(e) => Some(format!("`when` could not be evaluated: {e}")),
+            Ok(false) => Some((format!("`when` is false: {when}"), false)),
+            Err(e) => Some((format!("`when` could not be evaluated: {e}"), false)),
         }
     }
 
@@ -344,16 +360,16 @@ impl Machine<'_> {
     }
 
     /// Settle the reservation of the attempt in flight with its actual cost.
-    fn settle_cost(&mut self, i: usize, actual: f64) {
+    fn settle_cost(&mut self, i: usize, actual: Money) {
         let s = &mut self.state.steps[i];
         let reserved = std::mem::take(&mut s.reserved);
         // Steps that report no cost of their own are charged their estimate: fail closed.
-        let actual = if actual > 0.0 { actual } else { reserved };
-        if actual > reserved + 1e-9 {
+        let actual = if actual.is_zero() { reserved } else { actual };
+        if actual > reserved {
             s.overrun_cost = Some(actual);
         }
         s.cost += actual;
-        self.state.budget.reserved = (self.state.budget.reserved - reserved).max(0.0);
+        self.state.budget.reserved = self.state.budget.reserved.saturating_sub(reserved);
         self.state.budget.spent += actual;
     }
 
@@ -387,7 +403,7 @@ impl Machine<'_> {
         }
     }
 
-    fn step_succeeded(&mut self, step: &StepId, attempt: u32, started_at: u64, output: &Value, cost: f64, gate: &Option<Value>) {
+    fn step_succeeded(&mut self, step: &StepId, attempt: u32, started_at: u64, output: &Value, cost: Money, gate: &Option<Value>) {
         let Some(i) = self.step_index(step) else { return };
         if !self.is_current(i, attempt, Some(started_at), "succeeded") {
             return;
@@ -405,7 +421,7 @@ impl Machine<'_> {
         self.check_done();
     }
 
-    fn step_blocked(&mut self, step: &StepId, attempt: u32, started_at: u64, redacted: &Value, cost: f64, gate: &Value) {
+    fn step_blocked(&mut self, step: &StepId, attempt: u32, started_at: u64, redacted: &Value, cost: Money, gate: &Value) {
         let Some(i) = self.step_index(step) else { return };
         if !self.is_current(i, attempt, Some(started_at), "blocked") {
             return;
@@ -434,21 +450,16 @@ impl Machine<'_> {
     fn attempt_failed(&mut self, i: usize, attempt: u32, status: AttemptStatus, started_at: Option<u64>, error: &StepError) {
         let spec = self.spec;
         let step = &spec.step(i).id;
-        self.settle_cost(i, 0.0);
+        self.settle_cost(i, Money::ZERO);
         self.close_attempt(i, attempt, status, started_at, Some(error));
         let counted = self.state.steps[i].attempts.iter().filter(|a| a.counts_towards_retries()).count() as u32;
         let s = &mut self.state.steps[i];
         s.error = Some(error.clone());
         let mut ready = Vec::new();
         let retry = self.spec.step(i).retry.as_ref().or_else(|| self.spec.spec().defaults.as_ref().and_then(|d| d.retry.as_ref()));
-        match (&error.class, retry) {
-            (ErrorClass::Permanent, _) | (_, None) => self.fail_step(i, &mut ready),
-            _ if counted >= max_attempts(self.spec, i) => self.fail_step(i, &mut ready),
-            (class, Some(retry)) => {
-                let mut delay = retry_delay_ms(retry, self.state.run.as_str(), step.as_str(), attempt + 1);
-                if let ErrorClass::RetryAfter { after_ms } = class {
-                    delay = delay.max(*after_ms);
-                }
+        match retry.and_then(|r| retry_after_failure(r, error, self.state.run.as_str(), step.as_str(), counted)) {
+            None => self.fail_step(i, &mut ready),
+            Some(delay) => {
                 self.state.steps[i].status = StepStatus::Pending;
                 self.dispatch(i, attempt + 1, Some(self.now + delay), &mut ready);
             }
@@ -466,7 +477,7 @@ impl Machine<'_> {
             return;
         }
         // It may have run: charge its reservation (fail closed), like a step reporting no cost.
-        self.settle_cost(i, 0.0);
+        self.settle_cost(i, Money::ZERO);
         let error = StepError::retryable("interrupted", format!("the process running attempt {attempt} ({worker}) died before it finished"));
         self.close_attempt(i, attempt, AttemptStatus::Interrupted, Some(started_at), Some(&error));
         if let Some(a) = self.state.steps[i].attempts.iter_mut().find(|a| a.attempt == attempt) {
@@ -592,13 +603,13 @@ impl Machine<'_> {
         let Some(&first) = self.state.budget_blocked.first() else { return };
         let amount = match d.decision {
             Decision::Approve => self.state.budget.shortfall(reservation(self.spec, self.state, first)),
-            Decision::Extend { amount } if amount.is_finite() && amount > 0.0 => amount,
+            Decision::Extend { amount } if !amount.is_zero() => amount,
             _ => {
-                let cap = self.state.budget.cap.unwrap_or(0.0) + self.state.budget.extended;
+                let cap = self.state.budget.limit().unwrap_or(Money::ZERO);
                 return self.finish(RunStatus::Failed {
                     reason: FailReason {
                         code: "budget_exhausted".into(),
-                        message: format!("budget of {cap:.2} exhausted; extension refused by {}", d.by),
+                        message: format!("budget of {cap} exhausted; extension refused by {}", d.by),
                     },
                 });
             }
@@ -658,13 +669,13 @@ impl Machine<'_> {
             if !s.status.is_terminal() {
                 s.status = StepStatus::Cancelled;
                 s.finished_at.get_or_insert(self.now);
-                s.reserved = 0.0;
+                s.reserved = Money::ZERO;
             }
         }
         if let Some(req) = self.state.budget_request.take() {
             self.actions.push(Action::WithdrawHuman { request: req });
         }
-        self.state.budget.reserved = 0.0;
+        self.state.budget.reserved = Money::ZERO;
         self.state.open_steps = 0;
         self.state.status = status;
         self.state.finished_at = Some(self.now);

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::ids::{RequestId, StepId};
+use crate::money::Money;
 use crate::step::StepError;
 
 /// A fact about a run. Journaled, in order, before anything it causes is done.
@@ -18,7 +19,7 @@ pub enum Event {
         at: u64,
         started_at: u64,
         output: Value,
-        cost: f64,
+        cost: Money,
         /// The gate mesh's verdict on the output, when the step type is gated.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         gate: Option<Value>,
@@ -35,7 +36,7 @@ pub enum Event {
     },
     /// The gate mesh blocked the attempt's output. Only its redacted form is journaled; the
     /// output itself is held (sealed) outside the run's reach until a human releases it.
-    StepBlocked { step: StepId, attempt: u32, at: u64, started_at: u64, redacted: Value, cost: f64, gate: Value },
+    StepBlocked { step: StepId, attempt: u32, at: u64, started_at: u64, redacted: Value, cost: Money, gate: Value },
     TimerFired { timer: Timer, at: u64 },
     /// An attempt was started by a process that died before recording an outcome (the run
     /// driver found its claim held by a process that is no longer alive). It may have run: the
@@ -104,7 +105,7 @@ pub enum Decision {
     Approve,
     Reject,
     /// Budget extension by this amount (an `approve` on a budget request extends by what is needed).
-    Extend { amount: f64 },
+    Extend { amount: Money },
     /// Guidance: use this value instead.
     Modify { value: Value },
     Abort,

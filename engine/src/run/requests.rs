@@ -71,8 +71,8 @@ pub(crate) fn budget_request(spec: &ValidatedSpec, state: &RunState, i: usize, i
         mode: HumanMode::BudgetExtension,
         step: Some(step.id.clone()),
         question: format!(
-            "The run's budget ({:.2} {currency}, {:.2} spent) cannot cover step `{}` (estimated {:.2}). Extend it by at least {:.2}?",
-            b.cap.unwrap_or(0.0) + b.extended,
+            "The run's budget ({} {currency}, {} spent) cannot cover step `{}` (estimated {}). Extend it by at least {}?",
+            b.limit().unwrap_or_default(),
             b.spent,
             step.id,
             estimate,

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::ids::{RequestId, RunId};
+use crate::money::Money;
 use crate::run::Decision;
 use crate::step::StepError;
 
@@ -59,7 +60,13 @@ pub enum StepStatus {
     Delaying { until: u64 },
     Succeeded,
     Failed,
-    Skipped { reason: String },
+    /// Not run. `upstream_failed`: its join skipped it because a need failed, so it counts as
+    /// failed for the joins of its own dependents (a skipped branch is not a failure; this is).
+    Skipped {
+        reason: String,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        upstream_failed: bool,
+    },
     Cancelled,
 }
 
@@ -176,12 +183,12 @@ pub struct StepState {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<Value>,
     /// Settled cost of all attempts.
-    pub cost: f64,
+    pub cost: Money,
     /// Cost reserved for the attempt in flight.
-    pub reserved: f64,
+    pub reserved: Money,
     /// An attempt cost more than its estimate; later attempts reserve at least that much.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub overrun_cost: Option<f64>,
+    pub overrun_cost: Option<Money>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<StepError>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -200,24 +207,25 @@ pub struct StepState {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct BudgetState {
     /// The declared cap, if any.
-    pub cap: Option<f64>,
+    pub cap: Option<Money>,
     /// Extensions granted by humans.
-    pub extended: f64,
-    pub spent: f64,
-    pub reserved: f64,
+    pub extended: Money,
+    pub spent: Money,
+    pub reserved: Money,
 }
 
 impl BudgetState {
-    /// Whether `estimate` more can be reserved.
-    pub fn covers(&self, estimate: f64) -> bool {
-        match self.cap {
-            None => true,
-            Some(cap) => self.spent + self.reserved + estimate <= cap + self.extended + 1e-9,
-        }
+    /// The cap with its extensions, if there is a cap.
+    pub fn limit(&self) -> Option<Money> {
+        self.cap.map(|cap| cap + self.extended)
+    }
+    /// Whether `estimate` more can be reserved (exactly: a cap of 0.3 covers three steps of 0.1).
+    pub fn covers(&self, estimate: Money) -> bool {
+        self.limit().is_none_or(|limit| self.spent + self.reserved + estimate <= limit)
     }
     /// How much more budget `estimate` needs.
-    pub fn shortfall(&self, estimate: f64) -> f64 {
-        self.cap.map_or(0.0, |cap| (self.spent + self.reserved + estimate - cap - self.extended).max(0.0))
+    pub fn shortfall(&self, estimate: Money) -> Money {
+        self.limit().map_or(Money::ZERO, |limit| (self.spent + self.reserved + estimate).saturating_sub(limit))
     }
 }
 

@@ -4,6 +4,7 @@ use expect_test::{expect, Expect};
 use serde_json::{json, Value};
 
 use crate::ids::{RequestId, RunId, StepId};
+use crate::money::Money;
 use crate::run::{apply, replay, start, Action, AttemptStatus, Decision, Event, RunState, Timer};
 use crate::spec::{parse_yaml, ValidatedSpec};
 use crate::step::StepError;
@@ -56,6 +57,15 @@ fn render_state(spec: &ValidatedSpec, s: &RunState) -> String {
 /// Apply `events` in order; print each event's actions, then the final state. Also checks
 /// that replaying the same journal gives the same state.
 fn check(yaml: &str, events: &[Event], expect: Expect) {
+    expect.assert_eq(&trace(yaml, events, false));
+}
+
+/// Like [`check`], also printing why each skipped step was skipped.
+fn check_skips(yaml: &str, events: &[Event], expect: Expect) {
+    expect.assert_eq(&trace(yaml, events, true));
+}
+
+fn trace(yaml: &str, events: &[Event], skips: bool) -> String {
     let spec = spec(yaml);
     let mut state = start(&spec, RunId::from("r1"));
     let mut out = String::new();
@@ -81,8 +91,13 @@ fn check(yaml: &str, events: &[Event], expect: Expect) {
             out.push_str(&format!("{}: {}\n", spec.step(i).id, log.join(", ")));
         }
     }
-    expect.assert_eq(&out);
+    for (i, st) in state.steps.iter().enumerate().filter(|_| skips) {
+        if let crate::run::StepStatus::Skipped { reason, upstream_failed } = &st.status {
+            out.push_str(&format!("  {} skipped{}: {reason}\n", spec.step(i).id, if *upstream_failed { " (upstream failed)" } else { "" }));
+        }
+    }
     assert_eq!(replay(&spec, RunId::from("r1"), events), state, "replay must reproduce the state");
+    out
 }
 
 fn render_event(e: &Event) -> String {
@@ -102,9 +117,10 @@ fn started(at: u64, params: Value) -> Event {
     Event::RunStarted { at, params }
 }
 fn ok(step: &str, attempt: u32, at: u64, output: Value) -> Event {
-    Event::StepSucceeded { step: StepId::from(step), attempt, at, started_at: at, output, cost: 0.0, gate: None }
+    Event::StepSucceeded { step: StepId::from(step), attempt, at, started_at: at, output, cost: Money::ZERO, gate: None }
 }
-fn ok_cost(step: &str, attempt: u32, at: u64, cost: f64) -> Event {
+fn ok_cost(step: &str, attempt: u32, at: u64, cost: &str) -> Event {
+    let cost = Money::parse(cost).expect("a test amount");
     Event::StepSucceeded { step: StepId::from(step), attempt, at, started_at: at, output: json!(null), cost, gate: None }
 }
 fn fail(step: &str, attempt: u32, at: u64, error: StepError) -> Event {
@@ -353,27 +369,64 @@ steps:
 fn a_step_the_budget_cannot_cover_pauses_the_run_until_extended() {
     check(
         BUDGET,
-        &[started(0, json!({})), ok_cost("a", 1, 10, 0.0), decided("r1.budget.1", Decision::Approve, 20), ok_cost("b", 1, 30, 0.9)],
+        &[started(0, json!({})), ok_cost("a", 1, 10, "0"), decided("r1.budget.1", Decision::Approve, 20), ok_cost("b", 1, 30, "0.9")],
         expect![[r#"
             @0 start -> [dispatch a#1]
             @10 ok a#1 -> [ask BudgetExtension r1.budget.1 "The run's budget (1.00 USD, 0.60 spent) cannot cover step `b` (estimated 0.60). Extend it by at least 0.20?"]
             @20 human r1.budget.1 Approve -> [dispatch b#1]
             @30 ok b#1 -> [ask BudgetExtension r1.budget.2 "The run's budget (1.20 USD, 1.50 spent) cannot cover step `c` (estimated 0.10). Extend it by at least 0.40?"]
-            run=running a=succeeded b=succeeded c=pending budget(spent=1.5 reserved=0 extended=0.19999999999999996)
+            run=running a=succeeded b=succeeded c=pending budget(spent=1.50 reserved=0.00 extended=0.20)
         "#]],
     );
+}
+
+const TENTHS: &str = r#"
+id: tenths
+owner: ops
+budget: { max_cost: 0.3 }
+steps:
+  - { id: a, type: code, script: "return 1", cost: 0.1 }
+  - { id: b, type: code, script: "return 1", cost: 0.1 }
+  - { id: c, type: code, script: "return 1", cost: 0.1 }
+  - { id: d, type: code, script: "return 1", cost: 0.1, needs: [a, b, c] }
+"#;
+
+#[test]
+fn money_is_exact_three_tenths_fill_a_budget_of_three_tenths() {
+    check(
+        TENTHS,
+        &[started(0, json!({})), ok_cost("a", 1, 10, "0.1"), ok_cost("b", 1, 20, "0.1"), ok_cost("c", 1, 30, "0.1")],
+        expect![[r#"
+            @0 start -> [dispatch a#1, dispatch b#1, dispatch c#1]
+            @10 ok a#1 -> []
+            @20 ok b#1 -> []
+            @30 ok c#1 -> [ask BudgetExtension r1.budget.1 "The run's budget (0.30 USD, 0.30 spent) cannot cover step `d` (estimated 0.10). Extend it by at least 0.10?"]
+            run=running a=succeeded b=succeeded c=succeeded d=pending budget(spent=0.30 reserved=0.00 extended=0.00)
+        "#]],
+    );
+    let spec = spec(TENTHS);
+    let events = [started(0, json!({})), ok_cost("a", 1, 10, "0.1"), ok_cost("b", 1, 20, "0.1"), ok_cost("c", 1, 30, "0.1")];
+    let state = replay(&spec, RunId::from("r1"), &events);
+    let stored = serde_json::to_value(&state).unwrap();
+    assert_eq!(stored["budget"]["spent"], json!("0.3"), "stored as an exact decimal string");
+    assert_eq!(stored["steps"][0]["cost"], json!("0.1"));
+    let back: RunState = serde_json::from_value(stored).unwrap();
+    assert_eq!(back.budget, state.budget);
+    let journaled = serde_json::to_string(&events[1]).unwrap();
+    assert!(journaled.contains(r#""cost":"0.1""#), "{journaled}");
+    assert_eq!(serde_json::from_str::<Event>(&journaled).unwrap(), events[1]);
 }
 
 #[test]
 fn a_refused_budget_extension_fails_the_run_closed() {
     check(
         BUDGET,
-        &[started(0, json!({})), ok_cost("a", 1, 10, 0.0), decided("r1.budget.1", Decision::Reject, 20)],
+        &[started(0, json!({})), ok_cost("a", 1, 10, "0"), decided("r1.budget.1", Decision::Reject, 20)],
         expect![[r#"
             @0 start -> [dispatch a#1]
             @10 ok a#1 -> [ask BudgetExtension r1.budget.1 "The run's budget (1.00 USD, 0.60 spent) cannot cover step `b` (estimated 0.60). Extend it by at least 0.20?"]
             @20 human r1.budget.1 Reject -> [withdraw r1.budget.1, finish]
-            run=failed a=succeeded b=cancelled c=cancelled [budget_exhausted: budget of 1.00 exhausted; extension refused by ann] budget(spent=0.6 reserved=0 extended=0)
+            run=failed a=succeeded b=cancelled c=cancelled [budget_exhausted: budget of 1.00 exhausted; extension refused by ann] budget(spent=0.60 reserved=0.00 extended=0.00)
         "#]],
     );
 }
@@ -416,7 +469,7 @@ fn blocked(step: &str, at: u64) -> Event {
         at,
         started_at: at,
         redacted: json!("ignore [BLOCKED]"),
-        cost: 0.0,
+        cost: Money::ZERO,
         gate: json!({"action": "block", "findings": [{"rule_id": "threat.override", "action": "block"}]}),
     }
 }
@@ -462,6 +515,156 @@ fn a_blocked_output_waits_for_guidance_and_only_a_released_or_corrected_value_fl
             @20 human r1.draft.1 Abort -> [withdraw r1.draft.1, finish]
             run=cancelled draft=cancelled send=cancelled
             draft: #1 blocked
+        "#]],
+    );
+}
+
+/// The SOP merge: "if there is a conflict, a partner must approve; then write the memo either way".
+const MERGE: &str = r#"
+id: merge
+owner: ops
+steps:
+  - { id: check, type: code, script: "return 1" }
+  - { id: has_conflict, type: condition, needs: [check], expr: "steps.check.output.conflict" }
+  - { id: conflict_partner, type: approval, needs: [has_conflict], question: "Conflict found: take the matter?" }
+  - { id: clear, type: condition, needs: [check], expr: "!steps.check.output.conflict" }
+  - { id: memo, type: code, needs: [conflict_partner, clear], join: none_failed, script: "return 1" }
+"#;
+
+#[test]
+fn a_none_failed_join_merges_a_branch_taken_and_a_branch_not_taken() {
+    check_skips(
+        MERGE,
+        &[
+            started(0, json!({})),
+            ok("check", 1, 10, json!({"conflict": true})),
+            decided("r1.conflict_partner.1", Decision::Approve, 20),
+            ok("memo", 1, 30, json!("memo")),
+        ],
+        expect![[r#"
+            @0 start -> [dispatch check#1]
+            @10 ok check#1 -> [ask Approval r1.conflict_partner.1 "Conflict found: take the matter?"]
+            @20 human r1.conflict_partner.1 Approve -> [dispatch memo#1]
+            @30 ok memo#1 -> [finish]
+            run=succeeded check=succeeded has_conflict=succeeded conflict_partner=succeeded clear=succeeded memo=succeeded
+        "#]],
+    );
+    check_skips(
+        MERGE,
+        &[started(0, json!({})), ok("check", 1, 10, json!({"conflict": false})), ok("memo", 1, 30, json!("memo"))],
+        expect![[r#"
+            @0 start -> [dispatch check#1]
+            @10 ok check#1 -> [dispatch memo#1]
+            @30 ok memo#1 -> [finish]
+            run=succeeded check=succeeded has_conflict=succeeded conflict_partner=skipped clear=succeeded memo=succeeded
+              conflict_partner skipped: condition `has_conflict` is false (join all_succeeded)
+        "#]],
+    );
+    // A partner's refusal is a failure, not a branch not taken: the memo is not written.
+    check_skips(
+        MERGE,
+        &[started(0, json!({})), ok("check", 1, 10, json!({"conflict": true})), decided("r1.conflict_partner.1", Decision::Reject, 20)],
+        expect![[r#"
+            @0 start -> [dispatch check#1]
+            @10 ok check#1 -> [ask Approval r1.conflict_partner.1 "Conflict found: take the matter?"]
+            @20 human r1.conflict_partner.1 Reject -> [finish]
+            run=failed check=succeeded has_conflict=succeeded conflict_partner=failed clear=succeeded memo=skipped [rejected: step `conflict_partner` failed: rejected: rejected by ann]
+              memo skipped (upstream failed): upstream step `conflict_partner` failed (join none_failed)
+        "#]],
+    );
+    // With the default join the memo can never run: one of its branches is always skipped.
+    check_skips(
+        &MERGE.replace("join: none_failed, ", ""),
+        &[started(0, json!({})), ok("check", 1, 10, json!({"conflict": false}))],
+        expect![[r#"
+            @0 start -> [dispatch check#1]
+            @10 ok check#1 -> [finish]
+            run=succeeded check=succeeded has_conflict=succeeded conflict_partner=skipped clear=succeeded memo=skipped
+              conflict_partner skipped: condition `has_conflict` is false (join all_succeeded)
+              memo skipped: upstream step `conflict_partner` was skipped (join all_succeeded)
+        "#]],
+    );
+}
+
+const JOINS: &str = r#"
+id: joins
+owner: ops
+steps:
+  - { id: a, type: code, script: "return 1" }
+  - { id: b, type: code, script: "return 1", needs: [a] }
+  - { id: c, type: code, script: "return 1", needs: [b], join: none_failed }
+  - { id: cleanup, type: code, script: "return 1", needs: [c], join: all_done }
+  - { id: alt, type: code, script: "return 1" }
+  - { id: either, type: code, script: "return 1", needs: [a, alt], join: any_succeeded }
+  - { id: neither, type: code, script: "return 1", needs: [b, c], join: any_succeeded }
+"#;
+
+#[test]
+fn a_failure_propagates_as_a_failure_through_skips_and_each_join_decides() {
+    check_skips(
+        JOINS,
+        &[
+            started(0, json!({})),
+            fail("a", 1, 10, StepError::permanent("script_error", "boom")),
+            ok("alt", 1, 20, json!(2)),
+            ok("cleanup", 1, 30, json!(3)),
+            ok("either", 1, 40, json!(4)),
+        ],
+        expect![[r#"
+            @0 start -> [dispatch a#1, dispatch alt#1]
+            @10 fail a#1 (script_error) -> [dispatch cleanup#1]
+            @20 ok alt#1 -> [dispatch either#1]
+            @30 ok cleanup#1 -> []
+            @40 ok either#1 -> [finish]
+            run=failed a=failed b=skipped c=skipped cleanup=succeeded alt=succeeded either=succeeded neither=skipped [step_failed: step `a` failed: script_error: boom]
+              b skipped (upstream failed): upstream step `a` failed (join all_succeeded)
+              c skipped (upstream failed): upstream step `b` was skipped after a failure (join none_failed)
+              neither skipped (upstream failed): no need succeeded: upstream step `b` was skipped after a failure, upstream step `c` was skipped after a failure (join any_succeeded)
+        "#]],
+    );
+}
+
+const RETRY_ON: &str = r#"
+id: retry_on
+owner: ops
+steps:
+  - id: script
+    type: code
+    script: "throw new Error('flaky')"
+    retry: { max_attempts: 3, on: [transient, script_error], backoff: { initial: 100ms, max: 10s } }
+  - { id: strict, type: code, script: "return 1", retry: { max_attempts: 3 } }
+  - id: polite
+    type: api_call
+    request: { url: "http://127.0.0.1/x" }
+    retry: { max_attempts: 3, backoff: { initial: 100ms, max: 30s } }
+  - id: patient
+    type: api_call
+    request: { url: "http://127.0.0.1/y" }
+    retry: { max_attempts: 2, max_retry_after: 2h }
+"#;
+
+#[test]
+fn a_step_chooses_what_retries_and_a_retry_after_is_capped_by_its_policy() {
+    let hour = || StepError::retry_after("http_status", std::time::Duration::from_secs(3600), "429 Retry-After: 3600");
+    check(
+        RETRY_ON,
+        &[
+            started(0, json!({})),
+            fail("script", 1, 10, StepError::permanent("script_error", "flaky")),
+            fail("strict", 1, 20, StepError::permanent("script_error", "flaky")),
+            fail("polite", 1, 30, hour()),
+            fail("patient", 1, 40, hour()),
+        ],
+        expect![[r#"
+            @0 start -> [dispatch script#1, dispatch strict#1, dispatch polite#1, dispatch patient#1]
+            @10 fail script#1 (script_error) -> [dispatch script#2 at=135]
+            @20 fail strict#1 (script_error) -> []
+            @30 fail polite#1 (http_status) -> [dispatch polite#2 at=30030]
+            @40 fail patient#1 (http_status) -> [dispatch patient#2 at=3600040]
+            run=running script=running strict=failed polite=running patient=running
+            script: #1 failed, #2 queued
+            polite: #1 failed, #2 queued
+            patient: #1 failed, #2 queued
         "#]],
     );
 }

@@ -1,11 +1,13 @@
 //! Workflow specs: the YAML model, parsing with located errors, and validation into a
 //! [`ValidatedSpec`] — the only form the run state machine accepts.
 
+mod join;
 mod model;
 mod parse;
 pub mod steps;
 mod validate;
 
+pub use join::{Join, JoinVerdict, NeedOutcome};
 pub use model::*;
 pub use parse::{parse_yaml, SpecError, SpecProblem};
 pub use steps::{

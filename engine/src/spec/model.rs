@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::{OwnerId, StepId, WorkflowId};
 use crate::spec::steps::StepKind;
+use crate::money::Money;
 
 /// A workflow: a DAG of steps with parameters, a budget and a run timeout.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -77,8 +78,8 @@ pub enum ParameterType {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BudgetSpec {
-    /// Maximum spend per run, in `currency` units.
-    pub max_cost: f64,
+    /// Maximum spend per run, in `currency` units (an exact decimal).
+    pub max_cost: Money,
     #[serde(default = "usd")]
     pub currency: String,
 }
@@ -165,6 +166,9 @@ pub struct StepSpec {
     /// CEL expression over `params` and `steps`; false skips this step and its dependents.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub when: Option<String>,
+    /// How `needs` combine: `all_succeeded` (default), `all_done`, `any_succeeded`, `none_failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub join: Option<crate::spec::Join>,
     /// Named inputs; strings may hold `${{ expr }}` references to `params` and upstream `steps`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub inputs: BTreeMap<String, serde_json::Value>,
@@ -180,9 +184,9 @@ pub struct StepSpec {
     #[serde(default, with = "humantime_serde", skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Option<String>")]
     pub queue_timeout: Option<Duration>,
-    /// Estimated cost of one attempt, reserved against the budget before dispatch.
+    /// Estimated cost of one attempt (an exact decimal), reserved against the budget before dispatch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cost: Option<f64>,
+    pub cost: Option<Money>,
     /// This step's override of the workflow's gate policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gates: Option<StepGates>,
@@ -240,6 +244,75 @@ pub struct RetrySpec {
     pub max_attempts: u32,
     #[serde(default)]
     pub backoff: BackoffSpec,
+    /// Which failed attempts are retried: `transient` (default: retryable errors, a server's
+    /// `Retry-After`, timeouts), `any`, or a list of error codes (`[transient, script_error]`).
+    #[serde(default, skip_serializing_if = "RetryOn::is_default")]
+    pub on: RetryOn,
+    /// The longest a server's `Retry-After` may hold the next attempt back (default: `backoff.max`).
+    #[serde(default, with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub max_retry_after: Option<Duration>,
+}
+
+/// What a step retries.
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum RetryOn {
+    /// `transient` or `any`.
+    Class(RetryClass),
+    /// These error codes; `transient` in the list stands for every transient failure.
+    Codes(Vec<String>),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RetryClass {
+    /// Failures worth another attempt: class `retryable` or `retry_after` (timeouts included).
+    Transient,
+    /// Every failure, permanent ones (a thrown script error, a 4xx) included.
+    Any,
+}
+
+impl Default for RetryOn {
+    fn default() -> Self {
+        RetryOn::Class(RetryClass::Transient)
+    }
+}
+
+impl RetryOn {
+    pub fn is_default(&self) -> bool {
+        *self == RetryOn::default()
+    }
+}
+
+/// By hand rather than `untagged`, so a wrong word is named, at its place.
+impl<'de> Deserialize<'de> for RetryOn {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = RetryOn;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("`transient`, `any`, or a list of error codes such as [transient, script_error]")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RetryOn, E> {
+                match v {
+                    "transient" => Ok(RetryOn::Class(RetryClass::Transient)),
+                    "any" => Ok(RetryOn::Class(RetryClass::Any)),
+                    other => Err(E::custom(format!(
+                        "`{other}` is not `transient` or `any` (a single error code goes in a list: [{other}])"
+                    ))),
+                }
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<RetryOn, A::Error> {
+                let mut codes = Vec::new();
+                while let Some(code) = seq.next_element::<String>()? {
+                    codes.push(code);
+                }
+                Ok(RetryOn::Codes(codes))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]

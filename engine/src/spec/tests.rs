@@ -29,7 +29,7 @@ fn malformed_yaml_and_unknown_fields_name_the_line() {
         "id: w\nowner: o\nsteps:\n  - id: a\n    type: code\n    scrpt: x\n",
         expect![[r#"
             invalid workflow spec (1 problem):
-              - line 6, column 5: steps[0]: unknown field `scrpt`, did you mean `script`? (a `code` step has `script`, `limits` and the fields of every step: `id`, `type`, `description`, `needs`, `when`, `inputs`, `retry`, `timeout`, `queue_timeout`, `cost`, `gates`)
+              - line 6, column 5: steps[0]: unknown field `scrpt`, did you mean `script`? (a `code` step has `script`, `limits` and the fields of every step: `id`, `type`, `description`, `needs`, `when`, `join`, `inputs`, `retry`, `timeout`, `queue_timeout`, `cost`, `gates`)
         "#]],
     );
     check(
@@ -93,7 +93,7 @@ fn a_step_has_only_the_fields_of_its_type() {
         "id: w\nowner: o\nsteps:\n  - id: wait\n    type: delay\n    duration: 1m\n    script: return 1\n",
         expect![[r#"
             invalid workflow spec (1 problem):
-              - line 7, column 5: steps[0]: `script` is not a field of a `delay` step (a `delay` step has `duration` and the fields of every step: `id`, `type`, `description`, `needs`, `when`, `inputs`, `retry`, `timeout`, `cost`, `gates`)
+              - line 7, column 5: steps[0]: `script` is not a field of a `delay` step (a `delay` step has `duration` and the fields of every step: `id`, `type`, `description`, `needs`, `when`, `join`, `inputs`, `retry`, `timeout`, `queue_timeout`, `cost`, `gates`)
         "#]],
     );
     // Fields before `type` are checked once it is known; the place is the step's.
@@ -101,7 +101,7 @@ fn a_step_has_only_the_fields_of_its_type() {
         &with("{ id: wait, duration: 1m, script: x, type: delay }"),
         expect![[r#"
             invalid workflow spec (1 problem):
-              - line 5, column 5: steps[1]: `script` is not a field of a `delay` step (a `delay` step has `duration` and the fields of every step: `id`, `type`, `description`, `needs`, `when`, `inputs`, `retry`, `timeout`, `cost`, `gates`)
+              - line 5, column 5: steps[1]: `script` is not a field of a `delay` step (a `delay` step has `duration` and the fields of every step: `id`, `type`, `description`, `needs`, `when`, `join`, `inputs`, `retry`, `timeout`, `queue_timeout`, `cost`, `gates`)
         "#]],
     );
     check(
@@ -115,14 +115,14 @@ fn a_step_has_only_the_fields_of_its_type() {
         &with("{ id: go, type: code, script: x, with: { a: 1 } }"),
         expect![[r#"
             invalid workflow spec (1 problem):
-              - line 5, column 38: steps[1]: `with` is not a field of a `code` step (a `code` step has `script`, `limits` and the fields of every step: `id`, `type`, `description`, `needs`, `when`, `inputs`, `retry`, `timeout`, `cost`, `gates`)
+              - line 5, column 38: steps[1]: `with` is not a field of a `code` step (a `code` step has `script`, `limits` and the fields of every step: `id`, `type`, `description`, `needs`, `when`, `join`, `inputs`, `retry`, `timeout`, `queue_timeout`, `cost`, `gates`)
         "#]],
     );
     check(
         &with("{ id: ask, type: llm, with: { model: gpt }, prompt: hi }"),
         expect![[r#"
             invalid workflow spec (1 problem):
-              - line 5, column 49: steps[1]: unknown field `prompt` (an `llm` step has `with` and the fields of every step: `id`, `type`, `description`, `needs`, `when`, `inputs`, `retry`, `timeout`, `cost`, `gates`)
+              - line 5, column 49: steps[1]: unknown field `prompt` (an `llm` step has `with` and the fields of every step: `id`, `type`, `description`, `needs`, `when`, `join`, `inputs`, `retry`, `timeout`, `queue_timeout`, `cost`, `gates`)
         "#]],
     );
     check(
@@ -322,4 +322,88 @@ proptest! {
         prop_assert!(err.contains("dependency cycle: "), "{}", err);
         prop_assert_eq!(err.matches('→').count(), n, "{}", err);
     }
+}
+
+#[test]
+fn amounts_are_exact_decimals_and_bad_ones_are_refused_with_their_place() {
+    let spec = parse_yaml("id: w\nowner: o\nbudget: { max_cost: \"0.3\" }\nsteps:\n  - { id: a, type: code, script: x, cost: 0.1 }\n").unwrap();
+    assert_eq!(spec.spec().budget.as_ref().unwrap().max_cost.to_exact_string(), "0.3");
+    assert_eq!(spec.step(0).cost.unwrap().to_exact_string(), "0.1", "a YAML float token reads as its decimal text");
+    check(
+        "id: w\nowner: o\nsteps:\n  - { id: a, type: code, script: x, cost: -0.5 }\n",
+        expect![[r#"
+            invalid workflow spec (1 problem):
+              - line 4, column 43: steps[0].cost: an amount must not be negative, got -0.5
+        "#]],
+    );
+    check(
+        "id: w\nowner: o\nbudget: { max_cost: .nan }\nsteps:\n  - { id: a, type: code, script: x }\n",
+        expect![[r#"
+            invalid workflow spec (1 problem):
+              - line 3, column 21: budget.max_cost: NaN is not an amount (amounts are finite decimals)
+        "#]],
+    );
+    check(
+        "id: w\nowner: o\nbudget: { max_cost: \"1,5\" }\nsteps:\n  - { id: a, type: code, script: x }\n",
+        expect![[r#"
+            invalid workflow spec (1 problem):
+              - line 3, column 21: budget.max_cost: `1,5` is not a decimal amount (write e.g. 0.25)
+        "#]],
+    );
+}
+
+#[test]
+fn a_join_that_can_never_run_is_explained() {
+    check(
+        r#"
+id: w
+owner: o
+steps:
+  - { id: lone, type: code, script: x, join: all_done }
+  - { id: off, type: code, script: x, when: "false" }
+  - { id: never, type: condition, expr: "1 > 2" }
+  - { id: maybe, type: condition, expr: "true", needs: [lone] }
+  - { id: any, type: code, script: x, needs: [off, never], join: any_succeeded }
+  - { id: all, type: code, script: x, needs: [maybe, off], join: all_succeeded }
+  - { id: after_any, type: code, script: x, needs: [any], join: any_succeeded }
+  - { id: fine, type: code, script: x, needs: [off, never, maybe], join: none_failed }
+"#,
+        expect![[r#"
+            invalid workflow spec (4 problems):
+              - steps[0] (lone).join: `join: all_done` combines `needs`, and this step has none
+              - steps[4] (any).join: `join: any_succeeded` can never run: it needs one need to succeed, but `off` has a `when` that is always false, `never` is a condition that is always false
+              - steps[5] (all).join: `join: all_succeeded` can never run: it needs every need to succeed, but `off` has a `when` that is always false
+              - steps[6] (after_any).join: `join: any_succeeded` can never run: it needs one need to succeed, but `any` can never run (its `join: any_succeeded` cannot be met)
+        "#]],
+    );
+    check(
+        "id: w\nowner: o\nsteps:\n  - { id: a, type: code, script: x }\n  - { id: yes, type: condition, expr: \"steps.a.output > 1\", needs: [a] }\n  - { id: no, type: condition, expr: \"steps.a.output <= 1\", needs: [a] }\n  - { id: memo, type: code, script: x, needs: [yes, no], join: any_succeeded }\n",
+        expect![[r#"
+            ok: 4 steps, topo [0, 1, 2, 3]
+        "#]],
+    );
+}
+
+#[test]
+fn what_a_step_retries_is_checked() {
+    let spec = parse_yaml("id: w\nowner: o\nsteps:\n  - { id: a, type: code, script: x, retry: { max_attempts: 3, on: any } }\n  - { id: b, type: code, script: x, retry: { max_attempts: 3, on: [transient, script_error], max_retry_after: 5m } }\n").unwrap();
+    assert_eq!(spec.step(0).retry.as_ref().unwrap().on, crate::spec::RetryOn::Class(crate::spec::RetryClass::Any));
+    assert_eq!(spec.step(1).retry.as_ref().unwrap().max_retry_after, Some(std::time::Duration::from_secs(300)));
+    check(
+        "id: w\nowner: o\ndefaults:\n  retry: { max_attempts: 0, on: [] }\nsteps:\n  - { id: a, type: code, script: x, retry: { max_attempts: 2, on: [script_eror, any] } }\n",
+        expect![[r#"
+            invalid workflow spec (4 problems):
+              - defaults.retry.max_attempts: must be between 1 and 100
+              - defaults.retry.on: an empty list retries nothing: list error codes, or write `transient` or `any`
+              - steps[0] (a).retry.on: unknown error code `script_eror` (known: transient, timeout, http_status, http_unreachable, bad_url, bad_request, bad_redirect, response_too_large, script_error, cpu_limit, memory_limit, bad_output, sandbox_failed, bad_spec, gate_blocked, no_handler)
+              - steps[0] (a).retry.on: `any` covers every code: write `on: any` instead of a list
+        "#]],
+    );
+    check(
+        "id: w\nowner: o\nsteps:\n  - { id: b, type: code, script: x, retry: { max_attempts: 2, on: script_error } }\n",
+        expect![[r#"
+            invalid workflow spec (1 problem):
+              - line 4, column 67: steps[0].retry.on: `script_error` is not `transient` or `any` (a single error code goes in a list: [script_error])
+        "#]],
+    );
 }

@@ -9,7 +9,8 @@ use serde_json::Value;
 use crate::expr;
 use crate::gates::{GateMesh, GatePolicy};
 use crate::ids::{is_valid_id, StepId};
-use crate::spec::{OnBlock, ParameterSpec, ParameterType, SpecError, SpecProblem, StepSpec, WorkflowSpec};
+use crate::spec::{OnBlock, ParameterSpec, ParameterType, RetryOn, RetrySpec, SpecError, SpecProblem, StepSpec, WorkflowSpec};
+use crate::step::ERROR_CODES;
 
 /// The dependency graph of a validated spec, by step index.
 #[derive(Clone, Debug)]
@@ -162,10 +163,8 @@ pub fn validate(spec: WorkflowSpec) -> Result<ValidatedSpec, SpecError> {
     for (name, decl) in &spec.parameters {
         check_parameter(name, decl, &mut p);
     }
-    if let Some(b) = &spec.budget {
-        if !(b.max_cost.is_finite() && b.max_cost >= 0.0) {
-            p.push(problem("budget.max_cost", "must be a finite number ≥ 0"));
-        }
+    if let Some(r) = spec.defaults.as_ref().and_then(|d| d.retry.as_ref()) {
+        check_retry("defaults.retry", r, &mut p);
     }
     if spec.steps.is_empty() {
         p.push(problem("steps", "a workflow needs at least one step"));
@@ -209,6 +208,9 @@ pub fn validate(spec: WorkflowSpec) -> Result<ValidatedSpec, SpecError> {
 
     for (i, step) in spec.steps.iter().enumerate() {
         check_step(i, step, &spec, &index, &needs, &mut p);
+    }
+    if !topo.is_empty() {
+        crate::spec::join::check_joins(&spec, &needs, &topo, &mut p);
     }
     let (mesh, policies) = gates_of(&spec, &mut p);
     if !p.is_empty() {
@@ -346,21 +348,13 @@ fn check_step(
         p.push(problem(&at, format!("step type `{}` is not available yet in this version of Tollgate", ty.name())));
     }
     if let Some(r) = &step.retry {
-        if !(1..=100).contains(&r.max_attempts) {
-            p.push(problem(format!("{at}.retry.max_attempts"), "must be between 1 and 100"));
-        }
-        if !(r.backoff.multiplier.is_finite() && r.backoff.multiplier >= 1.0) {
-            p.push(problem(format!("{at}.retry.backoff.multiplier"), "must be ≥ 1"));
-        }
+        check_retry(&format!("{at}.retry"), r, p);
     }
     if step.timeout.is_some_and(|t| t.is_zero()) {
         p.push(problem(format!("{at}.timeout"), "must be more than zero"));
     }
     if step.queue_timeout.is_some_and(|t| t.is_zero()) {
         p.push(problem(format!("{at}.queue_timeout"), "must be more than zero"));
-    }
-    if step.cost.is_some_and(|c| !(c.is_finite() && c >= 0.0)) {
-        p.push(problem(format!("{at}.cost"), "must be a finite number ≥ 0"));
     }
     let shape = step.kind.shape();
     shape.check(&at, p);
@@ -397,6 +391,29 @@ fn check_step(
                     format!("`steps.{name}` is not upstream of `{}`: add it (or a step after it) to `needs`", step.id),
                 )),
                 Some(_) => {}
+            }
+        }
+    }
+}
+
+/// A retry policy: its bounds, and `on` naming only error codes an attempt can fail with.
+fn check_retry(at: &str, r: &RetrySpec, p: &mut Vec<SpecProblem>) {
+    if !(1..=100).contains(&r.max_attempts) {
+        p.push(problem(format!("{at}.max_attempts"), "must be between 1 and 100"));
+    }
+    if !(r.backoff.multiplier.is_finite() && r.backoff.multiplier >= 1.0) {
+        p.push(problem(format!("{at}.backoff.multiplier"), "must be ≥ 1"));
+    }
+    if let RetryOn::Codes(codes) = &r.on {
+        if codes.is_empty() {
+            p.push(problem(format!("{at}.on"), "an empty list retries nothing: list error codes, or write `transient` or `any`"));
+        }
+        for code in codes {
+            if code == "any" {
+                p.push(problem(format!("{at}.on"), "`any` covers every code: write `on: any` instead of a list"));
+            } else if code != "transient" && !ERROR_CODES.iter().any(|c| c.code == code) {
+                let known: Vec<&str> = ERROR_CODES.iter().map(|c| c.code).collect();
+                p.push(problem(format!("{at}.on"), format!("unknown error code `{code}` (known: transient, {})", known.join(", "))));
             }
         }
     }

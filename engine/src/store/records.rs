@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::ids::{OwnerId, RunId, StepId, WorkflowId};
+use crate::money::Money;
 use crate::run::{Decision, HumanRequestSpec};
 use crate::step::StepError;
 
@@ -44,7 +45,7 @@ pub struct StepOutcome {
 pub enum OutcomeResult {
     Succeeded {
         output: Value,
-        cost: f64,
+        cost: Money,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         gate: Option<Value>,
     },
@@ -56,7 +57,7 @@ pub enum OutcomeResult {
     },
     /// The gate mesh blocked the output: only its redacted form is here; the output itself is
     /// held in the step's quarantine record until a human releases or discards it.
-    Blocked { redacted: Value, cost: f64, gate: Value },
+    Blocked { redacted: Value, cost: Money, gate: Value },
 }
 
 /// The claim on one attempt (first writer wins): a worker that starts it, or the run driver

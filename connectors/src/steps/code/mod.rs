@@ -36,6 +36,7 @@ use rquickjs::allocator::{Allocator, RustAllocator};
 use rquickjs::context::EvalOptions;
 use rquickjs::function::Rest;
 use rquickjs::{CatchResultExt, CaughtError, Context, Ctx, Function, Object, Promise, Runtime, Value};
+use tollgate_engine::money::Money;
 use tollgate_engine::spec::{CodeLimits, StepKind};
 use tollgate_engine::step::{StepError, StepHandler, StepInvocation, StepSuccess};
 
@@ -81,7 +82,7 @@ impl StepHandler for CodeHandler {
         };
         let handle = tokio::task::spawn_blocking(move || job.run());
         match tokio::time::timeout(call.timeout + JOIN_GRACE, handle).await {
-            Ok(Ok(result)) => result.map(|output| StepSuccess { output, cost: 0.0 }),
+            Ok(Ok(result)) => result.map(|output| StepSuccess { output, cost: Money::ZERO }),
             Ok(Err(join)) => Err(StepError::retryable("sandbox_failed", format!("sandbox thread failed: {join}"))),
             Err(_) => Err(timeout_error(call.timeout)),
         }

@@ -20,7 +20,7 @@ use crate::spec::steps::{KINDS, StepKind, deserialize_kind, kind_schema, own_fie
 use crate::spec::{RetrySpec, StepGates, StepSpec, StepType};
 
 /// The fields every step has, in the order messages list them.
-const COMMON: &[&str] = &["id", "type", "description", "needs", "when", "inputs", "retry", "timeout", "queue_timeout", "cost", "gates"];
+const COMMON: &[&str] = &["id", "type", "description", "needs", "when", "join", "inputs", "retry", "timeout", "queue_timeout", "cost", "gates"];
 
 impl<'de> Deserialize<'de> for StepSpec {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -68,11 +68,12 @@ struct Common {
     description: Option<Option<String>>,
     needs: Option<Vec<StepId>>,
     when: Option<Option<String>>,
+    join: Option<Option<crate::spec::Join>>,
     inputs: Option<BTreeMap<String, Value>>,
     retry: Option<Option<RetrySpec>>,
     timeout: Option<Option<Duration>>,
     queue_timeout: Option<Option<Duration>>,
-    cost: Option<Option<f64>>,
+    cost: Option<Option<crate::money::Money>>,
     gates: Option<Option<StepGates>>,
 }
 
@@ -95,6 +96,7 @@ impl Common {
             "description" => set(&mut self.description, name, map.next_value()?),
             "needs" => set(&mut self.needs, name, map.next_value()?),
             "when" => set(&mut self.when, name, map.next_value()?),
+            "join" => set(&mut self.join, name, map.next_value()?),
             "inputs" => set(&mut self.inputs, name, map.next_value()?),
             "retry" => set(&mut self.retry, name, map.next_value()?),
             "timeout" => set(&mut self.timeout, name, map.next_value::<Humantime>()?.0),
@@ -112,6 +114,7 @@ impl Common {
             description: self.description.flatten(),
             needs: self.needs.unwrap_or_default(),
             when: self.when.flatten(),
+            join: self.join.flatten(),
             inputs: self.inputs.unwrap_or_default(),
             retry: self.retry.flatten(),
             timeout: self.timeout.flatten(),
