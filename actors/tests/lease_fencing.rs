@@ -20,8 +20,8 @@ const MASTER_KEY: &str = "0123456789abcdef0123456789abcdef0123456789abcdef012345
 
 /// Short, so the test does not wait long for the paused holder to be taken for dead; the
 /// reconcile tick (which renews the lease) runs well within it.
-const LEASE_TTL: &str = "4s";
-const RECONCILE: &str = "250ms";
+const LEASE_TTL: &str = "6s";
+const RECONCILE: &str = "300ms";
 
 /// Everything below waits on a condition; this is how long any one may take on a loaded machine.
 const PATIENCE: Duration = Duration::from_secs(90);
