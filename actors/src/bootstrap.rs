@@ -40,7 +40,7 @@ pub struct Running {
 }
 
 impl Running {
-    /// Drain in order: workers (finish in-flight steps) → run actors (stop) → tasks.
+    /// Drain in order: workers (finish in-flight steps) → run actors (stop) → tasks → heartbeat.
     pub async fn shutdown(self) {
         self.shutdown.cancel();
         if let Some(w) = self.workers {
@@ -52,6 +52,10 @@ impl Running {
         let _ = sup.stop_and_wait(Some("shutdown".into()), Some(std::time::Duration::from_secs(5))).await;
         self.tasks.close();
         self.tasks.wait().await;
+        // Nothing is driven here any more: the heartbeat can go now rather than expire.
+        if let Err(e) = self.tollgate.engine.liveness.retire().await {
+            tracing::debug!(error = %e, "could not remove this process's heartbeat; it expires on its own");
+        }
     }
 
     pub fn token(&self) -> CancellationToken {

@@ -106,8 +106,8 @@ impl Liveness {
                     }
                 }
             }
-            // The record is left to expire: run actors still stopping keep their leases until
-            // they release them, and a process on this host sees our pid gone once we exit.
+            // The record stays until it expires or `retire` removes it: run actors still
+            // stopping keep their leases until they release them.
         });
         Ok(this)
     }
@@ -116,6 +116,13 @@ impl Liveness {
     /// other processes judge it dead.
     pub fn detached(backend: Arc<dyn Backend>) -> Arc<Self> {
         Arc::new(Self { backend, id: ulid::Ulid::generate().to_string(), me: Heartbeat::of_this_process() })
+    }
+
+    /// Remove this process's heartbeat once it drives nothing any more (at the end of an
+    /// orderly shutdown, after its run actors released their leases), so no record is left
+    /// behind to expire. Call it after the shutdown token fired, or renewals write it again.
+    pub async fn retire(&self) -> Result<(), StoreError> {
+        self.backend.delete(&keys::process(&self.id)).await
     }
 
     /// This process's id: a random id (ULID) per process start.
@@ -187,9 +194,11 @@ mod tests {
         assert!(live.is_alive("container").await.unwrap());
         put("elsewhere", Heartbeat { pid: u32::MAX, boot_id: "another-boot".into(), ..me.clone() }).await;
         assert!(live.is_alive("elsewhere").await.unwrap());
-        // The record is written under the process id.
+        // The record is written under the process id; retired, it is gone and so are we.
         assert!(backend.get(&keys::process(live.id())).await.unwrap().is_some());
         shutdown.cancel();
+        live.retire().await.unwrap();
+        assert!(!Liveness::detached(backend.clone()).is_alive(live.id()).await.unwrap(), "a retired process is dead to others");
     }
 
     #[tokio::test]

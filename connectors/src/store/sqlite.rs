@@ -170,10 +170,10 @@ impl SqliteBackend {
         // without waiting for the busy timeout.
         let mut conn = self.writer.acquire().await.map_err(|e| map_err(log, e))?;
         let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(|e| map_err(log, e))?;
-        if let Some(lease) = fence {
-            if !read_lease(&mut tx, &lease.key, now_ms()).await?.is_some_and(|r| r.holds(lease)) {
-                return Err(fenced(lease));
-            }
+        if let Some(lease) = fence
+            && !read_lease(&mut tx, &lease.key, now_ms()).await?.is_some_and(|r| r.holds(lease))
+        {
+            return Err(fenced(lease));
         }
         let actual: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq) + 1, 0) FROM log WHERE log = ?1")
             .bind(log)

@@ -150,10 +150,10 @@ impl Backend for MemoryBackend {
     ) -> Result<(), StoreError> {
         let now = Instant::now();
         let mut inner = self.lock();
-        if let Some(lease) = fence {
-            if !inner.lease(&lease.key, now)?.is_some_and(|r| r.holds(lease)) {
-                return Err(fenced(lease));
-            }
+        if let Some(lease) = fence
+            && !inner.lease(&lease.key, now)?.is_some_and(|r| r.holds(lease))
+        {
+            return Err(fenced(lease));
         }
         let actual = inner.logs.get(log).map_or(0, |l| l.len() as u64);
         if actual != expected_len {

@@ -2,7 +2,8 @@
 //!
 //! Backends (Redis, SQLite, in-memory) only ever see keys made of ids and values that
 //! [`Store`] has already sealed with the owning workflow's key, so "nothing readable at rest"
-//! holds by construction, whatever the backend. The same conformance suite
+//! holds by construction, whatever the backend. The exceptions hold ids and numbers only: the
+//! run → workflow pointer, lease records ([`lease`]) and process heartbeats. The same conformance suite
 //! (`tollgate-tests::store_conformance`) runs against every backend.
 
 mod backend;
