@@ -137,6 +137,7 @@ impl StepWorker {
                     // Same for every attempt: a retried side effect must take effect once.
                     idempotency_key: format!("{}.{}", job.run, job.step),
                     timeout,
+                    egress: spec.egress(),
                 };
                 match tokio::time::timeout(timeout + Duration::from_millis(50), handler.run(call)).await {
                     Ok(r) => r,

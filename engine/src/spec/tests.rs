@@ -141,3 +141,18 @@ proptest! {
         prop_assert_eq!(err.matches('→').count(), n, "{}", err);
     }
 }
+
+#[test]
+fn egress_entries_are_validated_each_with_its_place() {
+    check(
+        "id: w\nowner: o\negress: { allow: [\"127.0.0.1:8080\", \"api.example.com\", \"10.0.0.1/8\", \"host:0\"] }\nsteps:\n  - { id: a, type: code, script: x }\n",
+        expect![[r#"
+            invalid workflow spec (2 problems):
+              - egress.allow[2]: `10.0.0.1/8` has address bits set past its /8 prefix; write 10.0.0.0/8
+              - egress.allow[3]: `host:0`: `0` is not a port (1–65535)
+        "#]],
+    );
+    let spec = parse_yaml("id: w\nowner: o\negress: { allow: [\"[::1]:8080\", localhost] }\nsteps:\n  - { id: a, type: code, script: x }\n").unwrap();
+    let rules: Vec<String> = spec.egress().rules().iter().map(|r| r.to_string()).collect();
+    assert_eq!(rules, ["localhost", "[::1]:8080"]);
+}
