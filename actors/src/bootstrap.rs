@@ -110,10 +110,10 @@ pub fn queue_config(config: &Config) -> queue::QueueConfig {
     queue::QueueConfig::from_app(config)
 }
 
-pub fn handlers() -> anyhow::Result<Handlers> {
+pub fn handlers(config: &Config) -> anyhow::Result<Handlers> {
     let mut h = Handlers::new();
     h.insert(StepType::Code, Arc::new(CodeHandler::new()) as _);
-    h.insert(StepType::ApiCall, Arc::new(ApiCallHandler::new().context("building the HTTP client")?) as _);
+    h.insert(StepType::ApiCall, Arc::new(ApiCallHandler::new(config.egress.allowlist()?)) as _);
     Ok(h)
 }
 
@@ -126,7 +126,7 @@ pub async fn start(config: &Config, role: Role) -> anyhow::Result<Running> {
     let qconf = queue_config(config);
     // The shared backend: jobs enqueued through it wake this process's workers at once.
     let step_queue = queue::open(&qconf).await.context("opening the step queue")?;
-    let engine = Arc::new(Engine::new(store, step_queue, handlers()?, config.max_in_flight_per_run, config.reconcile_interval));
+    let engine = Arc::new(Engine::new(store, step_queue, handlers(config)?, config.max_in_flight_per_run, config.reconcile_interval));
     let (supervisor, _) = Actor::spawn(None, RunSupervisor, engine.clone()).await.context("starting the run supervisor")?;
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
