@@ -1,6 +1,7 @@
 //! Workflow specs: the YAML model, parsing with located errors, and validation into a
 //! [`ValidatedSpec`] — the only form the run state machine accepts.
 
+pub mod limits;
 mod model;
 mod parse;
 mod validate;
