@@ -12,7 +12,7 @@ use tollgate_engine::ids::{RequestId, RunId, StepId, WorkflowId};
 use tollgate_engine::queue::StepJob;
 use tollgate_engine::run::{self, Action, Decision, Event, RunState, StepStatus, Timer};
 use tollgate_engine::spec::ValidatedSpec;
-use tollgate_engine::store::{HumanDecisionRecord, HumanRequestRecord, OutcomeResult, StepOutcome};
+use tollgate_engine::store::{HumanDecisionRecord, HumanRequestRecord, OutcomeResult, RunSummary, StepOutcome};
 
 use crate::lease;
 use crate::supervisor::SupervisorMsg;
@@ -118,6 +118,7 @@ impl Actor for RunActor {
         if journal.is_empty() {
             let event = Event::RunStarted { at: now_ms(), params: meta.params.clone() };
             process(&myself, &mut st, vec![event]).await?;
+            engine.store.put_run_summary(&st.wf, &st.state.run, &RunSummary::of(&st.state)).await?;
         } else {
             // Recovery: redo what the journal says is outstanding. Each action is idempotent.
             let actions = run::outstanding(&st.spec, &st.state);
@@ -449,6 +450,7 @@ fn arm(myself: &ActorRef<RunMsg>, st: &mut RunActorState, timer: Timer, at: u64)
 /// Finished: tell the store and the supervisor, stop. Only waiting: passivate.
 async fn after_change(myself: &ActorRef<RunMsg>, st: &mut RunActorState) -> Result<(), ActorProcessingErr> {
     if st.state.status.is_finished() {
+        st.engine.store.put_run_summary(&st.wf, &st.state.run, &RunSummary::of(&st.state)).await?;
         st.engine.store.mark_run_finished(&st.state.run).await?;
         st.engine.publish(RunUpdate::Finished { run: st.state.run.clone(), status: st.state.status.clone() });
         myself.stop(Some("finished".into()));

@@ -7,11 +7,13 @@
 
 mod backend;
 pub mod keys;
+mod listing;
 pub mod memory;
 mod records;
 mod typed;
 
 pub use backend::{Backend, StoreError};
+pub use listing::{RunListing, RunPage};
 pub use records::*;
 pub use typed::Store;
 
