@@ -248,6 +248,9 @@ impl Scan {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+    use proptest::test_runner::TestCaseError;
+
     use super::*;
 
     fn depth_error(text: &str) -> Option<String> {
@@ -315,6 +318,118 @@ mod tests {
             format!("[\"a\nb\", {deep}]\n"),
         ] {
             assert!(depth_error(&text).is_some(), "{text}");
+        }
+    }
+
+    /// A YAML value built to render in block or flow style, with text full of brackets.
+    #[derive(Clone, Debug)]
+    enum Node {
+        Text(String),
+        Seq(Vec<Node>),
+        Map(Vec<Node>),
+    }
+
+    impl Node {
+        fn depth(&self) -> usize {
+            match self {
+                Node::Text(_) => 0,
+                Node::Seq(c) | Node::Map(c) => 1 + c.iter().map(Node::depth).max().unwrap_or(0),
+            }
+        }
+
+        fn flow(&self, out: &mut String) {
+            match self {
+                Node::Text(t) => out.push_str(&quoted(t)),
+                Node::Seq(c) | Node::Map(c) => {
+                    let map = matches!(self, Node::Map(_));
+                    out.push(if map { '{' } else { '[' });
+                    for (i, n) in c.iter().enumerate() {
+                        out.push_str(if i == 0 { "" } else { ", " });
+                        if map {
+                            out.push_str(&format!("k{i}: "));
+                        }
+                        n.flow(out);
+                    }
+                    out.push(if map { '}' } else { ']' });
+                }
+            }
+        }
+
+        /// The node as the value after `key:` or `- ` at column `col`.
+        fn block_value(&self, col: usize, out: &mut String) {
+            match self {
+                Node::Text(t) if t.len() % 2 == 0 => {
+                    out.push_str(" |\n");
+                    for line in t.split('\n') {
+                        out.push_str(&format!("{}x {line}\n", " ".repeat(col + 2)));
+                    }
+                }
+                Node::Seq(c) | Node::Map(c) if !c.is_empty() && c.len() % 3 != 0 => {
+                    out.push('\n');
+                    self.block(col + 2, out);
+                }
+                _ => {
+                    out.push(' ');
+                    self.flow(out);
+                    out.push('\n');
+                }
+            }
+        }
+
+        fn block(&self, col: usize, out: &mut String) {
+            let pad = " ".repeat(col);
+            match self {
+                Node::Map(c) => {
+                    for (i, n) in c.iter().enumerate() {
+                        out.push_str(&format!("{pad}k{i}:"));
+                        n.block_value(col, out);
+                    }
+                }
+                Node::Seq(c) => {
+                    for n in c {
+                        out.push_str(&format!("{pad}-"));
+                        n.block_value(col, out);
+                    }
+                }
+                Node::Text(_) => self.block_value(col, out),
+            }
+        }
+    }
+
+    fn quoted(t: &str) -> String {
+        if t.contains('\n') || t.len() % 3 == 0 {
+            format!("\"{}\"", t.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n"))
+        } else {
+            format!("'{}'", t.replace('\'', "''"))
+        }
+    }
+
+    fn node() -> impl Strategy<Value = Node> {
+        let text = "[\\[\\]{}#'\" :a-z,|>-]{0,12}(\n[\\[{ #a-z]{0,6})?".prop_map(Node::Text);
+        text.prop_recursive(12, 64, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Node::Seq),
+                proptest::collection::vec(inner, 0..4).prop_map(Node::Map),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        /// On specs the YAML parser accepts, the scan counts exactly the nesting built, whatever
+        /// brackets and quotes the text holds.
+        #[test]
+        fn the_count_is_the_nesting_of_valid_yaml(root in node()) {
+            let mut text = String::new();
+            match &root {
+                Node::Seq(c) | Node::Map(c) if !c.is_empty() => root.block(0, &mut text),
+                _ => root.flow(&mut text),
+            }
+            serde_yaml_ng::from_str::<serde_json::Value>(&text).map_err(|e| TestCaseError::fail(format!("generated YAML is invalid: {e}\n{text}")))?;
+            let depth = root.depth();
+            prop_assert!(check_with(&text, usize::MAX, depth).is_ok(), "over-counted {depth}:\n{text}");
+            if depth > 0 {
+                prop_assert!(check_with(&text, usize::MAX, depth - 1).is_err(), "under-counted {depth}:\n{text}");
+            }
         }
     }
 
