@@ -115,10 +115,10 @@ pub fn queue_config(config: &Config) -> queue::QueueConfig {
     queue::QueueConfig::from_app(config)
 }
 
-pub fn handlers() -> anyhow::Result<Handlers> {
+pub fn handlers(config: &Config) -> anyhow::Result<Handlers> {
     let mut h = Handlers::new();
     h.insert(StepType::Code, Arc::new(CodeHandler::new()) as _);
-    h.insert(StepType::ApiCall, Arc::new(ApiCallHandler::new().context("building the HTTP client")?) as _);
+    h.insert(StepType::ApiCall, Arc::new(ApiCallHandler::new(config.egress.allowlist()?)) as _);
     Ok(h)
 }
 
@@ -141,7 +141,7 @@ pub async fn start(config: &Config, role: Role) -> anyhow::Result<Running> {
     let engine = Arc::new(Engine::new(
         store,
         step_queue,
-        handlers()?,
+        handlers(config)?,
         config.max_in_flight_per_run,
         config.reconcile_interval,
         liveness,

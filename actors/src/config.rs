@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use tollgate_engine::egress::EgressAllow;
 
 /// Where runs, specs and the queue live.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -53,8 +54,31 @@ pub struct Config {
     pub poll_interval: Duration,
     /// Admin HTTP listen address for `serve`.
     pub http_addr: SocketAddr,
-    /// Bearer token required by the admin HTTP API; empty disables the API's auth (loopback only).
+    /// Bearer token required by the admin HTTP API. Empty disables the API's auth, which
+    /// `serve` allows only on a loopback `http_addr`.
     pub admin_token: String,
+    /// Largest request body the admin HTTP API reads (bytes); a larger one gets 413.
+    pub http_max_body_bytes: usize,
+    /// Outbound HTTP (`api_call`) policy.
+    pub egress: EgressConfig,
+}
+
+/// `[egress]`: which destinations `api_call` steps may reach beyond public addresses.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EgressConfig {
+    /// Entries that open otherwise refused destinations (loopback, private, link-local…) to
+    /// every workflow: `host`, `host:port`, `*.domain`, an address with or without a port
+    /// (`127.0.0.1:8080`, `[::1]`), or a network (`10.0.0.0/8`). Workflows add their own
+    /// with `egress.allow`.
+    pub allow: Vec<String>,
+}
+
+impl EgressConfig {
+    /// The parsed allowlist (checked by [`Config::validate`]).
+    pub fn allowlist(&self) -> Result<EgressAllow, ConfigError> {
+        EgressAllow::parse(&self.allow).map_err(|(i, message)| ConfigError::Invalid(format!("egress.allow[{i}]: {message}")))
+    }
 }
 
 impl Default for Config {
@@ -72,6 +96,8 @@ impl Default for Config {
             poll_interval: Duration::from_millis(50),
             http_addr: "127.0.0.1:8480".parse().expect("valid address"),
             admin_token: String::new(),
+            http_max_body_bytes: 2 * 1024 * 1024,
+            egress: EgressConfig::default(),
         }
     }
 }
@@ -140,6 +166,11 @@ impl Config {
                 "POLL_INTERVAL" => self.poll_interval = dur(&value)?,
                 "HTTP_ADDR" => self.http_addr = value.parse().map_err(|e| bad(format!("{e}")))?,
                 "ADMIN_TOKEN" => self.admin_token = value,
+                "HTTP_MAX_BODY_BYTES" => self.http_max_body_bytes = value.parse().map_err(|e| bad(format!("{e}")))?,
+                // Comma-separated entries.
+                "EGRESS_ALLOW" => {
+                    self.egress.allow = value.split(',').map(str::trim).filter(|e| !e.is_empty()).map(str::to_owned).collect()
+                }
                 _ => {} // other TOLLGATE_* variables belong to tests and tools
             }
         }
@@ -170,6 +201,10 @@ impl Config {
                 humantime::format_duration(self.lease_ttl),
             )));
         }
+        if self.http_max_body_bytes < 1024 {
+            return Err(ConfigError::Invalid("http_max_body_bytes must be at least 1024".into()));
+        }
+        self.egress.allowlist()?;
         if !tollgate_engine::ids::is_valid_id(&self.namespace) {
             return Err(ConfigError::Invalid(format!("namespace `{}` must be an id ([A-Za-z0-9_.-])", self.namespace)));
         }
@@ -204,6 +239,19 @@ mod tests {
         c.validate().expect("a third of the TTL");
         c.reconcile_interval = Duration::ZERO;
         assert!(c.validate().unwrap_err().to_string().contains("reconcile_interval"));
+    }
+
+    #[test]
+    fn egress_entries_come_from_the_file_or_the_environment_and_are_checked() {
+        let mut c: Config = toml::from_str("[egress]\nallow = [\"127.0.0.1:8080\", \"api.internal\"]\n").unwrap();
+        assert_eq!(c.egress.allow, ["127.0.0.1:8080", "api.internal"]);
+        assert_eq!(c.egress.allowlist().unwrap().rules().len(), 2);
+        c.apply_env([("TOLLGATE_EGRESS_ALLOW".to_string(), " localhost , 10.0.0.0/8,".to_string())].into_iter()).unwrap();
+        assert_eq!(c.egress.allow, ["localhost", "10.0.0.0/8"]);
+        c.validate().unwrap();
+        c.egress.allow.push("10.0.0.1/8".into());
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("egress.allow[2]") && err.contains("write 10.0.0.0/8"), "{err}");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use tollgate_engine::ids::{RequestId, RunId, StepId, WorkflowId};
 use tollgate_engine::queue::StepJob;
 use tollgate_engine::run::{self, Action, Decision, Event, RunState, StepStatus, Timer};
 use tollgate_engine::spec::ValidatedSpec;
-use tollgate_engine::store::{AttemptClaim, HumanDecisionRecord, HumanRequestRecord, Lease, OutcomeResult, RunClosed, StepOutcome};
+use tollgate_engine::store::{AttemptClaim, HumanDecisionRecord, HumanRequestRecord, Lease, OutcomeResult, RunClosed, RunSummary, StepOutcome};
 
 use crate::lease;
 use crate::supervisor::SupervisorMsg;
@@ -123,6 +123,7 @@ impl Actor for RunActor {
         if journal.is_empty() {
             let event = Event::RunStarted { at: now_ms(), params: meta.params.clone() };
             process(&myself, &mut st, vec![event]).await?;
+            engine.store.put_run_summary(&st.wf, &st.state.run, &RunSummary::of(&st.state)).await?;
         } else {
             // Recovery: first settle what happened to the attempts in flight (finished, started
             // by a process that died, fenced), then redo what the journal says is outstanding.
@@ -476,6 +477,7 @@ async fn after_change(myself: &ActorRef<RunMsg>, st: &mut RunActorState) -> Resu
         // Workers start none of its attempts any more and abandon the ones they run.
         let closed = RunClosed { status: st.state.status.label().to_string(), at: now_ms() };
         st.engine.store.close_run(&st.wf, &st.state.run, &closed).await?;
+        st.engine.store.put_run_summary(&st.wf, &st.state.run, &RunSummary::of(&st.state)).await?;
         st.engine.store.mark_run_finished(&st.state.run).await?;
         st.engine.publish(RunUpdate::Finished { run: st.state.run.clone(), status: st.state.status.clone() });
         myself.stop(Some("finished".into()));

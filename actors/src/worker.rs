@@ -165,6 +165,7 @@ impl StepWorker {
                     // Same for every attempt: a retried side effect must take effect once.
                     idempotency_key: format!("{}.{}", job.run, job.step),
                     timeout,
+                    egress: spec.egress(),
                 };
                 // The handler's future is dropped (its HTTP request aborted, its script
                 // interrupted) when the attempt times out or its run is cancelled or finishes.

@@ -69,7 +69,7 @@ async fn call(State(svc): State<Arc<Service>>, uri: Uri, headers: HeaderMap) -> 
 }
 
 fn spec(base: &str) -> String {
-    let mut y = String::from("id: chaos\nowner: ops\ndefaults: { timeout: 30s }\nsteps:\n");
+    let mut y = String::from("id: chaos\nowner: ops\negress: { allow: [\"127.0.0.1\"] }\ndefaults: { timeout: 30s }\nsteps:\n");
     for i in 0..FAN_OUT {
         y.push_str(&format!("  - {{ id: fan{i}, type: api_call, request: {{ method: POST, url: \"{base}/fan{i}\" }} }}\n"));
     }

@@ -41,6 +41,7 @@ fn spec(base: &str) -> String {
         r#"
 id: crash-safe
 owner: ops
+egress: {{ allow: ["127.0.0.1"] }}
 defaults:
   retry: {{ max_attempts: 3, backoff: {{ initial: 100ms }} }}
 steps:

@@ -52,6 +52,7 @@ fn spec(base: &str) -> String {
         r#"
 id: lease-fencing
 owner: ops
+egress: {{ allow: ["127.0.0.1"] }}
 steps:
   - {{ id: slow, type: api_call, request: {{ method: POST, url: "{base}/slow" }}, timeout: 300s }}
   - {{ id: after, type: code, needs: [slow], script: "return 'done'" }}

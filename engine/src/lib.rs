@@ -4,6 +4,7 @@
 //! the ports ([`store::Backend`], [`queue::StepQueue`], [`step::StepHandler`]).
 
 pub mod crypto;
+pub mod egress;
 pub mod expr;
 pub mod gates;
 pub mod ids;

@@ -5,6 +5,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use crate::egress::EgressAllow;
 use crate::ids::{RunId, StepId, WorkflowId};
 use crate::money::Money;
 use crate::spec::StepSpec;
@@ -102,6 +103,8 @@ pub struct StepInvocation<'a> {
     /// so a retried side effect is applied once.
     pub idempotency_key: String,
     pub timeout: Duration,
+    /// Destinations the workflow opens beyond the service's egress allowlist (`egress.allow`).
+    pub egress: &'a EgressAllow,
 }
 
 impl StepInvocation<'_> {

@@ -45,6 +45,7 @@ pub async fn run_all(backend: Arc<dyn Backend>) {
     concurrent_appenders(b).await;
     read_log_from_offsets(b).await;
     index_membership_and_order(b).await;
+    index_pages(b).await;
     scan_prefix_matches_only_the_prefix(b).await;
     delete_removes_any_record(b).await;
     large_values(b).await;
@@ -338,6 +339,39 @@ pub async fn index_membership_and_order(b: &Arc<dyn Backend>) {
     assert!(ok(b.index_members(&runs).await, "members").is_empty());
     ok(b.index_add(&runs, "back").await, "index_add after emptying");
     assert_eq!(ok(b.index_members(&runs).await, "members"), ["back"]);
+}
+
+/// Pages of an index come newest first (descending byte order), below the cursor, at most
+/// `limit` long; walking them visits every member once.
+pub async fn index_pages(b: &Arc<dyn Backend>) {
+    let s = scope("index-pages");
+    let idx = format!("{s}runs");
+    let ids: Vec<String> = (0..25u64).map(|i| Ulid::from_parts(1_000 + i, 0).to_string()).collect();
+    for id in ids.iter().rev() {
+        ok(b.index_add(&idx, id).await, "index_add");
+    }
+    ok(b.index_add(&format!("{s}other"), "zzz").await, "index_add other");
+    let newest: Vec<&str> = ids.iter().rev().map(String::as_str).collect();
+    assert_eq!(ok(b.index_page_desc(&idx, None, 10).await, "first page"), newest[..10]);
+    assert_eq!(ok(b.index_page_desc(&idx, Some(&ids[15]), 10).await, "second page"), newest[10..20]);
+    assert_eq!(ok(b.index_page_desc(&idx, Some(&ids[5]), 10).await, "last page"), newest[20..]);
+    assert!(ok(b.index_page_desc(&idx, Some(&ids[0]), 10).await, "past the end").is_empty());
+    assert_eq!(ok(b.index_page_desc(&idx, Some("~"), 2).await, "cursor above every member"), newest[..2]);
+    let between = format!("{}~", ids[10]);
+    assert_eq!(ok(b.index_page_desc(&idx, Some(&between), 3).await, "cursor between members"), newest[14..17]);
+    assert!(ok(b.index_page_desc(&format!("{s}missing"), None, 10).await, "missing index").is_empty());
+    assert!(ok(b.index_page_desc(&idx, None, 0).await, "limit 0").is_empty());
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = ok(b.index_page_desc(&idx, cursor.as_deref(), 7).await, "walk");
+        if page.is_empty() {
+            break;
+        }
+        cursor = page.last().cloned();
+        seen.extend(page);
+    }
+    assert_eq!(seen, newest);
 }
 
 /// A prefix matches literally — `run/1/` not `run/10/`, `*` not as a wildcard — and a scan

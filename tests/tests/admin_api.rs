@@ -1,5 +1,7 @@
-//! The admin HTTP API over a real socket: start a run, list pending requests, decide, see the
-//! run finish; a second decision is refused; a bad spec names its problem; auth is enforced.
+//! The admin HTTP API, over a real socket and through `Router::oneshot`: start a run, list pending requests, decide, see the
+//! run finish; a second decision is refused; a bad spec names its problem; auth is enforced
+//! (401 on a wrong token); bodies are bounded (413); a hostile spec is refused by its nesting;
+//! `GET /api/runs` pages through runs from their summaries, without reading journals.
 
 use std::time::Duration;
 
@@ -77,4 +79,137 @@ async fn approve_a_request_over_http() {
     let shown: Value = auth(http.get(format!("{base}/api/runs/{run}"))).send().await.unwrap().json().await.unwrap();
     assert_eq!(shown["steps"][0]["decision"]["by"], "partner");
     assert_eq!(auth(http.get(format!("{base}/api/runs/nope"))).send().await.unwrap().status(), 404);
+}
+
+/// A request to `app` without a socket.
+async fn send(app: &axum::Router, req: axum::http::Request<axum::body::Body>) -> (axum::http::StatusCode, Value) {
+    use tower::ServiceExt;
+    let resp = app.clone().oneshot(req).await.expect("the router answers");
+    let status = resp.status();
+    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.expect("body");
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+fn request(method: &str, uri: &str, token: Option<&str>, body: Option<Vec<u8>>) -> axum::http::Request<axum::body::Body> {
+    let mut b = axum::http::Request::builder().method(method).uri(uri);
+    if let Some(t) = token {
+        b = b.header("authorization", format!("Bearer {t}"));
+    }
+    match body {
+        Some(bytes) => b.header("content-type", "application/json").body(axum::body::Body::from(bytes)).unwrap(),
+        None => b.body(axum::body::Body::empty()).unwrap(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_or_missing_tokens_get_401() {
+    let sys = embedded().await;
+    let app = tollgate::http::router(sys.t().clone(), "s3cret".into());
+    for token in [None, Some("wrong"), Some("s3cre"), Some("s3cret-and-more"), Some("")] {
+        let (status, body) = send(&app, request("GET", "/api/runs", token, None)).await;
+        assert_eq!(status, 401, "{token:?}");
+        assert_eq!(body["error"], "unauthorized", "{body}");
+    }
+    let (status, _) = send(&app, request("POST", "/api/requests/x/decision", Some("wrong"), Some(b"{}".to_vec()))).await;
+    assert_eq!(status, 401, "checked before the body is read");
+    assert_eq!(send(&app, request("GET", "/api/runs", Some("s3cret"), None)).await.0, 200);
+    assert_eq!(send(&app, request("GET", "/healthz", None, None)).await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_and_malformed_bodies_get_clear_json_errors() {
+    let sys = embedded().await;
+    let options = tollgate::http::ApiOptions { admin_token: String::new(), max_body_bytes: 4096 };
+    let app = tollgate::http::router_with(sys.t().clone(), options);
+    let big = serde_json::to_vec(&json!({"spec": "x".repeat(5000)})).unwrap();
+    let (status, body) = send(&app, request("POST", "/api/runs", None, Some(big.clone()))).await;
+    assert_eq!(status, 413);
+    assert_eq!(body["error"], "body_too_large");
+    assert!(body["message"].as_str().unwrap().contains("4096 bytes (http_max_body_bytes)"), "{body}");
+    // Without a Content-Length (chunked): the limit holds while the body streams in.
+    let chunks = big.chunks(512).map(|c| Ok::<_, std::io::Error>(axum::body::Bytes::copy_from_slice(c))).collect::<Vec<_>>();
+    let streamed = axum::http::Request::builder()
+        .method("POST")
+        .uri("/api/runs")
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from_stream(futures::stream::iter(chunks)))
+        .unwrap();
+    let (status, body) = send(&app, streamed).await;
+    assert_eq!((status.as_u16(), &body["error"]), (413, &json!("body_too_large")), "{body}");
+    let (status, body) = send(&app, request("POST", "/api/requests/r/decision", None, Some(b"{not json".to_vec()))).await;
+    assert_eq!((status.as_u16(), &body["error"]), (400, &json!("bad_body")), "{body}");
+    let (status, body) = send(&app, request("POST", "/api/runs", None, Some(b"{\"params\": {}}".to_vec()))).await;
+    assert_eq!((status.as_u16(), &body["error"]), (422, &json!("bad_body")), "{body}");
+    assert!(body["message"].as_str().unwrap().contains("spec"), "names the missing field: {body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_spec_posted_is_refused_by_the_nesting_bound() {
+    let sys = embedded().await;
+    let app = tollgate::http::router(sys.t().clone(), String::new());
+    let body = serde_json::to_vec(&json!({"spec": "[".repeat(100_000)})).unwrap();
+    let (status, body) = send(&app, request("POST", "/api/runs", None, Some(body))).await;
+    assert_eq!(status, 422);
+    assert_eq!(body["error"], "invalid_spec");
+    assert!(body["message"].as_str().unwrap().contains("nesting deeper than 64 levels at line 1 column 65"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_are_listed_a_page_at_a_time_without_reading_journals() {
+    let sys = embedded().await;
+    let app = tollgate::http::router(sys.t().clone(), String::new());
+    let spec = "id: quick\nowner: ops\nsteps:\n  - { id: one, type: code, script: \"return 1\" }\n";
+    let failing = "id: broken\nowner: ops\nsteps:\n  - { id: one, type: code, script: \"throw new Error('no')\" }\n";
+    let mut started = Vec::new();
+    for i in 0..7 {
+        let run = sys.start(if i == 3 { failing } else { spec }, json!({})).await;
+        sys.settle(&run).await;
+        started.push(run.to_string());
+    }
+    // Listing reads metadata and summaries only: with every journal gone it still answers.
+    let backend = sys.t().engine.store.backend().clone();
+    for run in &started {
+        backend.delete(&tollgate_engine::store::keys::run_journal(&tollgate_engine::ids::RunId::new(run.as_str()))).await.unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let uri = match &cursor {
+            Some(c) => format!("/api/runs?limit=3&after={c}"),
+            None => "/api/runs?limit=3".to_string(),
+        };
+        let (status, page) = send(&app, request("GET", &uri, None, None)).await;
+        assert_eq!(status, 200, "{page}");
+        let runs = page["runs"].as_array().unwrap();
+        assert!(runs.len() <= 3);
+        pages += 1;
+        for r in runs {
+            assert!(r["started_at"].is_u64() && r["finished_at"].is_u64() && r["created_at"].is_u64(), "{r}");
+            seen.push((r["run"].as_str().unwrap().to_string(), r["status"].as_str().unwrap().to_string(), r["reason"]["code"].clone()));
+        }
+        match page["next"].as_str() {
+            Some(next) => {
+                assert_eq!(next, runs.last().unwrap()["run"], "the cursor is the last run shown");
+                cursor = Some(next.to_string());
+            }
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    let newest_first: Vec<String> = started.iter().rev().cloned().collect();
+    assert_eq!(seen.iter().map(|s| s.0.clone()).collect::<Vec<_>>(), newest_first, "every run once, newest first");
+    for (run, status, code) in &seen {
+        if *run == started[3] {
+            assert_eq!((status.as_str(), code), ("failed", &json!("step_failed")));
+        } else {
+            assert_eq!(status, "succeeded");
+        }
+    }
+    let (_, all) = send(&app, request("GET", "/api/runs", None, None)).await;
+    assert_eq!((all["runs"].as_array().unwrap().len(), &all["next"]), (7, &Value::Null), "the default page holds them all");
+    for (uri, code) in [("/api/runs?limit=0", "bad_limit"), ("/api/runs?limit=501", "bad_limit"), ("/api/runs?limit=x", "bad_limit"), ("/api/runs?after=a/b", "bad_cursor")] {
+        let (status, body) = send(&app, request("GET", uri, None, None)).await;
+        assert_eq!((status.as_u16(), &body["error"]), (400, &json!(code)), "{uri}: {body}");
+    }
 }

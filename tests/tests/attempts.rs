@@ -21,7 +21,7 @@ async fn time_in_the_queue_does_not_count_and_every_step_executes_exactly_once()
         // 48 calls of 1.5 s with a 2 s timeout on 16 workers: three waves. Counting queue time
         // would time out the later waves and run them twice.
         let server = TestServer::start(slow(Duration::from_millis(1500))).await;
-        let mut yaml = String::from("id: waves\nowner: ops\nsteps:\n");
+        let mut yaml = String::from("id: waves\nowner: ops\negress: { allow: [\"127.0.0.1\"] }\nsteps:\n");
         for i in 0..48 {
             yaml.push_str(&format!(
                 "  - {{ id: s{i}, type: api_call, request: {{ url: \"{}\" }}, timeout: 2s, retry: {{ max_attempts: 3 }} }}\n",
@@ -50,6 +50,7 @@ async fn cancelling_a_run_aborts_its_calls_in_flight_and_starts_no_new_step() {
             r#"
 id: cancellable
 owner: ops
+egress: {{ allow: ["127.0.0.1"] }}
 steps:
   - {{ id: left, type: api_call, request: {{ url: "{0}" }}, timeout: 5m }}
   - {{ id: right, type: api_call, request: {{ url: "{1}" }}, timeout: 5m }}
@@ -82,14 +83,14 @@ async fn an_attempt_no_worker_starts_within_its_queue_timeout_is_fenced_and_neve
     let sys = embedded_with(|c| c.worker_concurrency = 1).await;
     let server = TestServer::start(slow(Duration::from_secs(120))).await;
     let blocker = format!(
-        "id: blocker\nowner: ops\nsteps:\n  - {{ id: hold, type: api_call, request: {{ url: \"{}\" }}, timeout: 5m }}\n",
+        "id: blocker\nowner: ops\negress: {{ allow: [\"127.0.0.1\"] }}\nsteps:\n  - {{ id: hold, type: api_call, request: {{ url: \"{}\" }}, timeout: 5m }}\n",
         server.url("/hold")
     );
     let blocker = sys.start(&blocker, json!({})).await;
     wait_for("the only worker to be busy", Duration::from_secs(30), || async { server.hits().len() == 1 }).await;
 
     let yaml = format!(
-        "id: impatient\nowner: ops\nsteps:\n  - {{ id: quick, type: api_call, request: {{ url: \"{}\" }}, queue_timeout: 300ms }}\n",
+        "id: impatient\nowner: ops\negress: {{ allow: [\"127.0.0.1\"] }}\nsteps:\n  - {{ id: quick, type: api_call, request: {{ url: \"{}\" }}, queue_timeout: 300ms }}\n",
         server.url("/quick")
     );
     let run = sys.start(&yaml, json!({})).await;
@@ -104,7 +105,7 @@ async fn an_attempt_no_worker_starts_within_its_queue_timeout_is_fenced_and_neve
     sys.t().cancel(&blocker, "ops", "done").await.expect("cancel");
     wait_for("the blocking call to be aborted", Duration::from_secs(30), || async { server.aborted() == 1 }).await;
     let probe = format!(
-        "id: probe\nowner: ops\nsteps:\n  - {{ id: ping, type: api_call, request: {{ url: \"{}\" }} }}\n",
+        "id: probe\nowner: ops\negress: {{ allow: [\"127.0.0.1\"] }}\nsteps:\n  - {{ id: ping, type: api_call, request: {{ url: \"{}\" }} }}\n",
         server.url("/ping")
     );
     // Jobs are delivered in order: once a later job on the single worker runs, the fenced

@@ -47,6 +47,7 @@ async fn fenced_actor_stops_and_the_run_recovers(mut sys: TestSystem) {
         r#"
 id: fenced
 owner: ops
+egress: {{ allow: ["127.0.0.1"] }}
 steps:
   - {{ id: slow, type: api_call, request: {{ method: POST, url: "{base}/slow" }}, timeout: 300s }}
   - {{ id: after, type: code, needs: [slow], script: "return 1" }}

@@ -23,6 +23,7 @@ async fn independent_branches_run_concurrently() {
             r#"
 id: fanout
 owner: ops
+egress: {{ allow: ["127.0.0.1"] }}
 steps:
   - {{ id: left, type: api_call, request: {{ url: "{0}" }} }}
   - {{ id: right, type: api_call, request: {{ url: "{0}" }} }}
@@ -57,6 +58,7 @@ async fn a_failing_step_is_retried_with_backoff_and_one_idempotency_key() {
             r#"
 id: flaky
 owner: ops
+egress: {{ allow: ["127.0.0.1"] }}
 steps:
   - id: book
     type: api_call
@@ -95,6 +97,7 @@ async fn an_attempt_that_times_out_is_dispatched_again() {
             r#"
 id: slow
 owner: ops
+egress: {{ allow: ["127.0.0.1"] }}
 steps:
   - id: call
     type: api_call

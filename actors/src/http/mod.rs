@@ -1,168 +1,86 @@
-//! The admin HTTP API (axum). Status mapping lives only here: 4xx for what the caller can
-//! fix, 5xx hides details from the client and logs them.
+//! The admin HTTP API (axum), one file per route group. Status mapping lives only here
+//! ([`error`]): 4xx for what the caller can fix, 5xx hides details from the client and logs them.
 //!
 //! - `GET  /healthz`
-//! - `GET  /api/runs`, `GET /api/runs/{run}`, `POST /api/runs` `{spec: "<yaml>", params: {…}}`
+//! - `GET  /api/runs?limit=&after=` (a page, newest first, with the `next` cursor),
+//!   `GET /api/runs/{run}`, `POST /api/runs` `{spec: "<yaml>", params: {…}}`
 //! - `POST /api/runs/{run}/cancel` `{reason}`
 //! - `GET  /api/requests` (pending human requests)
 //! - `POST /api/requests/{request}/decision` `{decision: approve|reject|extend|modify|abort, amount?, value?, comment?, by}`
+//!
+//! Every `/api` route needs the admin token when one is configured ([`auth`]); request bodies
+//! over `http_max_body_bytes` get 413.
+
+mod auth;
+mod error;
+mod requests;
+mod runs;
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Request, State};
-use axum::http::StatusCode;
+use axum::extract::{DefaultBodyLimit, Request};
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::{json, Value};
-use tollgate_engine::ids::{RequestId, RunId};
-use tollgate_engine::money::Money;
-use tollgate_engine::run::Decision;
-use tollgate_engine::spec::parse_yaml;
-use tollgate_engine::store::StoreError;
+use axum::{Extension, Router};
+
+pub use auth::{bearer_matches, check_exposure};
+pub use runs::{DEFAULT_PAGE, MAX_PAGE};
 
 use crate::bootstrap::{self, Role};
 use crate::config::Config;
-use crate::service::{ServiceError, Tollgate};
+use crate::http::error::BodyLimit;
+use crate::service::Tollgate;
 
-struct ApiError(ServiceError);
+/// How the API is served.
+#[derive(Clone, Debug)]
+pub struct ApiOptions {
+    /// Bearer token every `/api` route needs; empty: none (loopback only, see [`check_exposure`]).
+    pub admin_token: String,
+    /// Largest request body read, in bytes.
+    pub max_body_bytes: usize,
+}
 
-impl From<ServiceError> for ApiError {
-    fn from(e: ServiceError) -> Self {
-        Self(e)
+impl ApiOptions {
+    pub fn from_config(config: &Config) -> Self {
+        Self { admin_token: config.admin_token.clone(), max_body_bytes: config.http_max_body_bytes }
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let (status, code) = match &self.0 {
-            ServiceError::Spec(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_spec"),
-            ServiceError::NotFound(_) | ServiceError::Store(StoreError::NotFound(_)) => (StatusCode::NOT_FOUND, "not_found"),
-            ServiceError::AlreadyDecided(_) => (StatusCode::CONFLICT, "already_decided"),
-            ServiceError::DecisionNotAllowed { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "decision_not_allowed"),
-            ServiceError::Store(StoreError::Forbidden(_)) => (StatusCode::FORBIDDEN, "forbidden"),
-            _ => {
-                tracing::error!("admin API internal error: {}", self.0);
-                return (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"error": "internal", "message": "internal error"}))).into_response();
-            }
-        };
-        (status, Json(json!({"error": code, "message": self.0.to_string()}))).into_response()
+impl Default for ApiOptions {
+    fn default() -> Self {
+        Self::from_config(&Config::default())
     }
 }
 
-type ApiResult = Result<Json<Value>, ApiError>;
-
+/// The API with the default body limit and `admin_token`.
 pub fn router(t: Tollgate, admin_token: String) -> Router {
-    let token = Arc::new(admin_token);
+    router_with(t, ApiOptions { admin_token, ..ApiOptions::default() })
+}
+
+pub fn router_with(t: Tollgate, options: ApiOptions) -> Router {
+    let token = Arc::new(options.admin_token);
     let api = Router::new()
-        .route("/api/runs", get(list_runs).post(start_run))
-        .route("/api/runs/{run}", get(show_run))
-        .route("/api/runs/{run}/cancel", post(cancel_run))
-        .route("/api/requests", get(pending))
-        .route("/api/requests/{request}/decision", post(decide))
-        .layer(middleware::from_fn(move |req: Request, next: Next| {
-            let token = token.clone();
-            async move {
-                if !token.is_empty() {
-                    let ok = req
-                        .headers()
-                        .get("authorization")
-                        .and_then(|h| h.to_str().ok())
-                        .is_some_and(|h| h.strip_prefix("Bearer ") == Some(token.as_str()));
-                    if !ok {
-                        return (StatusCode::UNAUTHORIZED, Json(json!({"error": "unauthorized"}))).into_response();
-                    }
-                }
-                next.run(req).await
-            }
-        }));
+        .route("/api/runs", get(runs::list).post(runs::start))
+        .route("/api/runs/{run}", get(runs::show))
+        .route("/api/runs/{run}/cancel", post(runs::cancel))
+        .route("/api/requests", get(requests::pending))
+        .route("/api/requests/{request}/decision", post(requests::decide))
+        .layer(DefaultBodyLimit::max(options.max_body_bytes))
+        .layer(Extension(BodyLimit(options.max_body_bytes)))
+        .layer(middleware::from_fn(move |req: Request, next: Next| auth::require_token(token.clone(), req, next)));
     Router::new().route("/healthz", get(|| async { "ok" })).merge(api).with_state(t)
 }
 
-async fn list_runs(State(t): State<Tollgate>) -> ApiResult {
-    let mut out = Vec::new();
-    for run in t.engine.store.list_runs().await.map_err(ServiceError::from)?.into_iter().rev() {
-        if let Ok(v) = t.view(&run).await {
-            out.push(crate::cli::summary_json(&v));
-        }
-    }
-    Ok(Json(Value::Array(out)))
-}
-
-async fn show_run(State(t): State<Tollgate>, Path(run): Path<String>) -> ApiResult {
-    Ok(Json(crate::cli::summary_json(&t.view(&RunId(run)).await?)))
-}
-
-#[derive(Deserialize)]
-struct StartRun {
-    spec: String,
-    #[serde(default)]
-    params: serde_json::Map<String, Value>,
-}
-
-async fn start_run(State(t): State<Tollgate>, Json(body): Json<StartRun>) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let spec = parse_yaml(&body.spec).map_err(ServiceError::from)?;
-    let run = t.start_run(&spec, &body.params).await?;
-    Ok((StatusCode::CREATED, Json(json!({"run": run}))))
-}
-
-#[derive(Deserialize)]
-struct CancelBody {
-    #[serde(default)]
-    reason: Option<String>,
-    #[serde(default)]
-    by: Option<String>,
-}
-
-async fn cancel_run(State(t): State<Tollgate>, Path(run): Path<String>, body: Option<Json<CancelBody>>) -> ApiResult {
-    let b = body.map(|b| b.0).unwrap_or(CancelBody { reason: None, by: None });
-    t.cancel(&RunId(run.clone()), b.by.as_deref().unwrap_or("admin-api"), b.reason.as_deref().unwrap_or("cancelled via the admin API")).await?;
-    Ok(Json(json!({"run": run, "cancelling": true})))
-}
-
-async fn pending(State(t): State<Tollgate>) -> ApiResult {
-    Ok(Json(serde_json::to_value(t.pending().await?).unwrap_or_default()))
-}
-
-#[derive(Deserialize)]
-struct DecisionBody {
-    decision: String,
-    /// An exact decimal: a JSON string (`"0.50"`) or number.
-    #[serde(default)]
-    amount: Option<Money>,
-    #[serde(default)]
-    value: Option<Value>,
-    #[serde(default)]
-    comment: Option<String>,
-    by: String,
-}
-
-async fn decide(State(t): State<Tollgate>, Path(request): Path<String>, Json(b): Json<DecisionBody>) -> Result<Response, ApiError> {
-    let decision = match (b.decision.as_str(), b.amount, b.value) {
-        ("approve", _, _) => Decision::Approve,
-        ("reject", _, _) => Decision::Reject,
-        ("abort", _, _) => Decision::Abort,
-        ("extend", Some(a), _) if !a.is_zero() => Decision::Extend { amount: a },
-        ("modify", _, Some(v)) => Decision::Modify { value: v },
-        (d, _, _) => {
-            let msg = format!("decision `{d}` is unknown or lacks its argument (extend needs amount > 0, modify needs value)");
-            return Ok((StatusCode::UNPROCESSABLE_ENTITY, Json(json!({"error": "bad_decision", "message": msg}))).into_response());
-        }
-    };
-    let record = t.decide(&RequestId(request), decision, &b.by, b.comment).await?;
-    Ok(Json(json!({"request": record.request.id, "run": record.run, "recorded": true})).into_response())
-}
-
 /// `tollgate serve`: recover unfinished runs, run workers, serve the admin API until Ctrl-C.
+/// Refuses to start when the API would be reachable from the network without a token.
 pub async fn serve(config: &Config) -> anyhow::Result<()> {
+    check_exposure(config.http_addr, &config.admin_token).map_err(anyhow::Error::msg)?;
     let sys = bootstrap::start(config, Role::All).await?;
     let recovered = sys.tollgate.recover_all().await?;
     let listener = tokio::net::TcpListener::bind(config.http_addr).await?;
     eprintln!("tollgate serve: admin API on http://{} ({} unfinished runs recovered)", listener.local_addr()?, recovered);
     let token = sys.token();
-    let app = router(sys.tollgate.clone(), config.admin_token.clone());
+    let app = router_with(sys.tollgate.clone(), ApiOptions::from_config(config));
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         tokio::select! {
             _ = crate::cli::shutdown_signal() => {}

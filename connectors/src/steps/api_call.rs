@@ -14,17 +14,26 @@
 //! 408, 429, 5xx, `Permanent` with a body excerpt otherwise), `http_unreachable` (`Retryable`:
 //! connect or transport failure), `timeout` (`Retryable`: the attempt's `timeout`, which covers
 //! the whole exchange including the body), `response_too_large`, `bad_url` (not http/https),
-//! `bad_request` (bad method/header/request shape), `bad_spec` (no request), `bad_redirect`.
+//! `bad_request` (bad method/header/request shape), `bad_spec` (no request), `bad_redirect`
+//! (more than 10 hops, or a `Location` that is not http/https), `egress_denied` (`Permanent`:
+//! the egress policy refuses the destination of the request or of a redirect hop, see
+//! [`crate::steps::egress`]).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
+use reqwest::header::{
+    AUTHORIZATION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, HeaderMap, HeaderName, HeaderValue, LOCATION,
+    PROXY_AUTHORIZATION, RETRY_AFTER, WWW_AUTHENTICATE,
+};
 use reqwest::{Method, StatusCode, Url};
 use serde_json::{Map, Value, json};
+use tollgate_engine::egress::EgressAllow;
 use tollgate_engine::money::Money;
 use tollgate_engine::spec::HttpRequestSpec;
 use tollgate_engine::step::{StepError, StepHandler, StepInvocation, StepSuccess};
+
+use crate::steps::egress::{EgressGuard, Refusal, denial_in};
 
 /// Default bound on a successful response's body.
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 10 * 1024 * 1024;
@@ -46,28 +55,31 @@ pub const KEPT_HEADERS: &[&str] = &[
 const ERROR_BODY_BYTES: usize = 64 * 1024;
 const EXCERPT_CHARS: usize = 300;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Redirects followed for one request.
+const MAX_REDIRECTS: usize = 10;
 
-/// Runs `api_call` steps over one shared connection pool.
-#[derive(Clone, Debug)]
+/// Runs `api_call` steps; connections go only where the egress policy allows.
+#[derive(Debug)]
 pub struct ApiCallHandler {
-    client: reqwest::Client,
+    egress: EgressGuard,
     max_response_bytes: usize,
 }
 
-impl ApiCallHandler {
-    /// A handler with its own client (rustls, a `tollgate/<version>` user agent, 10 s connect
-    /// timeout, reqwest's default redirect policy of at most 10 hops).
-    pub fn new() -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder()
-            .user_agent(concat!("tollgate/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(CONNECT_TIMEOUT)
-            .build()?;
-        Ok(Self::with_client(client))
-    }
+/// One hop of a request: what is sent, re-sent (and adjusted) on a redirect.
+struct Hop {
+    method: Method,
+    url: Url,
+    headers: HeaderMap,
+    body: Option<Vec<u8>>,
+}
 
-    /// A handler over a client configured by the caller (proxies, extra roots…).
-    pub fn with_client(client: reqwest::Client) -> Self {
-        Self { client, max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES }
+impl ApiCallHandler {
+    /// A handler whose requests may reach, beyond public addresses, what `allow` (the
+    /// service's egress allowlist) and each workflow's `egress.allow` open. Clients use
+    /// rustls, a `tollgate/<version>` user agent and a 10 s connect timeout.
+    pub fn new(allow: EgressAllow) -> Self {
+        let egress = EgressGuard::new(allow, concat!("tollgate/", env!("CARGO_PKG_VERSION")), CONNECT_TIMEOUT);
+        Self { egress, max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES }
     }
 
     /// Bound on a successful response's body; beyond it the attempt fails `response_too_large`.
@@ -76,16 +88,36 @@ impl ApiCallHandler {
         self
     }
 
-    async fn exchange(&self, request: reqwest::RequestBuilder) -> Result<Value, StepError> {
-        let mut response = request.send().await.map_err(transport_error)?;
-        let status = response.status();
-        let headers = response.headers().clone();
-        if status.is_success() {
-            let body = read_body(&mut response, self.max_response_bytes, false).await?;
-            return Ok(json!({ "status": status.as_u16(), "headers": kept_headers(&headers), "body": decode_body(&headers, body) }));
+    /// Send the request, following up to [`MAX_REDIRECTS`] redirects, each hop checked by the
+    /// egress guard like the first.
+    async fn exchange(&self, mut hop: Hop, workflow: &EgressAllow) -> Result<Value, StepError> {
+        let mut from: Option<Url> = None;
+        for _ in 0..=MAX_REDIRECTS {
+            let on_hop = |e: StepError| match &from {
+                Some(prev) => StepError { message: format!("redirect from {prev} to {}: {}", hop.url, e.message), ..e },
+                None => e,
+            };
+            let client = self.egress.client_for(&hop.url, workflow).map_err(|r| on_hop(refusal_error(r)))?;
+            let mut request = client.request(hop.method.clone(), hop.url.clone()).headers(hop.headers.clone());
+            if let Some(body) = &hop.body {
+                request = request.body(body.clone());
+            }
+            let mut response = request.send().await.map_err(|e| on_hop(transport_error(e)))?;
+            let status = response.status();
+            let headers = response.headers().clone();
+            if let Some(next) = redirect_target(status, &headers, &hop.url)? {
+                follow(&mut hop, status, next);
+                from = Some(response.url().clone());
+                continue;
+            }
+            if status.is_success() {
+                let body = read_body(&mut response, self.max_response_bytes, false).await?;
+                return Ok(json!({ "status": status.as_u16(), "headers": kept_headers(&headers), "body": decode_body(&headers, body) }));
+            }
+            let body = read_body(&mut response, ERROR_BODY_BYTES, true).await?;
+            return Err(status_error(status, &headers, &body, SystemTime::now()));
         }
-        let body = read_body(&mut response, ERROR_BODY_BYTES, true).await?;
-        Err(status_error(status, &headers, &body, SystemTime::now()))
+        Err(StepError::permanent("bad_redirect", format!("more than {MAX_REDIRECTS} redirects, last to {}", hop.url)))
     }
 }
 
@@ -97,42 +129,90 @@ impl StepHandler for ApiCallHandler {
                 .map_err(|e| StepError::permanent("bad_request", format!("rendered request is malformed: {e}")))?,
             None => return Err(StepError::permanent("bad_spec", "api_call invocation has no `request`")),
         };
-        let request = self.build(&spec, &call.idempotency_key, call.attempt)?;
-        match tokio::time::timeout(call.timeout, self.exchange(request)).await {
+        let hop = build(&spec, &call.idempotency_key, call.attempt)?;
+        match tokio::time::timeout(call.timeout, self.exchange(hop, call.egress)).await {
             Ok(result) => result.map(|output| StepSuccess { output, cost: Money::ZERO }),
             Err(_) => Err(StepError::retryable("timeout", format!("no complete response within {:?}", call.timeout))),
         }
     }
 }
 
-impl ApiCallHandler {
-    fn build(&self, spec: &HttpRequestSpec, idempotency_key: &str, attempt: u32) -> Result<reqwest::RequestBuilder, StepError> {
-        let url = Url::parse(&spec.url).map_err(|e| StepError::permanent("bad_url", format!("{:?}: {e}", spec.url)))?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(StepError::permanent("bad_url", format!("only http and https URLs are allowed, not {:?}", url.scheme())));
-        }
-        let method = Method::from_bytes(spec.method.to_ascii_uppercase().as_bytes())
-            .map_err(|_| StepError::permanent("bad_request", format!("bad HTTP method {:?}", spec.method)))?;
-        let mut headers = HeaderMap::new();
-        for (name, value) in &spec.headers {
-            let name = HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| StepError::permanent("bad_request", format!("bad header name {name:?}")))?;
-            let value = HeaderValue::from_str(value)
-                .map_err(|_| StepError::permanent("bad_request", format!("bad value for header {name}")))?;
-            headers.append(name, value);
-        }
-        let key = HeaderValue::from_str(idempotency_key)
-            .map_err(|_| StepError::permanent("bad_request", "idempotency key is not a valid header value"))?;
-        headers.insert(HeaderName::from_static("idempotency-key"), key);
-        headers.insert(HeaderName::from_static("tollgate-attempt"), HeaderValue::from(attempt));
-        let has_content_type = headers.contains_key(CONTENT_TYPE);
-        let request = self.client.request(method, url).headers(headers);
-        Ok(match &spec.body {
-            Some(Value::String(raw)) if has_content_type => request.body(raw.clone()),
-            Some(body) => request.json(body),
-            None => request,
-        })
+fn build(spec: &HttpRequestSpec, idempotency_key: &str, attempt: u32) -> Result<Hop, StepError> {
+    let url = Url::parse(&spec.url).map_err(|e| StepError::permanent("bad_url", format!("{:?}: {e}", spec.url)))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(StepError::permanent("bad_url", format!("only http and https URLs are allowed, not {:?}", url.scheme())));
     }
+    let method = Method::from_bytes(spec.method.to_ascii_uppercase().as_bytes())
+        .map_err(|_| StepError::permanent("bad_request", format!("bad HTTP method {:?}", spec.method)))?;
+    let mut headers = HeaderMap::new();
+    for (name, value) in &spec.headers {
+        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| StepError::permanent("bad_request", format!("bad header name {name:?}")))?;
+        let value = HeaderValue::from_str(value).map_err(|_| StepError::permanent("bad_request", format!("bad value for header {name}")))?;
+        headers.append(name, value);
+    }
+    let key = HeaderValue::from_str(idempotency_key)
+        .map_err(|_| StepError::permanent("bad_request", "idempotency key is not a valid header value"))?;
+    headers.insert(HeaderName::from_static("idempotency-key"), key);
+    headers.insert(HeaderName::from_static("tollgate-attempt"), HeaderValue::from(attempt));
+    let body = match &spec.body {
+        Some(Value::String(raw)) if headers.contains_key(CONTENT_TYPE) => Some(raw.clone().into_bytes()),
+        Some(body) => {
+            if !headers.contains_key(CONTENT_TYPE) {
+                headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            }
+            Some(serde_json::to_vec(body).expect("JSON values serialise"))
+        }
+        None => None,
+    };
+    Ok(Hop { method, url, headers, body })
+}
+
+/// Where a redirect response points, if it is one to follow (301, 302, 303, 307, 308 with a
+/// `Location`). A redirect elsewhere than http(s) fails `bad_redirect`.
+fn redirect_target(status: StatusCode, headers: &HeaderMap, url: &Url) -> Result<Option<Url>, StepError> {
+    if !matches!(status.as_u16(), 301 | 302 | 303 | 307 | 308) {
+        return Ok(None);
+    }
+    let Some(location) = headers.get(LOCATION) else { return Ok(None) };
+    let bad = |why: String| StepError::permanent("bad_redirect", format!("HTTP {status} from {url}: {why}"));
+    let location = location.to_str().map_err(|_| bad("the Location header is not text".into()))?;
+    let next = url.join(location).map_err(|e| bad(format!("bad Location {location:?}: {e}")))?;
+    if !matches!(next.scheme(), "http" | "https") {
+        return Err(bad(format!("redirect to a {:?} URL", next.scheme())));
+    }
+    Ok(Some(next))
+}
+
+/// Turn `hop` into the request a redirect asks for, as browsers and reqwest do: 301/302/303
+/// re-send as GET without a body (HEAD stays HEAD), 307/308 re-send as is; credentials are not
+/// carried to another origin.
+fn follow(hop: &mut Hop, status: StatusCode, next: Url) {
+    if matches!(status.as_u16(), 301 | 302 | 303) {
+        if hop.method != Method::HEAD {
+            hop.method = Method::GET;
+        }
+        hop.body = None;
+        for name in [CONTENT_TYPE, CONTENT_LENGTH, CONTENT_ENCODING] {
+            hop.headers.remove(name);
+        }
+    }
+    let origin = |u: &Url| (u.scheme().to_owned(), u.host_str().map(str::to_owned), u.port_or_known_default());
+    if origin(&next) != origin(&hop.url) {
+        for name in [AUTHORIZATION, COOKIE, PROXY_AUTHORIZATION, WWW_AUTHENTICATE] {
+            hop.headers.remove(name);
+        }
+        hop.headers.remove("cookie2");
+    }
+    hop.url = next;
+}
+
+fn refusal_error(r: Refusal) -> StepError {
+    let code = match r {
+        Refusal::Denied(_) => "egress_denied",
+        Refusal::Scheme(_) | Refusal::NoHost(_) => "bad_url",
+        Refusal::Client(_) => "http_client",
+    };
+    StepError::permanent(code, r.to_string())
 }
 
 /// Reads at most `limit` bytes; past it, either truncates (error bodies, only quoted) or fails.
@@ -202,6 +282,9 @@ fn status_error(status: StatusCode, headers: &HeaderMap, body: &[u8], now: Syste
 }
 
 fn transport_error(e: reqwest::Error) -> StepError {
+    if let Some(denied) = denial_in(&e) {
+        return StepError::permanent("egress_denied", denied.to_string());
+    }
     // reqwest's Display leaves out the cause ("connection refused" etc.), which is the useful part.
     let mut message = e.to_string();
     let mut source = std::error::Error::source(&e);
@@ -335,7 +418,17 @@ mod tests {
         addr
     }
 
+    /// What the tests' local servers need: the service allowlist opens 127.0.0.1.
+    fn local() -> EgressAllow {
+        EgressAllow::parse(&["127.0.0.1"]).expect("valid entry")
+    }
+
     async fn call(handler: &ApiCallHandler, request: Value, timeout: Duration) -> Result<Value, StepError> {
+        call_from(handler, &EgressAllow::default(), request, timeout).await
+    }
+
+    /// A call from a workflow whose `egress.allow` is `egress`.
+    async fn call_from(handler: &ApiCallHandler, egress: &EgressAllow, request: Value, timeout: Duration) -> Result<Value, StepError> {
         let step: StepSpec = serde_json::from_value(json!({ "id": "post", "type": "api_call", "request": request }))
             .expect("valid step");
         let (workflow, run) = (WorkflowId::new("wf"), RunId::new("run-1"));
@@ -348,19 +441,20 @@ mod tests {
             inputs: &inputs,
             idempotency_key: "run-1/post".into(),
             timeout,
+            egress,
         };
         handler.run(invocation).await.map(|s| s.output)
     }
 
     async fn get_url(url: String) -> Result<Value, StepError> {
-        let handler = ApiCallHandler::new().expect("client").max_response_bytes(1024 * 1024);
+        let handler = ApiCallHandler::new(local()).max_response_bytes(1024 * 1024);
         call(&handler, json!({ "url": url }), Duration::from_secs(10)).await
     }
 
     #[tokio::test]
     async fn sends_json_and_the_idempotency_key() {
         let addr = server().await;
-        let handler = ApiCallHandler::new().expect("client");
+        let handler = ApiCallHandler::new(local());
         let request = json!({
             "method": "post",
             "url": format!("http://{addr}/echo"),
@@ -423,7 +517,7 @@ mod tests {
         assert_eq!((&err.class, err.code.as_str()), (&ErrorClass::Retryable, "http_unreachable"), "{err}");
 
         let addr = server().await;
-        let handler = ApiCallHandler::new().expect("client");
+        let handler = ApiCallHandler::new(local());
         let err = call(&handler, json!({ "url": format!("http://{addr}/slow") }), Duration::from_millis(200)).await.expect_err("slow");
         assert_eq!((&err.class, err.code.as_str()), (&ErrorClass::Retryable, "timeout"), "{err}");
 

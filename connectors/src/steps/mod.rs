@@ -2,6 +2,7 @@
 
 pub mod api_call;
 pub mod code;
+pub mod egress;
 
 pub use api_call::ApiCallHandler;
 pub use code::CodeHandler;

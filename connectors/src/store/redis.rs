@@ -430,6 +430,21 @@ impl Backend for RedisBackend {
         redis::cmd("ZREM").arg(self.key(index)).arg(member).exec_async(&mut self.conn.clone()).await.map_err(|e| map_err(index, e))
     }
 
+    async fn index_page_desc(&self, index: &str, before: Option<&str>, limit: usize) -> Result<Vec<String>, StoreError> {
+        // Members share one score, so lexicographic ranges apply (byte order).
+        let max = before.map_or_else(|| "+".to_owned(), |b| format!("({b}"));
+        redis::cmd("ZREVRANGEBYLEX")
+            .arg(self.key(index))
+            .arg(max)
+            .arg("-")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit)
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(|e| map_err(index, e))
+    }
+
     async fn index_members(&self, index: &str) -> Result<Vec<String>, StoreError> {
         redis::cmd("ZRANGE")
             .arg(self.key(index))

@@ -479,6 +479,17 @@ impl Backend for SqliteBackend {
             .map_err(|e| map_err(index, e))
     }
 
+    async fn index_page_desc(&self, index: &str, before: Option<&str>, limit: usize) -> Result<Vec<String>, StoreError> {
+        // The primary key (idx, member) serves the range and the order.
+        sqlx::query_scalar("SELECT member FROM idx WHERE idx = ?1 AND (?2 IS NULL OR member < ?2) ORDER BY member DESC LIMIT ?3")
+            .bind(index)
+            .bind(before)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(|e| map_err(index, e))
+    }
+
     async fn scan_prefix(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         let now = now_ms();
         // `prefix <= key < prefix || x'F4908080'` holds exactly for the keys that start with

@@ -2,6 +2,7 @@
 //! [`ValidatedSpec`] — the only form the run state machine accepts.
 
 mod join;
+pub mod limits;
 mod model;
 mod parse;
 pub mod steps;

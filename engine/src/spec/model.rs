@@ -44,11 +44,25 @@ pub struct WorkflowSpec {
     /// The gate mesh every step output passes: policy, extra regex rules, what a block does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gates: Option<WorkflowGates>,
+    /// Destinations this workflow's `api_call` steps may reach although the egress policy
+    /// refuses them by default (loopback, private, link-local… addresses).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress: Option<EgressSpec>,
     pub steps: Vec<StepSpec>,
 }
 
 fn one() -> u32 {
     1
+}
+
+/// `egress:` — the workflow's additions to the service's egress allowlist.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EgressSpec {
+    /// Entries: `host`, `host:port`, `*.domain`, an address (`127.0.0.1`, `[::1]:8080`, with
+    /// or without a port) or a network (`10.0.0.0/8`).
+    #[serde(default)]
+    pub allow: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::spec::{validate, ValidatedSpec, WorkflowSpec};
+use crate::spec::{limits, validate, ValidatedSpec, WorkflowSpec};
 
 /// One thing wrong with a spec, and where.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,8 +41,10 @@ impl fmt::Display for SpecError {
     }
 }
 
-/// Parse YAML text into a validated spec.
+/// Parse YAML text into a validated spec. The text's size and nesting are bounded first
+/// ([`limits`]), so a hostile spec costs one linear scan, not the parser's time.
 pub fn parse_yaml(text: &str) -> Result<ValidatedSpec, SpecError> {
+    limits::check(text)?;
     let spec: WorkflowSpec = serde_yaml_ng::from_str(text).map_err(|e| {
         let at = match e.location() {
             Some(loc) => format!("line {}, column {}", loc.line(), loc.column()),

@@ -407,3 +407,43 @@ fn what_a_step_retries_is_checked() {
         "#]],
     );
 }
+
+#[test]
+fn egress_entries_are_validated_each_with_its_place() {
+    check(
+        "id: w\nowner: o\negress: { allow: [\"127.0.0.1:8080\", \"api.example.com\", \"10.0.0.1/8\", \"host:0\"] }\nsteps:\n  - { id: a, type: code, script: x }\n",
+        expect![[r#"
+            invalid workflow spec (2 problems):
+              - egress.allow[2]: `10.0.0.1/8` has address bits set past its /8 prefix; write 10.0.0.0/8
+              - egress.allow[3]: `host:0`: `0` is not a port (1–65535)
+        "#]],
+    );
+    let spec = parse_yaml("id: w\nowner: o\negress: { allow: [\"[::1]:8080\", localhost] }\nsteps:\n  - { id: a, type: code, script: x }\n").unwrap();
+    let rules: Vec<String> = spec.egress().rules().iter().map(|r| r.to_string()).collect();
+    assert_eq!(rules, ["localhost", "[::1]:8080"]);
+}
+
+#[test]
+fn a_hostile_spec_is_refused_before_the_parser_sees_it() {
+    let nested = "[".repeat(100_000);
+    let err = parse_yaml(&nested).unwrap_err();
+    assert_eq!(err.to_string(), "invalid workflow spec (1 problem):\n  - spec: nesting deeper than 64 levels at line 1 column 65\n");
+    let big = format!("id: w\nowner: o\ndescription: \"{}\"\nsteps: []\n", "x".repeat(3_100_000));
+    assert_eq!(parse_yaml(&big).unwrap_err().problems[0].message, "spec is 3.1 MB, the limit is 1 MB");
+}
+
+#[test]
+fn a_large_legal_spec_with_brackets_in_its_text_parses() {
+    // Many steps whose scripts, descriptions and comments hold deep runs of brackets.
+    let deep = "[".repeat(200) + &"{".repeat(200);
+    let mut yaml = String::from("id: big\nowner: o\n# a comment with brackets [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[\nsteps:\n");
+    let mut i = 0;
+    while yaml.len() < 800_000 {
+        yaml.push_str(&format!(
+            "  - id: s{i}\n    type: code\n    description: plain text, see [1] and {deep}\n    inputs: {{ note: '{deep}', quoted: \"it's {deep}\" }} # {deep}\n    script: |\n      // {deep}\n      return \"{deep}\".length;\n"
+        ));
+        i += 1;
+    }
+    let spec = parse_yaml(&yaml).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(spec.spec().steps.len(), i);
+}

@@ -6,6 +6,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use serde_json::Value;
 
+use crate::egress::{EgressAllow, EgressRule};
 use crate::expr;
 use crate::gates::{GateMesh, GatePolicy};
 use crate::ids::{is_valid_id, StepId};
@@ -39,6 +40,8 @@ pub struct ValidatedSpec {
     mesh: GateMesh,
     /// The gate policy of each step: default ← workflow ← step overrides.
     policies: Vec<GatePolicy>,
+    /// The workflow's `egress.allow`, parsed.
+    egress: EgressAllow,
 }
 
 impl ValidatedSpec {
@@ -59,6 +62,10 @@ impl ValidatedSpec {
     }
     pub fn gate_policy(&self, i: usize) -> &GatePolicy {
         &self.policies[i]
+    }
+    /// Destinations the workflow opens beyond the service's egress allowlist.
+    pub fn egress(&self) -> &EgressAllow {
+        &self.egress
     }
     /// What a `block` verdict on step `i`'s output does.
     pub fn on_block(&self, i: usize) -> OnBlock {
@@ -213,10 +220,17 @@ pub fn validate(spec: WorkflowSpec) -> Result<ValidatedSpec, SpecError> {
         crate::spec::join::check_joins(&spec, &needs, &topo, &mut p);
     }
     let (mesh, policies) = gates_of(&spec, &mut p);
+    let allow = spec.egress.as_ref().map(|e| e.allow.as_slice()).unwrap_or_default();
+    for (i, entry) in allow.iter().enumerate() {
+        if let Err(message) = entry.parse::<EgressRule>() {
+            p.push(problem(format!("egress.allow[{i}]"), message));
+        }
+    }
+    let egress = EgressAllow::parse(allow).unwrap_or_default();
     if !p.is_empty() {
         return Err(SpecError { problems: p });
     }
-    Ok(ValidatedSpec { dag: Dag { index, needs, dependents, topo }, spec, mesh, policies })
+    Ok(ValidatedSpec { dag: Dag { index, needs, dependents, topo }, spec, mesh, policies, egress })
 }
 
 /// The workflow's mesh (built-in rules plus its own, whose examples are checked here) and

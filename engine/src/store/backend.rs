@@ -116,6 +116,17 @@ pub trait Backend: Send + Sync + 'static {
     /// All members of `index`, ascending.
     async fn index_members(&self, index: &str) -> Result<Vec<String>, StoreError>;
 
+    /// One page of `index`, descending: at most `limit` members below `before` (from the
+    /// greatest when `None`). Run ids sort by creation time, so this is "newest first, after
+    /// the last one shown". Backends override it to read only the page.
+    async fn index_page_desc(&self, index: &str, before: Option<&str>, limit: usize) -> Result<Vec<String>, StoreError> {
+        let mut members = self.index_members(index).await?;
+        if let Some(before) = before {
+            members.retain(|m| m.as_str() < before);
+        }
+        Ok(members.into_iter().rev().take(limit).collect())
+    }
+
     /// All keys that start with `prefix`, ascending. Used for listing and raw dumps, not on hot paths.
     async fn scan_prefix(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
 }

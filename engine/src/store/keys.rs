@@ -27,6 +27,10 @@ pub fn run_meta(run: &RunId) -> String {
 pub fn run_journal(run: &RunId) -> String {
     format!("run/{run}/journal")
 }
+/// A run's status for listings (sealed), rewritten when the run starts and when it finishes.
+pub fn run_summary(run: &RunId) -> String {
+    format!("run/{run}/summary")
+}
 /// The resolved input of one attempt of a step, written before the job is enqueued.
 pub fn step_input(run: &RunId, step: &StepId, attempt: u32) -> String {
     format!("run/{run}/in/{step}/{attempt}")

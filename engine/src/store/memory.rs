@@ -228,6 +228,16 @@ impl Backend for MemoryBackend {
         Ok(self.lock().indexes.get(index).map(|m| m.iter().cloned().collect()).unwrap_or_default())
     }
 
+    async fn index_page_desc(&self, index: &str, before: Option<&str>, limit: usize) -> Result<Vec<String>, StoreError> {
+        let inner = self.lock();
+        let Some(members) = inner.indexes.get(index) else { return Ok(Vec::new()) };
+        let page = match before {
+            Some(before) => members.range::<str, _>((std::ops::Bound::Unbounded, std::ops::Bound::Excluded(before))).rev().take(limit).cloned().collect(),
+            None => members.iter().rev().take(limit).cloned().collect(),
+        };
+        Ok(page)
+    }
+
     async fn scan_prefix(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         let now = Instant::now();
         let mut inner = self.lock();

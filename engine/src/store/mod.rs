@@ -9,12 +9,14 @@
 mod backend;
 pub mod keys;
 pub mod lease;
+mod listing;
 pub mod memory;
 mod records;
 mod typed;
 
 pub use backend::{Backend, StoreError};
 pub use lease::{Lease, LeaseGrant};
+pub use listing::{RunListing, RunPage};
 pub use records::*;
 pub use typed::Store;
 

@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use crate::ids::{OwnerId, RunId, StepId, WorkflowId};
 use crate::money::Money;
-use crate::run::{Decision, HumanRequestSpec};
+use crate::run::{Decision, HumanRequestSpec, RunState, RunStatus};
 use crate::step::StepError;
 
 /// What is needed to derive a workflow's key (sealed with the service key).
@@ -28,6 +28,24 @@ pub struct RunMeta {
     pub owner: OwnerId,
     pub params: Value,
     pub created_at: u64,
+}
+
+/// A run's status as a listing shows it, kept beside the journal so that listing runs reads
+/// one small record per run instead of replaying each journal. The run's driver rewrites it
+/// when the run starts and when it finishes; the journal stays the source of truth.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunSummary {
+    #[serde(flatten)]
+    pub status: RunStatus,
+    pub started_at: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<u64>,
+}
+
+impl RunSummary {
+    pub fn of(state: &RunState) -> Self {
+        Self { status: state.status.clone(), started_at: state.started_at, finished_at: state.finished_at }
+    }
 }
 
 /// What one attempt of a step produced, written by the worker before the run is notified.

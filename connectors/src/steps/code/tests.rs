@@ -26,6 +26,7 @@ async fn run_with(script: &str, input: Json, cpu_ms: u64, memory_mib: u32, timeo
         inputs: &inputs,
         idempotency_key: "run/calc".into(),
         timeout,
+        egress: &Default::default(),
     };
     CodeHandler::new().run(call).await.map(|s| s.output)
 }

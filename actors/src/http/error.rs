@@ -1,0 +1,102 @@
+//! How the admin API answers failures (the only place status codes are chosen): 4xx with a
+//! stable `error` code and a message the caller can act on; 5xx hides details and logs them.
+//! Also the JSON body extractor, whose rejections (malformed JSON, a body over the size
+//! limit…) are answered the same way.
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, OptionalFromRequest, Request};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use tollgate_engine::store::StoreError;
+
+use crate::service::ServiceError;
+
+pub enum ApiError {
+    Service(ServiceError),
+    /// A request the caller can fix: status, stable code, message.
+    Request(StatusCode, &'static str, String),
+}
+
+impl ApiError {
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::Request(StatusCode::BAD_REQUEST, code, message.into())
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        Self::Service(e)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        Self::Service(e.into())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let e = match self {
+            ApiError::Request(status, code, message) => return (status, Json(json!({"error": code, "message": message}))).into_response(),
+            ApiError::Service(e) => e,
+        };
+        let (status, code) = match &e {
+            ServiceError::Spec(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_spec"),
+            ServiceError::NotFound(_) | ServiceError::Store(StoreError::NotFound(_)) => (StatusCode::NOT_FOUND, "not_found"),
+            ServiceError::AlreadyDecided(_) => (StatusCode::CONFLICT, "already_decided"),
+            ServiceError::DecisionNotAllowed { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "decision_not_allowed"),
+            ServiceError::Store(StoreError::Forbidden(_)) => (StatusCode::FORBIDDEN, "forbidden"),
+            _ => {
+                tracing::error!("admin API internal error: {e}");
+                return (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"error": "internal", "message": "internal error"}))).into_response();
+            }
+        };
+        (status, Json(json!({"error": code, "message": e.to_string()}))).into_response()
+    }
+}
+
+/// The body size limit in force, for the 413 message (set by the router).
+#[derive(Clone, Copy, Debug)]
+pub struct BodyLimit(pub usize);
+
+/// A JSON request body, like `axum::Json`, whose rejections are [`ApiError`]s.
+pub struct Body<T>(pub T);
+
+fn rejected(limit: Option<BodyLimit>, r: JsonRejection) -> ApiError {
+    match r.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            let limit = limit.map_or_else(|| "the limit".to_owned(), |BodyLimit(n)| format!("the limit of {n} bytes (http_max_body_bytes)"));
+            ApiError::Request(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", format!("the request body is larger than {limit}"))
+        }
+        status => ApiError::Request(status, "bad_body", r.body_text()),
+    }
+}
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let limit = req.extensions().get::<BodyLimit>().copied();
+        match <Json<T> as FromRequest<S>>::from_request(req, state).await {
+            Ok(Json(value)) => Ok(Body(value)),
+            Err(r) => Err(rejected(limit, r)),
+        }
+    }
+}
+
+/// An optional body: none when the request has no `Content-Type`.
+impl<T: DeserializeOwned, S: Send + Sync> OptionalFromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Option<Self>, ApiError> {
+        let limit = req.extensions().get::<BodyLimit>().copied();
+        match <Json<T> as OptionalFromRequest<S>>::from_request(req, state).await {
+            Ok(value) => Ok(value.map(|Json(v)| Body(v))),
+            Err(r) => Err(rejected(limit, r)),
+        }
+    }
+}
