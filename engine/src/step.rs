@@ -62,6 +62,10 @@ pub const ERROR_CODES: &[ErrorCode] = &[
     ErrorCode { code: "bad_spec", from: "code, api_call", class: "permanent", meaning: "the step lacks its `script` or `request`" },
     ErrorCode { code: "gate_blocked", from: "worker", class: "permanent", meaning: "the gate mesh blocked the output (`on_block: fail`)" },
     ErrorCode { code: "no_handler", from: "worker", class: "permanent", meaning: "no handler for the step type in this process" },
+    ErrorCode { code: "egress_denied", from: "api_call", class: "permanent", meaning: "the destination is not allowed by the egress policy (see Egress)" },
+    ErrorCode { code: "queue_timeout", from: "engine", class: "retryable", meaning: "no worker started the attempt within the step's `queue_timeout`; it was fenced and never ran" },
+    ErrorCode { code: "interrupted", from: "engine", class: "retryable", meaning: "the process running the attempt died; the step runs again without using a retry (fails after 3)" },
+    ErrorCode { code: "cancelled", from: "worker", class: "permanent", meaning: "the attempt was abandoned because its run was cancelled or had finished" },
 ];
 
 /// A failed attempt: its class, a stable code and a human-readable message.

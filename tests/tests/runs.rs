@@ -331,6 +331,7 @@ async fn a_step_chooses_what_retries_and_a_servers_retry_after_is_capped() {
             r#"
 id: retry-on
 owner: ops
+egress: {{ allow: ["127.0.0.1"] }}
 steps:
   - id: call
     type: api_call
