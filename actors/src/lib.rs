@@ -5,6 +5,7 @@ pub mod config;
 pub mod lease;
 pub mod liveness;
 pub mod notify;
+mod pubsub;
 pub mod queue;
 pub mod run_actor;
 pub mod service;

@@ -32,13 +32,13 @@
 //!   too: [`RELEASE_SCRIPT`] hands them back and deregisters the name.
 
 use std::sync::{Arc, LazyLock};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use apalis_core::worker::builder::WorkerBuilder;
 use apalis_core::worker::context::WorkerContext;
 use apalis_redis::{ConnectionManager, RedisStorage};
 use async_trait::async_trait;
-use futures::{FutureExt, StreamExt};
+use futures::FutureExt;
 use redis::{Client, Script};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -46,6 +46,7 @@ use tokio_util::task::TaskTracker;
 use tollgate_engine::queue::StepJob;
 use ulid::Ulid;
 
+use crate::pubsub::{Event, Subscription};
 use crate::queue::error::BackendError;
 use crate::queue::service::{CompleteJob, StepService};
 use crate::queue::sqlite::unix_secs_ceil;
@@ -129,9 +130,6 @@ return #left
 "#,
     )
 });
-
-const RESUBSCRIBE_MIN: Duration = Duration::from_millis(100);
-const RESUBSCRIBE_MAX: Duration = Duration::from_secs(5);
 
 /// An opened Redis queue, shared by this process's producer and workers.
 #[derive(Clone)]
@@ -328,42 +326,15 @@ impl WorkerSource for RedisQueue {
     }
 }
 
-/// Turns wake-ups published by other processes into local ones, resubscribing after a lost
-/// connection (the poll interval covers the gap).
+/// Turns wake-ups published by other processes into local ones. After a lost connection the
+/// subscription comes back by itself (see `crate::pubsub`), and a (re)subscription wakes the
+/// local workers for anything published meanwhile; the poll interval covers the gap.
 async fn relay_wakeups(inner: Arc<Inner>, shutdown: CancellationToken) {
-    let mut backoff = RESUBSCRIBE_MIN;
-    loop {
-        match subscribe(&inner).await {
-            Ok(mut messages) => {
-                backoff = RESUBSCRIBE_MIN;
-                // Anything published while we were not listening.
-                inner.wake.notify();
-                loop {
-                    tokio::select! {
-                        () = shutdown.cancelled() => return,
-                        message = messages.next() => match message {
-                            Some(m) if m.get_payload_bytes() != inner.instance.as_bytes() => {
-                                inner.wake.notify();
-                            }
-                            Some(_) => {}
-                            None => break,
-                        },
-                    }
-                }
-                tracing::warn!(channel = %inner.channel, "queue wake-up subscription lost");
-            }
-            Err(e) => tracing::warn!(error = %e, "queue wake-up subscription failed"),
-        }
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(backoff) => {}
-        }
-        backoff = (backoff * 2).min(RESUBSCRIBE_MAX);
-    }
-}
-
-async fn subscribe(inner: &Inner) -> Result<redis::aio::PubSubStream, BackendError> {
-    let mut pubsub = inner.client.get_async_pubsub().await?;
-    pubsub.subscribe(&inner.channel).await?;
-    Ok(pubsub.into_on_message())
+    let subscription = Subscription::lazy(inner.client.clone(), inner.channel.clone(), "queue wake-up");
+    subscription
+        .run(shutdown, |event| match event {
+            Event::Message(m) if m.get_payload_bytes() == inner.instance.as_bytes() => {}
+            Event::Subscribed | Event::Message(_) => inner.wake.notify(),
+        })
+        .await;
 }

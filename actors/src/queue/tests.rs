@@ -7,6 +7,7 @@
 
 mod both;
 mod redis;
+pub(crate) mod redis_server;
 mod sqlite;
 
 use std::collections::HashMap;
