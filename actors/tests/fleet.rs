@@ -22,7 +22,8 @@ const STEPS: usize = 30;
 /// Upper bound for anything the fleet must get done; far above what it needs.
 const DEADLINE: Duration = Duration::from_secs(120);
 
-/// A chain of code steps of a few milliseconds each.
+/// A chain of code steps of a few milliseconds each. No retry policy: an outcome or a job lost
+/// to the outage would fail its step (timeout) instead of being hidden by a second attempt.
 fn chain_spec() -> String {
     let mut yaml = String::from("id: fleet-chain\nowner: ops\nsteps:\n");
     for i in 1..=STEPS {
@@ -76,8 +77,8 @@ impl Process {
         }
     }
 
+    /// Not exited (nor a zombie waiting to be reaped).
     fn assert_alive(&self) {
-        // `try_wait` needs `&mut`; a clone of the pid check is enough here.
         let alive = std::path::Path::new(&format!("/proc/{}", self.child.id())).exists()
             && !std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).is_ok_and(|s| s.contains(") Z "));
         assert!(alive, "{} exited:\n{}", self.name, self.log());
@@ -137,20 +138,20 @@ async fn a_redis_restart_mid_run_stalls_nothing() {
         probes.push(tokio::task::block_in_place(|| w.wait_line("tollgate worker: health on ")));
     }
     let client = http();
-    let health = |healthy: bool| {
+    // Whether every process's `/healthz` answers `status` with a body that satisfies `body`.
+    let health = |status: u16, body: fn(&Value) -> bool| {
         let (client, probes) = (client.clone(), probes.clone());
         async move {
             for probe in probes {
-                let expected = if healthy { 200 } else { 503 };
-                match client.get(&probe).send().await {
-                    Ok(r) if r.status().as_u16() == expected => {}
-                    _ => return false,
+                let Ok(r) = client.get(&probe).send().await else { return false };
+                if r.status().as_u16() != status || !r.json::<Value>().await.is_ok_and(|v| body(&v)) {
+                    return false;
                 }
             }
             true
         }
     };
-    wait_until("every process to report itself healthy", &fleet, || health(true)).await;
+    wait_until("every process to report itself healthy", &fleet, || health(200, |v| v["healthy"] == true)).await;
 
     let spec = chain_spec();
     let mut runs = Vec::new();
@@ -182,13 +183,18 @@ async fn a_redis_restart_mid_run_stalls_nothing() {
         v["steps"].as_array().map_or(0, |s| s.iter().filter(|s| s["status"] == "succeeded").count())
     }
 
-    // Mid-run: every run has made progress.
-    wait_until("every run to be a few steps in", &fleet, || all(|v| succeeded(v) >= 3)).await;
+    // Mid-run: every run has made progress and none has finished.
+    wait_until("every run to be a few steps in", &fleet, || all(|v| succeeded(v) >= 3 && v["status"] == "running")).await;
     tokio::task::block_in_place(|| redis.shutdown());
-    // Each process notices that its queue worker is gone, and says so.
-    wait_until("every process to report itself unhealthy", &fleet, || health(false)).await;
+    // Each process notices that its queue worker is gone, and says so. Redis stays away until
+    // every process has also failed to start a fresh worker (a second restart), so the outage
+    // outlasts the first attempts to recover from it — run actors' included.
+    wait_until("every process to report itself unhealthy through a failed restart", &fleet, || {
+        health(503, |v| v["healthy"] == false && v["checks"]["step_workers"]["restarts"].as_u64() >= Some(2))
+    })
+    .await;
     tokio::task::block_in_place(|| redis.start_again());
-    wait_until("every process to report itself healthy again", &fleet, || health(true)).await;
+    wait_until("every process to report itself healthy again", &fleet, || health(200, |v| v["checks"]["step_workers"]["running"] == true)).await;
 
     wait_until("every run to finish", &fleet, || all(|v| matches!(v["status"].as_str(), Some("succeeded" | "failed" | "cancelled")))).await;
     for run in &runs {

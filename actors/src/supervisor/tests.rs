@@ -15,8 +15,9 @@ use tollgate_engine::queue::{QueueError, StepJob, StepQueue};
 use tollgate_engine::run::{Decision, StepStatus};
 use tollgate_engine::spec::parse_yaml;
 use tollgate_engine::store::memory::MemoryBackend;
-use tollgate_engine::store::{Backend, RunMeta, Store, StoreError};
+use tollgate_engine::store::{Backend, Lease, LeaseGrant, RunMeta, Store, StoreError};
 
+use crate::liveness::Liveness;
 use crate::service::Tollgate;
 use crate::supervisor::{RECOVERY_CONCURRENCY, RunSupervisor};
 use crate::system::{Engine, Handlers, now_ms};
@@ -85,9 +86,19 @@ impl Backend for Gated {
         self.pass(log).await;
         self.inner.append(log, expected_len, entries).await
     }
-    async fn append_with(&self, log: &str, expected_len: u64, entries: &[Vec<u8>], puts: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
+    async fn append_with(&self, log: &str, expected_len: u64, entries: &[Vec<u8>], puts: &[(String, Vec<u8>)], fence: Option<&Lease>) -> Result<(), StoreError> {
         self.pass(log).await;
-        self.inner.append_with(log, expected_len, entries, puts).await
+        self.inner.append_with(log, expected_len, entries, puts, fence).await
+    }
+    async fn lease_acquire(&self, key: &str, holder: &str, ttl: Duration, over: Option<&Lease>) -> Result<LeaseGrant, StoreError> {
+        self.pass(key).await;
+        self.inner.lease_acquire(key, holder, ttl, over).await
+    }
+    async fn lease_renew(&self, lease: &Lease, ttl: Duration) -> Result<(), StoreError> {
+        self.inner.lease_renew(lease, ttl).await
+    }
+    async fn lease_release(&self, lease: &Lease) -> Result<bool, StoreError> {
+        self.inner.lease_release(lease).await
     }
     async fn log_len(&self, log: &str) -> Result<u64, StoreError> {
         self.pass(log).await;
@@ -121,9 +132,10 @@ impl StepQueue for NoJobs {
     }
 }
 
-async fn system(store: Arc<Gated>) -> Tollgate {
-    let store = Arc::new(Store::new(store, MasterKey::generate()));
-    let engine = Arc::new(Engine::new(store, Arc::new(NoJobs), Handlers::new(), 100, Duration::from_millis(100)));
+async fn system(backend: Arc<Gated>) -> Tollgate {
+    let liveness = Liveness::detached(backend.clone());
+    let store = Arc::new(Store::new(backend, MasterKey::generate()));
+    let engine = Arc::new(Engine::new(store, Arc::new(NoJobs), Handlers::new(), 100, Duration::from_millis(100), liveness, Duration::from_secs(15)));
     let (supervisor, _) = Actor::spawn(None, RunSupervisor, engine.clone()).await.expect("supervisor starts");
     Tollgate { engine, supervisor }
 }
