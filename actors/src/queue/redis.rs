@@ -333,15 +333,31 @@ impl WorkerSource for RedisQueue {
     }
 }
 
-/// Turns wake-ups published by other processes into local ones. After a lost connection the
+/// Turns wake-ups published by other processes into local ones. Before waking the local
+/// workers it waits for a `PING` on the connection they fetch on (see `wake.rs`: every fetch
+/// sent before the signal arrived then has its reply). After a lost connection the
 /// subscription comes back by itself (see `crate::pubsub`), and a (re)subscription wakes the
-/// local workers for anything published meanwhile; the poll interval covers the gap.
+/// workers for anything published meanwhile; the poll interval covers the gap.
 async fn relay_wakeups(inner: Arc<Inner>, shutdown: CancellationToken) {
+    // Signals that arrive during a barrier coalesce into one more round.
+    let arrived = tokio::sync::Notify::new();
     let subscription = Subscription::lazy(inner.client.clone(), inner.channel.clone(), "queue wake-up");
-    subscription
-        .run(shutdown, |event| match event {
-            Event::Message(m) if m.get_payload_bytes() == inner.instance.as_bytes() => {}
-            Event::Subscribed | Event::Message(_) => inner.wake.notify(),
-        })
-        .await;
+    let listen = subscription.run(shutdown.clone(), |event| match event {
+        Event::Message(m) if m.get_payload_bytes() == inner.instance.as_bytes() => {}
+        Event::Subscribed | Event::Message(_) => arrived.notify_one(),
+    });
+    let relay = async {
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = arrived.notified() => {}
+            }
+            // Its failure means the connection is gone; the workers find out themselves.
+            let _ = redis::cmd("PING")
+                .query_async::<()>(&mut inner.conn.clone())
+                .await;
+            inner.wake.notify();
+        }
+    };
+    tokio::join!(listen, relay);
 }

@@ -395,3 +395,4 @@ async fn workers_come_back_after_a_redis_restart() {
     workers.shutdown().await;
     assert!(!workers.health().running, "a stopped set is not running");
 }
+
