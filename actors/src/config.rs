@@ -237,6 +237,18 @@ mod tests {
     }
 
     #[test]
+    fn the_health_listener_is_off_unless_an_address_is_given() {
+        let mut c = Config::default();
+        assert_eq!(c.health_addr, None);
+        c.apply_env([("TOLLGATE_HEALTH_ADDR".to_string(), "127.0.0.1:0".to_string())].into_iter()).unwrap();
+        assert_eq!(c.health_addr, Some("127.0.0.1:0".parse().unwrap()));
+        c.apply_env([("TOLLGATE_HEALTH_ADDR".to_string(), String::new())].into_iter()).unwrap();
+        assert_eq!(c.health_addr, None);
+        let err = c.apply_env([("TOLLGATE_HEALTH_ADDR".to_string(), "localhost".to_string())].into_iter()).unwrap_err();
+        assert!(err.to_string().contains("TOLLGATE_HEALTH_ADDR"), "{err}");
+    }
+
+    #[test]
     fn a_reconcile_interval_too_long_for_the_lease_is_refused_naming_both() {
         let mut c = Config::default();
         c.validate().expect("the defaults are valid");

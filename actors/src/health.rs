@@ -47,3 +47,31 @@ impl Health {
         HealthReport { healthy, checks }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::sync::watch;
+
+    use super::Health;
+    use crate::queue::WorkerHealth;
+
+    #[test]
+    fn healthy_only_while_the_step_workers_run() {
+        let health = Health::default();
+        assert!(health.report().healthy, "a process that watches nothing");
+        let (workers, watched) = watch::channel(WorkerHealth::default());
+        health.watch_workers(watched);
+        let report = health.report();
+        assert!(!report.healthy, "no worker registered yet");
+        assert_eq!(report.checks["step_workers"]["running"], false);
+        workers.send_modify(|w| {
+            w.running = true;
+            w.restarts = 1;
+            w.last_error = Some("broken pipe".into());
+        });
+        let report = health.report();
+        assert!(report.healthy);
+        assert_eq!(report.checks["step_workers"]["restarts"], 1);
+        assert_eq!(report.checks["step_workers"]["last_error"], "broken pipe");
+    }
+}
