@@ -196,10 +196,10 @@ impl Actor for RunSupervisor {
 /// Drop the live entry of `run` if it is still the actor `id` (a successor may have taken
 /// over already), answering whoever waits for its startup.
 fn forget(st: &mut SupervisorState, run: &RunId, id: ActorId, result: Result<(), String>) {
-    if st.live.get(run).is_some_and(|l| l.actor.get_id() == id) {
-        if let Some(live) = st.live.remove(run) {
-            live.settle(result);
-        }
+    if st.live.get(run).is_some_and(|l| l.actor.get_id() == id)
+        && let Some(live) = st.live.remove(run)
+    {
+        live.settle(result);
     }
 }
 
