@@ -96,7 +96,10 @@ impl Drop for Process {
     }
 }
 
-async fn wait_until<F: Future<Output = bool>>(what: &str, fleet: &[&Process], mut cond: impl FnMut() -> F) {
+/// What the test last saw (health answers, run summaries), for a timeout's message.
+type Seen = Mutex<String>;
+
+async fn wait_until<F: Future<Output = bool>>(what: &str, fleet: &[&Process], seen: &Seen, mut cond: impl FnMut() -> F) {
     let end = Instant::now() + DEADLINE;
     while !cond().await {
         for p in fleet {
@@ -104,7 +107,7 @@ async fn wait_until<F: Future<Output = bool>>(what: &str, fleet: &[&Process], mu
         }
         if Instant::now() >= end {
             let logs: Vec<String> = fleet.iter().map(|p| format!("--- {} ---\n{}", p.name, p.log())).collect();
-            panic!("timed out waiting for {what}\n{}", logs.join("\n"));
+            panic!("timed out waiting for {what}; last seen: {}\n{}", seen.lock().unwrap(), logs.join("\n"));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -138,20 +141,24 @@ async fn a_redis_restart_mid_run_stalls_nothing() {
         probes.push(tokio::task::block_in_place(|| w.wait_line("tollgate worker: health on ")));
     }
     let client = http();
+    let seen = Seen::default();
     // Whether every process's `/healthz` answers `status` with a body that satisfies `body`.
     let health = |status: u16, body: fn(&Value) -> bool| {
-        let (client, probes) = (client.clone(), probes.clone());
+        let (client, probes, seen) = (client.clone(), probes.clone(), &seen);
         async move {
             for probe in probes {
                 let Ok(r) = client.get(&probe).send().await else { return false };
-                if r.status().as_u16() != status || !r.json::<Value>().await.is_ok_and(|v| body(&v)) {
+                let code = r.status().as_u16();
+                let v = r.json::<Value>().await.unwrap_or(Value::Null);
+                *seen.lock().unwrap() = format!("{probe}: {code} {v}");
+                if code != status || !body(&v) {
                     return false;
                 }
             }
             true
         }
     };
-    wait_until("every process to report itself healthy", &fleet, || health(200, |v| v["healthy"] == true)).await;
+    wait_until("every process to report itself healthy", &fleet, &seen, || health(200, |v| v["healthy"] == true)).await;
 
     let spec = chain_spec();
     let mut runs = Vec::new();
@@ -168,35 +175,44 @@ async fn a_redis_restart_mid_run_stalls_nothing() {
             }
         }
     };
-    let all = |pred: fn(&Value) -> bool| {
-        let (runs, view) = (runs.clone(), &view);
+    // Whether the runs' summaries, together, satisfy `pred`.
+    let runs_are = |pred: fn(&[Value]) -> bool| {
+        let (runs, view, seen) = (runs.clone(), &view, &seen);
         async move {
+            let mut views = Vec::new();
             for run in runs {
-                if !pred(&view(run).await) {
-                    return false;
-                }
+                views.push(view(run).await);
             }
-            true
+            let states: Vec<String> = views.iter().map(|v| format!("{}: {} after {} steps", v["run"], v["status"], succeeded(v))).collect();
+            *seen.lock().unwrap() = states.join("; ");
+            pred(&views)
         }
     };
     fn succeeded(v: &Value) -> usize {
         v["steps"].as_array().map_or(0, |s| s.iter().filter(|s| s["status"] == "succeeded").count())
     }
 
-    // Mid-run: every run has made progress and none has finished.
-    wait_until("every run to be a few steps in", &fleet, || all(|v| succeeded(v) >= 3 && v["status"] == "running")).await;
+    // Mid-run: a run is a few steps in, and none has finished. The first run to get there has
+    // more than 25 steps to go, far more than one look at the runs takes.
+    wait_until("a run to be a few steps in", &fleet, &seen, || {
+        runs_are(|vs| vs.iter().any(|v| succeeded(v) >= 3) && vs.iter().all(|v| v["status"] == "running"))
+    })
+    .await;
     tokio::task::block_in_place(|| redis.shutdown());
     // Each process notices that its queue worker is gone, and says so. Redis stays away until
     // every process has also failed to start a fresh worker (a second restart), so the outage
     // outlasts the first attempts to recover from it — run actors' included.
-    wait_until("every process to report itself unhealthy through a failed restart", &fleet, || {
+    wait_until("every process to report itself unhealthy through a failed restart", &fleet, &seen, || {
         health(503, |v| v["healthy"] == false && v["checks"]["step_workers"]["restarts"].as_u64() >= Some(2))
     })
     .await;
     tokio::task::block_in_place(|| redis.start_again());
-    wait_until("every process to report itself healthy again", &fleet, || health(200, |v| v["checks"]["step_workers"]["running"] == true)).await;
+    wait_until("every process to report itself healthy again", &fleet, &seen, || health(200, |v| v["checks"]["step_workers"]["running"] == true)).await;
 
-    wait_until("every run to finish", &fleet, || all(|v| matches!(v["status"].as_str(), Some("succeeded" | "failed" | "cancelled")))).await;
+    wait_until("every run to finish", &fleet, &seen, || {
+        runs_are(|vs| vs.iter().all(|v| matches!(v["status"].as_str(), Some("succeeded" | "failed" | "cancelled"))))
+    })
+    .await;
     for run in &runs {
         let v = view(run.clone()).await;
         assert_eq!(v["status"], "succeeded", "run {run}: {v:#}\n{}", serve.log());
