@@ -13,10 +13,9 @@
 
 mod auth;
 mod error;
+pub mod health;
 mod requests;
 mod runs;
-
-pub mod health;
 
 use std::sync::Arc;
 
