@@ -164,6 +164,7 @@ pub async fn start(config: &Config, role: Role) -> anyhow::Result<Running> {
     }
     let worker = Arc::new(StepWorker::new(engine.clone(), Arc::new(Fanout(notifiers)), shutdown.clone()));
     let workers = queue::spawn_workers(&qconf, worker, shutdown.clone()).await.context("starting step workers")?;
+    engine.health.watch_workers(workers.watch_health());
     started.disarm();
     Ok(Running { tollgate: Tollgate { engine, supervisor }, shutdown, tasks, workers: Some(workers) })
 }

@@ -59,6 +59,11 @@ pub struct Config {
     pub admin_token: String,
     /// Largest request body the admin HTTP API reads (bytes); a larger one gets 413.
     pub http_max_body_bytes: usize,
+    /// Where `tollgate worker` answers `GET /healthz` (unset: no listener; port 0 picks one).
+    /// `serve` answers it on `http_addr`. It needs no token and tells only whether the
+    /// process's queue worker runs, so keep it on an address only the orchestrator reaches.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health_addr: Option<SocketAddr>,
     /// Outbound HTTP (`api_call`) policy.
     pub egress: EgressConfig,
 }
@@ -97,6 +102,7 @@ impl Default for Config {
             http_addr: "127.0.0.1:8480".parse().expect("valid address"),
             admin_token: String::new(),
             http_max_body_bytes: 2 * 1024 * 1024,
+            health_addr: None,
             egress: EgressConfig::default(),
         }
     }
@@ -171,6 +177,8 @@ impl Config {
                 "EGRESS_ALLOW" => {
                     self.egress.allow = value.split(',').map(str::trim).filter(|e| !e.is_empty()).map(str::to_owned).collect()
                 }
+                "HEALTH_ADDR" if value.is_empty() => self.health_addr = None,
+                "HEALTH_ADDR" => self.health_addr = Some(value.parse().map_err(|e| bad(format!("{e}")))?),
                 _ => {} // other TOLLGATE_* variables belong to tests and tools
             }
         }
@@ -226,6 +234,18 @@ mod tests {
         let err = c.apply_env([("TOLLGATE_WORKER_CONCURRENCY".to_string(), "many".to_string())].into_iter()).unwrap_err();
         assert!(err.to_string().contains("TOLLGATE_WORKER_CONCURRENCY"), "{err}");
         assert!(c.validate().unwrap_err().to_string().contains("master key"));
+    }
+
+    #[test]
+    fn the_health_listener_is_off_unless_an_address_is_given() {
+        let mut c = Config::default();
+        assert_eq!(c.health_addr, None);
+        c.apply_env([("TOLLGATE_HEALTH_ADDR".to_string(), "127.0.0.1:0".to_string())].into_iter()).unwrap();
+        assert_eq!(c.health_addr, Some("127.0.0.1:0".parse().unwrap()));
+        c.apply_env([("TOLLGATE_HEALTH_ADDR".to_string(), String::new())].into_iter()).unwrap();
+        assert_eq!(c.health_addr, None);
+        let err = c.apply_env([("TOLLGATE_HEALTH_ADDR".to_string(), "localhost".to_string())].into_iter()).unwrap_err();
+        assert!(err.to_string().contains("TOLLGATE_HEALTH_ADDR"), "{err}");
     }
 
     #[test]

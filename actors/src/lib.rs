@@ -2,9 +2,11 @@
 //! CLI and configuration. `main.rs` only parses the command line and calls into here.
 
 pub mod config;
+pub mod health;
 pub mod lease;
 pub mod liveness;
 pub mod notify;
+mod pubsub;
 pub mod queue;
 pub mod run_actor;
 pub mod service;

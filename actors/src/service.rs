@@ -81,11 +81,12 @@ impl Tollgate {
         ractor::call_t!(self.supervisor, SupervisorMsg::LiveCount, 5_000).map_err(|e| ServiceError::Engine(e.to_string()))
     }
 
-    /// Start actors for every unfinished run (after a restart).
+    /// Start actors for every unfinished run (after a restart), a few at a time in the
+    /// background: new starts and decisions go first.
     pub async fn recover_all(&self) -> Result<usize, ServiceError> {
         let runs = self.engine.store.active_runs().await?;
         for run in &runs {
-            let _ = self.supervisor.send_message(SupervisorMsg::Ensure { run: run.clone(), reply: None });
+            let _ = self.supervisor.send_message(SupervisorMsg::Recover { run: run.clone() });
         }
         Ok(runs.len())
     }

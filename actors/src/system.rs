@@ -50,6 +50,8 @@ pub struct Engine {
     pub liveness: Arc<Liveness>,
     /// This process's identity (leases, worker names): `liveness.id()`.
     pub instance: String,
+    /// What `/healthz` reports (the step workers, once started).
+    pub health: crate::health::Health,
     pub max_in_flight_per_run: usize,
     pub reconcile_interval: std::time::Duration,
     /// How long a run's lease lasts without renewal (renewed on every reconcile tick).
@@ -82,6 +84,7 @@ impl Engine {
             updates: broadcast::channel(4096).0,
             instance: liveness.id().to_owned(),
             liveness,
+            health: crate::health::Health::default(),
             max_in_flight_per_run,
             reconcile_interval,
             lease_ttl,

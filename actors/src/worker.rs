@@ -148,7 +148,8 @@ impl StepWorker {
             .retrying("claiming the attempt", || store.claim_attempt(&job.workflow, &job.run, &job.step, job.attempt, &claim))
             .await
             .map_err(|e| reject(e.to_string()))?;
-        if let Some(winner) = lost {
+        // Our own claim, written before its reply was lost to an outage, is found on the retry.
+        if let Some(winner) = lost.filter(|winner| *winner != claim) {
             tracing::debug!(run = %job.run, step = %job.step, attempt = job.attempt, ?winner, "lost the claim; not started");
             return Ok(());
         }

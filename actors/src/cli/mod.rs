@@ -216,9 +216,22 @@ pub async fn main(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve => crate::http::serve(&config).await.map(|_| ExitCode::SUCCESS),
         Command::Worker => {
             let sys = bootstrap::start(&config, Role::WorkerOnly).await?;
+            let health = match config.health_addr {
+                Some(addr) => {
+                    let (bound, server) = crate::http::health::serve(addr, sys.tollgate.engine.health.clone(), sys.token())
+                        .await
+                        .with_context(|| format!("health listener on {addr}"))?;
+                    eprintln!("tollgate worker: health on http://{bound}/healthz");
+                    Some(server)
+                }
+                None => None,
+            };
             eprintln!("tollgate worker: processing steps from {:?} (Ctrl-C or SIGTERM to stop)", config.backend);
             shutdown_signal().await;
             sys.shutdown().await;
+            if let Some(server) = health {
+                let _ = server.await;
+            }
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -1,7 +1,7 @@
 //! The admin HTTP API (axum), one file per route group. Status mapping lives only here
 //! ([`error`]): 4xx for what the caller can fix, 5xx hides details from the client and logs them.
 //!
-//! - `GET  /healthz`
+//! - `GET  /healthz` (200 healthy / 503 not, see `health.rs`)
 //! - `GET  /api/runs?limit=&after=` (a page, newest first, with the `next` cursor),
 //!   `GET /api/runs/{run}`, `POST /api/runs` `{spec: "<yaml>", params: {…}}`
 //! - `POST /api/runs/{run}/cancel` `{reason}`
@@ -13,6 +13,7 @@
 
 mod auth;
 mod error;
+pub mod health;
 mod requests;
 mod runs;
 
@@ -68,7 +69,7 @@ pub fn router_with(t: Tollgate, options: ApiOptions) -> Router {
         .layer(DefaultBodyLimit::max(options.max_body_bytes))
         .layer(Extension(BodyLimit(options.max_body_bytes)))
         .layer(middleware::from_fn(move |req: Request, next: Next| auth::require_token(token.clone(), req, next)));
-    Router::new().route("/healthz", get(|| async { "ok" })).merge(api).with_state(t)
+    Router::new().route("/healthz", get(health::healthz)).merge(api).with_state(t)
 }
 
 /// `tollgate serve`: recover unfinished runs, run workers, serve the admin API until Ctrl-C.

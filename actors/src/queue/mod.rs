@@ -33,7 +33,7 @@ mod wake;
 mod worker;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -44,7 +44,7 @@ use tollgate_engine::queue::QueueError;
 pub use tollgate_engine::queue::StepJob;
 
 pub use crate::queue::backend::{QueueBackend, open, spawn_workers};
-pub use crate::queue::worker::WorkerSet;
+pub use crate::queue::worker::{WorkerHealth, WorkerSet};
 
 /// How and where step jobs are queued; owned by the binary's config (`[queue]`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

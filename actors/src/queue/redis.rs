@@ -35,10 +35,12 @@ use std::sync::{Arc, LazyLock};
 use std::time::{Duration, SystemTime};
 
 use apalis_core::worker::builder::WorkerBuilder;
+use apalis_core::worker::ext::event_listener::EventListenerExt;
 use apalis_core::worker::context::WorkerContext;
 use apalis_redis::{ConnectionManager, RedisStorage};
 use async_trait::async_trait;
-use futures::{FutureExt, StreamExt};
+use futures::FutureExt;
+use redis::aio::ConnectionManagerConfig;
 use redis::{Client, Script};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -46,11 +48,12 @@ use tokio_util::task::TaskTracker;
 use tollgate_engine::queue::StepJob;
 use ulid::Ulid;
 
+use crate::pubsub::{Event, Subscription};
 use crate::queue::error::BackendError;
 use crate::queue::service::{CompleteJob, StepService};
 use crate::queue::sqlite::unix_secs_ceil;
 use crate::queue::wake::{WakeHub, Wakeable};
-use crate::queue::worker::{WorkerOptions, WorkerSource};
+use crate::queue::worker::{Alive, WorkerOptions, WorkerSource};
 
 /// Writes jobs exactly as apalis's `batch_push.lua` would (data hash, metadata hash), but a
 /// due job goes onto the active list, and one wake-up is published if any job is due.
@@ -130,9 +133,6 @@ return #left
     )
 });
 
-const RESUBSCRIBE_MIN: Duration = Duration::from_millis(100);
-const RESUBSCRIBE_MAX: Duration = Duration::from_secs(5);
-
 /// An opened Redis queue, shared by this process's producer and workers.
 #[derive(Clone)]
 pub(crate) struct RedisQueue {
@@ -162,7 +162,9 @@ impl RedisQueue {
     /// Connects and checks the server answers, so a wrong URL fails at startup.
     pub(crate) async fn open(url: &str, queue: &str) -> Result<Self, BackendError> {
         let client = Client::open(url)?;
-        let mut conn = client.get_connection_manager().await?;
+        let mut conn = client
+            .get_connection_manager_with_config(connection_config())
+            .await?;
         redis::cmd("PING").query_async::<String>(&mut conn).await?;
         let config = apalis_redis::Config::default()
             .queue(queue)
@@ -228,6 +230,15 @@ impl RedisQueue {
     }
 }
 
+/// The connection manager's default response timeout (500 ms) turns a slow answer into an
+/// error, and an error ends the apalis worker: a push of thousands of jobs, or a fetch on a
+/// loaded machine, can take longer. The store's connection allows 5 s too.
+fn connection_config() -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_response_timeout(Some(Duration::from_secs(5)))
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+}
+
 fn meta_key(config: &apalis_redis::Config, task_id: &str) -> String {
     format!("{}:{task_id}", config.job_meta_hash())
 }
@@ -277,12 +288,16 @@ impl WorkerSource for RedisQueue {
         name: &str,
         options: &WorkerOptions,
         service: StepService,
+        alive: Alive,
         shutdown: CancellationToken,
     ) -> Result<(), BackendError> {
         let config = self.inner.config.clone().batch_size(options.batch_size);
         let storage = RedisStorage::<Value, _>::new(self.inner.conn.clone()).with_config(config);
         let backend = Wakeable::new(storage, self.inner.wake.subscribe(), options.poll_interval);
-        let worker = WorkerBuilder::new(name).backend(backend).build(service);
+        let worker = WorkerBuilder::new(name)
+            .backend(backend)
+            .on_event(alive.listener())
+            .build(service);
         worker
             .run_until(
                 shutdown
@@ -293,10 +308,10 @@ impl WorkerSource for RedisQueue {
             .map_err(|e| BackendError::Worker(e.to_string()))
     }
 
-    async fn after_worker(&self, name: &str) {
+    async fn after_worker(&self, name: &str) -> Result<u64, BackendError> {
         let inner = &self.inner;
         let config = &inner.config;
-        let released = RELEASE_SCRIPT
+        let released: u64 = RELEASE_SCRIPT
             .key(config.workers_set())
             .key(inflight_set(config, name))
             .key(config.worker_metadata_key(&WorkerContext::new(name)))
@@ -305,22 +320,12 @@ impl WorkerSource for RedisQueue {
             .arg(name)
             .arg(&inner.channel)
             .arg(&inner.instance)
-            .invoke_async::<i64>(&mut inner.conn.clone())
-            .await;
-        match released {
-            Ok(0) => {}
-            Ok(n) => {
-                tracing::info!(
-                    worker = name,
-                    jobs = n,
-                    "handed back jobs a stopped worker never started"
-                );
-                inner.wake.notify();
-            }
-            Err(e) => {
-                tracing::warn!(worker = name, error = %e, "could not release a stopped worker; left to orphan recovery");
-            }
+            .invoke_async(&mut inner.conn.clone())
+            .await?;
+        if released > 0 {
+            inner.wake.notify();
         }
+        Ok(released)
     }
 
     fn spawn_helpers(&self, tasks: &TaskTracker, shutdown: &CancellationToken) {
@@ -328,42 +333,31 @@ impl WorkerSource for RedisQueue {
     }
 }
 
-/// Turns wake-ups published by other processes into local ones, resubscribing after a lost
-/// connection (the poll interval covers the gap).
+/// Turns wake-ups published by other processes into local ones. Before waking the local
+/// workers it waits for a `PING` on the connection they fetch on (see `wake.rs`: every fetch
+/// sent before the signal arrived then has its reply). After a lost connection the
+/// subscription comes back by itself (see `crate::pubsub`), and a (re)subscription wakes the
+/// workers for anything published meanwhile; the poll interval covers the gap.
 async fn relay_wakeups(inner: Arc<Inner>, shutdown: CancellationToken) {
-    let mut backoff = RESUBSCRIBE_MIN;
-    loop {
-        match subscribe(&inner).await {
-            Ok(mut messages) => {
-                backoff = RESUBSCRIBE_MIN;
-                // Anything published while we were not listening.
-                inner.wake.notify();
-                loop {
-                    tokio::select! {
-                        () = shutdown.cancelled() => return,
-                        message = messages.next() => match message {
-                            Some(m) if m.get_payload_bytes() != inner.instance.as_bytes() => {
-                                inner.wake.notify();
-                            }
-                            Some(_) => {}
-                            None => break,
-                        },
-                    }
-                }
-                tracing::warn!(channel = %inner.channel, "queue wake-up subscription lost");
+    // Signals that arrive during a barrier coalesce into one more round.
+    let arrived = tokio::sync::Notify::new();
+    let subscription = Subscription::lazy(inner.client.clone(), inner.channel.clone(), "queue wake-up");
+    let listen = subscription.run(shutdown.clone(), |event| match event {
+        Event::Message(m) if m.get_payload_bytes() == inner.instance.as_bytes() => {}
+        Event::Subscribed | Event::Message(_) => arrived.notify_one(),
+    });
+    let relay = async {
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = arrived.notified() => {}
             }
-            Err(e) => tracing::warn!(error = %e, "queue wake-up subscription failed"),
+            // Its failure means the connection is gone; the workers find out themselves.
+            let _ = redis::cmd("PING")
+                .query_async::<()>(&mut inner.conn.clone())
+                .await;
+            inner.wake.notify();
         }
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(backoff) => {}
-        }
-        backoff = (backoff * 2).min(RESUBSCRIBE_MAX);
-    }
-}
-
-async fn subscribe(inner: &Inner) -> Result<redis::aio::PubSubStream, BackendError> {
-    let mut pubsub = inner.client.get_async_pubsub().await?;
-    pubsub.subscribe(&inner.channel).await?;
-    Ok(pubsub.into_on_message())
+    };
+    tokio::join!(listen, relay);
 }

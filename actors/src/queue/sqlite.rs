@@ -35,6 +35,7 @@ use std::time::{Duration, SystemTime};
 use apalis_core::task::builder::TaskBuilder;
 use apalis_core::task::task_id::TaskId;
 use apalis_core::worker::builder::WorkerBuilder;
+use apalis_core::worker::ext::event_listener::EventListenerExt;
 use apalis_sqlite::{
     SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteStorage, SqliteTask,
 };
@@ -50,7 +51,7 @@ use ulid::Ulid;
 use crate::queue::error::BackendError;
 use crate::queue::service::{CompleteJob, StepService};
 use crate::queue::wake::{WakeHub, Wakeable};
-use crate::queue::worker::{WorkerOptions, WorkerSource};
+use crate::queue::worker::{Alive, WorkerOptions, WorkerSource};
 
 /// The apalis queue (`Jobs.job_type`) holding step jobs.
 pub(crate) const QUEUE_NAME: &str = "tollgate.steps";
@@ -312,6 +313,7 @@ impl WorkerSource for SqliteQueue {
         name: &str,
         options: &WorkerOptions,
         service: StepService,
+        alive: Alive,
         shutdown: CancellationToken,
     ) -> Result<(), BackendError> {
         let config = apalis_sqlite::Config::default()
@@ -321,7 +323,10 @@ impl WorkerSource for SqliteQueue {
             .persist_results(false);
         let storage = SqliteStorage::<Value>::new(&self.pool).with_config(config);
         let backend = Wakeable::new(storage, self.wake.subscribe(), options.poll_interval);
-        let worker = WorkerBuilder::new(name).backend(backend).build(service);
+        let worker = WorkerBuilder::new(name)
+            .backend(backend)
+            .on_event(alive.listener())
+            .build(service);
         worker
             .run_until(
                 shutdown
@@ -332,21 +337,12 @@ impl WorkerSource for SqliteQueue {
             .map_err(|e| BackendError::Worker(e.to_string()))
     }
 
-    async fn after_worker(&self, name: &str) {
-        match release_worker(&self.pool, name).await {
-            Ok(0) => {}
-            Ok(n) => {
-                tracing::info!(
-                    worker = name,
-                    jobs = n,
-                    "handed back jobs a stopped worker never started"
-                );
-                // An UPDATE, which the insert hook does not see.
-                self.wake.notify();
-            }
-            Err(e) => {
-                tracing::warn!(worker = name, error = %e, "could not release a stopped worker; left to orphan recovery");
-            }
+    async fn after_worker(&self, name: &str) -> Result<u64, BackendError> {
+        let released = release_worker(&self.pool, name).await?;
+        if released > 0 {
+            // An UPDATE, which the insert hook does not see.
+            self.wake.notify();
         }
+        Ok(released)
     }
 }

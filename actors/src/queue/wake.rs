@@ -7,9 +7,26 @@
 //! `PollWith` drains one wake signal *before* polling the backend, so a signal that arrives
 //! while a fetch is already in flight is consumed by that fetch, which may have started before
 //! the new job was visible; the fetch comes back empty and the job waits a whole poll interval.
-//! [`Wakeable`] instead turns each signal into "make sure a fetch *starts* after now": it
-//! re-polls the backend once more on each of the next two polls that come back empty, which
-//! both finishes an in-flight fetch and starts a fresh one (see `kicks`).
+//!
+//! A fetch that was sent before the new job became visible must therefore be *finished* when
+//! the signal is handled; then the poll that drains the signal either completes that fetch
+//! (it comes back empty: [`Wakeable`] polls once more, which starts a fresh fetch) or starts a
+//! fresh one itself, and a fresh fetch sees the job. apalis's backends do not say whether a
+//! fetch is in flight, so the guarantee comes from where signals are sent:
+//! - Redis, same process: the producer pushes on the connection the worker fetches on, and
+//!   signals once the push's reply is back. Replies on one connection come in request order,
+//!   so every fetch sent before the push has its reply by then.
+//! - Redis, another process: the relay (`redis.rs`) receives the published signal on its own
+//!   connection, so it first sends a `PING` on the fetch connection and signals once that
+//!   reply is back — the same ordering, as a barrier.
+//! - SQLite: the update hook fires while the writer holds the pool's only connection; a fetch
+//!   (one transaction on that connection) has either finished, connection released, or not
+//!   yet begun, and then runs after the insert commits.
+//!
+//! A signal therefore gets at most one extra poll, in the same call that drains it. Counting
+//! "kicks" across calls (an earlier version) lost wake-ups: polls of an in-flight fetch that
+//! the worker made for other reasons (a job finishing) used the kicks up before the fetch came
+//! back empty — `queue::tests::redis::wake_up_crosses_processes` failed with "job 7 not woken".
 
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -53,17 +70,12 @@ impl WakeHub {
     }
 }
 
-/// How many empty polls after a wake signal get an extra backend poll: one to finish a fetch
-/// that was already in flight, one to start a fetch that is sure to see the new job.
-const KICKS_PER_WAKE: u8 = 2;
-
 /// An apalis backend that also looks for jobs when woken by a [`WakeHub`] or when the poll
 /// interval elapses.
 pub(crate) struct Wakeable<B> {
     inner: B,
     wake: mpsc::Receiver<()>,
     interval: Interval,
-    kicks: u8,
 }
 
 impl<B> Wakeable<B> {
@@ -74,7 +86,6 @@ impl<B> Wakeable<B> {
             inner,
             wake,
             interval,
-            kicks: 0,
         }
     }
 }
@@ -96,19 +107,20 @@ impl<B: Backend> Backend for Wakeable<B> {
         cx: &mut Context<'_>,
         worker: &WorkerContext,
     ) -> Poll<Option<Result<Self::Task, Self::Error>>> {
-        // Drain (and re-register interest in) both wake sources. The interval needs no kick:
-        // waking the worker is enough, because an idle apalis `Persisted` backend starts a
-        // fetch on every `poll_next`.
+        // Drain (and re-register interest in) both wake sources. The interval needs no extra
+        // poll: waking the worker is enough, because an idle apalis `Persisted` backend starts
+        // a fetch on every `poll_next`.
+        let mut signalled = false;
         while let Poll::Ready(Some(())) = self.wake.poll_next_unpin(cx) {
-            self.kicks = KICKS_PER_WAKE;
+            signalled = true;
         }
         while self.interval.poll_tick(cx).is_ready() {}
 
         match self.inner.poll_next(cx, worker) {
-            Poll::Pending if self.kicks > 0 => {
-                self.kicks -= 1;
-                self.inner.poll_next(cx, worker)
-            }
+            // Either a fetch is in flight that was sent after the job became visible (see the
+            // module doc), and this is a no-op, or the poll above completed an earlier fetch
+            // that came back empty, and this starts a fresh one.
+            Poll::Pending if signalled => self.inner.poll_next(cx, worker),
             other => other,
         }
     }

@@ -10,12 +10,24 @@
 //! Why one worker: a worker fetches in batches and runs up to `concurrency` jobs at once (each
 //! a tracked task, see `service.rs`), so more apalis workers per process would only add fetch
 //! loops competing for the same rows or list.
+//!
+//! A backend error (Redis restarted, connection reset) ends the apalis worker: its future
+//! returns the error. The supervisor below starts a fresh one with backoff for as long as it
+//! takes; while Redis is away the new worker's registration waits for the connection manager
+//! to reconnect or fails, and the next one tries again. Meanwhile the set reports itself not
+//! running ([`WorkerHealth`], served by `/healthz`): "running" means a worker has registered
+//! with its backend (apalis's heartbeat event), not merely that its future exists. The clean-up
+//! after a stopped worker (handing back the jobs it claimed but never started) is retried too:
+//! right after a failure the backend is usually still away.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use apalis_core::worker::context::WorkerContext;
+use apalis_core::worker::event::Event;
 use async_trait::async_trait;
-use tokio::sync::Semaphore;
+use serde::Serialize;
+use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use ulid::Ulid;
@@ -52,37 +64,54 @@ pub(crate) trait WorkerSource: Send + Sync + 'static {
     fn completer(&self, worker: &str) -> Arc<dyn CompleteJob>;
 
     /// Runs one apalis worker named `name` until `shutdown` fires (`Ok`, after in-flight jobs
-    /// finished and unstarted ones were handed back) or the backend fails (`Err`).
+    /// finished and unstarted ones were handed back) or the backend fails (`Err`). The worker
+    /// reports its events to `alive` (see [`Alive::listener`]).
     async fn run_worker(
         &self,
         name: &str,
         options: &WorkerOptions,
         service: StepService,
+        alive: Alive,
         shutdown: CancellationToken,
     ) -> Result<(), BackendError>;
 
     /// Runs once the worker `name` has stopped (cleanly or not) *and* every job it started has
     /// finished, handler and delete: hands back jobs it claimed but never started — apalis
     /// drops a fetch that is in flight when a worker stops, and a failed worker leaves its
-    /// buffer behind — and deregisters the name. Without this they would wait for apalis's
-    /// orphan recovery (60 s on SQLite, ~5 min on Redis).
-    async fn after_worker(&self, name: &str);
+    /// buffer behind — wakes the local workers if there were any, and deregisters the name.
+    /// Without this they would wait for apalis's orphan recovery (60 s on SQLite, ~5 min on
+    /// Redis). Returns how many jobs it handed back; the caller retries an error.
+    async fn after_worker(&self, name: &str) -> Result<u64, BackendError>;
 
     /// Starts helper tasks the workers rely on (e.g. a wake-up subscription).
     fn spawn_helpers(&self, _tasks: &TaskTracker, _shutdown: &CancellationToken) {}
 }
 
 const RESTART_BACKOFF_MIN: Duration = Duration::from_millis(100);
-const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(10);
+const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// A worker that ran this long before dying counts as healthy: restart it without delay growth.
 const HEALTHY_RUN: Duration = Duration::from_secs(60);
+
+/// What a worker set says about itself; `/healthz` serves it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct WorkerHealth {
+    /// An apalis worker is registered with the backend and fetching jobs. False while a worker
+    /// (re)starts — e.g. while Redis is away — and after shutdown.
+    pub running: bool,
+    /// The apalis worker of the moment, if one is starting or running.
+    pub worker: Option<String>,
+    /// Workers started again after one stopped on its own (a backend error).
+    pub restarts: u64,
+    /// What the last worker that stopped on its own stopped with.
+    pub last_error: Option<String>,
+}
 
 /// Running workers of one queue in this process.
 #[derive(Debug)]
 pub struct WorkerSet {
     tasks: TaskTracker,
     shutdown: CancellationToken,
-    current: Arc<Mutex<Option<String>>>,
+    health: watch::Sender<WorkerHealth>,
 }
 
 impl WorkerSet {
@@ -95,7 +124,7 @@ impl WorkerSet {
         let set = Self {
             tasks: TaskTracker::new(),
             shutdown: shutdown.child_token(),
-            current: Arc::default(),
+            health: watch::channel(WorkerHealth::default()).0,
         };
         source.spawn_helpers(&set.tasks, &set.shutdown);
         let slots = Arc::new(Semaphore::new(options.concurrency));
@@ -106,18 +135,25 @@ impl WorkerSet {
             slots,
             tasks: set.tasks.clone(),
             shutdown: set.shutdown.clone(),
-            current: Arc::clone(&set.current),
+            health: set.health.clone(),
         };
         set.tasks.spawn(supervisor.run());
         set
     }
 
-    /// The name of the apalis worker currently running, if any.
+    /// The name of the apalis worker currently starting or running, if any.
     pub fn worker_name(&self) -> Option<String> {
-        self.current
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.health.borrow().worker.clone()
+    }
+
+    /// The set's health now.
+    pub fn health(&self) -> WorkerHealth {
+        self.health.borrow().clone()
+    }
+
+    /// The set's health, updated as it changes.
+    pub fn watch_health(&self) -> watch::Receiver<WorkerHealth> {
+        self.health.subscribe()
     }
 
     /// Stops fetching, lets in-flight jobs finish, hands unstarted ones back, and returns when
@@ -135,6 +171,42 @@ impl WorkerSet {
     }
 }
 
+/// Tells the worker set that its apalis worker `name` has talked to its backend: apalis emits
+/// a heartbeat event once the worker has registered, and at every heartbeat after that.
+#[derive(Clone)]
+pub(crate) struct Alive {
+    health: watch::Sender<WorkerHealth>,
+    name: Arc<str>,
+}
+
+impl Alive {
+    /// For apalis's `on_event`.
+    pub(crate) fn listener(&self) -> impl Fn(&WorkerContext, &Event) + Send + Sync + 'static {
+        let alive = self.clone();
+        move |_, event| {
+            if matches!(event, Event::HeartBeat) {
+                alive.registered();
+            }
+        }
+    }
+
+    fn registered(&self) {
+        let mut came_back = None;
+        self.health.send_if_modified(|h| {
+            if h.running || h.worker.as_deref() != Some(&*self.name) {
+                return false;
+            }
+            h.running = true;
+            came_back = (h.restarts > 0).then_some(h.restarts);
+            true
+        });
+        match came_back {
+            Some(restarts) => tracing::info!(worker = %self.name, restarts, "queue worker running again"),
+            None => tracing::debug!(worker = %self.name, "queue worker running"),
+        }
+    }
+}
+
 /// Keeps one apalis worker running until shutdown.
 struct Supervisor {
     source: Arc<dyn WorkerSource>,
@@ -143,15 +215,20 @@ struct Supervisor {
     slots: Arc<Semaphore>,
     tasks: TaskTracker,
     shutdown: CancellationToken,
-    current: Arc<Mutex<Option<String>>>,
+    health: watch::Sender<WorkerHealth>,
 }
 
 impl Supervisor {
     async fn run(self) {
         let mut backoff = RESTART_BACKOFF_MIN;
+        // Failures in a row: the first is a warning, the rest of an outage only debug lines.
+        let mut failing = 0u32;
         while !self.shutdown.is_cancelled() {
             let name = unique_worker_name();
-            *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(name.clone());
+            self.health.send_modify(|h| {
+                h.running = false;
+                h.worker = Some(name.clone());
+            });
             // This worker's jobs, so its clean-up can wait for exactly them.
             let jobs = TaskTracker::new();
             let service = StepService::new(
@@ -160,37 +237,95 @@ impl Supervisor {
                 Arc::clone(&self.slots),
                 jobs.clone(),
             );
+            let alive = Alive {
+                health: self.health.clone(),
+                name: name.as_str().into(),
+            };
             let started = Instant::now();
             tracing::debug!(worker = %name, "queue worker starting");
             let result = self
                 .source
-                .run_worker(&name, &self.options, service, self.shutdown.clone())
+                .run_worker(&name, &self.options, service, alive, self.shutdown.clone())
                 .await;
-            *self.current.lock().unwrap_or_else(|e| e.into_inner()) = None;
             // A failed worker's jobs may run on for a while; restart without waiting for them.
-            let (source, stopped) = (Arc::clone(&self.source), name.clone());
+            let (source, stopped, shutdown) = (
+                Arc::clone(&self.source),
+                name.clone(),
+                self.shutdown.clone(),
+            );
             self.tasks.spawn(async move {
                 jobs.close();
                 jobs.wait().await;
-                source.after_worker(&stopped).await;
+                release(source.as_ref(), &stopped, &shutdown).await;
             });
-            match result {
+            let error = match result {
                 Ok(()) if self.shutdown.is_cancelled() => {
+                    self.health.send_modify(|h| {
+                        h.running = false;
+                        h.worker = None;
+                    });
                     tracing::debug!(worker = %name, "queue worker stopped");
                     break;
                 }
-                Ok(()) => tracing::warn!(worker = %name, "queue worker exited on its own"),
-                Err(e) => tracing::warn!(worker = %name, error = %e, "queue worker failed"),
-            }
+                Ok(()) => "exited on its own".to_owned(),
+                Err(e) => e.to_string(),
+            };
             if started.elapsed() >= HEALTHY_RUN {
                 backoff = RESTART_BACKOFF_MIN;
             }
+            let was_running = self.health.borrow().running;
+            if was_running {
+                failing = 0;
+            }
+            failing += 1;
+            if failing == 1 {
+                tracing::warn!(worker = %name, %error, "queue worker stopped; starting another (with backoff) until the backend answers");
+            } else {
+                tracing::debug!(worker = %name, %error, attempt = failing, "queue worker could not start");
+            }
+            self.health.send_modify(|h| {
+                h.running = false;
+                h.worker = None;
+                h.restarts += 1;
+                h.last_error = Some(error);
+            });
             tokio::select! {
                 () = self.shutdown.cancelled() => break,
                 () = tokio::time::sleep(backoff) => {}
             }
             backoff = (backoff * 2).min(RESTART_BACKOFF_MAX);
         }
+    }
+}
+
+/// Runs the clean-up after the stopped worker `name` until it succeeds: right after a backend
+/// error the backend is usually still away. After shutdown it is tried once more, then left
+/// to apalis's orphan recovery.
+async fn release(source: &dyn WorkerSource, name: &str, shutdown: &CancellationToken) {
+    let mut backoff = RESTART_BACKOFF_MIN;
+    let mut failed = false;
+    loop {
+        match source.after_worker(name).await {
+            Ok(0) => return,
+            Ok(jobs) => {
+                tracing::info!(worker = name, jobs, "handed back jobs a stopped worker never started");
+                return;
+            }
+            Err(e) if shutdown.is_cancelled() => {
+                tracing::warn!(worker = name, error = %e, "could not release a stopped worker; left to orphan recovery");
+                return;
+            }
+            Err(e) if !failed => {
+                failed = true;
+                tracing::warn!(worker = name, error = %e, "could not release a stopped worker yet; retrying");
+            }
+            Err(e) => tracing::debug!(worker = name, error = %e, "could not release a stopped worker yet"),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => {}
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(RESTART_BACKOFF_MAX);
     }
 }
 

@@ -11,10 +11,11 @@ use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tollgate_engine::queue::StepQueue;
 
+use crate::queue::tests::redis_server::RedisServer;
 use crate::queue::tests::{
     DRAIN, PROMPT, Recorder, drop_redis_queue, job, redis_config, stored_jobs, wait_stored,
 };
-use crate::queue::{QueueBackend, QueueConfig};
+use crate::queue::{QueueBackend, QueueConfig, WorkerHealth};
 
 async fn open(config: &QueueConfig) -> QueueBackend {
     QueueBackend::open(config).await.unwrap_or_else(|e| {
@@ -327,7 +328,7 @@ async fn stopped_worker_hands_back_claimed_jobs() {
     .expect("fetch");
     assert_eq!(claimed.len(), 1);
 
-    q.after_worker(ghost).await;
+    q.after_worker(ghost).await.expect("released");
     let score: Option<f64> = ::redis::cmd("ZSCORE")
         .arg(q.config().workers_set())
         .arg(ghost)
@@ -345,3 +346,53 @@ async fn stopped_worker_hands_back_claimed_jobs() {
     assert_eq!(recorder.deliveries()[0].job, job(1));
     drop_redis_queue(&config).await;
 }
+
+/// A Redis restart (shutdown, then start on the same port and AOF) ends the apalis worker with
+/// a broken pipe: the set reports itself not running while Redis is away, starts a fresh worker
+/// that registers once Redis is back, and jobs enqueued before and after the restart are
+/// handled — including one whose deletion failed during the outage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_come_back_after_a_redis_restart() {
+    let mut server = tokio::task::block_in_place(RedisServer::start);
+    let config = QueueConfig {
+        backend: crate::queue::QueueBackendConfig::Redis {
+            url: server.url(),
+            queue: "restart".into(),
+        },
+        concurrency: 2,
+        poll_interval: Duration::from_millis(50),
+    };
+    let backend = open(&config).await;
+    let recorder = Recorder::new();
+    let workers = backend.spawn_workers(recorder.clone(), CancellationToken::new());
+    let mut health = workers.watch_health();
+    let running = |h: &WorkerHealth| h.running;
+    tokio::time::timeout(PROMPT, health.wait_for(running))
+        .await
+        .expect("the worker registers")
+        .expect("set alive");
+    backend.enqueue(job(1), None).await.expect("enqueue");
+    assert!(recorder.wait_done(1, PROMPT).await, "worker is running");
+
+    tokio::task::block_in_place(|| server.shutdown());
+    let down = tokio::time::timeout(DRAIN, health.wait_for(|h| !h.running && h.restarts > 0))
+        .await
+        .expect("the set notices the outage")
+        .expect("set alive")
+        .clone();
+    assert!(down.last_error.is_some(), "{down:?}");
+    tokio::task::block_in_place(|| server.start_again());
+    tokio::time::timeout(DRAIN, health.wait_for(running))
+        .await
+        .expect("a fresh worker registers once Redis is back")
+        .expect("set alive");
+
+    backend.enqueue(job(2), None).await.expect("enqueue after the restart");
+    assert!(
+        recorder.wait_done(2, DRAIN).await,
+        "the job enqueued after the restart was never handled"
+    );
+    workers.shutdown().await;
+    assert!(!workers.health().running, "a stopped set is not running");
+}
+

@@ -225,7 +225,7 @@ async fn stopped_worker_hands_back_claimed_jobs() {
     tx.commit().await.expect("commit");
     assert_eq!(claimed.len(), 1);
 
-    q.after_worker("ghost-worker").await;
+    q.after_worker("ghost-worker").await.expect("released");
     let workers_left: i64 =
         sqlx::query_scalar("SELECT count(*) FROM Workers WHERE id = 'ghost-worker'")
             .fetch_one(q.pool())
