@@ -550,7 +550,7 @@ async fn check_attempts(st: &mut RunActorState, due: &[usize], now: u64) -> Resu
             continue;
         }
         match claim {
-            Some(AttemptClaim::Started { worker, at }) => {
+            Some(AttemptClaim::Started { worker, at, .. }) => {
                 if !st.engine.liveness.is_alive(&worker).await? {
                     events.push(Event::AttemptInterrupted { step, attempt, at: now, started_at: at, worker });
                 } else if at + run::apply::step_timeout(&st.spec, i).as_millis() as u64 + TIMEOUT_BACKSTOP_GRACE.as_millis() as u64 <= now {

@@ -143,7 +143,7 @@ impl StepWorker {
         // Claim the attempt (first writer wins): from here on it has started, and its
         // start-to-close clock runs. Losing means another delivery or the run driver's fence won.
         let started_at = now_ms();
-        let claim = AttemptClaim::Started { worker: self.engine.instance.clone(), at: started_at };
+        let claim = AttemptClaim::Started { worker: self.engine.instance.clone(), at: started_at, token: ulid::Ulid::generate().to_string() };
         let lost = self
             .retrying("claiming the attempt", || store.claim_attempt(&job.workflow, &job.run, &job.step, job.attempt, &claim))
             .await

@@ -11,17 +11,19 @@
 //!   saw — but never fewer attempts than executions, and every attempt that finished in the
 //!   audit was seen.
 
+mod support;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, Uri};
 use axum::routing::any;
 use serde_json::Value;
+use support::{start_run, tollgate, wait_until};
 use tollgate::config::Config;
 use tollgate_engine::ids::{RunId, StepId, WorkflowId};
 use tollgate_engine::store::{AttemptClaim, Store};
@@ -81,31 +83,7 @@ fn spec(base: &str) -> String {
     y
 }
 
-fn tollgate(data: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_tollgate"));
-    c.arg("--data-dir")
-        .arg(data)
-        .env_remove("TOLLGATE_BACKEND")
-        .env("TOLLGATE_RECONCILE_INTERVAL", "100ms");
-    c
-}
 
-/// Start `tollgate run` and read its run id from stderr.
-fn start_run(data: &Path, file: &Path) -> (Child, String) {
-    let mut child = tollgate(data).arg("run").arg(file).arg("--json").stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(id) = line.strip_prefix("tollgate: run ").and_then(|l| l.strip_suffix(" started")) {
-                let _ = tx.send(id.to_string());
-            }
-        }
-    });
-    let run = rx.recv_timeout(Duration::from_secs(60)).expect("the run prints its id");
-    (child, run)
-}
 
 /// A small deterministic generator, so a failing trial can be replayed.
 fn pseudo_random(seed: u64) -> u64 {
@@ -141,13 +119,6 @@ async fn started_attempts(data: &Path, run: &str) -> Vec<(String, u32)> {
         .collect()
 }
 
-fn wait_until(what: &str, deadline: Duration, mut cond: impl FnMut() -> bool) {
-    let end = Instant::now() + deadline;
-    while !cond() {
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_at_random_moments_every_run_finishes_and_the_audit_accounts_for_every_execution() {

@@ -1,15 +1,17 @@
 //! kill -9 of a real `tollgate run` process at several points of a run, then `tollgate resume`:
 //! the run finishes, no completed step runs again, and a side-effecting step takes effect once.
 
+mod support;
+
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, Uri};
 use axum::routing::any;
 use serde_json::Value;
+use support::{start_run, tollgate, wait_until};
 
 /// A side-effecting service: counts requests per path and applies each idempotency key once.
 #[derive(Default)]
@@ -54,19 +56,7 @@ steps:
     )
 }
 
-fn tollgate(data: &std::path::Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_tollgate"));
-    c.arg("--data-dir").arg(data).env_remove("TOLLGATE_BACKEND").env("TOLLGATE_RECONCILE_INTERVAL", "100ms");
-    c
-}
 
-fn wait_until(what: &str, deadline: Duration, mut cond: impl FnMut() -> bool) {
-    let end = Instant::now() + deadline;
-    while !cond() {
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
 
 fn run_json(data: &std::path::Path, run: &str) -> Value {
     let out = tollgate(data).args(["runs", "show", run, "--json"]).output().unwrap();
@@ -77,22 +67,6 @@ fn step_status(v: &Value, step: &str) -> String {
     v["steps"].as_array().and_then(|s| s.iter().find(|s| s["id"] == step)).map(|s| s["status"].as_str().unwrap_or("").to_string()).unwrap_or_default()
 }
 
-/// Start `tollgate run` and read its run id from stderr.
-fn start_run(data: &std::path::Path, file: &std::path::Path) -> (Child, String) {
-    let mut child = tollgate(data).arg("run").arg(file).arg("--json").stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(id) = line.strip_prefix("tollgate: run ").and_then(|l| l.strip_suffix(" started")) {
-                let _ = tx.send(id.to_string());
-            }
-        }
-    });
-    let run = rx.recv_timeout(Duration::from_secs(30)).expect("the run prints its id");
-    (child, run)
-}
 
 #[derive(Debug, Clone, Copy)]
 enum KillPoint {

@@ -84,7 +84,10 @@ pub enum OutcomeResult {
 #[serde(tag = "claim", rename_all = "snake_case")]
 pub enum AttemptClaim {
     /// A worker of process `worker` started the attempt at `at`: its start-to-close clock.
-    Started { worker: String, at: u64 },
+    /// `token` is unique to the one delivery that wrote it, so a worker re-reading the claim
+    /// after a lost reply knows it as its own — and two deliveries of the attempt in one
+    /// process, in the same millisecond, never both take it for theirs.
+    Started { worker: String, at: u64, token: String },
     /// The run driver fenced the attempt before any worker started it.
     Fenced { at: u64, reason: String },
 }
