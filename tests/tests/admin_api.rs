@@ -30,7 +30,12 @@ async fn approve_a_request_over_http() {
 
     let unauth = http.get(format!("{base}/api/runs")).send().await.unwrap();
     assert_eq!(unauth.status(), 401);
-    assert_eq!(http.get(format!("{base}/healthz")).send().await.unwrap().status(), 200);
+    // Health needs no token (200 once the fresh system's step worker has registered).
+    wait_for("/healthz to answer 200", Duration::from_secs(30), || {
+        let (http, url) = (http.clone(), format!("{base}/healthz"));
+        async move { http.get(url).send().await.is_ok_and(|r| r.status() == 200) }
+    })
+    .await;
 
     let bad = auth(http.post(format!("{base}/api/runs"))).json(&json!({"spec": "id: x\nowner: o\nsteps: []\n"})).send().await.unwrap();
     assert_eq!(bad.status(), 422);
