@@ -52,6 +52,10 @@ pub struct Config {
     /// Queue poll interval (apalis idles 30 s between polls without one).
     #[serde(with = "humantime_serde_compat")]
     pub poll_interval: Duration,
+    /// A run driven by this process hands a ready step straight to a free step worker of
+    /// this process as well as to the queue ("eager dispatch"): the step starts without a
+    /// queue round trip, and the queue's copy, claimed already, is a no-op wherever it lands.
+    pub eager_dispatch: bool,
     /// Admin HTTP listen address for `serve`.
     pub http_addr: SocketAddr,
     /// Bearer token required by the admin HTTP API. Empty disables the API's auth, which
@@ -99,6 +103,7 @@ impl Default for Config {
             reconcile_interval: Duration::from_millis(500),
             lease_ttl: Duration::from_secs(15),
             poll_interval: Duration::from_millis(50),
+            eager_dispatch: true,
             http_addr: "127.0.0.1:8480".parse().expect("valid address"),
             admin_token: String::new(),
             http_max_body_bytes: 2 * 1024 * 1024,
@@ -170,6 +175,7 @@ impl Config {
                 "RECONCILE_INTERVAL" => self.reconcile_interval = dur(&value)?,
                 "LEASE_TTL" => self.lease_ttl = dur(&value)?,
                 "POLL_INTERVAL" => self.poll_interval = dur(&value)?,
+                "EAGER_DISPATCH" => self.eager_dispatch = value.parse().map_err(|e| bad(format!("{e}")))?,
                 "HTTP_ADDR" => self.http_addr = value.parse().map_err(|e| bad(format!("{e}")))?,
                 "ADMIN_TOKEN" => self.admin_token = value,
                 "HTTP_MAX_BODY_BYTES" => self.http_max_body_bytes = value.parse().map_err(|e| bad(format!("{e}")))?,

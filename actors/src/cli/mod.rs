@@ -112,10 +112,16 @@ pub enum Command {
 
 #[derive(Subcommand, Debug)]
 pub enum RunsCommand {
-    /// List runs, newest first.
+    /// List runs, newest first, a page at a time (from summary records; no journal is read).
     List {
         #[arg(long)]
         json: bool,
+        /// Runs per page.
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u16).range(1..=500))]
+        limit: u16,
+        /// Start after this run (the `next` printed at the end of the previous page).
+        #[arg(long)]
+        after: Option<RunId>,
     },
     /// Show a run: each step's status, attempts, duration, cost, error and decision.
     Show {
@@ -379,21 +385,13 @@ async fn runs_cmd(config: &Config, command: RunsCommand) -> anyhow::Result<ExitC
         config.lease_ttl,
     );
     match command {
-        RunsCommand::List { json } => {
-            let mut runs = engine.store.list_runs().await?;
-            runs.reverse();
-            let mut views = Vec::new();
-            for r in runs {
-                match crate::service::view(&engine, &r).await {
-                    Ok(v) => views.push(v),
-                    Err(e) => eprintln!("tollgate: run {r}: {e}"),
-                }
-            }
+        RunsCommand::List { json, limit, after } => {
+            let page = engine.store.run_page(after.as_ref(), usize::from(limit)).await?;
             if json {
-                let list: Vec<Value> = views.iter().map(report::summary_json).collect();
-                println!("{}", serde_json::to_string_pretty(&list)?);
+                let runs: Vec<Value> = page.runs.iter().map(crate::http::listing_json).collect();
+                println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "runs": runs, "next": page.next }))?);
             } else {
-                report::print_list(&views);
+                report::print_list(&page);
             }
         }
         RunsCommand::Show { run, json } => {

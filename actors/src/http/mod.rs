@@ -26,6 +26,7 @@ use axum::{Extension, Router};
 
 pub use auth::{bearer_matches, check_exposure};
 pub use runs::{DEFAULT_PAGE, MAX_PAGE};
+pub(crate) use runs::listing_json;
 
 use crate::bootstrap::{self, Role};
 use crate::config::Config;

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use tollgate_engine::ids::{is_valid_id, RunId};
 use tollgate_engine::run::RunStatus;
 use tollgate_engine::spec::parse_yaml;
-use tollgate_engine::store::RunListing;
+use tollgate_engine::store::{RunListing, RunSummary};
 
 use crate::http::error::{ApiError, Body};
 use crate::service::{ServiceError, Tollgate};
@@ -43,12 +43,12 @@ pub async fn list(State(t): State<Tollgate>, Query(q): Query<ListQuery>) -> Resu
     Ok(Json(json!({ "runs": runs, "next": page.next })))
 }
 
-fn listing_json(l: &RunListing) -> Value {
-    let (status, reason) = match l.summary.as_ref().map(|s| &s.status) {
-        None => ("pending", None),
-        Some(RunStatus::Failed { reason }) => ("failed", Some(json!(reason))),
-        Some(RunStatus::Cancelled { by, reason }) => ("cancelled", Some(json!({"code": "cancelled", "message": format!("{reason} (by {by})")}))),
-        Some(s) => (s.label(), None),
+pub(crate) fn listing_json(l: &RunListing) -> Value {
+    let status = RunSummary::label(l.summary.as_ref());
+    let reason = match l.summary.as_ref().map(|s| &s.status) {
+        Some(RunStatus::Failed { reason }) => Some(json!(reason)),
+        Some(RunStatus::Cancelled { by, reason }) => Some(json!({"code": "cancelled", "message": format!("{reason} (by {by})")})),
+        _ => None,
     };
     json!({
         "run": l.meta.run,

@@ -44,6 +44,10 @@ pub fn step_outcome(run: &RunId, step: &StepId, attempt: u32) -> String {
 pub fn step_claim(run: &RunId, step: &StepId, attempt: u32) -> String {
     format!("run/{run}/claim/{step}/{attempt}")
 }
+/// The driver gave up on a claimed attempt (see `AttemptAbandoned`).
+pub fn attempt_abandoned(run: &RunId, step: &StepId, attempt: u32) -> String {
+    format!("run/{run}/abandoned/{step}/{attempt}")
+}
 /// Written once a run has finished (any outcome): workers start none of its attempts and
 /// abandon the ones they are running.
 pub fn run_closed(run: &RunId) -> String {

@@ -221,15 +221,23 @@ impl Store {
         Ok(AttemptPreflight { outcome, input, claim, stop })
     }
 
-    /// Why a run's attempts must stop, if they must: it was cancelled or has finished. What a
-    /// worker polls while it runs an attempt.
-    pub async fn run_stop_reason(&self, wf: &WorkflowId, run: &RunId) -> Result<Option<String>, StoreError> {
+    /// Why an attempt that is running must stop, if it must: its run was cancelled or has
+    /// finished, or the run's driver gave up on the attempt. What a worker polls while it runs.
+    pub async fn attempt_stop_reason(&self, wf: &WorkflowId, run: &RunId, step: &StepId, attempt: u32) -> Result<Option<String>, StoreError> {
         let k = self.workflow_key(wf).await?;
-        let keys = [keys::run_cancel(run), keys::run_closed(run)];
+        let keys = [keys::run_cancel(run), keys::run_closed(run), keys::attempt_abandoned(run, step, attempt)];
         let mut values = self.backend.get_many(&keys).await?.into_iter();
         let cancel: Option<CancelRequest> = open_decode(&k, &keys[0], values.next().flatten())?;
         let closed: Option<RunClosed> = open_decode(&k, &keys[1], values.next().flatten())?;
-        Ok(stop_reason(cancel, closed))
+        let abandoned: Option<AttemptAbandoned> = open_decode(&k, &keys[2], values.next().flatten())?;
+        Ok(stop_reason(cancel, closed).or_else(|| abandoned.map(|a| format!("the run gave up on this attempt ({})", a.reason))))
+    }
+
+    /// Tell a worker still running `attempt` to stop: the run has moved on without it.
+    pub async fn abandon_attempt(&self, wf: &WorkflowId, run: &RunId, step: &StepId, attempt: u32, why: &AttemptAbandoned) -> Result<(), StoreError> {
+        let k = self.workflow_key(wf).await?;
+        let key = keys::attempt_abandoned(run, step, attempt);
+        self.backend.put(&key, &k.seal(key.as_bytes(), &Self::encode(why)), None).await
     }
 
     /// Claim an attempt (first writer wins). `Ok(None)`: this claim won; otherwise the claim
