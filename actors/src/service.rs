@@ -100,6 +100,7 @@ impl Tollgate {
         if !store.decide(&record.workflow, request, &d).await? {
             return Err(ServiceError::AlreadyDecided(request.clone()));
         }
+        self.engine.publish(RunUpdate::HumanDecided { run: record.run.clone(), request: request.clone(), by: by.to_string() });
         let msg = RunMsg::HumanDecided { request: request.clone(), decision: d };
         let _ = self.supervisor.send_message(SupervisorMsg::Route { run: record.run.clone(), msg });
         Ok(record)

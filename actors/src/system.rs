@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use tokio::sync::broadcast;
-use tollgate_engine::ids::{RunId, StepId, WorkflowId};
+use tollgate_engine::ids::{RequestId, RunId, StepId, WorkflowId};
 use tollgate_engine::queue::StepQueue;
 use tollgate_engine::run::{HumanRequestSpec, RunStatus};
 use tollgate_engine::spec::{validate, StepType, ValidatedSpec};
@@ -27,13 +27,15 @@ pub fn now_ms() -> u64 {
 pub enum RunUpdate {
     Step { run: RunId, step: StepId, status: &'static str, attempt: u32 },
     HumanRequested { run: RunId, request: HumanRequestSpec },
+    /// A decision on a request was recorded (by this process).
+    HumanDecided { run: RunId, request: RequestId, by: String },
     Finished { run: RunId, status: RunStatus },
 }
 
 impl RunUpdate {
     pub fn run(&self) -> &RunId {
         match self {
-            RunUpdate::Step { run, .. } | RunUpdate::HumanRequested { run, .. } | RunUpdate::Finished { run, .. } => run,
+            RunUpdate::Step { run, .. } | RunUpdate::HumanRequested { run, .. } | RunUpdate::HumanDecided { run, .. } | RunUpdate::Finished { run, .. } => run,
         }
     }
 }

@@ -41,6 +41,7 @@ impl Progress {
                             }
                         }
                         RunUpdate::HumanRequested { request, .. } => line(format!("  ? {:?}: {}", request.mode, request.question)),
+                        RunUpdate::HumanDecided { by, .. } => line(format!("  ✓ decided by {by}")),
                         RunUpdate::Finished { status, .. } => {
                             line(format!("run {run} {}", status.label()));
                             break;

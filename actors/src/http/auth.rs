@@ -12,6 +12,8 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::http::session::SessionKey;
+
 /// Refuse an admin API open to the network without a token: anyone who reaches it could
 /// start, decide and cancel runs.
 pub fn check_exposure(addr: SocketAddr, admin_token: &str) -> Result<(), String> {
@@ -31,9 +33,17 @@ pub fn bearer_matches(expected: &str, authorization: Option<&str>) -> bool {
     Sha256::digest(given.as_bytes()).as_slice().ct_eq(Sha256::digest(expected.as_bytes()).as_slice()).into()
 }
 
-/// Middleware: 401 unless the request carries the admin token (when one is set).
-pub async fn require_token(token: std::sync::Arc<String>, req: Request, next: Next) -> Response {
-    if !token.is_empty() {
+/// Middleware: a console session (its CSRF token on anything that changes state) or, when an
+/// admin token is set, that token as a bearer; 401 otherwise, 403 for a missing CSRF token.
+/// A session is handed to the handlers as a request extension (it names the decider).
+pub async fn require_token(token: std::sync::Arc<String>, sessions: SessionKey, mut req: Request, next: Next) -> Response {
+    if let Some(session) = sessions.from_headers(req.headers()) {
+        if !sessions.allows(&session, req.method(), req.headers()) {
+            let body = Json(json!({"error": "csrf", "message": "a console request that changes state needs the session's `X-CSRF-Token` header"}));
+            return (StatusCode::FORBIDDEN, body).into_response();
+        }
+        req.extensions_mut().insert(session);
+    } else if !token.is_empty() {
         let given = req.headers().get(header::AUTHORIZATION).and_then(|h| h.to_str().ok());
         if !bearer_matches(&token, given) {
             let body = Json(json!({"error": "unauthorized", "message": "this API needs `Authorization: Bearer <admin token>`"}));

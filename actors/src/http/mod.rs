@@ -7,15 +7,24 @@
 //! - `POST /api/runs/{run}/cancel` `{reason}`
 //! - `GET  /api/requests` (pending human requests)
 //! - `POST /api/requests/{request}/decision` `{decision: approve|reject|extend|modify|abort, amount?, value?, comment?, by}`
+//!   (`by` is the signed-in user for a console session)
+//! - `GET  /api/runs/{run}/timeline` (the console's run view: DAG, attempts, redacted outputs,
+//!   gate trail located on the redacted text, budget; see `timeline.rs`)
+//! - `GET  /api/live` (server-sent events: new and decided requests, step and run changes)
+//! - `/console` (the web console, see `console.rs`; sessions and CSRF in `session.rs`)
 //!
 //! Every `/api` route needs the admin token when one is configured ([`auth`]); request bodies
 //! over `http_max_body_bytes` get 413.
 
 mod auth;
+mod console;
 mod error;
 pub mod health;
+mod live;
 mod requests;
 mod runs;
+pub mod session;
+mod timeline;
 
 use std::sync::Arc;
 
@@ -59,17 +68,21 @@ pub fn router(t: Tollgate, admin_token: String) -> Router {
 }
 
 pub fn router_with(t: Tollgate, options: ApiOptions) -> Router {
+    let sessions = session::SessionKey::new(&t.engine.store.mac_key("console-session"), &options.admin_token);
     let token = Arc::new(options.admin_token);
+    let console = console::router(sessions.clone(), token.clone());
     let api = Router::new()
         .route("/api/runs", get(runs::list).post(runs::start))
         .route("/api/runs/{run}", get(runs::show))
+        .route("/api/runs/{run}/timeline", get(timeline::show))
+        .route("/api/live", get(live::stream))
         .route("/api/runs/{run}/cancel", post(runs::cancel))
         .route("/api/requests", get(requests::pending))
         .route("/api/requests/{request}/decision", post(requests::decide))
         .layer(DefaultBodyLimit::max(options.max_body_bytes))
         .layer(Extension(BodyLimit(options.max_body_bytes)))
-        .layer(middleware::from_fn(move |req: Request, next: Next| auth::require_token(token.clone(), req, next)));
-    Router::new().route("/healthz", get(health::healthz)).merge(api).with_state(t)
+        .layer(middleware::from_fn(move |req: Request, next: Next| auth::require_token(token.clone(), sessions.clone(), req, next)));
+    Router::new().route("/healthz", get(health::healthz)).merge(api).merge(console).with_state(t)
 }
 
 /// `tollgate serve`: recover unfinished runs, run workers, serve the admin API until Ctrl-C.
@@ -80,13 +93,17 @@ pub async fn serve(config: &Config) -> anyhow::Result<()> {
     let recovered = sys.tollgate.recover_all().await?;
     let listener = tokio::net::TcpListener::bind(config.http_addr).await?;
     eprintln!("tollgate serve: admin API on http://{} ({} unfinished runs recovered)", listener.local_addr()?, recovered);
+    eprintln!("tollgate serve: console on http://{}/console/", listener.local_addr()?);
     let token = sys.token();
-    let app = router_with(sys.tollgate.clone(), ApiOptions::from_config(config));
+    // Live streams never end by themselves: they end when shutdown begins.
+    let live = live::Shutdown::default();
+    let app = router_with(sys.tollgate.clone(), ApiOptions::from_config(config)).layer(Extension(live.clone()));
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         tokio::select! {
             _ = crate::cli::shutdown_signal() => {}
             _ = token.cancelled() => {}
         }
+        live.0.cancel();
     });
     server.await?;
     sys.shutdown().await;

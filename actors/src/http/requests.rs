@@ -2,7 +2,7 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::Json;
+use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tollgate_engine::ids::RequestId;
@@ -10,6 +10,7 @@ use tollgate_engine::money::Money;
 use tollgate_engine::run::Decision;
 
 use crate::http::error::{ApiError, Body};
+use crate::http::session::Session;
 use crate::service::Tollgate;
 
 pub async fn pending(State(t): State<Tollgate>) -> Result<Json<Value>, ApiError> {
@@ -26,10 +27,22 @@ pub struct DecisionBody {
     value: Option<Value>,
     #[serde(default)]
     comment: Option<String>,
-    by: String,
+    /// Who decides; a console session's user instead, whatever this says.
+    #[serde(default)]
+    by: Option<String>,
 }
 
-pub async fn decide(State(t): State<Tollgate>, Path(request): Path<String>, Body(b): Body<DecisionBody>) -> Result<Json<Value>, ApiError> {
+pub async fn decide(
+    State(t): State<Tollgate>,
+    session: Option<Extension<Session>>,
+    Path(request): Path<String>,
+    Body(b): Body<DecisionBody>,
+) -> Result<Json<Value>, ApiError> {
+    let by = match (session, b.by) {
+        (Some(Extension(s)), _) => s.user,
+        (None, Some(by)) if !by.trim().is_empty() => by,
+        _ => return Err(ApiError::Request(StatusCode::UNPROCESSABLE_ENTITY, "bad_decision", "`by` (who decides) is required".into())),
+    };
     let decision = match (b.decision.as_str(), b.amount, b.value) {
         ("approve", _, _) => Decision::Approve,
         ("reject", _, _) => Decision::Reject,
@@ -41,6 +54,6 @@ pub async fn decide(State(t): State<Tollgate>, Path(request): Path<String>, Body
             return Err(ApiError::Request(StatusCode::UNPROCESSABLE_ENTITY, "bad_decision", msg));
         }
     };
-    let record = t.decide(&RequestId(request), decision, &b.by, b.comment).await?;
+    let record = t.decide(&RequestId(request), decision, &by, b.comment).await?;
     Ok(Json(json!({"request": record.request.id, "run": record.run, "recorded": true})))
 }

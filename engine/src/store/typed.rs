@@ -37,6 +37,11 @@ impl Store {
         Self { backend, master, service, keys: RwLock::new(HashMap::new()) }
     }
 
+    /// A MAC key derived from the master key for `purpose` (see `MasterKey::mac_key`).
+    pub fn mac_key(&self, purpose: &str) -> zeroize::Zeroizing<[u8; 32]> {
+        self.master.mac_key(purpose)
+    }
+
     pub fn backend(&self) -> &Arc<dyn Backend> {
         &self.backend
     }
