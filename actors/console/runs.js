@@ -35,7 +35,9 @@ export async function renderRuns(view, params, { go }) {
   });
   const tbody = h("tbody", {});
   const datalist = h("datalist", { id: "workflows" });
-  const table = h("table", { class: "runs", id: "runs" },
+  const filters = new URLSearchParams(q);
+  filters.delete("limit");
+  const table = h("table", { class: "runs", id: "runs", dataset: { filters: filters.toString() } },
     h("thead", {}, h("tr", {}, ["Run", "Workflow", "Status", "Created", "Finished"].map((c) => h("th", { scope: "col" }, c)))), tbody);
   const more = h("button", { type: "button", hidden: true }, "Load more");
   const error = h("p", { class: "error", role: "alert" });

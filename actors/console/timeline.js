@@ -43,7 +43,7 @@ function attempts(list) {
 function decisionLine(d) {
   const what = d.decision.decision + (d.decision.amount ? ` ${d.decision.amount}` : "");
   return h("p", { class: "decision", dataset: { by: d.by, decision: d.decision.decision } },
-    h("strong", {}, what), " by ", h("strong", { class: "who" }, d.by), ` at ${time(d.at)}`, d.comment ? ` — “${d.comment}”` : "");
+    h("strong", {}, what), " by ", h("strong", { class: "by" }, d.by), ` at ${time(d.at)}`, d.comment ? ` — “${d.comment}”` : "");
 }
 
 function stepSection(st, currency) {

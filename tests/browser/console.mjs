@@ -132,12 +132,11 @@ try {
   await page.locator(`#runs tr[data-run="${run1}"]`).waitFor(WAIT);
   await page.getByLabel("Workflow").fill("console-budget");
   await page.getByRole("button", { name: "Filter" }).click();
-  await page.waitForFunction(() => location.hash.includes("workflow=console-budget"));
-  await page.locator(`#runs tr[data-run="${run2}"]`).waitFor(WAIT);
+  await page.locator(`#runs[data-filters="workflow=console-budget"] tr[data-run="${run2}"]`).waitFor(WAIT);
   expect(await page.locator("#runs tbody tr[data-run]").count() === 1, "the workflow filter keeps only that workflow's run");
   await page.getByLabel("Status").selectOption("failed");
   await page.getByRole("button", { name: "Filter" }).click();
-  await page.locator("#runs td.empty").waitFor(WAIT);
+  await page.locator('#runs[data-filters="workflow=console-budget&status=failed"] td.empty').waitFor(WAIT);
   expect(true, "no failed run of that workflow");
 
   // Phone width: the timeline stays within the screen (the DAG scrolls inside its frame).
