@@ -5,17 +5,22 @@
 //! - `GET  /api/runs?limit=&after=` (a page, newest first, with the `next` cursor),
 //!   `GET /api/runs/{run}`, `POST /api/runs` `{spec: "<yaml>", params: {…}}`
 //! - `POST /api/runs/{run}/cancel` `{reason}`
-//! - `GET  /api/requests` (pending human requests)
-//! - `POST /api/requests/{request}/decision` `{decision: approve|reject|extend|modify|abort, amount?, value?, comment?, by}`
+//! - `GET  /api/requests` (pending human requests the caller may decide), `GET /api/requests/{request}`
+//! - `POST /api/requests/{request}/decision` `{decision: approve|reject|extend|modify|abort, amount?, value?, comment?}`
+//! - `GET  /api/stream` (Server-Sent Events: new, paged and decided requests, finished runs)
+//! - `POST /api/users` `{name, role?, groups?, email?}`, `GET /api/users`, `GET /api/me`
 //!
-//! Every `/api` route needs the admin token when one is configured ([`auth`]); request bodies
-//! over `http_max_body_bytes` get 413.
+//! Every `/api` route is authenticated ([`auth`]): a user's token, or (for `POST /api/users`
+//! only) the admin token; what a user may not see answers 404 ([`crate::access`]). Request
+//! bodies over `http_max_body_bytes` get 413.
 
 mod auth;
 mod error;
 pub mod health;
 mod requests;
 mod runs;
+mod stream;
+mod users;
 
 use std::sync::Arc;
 
@@ -24,7 +29,7 @@ use axum::middleware::{self, Next};
 use axum::routing::{get, post};
 use axum::{Extension, Router};
 
-pub use auth::{bearer_matches, check_exposure};
+pub use auth::{authenticate_token, bearer_matches, check_exposure, Authenticated};
 pub use runs::{DEFAULT_PAGE, MAX_PAGE};
 
 use crate::bootstrap::{self, Role};
@@ -60,15 +65,20 @@ pub fn router(t: Tollgate, admin_token: String) -> Router {
 
 pub fn router_with(t: Tollgate, options: ApiOptions) -> Router {
     let token = Arc::new(options.admin_token);
+    let authed = t.clone();
     let api = Router::new()
         .route("/api/runs", get(runs::list).post(runs::start))
         .route("/api/runs/{run}", get(runs::show))
         .route("/api/runs/{run}/cancel", post(runs::cancel))
         .route("/api/requests", get(requests::pending))
+        .route("/api/requests/{request}", get(requests::show))
         .route("/api/requests/{request}/decision", post(requests::decide))
+        .route("/api/stream", get(stream::stream))
+        .route("/api/users", get(users::list).post(users::add))
+        .route("/api/me", get(users::me))
         .layer(DefaultBodyLimit::max(options.max_body_bytes))
         .layer(Extension(BodyLimit(options.max_body_bytes)))
-        .layer(middleware::from_fn(move |req: Request, next: Next| auth::require_token(token.clone(), req, next)));
+        .layer(middleware::from_fn(move |req: Request, next: Next| auth::require_auth(authed.clone(), token.clone(), req, next)));
     Router::new().route("/healthz", get(health::healthz)).merge(api).with_state(t)
 }
 

@@ -10,6 +10,7 @@ use tollgate_engine::run::RunStatus;
 use tollgate_engine::spec::parse_yaml;
 use tollgate_engine::store::RunListing;
 
+use crate::access::Caller;
 use crate::http::error::{ApiError, Body};
 use crate::service::{ServiceError, Tollgate};
 
@@ -25,7 +26,7 @@ pub struct ListQuery {
 
 /// `GET /api/runs?limit=&after=`: newest first; `next` is the `after` of the following page
 /// (`null` on the last one).
-pub async fn list(State(t): State<Tollgate>, Query(q): Query<ListQuery>) -> Result<Json<Value>, ApiError> {
+pub async fn list(State(t): State<Tollgate>, caller: Caller, Query(q): Query<ListQuery>) -> Result<Json<Value>, ApiError> {
     let limit = match q.limit.as_deref() {
         None => DEFAULT_PAGE,
         Some(l) => l
@@ -38,7 +39,7 @@ pub async fn list(State(t): State<Tollgate>, Query(q): Query<ListQuery>) -> Resu
         Some(a) if !is_valid_id(&a) => return Err(ApiError::bad_request("bad_cursor", format!("after must be a run id (a `next` from an earlier page), not {a:?}"))),
         a => a.map(RunId),
     };
-    let page = t.engine.store.run_page(after.as_ref(), limit).await?;
+    let page = t.run_page_as(&caller, after.as_ref(), limit).await?;
     let runs: Vec<Value> = page.runs.iter().map(listing_json).collect();
     Ok(Json(json!({ "runs": runs, "next": page.next })))
 }
@@ -62,8 +63,9 @@ fn listing_json(l: &RunListing) -> Value {
     })
 }
 
-pub async fn show(State(t): State<Tollgate>, Path(run): Path<String>) -> Result<Json<Value>, ApiError> {
-    Ok(Json(crate::cli::summary_json(&t.view(&RunId(run)).await?)))
+/// `GET /api/runs/{run}`: 404 unless the caller sees the run's workflow.
+pub async fn show(State(t): State<Tollgate>, caller: Caller, Path(run): Path<String>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(crate::cli::summary_json(&t.view_as(&caller, &RunId(run)).await?)))
 }
 
 #[derive(Deserialize)]
@@ -74,9 +76,10 @@ pub struct StartRun {
 }
 
 /// `POST /api/runs`: the spec goes through the same size and nesting bounds as a file.
-pub async fn start(State(t): State<Tollgate>, Body(body): Body<StartRun>) -> Result<(StatusCode, Json<Value>), ApiError> {
+/// The caller must own the spec's `owner` (be it, or be in that group), or be an admin.
+pub async fn start(State(t): State<Tollgate>, caller: Caller, Body(body): Body<StartRun>) -> Result<(StatusCode, Json<Value>), ApiError> {
     let spec = parse_yaml(&body.spec).map_err(ServiceError::from)?;
-    let run = t.start_run(&spec, &body.params).await?;
+    let run = t.start_run_as(&caller, &spec, &body.params).await?;
     Ok((StatusCode::CREATED, Json(json!({"run": run}))))
 }
 
@@ -84,12 +87,11 @@ pub async fn start(State(t): State<Tollgate>, Body(body): Body<StartRun>) -> Res
 pub struct CancelBody {
     #[serde(default)]
     reason: Option<String>,
-    #[serde(default)]
-    by: Option<String>,
 }
 
-pub async fn cancel(State(t): State<Tollgate>, Path(run): Path<String>, body: Option<Body<CancelBody>>) -> Result<Json<Value>, ApiError> {
+/// Recorded as cancelled by the caller.
+pub async fn cancel(State(t): State<Tollgate>, caller: Caller, Path(run): Path<String>, body: Option<Body<CancelBody>>) -> Result<Json<Value>, ApiError> {
     let b = body.map(|b| b.0).unwrap_or_default();
-    t.cancel(&RunId(run.clone()), b.by.as_deref().unwrap_or("admin-api"), b.reason.as_deref().unwrap_or("cancelled via the admin API")).await?;
+    t.cancel_as(&caller, &RunId(run.clone()), b.reason.as_deref().unwrap_or("cancelled via the admin API")).await?;
     Ok(Json(json!({"run": run, "cancelling": true})))
 }
