@@ -44,8 +44,8 @@ export async function loadSession() {
   }
 }
 
-export async function signIn(token, name) {
-  const s = await api("/console/session", { method: "POST", body: { token, name } });
+export async function signIn(token) {
+  const s = await api("/console/session", { method: "POST", body: { token } });
   Object.assign(session, { user: s.user, csrf: s.csrf });
   return s;
 }

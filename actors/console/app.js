@@ -60,10 +60,10 @@ async function render() {
 }
 
 function onEvent(name, data) {
-  if (name === "request" || name === "decided" || name === "resync") refreshInbox();
+  if (name === "request" || name === "paged" || name === "decided" || name === "lagged") refreshInbox();
   if (!current) return;
-  if (current.name === "timeline" && (data.run === current.id || name === "resync")) current.refresh();
-  if (current.name === "runs" && (name === "run" || name === "resync")) current.refresh();
+  if (current.name === "timeline" && (data.run === current.id || name === "lagged")) current.refresh();
+  if (current.name === "runs" && (name === "run" || name === "lagged")) current.refresh();
 }
 
 function setLive(state) {
@@ -80,18 +80,18 @@ function showSignIn(message) {
   const form = h("form", { class: "sign-in", id: "sign-in", "aria-labelledby": "sign-in-title" },
     h("h1", { id: "sign-in-title" }, "Sign in"),
     h("label", { for: "token" }, "API token"),
-    h("input", { id: "token", name: "token", type: "password", autocomplete: "current-password", required: true }),
-    h("label", { for: "name" }, "Your name (recorded on your decisions)"),
-    h("input", { id: "name", name: "name", type: "text", autocomplete: "username", maxlength: 64 }),
+    h("p", { class: "muted", id: "token-help" }, "Your token from `tollgate users add`; your decisions are recorded under your name."),
+    h("input", { id: "token", name: "token", type: "password", autocomplete: "current-password", "aria-describedby": "token-help" }),
     h("button", { type: "submit", class: "primary" }, "Sign in"),
     error);
   form.addEventListener("submit", async (e) => {
     e.preventDefault();
     try {
-      await signIn(form.token.value, form.name.value);
+      await signIn(form.token.value);
       start();
     } catch (err) {
       error.textContent = err.status === 401 ? "That token is not valid." : err.message;
+      form.token.select();
     }
   });
   view.replaceChildren(form);

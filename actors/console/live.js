@@ -1,4 +1,4 @@
-// The live connection: server-sent events from /api/live. Every (re)connection starts with a
+// The live connection: server-sent events from /api/stream. Every (re)connection starts with a
 // `hello` event, on which the console re-fetches everything it shows; events in between say
 // what changed. A stream the browser gave up on (the server answered with an error) is opened
 // again after a pause, after checking that the session still holds.
@@ -8,11 +8,11 @@ import { loadSession } from "./api.js";
 export function connectLive({ onHello, onEvent, onState, onSignedOut }) {
   let es = null;
   let retry = null;
-  const names = ["request", "decided", "step", "run", "resync"];
+  const names = ["request", "paged", "decided", "step", "run", "lagged"];
 
   function open() {
     onState("connecting");
-    es = new EventSource("/api/live");
+    es = new EventSource("/api/stream");
     es.addEventListener("hello", () => { onState("live"); onHello(); });
     for (const n of names) {
       es.addEventListener(n, (e) => {

@@ -27,15 +27,21 @@ pub fn now_ms() -> u64 {
 pub enum RunUpdate {
     Step { run: RunId, step: StepId, status: &'static str, attempt: u32 },
     HumanRequested { run: RunId, request: HumanRequestSpec },
-    /// A decision on a request was recorded (by this process).
-    HumanDecided { run: RunId, request: RequestId, by: String },
+    /// Escalation paged `to` (a user or group) about an open request.
+    HumanPaged { run: RunId, request: RequestId, to: String },
+    /// A request was decided (by a person, or by an escalation's default).
+    Decided { run: RunId, request: RequestId, by: String, by_policy: bool },
     Finished { run: RunId, status: RunStatus },
 }
 
 impl RunUpdate {
     pub fn run(&self) -> &RunId {
         match self {
-            RunUpdate::Step { run, .. } | RunUpdate::HumanRequested { run, .. } | RunUpdate::HumanDecided { run, .. } | RunUpdate::Finished { run, .. } => run,
+            RunUpdate::Step { run, .. }
+            | RunUpdate::HumanRequested { run, .. }
+            | RunUpdate::HumanPaged { run, .. }
+            | RunUpdate::Decided { run, .. }
+            | RunUpdate::Finished { run, .. } => run,
         }
     }
 }

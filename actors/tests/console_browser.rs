@@ -1,8 +1,10 @@
 //! The web console in a real browser: Debian's `chromium`, driven by `playwright-core` (both
 //! installed by `scripts/setup`), against a real `tollgate serve`. The browser side is
 //! `tests/browser/console.mjs`; it asks this test to act on the server (`@@ start approval`,
-//! `@@ restart`…) and this test answers on its stdin. Screenshots are written to
-//! `tests/browser/screenshots/` (or `TOLLGATE_SCREENSHOT_DIR`).
+//! `@@ restart`…) and this test answers on its stdin. Users: alice (group `ops`, which owns the
+//! workflows; she starts the runs and decides in the browser) and bob (group `legal`, who must
+//! see none of it). Screenshots are written to `tests/browser/screenshots/` (or
+//! `TOLLGATE_SCREENSHOT_DIR`).
 
 #[allow(dead_code)] // the helpers other process tests use
 mod support;
@@ -95,10 +97,23 @@ async fn stop(mut child: Child) {
     assert!(matches!(exited, Ok(Ok(s)) if s.success()), "serve did not shut down cleanly on SIGTERM: {exited:?}");
 }
 
-async fn start_run(base: &str, spec: &str) -> String {
+/// Create a user with the bootstrap admin token; returns their API token.
+async fn add_user(base: &str, name: &str, group: &str) -> String {
+    let res = reqwest::Client::new()
+        .post(format!("{base}/api/users"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"name": name, "role": "operator", "groups": [group]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201, "{:?}", res.text().await);
+    res.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_string()
+}
+
+async fn start_run(base: &str, token: &str, spec: &str) -> String {
     let res = reqwest::Client::new()
         .post(format!("{base}/api/runs"))
-        .bearer_auth(TOKEN)
+        .bearer_auth(token)
         .json(&json!({"spec": spec, "params": {}}))
         .send()
         .await
@@ -124,11 +139,15 @@ async fn the_console_signs_in_shows_cards_live_across_a_restart_and_answers_ever
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let mut server = Some(serve(dir.path(), port).await);
+    let alice = add_user(&base, "alice", "ops").await;
+    let bob = add_user(&base, "bob", "legal").await;
 
     let mut script = Command::new("node")
         .arg(browser_dir().join("console.mjs"))
         .env("TOLLGATE_URL", &base)
-        .env("TOLLGATE_TOKEN", TOKEN)
+        .env("TOLLGATE_TOKEN", &alice)
+        .env("TOLLGATE_OTHER_TOKEN", &bob)
+        .env("TOLLGATE_ADMIN_TOKEN", TOKEN)
         .env("SCREENSHOT_DIR", &shots)
         .env("CHROMIUM", &chromium)
         .stdin(Stdio::piped())
@@ -144,9 +163,9 @@ async fn the_console_signs_in_shows_cards_live_across_a_restart_and_answers_ever
             eprintln!("browser: {line}");
             let Some(command) = line.strip_prefix("@@ ") else { continue };
             let answer = match command {
-                "start approval" => start_run(&base, APPROVAL).await,
-                "start budget" => start_run(&base, BUDGET).await,
-                "start guidance" => start_run(&base, GUIDANCE).await,
+                "start approval" => start_run(&base, &alice, APPROVAL).await,
+                "start budget" => start_run(&base, &alice, BUDGET).await,
+                "start guidance" => start_run(&base, &alice, GUIDANCE).await,
                 "restart" => {
                     stop(server.take().unwrap()).await;
                     server = Some(serve(dir.path(), port).await);
@@ -165,7 +184,7 @@ async fn the_console_signs_in_shows_cards_live_across_a_restart_and_answers_ever
     assert!(session.is_ok(), "the browser session did not finish in time");
     let status = script.wait().await.unwrap();
     assert!(status.success() && done, "the browser script failed ({status}); see its output above");
-    for name in ["inbox.png", "card-approval.png", "card-budget.png", "card-guidance.png", "timeline.png", "timeline-guidance.png", "timeline-phone.png"] {
+    for name in ["inbox.png", "card-approval.png", "card-budget.png", "card-guidance.png", "timeline.png", "timeline-guidance.png", "timeline-phone.png", "other-user-404.png"] {
         let size = std::fs::metadata(shots.join(name)).map(|m| m.len()).unwrap_or(0);
         assert!(size > 1000, "screenshot {name} was not written to {}", shots.display());
     }

@@ -1,7 +1,9 @@
 // The console in a real browser (Debian's chromium through playwright-core) against a real
 // `tollgate serve`, driven by actors/tests/console_browser.rs. This script asks the Rust test to
 // act on the server by printing `@@ <command>` and reading the answer (one line on stdin):
-// `start approval|budget|guidance` → a run id, `restart` → `ok` once the server is back.
+// `start approval|budget|guidance` → a run id (started by alice), `restart` → `ok` once the
+// server is back. $TOLLGATE_TOKEN is alice's token (group ops, which owns the workflows),
+// $TOLLGATE_OTHER_TOKEN bob's (another group), $TOLLGATE_ADMIN_TOKEN the bootstrap token.
 // Screenshots go to $SCREENSHOT_DIR. Exits non-zero on the first failed expectation.
 
 import { chromium } from "playwright-core";
@@ -10,6 +12,8 @@ import path from "node:path";
 
 const base = process.env.TOLLGATE_URL;
 const token = process.env.TOLLGATE_TOKEN;
+const otherToken = process.env.TOLLGATE_OTHER_TOKEN;
+const adminToken = process.env.TOLLGATE_ADMIN_TOKEN;
 const shots = process.env.SCREENSHOT_DIR;
 const WAIT = { timeout: 60_000 };
 
@@ -35,14 +39,18 @@ try {
   page.on("pageerror", (e) => pageErrors.push(e.message));
   page.on("console", (m) => { if (m.type() === "error") console.log(`browser console: ${m.text()}`); });
 
-  // Sign in: a wrong token is refused, the right one gives an HttpOnly, SameSite=Strict cookie.
+  // Sign in: a wrong token and the bootstrap admin token are refused; a user's token gives an
+  // HttpOnly, SameSite=Strict cookie.
   await page.goto(`${base}/console/`);
   await page.getByLabel("API token").fill("not-the-token");
   await page.getByRole("button", { name: "Sign in" }).click();
   await page.locator("#sign-in-error", { hasText: "not valid" }).waitFor(WAIT);
   expect(true, "a wrong token is refused");
+  await page.getByLabel("API token").fill(adminToken);
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.locator("#sign-in-error", { hasText: "only creates users" }).waitFor(WAIT);
+  expect(true, "the admin token does not sign in (it only creates users)");
   await page.getByLabel("API token").fill(token);
-  await page.getByLabel(/Your name/).fill("Alice Partner");
   await page.getByLabel("API token").press("Enter");
   await page.locator('#live[data-state="live"]').waitFor(WAIT);
   await page.locator("#inbox-empty").waitFor(WAIT);
@@ -81,9 +89,9 @@ try {
   await page.locator('button[data-decision="approve"]').click();
   await page.locator(`#timeline[data-run="${run1}"][data-status="succeeded"]`).waitFor(WAIT);
   const decision = page.locator('.step[data-step="approve_letter"] .decision');
-  expect((await decision.getAttribute("data-by")) === "Alice Partner", "the decision is recorded under the signed-in user");
+  expect((await decision.getAttribute("data-by")) === "alice", "the decision is recorded under the signed-in user");
   const decisionText = await decision.innerText();
-  expect(/approve by Alice Partner/.test(decisionText) && decisionText.includes("conflicts clear"), `the timeline shows the decision and who (${decisionText})`);
+  expect(/approve by alice/.test(decisionText) && decisionText.includes("conflicts clear"), `the timeline shows the decision and who (${decisionText})`);
   expect(await page.locator('.step[data-step="send"][data-status="succeeded"]').count() === 1, "the step after the approval ran");
   expect(await page.locator('#dag .node[data-step="approve_letter"]').count() === 1 && await page.locator("#dag .edge").count() === 2, "the DAG is drawn with its edges");
   await page.screenshot({ path: path.join(shots, "timeline.png"), fullPage: true });
@@ -149,6 +157,23 @@ try {
   await page.goto(`${base}/console/#/inbox`);
   await page.locator("#inbox-empty").waitFor(WAIT);
   await page.screenshot({ path: path.join(shots, "inbox-phone-empty.png") });
+
+  // Another user (bob, not in the owning group) sees none of it: not in his inbox, not in his
+  // runs, and the run itself is 404 to him, in the console and in the API.
+  await page.setViewportSize({ width: 1280, height: 900 });
+  await page.locator("#sign-out").click();
+  await page.getByLabel("API token").fill(otherToken);
+  await page.getByLabel("API token").press("Enter");
+  await page.locator("#who-name", { hasText: "bob" }).waitFor(WAIT);
+  await page.locator("#inbox-empty").waitFor(WAIT);
+  await page.goto(`${base}/console/#/runs`);
+  await page.locator("#runs td.empty").waitFor(WAIT);
+  expect(await page.locator("#runs tr[data-run]").count() === 0, "bob's runs list holds none of alice's runs");
+  await page.goto(`${base}/console/#/runs/${run1}`);
+  await page.locator("main .error", { hasText: "No such run" }).waitFor(WAIT);
+  const statuses = await page.evaluate(async (run) => Promise.all([`/api/runs/${run}`, `/api/runs/${run}/timeline`].map(async (p) => (await fetch(p)).status)), run1);
+  expect(statuses.every((s) => s === 404), `the API answers 404 for alice's run to bob (${statuses.join(", ")})`);
+  await page.screenshot({ path: path.join(shots, "other-user-404.png") });
 
   expect(pageErrors.length === 0, `no script errors on the page (${pageErrors.join("; ")})`);
   console.log("@@ done");

@@ -1,8 +1,10 @@
 //! What the web console needs from the server, over a real socket: its page and assets (with a
-//! strict content security policy), sessions signed in with the admin token (HttpOnly,
-//! SameSite=Strict, CSRF token required to change state, the decider is the session's user), the
-//! live event stream (new and decided requests), runs filtered by workflow, status and time, and
-//! the run timeline (DAG, outputs as gated, the gate trail located on the redacted text).
+//! strict content security policy), sessions signed in with a user's token (HttpOnly,
+//! SameSite=Strict, CSRF token required to change state, the decider is the session's user; the
+//! bootstrap admin token does not sign in), the live event stream (`hello` first, new and
+//! decided requests, step changes), runs filtered by workflow, status and time (only the
+//! caller's), and the run timeline (DAG, outputs as gated, the gate trail located on the
+//! redacted text; 404 to another user).
 
 use std::time::Duration;
 
@@ -28,6 +30,19 @@ steps:
   - { id: file, type: code, needs: [contact], inputs: { note: "${{ steps.contact.output.note }}" }, script: "return input.note" }
 "#;
 
+/// Create a user with the bootstrap admin token; returns their API token.
+async fn add_user(base: &str, name: &str, group: &str) -> String {
+    let res = reqwest::Client::new()
+        .post(format!("{base}/api/users"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"name": name, "groups": [group]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    res.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_string()
+}
+
 async fn listen(sys: &TestSystem) -> String {
     let app = tollgate::http::router(sys.t().clone(), TOKEN.into());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -36,18 +51,18 @@ async fn listen(sys: &TestSystem) -> String {
     base
 }
 
-async fn pending(http: &reqwest::Client, base: &str) -> Vec<Value> {
-    let list: Value = http.get(format!("{base}/api/requests")).bearer_auth(TOKEN).send().await.unwrap().json().await.unwrap();
+async fn pending(http: &reqwest::Client, base: &str, token: &str) -> Vec<Value> {
+    let list: Value = http.get(format!("{base}/api/requests")).bearer_auth(token).send().await.unwrap().json().await.unwrap();
     list.as_array().cloned().unwrap_or_default()
 }
 
-async fn wait_request(http: &reqwest::Client, base: &str, run: &str) -> String {
+async fn wait_request(http: &reqwest::Client, base: &str, token: &str, run: &str) -> String {
     wait_for("the run's request to be listed", Duration::from_secs(30), || {
-        let (http, base, run) = (http.clone(), base.to_string(), run.to_string());
-        async move { pending(&http, &base).await.iter().any(|r| r["run"] == run) }
+        let (http, base, token, run) = (http.clone(), base.to_string(), token.to_string(), run.to_string());
+        async move { pending(&http, &base, &token).await.iter().any(|r| r["run"] == run) }
     })
     .await;
-    let list = pending(http, base).await;
+    let list = pending(http, base, token).await;
     list.iter().find(|r| r["run"] == run).unwrap()["request"]["id"].as_str().unwrap().to_string()
 }
 
@@ -66,12 +81,15 @@ async fn console_sessions_sign_in_with_the_token_and_need_csrf_to_change_state()
     assert_eq!((js.status().as_u16(), js.headers()["content-type"].to_str().unwrap()), (200, "text/javascript; charset=utf-8"));
     assert_eq!(http.get(format!("{base}/console/assets/nope.js")).send().await.unwrap().status(), 404);
 
+    let ann = add_user(&base, "ann", "ops").await;
     let sign_in = |body: Value| http.post(format!("{base}/console/session")).json(&body);
-    assert_eq!(sign_in(json!({"token": "wrong", "name": "Ann"})).send().await.unwrap().status(), 401);
-    let foreign = sign_in(json!({"token": TOKEN})).header("Origin", "http://evil.example").send().await.unwrap();
+    assert_eq!(sign_in(json!({"token": "wrong"})).send().await.unwrap().status(), 401);
+    let bootstrap = sign_in(json!({"token": TOKEN})).send().await.unwrap();
+    assert_eq!(bootstrap.status(), 403, "the admin token only creates users");
+    assert_eq!(bootstrap.json::<Value>().await.unwrap()["error"], "bootstrap_token");
+    let foreign = sign_in(json!({"token": ann})).header("Origin", "http://evil.example").send().await.unwrap();
     assert_eq!(foreign.status(), 403, "a sign-in from another site is refused");
-    assert_eq!(sign_in(json!({"token": TOKEN, "name": "x".repeat(65)})).send().await.unwrap().status(), 422);
-    let signed = sign_in(json!({"token": TOKEN, "name": "Ann"})).send().await.unwrap();
+    let signed = sign_in(json!({"token": ann})).send().await.unwrap();
     assert_eq!(signed.status(), 200);
     let set_cookie = signed.headers()[SET_COOKIE].to_str().unwrap().to_string();
     assert!(set_cookie.contains("HttpOnly") && set_cookie.contains("SameSite=Strict") && set_cookie.contains("Path=/"), "{set_cookie}");
@@ -79,13 +97,13 @@ async fn console_sessions_sign_in_with_the_token_and_need_csrf_to_change_state()
     let csrf = signed.json::<Value>().await.unwrap()["csrf"].as_str().unwrap().to_string();
 
     let me: Value = http.get(format!("{base}/console/session")).header(COOKIE, &cookie).send().await.unwrap().json().await.unwrap();
-    assert_eq!((me["user"].as_str(), me["csrf"].as_str()), (Some("Ann"), Some(csrf.as_str())));
+    assert_eq!((me["user"].as_str(), me["csrf"].as_str()), (Some("ann"), Some(csrf.as_str())));
     assert_eq!(http.get(format!("{base}/api/runs")).header(COOKIE, &cookie).send().await.unwrap().status(), 200, "the session reads the API");
     let tampered = format!("{}0", cookie);
     assert_eq!(http.get(format!("{base}/api/runs")).header(COOKIE, &tampered).send().await.unwrap().status(), 401);
 
     let run = sys.start(APPROVAL, json!({})).await.to_string();
-    let request = wait_request(&http, &base, &run).await;
+    let request = wait_request(&http, &base, &ann, &run).await;
     let decide = || http.post(format!("{base}/api/requests/{request}/decision")).header(COOKIE, &cookie).json(&json!({"decision": "approve", "by": "mallory"}));
     let refused = decide().send().await.unwrap();
     assert_eq!(refused.status(), 403, "no CSRF token");
@@ -94,7 +112,7 @@ async fn console_sessions_sign_in_with_the_token_and_need_csrf_to_change_state()
     assert_eq!(decide().header("X-CSRF-Token", &csrf).send().await.unwrap().status(), 200);
     let v = sys.settle(&tollgate_engine::ids::RunId(run.clone())).await;
     let decision = TestSystem::step(&v, "letter").decision.clone().unwrap();
-    assert_eq!(decision.by, "Ann", "the decider is the session's user, never the body's `by`");
+    assert_eq!(decision.by, "ann", "the decider is the session's user, never the body's `by`");
 
     let out = http.delete(format!("{base}/console/session")).header(COOKIE, &cookie).header("X-CSRF-Token", &csrf).send().await.unwrap();
     assert!(out.headers()[SET_COOKIE].to_str().unwrap().contains("Max-Age=0"));
@@ -126,26 +144,29 @@ async fn the_live_stream_announces_new_and_decided_requests() {
     let sys = embedded().await;
     let base = listen(&sys).await;
     let http = reqwest::Client::new();
-    assert_eq!(http.get(format!("{base}/api/live")).send().await.unwrap().status(), 401, "the stream needs a token or a session");
-    let mut live = http.get(format!("{base}/api/live")).bearer_auth(TOKEN).send().await.unwrap();
+    let ann = add_user(&base, "ann", "ops").await;
+    assert_eq!(http.get(format!("{base}/api/stream")).send().await.unwrap().status(), 401, "the stream needs a token or a session");
+    let mut live = http.get(format!("{base}/api/stream")).bearer_auth(&ann).send().await.unwrap();
     assert_eq!(live.headers()["content-type"], "text/event-stream");
     let mut buf = String::new();
     next_event(&mut live, &mut buf, "hello", |_| true).await;
 
     let run = sys.start(APPROVAL, json!({})).await.to_string();
     let asked = next_event(&mut live, &mut buf, "request", |d| d["run"] == run).await;
-    assert_eq!((asked["mode"].as_str(), asked["step"].as_str()), (Some("approval"), Some("letter")));
-    let request = asked["request"].as_str().unwrap().to_string();
+    assert_eq!((asked["request"]["mode"].as_str(), asked["request"]["step"].as_str()), (Some("approval"), Some("letter")));
+    let request = asked["request"]["id"].as_str().unwrap().to_string();
     let decided = http
         .post(format!("{base}/api/requests/{request}/decision"))
-        .bearer_auth(TOKEN)
-        .json(&json!({"decision": "approve", "by": "partner"}))
+        .bearer_auth(&ann)
+        .json(&json!({"decision": "approve"}))
         .send()
         .await
         .unwrap();
     assert_eq!(decided.status(), 200);
     let d = next_event(&mut live, &mut buf, "decided", |d| d["request"] == request.as_str()).await;
-    assert_eq!(d["by"], "partner");
+    assert_eq!(d["by"], "ann");
+    let step = next_event(&mut live, &mut buf, "step", |d| d["run"] == run && d["step"] == "send").await;
+    assert!(step["status"].is_string());
     let finished = next_event(&mut live, &mut buf, "run", |d| d["run"] == run).await;
     assert_eq!(finished["status"], "succeeded");
     assert!(!buf.contains("sent"), "events never carry outputs");
@@ -156,13 +177,16 @@ async fn runs_are_filtered_and_the_timeline_locates_the_gate_trail_on_the_redact
     let sys = embedded().await;
     let base = listen(&sys).await;
     let http = reqwest::Client::new();
-    let get = |path: String| {
-        let r = http.get(format!("{base}{path}")).bearer_auth(TOKEN);
+    let ann = add_user(&base, "ann", "ops").await;
+    let bob = add_user(&base, "bob", "legal").await;
+    let get_as = |token: &str, path: String| {
+        let r = http.get(format!("{base}{path}")).bearer_auth(token);
         async move {
             let res = r.send().await.unwrap();
             (res.status().as_u16(), res.json::<Value>().await.unwrap())
         }
     };
+    let get = |path: String| get_as(&ann, path);
     let waiting = sys.start(APPROVAL, json!({})).await;
     let done = sys.start(REDACTED, json!({})).await;
     sys.settle(&waiting).await;
@@ -212,4 +236,8 @@ async fn runs_are_filtered_and_the_timeline_locates_the_gate_trail_on_the_redact
     assert!(w["steps"][0]["waiting_request"].is_string());
     let (status, _) = get("/api/runs/01ARZ3NDEKTSV4RRFFQ69G5FAV/timeline".into()).await;
     assert_eq!(status, 404);
+    let (status, _) = get_as(&bob, format!("/api/runs/{done}/timeline")).await;
+    assert_eq!(status, 404, "another group's run does not exist for bob");
+    let (_, theirs) = get_as(&bob, "/api/runs?workflow=console-redacted".into()).await;
+    assert_eq!(ids(&theirs), Vec::<String>::new(), "filters list only the caller's runs");
 }

@@ -1,8 +1,10 @@
 //! The web console: its page and assets (plain HTML, CSS and ES modules under `actors/console/`,
 //! embedded in the binary, so building it needs no Node toolchain), and its sessions —
-//! `POST /console/session` signs in with the admin token, `GET` tells the page who is signed in
-//! and its CSRF token, `DELETE` signs out. The page talks to the JSON API under `/api` with the
-//! session cookie (see `session.rs` and `auth.rs`).
+//! `POST /console/session` signs in with a user's API token (`tollgate users add`), `GET` tells
+//! the page who is signed in and its CSRF token, `DELETE` signs out. The page talks to the JSON
+//! API under `/api` with the session cookie, as that user (see `session.rs` and `auth.rs`).
+//! Without an admin token (the loopback-only development mode) an empty token signs in as the
+//! local operator.
 
 use std::sync::Arc;
 
@@ -14,7 +16,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::http::auth::bearer_matches;
+use crate::http::auth::{authenticate_token, bearer_matches, session_caller};
 use crate::http::error::{ApiError, Body};
 use crate::http::session::{self, Session, SessionKey};
 use crate::service::Tollgate;
@@ -39,12 +41,13 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
 
 #[derive(Clone)]
 struct ConsoleState {
+    t: Tollgate,
     sessions: SessionKey,
     admin_token: Arc<String>,
 }
 
-pub fn router(sessions: SessionKey, admin_token: Arc<String>) -> Router<Tollgate> {
-    let state = ConsoleState { sessions, admin_token };
+pub fn router(t: Tollgate, sessions: SessionKey, admin_token: Arc<String>) -> Router<Tollgate> {
+    let state = ConsoleState { t, sessions, admin_token };
     Router::new()
         .route("/console", get(|| async { Redirect::permanent("/console/") }))
         .route("/console/", get(index))
@@ -85,24 +88,15 @@ fn unauthorised(message: &str) -> ApiError {
 /// `GET /console/session`: who is signed in, and the CSRF token the page sends back.
 async fn whoami(State(c): State<ConsoleState>, headers: HeaderMap) -> Result<Json<serde_json::Value>, ApiError> {
     let s = c.sessions.from_headers(&headers).ok_or_else(|| unauthorised("not signed in"))?;
+    if session_caller(&c.t, &c.admin_token, &s).await?.is_none() {
+        return Err(unauthorised("the session's user no longer exists"));
+    }
     Ok(Json(session_json(&c.sessions, &s)))
 }
 
 #[derive(Deserialize)]
 struct SignIn {
     token: String,
-    /// The name decisions made in this session are recorded under.
-    #[serde(default)]
-    name: Option<String>,
-}
-
-/// A name to record decisions under: 1–64 printable characters, no surrounding space.
-fn check_name(name: Option<&str>) -> Result<String, ApiError> {
-    let name = name.map(str::trim).filter(|n| !n.is_empty()).unwrap_or("admin");
-    if name.chars().count() > 64 || name.chars().any(char::is_control) {
-        return Err(ApiError::Request(StatusCode::UNPROCESSABLE_ENTITY, "bad_name", "the name must be 1 to 64 printable characters".into()));
-    }
-    Ok(name.to_owned())
 }
 
 /// A request from another site (its `Origin` is not this host) may not sign in or out: that
@@ -118,14 +112,21 @@ fn same_origin(headers: &HeaderMap) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// `POST /console/session {token, name?}`: check the token, then set the session cookie.
+/// `POST /console/session {token}`: the user the token belongs to gets a session cookie.
 async fn sign_in(State(c): State<ConsoleState>, headers: HeaderMap, Body(b): Body<SignIn>) -> Result<Response, ApiError> {
     same_origin(&headers)?;
-    if !c.admin_token.is_empty() && !bearer_matches(&c.admin_token, Some(&format!("Bearer {}", b.token))) {
-        return Err(unauthorised("that token is not valid"));
-    }
-    let name = check_name(b.name.as_deref())?;
-    let (s, value) = c.sessions.issue(&name);
+    let (s, value) = if c.admin_token.is_empty() && b.token.is_empty() {
+        c.sessions.issue("local", true)
+    } else {
+        match authenticate_token(&c.t, &b.token).await? {
+            Some(user) => c.sessions.issue(&user.name, false),
+            None if !c.admin_token.is_empty() && bearer_matches(&c.admin_token, Some(&format!("Bearer {}", b.token))) => {
+                let msg = "the admin token only creates users; sign in with a user's token (`tollgate users add NAME`)";
+                return Err(ApiError::Request(StatusCode::FORBIDDEN, "bootstrap_token", msg.into()));
+            }
+            None => return Err(unauthorised("that token is not valid")),
+        }
+    };
     let cookie = session::set_cookie(&value, session::TTL_MS / 1000);
     Ok(([(header::SET_COOKIE, cookie)], Json(session_json(&c.sessions, &s))).into_response())
 }

@@ -47,7 +47,17 @@ impl IntoResponse for ApiError {
         let (status, code) = match &e {
             ServiceError::Spec(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_spec"),
             ServiceError::NotFound(_) | ServiceError::Store(StoreError::NotFound(_)) => (StatusCode::NOT_FOUND, "not_found"),
-            ServiceError::AlreadyDecided(_) => (StatusCode::CONFLICT, "already_decided"),
+            ServiceError::AlreadyDecided(request, first) => {
+                let body = json!({
+                    "error": "already_decided",
+                    "message": e.to_string(),
+                    "request": request,
+                    "decision": first,
+                });
+                return (StatusCode::CONFLICT, Json(body)).into_response();
+            }
+            ServiceError::SelfApproval(..) => (StatusCode::FORBIDDEN, "self_approval_forbidden"),
+            ServiceError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ServiceError::DecisionNotAllowed { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "decision_not_allowed"),
             ServiceError::Store(StoreError::Forbidden(_)) => (StatusCode::FORBIDDEN, "forbidden"),
             _ => {

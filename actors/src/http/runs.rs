@@ -10,6 +10,7 @@ use tollgate_engine::run::RunStatus;
 use tollgate_engine::spec::parse_yaml;
 use tollgate_engine::store::RunListing;
 
+use crate::access::Caller;
 use crate::http::error::{ApiError, Body};
 use crate::service::{ServiceError, Tollgate};
 
@@ -62,9 +63,10 @@ impl Filter {
         self.workflow.is_none() && self.status.is_none() && self.since.is_none() && self.until.is_none()
     }
 
-    fn keeps(&self, l: &RunListing) -> bool {
+    fn keeps(&self, caller: &Caller, l: &RunListing) -> bool {
         let status = l.summary.as_ref().map_or("pending", |s| s.status.label());
-        self.workflow.as_deref().is_none_or(|w| l.meta.workflow.0 == w)
+        caller.sees(l.meta.owner.as_str())
+            && self.workflow.as_deref().is_none_or(|w| l.meta.workflow.0 == w)
             && self.status.as_deref().is_none_or(|s| s == status)
             && self.since.is_none_or(|t| l.meta.created_at >= t)
             && self.until.is_none_or(|t| l.meta.created_at < t)
@@ -73,8 +75,9 @@ impl Filter {
 
 /// `GET /api/runs?limit=&after=&workflow=&status=&since=&until=`: newest first; `next` is the
 /// `after` of the following page (`null` on the last one). With filters, pages of runs are read
-/// until `limit` runs match, the runs are older than `since`, or [`MAX_SCAN`] were read.
-pub async fn list(State(t): State<Tollgate>, Query(q): Query<ListQuery>) -> Result<Json<Value>, ApiError> {
+/// until `limit` runs match, the runs are older than `since`, or [`MAX_SCAN`] were read. Only
+/// runs the caller sees are listed.
+pub async fn list(State(t): State<Tollgate>, caller: Caller, Query(q): Query<ListQuery>) -> Result<Json<Value>, ApiError> {
     let limit = match q.limit.as_deref() {
         None => DEFAULT_PAGE,
         Some(l) => l
@@ -89,7 +92,7 @@ pub async fn list(State(t): State<Tollgate>, Query(q): Query<ListQuery>) -> Resu
         a => a.map(RunId),
     };
     if filter.is_empty() {
-        let page = t.engine.store.run_page(after.as_ref(), limit).await?;
+        let page = t.run_page_as(&caller, after.as_ref(), limit).await?;
         let runs: Vec<Value> = page.runs.iter().map(listing_json).collect();
         return Ok(Json(json!({ "runs": runs, "next": page.next })));
     }
@@ -101,7 +104,7 @@ pub async fn list(State(t): State<Tollgate>, Query(q): Query<ListQuery>) -> Resu
             if filter.since.is_some_and(|since| l.meta.created_at < since) {
                 return Ok(Json(json!({ "runs": runs, "next": null })));
             }
-            if filter.keeps(l) {
+            if filter.keeps(&caller, l) {
                 runs.push(listing_json(l));
                 if runs.len() == limit {
                     return Ok(Json(json!({ "runs": runs, "next": l.meta.run })));
@@ -134,8 +137,9 @@ fn listing_json(l: &RunListing) -> Value {
     })
 }
 
-pub async fn show(State(t): State<Tollgate>, Path(run): Path<String>) -> Result<Json<Value>, ApiError> {
-    Ok(Json(crate::cli::summary_json(&t.view(&RunId(run)).await?)))
+/// `GET /api/runs/{run}`: 404 unless the caller sees the run's workflow.
+pub async fn show(State(t): State<Tollgate>, caller: Caller, Path(run): Path<String>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(crate::cli::summary_json(&t.view_as(&caller, &RunId(run)).await?)))
 }
 
 #[derive(Deserialize)]
@@ -146,9 +150,10 @@ pub struct StartRun {
 }
 
 /// `POST /api/runs`: the spec goes through the same size and nesting bounds as a file.
-pub async fn start(State(t): State<Tollgate>, Body(body): Body<StartRun>) -> Result<(StatusCode, Json<Value>), ApiError> {
+/// The caller must own the spec's `owner` (be it, or be in that group), or be an admin.
+pub async fn start(State(t): State<Tollgate>, caller: Caller, Body(body): Body<StartRun>) -> Result<(StatusCode, Json<Value>), ApiError> {
     let spec = parse_yaml(&body.spec).map_err(ServiceError::from)?;
-    let run = t.start_run(&spec, &body.params).await?;
+    let run = t.start_run_as(&caller, &spec, &body.params).await?;
     Ok((StatusCode::CREATED, Json(json!({"run": run}))))
 }
 
@@ -156,12 +161,11 @@ pub async fn start(State(t): State<Tollgate>, Body(body): Body<StartRun>) -> Res
 pub struct CancelBody {
     #[serde(default)]
     reason: Option<String>,
-    #[serde(default)]
-    by: Option<String>,
 }
 
-pub async fn cancel(State(t): State<Tollgate>, Path(run): Path<String>, body: Option<Body<CancelBody>>) -> Result<Json<Value>, ApiError> {
+/// Recorded as cancelled by the caller.
+pub async fn cancel(State(t): State<Tollgate>, caller: Caller, Path(run): Path<String>, body: Option<Body<CancelBody>>) -> Result<Json<Value>, ApiError> {
     let b = body.map(|b| b.0).unwrap_or_default();
-    t.cancel(&RunId(run.clone()), b.by.as_deref().unwrap_or("admin-api"), b.reason.as_deref().unwrap_or("cancelled via the admin API")).await?;
+    t.cancel_as(&caller, &RunId(run.clone()), b.reason.as_deref().unwrap_or("cancelled via the admin API")).await?;
     Ok(Json(json!({"run": run, "cancelling": true})))
 }

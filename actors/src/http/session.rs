@@ -22,12 +22,15 @@ pub const CSRF_HEADER: &str = "x-csrf-token";
 /// How long a session lasts.
 pub const TTL_MS: u64 = 12 * 60 * 60 * 1000;
 
-/// Who signed in, until when (ms since the epoch), and the session's random id.
+/// Who signed in, until when (ms since the epoch), and the session's random id. `local`: the
+/// local operator of the loopback-only development mode (no admin token), not a user.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Session {
     pub user: String,
     pub sid: String,
     pub exp: u64,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub local: bool,
 }
 
 /// Signs and checks session cookies and CSRF tokens.
@@ -53,9 +56,10 @@ impl SessionKey {
         mac.finalize().into_bytes().into()
     }
 
-    /// A new session for `user`, and the cookie value that carries it.
-    pub fn issue(&self, user: &str) -> (Session, String) {
-        let session = Session { user: user.to_owned(), sid: hex::encode(rand::random::<[u8; 16]>()), exp: now_ms() + TTL_MS };
+    /// A new session for `user` (the local operator when `local`), and the cookie value that
+    /// carries it.
+    pub fn issue(&self, user: &str, local: bool) -> (Session, String) {
+        let session = Session { user: user.to_owned(), sid: hex::encode(rand::random::<[u8; 16]>()), exp: now_ms() + TTL_MS, local };
         let body = serde_json::to_vec(&session).expect("sessions serialise");
         let value = format!("{}.{}", hex::encode(&body), hex::encode(self.mac(b"session\0", &body)));
         (session, value)
@@ -125,7 +129,7 @@ mod tests {
     #[test]
     fn a_signed_session_round_trips_and_a_tampered_one_does_not() {
         let key = SessionKey::new(&[7; 32], "token");
-        let (s, value) = key.issue("alice");
+        let (s, value) = key.issue("alice", false);
         assert_eq!(key.from_headers(&headers(&format!("a=b; {COOKIE}={value}"), None)), Some(s.clone()));
         // Another user's name under the same signature, another key, another admin token.
         let forged = format!("{}.{}", hex::encode(serde_json::to_vec(&Session { user: "mallory".into(), ..s.clone() }).unwrap()), value.split_once('.').unwrap().1);
@@ -140,8 +144,8 @@ mod tests {
     #[test]
     fn state_changes_need_the_sessions_csrf_token() {
         let key = SessionKey::new(&[7; 32], "token");
-        let (s, value) = key.issue("alice");
-        let (other, _) = key.issue("alice");
+        let (s, value) = key.issue("alice", false);
+        let (other, _) = key.issue("alice", false);
         let cookie = format!("{COOKIE}={value}");
         assert!(key.allows(&s, &Method::GET, &headers(&cookie, None)));
         assert!(!key.allows(&s, &Method::POST, &headers(&cookie, None)));

@@ -14,16 +14,21 @@ use tollgate_engine::gates::{redacted_locations, GateVerdict};
 use tollgate_engine::ids::RunId;
 use tollgate_engine::run::{self, Event, RunStatus, StepStatus};
 
+use crate::access::Caller;
 use crate::http::error::ApiError;
 use crate::service::{ServiceError, Tollgate};
 
-pub async fn show(State(t): State<Tollgate>, Path(run): Path<String>) -> Result<Json<Value>, ApiError> {
+/// 404 for a run the caller may not see, as for one that does not exist.
+pub async fn show(State(t): State<Tollgate>, caller: Caller, Path(run): Path<String>) -> Result<Json<Value>, ApiError> {
     let run = RunId(run);
     let engine = &t.engine;
     let meta = engine.store.run_meta(&run).await.map_err(|e| match e {
         tollgate_engine::store::StoreError::NotFound(_) => ServiceError::NotFound(run.to_string()),
         e => e.into(),
     })?;
+    if !caller.sees(meta.owner.as_str()) {
+        return Err(ServiceError::NotFound(run.to_string()).into());
+    }
     let spec = engine.spec(&meta.workflow, &meta.spec_digest).await.map_err(|e| ServiceError::Engine(e.to_string()))?;
     let journal = engine.store.read_journal(&meta.workflow, &run).await?;
     let state = run::replay(&spec, run.clone(), &journal);

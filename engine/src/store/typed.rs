@@ -46,6 +46,11 @@ impl Store {
         &self.backend
     }
 
+    /// The key of records that belong to no workflow (workflow key descriptors, users).
+    pub(crate) fn service_key(&self) -> &RecordKey {
+        &self.service
+    }
+
     fn encode<T: Serialize>(value: &T) -> Vec<u8> {
         serde_json::to_vec(value).expect("records serialise to JSON")
     }
