@@ -42,8 +42,8 @@ function attempts(list) {
 
 function decisionLine(d) {
   const what = d.decision.decision + (d.decision.amount ? ` ${d.decision.amount}` : "");
-  return h("p", { class: "decision", dataset: { by: d.by, decision: d.decision.decision } },
-    h("strong", {}, what), " by ", h("strong", { class: "by" }, d.by), ` at ${time(d.at)}`, d.comment ? ` — “${d.comment}”` : "");
+  return h("p", { class: "decision", dataset: { by: d.by, decision: d.decision.decision, policy: d.by_policy ? "true" : undefined } },
+    h("strong", {}, what), d.by_policy ? " applied by the escalation policy" : [" by ", h("strong", { class: "by" }, d.by)], ` at ${time(d.at)}`, d.comment ? ` — “${d.comment}”` : "");
 }
 
 function stepSection(st, currency) {
@@ -59,8 +59,8 @@ function stepSection(st, currency) {
     st.error ? h("p", { class: "error" }, `${st.error.code}: ${st.error.message}`) : null,
     st.decision ? decisionLine(st.decision) : null,
     attempts(st.attempts),
-    st.output !== null && st.output !== undefined ? h("details", { class: "output", open: st.output_redacted || undefined }, h("summary", {}, st.output_redacted ? "Output (redacted)" : "Output"), json(st.output)) : null,
-    st.gate ? h("details", { class: "gate", open: st.gate.action !== "allow" || undefined }, h("summary", {}, "Gate trail"), gateTrail(st.gate)) : null);
+    st.output !== null && st.output !== undefined ? h("details", { class: "output", dataset: { key: `output-${st.id}` }, open: st.output_redacted || undefined }, h("summary", {}, st.output_redacted ? "Output (redacted)" : "Output"), json(st.output)) : null,
+    st.gate ? h("details", { class: "gate", dataset: { key: `gate-${st.id}` }, open: st.gate.action !== "allow" || undefined }, h("summary", {}, "Gate trail"), gateTrail(st.gate)) : null);
 }
 
 export async function renderTimeline(view, id) {
@@ -77,6 +77,9 @@ export async function renderTimeline(view, id) {
         h("label", { for: "budget-meter" }, `Budget: ${money(t.budget.spent, cur)} spent of ${money(t.budget.limit, cur)}`, Number(t.budget.extended) > 0 ? ` (cap ${money(t.budget.cap, cur)} + ${money(t.budget.extended, cur)} extended)` : ""),
         h("meter", { id: "budget-meter", min: 0, max: t.budget.limit, value: t.budget.spent, high: Number(t.budget.limit) * 0.9 }))
     : h("p", { class: "muted", id: "budget" }, "No budget cap.");
+  const shown = view.querySelector("#timeline")?.dataset.run === t.run ? [...view.querySelectorAll("details[data-key]")] : [];
+  const open = new Set(shown.filter((d) => d.open).map((d) => d.dataset.key));
+  const closed = new Set(shown.filter((d) => !d.open).map((d) => d.dataset.key));
   const select = (step) => { const el = document.getElementById(`step-${step}`); if (el) { el.scrollIntoView({ block: "start" }); el.focus({ preventScroll: true }); } };
   view.replaceChildren(h("article", { class: "timeline", id: "timeline", dataset: { run: t.run, status: t.status } },
     h("p", { class: "crumbs" }, h("a", { href: "#/runs" }, "Runs"), " / ", t.run),
@@ -87,4 +90,9 @@ export async function renderTimeline(view, id) {
     h("div", { class: "scroll dag-wrap" }, dag(t.steps, select)),
     h("h2", {}, "Steps"),
     t.steps.map((st) => stepSection(st, cur))));
+  // A live re-render keeps what the reader opened or closed.
+  for (const d of view.querySelectorAll("details[data-key]")) {
+    if (open.has(d.dataset.key)) d.open = true;
+    if (closed.has(d.dataset.key)) d.open = false;
+  }
 }

@@ -74,5 +74,5 @@ export function toast(message) {
   t.textContent = message;
   t.hidden = false;
   clearTimeout(toast.timer);
-  toast.timer = setTimeout(() => { t.hidden = true; }, 6000);
+  toast.timer = setTimeout(() => { t.hidden = true; }, 3000);
 }
