@@ -166,5 +166,5 @@ pub async fn start(config: &Config, role: Role) -> anyhow::Result<Running> {
     let workers = queue::spawn_workers(&qconf, worker, shutdown.clone()).await.context("starting step workers")?;
     engine.health.watch_workers(workers.watch_health());
     started.disarm();
-    Ok(Running { tollgate: Tollgate { engine, supervisor }, shutdown, tasks, workers: Some(workers) })
+    Ok(Running { tollgate: Tollgate::new(engine, supervisor), shutdown, tasks, workers: Some(workers) })
 }

@@ -13,6 +13,8 @@ pub mod service;
 pub mod supervisor;
 pub mod system;
 pub mod worker;
+pub mod access;
+pub mod users;
 pub mod bootstrap;
 pub mod cli;
 pub mod http;

@@ -227,6 +227,7 @@ impl Actor for RunActor {
                         by: decision.by,
                         comment: decision.comment,
                         released,
+                        by_policy: decision.by_policy,
                         at: now_ms().max(decision.at),
                     };
                     process(&myself, st, vec![event]).await?;
@@ -403,6 +404,7 @@ async fn perform(myself: &ActorRef<RunMsg>, st: &mut RunActorState, actions: Vec
                     run: st.state.run.clone(),
                     request: request.clone(),
                     created_at: now_ms(),
+                    escalated_to: Vec::new(),
                 };
                 st.engine.store.put_human_request(&record).await?;
                 // A decision may already be recorded (by another process, or before a crash).
@@ -412,6 +414,20 @@ async fn perform(myself: &ActorRef<RunMsg>, st: &mut RunActorState, actions: Vec
                 st.engine.publish(RunUpdate::HumanRequested { run: st.state.run.clone(), request });
             }
             Action::WithdrawHuman { request } => st.engine.store.withdraw_human_request(&request).await?,
+            Action::PageHuman { request, to, .. } => {
+                st.engine.store.add_request_assignee(&st.wf, &request, &to).await?;
+                st.engine.publish(RunUpdate::HumanPaged { run: st.state.run.clone(), request, to });
+            }
+            Action::DecideByPolicy { request, decision } => {
+                let d = HumanDecisionRecord { decision, by: POLICY.into(), comment: Some("applied by the step's escalation policy: nobody decided in time".into()), by_policy: true, at: now_ms() };
+                if st.engine.store.decide(&st.wf, &request, &d).await? {
+                    st.engine.publish(RunUpdate::Decided { run: st.state.run.clone(), request: request.clone(), by: d.by.clone(), by_policy: true });
+                }
+                // Whichever decision won (a person's, at the same moment, or the policy's).
+                if let Some(d) = st.engine.store.human_decision(&st.wf, &request).await? {
+                    myself.send_message(RunMsg::HumanDecided { request, decision: d })?;
+                }
+            }
             Action::Finish => {}
         }
     }
@@ -475,6 +491,10 @@ fn arm(myself: &ActorRef<RunMsg>, st: &mut RunActorState, timer: Timer, at: u64)
     }
 }
 
+/// Who an escalation's `default` is recorded as deciding (not a valid user name, so no person
+/// can be confused with it).
+pub const POLICY: &str = "escalation policy";
+
 /// Finished: tell the store and the supervisor, stop. Only waiting: passivate.
 async fn after_change(myself: &ActorRef<RunMsg>, st: &mut RunActorState) -> Result<(), ActorProcessingErr> {
     if st.state.status.is_finished() {
@@ -523,7 +543,8 @@ fn next_timer_at(spec: &ValidatedSpec, state: &RunState) -> Option<u64> {
         _ => None,
     });
     let run_timeout = spec.spec().timeout.map(|t| state.started_at + t.as_millis() as u64);
-    delays.chain(run_timeout).min()
+    let escalations = tollgate_engine::run::escalation_timers(spec, state).map(|(_, at)| at);
+    delays.chain(run_timeout).chain(escalations).min()
 }
 
 /// Steps whose current attempt is in flight (enqueued, held, backing off or running).

@@ -15,6 +15,7 @@ use tollgate_engine::store::{CancelRequest, HumanDecisionRecord, HumanRequestRec
 use crate::run_actor::RunMsg;
 use crate::supervisor::SupervisorMsg;
 use crate::system::{now_ms, Engine, RunUpdate};
+use crate::users::UserDirectory;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -24,8 +25,12 @@ pub enum ServiceError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Engine(String),
-    #[error("request {0} was already decided")]
-    AlreadyDecided(RequestId),
+    #[error("request {0} was already decided: {decision} by {by}", decision = decision_word(&.1.decision), by = .1.by)]
+    AlreadyDecided(RequestId, Box<HumanDecisionRecord>),
+    #[error("{0} started this run, and step `{1}` forbids its starter to approve it (they may reject or abort)")]
+    SelfApproval(String, String),
+    #[error("forbidden: {0}")]
+    Forbidden(String),
     #[error("decision `{decision}` does not fit a {mode:?} request (allowed: {allowed})")]
     DecisionNotAllowed { decision: String, mode: HumanMode, allowed: &'static str },
     #[error("the run was not found: {0}")]
@@ -46,11 +51,23 @@ pub struct RunView {
 pub struct Tollgate {
     pub engine: Arc<Engine>,
     pub supervisor: ActorRef<SupervisorMsg>,
+    /// Users and token checks (`crate::users`).
+    pub users: Arc<UserDirectory>,
 }
 
 impl Tollgate {
+    pub fn new(engine: Arc<Engine>, supervisor: ActorRef<SupervisorMsg>) -> Self {
+        let users = Arc::new(UserDirectory::new(engine.store.clone()));
+        Self { engine, supervisor, users }
+    }
+
     /// Register the spec, bind parameters, create the run and start its actor.
     pub async fn start_run(&self, spec: &ValidatedSpec, params: &serde_json::Map<String, Value>) -> Result<RunId, ServiceError> {
+        self.start_run_by(spec, params, None).await
+    }
+
+    /// [`Tollgate::start_run`], recording who started it (see `RunMeta::started_by`).
+    pub async fn start_run_by(&self, spec: &ValidatedSpec, params: &serde_json::Map<String, Value>, started_by: Option<&str>) -> Result<RunId, ServiceError> {
         let params = spec.bind_params(params)?;
         let store = &self.engine.store;
         let spec_digest = store.register_workflow(spec.spec()).await?;
@@ -63,6 +80,7 @@ impl Tollgate {
             owner: spec.spec().owner.clone(),
             params,
             created_at: now_ms(),
+            started_by: started_by.map(String::from),
         };
         store.create_run(&meta).await?;
         self.ensure(&run).await?;
@@ -91,15 +109,35 @@ impl Tollgate {
         Ok(runs.len())
     }
 
-    /// Record a human decision (first one wins) and deliver it to the run.
+    /// Record a human decision (first one wins; a second is refused with the first) and
+    /// deliver it to the run. A step that forbids self-approval refuses `by` approving a run
+    /// they started, whichever path the decision comes by.
     pub async fn decide(&self, request: &RequestId, decision: Decision, by: &str, comment: Option<String>) -> Result<HumanRequestRecord, ServiceError> {
         let store = &self.engine.store;
         let record = store.human_request(request).await?;
-        check_decision(record.request.mode, &decision)?;
-        let d = HumanDecisionRecord { decision, by: by.to_string(), comment, at: now_ms() };
-        if !store.decide(&record.workflow, request, &d).await? {
-            return Err(ServiceError::AlreadyDecided(request.clone()));
+        self.record_decision(record, HumanDecisionRecord { decision, by: by.to_string(), comment, by_policy: false, at: now_ms() }).await
+    }
+
+    pub(crate) async fn record_decision(&self, record: HumanRequestRecord, d: HumanDecisionRecord) -> Result<HumanRequestRecord, ServiceError> {
+        let store = &self.engine.store;
+        let request = &record.request.id;
+        check_decision(record.request.mode, &d.decision)?;
+        if let Some(first) = store.human_decision(&record.workflow, request).await? {
+            return Err(ServiceError::AlreadyDecided(request.clone(), Box::new(first)));
         }
+        let approving = matches!(d.decision, Decision::Approve | Decision::Modify { .. } | Decision::Extend { .. });
+        if record.request.forbid_self_approval && approving && !d.by_policy {
+            let meta = store.run_meta(&record.run).await?;
+            if meta.started_by.as_deref() == Some(d.by.as_str()) {
+                let step = record.request.step.as_ref().map(|s| s.to_string()).unwrap_or_default();
+                return Err(ServiceError::SelfApproval(d.by.clone(), step));
+            }
+        }
+        if !store.decide(&record.workflow, request, &d).await? {
+            let first = store.human_decision(&record.workflow, request).await?.ok_or_else(|| ServiceError::Engine("decision vanished".into()))?;
+            return Err(ServiceError::AlreadyDecided(request.clone(), Box::new(first)));
+        }
+        self.engine.publish(RunUpdate::Decided { run: record.run.clone(), request: request.clone(), by: d.by.clone(), by_policy: d.by_policy });
         let msg = RunMsg::HumanDecided { request: request.clone(), decision: d };
         let _ = self.supervisor.send_message(SupervisorMsg::Route { run: record.run.clone(), msg });
         Ok(record)
@@ -189,6 +227,11 @@ pub async fn view(engine: &Engine, run: &RunId) -> Result<RunView, ServiceError>
         meta,
         state,
     })
+}
+
+/// A decision's name, as the API and the audit show it (`approve`, `extend`…).
+pub fn decision_word(d: &Decision) -> String {
+    serde_json::to_value(d).ok().and_then(|v| v["decision"].as_str().map(String::from)).unwrap_or_default()
 }
 
 fn check_decision(mode: HumanMode, d: &Decision) -> Result<(), ServiceError> {

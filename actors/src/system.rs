@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use tokio::sync::broadcast;
-use tollgate_engine::ids::{RunId, StepId, WorkflowId};
+use tollgate_engine::ids::{RequestId, RunId, StepId, WorkflowId};
 use tollgate_engine::queue::StepQueue;
 use tollgate_engine::run::{HumanRequestSpec, RunStatus};
 use tollgate_engine::spec::{validate, StepType, ValidatedSpec};
@@ -27,13 +27,21 @@ pub fn now_ms() -> u64 {
 pub enum RunUpdate {
     Step { run: RunId, step: StepId, status: &'static str, attempt: u32 },
     HumanRequested { run: RunId, request: HumanRequestSpec },
+    /// Escalation paged `to` (a user or group) about an open request.
+    HumanPaged { run: RunId, request: RequestId, to: String },
+    /// A request was decided (by a person, or by an escalation's default).
+    Decided { run: RunId, request: RequestId, by: String, by_policy: bool },
     Finished { run: RunId, status: RunStatus },
 }
 
 impl RunUpdate {
     pub fn run(&self) -> &RunId {
         match self {
-            RunUpdate::Step { run, .. } | RunUpdate::HumanRequested { run, .. } | RunUpdate::Finished { run, .. } => run,
+            RunUpdate::Step { run, .. }
+            | RunUpdate::HumanRequested { run, .. }
+            | RunUpdate::HumanPaged { run, .. }
+            | RunUpdate::Decided { run, .. }
+            | RunUpdate::Finished { run, .. } => run,
         }
     }
 }

@@ -84,6 +84,16 @@ impl MasterKey {
         self.derive(None, b"tollgate/v1/service")
     }
 
+    /// A 32-byte key for a MAC that is not a sealed record (the console's session cookies),
+    /// one per `purpose`: it stays the same across restarts and changes with the master key.
+    pub fn mac_key(&self, purpose: &str) -> Zeroizing<[u8; 32]> {
+        let hk = Hkdf::<Sha256>::new(None, &self.0[..]);
+        let mut okm = Zeroizing::new([0u8; 32]);
+        let info = [b"tollgate/v1/mac\0".as_slice(), purpose.as_bytes()].concat();
+        hk.expand(&info, &mut okm[..]).expect("32 bytes is a valid HKDF-SHA256 output length");
+        okm
+    }
+
     fn derive(&self, salt: Option<&[u8]>, info: &[u8]) -> RecordKey {
         let hk = Hkdf::<Sha256>::new(salt, &self.0[..]);
         let mut okm = Zeroizing::new([0u8; KEY_LEN]);

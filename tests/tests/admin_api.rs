@@ -1,11 +1,12 @@
 //! The admin HTTP API, over a real socket and through `Router::oneshot`: start a run, list pending requests, decide, see the
-//! run finish; a second decision is refused; a bad spec names its problem; auth is enforced
-//! (401 on a wrong token); bodies are bounded (413); a hostile spec is refused by its nesting;
+//! run finish; a second decision is refused with the first; a bad spec names its problem; auth is enforced
+//! (401 on a wrong token, the admin token only creates users); bodies are bounded (413); a hostile spec is refused by its nesting;
 //! `GET /api/runs` pages through runs from their summaries, without reading journals.
 
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use tollgate_engine::users::Role;
 use tollgate_tests::harness::{embedded, wait_for};
 
 const SPEC: &str = r#"
@@ -26,10 +27,14 @@ async fn approve_a_request_over_http() {
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     let http = reqwest::Client::new();
-    let auth = |r: reqwest::RequestBuilder| r.bearer_auth("s3cret");
+    let partner = sys.t().users.add("partner", Role::Operator, vec!["ops".into()], None).await.unwrap();
+    let token = partner.token.to_string();
+    let auth = |r: reqwest::RequestBuilder| r.bearer_auth(&token);
 
     let unauth = http.get(format!("{base}/api/runs")).send().await.unwrap();
     assert_eq!(unauth.status(), 401);
+    let bootstrap = http.get(format!("{base}/api/runs")).bearer_auth("s3cret").send().await.unwrap();
+    assert_eq!(bootstrap.status(), 403, "the admin token only creates users");
     // Health needs no token (200 once the fresh system's step worker has registered).
     wait_for("/healthz to answer 200", Duration::from_secs(30), || {
         let (http, url) = (http.clone(), format!("{base}/healthz"));
@@ -64,7 +69,7 @@ async fn approve_a_request_over_http() {
     let request = list[0]["request"]["id"].as_str().unwrap().to_string();
 
     let decided = auth(http.post(format!("{base}/api/requests/{request}/decision")))
-        .json(&json!({"decision": "approve", "by": "partner", "comment": "ok"}))
+        .json(&json!({"decision": "approve", "by": "someone-else", "comment": "ok"}))
         .send()
         .await
         .unwrap();
@@ -75,6 +80,8 @@ async fn approve_a_request_over_http() {
         .await
         .unwrap();
     assert_eq!(again.status(), 409, "a second decision is refused");
+    let first: Value = again.json().await.unwrap();
+    assert_eq!((&first["decision"]["decision"], &first["decision"]["by"]), (&json!("approve"), &json!("partner")), "{first}");
     let extend = auth(http.post(format!("{base}/api/requests/{request}/decision"))).json(&json!({"decision": "extend", "by": "x"})).send().await.unwrap();
     assert_eq!(extend.status(), 422, "extend without an amount is refused");
     let negative = auth(http.post(format!("{base}/api/requests/{request}/decision")))
@@ -92,7 +99,7 @@ async fn approve_a_request_over_http() {
     .await;
     wait_for("the run to be listed as succeeded", Duration::from_secs(30), || listed("succeeded")).await;
     let shown: Value = auth(http.get(format!("{base}/api/runs/{run}"))).send().await.unwrap().json().await.unwrap();
-    assert_eq!(shown["steps"][0]["decision"]["by"], "partner");
+    assert_eq!(shown["steps"][0]["decision"]["by"], "partner", "the authenticated caller, not the body's `by`");
     assert_eq!(auth(http.get(format!("{base}/api/runs/nope"))).send().await.unwrap().status(), 404);
 }
 
@@ -127,7 +134,13 @@ async fn wrong_or_missing_tokens_get_401() {
     }
     let (status, _) = send(&app, request("POST", "/api/requests/x/decision", Some("wrong"), Some(b"{}".to_vec()))).await;
     assert_eq!(status, 401, "checked before the body is read");
-    assert_eq!(send(&app, request("GET", "/api/runs", Some("s3cret"), None)).await.0, 200);
+    let (status, body) = send(&app, request("GET", "/api/runs", Some("s3cret"), None)).await;
+    assert_eq!((status.as_u16(), &body["error"]), (403, &json!("bootstrap_token")), "{body}");
+    let user = sys.t().users.add("viewer", Role::Operator, vec![], None).await.unwrap();
+    assert_eq!(send(&app, request("GET", "/api/runs", Some(&user.token), None)).await.0, 200);
+    // A token of the right shape that was never issued.
+    let forged = format!("tg_{}_{}", "0".repeat(16), "0".repeat(48));
+    assert_eq!(send(&app, request("GET", "/api/runs", Some(&forged), None)).await.0, 401);
     // Health needs no token. A system just started is healthy once its step worker has
     // registered with the queue (503 until then).
     let app = &app;

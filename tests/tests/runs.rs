@@ -191,7 +191,11 @@ async fn an_approval_passivates_the_run_and_the_first_decision_wins() {
         .await;
         sys.t().decide(&request, Decision::Approve, "partner", Some("fine".into())).await.unwrap();
         let second = sys.t().decide(&request, Decision::Reject, "someone-else", None).await;
-        assert!(matches!(second, Err(ServiceError::AlreadyDecided(_))), "{second:?}");
+        // Refused, with the first decision's outcome.
+        match second {
+            Err(ServiceError::AlreadyDecided(_, first)) => assert_eq!((first.decision, first.by.as_str()), (Decision::Approve, "partner")),
+            other => panic!("{other:?}"),
+        }
         let v = sys.settle(&run).await;
         assert_eq!(v.state.status.label(), "succeeded", "{:?}", v.state.status);
         let d = TestSystem::step(&v, "letter").decision.clone().expect("decision recorded on the step");

@@ -4,6 +4,7 @@
 mod gates;
 mod progress;
 mod report;
+mod users;
 
 pub use report::summary_json;
 
@@ -60,6 +61,9 @@ pub enum Command {
         /// Keep waiting through human pauses (decide from another terminal).
         #[arg(long)]
         wait: bool,
+        /// Your API token: the run is recorded as started by its user.
+        #[arg(long, env = "TOLLGATE_TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
     /// Decide a pending human request of a run's step: approve, reject, extend, modify, abort.
     Decide {
@@ -76,7 +80,10 @@ pub enum Command {
         /// For `modify`: the corrected output, as JSON (a bare word is taken as a string).
         #[arg(long)]
         value: Option<String>,
-        /// Who decides (recorded in the audit trail).
+        /// Your API token: the decision is recorded as its user's (required once users exist).
+        #[arg(long, env = "TOLLGATE_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Who decides, before any user exists (recorded in the audit trail).
         #[arg(long, default_value_t = whoami())]
         by: String,
         #[arg(long)]
@@ -108,6 +115,11 @@ pub enum Command {
     Serve,
     /// Run step workers only (fleets, against Redis).
     Worker,
+    /// Users of the admin API and the console.
+    Users {
+        #[command(subcommand)]
+        command: users::UsersCommand,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -128,6 +140,9 @@ pub enum RunsCommand {
         run: RunId,
         #[arg(long)]
         json: bool,
+        /// Also print each step's output (as the run holds it: gated, so redacted).
+        #[arg(long)]
+        outputs: bool,
     },
 }
 
@@ -152,7 +167,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&tollgate_engine::spec::json_schema())?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run { file, set, json, wait } => {
+        Command::Run { file, set, json, wait, token } => {
             let spec = match load_spec(&file) {
                 Ok(s) => s,
                 Err(code) => return Ok(code),
@@ -160,7 +175,8 @@ pub async fn main(cli: Cli) -> anyhow::Result<ExitCode> {
             let params = parse_sets(&set)?;
             let sys = bootstrap::start(&config, Role::All).await?;
             let result = async {
-                let run = match sys.tollgate.start_run(&spec, &params).await {
+                let caller = users::caller(&sys.tollgate.users, token.as_deref(), &whoami()).await?;
+                let run = match sys.tollgate.start_run_as(&caller, &spec, &params).await {
                     Ok(r) => r,
                     // The spec itself was validated above: what is left is the parameters.
                     Err(ServiceError::Spec(e)) => {
@@ -179,7 +195,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<ExitCode> {
             sys.shutdown().await;
             result
         }
-        Command::Decide { run, step, decision, comment, amount, value, by, json } => {
+        Command::Decide { run, step, decision, comment, amount, value, token, by, json } => {
             let decision = match (decision.as_str(), amount, value) {
                 ("approve", _, _) => Decision::Approve,
                 ("reject", _, _) => Decision::Reject,
@@ -191,7 +207,11 @@ pub async fn main(cli: Cli) -> anyhow::Result<ExitCode> {
                 (other, _, _) => bail!("unknown decision `{other}`"),
             };
             let sys = bootstrap::start(&config, Role::All).await?;
-            let result = decide_cmd(&sys, &run, &step, decision, &by, comment, json).await;
+            let result = async {
+                let caller = users::caller(&sys.tollgate.users, token.as_deref(), &by).await?;
+                decide_cmd(&sys, &run, &step, decision, &caller, comment, json).await
+            }
+            .await;
             sys.shutdown().await;
             result
         }
@@ -218,6 +238,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<ExitCode> {
             result
         }
         Command::Runs { command } => runs_cmd(&config, command).await,
+        Command::Users { command } => users::run(&config, command).await,
         Command::Gates { command } => gates::run(command),
         Command::Serve => crate::http::serve(&config).await.map(|_| ExitCode::SUCCESS),
         Command::Worker => {
@@ -346,9 +367,9 @@ fn print_next_steps(v: &RunView) {
     }
 }
 
-async fn decide_cmd(sys: &Running, run: &RunId, step: &StepId, decision: Decision, by: &str, comment: Option<String>, json: bool) -> anyhow::Result<ExitCode> {
+async fn decide_cmd(sys: &Running, run: &RunId, step: &StepId, decision: Decision, caller: &crate::access::Caller, comment: Option<String>, json: bool) -> anyhow::Result<ExitCode> {
     let t: &Tollgate = &sys.tollgate;
-    let v = t.view(run).await?;
+    let v = t.view_as(caller, run).await?;
     let Some(i) = v.step_ids.iter().position(|s| s == step.as_str()) else {
         bail!("run {run} has no step `{step}` (steps: {})", v.step_ids.join(", "));
     };
@@ -357,8 +378,8 @@ async fn decide_cmd(sys: &Running, run: &RunId, step: &StepId, decision: Decisio
         _ if v.state.budget_blocked.contains(&i) && v.state.budget_request.is_some() => v.state.budget_request.clone().expect("checked"),
         other => bail!("step `{step}` of run {run} is not waiting for a decision (it is {})", other.label()),
     };
-    t.decide(&request, decision, by, comment).await?;
-    println!("decision recorded on {request}");
+    t.decide_as(caller, &request, decision, comment).await?;
+    println!("decision recorded on {request} (by {})", caller.name());
     // Drive the run on from here, unless another process holds it.
     match t.ensure(run).await {
         Ok(()) => drive(sys, run, json, false).await,
@@ -394,12 +415,19 @@ async fn runs_cmd(config: &Config, command: RunsCommand) -> anyhow::Result<ExitC
                 report::print_list(&page);
             }
         }
-        RunsCommand::Show { run, json } => {
+        RunsCommand::Show { run, json, outputs } => {
             let v = crate::service::view(&engine, &run).await.with_context(|| format!("run {run}"))?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&report::summary_json(&v))?);
+                let mut summary = report::summary_json(&v);
+                if outputs {
+                    report::add_outputs(&v, &mut summary);
+                }
+                println!("{}", serde_json::to_string_pretty(&summary)?);
             } else {
                 report::print_summary(&v);
+                if outputs {
+                    report::print_outputs(&v);
+                }
             }
         }
     }

@@ -1,5 +1,7 @@
 //! Run summaries for people (a table) and machines (JSON): per step, status, attempts,
-//! duration, cost, error and human decision. Outputs are never printed here.
+//! duration, cost, error and human decision. Outputs only when asked (`runs show --outputs`):
+//! the run holds them gated, so what is printed is their redacted form (a blocked output's
+//! redacted copy; the held original never leaves its quarantine record).
 
 use serde_json::{json, Value};
 use tollgate_engine::run::{AttemptStatus, RunStatus, StepState};
@@ -88,7 +90,8 @@ pub fn print_summary(v: &RunView) {
         }
         if let Some(d) = &s.decision {
             let c = d.comment.as_deref().map(|c| format!(" — {c}")).unwrap_or_default();
-            println!("      decision: {:?} by {}{c}", d.decision, d.by);
+            let policy = if d.by_policy { " (applied by policy)" } else { "" };
+            println!("      decision: {:?} by {}{policy}{c}", d.decision, d.by);
         }
     }
     if let Some(limit) = v.state.budget.limit() {
@@ -150,5 +153,34 @@ pub fn print_list(page: &RunPage) {
     }
     if let Some(next) = &page.next {
         println!("more: tollgate runs list --after {next}");
+    }
+}
+
+/// A step's output as the run holds it (gated), or a blocked output's redacted copy.
+fn shown_output(s: &StepState) -> Option<&Value> {
+    s.output.as_ref().or(s.blocked.as_ref())
+}
+
+/// `--outputs --json`: each step gets an `output`.
+pub fn add_outputs(v: &RunView, summary: &mut Value) {
+    if let Some(steps) = summary["steps"].as_array_mut() {
+        for (s, out) in v.state.steps.iter().zip(steps) {
+            out["output"] = shown_output(s).cloned().unwrap_or(Value::Null);
+        }
+    }
+}
+
+/// `--outputs`: each step's output, indented under its id.
+pub fn print_outputs(v: &RunView) {
+    println!("
+  outputs (redacted by the gate mesh where it found something):");
+    for (i, s) in v.state.steps.iter().enumerate() {
+        let Some(out) = shown_output(s) else { continue };
+        let held = if s.output.is_none() { " (blocked; redacted copy)" } else { "" };
+        let text = serde_json::to_string_pretty(out).unwrap_or_default();
+        println!("  {}{held}:", v.step_ids[i]);
+        for line in text.lines() {
+            println!("      {line}");
+        }
     }
 }

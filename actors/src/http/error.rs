@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::de::DeserializeOwned;
 use serde_json::json;
-use tollgate_engine::store::StoreError;
+use tollgate_engine::store::{HumanDecisionRecord, StoreError};
 
 use crate::service::ServiceError;
 
@@ -47,7 +47,17 @@ impl IntoResponse for ApiError {
         let (status, code) = match &e {
             ServiceError::Spec(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_spec"),
             ServiceError::NotFound(_) | ServiceError::Store(StoreError::NotFound(_)) => (StatusCode::NOT_FOUND, "not_found"),
-            ServiceError::AlreadyDecided(_) => (StatusCode::CONFLICT, "already_decided"),
+            ServiceError::AlreadyDecided(request, first) => {
+                let body = json!({
+                    "error": "already_decided",
+                    "message": e.to_string(),
+                    "request": request,
+                    "decision": decision_json(first),
+                });
+                return (StatusCode::CONFLICT, Json(body)).into_response();
+            }
+            ServiceError::SelfApproval(..) => (StatusCode::FORBIDDEN, "self_approval_forbidden"),
+            ServiceError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ServiceError::DecisionNotAllowed { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "decision_not_allowed"),
             ServiceError::Store(StoreError::Forbidden(_)) => (StatusCode::FORBIDDEN, "forbidden"),
             _ => {
@@ -57,6 +67,17 @@ impl IntoResponse for ApiError {
         };
         (status, Json(json!({"error": code, "message": e.to_string()}))).into_response()
     }
+}
+
+/// A recorded decision as the API shows it: `{decision: "approve", amount?, value?, by,
+/// comment?, by_policy, at}`.
+pub fn decision_json(d: &HumanDecisionRecord) -> serde_json::Value {
+    let mut v = serde_json::to_value(&d.decision).unwrap_or_default();
+    v["by"] = json!(d.by);
+    v["comment"] = json!(d.comment);
+    v["by_policy"] = json!(d.by_policy);
+    v["at"] = json!(d.at);
+    v
 }
 
 /// The body size limit in force, for the 413 message (set by the router).

@@ -5,17 +5,29 @@
 //! - `GET  /api/runs?limit=&after=` (a page, newest first, with the `next` cursor),
 //!   `GET /api/runs/{run}`, `POST /api/runs` `{spec: "<yaml>", params: {…}}`
 //! - `POST /api/runs/{run}/cancel` `{reason}`
-//! - `GET  /api/requests` (pending human requests)
-//! - `POST /api/requests/{request}/decision` `{decision: approve|reject|extend|modify|abort, amount?, value?, comment?, by}`
+//! - `GET  /api/runs/{run}/timeline` (the console's run view: DAG, attempts, redacted outputs,
+//!   gate trail located on the redacted text, budget; see `timeline.rs`)
+//! - `GET  /api/requests` (pending human requests the caller may decide), `GET /api/requests/{request}`
+//! - `POST /api/requests/{request}/decision` `{decision: approve|reject|extend|modify|abort, amount?, value?, comment?}`
+//! - `GET  /api/stream` (Server-Sent Events: new, paged and decided requests, step changes,
+//!   finished runs)
+//! - `POST /api/users` `{name, role?, groups?, email?}`, `GET /api/users`, `GET /api/me`
+//! - `/console` (the web console, see `console.rs`; sessions and CSRF in `session.rs`)
 //!
-//! Every `/api` route needs the admin token when one is configured ([`auth`]); request bodies
-//! over `http_max_body_bytes` get 413.
+//! Every `/api` route is authenticated ([`auth`]): a user's token, or (for `POST /api/users`
+//! only) the admin token; what a user may not see answers 404 ([`crate::access`]). Request
+//! bodies over `http_max_body_bytes` get 413.
 
 mod auth;
+mod console;
 mod error;
 pub mod health;
 mod requests;
 mod runs;
+pub mod session;
+mod stream;
+mod timeline;
+mod users;
 
 use std::sync::Arc;
 
@@ -24,7 +36,7 @@ use axum::middleware::{self, Next};
 use axum::routing::{get, post};
 use axum::{Extension, Router};
 
-pub use auth::{bearer_matches, check_exposure};
+pub use auth::{authenticate_token, bearer_matches, check_exposure, Authenticated};
 pub use runs::{DEFAULT_PAGE, MAX_PAGE};
 pub(crate) use runs::listing_json;
 
@@ -60,17 +72,25 @@ pub fn router(t: Tollgate, admin_token: String) -> Router {
 }
 
 pub fn router_with(t: Tollgate, options: ApiOptions) -> Router {
+    let sessions = session::SessionKey::new(&t.engine.store.mac_key("console-session"), &options.admin_token);
     let token = Arc::new(options.admin_token);
+    let console = console::router(t.clone(), sessions.clone(), token.clone());
+    let authed = t.clone();
     let api = Router::new()
         .route("/api/runs", get(runs::list).post(runs::start))
         .route("/api/runs/{run}", get(runs::show))
+        .route("/api/runs/{run}/timeline", get(timeline::show))
         .route("/api/runs/{run}/cancel", post(runs::cancel))
         .route("/api/requests", get(requests::pending))
+        .route("/api/requests/{request}", get(requests::show))
         .route("/api/requests/{request}/decision", post(requests::decide))
+        .route("/api/stream", get(stream::stream))
+        .route("/api/users", get(users::list).post(users::add))
+        .route("/api/me", get(users::me))
         .layer(DefaultBodyLimit::max(options.max_body_bytes))
         .layer(Extension(BodyLimit(options.max_body_bytes)))
-        .layer(middleware::from_fn(move |req: Request, next: Next| auth::require_token(token.clone(), req, next)));
-    Router::new().route("/healthz", get(health::healthz)).merge(api).with_state(t)
+        .layer(middleware::from_fn(move |req: Request, next: Next| auth::require_auth(authed.clone(), token.clone(), sessions.clone(), req, next)));
+    Router::new().route("/healthz", get(health::healthz)).merge(api).merge(console).with_state(t)
 }
 
 /// `tollgate serve`: recover unfinished runs, run workers, serve the admin API until Ctrl-C.
@@ -81,13 +101,17 @@ pub async fn serve(config: &Config) -> anyhow::Result<()> {
     let recovered = sys.tollgate.recover_all().await?;
     let listener = tokio::net::TcpListener::bind(config.http_addr).await?;
     eprintln!("tollgate serve: admin API on http://{} ({} unfinished runs recovered)", listener.local_addr()?, recovered);
+    eprintln!("tollgate serve: console on http://{}/console/", listener.local_addr()?);
     let token = sys.token();
-    let app = router_with(sys.tollgate.clone(), ApiOptions::from_config(config));
+    // Live streams never end by themselves: they end when shutdown begins.
+    let live = stream::Shutdown::default();
+    let app = router_with(sys.tollgate.clone(), ApiOptions::from_config(config)).layer(Extension(live.clone()));
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         tokio::select! {
             _ = crate::cli::shutdown_signal() => {}
             _ = token.cancelled() => {}
         }
+        live.0.cancel();
     });
     server.await?;
     sys.shutdown().await;

@@ -1,4 +1,6 @@
-//! `/api/requests`: the human requests waiting for a decision, and deciding them.
+//! `/api/requests`: the human requests the caller may decide, one request with its decision,
+//! and deciding. The decider recorded is the authenticated caller; a `by` in the body is
+//! ignored. A second decision is refused (409) with the first one in the answer.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -9,11 +11,20 @@ use tollgate_engine::ids::RequestId;
 use tollgate_engine::money::Money;
 use tollgate_engine::run::Decision;
 
+use crate::access::Caller;
 use crate::http::error::{ApiError, Body};
 use crate::service::Tollgate;
 
-pub async fn pending(State(t): State<Tollgate>) -> Result<Json<Value>, ApiError> {
-    Ok(Json(serde_json::to_value(t.pending().await?).unwrap_or_default()))
+/// `GET /api/requests`: pending requests the caller may decide (assigned or escalated to
+/// them or their groups, or of workflows they own), oldest first.
+pub async fn pending(State(t): State<Tollgate>, caller: Caller) -> Result<Json<Value>, ApiError> {
+    Ok(Json(serde_json::to_value(t.pending_for(&caller).await?).unwrap_or_default()))
+}
+
+/// `GET /api/requests/{request}`: the request, its times and assignees, and its decision once
+/// made (404 for a request the caller may not see).
+pub async fn show(State(t): State<Tollgate>, caller: Caller, Path(request): Path<String>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(serde_json::to_value(t.request_as(&caller, &RequestId(request)).await?).unwrap_or_default()))
 }
 
 #[derive(Deserialize)]
@@ -26,11 +37,11 @@ pub struct DecisionBody {
     value: Option<Value>,
     #[serde(default)]
     comment: Option<String>,
-    by: String,
 }
 
-pub async fn decide(State(t): State<Tollgate>, Path(request): Path<String>, Body(b): Body<DecisionBody>) -> Result<Json<Value>, ApiError> {
-    let decision = match (b.decision.as_str(), b.amount, b.value) {
+/// Parse a decision word with its argument.
+pub fn parse_decision(word: &str, amount: Option<Money>, value: Option<Value>) -> Result<Decision, ApiError> {
+    Ok(match (word, amount, value) {
         ("approve", _, _) => Decision::Approve,
         ("reject", _, _) => Decision::Reject,
         ("abort", _, _) => Decision::Abort,
@@ -40,7 +51,12 @@ pub async fn decide(State(t): State<Tollgate>, Path(request): Path<String>, Body
             let msg = format!("decision `{d}` is unknown or lacks its argument (extend needs amount > 0, modify needs value)");
             return Err(ApiError::Request(StatusCode::UNPROCESSABLE_ENTITY, "bad_decision", msg));
         }
-    };
-    let record = t.decide(&RequestId(request), decision, &b.by, b.comment).await?;
-    Ok(Json(json!({"request": record.request.id, "run": record.run, "recorded": true})))
+    })
+}
+
+/// `POST /api/requests/{request}/decision`.
+pub async fn decide(State(t): State<Tollgate>, caller: Caller, Path(request): Path<String>, Body(b): Body<DecisionBody>) -> Result<Json<Value>, ApiError> {
+    let decision = parse_decision(&b.decision, b.amount, b.value)?;
+    let record = t.decide_as(&caller, &RequestId(request), decision, b.comment).await?;
+    Ok(Json(json!({"request": record.request.id, "run": record.run, "recorded": true, "by": caller.name()})))
 }

@@ -137,7 +137,7 @@ async fn system(backend: Arc<Gated>) -> Tollgate {
     let store = Arc::new(Store::new(backend, MasterKey::generate()));
     let engine = Arc::new(Engine::new(store, Arc::new(NoJobs), Handlers::new(), 100, Duration::from_millis(100), liveness, Duration::from_secs(15)));
     let (supervisor, _) = Actor::spawn(None, RunSupervisor, engine.clone()).await.expect("supervisor starts");
-    Tollgate { engine, supervisor }
+    Tollgate::new(engine, supervisor)
 }
 
 /// A run recorded in the store but never started, as a crash leaves it.
@@ -153,6 +153,7 @@ async fn unstarted_run(t: &Tollgate) -> RunId {
         owner: spec.spec().owner.clone(),
         params: Default::default(),
         created_at: now_ms(),
+        started_by: None,
     };
     t.engine.store.create_run(&meta).await.expect("create run");
     run

@@ -15,7 +15,7 @@ use crate::run::{
     retry_after_failure, Action, BudgetState, Decision, Event, FailReason, RunState,
     RunStatus, StepState, StepStatus, Timer,
 };
-use crate::run::requests::{approval_request, budget_request, guidance_request};
+use crate::run::requests::{approval_request, budget_request, escalation_at, escalation_timers, guidance_request, policy_decision};
 use crate::spec::{Join, JoinVerdict, NeedOutcome, StepKind, StepType, ValidatedSpec};
 use crate::step::StepError;
 
@@ -44,6 +44,7 @@ pub fn start(spec: &ValidatedSpec, run: RunId) -> RunState {
             gate: None,
             blocked: None,
             decision: None,
+            escalated: 0,
             started_at: None,
             finished_at: None,
         })
@@ -95,8 +96,8 @@ pub fn apply(spec: &ValidatedSpec, state: &mut RunState, event: &Event) -> Vec<A
         }
         Event::TimerFired { timer, .. } => m.timer_fired(timer),
         Event::AttemptInterrupted { step, attempt, started_at, worker, .. } => m.attempt_interrupted(step, *attempt, *started_at, worker),
-        Event::HumanDecided { request, decision, by, comment, released, at } => m.human_decided(
-            StepDecision { request: request.clone(), decision: decision.clone(), by: by.clone(), comment: comment.clone(), at: *at },
+        Event::HumanDecided { request, decision, by, comment, released, by_policy, at } => m.human_decided(
+            StepDecision { request: request.clone(), decision: decision.clone(), by: by.clone(), comment: comment.clone(), by_policy: *by_policy, at: *at },
             released.as_ref(),
         ),
         Event::Cancelled { by, reason, .. } => m.finish(RunStatus::Cancelled { by: by.clone(), reason: reason.clone() }),
@@ -136,6 +137,16 @@ pub fn outstanding(spec: &ValidatedSpec, state: &RunState) -> Vec<Action> {
     if let Some(req) = &state.budget_request {
         if let Some(&i) = state.budget_blocked.first() {
             out.push(Action::RequestHuman(budget_request(spec, state, i, req.clone())));
+        }
+    }
+    out.extend(escalation_timers(spec, state).map(|(timer, at)| Action::ArmTimer { timer, at }));
+    // A default that fired but whose decision is not journaled yet (the store keeps whichever
+    // decision won, so doing it again is harmless).
+    for (i, s) in state.steps.iter().enumerate() {
+        if let (StepStatus::WaitingHuman { request }, StepKind::Approval(a), None) = (&s.status, &spec.step(i).kind, &s.blocked) {
+            if let Some(d) = s.escalated.checked_sub(1).and_then(|l| a.escalate.get(l as usize)).and_then(|e| e.default.as_ref()) {
+                out.push(Action::DecideByPolicy { request: request.clone(), decision: policy_decision(d) });
+            }
         }
     }
     out
@@ -245,7 +256,11 @@ impl Machine<'_> {
                     let id = RequestId::for_step(&self.state.run, &step.id, self.state.human_seq);
                     self.state.steps[i].started_at = Some(self.now);
                     self.state.steps[i].status = StepStatus::WaitingHuman { request: id.clone() };
+                    self.state.steps[i].escalated = 0;
                     self.actions.push(Action::RequestHuman(approval_request(self.spec, self.state, i, id)));
+                    if let Some(at) = escalation_at(self.spec, self.state, i, 0) {
+                        self.actions.push(Action::ArmTimer { timer: Timer::Escalate { step: step.id.clone(), level: 0 }, at });
+                    }
                 }
                 _ => self.dispatch(i, 1, None, &mut ready),
             }
@@ -540,6 +555,7 @@ impl Machine<'_> {
                     self.check_done();
                 }
             }
+            Timer::Escalate { step, level } => self.escalate(step, *level),
             Timer::RunTimeout => {
                 let limit = self.spec.spec().timeout.unwrap_or_default();
                 self.finish(RunStatus::Failed {
@@ -549,6 +565,34 @@ impl Machine<'_> {
                     },
                 })
             }
+        }
+    }
+
+    /// Escalation `level` of an approval step is due: page its `to`, or apply its `default`
+    /// (through the store, first writer wins, so a human deciding at the same moment is not
+    /// overruled). Fired levels are counted, so a replayed or repeated timer does nothing.
+    fn escalate(&mut self, step: &StepId, level: u32) {
+        let Some(i) = self.step_index(step) else { return };
+        let s = &self.state.steps[i];
+        let StepStatus::WaitingHuman { request } = &s.status else { return };
+        if s.blocked.is_some() || s.escalated != level {
+            return;
+        }
+        let Some(at) = escalation_at(self.spec, self.state, i, level) else { return };
+        if self.now + 5 < at {
+            return; // fired early (clock skew between processes): the actor re-arms
+        }
+        let request = request.clone();
+        let StepKind::Approval(a) = &self.spec.step(i).kind else { return };
+        let e = &a.escalate[level as usize];
+        self.state.steps[i].escalated = level + 1;
+        if let Some(to) = &e.to {
+            self.actions.push(Action::PageHuman { request, to: to.clone(), level });
+            if let Some(at) = escalation_at(self.spec, self.state, i, level + 1) {
+                self.actions.push(Action::ArmTimer { timer: Timer::Escalate { step: step.clone(), level: level + 1 }, at });
+            }
+        } else if let Some(d) = &e.default {
+            self.actions.push(Action::DecideByPolicy { request, decision: policy_decision(d) });
         }
     }
 
@@ -577,7 +621,11 @@ impl Machine<'_> {
                 self.settle(i, &mut ready);
             }
             Decision::Approve => {
-                s.output = Some(json!({ "approved": true, "by": d.by, "comment": d.comment }));
+                let mut output = json!({ "approved": true, "by": d.by, "comment": d.comment });
+                if d.by_policy {
+                    output["by_policy"] = json!(true);
+                }
+                s.output = Some(output);
                 s.status = StepStatus::Succeeded;
                 self.settle(i, &mut ready);
             }

@@ -51,6 +51,9 @@ pub enum Event {
         /// For an approval of a blocked output: the held output, released into the run.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         released: Option<Value>,
+        /// Applied by an escalation's `default` when no one answered in time, not by a person.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        by_policy: bool,
         at: u64,
     },
     Cancelled { by: String, reason: String, at: u64 },
@@ -86,6 +89,8 @@ pub enum Timer {
     Delay { step: StepId },
     /// The whole run has run too long.
     RunTimeout,
+    /// Escalation `level` (0-based) of an approval step still waiting for its human is due.
+    Escalate { step: StepId, level: u32 },
 }
 
 /// The four kinds of human request.
@@ -120,8 +125,12 @@ pub struct HumanRequestSpec {
     pub step: Option<StepId>,
     pub question: String,
     pub context: Value,
+    /// Who is asked: a user or a group.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub assignee: Option<String>,
+    /// The user who started the run may not approve it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub forbid_self_approval: bool,
 }
 
 /// Something the run actor must do. Re-derivable from the journal, so safe to redo.
@@ -135,6 +144,12 @@ pub enum Action {
     RequestHuman(HumanRequestSpec),
     /// A request no longer needs an answer (its step was cancelled or the run ended).
     WithdrawHuman { request: RequestId },
+    /// Escalation: page `to` (a user or group) about an open request, and add them to its
+    /// assignees.
+    PageHuman { request: RequestId, to: String, level: u32 },
+    /// Escalation: nobody answered in time; record `decision` as the policy's (first writer
+    /// wins against a human deciding at the same moment) and apply whichever decision won.
+    DecideByPolicy { request: RequestId, decision: Decision },
     /// The run is over.
     Finish,
 }

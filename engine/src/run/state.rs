@@ -171,6 +171,9 @@ pub struct StepDecision {
     pub by: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
+    /// Applied by an escalation's `default`, not by a person.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub by_policy: bool,
     pub at: u64,
 }
 
@@ -198,10 +201,17 @@ pub struct StepState {
     pub blocked: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decision: Option<StepDecision>,
+    /// Escalation levels of its open request that have fired.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub escalated: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<u64>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 
 use crate::ids::{RequestId, RunId, StepId};
 use crate::money::Money;
-use crate::run::{apply, replay, start, Action, AttemptStatus, Decision, Event, RunState, Timer};
+use crate::run::{apply, outstanding, replay, start, Action, AttemptStatus, Decision, Event, RunState, Timer};
 use crate::spec::{parse_yaml, ValidatedSpec};
 use crate::step::StepError;
 
@@ -24,6 +24,8 @@ fn render_action(a: &Action) -> String {
         Action::ArmTimer { timer, at } => format!("timer {} at={at}", render_timer(timer)),
         Action::RequestHuman(r) => format!("ask {:?} {} \"{}\"", r.mode, r.id, r.question),
         Action::WithdrawHuman { request } => format!("withdraw {request}"),
+        Action::PageHuman { request, to, level } => format!("page {to} on {request} (level {level})"),
+        Action::DecideByPolicy { request, decision } => format!("policy decides {request} {decision:?}"),
         Action::Finish => "finish".into(),
     }
 }
@@ -34,6 +36,7 @@ fn render_timer(t: &Timer) -> String {
         Timer::QueueTimeout { step, attempt } => format!("queue-timeout({step}#{attempt})"),
         Timer::Delay { step } => format!("delay({step})"),
         Timer::RunTimeout => "run-timeout".into(),
+        Timer::Escalate { step, level } => format!("escalate({step}/{level})"),
     }
 }
 
@@ -127,7 +130,7 @@ fn fail(step: &str, attempt: u32, at: u64, error: StepError) -> Event {
     Event::StepFailed { step: StepId::from(step), attempt, at, started_at: Some(at), error, gate: None }
 }
 fn decided(req: &str, decision: Decision, at: u64) -> Event {
-    Event::HumanDecided { request: RequestId::from(req), decision, by: "ann".into(), comment: None, released: None, at }
+    Event::HumanDecided { request: RequestId::from(req), decision, by: "ann".into(), comment: None, released: None, by_policy: false, at }
 }
 fn fired(timer: Timer, at: u64) -> Event {
     Event::TimerFired { timer, at }
@@ -482,6 +485,7 @@ fn a_blocked_output_waits_for_guidance_and_only_a_released_or_corrected_value_fl
         by: "ann".into(),
         comment: None,
         released: Some(json!("the held output")),
+        by_policy: false,
         at: 20,
     };
     check(
@@ -667,4 +671,89 @@ fn a_step_chooses_what_retries_and_a_retry_after_is_capped_by_its_policy() {
             patient: #1 failed, #2 queued
         "#]],
     );
+}
+
+const ESCALATING: &str = r#"
+id: kickoff
+owner: ops
+steps:
+  - { id: draft, type: code, script: x }
+  - id: kick
+    type: approval
+    needs: [draft]
+    question: Kick off?
+    assignee: ops
+    context: [draft]
+    escalate: [{ after: 4h, to: coo }, { after: 8h, default: approve }]
+  - { id: go, type: code, script: x, needs: [kick] }
+"#;
+
+#[test]
+fn escalation_pages_after_t1_and_hands_the_default_to_the_store_after_t2() {
+    let h = 3_600_000;
+    let policy = Event::HumanDecided {
+        request: RequestId::from("r1.kick.1"),
+        decision: Decision::Approve,
+        by: "escalation policy".into(),
+        comment: None,
+        released: None,
+        by_policy: true,
+        at: 8 * h + 20,
+    };
+    check(
+        ESCALATING,
+        &[
+            started(0, json!({})),
+            ok("draft", 1, 10, json!("draft text")),
+            // Early (clock skew): nothing happens, the level is not used up.
+            fired(Timer::Escalate { step: StepId::from("kick"), level: 0 }, 60),
+            fired(Timer::Escalate { step: StepId::from("kick"), level: 0 }, 4 * h + 10),
+            // A repeated timer (a recovery re-armed it) changes nothing.
+            fired(Timer::Escalate { step: StepId::from("kick"), level: 0 }, 4 * h + 11),
+            fired(Timer::Escalate { step: StepId::from("kick"), level: 1 }, 8 * h + 10),
+            policy,
+        ],
+        expect![[r#"
+            @0 start -> [dispatch draft#1]
+            @10 ok draft#1 -> [ask Approval r1.kick.1 "Kick off?", timer escalate(kick/0) at=14400010]
+            @60 fired escalate(kick/0) -> []
+            @14400010 fired escalate(kick/0) -> [page coo on r1.kick.1 (level 0), timer escalate(kick/1) at=28800010]
+            @14400011 fired escalate(kick/0) -> []
+            @28800010 fired escalate(kick/1) -> [policy decides r1.kick.1 Approve]
+            @28800020 human r1.kick.1 Approve -> [dispatch go#1]
+            run=running draft=succeeded kick=succeeded go=running
+        "#]],
+    );
+}
+
+#[test]
+fn a_recovered_run_re_arms_its_next_escalation_and_re_applies_a_fired_default() {
+    let spec = spec(ESCALATING);
+    let h = 3_600_000;
+    let kick = |level| Timer::Escalate { step: StepId::from("kick"), level };
+    let mut events = vec![started(0, json!({})), ok("draft", 1, 10, json!("draft text"))];
+    let state = replay(&spec, RunId::from("r1"), &events);
+    let timers: Vec<_> = outstanding(&spec, &state).into_iter().filter(|a| matches!(a, Action::ArmTimer { .. })).collect();
+    assert_eq!(timers, vec![Action::ArmTimer { timer: kick(0), at: 4 * h + 10 }]);
+    let request = state.steps[1].status.clone();
+    let crate::run::StepStatus::WaitingHuman { request } = request else { panic!("waits for a human") };
+    // The request shows the upstream output it names.
+    let asked = outstanding(&spec, &state).into_iter().find_map(|a| match a {
+        Action::RequestHuman(r) => Some(r),
+        _ => None,
+    });
+    let asked = asked.expect("the open request is re-published");
+    assert_eq!(asked.context["upstream"], json!({"draft": "draft text"}));
+    assert_eq!(asked.assignee.as_deref(), Some("ops"));
+
+    events.push(fired(kick(0), 4 * h + 10));
+    let state = replay(&spec, RunId::from("r1"), &events);
+    let timers: Vec<_> = outstanding(&spec, &state).into_iter().filter(|a| matches!(a, Action::ArmTimer { .. })).collect();
+    assert_eq!(timers, vec![Action::ArmTimer { timer: kick(1), at: 8 * h + 10 }]);
+
+    // The default fired, and the process died before the decision reached the journal.
+    events.push(fired(kick(1), 8 * h + 10));
+    let state = replay(&spec, RunId::from("r1"), &events);
+    let redo: Vec<_> = outstanding(&spec, &state).into_iter().filter(|a| matches!(a, Action::DecideByPolicy { .. })).collect();
+    assert_eq!(redo, vec![Action::DecideByPolicy { request, decision: Decision::Approve }]);
 }

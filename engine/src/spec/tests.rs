@@ -447,3 +447,26 @@ fn a_large_legal_spec_with_brackets_in_its_text_parses() {
     let spec = parse_yaml(&yaml).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(spec.spec().steps.len(), i);
 }
+
+#[test]
+fn approval_escalation_and_context_are_checked_with_their_places() {
+    let err = parse_yaml(
+        "id: w\nowner: o\nsteps:\n  - { id: a, type: code, script: x }\n  - { id: b, type: code, script: x }\n  - id: ask\n    type: approval\n    needs: [a]\n    question: ok?\n    context: [b, nope]\n    escalate:\n      - { after: 2h, default: approve }\n      - { after: 1h, to: coo }\n      - { after: 3h }\n      - { after: 4h, to: x, default: reject }\n",
+    )
+    .unwrap_err()
+    .to_string();
+    for needle in [
+        "steps[2] (ask).context: `b` is not upstream of `ask`",
+        "steps[2] (ask).context: unknown step `nope`",
+        "steps[2] (ask).escalate[0]: a `default` ends the wait, so it must be the last escalation",
+        "steps[2] (ask).escalate[1].after: must be more than zero and later than the escalation before it",
+        "steps[2] (ask).escalate[2]: an escalation needs `to`",
+        "steps[2] (ask).escalate[3]: an escalation either pages (`to`) or applies a `default`, not both",
+    ] {
+        assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+    }
+    let ok = parse_yaml(
+        "id: w\nowner: o\nsteps:\n  - { id: a, type: code, script: x }\n  - id: ask\n    type: approval\n    needs: [a]\n    question: ok?\n    forbid_self_approval: true\n    context: [a]\n    escalate: [{ after: 4h, to: coo }, { after: 8h, default: { value: { approved: false } } }]\n",
+    );
+    assert!(ok.is_ok(), "{}", ok.unwrap_err());
+}

@@ -372,6 +372,13 @@ fn check_step(
     }
     let shape = step.kind.shape();
     shape.check(&at, p);
+    for (place, name) in shape.upstream_refs(&at) {
+        match index.get(&name) {
+            None => p.push(problem(&place, format!("unknown step `{name}`{}", suggest(&name, index)))),
+            Some(&j) if !is_upstream(j, i, needs) => p.push(problem(&place, format!("`{name}` is not upstream of `{}`: add it (or a step after it) to `needs`", step.id))),
+            Some(_) => {}
+        }
+    }
 
     // Expressions: syntax, parameters declared, steps upstream.
     let mut exprs: Vec<(String, String)> = Vec::new();

@@ -87,3 +87,14 @@ pub const RUNS: &str = "idx/runs";
 pub const ACTIVE_RUNS: &str = "idx/runs-active";
 /// Index of human requests waiting for a decision (members: request ids).
 pub const PENDING_HUMAN: &str = "idx/hitl-pending";
+
+/// A user (name, role, groups, email), sealed with the service key.
+pub fn user(name: &str) -> String {
+    format!("user/{name}")
+}
+/// The hash of one API token (its id is the token's public part), sealed with the service key.
+pub fn user_token(id: &str) -> String {
+    format!("user-token/{id}")
+}
+/// Index of users (members: user names).
+pub const USERS: &str = "idx/users";

@@ -12,7 +12,9 @@ pub mod lease;
 mod listing;
 pub mod memory;
 mod records;
+mod requests;
 mod typed;
+mod users;
 
 pub use backend::{Backend, StoreError};
 pub use lease::{Lease, LeaseGrant};

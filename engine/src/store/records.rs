@@ -28,6 +28,10 @@ pub struct RunMeta {
     pub owner: OwnerId,
     pub params: Value,
     pub created_at: u64,
+    /// The user who started the run (an API caller, or the CLI's user); the one user who may
+    /// not approve a step that forbids self-approval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_by: Option<String>,
 }
 
 /// A run's status as a listing shows it, kept beside the journal so that listing runs reads
@@ -151,6 +155,9 @@ pub struct HumanRequestRecord {
     pub run: RunId,
     pub request: HumanRequestSpec,
     pub created_at: u64,
+    /// Who was paged by escalation since (users or groups), in order; they may decide too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub escalated_to: Vec<String>,
 }
 
 /// The decision on a request (first writer wins).
@@ -160,5 +167,8 @@ pub struct HumanDecisionRecord {
     pub by: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
+    /// Applied by an escalation's `default`, not by a person.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub by_policy: bool,
     pub at: u64,
 }

@@ -37,8 +37,18 @@ impl Store {
         Self { backend, master, service, keys: RwLock::new(HashMap::new()) }
     }
 
+    /// A MAC key derived from the master key for `purpose` (see `MasterKey::mac_key`).
+    pub fn mac_key(&self, purpose: &str) -> zeroize::Zeroizing<[u8; 32]> {
+        self.master.mac_key(purpose)
+    }
+
     pub fn backend(&self) -> &Arc<dyn Backend> {
         &self.backend
+    }
+
+    /// The key of records that belong to no workflow (workflow key descriptors, users).
+    pub(crate) fn service_key(&self) -> &RecordKey {
+        &self.service
     }
 
     fn encode<T: Serialize>(value: &T) -> Vec<u8> {

@@ -20,7 +20,7 @@ use serde_json::Value;
 use crate::spec::{SpecProblem, StepType};
 
 pub use api_call::{ApiCallStep, HttpRequestSpec};
-pub use approval::ApprovalStep;
+pub use approval::{ApprovalStep, DefaultDecision, DefaultWord, Escalation};
 pub use code::{CodeLimits, CodeStep};
 pub use condition::ConditionStep;
 pub use delay::DelayStep;
@@ -37,6 +37,10 @@ pub(crate) trait StepShape {
     }
     /// Values among its fields whose strings may hold `${{ … }}` templates, with their places.
     fn templates(&self, _at: &str) -> Vec<(String, Value)> {
+        Vec::new()
+    }
+    /// Steps its fields name, which must be upstream of it, with their places.
+    fn upstream_refs(&self, _at: &str) -> Vec<(String, crate::ids::StepId)> {
         Vec::new()
     }
 }

@@ -1,0 +1,44 @@
+//! Budget extension: the run's budget cannot cover the next step. Asks for at least the
+//! shortfall, with the cap, what was spent and what the step is estimated to cost.
+
+use serde_json::json;
+
+use crate::ids::RequestId;
+use crate::run::apply::reservation;
+use crate::run::{HumanMode, HumanRequestSpec, RunState};
+use crate::spec::ValidatedSpec;
+
+pub(crate) fn budget_request(spec: &ValidatedSpec, state: &RunState, i: usize, id: RequestId) -> HumanRequestSpec {
+    let step = spec.step(i);
+    let estimate = reservation(spec, state, i);
+    let b = &state.budget;
+    let currency = spec.spec().budget.as_ref().map_or("USD", |b| b.currency.as_str());
+    let needed = b.shortfall(estimate);
+    HumanRequestSpec {
+        id,
+        mode: HumanMode::BudgetExtension,
+        step: Some(step.id.clone()),
+        question: format!(
+            "The run's budget ({} {currency}, {} spent) cannot cover step `{}` (estimated {}). Extend it by at least {}?",
+            b.limit().unwrap_or_default(),
+            b.spent,
+            step.id,
+            estimate,
+            needed
+        ),
+        context: json!({
+            "workflow": spec.spec().id,
+            "step": step.id,
+            "cap": b.cap,
+            "extended": b.extended,
+            "spent": b.spent,
+            "reserved": b.reserved,
+            "estimate": estimate,
+            "needed": needed,
+            "currency": currency,
+            "cost_per_step": state.steps.iter().enumerate().filter(|(_, s)| !s.cost.is_zero()).map(|(j, s)| (spec.step(j).id.to_string(), json!(s.cost))).collect::<serde_json::Map<_, _>>(),
+        }),
+        assignee: None,
+        forbid_self_approval: false,
+    }
+}
