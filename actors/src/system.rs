@@ -56,6 +56,8 @@ pub struct Engine {
     pub reconcile_interval: std::time::Duration,
     /// How long a run's lease lasts without renewal (renewed on every reconcile tick).
     pub lease_ttl: std::time::Duration,
+    /// This process's triggers: health, and the endpoints of webhook and upload triggers.
+    pub triggers: crate::triggers::TriggerBoard,
     specs: RwLock<HashMap<(WorkflowId, String), Arc<ValidatedSpec>>>,
 }
 
@@ -88,6 +90,7 @@ impl Engine {
             max_in_flight_per_run,
             reconcile_interval,
             lease_ttl,
+            triggers: Default::default(),
             specs: RwLock::new(HashMap::new()),
         }
     }
