@@ -98,3 +98,27 @@ async fn a_watched_folder_moves_files_after_their_fire_is_recorded() {
     assert_eq!((count(&history, "started"), count(&history, "skipped_duplicate"), count(&history, "failed")), (1, 1, 1), "{history:#?}");
     assert!(history.iter().any(|f| matches!(&f.outcome, tollgate_engine::trigger::FireOutcome::Failed { error } if error.contains("max_size"))));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_trigger_is_restarted_with_backoff_and_its_health_says_why() {
+    let base = tempfile::tempdir().unwrap();
+    // The folder's parent is a file: the watcher cannot create processed/ and fails.
+    let blocker = base.path().join("blocker");
+    std::fs::write(&blocker, b"not a directory").unwrap();
+    let folder = blocker.join("inbox");
+    let yaml = spec(&folder).replace("  - id: form\n    upload: { max_size: 64 }\n", "  - id: form\n    upload: { max_size: 64 }\n    enabled: false\n");
+    let sys = embedded().await;
+    let triggers = tollgate::triggers::start_triggers(sys.t(), sys.config.triggers.history_ttl, vec![tollgate_engine::spec::parse_yaml(&yaml).unwrap()]).await.unwrap();
+    let wf = tollgate_engine::ids::WorkflowId::new("upload-flow");
+    let health = || sys.t().engine.triggers.health(&wf, &"inbox".into()).unwrap();
+    wait_for("the trigger fails and is restarted twice", Duration::from_secs(30), || async { health().restarts >= 2 }).await;
+    let h = health();
+    assert!(!h.connected);
+    assert!(h.last_error.as_ref().is_some_and(|(_, e)| e.contains("creating")), "{h:?}");
+    assert!(sys.t().engine.triggers.health(&wf, &"form".into()).is_none(), "a disabled trigger does not run");
+    // Fix the cause: the next restart connects.
+    std::fs::remove_file(&blocker).unwrap();
+    std::fs::create_dir_all(&folder).unwrap();
+    wait_for("the trigger connects after the fix", Duration::from_secs(60), || async { health().connected }).await;
+    triggers.shutdown().await;
+}
