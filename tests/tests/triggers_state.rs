@@ -149,3 +149,25 @@ async fn missed_cron_slots_are_fired_per_policy_after_downtime() {
     }
     assert!(l.iter().any(|k| k > &key(last_last + 2000) && k <= &key(back)), "`last` fires the latest missed slot: {l:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_whose_run_was_never_recorded_is_finished_by_the_next_fire() {
+    use tollgate_engine::ids::{FireId, RunId};
+    use tollgate_engine::trigger::FireClaim;
+    let h = Hooked::start(embedded().await, HOOK).await;
+    let store = h.sys.t().engine.store.clone();
+    // A process claimed "d-9" two minutes ago and died before recording its run.
+    let lost = FireClaim { fire: FireId::generate(), run: RunId::generate(), at: now_ms() - 120_000 };
+    assert!(store.claim_fire(&h.workflow, &"hook".into(), "delivery:d-9", &lost, Duration::from_secs(3600)).await.unwrap().is_none());
+    // A fresh claim (within the grace period) is left alone: its fire may still be running.
+    let fresh = FireClaim { fire: FireId::generate(), run: RunId::generate(), at: now_ms() };
+    assert!(store.claim_fire(&h.workflow, &"hook".into(), "delivery:d-10", &fresh, Duration::from_secs(3600)).await.unwrap().is_none());
+    assert_eq!(deliver(&h, "d-10").await, 200, "within the grace period: a duplicate");
+    // The redelivery starts the very run the lost fire had chosen; a third delivery is a duplicate.
+    assert_eq!(deliver(&h, "d-9").await, 202);
+    assert_eq!(deliver(&h, "d-9").await, 200);
+    let runs = store.list_runs().await.unwrap();
+    assert_eq!(runs, vec![lost.run.clone()]);
+    let history = h.history().await;
+    assert_eq!((count(&history, "started"), count(&history, "skipped_duplicate")), (1, 2));
+}

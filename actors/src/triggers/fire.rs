@@ -32,6 +32,8 @@ use crate::triggers::board::TriggerBoard;
 /// How long a claim whose run does not exist is left to its fire before a later fire with the
 /// same key finishes the job (the first fire's process died between claim and run).
 pub const CLAIM_GRACE: Duration = Duration::from_secs(60);
+/// Attempts at writing a history entry while the store reports itself unavailable.
+const RECORD_TRIES: u32 = 4;
 
 /// What became of a fire; each is recorded in the history before it is returned.
 #[derive(Clone, Debug, PartialEq)]
@@ -122,9 +124,25 @@ impl FirePath {
             source: fire.source.clone(),
             outcome,
         };
-        store.record_fire(&record, self.history_ttl).await?;
+        self.record(&record).await?;
         self.board.fired(wf, &fire.trigger, &result);
         Ok(result)
+    }
+
+    /// Write a history entry, riding out a brief store outage: once a run was recorded, a
+    /// failure here makes the source retry, and the retry is then (rightly) a duplicate —
+    /// but the history would lack the fire that started the run.
+    async fn record(&self, record: &FireRecord) -> Result<(), FireError> {
+        let mut delay = Duration::from_millis(50);
+        for _ in 0..RECORD_TRIES - 1 {
+            match self.tollgate.engine.store.record_fire(record, self.history_ttl).await {
+                Err(StoreError::Unavailable(e)) => tracing::debug!(error = %e, "recording a fire; retrying"),
+                other => return other.map_err(Into::into),
+            }
+            tokio::time::sleep(delay).await;
+            delay *= 2;
+        }
+        Ok(self.tollgate.engine.store.record_fire(record, self.history_ttl).await?)
     }
 
     /// Record a fire that cannot start a run (its input does not parse or validate) as failed,
@@ -142,7 +160,7 @@ impl FirePath {
             source: fire.source,
             outcome: FireOutcome::Failed { error },
         };
-        self.tollgate.engine.store.record_fire(&record, self.history_ttl).await?;
+        self.record(&record).await?;
         self.board.fired(&spec.spec().id, &fire.trigger, &result);
         Ok(result)
     }
