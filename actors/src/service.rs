@@ -69,7 +69,10 @@ impl Tollgate {
     ) -> Result<(), ServiceError> {
         let params = spec.bind_params(params)?;
         let store = &self.engine.store;
-        let spec_digest = store.register_workflow(spec.spec()).await?;
+        // A spec this process already loaded from the store is registered: skip the writes
+        // (triggers start many runs of one spec).
+        let known = tollgate_engine::store::Store::spec_digest(spec.spec());
+        let spec_digest = if self.engine.has_spec(&spec.spec().id, &known) { known } else { store.register_workflow(spec.spec()).await? };
         let meta = RunMeta {
             run: run.clone(),
             workflow: spec.spec().id.clone(),

@@ -107,6 +107,12 @@ impl Engine {
         Ok(spec)
     }
 
+    /// Whether the spec `(wf, digest)` was loaded from the store by this process (so it is
+    /// registered there, with its workflow's key).
+    pub fn has_spec(&self, wf: &WorkflowId, digest: &str) -> bool {
+        self.specs.read().expect("spec cache lock").contains_key(&(wf.clone(), digest.to_string()))
+    }
+
     pub fn publish(&self, update: RunUpdate) {
         let _ = self.updates.send(update); // no subscriber is fine
     }
