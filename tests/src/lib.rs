@@ -2,3 +2,4 @@
 //! (systems on both backends, a scriptable local HTTP server, waiting with deadlines).
 pub mod harness;
 pub mod store_conformance;
+pub mod triggers;

@@ -13,6 +13,11 @@
 //!   finished runs)
 //! - `POST /api/users` `{name, role?, groups?, email?}`, `GET /api/users`, `GET /api/me`
 //! - `/console` (the web console, see `console.rs`; sessions and CSRF in `session.rs`)
+//! - `GET  /api/requests` (pending human requests)
+//! - `POST /api/requests/{request}/decision` `{decision: approve|reject|extend|modify|abort, amount?, value?, comment?, by}`
+//! - `GET  /api/triggers` (running triggers and their health), `GET /api/triggers/{workflow}/history`
+//! - `POST /hooks/{workflow}/{trigger}`: webhook and upload deliveries (no admin token: each
+//!   trigger checks its own signature and size limit, see `hooks.rs`)
 //!
 //! Every `/api` route is authenticated ([`auth`]): a user's token, or (for `POST /api/users`
 //! only) the admin token; what a user may not see answers 404 ([`crate::access`]). Request
@@ -22,12 +27,14 @@ mod auth;
 mod console;
 mod error;
 pub mod health;
+mod hooks;
 mod requests;
 mod runs;
 pub mod session;
 mod stream;
 mod timeline;
 mod users;
+mod triggers;
 
 use std::sync::Arc;
 
@@ -87,21 +94,34 @@ pub fn router_with(t: Tollgate, options: ApiOptions) -> Router {
         .route("/api/stream", get(stream::stream))
         .route("/api/users", get(users::list).post(users::add))
         .route("/api/me", get(users::me))
+        .route("/api/triggers", get(triggers::list))
+        .route("/api/triggers/{workflow}/history", get(triggers::history))
         .layer(DefaultBodyLimit::max(options.max_body_bytes))
         .layer(Extension(BodyLimit(options.max_body_bytes)))
         .layer(middleware::from_fn(move |req: Request, next: Next| auth::require_auth(authed.clone(), token.clone(), sessions.clone(), req, next)));
-    Router::new().route("/healthz", get(health::healthz)).merge(api).merge(console).with_state(t)
+    let hooks = Router::new().route("/hooks/{workflow}/{trigger}", post(hooks::deliver_to)).layer(DefaultBodyLimit::disable());
+    Router::new().route("/healthz", get(health::healthz)).merge(api).merge(console).merge(hooks).with_state(t)
 }
 
-/// `tollgate serve`: recover unfinished runs, run workers, serve the admin API until Ctrl-C.
+/// `tollgate serve`: recover unfinished runs, run workers and the triggers of
+/// `[triggers] workflows`, serve the admin API and the trigger endpoints until Ctrl-C.
 /// Refuses to start when the API would be reachable from the network without a token.
 pub async fn serve(config: &Config) -> anyhow::Result<()> {
+    serve_workflows(config, &config.triggers.workflows).await
+}
+
+/// [`serve`], starting the triggers of the workflow spec files `workflows`.
+pub async fn serve_workflows(config: &Config, workflows: &[std::path::PathBuf]) -> anyhow::Result<()> {
     check_exposure(config.http_addr, &config.admin_token).map_err(anyhow::Error::msg)?;
+    let specs = crate::triggers::load_workflows(workflows)?;
     let sys = bootstrap::start(config, Role::All).await?;
     let recovered = sys.tollgate.recover_all().await?;
     let listener = tokio::net::TcpListener::bind(config.http_addr).await?;
-    eprintln!("tollgate serve: admin API on http://{} ({} unfinished runs recovered)", listener.local_addr()?, recovered);
-    eprintln!("tollgate serve: console on http://{}/console/", listener.local_addr()?);
+    let n_triggers: usize = specs.iter().map(|s| s.spec().triggers.iter().filter(|t| t.enabled).count()).sum();
+    let triggers = crate::triggers::start_triggers(&sys.tollgate, config.triggers.history_ttl, specs).await?;
+    let addr = listener.local_addr()?;
+    eprintln!("tollgate serve: admin API on http://{addr} ({recovered} unfinished runs recovered, {n_triggers} triggers)");
+    eprintln!("tollgate serve: console on http://{addr}/console/");
     let token = sys.token();
     // Live streams never end by themselves: they end when shutdown begins.
     let live = stream::Shutdown::default();
@@ -114,6 +134,8 @@ pub async fn serve(config: &Config) -> anyhow::Result<()> {
         live.0.cancel();
     });
     server.await?;
+    // Triggers first (each finishes the fire it is recording), then the engine.
+    triggers.shutdown().await;
     sys.shutdown().await;
     Ok(())
 }

@@ -32,6 +32,9 @@ pub struct RunMeta {
     /// not approve a step that forbids self-approval.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_by: Option<String>,
+    /// The trigger and fire that started the run (none when started by hand).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<crate::trigger::RunTrigger>,
 }
 
 /// A run's status as a listing shows it, kept beside the journal so that listing runs reads

@@ -106,12 +106,21 @@ impl Store {
         }
         let k = self.workflow_key(&spec.id).await?;
         let encoded = Self::encode(spec);
-        let digest = hex::encode(&Sha256::digest(&encoded)[..16]);
+        let digest = Self::digest_of(&encoded);
         let spec_key = keys::workflow_spec(&spec.id, &digest);
         self.backend.put(&spec_key, &k.seal(spec_key.as_bytes(), &encoded), None).await?;
         let latest = keys::workflow_latest(&spec.id);
         self.backend.put(&latest, &k.seal(latest.as_bytes(), &Self::encode(&digest)), None).await?;
         Ok(digest)
+    }
+
+    /// The content digest a spec is stored under (what [`Store::register_workflow`] returns).
+    pub fn spec_digest(spec: &WorkflowSpec) -> String {
+        Self::digest_of(&Self::encode(spec))
+    }
+
+    fn digest_of(encoded: &[u8]) -> String {
+        hex::encode(&Sha256::digest(encoded)[..16])
     }
 
     pub async fn load_spec(&self, wf: &WorkflowId, digest: &str) -> Result<WorkflowSpec, StoreError> {
