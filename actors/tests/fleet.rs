@@ -113,8 +113,10 @@ async fn wait_until<F: Future<Output = bool>>(what: &str, fleet: &[&Process], se
     }
 }
 
+/// A request bound far above what the fleet needs: a debug build's first spec validation on
+/// a loaded machine (it compiles the gate mesh) can take seconds.
 fn http() -> reqwest::Client {
-    reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("http client")
+    reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("http client")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
