@@ -6,8 +6,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use tollgate_engine::egress::EgressAllow;
+use tollgate_engine::llm::{ModelCatalog, PriceTable, ProviderConfig};
 
 /// Where runs, specs and the queue live.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -66,6 +69,58 @@ pub struct Config {
     pub health_addr: Option<SocketAddr>,
     /// Outbound HTTP (`api_call`) policy.
     pub egress: EgressConfig,
+    /// Model providers and prices for `llm` steps.
+    pub llm: LlmConfig,
+}
+
+/// `[llm]`: named model providers (`[llm.providers.NAME]`) and the model price table.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LlmConfig {
+    /// The provider of `llm` steps that name none (unset: the only provider, if there is one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default_provider: Option<String>,
+    /// The price table file (`"provider/model"` or `"model"` → per-million-token prices);
+    /// a missing file at the default path means no prices.
+    pub prices_file: PathBuf,
+    /// Price entries that override the file's.
+    pub prices: PriceTable,
+    pub providers: BTreeMap<String, ProviderConfig>,
+}
+
+impl Default for LlmConfig {
+    fn default() -> Self {
+        Self { default_provider: None, prices_file: PathBuf::from(DEFAULT_PRICES_FILE), prices: PriceTable::default(), providers: BTreeMap::new() }
+    }
+}
+
+const DEFAULT_PRICES_FILE: &str = "config/prices.toml";
+
+impl LlmConfig {
+    /// Providers, default provider and prices (the file's, then the inline entries).
+    pub fn catalog(&self) -> Result<ModelCatalog, ConfigError> {
+        let mut prices = match std::fs::read_to_string(&self.prices_file) {
+            Ok(text) => toml::from_str::<PriceTable>(&text)
+                .map_err(|e| ConfigError::Parse { path: self.prices_file.clone(), message: e.to_string() })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && self.prices_file == Path::new(DEFAULT_PRICES_FILE) => PriceTable::default(),
+            Err(source) => return Err(ConfigError::Read { path: self.prices_file.clone(), source }),
+        };
+        prices.0.extend(self.prices.0.clone());
+        if let Some(d) = &self.default_provider
+            && !self.providers.contains_key(d)
+        {
+            return Err(ConfigError::Invalid(format!("llm.default_provider `{d}` is not among llm.providers")));
+        }
+        for (name, p) in &self.providers {
+            if !(p.base_url.starts_with("http://") || p.base_url.starts_with("https://")) {
+                return Err(ConfigError::Invalid(format!("llm.providers.{name}.base_url must be an http(s) URL, not {:?}", p.base_url)));
+            }
+            if p.api_key_secret.as_deref().is_some_and(|s| !tollgate_engine::store::valid_secret_name(s)) {
+                return Err(ConfigError::Invalid(format!("llm.providers.{name}.api_key_secret is not a valid secret name")));
+            }
+        }
+        Ok(ModelCatalog { default_provider: self.default_provider.clone(), providers: self.providers.clone(), prices })
+    }
 }
 
 /// `[egress]`: which destinations `api_call` steps may reach beyond public addresses.
@@ -104,6 +159,7 @@ impl Default for Config {
             http_max_body_bytes: 2 * 1024 * 1024,
             health_addr: None,
             egress: EgressConfig::default(),
+            llm: LlmConfig::default(),
         }
     }
 }
@@ -177,6 +233,8 @@ impl Config {
                 "EGRESS_ALLOW" => {
                     self.egress.allow = value.split(',').map(str::trim).filter(|e| !e.is_empty()).map(str::to_owned).collect()
                 }
+                "LLM_DEFAULT_PROVIDER" => self.llm.default_provider = Some(value).filter(|v| !v.is_empty()),
+                "LLM_PRICES_FILE" => self.llm.prices_file = value.into(),
                 "HEALTH_ADDR" if value.is_empty() => self.health_addr = None,
                 "HEALTH_ADDR" => self.health_addr = Some(value.parse().map_err(|e| bad(format!("{e}")))?),
                 _ => {} // other TOLLGATE_* variables belong to tests and tools
@@ -213,6 +271,7 @@ impl Config {
             return Err(ConfigError::Invalid("http_max_body_bytes must be at least 1024".into()));
         }
         self.egress.allowlist()?;
+        self.llm.catalog()?;
         if !tollgate_engine::ids::is_valid_id(&self.namespace) {
             return Err(ConfigError::Invalid(format!("namespace `{}` must be an id ([A-Za-z0-9_.-])", self.namespace)));
         }

@@ -10,6 +10,7 @@ use tokio::sync::broadcast;
 use tollgate_engine::ids::{RunId, StepId, WorkflowId};
 use tollgate_engine::queue::StepQueue;
 use tollgate_engine::run::{HumanRequestSpec, RunStatus};
+use tollgate_engine::llm::ModelCatalog;
 use tollgate_engine::spec::{validate, StepType, ValidatedSpec};
 use tollgate_engine::step::StepHandler;
 use tollgate_engine::store::{Store, StoreError};
@@ -57,6 +58,8 @@ pub struct Engine {
     /// How long a run's lease lasts without renewal (renewed on every reconcile tick).
     pub lease_ttl: std::time::Duration,
     specs: RwLock<HashMap<(WorkflowId, String), Arc<ValidatedSpec>>>,
+    /// Model providers and prices: what a run's `llm` steps are quoted at its start.
+    pub models: Arc<ModelCatalog>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -89,7 +92,14 @@ impl Engine {
             reconcile_interval,
             lease_ttl,
             specs: RwLock::new(HashMap::new()),
+            models: Arc::new(ModelCatalog::default()),
         }
+    }
+
+    /// The configured model providers and prices (`llm` steps' quotes).
+    pub fn with_models(mut self, models: Arc<ModelCatalog>) -> Self {
+        self.models = models;
+        self
     }
 
     /// A stored spec (by content digest), validated once and cached.

@@ -8,6 +8,7 @@ pub mod egress;
 pub mod expr;
 pub mod gates;
 pub mod ids;
+pub mod llm;
 pub mod money;
 pub mod queue;
 pub mod run;

@@ -1,9 +1,10 @@
 //! The command line: `validate`, `schema`, `run`, `decide`, `resume`, `cancel`, `runs`,
-//! `serve`, `worker`. Each command is a function here or in a sibling module.
+//! `secrets`, `serve`, `worker`. Each command is a function here or in a sibling module.
 
 mod gates;
 mod progress;
 mod report;
+mod secrets;
 
 pub use report::summary_json;
 
@@ -104,6 +105,11 @@ pub enum Command {
         #[command(subcommand)]
         command: gates::GatesCommand,
     },
+    /// Secrets of an owner (model providers' API keys), sealed at rest.
+    Secrets {
+        #[command(subcommand)]
+        command: secrets::SecretsCommand,
+    },
     /// Run the engine (run actors, step workers, admin HTTP) until interrupted.
     Serve,
     /// Run step workers only (fleets, against Redis).
@@ -142,6 +148,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<ExitCode> {
     }
     match cli.command {
         Command::Validate { file } => validate_cmd(&file),
+        Command::Secrets { command } => secrets::secrets_cmd(&config, command).await,
         Command::Schema => {
             println!("{}", serde_json::to_string_pretty(&tollgate_engine::spec::json_schema())?);
             Ok(ExitCode::SUCCESS)

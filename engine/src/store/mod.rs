@@ -12,12 +12,14 @@ pub mod lease;
 mod listing;
 pub mod memory;
 mod records;
+mod secrets;
 mod typed;
 
 pub use backend::{Backend, StoreError};
 pub use lease::{Lease, LeaseGrant};
 pub use listing::{RunListing, RunPage};
 pub use records::*;
+pub use secrets::valid_secret_name;
 pub use typed::Store;
 
 
