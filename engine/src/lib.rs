@@ -3,6 +3,7 @@
 //! Pure: no async runtime, no network, no database driver. The outside world plugs in through
 //! the ports ([`store::Backend`], [`queue::StepQueue`], [`step::StepHandler`]).
 
+pub mod checks;
 pub mod crypto;
 pub mod egress;
 pub mod expr;

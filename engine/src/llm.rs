@@ -266,12 +266,13 @@ impl ModelCatalog {
         step.model.as_deref().or(provider.model.as_deref())
     }
 
-    /// What one attempt of `step` may cost, if its model has a price.
-    pub fn quote(&self, step: &LlmStep) -> Option<ModelQuote> {
+    /// What one attempt of `step` may cost, if its model has a price; `check_retry`: its
+    /// `checks` may ask the model once more.
+    pub fn quote(&self, step: &LlmStep, check_retry: bool) -> Option<ModelQuote> {
         let name = self.provider_name(step)?;
         let provider = self.providers.get(name)?;
         let price = self.prices.price(name, self.model(step, provider)?)?;
-        let calls = if step.schema.is_some() { 2 } else { 1 };
+        let calls = 1 + u32::from(step.schema.is_some()) + u32::from(check_retry);
         Some(ModelQuote { price, max_tokens: step.max_tokens.unwrap_or(provider.max_tokens), calls })
     }
 
@@ -281,7 +282,10 @@ impl ModelCatalog {
             .steps
             .iter()
             .filter_map(|s| match &s.kind {
-                StepKind::Llm(llm) => self.quote(llm).map(|q| (s.id.clone(), q)),
+                StepKind::Llm(llm) => {
+                    let check_retry = s.checks.as_ref().is_some_and(|c| c.on_block == crate::checks::CheckOnBlock::Retry);
+                    self.quote(llm, check_retry).map(|q| (s.id.clone(), q))
+                }
                 _ => None,
             })
             .collect()

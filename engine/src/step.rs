@@ -66,6 +66,7 @@ pub const ERROR_CODES: &[ErrorCode] = &[
     ErrorCode { code: "queue_timeout", from: "engine", class: "retryable", meaning: "no worker started the attempt within the step's `queue_timeout`; it was fenced and never ran" },
     ErrorCode { code: "interrupted", from: "engine", class: "retryable", meaning: "the process running the attempt died; the step runs again without using a retry (fails after 3)" },
     ErrorCode { code: "cancelled", from: "worker", class: "permanent", meaning: "the attempt was abandoned because its run was cancelled or had finished" },
+    ErrorCode { code: "check_failed", from: "worker", class: "permanent", meaning: "the output failed one of the step's `checks` (`on_block: fail`, or `retry` and the retry failed too); the message names the checks and their evidence" },
     ErrorCode { code: "template_error", from: "engine (llm)", class: "permanent", meaning: "a prompt template could not be rendered (an undefined variable, a filter error); no attempt ran" },
     ErrorCode { code: "model_auth", from: "llm", class: "permanent", meaning: "the provider refused the API key (401, 403); not retried" },
     ErrorCode { code: "model_bad_request", from: "llm", class: "permanent", meaning: "the provider refused the request (400, 404, 422: unknown model, bad parameter); not retried" },

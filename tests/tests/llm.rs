@@ -322,3 +322,91 @@ async fn an_undefined_template_variable_fails_the_step_before_any_call() {
     assert!(error.message.contains("system"), "{error:?}");
     assert!(server.hits().is_empty());
 }
+
+const LETTER: &str = r#"
+id: letter
+owner: firm
+parameters:
+  min_fee: { type: number, default: 1000 }
+  max_fee: { type: number, default: 5000 }
+steps:
+  - id: draft
+    type: llm
+    prompt: "Draft the engagement letter as JSON with fee and body."
+    schema: { type: object, required: [fee, body], properties: { fee: { type: number }, body: { type: string } } }
+    checks:
+      on_block: ON_BLOCK
+      rules:
+        - { name: clauses, at: /json/body, require: ["(?i)limitation of liability"] }
+        - { name: fee_in_range, expr: "output.json.fee >= params.min_fee && output.json.fee <= params.max_fee" }
+        - { name: no_email_in_body, at: /json/body, categories: [email] }
+  - id: send
+    type: code
+    needs: [draft]
+    inputs: { fee: "${{ steps.draft.output.json.fee }}" }
+    script: "return { sent: input.fee }"
+"#;
+
+fn letter(fee: u32, body: &str) -> String {
+    chat(&json!({"fee": fee, "body": body}).to_string(), 50, 40)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_check_goes_to_guidance_is_corrected_and_the_run_finishes() {
+    let server = TestServer::start(replies(vec![(StatusCode::OK, vec![], letter(9000, "Dear client, write to ana@example.com."))])).await;
+    let p = provider(ProviderKind::Openai, &server, None);
+    let sys = embedded_with(move |c| priced(c, p)).await;
+    let run = sys.start(&LETTER.replace("ON_BLOCK", "guidance"), json!({})).await;
+    let v = sys.settle(&run).await;
+    assert!(v.state.is_waiting(), "{:?}", v.state.status);
+    let draft = TestSystem::step(&v, "draft");
+    let checks = draft.gate.as_ref().unwrap()["checks"].as_array().unwrap().clone();
+    let failed: Vec<&str> = checks.iter().filter(|c| c["passed"] == false).map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(failed, ["clauses", "fee_in_range", "no_email_in_body"]);
+    // The human sees the redacted text, never the address.
+    let shown = draft.blocked.as_ref().unwrap().to_string();
+    assert!(!shown.contains("ana@example.com") && shown.contains("[EMAIL_1]"), "{shown}");
+    let request = sys.t().pending().await.unwrap().into_iter().find(|r| r.run == run).expect("a guidance request");
+    assert!(request.request.question.contains("by its checks (clauses, fee_in_range, no_email_in_body)"), "{}", request.request.question);
+    // `send` has not run: nothing reads an unchecked output.
+    assert!(TestSystem::step(&v, "send").output.is_none());
+
+    let corrected = json!({"json": {"fee": 2500, "body": "Dear client, limitation of liability applies."}});
+    sys.t().decide(&request.request.id, Decision::Modify { value: corrected }, "partner", Some("fixed fee and clause".into())).await.unwrap();
+    let v = sys.settle(&run).await;
+    assert_eq!(v.state.status.label(), "succeeded", "{:?}", v.state.status);
+    assert_eq!(TestSystem::step(&v, "send").output.as_ref().unwrap()["sent"], 2500);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_block_retry_asks_the_model_once_more_with_the_failures_then_fail_fails() {
+    let server = TestServer::start(replies(vec![
+        (StatusCode::OK, vec![], letter(9000, "Dear client.")),
+        (StatusCode::OK, vec![], letter(3000, "Dear client. Limitation of liability: capped.")),
+    ]))
+    .await;
+    let p = provider(ProviderKind::Openai, &server, None);
+    let sys = embedded_with(move |c| priced(c, p)).await;
+    let v = sys.settle(&sys.start(&LETTER.replace("ON_BLOCK", "retry"), json!({})).await).await;
+    assert_eq!(v.state.status.label(), "succeeded", "{:?}", v.state.status);
+    let out = TestSystem::step(&v, "draft").output.clone().unwrap();
+    assert_eq!(out["json"]["fee"], 3000);
+    assert_eq!(out["usage"]["calls"], 2);
+    let hits = server.hits();
+    assert_eq!(hits.len(), 2);
+    let feedback = body(&hits[1])["messages"][2]["content"].as_str().unwrap().to_owned();
+    assert!(feedback.contains("clauses") && feedback.contains("fee_in_range"), "{feedback}");
+    let gate = TestSystem::step(&v, "draft").gate.clone().unwrap();
+    assert!(gate["checks"].as_array().unwrap().iter().all(|c| c["passed"] == true), "{gate}");
+
+    // `fail`: no second call, the step fails naming the check.
+    let server = TestServer::start(replies(vec![(StatusCode::OK, vec![], letter(9000, "Limitation of liability."))])).await;
+    let p = provider(ProviderKind::Openai, &server, None);
+    let sys = embedded_with(move |c| priced(c, p)).await;
+    let v = sys.settle(&sys.start(&LETTER.replace("ON_BLOCK", "fail"), json!({})).await).await;
+    assert_eq!(v.state.status.label(), "failed");
+    let error = TestSystem::step(&v, "draft").error.clone().unwrap();
+    assert_eq!(error.code, "check_failed");
+    assert!(error.message.contains("fee_in_range"), "{error:?}");
+    assert_eq!(server.hits().len(), 1);
+}

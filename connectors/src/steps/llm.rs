@@ -16,6 +16,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde_json::{Value, json};
 use tollgate_engine::llm::{ChatMessage, ChatReply, ChatRequest, LlmUsage, ModelCatalog, ModelProvider, ProviderConfig, Role};
+use tollgate_engine::checks::{CheckOnBlock, all_passed};
+use tollgate_engine::gates::{GateMesh, GatePolicy};
 use tollgate_engine::money::Money;
 use tollgate_engine::spec::{LlmStep, StepKind, compile_schema, schema_errors};
 use tollgate_engine::step::{StepError, StepHandler, StepInvocation, StepSuccess};
@@ -120,7 +122,7 @@ impl StepHandler for LlmHandler {
 
         let reply = adapter.complete(&request, key).await?;
         tally.add(&reply);
-        let output = match &schema {
+        let mut output = match &schema {
             None => json!({ "text": reply.text }),
             Some(schema) => match checked_json(schema, &reply.text) {
                 Ok(value) => json!({ "json": value }),
@@ -142,12 +144,41 @@ impl StepHandler for LlmHandler {
                 }
             },
         };
+        // `checks` with `on_block: retry`: one more turn with the failures as feedback. The
+        // worker checks the final output again (with the workflow's own gate mesh).
+        if let Some(checks) = call.step.checks.as_ref().filter(|c| c.on_block == CheckOnBlock::Retry) {
+            let params = call.inputs.get("params").cloned().unwrap_or(Value::Null);
+            let mesh = GateMesh::builtin();
+            let results = checks.evaluate(&output, &params, &mesh, &GatePolicy::default());
+            if !all_passed(&results) {
+                let said = output.get("text").and_then(Value::as_str).map(str::to_owned).unwrap_or_else(|| output["json"].to_string());
+                request.messages.push(ChatMessage::new(Role::Assistant, said));
+                request.messages.push(ChatMessage::new(Role::User, check_feedback(&results)));
+                let again = adapter.complete(&request, key).await?;
+                tally.add(&again);
+                output = match &schema {
+                    None => json!({ "text": again.text }),
+                    Some(schema) => match checked_json(schema, &again.text) {
+                        Ok(value) => json!({ "json": value }),
+                        Err(errors) => {
+                            return Err(StepError::permanent("output_invalid", format!("the answer after check feedback does not satisfy the schema: {}", errors.join("; "))));
+                        }
+                    },
+                };
+                output["retried_after_checks"] = serde_json::to_value(&results).expect("check results serialise");
+            }
+        }
         let cost = price.map_or(Money::ZERO, |p| p.cost(tollgate_engine::llm::Usage { input_tokens: tally.usage.input_tokens, output_tokens: tally.usage.output_tokens }));
         tally.usage.cost = cost;
-        let mut output = output;
         output["usage"] = serde_json::to_value(&tally.usage).expect("usage serialises");
         Ok(StepSuccess { output, cost })
     }
+}
+
+/// What the model is told after an answer that failed the step's checks.
+fn check_feedback(results: &[tollgate_engine::checks::CheckResult]) -> String {
+    let failed: Vec<String> = results.iter().filter(|r| !r.passed).map(|r| format!("- {}: {}", r.name, r.evidence.join("; "))).collect();
+    format!("Your answer failed these checks:\n{}\nAnswer again, in full, fixing them.", failed.join("\n"))
 }
 
 /// What the model is told after an invalid answer.

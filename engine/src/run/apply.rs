@@ -177,6 +177,10 @@ fn render_input(spec: &ValidatedSpec, state: &RunState, i: usize) -> Result<Valu
     if let StepKind::Llm(llm) = &step.kind {
         let scope = json!({ "params": state.params, "steps": state.scope, "inputs": input["inputs"] });
         input["llm"] = llm.render(&scope).map_err(|e| StepError::permanent("template_error", e))?;
+        if step.checks.is_some() {
+            // CEL checks see `params`; the handler evaluates them for `on_block: retry`.
+            input["params"] = state.params.clone();
+        }
     }
     Ok(input)
 }

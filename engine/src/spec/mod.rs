@@ -15,6 +15,7 @@ pub use steps::{
     ApiCallStep, ApprovalStep, CodeLimits, CodeStep, ConditionStep, DelayStep, HttpRequestSpec, LlmMessage, LlmStep, StepKind, UnavailableStep, compile_schema, schema_errors,
 };
 pub use validate::{validate, Dag, ValidatedSpec};
+pub(crate) use validate::problem;
 
 /// The JSON Schema of the spec format, for editors (`tollgate schema`).
 pub fn json_schema() -> serde_json::Value {

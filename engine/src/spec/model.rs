@@ -204,6 +204,10 @@ pub struct StepSpec {
     /// This step's override of the workflow's gate policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gates: Option<StepGates>,
+    /// Deterministic checks on the output (patterns, CEL, JSON Schema, gate categories by
+    /// path) and what a failure does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checks: Option<crate::checks::StepChecks>,
 }
 
 impl StepSpec {
