@@ -209,6 +209,7 @@ impl Config {
 
     /// Apply `TOLLGATE_<FIELD>` variables.
     pub fn apply_env(&mut self, vars: impl Iterator<Item = (String, String)>) -> Result<(), ConfigError> {
+        let mut env_provider: BTreeMap<&'static str, (String, String)> = BTreeMap::new();
         for (name, value) in vars {
             let Some(field) = name.strip_prefix("TOLLGATE_") else { continue };
             let bad = |message: String| ConfigError::Env { name: name.clone(), message };
@@ -233,12 +234,31 @@ impl Config {
                 "EGRESS_ALLOW" => {
                     self.egress.allow = value.split(',').map(str::trim).filter(|e| !e.is_empty()).map(str::to_owned).collect()
                 }
+                // A provider named `default` from the environment (containers, the demo).
+                "LLM_BASE_URL" => drop(env_provider.insert("base_url", (name.clone(), value))),
+                "LLM_KIND" => drop(env_provider.insert("kind", (name.clone(), value))),
+                "LLM_MODEL" => drop(env_provider.insert("model", (name.clone(), value))),
+                "LLM_API_KEY_SECRET" => drop(env_provider.insert("api_key_secret", (name.clone(), value))),
                 "LLM_DEFAULT_PROVIDER" => self.llm.default_provider = Some(value).filter(|v| !v.is_empty()),
                 "LLM_PRICES_FILE" => self.llm.prices_file = value.into(),
                 "HEALTH_ADDR" if value.is_empty() => self.health_addr = None,
                 "HEALTH_ADDR" => self.health_addr = Some(value.parse().map_err(|e| bad(format!("{e}")))?),
                 _ => {} // other TOLLGATE_* variables belong to tests and tools
             }
+        }
+        if let Some((_, base_url)) = env_provider.get("base_url").filter(|(_, v)| !v.is_empty()) {
+            let mut p = serde_json::json!({ "kind": "openai", "base_url": base_url });
+            for field in ["kind", "model", "api_key_secret"] {
+                if let Some((_, v)) = env_provider.get(field).filter(|(_, v)| !v.is_empty()) {
+                    p[field] = serde_json::json!(v);
+                }
+            }
+            let provider: ProviderConfig = serde_json::from_value(p)
+                .map_err(|e| ConfigError::Env { name: "TOLLGATE_LLM_KIND".into(), message: format!("{e} (openai or anthropic)") })?;
+            self.llm.providers.insert("default".into(), provider);
+            self.llm.default_provider.get_or_insert_with(|| "default".into());
+        } else if let Some((name, _)) = env_provider.values().next() {
+            return Err(ConfigError::Env { name: name.clone(), message: "needs TOLLGATE_LLM_BASE_URL too".into() });
         }
         Ok(())
     }
@@ -331,6 +351,26 @@ mod tests {
         c.egress.allow.push("10.0.0.1/8".into());
         let err = c.validate().unwrap_err().to_string();
         assert!(err.contains("egress.allow[2]") && err.contains("write 10.0.0.0/8"), "{err}");
+    }
+
+    #[test]
+    fn a_model_provider_comes_from_the_file_or_the_environment_and_is_checked() {
+        let mut c: Config = toml::from_str(
+            "[llm]\ndefault_provider = \"openai\"\n[llm.providers.openai]\nkind = \"openai\"\nbase_url = \"https://api.openai.com/v1\"\nmodel = \"gpt-4o-mini\"\napi_key_secret = \"openai\"\n",
+        )
+        .unwrap();
+        let catalog = c.llm.catalog().unwrap();
+        assert_eq!(catalog.providers["openai"].max_tokens, 1024);
+        c.llm.default_provider = Some("nope".into());
+        assert!(c.validate().unwrap_err().to_string().contains("llm.default_provider `nope`"));
+
+        let mut c = Config::default();
+        c.apply_env([("TOLLGATE_LLM_BASE_URL".to_string(), "http://127.0.0.1:8482/v1".to_string()), ("TOLLGATE_LLM_MODEL".into(), "m".into())].into_iter())
+            .unwrap();
+        assert_eq!(c.llm.default_provider.as_deref(), Some("default"));
+        assert_eq!(c.llm.providers["default"].model.as_deref(), Some("m"));
+        let err = Config::default().apply_env([("TOLLGATE_LLM_MODEL".to_string(), "m".to_string())].into_iter()).unwrap_err();
+        assert!(err.to_string().contains("TOLLGATE_LLM_BASE_URL"), "{err}");
     }
 
     #[test]
