@@ -67,6 +67,7 @@ pub const ERROR_CODES: &[ErrorCode] = &[
     ErrorCode { code: "interrupted", from: "engine", class: "retryable", meaning: "the process running the attempt died; the step runs again without using a retry (fails after 3)" },
     ErrorCode { code: "cancelled", from: "worker", class: "permanent", meaning: "the attempt was abandoned because its run was cancelled or had finished" },
     ErrorCode { code: "check_failed", from: "worker", class: "permanent", meaning: "the output failed one of the step's `checks` (`on_block: fail`, or `retry` and the retry failed too); the message names the checks and their evidence" },
+    ErrorCode { code: "prompt_injection", from: "llm", class: "permanent", meaning: "the threat classifier found a prompt injection in the rendered prompt (`on_injection: block`); no call was made" },
     ErrorCode { code: "template_error", from: "engine (llm)", class: "permanent", meaning: "a prompt template could not be rendered (an undefined variable, a filter error); no attempt ran" },
     ErrorCode { code: "model_auth", from: "llm", class: "permanent", meaning: "the provider refused the API key (401, 403); not retried" },
     ErrorCode { code: "model_bad_request", from: "llm", class: "permanent", meaning: "the provider refused the request (400, 404, 422: unknown model, bad parameter); not retried" },

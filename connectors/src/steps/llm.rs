@@ -17,9 +17,9 @@ use async_trait::async_trait;
 use serde_json::{Value, json};
 use tollgate_engine::llm::{ChatMessage, ChatReply, ChatRequest, LlmUsage, ModelCatalog, ModelProvider, ProviderConfig, Role};
 use tollgate_engine::checks::{CheckOnBlock, all_passed};
-use tollgate_engine::gates::{GateMesh, GatePolicy};
+use tollgate_engine::gates::{GateMesh, GatePolicy, RedactionMap};
 use tollgate_engine::money::Money;
-use tollgate_engine::spec::{LlmStep, StepKind, compile_schema, schema_errors};
+use tollgate_engine::spec::{LlmStep, OnInjection, StepKind, compile_schema, schema_errors};
 use tollgate_engine::step::{StepError, StepHandler, StepInvocation, StepSuccess};
 use tollgate_engine::store::Store;
 
@@ -99,6 +99,7 @@ impl StepHandler for LlmHandler {
             .transpose()
             .map_err(|e| StepError::permanent("bad_spec", format!("the rendered conversation is malformed: {e}")))?
             .ok_or_else(|| StepError::permanent("bad_spec", "the attempt's input has no rendered conversation"))?;
+        let (messages, prompt_gate) = gate_prompt(step.on_injection, messages)?;
         let (provider_name, config, adapter) = self.provider_of(step)?;
         let model = self.models.model(step, config).map(str::to_owned).ok_or_else(|| {
             StepError::permanent("no_provider", format!("the step names no `model` and provider `{provider_name}` has no default model"))
@@ -171,8 +172,58 @@ impl StepHandler for LlmHandler {
         let cost = price.map_or(Money::ZERO, |p| p.cost(tollgate_engine::llm::Usage { input_tokens: tally.usage.input_tokens, output_tokens: tally.usage.output_tokens }));
         tally.usage.cost = cost;
         output["usage"] = serde_json::to_value(&tally.usage).expect("usage serialises");
+        if !prompt_gate.is_empty() {
+            output["prompt_gate"] = Value::Array(prompt_gate);
+        }
         Ok(StepSuccess { output, cost })
     }
+}
+
+/// Pass the rendered prompt through the threat classifier (the built-in rules and default
+/// policy: threat score at or above the policy's threshold) before it reaches the model. A
+/// detection blocks the step, is stripped from the text, or is recorded, as `on_injection`
+/// says. Returns the messages to send and what was found (signals and offsets, never text).
+fn gate_prompt(on: OnInjection, mut messages: Vec<ChatMessage>) -> Result<(Vec<ChatMessage>, Vec<Value>), StepError> {
+    let mesh = GateMesh::builtin();
+    let policy = GatePolicy::default();
+    let mut found = Vec::new();
+    for (i, m) in messages.iter_mut().enumerate() {
+        let out = mesh.scan_text(&m.content, &policy, &mut RedactionMap::new());
+        let Some(threat) = out.verdict.threat.as_ref().filter(|t| t.score >= policy.threat_threshold) else { continue };
+        let mut spans: Vec<(usize, usize)> =
+            out.verdict.findings.iter().filter(|f| f.category == "threat").map(|f| (f.span.start, f.span.end)).collect();
+        spans.sort_unstable();
+        let action = match on {
+            OnInjection::Block => {
+                return Err(StepError::permanent(
+                    "prompt_injection",
+                    format!(
+                        "the rendered prompt (messages[{i}], {:?}) looks like a prompt injection (score {:.2}; signals: {}); no call was made",
+                        m.role,
+                        threat.score,
+                        threat.signals.join(", ")
+                    ),
+                ));
+            }
+            OnInjection::Strip => {
+                let mut text = String::with_capacity(m.content.len());
+                let mut at = 0;
+                for (start, end) in &spans {
+                    if *start >= at && *end <= m.content.len() && m.content.is_char_boundary(*start) && m.content.is_char_boundary(*end) {
+                        text.push_str(&m.content[at..*start]);
+                        text.push_str("[removed by the prompt gate]");
+                        at = *end;
+                    }
+                }
+                text.push_str(&m.content[at..]);
+                m.content = text;
+                "strip"
+            }
+            OnInjection::Proceed => "proceed",
+        };
+        found.push(json!({ "message": i, "score": threat.score, "signals": threat.signals, "spans": spans, "action": action }));
+    }
+    Ok((messages, found))
 }
 
 /// What the model is told after an answer that failed the step's checks.

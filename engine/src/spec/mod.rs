@@ -12,7 +12,7 @@ pub use join::{Join, JoinVerdict, NeedOutcome};
 pub use model::*;
 pub use parse::{parse_yaml, SpecError, SpecProblem};
 pub use steps::{
-    ApiCallStep, ApprovalStep, CodeLimits, CodeStep, ConditionStep, DelayStep, HttpRequestSpec, LlmMessage, LlmStep, StepKind, UnavailableStep, compile_schema, schema_errors,
+    ApiCallStep, ApprovalStep, CodeLimits, CodeStep, ConditionStep, DelayStep, HttpRequestSpec, LlmMessage, LlmStep, OnInjection, StepKind, UnavailableStep, compile_schema, schema_errors,
 };
 pub use validate::{validate, Dag, ValidatedSpec};
 pub(crate) use validate::problem;

@@ -44,6 +44,25 @@ pub struct LlmStep {
     /// (`output_invalid`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema: Option<Value>,
+    /// What a prompt injection found by the threat classifier in the rendered prompt does:
+    /// `block` (default: the step fails `prompt_injection` before any call), `strip` (the
+    /// offending spans are removed and the call goes ahead) or `proceed` (the finding is recorded
+    /// on the output).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub on_injection: OnInjection,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OnInjection {
+    #[default]
+    Block,
+    Strip,
+    Proceed,
+}
+
+fn is_default(o: &OnInjection) -> bool {
+    *o == OnInjection::Block
 }
 
 /// One message of an `llm` step's `messages`.
@@ -56,7 +75,7 @@ pub struct LlmMessage {
 
 impl LlmStep {
     pub const FIELDS: &'static [&'static str] =
-        &["provider", "model", "system", "prompt", "messages", "temperature", "max_tokens", "schema"];
+        &["provider", "model", "system", "prompt", "messages", "temperature", "max_tokens", "schema", "on_injection"];
 
     /// The templates of this step, with their places.
     fn template_sources(&self) -> Vec<(String, &str)> {

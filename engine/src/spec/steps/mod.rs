@@ -25,7 +25,7 @@ pub use approval::ApprovalStep;
 pub use code::{CodeLimits, CodeStep};
 pub use condition::ConditionStep;
 pub use delay::DelayStep;
-pub use llm::{LlmMessage, LlmStep, compile_schema, schema_errors};
+pub use llm::{LlmMessage, LlmStep, OnInjection, compile_schema, schema_errors};
 pub(crate) use format::one_shape_per_type;
 pub use unavailable::UnavailableStep;
 
