@@ -328,7 +328,12 @@ fn print_next_steps(v: &RunView) {
     let run = &v.meta.run;
     for (i, s) in v.state.steps.iter().enumerate() {
         if let (StepStatus::WaitingHuman { .. }, Some(_)) = (&s.status, &s.blocked) {
-            println!("\nThe gate mesh blocked the output of `{}` in run {run}. To decide:", v.step_ids[i]);
+            let by = if s.gate.as_ref().and_then(|g| g["checks"].as_array()).is_some_and(|c| c.iter().any(|c| c["passed"] == false)) {
+                "Its checks blocked"
+            } else {
+                "The gate mesh blocked"
+            };
+            println!("\n{by} the output of `{}` in run {run}. To decide:", v.step_ids[i]);
             println!("  tollgate decide {run} {} approve                       # release it as is", v.step_ids[i]);
             println!("  tollgate decide {run} {} modify --value '\"corrected\"'  # continue with a corrected value", v.step_ids[i]);
             println!("  tollgate decide {run} {} abort", v.step_ids[i]);
