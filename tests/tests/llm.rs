@@ -506,3 +506,50 @@ async fn an_injection_in_the_rendered_prompt_blocks_the_step_or_is_stripped_befo
     let out = TestSystem::step(&v, "summarise").output.clone().unwrap();
     assert!(out["prompt_gate"][0]["signals"].as_array().unwrap().iter().any(|s| s == "threat.instruction_override"), "{out}");
 }
+
+fn anthropic(text: &str) -> String {
+    json!({
+        "id": "msg", "type": "message", "role": "assistant", "model": "claude-test",
+        "content": [{"type": "text", "text": text}], "stop_reason": "end_turn",
+        "usage": {"input_tokens": 40, "output_tokens": 10}
+    })
+    .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_the_anthropic_protocol_overload_is_waited_out_json_is_repaired_and_401_is_final() {
+    let server = TestServer::start(replies(vec![
+        (StatusCode::from_u16(529).unwrap(), vec![("retry-after", "1".into())], r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#.into()),
+        (StatusCode::OK, vec![], anthropic(r#"{"kind": "passport"}"#)),
+        (StatusCode::OK, vec![], anthropic(r#"{"kind": "passport", "confidence": 0.8}"#)),
+    ]))
+    .await;
+    let p = provider(ProviderKind::Anthropic, &server, None);
+    let sys = embedded_with(move |c| priced(c, p)).await;
+    let v = sys.settle(&sys.start(CLASSIFY, json!({})).await).await;
+    assert_eq!(v.state.status.label(), "succeeded", "{:?}", v.state.status);
+    let step = TestSystem::step(&v, "classify");
+    assert_eq!(step.attempts.len(), 1);
+    assert_eq!(step.output.as_ref().unwrap()["json"], json!({"kind": "passport", "confidence": 0.8}));
+    let hits = server.hits();
+    assert_eq!(hits.len(), 3);
+    assert!(hits[1].at.duration_since(hits[0].at) >= Duration::from_millis(1000), "Retry-After honoured");
+    let repair = body(&hits[2]);
+    let messages = repair["messages"].as_array().unwrap();
+    assert_eq!(messages.iter().map(|m| m["role"].as_str().unwrap()).collect::<Vec<_>>(), ["user", "assistant", "user"]);
+    assert_eq!(messages[1]["content"][0]["text"], r#"{"kind": "passport"}"#);
+    assert!(messages[2]["content"][0]["text"].as_str().unwrap().contains("confidence"), "{}", messages[2]);
+
+    let server = TestServer::start(replies(vec![(
+        StatusCode::UNAUTHORIZED,
+        vec![],
+        r#"{"type":"error","error":{"type":"authentication_error","message":"invalid x-api-key"}}"#.into(),
+    )]))
+    .await;
+    let p = provider(ProviderKind::Anthropic, &server, None);
+    let sys = embedded_with(move |c| priced(c, p)).await;
+    let v = sys.settle(&sys.start(CLASSIFY, json!({})).await).await;
+    let error = TestSystem::step(&v, "classify").error.clone().unwrap();
+    assert_eq!((error.code.as_str(), error.message.contains("invalid x-api-key")), ("model_auth", true), "{error:?}");
+    assert_eq!(server.hits().len(), 1);
+}
