@@ -74,7 +74,7 @@ pub const ERROR_CODES: &[ErrorCode] = &[
     ErrorCode { code: "model_reply", from: "llm", class: "retryable", meaning: "the provider's answer is not what its protocol says (not JSON, no choice)" },
     ErrorCode { code: "output_invalid", from: "llm", class: "permanent", meaning: "the answer did not satisfy the step's `schema`, also after one repair round with the errors fed back" },
     ErrorCode { code: "no_provider", from: "llm", class: "permanent", meaning: "the step names a provider (or model) the configuration does not have" },
-    ErrorCode { code: "secret_missing", from: "llm", class: "permanent", meaning: "the provider's `api_key_secret` is not in the owner's secret store (`tollgate secrets set`)" },
+    ErrorCode { code: "secret_missing", from: "llm", class: "permanent (retryable while the store cannot be read)", meaning: "the provider's `api_key_secret` is not in the owner's secret store (`tollgate secrets set`)" },
 ];
 
 /// A failed attempt: its class, a stable code and a human-readable message.
