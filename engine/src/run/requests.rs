@@ -62,7 +62,7 @@ pub(crate) fn guidance_request(spec: &ValidatedSpec, state: &RunState, i: usize,
             step.id,
         ),
         context: json!({ "workflow": spec.spec().id, "step": step.id, "rules": rules, "failed_checks": failed_checks, "redacted_output": s.blocked, "gate": s.gate }),
-        // Only `code` and `api_call` outputs are gated, and those steps name no assignee.
+        // Only job steps (`code`, `api_call`, `llm`) are gated or checked, and they name no assignee.
         assignee: None,
     }
 }
