@@ -8,9 +8,10 @@ use anyhow::{bail, Context as _};
 use ractor::Actor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tollgate_connectors::steps::{ApiCallHandler, CodeHandler};
+use tollgate_connectors::steps::{ApiCallHandler, CodeHandler, LlmHandler};
 use tollgate_connectors::store::{RedisBackend, SqliteBackend};
 use tollgate_engine::crypto::MasterKey;
+use tollgate_engine::llm::ModelCatalog;
 use tollgate_engine::spec::StepType;
 use tollgate_engine::store::{Backend, Store};
 
@@ -115,10 +116,11 @@ pub fn queue_config(config: &Config) -> queue::QueueConfig {
     queue::QueueConfig::from_app(config)
 }
 
-pub fn handlers(config: &Config) -> anyhow::Result<Handlers> {
+pub fn handlers(config: &Config, store: &Arc<Store>, models: &Arc<ModelCatalog>) -> anyhow::Result<Handlers> {
     let mut h = Handlers::new();
     h.insert(StepType::Code, Arc::new(CodeHandler::new()) as _);
     h.insert(StepType::ApiCall, Arc::new(ApiCallHandler::new(config.egress.allowlist()?)) as _);
+    h.insert(StepType::Llm, Arc::new(LlmHandler::new(store.clone(), models.clone()).map_err(anyhow::Error::msg).context("model providers")?) as _);
     Ok(h)
 }
 
@@ -138,15 +140,19 @@ pub async fn start(config: &Config, role: Role) -> anyhow::Result<Running> {
     let qconf = queue_config(config);
     // The shared backend: jobs enqueued through it wake this process's workers at once.
     let step_queue = queue::open(&qconf).await.context("opening the step queue")?;
-    let engine = Arc::new(Engine::new(
-        store,
-        step_queue,
-        handlers(config)?,
-        config.max_in_flight_per_run,
-        config.reconcile_interval,
-        liveness,
-        config.lease_ttl,
-    ));
+    let models = Arc::new(config.llm.catalog()?);
+    let engine = Arc::new(
+        Engine::new(
+            store.clone(),
+            step_queue,
+            handlers(config, &store, &models)?,
+            config.max_in_flight_per_run,
+            config.reconcile_interval,
+            liveness,
+            config.lease_ttl,
+        )
+        .with_models(models),
+    );
     let (supervisor, _) = Actor::spawn(None, RunSupervisor, engine.clone()).await.context("starting the run supervisor")?;
 
     let mut notifiers: Vec<Arc<dyn Notifier>> = Vec::new();

@@ -6,8 +6,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use tollgate_engine::egress::EgressAllow;
+use tollgate_engine::llm::{ModelCatalog, PriceTable, ProviderConfig};
 
 /// Where runs, specs and the queue live.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -72,6 +75,58 @@ pub struct Config {
     pub egress: EgressConfig,
     /// Triggers: which workflows `serve` starts triggers for, and the fire history's retention.
     pub triggers: crate::triggers::TriggersConfig,
+    /// Model providers and prices for `llm` steps.
+    pub llm: LlmConfig,
+}
+
+/// `[llm]`: named model providers (`[llm.providers.NAME]`) and the model price table.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LlmConfig {
+    /// The provider of `llm` steps that name none (unset: the only provider, if there is one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default_provider: Option<String>,
+    /// The price table file (`"provider/model"` or `"model"` → per-million-token prices);
+    /// a missing file at the default path means no prices.
+    pub prices_file: PathBuf,
+    /// Price entries that override the file's.
+    pub prices: PriceTable,
+    pub providers: BTreeMap<String, ProviderConfig>,
+}
+
+impl Default for LlmConfig {
+    fn default() -> Self {
+        Self { default_provider: None, prices_file: PathBuf::from(DEFAULT_PRICES_FILE), prices: PriceTable::default(), providers: BTreeMap::new() }
+    }
+}
+
+const DEFAULT_PRICES_FILE: &str = "config/prices.toml";
+
+impl LlmConfig {
+    /// Providers, default provider and prices (the file's, then the inline entries).
+    pub fn catalog(&self) -> Result<ModelCatalog, ConfigError> {
+        let mut prices = match std::fs::read_to_string(&self.prices_file) {
+            Ok(text) => toml::from_str::<PriceTable>(&text)
+                .map_err(|e| ConfigError::Parse { path: self.prices_file.clone(), message: e.to_string() })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && self.prices_file == Path::new(DEFAULT_PRICES_FILE) => PriceTable::default(),
+            Err(source) => return Err(ConfigError::Read { path: self.prices_file.clone(), source }),
+        };
+        prices.0.extend(self.prices.0.clone());
+        if let Some(d) = &self.default_provider
+            && !self.providers.contains_key(d)
+        {
+            return Err(ConfigError::Invalid(format!("llm.default_provider `{d}` is not among llm.providers")));
+        }
+        for (name, p) in &self.providers {
+            if !(p.base_url.starts_with("http://") || p.base_url.starts_with("https://")) {
+                return Err(ConfigError::Invalid(format!("llm.providers.{name}.base_url must be an http(s) URL, not {:?}", p.base_url)));
+            }
+            if p.api_key_secret.as_deref().is_some_and(|s| !tollgate_engine::store::valid_secret_name(s)) {
+                return Err(ConfigError::Invalid(format!("llm.providers.{name}.api_key_secret is not a valid secret name")));
+            }
+        }
+        Ok(ModelCatalog { default_provider: self.default_provider.clone(), providers: self.providers.clone(), prices })
+    }
 }
 
 /// `[egress]`: which destinations `api_call` steps may reach beyond public addresses.
@@ -112,6 +167,7 @@ impl Default for Config {
             health_addr: None,
             egress: EgressConfig::default(),
             triggers: Default::default(),
+            llm: LlmConfig::default(),
         }
     }
 }
@@ -161,6 +217,7 @@ impl Config {
 
     /// Apply `TOLLGATE_<FIELD>` variables.
     pub fn apply_env(&mut self, vars: impl Iterator<Item = (String, String)>) -> Result<(), ConfigError> {
+        let mut env_provider: BTreeMap<&'static str, (String, String)> = BTreeMap::new();
         for (name, value) in vars {
             let Some(field) = name.strip_prefix("TOLLGATE_") else { continue };
             let bad = |message: String| ConfigError::Env { name: name.clone(), message };
@@ -187,10 +244,31 @@ impl Config {
                     self.egress.allow = value.split(',').map(str::trim).filter(|e| !e.is_empty()).map(str::to_owned).collect()
                 }
                 "TRIGGER_HISTORY_TTL" => self.triggers.history_ttl = dur(&value)?,
+                // A provider named `default` from the environment (containers, the demo).
+                "LLM_BASE_URL" => drop(env_provider.insert("base_url", (name.clone(), value))),
+                "LLM_KIND" => drop(env_provider.insert("kind", (name.clone(), value))),
+                "LLM_MODEL" => drop(env_provider.insert("model", (name.clone(), value))),
+                "LLM_API_KEY_SECRET" => drop(env_provider.insert("api_key_secret", (name.clone(), value))),
+                "LLM_DEFAULT_PROVIDER" => self.llm.default_provider = Some(value).filter(|v| !v.is_empty()),
+                "LLM_PRICES_FILE" => self.llm.prices_file = value.into(),
                 "HEALTH_ADDR" if value.is_empty() => self.health_addr = None,
                 "HEALTH_ADDR" => self.health_addr = Some(value.parse().map_err(|e| bad(format!("{e}")))?),
                 _ => {} // other TOLLGATE_* variables belong to tests and tools
             }
+        }
+        if let Some((_, base_url)) = env_provider.get("base_url").filter(|(_, v)| !v.is_empty()) {
+            let mut p = serde_json::json!({ "kind": "openai", "base_url": base_url });
+            for field in ["kind", "model", "api_key_secret"] {
+                if let Some((_, v)) = env_provider.get(field).filter(|(_, v)| !v.is_empty()) {
+                    p[field] = serde_json::json!(v);
+                }
+            }
+            let provider: ProviderConfig = serde_json::from_value(p)
+                .map_err(|e| ConfigError::Env { name: "TOLLGATE_LLM_KIND".into(), message: format!("{e} (openai or anthropic)") })?;
+            self.llm.providers.insert("default".into(), provider);
+            self.llm.default_provider.get_or_insert_with(|| "default".into());
+        } else if let Some((name, _)) = env_provider.values().next() {
+            return Err(ConfigError::Env { name: name.clone(), message: "needs TOLLGATE_LLM_BASE_URL too".into() });
         }
         Ok(())
     }
@@ -226,6 +304,7 @@ impl Config {
         if self.triggers.history_ttl.is_zero() {
             return Err(ConfigError::Invalid("triggers.history_ttl must be longer than 0".into()));
         }
+        self.llm.catalog()?;
         if !tollgate_engine::ids::is_valid_id(&self.namespace) {
             return Err(ConfigError::Invalid(format!("namespace `{}` must be an id ([A-Za-z0-9_.-])", self.namespace)));
         }
@@ -285,6 +364,26 @@ mod tests {
         c.egress.allow.push("10.0.0.1/8".into());
         let err = c.validate().unwrap_err().to_string();
         assert!(err.contains("egress.allow[2]") && err.contains("write 10.0.0.0/8"), "{err}");
+    }
+
+    #[test]
+    fn a_model_provider_comes_from_the_file_or_the_environment_and_is_checked() {
+        let mut c: Config = toml::from_str(
+            "[llm]\ndefault_provider = \"openai\"\n[llm.providers.openai]\nkind = \"openai\"\nbase_url = \"https://api.openai.com/v1\"\nmodel = \"gpt-4o-mini\"\napi_key_secret = \"openai\"\n",
+        )
+        .unwrap();
+        let catalog = c.llm.catalog().unwrap();
+        assert_eq!(catalog.providers["openai"].max_tokens, 1024);
+        c.llm.default_provider = Some("nope".into());
+        assert!(c.validate().unwrap_err().to_string().contains("llm.default_provider `nope`"));
+
+        let mut c = Config::default();
+        c.apply_env([("TOLLGATE_LLM_BASE_URL".to_string(), "http://127.0.0.1:8482/v1".to_string()), ("TOLLGATE_LLM_MODEL".into(), "m".into())].into_iter())
+            .unwrap();
+        assert_eq!(c.llm.default_provider.as_deref(), Some("default"));
+        assert_eq!(c.llm.providers["default"].model.as_deref(), Some("m"));
+        let err = Config::default().apply_env([("TOLLGATE_LLM_MODEL".to_string(), "m".to_string())].into_iter()).unwrap_err();
+        assert!(err.to_string().contains("TOLLGATE_LLM_BASE_URL"), "{err}");
     }
 
     #[test]

@@ -121,7 +121,9 @@ impl Actor for RunActor {
             lease,
         };
         if journal.is_empty() {
-            let event = Event::RunStarted { at: now_ms(), params: meta.params.clone() };
+            // The `llm` steps' prices are quoted now and journaled: replay reserves the same.
+            let quotes = engine.models.quotes(&st.spec);
+            let event = Event::RunStarted { at: now_ms(), params: meta.params.clone(), quotes };
             process(&myself, &mut st, vec![event]).await?;
             engine.store.put_run_summary(&st.wf, &st.state.run, &RunSummary::of(&st.state)).await?;
         } else {

@@ -10,6 +10,7 @@ use tokio::sync::broadcast;
 use tollgate_engine::ids::{RequestId, RunId, StepId, WorkflowId};
 use tollgate_engine::queue::StepQueue;
 use tollgate_engine::run::{HumanRequestSpec, RunStatus};
+use tollgate_engine::llm::ModelCatalog;
 use tollgate_engine::spec::{validate, StepType, ValidatedSpec};
 use tollgate_engine::step::StepHandler;
 use tollgate_engine::store::{Store, StoreError};
@@ -67,6 +68,8 @@ pub struct Engine {
     /// This process's triggers: health, and the endpoints of webhook and upload triggers.
     pub triggers: crate::triggers::TriggerBoard,
     specs: RwLock<HashMap<(WorkflowId, String), Arc<ValidatedSpec>>>,
+    /// Model providers and prices: what a run's `llm` steps are quoted at its start.
+    pub models: Arc<ModelCatalog>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -100,7 +103,14 @@ impl Engine {
             lease_ttl,
             triggers: Default::default(),
             specs: RwLock::new(HashMap::new()),
+            models: Arc::new(ModelCatalog::default()),
         }
+    }
+
+    /// The configured model providers and prices (`llm` steps' quotes).
+    pub fn with_models(mut self, models: Arc<ModelCatalog>) -> Self {
+        self.models = models;
+        self
     }
 
     /// A stored spec (by content digest), validated once and cached.

@@ -22,6 +22,7 @@ use serde_json::Value;
 use tollgate_engine::gates::{GateAction, RedactionMap};
 use tollgate_engine::spec::{OnBlock, ValidatedSpec};
 use tollgate_engine::step::StepSuccess;
+use tollgate_engine::checks::{self, CheckOnBlock, CheckResult};
 use tollgate_engine::store::{AttemptClaim, OutcomeResult, RunMeta, StepOutcome, StoreError};
 
 use crate::notify::Notifier;
@@ -110,6 +111,34 @@ impl StepWorker {
         Err(StoreError::Unavailable(format!("the redaction map of run {} kept changing under concurrent updates", job.run)))
     }
 
+    /// Put the check results on the step's audit record (beside the gate verdict) and, when a
+    /// check failed, hold the output for guidance or fail the step, as `on_block` says.
+    async fn apply_checks(&self, job: &StepJob, gated: OutcomeResult, on_block: CheckOnBlock, results: Vec<CheckResult>) -> Result<OutcomeResult, StoreError> {
+        let passed = checks::all_passed(&results);
+        let failures = checks::describe_failures(&results);
+        let with = |gate: Option<Value>| {
+            let mut gate = gate.unwrap_or_else(|| serde_json::json!({ "action": "allow", "findings": [] }));
+            gate["checks"] = serde_json::to_value(&results).expect("check results serialise");
+            gate
+        };
+        Ok(match gated {
+            OutcomeResult::Succeeded { output, cost, gate } if !passed => match on_block {
+                CheckOnBlock::Guidance => {
+                    // What is held is what the mesh let through (placeholders for its findings),
+                    // and that is also what the human sees.
+                    self.engine.store.quarantine(&job.workflow, &job.run, &job.step, job.attempt, &output).await?;
+                    OutcomeResult::Blocked { redacted: output, cost, gate: with(gate) }
+                }
+                CheckOnBlock::Retry | CheckOnBlock::Fail => {
+                    OutcomeResult::Failed { error: StepError::permanent("check_failed", format!("failed checks: {failures}")), gate: Some(with(gate)) }
+                }
+            },
+            OutcomeResult::Succeeded { output, cost, gate } => OutcomeResult::Succeeded { output, cost, gate: Some(with(gate)) },
+            OutcomeResult::Blocked { redacted, cost, gate } => OutcomeResult::Blocked { redacted, cost, gate: with(Some(gate)) },
+            OutcomeResult::Failed { error, gate } => OutcomeResult::Failed { error, gate: Some(with(gate)) },
+        })
+    }
+
     pub async fn execute(&self, job: StepJob) -> Result<(), JobRejected> {
         let reject = |reason: String| JobRejected::new(format!("{}/{}#{}: {reason}", job.run, job.step, job.attempt));
         let store = &self.engine.store;
@@ -180,7 +209,16 @@ impl StepWorker {
             }
         };
         let result = match result {
-            Ok(success) => self.gate(&job, &spec, i, success).await.map_err(|e| reject(format!("gating the output: {e}")))?,
+            Ok(success) => {
+                // Checks look at the output as the step produced it; the gate mesh then decides
+                // what of it may be recorded, and a failed check holds or fails that.
+                let checks = step.checks.as_ref().map(|c| (c.on_block, c.evaluate(&success.output, &meta.params, spec.gate_mesh(), spec.gate_policy(i))));
+                let gated = self.gate(&job, &spec, i, success).await.map_err(|e| reject(format!("gating the output: {e}")))?;
+                match checks {
+                    None => gated,
+                    Some((on_block, results)) => self.apply_checks(&job, gated, on_block, results).await.map_err(|e| reject(format!("holding the output: {e}")))?,
+                }
+            }
             Err(error) => OutcomeResult::Failed { error: gate_error_text(&spec, i, error), gate: None },
         };
         let outcome = StepOutcome { step: job.step.clone(), attempt: job.attempt, started_at, finished_at: now_ms(), result };

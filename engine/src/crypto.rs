@@ -79,6 +79,14 @@ impl MasterKey {
         self.derive(Some(salt), &info)
     }
 
+    /// An owner's key for records that belong to a person rather than a workflow (secrets).
+    pub fn owner_key(&self, owner: &OwnerId) -> RecordKey {
+        let mut info = Vec::with_capacity(24 + owner.0.len());
+        info.extend_from_slice(b"tollgate/v1/owner\0");
+        info.extend_from_slice(owner.0.as_bytes());
+        self.derive(None, &info)
+    }
+
     /// The key for service-level records (workflow key descriptors, indexes with data).
     pub fn service_key(&self) -> RecordKey {
         self.derive(None, b"tollgate/v1/service")

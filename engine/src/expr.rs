@@ -122,6 +122,19 @@ pub fn render_vars(value: &Value, vars: &[(&str, &Value)]) -> Result<Value, Expr
         ),
         other => other.clone(),
     })
+/// Evaluate a boolean expression over named JSON variables (`output`, `params` for a step's
+/// `checks`).
+pub fn eval_bool_over(src: &str, vars: &[(&str, &Value)]) -> Result<bool, ExprError> {
+    let program = compile(src)?;
+    let mut ctx = Context::with_env(ENV.clone());
+    for (name, value) in vars {
+        ctx.add_variable_from_value(*name, to_cel(value));
+    }
+    let err = |message: String| ExprError::Eval { src: src.to_string(), message };
+    match program.execute(&ctx).map_err(|e| err(e.to_string()))?.json().map_err(|e| err(e.to_string()))? {
+        Value::Bool(b) => Ok(b),
+        other => Err(ExprError::NotBool { src: src.to_string(), got: other.to_string() }),
+    }
 }
 
 /// JSON to CEL. Integers become `int` (not `uint`, which serde would pick for every

@@ -3,11 +3,13 @@
 //! Pure: no async runtime, no network, no database driver. The outside world plugs in through
 //! the ports ([`store::Backend`], [`queue::StepQueue`], [`step::StepHandler`]).
 
+pub mod checks;
 pub mod crypto;
 pub mod egress;
 pub mod expr;
 pub mod gates;
 pub mod ids;
+pub mod llm;
 pub mod money;
 pub mod queue;
 pub mod run;

@@ -66,6 +66,15 @@ pub const ERROR_CODES: &[ErrorCode] = &[
     ErrorCode { code: "queue_timeout", from: "engine", class: "retryable", meaning: "no worker started the attempt within the step's `queue_timeout`; it was fenced and never ran" },
     ErrorCode { code: "interrupted", from: "engine", class: "retryable", meaning: "the process running the attempt died; the step runs again without using a retry (fails after 3)" },
     ErrorCode { code: "cancelled", from: "worker", class: "permanent", meaning: "the attempt was abandoned because its run was cancelled or had finished" },
+    ErrorCode { code: "check_failed", from: "worker", class: "permanent", meaning: "the output failed one of the step's `checks` (`on_block: fail`, or `retry` and the retry failed too); the message names the checks and their evidence" },
+    ErrorCode { code: "prompt_injection", from: "llm", class: "permanent", meaning: "the threat classifier found a prompt injection in the rendered prompt (`on_injection: block`); no call was made" },
+    ErrorCode { code: "template_error", from: "engine (llm)", class: "permanent", meaning: "a prompt template could not be rendered (an undefined variable, a filter error); no attempt ran" },
+    ErrorCode { code: "model_auth", from: "llm", class: "permanent", meaning: "the provider refused the API key (401, 403); not retried" },
+    ErrorCode { code: "model_bad_request", from: "llm", class: "permanent", meaning: "the provider refused the request (400, 404, 422: unknown model, bad parameter); not retried" },
+    ErrorCode { code: "model_reply", from: "llm", class: "retryable", meaning: "the provider's answer is not what its protocol says (not JSON, no choice)" },
+    ErrorCode { code: "output_invalid", from: "llm", class: "permanent", meaning: "the answer did not satisfy the step's `schema`, also after one repair round with the errors fed back" },
+    ErrorCode { code: "no_provider", from: "llm", class: "permanent", meaning: "the step names a provider (or model) the configuration does not have" },
+    ErrorCode { code: "secret_missing", from: "llm", class: "permanent (retryable while the store cannot be read)", meaning: "the provider's `api_key_secret` is not in the owner's secret store (`tollgate secrets set`)" },
 ];
 
 /// A failed attempt: its class, a stable code and a human-readable message.

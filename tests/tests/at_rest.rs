@@ -1,12 +1,20 @@
 //! Nothing readable at rest: a marker string that passes through a run's parameters, inputs,
-//! outputs, human request and decision — and through triggers: a webhook's body and delivery
-//! id (fire history, dedup claim, trigger state) and an uploaded file — appears nowhere in a
-//! raw dump of the SQLite files or of every Redis key and value the deployment wrote.
+//! outputs, a model's prompt and answer, a provider's API key in the secret store, human
+//! request and decision — and through triggers: a webhook's body and delivery id (fire
+//! history, dedup claim, trigger state) and an uploaded file — appears nowhere in a raw dump of
+//! the SQLite files or of every Redis key and value the deployment wrote.
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::StatusCode;
 use serde_json::json;
+use tollgate::config::Config;
+use tollgate_engine::ids::OwnerId;
+use tollgate_engine::llm::ProviderConfig;
 use tollgate_engine::run::{Decision, StepStatus};
 use tollgate_engine::trigger::signature::sign_hex;
-use tollgate_tests::harness::{embedded, redis, redis_url, TestSystem};
+use tollgate_tests::harness::{embedded, embedded_with, redis_url, redis_with, TestServer, TestSystem};
 use tollgate_tests::triggers::Hooked;
 
 const MARKER: &str = "ZEBRA-MARKER-7731";
@@ -18,10 +26,28 @@ parameters:
   secret: { type: string, required: true }
 steps:
   - { id: echo, type: code, script: "return { again: input.s + '!', list: [input.s] }", inputs: { s: "${{ params.secret }}" } }
-  - { id: ok, type: approval, needs: [echo], question: "Release ${{ steps.echo.output.again }}?" }
+  - { id: ask, type: llm, needs: [echo], prompt: "Repeat {{ params.secret }} back." }
+  - { id: ok, type: approval, needs: [ask], question: "Release ${{ steps.echo.output.again }}?" }
 "#;
 
+/// A model server that answers with the prompt it was sent (so the marker is in the answer).
+async fn echo_model() -> TestServer {
+    TestServer::start(Arc::new(|_, hit| {
+        let sent: serde_json::Value = serde_json::from_slice(&hit.body).unwrap();
+        let text = sent["messages"][0]["content"].clone();
+        let reply = json!({"model": "m", "choices": [{"message": {"role": "assistant", "content": text}, "finish_reason": "stop"}], "usage": {"prompt_tokens": 5, "completion_tokens": 5}});
+        (StatusCode::OK, vec![], reply.to_string(), Duration::ZERO)
+    }))
+    .await
+}
+
+fn with_model(c: &mut Config, model: &TestServer) {
+    let p: ProviderConfig = serde_json::from_value(json!({"kind": "openai", "base_url": model.url("/v1"), "model": "m", "api_key_secret": "key"})).unwrap();
+    c.llm.providers.insert("local".into(), p);
+}
+
 async fn drive_marker_run(sys: &TestSystem) {
+    sys.t().engine.store.put_secret(&OwnerId::from("ops"), "key", &format!("sk-{MARKER}")).await.unwrap();
     let run = sys.start(SPEC, json!({ "secret": MARKER })).await;
     let v = sys.settle(&run).await;
     let StepStatus::WaitingHuman { request } = TestSystem::step(&v, "ok").status.clone() else { panic!("not waiting") };
@@ -30,6 +56,7 @@ async fn drive_marker_run(sys: &TestSystem) {
     assert_eq!(v.state.status.label(), "succeeded");
     // The marker really went through the run (so its absence at rest means something).
     assert_eq!(TestSystem::step(&v, "echo").output.as_ref().unwrap()["again"], format!("{MARKER}!"));
+    assert_eq!(TestSystem::step(&v, "ask").output.as_ref().unwrap()["text"], format!("Repeat {MARKER} back."));
 }
 
 const HOOKED: &str = r#"
@@ -86,8 +113,10 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_embedded_files_hold_no_plaintext() {
-    let mut sys = drive_marker_fires(embedded().await).await;
+    let model = echo_model().await;
+    let mut sys = drive_marker_fires(embedded_with(|c| with_model(c, &model)).await).await;
     drive_marker_run(&sys).await;
+    assert!(model.hits()[0].headers["authorization"].to_str().unwrap().contains(MARKER), "the key went through the secret store");
     sys.stop().await; // flush and close the SQLite files
     // SQLite may still be removing its -wal/-shm files as the last connection closes: read
     // until one pass sees every listed file.
@@ -119,7 +148,8 @@ async fn the_embedded_files_hold_no_plaintext() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_holds_no_plaintext() {
-    let mut sys = drive_marker_fires(redis().await).await;
+    let model = echo_model().await;
+    let mut sys = drive_marker_fires(redis_with(|c| with_model(c, &model)).await).await;
     drive_marker_run(&sys).await;
     sys.stop().await;
     let client = redis::Client::open(redis_url()).unwrap();

@@ -1,11 +1,12 @@
 //! The command line: `validate`, `schema`, `run`, `decide`, `resume`, `cancel`, `runs`,
-//! `serve`, `worker`. Each command is a function here or in a sibling module.
+//! `secrets`, `serve`, `worker`. Each command is a function here or in a sibling module.
 
 mod gates;
 mod progress;
 mod report;
-mod users;
+mod secrets;
 mod triggers;
+mod users;
 
 pub use report::summary_json;
 
@@ -112,6 +113,11 @@ pub enum Command {
         #[command(subcommand)]
         command: gates::GatesCommand,
     },
+    /// Secrets of an owner (model providers' API keys), sealed at rest.
+    Secrets {
+        #[command(subcommand)]
+        command: secrets::SecretsCommand,
+    },
     /// Run the engine (run actors, step workers, admin HTTP, the triggers of
     /// `[triggers] workflows`) until interrupted.
     Serve,
@@ -170,6 +176,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<ExitCode> {
     }
     match cli.command {
         Command::Validate { file } => validate_cmd(&file),
+        Command::Secrets { command } => secrets::secrets_cmd(&config, command).await,
         Command::Schema => {
             println!("{}", serde_json::to_string_pretty(&tollgate_engine::spec::json_schema())?);
             Ok(ExitCode::SUCCESS)
@@ -356,7 +363,12 @@ fn print_next_steps(v: &RunView) {
     let run = &v.meta.run;
     for (i, s) in v.state.steps.iter().enumerate() {
         if let (StepStatus::WaitingHuman { .. }, Some(_)) = (&s.status, &s.blocked) {
-            println!("\nThe gate mesh blocked the output of `{}` in run {run}. To decide:", v.step_ids[i]);
+            let by = if s.gate.as_ref().and_then(|g| g["checks"].as_array()).is_some_and(|c| c.iter().any(|c| c["passed"] == false)) {
+                "Its checks blocked"
+            } else {
+                "The gate mesh blocked"
+            };
+            println!("\n{by} the output of `{}` in run {run}. To decide:", v.step_ids[i]);
             println!("  tollgate decide {run} {} approve                       # release it as is", v.step_ids[i]);
             println!("  tollgate decide {run} {} modify --value '\"corrected\"'  # continue with a corrected value", v.step_ids[i]);
             println!("  tollgate decide {run} {} abort", v.step_ids[i]);

@@ -33,6 +33,7 @@ pub fn summary_json(v: &RunView) -> Value {
                 "error": s.error,
                 "decision": s.decision,
                 "gate": s.gate,
+                "usage": model_usage(v.step_types[i], s),
             })
         })
         .collect();
@@ -88,9 +89,35 @@ pub fn print_summary(v: &RunView) {
         if let tollgate_engine::run::StepStatus::Skipped { reason, .. } = &s.status {
             println!("      skipped: {reason}");
         }
+        if let Some(u) = model_usage(v.step_types[i], s) {
+            println!(
+                "      model: {}/{}, {} call(s), {} tokens in, {} out, cost {}",
+                u["provider"].as_str().unwrap_or("?"),
+                u["model"].as_str().unwrap_or("?"),
+                u["calls"],
+                u["input_tokens"],
+                u["output_tokens"],
+                u["cost"].as_str().unwrap_or("?"),
+            );
+        }
         // A clean `allow` is the common case; show verdicts that found something.
         if let Some(g) = s.gate.as_ref().filter(|g| g["action"] != "allow" || g["findings"].as_array().is_some_and(|f| !f.is_empty())) {
             println!("      gate: {}", gate_line(g));
+        }
+        if let Some(checks) = s.gate.as_ref().and_then(|g| g["checks"].as_array()) {
+            let line: Vec<String> = checks
+                .iter()
+                .map(|c| {
+                    let name = c["name"].as_str().unwrap_or("?");
+                    if c["passed"] == true {
+                        format!("{name} ✓")
+                    } else {
+                        let evidence: Vec<&str> = c["evidence"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+                        format!("{name} ✗ ({})", evidence.join("; "))
+                    }
+                })
+                .collect();
+            println!("      checks: {}", line.join(", "));
         }
         if let Some(d) = &s.decision {
             let c = d.comment.as_deref().map(|c| format!(" — {c}")).unwrap_or_default();
@@ -101,6 +128,11 @@ pub fn print_summary(v: &RunView) {
     if let Some(limit) = v.state.budget.limit() {
         println!("  budget: {} spent of {limit}", v.state.budget.spent);
     }
+}
+
+/// The model usage an `llm` step reported with its output (provider, model, calls, tokens, cost).
+fn model_usage<'s>(ty: &str, s: &'s StepState) -> Option<&'s Value> {
+    (ty == "llm").then(|| s.output.as_ref()?.get("usage")).flatten()
 }
 
 /// `#1 interrupted (01J…), #2 failed: timeout, #3 succeeded`

@@ -281,7 +281,7 @@ fn status_error(status: StatusCode, headers: &HeaderMap, body: &[u8], now: Syste
     }
 }
 
-fn transport_error(e: reqwest::Error) -> StepError {
+pub(crate) fn transport_error(e: reqwest::Error) -> StepError {
     if let Some(denied) = denial_in(&e) {
         return StepError::permanent("egress_denied", denied.to_string());
     }
@@ -305,7 +305,7 @@ fn transport_error(e: reqwest::Error) -> StepError {
 
 /// `Retry-After`: delay-seconds, or an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`) — the only
 /// date form RFC 9110 lets senders generate. A date in the past means "now".
-fn retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+pub(crate) fn retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
     if let Ok(seconds) = value.parse::<u64>() {
         return Some(Duration::from_secs(seconds));

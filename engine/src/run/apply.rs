@@ -3,12 +3,14 @@
 //! Readiness is tracked incrementally (`remaining_needs`, a worklist over `dependents`) so an
 //! event costs O(its step's fan-out), not O(steps) — a 10,000-step fan-out stays linear.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
 use crate::expr::{self, Scope};
 use crate::ids::{RequestId, RunId, StepId};
+use crate::llm::ModelQuote;
 use crate::money::Money;
 use crate::run::state::{AttemptRecord, AttemptStatus, StepDecision};
 use crate::run::{
@@ -62,6 +64,7 @@ pub fn start(spec: &ValidatedSpec, run: RunId) -> RunState {
         budget_blocked: Vec::new(),
         human_seq: 0,
         scope: json!({}),
+        quotes: BTreeMap::new(),
     }
 }
 
@@ -81,7 +84,7 @@ pub fn apply(spec: &ValidatedSpec, state: &mut RunState, event: &Event) -> Vec<A
         return Vec::new(); // late facts about a finished run change nothing
     }
     match event {
-        Event::RunStarted { at, params } => m.run_started(*at, params),
+        Event::RunStarted { at, params, quotes } => m.run_started(*at, params, quotes),
         Event::StepSucceeded { step, attempt, started_at, output, cost, gate, .. } => {
             m.step_succeeded(step, *attempt, *started_at, output, *cost, gate)
         }
@@ -182,12 +185,30 @@ fn render_input(spec: &ValidatedSpec, state: &RunState, i: usize) -> Result<Valu
     if let StepKind::ApiCall(call) = &step.kind {
         input["request"] = expr::render(&serde_json::to_value(&call.request).expect("request is JSON"), &scope).map_err(bad)?;
     }
+    if let StepKind::Llm(llm) = &step.kind {
+        let scope = json!({ "params": state.params, "steps": state.scope, "inputs": input["inputs"] });
+        input["llm"] = llm.render(&scope).map_err(|e| StepError::permanent("template_error", e))?;
+        if step.checks.is_some() {
+            // CEL checks see `params`; the handler evaluates them for `on_block: retry`.
+            input["params"] = state.params.clone();
+        }
+    }
     Ok(input)
 }
 
-/// What one attempt of step `i` reserves: its estimate, or more after an overrun.
+/// What one attempt of step `i` reserves: its estimate (for an `llm` step without one, the
+/// worst case of its model calls from the run's quote and the rendered prompt), or more after
+/// an overrun.
 pub(crate) fn reservation(spec: &ValidatedSpec, state: &RunState, i: usize) -> Money {
-    let est = spec.step(i).cost.unwrap_or(Money::ZERO);
+    let step = spec.step(i);
+    let quoted = || {
+        let quote = state.quotes.get(&step.id)?;
+        let input = render_input(spec, state, i).ok()?;
+        let messages = input.get("llm")?.get("messages")?.as_array()?;
+        let bytes: u64 = messages.iter().map(|m| m["content"].as_str().map_or(0, |c| c.len() as u64)).sum();
+        Some(quote.reservation(bytes))
+    };
+    let est = step.cost.or_else(quoted).unwrap_or(Money::ZERO);
     state.steps[i].overrun_cost.map_or(est, |o| o.max(est))
 }
 
@@ -196,10 +217,11 @@ impl Machine<'_> {
         self.spec.dag().index_of(id)
     }
 
-    fn run_started(&mut self, at: u64, params: &Value) {
+    fn run_started(&mut self, at: u64, params: &Value, quotes: &BTreeMap<StepId, ModelQuote>) {
         if self.state.status != RunStatus::Pending {
             return;
         }
+        self.state.quotes = quotes.clone();
         self.state.status = RunStatus::Running;
         self.state.started_at = at;
         self.state.params = params.clone();
@@ -330,6 +352,15 @@ impl Machine<'_> {
     }
 
     fn dispatch(&mut self, i: usize, attempt: u32, not_before: Option<u64>, ready: &mut Vec<usize>) {
+        let input = match render_input(self.spec, self.state, i) {
+            Ok(v) => v,
+            Err(e) => {
+                self.state.steps[i].error = Some(e);
+                self.state.steps[i].status = StepStatus::Failed;
+                self.settle(i, ready);
+                return;
+            }
+        };
         let estimate = reservation(self.spec, self.state, i);
         if !self.state.budget.covers(estimate) {
             self.state.steps[i].status = StepStatus::Pending;
@@ -345,15 +376,6 @@ impl Machine<'_> {
             }
             return;
         }
-        let input = match render_input(self.spec, self.state, i) {
-            Ok(v) => v,
-            Err(e) => {
-                self.state.steps[i].error = Some(e);
-                self.state.steps[i].status = StepStatus::Failed;
-                self.settle(i, ready);
-                return;
-            }
-        };
         self.state.budget.reserved += estimate;
         let start = not_before.unwrap_or(self.now).max(self.now);
         let queue_deadline = queue_timeout(self.spec, i).map(|q| start + q.as_millis() as u64);

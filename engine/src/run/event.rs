@@ -1,9 +1,12 @@
 //! Events (facts the run learns, journaled) and actions (what the actor must do next).
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::ids::{RequestId, StepId};
+use crate::llm::ModelQuote;
 use crate::money::Money;
 use crate::step::StepError;
 
@@ -12,7 +15,14 @@ use crate::step::StepError;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
-    RunStarted { at: u64, params: Value },
+    RunStarted {
+        at: u64,
+        params: Value,
+        /// What each `llm` step's model costs, as the price table said when the run started
+        /// (journaled, so replay reserves the same amounts whatever the table says later).
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        quotes: BTreeMap<StepId, ModelQuote>,
+    },
     StepSucceeded {
         step: StepId,
         attempt: u32,

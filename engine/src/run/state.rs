@@ -262,6 +262,9 @@ pub struct RunState {
     pub human_seq: u32,
     /// `steps` as expressions see it: `{ id: { output, status } }` for finished steps.
     pub scope: Value,
+    /// The model quotes of `llm` steps, from `RunStarted`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub quotes: std::collections::BTreeMap<crate::ids::StepId, crate::llm::ModelQuote>,
 }
 
 impl RunState {

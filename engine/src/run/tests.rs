@@ -117,7 +117,7 @@ fn render_event(e: &Event) -> String {
 }
 
 fn started(at: u64, params: Value) -> Event {
-    Event::RunStarted { at, params }
+    Event::RunStarted { at, params, quotes: Default::default() }
 }
 fn ok(step: &str, attempt: u32, at: u64, output: Value) -> Event {
     Event::StepSucceeded { step: StepId::from(step), attempt, at, started_at: at, output, cost: Money::ZERO, gate: None }

@@ -13,9 +13,11 @@ pub use join::{Join, JoinVerdict, NeedOutcome};
 pub use model::*;
 pub use parse::{parse_yaml, SpecError, SpecProblem};
 pub use steps::{
-    ApiCallStep, ApprovalStep, DefaultDecision, DefaultWord, Escalation, CodeLimits, CodeStep, ConditionStep, DelayStep, HttpRequestSpec, StepKind, UnavailableStep,
+    ApiCallStep, ApprovalStep, CodeLimits, CodeStep, ConditionStep, DefaultDecision, DefaultWord, DelayStep, Escalation, HttpRequestSpec, LlmMessage, LlmStep, OnInjection, StepKind,
+    UnavailableStep, compile_schema, schema_errors,
 };
 pub use validate::{validate, Dag, ValidatedSpec};
+pub(crate) use validate::problem;
 
 /// The JSON Schema of the spec format, for editors (`tollgate schema`).
 pub fn json_schema() -> serde_json::Value {

@@ -118,7 +118,7 @@ pub struct StepDefaults {
     pub queue_timeout: Option<Duration>,
 }
 
-/// The ten step types. Five are available now; the others are accepted by the parser and
+/// The ten step types. Six are available now; the others are accepted by the parser and
 /// refused by validation with a clear message until their handlers land.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -152,7 +152,7 @@ impl StepType {
     }
 
     pub fn is_available(self) -> bool {
-        matches!(self, StepType::Condition | StepType::Approval | StepType::ApiCall | StepType::Code | StepType::Delay)
+        matches!(self, StepType::Condition | StepType::Approval | StepType::ApiCall | StepType::Code | StepType::Delay | StepType::Llm)
     }
 
     /// Steps the run actor resolves itself, without a queue job.
@@ -207,6 +207,10 @@ pub struct StepSpec {
     /// This step's override of the workflow's gate policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gates: Option<StepGates>,
+    /// Deterministic checks on the output (patterns, CEL, JSON Schema, gate categories by
+    /// path) and what a failure does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checks: Option<crate::checks::StepChecks>,
 }
 
 impl StepSpec {

@@ -365,6 +365,12 @@ fn check_step(
     if let Some(r) = &step.retry {
         check_retry(&format!("{at}.retry"), r, p);
     }
+    if let Some(c) = &step.checks {
+        if step.ty().is_local() {
+            p.push(problem(format!("{at}.checks"), format!("a `{}` step has no output to check", ty.name())));
+        }
+        c.check(&at, p);
+    }
     if step.timeout.is_some_and(|t| t.is_zero()) {
         p.push(problem(format!("{at}.timeout"), "must be more than zero"));
     }

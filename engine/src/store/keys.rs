@@ -74,6 +74,10 @@ pub fn process(id: &str) -> String {
 pub fn run_cancel(run: &RunId) -> String {
     format!("run/{run}/cancel")
 }
+/// A named secret of an owner (an API key), sealed with the owner's key.
+pub fn secret(owner: &crate::ids::OwnerId, name: &str) -> String {
+    format!("secret/{owner}/{name}")
+}
 pub fn human_request(req: &RequestId) -> String {
     format!("hitl/{req}")
 }

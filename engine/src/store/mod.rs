@@ -14,6 +14,7 @@ mod listing;
 pub mod memory;
 mod records;
 mod requests;
+mod secrets;
 mod typed;
 mod users;
 
@@ -21,6 +22,7 @@ pub use backend::{Backend, StoreError};
 pub use lease::{Lease, LeaseGrant};
 pub use listing::{RunListing, RunPage};
 pub use records::*;
+pub use secrets::valid_secret_name;
 pub use typed::Store;
 
 

@@ -51,6 +51,11 @@ impl Store {
         &self.service
     }
 
+    /// The key of an owner's own records (secrets, see `store::secrets`).
+    pub(crate) fn owner_key(&self, owner: &OwnerId) -> RecordKey {
+        self.master.owner_key(owner)
+    }
+
     fn encode<T: Serialize>(value: &T) -> Vec<u8> {
         serde_json::to_vec(value).expect("records serialise to JSON")
     }

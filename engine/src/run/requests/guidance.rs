@@ -1,7 +1,7 @@
-//! Guidance: the gate mesh blocked a step's output. Shows the rules that fired and the
-//! redacted output only; the human releases it as is, supplies a corrected value, or aborts.
+//! Guidance: the gate mesh or the step's own checks blocked its output. Shows the rules and
+//! checks that failed and the redacted output only; the human releases it as is, supplies a corrected value, or aborts.
 
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::ids::RequestId;
 use crate::run::{HumanMode, HumanRequestSpec, RunState};
@@ -16,17 +16,21 @@ pub(crate) fn guidance_request(spec: &ValidatedSpec, state: &RunState, i: usize,
         .and_then(|g| g["findings"].as_array())
         .map(|f| f.iter().filter(|f| f["action"] == "block").filter_map(|f| f["rule_id"].as_str().map(String::from)).collect())
         .unwrap_or_default();
+    let failed_checks: Vec<Value> =
+        s.gate.as_ref().and_then(|g| g["checks"].as_array()).map(|c| c.iter().filter(|c| c["passed"] == false).cloned().collect()).unwrap_or_default();
+    let by = if failed_checks.is_empty() {
+        format!("by the gate mesh ({})", if rules.is_empty() { "policy".to_string() } else { rules.join(", ") })
+    } else {
+        let names: Vec<&str> = failed_checks.iter().filter_map(|c| c["name"].as_str()).collect();
+        format!("by its checks ({})", names.join(", "))
+    };
     HumanRequestSpec {
         id,
         mode: HumanMode::Guidance,
         step: Some(step.id.clone()),
-        question: format!(
-            "The output of step `{}` was blocked by the gate mesh ({}). Approve it as is, supply a corrected value, or abort the run?",
-            step.id,
-            if rules.is_empty() { "policy".to_string() } else { rules.join(", ") }
-        ),
-        context: json!({ "workflow": spec.spec().id, "step": step.id, "rules": rules, "redacted_output": s.blocked, "gate": s.gate }),
-        // Only `code` and `api_call` outputs are gated, and those steps name no assignee.
+        question: format!("The output of step `{}` was blocked {by}. Approve it as is, supply a corrected value, or abort the run?", step.id),
+        context: json!({ "workflow": spec.spec().id, "step": step.id, "rules": rules, "failed_checks": failed_checks, "redacted_output": s.blocked, "gate": s.gate }),
+        // Only job steps (`code`, `api_call`, `llm`…) are gated or checked, and they name no assignee.
         assignee: None,
         forbid_self_approval: false,
     }

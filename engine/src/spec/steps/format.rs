@@ -20,7 +20,7 @@ use crate::spec::steps::{KINDS, StepKind, deserialize_kind, kind_schema, own_fie
 use crate::spec::{RetrySpec, StepGates, StepSpec, StepType};
 
 /// The fields every step has, in the order messages list them.
-const COMMON: &[&str] = &["id", "type", "description", "needs", "when", "join", "inputs", "retry", "timeout", "queue_timeout", "cost", "gates"];
+const COMMON: &[&str] = &["id", "type", "description", "needs", "when", "join", "inputs", "retry", "timeout", "queue_timeout", "cost", "gates", "checks"];
 
 impl<'de> Deserialize<'de> for StepSpec {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -75,6 +75,7 @@ struct Common {
     queue_timeout: Option<Option<Duration>>,
     cost: Option<Option<crate::money::Money>>,
     gates: Option<Option<StepGates>>,
+    checks: Option<Option<crate::checks::StepChecks>>,
 }
 
 /// A `timeout:` value (`30s`, `2m`…).
@@ -103,6 +104,7 @@ impl Common {
             "queue_timeout" => set(&mut self.queue_timeout, name, map.next_value::<Humantime>()?.0),
             "cost" => set(&mut self.cost, name, map.next_value()?),
             "gates" => set(&mut self.gates, name, map.next_value()?),
+            "checks" => set(&mut self.checks, name, map.next_value()?),
             _ => unreachable!("`{name}` is not a common field read here"),
         }
     }
@@ -121,6 +123,7 @@ impl Common {
             queue_timeout: self.queue_timeout.flatten(),
             cost: self.cost.flatten(),
             gates: self.gates.flatten(),
+            checks: self.checks.flatten(),
         })
     }
 }

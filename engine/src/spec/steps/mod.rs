@@ -11,6 +11,7 @@ mod code;
 mod condition;
 mod delay;
 mod format;
+mod llm;
 mod unavailable;
 
 use schemars::{JsonSchema, Schema, SchemaGenerator};
@@ -24,6 +25,7 @@ pub use approval::{ApprovalStep, DefaultDecision, DefaultWord, Escalation};
 pub use code::{CodeLimits, CodeStep};
 pub use condition::ConditionStep;
 pub use delay::DelayStep;
+pub use llm::{LlmMessage, LlmStep, OnInjection, compile_schema, schema_errors};
 pub(crate) use format::one_shape_per_type;
 pub use unavailable::UnavailableStep;
 
@@ -101,7 +103,7 @@ step_kinds! {
     ApiCall(ApiCallStep),
     Approval(ApprovalStep),
     Delay(DelayStep),
-    Llm(UnavailableStep),
+    Llm(LlmStep),
     Research(UnavailableStep),
     Connector(UnavailableStep),
     Event(UnavailableStep),

@@ -1,0 +1,82 @@
+#!/usr/bin/env python3
+"""A small local stand-in for a language model, for the demo on a machine with no model
+provider: it speaks the OpenAI Chat Completions protocol (POST /v1/chat/completions) and
+answers with DETERMINISTIC drafts built from the prompt's own lines — it is not a model.
+
+An engagement-letter request (a prompt with `Client:`, `Matter:` and `Matter value:` lines)
+gets a letter with the firm's standard clauses and a fixed fee of 8 % of the matter value, as
+JSON when the request asks for a JSON object; anything else gets a short acknowledgement.
+Token usage is counted as words. Usage: demo-llm.py [PORT]"""
+import json
+import re
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+MODEL = "tollgate-demo-drafter"
+
+
+def field(text, name):
+    m = re.search(r"^\s*%s:\s*(.+)$" % re.escape(name), text, re.MULTILINE | re.IGNORECASE)
+    return m.group(1).strip() if m else None
+
+
+def draft(prompt):
+    client, matter, value = field(prompt, "Client"), field(prompt, "Matter"), field(prompt, "Matter value")
+    if not (client and matter and value):
+        return None
+    try:
+        fee = round(float(value) * 0.08, 2)
+    except ValueError:
+        return None
+    body = (
+        f"Dear {client},\n\n"
+        f"Scope of engagement. We will act for you in the matter \"{matter}\".\n"
+        f"Fees. Our fixed fee for this matter is {fee:.2f} USD, invoiced on completion.\n"
+        "Limitation of liability. Our aggregate liability is limited to the fee paid.\n"
+        "Termination. Either party may end this engagement by written notice.\n\n"
+        "Yours sincerely,\nThe Partners"
+    )
+    return {"address_block": f"{client}\nRegistered office on file", "fee": fee, "body": body}
+
+
+class Handler(BaseHTTPRequestHandler):
+    def do_POST(self):
+        if not self.path.rstrip("/").endswith("/chat/completions"):
+            return self.reply(404, {"error": {"message": "only /v1/chat/completions is served here"}})
+        length = int(self.headers.get("content-length") or 0)
+        try:
+            request = json.loads(self.rfile.read(length) or b"{}")
+        except ValueError:
+            return self.reply(400, {"error": {"message": "body is not JSON"}})
+        messages = request.get("messages") or []
+        prompt = "\n".join(str(m.get("content") or "") for m in messages if m.get("role") == "user")
+        letter = draft(prompt)
+        wants_json = (request.get("response_format") or {}).get("type") == "json_object"
+        if letter is None:
+            text = "Noted. (Local demo stand-in: no model is configured, so no real answer is written.)"
+            if wants_json:
+                text = json.dumps({"note": text})
+        else:
+            text = json.dumps(letter) if wants_json else letter["body"]
+        words_in = sum(len(str(m.get("content") or "").split()) for m in messages)
+        self.reply(200, {
+            "id": "chatcmpl-demo", "object": "chat.completion", "model": MODEL,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": words_in, "completion_tokens": len(text.split()), "total_tokens": words_in + len(text.split())},
+        })
+
+    def reply(self, status, body):
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+if __name__ == "__main__":
+    port = int(sys.argv[1]) if len(sys.argv) > 1 else 8482
+    ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
