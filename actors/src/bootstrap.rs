@@ -8,7 +8,8 @@ use anyhow::{bail, Context as _};
 use ractor::Actor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tollgate_connectors::steps::{ApiCallHandler, CodeHandler};
+use tollgate_connectors::docs::DocStore;
+use tollgate_connectors::steps::{ApiCallHandler, CodeHandler, ResearchHandler};
 use tollgate_connectors::store::{RedisBackend, SqliteBackend};
 use tollgate_engine::crypto::MasterKey;
 use tollgate_engine::spec::StepType;
@@ -135,13 +136,16 @@ pub async fn start(config: &Config, role: Role) -> anyhow::Result<Running> {
     let liveness =
         Liveness::start(backend.clone(), config.lease_ttl, shutdown.clone()).await.context("announcing this process's heartbeat")?;
     let store = Arc::new(Store::new(backend, master));
+    let mut handlers = handlers(config)?;
+    let docs = Arc::new(DocStore::new(store.clone()));
+    handlers.insert(StepType::Research, Arc::new(ResearchHandler::new(docs)) as _);
     let qconf = queue_config(config);
     // The shared backend: jobs enqueued through it wake this process's workers at once.
     let step_queue = queue::open(&qconf).await.context("opening the step queue")?;
     let engine = Arc::new(Engine::new(
         store,
         step_queue,
-        handlers(config)?,
+        handlers,
         config.max_in_flight_per_run,
         config.reconcile_interval,
         liveness,

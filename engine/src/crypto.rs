@@ -79,6 +79,17 @@ impl MasterKey {
         self.derive(Some(salt), &info)
     }
 
+    /// The key for one owner's records of one `purpose` (e.g. `docs`: their document
+    /// collections), which belong to no single workflow.
+    pub fn owner_key(&self, owner: &OwnerId, purpose: &str) -> RecordKey {
+        let mut info = Vec::with_capacity(32 + owner.0.len() + purpose.len());
+        info.extend_from_slice(b"tollgate/v1/owner\0");
+        info.extend_from_slice(owner.0.as_bytes());
+        info.push(0);
+        info.extend_from_slice(purpose.as_bytes());
+        self.derive(None, &info)
+    }
+
     /// The key for service-level records (workflow key descriptors, indexes with data).
     pub fn service_key(&self) -> RecordKey {
         self.derive(None, b"tollgate/v1/service")

@@ -66,6 +66,9 @@ pub const ERROR_CODES: &[ErrorCode] = &[
     ErrorCode { code: "queue_timeout", from: "engine", class: "retryable", meaning: "no worker started the attempt within the step's `queue_timeout`; it was fenced and never ran" },
     ErrorCode { code: "interrupted", from: "engine", class: "retryable", meaning: "the process running the attempt died; the step runs again without using a retry (fails after 3)" },
     ErrorCode { code: "cancelled", from: "worker", class: "permanent", meaning: "the attempt was abandoned because its run was cancelled or had finished" },
+    ErrorCode { code: "collection_not_found", from: "research", class: "permanent", meaning: "the step's collection does not exist for the workflow's owner (`tollgate docs ingest` first)" },
+    ErrorCode { code: "index_unavailable", from: "research", class: "retryable", meaning: "the collection's index could not be read from the store" },
+    ErrorCode { code: "bad_query", from: "research", class: "permanent", meaning: "the rendered query is empty or cannot be parsed" },
 ];
 
 /// A failed attempt: its class, a stable code and a human-readable message.

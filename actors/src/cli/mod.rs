@@ -1,6 +1,7 @@
 //! The command line: `validate`, `schema`, `run`, `decide`, `resume`, `cancel`, `runs`,
-//! `serve`, `worker`. Each command is a function here or in a sibling module.
+//! `docs`, `serve`, `worker`. Each command is a function here or in a sibling module.
 
+mod docs;
 mod gates;
 mod progress;
 mod report;
@@ -103,6 +104,11 @@ pub enum Command {
     Gates {
         #[command(subcommand)]
         command: gates::GatesCommand,
+    },
+    /// Document collections that `research` steps search: ingest, search, list, delete.
+    Docs {
+        #[command(subcommand)]
+        command: docs::DocsCommand,
     },
     /// Run the engine (run actors, step workers, admin HTTP) until interrupted.
     Serve,
@@ -213,6 +219,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Runs { command } => runs_cmd(&config, command).await,
         Command::Gates { command } => gates::run(command),
+        Command::Docs { command } => docs::run(&config, command).await,
         Command::Serve => crate::http::serve(&config).await.map(|_| ExitCode::SUCCESS),
         Command::Worker => {
             let sys = bootstrap::start(&config, Role::WorkerOnly).await?;

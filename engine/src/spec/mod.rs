@@ -12,7 +12,7 @@ pub use join::{Join, JoinVerdict, NeedOutcome};
 pub use model::*;
 pub use parse::{parse_yaml, SpecError, SpecProblem};
 pub use steps::{
-    ApiCallStep, ApprovalStep, CodeLimits, CodeStep, ConditionStep, DelayStep, HttpRequestSpec, StepKind, UnavailableStep,
+    ApiCallStep, ApprovalStep, CodeLimits, CodeStep, ConditionStep, DelayStep, HttpRequestSpec, ResearchStep, StepKind, UnavailableStep,
 };
 pub use validate::{validate, Dag, ValidatedSpec};
 

@@ -115,7 +115,7 @@ pub struct StepDefaults {
     pub queue_timeout: Option<Duration>,
 }
 
-/// The ten step types. Five are available now; the others are accepted by the parser and
+/// The ten step types. Six are available now; the others are accepted by the parser and
 /// refused by validation with a clear message until their handlers land.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -149,7 +149,10 @@ impl StepType {
     }
 
     pub fn is_available(self) -> bool {
-        matches!(self, StepType::Condition | StepType::Approval | StepType::ApiCall | StepType::Code | StepType::Delay)
+        matches!(
+            self,
+            StepType::Condition | StepType::Approval | StepType::ApiCall | StepType::Code | StepType::Delay | StepType::Research
+        )
     }
 
     /// Steps the run actor resolves itself, without a queue job.

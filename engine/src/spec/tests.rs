@@ -232,7 +232,9 @@ fn the_schema_checks_each_step_against_the_shape_of_its_type() {
         "{ id: wait, duration: 1m, needs: [], type: delay }",
         "{ id: a, type: code, script: x, limits: { cpu: 1s }, timeout: 3s, gates: { on_block: fail } }",
         "{ id: ask, type: approval, question: Go?, description: ~ }",
-        "{ id: later, type: research }",
+        "{ id: later, type: event }",
+        "{ id: find, type: research, query: contracts, collection: precedents, top_k: 3 }",
+        "{ id: find, type: research, query: contracts }",
     ] {
         valid(&with(ok)).unwrap_or_else(|e| panic!("{ok}: {e}"));
         serde_yaml_ng::from_str::<WorkflowSpec>(&with(ok)).unwrap_or_else(|e| panic!("{ok}: {e}"));
@@ -244,6 +246,8 @@ fn the_schema_checks_each_step_against_the_shape_of_its_type() {
         "{ id: a, type: code, script: x, with: {} }",
         "{ id: a, script: x }",
         "{ id: a, type: teleport }",
+        "{ id: find, type: research, collection: c }",
+        "{ id: find, type: research, query: q, request: {} }",
     ] {
         assert!(valid(&with(refused)).is_err(), "the schema accepts {refused}");
         assert!(serde_yaml_ng::from_str::<WorkflowSpec>(&with(refused)).is_err(), "the parser accepts {refused}");

@@ -59,6 +59,11 @@ impl Store {
         }
     }
 
+    /// The key sealing one owner's records of one `purpose` (see [`MasterKey::owner_key`]).
+    pub fn owner_key(&self, owner: &OwnerId, purpose: &str) -> RecordKey {
+        self.master.owner_key(owner, purpose)
+    }
+
     /// The workflow's record key (derived once, then cached).
     pub async fn workflow_key(&self, wf: &WorkflowId) -> Result<RecordKey, StoreError> {
         if let Some(k) = self.keys.read().expect("key cache lock").get(wf) {

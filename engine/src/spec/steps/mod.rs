@@ -11,6 +11,7 @@ mod code;
 mod condition;
 mod delay;
 mod format;
+mod research;
 mod unavailable;
 
 use schemars::{JsonSchema, Schema, SchemaGenerator};
@@ -24,6 +25,7 @@ pub use approval::ApprovalStep;
 pub use code::{CodeLimits, CodeStep};
 pub use condition::ConditionStep;
 pub use delay::DelayStep;
+pub use research::{is_collection_name, ResearchStep, DEFAULT_COLLECTION, MAX_TOP_K};
 pub(crate) use format::one_shape_per_type;
 pub use unavailable::UnavailableStep;
 
@@ -98,7 +100,7 @@ step_kinds! {
     Approval(ApprovalStep),
     Delay(DelayStep),
     Llm(UnavailableStep),
-    Research(UnavailableStep),
+    Research(ResearchStep),
     Connector(UnavailableStep),
     Event(UnavailableStep),
     Platform(UnavailableStep),
