@@ -1,8 +1,11 @@
 //! Nothing readable at rest: a marker string that passes through a run's parameters, inputs,
-//! outputs, human request and decision appears nowhere in a raw dump of the SQLite files or
+//! outputs, human request and decision — and through an ingested document, its full-text index
+//! and the `research` step that finds it — appears nowhere in a raw dump of the SQLite files or
 //! of every Redis key and value the deployment wrote.
 
 use serde_json::json;
+use tollgate_connectors::docs::{DocStore, Format, SourceDoc};
+use tollgate_engine::ids::OwnerId;
 use tollgate_engine::run::{Decision, StepStatus};
 use tollgate_tests::harness::{embedded, redis, redis_url, TestSystem};
 
@@ -16,9 +19,15 @@ parameters:
 steps:
   - { id: echo, type: code, script: "return { again: input.s + '!', list: [input.s] }", inputs: { s: "${{ params.secret }}" } }
   - { id: ok, type: approval, needs: [echo], question: "Release ${{ steps.echo.output.again }}?" }
+  - { id: find, type: research, collection: kb, query: "${{ params.secret }}", top_k: 1 }
 "#;
 
 async fn drive_marker_run(sys: &TestSystem) {
+    let docs = DocStore::new(sys.t().engine.store.clone());
+    let note = format!("# Vault\n\nThe vault code word is {MARKER}; keep it private.\n");
+    docs.ingest(&OwnerId::from("ops"), "kb", vec![SourceDoc { source: "kb-note.md".into(), format: Format::Markdown, bytes: note.into_bytes() }])
+        .await
+        .unwrap();
     let run = sys.start(SPEC, json!({ "secret": MARKER })).await;
     let v = sys.settle(&run).await;
     let StepStatus::WaitingHuman { request } = TestSystem::step(&v, "ok").status.clone() else { panic!("not waiting") };
@@ -27,6 +36,9 @@ async fn drive_marker_run(sys: &TestSystem) {
     assert_eq!(v.state.status.label(), "succeeded");
     // The marker really went through the run (so its absence at rest means something).
     assert_eq!(TestSystem::step(&v, "echo").output.as_ref().unwrap()["again"], format!("{MARKER}!"));
+    let found = TestSystem::step(&v, "find").output.as_ref().unwrap();
+    assert_eq!(found["hits"][0]["source"], "kb-note.md", "{found}");
+    assert!(found["hits"][0]["text"].as_str().unwrap().contains(MARKER), "{found}");
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {

@@ -396,3 +396,6 @@ fn prepare(docs: Vec<SourceDoc>) -> Result<Vec<Prepared>, DocsError> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests;
