@@ -105,7 +105,7 @@ fn utf8(bytes: &[u8]) -> Result<(&str, usize), ExtractError> {
 /// Markdown's readable text (markup dropped, code kept), each piece mapped to its source bytes.
 fn markdown(src: &str) -> Extracted {
     let mut out = Extracted::default();
-    let mut push = |out: &mut Extracted, piece: &str, at: Option<usize>| {
+    let push = |out: &mut Extracted, piece: &str, at: Option<usize>| {
         if let Some(at) = at {
             out.source_map.push((out.text.len(), at));
         }
@@ -113,10 +113,15 @@ fn markdown(src: &str) -> Extracted {
     };
     for (event, range) in Parser::new_ext(src, Options::all()).into_offset_iter() {
         match event {
-            Event::Text(t) | Event::Code(t) => {
-                // Escapes and entities make the text shorter than its source; the piece still
-                // starts where its source starts.
-                push(&mut out, &t, Some(range.start));
+            // Escapes and entities make the text shorter than its source; the piece still
+            // starts where its source starts.
+            Event::Text(t) => push(&mut out, &t, Some(range.start)),
+            Event::Code(t) => {
+                // The range covers the backticks (and a padding space) around the code.
+                let inner = &src[range.clone()];
+                let lead = inner.len() - inner.trim_start_matches('`').len();
+                let pad = usize::from(inner[lead..].starts_with(' ') && !t.starts_with(' '));
+                push(&mut out, &t, Some(range.start + lead + pad));
             }
             Event::SoftBreak | Event::HardBreak => push(&mut out, "\n", None),
             Event::Start(Tag::Item) => push(&mut out, "\n", None),

@@ -12,7 +12,8 @@ use tantivy::schema::{
 };
 use tantivy::snippet::SnippetGenerator;
 use tantivy::tokenizer::{AsciiFoldingFilter, Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer, TextAnalyzer};
-use tantivy::{Directory, Index, IndexReader, IndexSettings, ReloadPolicy, SegmentComponent, TantivyDocument, Term};
+use tantivy::index::SegmentComponent;
+use tantivy::{Directory, Index, IndexReader, IndexSettings, ReloadPolicy, TantivyDocument, Term};
 
 /// The file holding the index's metadata (which segments are live); rewritten by every commit.
 pub const META_FILE: &str = "meta.json";

@@ -95,8 +95,8 @@ pub enum DocsError {
     BadName(String),
     #[error("no collection `{collection}` for owner `{owner}` (ingest documents with `tollgate docs ingest`)")]
     NotFound { owner: String, collection: String },
-    #[error("{source}: {message}")]
-    Unreadable { source: String, message: String },
+    #[error("{document}: {message}")]
+    Unreadable { document: String, message: String },
     #[error("the query is empty")]
     EmptyQuery,
     #[error("collection `{0}` is being written by another process; try again")]
@@ -134,7 +134,7 @@ pub struct DocStore {
 
 impl DocStore {
     pub fn new(store: Arc<Store>) -> Self {
-        Self { store, holder: format!("docs-{}", ulid::Ulid::new()), cache: Mutex::new(HashMap::new()) }
+        Self { store, holder: format!("docs-{}", ulid::Ulid::generate()), cache: Mutex::new(HashMap::new()) }
     }
 
     fn key(&self, owner: &OwnerId) -> RecordKey {
@@ -294,7 +294,7 @@ impl DocStore {
                 self.store.backend().delete(&key).await?;
             }
             self.store.backend().index_remove(&keys::docs_collections(owner), collection).await?;
-            Ok(existed)
+            Ok::<bool, DocsError>(existed)
         }
         .await;
         let _ = self.store.backend().lease_release(&lease).await;
@@ -371,7 +371,7 @@ fn prepare(docs: Vec<SourceDoc>) -> Result<Vec<Prepared>, DocsError> {
     let mut out: Vec<Prepared> = Vec::with_capacity(docs.len());
     for d in docs {
         let x = extract::extract(d.format, &d.bytes)
-            .map_err(|e| DocsError::Unreadable { source: d.source.clone(), message: e.0 })?;
+            .map_err(|e| DocsError::Unreadable { document: d.source.clone(), message: e.0 })?;
         let chunks: Vec<ChunkDoc> = chunk::chunks(&x.text)
             .into_iter()
             .enumerate()

@@ -12,7 +12,8 @@ pub use join::{Join, JoinVerdict, NeedOutcome};
 pub use model::*;
 pub use parse::{parse_yaml, SpecError, SpecProblem};
 pub use steps::{
-    ApiCallStep, ApprovalStep, CodeLimits, CodeStep, ConditionStep, DelayStep, HttpRequestSpec, ResearchStep, StepKind, UnavailableStep,
+    is_collection_name, ApiCallStep, ApprovalStep, CodeLimits, CodeStep, ConditionStep, DelayStep, HttpRequestSpec, ResearchStep, StepKind,
+    UnavailableStep, DEFAULT_COLLECTION, MAX_TOP_K,
 };
 pub use validate::{validate, Dag, ValidatedSpec};
 
