@@ -49,6 +49,10 @@ fn main() -> ExitCode {
         ("card", 0.98, 0.95),
         ("iban", 0.98, 0.95),
         ("email", 0.98, 0.0),
+        // Issue 7: widened threat families (six languages, indirect, hidden role claims, persona
+        // jailbreaks, tool calls in prose) and the Nordic identity numbers.
+        ("threat", 0.95, 0.98),
+        ("national_id", 0.98, 0.95),
     ];
     let mut ok = true;
     for (cat, r, p) in targets {
