@@ -63,6 +63,16 @@ impl Extracted {
         Some(s + (at - t))
     }
 
+    /// The parts of the text a chunk must not cross: each page of a paged format, else the
+    /// whole text.
+    pub fn sections(&self) -> Vec<std::ops::Range<usize>> {
+        if self.pages.is_empty() {
+            return vec![0..self.text.len()];
+        }
+        let ends = self.pages.iter().skip(1).copied().chain([self.text.len()]);
+        self.pages.iter().copied().zip(ends).map(|(s, e)| s..e).collect()
+    }
+
     /// The page (1-based) text offset `at` is on, for paged formats.
     pub fn page(&self, at: usize) -> Option<u32> {
         let i = self.pages.partition_point(|&p| p <= at);

@@ -372,8 +372,12 @@ fn prepare(docs: Vec<SourceDoc>) -> Result<Vec<Prepared>, DocsError> {
     for d in docs {
         let x = extract::extract(d.format, &d.bytes)
             .map_err(|e| DocsError::Unreadable { document: d.source.clone(), message: e.0 })?;
-        let chunks: Vec<ChunkDoc> = chunk::chunks(&x.text)
-            .into_iter()
+        // A chunk never spans two pages, so each hit names the page it is on.
+        let ranges = x.sections().into_iter().flat_map(|sec| {
+            let base = sec.start;
+            chunk::chunks(&x.text[sec]).into_iter().map(move |r| base + r.start..base + r.end)
+        });
+        let chunks: Vec<ChunkDoc> = ranges
             .enumerate()
             .map(|(i, r)| ChunkDoc {
                 chunk: i as u64,
