@@ -182,6 +182,7 @@ impl CollectionIndex {
     }
 
     /// Chunks in the index.
+    #[cfg(test)]
     pub fn chunk_count(&self) -> u64 {
         self.reader.searcher().num_docs()
     }
