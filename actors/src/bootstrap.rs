@@ -8,7 +8,8 @@ use anyhow::{bail, Context as _};
 use ractor::Actor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tollgate_connectors::steps::{ApiCallHandler, CodeHandler, LlmHandler};
+use tollgate_connectors::docs::DocStore;
+use tollgate_connectors::steps::{ApiCallHandler, CodeHandler, LlmHandler, ResearchHandler};
 use tollgate_connectors::store::{RedisBackend, SqliteBackend};
 use tollgate_engine::crypto::MasterKey;
 use tollgate_engine::llm::ModelCatalog;
@@ -121,6 +122,7 @@ pub fn handlers(config: &Config, store: &Arc<Store>, models: &Arc<ModelCatalog>)
     h.insert(StepType::Code, Arc::new(CodeHandler::new()) as _);
     h.insert(StepType::ApiCall, Arc::new(ApiCallHandler::new(config.egress.allowlist()?)) as _);
     h.insert(StepType::Llm, Arc::new(LlmHandler::new(store.clone(), models.clone()).map_err(anyhow::Error::msg).context("model providers")?) as _);
+    h.insert(StepType::Research, Arc::new(ResearchHandler::new(Arc::new(DocStore::new(store.clone())))) as _);
     Ok(h)
 }
 

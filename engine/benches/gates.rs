@@ -1,6 +1,7 @@
 //! Gate mesh throughput on mixed text (prose, JSON, logs, code), all detectors on, one thread.
 //! Prints MB/s per core overall and per kind of text (best and median of 9 rounds). Run:
-//! `cargo bench -p tollgate-engine --bench gates` (release profile).
+//! `cargo bench -p tollgate-engine --bench gates` (release profile); `GATES_RULES_DIR=DIR` runs
+//! it with the rule files of DIR instead of the built-in rules.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -213,7 +214,12 @@ fn print(name: &str, (best, median): (f64, f64)) {
 }
 
 fn main() {
-    let mesh = GateMesh::builtin();
+    // `GATES_RULES_DIR` scans with the rule files of that directory instead of the built-in ones
+    // (to compare rule sets on one binary, e.g. the rules of an earlier commit).
+    let mesh = match std::env::var_os("GATES_RULES_DIR") {
+        Some(dir) => GateMesh::load_dir(&dir).expect("rules in GATES_RULES_DIR"),
+        None => GateMesh::builtin(),
+    };
     // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this binary without it, in
     // a debug build: then only check that every kind of text scans, and print no figures.
     if !std::env::args().any(|a| a == "--bench") {

@@ -1,5 +1,7 @@
 //! Prints precision and recall per category of the built-in gate rules on a labelled corpus.
-//! `cargo run -p tollgate-engine --release --example gates_eval -- tests/gates-corpus [--mistakes]`
+//! `cargo run -p tollgate-engine --release --example gates_eval -- tests/gates-corpus [--mistakes]
+//! [--rules DIR]` (`--rules`: the rule files of DIR instead of the built-in rules, to compare
+//! rule sets on one corpus).
 //! Exits non-zero when a target of issue 3 is missed.
 
 use std::path::PathBuf;
@@ -10,11 +12,23 @@ use tollgate_engine::gates::{GateMesh, GatePolicy};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    let rules = args.iter().position(|a| a == "--rules").and_then(|i| args.get(i + 1)).cloned();
     let dir = args
         .iter()
-        .find(|a| !a.starts_with("--"))
-        .map(PathBuf::from)
+        .enumerate()
+        .find(|(i, a)| !a.starts_with("--") && (*i == 0 || args[i - 1] != "--rules"))
+        .map(|(_, a)| PathBuf::from(a))
         .unwrap_or_else(|| "tests/gates-corpus".into());
+    let mesh = match &rules {
+        Some(r) => match GateMesh::load_dir(r) {
+            Ok(m) => m,
+            Err(e) => {
+                eprintln!("gates_eval: rules in {r}: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => GateMesh::builtin(),
+    };
     let samples = match load_corpus(&dir) {
         Ok(s) => s,
         Err(e) => {
@@ -22,7 +36,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let report = evaluate(&GateMesh::builtin(), &samples, &GatePolicy::default());
+    let report = evaluate(&mesh, &samples, &GatePolicy::default());
     print!("{}", report.table());
     if args.iter().any(|a| a == "--mistakes") {
         for m in &report.mistakes {
@@ -35,6 +49,10 @@ fn main() -> ExitCode {
         ("card", 0.98, 0.95),
         ("iban", 0.98, 0.95),
         ("email", 0.98, 0.0),
+        // Issue 7: widened threat families (six languages, indirect, hidden role claims, persona
+        // jailbreaks, tool calls in prose) and the Nordic identity numbers.
+        ("threat", 0.95, 0.98),
+        ("national_id", 0.98, 0.95),
     ];
     let mut ok = true;
     for (cat, r, p) in targets {

@@ -79,11 +79,14 @@ impl MasterKey {
         self.derive(Some(salt), &info)
     }
 
-    /// An owner's key for records that belong to a person rather than a workflow (secrets).
-    pub fn owner_key(&self, owner: &OwnerId) -> RecordKey {
-        let mut info = Vec::with_capacity(24 + owner.0.len());
+    /// The key for one owner's records of one `purpose` (`secrets`: their API keys; `docs`:
+    /// their document collections), which belong to no single workflow.
+    pub fn owner_key(&self, owner: &OwnerId, purpose: &str) -> RecordKey {
+        let mut info = Vec::with_capacity(32 + owner.0.len() + purpose.len());
         info.extend_from_slice(b"tollgate/v1/owner\0");
         info.extend_from_slice(owner.0.as_bytes());
+        info.push(0);
+        info.extend_from_slice(purpose.as_bytes());
         self.derive(None, &info)
     }
 

@@ -75,6 +75,9 @@ pub const ERROR_CODES: &[ErrorCode] = &[
     ErrorCode { code: "output_invalid", from: "llm", class: "permanent", meaning: "the answer did not satisfy the step's `schema`, also after one repair round with the errors fed back" },
     ErrorCode { code: "no_provider", from: "llm", class: "permanent", meaning: "the step names a provider (or model) the configuration does not have" },
     ErrorCode { code: "secret_missing", from: "llm", class: "permanent (retryable while the store cannot be read)", meaning: "the provider's `api_key_secret` is not in the owner's secret store (`tollgate secrets set`)" },
+    ErrorCode { code: "collection_not_found", from: "research", class: "permanent", meaning: "the step's collection does not exist for the workflow's owner (`tollgate docs ingest` first)" },
+    ErrorCode { code: "index_unavailable", from: "research", class: "retryable", meaning: "the collection's index could not be read from the store" },
+    ErrorCode { code: "bad_query", from: "research", class: "permanent", meaning: "the rendered query is empty or cannot be parsed" },
 ];
 
 /// A failed attempt: its class, a stable code and a human-readable message.

@@ -1,8 +1,9 @@
 //! Nothing readable at rest: a marker string that passes through a run's parameters, inputs,
 //! outputs, a model's prompt and answer, a provider's API key in the secret store, human
-//! request and decision — and through triggers: a webhook's body and delivery id (fire
-//! history, dedup claim, trigger state) and an uploaded file — appears nowhere in a raw dump of
-//! the SQLite files or of every Redis key and value the deployment wrote.
+//! request and decision — through an ingested document, its full-text index and the `research`
+//! step that finds it — and through triggers: a webhook's body and delivery id (fire history,
+//! dedup claim, trigger state) and an uploaded file — appears nowhere in a raw dump of the
+//! SQLite files or of every Redis key and value the deployment wrote.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,6 +11,7 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use serde_json::json;
 use tollgate::config::Config;
+use tollgate_connectors::docs::{DocStore, Format, SourceDoc};
 use tollgate_engine::ids::OwnerId;
 use tollgate_engine::llm::ProviderConfig;
 use tollgate_engine::run::{Decision, StepStatus};
@@ -28,6 +30,7 @@ steps:
   - { id: echo, type: code, script: "return { again: input.s + '!', list: [input.s] }", inputs: { s: "${{ params.secret }}" } }
   - { id: ask, type: llm, needs: [echo], prompt: "Repeat {{ params.secret }} back." }
   - { id: ok, type: approval, needs: [ask], question: "Release ${{ steps.echo.output.again }}?" }
+  - { id: find, type: research, collection: kb, query: "${{ params.secret }}", top_k: 1 }
 "#;
 
 /// A model server that answers with the prompt it was sent (so the marker is in the answer).
@@ -48,6 +51,11 @@ fn with_model(c: &mut Config, model: &TestServer) {
 
 async fn drive_marker_run(sys: &TestSystem) {
     sys.t().engine.store.put_secret(&OwnerId::from("ops"), "key", &format!("sk-{MARKER}")).await.unwrap();
+    let docs = DocStore::new(sys.t().engine.store.clone());
+    let note = format!("# Vault\n\nThe vault code word is {MARKER}; keep it private.\n");
+    docs.ingest(&OwnerId::from("ops"), "kb", vec![SourceDoc { source: "kb-note.md".into(), format: Format::Markdown, bytes: note.into_bytes() }])
+        .await
+        .unwrap();
     let run = sys.start(SPEC, json!({ "secret": MARKER })).await;
     let v = sys.settle(&run).await;
     let StepStatus::WaitingHuman { request } = TestSystem::step(&v, "ok").status.clone() else { panic!("not waiting") };
@@ -57,6 +65,9 @@ async fn drive_marker_run(sys: &TestSystem) {
     // The marker really went through the run (so its absence at rest means something).
     assert_eq!(TestSystem::step(&v, "echo").output.as_ref().unwrap()["again"], format!("{MARKER}!"));
     assert_eq!(TestSystem::step(&v, "ask").output.as_ref().unwrap()["text"], format!("Repeat {MARKER} back."));
+    let found = TestSystem::step(&v, "find").output.as_ref().unwrap();
+    assert_eq!(found["hits"][0]["source"], "kb-note.md", "{found}");
+    assert!(found["hits"][0]["text"].as_str().unwrap().contains(MARKER), "{found}");
 }
 
 const HOOKED: &str = r#"

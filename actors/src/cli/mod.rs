@@ -1,6 +1,7 @@
 //! The command line: `validate`, `schema`, `run`, `decide`, `resume`, `cancel`, `runs`,
-//! `secrets`, `serve`, `worker`. Each command is a function here or in a sibling module.
+//! `secrets`, `docs`, `serve`, `worker`. Each command is a function here or in a sibling module.
 
+mod docs;
 mod gates;
 mod progress;
 mod report;
@@ -117,6 +118,11 @@ pub enum Command {
     Secrets {
         #[command(subcommand)]
         command: secrets::SecretsCommand,
+    },
+    /// Document collections that `research` steps search: ingest, search, list, delete.
+    Docs {
+        #[command(subcommand)]
+        command: docs::DocsCommand,
     },
     /// Run the engine (run actors, step workers, admin HTTP, the triggers of
     /// `[triggers] workflows`) until interrupted.
@@ -254,6 +260,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Runs { command } => runs_cmd(&config, command).await,
         Command::Users { command } => users::run(&config, command).await,
         Command::Gates { command } => gates::run(command),
+        Command::Docs { command } => docs::run(&config, command).await,
         Command::Serve => crate::http::serve(&config).await.map(|_| ExitCode::SUCCESS),
         Command::Triggers { command } => triggers::run(&config, command).await,
         Command::Worker => {

@@ -1,11 +1,13 @@
-//! Step handlers that reach outside the engine: the `code` sandbox, `api_call` HTTP and `llm`
-//! model calls.
+//! Step handlers that reach outside the engine: the `code` sandbox, `api_call` HTTP, `llm`
+//! model calls and `research` (document search).
 
 pub mod api_call;
 pub mod code;
 pub mod egress;
 pub mod llm;
+pub mod research;
 
 pub use api_call::ApiCallHandler;
 pub use code::CodeHandler;
 pub use llm::LlmHandler;
+pub use research::ResearchHandler;

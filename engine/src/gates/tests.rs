@@ -378,6 +378,10 @@ fn labelled_corpus_meets_the_issue_targets() {
         ("card", 0.98, 0.95),
         ("iban", 0.98, 0.95),
         ("email", 0.98, 0.0),
+        // Issue 7: widened threat families (six languages, indirect, hidden role claims, persona
+        // jailbreaks, tool calls in prose) and the Nordic identity numbers.
+        ("threat", 0.95, 0.98),
+        ("national_id", 0.98, 0.95),
     ] {
         let c = report.category(cat).unwrap();
         assert!(

@@ -175,7 +175,8 @@ pub fn queue_timeout(spec: &ValidatedSpec, i: usize) -> Option<Duration> {
     spec.step(i).queue_timeout.or_else(|| spec.spec().defaults.as_ref().and_then(|d| d.queue_timeout))
 }
 
-/// The resolved input of step `i`: its inputs and, for `api_call`, its request, templates evaluated.
+/// The resolved input of step `i`: its inputs and, for `api_call`, its request (for `research`,
+/// its query), templates evaluated.
 fn render_input(spec: &ValidatedSpec, state: &RunState, i: usize) -> Result<Value, StepError> {
     let step = spec.step(i);
     let scope = Scope { params: &state.params, steps: &state.scope };
@@ -192,6 +193,9 @@ fn render_input(spec: &ValidatedSpec, state: &RunState, i: usize) -> Result<Valu
             // CEL checks see `params`; the handler evaluates them for `on_block: retry`.
             input["params"] = state.params.clone();
         }
+    }
+    if let StepKind::Research(r) = &step.kind {
+        input["query"] = expr::render(&Value::String(r.query.clone()), &scope).map_err(bad)?;
     }
     Ok(input)
 }

@@ -13,8 +13,8 @@ pub use join::{Join, JoinVerdict, NeedOutcome};
 pub use model::*;
 pub use parse::{parse_yaml, SpecError, SpecProblem};
 pub use steps::{
-    ApiCallStep, ApprovalStep, CodeLimits, CodeStep, ConditionStep, DefaultDecision, DefaultWord, DelayStep, Escalation, HttpRequestSpec, LlmMessage, LlmStep, OnInjection, StepKind,
-    UnavailableStep, compile_schema, schema_errors,
+    is_collection_name, ApiCallStep, ApprovalStep, CodeLimits, CodeStep, ConditionStep, DefaultDecision, DefaultWord, DelayStep, Escalation, HttpRequestSpec, LlmMessage,
+    LlmStep, OnInjection, ResearchStep, StepKind, UnavailableStep, compile_schema, schema_errors, DEFAULT_COLLECTION, MAX_TOP_K,
 };
 pub use validate::{validate, Dag, ValidatedSpec};
 pub(crate) use validate::problem;

@@ -152,7 +152,10 @@ impl StepType {
     }
 
     pub fn is_available(self) -> bool {
-        matches!(self, StepType::Condition | StepType::Approval | StepType::ApiCall | StepType::Code | StepType::Delay | StepType::Llm)
+        matches!(
+            self,
+            StepType::Condition | StepType::Approval | StepType::ApiCall | StepType::Code | StepType::Delay | StepType::Llm | StepType::Research
+        )
     }
 
     /// Steps the run actor resolves itself, without a queue job.

@@ -232,7 +232,9 @@ fn the_schema_checks_each_step_against_the_shape_of_its_type() {
         "{ id: wait, duration: 1m, needs: [], type: delay }",
         "{ id: a, type: code, script: x, limits: { cpu: 1s }, timeout: 3s, gates: { on_block: fail } }",
         "{ id: ask, type: approval, question: Go?, description: ~ }",
-        "{ id: later, type: research }",
+        "{ id: later, type: event }",
+        "{ id: find, type: research, query: contracts, collection: precedents, top_k: 3 }",
+        "{ id: find, type: research, query: contracts }",
     ] {
         valid(&with(ok)).unwrap_or_else(|e| panic!("{ok}: {e}"));
         serde_yaml_ng::from_str::<WorkflowSpec>(&with(ok)).unwrap_or_else(|e| panic!("{ok}: {e}"));
@@ -244,6 +246,8 @@ fn the_schema_checks_each_step_against_the_shape_of_its_type() {
         "{ id: a, type: code, script: x, with: {} }",
         "{ id: a, script: x }",
         "{ id: a, type: teleport }",
+        "{ id: find, type: research, collection: c }",
+        "{ id: find, type: research, query: q, request: {} }",
     ] {
         assert!(valid(&with(refused)).is_err(), "the schema accepts {refused}");
         assert!(serde_yaml_ng::from_str::<WorkflowSpec>(&with(refused)).is_err(), "the parser accepts {refused}");
@@ -395,7 +399,7 @@ fn what_a_step_retries_is_checked() {
             invalid workflow spec (4 problems):
               - defaults.retry.max_attempts: must be between 1 and 100
               - defaults.retry.on: an empty list retries nothing: list error codes, or write `transient` or `any`
-              - steps[0] (a).retry.on: unknown error code `script_eror` (known: transient, timeout, http_status, http_unreachable, bad_url, bad_request, bad_redirect, response_too_large, script_error, cpu_limit, memory_limit, bad_output, sandbox_failed, bad_spec, gate_blocked, no_handler, egress_denied, queue_timeout, interrupted, cancelled, check_failed, prompt_injection, template_error, model_auth, model_bad_request, model_reply, output_invalid, no_provider, secret_missing)
+              - steps[0] (a).retry.on: unknown error code `script_eror` (known: transient, timeout, http_status, http_unreachable, bad_url, bad_request, bad_redirect, response_too_large, script_error, cpu_limit, memory_limit, bad_output, sandbox_failed, bad_spec, gate_blocked, no_handler, egress_denied, queue_timeout, interrupted, cancelled, check_failed, prompt_injection, template_error, model_auth, model_bad_request, model_reply, output_invalid, no_provider, secret_missing, collection_not_found, index_unavailable, bad_query)
               - steps[0] (a).retry.on: `any` covers every code: write `on: any` instead of a list
         "#]],
     );

@@ -3,7 +3,7 @@
 //! leases (holder id, token, expiry) and process heartbeats (boot id, PID namespace, pid,
 //! start time), which the lease and liveness code read below the sealing `Store`.
 
-use crate::ids::{FireId, RequestId, RunId, StepId, TriggerId, WorkflowId};
+use crate::ids::{FireId, OwnerId, RequestId, RunId, StepId, TriggerId, WorkflowId};
 
 /// Workflow key descriptor (salt, owner, key version), sealed with the service key.
 pub fn workflow_keyinfo(wf: &WorkflowId) -> String {
@@ -83,6 +83,24 @@ pub fn human_request(req: &RequestId) -> String {
 }
 pub fn human_decision(req: &RequestId) -> String {
     format!("hitl/{req}/decision")
+}
+
+/// A document collection's manifest (sealed with the owner's `docs` key): its documents and
+/// the files of its full-text index.
+pub fn docs_manifest(owner: &OwnerId, collection: &str) -> String {
+    format!("docs/{owner}/{collection}/manifest")
+}
+/// One immutable file of a collection's full-text index (sealed with the owner's `docs` key).
+pub fn docs_file(owner: &OwnerId, collection: &str, file: &str) -> String {
+    format!("docs/{owner}/{collection}/file/{file}")
+}
+/// The lease held while a collection is written (ingest, delete): one writer at a time.
+pub fn docs_lease(owner: &OwnerId, collection: &str) -> String {
+    format!("docs/{owner}/{collection}/lease")
+}
+/// Index of an owner's collections (members: collection names).
+pub fn docs_collections(owner: &OwnerId) -> String {
+    format!("idx/docs/{owner}")
 }
 
 /// Index of all runs (members: run ids, which sort by creation time).

@@ -10,6 +10,9 @@ use zeroize::Zeroizing;
 use crate::ids::OwnerId;
 use crate::store::{keys, Store, StoreError};
 
+/// The purpose secrets' owner key is derived for.
+const SECRETS: &str = "secrets";
+
 /// Secret names: letters, digits, `_`, `-`, `.`; 1 to 128 characters.
 pub fn valid_secret_name(name: &str) -> bool {
     !name.is_empty() && name.len() <= 128 && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
@@ -22,7 +25,7 @@ impl Store {
             return Err(StoreError::Forbidden(format!("`{name}` is not a valid secret name (letters, digits, `_`, `-`, `.`)")));
         }
         let key = keys::secret(owner, name);
-        let sealed = self.owner_key(owner).seal(key.as_bytes(), value.as_bytes());
+        let sealed = self.owner_key(owner, SECRETS).seal(key.as_bytes(), value.as_bytes());
         self.backend().put(&key, &sealed, None).await
     }
 
@@ -33,7 +36,7 @@ impl Store {
         }
         let key = keys::secret(owner, name);
         let Some(sealed) = self.backend().get(&key).await? else { return Ok(None) };
-        let plain = self.owner_key(owner).open(key.as_bytes(), &sealed).map_err(|_| StoreError::Sealed(key.clone()))?;
+        let plain = self.owner_key(owner, SECRETS).open(key.as_bytes(), &sealed).map_err(|_| StoreError::Sealed(key.clone()))?;
         let text = String::from_utf8(plain).map_err(|_| StoreError::Corrupt { key, reason: "secret is not UTF-8".into() })?;
         Ok(Some(Zeroizing::new(text)))
     }

@@ -51,11 +51,6 @@ impl Store {
         &self.service
     }
 
-    /// The key of an owner's own records (secrets, see `store::secrets`).
-    pub(crate) fn owner_key(&self, owner: &OwnerId) -> RecordKey {
-        self.master.owner_key(owner)
-    }
-
     fn encode<T: Serialize>(value: &T) -> Vec<u8> {
         serde_json::to_vec(value).expect("records serialise to JSON")
     }
@@ -72,6 +67,11 @@ impl Store {
                 Self::decode(key, &plain).map(Some)
             }
         }
+    }
+
+    /// The key sealing one owner's records of one `purpose` (see [`MasterKey::owner_key`]).
+    pub fn owner_key(&self, owner: &OwnerId, purpose: &str) -> RecordKey {
+        self.master.owner_key(owner, purpose)
     }
 
     /// The workflow's record key (derived once, then cached).

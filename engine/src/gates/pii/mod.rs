@@ -7,6 +7,7 @@ mod alnum;
 mod contextual;
 mod email;
 mod ipv6;
+mod nordic;
 mod numeric;
 mod phone;
 
@@ -37,6 +38,14 @@ pub(crate) enum PiiKind {
     FrNir,
     NlBsn,
     PlPesel,
+    /// Swedish personnummer / samordningsnummer (date + Luhn).
+    SePersonnummer,
+    /// Norwegian fødselsnummer / D- and H-numbers (two mod-11 digits).
+    NoFodselsnummer,
+    /// Danish CPR number (date + serial; needs context).
+    DkCpr,
+    /// Finnish henkilötunnus (century sign + mod-31 check character).
+    FiHetu,
     Dob,
     Address,
 }
@@ -58,6 +67,10 @@ impl PiiKind {
             "fr_nir" => FrNir,
             "nl_bsn" => NlBsn,
             "pl_pesel" => PlPesel,
+            "se_personnummer" => SePersonnummer,
+            "no_fodselsnummer" => NoFodselsnummer,
+            "dk_cpr" => DkCpr,
+            "fi_henkilotunnus" => FiHetu,
             "dob" => Dob,
             "address" => Address,
             _ => return None,

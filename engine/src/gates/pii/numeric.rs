@@ -1,11 +1,12 @@
 //! The shared digit pass: one jump from digit to digit feeds every recogniser that needs digits.
 //! Here: digit runs (digits joined by single spaces, dashes or dots) for payment cards (issuer
 //! prefix + Luhn), US SSNs (invalid ranges excluded), IPv4, and the numeric national ids — French
-//! NIR, Dutch BSN, Polish PESEL, Spanish DNI (digits + letter); the same pass hands capital-led
+//! NIR, Dutch BSN, Polish PESEL, Spanish DNI (digits + letter), the Nordic personal identity
+//! numbers (`nordic.rs`); the same pass hands capital-led
 //! words to `alnum.rs` (IBAN, codice fiscale, NIE) and phone-shaped spans to `phone.rs`.
 
 use crate::gates::checksum::{card_brand, es_dni, fr_nir, luhn, nl_bsn, pl_pesel, ssn_valid};
-use crate::gates::pii::{Candidate, PiiKind, alnum, next_digit, phone, wordy};
+use crate::gates::pii::{Candidate, PiiKind, alnum, next_digit, nordic, phone, wordy};
 
 const MAX_GROUPS: usize = 8;
 
@@ -43,7 +44,8 @@ pub(crate) fn scan(
     use PiiKind::*;
     let kinds = [Card, Ssn, SsnBare, Ipv4, FrNir, NlBsn, PlPesel, EsDni].map(on);
     let (iban, cf) = (on(Iban), on(ItCodiceFiscale));
-    if !kinds.iter().any(|k| *k) && !iban && !cf && phones.is_none() {
+    let nordic_on = nordic::Nordic { se: on(SePersonnummer), no: on(NoFodselsnummer), dk: on(DkCpr), fi: on(FiHetu) };
+    if !kinds.iter().any(|k| *k) && !iban && !cf && !nordic_on.any() && phones.is_none() {
         return;
     }
     let [card, ssn, ssn_bare, ipv4, nir, bsn, pesel, dni] = kinds;
@@ -79,6 +81,9 @@ pub(crate) fn scan(
         }
         let run = read_run(b, i);
         i = run.end.max(i + 1);
+        if nordic_on.any() {
+            nordic::at(text, run.start, nordic_on, out);
+        }
         let after_word = wordy(b, run.end);
         let plus_before = run.start > 0 && b[run.start - 1] == b'+';
         run.digits(b, &mut buf);
@@ -330,5 +335,32 @@ mod tests {
         );
         assert!(found("BSN 111222333").contains(&(NlBsn, "111222333".into())));
         assert!(found("PESEL 44051401359").contains(&(PlPesel, "44051401359".into())));
+    }
+
+    #[test]
+    fn nordic_identity_numbers() {
+        use PiiKind::{DkCpr, FiHetu, NoFodselsnummer, SePersonnummer};
+        let has = |t: &str, k: PiiKind, v: &str| found(t).contains(&(k, v.to_string()));
+        // Swedish: 10 and 12 digits, with `-`, `+` or nothing; a samordningsnummer (day + 60).
+        for v in ["811218-9876", "8112189876", "19811218-9876", "198112189876", "811218+9876", "701063-2383"] {
+            assert!(has(&format!("pnr {v}."), SePersonnummer, v), "{v}: {:?}", found(v));
+        }
+        assert!(!has("811218-9875", SePersonnummer, "811218-9875"), "Luhn");
+        assert!(!has("811318-9876", SePersonnummer, "811318-9876"), "month 13");
+        assert!(found("81121898765").iter().all(|(k, _)| *k != SePersonnummer), "longer run");
+        // Norwegian: both mod-11 digits, D-numbers.
+        assert!(has("fnr 15038549925", NoFodselsnummer, "15038549925"));
+        assert!(has("fnr 150385 49925", NoFodselsnummer, "150385 49925"));
+        assert!(has("D-nummer 41019012393", NoFodselsnummer, "41019012393"));
+        assert!(!has("15038549926", NoFodselsnummer, "15038549926"));
+        assert!(!has("15038549935", NoFodselsnummer, "15038549935"));
+        // Danish: a date and four digits (the rule requires context).
+        assert!(has("CPR 010190-1234", DkCpr, "010190-1234"));
+        assert!(!has("CPR 320190-1234", DkCpr, "320190-1234"));
+        // Finnish: century sign and check character.
+        assert!(has("hetu 131052-308T,", FiHetu, "131052-308T"));
+        assert!(has("010594Y2190", FiHetu, "010594Y2190"));
+        assert!(!has("131052-308U", FiHetu, "131052-308U"));
+        assert!(!has("131052-308Tx", FiHetu, "131052-308T"));
     }
 }

@@ -12,6 +12,7 @@ mod condition;
 mod delay;
 mod format;
 mod llm;
+mod research;
 mod unavailable;
 
 use schemars::{JsonSchema, Schema, SchemaGenerator};
@@ -26,6 +27,7 @@ pub use code::{CodeLimits, CodeStep};
 pub use condition::ConditionStep;
 pub use delay::DelayStep;
 pub use llm::{LlmMessage, LlmStep, OnInjection, compile_schema, schema_errors};
+pub use research::{is_collection_name, ResearchStep, DEFAULT_COLLECTION, MAX_TOP_K};
 pub(crate) use format::one_shape_per_type;
 pub use unavailable::UnavailableStep;
 
@@ -104,7 +106,7 @@ step_kinds! {
     Approval(ApprovalStep),
     Delay(DelayStep),
     Llm(LlmStep),
-    Research(UnavailableStep),
+    Research(ResearchStep),
     Connector(UnavailableStep),
     Event(UnavailableStep),
     Platform(UnavailableStep),
