@@ -19,7 +19,7 @@ use axum::routing::post;
 use serde_json::json;
 use tollgate::bootstrap::{self, Role};
 use tollgate::config::{BackendKind, Config};
-use tollgate_engine::llm::{ChatMessage, ChatRequest, ModelProvider, ProviderConfig, Role as ChatRole};
+use tollgate_engine::llm::{ChatMessage, ChatRequest, ProviderConfig, Role as ChatRole};
 use tollgate_engine::spec::parse_yaml;
 
 const MASTER: &str = "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a";
