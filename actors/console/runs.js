@@ -4,7 +4,7 @@
 import { api } from "./api.js";
 import { chip, h, time } from "./ui.js";
 
-const STATUSES = ["", "pending", "running", "succeeded", "failed", "cancelled"];
+const STATUSES = ["", "pending", "running", "waiting", "succeeded", "failed", "cancelled"];
 
 function toMs(local) { return local ? String(new Date(local).getTime()) : ""; }
 function toLocal(ms) {

@@ -196,7 +196,7 @@ impl Tollgate {
         let mut updates = self.engine.updates.subscribe();
         loop {
             let v = self.view(run).await?;
-            if v.state.status.is_finished() || v.state.is_waiting() && !has_near_timer(&v) && !self.has_unapplied_decision(&v).await? {
+            if v.state.status.is_finished() || v.state.is_waiting() && !has_near_timer(&v) && !self.between_states(&v).await? {
                 return Ok(v);
             }
             // Wake on this run's next update, or poll (updates from other processes are not seen here).
@@ -213,15 +213,26 @@ impl Tollgate {
 }
 
 impl Tollgate {
-    /// A decision recorded in the store that the run's journal does not show yet: the run
-    /// is about to move on, so it is not settled.
-    async fn has_unapplied_decision(&self, v: &RunView) -> Result<bool, ServiceError> {
-        let open = v.state.steps.iter().filter_map(|s| match &s.status {
-            run::StepStatus::WaitingHuman { request } => Some(request),
-            _ => None,
-        });
-        for request in open.chain(v.state.budget_request.as_ref()) {
-            if self.engine.store.human_decision(&v.meta.workflow, request).await?.is_some() {
+    /// Whether a run whose journal says it waits on a human is still between states: a request
+    /// it opened is not listed as pending yet (its record follows the journal entry), or a
+    /// decision recorded in the store is not in its journal yet (the run is about to move on).
+    async fn between_states(&self, v: &RunView) -> Result<bool, ServiceError> {
+        let open: Vec<&RequestId> = v
+            .state
+            .steps
+            .iter()
+            .filter_map(|s| match &s.status {
+                run::StepStatus::WaitingHuman { request } => Some(request),
+                _ => None,
+            })
+            .chain(v.state.budget_request.as_ref())
+            .collect();
+        if open.is_empty() {
+            return Ok(false);
+        }
+        let pending = self.engine.store.pending_requests().await?;
+        for request in open {
+            if self.engine.store.human_decision(&v.meta.workflow, request).await?.is_some() || !pending.contains(request) {
                 return Ok(true);
             }
         }

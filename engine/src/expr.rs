@@ -122,6 +122,8 @@ pub fn render_vars(value: &Value, vars: &[(&str, &Value)]) -> Result<Value, Expr
         ),
         other => other.clone(),
     })
+}
+
 /// Evaluate a boolean expression over named JSON variables (`output`, `params` for a step's
 /// `checks`).
 pub fn eval_bool_over(src: &str, vars: &[(&str, &Value)]) -> Result<bool, ExprError> {

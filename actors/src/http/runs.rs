@@ -45,7 +45,7 @@ struct Filter {
 
 impl Filter {
     fn from_query(q: &ListQuery) -> Result<Self, ApiError> {
-        const STATUSES: [&str; 5] = ["pending", "running", "succeeded", "failed", "cancelled"];
+        const STATUSES: [&str; 6] = ["pending", "running", "waiting", "succeeded", "failed", "cancelled"];
         let status = q.status.clone().filter(|s| !s.is_empty());
         if let Some(s) = status.as_deref().filter(|s| !STATUSES.contains(s)) {
             return Err(ApiError::bad_request("bad_status", format!("status must be one of {}, not {s:?}", STATUSES.join(", "))));
@@ -64,7 +64,7 @@ impl Filter {
     }
 
     fn keeps(&self, caller: &Caller, l: &RunListing) -> bool {
-        let status = l.summary.as_ref().map_or("pending", |s| s.status.label());
+        let status = RunSummary::label(l.summary.as_ref());
         caller.sees(l.meta.owner.as_str())
             && self.workflow.as_deref().is_none_or(|w| l.meta.workflow.0 == w)
             && self.status.as_deref().is_none_or(|s| s == status)
