@@ -119,6 +119,10 @@ async fn a_second_assignee_is_paged_after_t1_and_the_default_applies_after_t2_ac
     assert_eq!(escalations, vec![0, 1]);
     let decisions: Vec<bool> = journal.iter().filter_map(|e| match e { Event::HumanDecided { by_policy, .. } => Some(*by_policy), _ => None }).collect();
     assert_eq!(decisions, vec![true]);
+    let audit = tollgate::audit::audit_events(&sys.t().engine.spec(&end.meta.workflow, &end.meta.spec_digest).await.unwrap(), &journal);
+    let kinds: Vec<&str> = audit.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["run.started", "step.succeeded", "escalation.paged", "escalation.default", "request.approved", "step.succeeded"]);
+    assert_eq!((&audit[2]["to"], &audit[4]["by"], &audit[4]["by_policy"]), (&json!("coo"), &json!("escalation policy"), &json!(true)));
     // No page mailed twice (the restart re-paged no one).
     let to_coo = sink.messages().iter().filter(|m| m.contains("To: coo@example.com")).count();
     assert_eq!(to_coo, 1);

@@ -4,7 +4,7 @@
 //! - `GET  /healthz` (200 healthy / 503 not, see `health.rs`)
 //! - `GET  /api/runs?limit=&after=` (a page, newest first, with the `next` cursor),
 //!   `GET /api/runs/{run}`, `POST /api/runs` `{spec: "<yaml>", params: {…}}`
-//! - `POST /api/runs/{run}/cancel` `{reason}`
+//! - `POST /api/runs/{run}/cancel` `{reason}`, `GET /api/runs/{run}/audit` (named journal events)
 //! - `GET  /api/requests` (pending human requests the caller may decide), `GET /api/requests/{request}`
 //! - `POST /api/requests/{request}/decision` `{decision: approve|reject|extend|modify|abort, amount?, value?, comment?}`
 //! - `GET  /api/stream` (Server-Sent Events: new, paged and decided requests, finished runs)
@@ -70,6 +70,7 @@ pub fn router_with(t: Tollgate, options: ApiOptions) -> Router {
         .route("/api/runs", get(runs::list).post(runs::start))
         .route("/api/runs/{run}", get(runs::show))
         .route("/api/runs/{run}/cancel", post(runs::cancel))
+        .route("/api/runs/{run}/audit", get(runs::audit))
         .route("/api/requests", get(requests::pending))
         .route("/api/requests/{request}", get(requests::show))
         .route("/api/requests/{request}/decision", post(requests::decide))

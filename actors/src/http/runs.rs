@@ -68,6 +68,12 @@ pub async fn show(State(t): State<Tollgate>, caller: Caller, Path(run): Path<Str
     Ok(Json(crate::cli::summary_json(&t.view_as(&caller, &RunId(run)).await?)))
 }
 
+/// `GET /api/runs/{run}/audit`: the run's journal as named events (404 as for `show`).
+pub async fn audit(State(t): State<Tollgate>, caller: Caller, Path(run): Path<String>) -> Result<Json<Value>, ApiError> {
+    let events = t.audit_as(&caller, &RunId(run.clone())).await?;
+    Ok(Json(json!({"run": run, "events": events})))
+}
+
 #[derive(Deserialize)]
 pub struct StartRun {
     spec: String,
