@@ -18,9 +18,12 @@ use tokio::sync::broadcast::error::RecvError;
 use tollgate_engine::ids::RequestId;
 
 use crate::access::Caller;
+use crate::http::openapi::ApiErrorDoc;
 use crate::service::Tollgate;
 use crate::system::RunUpdate;
 
+#[utoipa::path(get, path = "/api/stream", tag = "requests",
+    responses((status = 200, description = "Server-Sent Events: `request`, `paged`, `decided`, `run`, `lagged`; data is JSON", content_type = "text/event-stream", body = String), (status = 401, description = "no or a wrong token", body = ApiErrorDoc)))]
 pub async fn stream(State(t): State<Tollgate>, caller: Caller) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let rx = t.engine.updates.subscribe();
     let events = stream::unfold((t, caller, rx), |(t, caller, mut rx)| async move {
@@ -42,7 +45,7 @@ pub async fn stream(State(t): State<Tollgate>, caller: Caller) -> Sse<impl Strea
 }
 
 /// The event `update` makes for `caller`, if it concerns them.
-async fn event_for(t: &Tollgate, caller: &Caller, update: RunUpdate) -> Option<Event> {
+pub async fn event_for(t: &Tollgate, caller: &Caller, update: RunUpdate) -> Option<Event> {
     let visible = |id: &RequestId| {
         let id = id.clone();
         async move { t.request_as(caller, &id).await.ok() }
