@@ -127,3 +127,45 @@ async fn a_second_assignee_is_paged_after_t1_and_the_default_applies_after_t2_ac
     let to_coo = sink.messages().iter().filter(|m| m.contains("To: coo@example.com")).count();
     assert_eq!(to_coo, 1);
 }
+
+/// A run waiting on an escalation timer further off than the passivation threshold holds no
+/// live actor; the supervisor wakes it when the timer is due, and a `reject` default fails the
+/// approval step, recorded as the policy's (a `request.rejected` audit event).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_passivated_run_wakes_for_its_escalation_and_a_reject_default_fails_the_step() {
+    let sys = embedded_with(|_| {}).await;
+    let spec = r#"
+id: expiring
+owner: ops
+steps:
+  - id: ok
+    type: approval
+    question: "Renew the contract?"
+    escalate: [{ after: 7s, default: reject }]
+  - { id: renew, type: code, needs: [ok], script: "return 1" }
+"#;
+    let run = sys.start(spec, json!({})).await;
+    let t = sys.t().clone();
+    wait_for("the waiting run to be passivated", Duration::from_secs(5), || {
+        let t = t.clone();
+        async move { t.live_runs().await.unwrap() == 0 }
+    })
+    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let v = loop {
+        let v = sys.t().view(&run).await.unwrap();
+        if v.state.status.is_finished() {
+            break v;
+        }
+        assert!(std::time::Instant::now() < deadline, "the default was not applied");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(v.state.status.label(), "failed");
+    let d = TestSystem::step(&v, "ok").decision.clone().unwrap();
+    assert_eq!((d.decision, d.by_policy), (Decision::Reject, true));
+    assert_eq!(TestSystem::step(&v, "renew").status.label(), "skipped");
+    let journal = sys.t().engine.store.read_journal(&v.meta.workflow, &run).await.unwrap();
+    let audit = tollgate::audit::audit_events(&sys.t().engine.spec(&v.meta.workflow, &v.meta.spec_digest).await.unwrap(), &journal);
+    let kinds: Vec<&str> = audit.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["run.started", "escalation.default", "request.rejected"]);
+}
