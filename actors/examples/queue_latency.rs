@@ -128,6 +128,7 @@ fn config(backend: &str, args: &Args, dir: &tempfile::TempDir) -> QueueConfig {
         backend,
         concurrency: args.concurrency,
         poll_interval: Duration::from_millis(200),
+        eager: false,
     }
 }
 

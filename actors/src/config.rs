@@ -52,6 +52,10 @@ pub struct Config {
     /// Queue poll interval (apalis idles 30 s between polls without one).
     #[serde(with = "humantime_serde_compat")]
     pub poll_interval: Duration,
+    /// A run driven by this process hands a ready step straight to a free step worker of
+    /// this process as well as to the queue ("eager dispatch"): the step starts without a
+    /// queue round trip, and the queue's copy, claimed already, is a no-op wherever it lands.
+    pub eager_dispatch: bool,
     /// Admin HTTP listen address for `serve`.
     pub http_addr: SocketAddr,
     /// Bearer token required by the admin HTTP API. Empty disables the API's auth, which
@@ -68,6 +72,8 @@ pub struct Config {
     pub egress: EgressConfig,
     /// How people are told a request waits for them (email).
     pub paging: PagingConfig,
+    /// Triggers: which workflows `serve` starts triggers for, and the fire history's retention.
+    pub triggers: crate::triggers::TriggersConfig,
 }
 
 /// `[paging]`: email pages for requests assigned or escalated to a user (consoles are told
@@ -121,18 +127,20 @@ impl Default for Config {
             reconcile_interval: Duration::from_millis(500),
             lease_ttl: Duration::from_secs(15),
             poll_interval: Duration::from_millis(50),
+            eager_dispatch: true,
             http_addr: "127.0.0.1:8480".parse().expect("valid address"),
             admin_token: String::new(),
             http_max_body_bytes: 2 * 1024 * 1024,
             health_addr: None,
             egress: EgressConfig::default(),
             paging: PagingConfig::default(),
+            triggers: Default::default(),
         }
     }
 }
 
 /// humantime strings in TOML (`"500ms"`).
-mod humantime_serde_compat {
+pub(crate) mod humantime_serde_compat {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer, Serializer};
@@ -193,6 +201,7 @@ impl Config {
                 "RECONCILE_INTERVAL" => self.reconcile_interval = dur(&value)?,
                 "LEASE_TTL" => self.lease_ttl = dur(&value)?,
                 "POLL_INTERVAL" => self.poll_interval = dur(&value)?,
+                "EAGER_DISPATCH" => self.eager_dispatch = value.parse().map_err(|e| bad(format!("{e}")))?,
                 "HTTP_ADDR" => self.http_addr = value.parse().map_err(|e| bad(format!("{e}")))?,
                 "ADMIN_TOKEN" => self.admin_token = value,
                 "HTTP_MAX_BODY_BYTES" => self.http_max_body_bytes = value.parse().map_err(|e| bad(format!("{e}")))?,
@@ -203,6 +212,7 @@ impl Config {
                 "SMTP_URL" => self.paging.smtp_url = value,
                 "PAGING_FROM" => self.paging.from = value,
                 "CONSOLE_URL" => self.paging.console_url = value,
+                "TRIGGER_HISTORY_TTL" => self.triggers.history_ttl = dur(&value)?,
                 "HEALTH_ADDR" if value.is_empty() => self.health_addr = None,
                 "HEALTH_ADDR" => self.health_addr = Some(value.parse().map_err(|e| bad(format!("{e}")))?),
                 _ => {} // other TOLLGATE_* variables belong to tests and tools
@@ -239,6 +249,9 @@ impl Config {
             return Err(ConfigError::Invalid("http_max_body_bytes must be at least 1024".into()));
         }
         self.egress.allowlist()?;
+        if self.triggers.history_ttl.is_zero() {
+            return Err(ConfigError::Invalid("triggers.history_ttl must be longer than 0".into()));
+        }
         if !tollgate_engine::ids::is_valid_id(&self.namespace) {
             return Err(ConfigError::Invalid(format!("namespace `{}` must be an id ([A-Za-z0-9_.-])", self.namespace)));
         }

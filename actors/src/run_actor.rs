@@ -12,7 +12,7 @@ use tollgate_engine::ids::{RequestId, RunId, StepId, WorkflowId};
 use tollgate_engine::queue::StepJob;
 use tollgate_engine::run::{self, Action, Decision, Event, RunState, StepStatus, Timer};
 use tollgate_engine::spec::ValidatedSpec;
-use tollgate_engine::store::{AttemptClaim, HumanDecisionRecord, HumanRequestRecord, Lease, OutcomeResult, RunClosed, RunSummary, StepOutcome};
+use tollgate_engine::store::{AttemptAbandoned, AttemptClaim, HumanDecisionRecord, HumanRequestRecord, Lease, OutcomeResult, RunClosed, RunSummary, StepOutcome};
 
 use crate::lease;
 use crate::supervisor::SupervisorMsg;
@@ -135,6 +135,10 @@ impl Actor for RunActor {
             }
             let actions = run::outstanding(&st.spec, &st.state);
             perform(&myself, &mut st, actions).await?;
+            // Woken from passivation: listings say running again (or finished, written below).
+            if !st.state.status.is_finished() {
+                engine.store.put_run_summary(&st.wf, &st.state.run, &RunSummary::of(&st.state)).await?;
+            }
         }
         if !st.state.status.is_finished() {
             if let Some(c) = engine.store.cancel_request(&st.wf, &st.state.run).await? {
@@ -507,6 +511,8 @@ async fn after_change(myself: &ActorRef<RunMsg>, st: &mut RunActorState) -> Resu
         let next_timer = next_timer_at(&st.spec, &st.state);
         let far = next_timer.is_none_or(|at| at > now_ms() + PASSIVATE_IF_NEXT_TIMER_BEYOND.as_millis() as u64);
         if far && !has_pending_input(st).await? {
+            // Listings show the run as waiting without reading its journal.
+            st.engine.store.put_run_summary(&st.wf, &st.state.run, &RunSummary::of(&st.state)).await?;
             let _ = st.supervisor.send_message(SupervisorMsg::Passivated { run: st.state.run.clone(), wake_at: next_timer, routed: st.routed });
             myself.stop(Some("passivated".into()));
         }
@@ -571,10 +577,16 @@ async fn check_attempts(st: &mut RunActorState, due: &[usize], now: u64) -> Resu
             continue;
         }
         match claim {
+            // Giving up on a claimed attempt, the driver first tells its worker to stop, in case
+            // that worker is only paused: it must not run on beside the next attempt.
             Some(AttemptClaim::Started { worker, at, .. }) => {
                 if !st.engine.liveness.is_alive(&worker).await? {
+                    let why = AttemptAbandoned { reason: format!("interrupted: its process {worker} looked dead"), at: now };
+                    st.engine.store.abandon_attempt(&st.wf, &st.state.run, &step, attempt, &why).await?;
                     events.push(Event::AttemptInterrupted { step, attempt, at: now, started_at: at, worker });
                 } else if at + run::apply::step_timeout(&st.spec, i).as_millis() as u64 + TIMEOUT_BACKSTOP_GRACE.as_millis() as u64 <= now {
+                    let why = AttemptAbandoned { reason: "timed out without a result".into(), at: now };
+                    st.engine.store.abandon_attempt(&st.wf, &st.state.run, &step, attempt, &why).await?;
                     events.push(Event::TimerFired { timer: Timer::StepTimeout { step, attempt }, at: now });
                 }
             }

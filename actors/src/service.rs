@@ -68,10 +68,30 @@ impl Tollgate {
 
     /// [`Tollgate::start_run`], recording who started it (see `RunMeta::started_by`).
     pub async fn start_run_by(&self, spec: &ValidatedSpec, params: &serde_json::Map<String, Value>, started_by: Option<&str>) -> Result<RunId, ServiceError> {
+        let run = RunId::generate();
+        self.create_run(spec, params, &run, None, started_by).await?;
+        self.ensure(&run).await?;
+        Ok(run)
+    }
+
+    /// Register the spec, bind parameters and record the run `run` (naming the trigger and
+    /// fire that started it, if one did, and the user who started it, if one did) without
+    /// starting its actor. A run id that exists already is refused ([`StoreError::Forbidden`]):
+    /// the fire path relies on it.
+    pub async fn create_run(
+        &self,
+        spec: &ValidatedSpec,
+        params: &serde_json::Map<String, Value>,
+        run: &RunId,
+        trigger: Option<tollgate_engine::trigger::RunTrigger>,
+        started_by: Option<&str>,
+    ) -> Result<(), ServiceError> {
         let params = spec.bind_params(params)?;
         let store = &self.engine.store;
-        let spec_digest = store.register_workflow(spec.spec()).await?;
-        let run = RunId::generate();
+        // A spec this process already loaded from the store is registered: skip the writes
+        // (triggers start many runs of one spec).
+        let known = tollgate_engine::store::Store::spec_digest(spec.spec());
+        let spec_digest = if self.engine.has_spec(&spec.spec().id, &known) { known } else { store.register_workflow(spec.spec()).await? };
         let meta = RunMeta {
             run: run.clone(),
             workflow: spec.spec().id.clone(),
@@ -81,10 +101,10 @@ impl Tollgate {
             params,
             created_at: now_ms(),
             started_by: started_by.map(String::from),
+            trigger,
         };
         store.create_run(&meta).await?;
-        self.ensure(&run).await?;
-        Ok(run)
+        Ok(())
     }
 
     /// Make sure the run has a live actor here (resume, recover).

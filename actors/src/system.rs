@@ -64,6 +64,8 @@ pub struct Engine {
     pub reconcile_interval: std::time::Duration,
     /// How long a run's lease lasts without renewal (renewed on every reconcile tick).
     pub lease_ttl: std::time::Duration,
+    /// This process's triggers: health, and the endpoints of webhook and upload triggers.
+    pub triggers: crate::triggers::TriggerBoard,
     specs: RwLock<HashMap<(WorkflowId, String), Arc<ValidatedSpec>>>,
 }
 
@@ -96,6 +98,7 @@ impl Engine {
             max_in_flight_per_run,
             reconcile_interval,
             lease_ttl,
+            triggers: Default::default(),
             specs: RwLock::new(HashMap::new()),
         }
     }
@@ -110,6 +113,12 @@ impl Engine {
         let spec = Arc::new(validate(raw).map_err(|e| EngineError::BadStoredSpec(wf.clone(), digest.to_string(), e.to_string()))?);
         self.specs.write().expect("spec cache lock").insert(key, spec.clone());
         Ok(spec)
+    }
+
+    /// Whether the spec `(wf, digest)` was loaded from the store by this process (so it is
+    /// registered there, with its workflow's key).
+    pub fn has_spec(&self, wf: &WorkflowId, digest: &str) -> bool {
+        self.specs.read().expect("spec cache lock").contains_key(&(wf.clone(), digest.to_string()))
     }
 
     pub fn publish(&self, update: RunUpdate) {

@@ -193,12 +193,13 @@ impl StepWorker {
         Ok(())
     }
 
-    /// Resolves when the attempt's run is cancelled or has finished (polled from the store, so
-    /// it works whichever process drives the run). Never resolves if the store cannot say.
+    /// Resolves when the attempt's run is cancelled or has finished, or the run gave up on the
+    /// attempt (polled from the store, so it works whichever process drives the run; a paused
+    /// process sees it at its first poll after waking). Never resolves if the store cannot say.
     async fn stopped(&self, job: &StepJob) -> String {
         loop {
             tokio::time::sleep(STOP_POLL).await;
-            if let Ok(Some(reason)) = self.engine.store.run_stop_reason(&job.workflow, &job.run).await {
+            if let Ok(Some(reason)) = self.engine.store.attempt_stop_reason(&job.workflow, &job.run, &job.step, job.attempt).await {
                 return reason;
             }
         }

@@ -15,3 +15,4 @@ pub mod spec;
 pub mod step;
 pub mod store;
 pub mod users;
+pub mod trigger;

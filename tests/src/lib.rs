@@ -3,3 +3,4 @@
 pub mod harness;
 pub mod smtp_sink;
 pub mod store_conformance;
+pub mod triggers;

@@ -55,6 +55,15 @@ async fn approve_a_request_over_http() {
         async move { r.send().await.unwrap().json::<Value>().await.unwrap().as_array().is_some_and(|l| !l.is_empty()) }
     })
     .await;
+    // Only waiting for the partner: the listing says so, from the run's summary record.
+    let listed = |status: &'static str| {
+        let (r, run) = (auth(http.get(format!("{base}/api/runs"))), run.clone());
+        async move {
+            let page = r.send().await.unwrap().json::<Value>().await.unwrap();
+            page["runs"].as_array().is_some_and(|l| l.iter().any(|r| r["run"] == run.as_str() && r["status"] == status))
+        }
+    };
+    wait_for("the run to be listed as waiting", Duration::from_secs(30), || listed("waiting")).await;
     let list: Value = auth(http.get(format!("{base}/api/requests"))).send().await.unwrap().json().await.unwrap();
     assert_eq!(list[0]["request"]["question"], "Send the letter to Acme?");
     let request = list[0]["request"]["id"].as_str().unwrap().to_string();
@@ -88,6 +97,7 @@ async fn approve_a_request_over_http() {
         async move { r.send().await.unwrap().json::<Value>().await.unwrap()["status"] == "succeeded" }
     })
     .await;
+    wait_for("the run to be listed as succeeded", Duration::from_secs(30), || listed("succeeded")).await;
     let shown: Value = auth(http.get(format!("{base}/api/runs/{run}"))).send().await.unwrap().json().await.unwrap();
     assert_eq!(shown["steps"][0]["decision"]["by"], "partner", "the authenticated caller, not the body's `by`");
     assert_eq!(auth(http.get(format!("{base}/api/runs/nope"))).send().await.unwrap().status(), 404);

@@ -5,6 +5,7 @@ mod gates;
 mod progress;
 mod report;
 mod users;
+mod triggers;
 
 pub use report::summary_json;
 
@@ -111,8 +112,14 @@ pub enum Command {
         #[command(subcommand)]
         command: gates::GatesCommand,
     },
-    /// Run the engine (run actors, step workers, admin HTTP) until interrupted.
+    /// Run the engine (run actors, step workers, admin HTTP, the triggers of
+    /// `[triggers] workflows`) until interrupted.
     Serve,
+    /// Triggers: run them, list them with their health, show a workflow's fire history.
+    Triggers {
+        #[command(subcommand)]
+        command: triggers::TriggersCommand,
+    },
     /// Run step workers only (fleets, against Redis).
     Worker,
     /// Users of the admin API and the console.
@@ -124,10 +131,16 @@ pub enum Command {
 
 #[derive(Subcommand, Debug)]
 pub enum RunsCommand {
-    /// List runs, newest first.
+    /// List runs, newest first, a page at a time (from summary records; no journal is read).
     List {
         #[arg(long)]
         json: bool,
+        /// Runs per page.
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u16).range(1..=500))]
+        limit: u16,
+        /// Start after this run (the `next` printed at the end of the previous page).
+        #[arg(long)]
+        after: Option<RunId>,
     },
     /// Show a run: each step's status, attempts, duration, cost, error and decision.
     Show {
@@ -235,6 +248,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Users { command } => users::run(&config, command).await,
         Command::Gates { command } => gates::run(command),
         Command::Serve => crate::http::serve(&config).await.map(|_| ExitCode::SUCCESS),
+        Command::Triggers { command } => triggers::run(&config, command).await,
         Command::Worker => {
             let sys = bootstrap::start(&config, Role::WorkerOnly).await?;
             let health = match config.health_addr {
@@ -384,13 +398,14 @@ async fn decide_cmd(sys: &Running, run: &RunId, step: &StepId, decision: Decisio
     }
 }
 
-async fn runs_cmd(config: &Config, command: RunsCommand) -> anyhow::Result<ExitCode> {
-    // Read-only: the store alone, no queue, no workers.
+/// The store alone, for commands that only read it (and write records of their own):
+/// no queue, no workers, no heartbeat.
+async fn read_only_engine(config: &Config) -> anyhow::Result<crate::system::Engine> {
     let backend = bootstrap::open_backend(config).await?;
     // Takes no lease, so it announces no heartbeat.
     let liveness = crate::liveness::Liveness::detached(backend.clone());
     let store = tollgate_engine::store::Store::new(backend, bootstrap::master_key(config)?);
-    let engine = crate::system::Engine::new(
+    Ok(crate::system::Engine::new(
         std::sync::Arc::new(store),
         std::sync::Arc::new(NoQueue),
         Default::default(),
@@ -398,23 +413,20 @@ async fn runs_cmd(config: &Config, command: RunsCommand) -> anyhow::Result<ExitC
         Duration::from_secs(1),
         liveness,
         config.lease_ttl,
-    );
+    ))
+}
+
+async fn runs_cmd(config: &Config, command: RunsCommand) -> anyhow::Result<ExitCode> {
+    // Read-only: the store alone, no queue, no workers.
+    let engine = read_only_engine(config).await?;
     match command {
-        RunsCommand::List { json } => {
-            let mut runs = engine.store.list_runs().await?;
-            runs.reverse();
-            let mut views = Vec::new();
-            for r in runs {
-                match crate::service::view(&engine, &r).await {
-                    Ok(v) => views.push(v),
-                    Err(e) => eprintln!("tollgate: run {r}: {e}"),
-                }
-            }
+        RunsCommand::List { json, limit, after } => {
+            let page = engine.store.run_page(after.as_ref(), usize::from(limit)).await?;
             if json {
-                let list: Vec<Value> = views.iter().map(report::summary_json).collect();
-                println!("{}", serde_json::to_string_pretty(&list)?);
+                let runs: Vec<Value> = page.runs.iter().map(crate::http::listing_json).collect();
+                println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "runs": runs, "next": page.next }))?);
             } else {
-                report::print_list(&views);
+                report::print_list(&page);
             }
         }
         RunsCommand::Show { run, json, outputs } => {

@@ -6,6 +6,8 @@
 use serde_json::{json, Value};
 use tollgate_engine::run::{AttemptStatus, RunStatus, StepState};
 
+use tollgate_engine::store::{RunPage, RunSummary};
+
 use crate::service::RunView;
 
 fn duration_ms(s: &StepState) -> Option<u64> {
@@ -48,6 +50,7 @@ pub fn summary_json(v: &RunView) -> Value {
         "started_at": v.state.started_at,
         "finished_at": v.state.finished_at,
         "budget": v.state.budget,
+        "trigger": v.meta.trigger,
         "steps": steps,
     })
 }
@@ -59,6 +62,9 @@ pub fn print_summary(v: &RunView) {
         RunStatus::Failed { reason } => println!("  reason: {} — {}", reason.code, reason.message),
         RunStatus::Cancelled { by, reason } => println!("  cancelled by {by}: {reason}"),
         _ => {}
+    }
+    if let Some(t) = &v.meta.trigger {
+        println!("  started by {} trigger `{}` (fire {})", t.kind, t.trigger, t.fire);
     }
     println!("  {:<24} {:<10} {:<14} {:>8} {:>10} {:>8}", "STEP", "TYPE", "STATUS", "ATTEMPTS", "DURATION", "COST");
     for (i, s) in v.state.steps.iter().enumerate() {
@@ -143,11 +149,14 @@ fn gate_line(gate: &Value) -> String {
     if findings.is_empty() { action.to_string() } else { format!("{action} — {}", findings.join(", ")) }
 }
 
-pub fn print_list(views: &[RunView]) {
-    println!("{:<28} {:<24} {:<10} {:>6}", "RUN", "WORKFLOW", "STATUS", "STEPS");
-    for v in views {
-        let status = if v.state.is_waiting() { "waiting" } else { v.state.status.label() };
-        println!("{:<28} {:<24} {:<10} {:>6}", v.meta.run, v.meta.workflow, status, v.state.steps.len());
+pub fn print_list(page: &RunPage) {
+    println!("{:<28} {:<24} {:<10} {:<24}", "RUN", "WORKFLOW", "STATUS", "CREATED");
+    for l in &page.runs {
+        let created = humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_millis(l.meta.created_at));
+        println!("{:<28} {:<24} {:<10} {:<24}", l.meta.run, l.meta.workflow, RunSummary::label(l.summary.as_ref()), created);
+    }
+    if let Some(next) = &page.next {
+        println!("more: tollgate runs list --after {next}");
     }
 }
 

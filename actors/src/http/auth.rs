@@ -9,8 +9,10 @@
 //!   ([`check_exposure`]): the request acts as the local operator ([`Caller::Local`]).
 //!
 //! Anything else is 401. Handlers take a [`Caller`] (403 for the bootstrap token) or an
-//! [`Authenticated`]. The console resolves its session cookie to a token's user the same way,
-//! through [`authenticate_token`].
+//! [`Authenticated`].
+//! - a console session cookie (`session.rs`; signed in with a user's token through
+//!   [`authenticate_token`]) — the request acts as the session's user, and one that changes
+//!   state must carry the session's CSRF token (403 without).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,8 +29,10 @@ use subtle::ConstantTimeEq;
 use tollgate_engine::users::User;
 
 use crate::access::Caller;
+use crate::http::session::{Session, SessionKey};
 use crate::http::error::ApiError;
 use crate::service::Tollgate;
+
 
 /// Refuse an admin API open to the network without a token: anyone who reaches it could
 /// start, decide and cancel runs.
@@ -70,7 +74,20 @@ fn unauthorized(message: &str) -> Response {
 }
 
 /// Middleware: authenticate the request (see the module doc) or answer 401.
-pub async fn require_auth(t: Tollgate, admin_token: Arc<String>, mut req: Request, next: Next) -> Response {
+pub async fn require_auth(t: Tollgate, admin_token: Arc<String>, sessions: SessionKey, mut req: Request, next: Next) -> Response {
+    if let Some(session) = sessions.from_headers(req.headers()) {
+        if !sessions.allows(&session, req.method(), req.headers()) {
+            let body = Json(json!({"error": "csrf", "message": "a console request that changes state needs the session's `X-CSRF-Token` header"}));
+            return (StatusCode::FORBIDDEN, body).into_response();
+        }
+        let caller = match session_caller(&t, &admin_token, &session).await {
+            Ok(Some(caller)) => caller,
+            Ok(None) => return unauthorized("the session's user no longer exists; sign in again"),
+            Err(e) => return e.into_response(),
+        };
+        req.extensions_mut().insert(Authenticated::Caller(caller));
+        return next.run(req).await;
+    }
     let given = req.headers().get(header::AUTHORIZATION).and_then(|h| h.to_str().ok()).map(str::to_owned);
     let who = match given.as_deref() {
         None if admin_token.is_empty() => Authenticated::Caller(Caller::Local("local".into())),
@@ -87,6 +104,16 @@ pub async fn require_auth(t: Tollgate, admin_token: Arc<String>, mut req: Reques
     };
     req.extensions_mut().insert(who);
     next.run(req).await
+}
+
+/// Who a console session acts as: its user, read afresh on every request (so a removed user's
+/// sessions stop working, and role or group changes apply at once); in the loopback-only
+/// development mode (no admin token), the local operator it was signed in as.
+pub async fn session_caller(t: &Tollgate, admin_token: &str, session: &Session) -> Result<Option<Caller>, ApiError> {
+    if session.local {
+        return Ok(admin_token.is_empty().then(|| Caller::Local(session.user.clone())));
+    }
+    Ok(t.users.get(&session.user).await?.map(Caller::User))
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Authenticated {

@@ -24,6 +24,11 @@ impl ApiError {
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
         Self::Request(StatusCode::BAD_REQUEST, code, message.into())
     }
+
+    /// 404: what the caller asked for does not exist, or is not the caller's to see.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::Request(StatusCode::NOT_FOUND, "not_found", message.into())
+    }
 }
 
 impl From<ServiceError> for ApiError {

@@ -14,6 +14,7 @@ use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 use tollgate_engine::queue::{QueueError, StepJob, StepQueue};
 
+use crate::queue::eager::EagerSlot;
 use crate::queue::redis::RedisQueue;
 use crate::queue::sqlite::SqliteQueue;
 use crate::queue::worker::{WorkerOptions, WorkerSet, WorkerSource};
@@ -24,6 +25,9 @@ use crate::queue::{JobHandler, QueueBackendConfig, QueueConfig};
 pub struct QueueBackend {
     kind: Kind,
     options: WorkerOptions,
+    /// Set when this backend's workers start, if the config asks for eager dispatch.
+    eager: EagerSlot,
+    eager_on: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -47,6 +51,8 @@ impl QueueBackend {
         Ok(Self {
             kind,
             options: WorkerOptions::from_config(config),
+            eager: EagerSlot::default(),
+            eager_on: config.eager,
         })
     }
 
@@ -61,7 +67,11 @@ impl QueueBackend {
             Kind::Sqlite(q) => Arc::new(q.clone()),
             Kind::Redis(q) => Arc::new(q.clone()),
         };
-        WorkerSet::spawn(source, self.options.clone(), handler, &shutdown)
+        let set = WorkerSet::spawn(source, self.options.clone(), handler, &shutdown);
+        if self.eager_on {
+            self.eager.set(set.eager_lane());
+        }
+        set
     }
 
     async fn push(
@@ -69,6 +79,11 @@ impl QueueBackend {
         jobs: &[StepJob],
         not_before: Option<SystemTime>,
     ) -> Result<(), QueueError> {
+        // The caller has journaled the dispatch, so starting before the queue write is safe:
+        // a crash in between re-dispatches from the journal, and the claim dedupes.
+        if not_before.is_none_or(|at| at <= SystemTime::now()) {
+            self.eager.start(jobs);
+        }
         match &self.kind {
             Kind::Sqlite(q) => q.enqueue(jobs, not_before).await,
             Kind::Redis(q) => q.enqueue(jobs, not_before).await,

@@ -21,10 +21,12 @@
 //!
 //! Layout: `mod.rs` config and traits, `backend.rs` the opened queue ([`QueueBackend`]),
 //! `sqlite.rs` / `redis.rs` the two backends, `wake.rs` how an idle worker learns of new jobs,
-//! `service.rs` what happens to one delivered job, `worker.rs` the supervised worker loop,
+//! `service.rs` what happens to one delivered job, `eager.rs` the local shortcut to a free
+//! worker slot, `worker.rs` the supervised worker loop,
 //! `error.rs` the adapters' errors.
 
 mod backend;
+mod eager;
 mod error;
 mod redis;
 mod service;
@@ -61,6 +63,9 @@ pub struct QueueConfig {
     /// would only look again at its 30 s heartbeat.
     #[serde(with = "humantime_serde")]
     pub poll_interval: Duration,
+    /// Jobs enqueued through this process's backend also go straight to a free slot of its
+    /// workers, if one is free (see `eager.rs`).
+    pub eager: bool,
 }
 
 impl Default for QueueConfig {
@@ -69,6 +74,7 @@ impl Default for QueueConfig {
             backend: QueueBackendConfig::default(),
             concurrency: 16,
             poll_interval: Duration::from_millis(200),
+            eager: false,
         }
     }
 }
@@ -90,6 +96,7 @@ impl QueueConfig {
             backend,
             concurrency: config.worker_concurrency,
             poll_interval: config.poll_interval,
+            eager: config.eager_dispatch,
         }
     }
 

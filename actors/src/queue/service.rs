@@ -125,6 +125,11 @@ async fn run_handler(handler: &dyn JobHandler, args: Value) -> Result<(), JobRej
         tracing::warn!(error = %e, "dropping a queue payload that is not a StepJob");
         JobRejected::new(format!("payload is not a StepJob: {e}"))
     })?;
+    run_job(handler, job).await
+}
+
+/// Runs one decoded job, turning a panic into a rejection; logs what went wrong.
+pub(crate) async fn run_job(handler: &dyn JobHandler, job: StepJob) -> Result<(), JobRejected> {
     let ids = format!("{}/{}/{}#{}", job.workflow, job.run, job.step, job.attempt);
     match AssertUnwindSafe(handler.handle(job)).catch_unwind().await {
         Ok(Ok(())) => Ok(()),

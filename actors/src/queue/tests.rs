@@ -42,6 +42,7 @@ pub(crate) fn redis_config(concurrency: usize, poll_interval: Duration) -> Queue
         },
         concurrency,
         poll_interval,
+        eager: false,
     }
 }
 
@@ -56,6 +57,7 @@ pub(crate) fn sqlite_config(
         },
         concurrency,
         poll_interval,
+        eager: false,
     }
 }
 

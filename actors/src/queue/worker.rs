@@ -32,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use ulid::Ulid;
 
+use crate::queue::eager::EagerLane;
 use crate::queue::error::BackendError;
 use crate::queue::service::{CompleteJob, StepService};
 use crate::queue::{JobHandler, QueueConfig};
@@ -112,6 +113,8 @@ pub struct WorkerSet {
     tasks: TaskTracker,
     shutdown: CancellationToken,
     health: watch::Sender<WorkerHealth>,
+    /// The way in for jobs started eagerly (same slots, same tasks, same shutdown).
+    lane: EagerLane,
 }
 
 impl WorkerSet {
@@ -121,13 +124,22 @@ impl WorkerSet {
         handler: Arc<dyn JobHandler>,
         shutdown: &CancellationToken,
     ) -> Self {
+        let tasks = TaskTracker::new();
+        let shutdown = shutdown.child_token();
+        let slots = Arc::new(Semaphore::new(options.concurrency));
+        let lane = EagerLane {
+            handler: Arc::clone(&handler),
+            slots: Arc::clone(&slots),
+            tasks: tasks.clone(),
+            shutdown: shutdown.clone(),
+        };
         let set = Self {
-            tasks: TaskTracker::new(),
-            shutdown: shutdown.child_token(),
+            tasks,
+            shutdown,
             health: watch::channel(WorkerHealth::default()).0,
+            lane,
         };
         source.spawn_helpers(&set.tasks, &set.shutdown);
-        let slots = Arc::new(Semaphore::new(options.concurrency));
         let supervisor = Supervisor {
             source,
             options,
@@ -139,6 +151,11 @@ impl WorkerSet {
         };
         set.tasks.spawn(supervisor.run());
         set
+    }
+
+    /// Where eager jobs enter this set (see `eager.rs`).
+    pub(crate) fn eager_lane(&self) -> EagerLane {
+        self.lane.clone()
     }
 
     /// The name of the apalis worker currently starting or running, if any.

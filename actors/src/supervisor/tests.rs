@@ -154,6 +154,7 @@ async fn unstarted_run(t: &Tollgate) -> RunId {
         params: Default::default(),
         created_at: now_ms(),
         started_by: None,
+        trigger: None,
     };
     t.engine.store.create_run(&meta).await.expect("create run");
     run

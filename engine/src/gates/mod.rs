@@ -23,6 +23,7 @@ mod error;
 pub mod eval;
 mod examples;
 mod json;
+mod locate;
 mod matcher;
 mod mesh;
 mod normalize;
@@ -38,6 +39,7 @@ mod threat;
 mod verdict;
 
 pub use error::GateError;
+pub use locate::{redacted_locations, RedactedLocation};
 pub use mesh::GateMesh;
 pub use policy::{DetectorSet, GatePolicy, GatePolicyOverride};
 pub use redact::{RedactionMap, placeholder_kind};

@@ -32,6 +32,9 @@ pub struct RunMeta {
     /// not approve a step that forbids self-approval.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_by: Option<String>,
+    /// The trigger and fire that started the run (none when started by hand).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<crate::trigger::RunTrigger>,
 }
 
 /// A run's status as a listing shows it, kept beside the journal so that listing runs reads
@@ -44,11 +47,29 @@ pub struct RunSummary {
     pub started_at: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<u64>,
+    /// Running, but only waiting for a human or a timer (written when the run passivates, and
+    /// cleared when it is woken).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub waiting: bool,
 }
 
 impl RunSummary {
     pub fn of(state: &RunState) -> Self {
-        Self { status: state.status.clone(), started_at: state.started_at, finished_at: state.finished_at }
+        Self {
+            status: state.status.clone(),
+            started_at: state.started_at,
+            finished_at: state.finished_at,
+            waiting: !state.status.is_finished() && state.is_waiting(),
+        }
+    }
+
+    /// `waiting`, the run's status label, or `pending` when there is no summary yet.
+    pub fn label(summary: Option<&RunSummary>) -> &'static str {
+        match summary {
+            None => "pending",
+            Some(s) if s.waiting => "waiting",
+            Some(s) => s.status.label(),
+        }
     }
 }
 
@@ -100,6 +121,15 @@ pub enum AttemptClaim {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RunClosed {
     pub status: String,
+    pub at: u64,
+}
+
+/// Written by the run's driver when it gives up on an attempt that a worker claimed (its
+/// process looked dead, or it outran its timeout without a word): the run has moved on to a
+/// new attempt, so a worker still running this one — a paused process that woke up — stops.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AttemptAbandoned {
+    pub reason: String,
     pub at: u64,
 }
 

@@ -37,6 +37,11 @@ impl Store {
         Self { backend, master, service, keys: RwLock::new(HashMap::new()) }
     }
 
+    /// A MAC key derived from the master key for `purpose` (see `MasterKey::mac_key`).
+    pub fn mac_key(&self, purpose: &str) -> zeroize::Zeroizing<[u8; 32]> {
+        self.master.mac_key(purpose)
+    }
+
     pub fn backend(&self) -> &Arc<dyn Backend> {
         &self.backend
     }
@@ -101,12 +106,21 @@ impl Store {
         }
         let k = self.workflow_key(&spec.id).await?;
         let encoded = Self::encode(spec);
-        let digest = hex::encode(&Sha256::digest(&encoded)[..16]);
+        let digest = Self::digest_of(&encoded);
         let spec_key = keys::workflow_spec(&spec.id, &digest);
         self.backend.put(&spec_key, &k.seal(spec_key.as_bytes(), &encoded), None).await?;
         let latest = keys::workflow_latest(&spec.id);
         self.backend.put(&latest, &k.seal(latest.as_bytes(), &Self::encode(&digest)), None).await?;
         Ok(digest)
+    }
+
+    /// The content digest a spec is stored under (what [`Store::register_workflow`] returns).
+    pub fn spec_digest(spec: &WorkflowSpec) -> String {
+        Self::digest_of(&Self::encode(spec))
+    }
+
+    fn digest_of(encoded: &[u8]) -> String {
+        hex::encode(&Sha256::digest(encoded)[..16])
     }
 
     pub async fn load_spec(&self, wf: &WorkflowId, digest: &str) -> Result<WorkflowSpec, StoreError> {
@@ -226,15 +240,23 @@ impl Store {
         Ok(AttemptPreflight { outcome, input, claim, stop })
     }
 
-    /// Why a run's attempts must stop, if they must: it was cancelled or has finished. What a
-    /// worker polls while it runs an attempt.
-    pub async fn run_stop_reason(&self, wf: &WorkflowId, run: &RunId) -> Result<Option<String>, StoreError> {
+    /// Why an attempt that is running must stop, if it must: its run was cancelled or has
+    /// finished, or the run's driver gave up on the attempt. What a worker polls while it runs.
+    pub async fn attempt_stop_reason(&self, wf: &WorkflowId, run: &RunId, step: &StepId, attempt: u32) -> Result<Option<String>, StoreError> {
         let k = self.workflow_key(wf).await?;
-        let keys = [keys::run_cancel(run), keys::run_closed(run)];
+        let keys = [keys::run_cancel(run), keys::run_closed(run), keys::attempt_abandoned(run, step, attempt)];
         let mut values = self.backend.get_many(&keys).await?.into_iter();
         let cancel: Option<CancelRequest> = open_decode(&k, &keys[0], values.next().flatten())?;
         let closed: Option<RunClosed> = open_decode(&k, &keys[1], values.next().flatten())?;
-        Ok(stop_reason(cancel, closed))
+        let abandoned: Option<AttemptAbandoned> = open_decode(&k, &keys[2], values.next().flatten())?;
+        Ok(stop_reason(cancel, closed).or_else(|| abandoned.map(|a| format!("the run gave up on this attempt ({})", a.reason))))
+    }
+
+    /// Tell a worker still running `attempt` to stop: the run has moved on without it.
+    pub async fn abandon_attempt(&self, wf: &WorkflowId, run: &RunId, step: &StepId, attempt: u32, why: &AttemptAbandoned) -> Result<(), StoreError> {
+        let k = self.workflow_key(wf).await?;
+        let key = keys::attempt_abandoned(run, step, attempt);
+        self.backend.put(&key, &k.seal(key.as_bytes(), &Self::encode(why)), None).await
     }
 
     /// Claim an attempt (first writer wins). `Ok(None)`: this claim won; otherwise the claim

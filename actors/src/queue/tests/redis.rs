@@ -361,6 +361,7 @@ async fn workers_come_back_after_a_redis_restart() {
         },
         concurrency: 2,
         poll_interval: Duration::from_millis(50),
+        eager: false,
     };
     let backend = open(&config).await;
     let recorder = Recorder::new();

@@ -1,0 +1,110 @@
+// A request's card with the typed form of its mode: approval (approve / reject / modify the
+// output / abort, with a comment), budget extension (what is asked, spent, what the step costs;
+// extend by an amount or reject), guidance (the gate's evidence on the redacted text with the
+// matched span marked; release / modify / abort). Others get approve / reject / abort.
+
+import { api, decide } from "./api.js";
+import { gateTrail } from "./timeline.js";
+import { h, json, modeName, money, time, toast } from "./ui.js";
+
+export async function renderCard(view, id, { inbox, go }) {
+  if (!inbox.loaded) inbox.requests = await api("/api/requests");
+  const r = inbox.requests.find((x) => x.request.id === id);
+  if (!r) {
+    view.replaceChildren(h("h1", {}, "Request"), h("p", { class: "empty" }, "This request is no longer pending: it was decided or withdrawn."), h("a", { href: "#/inbox" }, "Back to the inbox"));
+    return;
+  }
+  const q = r.request;
+  const status = h("p", { class: "error", role: "alert", id: "decision-error" });
+  const comment = h("textarea", { id: "comment", name: "comment", rows: 2, maxlength: 2000 });
+  const commentField = [h("label", { for: "comment" }, "Comment (recorded with the decision)"), comment];
+
+  async function send(body) {
+    status.textContent = "";
+    const buttons = view.querySelectorAll("button");
+    buttons.forEach((b) => { b.disabled = true; });
+    try {
+      await decide(q.id, { ...body, comment: comment.value.trim() || undefined });
+      inbox.requests = inbox.requests.filter((x) => x.request.id !== q.id);
+      toast(`Recorded: ${body.decision}.`);
+      go(`#/runs/${encodeURIComponent(r.run)}`);
+    } catch (e) {
+      status.textContent = e.code === "already_decided" ? "Someone decided this request already." : e.message;
+      buttons.forEach((b) => { b.disabled = false; });
+    }
+  }
+  const button = (label, cls, body) => h("button", { type: "button", class: cls, dataset: { decision: body.decision }, onclick: () => send(body) }, label);
+
+  /** A JSON editor for "modify": the value the step's output becomes. */
+  function modifier(initial, label) {
+    const area = h("textarea", { id: "modify-value", class: "code", rows: 6, spellcheck: "false" }, JSON.stringify(initial ?? {}, null, 2));
+    const apply = h("button", { type: "button", dataset: { decision: "modify" }, onclick: () => {
+      let value;
+      try { value = JSON.parse(area.value); } catch (e) { status.textContent = `The corrected value is not valid JSON: ${e.message}`; area.focus(); return; }
+      send({ decision: "modify", value });
+    } }, label);
+    return h("details", { class: "modify" }, h("summary", {}, "Modify the output"), h("label", { for: "modify-value" }, "Output (JSON)"), area, apply);
+  }
+
+  const c = q.context || {};
+  let body;
+  if (q.mode === "approval") {
+    body = [
+      c.inputs && Object.keys(c.inputs).length ? [h("h3", {}, "Context"), json(c.inputs)] : null,
+      h("form", { class: "decide", onsubmit: (e) => e.preventDefault() },
+        ...commentField,
+        h("div", { class: "actions" }, button("Approve", "primary", { decision: "approve" }), button("Reject", "danger", { decision: "reject" }), button("Abort run", "", { decision: "abort" })),
+        modifier(c.inputs, "Approve with this output"),
+        status),
+    ];
+  } else if (q.mode === "budget_extension") {
+    const amount = h("input", { id: "amount", name: "amount", type: "text", inputmode: "decimal", required: true, value: c.needed, pattern: "[0-9]+(\\.[0-9]+)?", "aria-describedby": "amount-help" });
+    body = [
+      h("dl", { class: "facts", id: "budget-facts" },
+        h("dt", {}, "Asked for (at least)"), h("dd", { dataset: { fact: "needed" } }, money(c.needed, c.currency)),
+        h("dt", {}, "Spent so far"), h("dd", { dataset: { fact: "spent" } }, money(c.spent, c.currency)),
+        h("dt", {}, `Cost of step ${c.step}`), h("dd", { dataset: { fact: "estimate" } }, money(c.estimate, c.currency)),
+        h("dt", {}, "Cap (with extensions)"), h("dd", {}, `${money(c.cap, c.currency)} + ${money(c.extended, c.currency)}`),
+        h("dt", {}, "Reserved for steps in flight"), h("dd", {}, money(c.reserved, c.currency))),
+      h("form", { class: "decide", onsubmit: (e) => { e.preventDefault(); } },
+        h("label", { for: "amount" }, `Extend the budget by (${c.currency || ""})`), amount,
+        h("p", { id: "amount-help", class: "muted" }, `An exact decimal; at least ${c.needed} lets step ${c.step} run.`),
+        ...commentField,
+        h("div", { class: "actions" },
+          h("button", { type: "button", class: "primary", dataset: { decision: "extend" }, onclick: () => {
+            const a = amount.value.trim();
+            if (!/^[0-9]+(\.[0-9]+)?$/.test(a) || Number(a) === 0) { status.textContent = "The amount must be a positive decimal number."; amount.focus(); return; }
+            send({ decision: "extend", amount: a });
+          } }, "Extend"),
+          button("Reject", "danger", { decision: "reject" })),
+        status),
+    ];
+  } else if (q.mode === "guidance") {
+    const evidence = h("div", { id: "evidence" }, h("p", { class: "muted" }, "Loading the gate's evidence…"));
+    body = [
+      h("h3", {}, "Gate evidence (on the redacted output)"), evidence,
+      h("form", { class: "decide", onsubmit: (e) => e.preventDefault() },
+        ...commentField,
+        h("div", { class: "actions" }, button("Release as is", "primary", { decision: "approve" }), button("Abort run", "danger", { decision: "abort" })),
+        modifier(c.redacted_output, "Continue with this output"),
+        status),
+    ];
+    api(`/api/runs/${encodeURIComponent(r.run)}/timeline`).then((t) => {
+      const step = t.steps.find((s) => s.id === q.step);
+      evidence.replaceChildren(step && step.gate ? gateTrail(step.gate) : json(c.gate), h("h4", {}, "Redacted output"), json(c.redacted_output));
+    }).catch((e) => { evidence.replaceChildren(h("p", { class: "error" }, e.message), json(c.gate)); });
+  } else {
+    body = [
+      json(c),
+      h("form", { class: "decide", onsubmit: (e) => e.preventDefault() }, ...commentField,
+        h("div", { class: "actions" }, button("Approve", "primary", { decision: "approve" }), button("Reject", "danger", { decision: "reject" }), button("Abort run", "", { decision: "abort" })),
+        status),
+    ];
+  }
+
+  view.replaceChildren(h("article", { class: "card detail", id: "card", dataset: { request: q.id, mode: q.mode } },
+    h("p", { class: "crumbs" }, h("a", { href: "#/inbox" }, "Inbox"), " / ", modeName(q.mode)),
+    h("h1", {}, q.question),
+    h("p", { class: "muted" }, `${r.workflow} · step ${q.step || "—"} · asked ${time(r.created_at)} · `, h("a", { href: `#/runs/${encodeURIComponent(r.run)}` }, "the run so far")),
+    body));
+}
