@@ -73,6 +73,8 @@ pub struct Config {
     pub health_addr: Option<SocketAddr>,
     /// Outbound HTTP (`api_call`) policy.
     pub egress: EgressConfig,
+    /// How people are told a request waits for them (email).
+    pub paging: PagingConfig,
     /// Triggers: which workflows `serve` starts triggers for, and the fire history's retention.
     pub triggers: crate::triggers::TriggersConfig,
     /// Model providers and prices for `llm` steps.
@@ -129,6 +131,26 @@ impl LlmConfig {
     }
 }
 
+/// `[paging]`: email pages for requests assigned or escalated to a user (consoles are told
+/// live over `GET /api/stream` whatever this says).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PagingConfig {
+    /// SMTP server, as a URL: `smtp://host:25` (plain), `smtp://host:587?tls=required`
+    /// (STARTTLS), `smtps://user:password@host:465` (TLS). Empty: no email.
+    pub smtp_url: String,
+    /// The sender of page mails.
+    pub from: String,
+    /// The console's base URL; a page links to `{console_url}/requests/{request}`.
+    pub console_url: String,
+}
+
+impl Default for PagingConfig {
+    fn default() -> Self {
+        Self { smtp_url: String::new(), from: "Tollgate <tollgate@localhost>".into(), console_url: "http://127.0.0.1:8480".into() }
+    }
+}
+
 /// `[egress]`: which destinations `api_call` steps may reach beyond public addresses.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -166,6 +188,7 @@ impl Default for Config {
             http_max_body_bytes: 2 * 1024 * 1024,
             health_addr: None,
             egress: EgressConfig::default(),
+            paging: PagingConfig::default(),
             triggers: Default::default(),
             llm: LlmConfig::default(),
         }
@@ -243,6 +266,9 @@ impl Config {
                 "EGRESS_ALLOW" => {
                     self.egress.allow = value.split(',').map(str::trim).filter(|e| !e.is_empty()).map(str::to_owned).collect()
                 }
+                "SMTP_URL" => self.paging.smtp_url = value,
+                "PAGING_FROM" => self.paging.from = value,
+                "CONSOLE_URL" => self.paging.console_url = value,
                 "TRIGGER_HISTORY_TTL" => self.triggers.history_ttl = dur(&value)?,
                 // A provider named `default` from the environment (containers, the demo).
                 "LLM_BASE_URL" => drop(env_provider.insert("base_url", (name.clone(), value))),

@@ -15,6 +15,8 @@ pub mod system;
 pub mod triggers;
 pub mod worker;
 pub mod access;
+pub mod audit;
+pub mod paging;
 pub mod users;
 pub mod bootstrap;
 pub mod cli;

@@ -49,7 +49,10 @@ fn with_model(c: &mut Config, model: &TestServer) {
     c.llm.providers.insert("local".into(), p);
 }
 
-async fn drive_marker_run(sys: &TestSystem) {
+/// Drives the marker through a run, and creates a user whose email holds it; returns the
+/// user's API token (which must not be at rest either).
+async fn drive_marker_run(sys: &TestSystem) -> String {
+    let user = sys.t().users.add("ann", tollgate_engine::users::Role::Operator, vec!["ops".into()], Some(format!("{MARKER}@example.com"))).await.unwrap();
     sys.t().engine.store.put_secret(&OwnerId::from("ops"), "key", &format!("sk-{MARKER}")).await.unwrap();
     let docs = DocStore::new(sys.t().engine.store.clone());
     let note = format!("# Vault\n\nThe vault code word is {MARKER}; keep it private.\n");
@@ -68,6 +71,7 @@ async fn drive_marker_run(sys: &TestSystem) {
     let found = TestSystem::step(&v, "find").output.as_ref().unwrap();
     assert_eq!(found["hits"][0]["source"], "kb-note.md", "{found}");
     assert!(found["hits"][0]["text"].as_str().unwrap().contains(MARKER), "{found}");
+    user.token.to_string()
 }
 
 const HOOKED: &str = r#"
@@ -126,7 +130,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 async fn the_embedded_files_hold_no_plaintext() {
     let model = echo_model().await;
     let mut sys = drive_marker_fires(embedded_with(|c| with_model(c, &model)).await).await;
-    drive_marker_run(&sys).await;
+    let token = drive_marker_run(&sys).await;
     assert!(model.hits()[0].headers["authorization"].to_str().unwrap().contains(MARKER), "the key went through the secret store");
     sys.stop().await; // flush and close the SQLite files
     // SQLite may still be removing its -wal/-shm files as the last connection closes: read
@@ -150,6 +154,7 @@ async fn the_embedded_files_hold_no_plaintext() {
     let mut all = Vec::new();
     for (path, bytes) in files {
         assert!(!contains(&bytes, MARKER.as_bytes()), "{} holds the marker in plaintext", path.display());
+        assert!(!contains(&bytes, token.as_bytes()), "{} holds an API token", path.display());
         all.extend(bytes);
     }
     // The scan does see plaintext where there is some: ids are stored in the clear by design.
@@ -161,7 +166,7 @@ async fn the_embedded_files_hold_no_plaintext() {
 async fn redis_holds_no_plaintext() {
     let model = echo_model().await;
     let mut sys = drive_marker_fires(redis_with(|c| with_model(c, &model)).await).await;
-    drive_marker_run(&sys).await;
+    let token = drive_marker_run(&sys).await;
     sys.stop().await;
     let client = redis::Client::open(redis_url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
@@ -186,6 +191,7 @@ async fn redis_holds_no_plaintext() {
         let mut bytes = Vec::new();
         flatten(&value, &mut bytes);
         assert!(!contains(&bytes, MARKER.as_bytes()), "value of {key} ({ty}) holds the marker in plaintext");
+        assert!(!contains(&bytes, token.as_bytes()), "value of {key} ({ty}) holds an API token");
         all.extend(bytes);
     }
     assert!(contains(&all, b"marker-flow"), "the raw scan found not even the workflow id");
