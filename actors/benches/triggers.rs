@@ -50,10 +50,10 @@ async fn bench(label: &str, config: Config, samples: usize, burst: usize) {
     let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     let (wf, hook) = (WorkflowId::new("bench-hooks"), TriggerId::new("hook"));
     let secret = loop {
-        if let Some(s) = t.engine.store.trigger_secret(&wf, &hook).await.unwrap_or(None) {
-            if t.engine.triggers.endpoint(&wf, &hook).is_some() {
-                break s.into_bytes();
-            }
+        if let Some(s) = t.engine.store.trigger_secret(&wf, &hook).await.unwrap_or(None)
+            && t.engine.triggers.endpoint(&wf, &hook).is_some()
+        {
+            break s.into_bytes();
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
@@ -127,12 +127,12 @@ async fn main() {
     let redis_url = std::env::var("TOLLGATE_BENCH_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let namespace = format!("tgbench-trig-{}", std::process::id());
     bench("redis", Config { backend: BackendKind::Redis, redis_url: redis_url.clone(), namespace: namespace.clone(), ..base }, samples, burst).await;
-    if let Ok(client) = redis::Client::open(redis_url) {
-        if let Ok(mut conn) = client.get_multiplexed_async_connection().await {
-            let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{namespace}*")).query_async(&mut conn).await.unwrap_or_default();
-            for chunk in keys.chunks(1000) {
-                let _: Result<(), _> = redis::cmd("DEL").arg(chunk).query_async(&mut conn).await;
-            }
+    if let Ok(client) = redis::Client::open(redis_url)
+        && let Ok(mut conn) = client.get_multiplexed_async_connection().await
+    {
+        let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{namespace}*")).query_async(&mut conn).await.unwrap_or_default();
+        for chunk in keys.chunks(1000) {
+            let _: Result<(), _> = redis::cmd("DEL").arg(chunk).query_async(&mut conn).await;
         }
     }
 }

@@ -115,7 +115,7 @@ async fn missed_cron_slots_are_fired_per_policy_after_downtime() {
         }
     };
     wait_for("each trigger fired a slot", Duration::from_secs(30), || async {
-        slots("all").await.len() >= 1 && slots("last").await.len() >= 1 && slots("none").await.len() >= 1
+        !slots("all").await.is_empty() && !slots("last").await.is_empty() && !slots("none").await.is_empty()
     })
     .await;
     triggers.shutdown().await;
