@@ -140,7 +140,7 @@ fn print_history(wf: &WorkflowId, fires: &[FireRecord]) {
         println!("no fires recorded for {wf} (entries expire after the history's retention)");
         return;
     }
-    println!("{:<26} {:<20} {:<16} {:<18} {}", "FIRE", "AT", "TRIGGER", "OUTCOME", "DETAIL");
+    println!("{:<26} {:<20} {:<16} {:<18} DETAIL", "FIRE", "AT", "TRIGGER", "OUTCOME");
     for f in fires {
         let detail = match &f.outcome {
             FireOutcome::Started { run } => format!("run {run}"),

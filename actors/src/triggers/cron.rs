@@ -26,10 +26,12 @@ fn rfc3339(ms: u64) -> String {
 }
 
 impl CronSource {
-    async fn fire_slot(&self, ctx: &TriggerContext, slot: u64) -> Result<(), TriggerError> {
+    /// Fire `slot`; `missed`: it passed while no engine ran and is fired now by the policy.
+    async fn fire_slot(&self, ctx: &TriggerContext, slot: u64, missed: bool) -> Result<(), TriggerError> {
         let at = rfc3339(slot);
-        let payload = json!({ "slot": at, "slot_ms": slot, "schedule": self.0.schedule });
-        ctx.fire(slot_key(slot), payload, format!("slot {at}")).await?;
+        let payload = json!({ "slot": at, "slot_ms": slot, "schedule": self.0.schedule, "missed": missed });
+        let source = if missed { format!("slot {at} (missed, caught up)") } else { format!("slot {at}") };
+        ctx.fire(slot_key(slot), payload, source).await?;
         ctx.set_cursor(json!({ "last_slot": slot }));
         Ok(())
     }
@@ -44,7 +46,7 @@ impl TriggerSource for CronSource {
         ctx.set_connected(true);
         let mut last = last_seen.unwrap_or(started);
         for slot in schedule.missed(last_seen, started, self.0.missed, self.0.catch_up) {
-            self.fire_slot(ctx, slot).await?;
+            self.fire_slot(ctx, slot, true).await?;
         }
         // Everything up to now is settled by the policy, fired or not.
         last = last.max(started);
@@ -65,7 +67,7 @@ impl TriggerSource for CronSource {
             while now_ms() < next {
                 tokio::time::sleep(Duration::from_millis(next - now_ms())).await;
             }
-            self.fire_slot(ctx, next).await?;
+            self.fire_slot(ctx, next, false).await?;
             last = next;
         }
     }

@@ -1,7 +1,8 @@
 //! [`TriggerSupervisor`] (ractor): starts one [`TriggerActor`] per enabled trigger of the
 //! workflows it is given, restarts one that fails with capped exponential backoff (reset after
-//! a minute of healthy running), and saves the triggers' state (health, counters, cursor) to
-//! the store every second, so it outlives the process.
+//! a minute of healthy running), saves the triggers' state (health, counters, cursor) to
+//! the store every second, so it outlives the process, and every minute removes expired
+//! trigger records from a store that does not expire them itself.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -24,6 +25,9 @@ const RESTART_BACKOFF: (Duration, Duration) = (Duration::from_millis(200), Durat
 const HEALTHY_RUN: Duration = Duration::from_secs(60);
 /// How often changed trigger states are saved.
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
+/// How often expired trigger records (claims, history, files) are removed from a store that
+/// does not expire values itself (SQLite; Redis does it on its own).
+const PURGE_EVERY: Duration = Duration::from_secs(60);
 
 type Key = (WorkflowId, TriggerId);
 
@@ -42,6 +46,8 @@ pub enum TriggerSupervisorMsg {
     Start(Key),
     /// Save changed states.
     Flush,
+    /// Remove expired trigger records.
+    Purge,
 }
 
 struct Slot {
@@ -84,6 +90,7 @@ impl Actor for TriggerSupervisor {
             }
         }
         myself.send_interval(FLUSH_EVERY, || TriggerSupervisorMsg::Flush);
+        myself.send_interval(PURGE_EVERY, || TriggerSupervisorMsg::Purge);
         Ok(TriggerSupervisorState { args, slots, by_actor: HashMap::new() })
     }
 
@@ -96,6 +103,11 @@ impl Actor for TriggerSupervisor {
         match msg {
             TriggerSupervisorMsg::Start(key) => start(&myself, st, key).await,
             TriggerSupervisorMsg::Flush => flush(st).await,
+            TriggerSupervisorMsg::Purge => match st.args.fire_path.tollgate().engine.store.backend().purge_expired("trig/").await {
+                Ok(n) if n > 0 => tracing::debug!(removed = n, "expired trigger records removed"),
+                Ok(_) => {}
+                Err(e) => tracing::debug!(error = %e, "could not remove expired trigger records; next time"),
+            },
         }
         Ok(())
     }

@@ -62,10 +62,10 @@ pub async fn fire_upload(ctx: &TriggerContext, upload: Upload, source: &str) -> 
     if let Some(ct) = &upload.content_type {
         file["content_type"] = json!(ct);
     }
-    if upload.content.len() <= INLINE_TEXT {
-        if let Ok(text) = std::str::from_utf8(&upload.content) {
-            file["text"] = json!(text);
-        }
+    if upload.content.len() <= INLINE_TEXT
+        && let Ok(text) = std::str::from_utf8(&upload.content)
+    {
+        file["text"] = json!(text);
     }
     let payload = json!({ "file": file, "fields": upload.fields });
     ctx.fire(format!("sha256:{sha}"), payload, format!("{source} {}", upload.name)).await

@@ -111,10 +111,10 @@ fn dedup_key(hook: &WebhookTrigger, headers: &HeaderMap, payload: &Value, body: 
     if let Some(id) = from_header {
         return format!("delivery:{}", id.trim());
     }
-    if hook.signature == SignatureScheme::Stripe {
-        if let Some(id) = payload.get("id").and_then(Value::as_str) {
-            return format!("delivery:{id}");
-        }
+    if hook.signature == SignatureScheme::Stripe
+        && let Some(id) = payload.get("id").and_then(Value::as_str)
+    {
+        return format!("delivery:{id}");
     }
     format!("sha256:{}", hex::encode(Sha256::digest(body)))
 }

@@ -490,6 +490,16 @@ impl Backend for SqliteBackend {
             .map_err(|e| map_err(index, e))
     }
 
+    async fn purge_expired(&self, prefix: &str) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM kv WHERE key >= ?1 AND key < ?1 || x'F4908080' AND expires_at <= ?2")
+            .bind(prefix)
+            .bind(now_ms())
+            .execute(&self.writer)
+            .await
+            .map_err(|e| map_err(prefix, e))?;
+        Ok(done.rows_affected())
+    }
+
     async fn scan_prefix(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         let now = now_ms();
         // `prefix <= key < prefix || x'F4908080'` holds exactly for the keys that start with

@@ -61,19 +61,17 @@ impl WebhookTrigger {
     pub(crate) fn check(&self, at: &str, p: &mut Vec<SpecProblem>) {
         let at = format!("{at}.webhook");
         for (name, h) in [("header", &self.header), ("delivery_header", &self.delivery_header)] {
-            if let Some(h) = h {
-                if h.is_empty() || !h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-                    p.push(problem(format!("{at}.{name}"), format!("`{h}` is not an HTTP header name")));
-                }
+            if let Some(h) = h
+                && (h.is_empty() || !h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+            {
+                p.push(problem(format!("{at}.{name}"), format!("`{h}` is not an HTTP header name")));
             }
         }
         if self.max_body == 0 {
             p.push(problem(format!("{at}.max_body"), "must be at least 1 byte"));
         }
-        if let Some(schema) = &self.schema {
-            if let Err(e) = compile_schema(schema) {
-                p.push(problem(format!("{at}.schema"), e));
-            }
+        if let Some(Err(e)) = self.schema.as_ref().map(compile_schema) {
+            p.push(problem(format!("{at}.schema"), e));
         }
     }
 
