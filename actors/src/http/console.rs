@@ -134,10 +134,8 @@ async fn sign_in(State(c): State<ConsoleState>, headers: HeaderMap, Body(b): Bod
 /// `DELETE /console/session`: clear the cookie (with the session's CSRF token).
 async fn sign_out(State(c): State<ConsoleState>, headers: HeaderMap) -> Result<Response, ApiError> {
     same_origin(&headers)?;
-    if let Some(s) = c.sessions.from_headers(&headers) {
-        if !c.sessions.allows(&s, &Method::DELETE, &headers) {
-            return Err(ApiError::Request(StatusCode::FORBIDDEN, "csrf", "signing out needs the session's `X-CSRF-Token` header".into()));
-        }
+    if c.sessions.from_headers(&headers).is_some_and(|s| !c.sessions.allows(&s, &Method::DELETE, &headers)) {
+        return Err(ApiError::Request(StatusCode::FORBIDDEN, "csrf", "signing out needs the session's `X-CSRF-Token` header".into()));
     }
     Ok(([(header::SET_COOKIE, session::set_cookie("", 0))], Json(json!({"signed_out": true}))).into_response())
 }
