@@ -127,7 +127,7 @@ async fn sign_in(State(c): State<ConsoleState>, headers: HeaderMap, Body(b): Bod
             None => return Err(unauthorised("that token is not valid")),
         }
     };
-    let cookie = session::set_cookie(&value, session::TTL_MS / 1000);
+    let cookie = session::set_cookie(&value, session::TTL_MS / 1000, &headers);
     Ok(([(header::SET_COOKIE, cookie)], Json(session_json(&c.sessions, &s))).into_response())
 }
 
@@ -137,5 +137,5 @@ async fn sign_out(State(c): State<ConsoleState>, headers: HeaderMap) -> Result<R
     if c.sessions.from_headers(&headers).is_some_and(|s| !c.sessions.allows(&s, &Method::DELETE, &headers)) {
         return Err(ApiError::Request(StatusCode::FORBIDDEN, "csrf", "signing out needs the session's `X-CSRF-Token` header".into()));
     }
-    Ok(([(header::SET_COOKIE, session::set_cookie("", 0))], Json(json!({"signed_out": true}))).into_response())
+    Ok(([(header::SET_COOKIE, session::set_cookie("", 0, &headers))], Json(json!({"signed_out": true}))).into_response())
 }
