@@ -98,6 +98,14 @@ impl Tollgate {
         Ok(v)
     }
 
+    /// The run's audit trail (`crate::audit`), if the caller may see the run.
+    pub async fn audit_as(&self, caller: &Caller, run: &RunId) -> Result<Vec<Value>, ServiceError> {
+        let v = self.view_as(caller, run).await?;
+        let spec = self.engine.spec(&v.meta.workflow, &v.meta.spec_digest).await.map_err(|e| ServiceError::Engine(e.to_string()))?;
+        let journal = self.engine.store.read_journal(&v.meta.workflow, run).await?;
+        Ok(crate::audit::audit_events(&spec, &journal))
+    }
+
     pub async fn cancel_as(&self, caller: &Caller, run: &RunId, reason: &str) -> Result<(), ServiceError> {
         let meta = self.engine.store.run_meta(run).await.map_err(|_| ServiceError::NotFound(run.to_string()))?;
         if !caller.sees(meta.owner.as_str()) {

@@ -165,6 +165,10 @@ pub async fn start(config: &Config, role: Role) -> anyhow::Result<Running> {
     let worker = Arc::new(StepWorker::new(engine.clone(), Arc::new(Fanout(notifiers)), shutdown.clone()));
     let workers = queue::spawn_workers(&qconf, worker, shutdown.clone()).await.context("starting step workers")?;
     engine.health.watch_workers(workers.watch_health());
+    let tollgate = Tollgate::new(engine, supervisor);
+    if role == Role::All {
+        crate::paging::start(&tollgate, &config.paging, shutdown.clone(), &tasks).context("starting the pager")?;
+    }
     started.disarm();
-    Ok(Running { tollgate: Tollgate::new(engine, supervisor), shutdown, tasks, workers: Some(workers) })
+    Ok(Running { tollgate, shutdown, tasks, workers: Some(workers) })
 }

@@ -66,6 +66,28 @@ pub struct Config {
     pub health_addr: Option<SocketAddr>,
     /// Outbound HTTP (`api_call`) policy.
     pub egress: EgressConfig,
+    /// How people are told a request waits for them (email).
+    pub paging: PagingConfig,
+}
+
+/// `[paging]`: email pages for requests assigned or escalated to a user (consoles are told
+/// live over `GET /api/stream` whatever this says).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PagingConfig {
+    /// SMTP server, as a URL: `smtp://host:25` (plain), `smtp://host:587?tls=required`
+    /// (STARTTLS), `smtps://user:password@host:465` (TLS). Empty: no email.
+    pub smtp_url: String,
+    /// The sender of page mails.
+    pub from: String,
+    /// The console's base URL; a page links to `{console_url}/requests/{request}`.
+    pub console_url: String,
+}
+
+impl Default for PagingConfig {
+    fn default() -> Self {
+        Self { smtp_url: String::new(), from: "Tollgate <tollgate@localhost>".into(), console_url: "http://127.0.0.1:8480".into() }
+    }
 }
 
 /// `[egress]`: which destinations `api_call` steps may reach beyond public addresses.
@@ -104,6 +126,7 @@ impl Default for Config {
             http_max_body_bytes: 2 * 1024 * 1024,
             health_addr: None,
             egress: EgressConfig::default(),
+            paging: PagingConfig::default(),
         }
     }
 }
@@ -177,6 +200,9 @@ impl Config {
                 "EGRESS_ALLOW" => {
                     self.egress.allow = value.split(',').map(str::trim).filter(|e| !e.is_empty()).map(str::to_owned).collect()
                 }
+                "SMTP_URL" => self.paging.smtp_url = value,
+                "PAGING_FROM" => self.paging.from = value,
+                "CONSOLE_URL" => self.paging.console_url = value,
                 "HEALTH_ADDR" if value.is_empty() => self.health_addr = None,
                 "HEALTH_ADDR" => self.health_addr = Some(value.parse().map_err(|e| bad(format!("{e}")))?),
                 _ => {} // other TOLLGATE_* variables belong to tests and tools

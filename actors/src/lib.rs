@@ -14,6 +14,8 @@ pub mod supervisor;
 pub mod system;
 pub mod worker;
 pub mod access;
+pub mod audit;
+pub mod paging;
 pub mod users;
 pub mod bootstrap;
 pub mod cli;

@@ -321,9 +321,9 @@ async fn process(myself: &ActorRef<RunMsg>, st: &mut RunActorState, events: Vec<
     // successor here finds the lease held and stops).
     st.engine.store.append_events(&st.wf, &st.state.run, st.journal_len, &events, &inputs, &st.lease).await?;
     st.journal_len += events.len() as u64;
-    // Durable now: perform.
-    publish_changes(st, &before);
+    // Durable now: perform. Watchers hear of a dispatch once its job is in the queue.
     enqueue_recorded(st, plan.ready).await?;
+    publish_changes(st, &before);
     for (ready, at) in plan.deferred {
         defer(myself, ready, at);
     }

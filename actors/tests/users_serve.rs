@@ -179,4 +179,17 @@ async fn users_see_only_their_own_runs_and_decide_as_themselves() {
     assert_eq!((&shown["steps"][1]["decision"]["by"], &shown["steps"][1]["decision"]["comment"]), (&json!("carol"), &json!("checked")));
     let decided: Value = get(&carol, &format!("/api/requests/{request}")).await.unwrap().json().await.unwrap();
     assert_eq!(decided["decision"]["by"], "carol", "{decided}");
+
+    // The audit trail names the approval as its own event, with who made it.
+    let audit: Value = get(&alice, &format!("/api/runs/{run}/audit")).await.unwrap().json().await.unwrap();
+    let kinds: Vec<&str> = audit["events"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["run.started", "step.succeeded", "request.approved", "step.succeeded"], "{audit}");
+    assert_eq!((&audit["events"][2]["by"], &audit["events"][2]["by_policy"]), (&json!("carol"), &json!(false)));
+    assert_eq!(get(&bob, &format!("/api/runs/{run}/audit")).await.unwrap().status(), 404);
+
+    // `runs show --outputs` prints what the run holds (gated) for each step.
+    let shown = tollgate(data).args(["runs", "show", &run, "--outputs"]).output().unwrap();
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(shown.status.success(), "{}", String::from_utf8_lossy(&shown.stderr));
+    assert!(text.contains("\"payee\": \"Acme\"") && text.contains("\"paid\""), "{text}");
 }

@@ -18,7 +18,10 @@ steps:
   - { id: ok, type: approval, needs: [echo], question: "Release ${{ steps.echo.output.again }}?" }
 "#;
 
-async fn drive_marker_run(sys: &TestSystem) {
+/// Drives the marker through a run, and creates a user whose email holds it; returns the
+/// user's API token (which must not be at rest either).
+async fn drive_marker_run(sys: &TestSystem) -> String {
+    let user = sys.t().users.add("ann", tollgate_engine::users::Role::Operator, vec!["ops".into()], Some(format!("{MARKER}@example.com"))).await.unwrap();
     let run = sys.start(SPEC, json!({ "secret": MARKER })).await;
     let v = sys.settle(&run).await;
     let StepStatus::WaitingHuman { request } = TestSystem::step(&v, "ok").status.clone() else { panic!("not waiting") };
@@ -27,6 +30,7 @@ async fn drive_marker_run(sys: &TestSystem) {
     assert_eq!(v.state.status.label(), "succeeded");
     // The marker really went through the run (so its absence at rest means something).
     assert_eq!(TestSystem::step(&v, "echo").output.as_ref().unwrap()["again"], format!("{MARKER}!"));
+    user.token.to_string()
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -36,7 +40,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_embedded_files_hold_no_plaintext() {
     let mut sys = embedded().await;
-    drive_marker_run(&sys).await;
+    let token = drive_marker_run(&sys).await;
     sys.stop().await; // flush and close the SQLite files
     // SQLite may still be removing its -wal/-shm files as the last connection closes: read
     // until one pass sees every listed file.
@@ -59,6 +63,7 @@ async fn the_embedded_files_hold_no_plaintext() {
     let mut all = Vec::new();
     for (path, bytes) in files {
         assert!(!contains(&bytes, MARKER.as_bytes()), "{} holds the marker in plaintext", path.display());
+        assert!(!contains(&bytes, token.as_bytes()), "{} holds an API token", path.display());
         all.extend(bytes);
     }
     // The scan does see plaintext where there is some: ids are stored in the clear by design.
@@ -68,7 +73,7 @@ async fn the_embedded_files_hold_no_plaintext() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_holds_no_plaintext() {
     let mut sys = redis().await;
-    drive_marker_run(&sys).await;
+    let token = drive_marker_run(&sys).await;
     sys.stop().await;
     let client = redis::Client::open(redis_url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
@@ -93,6 +98,7 @@ async fn redis_holds_no_plaintext() {
         let mut bytes = Vec::new();
         flatten(&value, &mut bytes);
         assert!(!contains(&bytes, MARKER.as_bytes()), "value of {key} ({ty}) holds the marker in plaintext");
+        assert!(!contains(&bytes, token.as_bytes()), "value of {key} ({ty}) holds an API token");
         all.extend(bytes);
     }
     assert!(contains(&all, b"marker-flow"), "the raw scan found not even the workflow id");

@@ -21,6 +21,8 @@ use tokio_util::sync::CancellationToken;
 use crate::health::Health;
 use crate::service::Tollgate;
 
+#[utoipa::path(get, path = "/healthz", tag = "health", security(()),
+    responses((status = 200, body = crate::http::openapi::HealthDoc), (status = 503, body = crate::http::openapi::HealthDoc)))]
 /// The admin API's handler.
 pub async fn healthz(State(t): State<Tollgate>) -> Response {
     respond(&t.engine.health)

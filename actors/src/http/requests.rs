@@ -12,28 +12,36 @@ use tollgate_engine::money::Money;
 use tollgate_engine::run::Decision;
 
 use crate::access::Caller;
+use crate::http::openapi::{AlreadyDecidedDoc, ApiErrorDoc, DecisionRecordedDoc, RequestDoc};
 use crate::http::error::{ApiError, Body};
 use crate::service::Tollgate;
 
+#[utoipa::path(get, path = "/api/requests", tag = "requests", responses((status = 200, body = Vec<RequestDoc>), (status = 401, description = "no or a wrong token", body = ApiErrorDoc)))]
 /// `GET /api/requests`: pending requests the caller may decide (assigned or escalated to
 /// them or their groups, or of workflows they own), oldest first.
 pub async fn pending(State(t): State<Tollgate>, caller: Caller) -> Result<Json<Value>, ApiError> {
     Ok(Json(serde_json::to_value(t.pending_for(&caller).await?).unwrap_or_default()))
 }
 
+#[utoipa::path(get, path = "/api/requests/{request}", tag = "requests", params(("request" = String, Path)),
+    responses((status = 200, body = RequestDoc), (status = 404, body = ApiErrorDoc), (status = 401, description = "no or a wrong token", body = ApiErrorDoc)))]
 /// `GET /api/requests/{request}`: the request, its times and assignees, and its decision once
 /// made (404 for a request the caller may not see).
 pub async fn show(State(t): State<Tollgate>, caller: Caller, Path(request): Path<String>) -> Result<Json<Value>, ApiError> {
     Ok(Json(serde_json::to_value(t.request_as(&caller, &RequestId(request)).await?).unwrap_or_default()))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct DecisionBody {
+    /// `approve`, `reject`, `extend` (with `amount`), `modify` (with `value`), `abort`.
     decision: String,
     #[serde(default)]
     /// An exact decimal: a JSON string (`"0.50"`) or number.
+    #[schema(value_type = Option<String>)]
     amount: Option<Money>,
+    /// The corrected output (any JSON).
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     value: Option<Value>,
     #[serde(default)]
     comment: Option<String>,
@@ -54,6 +62,9 @@ pub fn parse_decision(word: &str, amount: Option<Money>, value: Option<Value>) -
     })
 }
 
+#[utoipa::path(post, path = "/api/requests/{request}/decision", tag = "requests", params(("request" = String, Path)), request_body = DecisionBody,
+    responses((status = 200, body = DecisionRecordedDoc), (status = 403, description = "self-approval forbidden", body = ApiErrorDoc), (status = 404, body = ApiErrorDoc),
+        (status = 409, description = "already decided: the first decision", body = AlreadyDecidedDoc), (status = 422, body = ApiErrorDoc), (status = 401, description = "no or a wrong token", body = ApiErrorDoc)))]
 /// `POST /api/requests/{request}/decision`.
 pub async fn decide(State(t): State<Tollgate>, caller: Caller, Path(request): Path<String>, Body(b): Body<DecisionBody>) -> Result<Json<Value>, ApiError> {
     let decision = parse_decision(&b.decision, b.amount, b.value)?;

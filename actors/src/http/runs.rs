@@ -11,6 +11,7 @@ use tollgate_engine::spec::parse_yaml;
 use tollgate_engine::store::RunListing;
 
 use crate::access::Caller;
+use crate::http::openapi::{ApiErrorDoc, AuditDoc, CancellingDoc, RunCreatedDoc, RunDoc, RunPageDoc};
 use crate::http::error::{ApiError, Body};
 use crate::service::{ServiceError, Tollgate};
 
@@ -73,6 +74,11 @@ impl Filter {
     }
 }
 
+#[utoipa::path(get, path = "/api/runs", tag = "runs",
+    params(("limit" = Option<usize>, Query, description = "runs per page, 1–500 (default 50)"), ("after" = Option<String>, Query, description = "the `next` of an earlier page"),
+        ("workflow" = Option<String>, Query, description = "only runs of this workflow"), ("status" = Option<String>, Query, description = "only runs in this status: pending, running, succeeded, failed, cancelled"),
+        ("since" = Option<u64>, Query, description = "only runs created at or after this time (ms since the epoch)"), ("until" = Option<u64>, Query, description = "only runs created before this time (ms since the epoch)")),
+    responses((status = 200, body = RunPageDoc), (status = 400, body = ApiErrorDoc), (status = 401, description = "no or a wrong token", body = ApiErrorDoc)))]
 /// `GET /api/runs?limit=&after=&workflow=&status=&since=&until=`: newest first; `next` is the
 /// `after` of the following page (`null` on the last one). With filters, pages of runs are read
 /// until `limit` runs match, the runs are older than `since`, or [`MAX_SCAN`] were read. Only
@@ -137,19 +143,33 @@ fn listing_json(l: &RunListing) -> Value {
     })
 }
 
+#[utoipa::path(get, path = "/api/runs/{run}", tag = "runs", params(("run" = String, Path)),
+    responses((status = 200, body = RunDoc), (status = 404, body = ApiErrorDoc), (status = 401, description = "no or a wrong token", body = ApiErrorDoc)))]
 /// `GET /api/runs/{run}`: 404 unless the caller sees the run's workflow.
 pub async fn show(State(t): State<Tollgate>, caller: Caller, Path(run): Path<String>) -> Result<Json<Value>, ApiError> {
     Ok(Json(crate::cli::summary_json(&t.view_as(&caller, &RunId(run)).await?)))
 }
 
-#[derive(Deserialize)]
+#[utoipa::path(get, path = "/api/runs/{run}/audit", tag = "runs", params(("run" = String, Path)),
+    responses((status = 200, body = AuditDoc), (status = 404, body = ApiErrorDoc), (status = 401, description = "no or a wrong token", body = ApiErrorDoc)))]
+/// `GET /api/runs/{run}/audit`: the run's journal as named events (404 as for `show`).
+pub async fn audit(State(t): State<Tollgate>, caller: Caller, Path(run): Path<String>) -> Result<Json<Value>, ApiError> {
+    let events = t.audit_as(&caller, &RunId(run.clone())).await?;
+    Ok(Json(json!({"run": run, "events": events})))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct StartRun {
+    /// The workflow spec, YAML.
     spec: String,
     #[serde(default)]
+    #[schema(value_type = Object)]
     params: serde_json::Map<String, Value>,
 }
 
 /// `POST /api/runs`: the spec goes through the same size and nesting bounds as a file.
+#[utoipa::path(post, path = "/api/runs", tag = "runs", request_body = StartRun,
+    responses((status = 201, body = RunCreatedDoc), (status = 403, body = ApiErrorDoc), (status = 422, body = ApiErrorDoc), (status = 401, description = "no or a wrong token", body = ApiErrorDoc)))]
 /// The caller must own the spec's `owner` (be it, or be in that group), or be an admin.
 pub async fn start(State(t): State<Tollgate>, caller: Caller, Body(body): Body<StartRun>) -> Result<(StatusCode, Json<Value>), ApiError> {
     let spec = parse_yaml(&body.spec).map_err(ServiceError::from)?;
@@ -157,12 +177,14 @@ pub async fn start(State(t): State<Tollgate>, caller: Caller, Body(body): Body<S
     Ok((StatusCode::CREATED, Json(json!({"run": run}))))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 pub struct CancelBody {
     #[serde(default)]
     reason: Option<String>,
 }
 
+#[utoipa::path(post, path = "/api/runs/{run}/cancel", tag = "runs", params(("run" = String, Path)), request_body(content = Option<CancelBody>),
+    responses((status = 200, body = CancellingDoc), (status = 404, body = ApiErrorDoc), (status = 401, description = "no or a wrong token", body = ApiErrorDoc)))]
 /// Recorded as cancelled by the caller.
 pub async fn cancel(State(t): State<Tollgate>, caller: Caller, Path(run): Path<String>, body: Option<Body<CancelBody>>) -> Result<Json<Value>, ApiError> {
     let b = body.map(|b| b.0).unwrap_or_default();

@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tollgate_engine::ids::RequestId;
 
 use crate::access::Caller;
+use crate::http::openapi::ApiErrorDoc;
 use crate::service::Tollgate;
 use crate::system::RunUpdate;
 
@@ -30,6 +31,8 @@ use crate::system::RunUpdate;
 #[derive(Clone, Default)]
 pub struct Shutdown(pub CancellationToken);
 
+#[utoipa::path(get, path = "/api/stream", tag = "requests",
+    responses((status = 200, description = "Server-Sent Events: `hello` first, then `request`, `paged`, `decided`, `step`, `run`, `lagged`; data is JSON", content_type = "text/event-stream", body = String), (status = 401, description = "no or a wrong token", body = ApiErrorDoc)))]
 pub async fn stream(State(t): State<Tollgate>, caller: Caller, shutdown: Option<Extension<Shutdown>>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let stop = shutdown.map(|Extension(s)| s.0).unwrap_or_default();
     // Subscribed before `hello` is sent: whatever happens after the client's re-fetch is seen.
@@ -54,7 +57,7 @@ pub async fn stream(State(t): State<Tollgate>, caller: Caller, shutdown: Option<
 }
 
 /// The event `update` makes for `caller`, if it concerns them.
-async fn event_for(t: &Tollgate, caller: &Caller, update: RunUpdate) -> Option<Event> {
+pub async fn event_for(t: &Tollgate, caller: &Caller, update: RunUpdate) -> Option<Event> {
     let visible = |id: &RequestId| {
         let id = id.clone();
         async move { t.request_as(caller, &id).await.ok() }

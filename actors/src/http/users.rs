@@ -9,14 +9,16 @@ use serde_json::{json, Value};
 use tollgate_engine::users::{Role, User};
 
 use crate::access::Caller;
+use crate::http::openapi::{ApiErrorDoc, UserCreatedDoc, UserDoc, UsersDoc};
 use crate::http::auth::Authenticated;
 use crate::http::error::{ApiError, Body};
 use crate::service::Tollgate;
 use crate::users::UserError;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct NewUserBody {
     name: String,
+    /// `admin` or `operator` (the default).
     #[serde(default)]
     role: Option<String>,
     #[serde(default)]
@@ -33,6 +35,8 @@ pub fn user_json(u: &User) -> Value {
     json!({"name": u.name, "role": u.role.label(), "groups": u.groups, "email": u.email, "created_at": u.created_at})
 }
 
+#[utoipa::path(post, path = "/api/users", tag = "users", request_body = NewUserBody,
+    responses((status = 201, body = UserCreatedDoc), (status = 403, body = ApiErrorDoc), (status = 409, body = ApiErrorDoc), (status = 422, body = ApiErrorDoc), (status = 401, description = "no or a wrong token", body = ApiErrorDoc)))]
 /// `POST /api/users` `{name, role?, groups?, email?}` → 201 `{user, token}`: the token is
 /// shown this once; only its hash is kept.
 pub async fn add(State(t): State<Tollgate>, who: Authenticated, Body(b): Body<NewUserBody>) -> Result<(StatusCode, Json<Value>), ApiError> {
@@ -53,6 +57,7 @@ pub async fn add(State(t): State<Tollgate>, who: Authenticated, Body(b): Body<Ne
     Ok((StatusCode::CREATED, Json(json!({"user": user_json(&new.user), "token": new.token.as_str()}))))
 }
 
+#[utoipa::path(get, path = "/api/users", tag = "users", responses((status = 200, body = UsersDoc), (status = 403, body = ApiErrorDoc), (status = 401, description = "no or a wrong token", body = ApiErrorDoc)))]
 /// `GET /api/users` (admins).
 pub async fn list(State(t): State<Tollgate>, caller: Caller) -> Result<Json<Value>, ApiError> {
     if !caller.is_admin() {
@@ -62,6 +67,7 @@ pub async fn list(State(t): State<Tollgate>, caller: Caller) -> Result<Json<Valu
     Ok(Json(json!({"users": users})))
 }
 
+#[utoipa::path(get, path = "/api/me", tag = "users", responses((status = 200, body = UserDoc), (status = 401, description = "no or a wrong token", body = ApiErrorDoc)))]
 /// `GET /api/me`.
 pub async fn me(caller: Caller) -> Json<Value> {
     match &caller {

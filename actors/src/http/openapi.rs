@@ -1,0 +1,237 @@
+//! `GET /api/openapi.json`: the admin API's OpenAPI 3.1 document, generated from the handlers'
+//! `#[utoipa::path]` annotations and the shapes below (utoipa). The shapes describe the JSON
+//! the handlers build; `tests/tests/openapi.rs` validates the running server's answers
+//! against this document, so the two cannot drift apart unnoticed.
+
+use axum::Json;
+use serde_json::Value;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+use crate::http::{health, requests, runs, stream, users};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Tollgate admin API", description = "Runs, human requests and decisions, users. Every /api route needs `Authorization: Bearer <user token>`."),
+    paths(
+        runs::list, runs::start, runs::show, runs::cancel, runs::audit,
+        requests::pending, requests::show, requests::decide,
+        stream::stream,
+        users::add, users::list, users::me,
+        health::healthz,
+    ),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("bearer", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
+    }
+}
+
+/// The document (built once per call; it is small).
+pub async fn document() -> Json<Value> {
+    Json(serde_json::to_value(ApiDoc::openapi()).expect("the OpenAPI document serialises"))
+}
+
+/// Every 4xx/5xx answer.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct ApiErrorDoc {
+    /// A stable code: `unauthorized`, `not_found`, `forbidden`, `self_approval_forbidden`, `already_decided`, `bad_decision`, `invalid_spec`, `body_too_large`…
+    pub error: String,
+    pub message: String,
+}
+
+/// 409 on a second decision: the first one, as recorded.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct AlreadyDecidedDoc {
+    pub error: String,
+    pub message: String,
+    pub request: String,
+    pub decision: DecisionDoc,
+}
+
+/// A recorded decision.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct DecisionDoc {
+    /// `approve`, `reject`, `extend` (with `amount`), `modify` (with `value`), `abort`.
+    pub decision: String,
+    pub by: String,
+    pub comment: Option<String>,
+    /// Applied by an escalation's `default`, not by a person.
+    pub by_policy: bool,
+    pub at: u64,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct RunListingDoc {
+    pub run: String,
+    pub workflow: String,
+    pub version: u32,
+    /// `pending`, `running`, `succeeded`, `failed`, `cancelled`.
+    pub status: String,
+    #[schema(value_type = Option<Object>)]
+    pub reason: Option<Value>,
+    pub created_at: u64,
+    pub started_at: Option<u64>,
+    pub finished_at: Option<u64>,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct RunPageDoc {
+    pub runs: Vec<RunListingDoc>,
+    /// The `after` of the next page; null on the last.
+    pub next: Option<String>,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct RunCreatedDoc {
+    pub run: String,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct StepDoc {
+    pub id: String,
+    #[schema(rename = "type")]
+    pub ty: String,
+    pub status: String,
+    pub attempts: u32,
+    #[schema(value_type = Vec<Object>)]
+    pub attempt_log: Vec<Value>,
+    pub duration_ms: Option<u64>,
+    /// An exact decimal, as a string.
+    pub cost: String,
+    #[schema(value_type = Option<Object>)]
+    pub error: Option<Value>,
+    #[schema(value_type = Option<Object>)]
+    pub decision: Option<Value>,
+    #[schema(value_type = Option<Object>)]
+    pub gate: Option<Value>,
+}
+
+/// A run step by step.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct RunDoc {
+    pub run: String,
+    pub workflow: String,
+    pub version: u32,
+    /// `running`, `waiting`, `succeeded`, `failed`, `cancelled`.
+    pub status: String,
+    #[schema(value_type = Option<Object>)]
+    pub reason: Option<Value>,
+    pub started_at: u64,
+    pub finished_at: Option<u64>,
+    #[schema(value_type = Object)]
+    pub budget: Value,
+    pub steps: Vec<StepDoc>,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct CancellingDoc {
+    pub run: String,
+    pub cancelling: bool,
+}
+
+/// One audit event; other fields depend on `kind`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct AuditEventDoc {
+    pub at: u64,
+    /// `run.started`, `step.succeeded`, `step.failed`, `step.blocked`, `request.approved`, `request.rejected`, `request.modified`, `request.extended`, `request.aborted`, `escalation.paged`, `escalation.default`, `run.cancelled`…
+    pub kind: String,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct AuditDoc {
+    pub run: String,
+    pub events: Vec<AuditEventDoc>,
+}
+
+/// What a human is asked.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct RequestSpecDoc {
+    pub id: String,
+    /// `approval`, `budget_extension`, `guidance`, `tool_authorisation`.
+    pub mode: String,
+    pub step: Option<String>,
+    pub question: String,
+    /// What the human needs to answer: the step's inputs, named upstream outputs (redacted), the gate trail, budget figures.
+    #[schema(value_type = Object)]
+    pub context: Value,
+    /// A user or group.
+    pub assignee: Option<String>,
+    pub forbid_self_approval: Option<bool>,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct RequestDoc {
+    pub workflow: String,
+    pub run: String,
+    pub request: RequestSpecDoc,
+    pub created_at: u64,
+    /// Users or groups paged by escalation since.
+    pub escalated_to: Option<Vec<String>>,
+    /// Once decided (`GET /api/requests/{request}` only).
+    #[schema(value_type = Option<Object>)]
+    pub decision: Option<Value>,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct DecisionRecordedDoc {
+    pub request: String,
+    pub run: String,
+    pub recorded: bool,
+    /// The authenticated caller, recorded as the decider.
+    pub by: String,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct UserDoc {
+    pub name: String,
+    /// `admin` or `operator`.
+    pub role: String,
+    pub groups: Vec<String>,
+    pub email: Option<String>,
+    pub created_at: Option<u64>,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct UserCreatedDoc {
+    pub user: UserDoc,
+    /// The API token, shown this once.
+    pub token: String,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct UsersDoc {
+    pub users: Vec<UserDoc>,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct HealthDoc {
+    pub healthy: bool,
+    #[schema(value_type = Object)]
+    pub checks: Value,
+}
