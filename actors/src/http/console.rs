@@ -53,6 +53,9 @@ pub fn router(t: Tollgate, sessions: SessionKey, admin_token: Arc<String>) -> Ro
         .route("/console/", get(index))
         .route("/console/assets/{file}", get(asset))
         .route("/console/session", get(whoami).post(sign_in).delete(sign_out))
+        // Links in paging mails: `{console_url}/requests/{id}`, with or without `/console`.
+        .route("/requests/{request}", get(card_link))
+        .route("/console/requests/{request}", get(card_link))
         .with_state(state)
 }
 
@@ -75,6 +78,14 @@ async fn asset(Path(file): Path<String>) -> Response {
         Some((_, content_type, body)) => (page_headers(content_type), *body).into_response(),
         None => (StatusCode::NOT_FOUND, Json(json!({"error": "not_found", "message": format!("no console asset {file:?}")}))).into_response(),
     }
+}
+
+/// A link to a card opens it in the console (whose views live in the URL's fragment).
+async fn card_link(Path(request): Path<String>) -> Response {
+    if !tollgate_engine::ids::is_valid_id(&request) {
+        return (StatusCode::NOT_FOUND, Json(json!({"error": "not_found", "message": "no such request"}))).into_response();
+    }
+    Redirect::to(&format!("/console/#/requests/{request}")).into_response()
 }
 
 fn session_json(sessions: &SessionKey, s: &Session) -> serde_json::Value {
