@@ -41,6 +41,7 @@ function route() {
 }
 
 let current = null; // { name, id, refresh }
+let renderGen = 0; // bumped on every navigation: a view whose data arrives late does not draw over the next
 
 async function render() {
   if (!session.user) return;
@@ -50,7 +51,8 @@ async function render() {
     else a.removeAttribute("aria-current");
   }
   const sameView = current && current.name === r.name && current.id === r.id;
-  const ctx = { inbox, go: (hash) => { location.hash = hash; } };
+  const gen = ++renderGen;
+  const ctx = { inbox, go: (hash) => { location.hash = hash; }, stale: () => gen !== renderGen };
   if (r.name === "inbox") current = { name: "inbox", refresh: () => renderInbox(view, ctx) };
   else if (r.name === "card") current = { name: "card", id: r.id, refresh: () => renderCard(view, r.id, ctx) };
   else if (r.name === "runs") current = { name: "runs", refresh: () => renderRuns(view, r.params, ctx) };
@@ -63,6 +65,8 @@ function onEvent(name, data) {
   if (name === "request" || name === "paged" || name === "decided" || name === "lagged") refreshInbox();
   if (!current) return;
   if (current.name === "timeline" && (data.run === current.id || name === "lagged")) current.refresh();
+  // Someone else decided the request on screen: show its decision instead of the form.
+  if (current.name === "card" && name === "decided" && data.request === current.id) current.refresh();
   if (current.name === "runs" && (name === "run" || name === "lagged")) current.refresh();
 }
 

@@ -7,11 +7,24 @@ import { api, decide } from "./api.js";
 import { gateTrail } from "./timeline.js";
 import { h, json, modeName, money, time, toast } from "./ui.js";
 
-export async function renderCard(view, id, { inbox, go }) {
-  if (!inbox.loaded) inbox.requests = await api("/api/requests");
-  const r = inbox.requests.find((x) => x.request.id === id);
-  if (!r) {
-    view.replaceChildren(h("h1", {}, "Request"), h("p", { class: "empty" }, "This request is no longer pending: it was decided or withdrawn."), h("a", { href: "#/inbox" }, "Back to the inbox"));
+export async function renderCard(view, id, { inbox, go, stale }) {
+  let r;
+  try {
+    r = await api(`/api/requests/${encodeURIComponent(id)}`);
+  } catch (e) {
+    if (stale()) return;
+    const msg = e.status === 404 ? "No such request (or it is not yours to see)." : e.message;
+    view.replaceChildren(h("h1", {}, "Request"), h("p", { class: "error" }, msg), h("a", { href: "#/inbox" }, "Back to the inbox"));
+    return;
+  }
+  if (stale()) return;
+  if (r.decision) {
+    const d = r.decision;
+    view.replaceChildren(h("article", { class: "card detail", id: "card", dataset: { request: r.request.id, mode: r.request.mode, decided: d.decision.decision } },
+      h("p", { class: "crumbs" }, h("a", { href: "#/inbox" }, "Inbox"), " / ", modeName(r.request.mode)),
+      h("h1", {}, r.request.question),
+      h("p", { class: "decision" }, "Decided: ", h("strong", {}, d.decision.decision), d.by_policy ? " (applied by the escalation policy)" : [" by ", h("strong", {}, d.by)], ` at ${time(d.at)}`, d.comment ? ` — “${d.comment}”` : ""),
+      h("a", { href: `#/runs/${encodeURIComponent(r.run)}` }, "Open the run")));
     return;
   }
   const q = r.request;
@@ -90,6 +103,7 @@ export async function renderCard(view, id, { inbox, go }) {
         status),
     ];
     api(`/api/runs/${encodeURIComponent(r.run)}/timeline`).then((t) => {
+      if (stale()) return;
       const step = t.steps.find((s) => s.id === q.step);
       evidence.replaceChildren(step && step.gate ? gateTrail(step.gate) : json(c.gate), h("h4", {}, "Redacted output"), json(c.redacted_output));
     }).catch((e) => { evidence.replaceChildren(h("p", { class: "error" }, e.message), json(c.gate)); });
@@ -105,6 +119,6 @@ export async function renderCard(view, id, { inbox, go }) {
   view.replaceChildren(h("article", { class: "card detail", id: "card", dataset: { request: q.id, mode: q.mode } },
     h("p", { class: "crumbs" }, h("a", { href: "#/inbox" }, "Inbox"), " / ", modeName(q.mode)),
     h("h1", {}, q.question),
-    h("p", { class: "muted" }, `${r.workflow} · step ${q.step || "—"} · asked ${time(r.created_at)} · `, h("a", { href: `#/runs/${encodeURIComponent(r.run)}` }, "the run so far")),
+    h("p", { class: "muted" }, `${r.workflow} · step ${q.step || "—"} · asked ${time(r.created_at)}`, q.assignee ? ` · for ${q.assignee}` : "", r.escalated_to && r.escalated_to.length ? ` · escalated to ${r.escalated_to.join(", ")}` : "", " · ", h("a", { href: `#/runs/${encodeURIComponent(r.run)}` }, "the run so far")),
     body));
 }

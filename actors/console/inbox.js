@@ -24,6 +24,7 @@ export function renderInbox(view, { inbox }) {
         h("footer", { class: "muted" },
           h("span", {}, `asked ${time(r.created_at)}`),
           r.request.assignee && h("span", {}, ` · for ${r.request.assignee}`),
+          r.escalated_to && r.escalated_to.length ? h("span", { class: "escalated" }, ` · escalated to ${r.escalated_to.join(", ")}`) : null,
           " · ", h("a", { href: `#/runs/${encodeURIComponent(r.run)}` }, "run")))));
   }
   const body = inbox.requests.length ? list : h("p", { class: "empty", id: "inbox-empty" }, inbox.loaded ? "Nothing is waiting for you." : "Loading…");

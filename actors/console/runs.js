@@ -14,7 +14,7 @@ function toLocal(ms) {
   return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:${pad(d.getMinutes())}`;
 }
 
-export async function renderRuns(view, params, { go }) {
+export async function renderRuns(view, params, { go, stale }) {
   const q = new URLSearchParams();
   for (const k of ["workflow", "status", "since", "until"]) if (params.get(k)) q.set(k, params.get(k));
   q.set("limit", "50");
@@ -64,5 +64,6 @@ export async function renderRuns(view, params, { go }) {
     }
   }
   await load(null);
+  if (stale()) return;
   view.replaceChildren(h("h1", {}, "Runs"), form, datalist, error, h("div", { class: "scroll" }, table), more);
 }

@@ -63,14 +63,16 @@ function stepSection(st, currency) {
     st.gate ? h("details", { class: "gate", dataset: { key: `gate-${st.id}` }, open: st.gate.action !== "allow" || undefined }, h("summary", {}, "Gate trail"), gateTrail(st.gate)) : null);
 }
 
-export async function renderTimeline(view, id) {
+export async function renderTimeline(view, id, { stale }) {
   let t;
   try {
     t = await api(`/api/runs/${encodeURIComponent(id)}/timeline`);
   } catch (e) {
+    if (stale()) return;
     view.replaceChildren(h("h1", {}, "Run"), h("p", { class: "error" }, e.status === 404 ? "No such run." : e.message));
     return;
   }
+  if (stale()) return;
   const cur = t.budget.currency || "";
   const budget = t.budget.limit !== null && t.budget.limit !== undefined
     ? h("div", { class: "budget", id: "budget" },

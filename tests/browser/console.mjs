@@ -82,6 +82,7 @@ try {
   expect(await page.evaluate(() => window.sameDocument === true), "after the restart the card is still there, re-fetched without a reload");
 
   // Approve through the card's form; the timeline shows the run finish, the decision and who.
+  const request1 = await card1.getAttribute("data-request");
   await card1.locator(".card-link").click();
   await page.locator('#card[data-mode="approval"]').waitFor(WAIT);
   await page.screenshot({ path: path.join(shots, "card-approval.png"), fullPage: true });
@@ -95,6 +96,10 @@ try {
   expect(await page.locator('.step[data-step="send"][data-status="succeeded"]').count() === 1, "the step after the approval ran");
   expect(await page.locator('#dag .node[data-step="approve_letter"]').count() === 1 && await page.locator("#dag .edge").count() === 2, "the DAG is drawn with its edges");
   await page.screenshot({ path: path.join(shots, "timeline.png"), fullPage: true });
+  await page.goto(`${base}/console/#/requests/${request1}`);
+  const decidedCard = page.locator('#card[data-decided="approve"] .decision');
+  await decidedCard.waitFor(WAIT);
+  expect((await decidedCard.innerText()).includes("approve by alice"), "the card, opened again, shows the decision instead of the form");
 
   // Budget extension, by keyboard: open the card, type the amount, press the button.
   const run2 = await ask("start budget");

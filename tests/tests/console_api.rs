@@ -114,6 +114,14 @@ async fn console_sessions_sign_in_with_the_token_and_need_csrf_to_change_state()
     let decision = TestSystem::step(&v, "letter").decision.clone().unwrap();
     assert_eq!(decision.by, "ann", "the decider is the session's user, never the body's `by`");
 
+    // The link a paging mail carries opens the card in the console.
+    let no_redirects = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    for link in [format!("{base}/requests/{request}"), format!("{base}/console/requests/{request}")] {
+        let res = no_redirects.get(&link).send().await.unwrap();
+        assert_eq!((res.status().as_u16(), res.headers()["location"].to_str().unwrap()), (303, format!("/console/#/requests/{request}").as_str()), "{link}");
+    }
+    assert_eq!(no_redirects.get(format!("{base}/requests/not%0Aan-id")).send().await.unwrap().status(), 404);
+
     let out = http.delete(format!("{base}/console/session")).header(COOKIE, &cookie).header("X-CSRF-Token", &csrf).send().await.unwrap();
     assert!(out.headers()[SET_COOKIE].to_str().unwrap().contains("Max-Age=0"));
 }

@@ -7,12 +7,12 @@
 //!   time) only bootstraps users: it is accepted by `POST /api/users` and nothing else.
 //! - no header, only when no `admin_token` is configured — the loopback-only development mode
 //!   ([`check_exposure`]): the request acts as the local operator ([`Caller::Local`]).
-//!
-//! Anything else is 401. Handlers take a [`Caller`] (403 for the bootstrap token) or an
-//! [`Authenticated`].
 //! - a console session cookie (`session.rs`; signed in with a user's token through
 //!   [`authenticate_token`]) — the request acts as the session's user, and one that changes
 //!   state must carry the session's CSRF token (403 without).
+//!
+//! Anything else is 401. Handlers take a [`Caller`] (403 for the bootstrap token) or an
+//! [`Authenticated`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;

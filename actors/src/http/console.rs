@@ -53,6 +53,9 @@ pub fn router(t: Tollgate, sessions: SessionKey, admin_token: Arc<String>) -> Ro
         .route("/console/", get(index))
         .route("/console/assets/{file}", get(asset))
         .route("/console/session", get(whoami).post(sign_in).delete(sign_out))
+        // Links in paging mails: `{console_url}/requests/{id}`, with or without `/console`.
+        .route("/requests/{request}", get(card_link))
+        .route("/console/requests/{request}", get(card_link))
         .with_state(state)
 }
 
@@ -75,6 +78,14 @@ async fn asset(Path(file): Path<String>) -> Response {
         Some((_, content_type, body)) => (page_headers(content_type), *body).into_response(),
         None => (StatusCode::NOT_FOUND, Json(json!({"error": "not_found", "message": format!("no console asset {file:?}")}))).into_response(),
     }
+}
+
+/// A link to a card opens it in the console (whose views live in the URL's fragment).
+async fn card_link(Path(request): Path<String>) -> Response {
+    if !tollgate_engine::ids::is_valid_id(&request) {
+        return (StatusCode::NOT_FOUND, Json(json!({"error": "not_found", "message": "no such request"}))).into_response();
+    }
+    Redirect::to(&format!("/console/#/requests/{request}")).into_response()
 }
 
 fn session_json(sessions: &SessionKey, s: &Session) -> serde_json::Value {
@@ -127,17 +138,15 @@ async fn sign_in(State(c): State<ConsoleState>, headers: HeaderMap, Body(b): Bod
             None => return Err(unauthorised("that token is not valid")),
         }
     };
-    let cookie = session::set_cookie(&value, session::TTL_MS / 1000);
+    let cookie = session::set_cookie(&value, session::TTL_MS / 1000, &headers);
     Ok(([(header::SET_COOKIE, cookie)], Json(session_json(&c.sessions, &s))).into_response())
 }
 
 /// `DELETE /console/session`: clear the cookie (with the session's CSRF token).
 async fn sign_out(State(c): State<ConsoleState>, headers: HeaderMap) -> Result<Response, ApiError> {
     same_origin(&headers)?;
-    if let Some(s) = c.sessions.from_headers(&headers) {
-        if !c.sessions.allows(&s, &Method::DELETE, &headers) {
-            return Err(ApiError::Request(StatusCode::FORBIDDEN, "csrf", "signing out needs the session's `X-CSRF-Token` header".into()));
-        }
+    if c.sessions.from_headers(&headers).is_some_and(|s| !c.sessions.allows(&s, &Method::DELETE, &headers)) {
+        return Err(ApiError::Request(StatusCode::FORBIDDEN, "csrf", "signing out needs the session's `X-CSRF-Token` header".into()));
     }
-    Ok(([(header::SET_COOKIE, session::set_cookie("", 0))], Json(json!({"signed_out": true}))).into_response())
+    Ok(([(header::SET_COOKIE, session::set_cookie("", 0, &headers))], Json(json!({"signed_out": true}))).into_response())
 }

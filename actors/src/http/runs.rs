@@ -76,8 +76,8 @@ impl Filter {
 
 #[utoipa::path(get, path = "/api/runs", tag = "runs",
     params(("limit" = Option<usize>, Query, description = "runs per page, 1–500 (default 50)"), ("after" = Option<String>, Query, description = "the `next` of an earlier page"),
-        ("workflow" = Option<String>, Query, description = "only runs of this workflow"), ("status" = Option<String>, Query, description = "only runs in this status"),
-        ("since" = Option<u64>, Query, description = "only runs created at or after (ms since the epoch)"), ("until" = Option<u64>, Query, description = "only runs created before (ms since the epoch)")),
+        ("workflow" = Option<String>, Query, description = "only runs of this workflow"), ("status" = Option<String>, Query, description = "only runs in this status: pending, running, waiting, succeeded, failed, cancelled"),
+        ("since" = Option<u64>, Query, description = "only runs created at or after this time (ms since the epoch)"), ("until" = Option<u64>, Query, description = "only runs created before this time (ms since the epoch)")),
     responses((status = 200, body = RunPageDoc), (status = 400, body = ApiErrorDoc), (status = 401, description = "no or a wrong token", body = ApiErrorDoc)))]
 /// `GET /api/runs?limit=&after=&workflow=&status=&since=&until=`: newest first; `next` is the
 /// `after` of the following page (`null` on the last one). With filters, pages of runs are read

@@ -106,9 +106,13 @@ impl SessionKey {
     }
 }
 
-/// `Set-Cookie` for a session cookie (an empty value and no lifetime clear it).
-pub fn set_cookie(value: &str, max_age_s: u64) -> String {
-    format!("{COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age_s}")
+/// `Set-Cookie` for a session cookie (an empty value and no lifetime clear it); `Secure` when
+/// the page was reached over HTTPS (directly or through a proxy that says so).
+pub fn set_cookie(value: &str, max_age_s: u64, headers: &HeaderMap) -> String {
+    let https = headers.get("x-forwarded-proto").is_some_and(|p| p.as_bytes().eq_ignore_ascii_case(b"https"))
+        || headers.get(header::ORIGIN).is_some_and(|o| o.as_bytes().starts_with(b"https://"));
+    let secure = if https { "; Secure" } else { "" };
+    format!("{COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age_s}{secure}")
 }
 
 #[cfg(test)]
@@ -139,6 +143,15 @@ mod tests {
         for bad in ["", ".", "zz.zz", "abc"] {
             assert_eq!(key.verify(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn the_cookie_is_secure_behind_https() {
+        let plain = set_cookie("v", 60, &HeaderMap::new());
+        assert_eq!(plain, format!("{COOKIE}=v; Path=/; HttpOnly; SameSite=Strict; Max-Age=60"));
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        assert!(set_cookie("v", 60, &h).ends_with("; Secure"));
     }
 
     #[test]

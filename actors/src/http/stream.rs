@@ -32,7 +32,7 @@ use crate::system::RunUpdate;
 pub struct Shutdown(pub CancellationToken);
 
 #[utoipa::path(get, path = "/api/stream", tag = "requests",
-    responses((status = 200, description = "Server-Sent Events: `hello`, `request`, `paged`, `decided`, `step`, `run`, `lagged`; data is JSON", content_type = "text/event-stream", body = String), (status = 401, description = "no or a wrong token", body = ApiErrorDoc)))]
+    responses((status = 200, description = "Server-Sent Events: `hello` first, then `request`, `paged`, `decided`, `step`, `run`, `lagged`; data is JSON", content_type = "text/event-stream", body = String), (status = 401, description = "no or a wrong token", body = ApiErrorDoc)))]
 pub async fn stream(State(t): State<Tollgate>, caller: Caller, shutdown: Option<Extension<Shutdown>>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let stop = shutdown.map(|Extension(s)| s.0).unwrap_or_default();
     // Subscribed before `hello` is sent: whatever happens after the client's re-fetch is seen.
