@@ -84,6 +84,20 @@ impl MasterKey {
         self.derive(None, b"tollgate/v1/service")
     }
 
+    /// The key that seals events on the internal bus (service-level: events cross workflows).
+    pub fn events_key(&self) -> RecordKey {
+        self.derive(None, b"tollgate/v1/events")
+    }
+
+    /// A 32-byte secret for keyed hashes (e.g. of event names, so store keys hold no names).
+    pub fn secret(&self, purpose: &str) -> Zeroizing<[u8; 32]> {
+        let hk = Hkdf::<Sha256>::new(None, &self.0[..]);
+        let mut okm = Zeroizing::new([0u8; 32]);
+        let info = [b"tollgate/v1/secret/".as_slice(), purpose.as_bytes()].concat();
+        hk.expand(&info, &mut okm[..]).expect("32 bytes is a valid HKDF-SHA256 output length");
+        okm
+    }
+
     fn derive(&self, salt: Option<&[u8]>, info: &[u8]) -> RecordKey {
         let hk = Hkdf::<Sha256>::new(salt, &self.0[..]);
         let mut okm = Zeroizing::new([0u8; KEY_LEN]);

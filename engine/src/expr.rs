@@ -89,6 +89,23 @@ pub fn eval(src: &str, scope: &Scope<'_>) -> Result<Value, ExprError> {
     value.json().map_err(|e| err(e.to_string()))
 }
 
+/// Evaluate a boolean expression that also sees `extra` variables (an `event` step's
+/// correlation sees `event`).
+pub fn eval_bool_with(src: &str, scope: &Scope<'_>, extra: &[(&str, &Value)]) -> Result<bool, ExprError> {
+    let program = compile(src)?;
+    let mut ctx = Context::with_env(ENV.clone());
+    let err = |message: String| ExprError::Eval { src: src.to_string(), message };
+    ctx.add_variable_from_value("params", to_cel(scope.params));
+    ctx.add_variable_from_value("steps", to_cel(scope.steps));
+    for (name, value) in extra {
+        ctx.add_variable_from_value(*name, to_cel(value));
+    }
+    match program.execute(&ctx).map_err(|e| err(e.to_string()))?.json().map_err(|e| err(e.to_string()))? {
+        Value::Bool(b) => Ok(b),
+        other => Err(ExprError::NotBool { src: src.to_string(), got: other.to_string() }),
+    }
+}
+
 /// JSON to CEL. Integers become `int` (not `uint`, which serde would pick for every
 /// non-negative number) so `params.n + 1` type-checks the way a spec author expects.
 fn to_cel(v: &Value) -> cel::Value {

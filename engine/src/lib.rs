@@ -5,6 +5,7 @@
 
 pub mod crypto;
 pub mod egress;
+pub mod events;
 pub mod expr;
 pub mod gates;
 pub mod ids;

@@ -65,6 +65,9 @@ pub const ERROR_CODES: &[ErrorCode] = &[
     ErrorCode { code: "egress_denied", from: "api_call", class: "permanent", meaning: "the destination is not allowed by the egress policy (see Egress)" },
     ErrorCode { code: "queue_timeout", from: "engine", class: "retryable", meaning: "no worker started the attempt within the step's `queue_timeout`; it was fenced and never ran" },
     ErrorCode { code: "interrupted", from: "engine", class: "retryable", meaning: "the process running the attempt died; the step runs again without using a retry (fails after 3)" },
+    ErrorCode { code: "event_timeout", from: "engine", class: "permanent", meaning: "an `event` step's `wait` saw no matching event within its `timeout` (`on_timeout: fail`)" },
+    ErrorCode { code: "bad_event", from: "event", class: "permanent", meaning: "the rendered event name is not a valid name, or the step has no `emit`" },
+    ErrorCode { code: "event_bus_unavailable", from: "event", class: "retryable", meaning: "the event bus could not record the event" },
     ErrorCode { code: "cancelled", from: "worker", class: "permanent", meaning: "the attempt was abandoned because its run was cancelled or had finished" },
 ];
 

@@ -54,6 +54,9 @@ pub enum Event {
         at: u64,
     },
     Cancelled { by: String, reason: String, at: u64 },
+    /// An `event` step's `wait` received this bus event (`{id, name, payload, at}`), which
+    /// matched its name and correlation when the run driver checked it.
+    EventReceived { step: StepId, received: Value, at: u64 },
 }
 
 impl Event {
@@ -66,7 +69,8 @@ impl Event {
             | Event::TimerFired { at, .. }
             | Event::AttemptInterrupted { at, .. }
             | Event::HumanDecided { at, .. }
-            | Event::Cancelled { at, .. } => *at,
+            | Event::Cancelled { at, .. }
+            | Event::EventReceived { at, .. } => *at,
         }
     }
 }
@@ -84,6 +88,8 @@ pub enum Timer {
     StepTimeout { step: StepId, attempt: u32 },
     /// A `delay` step is over.
     Delay { step: StepId },
+    /// An `event` step's `wait` timed out.
+    EventWait { step: StepId },
     /// The whole run has run too long.
     RunTimeout,
 }
@@ -135,6 +141,10 @@ pub enum Action {
     RequestHuman(HumanRequestSpec),
     /// A request no longer needs an answer (its step was cancelled or the run ended).
     WithdrawHuman { request: RequestId },
+    /// An `event` step waits for an event named `name` published at or after `from` (ms since
+    /// the epoch: the wait's start minus its lookback): register the run as a waiter for the
+    /// name, then look on the bus for one already there.
+    AwaitEvent { step: StepId, name: String, from: u64 },
     /// The run is over.
     Finish,
 }

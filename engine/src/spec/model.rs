@@ -149,7 +149,7 @@ impl StepType {
     }
 
     pub fn is_available(self) -> bool {
-        matches!(self, StepType::Condition | StepType::Approval | StepType::ApiCall | StepType::Code | StepType::Delay)
+        matches!(self, StepType::Condition | StepType::Approval | StepType::ApiCall | StepType::Code | StepType::Delay | StepType::Event)
     }
 
     /// Steps the run actor resolves itself, without a queue job.

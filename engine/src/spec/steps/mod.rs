@@ -10,6 +10,7 @@ mod approval;
 mod code;
 mod condition;
 mod delay;
+mod event;
 mod format;
 mod unavailable;
 
@@ -24,6 +25,7 @@ pub use approval::ApprovalStep;
 pub use code::{CodeLimits, CodeStep};
 pub use condition::ConditionStep;
 pub use delay::DelayStep;
+pub use event::{valid_event_name, EmitSpec, EventStep, OnTimeout, WaitSpec, DEFAULT_LOOKBACK};
 pub(crate) use format::one_shape_per_type;
 pub use unavailable::UnavailableStep;
 
@@ -100,6 +102,6 @@ step_kinds! {
     Llm(UnavailableStep),
     Research(UnavailableStep),
     Connector(UnavailableStep),
-    Event(UnavailableStep),
+    Event(EventStep),
     Platform(UnavailableStep),
 }

@@ -1,5 +1,5 @@
 //! The settings of a step type that is not available yet (`llm`, `research`, `connector`,
-//! `event`, `platform`): parsed so a spec written for a later version reads, refused by
+//! `platform`): parsed so a spec written for a later version reads, refused by
 //! validation. Each type gets its own module with its own fields when it lands.
 
 use schemars::JsonSchema;
@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::spec::steps::StepShape;
 
-/// `llm`, `research`, `connector`, `event`, `platform`: not available in this version; the
+/// `llm`, `research`, `connector`, `platform`: not available in this version; the
 /// type's settings go under `with`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
