@@ -7,6 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use tokio::sync::broadcast;
+use tollgate_engine::events::EventBus;
 use tollgate_engine::ids::{RunId, StepId, WorkflowId};
 use tollgate_engine::queue::StepQueue;
 use tollgate_engine::run::{HumanRequestSpec, RunStatus};
@@ -56,6 +57,8 @@ pub struct Engine {
     pub reconcile_interval: std::time::Duration,
     /// How long a run's lease lasts without renewal (renewed on every reconcile tick).
     pub lease_ttl: std::time::Duration,
+    /// The internal event bus (`event` steps' waits, `POST /api/events`), when the process has one.
+    pub events: Option<Arc<dyn EventBus>>,
     specs: RwLock<HashMap<(WorkflowId, String), Arc<ValidatedSpec>>>,
 }
 
@@ -88,8 +91,15 @@ impl Engine {
             max_in_flight_per_run,
             reconcile_interval,
             lease_ttl,
+            events: None,
             specs: RwLock::new(HashMap::new()),
         }
+    }
+
+    /// With the internal event bus.
+    pub fn with_events(mut self, bus: Arc<dyn EventBus>) -> Self {
+        self.events = Some(bus);
+        self
     }
 
     /// A stored spec (by content digest), validated once and cached.

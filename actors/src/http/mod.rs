@@ -6,6 +6,7 @@
 //!   `GET /api/runs/{run}`, `POST /api/runs` `{spec: "<yaml>", params: {…}}`
 //! - `POST /api/runs/{run}/cancel` `{reason}`
 //! - `GET  /api/requests` (pending human requests)
+//! - `POST /api/events` `{name, payload?, dedup?}` (publish on the internal event bus)
 //! - `POST /api/requests/{request}/decision` `{decision: approve|reject|extend|modify|abort, amount?, value?, comment?, by}`
 //!
 //! Every `/api` route needs the admin token when one is configured ([`auth`]); request bodies
@@ -13,6 +14,7 @@
 
 mod auth;
 mod error;
+mod events;
 pub mod health;
 mod requests;
 mod runs;
@@ -65,6 +67,7 @@ pub fn router_with(t: Tollgate, options: ApiOptions) -> Router {
         .route("/api/runs/{run}", get(runs::show))
         .route("/api/runs/{run}/cancel", post(runs::cancel))
         .route("/api/requests", get(requests::pending))
+        .route("/api/events", post(events::publish))
         .route("/api/requests/{request}/decision", post(requests::decide))
         .layer(DefaultBodyLimit::max(options.max_body_bytes))
         .layer(Extension(BodyLimit(options.max_body_bytes)))
