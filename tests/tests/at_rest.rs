@@ -1,5 +1,5 @@
 //! Nothing readable at rest: a marker string that passes through a run's parameters, inputs,
-//! outputs, human request and decision appears nowhere in a raw dump of the SQLite files or
+//! outputs, events, human request and decision appears nowhere in a raw dump of the SQLite files or
 //! of every Redis key and value the deployment wrote.
 
 use serde_json::json;
@@ -15,7 +15,9 @@ parameters:
   secret: { type: string, required: true }
 steps:
   - { id: echo, type: code, script: "return { again: input.s + '!', list: [input.s] }", inputs: { s: "${{ params.secret }}" } }
-  - { id: ok, type: approval, needs: [echo], question: "Release ${{ steps.echo.output.again }}?" }
+  - { id: tell, type: event, needs: [echo], emit: { name: marker.seen, payload: { s: "${{ params.secret }}" } } }
+  - { id: hear, type: event, needs: [tell], wait: { name: marker.seen, timeout: 1m, correlate: "event.payload.s == params.secret" } }
+  - { id: ok, type: approval, needs: [hear], question: "Release ${{ steps.echo.output.again }}?" }
 "#;
 
 async fn drive_marker_run(sys: &TestSystem) {
@@ -27,6 +29,7 @@ async fn drive_marker_run(sys: &TestSystem) {
     assert_eq!(v.state.status.label(), "succeeded");
     // The marker really went through the run (so its absence at rest means something).
     assert_eq!(TestSystem::step(&v, "echo").output.as_ref().unwrap()["again"], format!("{MARKER}!"));
+    assert_eq!(TestSystem::step(&v, "hear").output.as_ref().unwrap()["payload"]["s"], MARKER, "the event carried the marker");
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -86,6 +89,7 @@ async fn redis_holds_no_plaintext() {
             "hash" => redis::cmd("HGETALL").arg(key).clone(),
             "set" => redis::cmd("SMEMBERS").arg(key).clone(),
             "zset" => redis::cmd("ZRANGE").arg(key).arg(0).arg(-1).clone(),
+            "stream" => redis::cmd("XRANGE").arg(key).arg("-").arg("+").clone(),
             "none" => continue, // expired meanwhile
             other => panic!("key {key} has unexpected type {other}"),
         };
