@@ -1,4 +1,5 @@
 //! Support for Tollgate's end-to-end tests: the store conformance suite and the harness
 //! (systems on both backends, a scriptable local HTTP server, waiting with deadlines).
+pub mod dovecot;
 pub mod harness;
 pub mod store_conformance;
