@@ -70,6 +70,8 @@ pub struct Config {
     pub health_addr: Option<SocketAddr>,
     /// Outbound HTTP (`api_call`) policy.
     pub egress: EgressConfig,
+    /// Triggers: which workflows `serve` starts triggers for, and the fire history's retention.
+    pub triggers: crate::triggers::TriggersConfig,
 }
 
 /// `[egress]`: which destinations `api_call` steps may reach beyond public addresses.
@@ -109,12 +111,13 @@ impl Default for Config {
             http_max_body_bytes: 2 * 1024 * 1024,
             health_addr: None,
             egress: EgressConfig::default(),
+            triggers: Default::default(),
         }
     }
 }
 
 /// humantime strings in TOML (`"500ms"`).
-mod humantime_serde_compat {
+pub(crate) mod humantime_serde_compat {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer, Serializer};
@@ -183,6 +186,7 @@ impl Config {
                 "EGRESS_ALLOW" => {
                     self.egress.allow = value.split(',').map(str::trim).filter(|e| !e.is_empty()).map(str::to_owned).collect()
                 }
+                "TRIGGER_HISTORY_TTL" => self.triggers.history_ttl = dur(&value)?,
                 "HEALTH_ADDR" if value.is_empty() => self.health_addr = None,
                 "HEALTH_ADDR" => self.health_addr = Some(value.parse().map_err(|e| bad(format!("{e}")))?),
                 _ => {} // other TOLLGATE_* variables belong to tests and tools
@@ -222,6 +226,9 @@ impl Config {
             return Err(ConfigError::Invalid("http_max_body_bytes must be at least 1024".into()));
         }
         self.egress.allowlist()?;
+        if self.triggers.history_ttl.is_zero() {
+            return Err(ConfigError::Invalid("triggers.history_ttl must be longer than 0".into()));
+        }
         if !tollgate_engine::ids::is_valid_id(&self.namespace) {
             return Err(ConfigError::Invalid(format!("namespace `{}` must be an id ([A-Za-z0-9_.-])", self.namespace)));
         }

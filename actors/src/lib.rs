@@ -13,6 +13,7 @@ pub mod run_actor;
 pub mod service;
 pub mod supervisor;
 pub mod system;
+pub mod triggers;
 pub mod worker;
 pub mod bootstrap;
 pub mod cli;

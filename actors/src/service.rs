@@ -51,10 +51,25 @@ pub struct Tollgate {
 impl Tollgate {
     /// Register the spec, bind parameters, create the run and start its actor.
     pub async fn start_run(&self, spec: &ValidatedSpec, params: &serde_json::Map<String, Value>) -> Result<RunId, ServiceError> {
+        let run = RunId::generate();
+        self.create_run(spec, params, &run, None).await?;
+        self.ensure(&run).await?;
+        Ok(run)
+    }
+
+    /// Register the spec, bind parameters and record the run `run` (naming the trigger and
+    /// fire that started it, if one did) without starting its actor. A run id that exists
+    /// already is refused ([`StoreError::Forbidden`]): the fire path relies on it.
+    pub async fn create_run(
+        &self,
+        spec: &ValidatedSpec,
+        params: &serde_json::Map<String, Value>,
+        run: &RunId,
+        trigger: Option<tollgate_engine::trigger::RunTrigger>,
+    ) -> Result<(), ServiceError> {
         let params = spec.bind_params(params)?;
         let store = &self.engine.store;
         let spec_digest = store.register_workflow(spec.spec()).await?;
-        let run = RunId::generate();
         let meta = RunMeta {
             run: run.clone(),
             workflow: spec.spec().id.clone(),
@@ -63,10 +78,10 @@ impl Tollgate {
             owner: spec.spec().owner.clone(),
             params,
             created_at: now_ms(),
+            trigger,
         };
         store.create_run(&meta).await?;
-        self.ensure(&run).await?;
-        Ok(run)
+        Ok(())
     }
 
     /// Make sure the run has a live actor here (resume, recover).

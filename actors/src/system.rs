@@ -59,6 +59,8 @@ pub struct Engine {
     pub lease_ttl: std::time::Duration,
     /// The internal event bus (`event` steps' waits, `POST /api/events`), when the process has one.
     pub events: Option<Arc<dyn EventBus>>,
+    /// This process's triggers: health, and the endpoints of webhook and upload triggers.
+    pub triggers: crate::triggers::TriggerBoard,
     specs: RwLock<HashMap<(WorkflowId, String), Arc<ValidatedSpec>>>,
 }
 
@@ -92,6 +94,7 @@ impl Engine {
             reconcile_interval,
             lease_ttl,
             events: None,
+            triggers: Default::default(),
             specs: RwLock::new(HashMap::new()),
         }
     }

@@ -102,7 +102,13 @@ impl MasterKey {
         let hk = Hkdf::<Sha256>::new(salt, &self.0[..]);
         let mut okm = Zeroizing::new([0u8; KEY_LEN]);
         hk.expand(info, &mut okm[..]).expect("64 bytes is a valid HKDF-SHA256 output length");
-        RecordKey { cipher: std::sync::Arc::new(Aes256SivAead::new((&okm[..]).try_into().expect("key length"))) }
+        // A separate key for keyed digests (ids derived from outside data, e.g. dedup keys).
+        let mut mac = Zeroizing::new([0u8; 32]);
+        hk.expand_multi_info(&[info, b"/digest"], &mut mac[..]).expect("32 bytes is a valid HKDF-SHA256 output length");
+        RecordKey {
+            cipher: std::sync::Arc::new(Aes256SivAead::new((&okm[..]).try_into().expect("key length"))),
+            mac: std::sync::Arc::new(mac),
+        }
     }
 }
 
@@ -111,6 +117,7 @@ impl MasterKey {
 #[derive(Clone)]
 pub struct RecordKey {
     cipher: std::sync::Arc<Aes256SivAead>,
+    mac: std::sync::Arc<Zeroizing<[u8; 32]>>,
 }
 
 impl std::fmt::Debug for RecordKey {
@@ -133,6 +140,16 @@ impl RecordKey {
         out.extend_from_slice(&nonce);
         out.extend_from_slice(&ct);
         out
+    }
+
+    /// A keyed digest of `data` (HMAC-SHA256, 128 bits in hex): turns a value from outside
+    /// (a delivery id, a Message-ID, a content hash) into an id that can sit in a store key
+    /// without saying anything about the value to someone who reads the store.
+    pub fn digest(&self, data: &[u8]) -> String {
+        use hmac::{KeyInit as _, Mac};
+        let mut m = hmac::Hmac::<Sha256>::new_from_slice(&self.mac[..]).expect("HMAC takes any key length");
+        m.update(data);
+        hex::encode(&m.finalize().into_bytes()[..16])
     }
 
     /// Open a record sealed by [`RecordKey::seal`] with the same `aad`.
@@ -182,6 +199,15 @@ mod tests {
         assert_eq!(key("bob", "intake", b"salt").open(b"run/1/meta", &sealed), Err(CryptoError::OpenFailed));
         assert_eq!(key("alice", "other", b"salt").open(b"run/1/meta", &sealed), Err(CryptoError::OpenFailed));
         assert_eq!(key("alice", "intake", b"pepper").open(b"run/1/meta", &sealed), Err(CryptoError::OpenFailed));
+    }
+
+    #[test]
+    fn digests_are_keyed_per_workflow_and_stable() {
+        let k = key("alice", "intake", b"salt");
+        assert_eq!(k.digest(b"delivery-1"), k.digest(b"delivery-1"));
+        assert_ne!(k.digest(b"delivery-1"), k.digest(b"delivery-2"));
+        assert_ne!(k.digest(b"delivery-1"), key("alice", "other", b"salt").digest(b"delivery-1"));
+        assert_eq!(k.digest(b"x").len(), 32);
     }
 
     #[test]

@@ -80,11 +80,18 @@ pub struct Scope<'a> {
 
 /// Evaluate an expression to JSON.
 pub fn eval(src: &str, scope: &Scope<'_>) -> Result<Value, ExprError> {
+    eval_vars(src, &[("params", scope.params), ("steps", scope.steps)])
+}
+
+/// Evaluate an expression over named variables (a trigger's templates see `payload` and
+/// `fire`, not a run's scope).
+pub fn eval_vars(src: &str, vars: &[(&str, &Value)]) -> Result<Value, ExprError> {
     let program = compile(src)?;
     let mut ctx = Context::with_env(ENV.clone());
     let err = |message: String| ExprError::Eval { src: src.to_string(), message };
-    ctx.add_variable_from_value("params", to_cel(scope.params));
-    ctx.add_variable_from_value("steps", to_cel(scope.steps));
+    for (name, value) in vars {
+        ctx.add_variable_from_value(*name, to_cel(value));
+    }
     let value = program.execute(&ctx).map_err(|e| err(e.to_string()))?;
     value.json().map_err(|e| err(e.to_string()))
 }
@@ -92,18 +99,40 @@ pub fn eval(src: &str, scope: &Scope<'_>) -> Result<Value, ExprError> {
 /// Evaluate a boolean expression that also sees `extra` variables (an `event` step's
 /// correlation sees `event`).
 pub fn eval_bool_with(src: &str, scope: &Scope<'_>, extra: &[(&str, &Value)]) -> Result<bool, ExprError> {
-    let program = compile(src)?;
-    let mut ctx = Context::with_env(ENV.clone());
-    let err = |message: String| ExprError::Eval { src: src.to_string(), message };
-    ctx.add_variable_from_value("params", to_cel(scope.params));
-    ctx.add_variable_from_value("steps", to_cel(scope.steps));
-    for (name, value) in extra {
-        ctx.add_variable_from_value(*name, to_cel(value));
-    }
-    match program.execute(&ctx).map_err(|e| err(e.to_string()))?.json().map_err(|e| err(e.to_string()))? {
+    let mut vars = vec![("params", scope.params), ("steps", scope.steps)];
+    vars.extend_from_slice(extra);
+    match eval_vars(src, &vars)? {
         Value::Bool(b) => Ok(b),
         other => Err(ExprError::NotBool { src: src.to_string(), got: other.to_string() }),
     }
+}
+
+/// [`render`] over named variables.
+pub fn render_vars(value: &Value, vars: &[(&str, &Value)]) -> Result<Value, ExprError> {
+    Ok(match value {
+        Value::String(s) if s.contains("${{") => {
+            let segs = segments(s)?;
+            if let [Segment::Expr(e)] = segs.as_slice() {
+                return eval_vars(e, vars);
+            }
+            let mut out = String::new();
+            for seg in segs {
+                match seg {
+                    Segment::Text(t) => out.push_str(t),
+                    Segment::Expr(e) => match eval_vars(e, vars)? {
+                        Value::String(v) => out.push_str(&v),
+                        v => out.push_str(&v.to_string()),
+                    },
+                }
+            }
+            Value::String(out)
+        }
+        Value::Array(items) => Value::Array(items.iter().map(|v| render_vars(v, vars)).collect::<Result<_, _>>()?),
+        Value::Object(map) => Value::Object(
+            map.iter().map(|(k, v)| Ok((k.clone(), render_vars(v, vars)?))).collect::<Result<_, ExprError>>()?,
+        ),
+        other => other.clone(),
+    })
 }
 
 /// JSON to CEL. Integers become `int` (not `uint`, which serde would pick for every

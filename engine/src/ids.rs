@@ -58,6 +58,22 @@ id_type!(
     RequestId
 );
 
+id_type!(
+    /// A trigger's id within its workflow (`triggers[].id`).
+    TriggerId
+);
+id_type!(
+    /// One fire of a trigger; a ULID so a workflow's fire history sorts by time.
+    FireId
+);
+
+impl FireId {
+    /// A fresh, time-ordered fire id.
+    pub fn generate() -> Self {
+        Self(ulid::Ulid::generate().to_string())
+    }
+}
+
 impl RunId {
     /// A fresh, time-ordered run id.
     pub fn generate() -> Self {

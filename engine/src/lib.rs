@@ -15,3 +15,4 @@ pub mod run;
 pub mod spec;
 pub mod step;
 pub mod store;
+pub mod trigger;

@@ -99,13 +99,19 @@ pub async fn embedded_with(change: impl FnOnce(&mut Config)) -> TestSystem {
 
 /// A system on the real Redis, isolated under a fresh namespace. Fails loudly without Redis.
 pub async fn redis() -> TestSystem {
+    redis_with(|_| {}).await
+}
+
+/// A system on the real Redis with some settings changed.
+pub async fn redis_with(change: impl FnOnce(&mut Config)) -> TestSystem {
     let dir = tempfile::tempdir().expect("temp dir");
-    let config = Config {
+    let mut config = Config {
         backend: BackendKind::Redis,
         redis_url: redis_url(),
         namespace: format!("tgtest-{}", ulid::Ulid::generate()),
         ..base_config(&dir)
     };
+    change(&mut config);
     let running = bootstrap::start(&config, Role::All)
         .await
         .unwrap_or_else(|e| panic!("cannot start on Redis at {} (is it running?): {e:#}", config.redis_url));

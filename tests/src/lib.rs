@@ -3,3 +3,4 @@
 pub mod dovecot;
 pub mod harness;
 pub mod store_conformance;
+pub mod triggers;

@@ -1,10 +1,13 @@
 //! Nothing readable at rest: a marker string that passes through a run's parameters, inputs,
-//! outputs, events, human request and decision appears nowhere in a raw dump of the SQLite files or
-//! of every Redis key and value the deployment wrote.
+//! outputs, events, human request and decision — and through triggers: a webhook's body and
+//! delivery id (fire history, dedup claim, trigger state) and an uploaded file — appears nowhere
+//! in a raw dump of the SQLite files or of every Redis key and value the deployment wrote.
 
 use serde_json::json;
 use tollgate_engine::run::{Decision, StepStatus};
+use tollgate_engine::trigger::signature::sign_hex;
 use tollgate_tests::harness::{embedded, redis, redis_url, TestSystem};
+use tollgate_tests::triggers::Hooked;
 
 const MARKER: &str = "ZEBRA-MARKER-7731";
 
@@ -32,13 +35,61 @@ async fn drive_marker_run(sys: &TestSystem) {
     assert_eq!(TestSystem::step(&v, "hear").output.as_ref().unwrap()["payload"]["s"], MARKER, "the event carried the marker");
 }
 
+const HOOKED: &str = r#"
+id: marker-hooks
+owner: ops
+parameters:
+  secret: { type: string, required: true }
+steps:
+  - { id: echo, type: code, script: "return { again: input.s + '!' }", inputs: { s: "${{ params.secret }}" } }
+triggers:
+  - { id: hook, webhook: {}, params: { secret: "${{ payload.body.secret }}" } }
+  - { id: files, upload: {}, params: { secret: "${{ payload.file.text }}" } }
+"#;
+
+/// The marker through a webhook (body and delivery id, twice: a started and a duplicate
+/// fire) and an upload (file content and name); then the triggers stop, saving their state.
+async fn drive_marker_fires(sys: TestSystem) -> TestSystem {
+    let mut h = Hooked::start(sys, HOOKED).await;
+    let body = serde_json::to_vec(&json!({ "secret": MARKER })).unwrap();
+    let sig = sign_hex(&h.secret("hook").await, &body);
+    let client = reqwest::Client::new();
+    for expected in [202, 200] {
+        let resp = client
+            .post(h.url("hook"))
+            .header("X-Signature-256", &sig)
+            .header("Idempotency-Key", format!("id-{MARKER}"))
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), expected);
+    }
+    let boundary = "b0undary";
+    let form = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{MARKER}.txt\"\r\n\r\n{MARKER} in a file\r\n--{boundary}--\r\n"
+    );
+    let resp = client.post(h.url("files")).header("content-type", format!("multipart/form-data; boundary={boundary}")).body(form).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 202);
+    for run in h.sys.t().engine.store.list_runs().await.unwrap() {
+        let v = h.sys.settle(&run).await;
+        assert_eq!(v.state.status.label(), "succeeded");
+    }
+    let history = h.history().await;
+    assert_eq!(history.len(), 3);
+    // The marker really went through the fires (so its absence at rest means something).
+    assert!(history.iter().any(|f| f.key.contains(MARKER)));
+    h.stop_triggers().await;
+    std::mem::replace(&mut h.sys, embedded().await)
+}
+
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_embedded_files_hold_no_plaintext() {
-    let mut sys = embedded().await;
+    let mut sys = drive_marker_fires(embedded().await).await;
     drive_marker_run(&sys).await;
     sys.stop().await; // flush and close the SQLite files
     // SQLite may still be removing its -wal/-shm files as the last connection closes: read
@@ -66,11 +117,12 @@ async fn the_embedded_files_hold_no_plaintext() {
     }
     // The scan does see plaintext where there is some: ids are stored in the clear by design.
     assert!(contains(&all, b"marker-flow"), "the raw scan found not even the workflow id");
+    assert!(contains(&all, b"marker-hooks"), "the raw scan found not even the triggered workflow's id");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_holds_no_plaintext() {
-    let mut sys = redis().await;
+    let mut sys = drive_marker_fires(redis().await).await;
     drive_marker_run(&sys).await;
     sys.stop().await;
     let client = redis::Client::open(redis_url()).unwrap();
@@ -100,6 +152,7 @@ async fn redis_holds_no_plaintext() {
         all.extend(bytes);
     }
     assert!(contains(&all, b"marker-flow"), "the raw scan found not even the workflow id");
+    assert!(keys.iter().any(|k| k.contains("trig/marker-hooks/fire/")), "the fire history is among the keys");
     let _: () = redis::cmd("DEL").arg(&keys).query_async(&mut conn).await.unwrap();
 }
 

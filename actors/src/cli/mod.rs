@@ -4,6 +4,7 @@
 mod gates;
 mod progress;
 mod report;
+mod triggers;
 
 pub use report::summary_json;
 
@@ -104,8 +105,14 @@ pub enum Command {
         #[command(subcommand)]
         command: gates::GatesCommand,
     },
-    /// Run the engine (run actors, step workers, admin HTTP) until interrupted.
+    /// Run the engine (run actors, step workers, admin HTTP, the triggers of
+    /// `[triggers] workflows`) until interrupted.
     Serve,
+    /// Triggers: run them, list them with their health, show a workflow's fire history.
+    Triggers {
+        #[command(subcommand)]
+        command: triggers::TriggersCommand,
+    },
     /// Run step workers only (fleets, against Redis).
     Worker,
 }
@@ -214,6 +221,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Runs { command } => runs_cmd(&config, command).await,
         Command::Gates { command } => gates::run(command),
         Command::Serve => crate::http::serve(&config).await.map(|_| ExitCode::SUCCESS),
+        Command::Triggers { command } => triggers::run(&config, command).await,
         Command::Worker => {
             let sys = bootstrap::start(&config, Role::WorkerOnly).await?;
             let health = match config.health_addr {
@@ -363,13 +371,14 @@ async fn decide_cmd(sys: &Running, run: &RunId, step: &StepId, decision: Decisio
     }
 }
 
-async fn runs_cmd(config: &Config, command: RunsCommand) -> anyhow::Result<ExitCode> {
-    // Read-only: the store alone, no queue, no workers.
+/// The store alone, for commands that only read it (and write records of their own):
+/// no queue, no workers, no heartbeat.
+async fn read_only_engine(config: &Config) -> anyhow::Result<crate::system::Engine> {
     let backend = bootstrap::open_backend(config).await?;
     // Takes no lease, so it announces no heartbeat.
     let liveness = crate::liveness::Liveness::detached(backend.clone());
     let store = tollgate_engine::store::Store::new(backend, bootstrap::master_key(config)?);
-    let engine = crate::system::Engine::new(
+    Ok(crate::system::Engine::new(
         std::sync::Arc::new(store),
         std::sync::Arc::new(NoQueue),
         Default::default(),
@@ -377,7 +386,12 @@ async fn runs_cmd(config: &Config, command: RunsCommand) -> anyhow::Result<ExitC
         Duration::from_secs(1),
         liveness,
         config.lease_ttl,
-    );
+    ))
+}
+
+async fn runs_cmd(config: &Config, command: RunsCommand) -> anyhow::Result<ExitCode> {
+    // Read-only: the store alone, no queue, no workers.
+    let engine = read_only_engine(config).await?;
     match command {
         RunsCommand::List { json } => {
             let mut runs = engine.store.list_runs().await?;

@@ -46,6 +46,7 @@ pub fn summary_json(v: &RunView) -> Value {
         "started_at": v.state.started_at,
         "finished_at": v.state.finished_at,
         "budget": v.state.budget,
+        "trigger": v.meta.trigger,
         "steps": steps,
     })
 }
@@ -57,6 +58,9 @@ pub fn print_summary(v: &RunView) {
         RunStatus::Failed { reason } => println!("  reason: {} — {}", reason.code, reason.message),
         RunStatus::Cancelled { by, reason } => println!("  cancelled by {by}: {reason}"),
         _ => {}
+    }
+    if let Some(t) = &v.meta.trigger {
+        println!("  started by {} trigger `{}` (fire {})", t.kind, t.trigger, t.fire);
     }
     println!("  {:<24} {:<10} {:<14} {:>8} {:>10} {:>8}", "STEP", "TYPE", "STATUS", "ATTEMPTS", "DURATION", "COST");
     for (i, s) in v.state.steps.iter().enumerate() {

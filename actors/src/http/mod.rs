@@ -8,6 +8,9 @@
 //! - `GET  /api/requests` (pending human requests)
 //! - `POST /api/events` `{name, payload?, dedup?}` (publish on the internal event bus)
 //! - `POST /api/requests/{request}/decision` `{decision: approve|reject|extend|modify|abort, amount?, value?, comment?, by}`
+//! - `GET  /api/triggers` (running triggers and their health), `GET /api/triggers/{workflow}/history`
+//! - `POST /hooks/{workflow}/{trigger}`: webhook and upload deliveries (no admin token: each
+//!   trigger checks its own signature and size limit, see `hooks.rs`)
 //!
 //! Every `/api` route needs the admin token when one is configured ([`auth`]); request bodies
 //! over `http_max_body_bytes` get 413.
@@ -16,8 +19,10 @@ mod auth;
 mod error;
 mod events;
 pub mod health;
+mod hooks;
 mod requests;
 mod runs;
+mod triggers;
 
 use std::sync::Arc;
 
@@ -69,20 +74,33 @@ pub fn router_with(t: Tollgate, options: ApiOptions) -> Router {
         .route("/api/requests", get(requests::pending))
         .route("/api/events", post(events::publish))
         .route("/api/requests/{request}/decision", post(requests::decide))
+        .route("/api/triggers", get(triggers::list))
+        .route("/api/triggers/{workflow}/history", get(triggers::history))
         .layer(DefaultBodyLimit::max(options.max_body_bytes))
         .layer(Extension(BodyLimit(options.max_body_bytes)))
         .layer(middleware::from_fn(move |req: Request, next: Next| auth::require_token(token.clone(), req, next)));
-    Router::new().route("/healthz", get(health::healthz)).merge(api).with_state(t)
+    let hooks = Router::new().route("/hooks/{workflow}/{trigger}", post(hooks::deliver_to)).layer(DefaultBodyLimit::disable());
+    Router::new().route("/healthz", get(health::healthz)).merge(api).merge(hooks).with_state(t)
 }
 
-/// `tollgate serve`: recover unfinished runs, run workers, serve the admin API until Ctrl-C.
+/// `tollgate serve`: recover unfinished runs, run workers and the triggers of
+/// `[triggers] workflows`, serve the admin API and the trigger endpoints until Ctrl-C.
 /// Refuses to start when the API would be reachable from the network without a token.
 pub async fn serve(config: &Config) -> anyhow::Result<()> {
+    serve_workflows(config, &config.triggers.workflows).await
+}
+
+/// [`serve`], starting the triggers of the workflow spec files `workflows`.
+pub async fn serve_workflows(config: &Config, workflows: &[std::path::PathBuf]) -> anyhow::Result<()> {
     check_exposure(config.http_addr, &config.admin_token).map_err(anyhow::Error::msg)?;
+    let specs = crate::triggers::load_workflows(workflows)?;
     let sys = bootstrap::start(config, Role::All).await?;
     let recovered = sys.tollgate.recover_all().await?;
     let listener = tokio::net::TcpListener::bind(config.http_addr).await?;
-    eprintln!("tollgate serve: admin API on http://{} ({} unfinished runs recovered)", listener.local_addr()?, recovered);
+    let n_triggers: usize = specs.iter().map(|s| s.spec().triggers.iter().filter(|t| t.enabled).count()).sum();
+    let triggers = crate::triggers::start_triggers(&sys.tollgate, config.triggers.history_ttl, specs).await?;
+    let addr = listener.local_addr()?;
+    eprintln!("tollgate serve: admin API on http://{addr} ({recovered} unfinished runs recovered, {n_triggers} triggers)");
     let token = sys.token();
     let app = router_with(sys.tollgate.clone(), ApiOptions::from_config(config));
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
@@ -92,6 +110,8 @@ pub async fn serve(config: &Config) -> anyhow::Result<()> {
         }
     });
     server.await?;
+    // Triggers first (each finishes the fire it is recording), then the engine.
+    triggers.shutdown().await;
     sys.shutdown().await;
     Ok(())
 }

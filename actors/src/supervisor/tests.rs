@@ -153,6 +153,7 @@ async fn unstarted_run(t: &Tollgate) -> RunId {
         owner: spec.spec().owner.clone(),
         params: Default::default(),
         created_at: now_ms(),
+        trigger: None,
     };
     t.engine.store.create_run(&meta).await.expect("create run");
     run

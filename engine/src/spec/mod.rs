@@ -6,6 +6,7 @@ pub mod limits;
 mod model;
 mod parse;
 pub mod steps;
+pub mod triggers;
 mod validate;
 
 pub use join::{Join, JoinVerdict, NeedOutcome};

@@ -48,6 +48,9 @@ pub struct WorkflowSpec {
     /// refuses them by default (loopback, private, link-local… addresses).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub egress: Option<EgressSpec>,
+    /// How the workflow starts itself (cron, webhook, upload…); see `spec::triggers`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub triggers: Vec<crate::spec::triggers::TriggerSpec>,
     pub steps: Vec<StepSpec>,
 }
 

@@ -227,6 +227,7 @@ pub fn validate(spec: WorkflowSpec) -> Result<ValidatedSpec, SpecError> {
         }
     }
     let egress = EgressAllow::parse(allow).unwrap_or_default();
+    crate::spec::triggers::check_triggers(&spec, &mut p);
     if !p.is_empty() {
         return Err(SpecError { problems: p });
     }

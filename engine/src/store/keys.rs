@@ -3,7 +3,7 @@
 //! leases (holder id, token, expiry) and process heartbeats (boot id, PID namespace, pid,
 //! start time), which the lease and liveness code read below the sealing `Store`.
 
-use crate::ids::{RequestId, RunId, StepId, WorkflowId};
+use crate::ids::{FireId, RequestId, RunId, StepId, TriggerId, WorkflowId};
 
 /// Workflow key descriptor (salt, owner, key version), sealed with the service key.
 pub fn workflow_keyinfo(wf: &WorkflowId) -> String {
@@ -83,3 +83,32 @@ pub const RUNS: &str = "idx/runs";
 pub const ACTIVE_RUNS: &str = "idx/runs-active";
 /// Index of human requests waiting for a decision (members: request ids).
 pub const PENDING_HUMAN: &str = "idx/hitl-pending";
+
+/// The claim on a fire's dedup key (first writer wins, expires after the dedup window).
+/// `digest` is the workflow-keyed digest of the key, so the key itself is not in the store key.
+pub fn fire_claim(wf: &WorkflowId, trigger: &TriggerId, digest: &str) -> String {
+    format!("trig/{wf}/{trigger}/claim/{digest}")
+}
+/// One entry of a workflow's fire history (expires after the history's retention).
+pub fn fire_record(wf: &WorkflowId, fire: &FireId) -> String {
+    format!("trig/{wf}/fire/{fire}")
+}
+/// The prefix of a workflow's fire history.
+pub fn fire_history(wf: &WorkflowId) -> String {
+    format!("trig/{wf}/fire/")
+}
+/// A trigger's persisted state: health, counters and its own cursor (a cron's last slot…).
+pub fn trigger_state(wf: &WorkflowId, trigger: &TriggerId) -> String {
+    format!("trig/{wf}/{trigger}/state")
+}
+/// A trigger's secret (a webhook's signing secret).
+pub fn trigger_secret(wf: &WorkflowId, trigger: &TriggerId) -> String {
+    format!("trig/{wf}/{trigger}/secret")
+}
+/// Content a fire carries by reference (an uploaded file, an attachment), by keyed digest.
+pub fn fire_blob(wf: &WorkflowId, digest: &str) -> String {
+    format!("trig/{wf}/blob/{digest}")
+}
+
+/// Index of every trigger ever started (members: `workflow/trigger`).
+pub const TRIGGERS: &str = "idx/triggers";

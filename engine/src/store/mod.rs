@@ -7,6 +7,7 @@
 //! (`tollgate-tests::store_conformance`) runs against every backend.
 
 mod backend;
+mod fires;
 pub mod keys;
 pub mod lease;
 mod listing;

@@ -28,6 +28,9 @@ pub struct RunMeta {
     pub owner: OwnerId,
     pub params: Value,
     pub created_at: u64,
+    /// The trigger and fire that started the run (none when started by hand).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<crate::trigger::RunTrigger>,
 }
 
 /// A run's status as a listing shows it, kept beside the journal so that listing runs reads
