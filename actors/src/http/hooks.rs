@@ -77,7 +77,9 @@ pub async fn deliver_to(State(t): State<Tollgate>, Path((workflow, trigger)): Pa
                 Err(e) => unavailable(e),
             }
         }
-        TriggerKind::Cron(_) => answer(StatusCode::NOT_FOUND, "not_found", format!("trigger `{id}` takes no deliveries")),
+        TriggerKind::Cron(_) | TriggerKind::Event(_) | TriggerKind::Imap(_) => {
+            answer(StatusCode::NOT_FOUND, "not_found", format!("trigger `{id}` takes no deliveries"))
+        }
     }
 }
 
