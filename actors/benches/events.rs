@@ -84,7 +84,8 @@ async fn bench(label: &str, config: Config, samples: usize) {
     let mut known = std::collections::HashSet::new();
     let fire = |n: usize, sent: &mut u64| {
         *sent = now_ms();
-        t.emit_event("bench.ping", &json!({ "n": n }), None)
+        let t = t.clone();
+        async move { t.emit_event("bench.ping", &json!({ "n": n }), None).await }
     };
     for i in 0..5 {
         let mut sent = 0;
@@ -111,7 +112,13 @@ async fn bench(label: &str, config: Config, samples: usize) {
         assert_eq!(v.state.steps[0].status.label(), "waiting_event");
         let sent = now_ms();
         t.emit_event("bench.pong", &json!({ "n": i }), None).await.unwrap();
-        let v = t.wait_settled(&run, Duration::from_millis(5)).await.unwrap();
+        let v = loop {
+            let v = t.view(&run).await.unwrap();
+            if v.state.status.is_finished() {
+                break v;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        };
         latencies.push(v.state.steps[1].attempts[0].started_at.expect("the step after the wait started").saturating_sub(sent));
     }
     report(label, "event → waiting run's next step started", latencies);
