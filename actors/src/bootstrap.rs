@@ -1,5 +1,5 @@
-//! Assembling a running system from [`Config`]: master key, store, queue, handlers, engine,
-//! supervisor, workers, notifications — and taking it down again in order.
+//! Assembling a running system from [`Config`]: master key, store, event bus, queue, handlers,
+//! engine, supervisor, event dispatcher, workers, notifications — and taking it down again in order.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -9,7 +9,7 @@ use ractor::Actor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tollgate_connectors::docs::DocStore;
-use tollgate_connectors::steps::{ApiCallHandler, CodeHandler, LlmHandler, ResearchHandler};
+use tollgate_connectors::steps::{ApiCallHandler, CodeHandler, EventHandler, LlmHandler, ResearchHandler};
 use tollgate_connectors::store::{RedisBackend, SqliteBackend};
 use tollgate_engine::crypto::MasterKey;
 use tollgate_engine::llm::ModelCatalog;
@@ -138,22 +138,18 @@ pub async fn start(config: &Config, role: Role) -> anyhow::Result<Running> {
     // The heartbeat shares the lease's TTL: a process silent for that long is dead to others.
     let liveness =
         Liveness::start(backend.clone(), config.lease_ttl, shutdown.clone()).await.context("announcing this process's heartbeat")?;
+    let bus = crate::events::open_bus(config, &master).await?;
     let store = Arc::new(Store::new(backend, master));
     let qconf = queue_config(config);
     // The shared backend: jobs enqueued through it wake this process's workers at once.
     let step_queue = queue::open(&qconf).await.context("opening the step queue")?;
     let models = Arc::new(config.llm.catalog()?);
+    let mut handlers = handlers(config, &store, &models)?;
+    handlers.insert(StepType::Event, Arc::new(EventHandler::new(bus.clone())) as _);
     let engine = Arc::new(
-        Engine::new(
-            store.clone(),
-            step_queue,
-            handlers(config, &store, &models)?,
-            config.max_in_flight_per_run,
-            config.reconcile_interval,
-            liveness,
-            config.lease_ttl,
-        )
-        .with_models(models),
+        Engine::new(store.clone(), step_queue, handlers, config.max_in_flight_per_run, config.reconcile_interval, liveness, config.lease_ttl)
+            .with_models(models)
+            .with_events(bus.clone()),
     );
     let (supervisor, _) = Actor::spawn(None, RunSupervisor, engine.clone()).await.context("starting the run supervisor")?;
 
@@ -169,6 +165,9 @@ pub async fn start(config: &Config, role: Role) -> anyhow::Result<Running> {
                 let _ = sub.await;
             });
         }
+    }
+    if role == Role::All {
+        tasks.spawn(crate::events::dispatch(engine.clone(), bus, supervisor.clone(), shutdown.clone()));
     }
     let worker = Arc::new(StepWorker::new(engine.clone(), Arc::new(Fanout(notifiers)), shutdown.clone()));
     let workers = queue::spawn_workers(&qconf, worker, shutdown.clone()).await.context("starting step workers")?;

@@ -59,6 +59,10 @@ pub struct Config {
     /// this process as well as to the queue ("eager dispatch"): the step starts without a
     /// queue round trip, and the queue's copy, claimed already, is a no-op wherever it lands.
     pub eager_dispatch: bool,
+    /// How long the internal event bus keeps events (and their dedup keys): what a `wait`'s
+    /// lookback and a rehydrated waiting run can find. At least 1 h (the longest lookback).
+    #[serde(with = "humantime_serde_compat")]
+    pub event_retention: Duration,
     /// Admin HTTP listen address for `serve`.
     pub http_addr: SocketAddr,
     /// Bearer token required by the admin HTTP API. Empty disables the API's auth, which
@@ -183,6 +187,7 @@ impl Default for Config {
             lease_ttl: Duration::from_secs(15),
             poll_interval: Duration::from_millis(50),
             eager_dispatch: true,
+            event_retention: Duration::from_secs(24 * 3600),
             http_addr: "127.0.0.1:8480".parse().expect("valid address"),
             admin_token: String::new(),
             http_max_body_bytes: 2 * 1024 * 1024,
@@ -259,6 +264,7 @@ impl Config {
                 "LEASE_TTL" => self.lease_ttl = dur(&value)?,
                 "POLL_INTERVAL" => self.poll_interval = dur(&value)?,
                 "EAGER_DISPATCH" => self.eager_dispatch = value.parse().map_err(|e| bad(format!("{e}")))?,
+                "EVENT_RETENTION" => self.event_retention = dur(&value)?,
                 "HTTP_ADDR" => self.http_addr = value.parse().map_err(|e| bad(format!("{e}")))?,
                 "ADMIN_TOKEN" => self.admin_token = value,
                 "HTTP_MAX_BODY_BYTES" => self.http_max_body_bytes = value.parse().map_err(|e| bad(format!("{e}")))?,
@@ -322,6 +328,9 @@ impl Config {
                 humantime::format_duration(self.reconcile_interval),
                 humantime::format_duration(self.lease_ttl),
             )));
+        }
+        if self.event_retention < Duration::from_secs(3600) {
+            return Err(ConfigError::Invalid("event_retention must be at least 1h (a `wait` may look back that far)".into()));
         }
         if self.http_max_body_bytes < 1024 {
             return Err(ConfigError::Invalid("http_max_body_bytes must be at least 1024".into()));

@@ -2,6 +2,7 @@
 //! CLI and configuration. `main.rs` only parses the command line and calls into here.
 
 pub mod config;
+pub mod events;
 pub mod health;
 pub mod lease;
 pub mod liveness;

@@ -1,6 +1,6 @@
 //! `RunActor`: one per live run. Owns the run's state, journals each event before performing
 //! the actions `apply` returns, arms timers, reconciles with the store, and passivates
-//! itself when the run only waits for a human or a distant timer.
+//! itself when the run only waits for a human, an event or a distant timer.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,7 +11,10 @@ use tokio::task::JoinHandle;
 use tollgate_engine::ids::{RequestId, RunId, StepId, WorkflowId};
 use tollgate_engine::queue::StepJob;
 use tollgate_engine::run::{self, Action, Decision, Event, RunState, StepStatus, Timer};
-use tollgate_engine::spec::ValidatedSpec;
+use tollgate_engine::events::waiters_key;
+use tollgate_engine::expr::Scope;
+use tollgate_engine::spec::steps::EventStep;
+use tollgate_engine::spec::{StepKind, ValidatedSpec};
 use tollgate_engine::store::{AttemptAbandoned, AttemptClaim, HumanDecisionRecord, HumanRequestRecord, Lease, OutcomeResult, RunClosed, RunSummary, StepOutcome};
 
 use crate::lease;
@@ -65,6 +68,8 @@ pub enum RunMsg {
     Cancel { by: String, reason: String },
     /// A retry's backoff is over: enqueue the attempt now.
     Due { step: StepId, attempt: u32, input: serde_json::Value },
+    /// Events were published under a name the run waits for: look for a match.
+    EventsArrived,
     /// Periodic: step timeouts, outcomes and decisions we were not told about, lease renewal.
     Reconcile,
     GetState(RpcReplyPort<RunState>),
@@ -88,6 +93,8 @@ pub struct RunActorState {
     routed: u64,
     /// The run's lease: renewed on every reconcile tick, carried by every journal append.
     lease: Lease,
+    /// Events a wait found on the bus while its actions were performed, to journal next.
+    found: Vec<Event>,
 }
 
 #[ractor::async_trait]
@@ -119,6 +126,7 @@ impl Actor for RunActor {
             inbox: args.inbox,
             routed: 0,
             lease,
+            found: Vec::new(),
         };
         if journal.is_empty() {
             // The `llm` steps' prices are quoted now and journaled: replay reserves the same.
@@ -137,6 +145,10 @@ impl Actor for RunActor {
             }
             let actions = run::outstanding(&st.spec, &st.state);
             perform(&myself, &mut st, actions).await?;
+            let found = std::mem::take(&mut st.found);
+            if !found.is_empty() {
+                process(&myself, &mut st, found).await?;
+            }
             // Woken from passivation: listings say running again (or finished, written below).
             if !st.state.status.is_finished() {
                 engine.store.put_run_summary(&st.wf, &st.state.run, &RunSummary::of(&st.state)).await?;
@@ -252,6 +264,15 @@ impl Actor for RunActor {
                     enqueue(st, vec![(step, attempt, input)]).await?;
                 }
             }
+            RunMsg::EventsArrived => {
+                let mut found = Vec::new();
+                for i in 0..st.state.steps.len() {
+                    found.extend(find_event(st, i).await?);
+                }
+                if !found.is_empty() {
+                    process(&myself, st, found).await?;
+                }
+            }
             RunMsg::Reconcile => reconcile(&myself, st).await?,
             RunMsg::GetState(reply) => {
                 let _ = reply.send(st.state.clone());
@@ -315,26 +336,87 @@ fn outcome_to_event(o: StepOutcome) -> Event {
 /// be written in the same durable write as the events. Nothing outside the actor sees the
 /// new state before that write: if it fails, the actor fails and is rehydrated from the
 /// journal, which does not hold the events.
-async fn process(myself: &ActorRef<RunMsg>, st: &mut RunActorState, events: Vec<Event>) -> Result<(), ActorProcessingErr> {
-    let before: Vec<&'static str> = st.state.steps.iter().map(|s| s.status.label()).collect();
-    let mut actions = Vec::new();
-    for event in &events {
-        actions.extend(run::apply(&st.spec, &mut st.state, event));
+async fn process(myself: &ActorRef<RunMsg>, st: &mut RunActorState, mut events: Vec<Event>) -> Result<(), ActorProcessingErr> {
+    // A wait that starts may find its event on the bus at once: journal that too, before
+    // deciding whether to passivate.
+    while !events.is_empty() {
+        let before: Vec<&'static str> = st.state.steps.iter().map(|s| s.status.label()).collect();
+        let mut actions = Vec::new();
+        for event in &events {
+            actions.extend(run::apply(&st.spec, &mut st.state, event));
+        }
+        let plan = plan(st, actions);
+        let inputs: Vec<(StepId, u32, &serde_json::Value)> = plan.ready.iter().map(|(s, a, i)| (s.clone(), *a, i)).collect();
+        // Fenced: refused if another process took the run over (the actor then fails, and its
+        // successor here finds the lease held and stops).
+        st.engine.store.append_events(&st.wf, &st.state.run, st.journal_len, &events, &inputs, &st.lease).await?;
+        st.journal_len += events.len() as u64;
+        // Durable now: perform. Watchers hear of a dispatch once its job is in the queue.
+        enqueue_recorded(st, plan.ready).await?;
+        publish_changes(st, &before);
+        forget_finished_waits(st, &before).await?;
+        for (ready, at) in plan.deferred {
+            defer(myself, ready, at);
+        }
+        perform(myself, st, plan.other).await?;
+        events = std::mem::take(&mut st.found);
     }
-    let plan = plan(st, actions);
-    let inputs: Vec<(StepId, u32, &serde_json::Value)> = plan.ready.iter().map(|(s, a, i)| (s.clone(), *a, i)).collect();
-    // Fenced: refused if another process took the run over (the actor then fails, and its
-    // successor here finds the lease held and stops).
-    st.engine.store.append_events(&st.wf, &st.state.run, st.journal_len, &events, &inputs, &st.lease).await?;
-    st.journal_len += events.len() as u64;
-    // Durable now: perform. Watchers hear of a dispatch once its job is in the queue.
-    enqueue_recorded(st, plan.ready).await?;
-    publish_changes(st, &before);
-    for (ready, at) in plan.deferred {
-        defer(myself, ready, at);
-    }
-    perform(myself, st, plan.other).await?;
     after_change(myself, st).await
+}
+
+/// Register the run as waiting for events named `name`, then look on the bus for one that is
+/// already there (from the wait's lookback on). In that order, an event is either found here
+/// or routed to the run by the dispatcher afterwards.
+async fn await_event(st: &mut RunActorState, step: &StepId, name: &str) -> Result<(), ActorProcessingErr> {
+    let Some(bus) = st.engine.events.clone() else {
+        return Err(format!("run {} waits for an event but this process has no event bus", st.state.run).into());
+    };
+    st.engine.store.backend().index_add(&waiters_key(&bus.name_id(name)), st.state.run.as_str()).await?;
+    if let Some((i, _)) = st.spec.step_by_id(step) {
+        st.found.extend(find_event(st, i).await?);
+    }
+    Ok(())
+}
+
+/// Events a wait looks through at most in one look.
+const EVENT_SCAN_LIMIT: usize = 10_000;
+
+/// The first event on the bus that step `i`'s wait is for, if the step waits.
+async fn find_event(st: &RunActorState, i: usize) -> Result<Option<Event>, ActorProcessingErr> {
+    let StepStatus::WaitingEvent { from, .. } = st.state.steps[i].status else { return Ok(None) };
+    let StepKind::Event(EventStep { wait: Some(wait), .. }) = &st.spec.step(i).kind else { return Ok(None) };
+    let Some(bus) = &st.engine.events else { return Ok(None) };
+    let scope = Scope { params: &st.state.params, steps: &st.state.scope };
+    for event in bus.read_since(&wait.name, from, EVENT_SCAN_LIMIT).await? {
+        let received = event.to_value();
+        match wait.matches(&received, &scope) {
+            Ok(true) => return Ok(Some(Event::EventReceived { step: st.spec.step(i).id.clone(), received, at: now_ms() })),
+            Ok(false) => {}
+            // An event of the name with another shape (a missing field): not this wait's.
+            Err(e) => tracing::debug!(run = %st.state.run, step = %st.spec.step(i).id, "event {} does not correlate: {e}", event.id),
+        }
+    }
+    Ok(None)
+}
+
+/// Steps that stopped waiting for an event: the run no longer needs to hear of their name
+/// (unless another step still waits for it).
+async fn forget_finished_waits(st: &RunActorState, before: &[&'static str]) -> Result<(), ActorProcessingErr> {
+    let Some(bus) = &st.engine.events else { return Ok(()) };
+    let wait_name = |i: usize| match &st.spec.step(i).kind {
+        StepKind::Event(EventStep { wait: Some(w), .. }) => Some(w.name.as_str()),
+        _ => None,
+    };
+    let still: Vec<&str> =
+        (0..st.state.steps.len()).filter(|&i| matches!(st.state.steps[i].status, StepStatus::WaitingEvent { .. })).filter_map(wait_name).collect();
+    for i in 0..st.state.steps.len() {
+        if before[i] == "waiting_event" && !matches!(st.state.steps[i].status, StepStatus::WaitingEvent { .. }) {
+            if let Some(name) = wait_name(i).filter(|n| !still.contains(n)) {
+                st.engine.store.backend().index_remove(&waiters_key(&bus.name_id(name)), st.state.run.as_str()).await?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// What a batch of actions means for dispatching: attempts to enqueue now, attempts waiting
@@ -430,6 +512,7 @@ async fn perform(myself: &ActorRef<RunMsg>, st: &mut RunActorState, actions: Vec
                     myself.send_message(RunMsg::HumanDecided { request, decision: d })?;
                 }
             }
+            Action::AwaitEvent { step, name, .. } => await_event(st, &step, &name).await?,
             Action::Finish => {}
         }
     }
@@ -538,10 +621,10 @@ async fn has_pending_input(st: &RunActorState) -> Result<bool, ActorProcessingEr
     Ok(st.engine.store.cancel_request(&st.wf, &st.state.run).await?.is_some())
 }
 
-/// The earliest durable timer of a waiting run (delays, run timeout).
+/// The earliest durable timer of a waiting run (delays, event waits, run timeout).
 fn next_timer_at(spec: &ValidatedSpec, state: &RunState) -> Option<u64> {
     let delays = state.steps.iter().filter_map(|s| match s.status {
-        StepStatus::Delaying { until } => Some(until),
+        StepStatus::Delaying { until } | StepStatus::WaitingEvent { until, .. } => Some(until),
         _ => None,
     });
     let run_timeout = spec.spec().timeout.map(|t| state.started_at + t.as_millis() as u64);

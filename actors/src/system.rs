@@ -7,6 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use tokio::sync::broadcast;
+use tollgate_engine::events::EventBus;
 use tollgate_engine::ids::{RequestId, RunId, StepId, WorkflowId};
 use tollgate_engine::queue::StepQueue;
 use tollgate_engine::run::{HumanRequestSpec, RunStatus};
@@ -65,6 +66,8 @@ pub struct Engine {
     pub reconcile_interval: std::time::Duration,
     /// How long a run's lease lasts without renewal (renewed on every reconcile tick).
     pub lease_ttl: std::time::Duration,
+    /// The internal event bus (`event` steps' waits, `POST /api/events`), when the process has one.
+    pub events: Option<Arc<dyn EventBus>>,
     /// This process's triggers: health, and the endpoints of webhook and upload triggers.
     pub triggers: crate::triggers::TriggerBoard,
     specs: RwLock<HashMap<(WorkflowId, String), Arc<ValidatedSpec>>>,
@@ -101,6 +104,7 @@ impl Engine {
             max_in_flight_per_run,
             reconcile_interval,
             lease_ttl,
+            events: None,
             triggers: Default::default(),
             specs: RwLock::new(HashMap::new()),
             models: Arc::new(ModelCatalog::default()),
@@ -110,6 +114,12 @@ impl Engine {
     /// The configured model providers and prices (`llm` steps' quotes).
     pub fn with_models(mut self, models: Arc<ModelCatalog>) -> Self {
         self.models = models;
+        self
+    }
+
+    /// With the internal event bus.
+    pub fn with_events(mut self, bus: Arc<dyn EventBus>) -> Self {
+        self.events = Some(bus);
         self
     }
 

@@ -95,7 +95,13 @@ impl MasterKey {
         self.derive(None, b"tollgate/v1/service")
     }
 
-    /// A 32-byte key for a MAC that is not a sealed record (the console's session cookies),
+    /// The key that seals events on the internal bus (service-level: events cross workflows).
+    pub fn events_key(&self) -> RecordKey {
+        self.derive(None, b"tollgate/v1/events")
+    }
+
+    /// A 32-byte key for a MAC or keyed hash that is not a sealed record (the console's session
+    /// cookies, event names in store keys),
     /// one per `purpose`: it stays the same across restarts and changes with the master key.
     pub fn mac_key(&self, purpose: &str) -> Zeroizing<[u8; 32]> {
         let hk = Hkdf::<Sha256>::new(None, &self.0[..]);

@@ -96,6 +96,17 @@ pub fn eval_vars(src: &str, vars: &[(&str, &Value)]) -> Result<Value, ExprError>
     value.json().map_err(|e| err(e.to_string()))
 }
 
+/// Evaluate a boolean expression that also sees `extra` variables (an `event` step's
+/// correlation sees `event`).
+pub fn eval_bool_with(src: &str, scope: &Scope<'_>, extra: &[(&str, &Value)]) -> Result<bool, ExprError> {
+    let mut vars = vec![("params", scope.params), ("steps", scope.steps)];
+    vars.extend_from_slice(extra);
+    match eval_vars(src, &vars)? {
+        Value::Bool(b) => Ok(b),
+        other => Err(ExprError::NotBool { src: src.to_string(), got: other.to_string() }),
+    }
+}
+
 /// [`render`] over named variables.
 pub fn render_vars(value: &Value, vars: &[(&str, &Value)]) -> Result<Value, ExprError> {
     Ok(match value {

@@ -6,6 +6,7 @@
 pub mod checks;
 pub mod crypto;
 pub mod egress;
+pub mod events;
 pub mod expr;
 pub mod gates;
 pub mod ids;

@@ -1,5 +1,6 @@
 //! Support for Tollgate's end-to-end tests: the store conformance suite and the harness
 //! (systems on both backends, a scriptable local HTTP server, waiting with deadlines).
+pub mod dovecot;
 pub mod harness;
 pub mod smtp_sink;
 pub mod store_conformance;

@@ -1,5 +1,5 @@
 //! Nothing readable at rest: a marker string that passes through a run's parameters, inputs,
-//! outputs, a model's prompt and answer, a provider's API key in the secret store, human
+//! outputs, events, a model's prompt and answer, a provider's API key in the secret store, human
 //! request and decision — through an ingested document, its full-text index and the `research`
 //! step that finds it — and through triggers: a webhook's body and delivery id (fire history,
 //! dedup claim, trigger state) and an uploaded file — appears nowhere in a raw dump of the
@@ -29,7 +29,9 @@ parameters:
 steps:
   - { id: echo, type: code, script: "return { again: input.s + '!', list: [input.s] }", inputs: { s: "${{ params.secret }}" } }
   - { id: ask, type: llm, needs: [echo], prompt: "Repeat {{ params.secret }} back." }
-  - { id: ok, type: approval, needs: [ask], question: "Release ${{ steps.echo.output.again }}?" }
+  - { id: tell, type: event, needs: [echo], emit: { name: marker.seen, payload: { s: "${{ params.secret }}" } } }
+  - { id: hear, type: event, needs: [tell], wait: { name: marker.seen, timeout: 1m, correlate: "event.payload.s == params.secret" } }
+  - { id: ok, type: approval, needs: [ask, hear], question: "Release ${{ steps.echo.output.again }}?" }
   - { id: find, type: research, collection: kb, query: "${{ params.secret }}", top_k: 1 }
 "#;
 
@@ -71,6 +73,7 @@ async fn drive_marker_run(sys: &TestSystem) -> String {
     let found = TestSystem::step(&v, "find").output.as_ref().unwrap();
     assert_eq!(found["hits"][0]["source"], "kb-note.md", "{found}");
     assert!(found["hits"][0]["text"].as_str().unwrap().contains(MARKER), "{found}");
+    assert_eq!(TestSystem::step(&v, "hear").output.as_ref().unwrap()["payload"]["s"], MARKER, "the event carried the marker");
     user.token.to_string()
 }
 
@@ -184,6 +187,7 @@ async fn redis_holds_no_plaintext() {
             "hash" => redis::cmd("HGETALL").arg(key).clone(),
             "set" => redis::cmd("SMEMBERS").arg(key).clone(),
             "zset" => redis::cmd("ZRANGE").arg(key).arg(0).arg(-1).clone(),
+            "stream" => redis::cmd("XRANGE").arg(key).arg("-").arg("+").clone(),
             "none" => continue, // expired meanwhile
             other => panic!("key {key} has unexpected type {other}"),
         };

@@ -52,6 +52,8 @@ pub fn source_for(trigger: &TriggerSpec) -> Box<dyn TriggerSource> {
         TriggerKind::Cron(c) => Box::new(CronSource(c.clone())),
         TriggerKind::Webhook(_) => Box::new(WebhookSource),
         TriggerKind::Upload(u) => Box::new(UploadSource(u.clone())),
+        TriggerKind::Event(e) => Box::new(crate::triggers::event::EventSource(e.clone())),
+        TriggerKind::Imap(i) => Box::new(crate::triggers::imap::ImapSource(i.clone())),
     }
 }
 

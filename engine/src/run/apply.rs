@@ -18,6 +18,7 @@ use crate::run::{
     RunStatus, StepState, StepStatus, Timer,
 };
 use crate::run::requests::{approval_request, budget_request, escalation_at, escalation_timers, guidance_request, policy_decision};
+use crate::spec::steps::{EventStep, OnTimeout, WaitSpec};
 use crate::spec::{Join, JoinVerdict, NeedOutcome, StepKind, StepType, ValidatedSpec};
 use crate::step::StepError;
 
@@ -104,6 +105,7 @@ pub fn apply(spec: &ValidatedSpec, state: &mut RunState, event: &Event) -> Vec<A
             released.as_ref(),
         ),
         Event::Cancelled { by, reason, .. } => m.finish(RunStatus::Cancelled { by: by.clone(), reason: reason.clone() }),
+        Event::EventReceived { step, received, .. } => m.event_received(step, received),
     }
     m.actions
 }
@@ -127,6 +129,12 @@ pub fn outstanding(spec: &ValidatedSpec, state: &RunState) -> Vec<Action> {
             }
             StepStatus::Delaying { until } => {
                 out.push(Action::ArmTimer { timer: Timer::Delay { step: step.clone() }, at: *until })
+            }
+            StepStatus::WaitingEvent { from, until } => {
+                if let StepKind::Event(EventStep { wait: Some(w), .. }) = &spec.step(i).kind {
+                    out.push(Action::ArmTimer { timer: Timer::EventWait { step: step.clone() }, at: *until });
+                    out.push(Action::AwaitEvent { step: step.clone(), name: w.name.clone(), from: *from });
+                }
             }
             StepStatus::WaitingHuman { request } if s.blocked.is_some() => {
                 out.push(Action::RequestHuman(guidance_request(spec, state, i, request.clone())))
@@ -196,6 +204,9 @@ fn render_input(spec: &ValidatedSpec, state: &RunState, i: usize) -> Result<Valu
     }
     if let StepKind::Research(r) = &step.kind {
         input["query"] = expr::render(&Value::String(r.query.clone()), &scope).map_err(bad)?;
+    }
+    if let StepKind::Event(EventStep { emit: Some(emit), .. }) = &step.kind {
+        input["event"] = expr::render(&json!({ "name": emit.name, "payload": emit.payload }), &scope).map_err(bad)?;
     }
     Ok(input)
 }
@@ -276,6 +287,14 @@ impl Machine<'_> {
                     self.state.steps[i].started_at = Some(self.now);
                     self.state.steps[i].status = StepStatus::Delaying { until };
                     self.actions.push(Action::ArmTimer { timer: Timer::Delay { step: step.id.clone() }, at: until });
+                }
+                StepKind::Event(EventStep { wait: Some(w), .. }) => {
+                    let until = self.now.saturating_add(w.timeout.as_millis() as u64);
+                    let from = self.now.saturating_sub(w.lookback().as_millis() as u64);
+                    self.state.steps[i].started_at = Some(self.now);
+                    self.state.steps[i].status = StepStatus::WaitingEvent { from, until };
+                    self.actions.push(Action::ArmTimer { timer: Timer::EventWait { step: step.id.clone() }, at: until });
+                    self.actions.push(Action::AwaitEvent { step: step.id.clone(), name: w.name.clone(), from });
                 }
                 StepKind::Approval(_) => {
                     self.state.human_seq += 1;
@@ -582,6 +601,34 @@ impl Machine<'_> {
                 }
             }
             Timer::Escalate { step, level } => self.escalate(step, *level),
+            Timer::EventWait { step } => {
+                let Some(i) = self.step_index(step) else { return };
+                let StepStatus::WaitingEvent { until, .. } = self.state.steps[i].status else { return };
+                if self.now + 5 < until {
+                    return; // fired early (clock skew between processes): the actor re-arms
+                }
+                let StepKind::Event(EventStep { wait: Some(w), .. }) = &self.spec.step(i).kind else { return };
+                let mut ready = Vec::new();
+                match w.on_timeout {
+                    OnTimeout::Fail => {
+                        let limit = humantime::format_duration(w.timeout);
+                        let error = StepError::permanent("event_timeout", format!("no `{}` event matched within {limit}", w.name));
+                        self.state.steps[i].error = Some(error);
+                        self.state.steps[i].status = StepStatus::Failed;
+                    }
+                    OnTimeout::Succeed => {
+                        self.state.steps[i].output = Some(w.timed_out());
+                        self.state.steps[i].status = StepStatus::Succeeded;
+                    }
+                    OnTimeout::Skip => {
+                        let reason = format!("no `{}` event within {}", w.name, humantime::format_duration(w.timeout));
+                        self.state.steps[i].status = StepStatus::Skipped { reason, upstream_failed: false };
+                    }
+                }
+                self.settle(i, &mut ready);
+                self.consider(ready);
+                self.check_done();
+            }
             Timer::RunTimeout => {
                 let limit = self.spec.spec().timeout.unwrap_or_default();
                 self.finish(RunStatus::Failed {
@@ -620,6 +667,21 @@ impl Machine<'_> {
         } else if let Some(d) = &e.default {
             self.actions.push(Action::DecideByPolicy { request, decision: policy_decision(d) });
         }
+    }
+
+    /// A waiting `event` step received its event (the driver checked name and correlation).
+    fn event_received(&mut self, step: &StepId, event: &Value) {
+        let Some(i) = self.step_index(step) else { return };
+        if !matches!(self.state.steps[i].status, StepStatus::WaitingEvent { .. }) {
+            return; // already received, or timed out
+        }
+        let s = &mut self.state.steps[i];
+        s.output = Some(WaitSpec::received(event));
+        s.status = StepStatus::Succeeded;
+        let mut ready = Vec::new();
+        self.settle(i, &mut ready);
+        self.consider(ready);
+        self.check_done();
     }
 
     fn human_decided(&mut self, d: StepDecision, released: Option<&Value>) {

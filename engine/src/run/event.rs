@@ -67,6 +67,9 @@ pub enum Event {
         at: u64,
     },
     Cancelled { by: String, reason: String, at: u64 },
+    /// An `event` step's `wait` received this bus event (`{id, name, payload, at}`), which
+    /// matched its name and correlation when the run driver checked it.
+    EventReceived { step: StepId, received: Value, at: u64 },
 }
 
 impl Event {
@@ -79,7 +82,8 @@ impl Event {
             | Event::TimerFired { at, .. }
             | Event::AttemptInterrupted { at, .. }
             | Event::HumanDecided { at, .. }
-            | Event::Cancelled { at, .. } => *at,
+            | Event::Cancelled { at, .. }
+            | Event::EventReceived { at, .. } => *at,
         }
     }
 }
@@ -97,6 +101,8 @@ pub enum Timer {
     StepTimeout { step: StepId, attempt: u32 },
     /// A `delay` step is over.
     Delay { step: StepId },
+    /// An `event` step's `wait` timed out.
+    EventWait { step: StepId },
     /// The whole run has run too long.
     RunTimeout,
     /// Escalation `level` (0-based) of an approval step still waiting for its human is due.
@@ -160,6 +166,10 @@ pub enum Action {
     /// Escalation: nobody answered in time; record `decision` as the policy's (first writer
     /// wins against a human deciding at the same moment) and apply whichever decision won.
     DecideByPolicy { request: RequestId, decision: Decision },
+    /// An `event` step waits for an event named `name` published at or after `from` (ms since
+    /// the epoch: the wait's start minus its lookback): register the run as a waiter for the
+    /// name, then look on the bus for one already there.
+    AwaitEvent { step: StepId, name: String, from: u64 },
     /// The run is over.
     Finish,
 }

@@ -58,6 +58,8 @@ pub enum StepStatus {
     WaitingHuman { request: RequestId },
     /// A `delay` step, until this time.
     Delaying { until: u64 },
+    /// An `event` step's `wait`: events published from `from` on count; it times out at `until`.
+    WaitingEvent { from: u64, until: u64 },
     Succeeded,
     Failed,
     /// Not run. `upstream_failed`: its join skipped it because a need failed, so it counts as
@@ -80,6 +82,7 @@ impl StepStatus {
             StepStatus::Queued { .. } => "running",
             StepStatus::WaitingHuman { .. } => "waiting_human",
             StepStatus::Delaying { .. } => "delaying",
+            StepStatus::WaitingEvent { .. } => "waiting_event",
             StepStatus::Succeeded => "succeeded",
             StepStatus::Failed => "failed",
             StepStatus::Skipped { .. } => "skipped",
@@ -278,12 +281,12 @@ impl RunState {
             })
     }
 
-    /// Whether the run is only waiting for a human or a timer (no attempt in flight): such a
+    /// Whether the run is only waiting for a human, an event or a timer (no attempt in flight): such a
     /// run can be passivated.
     pub fn is_waiting(&self) -> bool {
         !self.status.is_finished()
             && !self.steps.iter().any(|s| matches!(s.status, StepStatus::Queued { .. }))
             && (self.budget_request.is_some()
-                || self.steps.iter().any(|s| matches!(s.status, StepStatus::WaitingHuman { .. } | StepStatus::Delaying { .. })))
+                || self.steps.iter().any(|s| matches!(s.status, StepStatus::WaitingHuman { .. } | StepStatus::Delaying { .. } | StepStatus::WaitingEvent { .. })))
     }
 }

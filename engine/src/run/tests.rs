@@ -26,6 +26,7 @@ fn render_action(a: &Action) -> String {
         Action::WithdrawHuman { request } => format!("withdraw {request}"),
         Action::PageHuman { request, to, level } => format!("page {to} on {request} (level {level})"),
         Action::DecideByPolicy { request, decision } => format!("policy decides {request} {decision:?}"),
+        Action::AwaitEvent { step, name, from } => format!("await {step} `{name}` from={from}"),
         Action::Finish => "finish".into(),
     }
 }
@@ -35,6 +36,7 @@ fn render_timer(t: &Timer) -> String {
         Timer::StepTimeout { step, attempt } => format!("timeout({step}#{attempt})"),
         Timer::QueueTimeout { step, attempt } => format!("queue-timeout({step}#{attempt})"),
         Timer::Delay { step } => format!("delay({step})"),
+        Timer::EventWait { step } => format!("event-wait({step})"),
         Timer::RunTimeout => "run-timeout".into(),
         Timer::Escalate { step, level } => format!("escalate({step}/{level})"),
     }
@@ -113,6 +115,7 @@ fn render_event(e: &Event) -> String {
         Event::HumanDecided { request, decision, at, .. } => format!("@{at} human {request} {decision:?}"),
         Event::Cancelled { at, .. } => format!("@{at} cancel"),
         Event::AttemptInterrupted { step, attempt, at, .. } => format!("@{at} interrupted {step}#{attempt}"),
+        Event::EventReceived { step, received, at } => format!("@{at} received {step} {}", received["id"]),
     }
 }
 
@@ -756,4 +759,78 @@ fn a_recovered_run_re_arms_its_next_escalation_and_re_applies_a_fired_default() 
     let state = replay(&spec, RunId::from("r1"), &events);
     let redo: Vec<_> = outstanding(&spec, &state).into_iter().filter(|a| matches!(a, Action::DecideByPolicy { .. })).collect();
     assert_eq!(redo, vec![Action::DecideByPolicy { request, decision: Decision::Approve }]);
+}
+
+const EVENTS: &str = r#"
+id: events
+owner: ops
+parameters:
+  order: { type: string, default: "A-1" }
+steps:
+  - id: announce
+    type: event
+    emit: { name: "order.placed", payload: { order: "${{ params.order }}" } }
+  - id: paid
+    type: event
+    needs: [announce]
+    wait: { name: payment.received, correlate: "event.payload.order == params.order", timeout: 10s, lookback: 2s }
+  - { id: ship, type: code, needs: [paid], script: "return 1" }
+"#;
+
+#[test]
+fn an_emit_is_a_job_with_its_rendered_event_and_a_wait_waits_with_a_lookback() {
+    let spec = spec(EVENTS);
+    let mut state = start(&spec, RunId::from("r1"));
+    let actions = apply(&spec, &mut state, &started(1000, json!({"order": "A-1"})));
+    let Some(Action::Dispatch { input, .. }) = actions.first() else { panic!("{actions:?}") };
+    assert_eq!(input["event"], json!({"name": "order.placed", "payload": {"order": "A-1"}}));
+    check(
+        EVENTS,
+        &[
+            started(1000, json!({"order": "A-1"})),
+            ok("announce", 1, 1100, json!({"id": "e1"})),
+            Event::EventReceived { step: StepId::from("paid"), received: json!({"id": "e2", "name": "payment.received", "payload": {"order": "A-1"}, "at": 1050}), at: 1200 },
+            ok("ship", 1, 1300, json!(1)),
+        ],
+        expect![[r#"
+            @1000 start -> [dispatch announce#1]
+            @1100 ok announce#1 -> [timer event-wait(paid) at=11100, await paid `payment.received` from=0]
+            @1200 received paid "e2" -> [dispatch ship#1]
+            @1300 ok ship#1 -> [finish]
+            run=succeeded announce=succeeded paid=succeeded ship=succeeded
+        "#]],
+    );
+}
+
+#[test]
+fn a_wait_that_times_out_takes_its_default_outcome() {
+    let with = |on_timeout: &str| EVENTS.replace("lookback: 2s", &format!("lookback: 2s, {on_timeout}"));
+    check(
+        &with("on_timeout: fail"),
+        &[started(1000, json!({"order": "A-1"})), ok("announce", 1, 1100, json!({})), fired(Timer::EventWait { step: StepId::from("paid") }, 11100)],
+        expect![[r#"
+            @1000 start -> [dispatch announce#1]
+            @1100 ok announce#1 -> [timer event-wait(paid) at=11100, await paid `payment.received` from=0]
+            @11100 fired event-wait(paid) -> [finish]
+            run=failed announce=succeeded paid=failed ship=skipped [step_failed: step `paid` failed: event_timeout: no `payment.received` event matched within 10s]
+        "#]],
+    );
+    let yaml = with("on_timeout: succeed, default: { paid: false }");
+    let spec = spec(&yaml);
+    let events = [started(1000, json!({"order": "A-1"})), ok("announce", 1, 1100, json!({})), fired(Timer::EventWait { step: StepId::from("paid") }, 11100)];
+    let state = replay(&spec, RunId::from("r1"), &events);
+    assert_eq!(state.steps[1].output, Some(json!({"received": false, "payload": {"paid": false}})));
+    assert_eq!(state.steps[2].status.label(), "running", "the step after a defaulted wait runs");
+    // A wait's timer firing early (another process's clock) changes nothing; a late event neither.
+    let early = [started(1000, json!({"order": "A-1"})), ok("announce", 1, 1100, json!({})), fired(Timer::EventWait { step: StepId::from("paid") }, 5000)];
+    assert_eq!(replay(&spec, RunId::from("r1"), &early).steps[1].status.label(), "waiting_event");
+}
+
+#[test]
+fn a_waiting_run_is_waiting_and_recovery_awaits_again() {
+    let spec = spec(EVENTS);
+    let state = replay(&spec, RunId::from("r1"), &[started(1000, json!({"order": "A-1"})), ok("announce", 1, 5000, json!({}))]);
+    assert!(state.is_waiting());
+    let out: Vec<String> = crate::run::outstanding(&spec, &state).iter().map(render_action).collect();
+    assert_eq!(out, ["timer event-wait(paid) at=15000", "await paid `payment.received` from=3000"]);
 }

@@ -399,7 +399,7 @@ fn what_a_step_retries_is_checked() {
             invalid workflow spec (4 problems):
               - defaults.retry.max_attempts: must be between 1 and 100
               - defaults.retry.on: an empty list retries nothing: list error codes, or write `transient` or `any`
-              - steps[0] (a).retry.on: unknown error code `script_eror` (known: transient, timeout, http_status, http_unreachable, bad_url, bad_request, bad_redirect, response_too_large, script_error, cpu_limit, memory_limit, bad_output, sandbox_failed, bad_spec, gate_blocked, no_handler, egress_denied, queue_timeout, interrupted, cancelled, check_failed, prompt_injection, template_error, model_auth, model_bad_request, model_reply, output_invalid, no_provider, secret_missing, collection_not_found, index_unavailable, bad_query)
+              - steps[0] (a).retry.on: unknown error code `script_eror` (known: timeout, http_unreachable, bad_url, bad_request, bad_redirect, response_too_large, script_error, cpu_limit, memory_limit, bad_output, sandbox_failed, bad_spec, gate_blocked, no_handler, egress_denied, queue_timeout, interrupted, event_timeout, bad_event, event_bus_unavailable, cancelled, check_failed, prompt_injection, template_error, model_auth, model_bad_request, model_reply, output_invalid, no_provider, secret_missing, collection_not_found, index_unavailable, bad_query)
               - steps[0] (a).retry.on: `any` covers every code: write `on: any` instead of a list
         "#]],
     );
@@ -473,4 +473,44 @@ fn approval_escalation_and_context_are_checked_with_their_places() {
         "id: w\nowner: o\nsteps:\n  - { id: a, type: code, script: x }\n  - id: ask\n    type: approval\n    needs: [a]\n    question: ok?\n    forbid_self_approval: true\n    context: [a]\n    escalate: [{ after: 4h, to: coo }, { after: 8h, default: { value: { approved: false } } }]\n",
     );
     assert!(ok.is_ok(), "{}", ok.unwrap_err());
+}
+
+#[test]
+fn an_event_step_is_checked_with_its_places() {
+    check(
+        r#"
+id: ev
+owner: o
+steps:
+  - { id: none, type: event }
+  - { id: both, type: event, emit: { name: a }, wait: { name: a, timeout: 1s } }
+  - { id: badname, type: event, wait: { name: "has space", timeout: 0s, lookback: 2h } }
+  - { id: nodefault, type: event, wait: { name: ok, timeout: 1s, default: 1, correlate: "event.payload.x == params.missing" } }
+  - { id: send, type: event, emit: { name: "order.${{ params.kind }}", payload: { a: 1 } } }
+"#,
+        expect![[r#"
+            invalid workflow spec (8 problems):
+              - steps[0] (none): an `event` step needs `emit` or `wait`
+              - steps[1] (both): an `event` step has either `emit` or `wait`, not both
+              - steps[2] (badname).wait.name: `has space` is not an event name (1–200 letters, digits or `._:-/`)
+              - steps[2] (badname).wait.timeout: must be more than zero
+              - steps[2] (badname).wait.lookback: must be at most 1h
+              - steps[3] (nodefault).wait.default: is the output of a timed-out wait: it needs `on_timeout: succeed`
+              - steps[3] (nodefault).wait.correlate: `params.missing` is not a declared parameter
+              - steps[4] (send).emit.name: `params.kind` is not a declared parameter
+        "#]],
+    );
+    check(
+        r#"
+id: ev
+owner: o
+parameters: { order: { type: string } }
+steps:
+  - { id: send, type: event, emit: { name: "order.placed", payload: { order: "${{ params.order }}" } } }
+  - { id: wait, type: event, needs: [send], wait: { name: paid, timeout: 1m, correlate: "event.payload.order == params.order", on_timeout: succeed, default: { paid: false } } }
+"#,
+        expect![[r#"
+            ok: 2 steps, topo [0, 1]
+        "#]],
+    );
 }

@@ -10,6 +10,7 @@ mod approval;
 mod code;
 mod condition;
 mod delay;
+mod event;
 mod format;
 mod llm;
 mod research;
@@ -28,6 +29,7 @@ pub use condition::ConditionStep;
 pub use delay::DelayStep;
 pub use llm::{LlmMessage, LlmStep, OnInjection, compile_schema, schema_errors};
 pub use research::{is_collection_name, ResearchStep, DEFAULT_COLLECTION, MAX_TOP_K};
+pub use event::{valid_event_name, EmitSpec, EventStep, OnTimeout, WaitSpec, DEFAULT_LOOKBACK};
 pub(crate) use format::one_shape_per_type;
 pub use unavailable::UnavailableStep;
 
@@ -108,6 +110,6 @@ step_kinds! {
     Llm(LlmStep),
     Research(ResearchStep),
     Connector(UnavailableStep),
-    Event(UnavailableStep),
+    Event(EventStep),
     Platform(UnavailableStep),
 }

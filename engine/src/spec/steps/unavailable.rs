@@ -1,4 +1,4 @@
-//! The settings of a step type that is not available yet (`research`, `connector`, `event`,
+//! The settings of a step type that is not available yet (`connector`,
 //! `platform`): parsed so a spec written for a later version reads, refused by
 //! validation. Each type gets its own module with its own fields when it lands.
 
@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::spec::steps::StepShape;
 
-/// `research`, `connector`, `event`, `platform`: not available in this version; the
+/// `connector`, `platform`: not available in this version; the
 /// type's settings go under `with`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

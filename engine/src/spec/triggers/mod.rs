@@ -6,6 +6,8 @@
 //! `payload` (what arrived) and `fire` (its id, trigger, dedup key and time).
 
 mod cron;
+mod event;
+mod imap;
 mod upload;
 mod webhook;
 
@@ -17,6 +19,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use cron::{CronSchedule, CronTrigger, MissedSlots, MAX_CATCH_UP};
+pub use event::EventTrigger;
+pub use imap::{ImapAfter, ImapTrigger};
 pub use upload::{sanitize_file_name, UploadTrigger};
 pub use webhook::{compile_schema, BodySchema, SignatureScheme, WebhookTrigger};
 
@@ -50,6 +54,12 @@ pub struct TriggerSpec {
     /// A file: an HTTP multipart upload to the trigger's URL, and/or a watched folder.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upload: Option<UploadTrigger>,
+    /// An event on the internal bus (`POST /api/events`, an `event` step's `emit`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<EventTrigger>,
+    /// A new message in an IMAP mailbox.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imap: Option<ImapTrigger>,
     /// The run's parameters, by name: values may hold `${{ … }}` templates over `payload`
     /// (what arrived) and `fire` (`fire.id`, `fire.trigger`, `fire.key`, `fire.at`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -79,10 +89,12 @@ pub enum TriggerKind<'a> {
     Cron(&'a CronTrigger),
     Webhook(&'a WebhookTrigger),
     Upload(&'a UploadTrigger),
+    Event(&'a EventTrigger),
+    Imap(&'a ImapTrigger),
 }
 
 /// The type names, for messages.
-pub const TRIGGER_TYPES: &[&str] = &["cron", "webhook", "upload"];
+pub const TRIGGER_TYPES: &[&str] = &["cron", "webhook", "upload", "event", "imap"];
 
 impl TriggerSpec {
     /// Every type section the trigger sets (a valid trigger sets exactly one).
@@ -91,6 +103,8 @@ impl TriggerSpec {
         out.extend(self.cron.as_ref().map(TriggerKind::Cron));
         out.extend(self.webhook.as_ref().map(TriggerKind::Webhook));
         out.extend(self.upload.as_ref().map(TriggerKind::Upload));
+        out.extend(self.event.as_ref().map(TriggerKind::Event));
+        out.extend(self.imap.as_ref().map(TriggerKind::Imap));
         out
     }
 
@@ -106,6 +120,8 @@ impl TriggerKind<'_> {
             TriggerKind::Cron(_) => "cron",
             TriggerKind::Webhook(_) => "webhook",
             TriggerKind::Upload(_) => "upload",
+            TriggerKind::Event(_) => "event",
+            TriggerKind::Imap(_) => "imap",
         }
     }
 
@@ -114,6 +130,8 @@ impl TriggerKind<'_> {
             TriggerKind::Cron(t) => t.check(at, p),
             TriggerKind::Webhook(t) => t.check(at, p),
             TriggerKind::Upload(t) => t.check(at, p),
+            TriggerKind::Event(t) => t.check(at, p),
+            TriggerKind::Imap(t) => t.check(at, p),
         }
     }
 }

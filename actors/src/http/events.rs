@@ -1,0 +1,46 @@
+//! `POST /api/events` `{name, payload?, dedup?}`: publish an event on the internal bus. Runs
+//! waiting for it (an `event` step's `wait`) receive it; `dedup` makes a retried post publish
+//! once. 202 with the event's id (`duplicate: true` when the dedup key was used already),
+//! 422 for an invalid name, 503 while the bus is unavailable.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tollgate_engine::spec::steps::valid_event_name;
+use tollgate_engine::store::StoreError;
+
+use crate::http::error::{ApiError, Body};
+use crate::service::{ServiceError, Tollgate};
+
+/// Longest dedup key accepted.
+const MAX_DEDUP: usize = 256;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventBody {
+    name: String,
+    #[serde(default)]
+    payload: Value,
+    #[serde(default)]
+    dedup: Option<String>,
+}
+
+pub async fn publish(State(t): State<Tollgate>, Body(b): Body<EventBody>) -> Result<(StatusCode, Json<Value>), ApiError> {
+    if !valid_event_name(&b.name) {
+        let msg = format!("`{}` is not an event name (1–200 letters, digits or `._:-/`)", b.name.chars().take(80).collect::<String>());
+        return Err(ApiError::Request(StatusCode::UNPROCESSABLE_ENTITY, "bad_event", msg));
+    }
+    if b.dedup.as_ref().is_some_and(|d| d.is_empty() || d.len() > MAX_DEDUP) {
+        return Err(ApiError::Request(StatusCode::UNPROCESSABLE_ENTITY, "bad_event", format!("`dedup` must be 1–{MAX_DEDUP} bytes")));
+    }
+    match t.emit_event(&b.name, &b.payload, b.dedup.as_deref()).await {
+        Ok(p) => Ok((StatusCode::ACCEPTED, Json(json!({"id": p.id, "at": p.at, "duplicate": p.duplicate})))),
+        Err(ServiceError::Store(StoreError::Unavailable(e))) => {
+            tracing::warn!("event not published, the bus is unavailable: {e}");
+            Err(ApiError::Request(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the event bus is unavailable; try again".into()))
+        }
+        Err(e) => Err(e.into()),
+    }
+}

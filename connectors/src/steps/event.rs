@@ -1,0 +1,44 @@
+//! The `event` handler: what an `event` step with `emit` does as a job — publish its rendered
+//! name and payload on the internal bus. The step's idempotency key (the same for every
+//! attempt) is the event's dedup key, so a retried emit publishes once.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::{json, Value};
+use tollgate_engine::events::EventBus;
+use tollgate_engine::spec::steps::valid_event_name;
+use tollgate_engine::step::{StepError, StepHandler, StepInvocation, StepSuccess};
+
+pub struct EventHandler {
+    bus: Arc<dyn EventBus>,
+}
+
+impl EventHandler {
+    pub fn new(bus: Arc<dyn EventBus>) -> Self {
+        Self { bus }
+    }
+}
+
+#[async_trait]
+impl StepHandler for EventHandler {
+    async fn run(&self, call: StepInvocation<'_>) -> Result<StepSuccess, StepError> {
+        let Some(event) = call.inputs.get("event") else {
+            return Err(StepError::permanent("bad_event", "only an `event` step with `emit` runs as a job"));
+        };
+        let name = match event.get("name") {
+            Some(Value::String(name)) if valid_event_name(name) => name.as_str(),
+            other => {
+                let got = other.map_or("nothing".to_string(), Value::to_string);
+                return Err(StepError::permanent("bad_event", format!("the rendered event name {got} is not a valid name (1–200 letters, digits or `._:-/`)")));
+            }
+        };
+        let payload = event.get("payload").cloned().unwrap_or(Value::Null);
+        let published = self
+            .bus
+            .publish(name, &payload, Some(&call.idempotency_key))
+            .await
+            .map_err(|e| StepError::retryable("event_bus_unavailable", e.to_string()))?;
+        Ok(StepSuccess { output: json!({ "id": published.id, "name": name, "at": published.at }), cost: Default::default() })
+    }
+}
