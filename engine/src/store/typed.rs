@@ -13,7 +13,7 @@ use crate::gates::RedactionMap;
 use crate::ids::{OwnerId, RequestId, RunId, StepId, WorkflowId};
 use crate::run::Event;
 use crate::spec::WorkflowSpec;
-use crate::store::{keys, AttemptClaim, AttemptPreflight, Backend, CancelRequest, HumanDecisionRecord, HumanRequestRecord, Lease, RunClosed, RunMeta, StepOutcome, StoreError, WorkflowKeyInfo};
+use crate::store::{keys, AttemptAbandoned, AttemptClaim, AttemptPreflight, Backend, CancelRequest, HumanDecisionRecord, HumanRequestRecord, Lease, RunClosed, RunMeta, StepOutcome, StoreError, WorkflowKeyInfo};
 
 /// The current key version for new workflows.
 const KEY_VERSION: u32 = 1;
