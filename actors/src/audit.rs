@@ -28,6 +28,7 @@ fn audit_event(spec: &ValidatedSpec, e: &Event) -> Value {
             Timer::QueueTimeout { step, attempt } => json!({"at": at, "kind": "attempt.queue_timeout", "step": step, "attempt": attempt}),
             Timer::StepTimeout { step, attempt } => json!({"at": at, "kind": "attempt.timed_out", "step": step, "attempt": attempt}),
             Timer::RunTimeout => json!({"at": at, "kind": "run.timed_out"}),
+            Timer::EventWait { step } => json!({"at": at, "kind": "event.wait_timed_out", "step": step}),
             Timer::Escalate { step, level } => {
                 let level_spec = spec.step_by_id(step).and_then(|(_, s)| match &s.kind {
                     StepKind::Approval(a) => a.escalate.get(*level as usize),
@@ -54,5 +55,9 @@ fn audit_event(spec: &ValidatedSpec, e: &Event) -> Value {
             v
         }
         Event::Cancelled { by, reason, .. } => json!({"at": at, "kind": "run.cancelled", "by": by, "reason": reason}),
+        // The event's id and name; its payload is output, shown by `runs show --outputs`.
+        Event::EventReceived { step, received, .. } => {
+            json!({"at": at, "kind": "event.received", "step": step, "event": received["id"], "name": received["name"]})
+        }
     }
 }
