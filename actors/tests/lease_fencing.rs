@@ -14,6 +14,7 @@ use axum::routing::any;
 use redis::aio::MultiplexedConnection;
 use serde_json::Value;
 use tokio::sync::watch;
+use tollgate_engine::run::Event;
 
 /// A fixed test master key (never used outside tests).
 const MASTER_KEY: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
@@ -167,6 +168,22 @@ async fn exists(conn: &mut MultiplexedConnection, key: &str) -> bool {
     redis::cmd("EXISTS").arg(key).query_async::<i64>(conn).await.unwrap() == 1
 }
 
+/// The run's journal, read and opened through the store as the engine reads it.
+async fn journal_events(ns: &str, run: &str) -> Vec<Event> {
+    let config = tollgate::config::Config {
+        backend: tollgate::config::BackendKind::Redis,
+        redis_url: redis_url(),
+        namespace: ns.to_string(),
+        master_key: MASTER_KEY.to_string(),
+        ..Default::default()
+    };
+    let backend = tollgate::bootstrap::open_backend(&config).await.expect("the store");
+    let store = tollgate_engine::store::Store::new(backend, tollgate::bootstrap::master_key(&config).expect("master key"));
+    let run = tollgate_engine::ids::RunId::from(run);
+    let wf = store.run_workflow(&run).await.expect("the run's workflow");
+    store.read_journal(&wf, &run).await.expect("the journal")
+}
+
 async fn journal_len(conn: &mut MultiplexedConnection, ns: &str, run: &str) -> u64 {
     redis::cmd("LLEN").arg(format!("{ns}:run/{run}/journal")).query_async(conn).await.unwrap()
 }
@@ -242,7 +259,17 @@ async fn a_paused_holder_cannot_write_after_a_successor_took_over() {
     let refused = format!("is driven by another process ({second_holder})");
     wait_for("the woken holder to find the run driven by the successor", || std::future::ready(holder.logged(&refused))).await;
     assert_eq!(lease(&mut conn, &ns, &run).await, Some((second_token, second_holder.clone())), "the successor still holds the lease");
-    assert_eq!(journal_len(&mut conn, &ns, &run).await, quiet_len, "the woken holder wrote to the journal after the takeover");
+    // The woken holder's worker gives up its call (the successor abandoned that attempt) and
+    // records that late result; the successor journals it as superseded. Nothing else may have
+    // reached the journal: the woken holder's own appends are fenced.
+    let journal = journal_events(&ns, &run).await;
+    for event in &journal[quiet_len as usize..] {
+        assert!(
+            matches!(event, Event::StepFailed { attempt: 1, error, .. } if error.code == "cancelled"),
+            "after the takeover the journal received {event:?}, not only the abandoned attempt's late result"
+        );
+    }
+    assert!(journal.len() as u64 <= quiet_len + 1, "more than the late result was journaled: {:?}", &journal[quiet_len as usize..]);
 
     // The service answers: the successor finishes the run, once.
     released.send_replace(true);
