@@ -199,6 +199,13 @@ async fn runs_are_filtered_and_the_timeline_locates_the_gate_trail_on_the_redact
     let done = sys.start(REDACTED, json!({})).await;
     sys.settle(&waiting).await;
     assert_eq!(sys.settle(&done).await.state.status.label(), "succeeded");
+    // Passivated, the waiting run's summary says so (listings read summaries, not journals).
+    wait_for("the approval run to be listed as waiting", std::time::Duration::from_secs(30), || {
+        let r = get("/api/runs?status=waiting".into());
+        let waiting = waiting.to_string();
+        async move { r.await.1["runs"].as_array().is_some_and(|l| l.iter().any(|r| r["run"] == waiting.as_str())) }
+    })
+    .await;
 
     let ids = |v: &Value| -> Vec<String> { v["runs"].as_array().unwrap().iter().map(|r| r["run"].as_str().unwrap().to_string()).collect() };
     let (_, all) = get("/api/runs".into()).await;
@@ -214,8 +221,10 @@ async fn runs_are_filtered_and_the_timeline_locates_the_gate_trail_on_the_redact
     assert_eq!(ids(&later), Vec::<String>::new());
     let (_, earlier) = get(format!("/api/runs?until={}", created + 3_600_000)).await;
     assert_eq!(ids(&earlier).len(), 2);
-    let (_, one) = get("/api/runs?status=running&limit=1".into()).await;
+    let (_, one) = get("/api/runs?status=waiting&limit=1".into()).await;
     assert_eq!(ids(&one), vec![waiting.to_string()]);
+    let (_, running) = get("/api/runs?status=running".into()).await;
+    assert_eq!(ids(&running), Vec::<String>::new(), "a run only waiting for a human is listed as waiting, not running");
     let (status, bad) = get("/api/runs?status=finished".into()).await;
     assert_eq!((status, bad["error"].as_str()), (400, Some("bad_status")));
     let (status, bad) = get("/api/runs?since=yesterday".into()).await;
