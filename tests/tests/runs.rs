@@ -89,7 +89,10 @@ steps:
 async fn an_attempt_that_times_out_is_dispatched_again() {
     each_backend(|sys| async move {
         let server = TestServer::start(Arc::new(|n, _| {
-            let delay = if n == 0 { Duration::from_secs(3) } else { Duration::ZERO };
+            // The first answer never comes in time; the retry's answer is immediate, and its
+            // timeout leaves room for a loaded machine (500 ms did not: a debug build's second
+            // attempt once outran it).
+            let delay = if n == 0 { Duration::from_secs(60) } else { Duration::ZERO };
             (StatusCode::OK, vec![], r#"{"ok":true}"#.into(), delay)
         }))
         .await;
@@ -102,7 +105,7 @@ steps:
   - id: call
     type: api_call
     request: {{ url: "{}" }}
-    timeout: 500ms
+    timeout: 3s
     retry: {{ max_attempts: 2, backoff: {{ initial: 50ms }} }}
 "#,
             server.url("/maybe-slow")
