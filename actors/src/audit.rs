@@ -22,6 +22,10 @@ fn audit_event(spec: &ValidatedSpec, e: &Event) -> Value {
         Event::StepSucceeded { step, attempt, cost, .. } => json!({"at": at, "kind": "step.succeeded", "step": step, "attempt": attempt, "cost": cost}),
         Event::StepFailed { step, attempt, error, .. } => json!({"at": at, "kind": "step.failed", "step": step, "attempt": attempt, "code": error.code}),
         Event::StepBlocked { step, attempt, .. } => json!({"at": at, "kind": "step.blocked", "step": step, "attempt": attempt}),
+        // The tool and the call; its (redacted) arguments are on the request.
+        Event::ToolAuthorisationAsked { step, attempt, ask, cost, .. } => {
+            json!({"at": at, "kind": "tool.authorisation_asked", "step": step, "attempt": attempt, "tool": ask.tool, "call": ask.call_id, "turn": ask.turn, "cost": cost})
+        }
         Event::AttemptInterrupted { step, attempt, worker, .. } => json!({"at": at, "kind": "attempt.interrupted", "step": step, "attempt": attempt, "worker": worker}),
         Event::TimerFired { timer, .. } => match timer {
             Timer::Delay { step } => json!({"at": at, "kind": "delay.elapsed", "step": step}),
@@ -47,10 +51,16 @@ fn audit_event(spec: &ValidatedSpec, e: &Event) -> Value {
                 Decision::Modify { .. } => "request.modified",
                 Decision::Extend { .. } => "request.extended",
                 Decision::Abort => "request.aborted",
+                Decision::AllowOnce => "tool.allowed_once",
+                Decision::AllowForRun => "tool.allowed_for_run",
+                Decision::Deny { .. } => "tool.denied",
             };
             let mut v = json!({"at": at, "kind": kind, "request": request, "decision": decision_word(decision), "by": by, "by_policy": by_policy, "comment": comment});
             if let Decision::Extend { amount } = decision {
                 v["amount"] = json!(amount);
+            }
+            if let Decision::Deny { reason } = decision {
+                v["reason"] = json!(reason);
             }
             v
         }

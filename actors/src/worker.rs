@@ -23,6 +23,7 @@ use tollgate_engine::gates::{GateAction, RedactionMap};
 use tollgate_engine::spec::{OnBlock, ValidatedSpec};
 use tollgate_engine::step::StepSuccess;
 use tollgate_engine::checks::{self, CheckOnBlock, CheckResult};
+use tollgate_engine::conversation::ToolAsk;
 use tollgate_engine::store::{AttemptClaim, OutcomeResult, RunMeta, StepOutcome, StoreError};
 
 use crate::notify::Notifier;
@@ -68,8 +69,10 @@ impl StepWorker {
 
     /// Pass a successful output through the workflow's gate mesh, before anything can read it.
     /// Redaction placeholders come from the run's map, so they are stable across its steps;
-    /// the map is saved with optimistic concurrency (another worker's update → redo).
-    async fn gate(&self, job: &StepJob, spec: &ValidatedSpec, i: usize, success: StepSuccess) -> Result<OutcomeResult, StoreError> {
+    /// the map is saved with optimistic concurrency (another worker's update → redo). `hold`:
+    /// a blocked output is held or fails the step as `on_block` says; otherwise it is only
+    /// rewritten (for text shown to a person, not recorded as an output).
+    async fn gate(&self, job: &StepJob, spec: &ValidatedSpec, i: usize, success: StepSuccess, hold: bool) -> Result<OutcomeResult, StoreError> {
         let store = &self.engine.store;
         let policy = spec.gate_policy(i);
         // Most outputs have nothing to redact: a scan with a throwaway map says so without
@@ -96,6 +99,7 @@ impl StepWorker {
                 GateAction::Redact => {
                     OutcomeResult::Succeeded { output: rewritten.unwrap_or(Value::Null), cost: success.cost, gate: Some(gate) }
                 }
+                GateAction::Block if !hold => OutcomeResult::Blocked { redacted: rewritten.unwrap_or(Value::Null), cost: success.cost, gate },
                 GateAction::Block => match spec.on_block(i) {
                     OnBlock::Fail => OutcomeResult::Failed {
                         error: StepError::permanent("gate_blocked", format!("output blocked by the gate mesh ({})", verdict.rule_ids().join(", "))),
@@ -109,6 +113,21 @@ impl StepWorker {
             });
         }
         Err(StoreError::Unavailable(format!("the redaction map of run {} kept changing under concurrent updates", job.run)))
+    }
+
+    /// The tool call a human is asked to authorise, as they may see it: its arguments and the
+    /// model's stated reason through the step's gate mesh (redacted; what the mesh would block
+    /// is shown as its placeholders too, since the call has not run and the person decides on it).
+    async fn gate_ask(&self, job: &StepJob, spec: &ValidatedSpec, i: usize, mut ask: ToolAsk) -> Result<ToolAsk, StoreError> {
+        let shown = serde_json::json!({ "arguments": ask.arguments, "reason": ask.reason });
+        let gated = match self.gate(job, spec, i, StepSuccess::new(shown.clone(), Default::default()), false).await? {
+            OutcomeResult::Succeeded { output, .. } => output,
+            OutcomeResult::Blocked { redacted, .. } => redacted,
+            _ => shown,
+        };
+        ask.arguments = gated["arguments"].clone();
+        ask.reason = gated["reason"].as_str().unwrap_or_default().to_owned();
+        Ok(ask)
     }
 
     /// Put the check results on the step's audit record (beside the gate verdict) and, when a
@@ -136,6 +155,7 @@ impl StepWorker {
             OutcomeResult::Succeeded { output, cost, gate } => OutcomeResult::Succeeded { output, cost, gate: Some(with(gate)) },
             OutcomeResult::Blocked { redacted, cost, gate } => OutcomeResult::Blocked { redacted, cost, gate: with(Some(gate)) },
             OutcomeResult::Failed { error, gate } => OutcomeResult::Failed { error, gate: Some(with(gate)) },
+            ask @ OutcomeResult::AwaitingAuthorisation { .. } => ask,
         })
     }
 
@@ -209,11 +229,17 @@ impl StepWorker {
             }
         };
         let result = match result {
+            Ok(StepSuccess { ask: Some(ask), cost, .. }) => {
+                // A tool call waits for a human: what the request shows (the arguments and the
+                // model's reason) passes the gate mesh first, with the run's redaction map.
+                let ask = self.gate_ask(&job, &spec, i, ask).await.map_err(|e| reject(format!("gating the tool call: {e}")))?;
+                OutcomeResult::AwaitingAuthorisation { ask, cost }
+            }
             Ok(success) => {
                 // Checks look at the output as the step produced it; the gate mesh then decides
                 // what of it may be recorded, and a failed check holds or fails that.
                 let checks = step.checks.as_ref().map(|c| (c.on_block, c.evaluate(&success.output, &meta.params, spec.gate_mesh(), spec.gate_policy(i))));
-                let gated = self.gate(&job, &spec, i, success).await.map_err(|e| reject(format!("gating the output: {e}")))?;
+                let gated = self.gate(&job, &spec, i, success, true).await.map_err(|e| reject(format!("gating the output: {e}")))?;
                 match checks {
                     None => gated,
                     Some((on_block, results)) => self.apply_checks(&job, gated, on_block, results).await.map_err(|e| reject(format!("holding the output: {e}")))?,

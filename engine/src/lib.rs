@@ -4,6 +4,7 @@
 //! the ports ([`store::Backend`], [`queue::StepQueue`], [`step::StepHandler`]).
 
 pub mod checks;
+pub mod conversation;
 pub mod crypto;
 pub mod egress;
 pub mod events;

@@ -211,6 +211,17 @@ pub struct ModelQuote {
     /// Calls one attempt may make (a schema repair round, tool turns).
     #[serde(default = "one")]
     pub calls: u32,
+    /// Bytes sent with every call besides the conversation: the tool definitions.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub per_call_bytes: u64,
+    /// Bytes each turn may add to the conversation besides the answer: tool results (each cut
+    /// to `MAX_TOOL_RESULT_BYTES`, at most `MAX_TOOL_CALLS_PER_TURN` run per turn).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub per_turn_bytes: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 fn one() -> u32 {
@@ -224,9 +235,9 @@ impl ModelQuote {
         let mut total = Money::ZERO;
         let mut sent = prompt_bytes;
         for _ in 0..self.calls.max(1) {
-            total += self.price.worst_case(sent, self.max_tokens);
+            total += self.price.worst_case(sent + self.per_call_bytes, self.max_tokens);
             // An answer token is at most a few bytes of text; count it generously (16 bytes).
-            sent += u64::from(self.max_tokens) * 16;
+            sent += u64::from(self.max_tokens) * 16 + self.per_turn_bytes;
         }
         total
     }
@@ -272,8 +283,16 @@ impl ModelCatalog {
         let name = self.provider_name(step)?;
         let provider = self.providers.get(name)?;
         let price = self.prices.price(name, self.model(step, provider)?)?;
-        let calls = 1 + u32::from(step.schema.is_some()) + u32::from(check_retry);
-        Some(ModelQuote { price, max_tokens: step.max_tokens.unwrap_or(provider.max_tokens), calls })
+        // Every model turn of the tool loop, then a schema repair round and a checks round.
+        let calls = step.turns() + u32::from(step.schema.is_some()) + u32::from(check_retry);
+        let (per_call_bytes, per_turn_bytes) = if step.tools.is_empty() {
+            (0, 0)
+        } else {
+            let defs: Vec<ToolDef> = step.tools.iter().map(|t| t.definition()).collect();
+            let defs = serde_json::to_vec(&defs).map_or(0, |d| d.len() as u64);
+            (defs, u64::from(crate::spec::MAX_TOOL_CALLS_PER_TURN) * u64::from(crate::spec::MAX_TOOL_RESULT_BYTES))
+        };
+        Some(ModelQuote { price, max_tokens: step.max_tokens.unwrap_or(provider.max_tokens), calls, per_call_bytes, per_turn_bytes })
     }
 
     /// The quotes of every `llm` step of `spec`, for `RunStarted`.

@@ -68,15 +68,19 @@ pub enum Command {
         #[arg(long, env = "TOLLGATE_TOKEN", hide_env_values = true)]
         token: Option<String>,
     },
-    /// Decide a pending human request of a run's step: approve, reject, extend, modify, abort.
+    /// Decide a pending human request of a run's step: approve, reject, extend, modify, abort;
+    /// a tool authorisation: allow_once, allow_for_run, deny (with --reason), abort.
     Decide {
         run: RunId,
         /// The step waiting for the decision (for a budget extension: the step the budget blocks).
         step: StepId,
-        #[arg(value_parser = ["approve", "reject", "extend", "modify", "abort"])]
+        #[arg(value_parser = ["approve", "reject", "extend", "modify", "abort", "allow_once", "allow_for_run", "deny"])]
         decision: String,
         #[arg(long)]
         comment: Option<String>,
+        /// For `deny`: why; the model receives it as the tool's result.
+        #[arg(long)]
+        reason: Option<String>,
         /// For `extend`: the amount to add to the budget (an exact decimal, e.g. 0.50).
         #[arg(long)]
         amount: Option<Money>,
@@ -215,8 +219,14 @@ pub async fn main(cli: Cli) -> anyhow::Result<ExitCode> {
             sys.shutdown().await;
             result
         }
-        Command::Decide { run, step, decision, comment, amount, value, token, by, json } => {
+        Command::Decide { run, step, decision, comment, reason, amount, value, token, by, json } => {
             let decision = match (decision.as_str(), amount, value) {
+                ("deny", _, _) => match reason.filter(|r| !r.trim().is_empty()) {
+                    Some(reason) => Decision::Deny { reason },
+                    None => bail!("`deny` needs --reason: the model receives it as the tool's result"),
+                },
+                ("allow_once", _, _) => Decision::AllowOnce,
+                ("allow_for_run", _, _) => Decision::AllowForRun,
                 ("approve", _, _) => Decision::Approve,
                 ("reject", _, _) => Decision::Reject,
                 ("abort", _, _) => Decision::Abort,

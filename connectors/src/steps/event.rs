@@ -39,6 +39,6 @@ impl StepHandler for EventHandler {
             .publish(name, &payload, Some(&call.idempotency_key))
             .await
             .map_err(|e| StepError::retryable("event_bus_unavailable", e.to_string()))?;
-        Ok(StepSuccess { output: json!({ "id": published.id, "name": name, "at": published.at }), cost: Default::default() })
+        Ok(StepSuccess::new(json!({ "id": published.id, "name": name, "at": published.at }), Default::default()))
     }
 }

@@ -7,6 +7,7 @@ pub mod egress;
 pub mod event;
 pub mod llm;
 pub mod research;
+pub mod tools;
 
 pub use api_call::ApiCallHandler;
 pub use code::CodeHandler;

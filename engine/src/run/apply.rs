@@ -17,7 +17,10 @@ use crate::run::{
     retry_after_failure, Action, BudgetState, Decision, Event, FailReason, RunState,
     RunStatus, StepState, StepStatus, Timer,
 };
-use crate::run::requests::{approval_request, budget_request, escalation_at, escalation_timers, guidance_request, policy_decision};
+use crate::run::requests::{
+    approval_request, budget_request, escalation_at, escalation_timers, guidance_request, policy_decision, tool_authorisation_request,
+};
+use crate::conversation::{ToolAsk, ToolGrant};
 use crate::spec::steps::{EventStep, OnTimeout, WaitSpec};
 use crate::spec::{Join, JoinVerdict, NeedOutcome, StepKind, StepType, ValidatedSpec};
 use crate::step::StepError;
@@ -46,6 +49,9 @@ pub fn start(spec: &ValidatedSpec, run: RunId) -> RunState {
             error: None,
             gate: None,
             blocked: None,
+            tool_ask: None,
+            tool_grants: BTreeMap::new(),
+            tools_allowed: BTreeMap::new(),
             decision: None,
             escalated: 0,
             started_at: None,
@@ -98,6 +104,9 @@ pub fn apply(spec: &ValidatedSpec, state: &mut RunState, event: &Event) -> Vec<A
         Event::StepBlocked { step, attempt, started_at, redacted, cost, gate, .. } => {
             m.step_blocked(step, *attempt, *started_at, redacted, *cost, gate)
         }
+        Event::ToolAuthorisationAsked { step, attempt, started_at, ask, cost, .. } => {
+            m.tool_authorisation_asked(step, *attempt, *started_at, ask, *cost)
+        }
         Event::TimerFired { timer, .. } => m.timer_fired(timer),
         Event::AttemptInterrupted { step, attempt, started_at, worker, .. } => m.attempt_interrupted(step, *attempt, *started_at, worker),
         Event::HumanDecided { request, decision, by, comment, released, by_policy, at } => m.human_decided(
@@ -135,6 +144,10 @@ pub fn outstanding(spec: &ValidatedSpec, state: &RunState) -> Vec<Action> {
                     out.push(Action::ArmTimer { timer: Timer::EventWait { step: step.clone() }, at: *until });
                     out.push(Action::AwaitEvent { step: step.clone(), name: w.name.clone(), from: *from });
                 }
+            }
+            StepStatus::WaitingHuman { request } if s.tool_ask.is_some() => {
+                let ask = s.tool_ask.as_ref().expect("checked");
+                out.push(Action::RequestHuman(tool_authorisation_request(spec, i, ask, request.clone())))
             }
             StepStatus::WaitingHuman { request } if s.blocked.is_some() => {
                 out.push(Action::RequestHuman(guidance_request(spec, state, i, request.clone())))
@@ -197,6 +210,17 @@ fn render_input(spec: &ValidatedSpec, state: &RunState, i: usize) -> Result<Valu
     if let StepKind::Llm(llm) = &step.kind {
         let scope = json!({ "params": state.params, "steps": state.scope, "inputs": input["inputs"] });
         input["llm"] = llm.render(&scope).map_err(|e| StepError::permanent("template_error", e))?;
+        if let Some(quote) = state.quotes.get(&step.id) {
+            // What the attempt may spend at most: the handler checks each call against it.
+            input["llm"]["reserved"] = json!(quote.reservation(prompt_bytes(&input)));
+        }
+        if !llm.tools.is_empty() {
+            // The human answers so far, so the attempt runs (or tells the model of) the calls
+            // they decided; tool templates see `params`.
+            let s = &state.steps[i];
+            input["llm"]["grants"] = json!({ "calls": s.tool_grants, "run": s.tools_allowed });
+            input["params"] = state.params.clone();
+        }
         if step.checks.is_some() {
             // CEL checks see `params`; the handler evaluates them for `on_block: retry`.
             input["params"] = state.params.clone();
@@ -211,6 +235,12 @@ fn render_input(spec: &ValidatedSpec, state: &RunState, i: usize) -> Result<Valu
     Ok(input)
 }
 
+/// The size of an `llm` attempt's rendered prompt, in bytes (bytes bound tokens).
+fn prompt_bytes(input: &Value) -> u64 {
+    let messages = input.pointer("/llm/messages").and_then(Value::as_array);
+    messages.into_iter().flatten().map(|m| m["content"].as_str().map_or(0, |c| c.len() as u64)).sum()
+}
+
 /// What one attempt of step `i` reserves: its estimate (for an `llm` step without one, the
 /// worst case of its model calls from the run's quote and the rendered prompt), or more after
 /// an overrun.
@@ -219,9 +249,7 @@ pub(crate) fn reservation(spec: &ValidatedSpec, state: &RunState, i: usize) -> M
     let quoted = || {
         let quote = state.quotes.get(&step.id)?;
         let input = render_input(spec, state, i).ok()?;
-        let messages = input.get("llm")?.get("messages")?.as_array()?;
-        let bytes: u64 = messages.iter().map(|m| m["content"].as_str().map_or(0, |c| c.len() as u64)).sum();
-        Some(quote.reservation(bytes))
+        Some(quote.reservation(prompt_bytes(&input)))
     };
     let est = step.cost.or_else(quoted).unwrap_or(Money::ZERO);
     state.steps[i].overrun_cost.map_or(est, |o| o.max(est))
@@ -421,10 +449,17 @@ impl Machine<'_> {
 
     /// Settle the reservation of the attempt in flight with its actual cost.
     fn settle_cost(&mut self, i: usize, actual: Money) {
+        // An `llm` attempt reports exactly what its model calls cost (zero when it made none:
+        // it went on from its turn journal); other steps that report no cost of their own are
+        // charged their estimate: fail closed.
+        let exact = matches!(self.spec.step(i).kind, StepKind::Llm(_));
+        self.settle_cost_as(i, actual, exact)
+    }
+
+    fn settle_cost_as(&mut self, i: usize, actual: Money, exact: bool) {
         let s = &mut self.state.steps[i];
         let reserved = std::mem::take(&mut s.reserved);
-        // Steps that report no cost of their own are charged their estimate: fail closed.
-        let actual = if actual.is_zero() { reserved } else { actual };
+        let actual = if actual.is_zero() && !exact { reserved } else { actual };
         if actual > reserved {
             s.overrun_cost = Some(actual);
         }
@@ -497,6 +532,49 @@ impl Machine<'_> {
         self.actions.push(Action::RequestHuman(guidance_request(self.spec, self.state, i, id)));
     }
 
+    /// An `llm` attempt stopped before a tool call that needs authorisation: ask the human.
+    fn tool_authorisation_asked(&mut self, step: &StepId, attempt: u32, started_at: u64, ask: &ToolAsk, cost: Money) {
+        let Some(i) = self.step_index(step) else { return };
+        if !self.is_current(i, attempt, Some(started_at), "suspended") {
+            return;
+        }
+        self.settle_cost_as(i, cost, true);
+        self.close_attempt(i, attempt, AttemptStatus::Suspended, Some(started_at), None);
+        self.state.human_seq += 1;
+        let id = RequestId::for_step(&self.state.run, step, self.state.human_seq);
+        let s = &mut self.state.steps[i];
+        s.tool_ask = Some(ask.clone());
+        s.status = StepStatus::WaitingHuman { request: id.clone() };
+        self.actions.push(Action::RequestHuman(tool_authorisation_request(self.spec, i, ask, id)));
+    }
+
+    /// The human answered a tool-authorisation request: keep the answer for the step's later
+    /// attempts and continue the conversation with a new attempt (abort ends the run).
+    fn tool_decided(&mut self, i: usize, d: StepDecision) {
+        let ask = self.state.steps[i].tool_ask.take().expect("a tool-authorisation request");
+        let s = &mut self.state.steps[i];
+        s.decision = Some(d.clone());
+        let grant = match d.decision {
+            Decision::AllowOnce | Decision::Approve => ToolGrant::Allow { by: d.by.clone() },
+            Decision::AllowForRun => {
+                s.tools_allowed.insert(ask.tool.clone(), d.by.clone());
+                ToolGrant::Allow { by: d.by.clone() }
+            }
+            Decision::Deny { reason } => ToolGrant::Deny { by: d.by.clone(), reason },
+            Decision::Reject => ToolGrant::Deny { by: d.by.clone(), reason: d.comment.clone().unwrap_or_else(|| "denied".into()) },
+            Decision::Abort | Decision::Modify { .. } | Decision::Extend { .. } => {
+                return self.finish(RunStatus::Cancelled { by: d.by, reason: d.comment.unwrap_or_else(|| "aborted".into()) });
+            }
+        };
+        s.tool_grants.insert(ask.call_id, grant);
+        s.status = StepStatus::Pending;
+        let attempt = s.attempts.len() as u32 + 1;
+        let mut ready = Vec::new();
+        self.dispatch(i, attempt, None, &mut ready);
+        self.consider(ready);
+        self.check_done();
+    }
+
     fn step_failed(&mut self, step: &StepId, attempt: u32, started_at: Option<u64>, error: &StepError) {
         let Some(i) = self.step_index(step) else { return };
         if !self.is_current(i, attempt, started_at, &format!("failed: {}", error.code)) {
@@ -537,7 +615,7 @@ impl Machine<'_> {
             return;
         }
         // It may have run: charge its reservation (fail closed), like a step reporting no cost.
-        self.settle_cost(i, Money::ZERO);
+        self.settle_cost_as(i, Money::ZERO, false);
         let error = StepError::retryable("interrupted", format!("the process running attempt {attempt} ({worker}) died before it finished"));
         self.close_attempt(i, attempt, AttemptStatus::Interrupted, Some(started_at), Some(&error));
         if let Some(a) = self.state.steps[i].attempts.iter_mut().find(|a| a.attempt == attempt) {
@@ -696,6 +774,9 @@ impl Machine<'_> {
         else {
             return; // unknown or already answered: decisions are first-writer-wins upstream
         };
+        if self.state.steps[i].tool_ask.is_some() {
+            return self.tool_decided(i, d);
+        }
         let mut ready = Vec::new();
         let decision = d.decision.clone();
         let s = &mut self.state.steps[i];
@@ -722,7 +803,7 @@ impl Machine<'_> {
                 s.status = StepStatus::Succeeded;
                 self.settle(i, &mut ready);
             }
-            Decision::Reject | Decision::Extend { .. } => {
+            Decision::Reject | Decision::Extend { .. } | Decision::AllowOnce | Decision::AllowForRun | Decision::Deny { .. } => {
                 s.error = Some(StepError::permanent("rejected", format!("rejected by {}{}", d.by, d.comment.as_deref().map(|c| format!(": {c}")).unwrap_or_default())));
                 s.status = StepStatus::Failed;
                 self.settle(i, &mut ready);

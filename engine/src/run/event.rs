@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::ids::{RequestId, StepId};
+use crate::conversation::ToolAsk;
 use crate::llm::ModelQuote;
 use crate::money::Money;
 use crate::step::StepError;
@@ -47,6 +48,10 @@ pub enum Event {
     /// The gate mesh blocked the attempt's output. Only its redacted form is journaled; the
     /// output itself is held (sealed) outside the run's reach until a human releases it.
     StepBlocked { step: StepId, attempt: u32, at: u64, started_at: u64, redacted: Value, cost: Money, gate: Value },
+    /// An `llm` attempt stopped before a tool call that needs a human's authorisation; the
+    /// run asks (a tool-authorisation request) and continues the conversation with a new
+    /// attempt once answered. `cost`: its model calls, exactly.
+    ToolAuthorisationAsked { step: StepId, attempt: u32, at: u64, started_at: u64, ask: ToolAsk, cost: Money },
     TimerFired { timer: Timer, at: u64 },
     /// An attempt was started by a process that died before recording an outcome (the run
     /// driver found its claim held by a process that is no longer alive). It may have run: the
@@ -79,6 +84,7 @@ impl Event {
             | Event::StepSucceeded { at, .. }
             | Event::StepFailed { at, .. }
             | Event::StepBlocked { at, .. }
+            | Event::ToolAuthorisationAsked { at, .. }
             | Event::TimerFired { at, .. }
             | Event::AttemptInterrupted { at, .. }
             | Event::HumanDecided { at, .. }
@@ -130,6 +136,21 @@ pub enum Decision {
     /// Guidance: use this value instead.
     Modify { value: Value },
     Abort,
+    /// Tool authorisation: run this one call.
+    AllowOnce,
+    /// Tool authorisation: run this call and every later call of the same tool of this step in
+    /// this run without asking again.
+    AllowForRun,
+    /// Tool authorisation: do not run it; the model receives `reason` as the tool's result.
+    Deny { reason: String },
+}
+
+impl Decision {
+    /// Whether it lets the run go ahead (what a step forbidding self-approval refuses its
+    /// starter): approve, modify, extend, allow.
+    pub fn is_approving(&self) -> bool {
+        matches!(self, Decision::Approve | Decision::Modify { .. } | Decision::Extend { .. } | Decision::AllowOnce | Decision::AllowForRun)
+    }
 }
 
 /// What to ask a human.
