@@ -447,11 +447,15 @@ impl Machine<'_> {
         self.actions.push(Action::Dispatch { step: self.spec.step(i).id.clone(), attempt, not_before, input });
     }
 
-    /// Settle the reservation of the attempt in flight with its actual cost.
+    /// Settle the reservation of the attempt in flight with its actual cost; a step that
+    /// reports no cost of its own (and every failed attempt) is charged its estimate: fail closed.
     fn settle_cost(&mut self, i: usize, actual: Money) {
-        // An `llm` attempt reports exactly what its model calls cost (zero when it made none:
-        // it went on from its turn journal); other steps that report no cost of their own are
-        // charged their estimate: fail closed.
+        self.settle_cost_as(i, actual, false)
+    }
+
+    /// A finished `llm` attempt reports exactly what its model calls cost — zero when it made
+    /// none (it went on from its turn journal) — so it is charged that, even when zero.
+    fn settle_reported_cost(&mut self, i: usize, actual: Money) {
         let exact = matches!(self.spec.step(i).kind, StepKind::Llm(_));
         self.settle_cost_as(i, actual, exact)
     }
@@ -503,7 +507,7 @@ impl Machine<'_> {
         if !self.is_current(i, attempt, Some(started_at), "succeeded") {
             return;
         }
-        self.settle_cost(i, cost);
+        self.settle_reported_cost(i, cost);
         self.close_attempt(i, attempt, AttemptStatus::Succeeded, Some(started_at), None);
         let s = &mut self.state.steps[i];
         s.output = Some(output.clone());
@@ -521,7 +525,7 @@ impl Machine<'_> {
         if !self.is_current(i, attempt, Some(started_at), "blocked") {
             return;
         }
-        self.settle_cost(i, cost);
+        self.settle_reported_cost(i, cost);
         self.close_attempt(i, attempt, AttemptStatus::Blocked, Some(started_at), None);
         self.state.human_seq += 1;
         let id = RequestId::for_step(&self.state.run, step, self.state.human_seq);
@@ -615,7 +619,7 @@ impl Machine<'_> {
             return;
         }
         // It may have run: charge its reservation (fail closed), like a step reporting no cost.
-        self.settle_cost_as(i, Money::ZERO, false);
+        self.settle_cost(i, Money::ZERO);
         let error = StepError::retryable("interrupted", format!("the process running attempt {attempt} ({worker}) died before it finished"));
         self.close_attempt(i, attempt, AttemptStatus::Interrupted, Some(started_at), Some(&error));
         if let Some(a) = self.state.steps[i].attempts.iter_mut().find(|a| a.attempt == attempt) {
