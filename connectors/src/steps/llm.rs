@@ -88,12 +88,14 @@ impl LlmHandler {
 struct TurnLog<'a> {
     store: &'a Store,
     call: &'a StepInvocation<'a>,
+    /// Which of the step's conversations (a new one after each permanent failure).
+    number: u32,
     conversation: Conversation,
 }
 
 impl TurnLog<'_> {
     async fn read(&mut self) -> Result<(), StepError> {
-        let entries = self.store.turns(self.call.workflow, self.call.run, self.call.step_id()).await.map_err(journal_error)?;
+        let entries = self.store.turns(self.call.workflow, self.call.run, self.call.step_id(), self.number).await.map_err(journal_error)?;
         self.conversation = Conversation::new(entries);
         Ok(())
     }
@@ -102,7 +104,7 @@ impl TurnLog<'_> {
     /// successor) is a conflict: the caller re-reads and goes on from what is recorded.
     async fn append(&mut self, entry: TurnEntry) -> Result<bool, StepError> {
         let len = self.conversation.entries.len() as u64;
-        match self.store.append_turn(self.call.workflow, self.call.run, self.call.step_id(), len, &entry).await {
+        match self.store.append_turn(self.call.workflow, self.call.run, self.call.step_id(), self.number, len, &entry).await {
             Ok(()) => {
                 self.conversation.entries.push(entry);
                 Ok(true)
@@ -179,7 +181,8 @@ impl StepHandler for LlmHandler {
             json: schema.is_some(),
         };
 
-        let mut log = TurnLog { store: &self.store, call: &call, conversation: Conversation::default() };
+        let number = call.inputs.pointer("/llm/conversation").and_then(Value::as_u64).unwrap_or(0) as u32;
+        let mut log = TurnLog { store: &self.store, call: &call, number, conversation: Conversation::default() };
         log.read().await?;
         let output = loop {
             match log.conversation.next() {

@@ -52,6 +52,7 @@ pub fn start(spec: &ValidatedSpec, run: RunId) -> RunState {
             tool_ask: None,
             tool_grants: BTreeMap::new(),
             tools_allowed: BTreeMap::new(),
+            turns_done: 0,
             decision: None,
             escalated: 0,
             started_at: None,
@@ -210,9 +211,12 @@ fn render_input(spec: &ValidatedSpec, state: &RunState, i: usize) -> Result<Valu
     if let StepKind::Llm(llm) = &step.kind {
         let scope = json!({ "params": state.params, "steps": state.scope, "inputs": input["inputs"] });
         input["llm"] = llm.render(&scope).map_err(|e| StepError::permanent("template_error", e))?;
+        // Which conversation the attempt continues: a new one after each permanent failure (a
+        // retry of the step is a fresh try), else the one its turn journal holds.
+        input["llm"]["conversation"] = json!(conversation_of(state, i));
         if let Some(quote) = state.quotes.get(&step.id) {
             // What the attempt may spend at most: the handler checks each call against it.
-            input["llm"]["reserved"] = json!(quote.reservation(prompt_bytes(&input)));
+            input["llm"]["reserved"] = json!(quote.reservation_from(prompt_bytes(&input), state.steps[i].turns_done));
         }
         if !llm.tools.is_empty() {
             // The human answers so far, so the attempt runs (or tells the model of) the calls
@@ -235,6 +239,12 @@ fn render_input(spec: &ValidatedSpec, state: &RunState, i: usize) -> Result<Valu
     Ok(input)
 }
 
+/// The conversation (turn journal) an attempt of step `i` continues: one per permanent failure.
+fn conversation_of(state: &RunState, i: usize) -> u32 {
+    let permanent = |a: &AttemptRecord| a.status == AttemptStatus::Failed && a.error.as_ref().is_some_and(|e| e.class == crate::step::ErrorClass::Permanent);
+    state.steps[i].attempts.iter().filter(|a| permanent(a)).count() as u32
+}
+
 /// The size of an `llm` attempt's rendered prompt, in bytes (bytes bound tokens).
 fn prompt_bytes(input: &Value) -> u64 {
     let messages = input.pointer("/llm/messages").and_then(Value::as_array);
@@ -249,7 +259,7 @@ pub(crate) fn reservation(spec: &ValidatedSpec, state: &RunState, i: usize) -> M
     let quoted = || {
         let quote = state.quotes.get(&step.id)?;
         let input = render_input(spec, state, i).ok()?;
-        Some(quote.reservation(prompt_bytes(&input)))
+        Some(quote.reservation_from(prompt_bytes(&input), state.steps[i].turns_done))
     };
     let est = step.cost.or_else(quoted).unwrap_or(Money::ZERO);
     state.steps[i].overrun_cost.map_or(est, |o| o.max(est))
@@ -548,6 +558,7 @@ impl Machine<'_> {
         let id = RequestId::for_step(&self.state.run, step, self.state.human_seq);
         let s = &mut self.state.steps[i];
         s.tool_ask = Some(ask.clone());
+        s.turns_done = ask.turn;
         s.status = StepStatus::WaitingHuman { request: id.clone() };
         self.actions.push(Action::RequestHuman(tool_authorisation_request(self.spec, i, ask, id)));
     }
@@ -594,6 +605,9 @@ impl Machine<'_> {
         let step = &spec.step(i).id;
         self.settle_cost(i, Money::ZERO);
         self.close_attempt(i, attempt, status, started_at, Some(error));
+        if status == AttemptStatus::Failed && error.class == crate::step::ErrorClass::Permanent {
+            self.state.steps[i].turns_done = 0; // a retry starts a new conversation
+        }
         let counted = self.state.steps[i].attempts.iter().filter(|a| a.counts_towards_retries()).count() as u32;
         let s = &mut self.state.steps[i];
         s.error = Some(error.clone());

@@ -217,6 +217,10 @@ pub struct StepState {
     /// Its tools allowed for the rest of the run (`allow_for_run`), with who allowed them.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub tools_allowed: std::collections::BTreeMap<String, String>,
+    /// Model calls its turn journal is known to hold (an `llm` step that asked for a tool
+    /// authorisation): the next attempt reserves only the calls still possible.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub turns_done: u32,
     /// Escalation levels of its open request that have fired.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub escalated: u32,

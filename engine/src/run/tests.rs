@@ -905,3 +905,31 @@ fn abort_on_a_tool_authorisation_ends_the_run() {
         "#]],
     );
 }
+
+#[test]
+fn a_continued_conversation_reserves_only_the_turns_left_and_a_retry_after_a_permanent_failure_starts_a_new_one() {
+    let spec = spec(&TOOLS.replace("    prompt: \"Refund order 7?\"\n", "    prompt: \"Refund order 7?\"\n    max_turns: 4\n    retry: { max_attempts: 2, on: any, backoff: { initial: 1ms } }\n"));
+    let price = crate::llm::ModelPrice { input_per_million: Money::parse("1").unwrap(), output_per_million: Money::parse("1").unwrap() };
+    let quote = crate::llm::ModelQuote { price, max_tokens: 100, calls: 4, per_call_bytes: 10, per_turn_bytes: 100 };
+    let start_event = Event::RunStarted { at: 0, params: json!({}), quotes: [(StepId::from("ask"), quote)].into() };
+    let mut state = start(&spec, RunId::from("r1"));
+    let bytes = "Refund order 7?".len() as u64;
+    let first = apply(&spec, &mut state, &start_event);
+    let Some(Action::Dispatch { input, .. }) = first.first() else { panic!("{first:?}") };
+    assert_eq!(input["llm"]["reserved"], json!(quote.reservation(bytes)), "the first attempt reserves every turn");
+    assert_eq!(input["llm"]["conversation"], 0);
+    let mut ask = tool_ask("c1", 5, 1);
+    if let Event::ToolAuthorisationAsked { ask, .. } = &mut ask {
+        ask.turn = 3;
+    }
+    apply(&spec, &mut state, &ask);
+    let next = apply(&spec, &mut state, &decided("r1.ask.1", Decision::AllowOnce, 10));
+    let Some(Action::Dispatch { input, .. }) = next.first() else { panic!("{next:?}") };
+    assert_eq!(input["llm"]["reserved"], json!(quote.reservation_from(bytes, 3)), "three calls are in the turn journal");
+    assert_eq!(state.steps[0].reserved, quote.reservation_from(bytes, 3));
+    assert!(quote.reservation_from(bytes, 3) < quote.reservation(bytes));
+    let retry = apply(&spec, &mut state, &fail("ask", 2, 20, StepError::permanent("max_turns", "too many")));
+    let Some(Action::Dispatch { input, .. }) = retry.first() else { panic!("{retry:?}") };
+    assert_eq!(input["llm"]["conversation"], 1, "a retry after a permanent failure is a fresh conversation");
+    assert_eq!(input["llm"]["reserved"], json!(quote.reservation(bytes)));
+}

@@ -62,10 +62,11 @@ pub fn step_quarantine(run: &RunId, step: &StepId, attempt: u32) -> String {
 pub fn run_redactions(run: &RunId) -> String {
     format!("run/{run}/redactions")
 }
-/// The turn journal of an `llm` step (`conversation::TurnEntry`s, one per log entry): the
-/// conversation's answers and tool results, shared by the step's attempts.
-pub fn step_turns(run: &RunId, step: &StepId) -> String {
-    format!("run/{run}/turns/{step}")
+/// The turn journal of an `llm` step's conversation number `conversation` (a new one after
+/// each permanent failure): `conversation::TurnEntry`s, one per log entry, shared by the
+/// attempts that continue it.
+pub fn step_turns(run: &RunId, step: &StepId, conversation: u32) -> String {
+    format!("run/{run}/turns/{step}/{conversation}")
 }
 /// The run's lease (holder, fencing token, expiry; see `store::lease`): one driver per run.
 pub fn run_lease(run: &RunId) -> String {

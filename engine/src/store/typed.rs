@@ -360,9 +360,9 @@ impl Store {
     }
 
     /// The turn journal of an `llm` step, in order.
-    pub async fn turns(&self, wf: &WorkflowId, run: &RunId, step: &StepId) -> Result<Vec<TurnEntry>, StoreError> {
+    pub async fn turns(&self, wf: &WorkflowId, run: &RunId, step: &StepId, conversation: u32) -> Result<Vec<TurnEntry>, StoreError> {
         let k = self.workflow_key(wf).await?;
-        let log = keys::step_turns(run, step);
+        let log = keys::step_turns(run, step, conversation);
         self.backend
             .read_log(&log, 0)
             .await?
@@ -378,9 +378,9 @@ impl Store {
 
     /// Append `entry` to the step's turn journal if it still holds `expected_len` entries;
     /// otherwise [`StoreError::Conflict`] (another attempt wrote first: the caller re-reads).
-    pub async fn append_turn(&self, wf: &WorkflowId, run: &RunId, step: &StepId, expected_len: u64, entry: &TurnEntry) -> Result<(), StoreError> {
+    pub async fn append_turn(&self, wf: &WorkflowId, run: &RunId, step: &StepId, conversation: u32, expected_len: u64, entry: &TurnEntry) -> Result<(), StoreError> {
         let k = self.workflow_key(wf).await?;
-        let log = keys::step_turns(run, step);
+        let log = keys::step_turns(run, step, conversation);
         let sealed = k.seal(journal_aad(&log, expected_len).as_bytes(), &Self::encode(entry));
         self.backend.append(&log, expected_len, &[sealed]).await
     }
