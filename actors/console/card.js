@@ -94,6 +94,23 @@ export async function renderCard(view, id, { inbox, go, stale }) {
           button("Reject", "danger", { decision: "reject" })),
         status),
     ];
+  } else if (q.mode === "guidance" && c.prompt_finding) {
+    // The rendered prompt looked like a prompt injection: which signals, the flagged text
+    // (personal data redacted); send it as is, supply the step's output, or abort.
+    const f = c.prompt_finding;
+    body = [
+      h("dl", { class: "facts", id: "prompt-facts" },
+        h("dt", {}, "Signals"), h("dd", { dataset: { fact: "signals" } }, (f.signals || []).join(", ")),
+        h("dt", {}, "Score"), h("dd", {}, String(f.score)),
+        h("dt", {}, "In message"), h("dd", {}, `${f.message} (${f.role})`)),
+      h("h3", {}, "Flagged text"),
+      h("ul", { id: "prompt-flagged" }, (f.flagged || []).map((t) => h("li", {}, h("mark", {}, t)))),
+      h("form", { class: "decide", onsubmit: (e) => e.preventDefault() },
+        ...commentField,
+        h("div", { class: "actions" }, button("Send it as is", "primary", { decision: "approve" }), button("Abort run", "danger", { decision: "abort" })),
+        modifier({ text: "" }, "Use this output instead"),
+        status),
+    ];
   } else if (q.mode === "guidance") {
     const evidence = h("div", { id: "evidence" }, h("p", { class: "muted" }, "Loading the gate's evidence…"));
     body = [

@@ -22,6 +22,9 @@ fn audit_event(spec: &ValidatedSpec, e: &Event) -> Value {
         Event::StepSucceeded { step, attempt, cost, .. } => json!({"at": at, "kind": "step.succeeded", "step": step, "attempt": attempt, "cost": cost}),
         Event::StepFailed { step, attempt, error, .. } => json!({"at": at, "kind": "step.failed", "step": step, "attempt": attempt, "code": error.code}),
         Event::StepBlocked { step, attempt, .. } => json!({"at": at, "kind": "step.blocked", "step": step, "attempt": attempt}),
+        Event::PromptHeld { step, attempt, hold, .. } => {
+            json!({"at": at, "kind": "prompt.held", "step": step, "attempt": attempt, "signals": hold.signals, "score": hold.score})
+        }
         // The tool and the call; its (redacted) arguments are on the request.
         Event::ToolAuthorisationAsked { step, attempt, ask, cost, .. } => {
             json!({"at": at, "kind": "tool.authorisation_asked", "step": step, "attempt": attempt, "tool": ask.tool, "call": ask.call_id, "turn": ask.turn, "cost": cost})

@@ -91,6 +91,28 @@ pub struct ToolAsk {
     pub turn: u32,
 }
 
+/// The rendered prompt of an `llm` step looked like a prompt injection and the step says
+/// `on_injection: guidance`: the attempt stopped before any call, and a human decides (release
+/// the prompt as is, supply the step's output instead, or abort). `flagged` holds the text of
+/// the spans the classifier flagged, passed through the gate mesh before it is journaled.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PromptHold {
+    /// Which rendered message (0-based) and whose.
+    pub message: usize,
+    pub role: crate::llm::Role,
+    pub score: f64,
+    pub signals: Vec<String>,
+    pub flagged: Vec<String>,
+}
+
+/// Why an attempt stopped to ask a human.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "suspension", rename_all = "snake_case")]
+pub enum Suspension {
+    ToolAuthorisation(ToolAsk),
+    PromptGuidance(PromptHold),
+}
+
 /// A human's answer to a tool-authorisation request, as the run keeps it for its later attempts.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "grant", rename_all = "snake_case")]

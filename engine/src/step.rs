@@ -141,16 +141,17 @@ pub struct StepSuccess {
     pub output: serde_json::Value,
     #[serde(default)]
     pub cost: Money,
-    /// The attempt stopped to ask a human to authorise a tool call (an `llm` step with tools);
-    /// `output` is then empty and `cost` is what its model calls cost so far.
+    /// The attempt stopped to ask a human (an `llm` step: a tool call to authorise, or a prompt
+    /// the injection classifier flagged); `output` is then empty and `cost` is what its model
+    /// calls cost so far.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ask: Option<crate::conversation::ToolAsk>,
+    pub suspend: Option<crate::conversation::Suspension>,
 }
 
 impl StepSuccess {
     /// A finished attempt's output and cost.
     pub fn new(output: serde_json::Value, cost: Money) -> Self {
-        Self { output, cost, ask: None }
+        Self { output, cost, suspend: None }
     }
 }
 

@@ -1,7 +1,7 @@
 // The console in a real browser (Debian's chromium through playwright-core) against a real
 // `tollgate serve`, driven by actors/tests/console_browser.rs. This script asks the Rust test to
 // act on the server by printing `@@ <command>` and reading the answer (one line on stdin):
-// `start approval|budget|guidance|tool` → a run id (started by alice), `restart` → `ok` once the
+// `start approval|budget|guidance|tool|prompt` → a run id (started by alice), `restart` → `ok` once the
 // server is back, `refunds` → how many calls the tool's service received. $TOLLGATE_TOKEN is alice's token (group ops, which owns the workflows),
 // $TOLLGATE_OTHER_TOKEN bob's (another group), $TOLLGATE_ADMIN_TOKEN the bootstrap token.
 // Screenshots go to $SCREENSHOT_DIR. Exits non-zero on the first failed expectation.
@@ -178,6 +178,22 @@ try {
   expect((await page.locator('.step[data-step="handle"] .decision').getAttribute("data-by")) === "alice", "the timeline shows who decided");
   expect((await ask("refunds")) === "1", "only the allowed call was made");
   await page.screenshot({ path: path.join(shots, "timeline-tool.png"), fullPage: true });
+
+  // Guidance on a prompt the injection classifier flagged: the signals and the flagged text;
+  // sent to the model as is.
+  const run5 = await ask("start prompt");
+  await page.goto(`${base}/console/#/inbox`);
+  const card6 = page.locator(`.card[data-run="${run5}"][data-mode="guidance"] .card-link`);
+  await card6.waitFor(WAIT);
+  await card6.click();
+  await page.locator("#prompt-facts").waitFor(WAIT);
+  expect((await page.locator('#prompt-facts [data-fact="signals"]').innerText()).includes("threat.instruction_override"), "the card names the classifier's signals");
+  expect((await page.locator("#prompt-flagged").innerText()).toLowerCase().includes("ignore all previous instructions"), "the card shows the flagged text");
+  await page.screenshot({ path: path.join(shots, "card-prompt.png"), fullPage: true });
+  await page.locator('button[data-decision="approve"]').click();
+  await page.locator(`#timeline[data-run="${run5}"][data-status="succeeded"]`).waitFor(WAIT);
+  const promptOut = await page.locator('.step[data-step="summarise"] .output').textContent();
+  expect(promptOut.includes("An invoice from Acme for March.") && promptOut.includes("released by a human"), "released: the model was called and the finding is on the output");
 
   // Runs list with filters.
   await page.goto(`${base}/console/#/runs`);

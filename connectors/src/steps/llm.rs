@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde_json::{Value, json};
-use tollgate_engine::conversation::{Conversation, FeedbackKind, Next, ToolAsk, ToolCallStatus, ToolGrant, TurnEntry, bounded};
+use tollgate_engine::conversation::{Conversation, FeedbackKind, Next, PromptHold, Suspension, ToolAsk, ToolCallStatus, ToolGrant, TurnEntry, bounded};
 use tollgate_engine::llm::{ChatMessage, ChatRequest, LlmUsage, ModelCatalog, ModelProvider, ProviderConfig, Role, ToolDef};
 use tollgate_engine::checks::{CheckOnBlock, all_passed};
 use tollgate_engine::gates::{GateMesh, GatePolicy, RedactionMap};
@@ -154,7 +154,14 @@ impl StepHandler for LlmHandler {
             .transpose()
             .map_err(|e| StepError::permanent("bad_spec", format!("the rendered conversation is malformed: {e}")))?
             .ok_or_else(|| StepError::permanent("bad_spec", "the attempt's input has no rendered conversation"))?;
-        let (prompt, prompt_gate) = gate_prompt(step.on_injection, messages)?;
+        let released = call.inputs.pointer("/llm/prompt_released").and_then(Value::as_bool).unwrap_or(false);
+        let (prompt, prompt_gate) = match gate_prompt(step.on_injection, messages, released)? {
+            Gated::Send(messages, found) => (messages, found),
+            // Stop before any call: the run asks for guidance.
+            Gated::Hold(hold) => {
+                return Ok(StepSuccess { output: Value::Null, cost: Money::ZERO, suspend: Some(Suspension::PromptGuidance(hold)) });
+            }
+        };
         let (provider_name, config, adapter) = self.provider_of(step)?;
         let model = self.models.model(step, config).map(str::to_owned).ok_or_else(|| {
             StepError::permanent("no_provider", format!("the step names no `model` and provider `{provider_name}` has no default model"))
@@ -204,7 +211,11 @@ impl StepHandler for LlmHandler {
                             ));
                         }
                     }
-                    let reply = adapter.complete(&request, key).await?;
+                    let mut reply = adapter.complete(&request, key).await?;
+                    if !with_tools {
+                        // No tools were offered: a call the model makes anyway is not ours to run.
+                        reply.tool_calls.clear();
+                    }
                     let cost = price.map_or(Money::ZERO, |p| p.cost(reply.usage));
                     log.append(TurnEntry::Answer { attempt: call.attempt, reply, cost }).await?;
                 }
@@ -227,7 +238,11 @@ impl StepHandler for LlmHandler {
                                     reason,
                                     turn: log.conversation.answers(),
                                 };
-                                return Ok(StepSuccess { output: Value::Null, cost: log.conversation.cost_of_attempt(call.attempt), ask: Some(ask) });
+                                return Ok(StepSuccess {
+                                    output: Value::Null,
+                                    cost: log.conversation.cost_of_attempt(call.attempt),
+                                    suspend: Some(Suspension::ToolAuthorisation(ask)),
+                                });
                             }
                             _ => {
                                 let (status, content) = self.tools.run(&call, tool, &tool_call.id, &tool_call.arguments, &params).await;
@@ -319,8 +334,11 @@ impl StepHandler for LlmHandler {
 /// like the prompt. A detection is withheld (`block`), stripped, or kept (`proceed`), as the
 /// step's `on_injection` says; the model is told when something was withheld.
 fn gate_tool_result(on: OnInjection, content: String) -> String {
-    match gate_prompt(on, vec![ChatMessage::new(Role::Tool, content)]) {
-        Ok((mut messages, _)) => messages.pop().map(|m| m.content).unwrap_or_default(),
+    // A result cannot wait for guidance (the model is mid-conversation): withheld like `block`.
+    let on = if on == OnInjection::Guidance { OnInjection::Block } else { on };
+    match gate_prompt(on, vec![ChatMessage::new(Role::Tool, content)], false) {
+        Ok(Gated::Send(mut messages, _)) => messages.pop().map(|m| m.content).unwrap_or_default(),
+        Ok(Gated::Hold(_)) => "[the tool's result was withheld by the prompt gate]".into(),
         Err(e) => format!("[the tool's result was withheld by the prompt gate: {}]", e.message.split(';').next().unwrap_or("injection")),
     }
 }
@@ -329,7 +347,7 @@ fn gate_tool_result(on: OnInjection, content: String) -> String {
 /// policy: threat score at or above the policy's threshold) before it reaches the model. A
 /// detection blocks the step, is stripped from the text, or is recorded, as `on_injection`
 /// says. Returns the messages to send and what was found (signals and offsets, never text).
-fn gate_prompt(on: OnInjection, mut messages: Vec<ChatMessage>) -> Result<(Vec<ChatMessage>, Vec<Value>), StepError> {
+fn gate_prompt(on: OnInjection, mut messages: Vec<ChatMessage>, released: bool) -> Result<Gated, StepError> {
     let mesh = GateMesh::builtin();
     let policy = GatePolicy::default();
     let mut found = Vec::new();
@@ -340,6 +358,16 @@ fn gate_prompt(on: OnInjection, mut messages: Vec<ChatMessage>) -> Result<(Vec<C
             out.verdict.findings.iter().filter(|f| f.category == "threat").map(|f| (f.span.start, f.span.end)).collect();
         spans.sort_unstable();
         let action = match on {
+            OnInjection::Guidance if released => "released by a human",
+            OnInjection::Guidance => {
+                let flagged = spans
+                    .iter()
+                    .filter(|(a, b)| *b <= m.content.len() && m.content.is_char_boundary(*a) && m.content.is_char_boundary(*b))
+                    .map(|(a, b)| m.content[*a..*b].to_owned())
+                    .collect();
+                let hold = PromptHold { message: i, role: m.role, score: (f64::from(threat.score) * 100.0).round() / 100.0, signals: threat.signals.clone(), flagged };
+                return Ok(Gated::Hold(hold));
+            }
             OnInjection::Block => {
                 return Err(StepError::permanent(
                     "prompt_injection",
@@ -369,7 +397,14 @@ fn gate_prompt(on: OnInjection, mut messages: Vec<ChatMessage>) -> Result<(Vec<C
         };
         found.push(json!({ "message": i, "score": threat.score, "signals": threat.signals, "spans": spans, "action": action }));
     }
-    Ok((messages, found))
+    Ok(Gated::Send(messages, found))
+}
+
+/// What the prompt gate lets through: the messages to send and what it found (signals and
+/// offsets, never text), or a finding a human must look at first.
+enum Gated {
+    Send(Vec<ChatMessage>, Vec<Value>),
+    Hold(PromptHold),
 }
 
 /// What the model is told after an answer that failed the step's checks.

@@ -18,9 +18,10 @@ use crate::run::{
     RunStatus, StepState, StepStatus, Timer,
 };
 use crate::run::requests::{
-    approval_request, budget_request, escalation_at, escalation_timers, guidance_request, policy_decision, tool_authorisation_request,
+    approval_request, budget_request, escalation_at, escalation_timers, guidance_request, policy_decision, prompt_guidance_request,
+    tool_authorisation_request,
 };
-use crate::conversation::{ToolAsk, ToolGrant};
+use crate::conversation::{PromptHold, ToolAsk, ToolGrant};
 use crate::spec::steps::{EventStep, OnTimeout, WaitSpec};
 use crate::spec::{Join, JoinVerdict, NeedOutcome, StepKind, StepType, ValidatedSpec};
 use crate::step::StepError;
@@ -52,6 +53,8 @@ pub fn start(spec: &ValidatedSpec, run: RunId) -> RunState {
             tool_ask: None,
             tool_grants: BTreeMap::new(),
             tools_allowed: BTreeMap::new(),
+            prompt_hold: None,
+            prompt_released: false,
             turns_done: 0,
             decision: None,
             escalated: 0,
@@ -108,6 +111,7 @@ pub fn apply(spec: &ValidatedSpec, state: &mut RunState, event: &Event) -> Vec<A
         Event::ToolAuthorisationAsked { step, attempt, started_at, ask, cost, .. } => {
             m.tool_authorisation_asked(step, *attempt, *started_at, ask, *cost)
         }
+        Event::PromptHeld { step, attempt, started_at, hold, .. } => m.prompt_held(step, *attempt, *started_at, hold),
         Event::TimerFired { timer, .. } => m.timer_fired(timer),
         Event::AttemptInterrupted { step, attempt, started_at, worker, .. } => m.attempt_interrupted(step, *attempt, *started_at, worker),
         Event::HumanDecided { request, decision, by, comment, released, by_policy, at } => m.human_decided(
@@ -145,6 +149,10 @@ pub fn outstanding(spec: &ValidatedSpec, state: &RunState) -> Vec<Action> {
                     out.push(Action::ArmTimer { timer: Timer::EventWait { step: step.clone() }, at: *until });
                     out.push(Action::AwaitEvent { step: step.clone(), name: w.name.clone(), from: *from });
                 }
+            }
+            StepStatus::WaitingHuman { request } if s.prompt_hold.is_some() => {
+                let hold = s.prompt_hold.as_ref().expect("checked");
+                out.push(Action::RequestHuman(prompt_guidance_request(spec, i, hold, request.clone())))
             }
             StepStatus::WaitingHuman { request } if s.tool_ask.is_some() => {
                 let ask = s.tool_ask.as_ref().expect("checked");
@@ -217,6 +225,9 @@ fn render_input(spec: &ValidatedSpec, state: &RunState, i: usize) -> Result<Valu
         if let Some(quote) = state.quotes.get(&step.id) {
             // What the attempt may spend at most: the handler checks each call against it.
             input["llm"]["reserved"] = json!(quote.reservation_from(prompt_bytes(&input), state.steps[i].turns_done));
+        }
+        if state.steps[i].prompt_released {
+            input["llm"]["prompt_released"] = json!(true);
         }
         if !llm.tools.is_empty() {
             // The human answers so far, so the attempt runs (or tells the model of) the calls
@@ -563,6 +574,50 @@ impl Machine<'_> {
         self.actions.push(Action::RequestHuman(tool_authorisation_request(self.spec, i, ask, id)));
     }
 
+    /// An `llm` attempt stopped before any call: its prompt was flagged and the step asks for
+    /// guidance.
+    fn prompt_held(&mut self, step: &StepId, attempt: u32, started_at: u64, hold: &PromptHold) {
+        let Some(i) = self.step_index(step) else { return };
+        if !self.is_current(i, attempt, Some(started_at), "suspended") {
+            return;
+        }
+        self.settle_cost_as(i, Money::ZERO, true);
+        self.close_attempt(i, attempt, AttemptStatus::Suspended, Some(started_at), None);
+        self.state.human_seq += 1;
+        let id = RequestId::for_step(&self.state.run, step, self.state.human_seq);
+        let s = &mut self.state.steps[i];
+        s.prompt_hold = Some(hold.clone());
+        s.status = StepStatus::WaitingHuman { request: id.clone() };
+        self.actions.push(Action::RequestHuman(prompt_guidance_request(self.spec, i, hold, id)));
+    }
+
+    /// Guidance on a flagged prompt: released (the call is made, in a new attempt), replaced by
+    /// a value for the step's output, or the run aborted.
+    fn prompt_decided(&mut self, i: usize, d: StepDecision) {
+        let s = &mut self.state.steps[i];
+        s.prompt_hold = None;
+        s.decision = Some(d.clone());
+        let mut ready = Vec::new();
+        match d.decision {
+            Decision::Approve => {
+                s.prompt_released = true;
+                s.status = StepStatus::Pending;
+                let attempt = s.attempts.len() as u32 + 1;
+                self.dispatch(i, attempt, None, &mut ready);
+            }
+            Decision::Modify { value } => {
+                s.output = Some(value);
+                s.status = StepStatus::Succeeded;
+                self.settle(i, &mut ready);
+            }
+            _ => {
+                return self.finish(RunStatus::Cancelled { by: d.by, reason: d.comment.unwrap_or_else(|| "aborted".into()) });
+            }
+        }
+        self.consider(ready);
+        self.check_done();
+    }
+
     /// The human answered a tool-authorisation request: keep the answer for the step's later
     /// attempts and continue the conversation with a new attempt (abort ends the run).
     fn tool_decided(&mut self, i: usize, d: StepDecision) {
@@ -794,6 +849,9 @@ impl Machine<'_> {
         };
         if self.state.steps[i].tool_ask.is_some() {
             return self.tool_decided(i, d);
+        }
+        if self.state.steps[i].prompt_hold.is_some() {
+            return self.prompt_decided(i, d);
         }
         let mut ready = Vec::new();
         let decision = d.decision.clone();

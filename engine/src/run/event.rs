@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::ids::{RequestId, StepId};
-use crate::conversation::ToolAsk;
+use crate::conversation::{PromptHold, ToolAsk};
 use crate::llm::ModelQuote;
 use crate::money::Money;
 use crate::step::StepError;
@@ -52,6 +52,9 @@ pub enum Event {
     /// run asks (a tool-authorisation request) and continues the conversation with a new
     /// attempt once answered. `cost`: its model calls, exactly.
     ToolAuthorisationAsked { step: StepId, attempt: u32, at: u64, started_at: u64, ask: ToolAsk, cost: Money },
+    /// An `llm` attempt stopped before any call: its rendered prompt looked like a prompt
+    /// injection and the step asks for guidance (`on_injection: guidance`).
+    PromptHeld { step: StepId, attempt: u32, at: u64, started_at: u64, hold: PromptHold },
     TimerFired { timer: Timer, at: u64 },
     /// An attempt was started by a process that died before recording an outcome (the run
     /// driver found its claim held by a process that is no longer alive). It may have run: the
@@ -85,6 +88,7 @@ impl Event {
             | Event::StepFailed { at, .. }
             | Event::StepBlocked { at, .. }
             | Event::ToolAuthorisationAsked { at, .. }
+            | Event::PromptHeld { at, .. }
             | Event::TimerFired { at, .. }
             | Event::AttemptInterrupted { at, .. }
             | Event::HumanDecided { at, .. }

@@ -217,6 +217,12 @@ pub struct StepState {
     /// Its tools allowed for the rest of the run (`allow_for_run`), with who allowed them.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub tools_allowed: std::collections::BTreeMap<String, String>,
+    /// The prompt-injection finding an `llm` step waits on guidance for (redacted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_hold: Option<crate::conversation::PromptHold>,
+    /// A human released its flagged prompt: later attempts send it as is.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub prompt_released: bool,
     /// Model calls its turn journal is known to hold (an `llm` step that asked for a tool
     /// authorisation): the next attempt reserves only the calls still possible.
     #[serde(default, skip_serializing_if = "is_zero")]

@@ -111,6 +111,7 @@ fn render_event(e: &Event) -> String {
         Event::StepSucceeded { step, attempt, at, .. } => format!("@{at} ok {step}#{attempt}"),
         Event::StepFailed { step, attempt, at, error, .. } => format!("@{at} fail {step}#{attempt} ({})", error.code),
         Event::StepBlocked { step, attempt, at, .. } => format!("@{at} blocked {step}#{attempt}"),
+        Event::PromptHeld { step, attempt, at, hold, .. } => format!("@{at} prompt held {step}#{attempt} ({})", hold.signals.join(",")),
         Event::ToolAuthorisationAsked { step, attempt, at, ask, .. } => format!("@{at} asks {step}#{attempt} tool {} ({})", ask.tool, ask.call_id),
         Event::TimerFired { timer, at } => format!("@{at} fired {}", render_timer(timer)),
         Event::HumanDecided { request, decision, at, .. } => format!("@{at} human {request} {decision:?}"),

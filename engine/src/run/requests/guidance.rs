@@ -3,9 +3,30 @@
 
 use serde_json::{json, Value};
 
+use crate::conversation::PromptHold;
 use crate::ids::RequestId;
 use crate::run::{HumanMode, HumanRequestSpec, RunState};
 use crate::spec::ValidatedSpec;
+
+/// Guidance on a prompt the injection classifier flagged (`on_injection: guidance`): which
+/// message, the signals, the flagged text (redacted); release it as is (the call is made),
+/// supply the step's output instead, or abort.
+pub(crate) fn prompt_guidance_request(spec: &ValidatedSpec, i: usize, hold: &PromptHold, id: RequestId) -> HumanRequestSpec {
+    let step = spec.step(i);
+    HumanRequestSpec {
+        id,
+        mode: HumanMode::Guidance,
+        step: Some(step.id.clone()),
+        question: format!(
+            "The prompt of step `{}` looks like a prompt injection ({}). Send it to the model as is, supply the step's output instead, or abort the run?",
+            step.id,
+            hold.signals.join(", ")
+        ),
+        context: json!({ "workflow": spec.spec().id, "step": step.id, "prompt_finding": hold }),
+        assignee: None,
+        forbid_self_approval: false,
+    }
+}
 
 pub(crate) fn guidance_request(spec: &ValidatedSpec, state: &RunState, i: usize, id: RequestId) -> HumanRequestSpec {
     let step = spec.step(i);

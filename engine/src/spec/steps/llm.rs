@@ -46,9 +46,10 @@ pub struct LlmStep {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema: Option<Value>,
     /// What a prompt injection found by the threat classifier in the rendered prompt does:
-    /// `block` (default: the step fails `prompt_injection` before any call), `strip` (the
-    /// offending spans are removed and the call goes ahead) or `proceed` (the finding is recorded
-    /// on the output).
+    /// `block` (default: the step fails `prompt_injection` before any call), `guidance` (the
+    /// run asks a human before any call: send it as is, supply the output, or abort), `strip`
+    /// (the offending spans are removed and the call goes ahead) or `proceed` (the finding is
+    /// recorded on the output).
     #[serde(default, skip_serializing_if = "is_default")]
     pub on_injection: OnInjection,
     /// Tools the model may call; Tollgate runs them and returns their results (see
@@ -68,6 +69,9 @@ pub enum OnInjection {
     Block,
     Strip,
     Proceed,
+    /// Stop before the call and ask a human: send the prompt as is, supply the step's output
+    /// instead, or abort.
+    Guidance,
 }
 
 fn is_default(o: &OnInjection) -> bool {
