@@ -36,6 +36,7 @@ pub fn start_run_with(data: &Path, file: &Path, change: impl FnOnce(Command) -> 
 }
 
 /// Poll `cond` until it holds; panic naming `what` after `deadline`.
+#[allow(dead_code)]
 pub fn wait_until(what: &str, deadline: Duration, mut cond: impl FnMut() -> bool) {
     let end = Instant::now() + deadline;
     while !cond() {
