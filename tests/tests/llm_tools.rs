@@ -422,3 +422,41 @@ async fn a_denied_tool_call_is_not_run_and_the_model_receives_the_reason_and_its
         assert_eq!(denied["reason"], "refunds over 100 need the finance team");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reservation_covers_every_turn_and_a_budget_that_cannot_pauses_before_the_first_call() {
+    let tools = TestServer::start(service()).await;
+    let llm = TestServer::start(model(|turn, _| match turn {
+        0 => openai_tools("Let me check.", &[("call_1", "lookup", json!({"id": "7"}))]),
+        _ => openai_text("Shipped."),
+    }))
+    .await;
+    let sys = embedded_with(|c| priced(c, provider(ProviderKind::Openai, &llm))).await;
+    let sys = &sys;
+    let tools = &tools;
+    let estimate = |turns: u32| async move {
+        let spec = orders_spec(tools).replace("max_turns: 4", &format!("max_turns: {turns}")).replace("steps:", "budget: { max_cost: 0.0001 }\nsteps:");
+        let run = sys.start(&spec, json!({})).await;
+        let v = sys.settle(&run).await;
+        assert!(v.state.is_waiting(), "the budget cannot cover the reservation: {:?}", v.state.status);
+        let request = v.state.budget_request.clone().expect("a budget-extension request");
+        let pending = sys.t().pending().await.unwrap();
+        let estimate = pending.into_iter().find(|r| r.run == run).unwrap().request.context["estimate"].clone();
+        (run, request, estimate)
+    };
+    let (_, _, two) = estimate(2).await;
+    let (run, request, four) = estimate(4).await;
+    assert!(llm.hits().is_empty(), "no model call before the budget covers every turn");
+    let (two, four) = (Money::parse(two.as_str().unwrap()).unwrap(), Money::parse(four.as_str().unwrap()).unwrap());
+    assert!(four > two, "more turns reserve more ({two} for 2, {four} for 4)");
+    // Each turn may re-send the conversation grown by an answer and four 8 KiB results: at 2 per
+    // million input tokens, four turns reserve well over 4 × (8 KiB × 4 × 2/1M).
+    assert!(four > Money::parse("0.0005").unwrap(), "{four}");
+    sys.t().decide(&request, tollgate_engine::run::Decision::Approve, "cfo", None).await.unwrap();
+    let v = sys.settle(&run).await;
+    assert_eq!(v.state.status.label(), "succeeded", "{:?}", v.state.status);
+    let step = TestSystem::step(&v, "answer");
+    assert_eq!(step.cost, Money::parse("0.0009").unwrap(), "charged what the two calls cost, not the reservation");
+    assert_eq!(v.state.budget.spent, step.cost);
+    assert!(v.state.budget.reserved.is_zero());
+}
