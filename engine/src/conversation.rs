@@ -89,6 +89,10 @@ pub struct ToolAsk {
     pub reason: String,
     /// The model turn (1-based) that asked for it.
     pub turn: u32,
+    /// Why it is asked about, for a tool authorised by category: the categories found in its
+    /// arguments (empty for `authorize: true`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub because: Vec<String>,
 }
 
 /// The rendered prompt of an `llm` step looked like a prompt injection and the step says

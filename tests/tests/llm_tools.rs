@@ -460,3 +460,41 @@ async fn the_reservation_covers_every_turn_and_a_budget_that_cannot_pauses_befor
     assert_eq!(v.state.budget.spent, step.cost);
     assert!(v.state.budget.reserved.is_zero());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tool_authorised_by_category_asks_only_when_its_arguments_hold_one() {
+    let payments = TestServer::start(service()).await;
+    let llm = TestServer::start(model(|turn, _| match turn {
+        0 => openai_tools("Paying the small invoice.", &[("call_1", "pay", json!({"amount": 12, "note": "invoice 4471"}))]),
+        1 => openai_tools("Paying by the card the customer gave.", &[("call_2", "pay", json!({"amount": 80, "note": "card 4111 1111 1111 1111"}))]),
+        _ => openai_text("Both paid."),
+    }))
+    .await;
+    let sys = embedded_with(|c| priced(c, provider(ProviderKind::Openai, &llm))).await;
+    let spec = format!(
+        r#"
+id: payer
+owner: ops
+egress: {{ allow: ["127.0.0.1"] }}
+steps:
+  - id: pay_invoices
+    type: llm
+    prompt: "Pay the invoices."
+    tools:
+      - {{ name: pay, description: Pay an amount, authorize: [card, iban], api_call: {{ method: POST, url: "{base}/pay", body: {{ amount: "${{{{ args.amount }}}}" }} }} }}
+"#,
+        base = payments.url("")
+    );
+    let run = sys.start(&spec, json!({})).await;
+    let v = sys.settle(&run).await;
+    assert!(v.state.is_waiting(), "{:?}", v.state.status);
+    assert_eq!(payments.hits().len(), 1, "the call without a card number ran without asking");
+    let request = sys.t().pending().await.unwrap().into_iter().find(|r| r.run == run).expect("a tool-authorisation request");
+    assert_eq!(request.request.context["because"], json!(["card"]));
+    assert_eq!(request.request.context["arguments"]["amount"], 80);
+    assert!(!request.request.context.to_string().contains("4111 1111 1111 1111"), "the card number is redacted on the request");
+    sys.t().decide(&request.request.id, tollgate_engine::run::Decision::AllowOnce, "ann", None).await.unwrap();
+    let v = sys.settle(&run).await;
+    assert_eq!(v.state.status.label(), "succeeded", "{:?}", v.state.status);
+    assert_eq!(payments.hits().len(), 2);
+}

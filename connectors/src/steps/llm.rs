@@ -227,9 +227,10 @@ impl StepHandler for LlmHandler {
                         (ToolCallStatus::NotRun, format!("not run: at most {MAX_TOOL_CALLS_PER_TURN} tool calls are carried out per turn"))
                     } else if let Some(tool) = tool {
                         let decided = grants.calls.get(&tool_call.id);
-                        match (tool.authorize, decided, grants.run.contains_key(&tool.name)) {
-                            (true, Some(ToolGrant::Deny { by, reason }), _) => (ToolCallStatus::Denied, format!("denied by {by}: {reason}")),
-                            (true, None, false) => {
+                        let asks = tool.authorize.asks(&tool_call.arguments);
+                        match (asks, decided, grants.run.contains_key(&tool.name)) {
+                            (Some(_), Some(ToolGrant::Deny { by, reason }), _) => (ToolCallStatus::Denied, format!("denied by {by}: {reason}")),
+                            (Some(because), None, false) => {
                                 // Stop here and ask: the run passivates while a human decides.
                                 let ask = ToolAsk {
                                     call_id: tool_call.id.clone(),
@@ -237,6 +238,7 @@ impl StepHandler for LlmHandler {
                                     arguments: tool_call.arguments.clone(),
                                     reason,
                                     turn: log.conversation.answers(),
+                                    because,
                                 };
                                 return Ok(StepSuccess {
                                     output: Value::Null,

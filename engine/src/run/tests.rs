@@ -850,7 +850,7 @@ steps:
 "#;
 
 fn tool_ask(call: &str, at: u64, attempt: u32) -> Event {
-    let ask = crate::conversation::ToolAsk { call_id: call.into(), tool: "refund".into(), arguments: json!({"order": 7}), reason: "the customer asked".into(), turn: 1 };
+    let ask = crate::conversation::ToolAsk { call_id: call.into(), tool: "refund".into(), arguments: json!({"order": 7}), reason: "the customer asked".into(), turn: 1, because: vec![] };
     Event::ToolAuthorisationAsked { step: StepId::from("ask"), attempt, at, started_at: at, ask, cost: Money::ZERO }
 }
 

@@ -30,6 +30,7 @@ pub(crate) fn tool_authorisation_request(spec: &ValidatedSpec, i: usize, ask: &T
             "reason": ask.reason,
             "call_id": ask.call_id,
             "turn": ask.turn,
+            "because": ask.because,
         }),
         assignee: tool.and_then(|t| t.assignee.clone()),
         forbid_self_approval: tool.is_some_and(|t| t.forbid_self_approval),

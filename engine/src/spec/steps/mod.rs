@@ -29,7 +29,7 @@ pub use code::{CodeLimits, CodeStep};
 pub use condition::ConditionStep;
 pub use delay::DelayStep;
 pub use llm::{LlmMessage, LlmStep, OnInjection, compile_schema, schema_errors};
-pub use tools::{is_tool_name, ToolBacking, ToolSpec, DEFAULT_MAX_TURNS, MAX_TOOL_CALLS_PER_TURN, MAX_TOOL_RESULT_BYTES, MAX_TURNS_LIMIT};
+pub use tools::{is_tool_name, Authorize, ToolBacking, ToolSpec, DEFAULT_MAX_TURNS, MAX_TOOL_CALLS_PER_TURN, MAX_TOOL_RESULT_BYTES, MAX_TURNS_LIMIT};
 pub use research::{is_collection_name, ResearchStep, DEFAULT_COLLECTION, MAX_TOP_K};
 pub use event::{valid_event_name, EmitSpec, EventStep, OnTimeout, WaitSpec, DEFAULT_LOOKBACK};
 pub(crate) use format::one_shape_per_type;

@@ -38,9 +38,11 @@ pub struct ToolSpec {
     #[serde(default = "any_object")]
     pub parameters: Value,
     /// Ask a human before each call (allow once, allow for the rest of the run, or deny with a
-    /// reason the model receives).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub authorize: bool,
+    /// reason the model receives): `true`, or a list of gate categories (`[card, iban]`) —
+    /// then only calls whose arguments the gate mesh's detectors find one of them in (or would
+    /// block, e.g. an injection) are asked about.
+    #[serde(default, skip_serializing_if = "Authorize::is_never")]
+    pub authorize: Authorize,
     /// Who is asked to authorise (a user or group); default: the workflow's owner.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub assignee: Option<String>,
@@ -56,6 +58,59 @@ pub struct ToolSpec {
     /// Backed by a search of the owner's collection; `query` is a template over `args`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub research: Option<ResearchStep>,
+}
+
+/// When a tool's calls need a human's authorisation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Authorize {
+    /// Every call (`true`) or none (`false`).
+    Always(bool),
+    /// Calls whose arguments hold one of these gate categories.
+    When(Vec<String>),
+}
+
+impl Default for Authorize {
+    fn default() -> Self {
+        Authorize::Always(false)
+    }
+}
+
+impl Authorize {
+    fn is_never(&self) -> bool {
+        *self == Authorize::Always(false)
+    }
+
+    /// Whether it may ever ask.
+    pub fn may_ask(&self) -> bool {
+        !self.is_never()
+    }
+
+    /// Whether a call with `args` must be authorised, and why (the categories found; empty for
+    /// `true`). The built-in detectors and default policy judge the arguments; a verdict that
+    /// would block (an injection, a scan that ran out of time) asks too — fail closed.
+    pub fn asks(&self, args: &Value) -> Option<Vec<String>> {
+        match self {
+            Authorize::Always(true) => Some(Vec::new()),
+            Authorize::Always(false) => None,
+            Authorize::When(categories) => {
+                let policy = crate::gates::GatePolicy::default();
+                let (verdict, _) = crate::gates::GateMesh::builtin().scan_json(args, &policy, &mut crate::gates::RedactionMap::new());
+                let mut found: Vec<String> = verdict.findings.iter().map(|f| f.category.clone()).filter(|c| categories.contains(c)).collect();
+                found.sort();
+                found.dedup();
+                if found.is_empty() && verdict.action == crate::gates::GateAction::Block {
+                    found.push("blocked by the gate mesh".into());
+                }
+                (!found.is_empty()).then_some(found)
+            }
+        }
+    }
+}
+
+/// The categories `authorize: [...]` may name: those the built-in detectors find.
+pub fn known_categories() -> Vec<String> {
+    crate::gates::GatePolicy::default().actions.keys().cloned().collect()
 }
 
 fn any_object() -> Value {
@@ -126,7 +181,16 @@ pub(crate) fn check_tools(tools: &[ToolSpec], max_turns: Option<u32>, at: &str, 
         if let Some(r) = &t.research {
             r.check(&format!("{at}.research"), p);
         }
-        if !t.authorize && (t.assignee.is_some() || t.forbid_self_approval) {
+        if let Authorize::When(categories) = &t.authorize {
+            let known = known_categories();
+            if categories.is_empty() {
+                p.push(problem(format!("{at}.authorize"), "an empty list asks about nothing: write `false`, `true` or categories"));
+            }
+            for c in categories.iter().filter(|c| !known.contains(c)) {
+                p.push(problem(format!("{at}.authorize"), format!("unknown category `{c}` (known: {})", known.join(", "))));
+            }
+        }
+        if !t.authorize.may_ask() && (t.assignee.is_some() || t.forbid_self_approval) {
             p.push(problem(at.clone(), "`assignee` and `forbid_self_approval` apply only to a tool with `authorize: true`"));
         }
     }
@@ -164,5 +228,18 @@ mod tests {
         assert!(has("tools[2] (bad name).description"), "{text:?}");
         assert!(has("max_turns"), "{text:?}");
         assert!(tools[0].backing().is_some() && tools[1].backing().is_none());
+    }
+
+    #[test]
+    fn authorize_by_category_asks_only_about_arguments_holding_one() {
+        let t = tool(json!({"name": "pay", "description": "pay", "authorize": ["card"], "code": {"script": "return 1"}}));
+        assert_eq!(t.authorize.asks(&json!({"amount": 12, "note": "lunch"})), None);
+        assert_eq!(t.authorize.asks(&json!({"card": "4111 1111 1111 1111"})), Some(vec!["card".to_string()]));
+        let always = tool(json!({"name": "pay", "description": "pay", "authorize": true, "code": {"script": "return 1"}}));
+        assert_eq!(always.authorize.asks(&json!({})), Some(vec![]));
+        let mut p = Vec::new();
+        let bad = tool(json!({"name": "pay", "description": "pay", "authorize": ["cardz"], "code": {"script": "return 1"}}));
+        check_tools(&[bad], None, "steps[0] (x)", &mut p);
+        assert!(p.iter().any(|p| p.to_string().contains("unknown category `cardz`")), "{p:?}");
     }
 }
