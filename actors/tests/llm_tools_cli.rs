@@ -184,6 +184,7 @@ steps:
     let step = summary["steps"].as_array().and_then(|s| s.iter().find(|s| s["id"] == "answer")).cloned().unwrap_or(Value::Null);
     assert_eq!(step["decision"]["decision"]["decision"], "deny", "{step:#}");
     assert_eq!(step["decision"]["by"], "carol");
+    assert_eq!(step["tool_calls"], json!([{"id": "call_9", "tool": "refund", "status": "denied", "attempt": 2}]), "{step:#}");
     let counts = counts.lock().unwrap();
     assert!(counts.tool_by_path.is_empty(), "the denied call was never made: {:?}", counts.tool_by_path);
     assert_eq!(counts.model_by_turn.get(&0), Some(&1), "the first turn was not asked for again: {:?}", counts.model_by_turn);

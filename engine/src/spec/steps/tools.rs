@@ -173,7 +173,12 @@ pub(crate) fn check_tools(tools: &[ToolSpec], max_turns: Option<u32>, at: &str, 
             p.push(problem(at.clone(), "a tool needs exactly one of `api_call`, `code`, `research`"));
         }
         if let Some(r) = &t.api_call {
-            crate::spec::steps::ApiCallStep { request: r.clone() }.check(&format!("{at}.api_call"), p);
+            if !super::api_call::is_http_method(&r.method) {
+                p.push(problem(format!("{at}.api_call.method"), format!("`{}` is not an HTTP method", r.method)));
+            }
+            if r.url.trim().is_empty() {
+                p.push(problem(format!("{at}.api_call.url"), "must not be empty"));
+            }
         }
         if let Some(c) = &t.code {
             c.check(&format!("{at}.code"), p);
