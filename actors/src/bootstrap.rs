@@ -145,7 +145,7 @@ pub async fn start(config: &Config, role: Role) -> anyhow::Result<Running> {
     let step_queue = queue::open(&qconf).await.context("opening the step queue")?;
     let models = Arc::new(config.llm.catalog()?);
     let mut handlers = handlers(config, &store, &models)?;
-    handlers.insert(StepType::Event, Arc::new(EventHandler::new(bus.clone())) as _);
+    handlers.insert(StepType::Event, Arc::new(EventHandler::new(bus.clone(), store.clone())) as _);
     let engine = Arc::new(
         Engine::new(store.clone(), step_queue, handlers, config.max_in_flight_per_run, config.reconcile_interval, liveness, config.lease_ttl)
             .with_models(models)

@@ -11,7 +11,7 @@ use tokio::task::JoinHandle;
 use tollgate_engine::ids::{RequestId, RunId, StepId, WorkflowId};
 use tollgate_engine::queue::StepJob;
 use tollgate_engine::run::{self, Action, Decision, Event, RunState, StepStatus, Timer};
-use tollgate_engine::events::waiters_key;
+use tollgate_engine::events::{waiters_key, EventName};
 use tollgate_engine::expr::Scope;
 use tollgate_engine::spec::steps::EventStep;
 use tollgate_engine::spec::{StepKind, ValidatedSpec};
@@ -371,7 +371,7 @@ async fn await_event(st: &mut RunActorState, step: &StepId, name: &str) -> Resul
     let Some(bus) = st.engine.events.clone() else {
         return Err(format!("run {} waits for an event but this process has no event bus", st.state.run).into());
     };
-    st.engine.store.backend().index_add(&waiters_key(&bus.name_id(name)), st.state.run.as_str()).await?;
+    st.engine.store.backend().index_add(&waiters_key(&bus.name_id(EventName::new(st.spec.spec().owner.as_str(), name))), st.state.run.as_str()).await?;
     if let Some((i, _)) = st.spec.step_by_id(step) {
         st.found.extend(find_event(st, i).await?);
     }
@@ -387,7 +387,7 @@ async fn find_event(st: &RunActorState, i: usize) -> Result<Option<Event>, Actor
     let StepKind::Event(EventStep { wait: Some(wait), .. }) = &st.spec.step(i).kind else { return Ok(None) };
     let Some(bus) = &st.engine.events else { return Ok(None) };
     let scope = Scope { params: &st.state.params, steps: &st.state.scope };
-    for event in bus.read_since(&wait.name, from, EVENT_SCAN_LIMIT).await? {
+    for event in bus.read_since(EventName::new(st.spec.spec().owner.as_str(), &wait.name), from, EVENT_SCAN_LIMIT).await? {
         let received = event.to_value();
         match wait.matches(&received, &scope) {
             Ok(true) => return Ok(Some(Event::EventReceived { step: st.spec.step(i).id.clone(), received, at: now_ms() })),
@@ -412,7 +412,7 @@ async fn forget_finished_waits(st: &RunActorState, before: &[&'static str]) -> R
     for i in 0..st.state.steps.len() {
         if before[i] == "waiting_event" && !matches!(st.state.steps[i].status, StepStatus::WaitingEvent { .. }) {
             if let Some(name) = wait_name(i).filter(|n| !still.contains(n)) {
-                st.engine.store.backend().index_remove(&waiters_key(&bus.name_id(name)), st.state.run.as_str()).await?;
+                st.engine.store.backend().index_remove(&waiters_key(&bus.name_id(EventName::new(st.spec.spec().owner.as_str(), name))), st.state.run.as_str()).await?;
             }
         }
     }
