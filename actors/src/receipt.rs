@@ -23,6 +23,7 @@ pub async fn build(engine: &Engine, run: &RunId) -> Result<Receipt, ServiceError
     })?;
     let spec = engine.spec(&meta.workflow, &meta.spec_digest).await.map_err(|e| ServiceError::Engine(e.to_string()))?;
     let (journal, chained) = engine.store.read_chained_journal(&meta.workflow, run).await?;
+    engine.store.check_closed_journal(&meta.workflow, run, &journal, &chained).await?;
     let (_, map) = engine.store.redactions(&meta.workflow, run).await?;
     let mut redactor = Redactor { mesh: spec.gate_mesh(), policy: receipt_policy(), map: map.unwrap_or_default() };
     let mut redact = |v: &Value| redactor.redact(v);

@@ -585,7 +585,7 @@ pub const POLICY: &str = "escalation policy";
 async fn after_change(myself: &ActorRef<RunMsg>, st: &mut RunActorState) -> Result<(), ActorProcessingErr> {
     if st.state.status.is_finished() {
         // Workers start none of its attempts any more and abandon the ones they run.
-        let closed = RunClosed { status: st.state.status.label().to_string(), at: now_ms() };
+        let closed = RunClosed { status: st.state.status.label().to_string(), at: now_ms(), journal: Some((st.journal.len, st.journal.link.to_hex())) };
         st.engine.store.close_run(&st.wf, &st.state.run, &closed).await?;
         st.engine.store.put_run_summary(&st.wf, &st.state.run, &RunSummary::of(&st.state)).await?;
         st.engine.store.mark_run_finished(&st.state.run).await?;

@@ -274,7 +274,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Runs { command } => runs_cmd(&config, command).await,
         Command::Users { command } => users::run(&config, command).await,
         Command::Receipt { command } => receipt::run(&config, command).await,
-        Command::Gates { command } => gates::run(command),
+        Command::Gates { command } => gates::run(&config, command).await,
         Command::Docs { command } => docs::run(&config, command).await,
         Command::Serve => crate::http::serve(&config).await.map(|_| ExitCode::SUCCESS),
         Command::Triggers { command } => triggers::run(&config, command).await,

@@ -227,6 +227,27 @@ impl Store {
         Ok((events, chained))
     }
 
+    /// Check a finished run's journal (as [`Store::read_chained_journal`] read it) against the
+    /// length and last link recorded when the run closed: the chain shows an altered entry by
+    /// the one after it, and this covers the last entry and entries cut off the end.
+    pub async fn check_closed_journal(&self, wf: &WorkflowId, run: &RunId, events: &[Event], chained: &[ChainedEntry]) -> Result<(), StoreError> {
+        let k = self.workflow_key(wf).await?;
+        let key = keys::run_closed(run);
+        let closed: Option<RunClosed> = self.get_sealed(&k, &key).await?;
+        let Some((len, link)) = closed.and_then(|c| c.journal) else { return Ok(()) };
+        let log = keys::run_journal(run);
+        if (chained.len() as u64) < len {
+            return Err(corrupt(&log, format!("the run closed with {len} journal entries and {} are left: entries were removed at rest", chained.len())));
+        }
+        let last = len.checked_sub(1).map(|i| i as usize);
+        if let Some(i) = last {
+            if chained[i].link.to_hex() != link {
+                return Err(corrupt(&journal_aad(&log, i as u64), format!("entry {i} ({}) was altered at rest: it is not the entry the run closed with", events[i].kind())));
+            }
+        }
+        Ok(())
+    }
+
     /// Several attempts' inputs in one write.
     pub async fn put_step_inputs(&self, wf: &WorkflowId, run: &RunId, inputs: &[(StepId, u32, &Value)]) -> Result<(), StoreError> {
         let k = self.workflow_key(wf).await?;
