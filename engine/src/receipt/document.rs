@@ -56,14 +56,14 @@ pub struct EntryInput<'a> {
 
 impl ReceiptEntry {
     /// What an entry's signature covers.
-    pub(crate) fn signed_bytes(run: &str, index: u64, kind: &str, at: u64, link: &str, record: &Value) -> Vec<u8> {
+    pub fn signed_bytes(run: &str, index: u64, kind: &str, at: u64, link: &str, record: &Value) -> Vec<u8> {
         canonical_json(&json!({"format": FORMAT, "run": run, "index": index, "kind": kind, "at": at, "link": link, "record": record}))
     }
 }
 
 impl Receipt {
     /// What the header's signature covers.
-    pub(crate) fn signed_header(header: &Value, key: &str) -> Vec<u8> {
+    pub fn signed_header(header: &Value, key: &str) -> Vec<u8> {
         canonical_json(&json!({"format": FORMAT, "header": header, "key": key}))
     }
 
