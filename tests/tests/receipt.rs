@@ -300,3 +300,46 @@ async fn receipt_embedded() {
 async fn receipt_redis() {
     a_receipt_of_a_real_run_verifies_and_names_every_alteration(redis().await).await;
 }
+
+const HOOKED: &str = r#"
+id: receipt-hooked
+owner: ops
+parameters:
+  client: { type: string, required: true }
+steps:
+  - { id: greet, type: code, script: "return { hello: input.c }", inputs: { c: "${{ params.client }}" } }
+triggers:
+  - id: intake
+    webhook: {}
+    params: { client: "${{ payload.body.client }}" }
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receipt_names_the_trigger_fire_that_started_the_run() {
+    let h = tollgate_tests::triggers::Hooked::start(embedded().await, HOOKED).await;
+    let body = serde_json::to_vec(&json!({"client": EMAIL})).unwrap();
+    let sig = tollgate_engine::trigger::signature::sign_hex(&h.secret("intake").await, &body);
+    let res = reqwest::Client::new()
+        .post(h.url("intake"))
+        .header("content-type", "application/json")
+        .header("X-Signature-256", sig)
+        .header("Idempotency-Key", "delivery-7")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 202);
+    let fire = h.history().await.into_iter().find(|f| f.outcome.label() == "started").expect("the fire is recorded");
+    let runs = h.sys.t().engine.store.list_runs().await.unwrap();
+    assert_eq!(h.sys.settle(&runs[0]).await.state.status.label(), "succeeded");
+
+    let receipt = serde_json::to_value(tollgate::receipt::build(&h.sys.t().engine, &runs[0]).await.unwrap()).unwrap();
+    let key = h.sys.t().engine.store.receipt_signer().await.unwrap().public();
+    verify(&receipt, Some(&key)).expect("the receipt verifies");
+    let t = &receipt["header"]["trigger"];
+    assert_eq!((t["trigger"].as_str(), t["fire"].as_str(), t["kind"].as_str(), t["at"].as_u64()), (Some("intake"), Some(fire.fire.as_str()), Some("webhook"), Some(fire.at)));
+    assert_eq!(t["source"], "delivery delivery-7", "the fire's source, as its history shows it");
+    let text = receipt.to_string();
+    assert!(!text.contains(EMAIL), "{text}");
+    assert_eq!(receipt["header"]["params"]["client"], "[EMAIL_1]");
+}
