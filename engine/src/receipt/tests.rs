@@ -1,3 +1,6 @@
+//! Receipts built from a small chained journal: they verify, and every alteration — any value
+//! of an entry, a removed or moved entry, another key — is named by its entry.
+
 use serde_json::{json, Value};
 
 use crate::receipt::{verify, EntryInput, Receipt, ReceiptKey, ReceiptSigner, VerifyError};
