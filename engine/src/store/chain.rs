@@ -94,13 +94,15 @@ pub struct ChainedEntry {
     pub link: ChainLink,
 }
 
-/// The plaintext to seal for an event that follows `prev`.
-pub(crate) fn frame(prev: &ChainLink, event_json: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(1 + LINK_LEN + event_json.len());
+/// The plaintext to seal for an event that follows `prev`, the event's JSON written by
+/// `write_json` straight after the link (no second copy), and the entry's own link.
+pub(crate) fn frame(prev: &ChainLink, write_json: impl FnOnce(&mut Vec<u8>)) -> (Vec<u8>, ChainLink) {
+    let mut out = Vec::with_capacity(256);
     out.push(CHAINED);
     out.extend_from_slice(&prev.0);
-    out.extend_from_slice(event_json);
-    out
+    write_json(&mut out);
+    let link = prev.next(&event_digest(&out[1 + LINK_LEN..]));
+    (out, link)
 }
 
 /// Split an opened entry into the link it claims to follow and its event JSON.
@@ -133,8 +135,9 @@ mod tests {
     #[test]
     fn frames_round_trip_and_old_entries_are_named() {
         let prev = ChainLink::genesis(&RunId::new("r1"));
-        let framed = frame(&prev, b"{\"x\":1}");
+        let (framed, link) = frame(&prev, |b| b.extend_from_slice(b"{\"x\":1}"));
         assert_eq!(unframe(&framed).unwrap(), (prev, &b"{\"x\":1}"[..]));
+        assert_eq!(link, prev.next(&event_digest(b"{\"x\":1}")));
         assert!(unframe(b"{\"event\":\"run_started\"}").unwrap_err().contains("predates"));
         assert!(unframe(&[]).is_err());
     }

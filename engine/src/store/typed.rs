@@ -182,9 +182,8 @@ impl Store {
             .iter()
             .enumerate()
             .map(|(i, e)| {
-                let json = Self::encode(e);
-                let plain = chain::frame(&link, &json);
-                link = link.next(&chain::event_digest(&json));
+                let (plain, next) = chain::frame(&link, |buf| serde_json::to_writer(buf, e).expect("events serialise to JSON"));
+                link = next;
                 k.seal(journal_aad(&log, head.len + i as u64).as_bytes(), &plain)
             })
             .collect();
