@@ -122,3 +122,30 @@ async fn tightening_a_policy_reports_exactly_the_steps_whose_planted_values_it_a
     let later = ReplayScope { since: Some(tollgate::system::now_ms() + 60_000), ..scope };
     assert_eq!(replay_policy(engine, &GatePolicy::default(), &later).await.unwrap().runs, 0);
 }
+
+/// Blocks secrets and fails the step: the output is never recorded.
+const BLOCKING: &str = r#"
+id: replay-blocking
+owner: ops
+gates:
+  policy:
+    actions: { secret: block }
+  on_block: fail
+steps:
+  - { id: leak, type: code, script: "return 'GITHUB_TOKEN=' + 'ghp_Vpzz63FfkCzJr4i0' + 'B3JrTAwR4y9ojfljoQoa'" }
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_that_failed_its_step_is_replayed_from_its_findings() {
+    let sys = embedded().await;
+    let run = sys.start(BLOCKING, json!({})).await;
+    assert_eq!(sys.settle(&run).await.state.status.label(), "failed");
+    let scope = ReplayScope { workflow: Some(WorkflowId::from("replay-blocking")), since: None };
+    let report = replay_policy(&sys.t().engine, &GatePolicy::default(), &scope).await.unwrap();
+    assert_eq!(report.changes.len(), 1, "{report:?}");
+    let c = &report.changes[0];
+    assert_eq!((c.step.as_str(), c.verdict.recorded, c.verdict.replayed), ("leak", GateAction::Block, GateAction::Redact));
+    assert_eq!(c.verdict.rules, ["secret.github_token"]);
+    assert!(!c.verdict.output_rescanned, "the blocked output was never recorded");
+    assert_eq!(report.steps[0].findings_only, 1);
+}

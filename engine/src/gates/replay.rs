@@ -93,3 +93,55 @@ fn detector_on(policy: &GatePolicy, d: Detector) -> bool {
         Detector::Mesh => true,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::gates::RegexRule;
+
+    fn recorded(mesh: &GateMesh, policy: &GatePolicy, output: &Value) -> (GateVerdict, Value) {
+        let (verdict, rewritten) = mesh.scan_json(output, policy, &mut RedactionMap::new());
+        let kept = if verdict.action == GateAction::Allow { output.clone() } else { rewritten.unwrap() };
+        (verdict, kept)
+    }
+
+    #[test]
+    fn tightening_finds_what_was_let_through_and_loosening_what_was_replaced() {
+        let mesh = GateMesh::builtin();
+        let old = GatePolicy::from_toml("[actions]\nemail = \"allow\"\n").unwrap();
+        let (verdict, kept) = recorded(&mesh, &old, &json!({"note": "mail jane@corp.example.org, card 4111 1111 1111 1111"}));
+        assert_eq!(verdict.action, GateAction::Redact);
+        // Same policy: nothing changes.
+        assert!(!replay(&mesh, &old, Some(&kept), &verdict).changed());
+        // Stricter on addresses: the address, in clear in the recorded output, is what changes.
+        let strict = GatePolicy::from_toml("[actions]\nemail = \"block\"\n").unwrap();
+        let r = replay(&mesh, &strict, Some(&kept), &verdict);
+        assert_eq!((r.recorded, r.replayed, r.categories.as_slice()), (GateAction::Redact, GateAction::Block, ["email".to_string()].as_slice()));
+        // Looser on cards: only the recorded finding says a card was there.
+        let loose = GatePolicy::from_toml("[actions]\nemail = \"allow\"\ncard = \"allow\"\n").unwrap();
+        let r = replay(&mesh, &loose, Some(&kept), &verdict);
+        assert_eq!((r.replayed, r.rules.as_slice()), (GateAction::Allow, ["pii.card".to_string()].as_slice()));
+        // A rule switched off counts as not found.
+        let mut off = old.clone();
+        off.disabled_rules.push("pii.card".into());
+        assert_eq!(replay(&mesh, &off, Some(&kept), &verdict).replayed, GateAction::Allow);
+    }
+
+    #[test]
+    fn a_user_rule_keeps_its_own_action_whatever_the_policy() {
+        let rule: RegexRule = serde_json::from_value(json!({
+            "id": "codename", "category": "codename", "action": "block", "pattern": "\\bPROJECT-[A-Z]{4}\\b",
+            "positive": ["launch PROJECT-LYNX"], "negative": ["project lynx"]
+        }))
+        .unwrap();
+        let mesh = GateMesh::builtin().with_extra_rules(vec![rule]).unwrap();
+        let (verdict, kept) = recorded(&mesh, &GatePolicy::default(), &json!("launch PROJECT-LYNX"));
+        assert_eq!(verdict.action, GateAction::Block);
+        let lenient = GatePolicy::from_toml("default_action = \"allow\"\n[actions]\ncodename = \"allow\"\n").unwrap();
+        let r = replay(&mesh, &lenient, Some(&kept), &verdict);
+        assert_eq!(r.replayed, GateAction::Block, "{r:?}");
+        assert!(!r.changed());
+    }
+}
