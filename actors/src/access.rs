@@ -128,6 +128,12 @@ impl Tollgate {
         Ok(crate::audit::audit_events(&spec, &journal))
     }
 
+    /// The run's signed receipt (`crate::receipt`), if the caller may see the run.
+    pub async fn receipt_as(&self, caller: &Caller, run: &RunId) -> Result<tollgate_engine::receipt::Receipt, ServiceError> {
+        self.view_as(caller, run).await?;
+        crate::receipt::build(&self.engine, run).await
+    }
+
     pub async fn cancel_as(&self, caller: &Caller, run: &RunId, reason: &str) -> Result<(), ServiceError> {
         let meta = self.engine.store.run_meta(run).await.map_err(|_| ServiceError::NotFound(run.to_string()))?;
         if !caller.sees(meta.owner.as_str()) {

@@ -15,7 +15,7 @@ use tollgate_engine::events::{waiters_key, EventName};
 use tollgate_engine::expr::Scope;
 use tollgate_engine::spec::steps::EventStep;
 use tollgate_engine::spec::{StepKind, ValidatedSpec};
-use tollgate_engine::store::{AttemptAbandoned, AttemptClaim, HumanDecisionRecord, HumanRequestRecord, Lease, OutcomeResult, RunClosed, RunSummary, StepOutcome};
+use tollgate_engine::store::{ChainLink, JournalHead, AttemptAbandoned, AttemptClaim, HumanDecisionRecord, HumanRequestRecord, Lease, OutcomeResult, RunClosed, RunSummary, StepOutcome};
 
 use crate::lease;
 use crate::supervisor::SupervisorMsg;
@@ -83,7 +83,8 @@ pub struct RunActorState {
     spec: Arc<ValidatedSpec>,
     wf: WorkflowId,
     state: RunState,
-    journal_len: u64,
+    /// Where the journal ends (length and hash-chain link): the next append follows it.
+    journal: JournalHead,
     timers: HashMap<Timer, JoinHandle<()>>,
     /// Dispatches held back by the in-flight cap, in order.
     held: std::collections::VecDeque<Action>,
@@ -111,7 +112,8 @@ impl Actor for RunActor {
         };
         let meta = engine.store.run_meta(&args.run).await?;
         let spec = engine.spec(&meta.workflow, &meta.spec_digest).await?;
-        let journal = engine.store.read_journal(&meta.workflow, &args.run).await?;
+        let (journal, chained) = engine.store.read_chained_journal(&meta.workflow, &args.run).await?;
+        let head = JournalHead { len: journal.len() as u64, link: chained.last().map_or_else(|| ChainLink::genesis(&args.run), |e| e.link) };
         let state = run::replay(&spec, args.run.clone(), &journal);
         let mut st = RunActorState {
             engine: engine.clone(),
@@ -119,7 +121,7 @@ impl Actor for RunActor {
             spec,
             wf: meta.workflow.clone(),
             state,
-            journal_len: journal.len() as u64,
+            journal: head,
             timers: HashMap::new(),
             held: Default::default(),
             ticker: None,
@@ -349,8 +351,7 @@ async fn process(myself: &ActorRef<RunMsg>, st: &mut RunActorState, mut events: 
         let inputs: Vec<(StepId, u32, &serde_json::Value)> = plan.ready.iter().map(|(s, a, i)| (s.clone(), *a, i)).collect();
         // Fenced: refused if another process took the run over (the actor then fails, and its
         // successor here finds the lease held and stops).
-        st.engine.store.append_events(&st.wf, &st.state.run, st.journal_len, &events, &inputs, &st.lease).await?;
-        st.journal_len += events.len() as u64;
+        st.journal = st.engine.store.append_events(&st.wf, &st.state.run, &st.journal, &events, &inputs, &st.lease).await?;
         // Durable now: perform. Watchers hear of a dispatch once its job is in the queue.
         enqueue_recorded(st, plan.ready).await?;
         publish_changes(st, &before);
@@ -584,7 +585,7 @@ pub const POLICY: &str = "escalation policy";
 async fn after_change(myself: &ActorRef<RunMsg>, st: &mut RunActorState) -> Result<(), ActorProcessingErr> {
     if st.state.status.is_finished() {
         // Workers start none of its attempts any more and abandon the ones they run.
-        let closed = RunClosed { status: st.state.status.label().to_string(), at: now_ms() };
+        let closed = RunClosed { status: st.state.status.label().to_string(), at: now_ms(), journal: Some((st.journal.len, st.journal.link.to_hex())) };
         st.engine.store.close_run(&st.wf, &st.state.run, &closed).await?;
         st.engine.store.put_run_summary(&st.wf, &st.state.run, &RunSummary::of(&st.state)).await?;
         st.engine.store.mark_run_finished(&st.state.run).await?;
