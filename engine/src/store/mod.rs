@@ -7,6 +7,7 @@
 //! (`tollgate-tests::store_conformance`) runs against every backend.
 
 mod backend;
+mod connections;
 mod fires;
 pub mod keys;
 pub mod lease;
@@ -19,6 +20,7 @@ mod typed;
 mod users;
 
 pub use backend::{Backend, StoreError};
+pub use connections::EmailSendRecord;
 pub use lease::{Lease, LeaseGrant};
 pub use listing::{RunListing, RunPage};
 pub use records::*;
