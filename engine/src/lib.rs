@@ -4,6 +4,7 @@
 //! the ports ([`store::Backend`], [`queue::StepQueue`], [`step::StepHandler`]).
 
 pub mod checks;
+pub mod connections;
 pub mod crypto;
 pub mod egress;
 pub mod events;

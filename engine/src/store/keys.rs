@@ -150,3 +150,18 @@ pub fn fire_blob(wf: &WorkflowId, digest: &str) -> String {
 
 /// Index of every trigger ever started (members: `workflow/trigger`).
 pub const TRIGGERS: &str = "idx/triggers";
+
+/// A named connection of an owner (settings, never its credential), sealed with the owner's
+/// `connections` key.
+pub fn connection(owner: &OwnerId, name: &str) -> String {
+    format!("conn/{owner}/{name}")
+}
+/// Index of an owner's connections (members: connection names).
+pub fn connections(owner: &OwnerId) -> String {
+    format!("idx/conn/{owner}")
+}
+/// The record that a step's email was sent (or is being sent), keyed by a workflow-keyed digest
+/// of the step's idempotency key (see `store::connections`).
+pub fn email_sent(wf: &WorkflowId, digest: &str) -> String {
+    format!("wf/{wf}/sent/{digest}")
+}

@@ -8,6 +8,7 @@
 
 mod backend;
 pub mod chain;
+mod connections;
 mod fires;
 pub mod keys;
 pub mod lease;
@@ -22,6 +23,7 @@ mod users;
 
 pub use backend::{Backend, StoreError};
 pub use chain::{ChainLink, ChainedEntry, JournalHead};
+pub use connections::EmailSendRecord;
 pub use lease::{Lease, LeaseGrant};
 pub use listing::{RunListing, RunPage};
 pub use records::*;
