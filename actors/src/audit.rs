@@ -54,7 +54,7 @@ pub fn detailed_event(spec: &ValidatedSpec, e: &Event, redact: &mut dyn FnMut(&V
         }
         Event::Cancelled { reason, .. } => put("reason", redact(&json!(reason))),
         Event::EventReceived { received, .. } => put("payload", redact(&received["payload"])),
-        Event::TimerFired { .. } => {}
+        Event::TimerFired { .. } | Event::ItemsResolved { .. } => {}
     }
     v
 }
@@ -129,6 +129,7 @@ fn audit_event(spec: &ValidatedSpec, e: &Event) -> Value {
             v
         }
         Event::Cancelled { by, reason, .. } => json!({"at": at, "kind": "run.cancelled", "by": by, "reason": reason}),
+        Event::ItemsResolved { step, items, limit, .. } => json!({"at": at, "kind": "step.fanned_out", "step": step, "items": items, "limit": limit}),
         // The event's id and name; its payload is output, shown by `runs show --outputs`.
         Event::EventReceived { step, received, .. } => {
             json!({"at": at, "kind": "event.received", "step": step, "event": received["id"], "name": received["name"]})
