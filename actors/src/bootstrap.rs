@@ -9,8 +9,9 @@ use ractor::Actor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tollgate_connectors::docs::DocStore;
+use tollgate_connectors::connections::Connections;
 use tollgate_connectors::steps::tools::ToolRunner;
-use tollgate_connectors::steps::{ApiCallHandler, CodeHandler, EventHandler, LlmHandler, ResearchHandler};
+use tollgate_connectors::steps::{ApiCallHandler, CodeHandler, ConnectorHandler, EventHandler, LlmHandler, ResearchHandler};
 use tollgate_engine::step::StepHandler;
 use tollgate_connectors::store::{RedisBackend, SqliteBackend};
 use tollgate_engine::crypto::MasterKey;
@@ -130,7 +131,14 @@ pub fn handlers(config: &Config, store: &Arc<Store>, models: &Arc<ModelCatalog>)
     h.insert(StepType::ApiCall, api_call);
     h.insert(StepType::Llm, Arc::new(LlmHandler::new(store.clone(), models.clone(), tools).map_err(anyhow::Error::msg).context("model providers")?) as _);
     h.insert(StepType::Research, research);
+    h.insert(StepType::Connector, Arc::new(ConnectorHandler::new(connections(config, store)?)) as _);
     Ok(h)
+}
+
+/// The runtime clients of owners' named connections (smtp, imap, http): what `connector`
+/// steps and the `platform` step's `notify` send through. HTTP connections obey `[egress] allow`.
+pub fn connections(config: &Config, store: &Arc<Store>) -> anyhow::Result<Arc<Connections>> {
+    Ok(Arc::new(Connections::new(store.clone(), config.egress.allowlist()?)))
 }
 
 /// Start the system for `role`.
@@ -151,11 +159,14 @@ pub async fn start(config: &Config, role: Role) -> anyhow::Result<Running> {
     // The shared backend: jobs enqueued through it wake this process's workers at once.
     let step_queue = queue::open(&qconf).await.context("opening the step queue")?;
     let models = Arc::new(config.llm.catalog()?);
+    let catalogue = Arc::new(crate::catalogue::Catalogue::load(&config.catalogue)?);
     let mut handlers = handlers(config, &store, &models)?;
-    handlers.insert(StepType::Event, Arc::new(EventHandler::new(bus.clone())) as _);
+    handlers.insert(StepType::Event, Arc::new(EventHandler::new(bus.clone(), store.clone())) as _);
     let engine = Arc::new(
         Engine::new(store.clone(), step_queue, handlers, config.max_in_flight_per_run, config.reconcile_interval, liveness, config.lease_ttl)
             .with_models(models)
+            .with_catalogue(catalogue)
+            .with_for_each_max_items(config.for_each_max_items)
             .with_events(bus.clone()),
     );
     let (supervisor, _) = Actor::spawn(None, RunSupervisor, engine.clone()).await.context("starting the run supervisor")?;

@@ -4,6 +4,7 @@
 //! the ports ([`store::Backend`], [`queue::StepQueue`], [`step::StepHandler`]).
 
 pub mod checks;
+pub mod connections;
 pub mod conversation;
 pub mod crypto;
 pub mod egress;
@@ -14,6 +15,7 @@ pub mod ids;
 pub mod llm;
 pub mod money;
 pub mod queue;
+pub mod receipt;
 pub mod run;
 pub mod spec;
 pub mod step;

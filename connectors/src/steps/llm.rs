@@ -32,6 +32,7 @@ use tollgate_engine::gates::{GateMesh, GatePolicy, RedactionMap};
 use tollgate_engine::money::Money;
 use tollgate_engine::spec::{LlmStep, MAX_TOOL_CALLS_PER_TURN, MAX_TOOL_RESULT_BYTES, OnInjection, StepKind, compile_schema, schema_errors};
 use tollgate_engine::step::{StepError, StepHandler, StepInvocation, StepSuccess};
+use tollgate_engine::ids::StepId;
 use tollgate_engine::store::Store;
 
 use crate::steps::tools::ToolRunner;
@@ -88,14 +89,16 @@ impl LlmHandler {
 struct TurnLog<'a> {
     store: &'a Store,
     call: &'a StepInvocation<'a>,
-    /// Which of the step's conversations (a new one after each permanent failure).
+    /// Whose turn journal: the step, or an item `<step>.<k>` of a `for_each` step.
+    slot: StepId,
+    /// Which of the slot's conversations (a new one after each permanent failure).
     number: u32,
     conversation: Conversation,
 }
 
 impl TurnLog<'_> {
     async fn read(&mut self) -> Result<(), StepError> {
-        let entries = self.store.turns(self.call.workflow, self.call.run, self.call.step_id(), self.number).await.map_err(journal_error)?;
+        let entries = self.store.turns(self.call.workflow, self.call.run, &self.slot, self.number).await.map_err(journal_error)?;
         self.conversation = Conversation::new(entries);
         Ok(())
     }
@@ -104,7 +107,7 @@ impl TurnLog<'_> {
     /// successor) is a conflict: the caller re-reads and goes on from what is recorded.
     async fn append(&mut self, entry: TurnEntry) -> Result<bool, StepError> {
         let len = self.conversation.entries.len() as u64;
-        match self.store.append_turn(self.call.workflow, self.call.run, self.call.step_id(), self.number, len, &entry).await {
+        match self.store.append_turn(self.call.workflow, self.call.run, &self.slot, self.number, len, &entry).await {
             Ok(()) => {
                 self.conversation.entries.push(entry);
                 Ok(true)
@@ -189,7 +192,8 @@ impl StepHandler for LlmHandler {
         };
 
         let number = call.inputs.pointer("/llm/conversation").and_then(Value::as_u64).unwrap_or(0) as u32;
-        let mut log = TurnLog { store: &self.store, call: &call, number, conversation: Conversation::default() };
+        let slot = call.inputs.pointer("/llm/slot").and_then(Value::as_str).map_or_else(|| call.step_id().clone(), StepId::from);
+        let mut log = TurnLog { store: &self.store, call: &call, slot, number, conversation: Conversation::default() };
         log.read().await?;
         let output = loop {
             match log.conversation.next() {

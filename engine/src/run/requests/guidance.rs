@@ -5,21 +5,24 @@ use serde_json::{json, Value};
 
 use crate::conversation::PromptHold;
 use crate::ids::RequestId;
-use crate::run::{HumanMode, HumanRequestSpec, RunState};
+use crate::run::{HumanMode, HumanRequestSpec, RunState, Slot};
 use crate::spec::ValidatedSpec;
 
 /// Guidance on a prompt the injection classifier flagged (`on_injection: guidance`): which
 /// message, the signals, the flagged text (redacted); release it as is (the call is made),
 /// supply the step's output instead, or abort.
-pub(crate) fn prompt_guidance_request(spec: &ValidatedSpec, i: usize, hold: &PromptHold, id: RequestId) -> HumanRequestSpec {
-    let step = spec.step(i);
+pub(crate) fn prompt_guidance_request(spec: &ValidatedSpec, slot: Slot, hold: &PromptHold, id: RequestId) -> HumanRequestSpec {
+    let step = spec.step(slot.step);
+    let what = match slot.item {
+        None => format!("step `{}`", step.id),
+        Some(k) => format!("item {k} of step `{}`", step.id),
+    };
     HumanRequestSpec {
         id,
         mode: HumanMode::Guidance,
-        step: Some(step.id.clone()),
+        step: Some(slot.id(spec)),
         question: format!(
-            "The prompt of step `{}` looks like a prompt injection ({}). Send it to the model as is, supply the step's output instead, or abort the run?",
-            step.id,
+            "The prompt of {what} looks like a prompt injection ({}). Send it to the model as is, supply the step's output instead, or abort the run?",
             hold.signals.join(", ")
         ),
         context: json!({ "workflow": spec.spec().id, "step": step.id, "prompt_finding": hold }),
@@ -28,9 +31,14 @@ pub(crate) fn prompt_guidance_request(spec: &ValidatedSpec, i: usize, hold: &Pro
     }
 }
 
-pub(crate) fn guidance_request(spec: &ValidatedSpec, state: &RunState, i: usize, id: RequestId) -> HumanRequestSpec {
-    let step = spec.step(i);
-    let s = &state.steps[i];
+pub(crate) fn guidance_request(spec: &ValidatedSpec, state: &RunState, slot: Slot, id: RequestId) -> HumanRequestSpec {
+    let step = spec.step(slot.step);
+    let Some(s) = state.slot(slot) else { unreachable!("a guidance request is for a slot of the run") };
+    let slot_id = slot.id(spec);
+    let what = match slot.item {
+        None => format!("step `{}`", step.id),
+        Some(k) => format!("item {k} of step `{}`", step.id),
+    };
     let rules: Vec<String> = s
         .gate
         .as_ref()
@@ -48,9 +56,9 @@ pub(crate) fn guidance_request(spec: &ValidatedSpec, state: &RunState, i: usize,
     HumanRequestSpec {
         id,
         mode: HumanMode::Guidance,
-        step: Some(step.id.clone()),
-        question: format!("The output of step `{}` was blocked {by}. Approve it as is, supply a corrected value, or abort the run?", step.id),
-        context: json!({ "workflow": spec.spec().id, "step": step.id, "rules": rules, "failed_checks": failed_checks, "redacted_output": s.blocked, "gate": s.gate }),
+        step: Some(slot_id.clone()),
+        question: format!("The output of {what} was blocked {by}. Approve it as is, supply a corrected value, or abort the run?"),
+        context: json!({ "workflow": spec.spec().id, "step": slot_id, "item": slot.item, "rules": rules, "failed_checks": failed_checks, "redacted_output": s.blocked, "gate": s.gate }),
         // Only job steps (`code`, `api_call`, `llm`…) are gated or checked, and they name no assignee.
         assignee: None,
         forbid_self_approval: false,

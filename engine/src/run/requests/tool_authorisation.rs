@@ -7,11 +7,15 @@ use serde_json::json;
 
 use crate::conversation::ToolAsk;
 use crate::ids::RequestId;
-use crate::run::{HumanMode, HumanRequestSpec};
+use crate::run::{HumanMode, HumanRequestSpec, Slot};
 use crate::spec::{StepKind, ValidatedSpec};
 
-pub(crate) fn tool_authorisation_request(spec: &ValidatedSpec, i: usize, ask: &ToolAsk, id: RequestId) -> HumanRequestSpec {
-    let step = spec.step(i);
+pub(crate) fn tool_authorisation_request(spec: &ValidatedSpec, slot: Slot, ask: &ToolAsk, id: RequestId) -> HumanRequestSpec {
+    let step = spec.step(slot.step);
+    let what = match slot.item {
+        None => format!("step `{}`", step.id),
+        Some(k) => format!("item {k} of step `{}`", step.id),
+    };
     let tool = match &step.kind {
         StepKind::Llm(llm) => llm.tool(&ask.tool),
         _ => None,
@@ -19,8 +23,8 @@ pub(crate) fn tool_authorisation_request(spec: &ValidatedSpec, i: usize, ask: &T
     HumanRequestSpec {
         id,
         mode: HumanMode::ToolAuthorisation,
-        step: Some(step.id.clone()),
-        question: format!("The model of step `{}` wants to call tool `{}`. Allow it once, allow it for the rest of this run, or deny it with a reason?", step.id, ask.tool),
+        step: Some(slot.id(spec)),
+        question: format!("The model of {what} wants to call tool `{}`. Allow it once, allow it for the rest of this run, or deny it with a reason?", ask.tool),
         context: json!({
             "workflow": spec.spec().id,
             "step": step.id,
