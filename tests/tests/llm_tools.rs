@@ -498,3 +498,45 @@ steps:
     assert_eq!(v.state.status.label(), "succeeded", "{:?}", v.state.status);
     assert_eq!(payments.hits().len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_item_of_a_for_each_llm_step_has_a_conversation_of_its_own() {
+    let tools = TestServer::start(service()).await;
+    let llm = TestServer::start(model(|turn, request| {
+        let prompt = request["messages"][0]["content"].as_str().unwrap_or("").to_string();
+        let order = prompt.trim_start_matches("Where is order ").trim_end_matches('?').to_string();
+        match turn {
+            0 => openai_tools("", &[(&format!("call_{order}"), "lookup", json!({"id": order}))]),
+            _ => openai_text(&format!("Order {order} has shipped.")),
+        }
+    }))
+    .await;
+    let sys = embedded_with(|c| priced(c, provider(ProviderKind::Openai, &llm))).await;
+    let spec = format!(
+        r#"
+id: per-order
+owner: ops
+egress: {{ allow: ["127.0.0.1"] }}
+parameters:
+  orders: {{ type: array, default: ["7", "8"] }}
+steps:
+  - id: answer
+    type: llm
+    for_each: "${{{{ params.orders }}}}"
+    prompt: "Where is order {{{{ item }}}}?"
+    tools:
+      - {{ name: lookup, description: Look an order up, api_call: {{ method: GET, url: "{base}/orders/${{{{ args.id }}}}" }} }}
+"#,
+        base = tools.url("")
+    );
+    let run = sys.start(&spec, json!({})).await;
+    let v = sys.settle(&run).await;
+    assert_eq!(v.state.status.label(), "succeeded", "{:?}", v.state.status);
+    let out = TestSystem::step(&v, "answer").output.clone().unwrap();
+    let texts: Vec<&str> = out.as_array().unwrap().iter().map(|o| o["text"].as_str().unwrap_or("")).collect();
+    assert_eq!(texts, ["Order 7 has shipped.", "Order 8 has shipped."], "{out:#}");
+    let mut paths: Vec<String> = tools.hits().iter().map(|h| h.path.clone()).collect();
+    paths.sort();
+    assert_eq!(paths, ["/orders/7", "/orders/8"], "each item ran its own call once");
+    assert_eq!(llm.hits().len(), 4, "two turns per item");
+}
