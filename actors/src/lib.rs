@@ -11,6 +11,7 @@ mod pubsub;
 pub mod queue;
 pub mod run_actor;
 pub mod service;
+pub mod subworkflows;
 pub mod supervisor;
 pub mod system;
 pub mod triggers;

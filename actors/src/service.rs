@@ -102,6 +102,7 @@ impl Tollgate {
             created_at: now_ms(),
             started_by: started_by.map(String::from),
             trigger,
+            parent: None,
         };
         store.create_run(&meta).await?;
         Ok(())

@@ -73,6 +73,8 @@ pub struct Engine {
     specs: RwLock<HashMap<(WorkflowId, String), Arc<ValidatedSpec>>>,
     /// Model providers and prices: what a run's `llm` steps are quoted at its start.
     pub models: Arc<ModelCatalog>,
+    /// The workflows `workflow.run` steps may name.
+    pub workflows: Arc<crate::subworkflows::KnownWorkflows>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +96,7 @@ impl Engine {
         lease_ttl: std::time::Duration,
     ) -> Self {
         Self {
+            workflows: Arc::new(crate::subworkflows::KnownWorkflows::new(store.clone())),
             store,
             queue,
             handlers,

@@ -399,7 +399,7 @@ fn what_a_step_retries_is_checked() {
             invalid workflow spec (4 problems):
               - defaults.retry.max_attempts: must be between 1 and 100
               - defaults.retry.on: an empty list retries nothing: list error codes, or write `transient` or `any`
-              - steps[0] (a).retry.on: unknown error code `script_eror` (known: transient, timeout, http_status, http_unreachable, bad_url, bad_request, bad_redirect, response_too_large, script_error, cpu_limit, memory_limit, bad_output, sandbox_failed, bad_spec, gate_blocked, no_handler, egress_denied, queue_timeout, interrupted, event_timeout, bad_event, event_bus_unavailable, cancelled, check_failed, prompt_injection, template_error, model_auth, model_bad_request, model_reply, output_invalid, no_provider, secret_missing, collection_not_found, index_unavailable, bad_query)
+              - steps[0] (a).retry.on: unknown error code `script_eror` (known: transient, timeout, http_status, http_unreachable, bad_url, bad_request, bad_redirect, response_too_large, script_error, cpu_limit, memory_limit, bad_output, sandbox_failed, bad_spec, gate_blocked, no_handler, egress_denied, queue_timeout, interrupted, event_timeout, bad_event, event_bus_unavailable, cancelled, check_failed, prompt_injection, template_error, model_auth, model_bad_request, model_reply, output_invalid, no_provider, secret_missing, collection_not_found, index_unavailable, bad_query, workflow_not_found, bad_params, recursion_limit, child_failed, child_cancelled, memory_not_found, bad_with, memory_unavailable, no_recipient)
               - steps[0] (a).retry.on: `any` covers every code: write `on: any` instead of a list
         "#]],
     );
