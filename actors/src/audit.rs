@@ -59,5 +59,14 @@ fn audit_event(spec: &ValidatedSpec, e: &Event) -> Value {
         Event::EventReceived { step, received, .. } => {
             json!({"at": at, "kind": "event.received", "step": step, "event": received["id"], "name": received["name"]})
         }
+        Event::ChildFinished { step, child, outcome, cost, .. } => match outcome {
+            tollgate_engine::run::ChildOutcome::Succeeded { .. } => json!({"at": at, "kind": "child.succeeded", "step": step, "child": child, "cost": cost}),
+            tollgate_engine::run::ChildOutcome::Failed { error } => {
+                json!({"at": at, "kind": "child.failed", "step": step, "child": child, "cost": cost, "code": error.code})
+            }
+        },
+        Event::ChildBudgetAsked { step, child, request, amount, .. } => {
+            json!({"at": at, "kind": "child.budget_asked", "step": step, "child": child, "request": request, "amount": amount})
+        }
     }
 }
