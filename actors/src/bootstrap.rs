@@ -9,7 +9,7 @@ use ractor::Actor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tollgate_connectors::docs::DocStore;
-use tollgate_connectors::steps::{ApiCallHandler, CodeHandler, EventHandler, LlmHandler, ResearchHandler};
+use tollgate_connectors::steps::{ApiCallHandler, CodeHandler, EventHandler, LlmHandler, PlatformHandler, ResearchHandler};
 use tollgate_connectors::store::{RedisBackend, SqliteBackend};
 use tollgate_engine::crypto::MasterKey;
 use tollgate_engine::llm::ModelCatalog;
@@ -123,6 +123,7 @@ pub fn handlers(config: &Config, store: &Arc<Store>, models: &Arc<ModelCatalog>)
     h.insert(StepType::ApiCall, Arc::new(ApiCallHandler::new(config.egress.allowlist()?)) as _);
     h.insert(StepType::Llm, Arc::new(LlmHandler::new(store.clone(), models.clone()).map_err(anyhow::Error::msg).context("model providers")?) as _);
     h.insert(StepType::Research, Arc::new(ResearchHandler::new(Arc::new(DocStore::new(store.clone())))) as _);
+    h.insert(StepType::Platform, Arc::new(PlatformHandler::new(store.clone())) as _);
     Ok(h)
 }
 

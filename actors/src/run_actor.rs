@@ -372,6 +372,7 @@ async fn process(myself: &ActorRef<RunMsg>, st: &mut RunActorState, mut events: 
         // Durable now: perform. Watchers hear of a dispatch once its job is in the queue.
         enqueue_recorded(st, plan.ready).await?;
         publish_changes(st, &before);
+        publish_notifications(st, &events);
         forget_finished_waits(st, &before).await?;
         for (ready, at) in plan.deferred {
             defer(myself, ready, at);
@@ -489,6 +490,20 @@ fn publish_changes(st: &RunActorState, before: &[&'static str]) {
                 status: s.status.label(),
                 attempt: s.attempts.len() as u32,
             });
+        }
+    }
+}
+
+/// Tell live consoles of the notifications `notify` steps just recorded (ids only).
+fn publish_notifications(st: &RunActorState, events: &[Event]) {
+    for e in events {
+        if let Event::StepSucceeded { output, .. } = e {
+            if output["kind"] == tollgate_connectors::steps::platform::NOTIFY_OUTPUT_KIND {
+                if let (Some(id), Some(to)) = (output["notification"].as_str(), output["recipients"].as_array()) {
+                    let recipients = to.iter().filter_map(|r| r.as_str().map(String::from)).collect();
+                    st.engine.publish(RunUpdate::Notified { run: st.state.run.clone(), notification: id.to_string(), recipients });
+                }
+            }
         }
     }
 }

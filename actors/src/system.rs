@@ -34,6 +34,8 @@ pub enum RunUpdate {
     /// A request was decided (by a person, or by an escalation's default).
     Decided { run: RunId, request: RequestId, by: String, by_policy: bool },
     Finished { run: RunId, status: RunStatus },
+    /// A `notify` step recorded notification `notification` for these users.
+    Notified { run: RunId, notification: String, recipients: Vec<String> },
 }
 
 impl RunUpdate {
@@ -43,7 +45,8 @@ impl RunUpdate {
             | RunUpdate::HumanRequested { run, .. }
             | RunUpdate::HumanPaged { run, .. }
             | RunUpdate::Decided { run, .. }
-            | RunUpdate::Finished { run, .. } => run,
+            | RunUpdate::Finished { run, .. }
+            | RunUpdate::Notified { run, .. } => run,
         }
     }
 }

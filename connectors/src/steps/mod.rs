@@ -1,15 +1,17 @@
 //! Step handlers that reach outside the engine: the `code` sandbox, `api_call` HTTP, `llm`
-//! model calls, `research` (document search) and the `event` bus.
+//! model calls, `research` (document search), the `event` bus and the `platform` actions (memory, notify).
 
 pub mod api_call;
 pub mod code;
 pub mod egress;
 pub mod event;
 pub mod llm;
+pub mod platform;
 pub mod research;
 
 pub use api_call::ApiCallHandler;
 pub use code::CodeHandler;
 pub use event::EventHandler;
 pub use llm::LlmHandler;
+pub use platform::PlatformHandler;
 pub use research::ResearchHandler;

@@ -11,6 +11,8 @@ mod fires;
 pub mod keys;
 pub mod lease;
 mod listing;
+mod notes;
+mod notifications;
 pub mod memory;
 mod records;
 mod requests;
@@ -22,6 +24,8 @@ pub use backend::{Backend, StoreError};
 pub use lease::{Lease, LeaseGrant};
 pub use listing::{RunListing, RunPage};
 pub use records::*;
+pub use notes::{Note, NoteFilter};
+pub use notifications::Notification;
 pub use secrets::valid_secret_name;
 pub use typed::Store;
 
