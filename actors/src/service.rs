@@ -35,6 +35,9 @@ pub enum ServiceError {
     DecisionNotAllowed { decision: String, mode: HumanMode, allowed: &'static str },
     #[error("the run was not found: {0}")]
     NotFound(String),
+    /// A `workflow.run` step names an unknown workflow, or sub-workflows call each other in a cycle.
+    #[error("{0}")]
+    Workflows(String),
 }
 
 /// A run as shown to people: its metadata and its state folded from the journal.
@@ -87,6 +90,7 @@ impl Tollgate {
         started_by: Option<&str>,
     ) -> Result<(), ServiceError> {
         let params = spec.bind_params(params)?;
+        crate::subworkflows::check_refs(&self.engine.workflows, spec).await.map_err(ServiceError::Workflows)?;
         let store = &self.engine.store;
         // A spec this process already loaded from the store is registered: skip the writes
         // (triggers start many runs of one spec).

@@ -190,3 +190,53 @@ pub async fn grant_child(engine: &Engine, supervisor: &ActorRef<SupervisorMsg>, 
 pub fn tell_parent(supervisor: &ActorRef<SupervisorMsg>, parent: &ParentLink) {
     let _ = supervisor.send_message(SupervisorMsg::Route { run: parent.run.clone(), msg: RunMsg::ChildChanged });
 }
+
+/// Check, before a run starts, that every `workflow.run` step of `spec` names a workflow the
+/// catalogue knows, and that no chain of sub-workflows leads back to `spec` (`a` → `b` → `a`;
+/// `a` naming itself is refused by validation already). Problems are listed with their place.
+pub async fn check_refs(workflows: &KnownWorkflows, spec: &ValidatedSpec) -> Result<(), String> {
+    let root = spec.spec().id.clone();
+    let mut problems = Vec::new();
+    for (i, step) in spec.spec().steps.iter().enumerate() {
+        let Some(w) = step_workflow(step) else { continue };
+        let at = format!("steps[{i}] ({}).with.workflow", step.id);
+        match workflows.get(&w).await.map_err(|e| e.to_string())? {
+            None => problems.push(format!("{at}: no workflow `{w}` in the workflow catalogue")),
+            Some(child) => {
+                if let Some(path) = path_back(workflows, &child, &root, vec![root.clone(), w.clone()]).await? {
+                    let chain: Vec<String> = path.iter().map(|p| p.to_string()).collect();
+                    problems.push(format!("{at}: sub-workflows call each other in a cycle: {}", chain.join(" → ")));
+                }
+            }
+        }
+    }
+    if problems.is_empty() { Ok(()) } else { Err(problems.join("\n")) }
+}
+
+fn step_workflow(step: &tollgate_engine::spec::StepSpec) -> Option<WorkflowId> {
+    match &step.kind {
+        tollgate_engine::spec::StepKind::Platform(p) => p.workflow_run().map(|w| w.workflow),
+        _ => None,
+    }
+}
+
+/// The chain from `spec` back to `root` through the catalogue, if there is one (depth-bounded).
+async fn path_back(workflows: &KnownWorkflows, spec: &ValidatedSpec, root: &WorkflowId, path: Vec<WorkflowId>) -> Result<Option<Vec<WorkflowId>>, String> {
+    let mut stack = vec![(spec.spec().steps.iter().filter_map(step_workflow).collect::<Vec<_>>(), path)];
+    while let Some((next, path)) = stack.pop() {
+        for w in next {
+            let mut p = path.clone();
+            p.push(w.clone());
+            if &w == root {
+                return Ok(Some(p));
+            }
+            if path.contains(&w) || p.len() > tollgate_engine::spec::steps::MAX_WORKFLOW_DEPTH as usize + 1 {
+                continue; // a cycle not through root, or too deep to matter (the run bounds it)
+            }
+            if let Some(s) = workflows.get(&w).await.map_err(|e| e.to_string())? {
+                stack.push((s.spec().steps.iter().filter_map(step_workflow).collect(), p));
+            }
+        }
+    }
+    Ok(None)
+}

@@ -244,15 +244,31 @@ async fn a_passivated_parent_resumes_when_its_child_finishes_after_a_restart_red
     passivated_parent_resumes(redis().await).await;
 }
 
-/// What cannot start fails the step with a reason naming it.
+/// A run naming an unknown workflow, or a cycle of sub-workflows, is refused when it starts;
+/// what cannot start later (a sub-workflow's own unknown reference, wrong parameters) fails
+/// the step with a reason naming it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unknown_workflow_or_wrong_parameters_fail_the_step_with_their_reason() {
+async fn unknown_workflows_cycles_and_wrong_parameters_are_refused_with_their_reason() {
     let sys = embedded().await;
     known(&sys, GREETER);
-    let run = sys.start("id: lost\nowner: ops\nsteps:\n  - { id: sub, type: platform, action: workflow.run, with: { workflow: nowhere } }\n", json!({})).await;
+    let start = |yaml: &str| {
+        let spec = parse_yaml(yaml).unwrap();
+        let t = sys.t().clone();
+        async move { t.start_run(&spec, &Default::default()).await }
+    };
+    let e = start("id: lost\nowner: ops\nsteps:\n  - { id: sub, type: platform, action: workflow.run, with: { workflow: nowhere } }\n").await.unwrap_err().to_string();
+    assert_eq!(e, "steps[0] (sub).with.workflow: no workflow `nowhere` in the workflow catalogue");
+    known(&sys, "id: ping\nowner: ops\nsteps:\n  - { id: back, type: platform, action: workflow.run, with: { workflow: pong } }\n");
+    let e = start("id: pong\nowner: ops\nsteps:\n  - { id: sub, type: platform, action: workflow.run, with: { workflow: ping } }\n").await.unwrap_err().to_string();
+    assert_eq!(e, "steps[0] (sub).with.workflow: sub-workflows call each other in a cycle: pong → ping → pong");
+
+    // A sub-workflow whose own step names an unknown workflow: its step fails, then the parent's.
+    known(&sys, "id: middle\nowner: ops\nsteps:\n  - { id: deeper, type: platform, action: workflow.run, with: { workflow: nowhere } }\n");
+    let run = sys.start("id: top\nowner: ops\nsteps:\n  - { id: sub, type: platform, action: workflow.run, with: { workflow: middle } }\n", json!({})).await;
     let v = finished(&sys, &run).await;
     let e = TestSystem::step(&v, "sub").error.clone().unwrap();
-    assert_eq!((e.code.as_str(), e.message.as_str()), ("workflow_not_found", "no workflow `nowhere` in the workflow catalogue"));
+    assert_eq!(e.code, "child_failed");
+    assert!(e.message.contains("sub-workflow `middle`") && e.message.contains("workflow_not_found: no workflow `nowhere` in the workflow catalogue"), "{}", e.message);
 
     let run = sys
         .start("id: sloppy\nowner: ops\nsteps:\n  - { id: sub, type: platform, action: workflow.run, with: { workflow: greeter, params: { times: many, whom: x } } }\n", json!({}))

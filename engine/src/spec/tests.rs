@@ -514,3 +514,35 @@ steps:
         "#]],
     );
 }
+
+/// `platform` steps: an unknown action, settings that do not fit the action, a workflow that
+/// runs itself and a retried `workflow.run` are refused with their place.
+#[test]
+fn platform_steps_are_checked() {
+    check(
+        "id: w\nowner: o\nsteps:\n  - { id: a, type: platform, action: workflow.start, with: { workflow: x } }\n",
+        expect![[r#"
+            invalid workflow spec (1 problem):
+              - line 4, column 38: steps[0].action: unknown variant `workflow.start`, expected one of `workflow.run`, `memory.write`, `memory.read`, `memory.list`, `notify`
+        "#]],
+    );
+    check(
+        r#"
+id: w
+owner: o
+steps:
+  - { id: self, type: platform, action: workflow.run, with: { workflow: w }, retry: { max_attempts: 2 } }
+  - { id: note, type: platform, action: memory.write, with: { txt: hello } }
+  - { id: tell, type: platform, action: notify, with: { to: ops, subject: "${{ params.nope }}", message: m } }
+  - { id: list, type: platform, action: memory.list, with: { since: 7d, limit: 9999 } }
+"#,
+        expect![[r#"
+            invalid workflow spec (5 problems):
+              - steps[0] (self).with.workflow: workflow `w` cannot run itself
+              - steps[0] (self).retry: a `workflow.run` step is not retried (its sub-workflow retries its own steps)
+              - steps[1] (note).with: unknown field `txt`, expected one of `key`, `text`, `tags` for `memory.write`
+              - steps[2] (tell).with: `params.nope` is not a declared parameter
+              - steps[3] (list).with.limit: must be 1..=500
+        "#]],
+    );
+}
