@@ -1,10 +1,11 @@
 //! The command line: `validate`, `schema`, `run`, `decide`, `resume`, `cancel`, `runs`,
-//! `secrets`, `docs`, `serve`, `worker`. Each command is a function here or in a sibling module.
+//! `secrets`, `docs`, `memory`, `serve`, `worker`. Each command is a function here or in a sibling module.
 
 mod docs;
 mod gates;
 mod progress;
 mod report;
+mod memory;
 mod secrets;
 mod triggers;
 mod users;
@@ -123,6 +124,11 @@ pub enum Command {
     Docs {
         #[command(subcommand)]
         command: docs::DocsCommand,
+    },
+    /// An owner's memory notes (written by `memory.write` steps), sealed at rest.
+    Memory {
+        #[command(subcommand)]
+        command: memory::MemoryCommand,
     },
     /// Run the engine (run actors, step workers, admin HTTP, the triggers of
     /// `[triggers] workflows`) until interrupted.
@@ -261,6 +267,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Users { command } => users::run(&config, command).await,
         Command::Gates { command } => gates::run(command),
         Command::Docs { command } => docs::run(&config, command).await,
+        Command::Memory { command } => memory::run(&config, command).await,
         Command::Serve => crate::http::serve(&config).await.map(|_| ExitCode::SUCCESS),
         Command::Triggers { command } => triggers::run(&config, command).await,
         Command::Worker => {
