@@ -548,6 +548,7 @@ async fn perform(myself: &ActorRef<RunMsg>, st: &mut RunActorState, actions: Vec
             Action::AwaitEvent { step, name, .. } => await_event(st, &step, &name).await?,
             Action::StartChild { step, child, workflow, params, parent } => {
                 let found = subworkflows::start_child(&st.engine, &st.supervisor, &st.meta, &step, &child, &workflow, &params, parent).await?;
+                let found = news(st, found);
                 st.found.extend(found);
             }
             Action::CancelChild { child, reason } => subworkflows::cancel_child(&st.engine, &st.supervisor, &st.state.run, &child, &reason).await?,
@@ -783,12 +784,21 @@ async fn reconcile(myself: &ActorRef<RunMsg>, st: &mut RunActorState) -> Result<
     }
 }
 
+/// A child's event, unless the run knows it already: a budget ask it has asked a person about
+/// is found again on every look until the person decides.
+fn news(st: &RunActorState, event: Option<Event>) -> Option<Event> {
+    match event {
+        Some(Event::ChildBudgetAsked { request, .. }) if st.state.child_ask.as_ref().is_some_and(|a| a.request == request) => None,
+        other => other,
+    }
+}
+
 /// How the run's sub-workflows stand, for the steps waiting on them (see `subworkflows`).
 async fn children_events(st: &RunActorState) -> Result<Vec<Event>, ActorProcessingErr> {
     let mut out = Vec::new();
     for (i, s) in st.state.steps.iter().enumerate() {
         if let StepStatus::WaitingChild { run } = &s.status {
-            out.extend(subworkflows::child_event(&st.engine, &st.spec.step(i).id, run).await?);
+            out.extend(news(st, subworkflows::child_event(&st.engine, &st.spec.step(i).id, run).await?));
         }
     }
     Ok(out)

@@ -143,6 +143,15 @@ steps:
         assert_eq!(pending[0].request.mode, HumanMode::BudgetExtension);
         let needed: Money = serde_json::from_value(pending[0].request.context["needed"].clone()).unwrap();
         assert_eq!(needed, Money::parse("0.2").unwrap());
+        // Both runs wait passivated; the parent journaled the child's ask once.
+        let t = sys.t().clone();
+        wait_for("both runs passivated", Duration::from_secs(60), || {
+            let t = t.clone();
+            async move { t.live_runs().await.is_ok_and(|n| n == 0) }
+        })
+        .await;
+        let journal = sys.t().engine.store.read_journal(&v.meta.workflow, &run).await.unwrap();
+        assert_eq!(journal.iter().filter(|e| matches!(e, tollgate_engine::run::Event::ChildBudgetAsked { .. })).count(), 1);
         let child = child_of(&v, "sub");
         let cv = view(&sys, &child).await;
         assert_eq!(TestSystem::step(&cv, "a").status.label(), "succeeded");
