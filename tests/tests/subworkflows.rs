@@ -76,6 +76,15 @@ async fn asked(sys: &TestSystem) -> Vec<tollgate_engine::store::HumanRequestReco
     sys.t().pending().await.unwrap()
 }
 
+/// The admin API on a real socket, in development mode (no admin token: loopback, local admin).
+async fn listen(sys: &TestSystem) -> String {
+    let app = tollgate::http::router(sys.t().clone(), String::new());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    base
+}
+
 fn child_of(v: &RunView, step: &str) -> RunId {
     TestSystem::step(v, step).child.clone().expect("the step names its child run")
 }
@@ -104,6 +113,12 @@ async fn a_parent_runs_a_child_workflow_and_uses_its_output() {
         assert_eq!(pj["steps"][0]["child"], json!(child));
         let cj = tollgate::cli::summary_json(&cv);
         assert_eq!(cj["parent"]["run"], json!(run));
+        // And the console's timeline, over HTTP.
+        let base = listen(&sys).await;
+        let tl: serde_json::Value = reqwest::get(format!("{base}/api/runs/{run}/timeline")).await.unwrap().json().await.unwrap();
+        assert_eq!(tl["steps"][0]["child"], json!(child));
+        let tl: serde_json::Value = reqwest::get(format!("{base}/api/runs/{child}/timeline")).await.unwrap().json().await.unwrap();
+        assert_eq!(tl["parent"]["step"], "child");
     })
     .await;
 }
