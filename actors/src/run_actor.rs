@@ -557,7 +557,7 @@ async fn perform(myself: &ActorRef<RunMsg>, st: &mut RunActorState, actions: Vec
             }
             Action::AskParent { .. } => {
                 if let Some(p) = &st.state.parent {
-                    subworkflows::tell_parent(&st.supervisor, p);
+                    subworkflows::tell_parent(&st.engine, &st.supervisor, p).await?;
                 }
             }
             Action::Finish => {}
@@ -637,7 +637,7 @@ async fn after_change(myself: &ActorRef<RunMsg>, st: &mut RunActorState) -> Resu
         st.engine.store.mark_run_finished(&st.state.run).await?;
         st.engine.publish(RunUpdate::Finished { run: st.state.run.clone(), status: st.state.status.clone() });
         if let Some(p) = &st.state.parent {
-            subworkflows::tell_parent(&st.supervisor, p);
+            subworkflows::tell_parent(&st.engine, &st.supervisor, p).await?;
         }
         myself.stop(Some("finished".into()));
         return Ok(());

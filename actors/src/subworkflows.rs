@@ -186,9 +186,13 @@ pub async fn grant_child(engine: &Engine, supervisor: &ActorRef<SupervisorMsg>, 
     Ok(())
 }
 
-/// Tell a parent run that its child changed (finished, or asks for budget).
-pub fn tell_parent(supervisor: &ActorRef<SupervisorMsg>, parent: &ParentLink) {
-    let _ = supervisor.send_message(SupervisorMsg::Route { run: parent.run.clone(), msg: RunMsg::ChildChanged });
+/// Tell a parent run that its child changed (finished, or asks for budget) — unless the parent
+/// has finished (it cancelled the child): waking it would do nothing.
+pub async fn tell_parent(engine: &Engine, supervisor: &ActorRef<SupervisorMsg>, parent: &ParentLink) -> Result<(), StoreError> {
+    if engine.store.run_closed(&parent.workflow, &parent.run).await?.is_none() {
+        let _ = supervisor.send_message(SupervisorMsg::Route { run: parent.run.clone(), msg: RunMsg::ChildChanged });
+    }
+    Ok(())
 }
 
 /// Check, before a run starts, that every `workflow.run` step of `spec` names a workflow the
