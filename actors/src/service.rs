@@ -201,7 +201,7 @@ impl Tollgate {
         let mut updates = self.engine.updates.subscribe();
         loop {
             let v = self.view(run).await?;
-            if v.state.status.is_finished() || v.state.is_waiting() && !has_near_timer(&v) && !self.between_states(&v).await? {
+            if v.state.status.is_finished() || v.state.is_waiting() && !has_near_timer(&v) && !self.between_states(&v).await? && !self.children_busy(&v).await? {
                 return Ok(v);
             }
             // Wake on this run's next update, or poll (updates from other processes are not seen here).
@@ -218,10 +218,42 @@ impl Tollgate {
 }
 
 impl Tollgate {
+    /// Whether a sub-workflow the run waits for is still at work (or has finished and the run
+    /// is about to move on): only a run whose children all wait too has settled.
+    async fn children_busy(&self, v: &RunView) -> Result<bool, ServiceError> {
+        let children = |v: &RunView| -> Vec<RunId> {
+            v.state.steps.iter().filter_map(|s| match &s.status {
+                run::StepStatus::WaitingChild { run } => Some(run.clone()),
+                _ => None,
+            }).collect()
+        };
+        let mut stack = children(v);
+        while let Some(child) = stack.pop() {
+            let cv = match self.view(&child).await {
+                Ok(cv) => cv,
+                Err(ServiceError::NotFound(_)) => return Ok(true), // about to be created
+                Err(e) => return Err(e),
+            };
+            if cv.state.status.is_finished() || !cv.state.is_waiting() || has_near_timer(&cv) || self.between_states(&cv).await? {
+                return Ok(true);
+            }
+            stack.extend(children(&cv));
+        }
+        Ok(false)
+    }
+
     /// Whether a run whose journal says it waits on a human is still between states: a request
     /// it opened is not listed as pending yet (its record follows the journal entry), or a
     /// decision recorded in the store is not in its journal yet (the run is about to move on).
+    /// A sub-workflow's budget request goes to its parent, never to the pending list.
     async fn between_states(&self, v: &RunView) -> Result<bool, ServiceError> {
+        let to_parent = match &v.meta.parent {
+            Some(_) => {
+                let spec = self.engine.spec(&v.meta.workflow, &v.meta.spec_digest).await.map_err(|e| ServiceError::Engine(e.to_string()))?;
+                run::open_budget_ask(&spec, &v.state).map(|(r, _)| r)
+            }
+            None => None,
+        };
         let open: Vec<&RequestId> = v
             .state
             .steps
@@ -230,7 +262,7 @@ impl Tollgate {
                 run::StepStatus::WaitingHuman { request } => Some(request),
                 _ => None,
             })
-            .chain(v.state.budget_request.as_ref())
+            .chain(v.state.budget_request.as_ref().filter(|r| Some(*r) != to_parent.as_ref()))
             .collect();
         if open.is_empty() {
             return Ok(false);

@@ -95,7 +95,8 @@ async fn a_parent_runs_a_child_workflow_and_uses_its_output() {
     each_backend(|sys| async move {
         known(&sys, GREETER);
         let run = sys.start(CALLER, json!({"client": "Globex"})).await;
-        let v = finished(&sys, &run).await;
+        // Settled (what `tollgate run` waits for) only once the child is done too.
+        let v = sys.settle(&run).await;
         assert_eq!(v.state.status.label(), "succeeded", "{:?}", v.state.status);
         assert_eq!(TestSystem::step(&v, "use").output.as_ref().unwrap()["said"], "hello Globex");
         let out = TestSystem::step(&v, "child").output.clone().unwrap();
