@@ -264,6 +264,12 @@ impl Tollgate {
             })
             .chain(v.state.budget_request.as_ref().filter(|r| Some(*r) != to_parent.as_ref()))
             .collect();
+        // Granted by the parent, not applied yet.
+        if let Some(r) = &to_parent {
+            if self.engine.store.human_decision(&v.meta.workflow, r).await?.is_some() {
+                return Ok(true);
+            }
+        }
         if open.is_empty() {
             return Ok(false);
         }

@@ -393,7 +393,11 @@ fn print_next_steps(v: &RunView) {
         }
     }
     if v.state.budget_request.is_some() {
-        if let Some(&i) = v.state.budget_blocked.first() {
+        if let Some(ask) = &v.state.child_ask {
+            println!("\nRun {run} is paused: its budget cannot cover what sub-workflow run {} of `{}` needs ({} more). To decide:", ask.child, v.step_ids[ask.step], ask.amount);
+            println!("  tollgate decide {run} {} extend --amount {}", v.step_ids[ask.step], ask.amount);
+            println!("  tollgate decide {run} {} reject", v.step_ids[ask.step]);
+        } else if let Some(&i) = v.state.budget_blocked.first() {
             println!("\nRun {run} is paused: its budget cannot cover `{}`. To decide:", v.step_ids[i]);
             println!("  tollgate decide {run} {} extend --amount 5", v.step_ids[i]);
             println!("  tollgate decide {run} {} reject", v.step_ids[i]);
@@ -410,6 +414,8 @@ async fn decide_cmd(sys: &Running, run: &RunId, step: &StepId, decision: Decisio
     let request = match &v.state.steps[i].status {
         StepStatus::WaitingHuman { request } => request.clone(),
         _ if v.state.budget_blocked.contains(&i) && v.state.budget_request.is_some() => v.state.budget_request.clone().expect("checked"),
+        // A sub-workflow's budget ask the run put to a person.
+        _ if v.state.child_ask.as_ref().is_some_and(|a| a.step == i) && v.state.budget_request.is_some() => v.state.budget_request.clone().expect("checked"),
         other => bail!("step `{step}` of run {run} is not waiting for a decision (it is {})", other.label()),
     };
     t.decide_as(caller, &request, decision, comment).await?;
