@@ -1,6 +1,6 @@
 //! `platform` steps that run as jobs, end to end: memory notes written by one run and listed
 //! (by time and tag) and read by another, on both backends, invisible to another owner; and a
-//! `notify` step's notification arriving on a signed-in user's live stream (and in
+//! `notify` step's notification arriving on the live stream of a user signed in to the console (and in
 //! `GET /api/notifications`), not on another user's.
 
 use std::time::Duration;
@@ -100,7 +100,11 @@ async fn a_notification_reaches_the_signed_in_users_stream() {
         }
     };
     let (ann, bob) = (add("ann", "finance").await, add("bob", "legal").await);
-    let mut ann_live = http.get(format!("{base}/api/stream")).bearer_auth(&ann).send().await.unwrap();
+    // Ann is signed in to the console (a session cookie, as the browser holds it).
+    let signed = http.post(format!("{base}/console/session")).json(&json!({"token": ann})).send().await.unwrap();
+    assert_eq!(signed.status(), 200);
+    let cookie = signed.headers()[reqwest::header::SET_COOKIE].to_str().unwrap().split(';').next().unwrap().to_string();
+    let mut ann_live = http.get(format!("{base}/api/stream")).header(reqwest::header::COOKIE, &cookie).send().await.unwrap();
     let mut bob_live = http.get(format!("{base}/api/stream")).bearer_auth(&bob).send().await.unwrap();
     let (mut ann_buf, mut bob_buf, mut seen) = (String::new(), String::new(), Vec::new());
     next_event(&mut ann_live, &mut ann_buf, "hello", &mut seen).await;
@@ -116,7 +120,7 @@ steps:
     let run = sys.start(spec, json!({})).await;
     let got = next_event(&mut ann_live, &mut ann_buf, "notification", &mut seen).await;
     assert_eq!(got["run"], json!(run));
-    let list: Value = http.get(format!("{base}/api/notifications")).bearer_auth(&ann).send().await.unwrap().json().await.unwrap();
+    let list: Value = http.get(format!("{base}/api/notifications")).header(reqwest::header::COOKIE, &cookie).send().await.unwrap().json().await.unwrap();
     let n = &list["notifications"][0];
     assert_eq!((n["id"].clone(), n["subject"].as_str(), n["message"].as_str(), n["to"].as_str()), (got["notification"].clone(), Some("Invoices ready"), Some("April invoices are ready for review"), Some("finance")));
     assert!(!ann_buf.contains("April"), "stream events carry ids only");
