@@ -198,7 +198,7 @@ pub fn queue_timeout(spec: &ValidatedSpec, i: usize) -> Option<Duration> {
 }
 
 /// The resolved input of step `i`: its inputs and, for `api_call`, its request (for `research`,
-/// its query), templates evaluated.
+/// its query; for `connector`, its `with`), templates evaluated.
 fn render_input(spec: &ValidatedSpec, state: &RunState, i: usize) -> Result<Value, StepError> {
     let step = spec.step(i);
     let scope = Scope { params: &state.params, steps: &state.scope };
@@ -218,6 +218,9 @@ fn render_input(spec: &ValidatedSpec, state: &RunState, i: usize) -> Result<Valu
     }
     if let StepKind::Research(r) = &step.kind {
         input["query"] = expr::render(&Value::String(r.query.clone()), &scope).map_err(bad)?;
+    }
+    if let StepKind::Connector(c) = &step.kind {
+        input["with"] = expr::render(&Value::Object(c.with.clone()), &scope).map_err(bad)?;
     }
     if let StepKind::Event(EventStep { emit: Some(emit), .. }) = &step.kind {
         input["event"] = expr::render(&json!({ "name": emit.name, "payload": emit.payload }), &scope).map_err(bad)?;

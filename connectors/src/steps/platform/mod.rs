@@ -15,22 +15,24 @@ use tollgate_engine::spec::steps::PlatformStep;
 use tollgate_engine::step::{StepError, StepHandler, StepInvocation, StepSuccess};
 use tollgate_engine::store::{Store, StoreError};
 
-pub use notify::{EmailSender, NOTIFY_OUTPUT_KIND};
+pub use notify::NOTIFY_OUTPUT_KIND;
+
+use crate::connections::Connections;
 
 /// Runs the `platform` actions that need I/O.
 pub struct PlatformHandler {
     store: Arc<Store>,
-    email: Option<Arc<dyn EmailSender>>,
+    connections: Option<Arc<Connections>>,
 }
 
 impl PlatformHandler {
     pub fn new(store: Arc<Store>) -> Self {
-        Self { store, email: None }
+        Self { store, connections: None }
     }
 
-    /// With a way to send `notify`'s email through a named connection.
-    pub fn with_email(mut self, email: Arc<dyn EmailSender>) -> Self {
-        self.email = Some(email);
+    /// With the owners' named connections: `notify` emails through an `smtp` one.
+    pub fn with_connections(mut self, connections: Arc<Connections>) -> Self {
+        self.connections = Some(connections);
         self
     }
 
@@ -56,7 +58,7 @@ impl StepHandler for PlatformHandler {
             Some("memory.write") => memory::write(&self.store, &owner, &call, settings(&call)?).await?,
             Some("memory.read") => memory::read(&self.store, &owner, settings(&call)?).await?,
             Some("memory.list") => memory::list(&self.store, &owner, settings(&call)?).await?,
-            Some("notify") => notify::send(&self.store, self.email.as_deref(), &owner, &call, settings(&call)?).await?,
+            Some("notify") => notify::send(&self.store, self.connections.as_deref(), &owner, &call, settings(&call)?).await?,
             other => return Err(StepError::permanent("bad_spec", format!("`{}` is not a platform action run as a job", other.unwrap_or("?")))),
         };
         Ok(StepSuccess { output, cost: Default::default() })

@@ -1,10 +1,9 @@
 //! `notify`: a console notification to a user or group — recorded for each user it reaches
 //! (`tollgate_engine::store::notifications`); the run driver then tells live consoles — and,
-//! with `connection`, the same message emailed to those users through the owner's named smtp
-//! connection. Output: `{kind: "notification", notification, to, recipients, emailed}` (user
+//! with `connection`, the same message emailed (once per step, whatever the retries) to those
+//! of the users with an email address, through the owner's named `smtp` connection. Output: `{kind: "notification", notification, to, recipients, emailed}` (user
 //! names; the addresses stay in the user records).
 
-use async_trait::async_trait;
 use serde_json::{json, Value};
 use tollgate_engine::ids::OwnerId;
 use tollgate_engine::spec::steps::NotifyWith;
@@ -12,17 +11,12 @@ use tollgate_engine::step::{StepError, StepInvocation};
 use tollgate_engine::store::{Notification, Store};
 
 use super::unavailable;
+use crate::connections::{Connections, Email};
 
 /// Marks a `notify` step's output, so the run driver knows to tell consoles.
 pub const NOTIFY_OUTPUT_KIND: &str = "notification";
 
-/// Sends one email through a named connection of an owner (the connections' smtp client).
-#[async_trait]
-pub trait EmailSender: Send + Sync {
-    async fn send(&self, owner: &OwnerId, connection: &str, to: &[String], subject: &str, body: &str, idempotency_key: &str) -> Result<(), StepError>;
-}
-
-pub(super) async fn send(store: &Store, email: Option<&dyn EmailSender>, owner: &OwnerId, call: &StepInvocation<'_>, n: NotifyWith) -> Result<Value, StepError> {
+pub(super) async fn send(store: &Store, connections: Option<&Connections>, owner: &OwnerId, call: &StepInvocation<'_>, n: NotifyWith) -> Result<Value, StepError> {
     let users = store.users().await.map_err(unavailable)?;
     let reached: Vec<_> = users.iter().filter(|u| u.acts_for(&n.to)).collect();
     // Before the first user exists (development mode) the name is taken as written.
@@ -46,12 +40,17 @@ pub(super) async fn send(store: &Store, email: Option<&dyn EmailSender>, owner: 
     store.put_notification(&note, &recipients).await.map_err(unavailable)?;
     let mut emailed = Vec::new();
     if let Some(connection) = &n.connection {
-        let Some(email) = email else {
+        let Some(connections) = connections else {
             return Err(StepError::permanent("bad_with", "with.connection: this process cannot send email through connections"));
         };
         let addresses: Vec<String> = reached.iter().filter_map(|u| u.email.clone()).collect();
         if !addresses.is_empty() {
-            email.send(owner, connection, &addresses, &n.subject, &n.message, &call.idempotency_key).await?;
+            // At most once per step (the step's idempotency key), like `connector`'s email.send.
+            let email = Email { to: addresses, subject: n.subject.clone(), body: n.message.clone(), ..Email::default() };
+            connections
+                .send_email_once(call.workflow, &call.idempotency_key, call.attempt, owner, connection, &email)
+                .await
+                .map_err(|e| e.into_step_error())?;
         }
         emailed = reached.iter().filter(|u| u.email.is_some()).map(|u| u.name.clone()).collect();
     }
