@@ -135,3 +135,44 @@ steps:
     let got = next_event(&mut bob_live, &mut bob_buf, "notification", &mut seen).await;
     assert_eq!(got["run"], json!(mine), "the first notification on bob's stream is his own");
 }
+
+/// With `connection:`, the notification is also emailed — through the owner's smtp
+/// connection, to the users it reaches that have an address — once, into a real SMTP server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notification_is_emailed_through_the_owners_smtp_connection() {
+    use tollgate_engine::connections::{Connection, ConnectionKind};
+    use tollgate_engine::ids::OwnerId;
+    use tollgate_engine::users::Role;
+    let sink = tollgate_tests::smtp_sink::SmtpSink::start();
+    let sys = embedded().await;
+    let t = sys.t();
+    t.users.add("ann", Role::Operator, vec!["finance".into()], Some("ann@example.com".into())).await.unwrap();
+    t.users.add("cid", Role::Operator, vec!["finance".into()], None).await.unwrap();
+    let settings = [("host", "127.0.0.1".to_string()), ("port", sink.port.to_string()), ("security", "none".into()), ("from", "tollgate@example.com".into())]
+        .map(|(k, v)| (k.to_string(), v));
+    let c = Connection::from_settings("office_mail", ConnectionKind::Smtp, &settings).expect("smtp settings");
+    t.engine.store.put_connection(&OwnerId::from("ops"), &c, None).await.unwrap();
+
+    let spec = r#"
+id: announce-mail
+owner: ops
+steps:
+  - { id: tell, type: platform, action: notify, with: { to: finance, subject: "Invoices ready", message: "April invoices are ready for review", connection: office_mail } }
+"#;
+    let run = sys.start(spec, json!({})).await;
+    let v = sys.settle(&run).await;
+    assert_eq!(v.state.status.label(), "succeeded", "{:?}", TestSystem::step(&v, "tell").error);
+    let out = output(&v, "tell");
+    assert_eq!(out["recipients"], json!(["ann", "cid"]));
+    assert_eq!(out["emailed"], json!(["ann"]), "cid has no address");
+    let mails = sink.messages();
+    assert_eq!(mails.len(), 1, "{mails:?}");
+    assert!(mails[0].contains("Subject: Invoices ready") && mails[0].contains("April invoices are ready for review") && mails[0].contains("ann@example.com"), "{}", mails[0]);
+    assert_eq!(t.engine.store.notifications("cid", 5).await.unwrap()[0].subject, "Invoices ready", "the console half reaches everyone");
+
+    // A connection the owner does not have fails the step, naming it.
+    let run = sys.start(&spec.replace("office_mail", "nope").replace("announce-mail", "announce-nope"), json!({})).await;
+    let v = sys.settle(&run).await;
+    let e = TestSystem::step(&v, "tell").error.clone().unwrap();
+    assert_eq!(e.code, "connection_not_found", "{e}");
+}
