@@ -58,7 +58,7 @@ pub fn detailed_event(spec: &ValidatedSpec, e: &Event, redact: &mut dyn FnMut(&V
             tollgate_engine::run::ChildOutcome::Succeeded { output } => put("output", redact(output)),
             tollgate_engine::run::ChildOutcome::Failed { error } => put("error", json!({"code": error.code, "message": redact(&json!(error.message))})),
         },
-        Event::TimerFired { .. } | Event::ChildBudgetAsked { .. } => {}
+        Event::TimerFired { .. } | Event::ItemsResolved { .. } | Event::ChildBudgetAsked { .. } => {}
     }
     v
 }
@@ -133,6 +133,7 @@ fn audit_event(spec: &ValidatedSpec, e: &Event) -> Value {
             v
         }
         Event::Cancelled { by, reason, .. } => json!({"at": at, "kind": "run.cancelled", "by": by, "reason": reason}),
+        Event::ItemsResolved { step, items, limit, .. } => json!({"at": at, "kind": "step.fanned_out", "step": step, "items": items, "limit": limit}),
         // The event's id and name; its payload is output, shown by `runs show --outputs`.
         Event::EventReceived { step, received, .. } => {
             json!({"at": at, "kind": "event.received", "step": step, "event": received["id"], "name": received["name"]})

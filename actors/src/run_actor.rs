@@ -10,7 +10,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::task::JoinHandle;
 use tollgate_engine::ids::{RequestId, RunId, StepId, WorkflowId};
 use tollgate_engine::queue::StepJob;
-use tollgate_engine::run::{self, Action, Decision, Event, RunState, StepStatus, Timer};
+use tollgate_engine::run::{self, Action, Decision, Event, RunState, Slot, StepStatus, Timer};
 use tollgate_engine::events::{waiters_key, EventName};
 use tollgate_engine::expr::Scope;
 use tollgate_engine::spec::steps::EventStep;
@@ -146,7 +146,7 @@ impl Actor for RunActor {
             // Recovery: first settle what happened to the attempts in flight (finished, started
             // by a process that died, fenced), then redo what the journal says is outstanding.
             // Re-enqueueing an attempt is safe: only one delivery can claim it.
-            let queued: Vec<usize> = queued_steps(&st.state).collect();
+            let queued: Vec<Slot> = queued_steps(&st.state).collect();
             let events = check_attempts(&mut st, &queued, now_ms()).await?;
             if !events.is_empty() {
                 process(&myself, &mut st, events).await?;
@@ -239,9 +239,9 @@ impl Actor for RunActor {
                 if is_open_request(&st.state, &request) {
                     // A decision on an output the gate mesh blocked: release the held output
                     // on approval; in every case the held copy is discarded afterwards.
-                    let held = st.state.steps.iter().enumerate().find_map(|(i, s)| match &s.status {
+                    let held = st.state.slots().find_map(|(slot, s)| match &s.status {
                         StepStatus::WaitingHuman { request: r } if *r == request && s.blocked.is_some() => {
-                            Some((st.spec.step(i).id.clone(), s.attempts.len() as u32))
+                            Some((slot.id(&st.spec), s.attempts.len() as u32))
                         }
                         _ => None,
                     });
@@ -271,9 +271,7 @@ impl Actor for RunActor {
                 }
             }
             RunMsg::Due { step, attempt, input } => {
-                let still_due = st.spec.step_by_id(&step).is_some_and(|(i, _)| {
-                    matches!(st.state.steps[i].status, StepStatus::Queued { attempt: a, .. } if a == attempt)
-                });
+                let still_due = Slot::of(&st.spec, &step).is_some_and(|slot| st.state.is_queued(slot, attempt));
                 if still_due {
                     enqueue(st, vec![(step, attempt, input)]).await?;
                 }
@@ -304,14 +302,14 @@ impl Actor for RunActor {
 
 fn is_open_request(state: &RunState, request: &RequestId) -> bool {
     state.budget_request.as_ref() == Some(request)
-        || state.steps.iter().any(|s| matches!(&s.status, StepStatus::WaitingHuman { request: r } if r == request))
+        || state.slots().any(|(_, s)| matches!(&s.status, StepStatus::WaitingHuman { request: r } if r == request))
 }
 
 /// The event for a recorded outcome, if the attempt is still in flight for this run. An
 /// outcome handed over in-process was recorded before it was sent; otherwise read it.
 async fn outcome_event(st: &RunActorState, step: &StepId, attempt: u32, given: Option<Box<StepOutcome>>) -> Result<Option<Event>, ActorProcessingErr> {
-    let Some((i, _)) = st.spec.step_by_id(step) else { return Ok(None) };
-    if !st.state.wants_outcome(i, attempt) {
+    let Some(slot) = Slot::of(&st.spec, step) else { return Ok(None) };
+    if !st.state.wants_outcome(slot, attempt) {
         return Ok(None);
     }
     let outcome = match given.filter(|o| o.step == *step && o.attempt == attempt) {
@@ -465,9 +463,7 @@ fn plan(st: &mut RunActorState, actions: Vec<Action>) -> Plan {
     let state = &st.state;
     let spec = &st.spec;
     st.held.retain(|a| match a {
-        Action::Dispatch { step, attempt, .. } => spec
-            .step_by_id(step)
-            .is_some_and(|(i, _)| matches!(state.steps[i].status, StepStatus::Queued { attempt: c, .. } if c == *attempt)),
+        Action::Dispatch { step, attempt, .. } => Slot::of(spec, step).is_some_and(|slot| state.is_queued(slot, *attempt)),
         _ => false,
     });
     let mut in_flight = queued_steps(&st.state).count().saturating_sub(st.held.len());
@@ -560,6 +556,10 @@ async fn perform(myself: &ActorRef<RunMsg>, st: &mut RunActorState, actions: Vec
                 if let Some(p) = &st.state.parent {
                     subworkflows::tell_parent(&st.engine, &st.supervisor, p).await?;
                 }
+            }
+            // Journaled with the next batch (`process` loops over what was found).
+            Action::ResolveItems { step, items } => {
+                st.found.push(Event::ItemsResolved { step, items, limit: st.engine.for_each_max_items, at: now_ms() })
             }
             Action::Finish => {}
         }
@@ -660,7 +660,7 @@ async fn after_change(myself: &ActorRef<RunMsg>, st: &mut RunActorState) -> Resu
 /// run must not passivate: the message that applies it may be waiting in the mailbox, and
 /// stopping would drop it.
 async fn has_pending_input(st: &RunActorState) -> Result<bool, ActorProcessingErr> {
-    let open = st.state.steps.iter().filter_map(|s| match &s.status {
+    let open = st.state.slots().filter_map(|(_, s)| match &s.status {
         StepStatus::WaitingHuman { request } => Some(request),
         _ => None,
     });
@@ -687,9 +687,10 @@ fn next_timer_at(spec: &ValidatedSpec, state: &RunState) -> Option<u64> {
     delays.chain(run_timeout).chain(escalations).min()
 }
 
-/// Steps whose current attempt is in flight (enqueued, held, backing off or running).
-fn queued_steps(state: &RunState) -> impl Iterator<Item = usize> + '_ {
-    state.steps.iter().enumerate().filter(|(_, s)| matches!(s.status, StepStatus::Queued { .. })).map(|(i, _)| i)
+/// Steps and `for_each` items whose current attempt is in flight (enqueued, held, backing
+/// off or running).
+fn queued_steps(state: &RunState) -> impl Iterator<Item = Slot> + '_ {
+    state.slots().filter(|(_, s)| matches!(s.status, StepStatus::Queued { .. })).map(|(slot, _)| slot)
 }
 
 /// What became of the current attempts of steps `due`, read from their claims and outcomes
@@ -697,11 +698,11 @@ fn queued_steps(state: &RunState) -> impl Iterator<Item = usize> + '_ {
 /// started and long past its start-to-close timeout (the backstop), or never started and past
 /// its queue deadline — then fenced here, first writer wins against any worker, so it can
 /// never start afterwards.
-async fn check_attempts(st: &mut RunActorState, due: &[usize], now: u64) -> Result<Vec<Event>, ActorProcessingErr> {
+async fn check_attempts(st: &mut RunActorState, due: &[Slot], now: u64) -> Result<Vec<Event>, ActorProcessingErr> {
     let current: Vec<(usize, StepId, u32, Option<u64>)> = due
         .iter()
-        .filter_map(|&i| match st.state.steps[i].status {
-            StepStatus::Queued { attempt, queue_deadline, .. } => Some((i, st.spec.step(i).id.clone(), attempt, queue_deadline)),
+        .filter_map(|&slot| match st.state.slot(slot)?.status {
+            StepStatus::Queued { attempt, queue_deadline, .. } => Some((slot.step, slot.id(&st.spec), attempt, queue_deadline)),
             _ => None,
         })
         .collect();
@@ -751,16 +752,16 @@ async fn reconcile(myself: &ActorRef<RunMsg>, st: &mut RunActorState) -> Result<
     // Attempts in flight for a while (a notification may have been lost, their worker may
     // have died) or past their queue deadline.
     let stale_after = st.engine.reconcile_interval.as_millis() as u64 * 2;
-    let due: Vec<usize> = queued_steps(&st.state)
-        .filter(|&i| {
-            let s = &st.state.steps[i];
+    let due: Vec<Slot> = queued_steps(&st.state)
+        .filter(|&slot| {
+            let Some(s) = st.state.slot(slot) else { return false };
             let dispatched = s.attempts.last().map_or(0, |a| a.dispatched_at);
             let past_deadline = matches!(s.status, StepStatus::Queued { queue_deadline: Some(d), .. } if d <= now);
             past_deadline || now.saturating_sub(dispatched) >= stale_after
         })
         .collect();
     let events = check_attempts(st, &due, now).await?;
-    for s in &st.state.steps {
+    for (_, s) in st.state.slots() {
         if let StepStatus::WaitingHuman { request } = &s.status {
             if let Some(d) = st.engine.store.human_decision(&st.wf, request).await? {
                 myself.send_message(RunMsg::HumanDecided { request: request.clone(), decision: d })?;

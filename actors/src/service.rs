@@ -90,7 +90,7 @@ impl Tollgate {
         started_by: Option<&str>,
     ) -> Result<(), ServiceError> {
         let params = spec.bind_params(params)?;
-        crate::subworkflows::check_refs(&self.engine.workflows, spec).await.map_err(ServiceError::Workflows)?;
+        crate::subworkflows::check_refs(&self.engine, spec).map_err(ServiceError::Workflows)?;
         let store = &self.engine.store;
         // A spec this process already loaded from the store is registered: skip the writes
         // (triggers start many runs of one spec).

@@ -19,39 +19,41 @@ use tollgate_engine::money::Money;
 use tollgate_engine::run::{self, ChildOutcome, Decision, Event, ParentLink, RunStatus};
 use tollgate_engine::spec::{validate, ValidatedSpec};
 use tollgate_engine::step::StepError;
-use tollgate_engine::store::{CancelRequest, HumanDecisionRecord, RunMeta, Store, StoreError};
+use tollgate_engine::store::{CancelRequest, HumanDecisionRecord, RunMeta, StoreError};
+
+use crate::catalogue::Catalogue;
 
 use crate::run_actor::RunMsg;
 use crate::supervisor::SupervisorMsg;
 use crate::system::{now_ms, Engine};
 
-/// The workflows a `workflow.run` step may name: specs added to it (at start-up, or by tests)
-/// and, failing those, the latest spec registered in the store under the id (a workflow this
-/// engine has run before).
+/// The workflows a `workflow.run` step may name: the workflow catalogue (shipped templates,
+/// `[catalogue]` files and directories) and specs added in process (by tests, or a program
+/// embedding the engine), which take precedence.
+#[derive(Default)]
 pub struct KnownWorkflows {
     added: RwLock<HashMap<WorkflowId, Arc<ValidatedSpec>>>,
-    store: Arc<Store>,
 }
 
 impl KnownWorkflows {
-    pub fn new(store: Arc<Store>) -> Self {
-        Self { added: RwLock::new(HashMap::new()), store }
-    }
-
     /// Make `spec` the workflow its id names.
     pub fn add(&self, spec: ValidatedSpec) {
         self.added.write().expect("workflows lock").insert(spec.spec().id.clone(), Arc::new(spec));
     }
 
     /// The spec `id` names, if any.
-    pub async fn get(&self, id: &WorkflowId) -> Result<Option<Arc<ValidatedSpec>>, StoreError> {
+    pub fn get(&self, catalogue: &Catalogue, id: &WorkflowId) -> Option<Arc<ValidatedSpec>> {
         if let Some(s) = self.added.read().expect("workflows lock").get(id) {
-            return Ok(Some(s.clone()));
+            return Some(s.clone());
         }
-        match self.store.latest_spec(id).await? {
-            Some(raw) => Ok(validate(raw).ok().map(Arc::new)),
-            None => Ok(None),
-        }
+        catalogue.get(id.as_str()).ok().map(|e| e.spec.clone())
+    }
+}
+
+impl Engine {
+    /// The spec a `workflow.run` step's `workflow:` names, if any.
+    pub fn workflow(&self, id: &WorkflowId) -> Option<Arc<ValidatedSpec>> {
+        self.workflows.get(&self.catalogue, id)
     }
 }
 
@@ -77,7 +79,7 @@ pub async fn start_child(
         Err(StoreError::NotFound(_)) => {}
         Err(e) => return Err(e),
     }
-    let Some(found) = engine.workflows.get(workflow).await? else {
+    let Some(found) = engine.workflow(workflow) else {
         let e = StepError::permanent("workflow_not_found", format!("no workflow `{workflow}` in the workflow catalogue"));
         return Ok(Some(failed(step, child, e)));
     };
@@ -198,16 +200,16 @@ pub async fn tell_parent(engine: &Engine, supervisor: &ActorRef<SupervisorMsg>, 
 /// Check, before a run starts, that every `workflow.run` step of `spec` names a workflow the
 /// catalogue knows, and that no chain of sub-workflows leads back to `spec` (`a` → `b` → `a`;
 /// `a` naming itself is refused by validation already). Problems are listed with their place.
-pub async fn check_refs(workflows: &KnownWorkflows, spec: &ValidatedSpec) -> Result<(), String> {
+pub fn check_refs(engine: &Engine, spec: &ValidatedSpec) -> Result<(), String> {
     let root = spec.spec().id.clone();
     let mut problems = Vec::new();
     for (i, step) in spec.spec().steps.iter().enumerate() {
         let Some(w) = step_workflow(step) else { continue };
         let at = format!("steps[{i}] ({}).with.workflow", step.id);
-        match workflows.get(&w).await.map_err(|e| e.to_string())? {
+        match engine.workflow(&w) {
             None => problems.push(format!("{at}: no workflow `{w}` in the workflow catalogue")),
             Some(child) => {
-                if let Some(path) = path_back(workflows, &child, &root, vec![root.clone(), w.clone()]).await? {
+                if let Some(path) = path_back(engine, &child, &root, vec![root.clone(), w.clone()]) {
                     let chain: Vec<String> = path.iter().map(|p| p.to_string()).collect();
                     problems.push(format!("{at}: sub-workflows call each other in a cycle: {}", chain.join(" → ")));
                 }
@@ -225,22 +227,22 @@ fn step_workflow(step: &tollgate_engine::spec::StepSpec) -> Option<WorkflowId> {
 }
 
 /// The chain from `spec` back to `root` through the catalogue, if there is one (depth-bounded).
-async fn path_back(workflows: &KnownWorkflows, spec: &ValidatedSpec, root: &WorkflowId, path: Vec<WorkflowId>) -> Result<Option<Vec<WorkflowId>>, String> {
+fn path_back(engine: &Engine, spec: &ValidatedSpec, root: &WorkflowId, path: Vec<WorkflowId>) -> Option<Vec<WorkflowId>> {
     let mut stack = vec![(spec.spec().steps.iter().filter_map(step_workflow).collect::<Vec<_>>(), path)];
     while let Some((next, path)) = stack.pop() {
         for w in next {
             let mut p = path.clone();
             p.push(w.clone());
             if &w == root {
-                return Ok(Some(p));
+                return Some(p);
             }
             if path.contains(&w) || p.len() > tollgate_engine::spec::steps::MAX_WORKFLOW_DEPTH as usize + 1 {
                 continue; // a cycle not through root, or too deep to matter (the run bounds it)
             }
-            if let Some(s) = workflows.get(&w).await.map_err(|e| e.to_string())? {
+            if let Some(s) = engine.workflow(&w) {
                 stack.push((s.spec().steps.iter().filter_map(step_workflow).collect(), p));
             }
         }
     }
-    Ok(None)
+    None
 }

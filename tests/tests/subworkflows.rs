@@ -14,7 +14,7 @@ use tollgate_engine::ids::RunId;
 use tollgate_engine::run::{Decision, HumanMode};
 use tollgate_engine::money::Money;
 use tollgate_engine::spec::parse_yaml;
-use tollgate_tests::harness::{each_backend, embedded, redis, wait_for, TestServer, TestSystem};
+use tollgate_tests::harness::{each_backend, embedded, embedded_with, redis, redis_with, wait_for, TestServer, TestSystem};
 
 const GREETER: &str = r#"
 id: greeter
@@ -89,11 +89,15 @@ fn child_of(v: &RunView, step: &str) -> RunId {
     TestSystem::step(v, step).child.clone().expect("the step names its child run")
 }
 
-/// The parent waits for its child, takes its output, and both runs show the link.
+/// The parent waits for its child — a workflow of the catalogue, from a configured spec
+/// file — takes its output, and both runs show the link.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_parent_runs_a_child_workflow_and_uses_its_output() {
-    each_backend(|sys| async move {
-        known(&sys, GREETER);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("greeter.yaml");
+    std::fs::write(&file, GREETER).unwrap();
+    let catalogue = |c: &mut tollgate::config::Config| c.catalogue.files = vec![file.clone()];
+    for sys in [embedded_with(catalogue).await, redis_with(catalogue).await] {
         let run = sys.start(CALLER, json!({"client": "Globex"})).await;
         // Settled (what `tollgate run` waits for) only once the child is done too.
         let v = sys.settle(&run).await;
@@ -120,8 +124,7 @@ async fn a_parent_runs_a_child_workflow_and_uses_its_output() {
         assert_eq!(tl["steps"][0]["child"], json!(child));
         let tl: serde_json::Value = reqwest::get(format!("{base}/api/runs/{child}/timeline")).await.unwrap().json().await.unwrap();
         assert_eq!(tl["parent"]["step"], "child");
-    })
-    .await;
+    }
 }
 
 /// The parent's budget is the cap: the child, granted all the parent has left, runs short on

@@ -70,6 +70,10 @@ pub enum Event {
         at: u64,
     },
     Cancelled { by: String, reason: String, at: u64 },
+    /// A `for_each` step's list resolved to `items` elements (from journaled data), and the
+    /// run's limit on a fan-out was `limit` (the engine's `for_each_max_items` then): the
+    /// fan-out's length and bound are in the journal, so replay expands it the same way.
+    ItemsResolved { step: StepId, items: u32, limit: u32, at: u64 },
     /// An `event` step's `wait` received this bus event (`{id, name, payload, at}`), which
     /// matched its name and correlation when the run driver checked it.
     EventReceived { step: StepId, received: Value, at: u64 },
@@ -116,6 +120,7 @@ impl Event {
             Event::AttemptInterrupted { .. } => "attempt_interrupted",
             Event::HumanDecided { .. } => "human_decided",
             Event::Cancelled { .. } => "cancelled",
+            Event::ItemsResolved { .. } => "items_resolved",
             Event::EventReceived { .. } => "event_received",
             Event::ChildFinished { .. } => "child_finished",
             Event::ChildBudgetAsked { .. } => "child_budget_asked",
@@ -132,6 +137,7 @@ impl Event {
             | Event::AttemptInterrupted { at, .. }
             | Event::HumanDecided { at, .. }
             | Event::Cancelled { at, .. }
+            | Event::ItemsResolved { at, .. }
             | Event::EventReceived { at, .. }
             | Event::ChildFinished { at, .. }
             | Event::ChildBudgetAsked { at, .. } => *at,
@@ -232,6 +238,9 @@ pub enum Action {
     GrantChild { child: RunId, request: RequestId, amount: Money },
     /// A sub-workflow's run is short of its granted budget: tell the parent (which decides).
     AskParent { request: RequestId, amount: Money },
+    /// A `for_each` step's list has `items` elements: journal `ItemsResolved` with the
+    /// engine's `for_each_max_items` (the items start once it is applied).
+    ResolveItems { step: StepId, items: u32 },
     /// The run is over.
     Finish,
 }

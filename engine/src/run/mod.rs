@@ -16,7 +16,7 @@ pub use event::{Action, ChildOutcome, Decision, Event, HumanMode, HumanRequestSp
 pub use subworkflow::{child_output, child_run_id, open_budget_ask};
 pub use requests::escalation_timers;
 pub use policy::{retries, retry_after_failure, retry_delay_ms};
-pub use state::{AttemptRecord, AttemptStatus, BudgetState, FailReason, RunState, RunStatus, ChildAsk, StepDecision, StepState, StepStatus};
+pub use state::{AttemptRecord, AttemptStatus, BudgetState, ChildAsk, FailReason, RunState, RunStatus, Slot, StepDecision, StepState, StepStatus};
 
 #[cfg(test)]
 mod tests;

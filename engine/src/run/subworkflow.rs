@@ -55,7 +55,7 @@ pub fn open_budget_ask(spec: &ValidatedSpec, state: &RunState) -> Option<(Reques
     let request = state.budget_request.clone()?;
     let estimate = match (&state.child_ask, state.budget_blocked.first()) {
         (Some(ask), _) => ask.amount,
-        (None, Some(&i)) => crate::run::apply::reservation(spec, state, i),
+        (None, Some(&i)) => crate::run::apply::reservation(spec, state, crate::run::apply::blocked_slot(state, i)),
         (None, None) => return None,
     };
     asks_parent(spec, state).then(|| (request, state.budget.shortfall(estimate)))
@@ -130,7 +130,7 @@ impl Machine<'_> {
                 if !self.state.budget_blocked.contains(&i) {
                     self.state.budget_blocked.push(i);
                 }
-                return self.ask_for_budget(i);
+                return self.ask_for_budget(crate::run::Slot::step(i));
             }
         }
         let reserved = grant.unwrap_or(Money::ZERO);

@@ -129,18 +129,6 @@ impl Store {
         hex::encode(&Sha256::digest(encoded)[..16])
     }
 
-    /// The latest registered spec of a workflow, if it was ever registered.
-    pub async fn latest_spec(&self, wf: &WorkflowId) -> Result<Option<WorkflowSpec>, StoreError> {
-        let k = match self.workflow_key(wf).await {
-            Ok(k) => k,
-            Err(StoreError::NotFound(_)) => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let latest = keys::workflow_latest(wf);
-        let Some(digest): Option<String> = self.get_sealed(&k, &latest).await? else { return Ok(None) };
-        self.load_spec(wf, &digest).await.map(Some)
-    }
-
     /// Whether (and how) a run has finished, from its closed record.
     pub async fn run_closed(&self, wf: &WorkflowId, run: &RunId) -> Result<Option<RunClosed>, StoreError> {
         let k = self.workflow_key(wf).await?;
