@@ -201,15 +201,20 @@ pub async fn tell_parent(engine: &Engine, supervisor: &ActorRef<SupervisorMsg>, 
 /// catalogue knows, and that no chain of sub-workflows leads back to `spec` (`a` → `b` → `a`;
 /// `a` naming itself is refused by validation already). Problems are listed with their place.
 pub fn check_refs(engine: &Engine, spec: &ValidatedSpec) -> Result<(), String> {
+    check_refs_in(&|w| engine.workflow(w), spec)
+}
+
+/// [`check_refs`] against any lookup of workflows by id (`tollgate validate` uses the catalogue).
+pub fn check_refs_in(lookup: &dyn Fn(&WorkflowId) -> Option<Arc<ValidatedSpec>>, spec: &ValidatedSpec) -> Result<(), String> {
     let root = spec.spec().id.clone();
     let mut problems = Vec::new();
     for (i, step) in spec.spec().steps.iter().enumerate() {
         let Some(w) = step_workflow(step) else { continue };
         let at = format!("steps[{i}] ({}).with.workflow", step.id);
-        match engine.workflow(&w) {
+        match lookup(&w) {
             None => problems.push(format!("{at}: no workflow `{w}` in the workflow catalogue")),
             Some(child) => {
-                if let Some(path) = path_back(engine, &child, &root, vec![root.clone(), w.clone()]) {
+                if let Some(path) = path_back(lookup, &child, &root, vec![root.clone(), w.clone()]) {
                     let chain: Vec<String> = path.iter().map(|p| p.to_string()).collect();
                     problems.push(format!("{at}: sub-workflows call each other in a cycle: {}", chain.join(" → ")));
                 }
@@ -227,7 +232,7 @@ fn step_workflow(step: &tollgate_engine::spec::StepSpec) -> Option<WorkflowId> {
 }
 
 /// The chain from `spec` back to `root` through the catalogue, if there is one (depth-bounded).
-fn path_back(engine: &Engine, spec: &ValidatedSpec, root: &WorkflowId, path: Vec<WorkflowId>) -> Option<Vec<WorkflowId>> {
+fn path_back(lookup: &dyn Fn(&WorkflowId) -> Option<Arc<ValidatedSpec>>, spec: &ValidatedSpec, root: &WorkflowId, path: Vec<WorkflowId>) -> Option<Vec<WorkflowId>> {
     let mut stack = vec![(spec.spec().steps.iter().filter_map(step_workflow).collect::<Vec<_>>(), path)];
     while let Some((next, path)) = stack.pop() {
         for w in next {
@@ -239,7 +244,7 @@ fn path_back(engine: &Engine, spec: &ValidatedSpec, root: &WorkflowId, path: Vec
             if path.contains(&w) || p.len() > tollgate_engine::spec::steps::MAX_WORKFLOW_DEPTH as usize + 1 {
                 continue; // a cycle not through root, or too deep to matter (the run bounds it)
             }
-            if let Some(s) = engine.workflow(&w) {
+            if let Some(s) = lookup(&w) {
                 stack.push((s.spec().steps.iter().filter_map(step_workflow).collect(), p));
             }
         }

@@ -209,7 +209,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<ExitCode> {
         config.redis_url = u;
     }
     match cli.command {
-        Command::Validate { file } => validate_cmd(&file),
+        Command::Validate { file } => validate_cmd(&config, &file),
         Command::Secrets { command } => secrets::secrets_cmd(&config, command).await,
         Command::Schema => {
             println!("{}", serde_json::to_string_pretty(&tollgate_engine::spec::json_schema())?);
@@ -374,9 +374,17 @@ fn resolve_workflow(config: &Config, workflow: &str) -> Result<(ValidatedSpec, S
     }
 }
 
-fn validate_cmd(file: &Path) -> anyhow::Result<ExitCode> {
+fn validate_cmd(config: &Config, file: &Path) -> anyhow::Result<ExitCode> {
     match load_spec(file) {
         Ok(spec) => {
+            // `workflow.run` steps name workflows of the catalogue (and no cycle through them).
+            let catalogue = crate::catalogue::Catalogue::load(&config.catalogue)?;
+            if let Err(problems) = crate::subworkflows::check_refs_in(&|w| catalogue.get(w.as_str()).ok().map(|e| e.spec.clone()), &spec) {
+                for p in problems.lines() {
+                    eprintln!("{}: {p}", file.display());
+                }
+                return Ok(ExitCode::from(2));
+            }
             let s = spec.spec();
             println!("{}: ok — workflow `{}` v{} ({} steps)", file.display(), s.id, s.version, s.steps.len());
             Ok(ExitCode::SUCCESS)
