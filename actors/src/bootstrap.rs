@@ -11,7 +11,7 @@ use tokio_util::task::TaskTracker;
 use tollgate_connectors::docs::DocStore;
 use tollgate_connectors::connections::Connections;
 use tollgate_connectors::steps::tools::ToolRunner;
-use tollgate_connectors::steps::{ApiCallHandler, CodeHandler, ConnectorHandler, EventHandler, LlmHandler, ResearchHandler};
+use tollgate_connectors::steps::{ApiCallHandler, CodeHandler, ConnectorHandler, EventHandler, LlmHandler, PlatformHandler, ResearchHandler};
 use tollgate_engine::step::StepHandler;
 use tollgate_connectors::store::{RedisBackend, SqliteBackend};
 use tollgate_engine::crypto::MasterKey;
@@ -131,7 +131,9 @@ pub fn handlers(config: &Config, store: &Arc<Store>, models: &Arc<ModelCatalog>)
     h.insert(StepType::ApiCall, api_call);
     h.insert(StepType::Llm, Arc::new(LlmHandler::new(store.clone(), models.clone(), tools).map_err(anyhow::Error::msg).context("model providers")?) as _);
     h.insert(StepType::Research, research);
-    h.insert(StepType::Connector, Arc::new(ConnectorHandler::new(connections(config, store)?)) as _);
+    let connections = connections(config, store)?;
+    h.insert(StepType::Connector, Arc::new(ConnectorHandler::new(connections.clone())) as _);
+    h.insert(StepType::Platform, Arc::new(PlatformHandler::new(store.clone()).with_connections(connections)) as _);
     Ok(h)
 }
 

@@ -14,6 +14,7 @@ mod delay;
 mod event;
 mod format;
 mod llm;
+mod platform;
 mod research;
 mod tools;
 mod unavailable;
@@ -34,6 +35,10 @@ pub use connector::{
 pub use delay::DelayStep;
 pub use llm::{LlmMessage, LlmStep, OnInjection, compile_schema, schema_errors};
 pub use tools::{is_tool_name, Authorize, ToolBacking, ToolSpec, DEFAULT_MAX_TURNS, MAX_TOOL_CALLS_PER_TURN, MAX_TOOL_RESULT_BYTES, MAX_TURNS_LIMIT};
+pub use platform::{
+    MemoryListWith, MemoryReadWith, MemoryWriteWith, NotifyWith, PlatformAction, PlatformStep, WorkflowRunWith, DEFAULT_MEMORY_SINCE,
+    MAX_MEMORY_LIST, MAX_NOTE_BYTES, MAX_WORKFLOW_DEPTH,
+};
 pub use research::{is_collection_name, ResearchStep, DEFAULT_COLLECTION, MAX_TOP_K};
 pub use event::{valid_event_name, EmitSpec, EventStep, OnTimeout, WaitSpec, DEFAULT_LOOKBACK};
 pub(crate) use format::one_shape_per_type;
@@ -117,5 +122,5 @@ step_kinds! {
     Research(ResearchStep),
     Connector(ConnectorStep),
     Event(EventStep),
-    Platform(UnavailableStep),
+    Platform(PlatformStep),
 }
