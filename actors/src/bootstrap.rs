@@ -152,11 +152,14 @@ pub async fn start(config: &Config, role: Role) -> anyhow::Result<Running> {
     // The shared backend: jobs enqueued through it wake this process's workers at once.
     let step_queue = queue::open(&qconf).await.context("opening the step queue")?;
     let models = Arc::new(config.llm.catalog()?);
+    let catalogue = Arc::new(crate::catalogue::Catalogue::load(&config.catalogue)?);
     let mut handlers = handlers(config, &store, &models)?;
-    handlers.insert(StepType::Event, Arc::new(EventHandler::new(bus.clone())) as _);
+    handlers.insert(StepType::Event, Arc::new(EventHandler::new(bus.clone(), store.clone())) as _);
     let engine = Arc::new(
         Engine::new(store.clone(), step_queue, handlers, config.max_in_flight_per_run, config.reconcile_interval, liveness, config.lease_ttl)
             .with_models(models)
+            .with_catalogue(catalogue)
+            .with_for_each_max_items(config.for_each_max_items)
             .with_events(bus.clone()),
     );
     let (supervisor, _) = Actor::spawn(None, RunSupervisor, engine.clone()).await.context("starting the run supervisor")?;

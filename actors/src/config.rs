@@ -38,6 +38,9 @@ pub struct Config {
     pub master_key: String,
     /// Steps a process runs at once.
     pub worker_concurrency: usize,
+    /// The longest list one `for_each` step may fan out over (1..=100000); a longer list
+    /// fails the step, naming both numbers. Each fan-out journals the limit it ran under.
+    pub for_each_max_items: u32,
     /// Attempts of one run in flight at once (apalis-redis breaks with ≥ 8,000 due jobs on a queue).
     pub max_in_flight_per_run: usize,
     /// How often a live run checks the store for outcomes and decisions it was not told about,
@@ -83,6 +86,9 @@ pub struct Config {
     pub triggers: crate::triggers::TriggersConfig,
     /// Model providers and prices for `llm` steps.
     pub llm: LlmConfig,
+    /// The workflows known by id (`tollgate run NAME`, `templates`, `workflow.run`): the
+    /// shipped templates and configured spec directories and files.
+    pub catalogue: crate::catalogue::CatalogueConfig,
 }
 
 /// `[llm]`: named model providers (`[llm.providers.NAME]`) and the model price table.
@@ -183,6 +189,7 @@ impl Default for Config {
             master_key: String::new(),
             worker_concurrency: 16,
             max_in_flight_per_run: 2000,
+            for_each_max_items: crate::system::DEFAULT_FOR_EACH_MAX_ITEMS,
             reconcile_interval: Duration::from_millis(500),
             lease_ttl: Duration::from_secs(15),
             poll_interval: Duration::from_millis(50),
@@ -196,6 +203,7 @@ impl Default for Config {
             paging: PagingConfig::default(),
             triggers: Default::default(),
             llm: LlmConfig::default(),
+            catalogue: Default::default(),
         }
     }
 }
@@ -259,6 +267,7 @@ impl Config {
                 "NAMESPACE" => self.namespace = value,
                 "MASTER_KEY" => self.master_key = value,
                 "WORKER_CONCURRENCY" => self.worker_concurrency = value.parse().map_err(|e| bad(format!("{e}")))?,
+                "FOR_EACH_MAX_ITEMS" => self.for_each_max_items = value.parse().map_err(|e| bad(format!("{e}")))?,
                 "MAX_IN_FLIGHT_PER_RUN" => self.max_in_flight_per_run = value.parse().map_err(|e| bad(format!("{e}")))?,
                 "RECONCILE_INTERVAL" => self.reconcile_interval = dur(&value)?,
                 "LEASE_TTL" => self.lease_ttl = dur(&value)?,
@@ -275,6 +284,9 @@ impl Config {
                 "SMTP_URL" => self.paging.smtp_url = value,
                 "PAGING_FROM" => self.paging.from = value,
                 "CONSOLE_URL" => self.paging.console_url = value,
+                // Colon-separated paths, like PATH.
+                "CATALOGUE_DIRS" => self.catalogue.dirs = std::env::split_paths(&value).filter(|p| !p.as_os_str().is_empty()).collect(),
+                "CATALOGUE_FILES" => self.catalogue.files = std::env::split_paths(&value).filter(|p| !p.as_os_str().is_empty()).collect(),
                 "TRIGGER_HISTORY_TTL" => self.triggers.history_ttl = dur(&value)?,
                 // A provider named `default` from the environment (containers, the demo).
                 "LLM_BASE_URL" => drop(env_provider.insert("base_url", (name.clone(), value))),
@@ -316,6 +328,9 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "the redis backend needs a master key (TOLLGATE_MASTER_KEY or master_key), shared by every process".into(),
             ));
+        }
+        if !(1..=100_000).contains(&self.for_each_max_items) {
+            return Err(ConfigError::Invalid(format!("for_each_max_items must be between 1 and 100000, not {}", self.for_each_max_items)));
         }
         if self.reconcile_interval.is_zero() {
             return Err(ConfigError::Invalid("reconcile_interval must be longer than 0".into()));

@@ -1,6 +1,7 @@
 //! The running Tollgate system: supervision tree, run actors, apalis step workers, admin HTTP,
 //! CLI and configuration. `main.rs` only parses the command line and calls into here.
 
+pub mod catalogue;
 pub mod config;
 pub mod events;
 pub mod health;
@@ -17,6 +18,8 @@ pub mod triggers;
 pub mod worker;
 pub mod access;
 pub mod audit;
+pub mod receipt;
+pub mod gate_replay;
 pub mod paging;
 pub mod users;
 pub mod bootstrap;

@@ -10,12 +10,12 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::task::JoinHandle;
 use tollgate_engine::ids::{RequestId, RunId, StepId, WorkflowId};
 use tollgate_engine::queue::StepJob;
-use tollgate_engine::run::{self, Action, Decision, Event, RunState, StepStatus, Timer};
-use tollgate_engine::events::waiters_key;
+use tollgate_engine::run::{self, Action, Decision, Event, RunState, Slot, StepStatus, Timer};
+use tollgate_engine::events::{waiters_key, EventName};
 use tollgate_engine::expr::Scope;
 use tollgate_engine::spec::steps::EventStep;
 use tollgate_engine::spec::{StepKind, ValidatedSpec};
-use tollgate_engine::store::{AttemptAbandoned, AttemptClaim, HumanDecisionRecord, HumanRequestRecord, Lease, OutcomeResult, RunClosed, RunSummary, StepOutcome};
+use tollgate_engine::store::{ChainLink, JournalHead, AttemptAbandoned, AttemptClaim, HumanDecisionRecord, HumanRequestRecord, Lease, OutcomeResult, RunClosed, RunSummary, StepOutcome};
 
 use crate::lease;
 use crate::supervisor::SupervisorMsg;
@@ -83,7 +83,8 @@ pub struct RunActorState {
     spec: Arc<ValidatedSpec>,
     wf: WorkflowId,
     state: RunState,
-    journal_len: u64,
+    /// Where the journal ends (length and hash-chain link): the next append follows it.
+    journal: JournalHead,
     timers: HashMap<Timer, JoinHandle<()>>,
     /// Dispatches held back by the in-flight cap, in order.
     held: std::collections::VecDeque<Action>,
@@ -111,7 +112,8 @@ impl Actor for RunActor {
         };
         let meta = engine.store.run_meta(&args.run).await?;
         let spec = engine.spec(&meta.workflow, &meta.spec_digest).await?;
-        let journal = engine.store.read_journal(&meta.workflow, &args.run).await?;
+        let (journal, chained) = engine.store.read_chained_journal(&meta.workflow, &args.run).await?;
+        let head = JournalHead { len: journal.len() as u64, link: chained.last().map_or_else(|| ChainLink::genesis(&args.run), |e| e.link) };
         let state = run::replay(&spec, args.run.clone(), &journal);
         let mut st = RunActorState {
             engine: engine.clone(),
@@ -119,7 +121,7 @@ impl Actor for RunActor {
             spec,
             wf: meta.workflow.clone(),
             state,
-            journal_len: journal.len() as u64,
+            journal: head,
             timers: HashMap::new(),
             held: Default::default(),
             ticker: None,
@@ -138,7 +140,7 @@ impl Actor for RunActor {
             // Recovery: first settle what happened to the attempts in flight (finished, started
             // by a process that died, fenced), then redo what the journal says is outstanding.
             // Re-enqueueing an attempt is safe: only one delivery can claim it.
-            let queued: Vec<usize> = queued_steps(&st.state).collect();
+            let queued: Vec<Slot> = queued_steps(&st.state).collect();
             let events = check_attempts(&mut st, &queued, now_ms()).await?;
             if !events.is_empty() {
                 process(&myself, &mut st, events).await?;
@@ -225,9 +227,9 @@ impl Actor for RunActor {
                 if is_open_request(&st.state, &request) {
                     // A decision on an output the gate mesh blocked: release the held output
                     // on approval; in every case the held copy is discarded afterwards.
-                    let held = st.state.steps.iter().enumerate().find_map(|(i, s)| match &s.status {
+                    let held = st.state.slots().find_map(|(slot, s)| match &s.status {
                         StepStatus::WaitingHuman { request: r } if *r == request && s.blocked.is_some() => {
-                            Some((st.spec.step(i).id.clone(), s.attempts.len() as u32))
+                            Some((slot.id(&st.spec), s.attempts.len() as u32))
                         }
                         _ => None,
                     });
@@ -257,9 +259,7 @@ impl Actor for RunActor {
                 }
             }
             RunMsg::Due { step, attempt, input } => {
-                let still_due = st.spec.step_by_id(&step).is_some_and(|(i, _)| {
-                    matches!(st.state.steps[i].status, StepStatus::Queued { attempt: a, .. } if a == attempt)
-                });
+                let still_due = Slot::of(&st.spec, &step).is_some_and(|slot| st.state.is_queued(slot, attempt));
                 if still_due {
                     enqueue(st, vec![(step, attempt, input)]).await?;
                 }
@@ -284,14 +284,14 @@ impl Actor for RunActor {
 
 fn is_open_request(state: &RunState, request: &RequestId) -> bool {
     state.budget_request.as_ref() == Some(request)
-        || state.steps.iter().any(|s| matches!(&s.status, StepStatus::WaitingHuman { request: r } if r == request))
+        || state.slots().any(|(_, s)| matches!(&s.status, StepStatus::WaitingHuman { request: r } if r == request))
 }
 
 /// The event for a recorded outcome, if the attempt is still in flight for this run. An
 /// outcome handed over in-process was recorded before it was sent; otherwise read it.
 async fn outcome_event(st: &RunActorState, step: &StepId, attempt: u32, given: Option<Box<StepOutcome>>) -> Result<Option<Event>, ActorProcessingErr> {
-    let Some((i, _)) = st.spec.step_by_id(step) else { return Ok(None) };
-    if !st.state.wants_outcome(i, attempt) {
+    let Some(slot) = Slot::of(&st.spec, step) else { return Ok(None) };
+    if !st.state.wants_outcome(slot, attempt) {
         return Ok(None);
     }
     let outcome = match given.filter(|o| o.step == *step && o.attempt == attempt) {
@@ -349,8 +349,7 @@ async fn process(myself: &ActorRef<RunMsg>, st: &mut RunActorState, mut events: 
         let inputs: Vec<(StepId, u32, &serde_json::Value)> = plan.ready.iter().map(|(s, a, i)| (s.clone(), *a, i)).collect();
         // Fenced: refused if another process took the run over (the actor then fails, and its
         // successor here finds the lease held and stops).
-        st.engine.store.append_events(&st.wf, &st.state.run, st.journal_len, &events, &inputs, &st.lease).await?;
-        st.journal_len += events.len() as u64;
+        st.journal = st.engine.store.append_events(&st.wf, &st.state.run, &st.journal, &events, &inputs, &st.lease).await?;
         // Durable now: perform. Watchers hear of a dispatch once its job is in the queue.
         enqueue_recorded(st, plan.ready).await?;
         publish_changes(st, &before);
@@ -371,7 +370,7 @@ async fn await_event(st: &mut RunActorState, step: &StepId, name: &str) -> Resul
     let Some(bus) = st.engine.events.clone() else {
         return Err(format!("run {} waits for an event but this process has no event bus", st.state.run).into());
     };
-    st.engine.store.backend().index_add(&waiters_key(&bus.name_id(name)), st.state.run.as_str()).await?;
+    st.engine.store.backend().index_add(&waiters_key(&bus.name_id(EventName::new(st.spec.spec().owner.as_str(), name))), st.state.run.as_str()).await?;
     if let Some((i, _)) = st.spec.step_by_id(step) {
         st.found.extend(find_event(st, i).await?);
     }
@@ -387,7 +386,7 @@ async fn find_event(st: &RunActorState, i: usize) -> Result<Option<Event>, Actor
     let StepKind::Event(EventStep { wait: Some(wait), .. }) = &st.spec.step(i).kind else { return Ok(None) };
     let Some(bus) = &st.engine.events else { return Ok(None) };
     let scope = Scope { params: &st.state.params, steps: &st.state.scope };
-    for event in bus.read_since(&wait.name, from, EVENT_SCAN_LIMIT).await? {
+    for event in bus.read_since(EventName::new(st.spec.spec().owner.as_str(), &wait.name), from, EVENT_SCAN_LIMIT).await? {
         let received = event.to_value();
         match wait.matches(&received, &scope) {
             Ok(true) => return Ok(Some(Event::EventReceived { step: st.spec.step(i).id.clone(), received, at: now_ms() })),
@@ -412,7 +411,7 @@ async fn forget_finished_waits(st: &RunActorState, before: &[&'static str]) -> R
     for i in 0..st.state.steps.len() {
         if before[i] == "waiting_event" && !matches!(st.state.steps[i].status, StepStatus::WaitingEvent { .. }) {
             if let Some(name) = wait_name(i).filter(|n| !still.contains(n)) {
-                st.engine.store.backend().index_remove(&waiters_key(&bus.name_id(name)), st.state.run.as_str()).await?;
+                st.engine.store.backend().index_remove(&waiters_key(&bus.name_id(EventName::new(st.spec.spec().owner.as_str(), name))), st.state.run.as_str()).await?;
             }
         }
     }
@@ -445,9 +444,7 @@ fn plan(st: &mut RunActorState, actions: Vec<Action>) -> Plan {
     let state = &st.state;
     let spec = &st.spec;
     st.held.retain(|a| match a {
-        Action::Dispatch { step, attempt, .. } => spec
-            .step_by_id(step)
-            .is_some_and(|(i, _)| matches!(state.steps[i].status, StepStatus::Queued { attempt: c, .. } if c == *attempt)),
+        Action::Dispatch { step, attempt, .. } => Slot::of(spec, step).is_some_and(|slot| state.is_queued(slot, *attempt)),
         _ => false,
     });
     let mut in_flight = queued_steps(&st.state).count().saturating_sub(st.held.len());
@@ -513,6 +510,10 @@ async fn perform(myself: &ActorRef<RunMsg>, st: &mut RunActorState, actions: Vec
                 }
             }
             Action::AwaitEvent { step, name, .. } => await_event(st, &step, &name).await?,
+            // Journaled with the next batch (`process` loops over what was found).
+            Action::ResolveItems { step, items } => {
+                st.found.push(Event::ItemsResolved { step, items, limit: st.engine.for_each_max_items, at: now_ms() })
+            }
             Action::Finish => {}
         }
     }
@@ -584,7 +585,7 @@ pub const POLICY: &str = "escalation policy";
 async fn after_change(myself: &ActorRef<RunMsg>, st: &mut RunActorState) -> Result<(), ActorProcessingErr> {
     if st.state.status.is_finished() {
         // Workers start none of its attempts any more and abandon the ones they run.
-        let closed = RunClosed { status: st.state.status.label().to_string(), at: now_ms() };
+        let closed = RunClosed { status: st.state.status.label().to_string(), at: now_ms(), journal: Some((st.journal.len, st.journal.link.to_hex())) };
         st.engine.store.close_run(&st.wf, &st.state.run, &closed).await?;
         st.engine.store.put_run_summary(&st.wf, &st.state.run, &RunSummary::of(&st.state)).await?;
         st.engine.store.mark_run_finished(&st.state.run).await?;
@@ -609,7 +610,7 @@ async fn after_change(myself: &ActorRef<RunMsg>, st: &mut RunActorState) -> Resu
 /// run must not passivate: the message that applies it may be waiting in the mailbox, and
 /// stopping would drop it.
 async fn has_pending_input(st: &RunActorState) -> Result<bool, ActorProcessingErr> {
-    let open = st.state.steps.iter().filter_map(|s| match &s.status {
+    let open = st.state.slots().filter_map(|(_, s)| match &s.status {
         StepStatus::WaitingHuman { request } => Some(request),
         _ => None,
     });
@@ -632,9 +633,10 @@ fn next_timer_at(spec: &ValidatedSpec, state: &RunState) -> Option<u64> {
     delays.chain(run_timeout).chain(escalations).min()
 }
 
-/// Steps whose current attempt is in flight (enqueued, held, backing off or running).
-fn queued_steps(state: &RunState) -> impl Iterator<Item = usize> + '_ {
-    state.steps.iter().enumerate().filter(|(_, s)| matches!(s.status, StepStatus::Queued { .. })).map(|(i, _)| i)
+/// Steps and `for_each` items whose current attempt is in flight (enqueued, held, backing
+/// off or running).
+fn queued_steps(state: &RunState) -> impl Iterator<Item = Slot> + '_ {
+    state.slots().filter(|(_, s)| matches!(s.status, StepStatus::Queued { .. })).map(|(slot, _)| slot)
 }
 
 /// What became of the current attempts of steps `due`, read from their claims and outcomes
@@ -642,11 +644,11 @@ fn queued_steps(state: &RunState) -> impl Iterator<Item = usize> + '_ {
 /// started and long past its start-to-close timeout (the backstop), or never started and past
 /// its queue deadline — then fenced here, first writer wins against any worker, so it can
 /// never start afterwards.
-async fn check_attempts(st: &mut RunActorState, due: &[usize], now: u64) -> Result<Vec<Event>, ActorProcessingErr> {
+async fn check_attempts(st: &mut RunActorState, due: &[Slot], now: u64) -> Result<Vec<Event>, ActorProcessingErr> {
     let current: Vec<(usize, StepId, u32, Option<u64>)> = due
         .iter()
-        .filter_map(|&i| match st.state.steps[i].status {
-            StepStatus::Queued { attempt, queue_deadline, .. } => Some((i, st.spec.step(i).id.clone(), attempt, queue_deadline)),
+        .filter_map(|&slot| match st.state.slot(slot)?.status {
+            StepStatus::Queued { attempt, queue_deadline, .. } => Some((slot.step, slot.id(&st.spec), attempt, queue_deadline)),
             _ => None,
         })
         .collect();
@@ -696,16 +698,16 @@ async fn reconcile(myself: &ActorRef<RunMsg>, st: &mut RunActorState) -> Result<
     // Attempts in flight for a while (a notification may have been lost, their worker may
     // have died) or past their queue deadline.
     let stale_after = st.engine.reconcile_interval.as_millis() as u64 * 2;
-    let due: Vec<usize> = queued_steps(&st.state)
-        .filter(|&i| {
-            let s = &st.state.steps[i];
+    let due: Vec<Slot> = queued_steps(&st.state)
+        .filter(|&slot| {
+            let Some(s) = st.state.slot(slot) else { return false };
             let dispatched = s.attempts.last().map_or(0, |a| a.dispatched_at);
             let past_deadline = matches!(s.status, StepStatus::Queued { queue_deadline: Some(d), .. } if d <= now);
             past_deadline || now.saturating_sub(dispatched) >= stale_after
         })
         .collect();
     let events = check_attempts(st, &due, now).await?;
-    for s in &st.state.steps {
+    for (_, s) in st.state.slots() {
         if let StepStatus::WaitingHuman { request } = &s.status {
             if let Some(d) = st.engine.store.human_decision(&st.wf, request).await? {
                 myself.send_message(RunMsg::HumanDecided { request: request.clone(), decision: d })?;

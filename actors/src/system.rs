@@ -48,6 +48,9 @@ impl RunUpdate {
     }
 }
 
+/// `for_each_max_items` unless configured.
+pub const DEFAULT_FOR_EACH_MAX_ITEMS: u32 = 1000;
+
 /// Handlers by step type, for the types that run as queue jobs.
 pub type Handlers = HashMap<StepType, Arc<dyn StepHandler>>;
 
@@ -63,6 +66,8 @@ pub struct Engine {
     /// What `/healthz` reports (the step workers, once started).
     pub health: crate::health::Health,
     pub max_in_flight_per_run: usize,
+    /// The longest list a `for_each` step may fan out over (journaled with each fan-out).
+    pub for_each_max_items: u32,
     pub reconcile_interval: std::time::Duration,
     /// How long a run's lease lasts without renewal (renewed on every reconcile tick).
     pub lease_ttl: std::time::Duration,
@@ -73,6 +78,9 @@ pub struct Engine {
     specs: RwLock<HashMap<(WorkflowId, String), Arc<ValidatedSpec>>>,
     /// Model providers and prices: what a run's `llm` steps are quoted at its start.
     pub models: Arc<ModelCatalog>,
+    /// The workflows known by id (shipped templates, configured specs): what `run NAME`,
+    /// the templates API and the `platform` step's `workflow.run` resolve.
+    pub catalogue: Arc<crate::catalogue::Catalogue>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -102,13 +110,27 @@ impl Engine {
             liveness,
             health: crate::health::Health::default(),
             max_in_flight_per_run,
+            for_each_max_items: DEFAULT_FOR_EACH_MAX_ITEMS,
             reconcile_interval,
             lease_ttl,
             events: None,
             triggers: Default::default(),
             specs: RwLock::new(HashMap::new()),
             models: Arc::new(ModelCatalog::default()),
+            catalogue: Arc::new(crate::catalogue::Catalogue::default()),
         }
+    }
+
+    /// The longest list a `for_each` step may fan out over (`for_each_max_items`).
+    pub fn with_for_each_max_items(mut self, max: u32) -> Self {
+        self.for_each_max_items = max;
+        self
+    }
+
+    /// The workflow catalogue (`[catalogue]`).
+    pub fn with_catalogue(mut self, catalogue: Arc<crate::catalogue::Catalogue>) -> Self {
+        self.catalogue = catalogue;
+        self
     }
 
     /// The configured model providers and prices (`llm` steps' quotes).

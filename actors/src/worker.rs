@@ -166,9 +166,11 @@ impl StepWorker {
         }
         let input = pre.input.ok_or_else(|| reject("attempt has no recorded input".into()))?;
         let spec = self.engine.spec(&meta.workflow, &meta.spec_digest).await.map_err(|e| reject(e.to_string()))?;
-        let Some((i, step)) = spec.step_by_id(&job.step) else {
+        // A step, or an item of a `for_each` step (`step.k`): it runs as its step does.
+        let Some(i) = tollgate_engine::run::Slot::of(&spec, &job.step).map(|slot| slot.step) else {
             return Err(reject(format!("workflow has no step `{}`", job.step)));
         };
+        let step = spec.step(i);
         // Claim the attempt (first writer wins): from here on it has started, and its
         // start-to-close clock runs. Losing means another delivery or the run driver's fence won.
         let started_at = now_ms();

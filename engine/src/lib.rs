@@ -14,6 +14,7 @@ pub mod ids;
 pub mod llm;
 pub mod money;
 pub mod queue;
+pub mod receipt;
 pub mod run;
 pub mod spec;
 pub mod step;

@@ -1,12 +1,14 @@
 //! The command line: `validate`, `schema`, `run`, `decide`, `resume`, `cancel`, `runs`,
-//! `secrets`, `connections`, `docs`, `serve`, `worker`. Each command is a function here or in a sibling module.
+//! `secrets`, `connections`, `docs`, `receipt`, `serve`, `worker`. Each command is a function here or in a sibling module.
 
 mod connections;
 mod docs;
 mod gates;
 mod progress;
+mod receipt;
 mod report;
 mod secrets;
+mod templates;
 mod triggers;
 mod users;
 
@@ -53,9 +55,11 @@ pub enum Command {
     Validate { file: PathBuf },
     /// Print the JSON Schema of the workflow spec format (for editors).
     Schema,
-    /// Run a workflow until it finishes or waits for a human.
+    /// Run a workflow until it finishes or waits for a human: a spec file, or the id of a
+    /// workflow in the catalogue (`tollgate templates list`).
     Run {
-        file: PathBuf,
+        /// A spec file, or a catalogue id such as `client-intake`.
+        workflow: String,
         /// A parameter, `name=value` (repeatable).
         #[arg(long = "set", value_name = "NAME=VALUE")]
         set: Vec<String>,
@@ -140,6 +144,16 @@ pub enum Command {
     },
     /// Run step workers only (fleets, against Redis).
     Worker,
+    /// Run receipts: the signing key, verification (export: `runs export RUN --receipt`).
+    Receipt {
+        #[command(subcommand)]
+        command: receipt::ReceiptCommand,
+    },
+    /// The workflow catalogue: shipped templates and configured specs, with their parameters.
+    Templates {
+        #[command(subcommand)]
+        command: templates::TemplatesCommand,
+    },
     /// Users of the admin API and the console.
     Users {
         #[command(subcommand)]
@@ -169,6 +183,14 @@ pub enum RunsCommand {
         #[arg(long)]
         outputs: bool,
     },
+    /// Export a run's record: `--receipt` prints its signed receipt (JSON) to standard output.
+    Export {
+        run: RunId,
+        /// The signed receipt: spec digest, parameters (redacted), every attempt, verdict and
+        /// decision, the journal's hash chain (check it with `tollgate receipt verify`).
+        #[arg(long, required = true)]
+        receipt: bool,
+    },
 }
 
 fn whoami() -> String {
@@ -194,8 +216,8 @@ pub async fn main(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&tollgate_engine::spec::json_schema())?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run { file, set, json, wait, token } => {
-            let spec = match load_spec(&file) {
+        Command::Run { workflow, set, json, wait, token } => {
+            let (spec, name) = match resolve_workflow(&config, &workflow) {
                 Ok(s) => s,
                 Err(code) => return Ok(code),
             };
@@ -207,7 +229,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<ExitCode> {
                     Ok(r) => r,
                     // The spec itself was validated above: what is left is the parameters.
                     Err(ServiceError::Spec(e)) => {
-                        eprintln!("{}: invalid parameters:", file.display());
+                        eprintln!("{name}: invalid parameters:");
                         for p in &e.problems {
                             eprintln!("  - {p}");
                         }
@@ -266,7 +288,9 @@ pub async fn main(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Runs { command } => runs_cmd(&config, command).await,
         Command::Users { command } => users::run(&config, command).await,
-        Command::Gates { command } => gates::run(command),
+        Command::Receipt { command } => receipt::run(&config, command).await,
+        Command::Templates { command } => templates::run(&config, command),
+        Command::Gates { command } => gates::run(&config, command).await,
         Command::Docs { command } => docs::run(&config, command).await,
         Command::Serve => crate::http::serve(&config).await.map(|_| ExitCode::SUCCESS),
         Command::Triggers { command } => triggers::run(&config, command).await,
@@ -322,6 +346,34 @@ fn load_spec(file: &Path) -> Result<ValidatedSpec, ExitCode> {
     })
 }
 
+/// What `tollgate run WORKFLOW` runs: the spec file `workflow` names if there is one, else the
+/// catalogue's workflow of that id. Exit code 2, with the reason, when it is neither.
+fn resolve_workflow(config: &Config, workflow: &str) -> Result<(ValidatedSpec, String), ExitCode> {
+    let path = Path::new(workflow);
+    if path.is_file() {
+        return load_spec(path).map(|s| (s, path.display().to_string()));
+    }
+    let catalogue = match crate::catalogue::Catalogue::load(&config.catalogue) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("tollgate: {e}");
+            return Err(ExitCode::from(2));
+        }
+    };
+    match catalogue.get(workflow) {
+        Ok(entry) => Ok(((*entry.spec).clone(), format!("{workflow} ({})", entry.source))),
+        Err(e) => {
+            let looks_like_file = workflow.contains('/') || workflow.ends_with(".yaml") || workflow.ends_with(".yml");
+            if looks_like_file {
+                eprintln!("tollgate: cannot read {workflow}: no such file (and it is not a catalogue id)");
+            } else {
+                eprintln!("tollgate: `{workflow}` is neither a spec file nor a workflow of the catalogue: {e}");
+            }
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
 fn validate_cmd(file: &Path) -> anyhow::Result<ExitCode> {
     match load_spec(file) {
         Ok(spec) => {
@@ -375,21 +427,29 @@ fn exit_code(v: &RunView) -> ExitCode {
 
 fn print_next_steps(v: &RunView) {
     let run = &v.meta.run;
-    for (i, s) in v.state.steps.iter().enumerate() {
+    // Steps, then the items of `for_each` steps (`STEP.K`).
+    let ids: Vec<(String, &tollgate_engine::run::StepState)> = v
+        .state
+        .steps
+        .iter()
+        .enumerate()
+        .flat_map(|(i, s)| std::iter::once((v.step_ids[i].clone(), s)).chain(s.items.iter().enumerate().map(move |(k, it)| (format!("{}.{k}", v.step_ids[i]), it))))
+        .collect();
+    for (id, s) in &ids {
         if let (StepStatus::WaitingHuman { .. }, Some(_)) = (&s.status, &s.blocked) {
             let by = if s.gate.as_ref().and_then(|g| g["checks"].as_array()).is_some_and(|c| c.iter().any(|c| c["passed"] == false)) {
                 "Its checks blocked"
             } else {
                 "The gate mesh blocked"
             };
-            println!("\n{by} the output of `{}` in run {run}. To decide:", v.step_ids[i]);
-            println!("  tollgate decide {run} {} approve                       # release it as is", v.step_ids[i]);
-            println!("  tollgate decide {run} {} modify --value '\"corrected\"'  # continue with a corrected value", v.step_ids[i]);
-            println!("  tollgate decide {run} {} abort", v.step_ids[i]);
+            println!("\n{by} the output of `{}` in run {run}. To decide:", id);
+            println!("  tollgate decide {run} {} approve                       # release it as is", id);
+            println!("  tollgate decide {run} {} modify --value '\"corrected\"'  # continue with a corrected value", id);
+            println!("  tollgate decide {run} {} abort", id);
         } else if let StepStatus::WaitingHuman { .. } = s.status {
-            println!("\nRun {run} is waiting for a human decision on `{}`. To decide:", v.step_ids[i]);
-            println!("  tollgate decide {run} {} approve --comment \"looks good\"", v.step_ids[i]);
-            println!("  tollgate decide {run} {} reject --comment \"why\"", v.step_ids[i]);
+            println!("\nRun {run} is waiting for a human decision on `{}`. To decide:", id);
+            println!("  tollgate decide {run} {} approve --comment \"looks good\"", id);
+            println!("  tollgate decide {run} {} reject --comment \"why\"", id);
         }
     }
     if v.state.budget_request.is_some() {
@@ -404,12 +464,16 @@ fn print_next_steps(v: &RunView) {
 async fn decide_cmd(sys: &Running, run: &RunId, step: &StepId, decision: Decision, caller: &crate::access::Caller, comment: Option<String>, json: bool) -> anyhow::Result<ExitCode> {
     let t: &Tollgate = &sys.tollgate;
     let v = t.view_as(caller, run).await?;
-    let Some(i) = v.step_ids.iter().position(|s| s == step.as_str()) else {
-        bail!("run {run} has no step `{step}` (steps: {})", v.step_ids.join(", "));
+    // A step, or an item `STEP.K` of a `for_each` step.
+    let item = step.as_str().rsplit_once('.').and_then(|(s, k)| Some((v.step_ids.iter().position(|id| id == s)?, k.parse::<usize>().ok()?)));
+    let (i, state) = match (v.step_ids.iter().position(|s| s == step.as_str()), item) {
+        (Some(i), _) => (i, &v.state.steps[i]),
+        (None, Some((i, k))) if k < v.state.steps[i].items.len() => (i, &v.state.steps[i].items[k]),
+        _ => bail!("run {run} has no step `{step}` (steps: {})", v.step_ids.join(", ")),
     };
-    let request = match &v.state.steps[i].status {
+    let request = match &state.status {
         StepStatus::WaitingHuman { request } => request.clone(),
-        _ if v.state.budget_blocked.contains(&i) && v.state.budget_request.is_some() => v.state.budget_request.clone().expect("checked"),
+        _ if item.is_none() && v.state.budget_blocked.contains(&i) && v.state.budget_request.is_some() => v.state.budget_request.clone().expect("checked"),
         other => bail!("step `{step}` of run {run} is not waiting for a decision (it is {})", other.label()),
     };
     t.decide_as(caller, &request, decision, comment).await?;
@@ -470,6 +534,7 @@ async fn runs_cmd(config: &Config, command: RunsCommand) -> anyhow::Result<ExitC
                 }
             }
         }
+        RunsCommand::Export { run, receipt: _ } => receipt::export(&engine, &run).await?,
     }
     Ok(ExitCode::SUCCESS)
 }

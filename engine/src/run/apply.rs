@@ -12,7 +12,7 @@ use crate::expr::{self, Scope};
 use crate::ids::{RequestId, RunId, StepId};
 use crate::llm::ModelQuote;
 use crate::money::Money;
-use crate::run::state::{AttemptRecord, AttemptStatus, StepDecision};
+use crate::run::state::{AttemptRecord, AttemptStatus, Slot, StepDecision};
 use crate::run::{
     retry_after_failure, Action, BudgetState, Decision, Event, FailReason, RunState,
     RunStatus, StepState, StepStatus, Timer,
@@ -35,22 +35,7 @@ pub fn start(spec: &ValidatedSpec, run: RunId) -> RunState {
         .dag()
         .needs
         .iter()
-        .map(|needs| StepState {
-            status: StepStatus::Pending,
-            remaining_needs: needs.len() as u32,
-            attempts: Vec::new(),
-            output: None,
-            cost: Money::ZERO,
-            reserved: Money::ZERO,
-            overrun_cost: None,
-            error: None,
-            gate: None,
-            blocked: None,
-            decision: None,
-            escalated: 0,
-            started_at: None,
-            finished_at: None,
-        })
+        .map(|needs| StepState::new(needs.len() as u32))
         .collect();
     RunState {
         run,
@@ -106,6 +91,7 @@ pub fn apply(spec: &ValidatedSpec, state: &mut RunState, event: &Event) -> Vec<A
         ),
         Event::Cancelled { by, reason, .. } => m.finish(RunStatus::Cancelled { by: by.clone(), reason: reason.clone() }),
         Event::EventReceived { step, received, .. } => m.event_received(step, received),
+        Event::ItemsResolved { step, items, limit, .. } => m.items_resolved(step, *items, *limit),
     }
     m.actions
 }
@@ -120,12 +106,17 @@ pub fn outstanding(spec: &ValidatedSpec, state: &RunState) -> Vec<Action> {
     if let Some(t) = spec.spec().timeout {
         out.push(Action::ArmTimer { timer: Timer::RunTimeout, at: state.started_at + t.as_millis() as u64 });
     }
-    for (i, s) in state.steps.iter().enumerate() {
-        let step = &spec.step(i).id;
+    for (slot, s) in state.slots() {
+        let i = slot.step;
+        let step = &slot.id(spec);
         match &s.status {
             StepStatus::Queued { attempt, not_before, .. } => {
-                let input = render_input(spec, state, i).unwrap_or(Value::Null);
+                let input = render_input(spec, state, slot).unwrap_or(Value::Null);
                 out.push(Action::Dispatch { step: step.clone(), attempt: *attempt, not_before: *not_before, input });
+            }
+            StepStatus::Expanding => {
+                let items = resolve_items(spec, state, i).map_or(0, |l| l.len().min(u32::MAX as usize) as u32);
+                out.push(Action::ResolveItems { step: step.clone(), items });
             }
             StepStatus::Delaying { until } => {
                 out.push(Action::ArmTimer { timer: Timer::Delay { step: step.clone() }, at: *until })
@@ -137,7 +128,7 @@ pub fn outstanding(spec: &ValidatedSpec, state: &RunState) -> Vec<Action> {
                 }
             }
             StepStatus::WaitingHuman { request } if s.blocked.is_some() => {
-                out.push(Action::RequestHuman(guidance_request(spec, state, i, request.clone())))
+                out.push(Action::RequestHuman(guidance_request(spec, state, slot, request.clone())))
             }
             StepStatus::WaitingHuman { request } => {
                 out.push(Action::RequestHuman(approval_request(spec, state, i, request.clone())))
@@ -147,7 +138,7 @@ pub fn outstanding(spec: &ValidatedSpec, state: &RunState) -> Vec<Action> {
     }
     if let Some(req) = &state.budget_request {
         if let Some(&i) = state.budget_blocked.first() {
-            out.push(Action::RequestHuman(budget_request(spec, state, i, req.clone())));
+            out.push(Action::RequestHuman(budget_request(spec, state, blocked_slot(state, i), req.clone())));
         }
     }
     out.extend(escalation_timers(spec, state).map(|(timer, at)| Action::ArmTimer { timer, at }));
@@ -183,19 +174,34 @@ pub fn queue_timeout(spec: &ValidatedSpec, i: usize) -> Option<Duration> {
     spec.step(i).queue_timeout.or_else(|| spec.spec().defaults.as_ref().and_then(|d| d.queue_timeout))
 }
 
-/// The resolved input of step `i`: its inputs and, for `api_call`, its request (for `research`,
-/// its query; for `connector`, its `with`), templates evaluated.
-fn render_input(spec: &ValidatedSpec, state: &RunState, i: usize) -> Result<Value, StepError> {
-    let step = spec.step(i);
-    let scope = Scope { params: &state.params, steps: &state.scope };
+/// The resolved input of a slot (a step, or an item of a `for_each` step): its inputs and,
+/// for `api_call`, its request (for `research`, its query; for `connector`, its `with`),
+/// templates evaluated. An item's
+/// templates also see `item` (its element of the list) and `item_index`.
+fn render_input(spec: &ValidatedSpec, state: &RunState, slot: Slot) -> Result<Value, StepError> {
+    let step = spec.step(slot.step);
+    let item = match slot.item {
+        Some(k) => Some((state.slot(slot).and_then(|s| s.item.clone()).unwrap_or(Value::Null), json!(k))),
+        None => None,
+    };
+    let mut vars: Vec<(&str, &Value)> = vec![("params", &state.params), ("steps", &state.scope)];
+    if let Some((item, index)) = &item {
+        vars.push(("item", item));
+        vars.push(("item_index", index));
+    }
+    let render = |v: &Value| expr::render_vars(v, &vars);
     let bad = |e: expr::ExprError| StepError::permanent("input_error", e.to_string());
-    let inputs = expr::render(&serde_json::to_value(&step.inputs).expect("inputs are JSON"), &scope).map_err(bad)?;
+    let inputs = render(&serde_json::to_value(&step.inputs).expect("inputs are JSON")).map_err(bad)?;
     let mut input = json!({ "inputs": inputs });
     if let StepKind::ApiCall(call) = &step.kind {
-        input["request"] = expr::render(&serde_json::to_value(&call.request).expect("request is JSON"), &scope).map_err(bad)?;
+        input["request"] = render(&serde_json::to_value(&call.request).expect("request is JSON")).map_err(bad)?;
     }
     if let StepKind::Llm(llm) = &step.kind {
-        let scope = json!({ "params": state.params, "steps": state.scope, "inputs": input["inputs"] });
+        let mut scope = json!({ "params": state.params, "steps": state.scope, "inputs": input["inputs"] });
+        if let Some((item, index)) = &item {
+            scope["item"] = item.clone();
+            scope["item_index"] = index.clone();
+        }
         input["llm"] = llm.render(&scope).map_err(|e| StepError::permanent("template_error", e))?;
         if step.checks.is_some() {
             // CEL checks see `params`; the handler evaluates them for `on_block: retry`.
@@ -203,31 +209,71 @@ fn render_input(spec: &ValidatedSpec, state: &RunState, i: usize) -> Result<Valu
         }
     }
     if let StepKind::Research(r) = &step.kind {
-        input["query"] = expr::render(&Value::String(r.query.clone()), &scope).map_err(bad)?;
+        input["query"] = render(&Value::String(r.query.clone())).map_err(bad)?;
     }
     if let StepKind::Connector(c) = &step.kind {
-        input["with"] = expr::render(&Value::Object(c.with.clone()), &scope).map_err(bad)?;
+        input["with"] = render(&Value::Object(c.with.clone())).map_err(bad)?;
     }
     if let StepKind::Event(EventStep { emit: Some(emit), .. }) = &step.kind {
-        input["event"] = expr::render(&json!({ "name": emit.name, "payload": emit.payload }), &scope).map_err(bad)?;
+        input["event"] = render(&json!({ "name": emit.name, "payload": emit.payload })).map_err(bad)?;
+    }
+    if let Some((item, index)) = item {
+        input["item"] = item;
+        input["item_index"] = index;
     }
     Ok(input)
+}
+
+/// The list a `for_each` step fans out over, resolved from journaled data (parameters and
+/// upstream outputs), so replay resolves the same list.
+pub fn resolve_items(spec: &ValidatedSpec, state: &RunState, i: usize) -> Result<Vec<Value>, StepError> {
+    let Some(list) = &spec.step(i).for_each else { return Err(StepError::permanent("for_each_error", "the step has no `for_each`")) };
+    let scope = Scope { params: &state.params, steps: &state.scope };
+    match expr::render(list, &scope) {
+        Ok(Value::Array(items)) => Ok(items),
+        Ok(other) => Err(StepError::permanent(
+            "for_each_error",
+            format!("`for_each` must give a list, but gave {}", json_kind(&other)),
+        )),
+        Err(e) => Err(StepError::permanent("for_each_error", format!("`for_each` could not be resolved: {e}"))),
+    }
+}
+
+fn json_kind(v: &Value) -> String {
+    match v {
+        Value::Null => "null".into(),
+        Value::Bool(b) => format!("a boolean ({b})"),
+        Value::Number(n) => format!("a number ({n})"),
+        Value::String(_) => "a string".into(),
+        Value::Array(_) => "a list".into(),
+        Value::Object(_) => "an object".into(),
+    }
+}
+
+/// The slot a budget block of step `i` is about: its first item still waiting for budget if
+/// it fans out, else the step.
+pub(crate) fn blocked_slot(state: &RunState, i: usize) -> Slot {
+    state.steps[i]
+        .items
+        .iter()
+        .position(|it| it.status == StepStatus::Pending)
+        .map_or(Slot::step(i), |k| Slot::item(i, k as u32))
 }
 
 /// What one attempt of step `i` reserves: its estimate (for an `llm` step without one, the
 /// worst case of its model calls from the run's quote and the rendered prompt), or more after
 /// an overrun.
-pub(crate) fn reservation(spec: &ValidatedSpec, state: &RunState, i: usize) -> Money {
-    let step = spec.step(i);
+pub(crate) fn reservation(spec: &ValidatedSpec, state: &RunState, slot: Slot) -> Money {
+    let step = spec.step(slot.step);
     let quoted = || {
         let quote = state.quotes.get(&step.id)?;
-        let input = render_input(spec, state, i).ok()?;
+        let input = render_input(spec, state, slot).ok()?;
         let messages = input.get("llm")?.get("messages")?.as_array()?;
         let bytes: u64 = messages.iter().map(|m| m["content"].as_str().map_or(0, |c| c.len() as u64)).sum();
         Some(quote.reservation(bytes))
     };
     let est = step.cost.or_else(quoted).unwrap_or(Money::ZERO);
-    state.steps[i].overrun_cost.map_or(est, |o| o.max(est))
+    state.slot(slot).and_then(|s| s.overrun_cost).map_or(est, |o| o.max(est))
 }
 
 impl Machine<'_> {
@@ -268,6 +314,10 @@ impl Machine<'_> {
                 continue;
             }
             let step = self.spec.step(i);
+            if step.for_each.is_some() {
+                self.expand(i, &mut ready);
+                continue;
+            }
             match &step.kind {
                 StepKind::Condition(condition) => {
                     let scope = Scope { params: &self.state.params, steps: &self.state.scope };
@@ -310,8 +360,119 @@ impl Machine<'_> {
                         self.actions.push(Action::ArmTimer { timer: Timer::Escalate { step: step.id.clone(), level: 0 }, at });
                     }
                 }
-                _ => self.dispatch(i, 1, None, &mut ready),
+                _ => self.dispatch(Slot::step(i), 1, None, &mut ready),
             }
+        }
+    }
+
+    /// A `for_each` step is ready: resolve its list and have its length journaled
+    /// (`ResolveItems` → `ItemsResolved`); its items start when that is applied.
+    fn expand(&mut self, i: usize, ready: &mut Vec<usize>) {
+        match resolve_items(self.spec, self.state, i) {
+            Ok(items) => {
+                let s = &mut self.state.steps[i];
+                s.started_at = Some(self.now);
+                s.status = StepStatus::Expanding;
+                let items = items.len().min(u32::MAX as usize) as u32;
+                self.actions.push(Action::ResolveItems { step: self.spec.step(i).id.clone(), items });
+            }
+            Err(e) => {
+                self.state.steps[i].error = Some(e);
+                self.state.steps[i].status = StepStatus::Failed;
+                self.settle(i, ready);
+            }
+        }
+    }
+
+    /// The journaled length of a `for_each` step's list: start one attempt series per item
+    /// (or fail the step if the list is longer than the run's limit).
+    fn items_resolved(&mut self, step: &StepId, items: u32, limit: u32) {
+        let Some(i) = self.step_index(step) else { return };
+        if self.state.steps[i].status != StepStatus::Expanding {
+            return;
+        }
+        let mut ready = Vec::new();
+        let list = resolve_items(self.spec, self.state, i).and_then(|list| {
+            if list.len() != items as usize {
+                Err(StepError::permanent(
+                    "for_each_error",
+                    format!("`for_each` resolved to {} items, but the journal recorded {items}", list.len()),
+                ))
+            } else if items > limit {
+                Err(StepError::permanent(
+                    "for_each_error",
+                    format!("`for_each` gave {items} items; a step may fan out over at most {limit} (the engine's `for_each_max_items`)"),
+                ))
+            } else {
+                Ok(list)
+            }
+        });
+        match list {
+            Err(e) => {
+                self.state.steps[i].error = Some(e);
+                self.fail_step(i, &mut ready);
+            }
+            Ok(list) if list.is_empty() => {
+                let s = &mut self.state.steps[i];
+                s.output = Some(Value::Array(Vec::new()));
+                s.status = StepStatus::Succeeded;
+                self.settle(i, &mut ready);
+            }
+            Ok(list) => {
+                let s = &mut self.state.steps[i];
+                s.status = StepStatus::Mapping { items };
+                s.items = list
+                    .into_iter()
+                    .map(|item| StepState { item: Some(item), ..StepState::new(0) })
+                    .collect();
+                for k in 0..items {
+                    self.dispatch(Slot::item(i, k), 1, None, &mut ready);
+                }
+            }
+        }
+        self.consider(ready);
+        self.check_done();
+    }
+
+    /// An item of `for_each` step `i` reached a terminal state: once every item has, the step
+    /// succeeds with their outputs in list order, or fails naming the first item that failed.
+    fn item_settled(&mut self, i: usize, k: u32, ready: &mut Vec<usize>) {
+        let now = self.now;
+        let s = &mut self.state.steps[i];
+        s.items[k as usize].finished_at.get_or_insert(now);
+        if !s.items.iter().all(|it| it.status.is_terminal()) || !matches!(s.status, StepStatus::Mapping { .. }) {
+            return;
+        }
+        let n = s.items.len();
+        let failed = s.items.iter().enumerate().find(|(_, it)| it.status == StepStatus::Failed);
+        if let Some((k, it)) = failed {
+            let e = it.error.clone().unwrap_or_else(|| StepError::permanent("step_failed", "failed"));
+            s.error = Some(StepError { message: format!("item {k} of {n} failed: {}", e.message), ..e });
+            s.status = StepStatus::Failed;
+        } else {
+            s.output = Some(Value::Array(s.items.iter().map(|it| it.output.clone().unwrap_or(Value::Null)).collect()));
+            s.status = StepStatus::Succeeded;
+        }
+        self.settle(i, ready);
+    }
+
+    /// A slot reached a terminal state: a step settles; an item may settle its step.
+    fn settle_slot(&mut self, slot: Slot, ready: &mut Vec<usize>) {
+        match slot.item {
+            None => self.settle(slot.step, ready),
+            Some(k) => self.item_settled(slot.step, k, ready),
+        }
+    }
+
+    fn slot_of(&self, id: &StepId) -> Option<Slot> {
+        Slot::of(self.spec, id)
+    }
+
+    fn at(&mut self, slot: Slot) -> &mut StepState {
+        let s = &mut self.state.steps[slot.step];
+        match slot.item {
+            None => s,
+            Some(k) => &mut s.items[k as usize],
         }
     }
 
@@ -377,20 +538,22 @@ impl Machine<'_> {
         }
     }
 
-    fn dispatch(&mut self, i: usize, attempt: u32, not_before: Option<u64>, ready: &mut Vec<usize>) {
-        let input = match render_input(self.spec, self.state, i) {
+    fn dispatch(&mut self, slot: Slot, attempt: u32, not_before: Option<u64>, ready: &mut Vec<usize>) {
+        let i = slot.step;
+        let input = match render_input(self.spec, self.state, slot) {
             Ok(v) => v,
             Err(e) => {
-                self.state.steps[i].error = Some(e);
-                self.state.steps[i].status = StepStatus::Failed;
-                self.settle(i, ready);
+                self.at(slot).error = Some(e);
+                self.at(slot).status = StepStatus::Failed;
+                self.settle_slot(slot, ready);
                 return;
             }
         };
-        let estimate = reservation(self.spec, self.state, i);
+        let estimate = reservation(self.spec, self.state, slot);
         if !self.state.budget.covers(estimate) {
-            self.state.steps[i].status = StepStatus::Pending;
-            self.state.steps[i].attempts.truncate(attempt as usize - 1);
+            let s = self.at(slot);
+            s.status = StepStatus::Pending;
+            s.attempts.truncate(attempt as usize - 1);
             if !self.state.budget_blocked.contains(&i) {
                 self.state.budget_blocked.push(i);
             }
@@ -398,20 +561,21 @@ impl Machine<'_> {
                 self.state.human_seq += 1;
                 let id = RequestId::new(format!("{}.budget.{}", self.state.run, self.state.human_seq));
                 self.state.budget_request = Some(id.clone());
-                self.actions.push(Action::RequestHuman(budget_request(self.spec, self.state, i, id)));
+                self.actions.push(Action::RequestHuman(budget_request(self.spec, self.state, slot, id)));
             }
             return;
         }
         self.state.budget.reserved += estimate;
         let start = not_before.unwrap_or(self.now).max(self.now);
         let queue_deadline = queue_timeout(self.spec, i).map(|q| start + q.as_millis() as u64);
-        let s = &mut self.state.steps[i];
+        let now = self.now;
+        let s = self.at(slot);
         s.reserved = estimate;
-        s.started_at.get_or_insert(self.now);
+        s.started_at.get_or_insert(now);
         s.attempts.push(AttemptRecord {
             attempt,
             status: AttemptStatus::Queued,
-            dispatched_at: self.now,
+            dispatched_at: now,
             started_at: None,
             finished_at: None,
             worker: None,
@@ -419,12 +583,13 @@ impl Machine<'_> {
             late_result: None,
         });
         s.status = StepStatus::Queued { attempt, not_before, queue_deadline };
-        self.actions.push(Action::Dispatch { step: self.spec.step(i).id.clone(), attempt, not_before, input });
+        self.actions.push(Action::Dispatch { step: slot.id(self.spec), attempt, not_before, input });
     }
 
-    /// Settle the reservation of the attempt in flight with its actual cost.
-    fn settle_cost(&mut self, i: usize, actual: Money) {
-        let s = &mut self.state.steps[i];
+    /// Settle the reservation of the attempt in flight with its actual cost (an item's cost
+    /// also counts on its step).
+    fn settle_cost(&mut self, slot: Slot, actual: Money) {
+        let s = self.at(slot);
         let reserved = std::mem::take(&mut s.reserved);
         // Steps that report no cost of their own are charged their estimate: fail closed.
         let actual = if actual.is_zero() { reserved } else { actual };
@@ -432,19 +597,22 @@ impl Machine<'_> {
             s.overrun_cost = Some(actual);
         }
         s.cost += actual;
+        if slot.item.is_some() {
+            self.state.steps[slot.step].cost += actual;
+        }
         self.state.budget.reserved = self.state.budget.reserved.saturating_sub(reserved);
         self.state.budget.spent += actual;
     }
 
-    /// Whether `attempt` is the one step `i` waits for. If it is not, its result is late: the
+    /// Whether `attempt` is the one `slot` waits for. If it is not, its result is late: the
     /// run moved past it (it was interrupted, timed out or cancelled), so the result is kept
     /// on its audit record as superseded and never used.
-    fn is_current(&mut self, i: usize, attempt: u32, started_at: Option<u64>, result: &str) -> bool {
-        if matches!(self.state.steps[i].status, StepStatus::Queued { attempt: a, .. } if a == attempt) {
+    fn is_current(&mut self, slot: Slot, attempt: u32, started_at: Option<u64>, result: &str) -> bool {
+        if self.state.is_queued(slot, attempt) {
             return true;
         }
         let now = self.now;
-        if let Some(a) = self.state.steps[i].attempts.iter_mut().find(|a| a.attempt == attempt) {
+        if let Some(a) = self.at(slot).attempts.iter_mut().find(|a| a.attempt == attempt) {
             if matches!(a.status, AttemptStatus::Interrupted | AttemptStatus::TimedOut | AttemptStatus::Cancelled) {
                 a.status = AttemptStatus::Superseded;
                 a.started_at = started_at.or(a.started_at);
@@ -455,10 +623,10 @@ impl Machine<'_> {
         false
     }
 
-    /// Close the current attempt of step `i` with its result.
-    fn close_attempt(&mut self, i: usize, attempt: u32, status: AttemptStatus, started_at: Option<u64>, error: Option<&StepError>) {
+    /// Close the current attempt of `slot` with its result.
+    fn close_attempt(&mut self, slot: Slot, attempt: u32, status: AttemptStatus, started_at: Option<u64>, error: Option<&StepError>) {
         let now = self.now;
-        if let Some(a) = self.state.steps[i].attempts.iter_mut().find(|a| a.attempt == attempt) {
+        if let Some(a) = self.at(slot).attempts.iter_mut().find(|a| a.attempt == attempt) {
             a.status = status;
             a.started_at = started_at.or(a.started_at);
             a.finished_at = Some(now);
@@ -467,64 +635,65 @@ impl Machine<'_> {
     }
 
     fn step_succeeded(&mut self, step: &StepId, attempt: u32, started_at: u64, output: &Value, cost: Money, gate: &Option<Value>) {
-        let Some(i) = self.step_index(step) else { return };
-        if !self.is_current(i, attempt, Some(started_at), "succeeded") {
+        let Some(slot) = self.slot_of(step) else { return };
+        if !self.is_current(slot, attempt, Some(started_at), "succeeded") {
             return;
         }
-        self.settle_cost(i, cost);
-        self.close_attempt(i, attempt, AttemptStatus::Succeeded, Some(started_at), None);
-        let s = &mut self.state.steps[i];
+        self.settle_cost(slot, cost);
+        self.close_attempt(slot, attempt, AttemptStatus::Succeeded, Some(started_at), None);
+        let s = self.at(slot);
         s.output = Some(output.clone());
         s.gate = gate.clone();
         s.error = None;
         s.status = StepStatus::Succeeded;
         let mut ready = Vec::new();
-        self.settle(i, &mut ready);
+        self.settle_slot(slot, &mut ready);
         self.consider(ready);
         self.check_done();
     }
 
     fn step_blocked(&mut self, step: &StepId, attempt: u32, started_at: u64, redacted: &Value, cost: Money, gate: &Value) {
-        let Some(i) = self.step_index(step) else { return };
-        if !self.is_current(i, attempt, Some(started_at), "blocked") {
+        let Some(slot) = self.slot_of(step) else { return };
+        if !self.is_current(slot, attempt, Some(started_at), "blocked") {
             return;
         }
-        self.settle_cost(i, cost);
-        self.close_attempt(i, attempt, AttemptStatus::Blocked, Some(started_at), None);
+        self.settle_cost(slot, cost);
+        self.close_attempt(slot, attempt, AttemptStatus::Blocked, Some(started_at), None);
         self.state.human_seq += 1;
         let id = RequestId::for_step(&self.state.run, step, self.state.human_seq);
-        let s = &mut self.state.steps[i];
+        let s = self.at(slot);
         s.gate = Some(gate.clone());
         s.blocked = Some(redacted.clone());
         s.status = StepStatus::WaitingHuman { request: id.clone() };
-        self.actions.push(Action::RequestHuman(guidance_request(self.spec, self.state, i, id)));
+        self.actions.push(Action::RequestHuman(guidance_request(self.spec, self.state, slot, id)));
     }
 
     fn step_failed(&mut self, step: &StepId, attempt: u32, started_at: Option<u64>, error: &StepError) {
-        let Some(i) = self.step_index(step) else { return };
-        if !self.is_current(i, attempt, started_at, &format!("failed: {}", error.code)) {
+        let Some(slot) = self.slot_of(step) else { return };
+        if !self.is_current(slot, attempt, started_at, &format!("failed: {}", error.code)) {
             return;
         }
-        self.attempt_failed(i, attempt, AttemptStatus::Failed, started_at, error);
+        self.attempt_failed(slot, attempt, AttemptStatus::Failed, started_at, error);
     }
 
-    /// The current attempt of step `i` ended without a result: settle it, then retry the step
-    /// as its policy allows, or fail it.
-    fn attempt_failed(&mut self, i: usize, attempt: u32, status: AttemptStatus, started_at: Option<u64>, error: &StepError) {
+    /// The current attempt of `slot` ended without a result: settle it, then retry as the
+    /// step's policy allows, or fail it.
+    fn attempt_failed(&mut self, slot: Slot, attempt: u32, status: AttemptStatus, started_at: Option<u64>, error: &StepError) {
         let spec = self.spec;
-        let step = &spec.step(i).id;
-        self.settle_cost(i, Money::ZERO);
-        self.close_attempt(i, attempt, status, started_at, Some(error));
-        let counted = self.state.steps[i].attempts.iter().filter(|a| a.counts_towards_retries()).count() as u32;
-        let s = &mut self.state.steps[i];
-        s.error = Some(error.clone());
+        let i = slot.step;
+        // Jitter keyed by the slot, so a fan-out's items do not retry in lockstep.
+        let key = slot.id(spec);
+        self.settle_cost(slot, Money::ZERO);
+        self.close_attempt(slot, attempt, status, started_at, Some(error));
+        let counted = self.at(slot).attempts.iter().filter(|a| a.counts_towards_retries()).count() as u32;
+        self.at(slot).error = Some(error.clone());
         let mut ready = Vec::new();
-        let retry = self.spec.step(i).retry.as_ref().or_else(|| self.spec.spec().defaults.as_ref().and_then(|d| d.retry.as_ref()));
-        match retry.and_then(|r| retry_after_failure(r, error, self.state.run.as_str(), step.as_str(), counted)) {
-            None => self.fail_step(i, &mut ready),
+        let retry = spec.step(i).retry.as_ref().or_else(|| spec.spec().defaults.as_ref().and_then(|d| d.retry.as_ref()));
+        match retry.and_then(|r| retry_after_failure(r, error, self.state.run.as_str(), key.as_str(), counted)) {
+            None => self.fail_slot(slot, &mut ready),
             Some(delay) => {
-                self.state.steps[i].status = StepStatus::Pending;
-                self.dispatch(i, attempt + 1, Some(self.now + delay), &mut ready);
+                self.at(slot).status = StepStatus::Pending;
+                self.dispatch(slot, attempt + 1, Some(self.now + delay), &mut ready);
             }
         }
         self.consider(ready);
@@ -535,57 +704,61 @@ impl Machine<'_> {
     /// interrupted and run the step again at once (same idempotency key), unless it keeps
     /// being interrupted.
     fn attempt_interrupted(&mut self, step: &StepId, attempt: u32, started_at: u64, worker: &str) {
-        let Some(i) = self.step_index(step) else { return };
-        if !matches!(self.state.steps[i].status, StepStatus::Queued { attempt: a, .. } if a == attempt) {
+        let Some(slot) = self.slot_of(step) else { return };
+        if !self.state.is_queued(slot, attempt) {
             return;
         }
         // It may have run: charge its reservation (fail closed), like a step reporting no cost.
-        self.settle_cost(i, Money::ZERO);
+        self.settle_cost(slot, Money::ZERO);
         let error = StepError::retryable("interrupted", format!("the process running attempt {attempt} ({worker}) died before it finished"));
-        self.close_attempt(i, attempt, AttemptStatus::Interrupted, Some(started_at), Some(&error));
-        if let Some(a) = self.state.steps[i].attempts.iter_mut().find(|a| a.attempt == attempt) {
+        self.close_attempt(slot, attempt, AttemptStatus::Interrupted, Some(started_at), Some(&error));
+        if let Some(a) = self.at(slot).attempts.iter_mut().find(|a| a.attempt == attempt) {
             a.worker = Some(worker.to_string());
         }
-        let interruptions = self.state.steps[i].attempts.iter().filter(|a| a.status == AttemptStatus::Interrupted).count();
+        let interruptions = self.at(slot).attempts.iter().filter(|a| a.status == AttemptStatus::Interrupted).count();
         let mut ready = Vec::new();
         if interruptions >= MAX_INTERRUPTIONS {
-            self.state.steps[i].error = Some(StepError::permanent(
+            self.at(slot).error = Some(StepError::permanent(
                 "interrupted",
                 format!("{interruptions} attempts were interrupted by their process dying; not trying again"),
             ));
-            self.fail_step(i, &mut ready);
+            self.fail_slot(slot, &mut ready);
         } else {
-            self.state.steps[i].status = StepStatus::Pending;
-            self.dispatch(i, attempt + 1, None, &mut ready);
+            self.at(slot).status = StepStatus::Pending;
+            self.dispatch(slot, attempt + 1, None, &mut ready);
         }
         self.consider(ready);
         self.check_done();
     }
 
     fn fail_step(&mut self, i: usize, ready: &mut Vec<usize>) {
-        self.state.steps[i].status = StepStatus::Failed;
-        self.settle(i, ready);
+        self.fail_slot(Slot::step(i), ready);
+    }
+
+    fn fail_slot(&mut self, slot: Slot, ready: &mut Vec<usize>) {
+        self.at(slot).status = StepStatus::Failed;
+        self.settle_slot(slot, ready);
     }
 
     fn timer_fired(&mut self, timer: &Timer) {
         match timer {
             Timer::QueueTimeout { step, attempt } => {
-                let Some(i) = self.step_index(step) else { return };
-                if matches!(self.state.steps[i].status, StepStatus::Queued { attempt: a, .. } if a == *attempt) {
-                    let limit = queue_timeout(self.spec, i).unwrap_or_default();
+                let Some(slot) = self.slot_of(step) else { return };
+                if self.state.is_queued(slot, *attempt) {
+                    let limit = queue_timeout(self.spec, slot.step).unwrap_or_default();
                     let error = StepError::retryable(
                         "queue_timeout",
                         format!("attempt {attempt} was not started by a worker within {}", humantime::format_duration(limit)),
                     );
-                    self.attempt_failed(i, *attempt, AttemptStatus::NotStarted, None, &error);
+                    self.attempt_failed(slot, *attempt, AttemptStatus::NotStarted, None, &error);
                 }
             }
             Timer::StepTimeout { step, attempt } => {
-                let Some(i) = self.step_index(step) else { return };
-                if matches!(self.state.steps[i].status, StepStatus::Queued { attempt: a, .. } if a == *attempt) {
-                    let limit = step_timeout(self.spec, i);
+                let Some(slot) = self.slot_of(step) else { return };
+                if self.state.is_queued(slot, *attempt) {
+                    let limit = step_timeout(self.spec, slot.step);
                     let error = StepError::retryable("timeout", format!("attempt {attempt} did not finish within {}", humantime::format_duration(limit)));
-                    self.attempt_failed(i, *attempt, AttemptStatus::TimedOut, None, &error);
+                    self.attempt_failed(slot, *attempt, AttemptStatus::TimedOut, None, &error);
                 }
             }
             Timer::Delay { step } => {
@@ -691,17 +864,17 @@ impl Machine<'_> {
         if self.state.budget_request.as_ref() == Some(&d.request) {
             return self.budget_decided(d);
         }
-        let Some(i) = self
+        let Some(slot) = self
             .state
-            .steps
-            .iter()
-            .position(|s| matches!(&s.status, StepStatus::WaitingHuman { request } if *request == d.request))
+            .slots()
+            .find(|(_, s)| matches!(&s.status, StepStatus::WaitingHuman { request } if *request == d.request))
+            .map(|(slot, _)| slot)
         else {
             return; // unknown or already answered: decisions are first-writer-wins upstream
         };
         let mut ready = Vec::new();
         let decision = d.decision.clone();
-        let s = &mut self.state.steps[i];
+        let s = self.at(slot);
         s.decision = Some(d.clone());
         let was_blocked = s.blocked.take().is_some();
         match decision {
@@ -709,7 +882,7 @@ impl Machine<'_> {
                 // Released as is: the held output, brought back by the actor with the decision.
                 s.output = Some(released.cloned().unwrap_or(Value::Null));
                 s.status = StepStatus::Succeeded;
-                self.settle(i, &mut ready);
+                self.settle_slot(slot, &mut ready);
             }
             Decision::Approve => {
                 let mut output = json!({ "approved": true, "by": d.by, "comment": d.comment });
@@ -718,17 +891,17 @@ impl Machine<'_> {
                 }
                 s.output = Some(output);
                 s.status = StepStatus::Succeeded;
-                self.settle(i, &mut ready);
+                self.settle_slot(slot, &mut ready);
             }
             Decision::Modify { value } => {
                 s.output = Some(value);
                 s.status = StepStatus::Succeeded;
-                self.settle(i, &mut ready);
+                self.settle_slot(slot, &mut ready);
             }
             Decision::Reject | Decision::Extend { .. } => {
                 s.error = Some(StepError::permanent("rejected", format!("rejected by {}{}", d.by, d.comment.as_deref().map(|c| format!(": {c}")).unwrap_or_default())));
                 s.status = StepStatus::Failed;
-                self.settle(i, &mut ready);
+                self.settle_slot(slot, &mut ready);
             }
             Decision::Abort => {
                 return self.finish(RunStatus::Cancelled { by: d.by, reason: d.comment.unwrap_or_else(|| "aborted".into()) });
@@ -741,7 +914,7 @@ impl Machine<'_> {
     fn budget_decided(&mut self, d: StepDecision) {
         let Some(&first) = self.state.budget_blocked.first() else { return };
         let amount = match d.decision {
-            Decision::Approve => self.state.budget.shortfall(reservation(self.spec, self.state, first)),
+            Decision::Approve => self.state.budget.shortfall(reservation(self.spec, self.state, blocked_slot(self.state, first))),
             Decision::Extend { amount } if !amount.is_zero() => amount,
             _ => {
                 let cap = self.state.budget.limit().unwrap_or(Money::ZERO);
@@ -758,11 +931,27 @@ impl Machine<'_> {
         let blocked = std::mem::take(&mut self.state.budget_blocked);
         let mut ready = Vec::new();
         for i in blocked {
-            let attempt = self.state.steps[i].attempts.len() as u32 + 1;
             if self.state.budget_request.is_some() {
-                self.state.budget_blocked.push(i); // still short: the new request covers it too
-            } else {
-                self.dispatch(i, attempt, None, &mut ready);
+                // Still short: the new request covers it too.
+                if !self.state.budget_blocked.contains(&i) {
+                    self.state.budget_blocked.push(i);
+                }
+                continue;
+            }
+            // A `for_each` step's items held back, in order (one may block again), or the step.
+            let held: Vec<Slot> = match self.state.steps[i].status {
+                StepStatus::Mapping { .. } => (0..self.state.steps[i].items.len() as u32)
+                    .filter(|&k| self.state.steps[i].items[k as usize].status == StepStatus::Pending)
+                    .map(|k| Slot::item(i, k))
+                    .collect(),
+                _ => vec![Slot::step(i)],
+            };
+            for slot in held {
+                if self.state.budget_request.is_some() {
+                    break; // blocked again: dispatch put the step back on the list
+                }
+                let attempt = self.state.slot(slot).map_or(0, |s| s.attempts.len() as u32) + 1;
+                self.dispatch(slot, attempt, None, &mut ready);
             }
         }
         self.consider(ready);
@@ -795,21 +984,12 @@ impl Machine<'_> {
 
     /// End the run: cancel what is not finished, withdraw open requests.
     fn finish(&mut self, status: RunStatus) {
+        let now = self.now;
         for s in &mut self.state.steps {
-            if let StepStatus::WaitingHuman { request } = &s.status {
-                self.actions.push(Action::WithdrawHuman { request: request.clone() });
+            for item in &mut s.items {
+                cancel_open(item, now, &mut self.actions);
             }
-            if let StepStatus::Queued { attempt, .. } = s.status {
-                if let Some(a) = s.attempts.iter_mut().find(|a| a.attempt == attempt) {
-                    a.status = AttemptStatus::Cancelled;
-                    a.finished_at = Some(self.now);
-                }
-            }
-            if !s.status.is_terminal() {
-                s.status = StepStatus::Cancelled;
-                s.finished_at.get_or_insert(self.now);
-                s.reserved = Money::ZERO;
-            }
+            cancel_open(s, now, &mut self.actions);
         }
         if let Some(req) = self.state.budget_request.take() {
             self.actions.push(Action::WithdrawHuman { request: req });
@@ -819,5 +999,24 @@ impl Machine<'_> {
         self.state.status = status;
         self.state.finished_at = Some(self.now);
         self.actions.push(Action::Finish);
+    }
+}
+
+/// At the end of a run: withdraw a step's (or item's) open request, cancel its attempt in
+/// flight, and cancel it if it had not finished.
+fn cancel_open(s: &mut StepState, now: u64, actions: &mut Vec<Action>) {
+    if let StepStatus::WaitingHuman { request } = &s.status {
+        actions.push(Action::WithdrawHuman { request: request.clone() });
+    }
+    if let StepStatus::Queued { attempt, .. } = s.status {
+        if let Some(a) = s.attempts.iter_mut().find(|a| a.attempt == attempt) {
+            a.status = AttemptStatus::Cancelled;
+            a.finished_at = Some(now);
+        }
+    }
+    if !s.status.is_terminal() {
+        s.status = StepStatus::Cancelled;
+        s.finished_at.get_or_insert(now);
+        s.reserved = Money::ZERO;
     }
 }

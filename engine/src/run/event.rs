@@ -67,12 +67,32 @@ pub enum Event {
         at: u64,
     },
     Cancelled { by: String, reason: String, at: u64 },
+    /// A `for_each` step's list resolved to `items` elements (from journaled data), and the
+    /// run's limit on a fan-out was `limit` (the engine's `for_each_max_items` then): the
+    /// fan-out's length and bound are in the journal, so replay expands it the same way.
+    ItemsResolved { step: StepId, items: u32, limit: u32, at: u64 },
     /// An `event` step's `wait` received this bus event (`{id, name, payload, at}`), which
     /// matched its name and correlation when the run driver checked it.
     EventReceived { step: StepId, received: Value, at: u64 },
 }
 
 impl Event {
+    /// The event's name as journaled (`step_succeeded`, …).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::RunStarted { .. } => "run_started",
+            Event::StepSucceeded { .. } => "step_succeeded",
+            Event::StepFailed { .. } => "step_failed",
+            Event::StepBlocked { .. } => "step_blocked",
+            Event::TimerFired { .. } => "timer_fired",
+            Event::AttemptInterrupted { .. } => "attempt_interrupted",
+            Event::HumanDecided { .. } => "human_decided",
+            Event::Cancelled { .. } => "cancelled",
+            Event::ItemsResolved { .. } => "items_resolved",
+            Event::EventReceived { .. } => "event_received",
+        }
+    }
+
     pub fn at(&self) -> u64 {
         match self {
             Event::RunStarted { at, .. }
@@ -83,6 +103,7 @@ impl Event {
             | Event::AttemptInterrupted { at, .. }
             | Event::HumanDecided { at, .. }
             | Event::Cancelled { at, .. }
+            | Event::ItemsResolved { at, .. }
             | Event::EventReceived { at, .. } => *at,
         }
     }
@@ -170,6 +191,9 @@ pub enum Action {
     /// the epoch: the wait's start minus its lookback): register the run as a waiter for the
     /// name, then look on the bus for one already there.
     AwaitEvent { step: StepId, name: String, from: u64 },
+    /// A `for_each` step's list has `items` elements: journal `ItemsResolved` with the
+    /// engine's `for_each_max_items` (the items start once it is applied).
+    ResolveItems { step: StepId, items: u32 },
     /// The run is over.
     Finish,
 }

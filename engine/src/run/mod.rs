@@ -14,7 +14,7 @@ pub use apply::{apply, outstanding, replay, start};
 pub use event::{Action, Decision, Event, HumanMode, HumanRequestSpec, Timer};
 pub use requests::escalation_timers;
 pub use policy::{retries, retry_after_failure, retry_delay_ms};
-pub use state::{AttemptRecord, AttemptStatus, BudgetState, FailReason, RunState, RunStatus, StepDecision, StepState, StepStatus};
+pub use state::{AttemptRecord, AttemptStatus, BudgetState, FailReason, RunState, RunStatus, Slot, StepDecision, StepState, StepStatus};
 
 #[cfg(test)]
 mod tests;

@@ -46,6 +46,11 @@ pub struct FailReason {
 pub enum StepStatus {
     /// Waiting for its dependencies (or for budget).
     Pending,
+    /// A `for_each` step whose list is resolved: its length is being journaled
+    /// (`ItemsResolved`) before any item starts.
+    Expanding,
+    /// A `for_each` step whose items run, each with a state of its own (`StepState::items`).
+    Mapping { items: u32 },
     /// An attempt is enqueued or running. `queue_deadline` bounds the time before a worker
     /// starts it (the step's `queue_timeout`); once started, the worker enforces `timeout`.
     Queued {
@@ -79,6 +84,7 @@ impl StepStatus {
     pub fn label(&self) -> &'static str {
         match self {
             StepStatus::Pending => "pending",
+            StepStatus::Expanding | StepStatus::Mapping { .. } => "running",
             StepStatus::Queued { .. } => "running",
             StepStatus::WaitingHuman { .. } => "waiting_human",
             StepStatus::Delaying { .. } => "delaying",
@@ -211,6 +217,74 @@ pub struct StepState {
     pub started_at: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<u64>,
+    /// For an item of a `for_each` step: its element of the list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item: Option<Value>,
+    /// For a `for_each` step: its items, in list order, each an attempt series of its own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub items: Vec<StepState>,
+}
+
+impl StepState {
+    /// A step (or item) that has not started.
+    pub fn new(remaining_needs: u32) -> Self {
+        StepState {
+            status: StepStatus::Pending,
+            remaining_needs,
+            attempts: Vec::new(),
+            output: None,
+            cost: Money::ZERO,
+            reserved: Money::ZERO,
+            overrun_cost: None,
+            error: None,
+            gate: None,
+            blocked: None,
+            decision: None,
+            escalated: 0,
+            started_at: None,
+            finished_at: None,
+            item: None,
+            items: Vec::new(),
+        }
+    }
+}
+
+/// Where an attempt series lives: a step (by its index in the spec), or item `k` of a
+/// `for_each` step. An item's jobs, claims, outcomes and requests are keyed by its
+/// [`slot id`](Slot::id) `step.k`, which no declared step id can be (they hold no `.`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Slot {
+    pub step: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item: Option<u32>,
+}
+
+impl Slot {
+    pub fn step(i: usize) -> Self {
+        Slot { step: i, item: None }
+    }
+    pub fn item(i: usize, k: u32) -> Self {
+        Slot { step: i, item: Some(k) }
+    }
+    /// The id the slot's attempts are keyed by: the step's id, or `<step>.<k>` for an item.
+    pub fn id(self, spec: &crate::spec::ValidatedSpec) -> crate::ids::StepId {
+        let id = &spec.step(self.step).id;
+        match self.item {
+            None => id.clone(),
+            Some(k) => crate::ids::StepId::new(format!("{id}.{k}")),
+        }
+    }
+    /// The slot an attempt id names: a declared step, or an item `<step>.<k>` of a
+    /// `for_each` step.
+    pub fn of(spec: &crate::spec::ValidatedSpec, id: &crate::ids::StepId) -> Option<Slot> {
+        if let Some(i) = spec.dag().index_of(id) {
+            return Some(Slot::step(i));
+        }
+        let (step, k) = id.as_str().rsplit_once('.')?;
+        let i = spec.dag().index_of(&crate::ids::StepId::from(step))?;
+        let k: u32 = k.parse().ok().filter(|_| !k.starts_with('+') && (k == "0" || !k.starts_with('0')))?;
+        spec.step(i).for_each.is_some().then_some(Slot::item(i, k))
+    }
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -271,10 +345,31 @@ pub struct RunState {
 }
 
 impl RunState {
-    /// Whether an outcome of `attempt` of step `i` means anything to the run: it is the attempt
-    /// the step waits for, or one the run moved past whose late result the audit keeps.
-    pub fn wants_outcome(&self, i: usize, attempt: u32) -> bool {
-        let s = &self.steps[i];
+    /// The state of a slot (a step, or an item of a `for_each` step), if it exists.
+    pub fn slot(&self, slot: Slot) -> Option<&StepState> {
+        let s = self.steps.get(slot.step)?;
+        match slot.item {
+            None => Some(s),
+            Some(k) => s.items.get(k as usize),
+        }
+    }
+
+    /// Every step and every item of a `for_each` step, with its slot.
+    pub fn slots(&self) -> impl Iterator<Item = (Slot, &StepState)> + '_ {
+        self.steps.iter().enumerate().flat_map(|(i, s)| {
+            std::iter::once((Slot::step(i), s)).chain(s.items.iter().enumerate().map(move |(k, it)| (Slot::item(i, k as u32), it)))
+        })
+    }
+
+    /// Whether `slot`'s current attempt is `attempt` and in flight.
+    pub fn is_queued(&self, slot: Slot, attempt: u32) -> bool {
+        self.slot(slot).is_some_and(|s| matches!(s.status, StepStatus::Queued { attempt: a, .. } if a == attempt))
+    }
+
+    /// Whether an outcome of `attempt` of `slot` means anything to the run: it is the attempt
+    /// the slot waits for, or one the run moved past whose late result the audit keeps.
+    pub fn wants_outcome(&self, slot: Slot, attempt: u32) -> bool {
+        let Some(s) = self.slot(slot) else { return false };
         matches!(s.status, StepStatus::Queued { attempt: a, .. } if a == attempt)
             || s.attempts.iter().any(|a| {
                 a.attempt == attempt && matches!(a.status, AttemptStatus::Interrupted | AttemptStatus::TimedOut | AttemptStatus::Cancelled)
@@ -285,8 +380,8 @@ impl RunState {
     /// run can be passivated.
     pub fn is_waiting(&self) -> bool {
         !self.status.is_finished()
-            && !self.steps.iter().any(|s| matches!(s.status, StepStatus::Queued { .. }))
+            && !self.slots().any(|(_, s)| matches!(s.status, StepStatus::Queued { .. } | StepStatus::Expanding))
             && (self.budget_request.is_some()
-                || self.steps.iter().any(|s| matches!(s.status, StepStatus::WaitingHuman { .. } | StepStatus::Delaying { .. } | StepStatus::WaitingEvent { .. })))
+                || self.slots().any(|(_, s)| matches!(s.status, StepStatus::WaitingHuman { .. } | StepStatus::Delaying { .. } | StepStatus::WaitingEvent { .. })))
     }
 }

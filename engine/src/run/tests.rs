@@ -27,6 +27,7 @@ fn render_action(a: &Action) -> String {
         Action::PageHuman { request, to, level } => format!("page {to} on {request} (level {level})"),
         Action::DecideByPolicy { request, decision } => format!("policy decides {request} {decision:?}"),
         Action::AwaitEvent { step, name, from } => format!("await {step} `{name}` from={from}"),
+        Action::ResolveItems { step, items } => format!("resolve {step} ({items} items)"),
         Action::Finish => "finish".into(),
     }
 }
@@ -47,7 +48,11 @@ fn render_state(spec: &ValidatedSpec, s: &RunState) -> String {
         .steps
         .iter()
         .enumerate()
-        .map(|(i, st)| format!("{}={}", spec.step(i).id, st.status.label()))
+        .map(|(i, st)| {
+            let items: Vec<&str> = st.items.iter().map(|it| it.status.label()).collect();
+            let items = if items.is_empty() { String::new() } else { format!("[{}]", items.join(",")) };
+            format!("{}={}{items}", spec.step(i).id, st.status.label())
+        })
         .collect();
     let mut out = format!("run={} {}", s.status.label(), steps.join(" "));
     if let crate::run::RunStatus::Failed { reason } = &s.status {
@@ -116,6 +121,7 @@ fn render_event(e: &Event) -> String {
         Event::Cancelled { at, .. } => format!("@{at} cancel"),
         Event::AttemptInterrupted { step, attempt, at, .. } => format!("@{at} interrupted {step}#{attempt}"),
         Event::EventReceived { step, received, at } => format!("@{at} received {step} {}", received["id"]),
+        Event::ItemsResolved { step, items, limit, at } => format!("@{at} resolved {step} {items}/{limit}"),
     }
 }
 
@@ -833,4 +839,211 @@ fn a_waiting_run_is_waiting_and_recovery_awaits_again() {
     assert!(state.is_waiting());
     let out: Vec<String> = crate::run::outstanding(&spec, &state).iter().map(render_action).collect();
     assert_eq!(out, ["timer event-wait(paid) at=15000", "await paid `payment.received` from=3000"]);
+}
+
+const FAN_OUT: &str = r#"
+id: fan
+owner: ops
+budget: { max_cost: 10 }
+parameters:
+  docs: { type: array, default: ["a.txt", "b.txt", "c.txt"] }
+steps:
+  - { id: list, type: code, script: "return 1", inputs: { docs: "${{ params.docs }}" } }
+  - id: classify
+    type: code
+    needs: [list]
+    for_each: "${{ params.docs }}"
+    inputs: { doc: "${{ item }}", n: "${{ item_index }}" }
+    script: "return 1"
+    cost: 0.5
+    retry: { max_attempts: 2, backoff: { initial: 100ms } }
+  - { id: summary, type: code, needs: [classify], script: "return 1", inputs: { labels: "${{ steps.classify.output }}" } }
+"#;
+
+fn resolved(step: &str, items: u32, limit: u32, at: u64) -> Event {
+    Event::ItemsResolved { step: StepId::from(step), items, limit, at }
+}
+
+#[test]
+fn for_each_journals_its_length_then_runs_each_item_on_its_own_and_outputs_the_list_in_order() {
+    check(
+        FAN_OUT,
+        &[
+            started(0, json!({"docs": ["a.txt", "b.txt", "c.txt"]})),
+            ok("list", 1, 10, json!(1)),
+            resolved("classify", 3, 1000, 11),
+            // Items finish out of order; one fails once and is retried on its own.
+            ok("classify.2", 1, 20, json!("invoice")),
+            fail("classify.0", 1, 21, StepError::retryable("http_status", "503")),
+            ok("classify.1", 1, 22, json!("letter")),
+            ok("classify.0", 2, 200, json!("contract")),
+            ok("summary", 1, 300, json!(1)),
+        ],
+        expect![[r#"
+            @0 start -> [dispatch list#1 {"docs":["a.txt","b.txt","c.txt"]}]
+            @10 ok list#1 -> [resolve classify (3 items)]
+            @11 resolved classify 3/1000 -> [dispatch classify.0#1 {"doc":"a.txt","n":0}, dispatch classify.1#1 {"doc":"b.txt","n":1}, dispatch classify.2#1 {"doc":"c.txt","n":2}]
+            @20 ok classify.2#1 -> []
+            @21 fail classify.0#1 (http_status) -> [dispatch classify.0#2 at=141 {"doc":"a.txt","n":0}]
+            @22 ok classify.1#1 -> []
+            @200 ok classify.0#2 -> [dispatch summary#1 {"labels":["contract","letter","invoice"]}]
+            @300 ok summary#1 -> [finish]
+            run=succeeded list=succeeded classify=succeeded[succeeded,succeeded,succeeded] summary=succeeded budget(spent=2.00 reserved=0.00 extended=0.00)
+        "#]],
+    );
+    // Each item keeps its own attempts and cost; the step's cost is their sum.
+    let spec = spec(FAN_OUT);
+    let state = replay(
+        &spec,
+        RunId::from("r1"),
+        &[
+            started(0, json!({"docs": ["a.txt", "b.txt"]})),
+            ok("list", 1, 10, json!(1)),
+            resolved("classify", 2, 1000, 11),
+            fail("classify.0", 1, 21, StepError::retryable("http_status", "503")),
+            ok("classify.0", 2, 200, json!("x")),
+            ok("classify.1", 1, 22, json!("y")),
+        ],
+    );
+    let classify = &state.steps[1];
+    assert_eq!(classify.items[0].attempts.len(), 2);
+    assert_eq!(classify.items[1].attempts.len(), 1);
+    assert_eq!(classify.items[0].item, Some(json!("a.txt")));
+    assert_eq!(classify.items[0].cost, Money::parse("1.0").unwrap());
+    assert_eq!(classify.cost, Money::parse("1.5").unwrap());
+    assert_eq!(classify.output, Some(json!(["x", "y"])));
+}
+
+#[test]
+fn a_failed_item_fails_its_step_once_every_item_has_finished_naming_the_item() {
+    check(
+        FAN_OUT,
+        &[
+            started(0, json!({"docs": ["a", "b"]})),
+            ok("list", 1, 10, json!(1)),
+            resolved("classify", 2, 1000, 11),
+            fail("classify.1", 1, 20, StepError::permanent("script_error", "boom")),
+            ok("classify.0", 1, 30, json!("ok")),
+        ],
+        expect![[r#"
+            @0 start -> [dispatch list#1 {"docs":["a","b"]}]
+            @10 ok list#1 -> [resolve classify (2 items)]
+            @11 resolved classify 2/1000 -> [dispatch classify.0#1 {"doc":"a","n":0}, dispatch classify.1#1 {"doc":"b","n":1}]
+            @20 fail classify.1#1 (script_error) -> []
+            @30 ok classify.0#1 -> [finish]
+            run=failed list=succeeded classify=failed[succeeded,failed] summary=skipped [step_failed: step `classify` failed: script_error: item 1 of 2 failed: boom] budget(spent=1.00 reserved=0.00 extended=0.00)
+        "#]],
+    );
+}
+
+#[test]
+fn for_each_over_too_long_a_list_or_not_a_list_fails_with_a_clear_error_and_an_empty_list_succeeds() {
+    check(
+        FAN_OUT,
+        &[started(0, json!({"docs": ["a", "b", "c"]})), ok("list", 1, 10, json!(1)), resolved("classify", 3, 2, 11)],
+        expect![[r#"
+            @0 start -> [dispatch list#1 {"docs":["a","b","c"]}]
+            @10 ok list#1 -> [resolve classify (3 items)]
+            @11 resolved classify 3/2 -> [finish]
+            run=failed list=succeeded classify=failed summary=skipped [step_failed: step `classify` failed: for_each_error: `for_each` gave 3 items; a step may fan out over at most 2 (the engine's `for_each_max_items`)] budget(spent=0.00 reserved=0.00 extended=0.00)
+        "#]],
+    );
+    let not_a_list = FAN_OUT.replace("for_each: \"${{ params.docs }}\"", "for_each: \"${{ steps.list.output }}\"");
+    check(
+        &not_a_list,
+        &[started(0, json!({"docs": ["a"]})), ok("list", 1, 10, json!(1))],
+        expect![[r#"
+            @0 start -> [dispatch list#1 {"docs":["a"]}]
+            @10 ok list#1 -> [finish]
+            run=failed list=succeeded classify=failed summary=skipped [step_failed: step `classify` failed: for_each_error: `for_each` must give a list, but gave a number (1)] budget(spent=0.00 reserved=0.00 extended=0.00)
+        "#]],
+    );
+    check(
+        FAN_OUT,
+        &[started(0, json!({"docs": []})), ok("list", 1, 10, json!(1)), resolved("classify", 0, 1000, 11), ok("summary", 1, 20, json!(1))],
+        expect![[r#"
+            @0 start -> [dispatch list#1 {"docs":[]}]
+            @10 ok list#1 -> [resolve classify (0 items)]
+            @11 resolved classify 0/1000 -> [dispatch summary#1 {"labels":[]}]
+            @20 ok summary#1 -> [finish]
+            run=succeeded list=succeeded classify=succeeded summary=succeeded budget(spent=0.00 reserved=0.00 extended=0.00)
+        "#]],
+    );
+}
+
+#[test]
+fn items_are_held_by_the_budget_one_by_one_and_a_blocked_item_asks_for_guidance_on_its_own() {
+    let tight = FAN_OUT.replace("max_cost: 10", "max_cost: 1.0");
+    check(
+        &tight,
+        &[
+            started(0, json!({"docs": ["a", "b", "c"]})),
+            ok("list", 1, 10, json!(1)),
+            resolved("classify", 3, 1000, 11),
+            decided("r1.budget.1", Decision::Extend { amount: Money::parse("1.0").unwrap() }, 12),
+            blocked("classify.1", 20),
+            ok("classify.0", 1, 21, json!("a")),
+            ok("classify.2", 1, 22, json!("c")),
+            Event::HumanDecided {
+                request: RequestId::from("r1.classify.1.2"),
+                decision: Decision::Modify { value: json!("corrected") },
+                by: "ann".into(),
+                comment: None,
+                released: None,
+                by_policy: false,
+                at: 30,
+            },
+        ],
+        expect![[r#"
+            @0 start -> [dispatch list#1 {"docs":["a","b","c"]}]
+            @10 ok list#1 -> [resolve classify (3 items)]
+            @11 resolved classify 3/1000 -> [dispatch classify.0#1 {"doc":"a","n":0}, dispatch classify.1#1 {"doc":"b","n":1}, ask BudgetExtension r1.budget.1 "The run's budget (1.00 USD, 0.00 spent) cannot cover step `classify` (estimated 0.50). Extend it by at least 0.50?"]
+            @12 human r1.budget.1 Extend { amount: Money(1) } -> [dispatch classify.2#1 {"doc":"c","n":2}]
+            @20 blocked classify.1#1 -> [ask Guidance r1.classify.1.2 "The output of item 1 of step `classify` was blocked by the gate mesh (threat.override). Approve it as is, supply a corrected value, or abort the run?"]
+            @21 ok classify.0#1 -> []
+            @22 ok classify.2#1 -> []
+            @30 human r1.classify.1.2 Modify { value: String("corrected") } -> [dispatch summary#1 {"labels":["a","corrected","c"]}]
+            run=running list=succeeded classify=succeeded[succeeded,succeeded,succeeded] summary=running budget(spent=1.50 reserved=0.00 extended=1.00)
+        "#]],
+    );
+}
+
+#[test]
+fn a_recovered_fan_out_redoes_what_is_outstanding_and_cancelling_cancels_every_item() {
+    let spec = spec(FAN_OUT);
+    let events = [started(0, json!({"docs": ["a", "b"]})), ok("list", 1, 10, json!(1))];
+    let state = replay(&spec, RunId::from("r1"), &events);
+    // Crashed before the length was journaled: resolve it again.
+    let out: Vec<String> = outstanding(&spec, &state).iter().map(render_action).collect();
+    assert_eq!(out, ["resolve classify (2 items)"]);
+    let events = [started(0, json!({"docs": ["a", "b"]})), ok("list", 1, 10, json!(1)), resolved("classify", 2, 1000, 11), ok("classify.0", 1, 20, json!("x"))];
+    let mut state = replay(&spec, RunId::from("r1"), &events);
+    let out: Vec<String> = outstanding(&spec, &state).iter().map(render_action).collect();
+    assert_eq!(out, [r#"dispatch classify.1#1 {"doc":"b","n":1}"#]);
+    assert!(state.wants_outcome(crate::run::Slot::item(1, 1), 1));
+    assert!(!state.wants_outcome(crate::run::Slot::item(1, 0), 1), "item 0 has its outcome already");
+    apply(&spec, &mut state, &Event::Cancelled { by: "ann".into(), reason: "stop".into(), at: 30 });
+    assert_eq!(state.steps[1].items[1].status.label(), "cancelled");
+    assert_eq!(state.steps[1].items[1].attempts[0].status, AttemptStatus::Cancelled);
+    // A late outcome of an item of a finished run, or of an item that does not exist, changes nothing.
+    let before = state.clone();
+    apply(&spec, &mut state, &ok("classify.1", 1, 40, json!("late")));
+    apply(&spec, &mut state, &ok("classify.7", 1, 40, json!("?")));
+    assert_eq!(state, before);
+}
+
+#[test]
+fn for_each_is_validated_where_it_is_written() {
+    let err = |yaml: &str| parse_yaml(yaml).expect_err("invalid").to_string();
+    let base = |step: &str| format!("id: w\nowner: o\nparameters:\n  xs: {{ type: array, default: [] }}\nsteps:\n{step}\n");
+    let e = err(&base("  - { id: a, type: delay, duration: 1s, for_each: \"${{ params.xs }}\" }"));
+    assert!(e.contains("steps[0] (a).for_each") && e.contains("a `delay` step cannot fan out"), "{e}");
+    let e = err(&base("  - { id: a, type: code, script: x, for_each: \"params.xs\" }"));
+    assert!(e.contains("must be a list, or a `${{ … }}` template"), "{e}");
+    let e = err(&base("  - { id: a, type: code, script: x, inputs: { d: \"${{ item }}\" } }"));
+    assert!(e.contains("steps[0] (a).inputs") && e.contains("only in a step with `for_each`"), "{e}");
+    let e = err(&base("  - { id: a, type: code, script: x, for_each: \"${{ steps.zz.output }}\" }"));
+    assert!(e.contains("`steps.zz` is not a step of this workflow"), "{e}");
+    // A literal list, and a field called `item` of an output, are fine.
+    parse_yaml(&base("  - { id: a, type: code, script: x, for_each: [1, 2], inputs: { d: \"${{ item }}\" } }\n  - { id: b, type: code, script: x, needs: [a], inputs: { d: \"${{ steps.a.output.item }}\" } }")).unwrap();
 }

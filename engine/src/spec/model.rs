@@ -192,6 +192,12 @@ pub struct StepSpec {
     /// Named inputs; strings may hold `${{ expr }}` references to `params` and upstream `steps`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub inputs: BTreeMap<String, serde_json::Value>,
+    /// Fan-out: run the step once per element of this list — a YAML list, or a `${{ expr }}`
+    /// template over `params` and upstream `steps` that gives one. Each item is an attempt
+    /// series of its own (retries, claim, gate verdict, cost); its templates see `item` and
+    /// `item_index`; the step's output is the list of the items' outputs, in order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub for_each: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<RetrySpec>,
     /// Start-to-close limit of one attempt (e.g. `30s`), counted from when a worker starts it

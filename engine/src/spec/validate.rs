@@ -395,6 +395,27 @@ fn check_step(
     exprs.extend(shape.expressions(&at));
     let mut templated: Vec<(String, Value)> = vec![(format!("{at}.inputs"), serde_json::to_value(&step.inputs).unwrap_or(Value::Null))];
     templated.extend(shape.templates(&at));
+    // `item` and `item_index` exist only in a `for_each` step's own templates (not in its list).
+    for (place, value) in &templated {
+        if step.for_each.is_none() && expr::template_exprs(value).is_ok_and(|es| es.iter().any(|e| uses_item(e))) {
+            p.push(problem(place, "`item` and `item_index` are defined only in a step with `for_each`"));
+        }
+    }
+    if let Some(list) = &step.for_each {
+        let place = format!("{at}.for_each");
+        if ty.is_local() || matches!(&step.kind, crate::spec::StepKind::Event(e) if e.wait.is_some()) {
+            p.push(problem(&place, format!("a `{}` step cannot fan out: `for_each` runs a step that does work (code, api_call, llm, research, connector, platform…) once per item", ty.name())));
+        }
+        match list {
+            Value::Array(_) => {}
+            Value::String(t) if t.contains("${{") => {}
+            _ => p.push(problem(&place, "must be a list, or a `${{ … }}` template that gives one (e.g. \"${{ steps.fetch.output.documents }}\")")),
+        }
+        if expr::template_exprs(list).is_ok_and(|es| es.iter().any(|e| uses_item(e))) {
+            p.push(problem(&place, "the list cannot refer to `item` or `item_index` (they are its elements)"));
+        }
+        templated.push((place, list.clone()));
+    }
     for (place, value) in templated {
         match expr::template_exprs(&value) {
             Ok(es) => exprs.extend(es.into_iter().map(|e| (place.clone(), e))),
@@ -422,6 +443,20 @@ fn check_step(
             }
         }
     }
+}
+
+/// Whether a CEL expression refers to the variable `item` or `item_index` (not a field of
+/// that name: `steps.x.output.item` is not one).
+fn uses_item(src: &str) -> bool {
+    let b = src.as_bytes();
+    ["item_index", "item"].iter().any(|name| {
+        src.match_indices(name).any(|(at, _)| {
+            let end = at + name.len();
+            let before_ok = at == 0 || !(b[at - 1].is_ascii_alphanumeric() || b[at - 1] == b'_' || b[at - 1] == b'.');
+            let after_ok = end == b.len() || !(b[end].is_ascii_alphanumeric() || b[end] == b'_');
+            before_ok && after_ok
+        })
+    })
 }
 
 /// A retry policy: its bounds, and `on` naming only error codes an attempt can fail with.

@@ -118,6 +118,8 @@ pub fn user(name: &str) -> String {
 pub fn user_token(id: &str) -> String {
     format!("user-token/{id}")
 }
+/// The service's receipt signing key (Ed25519 seed), sealed with the service key; created once.
+pub const RECEIPT_KEY: &str = "service/receipt-key";
 /// Index of users (members: user names).
 pub const USERS: &str = "idx/users";
 /// The claim on a fire's dedup key (first writer wins, expires after the dedup window).

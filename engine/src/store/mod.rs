@@ -7,12 +7,14 @@
 //! (`tollgate-tests::store_conformance`) runs against every backend.
 
 mod backend;
+pub mod chain;
 mod connections;
 mod fires;
 pub mod keys;
 pub mod lease;
 mod listing;
 pub mod memory;
+mod receipt_key;
 mod records;
 mod requests;
 mod secrets;
@@ -20,6 +22,7 @@ mod typed;
 mod users;
 
 pub use backend::{Backend, StoreError};
+pub use chain::{ChainLink, ChainedEntry, JournalHead};
 pub use connections::EmailSendRecord;
 pub use lease::{Lease, LeaseGrant};
 pub use listing::{RunListing, RunPage};

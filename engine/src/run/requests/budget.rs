@@ -5,12 +5,14 @@ use serde_json::json;
 
 use crate::ids::RequestId;
 use crate::run::apply::reservation;
-use crate::run::{HumanMode, HumanRequestSpec, RunState};
+use crate::run::{HumanMode, HumanRequestSpec, RunState, Slot};
 use crate::spec::ValidatedSpec;
 
-pub(crate) fn budget_request(spec: &ValidatedSpec, state: &RunState, i: usize, id: RequestId) -> HumanRequestSpec {
-    let step = spec.step(i);
-    let estimate = reservation(spec, state, i);
+/// `slot`: what cannot be covered — a step, or the next item of a `for_each` step (the
+/// request names the step).
+pub(crate) fn budget_request(spec: &ValidatedSpec, state: &RunState, slot: Slot, id: RequestId) -> HumanRequestSpec {
+    let step = spec.step(slot.step);
+    let estimate = reservation(spec, state, slot);
     let b = &state.budget;
     let currency = spec.spec().budget.as_ref().map_or("USD", |b| b.currency.as_str());
     let needed = b.shortfall(estimate);

@@ -4,12 +4,17 @@
 use serde_json::{json, Value};
 
 use crate::ids::RequestId;
-use crate::run::{HumanMode, HumanRequestSpec, RunState};
+use crate::run::{HumanMode, HumanRequestSpec, RunState, Slot};
 use crate::spec::ValidatedSpec;
 
-pub(crate) fn guidance_request(spec: &ValidatedSpec, state: &RunState, i: usize, id: RequestId) -> HumanRequestSpec {
-    let step = spec.step(i);
-    let s = &state.steps[i];
+pub(crate) fn guidance_request(spec: &ValidatedSpec, state: &RunState, slot: Slot, id: RequestId) -> HumanRequestSpec {
+    let step = spec.step(slot.step);
+    let Some(s) = state.slot(slot) else { unreachable!("a guidance request is for a slot of the run") };
+    let slot_id = slot.id(spec);
+    let what = match slot.item {
+        None => format!("step `{}`", step.id),
+        Some(k) => format!("item {k} of step `{}`", step.id),
+    };
     let rules: Vec<String> = s
         .gate
         .as_ref()
@@ -27,9 +32,9 @@ pub(crate) fn guidance_request(spec: &ValidatedSpec, state: &RunState, i: usize,
     HumanRequestSpec {
         id,
         mode: HumanMode::Guidance,
-        step: Some(step.id.clone()),
-        question: format!("The output of step `{}` was blocked {by}. Approve it as is, supply a corrected value, or abort the run?", step.id),
-        context: json!({ "workflow": spec.spec().id, "step": step.id, "rules": rules, "failed_checks": failed_checks, "redacted_output": s.blocked, "gate": s.gate }),
+        step: Some(slot_id.clone()),
+        question: format!("The output of {what} was blocked {by}. Approve it as is, supply a corrected value, or abort the run?"),
+        context: json!({ "workflow": spec.spec().id, "step": slot_id, "item": slot.item, "rules": rules, "failed_checks": failed_checks, "redacted_output": s.blocked, "gate": s.gate }),
         // Only job steps (`code`, `api_call`, `llm`…) are gated or checked, and they name no assignee.
         assignee: None,
         forbid_self_approval: false,

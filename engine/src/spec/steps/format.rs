@@ -20,7 +20,7 @@ use crate::spec::steps::{KINDS, StepKind, deserialize_kind, kind_schema, own_fie
 use crate::spec::{RetrySpec, StepGates, StepSpec, StepType};
 
 /// The fields every step has, in the order messages list them.
-const COMMON: &[&str] = &["id", "type", "description", "needs", "when", "join", "inputs", "retry", "timeout", "queue_timeout", "cost", "gates", "checks"];
+const COMMON: &[&str] = &["id", "type", "description", "needs", "when", "join", "inputs", "for_each", "retry", "timeout", "queue_timeout", "cost", "gates", "checks"];
 
 impl<'de> Deserialize<'de> for StepSpec {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -70,6 +70,7 @@ struct Common {
     when: Option<Option<String>>,
     join: Option<Option<crate::spec::Join>>,
     inputs: Option<BTreeMap<String, Value>>,
+    for_each: Option<Option<Value>>,
     retry: Option<Option<RetrySpec>>,
     timeout: Option<Option<Duration>>,
     queue_timeout: Option<Option<Duration>>,
@@ -99,6 +100,7 @@ impl Common {
             "when" => set(&mut self.when, name, map.next_value()?),
             "join" => set(&mut self.join, name, map.next_value()?),
             "inputs" => set(&mut self.inputs, name, map.next_value()?),
+            "for_each" => set(&mut self.for_each, name, map.next_value()?),
             "retry" => set(&mut self.retry, name, map.next_value()?),
             "timeout" => set(&mut self.timeout, name, map.next_value::<Humantime>()?.0),
             "queue_timeout" => set(&mut self.queue_timeout, name, map.next_value::<Humantime>()?.0),
@@ -118,6 +120,7 @@ impl Common {
             when: self.when.flatten(),
             join: self.join.flatten(),
             inputs: self.inputs.unwrap_or_default(),
+            for_each: self.for_each.flatten(),
             retry: self.retry.flatten(),
             timeout: self.timeout.flatten(),
             queue_timeout: self.queue_timeout.flatten(),
