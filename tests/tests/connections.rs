@@ -10,7 +10,7 @@
 //! - `http.request` with bearer, basic and OAuth2 (a token cached across calls, fetched again
 //!   after a 401 and after it expires), and a path that tries to leave the base URL is refused;
 //! - credentials appear nowhere in a raw dump of the store, and `connections test` with a wrong
-//!   password says so.
+//!   password says so; on Redis too, every key and value is read raw.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -378,4 +378,51 @@ async fn credentials_stay_sealed_and_a_wrong_password_fails_the_test_clearly() {
         scanned += bytes.len();
     }
     assert!(scanned > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_holds_no_connection_credential() {
+    let sink = SmtpSink::start();
+    let mut sys = tollgate_tests::harness::redis().await;
+    add_sink(&sys, &sink).await;
+    add(&sys, "mail", ConnectionKind::Smtp, &[("host", "smtp.example.test".into()), ("user", "ops".into()), ("from", "ops@example.test".into())], Some(MARKER)).await;
+    add(&sys, "api", ConnectionKind::Http, &[("base_url", "https://api.example.test".into()), ("auth", "oauth2".into()), ("token_url", "https://auth.example.test/t".into()), ("client_id", "c".into())], Some(MARKER)).await;
+    // A send, so the send record is among the keys too.
+    let run = sys.start(SEND, json!({ "to": "client@example.test" })).await;
+    assert_eq!(sys.settle(&run).await.state.status.label(), "succeeded");
+    sys.stop().await;
+    let client = redis::Client::open(tollgate_tests::harness::redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{}*", sys.config.namespace)).query_async(&mut conn).await.unwrap();
+    assert!(keys.iter().any(|k| k.contains("conn/ops/mail")) && keys.iter().any(|k| k.contains("secret/ops/connection.mail")), "{keys:?}");
+    assert!(keys.iter().any(|k| k.contains("/sent/")), "the send record is stored: {keys:?}");
+    for key in &keys {
+        let ty: String = redis::cmd("TYPE").arg(key).query_async(&mut conn).await.unwrap();
+        let value: redis::Value = match ty.as_str() {
+            "string" => redis::cmd("GET").arg(key).query_async(&mut conn).await.unwrap(),
+            "list" => redis::cmd("LRANGE").arg(key).arg(0).arg(-1).query_async(&mut conn).await.unwrap(),
+            "hash" => redis::cmd("HGETALL").arg(key).query_async(&mut conn).await.unwrap(),
+            "set" => redis::cmd("SMEMBERS").arg(key).query_async(&mut conn).await.unwrap(),
+            "zset" => redis::cmd("ZRANGE").arg(key).arg(0).arg(-1).query_async(&mut conn).await.unwrap(),
+            "stream" => redis::cmd("XRANGE").arg(key).arg("-").arg("+").query_async(&mut conn).await.unwrap(),
+            _ => continue,
+        };
+        let mut bytes = Vec::new();
+        flatten(&value, &mut bytes);
+        assert!(!bytes.windows(MARKER.len()).any(|w| w == MARKER.as_bytes()), "{key} holds a credential in plaintext");
+    }
+    let _: () = redis::cmd("DEL").arg(&keys).query_async(&mut conn).await.unwrap();
+}
+
+fn flatten(v: &redis::Value, out: &mut Vec<u8>) {
+    match v {
+        redis::Value::BulkString(b) => out.extend_from_slice(b),
+        redis::Value::SimpleString(s) => out.extend_from_slice(s.as_bytes()),
+        redis::Value::Array(items) | redis::Value::Set(items) => items.iter().for_each(|i| flatten(i, out)),
+        redis::Value::Map(pairs) => pairs.iter().for_each(|(k, v)| {
+            flatten(k, out);
+            flatten(v, out);
+        }),
+        _ => {}
+    }
 }
