@@ -120,6 +120,8 @@ pub struct StepDoc {
     pub decision: Option<Value>,
     #[schema(value_type = Option<Object>)]
     pub gate: Option<Value>,
+    /// A `workflow.run` step's sub-workflow run.
+    pub child: Option<String>,
 }
 
 /// A run step by step.
@@ -137,6 +139,9 @@ pub struct RunDoc {
     pub finished_at: Option<u64>,
     #[schema(value_type = Object)]
     pub budget: Value,
+    /// A sub-workflow's run: `{run, workflow, step, depth, budget}` of the run that started it.
+    #[schema(value_type = Option<Object>)]
+    pub parent: Option<Value>,
     pub steps: Vec<StepDoc>,
 }
 
