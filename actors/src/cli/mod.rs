@@ -1,6 +1,7 @@
 //! The command line: `validate`, `schema`, `run`, `decide`, `resume`, `cancel`, `runs`,
-//! `secrets`, `docs`, `memory`, `receipt`, `serve`, `worker`. Each command is a function here or in a sibling module.
+//! `secrets`, `connections`, `docs`, `memory`, `receipt`, `serve`, `worker`. Each command is a function here or in a sibling module.
 
+mod connections;
 mod docs;
 mod gates;
 mod progress;
@@ -128,6 +129,11 @@ pub enum Command {
         #[command(subcommand)]
         command: secrets::SecretsCommand,
     },
+    /// Named connections of an owner (smtp, imap, http) that `connector` steps use: add, list, test, remove.
+    Connections {
+        #[command(subcommand)]
+        command: connections::ConnectionsCommand,
+    },
     /// Document collections that `research` steps search: ingest, search, list, delete.
     Docs {
         #[command(subcommand)]
@@ -215,6 +221,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Validate { file } => validate_cmd(&config, &file),
         Command::Secrets { command } => secrets::secrets_cmd(&config, command).await,
+        Command::Connections { command } => connections::run(&config, command).await,
         Command::Schema => {
             println!("{}", serde_json::to_string_pretty(&tollgate_engine::spec::json_schema())?);
             Ok(ExitCode::SUCCESS)
