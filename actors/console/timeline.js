@@ -46,6 +46,13 @@ function decisionLine(d) {
     h("strong", {}, what), d.by_policy ? " applied by the escalation policy" : [" by ", h("strong", { class: "by" }, d.by)], ` at ${time(d.at)}`, d.comment ? ` — “${d.comment}”` : "");
 }
 
+/** An `llm` step's tool calls: which tool, how each ended (ok, denied, failed…), by attempt. */
+function toolCalls(calls) {
+  if (!Array.isArray(calls) || !calls.length) return null;
+  return h("div", { class: "tool-calls" }, h("h4", {}, "Tool calls"),
+    h("ol", {}, calls.map((c) => h("li", { dataset: { tool: c.tool, status: c.status } }, h("code", {}, c.tool), " ", chip(c.status), ` (attempt ${c.attempt})`))));
+}
+
 function stepSection(st, currency) {
   return h("section", { class: "step", id: `step-${st.id}`, tabindex: -1, dataset: { step: st.id, status: st.status } },
     h("h3", {}, h("code", {}, st.id), " ", h("span", { class: "muted" }, st.type), " ", chip(st.status)),
@@ -56,9 +63,11 @@ function stepSection(st, currency) {
       h("dt", {}, "Attempts"), h("dd", {}, String(st.attempts.length))),
     st.skip_reason ? h("p", { class: "muted" }, `Skipped: ${st.skip_reason}`) : null,
     st.waiting_request ? h("p", {}, "Waiting for a decision: ", h("a", { href: `#/requests/${encodeURIComponent(st.waiting_request)}` }, "open the card")) : null,
+    st.child ? h("p", {}, "Sub-workflow: ", h("a", { href: `#/runs/${encodeURIComponent(st.child)}`, dataset: { child: st.child } }, `run ${st.child}`)) : null,
     st.error ? h("p", { class: "error" }, `${st.error.code}: ${st.error.message}`) : null,
     st.decision ? decisionLine(st.decision) : null,
     attempts(st.attempts),
+    st.output && typeof st.output === "object" ? toolCalls(st.output.tool_calls) : null,
     st.output !== null && st.output !== undefined ? h("details", { class: "output", dataset: { key: `output-${st.id}` }, open: st.output_redacted || undefined }, h("summary", {}, st.output_redacted ? "Output (redacted)" : "Output"), json(st.output)) : null,
     st.gate ? h("details", { class: "gate", dataset: { key: `gate-${st.id}` }, open: st.gate.action !== "allow" || undefined }, h("summary", {}, "Gate trail"), gateTrail(st.gate)) : null);
 }
@@ -87,6 +96,7 @@ export async function renderTimeline(view, id, { stale }) {
     h("p", { class: "crumbs" }, h("a", { href: "#/runs" }, "Runs"), " / ", t.run),
     h("h1", {}, `${t.workflow} v${t.version} `, chip(t.status)),
     t.reason ? h("p", { class: "error" }, `${t.reason.code}: ${t.reason.message}`) : null,
+    t.parent ? h("p", { class: "muted" }, "Sub-workflow of ", h("a", { href: `#/runs/${encodeURIComponent(t.parent.run)}`, dataset: { parent: t.parent.run } }, `run ${t.parent.run}`), ` (step ${t.parent.step} of ${t.parent.workflow})`) : null,
     h("p", { class: "muted" }, `created ${time(t.created_at)} · started ${time(t.started_at)} · finished ${time(t.finished_at)}`),
     // The signed record of the run (served with the session cookie; `tollgate receipt verify` checks it).
     h("div", { class: "actions" },

@@ -43,10 +43,24 @@ pub fn detailed_event(spec: &ValidatedSpec, e: &Event, redact: &mut dyn FnMut(&V
             put("gate", verdict_summary(Some(gate), redact));
         }
         Event::AttemptInterrupted { started_at, .. } => put("started_at", json!(started_at)),
+        // What the human was shown: the call's arguments and the model's reason (redacted
+        // when they were journaled, and again here), or the prompt finding.
+        Event::ToolAuthorisationAsked { started_at, ask, .. } => {
+            put("started_at", json!(started_at));
+            put("arguments", redact(&ask.arguments));
+            put("reason", redact(&json!(ask.reason)));
+        }
+        Event::PromptHeld { started_at, hold, .. } => {
+            put("started_at", json!(started_at));
+            put("flagged", redact(&json!(hold.flagged)));
+        }
         Event::HumanDecided { decision, comment, released, .. } => {
             put("comment", comment.as_ref().map_or(Value::Null, |c| redact(&json!(c))));
             if let Decision::Modify { value } = decision {
                 put("value", redact(value));
+            }
+            if let Decision::Deny { reason } = decision {
+                put("reason", redact(&json!(reason)));
             }
             if let Some(r) = released {
                 put("released", redact(r));
@@ -54,7 +68,11 @@ pub fn detailed_event(spec: &ValidatedSpec, e: &Event, redact: &mut dyn FnMut(&V
         }
         Event::Cancelled { reason, .. } => put("reason", redact(&json!(reason))),
         Event::EventReceived { received, .. } => put("payload", redact(&received["payload"])),
-        Event::TimerFired { .. } | Event::ItemsResolved { .. } => {}
+        Event::ChildFinished { outcome, .. } => match outcome {
+            tollgate_engine::run::ChildOutcome::Succeeded { output } => put("output", redact(output)),
+            tollgate_engine::run::ChildOutcome::Failed { error } => put("error", json!({"code": error.code, "message": redact(&json!(error.message))})),
+        },
+        Event::TimerFired { .. } | Event::ItemsResolved { .. } | Event::ChildBudgetAsked { .. } => {}
     }
     v
 }
@@ -96,6 +114,13 @@ fn audit_event(spec: &ValidatedSpec, e: &Event) -> Value {
         Event::StepSucceeded { step, attempt, cost, .. } => json!({"at": at, "kind": "step.succeeded", "step": step, "attempt": attempt, "cost": cost}),
         Event::StepFailed { step, attempt, error, .. } => json!({"at": at, "kind": "step.failed", "step": step, "attempt": attempt, "code": error.code}),
         Event::StepBlocked { step, attempt, .. } => json!({"at": at, "kind": "step.blocked", "step": step, "attempt": attempt}),
+        Event::PromptHeld { step, attempt, hold, .. } => {
+            json!({"at": at, "kind": "prompt.held", "step": step, "attempt": attempt, "signals": hold.signals, "score": hold.score})
+        }
+        // The tool and the call; its (redacted) arguments are on the request.
+        Event::ToolAuthorisationAsked { step, attempt, ask, cost, .. } => {
+            json!({"at": at, "kind": "tool.authorisation_asked", "step": step, "attempt": attempt, "tool": ask.tool, "call": ask.call_id, "turn": ask.turn, "cost": cost})
+        }
         Event::AttemptInterrupted { step, attempt, worker, .. } => json!({"at": at, "kind": "attempt.interrupted", "step": step, "attempt": attempt, "worker": worker}),
         Event::TimerFired { timer, .. } => match timer {
             Timer::Delay { step } => json!({"at": at, "kind": "delay.elapsed", "step": step}),
@@ -121,10 +146,16 @@ fn audit_event(spec: &ValidatedSpec, e: &Event) -> Value {
                 Decision::Modify { .. } => "request.modified",
                 Decision::Extend { .. } => "request.extended",
                 Decision::Abort => "request.aborted",
+                Decision::AllowOnce => "tool.allowed_once",
+                Decision::AllowForRun => "tool.allowed_for_run",
+                Decision::Deny { .. } => "tool.denied",
             };
             let mut v = json!({"at": at, "kind": kind, "request": request, "decision": decision_word(decision), "by": by, "by_policy": by_policy, "comment": comment});
             if let Decision::Extend { amount } = decision {
                 v["amount"] = json!(amount);
+            }
+            if let Decision::Deny { reason } = decision {
+                v["reason"] = json!(reason);
             }
             v
         }
@@ -133,6 +164,15 @@ fn audit_event(spec: &ValidatedSpec, e: &Event) -> Value {
         // The event's id and name; its payload is output, shown by `runs show --outputs`.
         Event::EventReceived { step, received, .. } => {
             json!({"at": at, "kind": "event.received", "step": step, "event": received["id"], "name": received["name"]})
+        }
+        Event::ChildFinished { step, child, outcome, cost, .. } => match outcome {
+            tollgate_engine::run::ChildOutcome::Succeeded { .. } => json!({"at": at, "kind": "child.succeeded", "step": step, "child": child, "cost": cost}),
+            tollgate_engine::run::ChildOutcome::Failed { error } => {
+                json!({"at": at, "kind": "child.failed", "step": step, "child": child, "cost": cost, "code": error.code})
+            }
+        },
+        Event::ChildBudgetAsked { step, child, request, amount, .. } => {
+            json!({"at": at, "kind": "child.budget_asked", "step": step, "child": child, "request": request, "amount": amount})
         }
     }
 }

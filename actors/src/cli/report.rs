@@ -1,4 +1,5 @@
-//! Run summaries for people (a table) and machines (JSON): per step, status, attempts,
+//! Run summaries for people (a table) and machines (JSON): per step, status, attempts (an `llm`
+//! step's model usage and tool calls too),
 //! duration, cost, error and human decision. Outputs only when asked (`runs show --outputs`):
 //! the run holds them gated, so what is printed is their redacted form (a blocked output's
 //! redacted copy; the held original never leaves its quarantine record).
@@ -34,6 +35,8 @@ pub fn summary_json(v: &RunView) -> Value {
                 "decision": s.decision,
                 "gate": s.gate,
                 "usage": model_usage(v.step_types[i], s),
+                "tool_calls": (v.step_types[i] == "llm").then(|| s.output.as_ref().and_then(|o| o.get("tool_calls"))).flatten(),
+                "child": s.child,
             })
         })
         .collect();
@@ -52,6 +55,7 @@ pub fn summary_json(v: &RunView) -> Value {
         "finished_at": v.state.finished_at,
         "budget": v.state.budget,
         "trigger": v.meta.trigger,
+        "parent": v.meta.parent,
         "steps": steps,
     })
 }
@@ -67,6 +71,9 @@ pub fn print_summary(v: &RunView) {
     if let Some(t) = &v.meta.trigger {
         println!("  started by {} trigger `{}` (fire {})", t.kind, t.trigger, t.fire);
     }
+    if let Some(p) = &v.meta.parent {
+        println!("  sub-workflow of run {} (step `{}` of workflow {}, depth {})", p.run, p.step, p.workflow, p.depth);
+    }
     println!("  {:<24} {:<10} {:<14} {:>8} {:>10} {:>8}", "STEP", "TYPE", "STATUS", "ATTEMPTS", "DURATION", "COST");
     for (i, s) in v.state.steps.iter().enumerate() {
         let dur = duration_ms(s).map_or("-".to_string(), |ms| format!("{ms}ms"));
@@ -81,6 +88,9 @@ pub fn print_summary(v: &RunView) {
         );
         if let Some(e) = &s.error {
             println!("      error: {e}");
+        }
+        if let Some(child) = &s.child {
+            println!("      sub-workflow run: {child}");
         }
         // Every attempt, when there was more than one or one did not simply run.
         if s.attempts.len() > 1 || s.attempts.iter().any(|a| !matches!(a.status, AttemptStatus::Succeeded | AttemptStatus::Failed | AttemptStatus::Queued)) {
@@ -99,6 +109,11 @@ pub fn print_summary(v: &RunView) {
                 u["output_tokens"],
                 u["cost"].as_str().unwrap_or("?"),
             );
+        }
+        // An `llm` step's tool calls and how each ended.
+        if let Some(calls) = s.output.as_ref().filter(|_| v.step_types[i] == "llm").and_then(|o| o["tool_calls"].as_array()).filter(|c| !c.is_empty()) {
+            let line: Vec<String> = calls.iter().map(|c| format!("{} {}", c["tool"].as_str().unwrap_or("?"), c["status"].as_str().unwrap_or("?"))).collect();
+            println!("      tool calls: {}", line.join(", "));
         }
         // A clean `allow` is the common case; show verdicts that found something.
         if let Some(g) = s.gate.as_ref().filter(|g| g["action"] != "allow" || g["findings"].as_array().is_some_and(|f| !f.is_empty())) {

@@ -30,6 +30,7 @@ mod error;
 mod events;
 pub mod health;
 mod hooks;
+mod notifications;
 pub mod openapi;
 mod receipt;
 mod requests;
@@ -102,6 +103,7 @@ pub fn router_with(t: Tollgate, options: ApiOptions) -> Router {
         .route("/api/stream", get(stream::stream))
         .route("/api/users", get(users::list).post(users::add))
         .route("/api/me", get(users::me))
+        .route("/api/notifications", get(notifications::list))
         .route("/api/triggers", get(triggers::list))
         .route("/api/triggers/{workflow}/history", get(triggers::history))
         .layer(DefaultBodyLimit::max(options.max_body_bytes))

@@ -77,6 +77,7 @@ pub async fn show(State(t): State<Tollgate>, caller: Caller, Path(run): Path<Str
                 "error": s.error,
                 "decision": s.decision,
                 "gate": gate,
+                "child": s.child,
             })
         })
         .collect();
@@ -93,6 +94,7 @@ pub async fn show(State(t): State<Tollgate>, caller: Caller, Path(run): Path<Str
         "status": if state.is_waiting() { "waiting" } else { state.status.label() },
         "reason": reason,
         "created_at": meta.created_at,
+        "parent": meta.parent,
         "started_at": state.started_at,
         "finished_at": state.finished_at,
         "budget": {

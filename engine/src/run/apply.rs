@@ -17,8 +17,12 @@ use crate::run::{
     retry_after_failure, Action, BudgetState, Decision, Event, FailReason, RunState,
     RunStatus, StepState, StepStatus, Timer,
 };
-use crate::run::requests::{approval_request, budget_request, escalation_at, escalation_timers, guidance_request, policy_decision};
-use crate::spec::steps::{EventStep, OnTimeout, WaitSpec};
+use crate::run::requests::{
+    approval_request, budget_request, escalation_at, escalation_timers, guidance_request, policy_decision, prompt_guidance_request,
+    tool_authorisation_request,
+};
+use crate::conversation::{PromptHold, ToolAsk, ToolGrant};
+use crate::spec::steps::{EventStep, OnTimeout, PlatformAction, WaitSpec};
 use crate::spec::{Join, JoinVerdict, NeedOutcome, StepKind, StepType, ValidatedSpec};
 use crate::step::StepError;
 
@@ -51,6 +55,8 @@ pub fn start(spec: &ValidatedSpec, run: RunId) -> RunState {
         human_seq: 0,
         scope: json!({}),
         quotes: BTreeMap::new(),
+        parent: None,
+        child_ask: None,
     }
 }
 
@@ -70,7 +76,7 @@ pub fn apply(spec: &ValidatedSpec, state: &mut RunState, event: &Event) -> Vec<A
         return Vec::new(); // late facts about a finished run change nothing
     }
     match event {
-        Event::RunStarted { at, params, quotes } => m.run_started(*at, params, quotes),
+        Event::RunStarted { at, params, quotes, parent } => m.run_started(*at, params, quotes, parent.as_ref()),
         Event::StepSucceeded { step, attempt, started_at, output, cost, gate, .. } => {
             m.step_succeeded(step, *attempt, *started_at, output, *cost, gate)
         }
@@ -83,6 +89,10 @@ pub fn apply(spec: &ValidatedSpec, state: &mut RunState, event: &Event) -> Vec<A
         Event::StepBlocked { step, attempt, started_at, redacted, cost, gate, .. } => {
             m.step_blocked(step, *attempt, *started_at, redacted, *cost, gate)
         }
+        Event::ToolAuthorisationAsked { step, attempt, started_at, ask, cost, .. } => {
+            m.tool_authorisation_asked(step, *attempt, *started_at, ask, *cost)
+        }
+        Event::PromptHeld { step, attempt, started_at, hold, .. } => m.prompt_held(step, *attempt, *started_at, hold),
         Event::TimerFired { timer, .. } => m.timer_fired(timer),
         Event::AttemptInterrupted { step, attempt, started_at, worker, .. } => m.attempt_interrupted(step, *attempt, *started_at, worker),
         Event::HumanDecided { request, decision, by, comment, released, by_policy, at } => m.human_decided(
@@ -91,6 +101,8 @@ pub fn apply(spec: &ValidatedSpec, state: &mut RunState, event: &Event) -> Vec<A
         ),
         Event::Cancelled { by, reason, .. } => m.finish(RunStatus::Cancelled { by: by.clone(), reason: reason.clone() }),
         Event::EventReceived { step, received, .. } => m.event_received(step, received),
+        Event::ChildFinished { step, child, outcome, cost, .. } => m.child_finished(step, child, outcome, *cost),
+        Event::ChildBudgetAsked { step, child, request, amount, .. } => m.child_budget_asked(step, child, request, *amount),
         Event::ItemsResolved { step, items, limit, .. } => m.items_resolved(step, *items, *limit),
     }
     m.actions
@@ -127,6 +139,19 @@ pub fn outstanding(spec: &ValidatedSpec, state: &RunState) -> Vec<Action> {
                     out.push(Action::AwaitEvent { step: step.clone(), name: w.name.clone(), from: *from });
                 }
             }
+            StepStatus::WaitingHuman { request } if s.prompt_hold.is_some() => {
+                let hold = s.prompt_hold.as_ref().expect("checked");
+                out.push(Action::RequestHuman(prompt_guidance_request(spec, slot, hold, request.clone())))
+            }
+            StepStatus::WaitingHuman { request } if s.tool_ask.is_some() => {
+                let ask = s.tool_ask.as_ref().expect("checked");
+                out.push(Action::RequestHuman(tool_authorisation_request(spec, slot, ask, request.clone())))
+            }
+            StepStatus::WaitingChild { run } => {
+                if let Some(a) = crate::run::subworkflow::start_child_action(spec, state, i, run) {
+                    out.push(a);
+                }
+            }
             StepStatus::WaitingHuman { request } if s.blocked.is_some() => {
                 out.push(Action::RequestHuman(guidance_request(spec, state, slot, request.clone())))
             }
@@ -137,7 +162,11 @@ pub fn outstanding(spec: &ValidatedSpec, state: &RunState) -> Vec<Action> {
         }
     }
     if let Some(req) = &state.budget_request {
-        if let Some(&i) = state.budget_blocked.first() {
+        if let Some((request, amount)) = crate::run::subworkflow::open_budget_ask(spec, state) {
+            out.push(Action::AskParent { request, amount });
+        } else if let Some(ask) = &state.child_ask {
+            out.push(Action::RequestHuman(crate::run::requests::child_budget_request(spec, state, ask, req.clone())));
+        } else if let Some(&i) = state.budget_blocked.first() {
             out.push(Action::RequestHuman(budget_request(spec, state, blocked_slot(state, i), req.clone())));
         }
     }
@@ -154,11 +183,11 @@ pub fn outstanding(spec: &ValidatedSpec, state: &RunState) -> Vec<Action> {
     out
 }
 
-struct Machine<'a> {
-    spec: &'a ValidatedSpec,
-    state: &'a mut RunState,
-    actions: Vec<Action>,
-    now: u64,
+pub(super) struct Machine<'a> {
+    pub(super) spec: &'a ValidatedSpec,
+    pub(super) state: &'a mut RunState,
+    pub(super) actions: Vec<Action>,
+    pub(super) now: u64,
 }
 
 /// The start-to-close limit of one attempt of step `i` (what the worker enforces).
@@ -203,6 +232,25 @@ fn render_input(spec: &ValidatedSpec, state: &RunState, slot: Slot) -> Result<Va
             scope["item_index"] = index.clone();
         }
         input["llm"] = llm.render(&scope).map_err(|e| StepError::permanent("template_error", e))?;
+        let s = state.slot(slot).expect("a slot of the run");
+        // The slot's turn journal (an item of a `for_each` has its own), and which conversation
+        // the attempt continues: a new one after each permanent failure (a retry of the step is
+        // a fresh try), else the one its turn journal holds.
+        input["llm"]["slot"] = json!(slot.id(spec));
+        input["llm"]["conversation"] = json!(conversation_of(s));
+        if let Some(quote) = state.quotes.get(&step.id) {
+            // What the attempt may spend at most: the handler checks each call against it.
+            input["llm"]["reserved"] = json!(quote.reservation_from(prompt_bytes(&input), s.turns_done));
+        }
+        if s.prompt_released {
+            input["llm"]["prompt_released"] = json!(true);
+        }
+        if !llm.tools.is_empty() {
+            // The human answers so far, so the attempt runs (or tells the model of) the calls
+            // they decided; tool templates see `params`.
+            input["llm"]["grants"] = json!({ "calls": s.tool_grants, "run": s.tools_allowed });
+            input["params"] = state.params.clone();
+        }
         if step.checks.is_some() {
             // CEL checks see `params`; the handler evaluates them for `on_block: retry`.
             input["params"] = state.params.clone();
@@ -216,6 +264,10 @@ fn render_input(spec: &ValidatedSpec, state: &RunState, slot: Slot) -> Result<Va
     }
     if let StepKind::Event(EventStep { emit: Some(emit), .. }) = &step.kind {
         input["event"] = render(&json!({ "name": emit.name, "payload": emit.payload })).map_err(bad)?;
+    }
+    if let StepKind::Platform(p) = &step.kind {
+        input["action"] = json!(p.action.name());
+        input["with"] = render(&Value::Object(p.with.clone())).map_err(bad)?;
     }
     if let Some((item, index)) = item {
         input["item"] = item;
@@ -250,6 +302,18 @@ fn json_kind(v: &Value) -> String {
     }
 }
 
+/// The conversation (turn journal) an attempt of a slot continues: one per permanent failure.
+fn conversation_of(s: &StepState) -> u32 {
+    let permanent = |a: &AttemptRecord| a.status == AttemptStatus::Failed && a.error.as_ref().is_some_and(|e| e.class == crate::step::ErrorClass::Permanent);
+    s.attempts.iter().filter(|a| permanent(a)).count() as u32
+}
+
+/// The size of an `llm` attempt's rendered prompt, in bytes (bytes bound tokens).
+fn prompt_bytes(input: &Value) -> u64 {
+    let messages = input.pointer("/llm/messages").and_then(Value::as_array);
+    messages.into_iter().flatten().map(|m| m["content"].as_str().map_or(0, |c| c.len() as u64)).sum()
+}
+
 /// The slot a budget block of step `i` is about: its first item still waiting for budget if
 /// it fans out, else the step.
 pub(crate) fn blocked_slot(state: &RunState, i: usize) -> Slot {
@@ -268,22 +332,27 @@ pub(crate) fn reservation(spec: &ValidatedSpec, state: &RunState, slot: Slot) ->
     let quoted = || {
         let quote = state.quotes.get(&step.id)?;
         let input = render_input(spec, state, slot).ok()?;
-        let messages = input.get("llm")?.get("messages")?.as_array()?;
-        let bytes: u64 = messages.iter().map(|m| m["content"].as_str().map_or(0, |c| c.len() as u64)).sum();
-        Some(quote.reservation(bytes))
+        Some(quote.reservation_from(prompt_bytes(&input), state.slot(slot)?.turns_done))
     };
     let est = step.cost.or_else(quoted).unwrap_or(Money::ZERO);
     state.slot(slot).and_then(|s| s.overrun_cost).map_or(est, |o| o.max(est))
 }
 
 impl Machine<'_> {
-    fn step_index(&self, id: &StepId) -> Option<usize> {
+    pub(super) fn step_index(&self, id: &StepId) -> Option<usize> {
         self.spec.dag().index_of(id)
     }
 
-    fn run_started(&mut self, at: u64, params: &Value, quotes: &BTreeMap<StepId, ModelQuote>) {
+    fn run_started(&mut self, at: u64, params: &Value, quotes: &BTreeMap<StepId, ModelQuote>, parent: Option<&crate::run::ParentLink>) {
         if self.state.status != RunStatus::Pending {
             return;
+        }
+        if let Some(p) = parent {
+            // A sub-workflow spends from its parent's budget: what it was granted is its cap.
+            if let Some(granted) = p.budget {
+                self.state.budget.cap = Some(self.state.budget.cap.map_or(granted, |own| own.min(granted)));
+            }
+            self.state.parent = Some(p.clone());
         }
         self.state.quotes = quotes.clone();
         self.state.status = RunStatus::Running;
@@ -298,7 +367,7 @@ impl Machine<'_> {
     }
 
     /// Decide each newly ready step: skip, resolve locally, or dispatch; cascades.
-    fn consider(&mut self, ready: Vec<usize>) {
+    pub(super) fn consider(&mut self, ready: Vec<usize>) {
         // FIFO, so steps start in the order they became ready (declaration order among equals).
         let mut queue: std::collections::VecDeque<usize> = ready.into();
         let mut ready = Vec::new();
@@ -360,6 +429,7 @@ impl Machine<'_> {
                         self.actions.push(Action::ArmTimer { timer: Timer::Escalate { step: step.id.clone(), level: 0 }, at });
                     }
                 }
+                StepKind::Platform(p) if p.action == PlatformAction::WorkflowRun => self.start_child(i, &mut ready),
                 _ => self.dispatch(Slot::step(i), 1, None, &mut ready),
             }
         }
@@ -523,7 +593,7 @@ impl Machine<'_> {
     }
 
     /// Step `i` reached a terminal state: publish it to expressions, wake its dependents.
-    fn settle(&mut self, i: usize, ready: &mut Vec<usize>) {
+    pub(super) fn settle(&mut self, i: usize, ready: &mut Vec<usize>) {
         let s = &mut self.state.steps[i];
         s.finished_at.get_or_insert(self.now);
         self.state.open_steps -= 1;
@@ -540,6 +610,9 @@ impl Machine<'_> {
 
     fn dispatch(&mut self, slot: Slot, attempt: u32, not_before: Option<u64>, ready: &mut Vec<usize>) {
         let i = slot.step;
+        if slot.item.is_none() && matches!(&self.spec.step(i).kind, StepKind::Platform(p) if p.action == PlatformAction::WorkflowRun) {
+            return self.start_child(i, ready); // after a budget extension
+        }
         let input = match render_input(self.spec, self.state, slot) {
             Ok(v) => v,
             Err(e) => {
@@ -557,12 +630,7 @@ impl Machine<'_> {
             if !self.state.budget_blocked.contains(&i) {
                 self.state.budget_blocked.push(i);
             }
-            if self.state.budget_request.is_none() {
-                self.state.human_seq += 1;
-                let id = RequestId::new(format!("{}.budget.{}", self.state.run, self.state.human_seq));
-                self.state.budget_request = Some(id.clone());
-                self.actions.push(Action::RequestHuman(budget_request(self.spec, self.state, slot, id)));
-            }
+            self.ask_for_budget(slot);
             return;
         }
         self.state.budget.reserved += estimate;
@@ -586,13 +654,41 @@ impl Machine<'_> {
         self.actions.push(Action::Dispatch { step: slot.id(self.spec), attempt, not_before, input });
     }
 
+    /// `slot` (its step held in `budget_blocked`) cannot be covered: ask for an extension — a human, or
+    /// for a sub-workflow spending its parent's budget, the parent — unless a request is open.
+    pub(super) fn ask_for_budget(&mut self, slot: Slot) {
+        if self.state.budget_request.is_some() {
+            return;
+        }
+        self.state.human_seq += 1;
+        let id = RequestId::new(format!("{}.budget.{}", self.state.run, self.state.human_seq));
+        self.state.budget_request = Some(id.clone());
+        if crate::run::subworkflow::asks_parent(self.spec, self.state) {
+            let amount = self.state.budget.shortfall(reservation(self.spec, self.state, slot));
+            self.actions.push(Action::AskParent { request: id, amount });
+        } else {
+            self.actions.push(Action::RequestHuman(budget_request(self.spec, self.state, slot, id)));
+        }
+    }
+
     /// Settle the reservation of the attempt in flight with its actual cost (an item's cost
-    /// also counts on its step).
+    /// also counts on its step); a step that reports no cost of its own (and every failed
+    /// attempt) is charged its estimate: fail closed.
     fn settle_cost(&mut self, slot: Slot, actual: Money) {
+        self.settle_cost_as(slot, actual, false)
+    }
+
+    /// A finished `llm` attempt reports exactly what its model calls cost — zero when it made
+    /// none (it went on from its turn journal) — so it is charged that, even when zero.
+    fn settle_reported_cost(&mut self, slot: Slot, actual: Money) {
+        let exact = matches!(self.spec.step(slot.step).kind, StepKind::Llm(_));
+        self.settle_cost_as(slot, actual, exact)
+    }
+
+    fn settle_cost_as(&mut self, slot: Slot, actual: Money, exact: bool) {
         let s = self.at(slot);
         let reserved = std::mem::take(&mut s.reserved);
-        // Steps that report no cost of their own are charged their estimate: fail closed.
-        let actual = if actual.is_zero() { reserved } else { actual };
+        let actual = if actual.is_zero() && !exact { reserved } else { actual };
         if actual > reserved {
             s.overrun_cost = Some(actual);
         }
@@ -639,7 +735,7 @@ impl Machine<'_> {
         if !self.is_current(slot, attempt, Some(started_at), "succeeded") {
             return;
         }
-        self.settle_cost(slot, cost);
+        self.settle_reported_cost(slot, cost);
         self.close_attempt(slot, attempt, AttemptStatus::Succeeded, Some(started_at), None);
         let s = self.at(slot);
         s.output = Some(output.clone());
@@ -657,7 +753,7 @@ impl Machine<'_> {
         if !self.is_current(slot, attempt, Some(started_at), "blocked") {
             return;
         }
-        self.settle_cost(slot, cost);
+        self.settle_reported_cost(slot, cost);
         self.close_attempt(slot, attempt, AttemptStatus::Blocked, Some(started_at), None);
         self.state.human_seq += 1;
         let id = RequestId::for_step(&self.state.run, step, self.state.human_seq);
@@ -666,6 +762,94 @@ impl Machine<'_> {
         s.blocked = Some(redacted.clone());
         s.status = StepStatus::WaitingHuman { request: id.clone() };
         self.actions.push(Action::RequestHuman(guidance_request(self.spec, self.state, slot, id)));
+    }
+
+    /// An `llm` attempt stopped before a tool call that needs authorisation: ask the human.
+    fn tool_authorisation_asked(&mut self, step: &StepId, attempt: u32, started_at: u64, ask: &ToolAsk, cost: Money) {
+        let Some(slot) = self.slot_of(step) else { return };
+        if !self.is_current(slot, attempt, Some(started_at), "suspended") {
+            return;
+        }
+        self.settle_cost_as(slot, cost, true);
+        self.close_attempt(slot, attempt, AttemptStatus::Suspended, Some(started_at), None);
+        self.state.human_seq += 1;
+        let id = RequestId::for_step(&self.state.run, step, self.state.human_seq);
+        let s = self.at(slot);
+        s.tool_ask = Some(ask.clone());
+        s.turns_done = ask.turn;
+        s.status = StepStatus::WaitingHuman { request: id.clone() };
+        self.actions.push(Action::RequestHuman(tool_authorisation_request(self.spec, slot, ask, id)));
+    }
+
+    /// An `llm` attempt stopped before any call: its prompt was flagged and the step asks for
+    /// guidance.
+    fn prompt_held(&mut self, step: &StepId, attempt: u32, started_at: u64, hold: &PromptHold) {
+        let Some(slot) = self.slot_of(step) else { return };
+        if !self.is_current(slot, attempt, Some(started_at), "suspended") {
+            return;
+        }
+        self.settle_cost_as(slot, Money::ZERO, true);
+        self.close_attempt(slot, attempt, AttemptStatus::Suspended, Some(started_at), None);
+        self.state.human_seq += 1;
+        let id = RequestId::for_step(&self.state.run, step, self.state.human_seq);
+        let s = self.at(slot);
+        s.prompt_hold = Some(hold.clone());
+        s.status = StepStatus::WaitingHuman { request: id.clone() };
+        self.actions.push(Action::RequestHuman(prompt_guidance_request(self.spec, slot, hold, id)));
+    }
+
+    /// Guidance on a flagged prompt: released (the call is made, in a new attempt), replaced by
+    /// a value for the step's output, or the run aborted.
+    fn prompt_decided(&mut self, slot: Slot, d: StepDecision) {
+        let s = self.at(slot);
+        s.prompt_hold = None;
+        s.decision = Some(d.clone());
+        let mut ready = Vec::new();
+        match d.decision {
+            Decision::Approve => {
+                s.prompt_released = true;
+                s.status = StepStatus::Pending;
+                let attempt = s.attempts.len() as u32 + 1;
+                self.dispatch(slot, attempt, None, &mut ready);
+            }
+            Decision::Modify { value } => {
+                s.output = Some(value);
+                s.status = StepStatus::Succeeded;
+                self.settle_slot(slot, &mut ready);
+            }
+            _ => {
+                return self.finish(RunStatus::Cancelled { by: d.by, reason: d.comment.unwrap_or_else(|| "aborted".into()) });
+            }
+        }
+        self.consider(ready);
+        self.check_done();
+    }
+
+    /// The human answered a tool-authorisation request: keep the answer for the slot's later
+    /// attempts and continue the conversation with a new attempt (abort ends the run).
+    fn tool_decided(&mut self, slot: Slot, d: StepDecision) {
+        let s = self.at(slot);
+        let ask = s.tool_ask.take().expect("a tool-authorisation request");
+        s.decision = Some(d.clone());
+        let grant = match d.decision {
+            Decision::AllowOnce | Decision::Approve => ToolGrant::Allow { by: d.by.clone() },
+            Decision::AllowForRun => {
+                s.tools_allowed.insert(ask.tool.clone(), d.by.clone());
+                ToolGrant::Allow { by: d.by.clone() }
+            }
+            Decision::Deny { reason } => ToolGrant::Deny { by: d.by.clone(), reason },
+            Decision::Reject => ToolGrant::Deny { by: d.by.clone(), reason: d.comment.clone().unwrap_or_else(|| "denied".into()) },
+            Decision::Abort | Decision::Modify { .. } | Decision::Extend { .. } => {
+                return self.finish(RunStatus::Cancelled { by: d.by, reason: d.comment.unwrap_or_else(|| "aborted".into()) });
+            }
+        };
+        s.tool_grants.insert(ask.call_id, grant);
+        s.status = StepStatus::Pending;
+        let attempt = s.attempts.len() as u32 + 1;
+        let mut ready = Vec::new();
+        self.dispatch(slot, attempt, None, &mut ready);
+        self.consider(ready);
+        self.check_done();
     }
 
     fn step_failed(&mut self, step: &StepId, attempt: u32, started_at: Option<u64>, error: &StepError) {
@@ -685,6 +869,9 @@ impl Machine<'_> {
         let key = slot.id(spec);
         self.settle_cost(slot, Money::ZERO);
         self.close_attempt(slot, attempt, status, started_at, Some(error));
+        if status == AttemptStatus::Failed && error.class == crate::step::ErrorClass::Permanent {
+            self.at(slot).turns_done = 0; // a retry starts a new conversation
+        }
         let counted = self.at(slot).attempts.iter().filter(|a| a.counts_towards_retries()).count() as u32;
         self.at(slot).error = Some(error.clone());
         let mut ready = Vec::new();
@@ -731,7 +918,7 @@ impl Machine<'_> {
         self.check_done();
     }
 
-    fn fail_step(&mut self, i: usize, ready: &mut Vec<usize>) {
+    pub(super) fn fail_step(&mut self, i: usize, ready: &mut Vec<usize>) {
         self.fail_slot(Slot::step(i), ready);
     }
 
@@ -872,6 +1059,12 @@ impl Machine<'_> {
         else {
             return; // unknown or already answered: decisions are first-writer-wins upstream
         };
+        if self.state.slot(slot).is_some_and(|s| s.tool_ask.is_some()) {
+            return self.tool_decided(slot, d);
+        }
+        if self.state.slot(slot).is_some_and(|s| s.prompt_hold.is_some()) {
+            return self.prompt_decided(slot, d);
+        }
         let mut ready = Vec::new();
         let decision = d.decision.clone();
         let s = self.at(slot);
@@ -898,7 +1091,7 @@ impl Machine<'_> {
                 s.status = StepStatus::Succeeded;
                 self.settle_slot(slot, &mut ready);
             }
-            Decision::Reject | Decision::Extend { .. } => {
+            Decision::Reject | Decision::Extend { .. } | Decision::AllowOnce | Decision::AllowForRun | Decision::Deny { .. } => {
                 s.error = Some(StepError::permanent("rejected", format!("rejected by {}{}", d.by, d.comment.as_deref().map(|c| format!(": {c}")).unwrap_or_default())));
                 s.status = StepStatus::Failed;
                 self.settle_slot(slot, &mut ready);
@@ -912,9 +1105,13 @@ impl Machine<'_> {
     }
 
     fn budget_decided(&mut self, d: StepDecision) {
-        let Some(&first) = self.state.budget_blocked.first() else { return };
+        let needed = match (&self.state.child_ask, self.state.budget_blocked.first()) {
+            (Some(ask), _) => self.state.budget.shortfall(ask.amount),
+            (None, Some(&first)) => self.state.budget.shortfall(reservation(self.spec, self.state, blocked_slot(self.state, first))),
+            (None, None) => return,
+        };
         let amount = match d.decision {
-            Decision::Approve => self.state.budget.shortfall(reservation(self.spec, self.state, blocked_slot(self.state, first))),
+            Decision::Approve => needed,
             Decision::Extend { amount } if !amount.is_zero() => amount,
             _ => {
                 let cap = self.state.budget.limit().unwrap_or(Money::ZERO);
@@ -928,6 +1125,10 @@ impl Machine<'_> {
         };
         self.state.budget.extended += amount;
         self.state.budget_request = None;
+        // A sub-workflow's ask first: it was waiting before the steps held back here.
+        if let Some(ask) = self.state.child_ask.take() {
+            self.grant_or_ask(ask);
+        }
         let blocked = std::mem::take(&mut self.state.budget_blocked);
         let mut ready = Vec::new();
         for i in blocked {
@@ -958,7 +1159,7 @@ impl Machine<'_> {
         self.check_done();
     }
 
-    fn check_done(&mut self) {
+    pub(super) fn check_done(&mut self) {
         if self.state.open_steps > 0 || self.state.status.is_finished() {
             return;
         }
@@ -982,10 +1183,17 @@ impl Machine<'_> {
         self.finish(status);
     }
 
-    /// End the run: cancel what is not finished, withdraw open requests.
-    fn finish(&mut self, status: RunStatus) {
+    /// End the run: cancel what is not finished (sub-workflows too), withdraw open requests.
+    pub(super) fn finish(&mut self, status: RunStatus) {
+        let why = match &status {
+            RunStatus::Cancelled { by, reason } => format!("the parent run was cancelled by {by}: {reason}"),
+            other => format!("the parent run ended ({})", other.label()),
+        };
         let now = self.now;
         for s in &mut self.state.steps {
+            if let StepStatus::WaitingChild { run } = &s.status {
+                self.actions.push(Action::CancelChild { child: run.clone(), reason: why.clone() });
+            }
             for item in &mut s.items {
                 cancel_open(item, now, &mut self.actions);
             }

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::ids::{RequestId, StepId};
+use crate::conversation::{PromptHold, ToolAsk};
+use crate::ids::{RequestId, RunId, StepId, WorkflowId};
 use crate::llm::ModelQuote;
 use crate::money::Money;
 use crate::step::StepError;
@@ -22,6 +23,9 @@ pub enum Event {
         /// (journaled, so replay reserves the same amounts whatever the table says later).
         #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
         quotes: BTreeMap<StepId, ModelQuote>,
+        /// For a sub-workflow's run: the run and step that started it, and the budget granted.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        parent: Option<ParentLink>,
     },
     StepSucceeded {
         step: StepId,
@@ -47,6 +51,13 @@ pub enum Event {
     /// The gate mesh blocked the attempt's output. Only its redacted form is journaled; the
     /// output itself is held (sealed) outside the run's reach until a human releases it.
     StepBlocked { step: StepId, attempt: u32, at: u64, started_at: u64, redacted: Value, cost: Money, gate: Value },
+    /// An `llm` attempt stopped before a tool call that needs a human's authorisation; the
+    /// run asks (a tool-authorisation request) and continues the conversation with a new
+    /// attempt once answered. `cost`: its model calls, exactly.
+    ToolAuthorisationAsked { step: StepId, attempt: u32, at: u64, started_at: u64, ask: ToolAsk, cost: Money },
+    /// An `llm` attempt stopped before any call: its rendered prompt looked like a prompt
+    /// injection and the step asks for guidance (`on_injection: guidance`).
+    PromptHeld { step: StepId, attempt: u32, at: u64, started_at: u64, hold: PromptHold },
     TimerFired { timer: Timer, at: u64 },
     /// An attempt was started by a process that died before recording an outcome (the run
     /// driver found its claim held by a process that is no longer alive). It may have run: the
@@ -74,6 +85,35 @@ pub enum Event {
     /// An `event` step's `wait` received this bus event (`{id, name, payload, at}`), which
     /// matched its name and correlation when the run driver checked it.
     EventReceived { step: StepId, received: Value, at: u64 },
+    /// A `workflow.run` step's sub-workflow run `child` ended, or could not be started; `cost`
+    /// is what it spent, settled on the step.
+    ChildFinished { step: StepId, child: RunId, outcome: ChildOutcome, cost: Money, at: u64 },
+    /// The sub-workflow `child` ran short of the budget this run granted it: its own budget
+    /// request `request` asks for `amount` more (granted from this run's budget, or this run
+    /// pauses for an extension).
+    ChildBudgetAsked { step: StepId, child: RunId, request: RequestId, amount: Money, at: u64 },
+}
+
+/// How a sub-workflow's run ended, for its parent step.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum ChildOutcome {
+    Succeeded { output: Value },
+    Failed { error: StepError },
+}
+
+/// A sub-workflow's run's link to the run that started it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ParentLink {
+    pub run: RunId,
+    pub workflow: WorkflowId,
+    pub step: StepId,
+    /// 1 for a child of a top-level run.
+    pub depth: u32,
+    /// The budget the parent granted (its remaining budget, or the step's `cost`): the child's
+    /// cap; when it runs short it asks the parent, not a human.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<Money>,
 }
 
 impl Event {
@@ -84,12 +124,16 @@ impl Event {
             Event::StepSucceeded { .. } => "step_succeeded",
             Event::StepFailed { .. } => "step_failed",
             Event::StepBlocked { .. } => "step_blocked",
+            Event::ToolAuthorisationAsked { .. } => "tool_authorisation_asked",
+            Event::PromptHeld { .. } => "prompt_held",
             Event::TimerFired { .. } => "timer_fired",
             Event::AttemptInterrupted { .. } => "attempt_interrupted",
             Event::HumanDecided { .. } => "human_decided",
             Event::Cancelled { .. } => "cancelled",
             Event::ItemsResolved { .. } => "items_resolved",
             Event::EventReceived { .. } => "event_received",
+            Event::ChildFinished { .. } => "child_finished",
+            Event::ChildBudgetAsked { .. } => "child_budget_asked",
         }
     }
 
@@ -99,12 +143,16 @@ impl Event {
             | Event::StepSucceeded { at, .. }
             | Event::StepFailed { at, .. }
             | Event::StepBlocked { at, .. }
+            | Event::ToolAuthorisationAsked { at, .. }
+            | Event::PromptHeld { at, .. }
             | Event::TimerFired { at, .. }
             | Event::AttemptInterrupted { at, .. }
             | Event::HumanDecided { at, .. }
             | Event::Cancelled { at, .. }
             | Event::ItemsResolved { at, .. }
-            | Event::EventReceived { at, .. } => *at,
+            | Event::EventReceived { at, .. }
+            | Event::ChildFinished { at, .. }
+            | Event::ChildBudgetAsked { at, .. } => *at,
         }
     }
 }
@@ -151,6 +199,21 @@ pub enum Decision {
     /// Guidance: use this value instead.
     Modify { value: Value },
     Abort,
+    /// Tool authorisation: run this one call.
+    AllowOnce,
+    /// Tool authorisation: run this call and every later call of the same tool of this step in
+    /// this run without asking again.
+    AllowForRun,
+    /// Tool authorisation: do not run it; the model receives `reason` as the tool's result.
+    Deny { reason: String },
+}
+
+impl Decision {
+    /// Whether it lets the run go ahead (what a step forbidding self-approval refuses its
+    /// starter): approve, modify, extend, allow.
+    pub fn is_approving(&self) -> bool {
+        matches!(self, Decision::Approve | Decision::Modify { .. } | Decision::Extend { .. } | Decision::AllowOnce | Decision::AllowForRun)
+    }
 }
 
 /// What to ask a human.
@@ -191,6 +254,17 @@ pub enum Action {
     /// the epoch: the wait's start minus its lookback): register the run as a waiter for the
     /// name, then look on the bus for one already there.
     AwaitEvent { step: StepId, name: String, from: u64 },
+    /// A `workflow.run` step starts its sub-workflow: create the run `child` (once: its id is
+    /// derived from this run, the step and the time) of `workflow` with `params` (checked
+    /// against its declaration), linked to this run, and start it; if it exists, look at how
+    /// it stands.
+    StartChild { step: StepId, child: RunId, workflow: WorkflowId, params: Value, parent: ParentLink },
+    /// Cancel a sub-workflow's run (this run ended before it).
+    CancelChild { child: RunId, reason: String },
+    /// Give a sub-workflow `amount` more budget: decide its budget request `request`.
+    GrantChild { child: RunId, request: RequestId, amount: Money },
+    /// A sub-workflow's run is short of its granted budget: tell the parent (which decides).
+    AskParent { request: RequestId, amount: Money },
     /// A `for_each` step's list has `items` elements: journal `ItemsResolved` with the
     /// engine's `for_each_max_items` (the items start once it is applied).
     ResolveItems { step: StepId, items: u32 },

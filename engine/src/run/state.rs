@@ -65,6 +65,8 @@ pub enum StepStatus {
     Delaying { until: u64 },
     /// An `event` step's `wait`: events published from `from` on count; it times out at `until`.
     WaitingEvent { from: u64, until: u64 },
+    /// A `workflow.run` step: its sub-workflow's run is under way.
+    WaitingChild { run: RunId },
     Succeeded,
     Failed,
     /// Not run. `upstream_failed`: its join skipped it because a need failed, so it counts as
@@ -89,6 +91,7 @@ impl StepStatus {
             StepStatus::WaitingHuman { .. } => "waiting_human",
             StepStatus::Delaying { .. } => "delaying",
             StepStatus::WaitingEvent { .. } => "waiting_event",
+            StepStatus::WaitingChild { .. } => "waiting_child",
             StepStatus::Succeeded => "succeeded",
             StepStatus::Failed => "failed",
             StepStatus::Skipped { .. } => "skipped",
@@ -120,6 +123,9 @@ pub enum AttemptStatus {
     Superseded,
     /// The run ended while it was in flight.
     Cancelled,
+    /// It stopped to ask a human to authorise a tool call; the step goes on with a new attempt
+    /// once answered (the conversation continues from its turn journal).
+    Suspended,
 }
 
 impl AttemptStatus {
@@ -134,6 +140,7 @@ impl AttemptStatus {
             AttemptStatus::Interrupted => "interrupted",
             AttemptStatus::Superseded => "superseded",
             AttemptStatus::Cancelled => "cancelled",
+            AttemptStatus::Suspended => "suspended",
         }
     }
 
@@ -168,7 +175,7 @@ impl AttemptRecord {
     /// Attempts that count towards `retry.max_attempts`: an interrupted attempt is the
     /// engine's failure (its process died), not the step's.
     pub fn counts_towards_retries(&self) -> bool {
-        self.status != AttemptStatus::Interrupted
+        !matches!(self.status, AttemptStatus::Interrupted | AttemptStatus::Suspended)
     }
 }
 
@@ -210,6 +217,25 @@ pub struct StepState {
     pub blocked: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decision: Option<StepDecision>,
+    /// The tool call an `llm` step waits to have authorised (its redacted arguments and reason).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_ask: Option<crate::conversation::ToolAsk>,
+    /// Answers to its tool-authorisation requests, by tool call id.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub tool_grants: std::collections::BTreeMap<String, crate::conversation::ToolGrant>,
+    /// Its tools allowed for the rest of the run (`allow_for_run`), with who allowed them.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub tools_allowed: std::collections::BTreeMap<String, String>,
+    /// The prompt-injection finding an `llm` step waits on guidance for (redacted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_hold: Option<crate::conversation::PromptHold>,
+    /// A human released its flagged prompt: later attempts send it as is.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub prompt_released: bool,
+    /// Model calls its turn journal is known to hold (an `llm` step that asked for a tool
+    /// authorisation): the next attempt reserves only the calls still possible.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub turns_done: u32,
     /// Escalation levels of its open request that have fired.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub escalated: u32,
@@ -217,6 +243,9 @@ pub struct StepState {
     pub started_at: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<u64>,
+    /// A `workflow.run` step's sub-workflow run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub child: Option<RunId>,
     /// For an item of a `for_each` step: its element of the list.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub item: Option<Value>,
@@ -239,12 +268,19 @@ impl StepState {
             error: None,
             gate: None,
             blocked: None,
+            tool_ask: None,
+            tool_grants: Default::default(),
+            tools_allowed: Default::default(),
+            prompt_hold: None,
+            prompt_released: false,
+            turns_done: 0,
             decision: None,
             escalated: 0,
             started_at: None,
             finished_at: None,
             item: None,
             items: Vec::new(),
+            child: None,
         }
     }
 }
@@ -342,6 +378,23 @@ pub struct RunState {
     /// The model quotes of `llm` steps, from `RunStarted`.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub quotes: std::collections::BTreeMap<crate::ids::StepId, crate::llm::ModelQuote>,
+    /// For a sub-workflow's run: the run that started it (from `RunStarted`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<crate::run::ParentLink>,
+    /// A sub-workflow's request for more budget that this run could not cover yet: the open
+    /// `budget_request` is about it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub child_ask: Option<ChildAsk>,
+}
+
+/// A sub-workflow's budget request, waiting on its parent's budget.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChildAsk {
+    /// The parent's `workflow.run` step (by index).
+    pub step: usize,
+    pub child: RunId,
+    pub request: RequestId,
+    pub amount: Money,
 }
 
 impl RunState {
@@ -382,6 +435,6 @@ impl RunState {
         !self.status.is_finished()
             && !self.slots().any(|(_, s)| matches!(s.status, StepStatus::Queued { .. } | StepStatus::Expanding))
             && (self.budget_request.is_some()
-                || self.slots().any(|(_, s)| matches!(s.status, StepStatus::WaitingHuman { .. } | StepStatus::Delaying { .. } | StepStatus::WaitingEvent { .. })))
+                || self.slots().any(|(_, s)| matches!(s.status, StepStatus::WaitingHuman { .. } | StepStatus::Delaying { .. } | StepStatus::WaitingEvent { .. } | StepStatus::WaitingChild { .. })))
     }
 }

@@ -62,6 +62,12 @@ pub fn step_quarantine(run: &RunId, step: &StepId, attempt: u32) -> String {
 pub fn run_redactions(run: &RunId) -> String {
     format!("run/{run}/redactions")
 }
+/// The turn journal of an `llm` step's (or `for_each` item's: `step` is its slot id) conversation number `conversation` (a new one after
+/// each permanent failure): `conversation::TurnEntry`s, one per log entry, shared by the
+/// attempts that continue it.
+pub fn step_turns(run: &RunId, step: &StepId, conversation: u32) -> String {
+    format!("run/{run}/turns/{step}/{conversation}")
+}
 /// The run's lease (holder, fencing token, expiry; see `store::lease`): one driver per run.
 pub fn run_lease(run: &RunId) -> String {
     format!("run/{run}/lease")
@@ -101,6 +107,25 @@ pub fn docs_lease(owner: &OwnerId, collection: &str) -> String {
 /// Index of an owner's collections (members: collection names).
 pub fn docs_collections(owner: &OwnerId) -> String {
     format!("idx/docs/{owner}")
+}
+
+/// One memory note of an owner (sealed with the owner's `memory` key); `id` is a keyed hash
+/// of the note's key or a ULID, never the key itself.
+pub fn memory_note(owner: &OwnerId, id: &str) -> String {
+    format!("memory/{owner}/{id}")
+}
+/// Index of an owner's memory notes (members: note ids).
+pub fn memory_notes(owner: &OwnerId) -> String {
+    format!("idx/memory/{owner}")
+}
+
+/// A console notification (sealed with the service key).
+pub fn notification(id: &str) -> String {
+    format!("notify/{id}")
+}
+/// Index of a user's notifications (members: notification ids, ULIDs).
+pub fn notifications_of(user: &str) -> String {
+    format!("idx/notify/{user}")
 }
 
 /// Index of all runs (members: run ids, which sort by creation time).

@@ -35,6 +35,9 @@ pub struct RunMeta {
     /// The trigger and fire that started the run (none when started by hand).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trigger: Option<crate::trigger::RunTrigger>,
+    /// For a sub-workflow's run: the run and `workflow.run` step that started it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<crate::run::ParentLink>,
 }
 
 /// A run's status as a listing shows it, kept beside the journal so that listing runs reads
@@ -101,6 +104,12 @@ pub enum OutcomeResult {
     /// The gate mesh blocked the output: only its redacted form is here; the output itself is
     /// held in the step's quarantine record until a human releases or discards it.
     Blocked { redacted: Value, cost: Money, gate: Value },
+    /// The attempt stopped to ask a human to authorise a tool call (arguments and reason
+    /// redacted by the gate mesh); `cost` is what its model calls cost.
+    AwaitingAuthorisation { ask: crate::conversation::ToolAsk, cost: Money },
+    /// The attempt stopped before any call: the prompt looked like an injection and the step
+    /// asks for guidance (`on_injection: guidance`). The flagged text is redacted.
+    PromptHeld { hold: crate::conversation::PromptHold },
 }
 
 /// The claim on one attempt (first writer wins): a worker that starts it, or the run driver

@@ -14,8 +14,9 @@ mod delay;
 mod event;
 mod format;
 mod llm;
+mod platform;
 mod research;
-mod unavailable;
+mod tools;
 
 use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -32,10 +33,14 @@ pub use connector::{
 };
 pub use delay::DelayStep;
 pub use llm::{LlmMessage, LlmStep, OnInjection, compile_schema, schema_errors};
+pub use tools::{is_tool_name, Authorize, ToolBacking, ToolSpec, DEFAULT_MAX_TURNS, MAX_TOOL_CALLS_PER_TURN, MAX_TOOL_RESULT_BYTES, MAX_TURNS_LIMIT};
+pub use platform::{
+    MemoryListWith, MemoryReadWith, MemoryWriteWith, NotifyWith, PlatformAction, PlatformStep, WorkflowRunWith, DEFAULT_MEMORY_SINCE,
+    MAX_MEMORY_LIST, MAX_NOTE_BYTES, MAX_WORKFLOW_DEPTH,
+};
 pub use research::{is_collection_name, ResearchStep, DEFAULT_COLLECTION, MAX_TOP_K};
 pub use event::{valid_event_name, EmitSpec, EventStep, OnTimeout, WaitSpec, DEFAULT_LOOKBACK};
 pub(crate) use format::one_shape_per_type;
-pub use unavailable::UnavailableStep;
 
 /// What a step type's own fields add to validation. Places start with `at` (`steps[2] (fetch)`).
 pub(crate) trait StepShape {
@@ -115,5 +120,5 @@ step_kinds! {
     Research(ResearchStep),
     Connector(ConnectorStep),
     Event(EventStep),
-    Platform(UnavailableStep),
+    Platform(PlatformStep),
 }
