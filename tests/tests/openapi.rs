@@ -151,6 +151,7 @@ async fn every_documented_operation_answers_as_documented() {
     step!("post", "/api/events", "/api/events", Some(&alice), Some(json!({"name": "bad name!"})), 422);
     step!("post", "/api/events", "/api/events", Some(&alice), Some(json!({"name": "lead.created", "owner": "finance"})), 403);
     step!("get", "/api/triggers", "/api/triggers", Some(&alice), None, 200);
+    step!("get", "/api/notifications", "/api/notifications?limit=5", Some(&alice), None, 200);
     step!("get", "/api/triggers/{workflow}/history", "/api/triggers/documented/history?limit=5", Some(&alice), None, 200);
     step!("get", "/api/triggers/{workflow}/history", "/api/triggers/nosuchflow/history", Some(&alice), None, 404);
     step!("get", "/api/triggers/{workflow}/history", "/api/triggers/bad%20id/history", Some(&alice), None, 400);

@@ -8,7 +8,7 @@ use serde_json::Value;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use crate::http::{events, health, receipt, requests, runs, stream, timeline, triggers, users};
+use crate::http::{events, health, notifications, receipt, requests, runs, stream, timeline, triggers, users};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -20,6 +20,7 @@ use crate::http::{events, health, receipt, requests, runs, stream, timeline, tri
         stream::stream,
         events::publish,
         triggers::list, triggers::history,
+        notifications::list,
         users::add, users::list, users::me,
         health::healthz,
     ),
@@ -429,4 +430,26 @@ pub struct FireDoc {
 pub struct FiresDoc {
     /// Newest first.
     pub fires: Vec<FireDoc>,
+}
+
+/// A console notification (from a `notify` step).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct NotificationDoc {
+    pub id: String,
+    /// The user or group it was addressed to.
+    pub to: String,
+    pub subject: String,
+    pub message: String,
+    pub workflow: String,
+    pub run: String,
+    pub step: String,
+    pub at: u64,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct NotificationsDoc {
+    /// Newest first.
+    pub notifications: Vec<NotificationDoc>,
 }
