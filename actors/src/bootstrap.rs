@@ -194,7 +194,7 @@ pub async fn start(config: &Config, role: Role) -> anyhow::Result<Running> {
     engine.health.watch_workers(workers.watch_health());
     let tollgate = Tollgate::new(engine, supervisor);
     if role == Role::All {
-        crate::paging::start(&tollgate, &config.paging, shutdown.clone(), &tasks).context("starting the pager")?;
+        crate::paging::start(&tollgate, &config.paging, config.egress.allowlist()?, shutdown.clone(), &tasks).context("starting the pager")?;
     }
     started.disarm();
     Ok(Running { tollgate, shutdown, tasks, workers: Some(workers) })

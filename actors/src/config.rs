@@ -141,8 +141,9 @@ impl LlmConfig {
     }
 }
 
-/// `[paging]`: email pages for requests assigned or escalated to a user (consoles are told
-/// live over `GET /api/stream` whatever this says).
+/// `[paging]`: email pages for requests assigned or escalated to a user, and an optional
+/// signed webhook for every new or escalated request (consoles are told live over
+/// `GET /api/stream` whatever this says).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PagingConfig {
@@ -153,11 +154,25 @@ pub struct PagingConfig {
     pub from: String,
     /// The console's base URL; a page links to `{console_url}/requests/{request}`.
     pub console_url: String,
+    /// A URL every new or escalated request is POSTed to as JSON (ids, mode, assignees, the
+    /// card's link — never the request's context), signed with HMAC-SHA256. Empty: no webhook.
+    pub webhook_url: String,
+    /// The environment variable holding the webhook's signing secret (required with a URL).
+    pub webhook_secret_env: String,
+    /// Deliveries of one page before it is given up (retried with backoff from 500 ms).
+    pub webhook_attempts: u32,
 }
 
 impl Default for PagingConfig {
     fn default() -> Self {
-        Self { smtp_url: String::new(), from: "Tollgate <tollgate@localhost>".into(), console_url: "http://127.0.0.1:8480".into() }
+        Self {
+            smtp_url: String::new(),
+            from: "Tollgate <tollgate@localhost>".into(),
+            console_url: "http://127.0.0.1:8480".into(),
+            webhook_url: String::new(),
+            webhook_secret_env: "TOLLGATE_PAGING_WEBHOOK_SECRET".into(),
+            webhook_attempts: 6,
+        }
     }
 }
 
@@ -284,6 +299,7 @@ impl Config {
                 "SMTP_URL" => self.paging.smtp_url = value,
                 "PAGING_FROM" => self.paging.from = value,
                 "CONSOLE_URL" => self.paging.console_url = value,
+                "PAGING_WEBHOOK_URL" => self.paging.webhook_url = value,
                 // Colon-separated paths, like PATH.
                 "CATALOGUE_DIRS" => self.catalogue.dirs = std::env::split_paths(&value).filter(|p| !p.as_os_str().is_empty()).collect(),
                 "CATALOGUE_FILES" => self.catalogue.files = std::env::split_paths(&value).filter(|p| !p.as_os_str().is_empty()).collect(),

@@ -11,6 +11,7 @@
 //!   saw — but never fewer attempts than executions, and every attempt that finished in the
 //!   audit was seen.
 
+#[allow(dead_code)] // the helpers other process tests use
 mod support;
 
 use std::collections::HashMap;

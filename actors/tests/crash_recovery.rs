@@ -1,6 +1,7 @@
 //! kill -9 of a real `tollgate run` process at several points of a run, then `tollgate resume`:
 //! the run finishes, no completed step runs again, and a side-effecting step takes effect once.
 
+#[allow(dead_code)] // the helpers other process tests use
 mod support;
 
 use std::collections::HashMap;

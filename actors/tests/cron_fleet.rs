@@ -5,14 +5,15 @@
 #[path = "../src/queue/tests/redis_server.rs"]
 #[allow(dead_code)] // this test needs no outage
 mod redis_server;
+#[allow(dead_code)] // the helpers other process tests use
+mod support;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redis_server::RedisServer;
+use support::Process;
 use tollgate_connectors::store::RedisBackend;
 use tollgate_engine::crypto::MasterKey;
 use tollgate_engine::ids::WorkflowId;
@@ -35,48 +36,6 @@ triggers:
     params: { slot: "${{ payload.slot }}" }
 "#;
 
-struct Process {
-    child: Child,
-    stderr: Arc<Mutex<Vec<String>>>,
-}
-
-impl Process {
-    fn spawn(spec: &std::path::Path, redis: &str, dir: &std::path::Path) -> Self {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate"));
-        cmd.args(["--backend", "redis", "--redis-url", redis, "triggers", "run"]).arg(spec);
-        cmd.current_dir(dir).stdout(Stdio::null()).stderr(Stdio::piped());
-        for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("TOLLGATE_")) {
-            cmd.env_remove(k);
-        }
-        cmd.env("TOLLGATE_MASTER_KEY", KEY).env("TOLLGATE_NAMESPACE", "cronfleet").env("TOLLGATE_HTTP_ADDR", "127.0.0.1:0");
-        let mut child = cmd.spawn().expect("start tollgate");
-        let stderr = Arc::new(Mutex::new(Vec::new()));
-        let lines = Arc::clone(&stderr);
-        let pipe = child.stderr.take().expect("piped stderr");
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                lines.lock().unwrap().push(line);
-            }
-        });
-        Self { child, stderr }
-    }
-
-    fn started(&self) -> bool {
-        self.stderr.lock().unwrap().iter().any(|l| l.starts_with("tollgate serve: admin API on"))
-    }
-
-    fn log(&self) -> String {
-        self.stderr.lock().unwrap().join("\n")
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn slot_of(f: &FireRecord) -> u64 {
     f.key.strip_prefix("slot:").and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("a cron key is a slot: {}", f.key))
 }
@@ -91,9 +50,12 @@ async fn three_engines_over_ten_slots_start_exactly_ten_runs() {
     let dir = tempfile::tempdir().unwrap();
     let spec = dir.path().join("cron.yaml");
     std::fs::write(&spec, SPEC).unwrap();
-    let fleet: Vec<Process> = (0..3).map(|_| Process::spawn(&spec, &redis.url(), dir.path())).collect();
+    let env = [("TOLLGATE_MASTER_KEY", KEY.to_string()), ("TOLLGATE_NAMESPACE", "cronfleet".to_string()), ("TOLLGATE_HTTP_ADDR", "127.0.0.1:0".to_string())];
+    let (url, spec) = (redis.url(), spec.display().to_string());
+    let args = ["--backend", "redis", "--redis-url", &url, "triggers", "run", &spec];
+    let fleet: Vec<Process> = (1..=3).map(|i| Process::spawn(&format!("engine-{i}"), &args, &env, dir.path())).collect();
     let end = Instant::now() + DEADLINE;
-    while !fleet.iter().all(Process::started) {
+    while !fleet.iter().all(|p| p.has_line("tollgate serve: admin API on")) {
         assert!(Instant::now() < end, "the fleet did not start:\n{}", fleet.iter().map(Process::log).collect::<Vec<_>>().join("\n---\n"));
         std::thread::sleep(Duration::from_millis(20));
     }

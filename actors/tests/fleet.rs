@@ -6,13 +6,15 @@
 
 #[path = "../src/queue/tests/redis_server.rs"]
 mod redis_server;
+#[allow(dead_code)] // the helpers other process tests use
+mod support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use redis_server::RedisServer;
+use support::Process;
 use serde_json::{Value, json};
 
 const MASTER_KEY: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
@@ -33,67 +35,6 @@ fn chain_spec() -> String {
         ));
     }
     yaml
-}
-
-/// A `tollgate` child process; its stderr is kept for the failure message. Killed on drop.
-struct Process {
-    name: &'static str,
-    child: Child,
-    stderr: Arc<Mutex<Vec<String>>>,
-}
-
-impl Process {
-    fn spawn(name: &'static str, args: &[&str], env: &[(&str, String)], dir: &std::path::Path) -> Self {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate"));
-        cmd.args(args).current_dir(dir).stdout(Stdio::null()).stderr(Stdio::piped());
-        for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("TOLLGATE_")) {
-            cmd.env_remove(k);
-        }
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("start tollgate");
-        let stderr = Arc::new(Mutex::new(Vec::new()));
-        let lines = Arc::clone(&stderr);
-        let pipe = child.stderr.take().expect("piped stderr");
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                lines.lock().unwrap().push(line);
-            }
-        });
-        Self { name, child, stderr }
-    }
-
-    /// Waits for a stderr line starting with `prefix` and returns the rest of it.
-    fn wait_line(&self, prefix: &str) -> String {
-        let end = Instant::now() + DEADLINE;
-        loop {
-            if let Some(rest) = self.stderr.lock().unwrap().iter().find_map(|l| l.strip_prefix(prefix)) {
-                return rest.to_string();
-            }
-            self.assert_alive();
-            assert!(Instant::now() < end, "{}: no line `{prefix}…`:\n{}", self.name, self.log());
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    /// Not exited (nor a zombie waiting to be reaped).
-    fn assert_alive(&self) {
-        let alive = std::path::Path::new(&format!("/proc/{}", self.child.id())).exists()
-            && !std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).is_ok_and(|s| s.contains(") Z "));
-        assert!(alive, "{} exited:\n{}", self.name, self.log());
-    }
-
-    fn log(&self) -> String {
-        self.stderr.lock().unwrap().join("\n")
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// What the test last saw (health answers, run summaries), for a timeout's message.
@@ -137,10 +78,10 @@ async fn a_redis_restart_mid_run_stalls_nothing() {
     let serve = Process::spawn("serve", &["serve"], &env, dir.path());
     let workers: Vec<Process> = ["worker-1", "worker-2"].into_iter().map(|n| Process::spawn(n, &["worker"], &env, dir.path())).collect();
     let fleet: Vec<&Process> = std::iter::once(&serve).chain(&workers).collect();
-    let admin = format!("http://{}", tokio::task::block_in_place(|| serve.wait_line("tollgate serve: admin API on http://")).split(' ').next().unwrap());
+    let admin = format!("http://{}", tokio::task::block_in_place(|| serve.wait_line("tollgate serve: admin API on http://", DEADLINE)).split(' ').next().unwrap());
     let mut probes = vec![format!("{admin}/healthz")];
     for w in &workers {
-        probes.push(tokio::task::block_in_place(|| w.wait_line("tollgate worker: health on ")));
+        probes.push(tokio::task::block_in_place(|| w.wait_line("tollgate worker: health on ", DEADLINE)));
     }
     let client = http();
     let seen = Seen::default();
@@ -337,9 +278,9 @@ async fn worker_lost_mid_step(how: Lost) {
     }
     let serve = Process::spawn("serve", &["serve"], &env, dir.path());
     let mut workers: Vec<Process> = ["worker-1", "worker-2"].into_iter().map(|n| Process::spawn(n, &["worker"], &env, dir.path())).collect();
-    let admin = format!("http://{}", tokio::task::block_in_place(|| serve.wait_line("tollgate serve: admin API on http://")).split(' ').next().unwrap());
+    let admin = format!("http://{}", tokio::task::block_in_place(|| serve.wait_line("tollgate serve: admin API on http://", DEADLINE)).split(' ').next().unwrap());
     for w in &workers {
-        tokio::task::block_in_place(|| w.wait_line("tollgate worker: health on "));
+        tokio::task::block_in_place(|| w.wait_line("tollgate worker: health on ", DEADLINE));
     }
     let client = http();
     let seen = Seen::default();

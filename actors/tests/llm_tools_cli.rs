@@ -5,6 +5,7 @@
 //! And a tool needing authorisation: `tollgate run` stops at the request, `tollgate decide …
 //! deny --reason` answers it and the model receives the reason.
 
+#[allow(dead_code)] // the helpers other process tests use
 mod support;
 
 use std::collections::HashMap;

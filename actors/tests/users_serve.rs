@@ -5,6 +5,7 @@
 //! second decision is refused with the first; the live stream tells an assignee of a new
 //! request.
 
+#[allow(dead_code)] // the helpers other process tests use
 mod support;
 
 use std::io::{BufRead, BufReader};

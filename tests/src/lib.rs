@@ -2,6 +2,7 @@
 //! (systems on both backends, a scriptable local HTTP server, waiting with deadlines).
 pub mod dovecot;
 pub mod harness;
+pub mod pki;
 pub mod smtp_sink;
 pub mod store_conformance;
 pub mod triggers;

@@ -17,6 +17,7 @@ pub struct Hooked {
     pub triggers: Option<Triggers>,
     pub addr: SocketAddr,
     pub workflow: WorkflowId,
+    trigger_count: usize,
     server: tokio::task::JoinHandle<()>,
 }
 
@@ -30,6 +31,19 @@ impl Hooked {
     /// Start the triggers of `yaml` on `sys` and serve its router; wait until every trigger
     /// says it is connected.
     pub async fn start(sys: TestSystem, yaml: &str) -> Self {
+        let me = Self::start_unconnected(sys, yaml).await;
+        let (board, n) = (me.triggers.as_ref().expect("started").board.clone(), me.trigger_count);
+        wait_for("every trigger is connected", Duration::from_secs(30), || {
+            let list = board.list();
+            async move { list.len() == n && list.iter().all(|t| t.health.connected) }
+        })
+        .await;
+        me
+    }
+
+    /// Start the triggers of `yaml` on `sys` and serve its router, without waiting for the
+    /// triggers to connect (for triggers that must fail to).
+    pub async fn start_unconnected(sys: TestSystem, yaml: &str) -> Self {
         let spec = parse_yaml(yaml).unwrap_or_else(|e| panic!("test spec is invalid: {e}"));
         let workflow = spec.spec().id.clone();
         let n = spec.spec().triggers.len();
@@ -40,13 +54,7 @@ impl Hooked {
         let server = tokio::spawn(async move {
             axum::serve(listener, app).await.expect("router serves");
         });
-        let board = triggers.board.clone();
-        wait_for("every trigger is connected", Duration::from_secs(30), || {
-            let list = board.list();
-            async move { list.len() == n && list.iter().all(|t| t.health.connected) }
-        })
-        .await;
-        Self { sys, triggers: Some(triggers), addr, workflow, server }
+        Self { sys, triggers: Some(triggers), addr, workflow, server, trigger_count: n }
     }
 
     pub fn url(&self, trigger: &str) -> String {

@@ -11,35 +11,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
-use tollgate_connectors::imap::{claim_mail, connect, AfterFire, Delivered, ImapConsumer, ImapSettings, InboundMail, MailSink, MailboxLease};
+use tollgate_connectors::imap::{claim_mail, Delivered, ImapConsumer, ImapSettings, InboundMail, MailSink, MailboxLease};
 use tollgate_connectors::store::SqliteBackend;
 use tollgate_engine::store::Backend;
-use tollgate_tests::dovecot::{Dovecot, PASSWORD, USER};
+use tollgate_tests::dovecot::{mail, Dovecot, BROKEN};
 use tollgate_tests::harness::wait_for;
-
-fn settings(d: &Dovecot) -> ImapSettings {
-    ImapSettings {
-        host: "127.0.0.1".into(),
-        port: d.port,
-        tls: false,
-        user: USER.into(),
-        password: PASSWORD.into(),
-        mailbox: "INBOX".into(),
-        after: AfterFire::Flag("$TollgateFired".into()),
-        quarantine: "Quarantine".into(),
-        idle: true,
-        poll_interval: Duration::from_millis(500),
-        liveness_interval: Duration::from_secs(2),
-        command_timeout: Duration::from_secs(5),
-        backoff: (Duration::from_millis(100), Duration::from_secs(1)),
-    }
-}
-
-fn mail(message_id: &str, subject: &str) -> Vec<u8> {
-    format!("From: Lead <lead@example.test>\r\nTo: {USER}\r\nSubject: {subject}\r\nMessage-ID: <{message_id}>\r\nDate: Mon, 30 Nov 2026 10:00:00 +0000\r\n\r\nPlease call.\r\n").into_bytes()
-}
-
-const BROKEN: &[u8] = b"From: x@example.test\r\nSubject: broken\r\nMessage-ID: <broken-1@example.test>\r\nContent-Type: multipart/mixed\r\n\r\nno boundary anywhere\r\n";
 
 /// What the sink saw: (uid, message id, outcome).
 type Seen = Arc<Mutex<Vec<(u32, Option<String>, Delivered)>>>;
@@ -92,22 +68,6 @@ async fn backend() -> (tempfile::TempDir, Arc<dyn Backend>) {
     (dir, Arc::new(b))
 }
 
-async fn append(d: &Dovecot, folder: &str, raw: &[u8]) {
-    let mut s = connect(&settings(d)).await.expect("connect to append");
-    s.append(folder, None, None, raw).await.expect("append");
-    s.logout().await.ok();
-}
-
-/// UIDs in `folder` matching an IMAP search.
-async fn search(d: &Dovecot, folder: &str, query: &str) -> Vec<u32> {
-    let mut s = connect(&settings(d)).await.expect("connect to search");
-    s.select(folder).await.expect("select");
-    let mut uids: Vec<u32> = s.uid_search(query).await.expect("search").into_iter().collect();
-    uids.sort_unstable();
-    s.logout().await.ok();
-    uids
-}
-
 async fn seen_len(seen: &Seen, n: usize, what: &str) {
     let seen = seen.clone();
     wait_for(what, Duration::from_secs(60), move || {
@@ -122,16 +82,16 @@ async fn a_mail_fires_once_and_is_flagged_and_a_second_copy_of_it_is_a_duplicate
     let d = tokio::task::block_in_place(Dovecot::start);
     let (_dir, b) = backend().await;
     let seen: Seen = Default::default();
-    let c = start(settings(&d), b.clone(), seen.clone(), "p1");
-    append(&d, "INBOX", &mail("lead-1@example.test", "Referral")).await;
+    let c = start(d.settings(), b.clone(), seen.clone(), "p1");
+    d.append("INBOX", &mail("lead-1@example.test", "Referral")).await;
     seen_len(&seen, 1, "the first mail delivered").await;
     // The same message appended again (same Message-ID, new UID).
-    append(&d, "INBOX", &mail("lead-1@example.test", "Referral")).await;
+    d.append("INBOX", &mail("lead-1@example.test", "Referral")).await;
     seen_len(&seen, 2, "the copy delivered").await;
     let outcomes: Vec<Delivered> = seen.lock().unwrap().iter().map(|s| s.2).collect();
     assert_eq!(outcomes, [Delivered::Fired, Delivered::Duplicate]);
     let dd = &d;
-    wait_for("both flagged once recorded", Duration::from_secs(30), || async move { search(dd, "INBOX", "KEYWORD $TollgateFired").await.len() == 2 }).await;
+    wait_for("both flagged once recorded", Duration::from_secs(30), || async move { dd.search("INBOX", "KEYWORD $TollgateFired").await.len() == 2 }).await;
     c.stop().await;
     assert_eq!(seen.lock().unwrap().len(), 2, "nothing delivered twice");
 }
@@ -141,14 +101,14 @@ async fn a_broken_message_is_quarantined_and_the_consumer_keeps_working() {
     let d = tokio::task::block_in_place(Dovecot::start);
     let (_dir, b) = backend().await;
     let seen: Seen = Default::default();
-    let c = start(settings(&d), b, seen.clone(), "p1");
-    append(&d, "INBOX", BROKEN).await;
+    let c = start(d.settings(), b, seen.clone(), "p1");
+    d.append("INBOX", BROKEN).await;
     seen_len(&seen, 1, "the broken mail handed over").await;
     assert_eq!(seen.lock().unwrap()[0].2, Delivered::Failed);
     let dd = &d;
-    wait_for("the broken mail in quarantine", Duration::from_secs(30), || async move { search(dd, "Quarantine", "ALL").await.len() == 1 }).await;
-    assert!(search(&d, "INBOX", "ALL").await.is_empty(), "it left the inbox");
-    append(&d, "INBOX", &mail("lead-2@example.test", "After the broken one")).await;
+    wait_for("the broken mail in quarantine", Duration::from_secs(30), || async move { dd.search("Quarantine", "ALL").await.len() == 1 }).await;
+    assert!(d.search("INBOX", "ALL").await.is_empty(), "it left the inbox");
+    d.append("INBOX", &mail("lead-2@example.test", "After the broken one")).await;
     seen_len(&seen, 2, "the next mail delivered").await;
     assert_eq!(seen.lock().unwrap()[1].2, Delivered::Fired);
     c.stop().await;
@@ -160,12 +120,12 @@ async fn mail_that_arrived_while_the_consumer_was_down_is_delivered_once_when_it
     let d = tokio::task::block_in_place(Dovecot::start);
     let (_dir, b) = backend().await;
     let seen: Seen = Default::default();
-    let c = start(settings(&d), b.clone(), seen.clone(), "p1");
-    append(&d, "INBOX", &mail("before@example.test", "Before")).await;
+    let c = start(d.settings(), b.clone(), seen.clone(), "p1");
+    d.append("INBOX", &mail("before@example.test", "Before")).await;
     seen_len(&seen, 1, "the first mail").await;
     c.stop().await;
-    append(&d, "INBOX", &mail("while-down@example.test", "While down")).await;
-    let c = start(settings(&d), b, seen.clone(), "p1");
+    d.append("INBOX", &mail("while-down@example.test", "While down")).await;
+    let c = start(d.settings(), b, seen.clone(), "p1");
     seen_len(&seen, 2, "the mail from the downtime").await;
     tokio::time::sleep(Duration::from_millis(0)).await;
     let s = seen.lock().unwrap().clone();
@@ -180,8 +140,8 @@ async fn the_consumer_reconnects_after_the_server_restarts_mid_idle_and_gets_the
     let d = tokio::task::block_in_place(Dovecot::start);
     let (_dir, b) = backend().await;
     let seen: Seen = Default::default();
-    let c = start(settings(&d), b, seen.clone(), "p1");
-    append(&d, "INBOX", &mail("first@example.test", "First")).await;
+    let c = start(d.settings(), b, seen.clone(), "p1");
+    d.append("INBOX", &mail("first@example.test", "First")).await;
     seen_len(&seen, 1, "the first mail").await;
     tokio::task::block_in_place(|| d.stop());
     let mut health = c.health.clone();
@@ -202,18 +162,18 @@ async fn one_consumer_per_mailbox_and_another_takes_over_when_it_stops() {
     let d = tokio::task::block_in_place(Dovecot::start);
     let (_dir, b) = backend().await;
     let (seen_a, seen_b): (Seen, Seen) = Default::default();
-    let a = start(settings(&d), b.clone(), seen_a.clone(), "process-a");
+    let a = start(d.settings(), b.clone(), seen_a.clone(), "process-a");
     let mut ha = a.health.clone();
     tokio::time::timeout(Duration::from_secs(30), ha.wait_for(|h| h.connected)).await.expect("a connects").unwrap();
-    let bb = start(settings(&d), b.clone(), seen_b.clone(), "process-b");
+    let bb = start(d.settings(), b.clone(), seen_b.clone(), "process-b");
     for i in 0..3 {
-        append(&d, "INBOX", &mail(&format!("m{i}@example.test"), "Fleet")).await;
+        d.append("INBOX", &mail(&format!("m{i}@example.test"), "Fleet")).await;
     }
     seen_len(&seen_a, 3, "a consumes").await;
     assert!(!bb.health.borrow().connected, "b does not consume while a holds the lease");
     assert!(seen_b.lock().unwrap().is_empty());
     a.stop().await; // releases the lease
-    append(&d, "INBOX", &mail("after@example.test", "After a")).await;
+    d.append("INBOX", &mail("after@example.test", "After a")).await;
     seen_len(&seen_b, 1, "b takes over").await;
     assert_eq!(seen_b.lock().unwrap()[0].1.as_deref(), Some("after@example.test"));
     bb.stop().await;

@@ -1,7 +1,9 @@
 //! The OpenAPI document at `/api/openapi.json` against the running server: every operation it
 //! documents is called over a real socket, and every answer must be one the document lists
 //! for that operation, with a body valid against its schema (JSON Schema 2020-12, by boon).
-//! Every operation the document lists is exercised (the test fails on one it does not know).
+//! Every operation the document lists is exercised (the test fails on one it does not know),
+//! and every route the API router serves (read from `actors/src/http/mod.rs`) must be in the
+//! document (the test fails on a route added without its `#[utoipa::path]`).
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -143,6 +145,16 @@ async fn every_documented_operation_answers_as_documented() {
     step!("get", "/api/runs/{run}/receipt", format!("/api/runs/{run}/receipt"), Some(&alice), None, 200);
     step!("get", "/api/runs/{run}/receipt", "/api/runs/01NOSUCHRUN/receipt", Some(&alice), None, 404);
     step!("get", "/api/receipt/key", "/api/receipt/key", Some(&alice), None, 200);
+    step!("get", "/api/runs/{run}/timeline", format!("/api/runs/{run}/timeline"), Some(&alice), None, 200);
+    step!("get", "/api/runs/{run}/timeline", "/api/runs/01NOSUCHRUN/timeline", Some(&alice), None, 404);
+    step!("post", "/api/events", "/api/events", Some(&alice), Some(json!({"name": "lead.created", "payload": {"score": 9}, "dedup": "d-1"})), 202);
+    step!("post", "/api/events", "/api/events", Some(&alice), Some(json!({"name": "bad name!"})), 422);
+    step!("post", "/api/events", "/api/events", Some(&alice), Some(json!({"name": "lead.created", "owner": "finance"})), 403);
+    step!("get", "/api/triggers", "/api/triggers", Some(&alice), None, 200);
+    step!("get", "/api/notifications", "/api/notifications?limit=5", Some(&alice), None, 200);
+    step!("get", "/api/triggers/{workflow}/history", "/api/triggers/documented/history?limit=5", Some(&alice), None, 200);
+    step!("get", "/api/triggers/{workflow}/history", "/api/triggers/nosuchflow/history", Some(&alice), None, 404);
+    step!("get", "/api/triggers/{workflow}/history", "/api/triggers/bad%20id/history", Some(&alice), None, 400);
     step!("post", "/api/runs/{run}/cancel", format!("/api/runs/{run}/cancel"), Some(&alice), Some(json!({"reason": "done"})), 200);
     step!("post", "/api/runs/{run}/cancel", "/api/runs/01NOSUCHRUN/cancel", Some(&alice), None, 404);
 
@@ -167,4 +179,34 @@ async fn every_documented_operation_answers_as_documented() {
 
     let missing: Vec<_> = c.operations().difference(&c.seen).cloned().collect();
     assert!(missing.is_empty(), "documented operations this test does not exercise: {missing:?}");
+    let undocumented: Vec<_> = served_routes().difference(&c.operations()).cloned().collect();
+    assert!(undocumented.is_empty(), "routes the server serves that the document does not list: {undocumented:?}");
+}
+
+/// Every `/api` route (but the document itself) and `/healthz` the router serves, as
+/// `(method, path)`: read from the router's source, where each is one `.route("PATH", get(…).post(…))`.
+fn served_routes() -> BTreeSet<(String, String)> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../actors/src/http/mod.rs");
+    let source: String = std::fs::read_to_string(path).unwrap().lines().filter(|l| !l.trim_start().starts_with("//")).collect::<Vec<_>>().join("\n");
+    let mut out = BTreeSet::new();
+    for call in source.split(".route(").skip(1) {
+        let Some((route, rest)) = call.trim_start().strip_prefix('"').and_then(|c| c.split_once('"')) else { continue };
+        if !(route.starts_with("/api/") || route == "/healthz") || route == "/api/openapi.json" {
+            continue;
+        }
+        // The handlers: `get(x)`, `post(y)`, chained, up to the closing parenthesis of `.route(`.
+        let mut depth = 1;
+        let end = rest.char_indices().find(|&(_, ch)| {
+            depth += match ch { '(' => 1, ')' => -1, _ => 0 };
+            depth == 0
+        });
+        let handlers = &rest[..end.map_or(rest.len(), |(i, _)| i)];
+        for method in ["get", "post", "put", "patch", "delete"] {
+            if handlers.contains(&format!("{method}(")) {
+                out.insert((method.to_string(), route.to_string()));
+            }
+        }
+    }
+    assert!(out.len() >= 10 && out.contains(&("get".into(), "/api/runs".into())), "the router's routes were not found in {path}: {out:?}");
+    out
 }

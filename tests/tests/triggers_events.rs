@@ -9,9 +9,8 @@ use std::time::Duration;
 
 use serde_json::json;
 use tollgate::triggers::start_triggers;
-use tollgate_connectors::imap::{connect, AfterFire, ImapSettings};
 use tollgate_engine::spec::parse_yaml;
-use tollgate_tests::dovecot::{Dovecot, PASSWORD, USER};
+use tollgate_tests::dovecot::{mail, set_password_env, Dovecot, BROKEN, PASSWORD_ENV, USER};
 use tollgate_tests::harness::{each_backend, embedded, wait_for, TestSystem};
 use tollgate_tests::triggers::{count, Hooked};
 
@@ -63,53 +62,11 @@ steps:
   - {{ id: read, type: code, script: "return {{ subject: input.s, files: input.f }}", inputs: {{ s: "${{{{ params.subject }}}}", f: "${{{{ params.files }}}}" }} }}
 triggers:
   - id: mail
-    imap: {{ host: 127.0.0.1, port: {port}, tls: false, user: "{USER}", password_env: TOLLGATE_TEST_IMAP_PASSWORD, liveness: 2s, poll: 1s }}
+    imap: {{ host: 127.0.0.1, port: {port}, tls: false, user: "{USER}", password_env: {PASSWORD_ENV}, liveness: 2s, poll: 1s }}
     params: {{ subject: "${{{{ payload.subject }}}}", files: "${{{{ size(payload.attachments) }}}}" }}
 "#,
         port = d.port
     )
-}
-
-fn settings(d: &Dovecot) -> ImapSettings {
-    ImapSettings {
-        host: "127.0.0.1".into(),
-        port: d.port,
-        tls: false,
-        user: USER.into(),
-        password: PASSWORD.into(),
-        mailbox: "INBOX".into(),
-        after: AfterFire::Flag("$TollgateFired".into()),
-        quarantine: "Quarantine".into(),
-        idle: true,
-        poll_interval: Duration::from_secs(1),
-        liveness_interval: Duration::from_secs(2),
-        command_timeout: Duration::from_secs(5),
-        backoff: (Duration::from_millis(100), Duration::from_secs(1)),
-    }
-}
-
-fn mail(message_id: &str, subject: &str) -> Vec<u8> {
-    format!("From: Lead <lead@example.test>\r\nTo: {USER}\r\nSubject: {subject}\r\nMessage-ID: <{message_id}>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n--b1\r\nContent-Type: text/plain\r\n\r\nPlease call.\r\n--b1\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; filename=\"brief.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQK\r\n--b1--\r\n").into_bytes()
-}
-
-const BROKEN: &[u8] = b"From: x@example.test\r\nSubject: broken\r\nMessage-ID: <broken-1@example.test>\r\nContent-Type: multipart/mixed\r\n\r\nno boundary anywhere\r\n";
-
-async fn append(d: &Dovecot, raw: &[u8]) {
-    let mut s = connect(&settings(d)).await.expect("connect to append");
-    s.append("INBOX", None, None, raw).await.expect("append");
-    s.logout().await.ok();
-}
-
-async fn folder_len(d: &Dovecot, folder: &str) -> usize {
-    let mut s = connect(&settings(d)).await.expect("connect");
-    let n = s.select(folder).await.map(|m| m.exists as usize).unwrap_or(0);
-    s.logout().await.ok();
-    n
-}
-
-fn set_password() {
-    // SAFETY: set before any trigger reads it; every test sets the same value.
-    unsafe { std::env::set_var("TOLLGATE_TEST_IMAP_PASSWORD", PASSWORD) };
 }
 
 async fn settled_subjects(sys: &TestSystem) -> Vec<String> {
@@ -134,15 +91,15 @@ async fn wait_runs(sys: &TestSystem, n: usize, what: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mail_delivered_while_the_engine_is_down_starts_one_run_after_it_comes_back() {
-    set_password();
+    set_password_env();
     let d = tokio::task::block_in_place(Dovecot::start);
     let yaml = imap_flow(&d);
     let mut h = Hooked::start(embedded().await, &yaml).await;
-    append(&d, &mail("first@example.test", "First")).await;
+    d.append("INBOX", &mail("first@example.test", "First")).await;
     wait_runs(&h.sys, 1, "the first mail's run").await;
     h.stop_triggers().await;
     h.sys.stop().await;
-    append(&d, &mail("down@example.test", "While down")).await;
+    d.append("INBOX", &mail("down@example.test", "While down")).await;
     h.sys.restart().await;
     h.triggers = Some(start_triggers(h.sys.t(), h.sys.config.triggers.history_ttl, vec![parse_yaml(&yaml).unwrap()]).await.unwrap());
     wait_runs(&h.sys, 2, "the run of the mail from the downtime").await;
@@ -156,10 +113,10 @@ async fn a_mail_delivered_while_the_engine_is_down_starts_one_run_after_it_comes
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dovecot_restarted_mid_idle_the_trigger_reconnects_and_the_outage_mail_starts_one_run() {
-    set_password();
+    set_password_env();
     let d = tokio::task::block_in_place(Dovecot::start);
     let mut h = Hooked::start(embedded().await, &imap_flow(&d)).await;
-    append(&d, &mail("before@example.test", "Before")).await;
+    d.append("INBOX", &mail("before@example.test", "Before")).await;
     wait_runs(&h.sys, 1, "the first run").await;
     tokio::task::block_in_place(|| d.stop());
     let hh = &h;
@@ -175,14 +132,14 @@ async fn dovecot_restarted_mid_idle_the_trigger_reconnects_and_the_outage_mail_s
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_message_appended_twice_starts_one_run() {
-    set_password();
+    set_password_env();
     let d = tokio::task::block_in_place(Dovecot::start);
     let dd = &d;
     each_backend(|sys| async move {
         let mut h = Hooked::start(sys, &imap_flow(dd)).await;
         let id = format!("{}@example.test", ulid::Ulid::generate());
-        append(dd, &mail(&id, "Twice")).await;
-        append(dd, &mail(&id, "Twice")).await;
+        dd.append("INBOX", &mail(&id, "Twice")).await;
+        dd.append("INBOX", &mail(&id, "Twice")).await;
         let hh = &h;
         wait_for("both copies recorded", Duration::from_secs(60), || async move { hh.history().await.len() >= 2 }).await;
         let history = h.history().await;
@@ -195,10 +152,10 @@ async fn the_same_message_appended_twice_starts_one_run() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_message_is_a_failed_fire_and_quarantined_and_the_trigger_keeps_working() {
-    set_password();
+    set_password_env();
     let d = tokio::task::block_in_place(Dovecot::start);
     let mut h = Hooked::start(embedded().await, &imap_flow(&d)).await;
-    append(&d, BROKEN).await;
+    d.append("INBOX", BROKEN).await;
     let hh = &h;
     wait_for("the failed fire", Duration::from_secs(60), || async move { !hh.history().await.is_empty() }).await;
     let history = h.history().await;
@@ -206,8 +163,8 @@ async fn a_broken_message_is_a_failed_fire_and_quarantined_and_the_trigger_keeps
     let tollgate_engine::trigger::FireOutcome::Failed { error } = &history[0].outcome else { unreachable!() };
     assert!(error.contains("multipart/mixed but declares no boundary"), "{error}");
     let dd = &d;
-    wait_for("the broken mail in quarantine", Duration::from_secs(30), || async move { folder_len(dd, "Quarantine").await == 1 }).await;
-    append(&d, &mail("good@example.test", "Good")).await;
+    wait_for("the broken mail in quarantine", Duration::from_secs(30), || async move { dd.folder_len("Quarantine").await == 1 }).await;
+    d.append("INBOX", &mail("good@example.test", "Good")).await;
     wait_runs(&h.sys, 1, "the good mail's run").await;
     assert_eq!(settled_subjects(&h.sys).await, ["Good"]);
     assert_eq!(h.history().await.len(), 2, "the broken message was not fired again");

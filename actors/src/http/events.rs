@@ -15,6 +15,7 @@ use tollgate_engine::store::StoreError;
 
 use crate::access::Caller;
 use crate::http::error::{ApiError, Body};
+use crate::http::openapi::{ApiErrorDoc, EventBodyDoc, EventPublishedDoc};
 use crate::service::{ServiceError, Tollgate};
 
 /// Longest dedup key accepted.
@@ -33,6 +34,14 @@ pub struct EventBody {
     dedup: Option<String>,
 }
 
+#[utoipa::path(post, path = "/api/events", tag = "events", request_body = EventBodyDoc,
+    responses(
+        (status = 202, body = EventPublishedDoc),
+        (status = 403, description = "a scope the caller does not act for", body = ApiErrorDoc),
+        (status = 422, description = "not an event name, or a bad dedup key", body = ApiErrorDoc),
+        (status = 503, description = "the event bus is unavailable", body = ApiErrorDoc),
+        (status = 401, description = "no or a wrong token", body = ApiErrorDoc)))]
+/// `POST /api/events`: publish an event in the caller's scope (or `owner`'s).
 pub async fn publish(State(t): State<Tollgate>, caller: Caller, Body(b): Body<EventBody>) -> Result<(StatusCode, Json<Value>), ApiError> {
     if !valid_event_name(&b.name) {
         let msg = format!("`{}` is not an event name (1–200 letters, digits or `._:-/`)", b.name.chars().take(80).collect::<String>());

@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 
 use crate::access::Caller;
 use crate::http::error::ApiError;
+use crate::http::openapi::{ApiErrorDoc, NotificationsDoc};
 use crate::service::Tollgate;
 
 #[derive(Deserialize)]
@@ -17,6 +18,10 @@ pub struct Page {
     limit: Option<usize>,
 }
 
+#[utoipa::path(get, path = "/api/notifications", tag = "notifications",
+    params(("limit" = Option<usize>, Query, description = "1–200 (default 50)")),
+    responses((status = 200, body = NotificationsDoc), (status = 401, description = "no or a wrong token", body = ApiErrorDoc)))]
+/// `GET /api/notifications`: the caller's console notifications, newest first.
 pub async fn list(State(t): State<Tollgate>, caller: Caller, Query(page): Query<Page>) -> Result<Json<Value>, ApiError> {
     let limit = page.limit.unwrap_or(50).clamp(1, 200);
     let notifications = t.engine.store.notifications(caller.name(), limit).await?;

@@ -8,16 +8,19 @@ use serde_json::Value;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use crate::http::{health, receipt, requests, runs, stream, users};
+use crate::http::{events, health, notifications, receipt, requests, runs, stream, timeline, triggers, users};
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Tollgate admin API", description = "Runs, human requests and decisions, users. Every /api route needs `Authorization: Bearer <user token>`."),
+    info(title = "Tollgate admin API", description = "Runs and their timelines, human requests and decisions, events, triggers, users. Every /api route needs `Authorization: Bearer <user token>`."),
     paths(
-        runs::list, runs::start, runs::show, runs::cancel, runs::audit,
+        runs::list, runs::start, runs::show, runs::cancel, runs::audit, timeline::show,
         receipt::show, receipt::key,
         requests::pending, requests::show, requests::decide,
         stream::stream,
+        events::publish,
+        triggers::list, triggers::history,
+        notifications::list,
         users::add, users::list, users::me,
         health::healthz,
     ),
@@ -290,4 +293,163 @@ pub struct HealthDoc {
     pub healthy: bool,
     #[schema(value_type = Object)]
     pub checks: Value,
+}
+
+/// The console's run view: the DAG and, per step, status, attempts, timings, cost, the output as
+/// the gates let it through, error, decision, and the gate trail located on the redacted text.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct TimelineDoc {
+    pub run: String,
+    pub workflow: String,
+    pub version: u32,
+    /// `pending`, `running`, `waiting`, `succeeded`, `failed`, `cancelled`.
+    pub status: String,
+    #[schema(value_type = Option<Object>)]
+    pub reason: Option<Value>,
+    pub created_at: u64,
+    pub started_at: Option<u64>,
+    pub finished_at: Option<u64>,
+    pub budget: TimelineBudgetDoc,
+    pub steps: Vec<TimelineStepDoc>,
+}
+
+/// Budget figures (exact decimals as strings; null without a budget).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct TimelineBudgetDoc {
+    pub cap: Value,
+    pub extended: Value,
+    pub limit: Value,
+    pub spent: Value,
+    pub reserved: Value,
+    pub currency: Option<String>,
+    /// The open budget-extension request, if any.
+    pub request: Value,
+}
+
+/// One step of the timeline.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct TimelineStepDoc {
+    pub id: String,
+    #[schema(rename = "type")]
+    pub ty: String,
+    /// The steps it needs (the DAG's edges).
+    pub needs: Vec<String>,
+    pub join: Value,
+    pub status: String,
+    pub skip_reason: Value,
+    /// The open request the step waits on.
+    pub waiting_request: Option<String>,
+    /// Every attempt, interrupted and superseded ones too.
+    #[schema(value_type = Vec<Object>)]
+    pub attempts: Vec<Value>,
+    pub started_at: Option<u64>,
+    pub finished_at: Option<u64>,
+    pub duration_ms: Option<u64>,
+    pub cost: Value,
+    /// The output as recorded, or its redacted form when the gates held it (`output_redacted`).
+    pub output: Value,
+    pub output_redacted: bool,
+    #[schema(value_type = Option<Object>)]
+    pub error: Option<Value>,
+    #[schema(value_type = Option<Object>)]
+    pub decision: Option<Value>,
+    /// `{action, ruleset, threat, findings: [{rule_id, category, path, message, redacted: {span, excerpt}…}]}`.
+    #[schema(value_type = Option<Object>)]
+    pub gate: Option<Value>,
+}
+
+/// `POST /api/events`: the body.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct EventBodyDoc {
+    /// 1–200 letters, digits or `._:-/`.
+    pub name: String,
+    /// Whose workflows hear it (a user or group the caller acts for); the caller by default.
+    pub owner: Option<String>,
+    pub payload: Value,
+    /// A key that makes a retried post publish once (1–256 bytes).
+    pub dedup: Option<String>,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct EventPublishedDoc {
+    pub id: String,
+    pub at: u64,
+    /// The dedup key was used already: nothing new was published; `id` is the first event's.
+    pub duplicate: bool,
+}
+
+/// A running trigger and its health.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct TriggerDoc {
+    pub workflow: String,
+    pub trigger: String,
+    /// `cron`, `webhook`, `upload`, `event`, `imap`.
+    #[schema(rename = "type")]
+    pub ty: String,
+    pub connected: bool,
+    pub last_success: Option<u64>,
+    /// `[unix ms, message]`.
+    pub last_error: Option<Value>,
+    pub started: u64,
+    pub failed: u64,
+    pub duplicates: u64,
+    pub rejected: u64,
+    pub restarts: u64,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct TriggersDoc {
+    pub triggers: Vec<TriggerDoc>,
+}
+
+/// One fire of a trigger.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct FireDoc {
+    pub fire: String,
+    pub workflow: String,
+    pub trigger: String,
+    pub kind: String,
+    pub key: String,
+    pub at: u64,
+    pub recorded_at: u64,
+    pub source: String,
+    /// `started` (with `run`), `failed` (with `error`), `skipped_duplicate`.
+    pub outcome: String,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct FiresDoc {
+    /// Newest first.
+    pub fires: Vec<FireDoc>,
+}
+
+/// A console notification (from a `notify` step).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct NotificationDoc {
+    pub id: String,
+    /// The user or group it was addressed to.
+    pub to: String,
+    pub subject: String,
+    pub message: String,
+    pub workflow: String,
+    pub run: String,
+    pub step: String,
+    pub at: u64,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct NotificationsDoc {
+    /// Newest first.
+    pub notifications: Vec<NotificationDoc>,
 }

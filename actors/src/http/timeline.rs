@@ -16,9 +16,13 @@ use tollgate_engine::run::{self, Event, RunStatus, StepStatus};
 
 use crate::access::Caller;
 use crate::http::error::ApiError;
+use crate::http::openapi::{ApiErrorDoc, TimelineDoc};
 use crate::service::{ServiceError, Tollgate};
 
-/// 404 for a run the caller may not see, as for one that does not exist.
+#[utoipa::path(get, path = "/api/runs/{run}/timeline", tag = "runs", params(("run" = String, Path)),
+    responses((status = 200, body = TimelineDoc), (status = 404, body = ApiErrorDoc), (status = 401, description = "no or a wrong token", body = ApiErrorDoc)))]
+/// `GET /api/runs/{run}/timeline`: the console's run view. 404 for a run the caller may not
+/// see, as for one that does not exist.
 pub async fn show(State(t): State<Tollgate>, caller: Caller, Path(run): Path<String>) -> Result<Json<Value>, ApiError> {
     let run = RunId(run);
     let engine = &t.engine;

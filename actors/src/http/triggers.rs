@@ -11,8 +11,11 @@ use tollgate_engine::store::StoreError;
 
 use crate::access::Caller;
 use crate::http::error::ApiError;
+use crate::http::openapi::{ApiErrorDoc, FiresDoc, TriggersDoc};
 use crate::service::Tollgate;
 
+#[utoipa::path(get, path = "/api/triggers", tag = "triggers",
+    responses((status = 200, body = TriggersDoc), (status = 401, description = "no or a wrong token", body = ApiErrorDoc)))]
 /// `GET /api/triggers`: every trigger running here: type, connected, last success, last
 /// error, counters (started, failed, duplicates, rejected), restarts.
 pub async fn list(State(t): State<Tollgate>, caller: Caller) -> Result<Json<Value>, ApiError> {
@@ -30,6 +33,13 @@ pub struct HistoryQuery {
     limit: Option<usize>,
 }
 
+#[utoipa::path(get, path = "/api/triggers/{workflow}/history", tag = "triggers",
+    params(("workflow" = String, Path), ("limit" = Option<usize>, Query, description = "1–10,000 (default 100)")),
+    responses(
+        (status = 200, body = FiresDoc),
+        (status = 400, description = "not a workflow id", body = ApiErrorDoc),
+        (status = 404, description = "no such workflow, or not the caller's", body = ApiErrorDoc),
+        (status = 401, description = "no or a wrong token", body = ApiErrorDoc)))]
 /// `GET /api/triggers/{workflow}/history?limit=`: the workflow's fires, newest first.
 pub async fn history(State(t): State<Tollgate>, caller: Caller, Path(workflow): Path<String>, Query(q): Query<HistoryQuery>) -> Result<Json<Value>, ApiError> {
     if !is_valid_id(&workflow) {

@@ -32,6 +32,7 @@ impl ImapSource {
             host: t.host.clone(),
             port: t.port(),
             tls: t.tls,
+            ca_file: t.ca_file.as_ref().map(std::path::PathBuf::from),
             user: t.user.clone(),
             password,
             mailbox: t.mailbox.clone(),

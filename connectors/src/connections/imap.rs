@@ -41,7 +41,8 @@ fn classify(r: &Resolved, e: ImapError) -> ConnectionError {
 async fn login(r: &Resolved) -> Result<ImapSession, ImapError> {
     let s = imap_settings(r);
     let password = r.credential.as_ref().map(|c| c.as_str()).unwrap_or_default();
-    mail::open(&s.host, s.port(), s.tls, &s.user, password, COMMAND_TIMEOUT).await
+    let tls = s.tls.then_some(mail::Tls { ca_file: s.ca_file.as_deref().map(std::path::Path::new) });
+    mail::open(&s.host, s.port(), tls, &s.user, password, COMMAND_TIMEOUT).await
 }
 
 impl Connections {

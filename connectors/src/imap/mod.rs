@@ -26,15 +26,18 @@ use tokio_util::sync::CancellationToken;
 use tollgate_engine::store::{Backend, Lease, LeaseGrant, StoreError};
 
 pub use parse::{parse_mail, MailAttachment, MailError, ParsedMail};
-pub use session::{connect, open, timed, ImapSession};
+pub use session::{connect, open, timed, ImapSession, Tls};
 
 /// Where the consumer reads, and what it does with what it read.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ImapSettings {
     pub host: String,
     pub port: u16,
-    /// TLS from the first byte (IMAPS, usually port 993), verified against the webpki roots.
+    /// TLS from the first byte (IMAPS, usually port 993), the certificate verified against the
+    /// public web PKI roots, or against the CA certificates of `ca_file` instead.
     pub tls: bool,
+    /// A PEM file of the CA certificates to trust (a private CA) in place of the web roots.
+    pub ca_file: Option<std::path::PathBuf>,
     pub user: String,
     pub password: String,
     pub mailbox: String,
@@ -84,6 +87,8 @@ pub enum ImapError {
     Protocol(String),
     #[error("IMAP login refused: {0}")]
     Login(String),
+    #[error("IMAP TLS: {0}")]
+    Tls(String),
     #[error("IMAP connection went silent: {0}")]
     Silent(String),
     #[error("IMAP connection closed by the server")]

@@ -1,5 +1,5 @@
 //! `imap` connections: the mailbox server `email.fetch` reads, whether it speaks TLS from the
-//! first byte (IMAPS), and the user to log in as (the password is the connection's credential).
+//! first byte (IMAPS) and which CA it trusts then, and the user to log in as (the password is the connection's credential).
 
 use std::collections::BTreeMap;
 
@@ -15,6 +15,9 @@ pub struct ImapSettings {
     pub port: Option<u16>,
     /// TLS from the first byte (default true); false only for a local server.
     pub tls: bool,
+    /// A PEM file of CA certificates trusted instead of the public web roots (a private CA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
     pub user: String,
 }
 
@@ -30,16 +33,24 @@ impl ImapSettings {
         }
         let port = s.port("port");
         let tls = s.boolean("tls", true);
+        let ca_file = s.optional("ca_file");
+        if ca_file.is_some() && tls == Some(false) {
+            s.problem("ca_file", "only applies with tls=true");
+        }
         let user = s.required("user", "the user to log in as");
-        Some(Self { host: host?, port: port?, tls: tls?, user: user? })
+        Some(Self { host: host?, port: port?, tls: tls?, ca_file, user: user? })
     }
 
     pub(crate) fn describe(&self) -> BTreeMap<&'static str, String> {
-        BTreeMap::from([
+        let mut d = BTreeMap::from([
             ("host", self.host.clone()),
             ("port", self.port().to_string()),
             ("tls", self.tls.to_string()),
             ("user", self.user.clone()),
-        ])
+        ]);
+        if let Some(f) = &self.ca_file {
+            d.insert("ca_file", f.clone());
+        }
+        d
     }
 }

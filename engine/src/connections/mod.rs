@@ -300,6 +300,11 @@ mod tests {
         let c = Connection::from_settings("inbox", ConnectionKind::Imap, &pairs(&[("host", "imap.example.com"), ("user", "ops@example.com")])).unwrap();
         let ConnectionSettings::Imap(s) = &c.settings else { panic!() };
         assert_eq!((s.tls, s.port()), (true, 993));
+        let c = Connection::from_settings("inbox", ConnectionKind::Imap, &pairs(&[("host", "imap.example.com"), ("user", "ops"), ("ca_file", "/etc/mail-ca.pem")])).unwrap();
+        let ConnectionSettings::Imap(s) = &c.settings else { panic!() };
+        assert_eq!((s.ca_file.as_deref(), c.describe()["ca_file"].as_str()), (Some("/etc/mail-ca.pem"), "/etc/mail-ca.pem"));
+        let err = Connection::from_settings("inbox", ConnectionKind::Imap, &pairs(&[("host", "h"), ("user", "u"), ("tls", "false"), ("ca_file", "/x.pem")])).unwrap_err().to_string();
+        assert_eq!(err, "ca_file: only applies with tls=true");
 
         let c = Connection::from_settings(
             "crm",

@@ -20,9 +20,14 @@ pub struct ImapTrigger {
     /// Default 993 with `tls`, 143 without.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
-    /// TLS from the first byte (IMAPS), verified against the public web PKI roots. Default true.
+    /// TLS from the first byte (IMAPS), the server's certificate verified against the public
+    /// web PKI roots (or `ca_file`); a failed check is an error, never a plaintext fallback.
+    /// Default true; false only for a local server.
     #[serde(default = "yes")]
     pub tls: bool,
+    /// A PEM file of CA certificates to trust instead of the public web roots (a private CA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
     pub user: String,
     /// The environment variable holding the password.
     pub password_env: String,
@@ -91,6 +96,11 @@ impl ImapTrigger {
         }
         if self.password_env.is_empty() || !self.password_env.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
             p.push(problem(format!("{at}.imap.password_env"), "must name an environment variable (letters, digits, `_`)"));
+        }
+        match &self.ca_file {
+            Some(f) if f.trim().is_empty() => p.push(problem(format!("{at}.imap.ca_file"), "must name a PEM file of CA certificates")),
+            Some(_) if !self.tls => p.push(problem(format!("{at}.imap.ca_file"), "only applies with `tls: true`")),
+            _ => {}
         }
         if self.after == ImapAfter::Move && self.move_to.as_deref().is_none_or(str::is_empty) {
             p.push(problem(format!("{at}.imap.move_to"), "`after: move` needs the folder to move to"));

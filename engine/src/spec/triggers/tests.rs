@@ -113,3 +113,15 @@ fn file_names_are_sanitised_and_traversal_refused() {
         assert_eq!(sanitize_file_name(bad), None, "{bad:?}");
     }
 }
+
+#[test]
+fn an_imap_ca_file_needs_tls_and_a_name() {
+    let imap = |extra: &str| spec_with(&format!("  - id: mail\n    imap: {{ host: mail.example.com, user: ops, password_env: MAIL_PW{extra} }}\n"));
+    let spec = parse_yaml(&imap(", ca_file: /etc/tollgate/mail-ca.pem")).unwrap_or_else(|e| panic!("{e}"));
+    let TriggerKind::Imap(i) = spec.spec().triggers[0].kind() else { panic!("imap") };
+    assert_eq!((i.tls, i.port(), i.ca_file.as_deref()), (true, 993, Some("/etc/tollgate/mail-ca.pem")));
+    let p = problems(&imap(", tls: false, ca_file: /etc/tollgate/mail-ca.pem"));
+    assert!(p.iter().any(|x| x.contains("triggers[0] (mail).imap.ca_file: only applies with `tls: true`")), "{p:#?}");
+    let p = problems(&imap(", ca_file: ' '"));
+    assert!(p.iter().any(|x| x.contains("triggers[0] (mail).imap.ca_file: must name a PEM file of CA certificates")), "{p:#?}");
+}
