@@ -8,13 +8,14 @@ use serde_json::Value;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use crate::http::{health, requests, runs, stream, users};
+use crate::http::{health, requests, runs, stream, templates, users};
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Tollgate admin API", description = "Runs, human requests and decisions, users. Every /api route needs `Authorization: Bearer <user token>`."),
+    info(title = "Tollgate admin API", description = "Runs, workflow templates, human requests and decisions, users. Every /api route needs `Authorization: Bearer <user token>`."),
     paths(
         runs::list, runs::start, runs::show, runs::cancel, runs::audit,
+        templates::list, templates::show, templates::start,
         requests::pending, requests::show, requests::decide,
         stream::stream,
         users::add, users::list, users::me,
@@ -98,6 +99,50 @@ pub struct RunPageDoc {
 #[allow(dead_code)]
 pub struct RunCreatedDoc {
     pub run: String,
+    /// For a run started from the catalogue: the workflow's id.
+    pub workflow: Option<String>,
+}
+
+/// `GET /api/templates`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct TemplateListDoc {
+    pub templates: Vec<TemplateDoc>,
+}
+
+/// A workflow of the catalogue.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct TemplateDoc {
+    /// The id `tollgate run NAME` and `POST /api/templates/{name}/runs` take.
+    pub id: String,
+    pub version: u32,
+    pub owner: String,
+    pub description: String,
+    /// `shipped templates/NAME.yaml`, or the configured file's path.
+    pub source: String,
+    pub shipped: bool,
+    /// How many steps it has.
+    pub steps: u32,
+    /// Its trigger types (`cron`, `webhook`, `upload`…).
+    pub triggers: Vec<String>,
+    pub parameters: Vec<TemplateParameterDoc>,
+    /// Whether the caller may start it (owns its owner, or is an admin).
+    pub can_start: bool,
+}
+
+/// A declared parameter.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct TemplateParameterDoc {
+    pub name: String,
+    /// `string`, `number`, `integer`, `boolean`, `object`, `array`.
+    #[schema(rename = "type")]
+    pub ty: String,
+    pub required: bool,
+    /// The default value (any JSON), or null.
+    pub default: Option<Value>,
+    pub description: Option<String>,
 }
 
 #[derive(ToSchema)]
