@@ -164,6 +164,10 @@ pub struct StepDoc {
     pub decision: Option<Value>,
     #[schema(value_type = Option<Object>)]
     pub gate: Option<Value>,
+    /// A `for_each` step's items (`STEP.K`), each with its status, attempts, cost, error,
+    /// decision and gate verdict; null for other steps.
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub items: Option<Vec<Value>>,
 }
 
 /// A run step by step.
