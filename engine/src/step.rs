@@ -81,6 +81,7 @@ pub const ERROR_CODES: &[ErrorCode] = &[
     ErrorCode { code: "collection_not_found", from: "research", class: "permanent", meaning: "the step's collection does not exist for the workflow's owner (`tollgate docs ingest` first)" },
     ErrorCode { code: "index_unavailable", from: "research", class: "retryable", meaning: "the collection's index could not be read from the store" },
     ErrorCode { code: "bad_query", from: "research", class: "permanent", meaning: "the rendered query is empty or cannot be parsed" },
+    ErrorCode { code: "bad_documents", from: "research (ingest)", class: "permanent", meaning: "`ingest` did not give a list of `{name, text}` documents, or one could not be read" },
 ];
 
 /// A failed attempt: its class, a stable code and a human-readable message.

@@ -208,7 +208,10 @@ fn render_input(spec: &ValidatedSpec, state: &RunState, slot: Slot) -> Result<Va
         }
     }
     if let StepKind::Research(r) = &step.kind {
-        input["query"] = render(&Value::String(r.query.clone())).map_err(bad)?;
+        match &r.ingest {
+            Some(docs) => input["ingest"] = render(docs).map_err(bad)?,
+            None => input["query"] = render(&Value::String(r.query.clone())).map_err(bad)?,
+        }
     }
     if let StepKind::Event(EventStep { emit: Some(emit), .. }) = &step.kind {
         input["event"] = render(&json!({ "name": emit.name, "payload": emit.payload })).map_err(bad)?;
