@@ -217,11 +217,11 @@ impl Tollgate {
     /// it opened is not listed as pending yet (its record follows the journal entry), or a
     /// decision recorded in the store is not in its journal yet (the run is about to move on).
     async fn between_states(&self, v: &RunView) -> Result<bool, ServiceError> {
+        // Steps and the items of `for_each` steps.
         let open: Vec<&RequestId> = v
             .state
-            .steps
-            .iter()
-            .filter_map(|s| match &s.status {
+            .slots()
+            .filter_map(|(_, s)| match &s.status {
                 run::StepStatus::WaitingHuman { request } => Some(request),
                 _ => None,
             })

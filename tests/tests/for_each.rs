@@ -1,7 +1,8 @@
 //! `for_each` end to end on both backends: an `llm` step that classifies each document of a
 //! batch through a real local server speaking the OpenAI protocol, an `api_call` fan-out
 //! whose failing item is retried on its own under its own idempotency key, the journaled
-//! length, a restart in the middle of a fan-out, and the configured bound on a list's length.
+//! length, an item held for guidance on its own across a restart, and the configured bound on
+//! a list's length.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +12,7 @@ use serde_json::{Value, json};
 use tollgate_engine::ids::OwnerId;
 use tollgate_engine::llm::{ModelPrice, ProviderConfig};
 use tollgate_engine::money::Money;
-use tollgate_engine::run::Event;
+use tollgate_engine::run::{Decision, Event, StepStatus};
 use tollgate_tests::harness::{Script, TestServer, TestSystem, embedded_with, redis_with, wait_for};
 
 /// A model stand-in: classifies the document named in the prompt by its file extension.
@@ -178,40 +179,44 @@ async fn a_failing_item_is_retried_on_its_own_under_its_own_idempotency_key() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_fan_out_survives_a_restart_and_each_finished_item_runs_once() {
-    // Item "slow" hangs until the server is told to let it through; the others answer at once.
-    let release = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let gate = release.clone();
-    let server = TestServer::start(Arc::new(move |_, hit| {
+async fn a_blocked_item_waits_for_guidance_on_its_own_across_a_restart_and_finished_items_run_once() {
+    // The answer for "secret" holds a codename the workflow's gate rule blocks.
+    let server = TestServer::start(Arc::new(|_, hit| {
         let sent: Value = serde_json::from_slice(&hit.body).unwrap();
-        let wait = if sent["id"] == "slow" && !gate.load(std::sync::atomic::Ordering::SeqCst) { Duration::from_secs(30) } else { Duration::ZERO };
-        (StatusCode::OK, vec![], json!({ "done": sent["id"] }).to_string(), wait)
+        let memo = if sent["id"] == "secret" { "launch of PROJECT-LYNX moves" } else { "nothing to see" };
+        (StatusCode::OK, vec![], json!({ "done": sent["id"], "memo": memo }).to_string(), Duration::ZERO)
     }))
     .await;
+    let yaml = CALLS.replace(
+        "egress: { allow: [\"127.0.0.1\"] }",
+        "egress: { allow: [\"127.0.0.1\"] }\ngates:\n  rules:\n    - { id: codename, category: codename, action: block, pattern: \"\\\\bPROJECT-[A-Z]{4}\\\\b\", positive: [\"PROJECT-ABCD\"], negative: [\"project abcd\"] }\n  on_block: guidance",
+    );
     let mut sys = embedded_with(|_| {}).await;
-    let yaml = CALLS.replace("max_attempts: 3", "max_attempts: 1");
-    let run = sys.start(&yaml, json!({ "url": server.url("/notify"), "ids": ["x", "slow", "y"] })).await;
-    let t = sys.t().clone();
-    wait_for("the quick items finish while the slow one runs", Duration::from_secs(30), || {
-        let (t, run) = (t.clone(), run.clone());
-        async move {
-            let v = t.view(&run).await.unwrap();
-            let items = &TestSystem::step(&v, "call").items;
-            items.len() == 3 && items[0].status.label() == "succeeded" && items[2].status.label() == "succeeded"
-        }
-    })
-    .await;
-    release.store(true, std::sync::atomic::Ordering::SeqCst);
+    let run = sys.start(&yaml, json!({ "url": server.url("/notify"), "ids": ["x", "secret", "y"] })).await;
+    let v = sys.settle(&run).await;
+    let call = TestSystem::step(&v, "call");
+    let statuses: Vec<&str> = call.items.iter().map(|i| i.status.label()).collect();
+    assert_eq!(statuses, ["succeeded", "waiting_human", "succeeded"], "only the blocked item waits");
+    assert!(v.state.is_waiting());
+    let StepStatus::WaitingHuman { request } = call.items[1].status.clone() else { unreachable!() };
+    assert!(request.as_str().contains(".call.1."), "the request names the item: {request}");
+    let asked = sys.t().pending().await.unwrap();
+    assert_eq!(asked.len(), 1);
+    assert_eq!(asked[0].request.step.as_ref().map(|s| s.as_str()), Some("call.1"));
+    assert!(asked[0].request.question.contains("item 1 of step `call`"), "{}", asked[0].request.question);
+
+    // The engine restarts while the run waits; the decision releases the held output.
     sys.restart().await;
+    sys.t().recover_all().await.unwrap();
+    sys.t().decide(&request, Decision::Approve, "ann", None).await.unwrap();
     let v = sys.settle(&run).await;
     assert_eq!(v.state.status.label(), "succeeded", "{:?}", v.state.status);
     let call = TestSystem::step(&v, "call");
     let done: Vec<Value> = call.output.as_ref().unwrap().as_array().unwrap().iter().map(|o| o["body"]["done"].clone()).collect();
-    assert_eq!(done, [json!("x"), json!("slow"), json!("y")]);
+    assert_eq!(done, [json!("x"), json!("secret"), json!("y")]);
+    assert_eq!(call.items[1].decision.as_ref().map(|d| d.by.as_str()), Some("ann"));
     let hits_for = |id: &str| server.hits().iter().filter(|h| serde_json::from_slice::<Value>(&h.body).unwrap()["id"] == id).count();
-    assert_eq!(hits_for("x"), 1, "a finished item is not run again after the restart");
-    assert_eq!(hits_for("y"), 1);
-    assert!(hits_for("slow") >= 1);
+    assert_eq!((hits_for("x"), hits_for("secret"), hits_for("y")), (1, 1, 1), "no item ran twice");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
