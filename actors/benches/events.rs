@@ -85,7 +85,7 @@ async fn bench(label: &str, config: Config, samples: usize) {
     let fire = |n: usize, sent: &mut u64| {
         *sent = now_ms();
         let t = t.clone();
-        async move { t.emit_event("bench.ping", &json!({ "n": n }), None).await }
+        async move { t.emit_event("bench", "bench.ping", &json!({ "n": n }), None).await }
     };
     for i in 0..5 {
         let mut sent = 0;
@@ -111,7 +111,7 @@ async fn bench(label: &str, config: Config, samples: usize) {
         let v = t.wait_settled(&run, Duration::from_millis(5)).await.unwrap();
         assert_eq!(v.state.steps[0].status.label(), "waiting_event");
         let sent = now_ms();
-        t.emit_event("bench.pong", &json!({ "n": i }), None).await.unwrap();
+        t.emit_event("bench", "bench.pong", &json!({ "n": i }), None).await.unwrap();
         let v = loop {
             let v = t.view(&run).await.unwrap();
             if v.state.status.is_finished() {

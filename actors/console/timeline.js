@@ -88,6 +88,9 @@ export async function renderTimeline(view, id, { stale }) {
     h("h1", {}, `${t.workflow} v${t.version} `, chip(t.status)),
     t.reason ? h("p", { class: "error" }, `${t.reason.code}: ${t.reason.message}`) : null,
     h("p", { class: "muted" }, `created ${time(t.created_at)} · started ${time(t.started_at)} · finished ${time(t.finished_at)}`),
+    // The signed record of the run (served with the session cookie; `tollgate receipt verify` checks it).
+    h("div", { class: "actions" },
+      h("a", { class: "button", id: "receipt-download", href: `/api/runs/${encodeURIComponent(t.run)}/receipt`, download: `receipt-${t.run}.json` }, "Download receipt")),
     budget,
     h("div", { class: "scroll dag-wrap" }, dag(t.steps, select)),
     h("h2", {}, "Steps"),

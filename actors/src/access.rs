@@ -89,6 +89,28 @@ impl Tollgate {
         self.start_run_by(spec, params, Some(caller.name())).await
     }
 
+    /// Publish an event on the caller's behalf (`POST /api/events`) in `owner`'s scope — by
+    /// default the caller's own. Only the owner's runs and triggers hear it, so the caller must
+    /// act for that owner (be it, or be in its group), as for starting its workflows; an admin
+    /// may publish in any scope.
+    pub async fn emit_event_as(
+        &self,
+        caller: &Caller,
+        owner: Option<&str>,
+        name: &str,
+        payload: &Value,
+        dedup: Option<&str>,
+    ) -> Result<tollgate_engine::events::Published, ServiceError> {
+        let owner = owner.unwrap_or(caller.name());
+        if !caller.is_admin() && !caller.is(owner) {
+            return Err(ServiceError::Forbidden(format!(
+                "events of `{owner}` reach its workflows only; you ({}) may publish as yourself or one of your groups",
+                caller.name()
+            )));
+        }
+        self.emit_event(owner, name, payload, dedup).await
+    }
+
     /// The run, if the caller may see it; otherwise `NotFound`, as for a run that does not exist.
     pub async fn view_as(&self, caller: &Caller, run: &RunId) -> Result<RunView, ServiceError> {
         let v = self.view(run).await?;
@@ -104,6 +126,12 @@ impl Tollgate {
         let spec = self.engine.spec(&v.meta.workflow, &v.meta.spec_digest).await.map_err(|e| ServiceError::Engine(e.to_string()))?;
         let journal = self.engine.store.read_journal(&v.meta.workflow, run).await?;
         Ok(crate::audit::audit_events(&spec, &journal))
+    }
+
+    /// The run's signed receipt (`crate::receipt`), if the caller may see the run.
+    pub async fn receipt_as(&self, caller: &Caller, run: &RunId) -> Result<tollgate_engine::receipt::Receipt, ServiceError> {
+        self.view_as(caller, run).await?;
+        crate::receipt::build(&self.engine, run).await
     }
 
     pub async fn cancel_as(&self, caller: &Caller, run: &RunId, reason: &str) -> Result<(), ServiceError> {

@@ -2,7 +2,8 @@
 //! `request.approved` and `request.rejected` (and `modified`, `extended`, `aborted`) are
 //! distinct events naming who decided (or that the escalation policy did), and every
 //! escalation that came due is there (`escalation.paged` with whom, `escalation.default`).
-//! Outputs are not part of it (see `runs show --outputs`).
+//! Outputs are not part of it (see `runs show --outputs`); [`detailed_event`] adds them, with
+//! timings, errors and gate and check verdicts, for a run's receipt (`crate::receipt`).
 
 use serde_json::{json, Value};
 use tollgate_engine::run::{Decision, Event, Timer};
@@ -13,6 +14,80 @@ use crate::service::decision_word;
 /// The journal as audit events.
 pub fn audit_events(spec: &ValidatedSpec, journal: &[Event]) -> Vec<Value> {
     journal.iter().map(|e| audit_event(spec, e)).collect()
+}
+
+/// An audit event with what an auditor needs besides: an attempt's start, its output (or the
+/// redacted form the gate held), its error, the gate and check verdicts with their rules, the
+/// run's parameters, a decision's released or corrected value, a received event's payload.
+/// `redact` is applied to every value that came from outside (parameters, outputs, errors,
+/// comments, reasons, payloads), never to ids, times, costs or verdicts.
+pub fn detailed_event(spec: &ValidatedSpec, e: &Event, redact: &mut dyn FnMut(&Value) -> Value) -> Value {
+    let mut v = audit_event(spec, e);
+    let mut put = |k: &str, value: Value| v[k] = value;
+    match e {
+        Event::RunStarted { params, .. } => put("params", redact(params)),
+        Event::StepSucceeded { started_at, output, gate, .. } => {
+            put("started_at", json!(started_at));
+            put("output", redact(output));
+            put("gate", verdict_summary(gate.as_ref(), redact));
+        }
+        Event::StepFailed { started_at, error, gate, .. } => {
+            put("started_at", json!(started_at));
+            put("error", json!({"code": error.code, "message": redact(&json!(error.message))}));
+            put("gate", verdict_summary(gate.as_ref(), redact));
+        }
+        Event::StepBlocked { started_at, redacted, cost, gate, .. } => {
+            put("started_at", json!(started_at));
+            put("cost", json!(cost));
+            put("held_output", redact(redacted));
+            put("gate", verdict_summary(Some(gate), redact));
+        }
+        Event::AttemptInterrupted { started_at, .. } => put("started_at", json!(started_at)),
+        Event::HumanDecided { decision, comment, released, .. } => {
+            put("comment", comment.as_ref().map_or(Value::Null, |c| redact(&json!(c))));
+            if let Decision::Modify { value } = decision {
+                put("value", redact(value));
+            }
+            if let Some(r) = released {
+                put("released", redact(r));
+            }
+        }
+        Event::Cancelled { reason, .. } => put("reason", redact(&json!(reason))),
+        Event::EventReceived { received, .. } => put("payload", redact(&received["payload"])),
+        // The fan-out's length and bound are ids and numbers: the plain event holds them.
+        Event::TimerFired { .. } | Event::ItemsResolved { .. } => {}
+    }
+    v
+}
+
+/// A journaled gate verdict as an auditor reads it: the action, the rules that fired and
+/// their categories, the ruleset, the threat score, and the checks with their evidence —
+/// never match hashes or spans.
+fn verdict_summary(gate: Option<&Value>, redact: &mut dyn FnMut(&Value) -> Value) -> Value {
+    let Some(g) = gate else { return Value::Null };
+    let findings = g["findings"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let mut rules: Vec<&str> = findings.iter().filter_map(|f| f["rule_id"].as_str()).collect();
+    rules.sort_unstable();
+    rules.dedup();
+    let mut categories: Vec<&str> = findings.iter().filter_map(|f| f["category"].as_str()).collect();
+    categories.sort_unstable();
+    categories.dedup();
+    let checks: Vec<Value> = g["checks"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|c| json!({"name": c["name"], "passed": c["passed"], "evidence": redact(&c["evidence"])}))
+        .collect();
+    json!({
+        "action": g["action"],
+        "rules": rules,
+        "categories": categories,
+        "findings": findings.len(),
+        "ruleset": g["ruleset"],
+        "threat": g["threat"],
+        "checks": checks,
+    })
 }
 
 fn audit_event(spec: &ValidatedSpec, e: &Event) -> Value {

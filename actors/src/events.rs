@@ -91,11 +91,12 @@ pub async fn dispatch(engine: Arc<Engine>, bus: Arc<dyn EventBus>, supervisor: A
 }
 
 impl crate::service::Tollgate {
-    /// Publish an event on the internal bus (`POST /api/events`, tests, triggers). With a
-    /// `dedup` key, a second publish under the same key within the retention period publishes
-    /// nothing and answers with the first one's id.
-    pub async fn emit_event(&self, name: &str, payload: &serde_json::Value, dedup: Option<&str>) -> Result<tollgate_engine::events::Published, crate::service::ServiceError> {
+    /// Publish an event in `owner`'s scope on the internal bus (tests, benchmarks; on
+    /// someone's behalf, `emit_event_as` checks they may). With a `dedup` key, a second
+    /// publish under the same key (per owner) within the retention period publishes nothing
+    /// and answers with the first one's id.
+    pub async fn emit_event(&self, owner: &str, name: &str, payload: &serde_json::Value, dedup: Option<&str>) -> Result<tollgate_engine::events::Published, crate::service::ServiceError> {
         let bus = self.engine.events.as_ref().ok_or_else(|| crate::service::ServiceError::Engine("this process has no event bus".into()))?;
-        Ok(bus.publish(name, payload, dedup).await?)
+        Ok(bus.publish(tollgate_engine::events::EventName::new(owner, name), payload, dedup).await?)
     }
 }

@@ -18,6 +18,8 @@ pub mod triggers;
 pub mod worker;
 pub mod access;
 pub mod audit;
+pub mod receipt;
+pub mod gate_replay;
 pub mod paging;
 pub mod users;
 pub mod bootstrap;

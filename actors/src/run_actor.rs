@@ -11,11 +11,11 @@ use tokio::task::JoinHandle;
 use tollgate_engine::ids::{RequestId, RunId, StepId, WorkflowId};
 use tollgate_engine::queue::StepJob;
 use tollgate_engine::run::{self, Action, Decision, Event, RunState, Slot, StepStatus, Timer};
-use tollgate_engine::events::waiters_key;
+use tollgate_engine::events::{waiters_key, EventName};
 use tollgate_engine::expr::Scope;
 use tollgate_engine::spec::steps::EventStep;
 use tollgate_engine::spec::{StepKind, ValidatedSpec};
-use tollgate_engine::store::{AttemptAbandoned, AttemptClaim, HumanDecisionRecord, HumanRequestRecord, Lease, OutcomeResult, RunClosed, RunSummary, StepOutcome};
+use tollgate_engine::store::{ChainLink, JournalHead, AttemptAbandoned, AttemptClaim, HumanDecisionRecord, HumanRequestRecord, Lease, OutcomeResult, RunClosed, RunSummary, StepOutcome};
 
 use crate::lease;
 use crate::supervisor::SupervisorMsg;
@@ -83,7 +83,8 @@ pub struct RunActorState {
     spec: Arc<ValidatedSpec>,
     wf: WorkflowId,
     state: RunState,
-    journal_len: u64,
+    /// Where the journal ends (length and hash-chain link): the next append follows it.
+    journal: JournalHead,
     timers: HashMap<Timer, JoinHandle<()>>,
     /// Dispatches held back by the in-flight cap, in order.
     held: std::collections::VecDeque<Action>,
@@ -111,7 +112,8 @@ impl Actor for RunActor {
         };
         let meta = engine.store.run_meta(&args.run).await?;
         let spec = engine.spec(&meta.workflow, &meta.spec_digest).await?;
-        let journal = engine.store.read_journal(&meta.workflow, &args.run).await?;
+        let (journal, chained) = engine.store.read_chained_journal(&meta.workflow, &args.run).await?;
+        let head = JournalHead { len: journal.len() as u64, link: chained.last().map_or_else(|| ChainLink::genesis(&args.run), |e| e.link) };
         let state = run::replay(&spec, args.run.clone(), &journal);
         let mut st = RunActorState {
             engine: engine.clone(),
@@ -119,7 +121,7 @@ impl Actor for RunActor {
             spec,
             wf: meta.workflow.clone(),
             state,
-            journal_len: journal.len() as u64,
+            journal: head,
             timers: HashMap::new(),
             held: Default::default(),
             ticker: None,
@@ -347,8 +349,7 @@ async fn process(myself: &ActorRef<RunMsg>, st: &mut RunActorState, mut events: 
         let inputs: Vec<(StepId, u32, &serde_json::Value)> = plan.ready.iter().map(|(s, a, i)| (s.clone(), *a, i)).collect();
         // Fenced: refused if another process took the run over (the actor then fails, and its
         // successor here finds the lease held and stops).
-        st.engine.store.append_events(&st.wf, &st.state.run, st.journal_len, &events, &inputs, &st.lease).await?;
-        st.journal_len += events.len() as u64;
+        st.journal = st.engine.store.append_events(&st.wf, &st.state.run, &st.journal, &events, &inputs, &st.lease).await?;
         // Durable now: perform. Watchers hear of a dispatch once its job is in the queue.
         enqueue_recorded(st, plan.ready).await?;
         publish_changes(st, &before);
@@ -369,7 +370,7 @@ async fn await_event(st: &mut RunActorState, step: &StepId, name: &str) -> Resul
     let Some(bus) = st.engine.events.clone() else {
         return Err(format!("run {} waits for an event but this process has no event bus", st.state.run).into());
     };
-    st.engine.store.backend().index_add(&waiters_key(&bus.name_id(name)), st.state.run.as_str()).await?;
+    st.engine.store.backend().index_add(&waiters_key(&bus.name_id(EventName::new(st.spec.spec().owner.as_str(), name))), st.state.run.as_str()).await?;
     if let Some((i, _)) = st.spec.step_by_id(step) {
         st.found.extend(find_event(st, i).await?);
     }
@@ -385,7 +386,7 @@ async fn find_event(st: &RunActorState, i: usize) -> Result<Option<Event>, Actor
     let StepKind::Event(EventStep { wait: Some(wait), .. }) = &st.spec.step(i).kind else { return Ok(None) };
     let Some(bus) = &st.engine.events else { return Ok(None) };
     let scope = Scope { params: &st.state.params, steps: &st.state.scope };
-    for event in bus.read_since(&wait.name, from, EVENT_SCAN_LIMIT).await? {
+    for event in bus.read_since(EventName::new(st.spec.spec().owner.as_str(), &wait.name), from, EVENT_SCAN_LIMIT).await? {
         let received = event.to_value();
         match wait.matches(&received, &scope) {
             Ok(true) => return Ok(Some(Event::EventReceived { step: st.spec.step(i).id.clone(), received, at: now_ms() })),
@@ -410,7 +411,7 @@ async fn forget_finished_waits(st: &RunActorState, before: &[&'static str]) -> R
     for i in 0..st.state.steps.len() {
         if before[i] == "waiting_event" && !matches!(st.state.steps[i].status, StepStatus::WaitingEvent { .. }) {
             if let Some(name) = wait_name(i).filter(|n| !still.contains(n)) {
-                st.engine.store.backend().index_remove(&waiters_key(&bus.name_id(name)), st.state.run.as_str()).await?;
+                st.engine.store.backend().index_remove(&waiters_key(&bus.name_id(EventName::new(st.spec.spec().owner.as_str(), name))), st.state.run.as_str()).await?;
             }
         }
     }
@@ -584,7 +585,7 @@ pub const POLICY: &str = "escalation policy";
 async fn after_change(myself: &ActorRef<RunMsg>, st: &mut RunActorState) -> Result<(), ActorProcessingErr> {
     if st.state.status.is_finished() {
         // Workers start none of its attempts any more and abandon the ones they run.
-        let closed = RunClosed { status: st.state.status.label().to_string(), at: now_ms() };
+        let closed = RunClosed { status: st.state.status.label().to_string(), at: now_ms(), journal: Some((st.journal.len, st.journal.link.to_hex())) };
         st.engine.store.close_run(&st.wf, &st.state.run, &closed).await?;
         st.engine.store.put_run_summary(&st.wf, &st.state.run, &RunSummary::of(&st.state)).await?;
         st.engine.store.mark_run_finished(&st.state.run).await?;

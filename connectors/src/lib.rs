@@ -1,5 +1,6 @@
 //! Tollgate's connectors: the outside world behind the engine's ports.
 //!
+//! - [`connections`]: runtime clients of owners' named connections (smtp, imap, http).
 //! - [`store`]: Redis and SQLite implementations of `tollgate_engine::store::Backend`.
 //! - [`steps`]: step handlers that reach outside the process (`code` sandbox, `api_call` HTTP,
 //!   `llm`, `research`, `event`).
@@ -8,6 +9,7 @@
 //! - [`events`]: the internal event bus on Redis streams and on a SQLite table.
 //! - [`imap`]: the email-inbound source (IMAP IDLE/poll, parsing, dedup keys, mailbox lease).
 
+pub mod connections;
 pub mod docs;
 pub mod events;
 pub mod imap;

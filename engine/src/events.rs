@@ -2,9 +2,11 @@
 //! `POST /api/events` and triggers, read back by name from a point in time (a `wait`'s
 //! lookback), and tailed in order by each process to wake the runs waiting for them.
 //!
-//! Events cross workflows, so they are sealed with the service's events key (not a workflow's)
-//! and stored under a keyed hash of their name ([`EventCodec::name_id`]): store keys and
-//! stream keys hold no names. Backends: Redis streams (`tollgate-connectors`), and on the
+//! Events cross workflows but not owners: an event lives in the scope of an owner (the user or
+//! group that owns workflows — [`EventName`]), so one owner's runs and triggers never see, and
+//! cannot be woken by, another owner's events, whatever names they pick. Events are sealed with
+//! the service's events key (not a workflow's) and stored under a keyed hash of owner and name
+//! ([`EventCodec::name_id`]): store keys and stream keys hold neither. Backends: Redis streams (`tollgate-connectors`), and on the
 //! embedded backend a durable SQLite table with an in-process wake-up.
 
 use std::time::Duration;
@@ -19,11 +21,27 @@ use zeroize::Zeroizing;
 use crate::crypto::{MasterKey, RecordKey};
 use crate::store::StoreError;
 
+/// Where an event is published and looked for: its owner's scope and its name. A workflow's
+/// `event` steps and event triggers use the workflow's owner; `POST /api/events` a scope the
+/// caller acts for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventName<'a> {
+    pub owner: &'a str,
+    pub name: &'a str,
+}
+
+impl<'a> EventName<'a> {
+    pub fn new(owner: &'a str, name: &'a str) -> Self {
+        Self { owner, name }
+    }
+}
+
 /// An event as the bus holds it. `id` orders events (per backend); `at` is when the bus
 /// recorded it (ms since the epoch, on the bus's clock).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BusEvent {
     pub id: String,
+    pub owner: String,
     pub name: String,
     pub payload: Value,
     pub at: u64,
@@ -32,7 +50,7 @@ pub struct BusEvent {
 impl BusEvent {
     /// What a `wait`'s correlation sees as `event`, and what the run journals.
     pub fn to_value(&self) -> Value {
-        json!({ "id": self.id, "name": self.name, "payload": self.payload, "at": self.at })
+        json!({ "id": self.id, "owner": self.owner, "name": self.name, "payload": self.payload, "at": self.at })
     }
 }
 
@@ -61,17 +79,18 @@ pub trait EventBus: Send + Sync + 'static {
     /// Record an event durably. With a `dedup` key, an event published under the same key
     /// within the retention period is not published again (atomically: one of concurrent
     /// publishers wins).
-    async fn publish(&self, name: &str, payload: &Value, dedup: Option<&str>) -> Result<Published, StoreError>;
+    /// Dedup keys are per owner.
+    async fn publish(&self, event: EventName<'_>, payload: &Value, dedup: Option<&str>) -> Result<Published, StoreError>;
 
-    /// Events named `name` recorded at or after `from_ms`, oldest first, at most `limit`.
-    async fn read_since(&self, name: &str, from_ms: u64, limit: usize) -> Result<Vec<BusEvent>, StoreError>;
+    /// Events of `event`'s owner and name recorded at or after `from_ms`, oldest first, at most `limit`.
+    async fn read_since(&self, event: EventName<'_>, from_ms: u64, limit: usize) -> Result<Vec<BusEvent>, StoreError>;
 
     /// Events recorded after `cursor`, oldest first, advancing it; waits up to `wait` for one
     /// when there is none. An empty cursor starts from now.
     async fn tail(&self, cursor: &mut TailCursor, wait: Duration) -> Result<Vec<Tailed>, StoreError>;
 
-    /// The keyed hash the bus files `name` under (what [`Tailed::name_id`] holds).
-    fn name_id(&self, name: &str) -> String;
+    /// The keyed hash the bus files `event` under (what [`Tailed::name_id`] holds).
+    fn name_id(&self, event: EventName<'_>) -> String;
 }
 
 /// Seals and opens bus events, and hashes names into ids. Shared by every bus backend.
@@ -87,9 +106,10 @@ impl std::fmt::Debug for EventCodec {
     }
 }
 
-/// What is sealed: the name travels inside so a record cannot pose as another name's.
+/// What is sealed: owner and name travel inside so a record cannot pose as another's.
 #[derive(Serialize, Deserialize)]
 struct SealedEvent {
+    owner: String,
     name: String,
     payload: Value,
 }
@@ -99,10 +119,14 @@ impl EventCodec {
         Self { key: master.events_key(), name_secret: master.mac_key("event-names") }
     }
 
-    /// HMAC-SHA256 of the name, 128 bits in hex.
-    pub fn name_id(&self, name: &str) -> String {
+    /// HMAC-SHA256 of owner and name, 128 bits in hex. (Neither may hold a NUL: owners are
+    /// ids and names are checked by `valid_event_name`, so the encoding is unambiguous.)
+    pub fn name_id(&self, event: EventName<'_>) -> String {
         let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.name_secret[..]).expect("HMAC takes any key length");
-        mac.update(name.as_bytes());
+        mac.update(b"owner\0");
+        mac.update(event.owner.as_bytes());
+        mac.update(b"\0");
+        mac.update(event.name.as_bytes());
         hex::encode(&mac.finalize().into_bytes()[..16])
     }
 
@@ -110,9 +134,10 @@ impl EventCodec {
         format!("events/{name_id}")
     }
 
-    pub fn seal(&self, name: &str, payload: &Value) -> Vec<u8> {
-        let plain = serde_json::to_vec(&SealedEvent { name: name.to_string(), payload: payload.clone() }).expect("JSON serialises");
-        self.key.seal(Self::aad(&self.name_id(name)).as_bytes(), &plain)
+    pub fn seal(&self, event: EventName<'_>, payload: &Value) -> Vec<u8> {
+        let sealed = SealedEvent { owner: event.owner.to_string(), name: event.name.to_string(), payload: payload.clone() };
+        let plain = serde_json::to_vec(&sealed).expect("JSON serialises");
+        self.key.seal(Self::aad(&self.name_id(event)).as_bytes(), &plain)
     }
 
     /// Open an event filed under `name_id`.
@@ -120,13 +145,16 @@ impl EventCodec {
         let where_ = || format!("event {id}");
         let plain = self.key.open(Self::aad(name_id).as_bytes(), sealed).map_err(|_| StoreError::Sealed(where_()))?;
         let e: SealedEvent = serde_json::from_slice(&plain).map_err(|e| StoreError::Corrupt { key: where_(), reason: e.to_string() })?;
-        Ok(BusEvent { id, name: e.name, payload: e.payload, at })
+        Ok(BusEvent { id, owner: e.owner, name: e.name, payload: e.payload, at })
     }
 
-    /// A dedup key as stored: hashed, so a caller's key (which may carry data) is not kept.
-    pub fn dedup_id(&self, dedup: &str) -> String {
+    /// A dedup key as stored: hashed, so a caller's key (which may carry data) is not kept, and
+    /// per owner, so one owner's keys cannot suppress another's events.
+    pub fn dedup_id(&self, owner: &str, dedup: &str) -> String {
         let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.name_secret[..]).expect("HMAC takes any key length");
         mac.update(b"dedup\0");
+        mac.update(owner.as_bytes());
+        mac.update(b"\0");
         mac.update(dedup.as_bytes());
         hex::encode(&mac.finalize().into_bytes()[..16])
     }
@@ -145,11 +173,25 @@ mod tests {
     fn events_round_trip_and_do_not_open_under_another_name() {
         let codec = EventCodec::new(&MasterKey::generate());
         let payload = json!({"order": "A-1"});
-        let sealed = codec.seal("paid", &payload);
-        let e = codec.open(&codec.name_id("paid"), "1".into(), 7, &sealed).unwrap();
-        assert_eq!((e.name.as_str(), &e.payload, e.at), ("paid", &payload, 7));
-        assert!(codec.open(&codec.name_id("refunded"), "1".into(), 7, &sealed).is_err());
-        assert_ne!(codec.name_id("paid"), codec.name_id("refunded"));
-        assert_eq!(codec.name_id("paid").len(), 32);
+        let paid = EventName::new("ops", "paid");
+        let sealed = codec.seal(paid, &payload);
+        let e = codec.open(&codec.name_id(paid), "1".into(), 7, &sealed).unwrap();
+        assert_eq!((e.owner.as_str(), e.name.as_str(), &e.payload, e.at), ("ops", "paid", &payload, 7));
+        assert!(codec.open(&codec.name_id(EventName::new("ops", "refunded")), "1".into(), 7, &sealed).is_err());
+        assert_ne!(codec.name_id(paid), codec.name_id(EventName::new("ops", "refunded")));
+        assert_eq!(codec.name_id(paid).len(), 32);
+    }
+
+    #[test]
+    fn owners_do_not_share_names_or_dedup_keys() {
+        let codec = EventCodec::new(&MasterKey::generate());
+        let ours = EventName::new("ops", "paid");
+        let theirs = EventName::new("sales", "paid");
+        assert_ne!(codec.name_id(ours), codec.name_id(theirs));
+        // A record of one owner's event does not open as the other's.
+        assert!(codec.open(&codec.name_id(theirs), "1".into(), 7, &codec.seal(ours, &json!(1))).is_err());
+        assert_ne!(codec.dedup_id("ops", "k"), codec.dedup_id("sales", "k"));
+        // The separator keeps ("a", "b.c") and ("a\0b", "c")-like splits apart.
+        assert_ne!(codec.name_id(EventName::new("ab", "c")), codec.name_id(EventName::new("a", "bc")));
     }
 }

@@ -4,6 +4,7 @@
 //! the ports ([`store::Backend`], [`queue::StepQueue`], [`step::StepHandler`]).
 
 pub mod checks;
+pub mod connections;
 pub mod crypto;
 pub mod egress;
 pub mod events;
@@ -13,6 +14,7 @@ pub mod ids;
 pub mod llm;
 pub mod money;
 pub mod queue;
+pub mod receipt;
 pub mod run;
 pub mod spec;
 pub mod step;

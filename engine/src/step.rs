@@ -81,6 +81,12 @@ pub const ERROR_CODES: &[ErrorCode] = &[
     ErrorCode { code: "collection_not_found", from: "research", class: "permanent", meaning: "the step's collection does not exist for the workflow's owner (`tollgate docs ingest` first)" },
     ErrorCode { code: "index_unavailable", from: "research", class: "retryable", meaning: "the collection's index could not be read from the store" },
     ErrorCode { code: "bad_query", from: "research", class: "permanent", meaning: "the rendered query is empty or cannot be parsed" },
+    ErrorCode { code: "connection_not_found", from: "connector", class: "permanent", meaning: "the step's connection does not exist for the workflow's owner, is of another kind than the action needs, or lacks its credential (`tollgate connections add`)" },
+    ErrorCode { code: "connection_refused", from: "connector", class: "permanent", meaning: "the server refused the connection's credentials (SMTP AUTH, IMAP LOGIN, an OAuth2 token endpoint's 400/401)" },
+    ErrorCode { code: "connection_failed", from: "connector", class: "retryable", meaning: "the server could not be reached or answered with a temporary error (SMTP 4xx, a TLS or protocol failure, an OAuth2 token endpoint's 5xx)" },
+    ErrorCode { code: "email_rejected", from: "connector", class: "permanent", meaning: "the SMTP server refused the message or a recipient (5xx)" },
+    ErrorCode { code: "connector_input", from: "connector", class: "permanent", meaning: "the rendered `with` does not fit the action (a field of the wrong type, no recipient, a bad address, path or attachment)" },
+    ErrorCode { code: "attachment_not_found", from: "connector", class: "permanent", meaning: "an attachment's `blob` is not a stored blob of the workflow (expired, or from another workflow)" },
     ErrorCode { code: "bad_documents", from: "research (ingest)", class: "permanent", meaning: "`ingest` did not give a list of `{name, text}` documents, or one could not be read" },
 ];
 

@@ -9,6 +9,7 @@
 import { chromium } from "playwright-core";
 import readline from "node:readline";
 import path from "node:path";
+import { readFile } from "node:fs/promises";
 
 const base = process.env.TOLLGATE_URL;
 const token = process.env.TOLLGATE_TOKEN;
@@ -96,6 +97,13 @@ try {
   expect(await page.locator('.step[data-step="send"][data-status="succeeded"]').count() === 1, "the step after the approval ran");
   expect(await page.locator('#dag .node[data-step="approve_letter"]').count() === 1 && await page.locator("#dag .edge").count() === 2, "the DAG is drawn with its edges");
   await page.screenshot({ path: path.join(shots, "timeline.png"), fullPage: true });
+
+  // The run view offers its signed receipt as a download, with the decision and who made it.
+  const [download] = await Promise.all([page.waitForEvent("download", WAIT), page.locator("#receipt-download").click()]);
+  expect(download.suggestedFilename() === `receipt-${run1}.json`, `the receipt downloads as a file (${download.suggestedFilename()})`);
+  const receipt = JSON.parse(await readFile(await download.path(), "utf8"));
+  expect(receipt.format === "tollgate.receipt/v1" && receipt.header.run === run1 && /^[0-9a-f]{128}$/.test(receipt.signature), "the download is the run's signed receipt");
+  expect(receipt.entries.some((e) => e.record.kind === "request.approved" && e.record.by === "alice"), "the receipt records alice's approval");
   await page.goto(`${base}/console/#/requests/${request1}`);
   const decidedCard = page.locator('#card[data-decided="approve"] .decision');
   await decidedCard.waitFor(WAIT);

@@ -73,7 +73,7 @@ async fn step_reaches(sys: &TestSystem, run: &RunId, step: &str, label: &'static
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_emitted_one_second_before_the_wait_starts_is_received() {
     each_backend(|sys| async move {
-        let published = sys.t().emit_event("payment.received", &json!({"order": "A-1", "amount": 42}), None).await.unwrap();
+        let published = sys.t().emit_event("ops", "payment.received", &json!({"order": "A-1", "amount": 42}), None).await.unwrap();
         // The wait starts after a one-second delay step, so the event is a second older than it.
         let run = sys.start(&waiter("1s", "10m", ""), json!({"order": "A-1"})).await;
         let v = finished(&sys, &run).await;
@@ -124,7 +124,7 @@ async fn a_wait_survives_a_restart_and_receives_an_event_published_afterwards() 
         step_reaches(&sys, &run, "paid", "waiting_event").await;
         sys.restart().await;
         sys.t().recover_all().await.unwrap();
-        sys.t().emit_event("payment.received", &json!({"order": "R-1", "amount": 5}), None).await.unwrap();
+        sys.t().emit_event("ops", "payment.received", &json!({"order": "R-1", "amount": 5}), None).await.unwrap();
         let v = finished(&sys, &run).await;
         assert_eq!(v.state.status.label(), "succeeded", "{:?}", v.state.status);
         assert_eq!(TestSystem::step(&v, "ship").output, Some(json!({"shipped": 5})));
@@ -139,7 +139,7 @@ async fn a_wait_that_times_out_takes_its_default_outcome() {
         let defaulted = sys.start(&waiter("1ms", "1s", ", on_timeout: succeed, default: { amount: 0 }"), json!({"order": "T-1"})).await;
         let failing = sys.start(&waiter("1ms", "1s", ""), json!({"order": "T-2"})).await;
         // An event for neither order does not end either wait.
-        sys.t().emit_event("payment.received", &json!({"order": "T-3", "amount": 1}), None).await.unwrap();
+        sys.t().emit_event("ops", "payment.received", &json!({"order": "T-3", "amount": 1}), None).await.unwrap();
         let v = finished(&sys, &defaulted).await;
         assert_eq!(v.state.status.label(), "succeeded", "{:?}", v.state.status);
         assert_eq!(TestSystem::step(&v, "paid").output, Some(json!({"received": false, "payload": {"amount": 0}})));
@@ -154,7 +154,15 @@ async fn a_wait_that_times_out_takes_its_default_outcome() {
 }
 
 async fn post(app: &axum::Router, body: Value) -> (StatusCode, Value) {
-    let req = Request::post("/api/events").header("content-type", "application/json").body(Body::from(body.to_string())).unwrap();
+    post_as(app, None, "/api/events", body).await
+}
+
+async fn post_as(app: &axum::Router, token: Option<&str>, path: &str, body: Value) -> (StatusCode, Value) {
+    let mut req = Request::post(path).header("content-type", "application/json");
+    if let Some(token) = token {
+        req = req.header("authorization", format!("Bearer {token}"));
+    }
+    let req = req.body(Body::from(body.to_string())).unwrap();
     let res = app.clone().oneshot(req).await.unwrap();
     let status = res.status();
     let bytes = axum::body::to_bytes(res.into_body(), 1 << 20).await.unwrap();
@@ -166,7 +174,7 @@ async fn events_posted_to_the_api_reach_waiting_runs_once_per_dedup_key() {
     each_backend(|sys| async move {
         let app = router(sys.t().clone(), String::new());
         let run = sys.start(&waiter("1ms", "10m", ""), json!({"order": "H-1"})).await;
-        let body = json!({"name": "payment.received", "payload": {"order": "H-1", "amount": 9}, "dedup": "psp-delivery-77"});
+        let body = json!({"name": "payment.received", "owner": "ops", "payload": {"order": "H-1", "amount": 9}, "dedup": "psp-delivery-77"});
         let (status, first) = post(&app, body.clone()).await;
         assert_eq!(status, StatusCode::ACCEPTED, "{first}");
         assert_eq!(first["duplicate"], false);
@@ -179,6 +187,50 @@ async fn events_posted_to_the_api_reach_waiting_runs_once_per_dedup_key() {
         assert_eq!((status, bad["error"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("bad_event")));
         let (status, _) = post(&app, json!({"payload": {}})).await;
         assert!(status.is_client_error(), "a post without a name is refused: {status}");
+    })
+    .await;
+}
+
+/// Events live in their owner's scope: a user of another group can neither publish into the
+/// owner's scope nor reach its runs with an event of the same name in their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_reach_only_the_workflows_of_their_owner() {
+    each_backend(|sys| async move {
+        const ADMIN: &str = "events-admin-token-0123456789";
+        let app = router(sys.t().clone(), ADMIN.into());
+        let mut tokens = Vec::new();
+        for (name, group) in [("ann", "ops"), ("sam", "sales")] {
+            let (status, user) = post_as(&app, Some(ADMIN), "/api/users", json!({"name": name, "groups": [group]})).await;
+            assert_eq!(status, StatusCode::CREATED, "{user}");
+            tokens.push(user["token"].as_str().unwrap().to_string());
+        }
+        let (ann, sam) = (&tokens[0], &tokens[1]);
+        let run = sys.start(&waiter("1ms", "10m", ""), json!({"order": "E-1"})).await;
+        let t = sys.t().clone();
+        let r = run.clone();
+        wait_for("the run to wait for its event", Duration::from_secs(30), move || {
+            let (t, r) = (t.clone(), r.clone());
+            async move { t.view(&r).await.is_ok_and(|v| TestSystem::step(&v, "paid").status.label() == "waiting_event") }
+        })
+        .await;
+        let event = |owner: Option<&str>| {
+            let mut body = json!({"name": "payment.received", "payload": {"order": "E-1", "amount": 5}});
+            if let Some(owner) = owner {
+                body["owner"] = json!(owner);
+            }
+            body
+        };
+        // Sam may not publish as ops…
+        let (status, refused) = post_as(&app, Some(sam), "/api/events", event(Some("ops"))).await;
+        assert_eq!((status, refused["error"].as_str()), (StatusCode::FORBIDDEN, Some("forbidden")), "{refused}");
+        // …and the same name in sales' scope (his default) does not reach the ops run.
+        let (status, theirs) = post_as(&app, Some(sam), "/api/events", event(None)).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{theirs}");
+        let (status, ours) = post_as(&app, Some(ann), "/api/events", event(Some("ops"))).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{ours}");
+        let v = finished(&sys, &run).await;
+        let received = TestSystem::step(&v, "paid").output.clone().expect("the received event");
+        assert_eq!(received["id"], ours["id"], "the run received ops' event, not sales': {received}");
     })
     .await;
 }

@@ -141,6 +141,9 @@ async fn every_documented_operation_answers_as_documented() {
     step!("post", "/api/requests/{request}/decision", decide.clone(), Some(&alice), Some(json!({"decision": "reject"})), 409);
     step!("get", "/api/requests/{request}", format!("/api/requests/{request}"), Some(&alice), None, 200);
     step!("get", "/api/runs/{run}/audit", format!("/api/runs/{run}/audit"), Some(&alice), None, 200);
+    step!("get", "/api/runs/{run}/receipt", format!("/api/runs/{run}/receipt"), Some(&alice), None, 200);
+    step!("get", "/api/runs/{run}/receipt", "/api/runs/01NOSUCHRUN/receipt", Some(&alice), None, 404);
+    step!("get", "/api/receipt/key", "/api/receipt/key", Some(&alice), None, 200);
     step!("post", "/api/runs/{run}/cancel", format!("/api/runs/{run}/cancel"), Some(&alice), Some(json!({"reason": "done"})), 200);
     step!("post", "/api/runs/{run}/cancel", "/api/runs/01NOSUCHRUN/cancel", Some(&alice), None, 404);
 

@@ -36,9 +36,9 @@ async fn runs(sys: &TestSystem) -> Vec<tollgate_engine::ids::RunId> {
 async fn an_event_that_passes_the_filter_starts_one_run_with_its_payload() {
     each_backend(|sys| async move {
         let mut h = Hooked::start(sys, EVENT_FLOW).await;
-        h.sys.t().emit_event("lead.created", &json!({"name": "Cold Co", "score": 2}), None).await.unwrap();
-        h.sys.t().emit_event("lead.other", &json!({"name": "Other Co", "score": 9}), None).await.unwrap();
-        h.sys.t().emit_event("lead.created", &json!({"name": "Acme", "score": 9}), None).await.unwrap();
+        h.sys.t().emit_event("ops", "lead.created", &json!({"name": "Cold Co", "score": 2}), None).await.unwrap();
+        h.sys.t().emit_event("ops", "lead.other", &json!({"name": "Other Co", "score": 9}), None).await.unwrap();
+        h.sys.t().emit_event("ops", "lead.created", &json!({"name": "Acme", "score": 9}), None).await.unwrap();
         let hh = &h;
         wait_for("one fire recorded", Duration::from_secs(30), || async move { !hh.history().await.is_empty() }).await;
         let all = runs(&h.sys).await;

@@ -1,9 +1,10 @@
 //! The command line: `validate`, `schema`, `run`, `decide`, `resume`, `cancel`, `runs`,
-//! `secrets`, `docs`, `serve`, `worker`. Each command is a function here or in a sibling module.
+//! `secrets`, `docs`, `receipt`, `serve`, `worker`. Each command is a function here or in a sibling module.
 
 mod docs;
 mod gates;
 mod progress;
+mod receipt;
 mod report;
 mod secrets;
 mod templates;
@@ -142,6 +143,11 @@ pub enum Command {
         #[command(subcommand)]
         command: templates::TemplatesCommand,
     },
+    /// Run receipts: the signing key, verification (export: `runs export RUN --receipt`).
+    Receipt {
+        #[command(subcommand)]
+        command: receipt::ReceiptCommand,
+    },
     /// Users of the admin API and the console.
     Users {
         #[command(subcommand)]
@@ -170,6 +176,14 @@ pub enum RunsCommand {
         /// Also print each step's output (as the run holds it: gated, so redacted).
         #[arg(long)]
         outputs: bool,
+    },
+    /// Export a run's record: `--receipt` prints its signed receipt (JSON) to standard output.
+    Export {
+        run: RunId,
+        /// The signed receipt: spec digest, parameters (redacted), every attempt, verdict and
+        /// decision, the journal's hash chain (check it with `tollgate receipt verify`).
+        #[arg(long, required = true)]
+        receipt: bool,
     },
 }
 
@@ -268,7 +282,8 @@ pub async fn main(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Runs { command } => runs_cmd(&config, command).await,
         Command::Users { command } => users::run(&config, command).await,
         Command::Templates { command } => templates::run(&config, command),
-        Command::Gates { command } => gates::run(command),
+        Command::Receipt { command } => receipt::run(&config, command).await,
+        Command::Gates { command } => gates::run(&config, command).await,
         Command::Docs { command } => docs::run(&config, command).await,
         Command::Serve => crate::http::serve(&config).await.map(|_| ExitCode::SUCCESS),
         Command::Triggers { command } => triggers::run(&config, command).await,
@@ -512,6 +527,7 @@ async fn runs_cmd(config: &Config, command: RunsCommand) -> anyhow::Result<ExitC
                 }
             }
         }
+        RunsCommand::Export { run, receipt: _ } => receipt::export(&engine, &run).await?,
     }
     Ok(ExitCode::SUCCESS)
 }

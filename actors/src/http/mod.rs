@@ -5,6 +5,7 @@
 //! - `GET  /api/runs?limit=&after=` (a page, newest first, with the `next` cursor),
 //!   `GET /api/runs/{run}`, `POST /api/runs` `{spec: "<yaml>", params: {…}}`
 //! - `POST /api/runs/{run}/cancel` `{reason}`, `GET /api/runs/{run}/audit` (named journal events)
+//! - `GET /api/runs/{run}/receipt` (the signed receipt, a download), `GET /api/receipt/key`
 //! - `GET  /api/runs/{run}/timeline` (the console's run view: DAG, attempts, redacted outputs,
 //!   gate trail located on the redacted text, budget; see `timeline.rs`)
 //! - `GET  /api/requests` (pending human requests the caller may decide), `GET /api/requests/{request}`
@@ -32,6 +33,7 @@ mod events;
 pub mod health;
 mod hooks;
 pub mod openapi;
+mod receipt;
 mod requests;
 mod runs;
 pub mod session;
@@ -94,6 +96,8 @@ pub fn router_with(t: Tollgate, options: ApiOptions) -> Router {
         .route("/api/runs/{run}/timeline", get(timeline::show))
         .route("/api/runs/{run}/cancel", post(runs::cancel))
         .route("/api/runs/{run}/audit", get(runs::audit))
+        .route("/api/runs/{run}/receipt", get(receipt::show))
+        .route("/api/receipt/key", get(receipt::key))
         .route("/api/requests", get(requests::pending))
         .route("/api/requests/{request}", get(requests::show))
         .route("/api/events", post(events::publish))

@@ -8,13 +8,14 @@ use serde_json::Value;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use crate::http::{health, requests, runs, stream, templates, users};
+use crate::http::{health, receipt, requests, runs, stream, templates, users};
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Tollgate admin API", description = "Runs, workflow templates, human requests and decisions, users. Every /api route needs `Authorization: Bearer <user token>`."),
     paths(
         runs::list, runs::start, runs::show, runs::cancel, runs::audit,
+        receipt::show, receipt::key,
         templates::list, templates::show, templates::start,
         requests::pending, requests::show, requests::decide,
         stream::stream,
@@ -209,6 +210,52 @@ pub struct AuditEventDoc {
 pub struct AuditDoc {
     pub run: String,
     pub events: Vec<AuditEventDoc>,
+}
+
+/// One journal entry of a receipt: its place in the hash chain, its audit record, its signature.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct ReceiptEntryDoc {
+    pub index: u64,
+    /// The journal event: `run_started`, `step_succeeded`, `step_failed`, `step_blocked`, `human_decided`, `timer_fired`…
+    pub kind: String,
+    pub at: u64,
+    /// The link this entry follows (hex SHA-256).
+    pub prev: String,
+    /// SHA-256 of the journaled event (hex).
+    pub digest: String,
+    /// SHA-256("tollgate/v1/journal\0" ‖ prev ‖ digest) (hex).
+    pub link: String,
+    /// The detailed audit event (redacted): who, timings, cost, output, error, gate and check verdicts.
+    #[schema(value_type = Object)]
+    pub record: Value,
+    /// Ed25519 signature of the entry (hex).
+    pub signature: String,
+}
+
+/// A run's signed record (`tollgate receipt verify` checks it).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct ReceiptDoc {
+    /// `tollgate.receipt/v1`.
+    pub format: String,
+    /// Run, workflow, spec digest, owner, who started it, trigger fire, parameters (redacted), status, cost, steps, chain length and head.
+    #[schema(value_type = Object)]
+    pub header: Value,
+    pub entries: Vec<ReceiptEntryDoc>,
+    /// The service's Ed25519 public key (hex).
+    pub key: String,
+    /// Ed25519 signature of the header (hex).
+    pub signature: String,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct ReceiptKeyDoc {
+    /// `ed25519`.
+    pub algorithm: String,
+    /// The public key receipts are signed with (64 hex characters).
+    pub key: String,
 }
 
 /// What a human is asked.

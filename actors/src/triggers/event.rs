@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::json;
-use tollgate_engine::events::TailCursor;
+use tollgate_engine::events::{EventName, TailCursor};
 use tollgate_engine::spec::triggers::EventTrigger;
 
 use crate::system::now_ms;
@@ -33,7 +33,10 @@ pub fn event_key(id: &str) -> String {
 impl TriggerSource for EventSource {
     async fn run(&self, ctx: &TriggerContext) -> Result<(), TriggerError> {
         let bus = ctx.fire_path.tollgate().engine.events.clone().ok_or_else(|| TriggerError("this process has no event bus".into()))?;
-        let name_id = bus.name_id(&self.0.name);
+        // The workflow's owner's events only.
+        let owner = ctx.spec.spec().owner.to_string();
+        let event_name = EventName::new(&owner, &self.0.name);
+        let name_id = bus.name_id(event_name);
         let mut from = ctx.cursor().get("at").and_then(|v| v.as_u64()).unwrap_or_else(now_ms);
         let mut recent: VecDeque<String> = VecDeque::new();
         let mut tail = TailCursor::default();
@@ -42,7 +45,7 @@ impl TriggerSource for EventSource {
         ctx.set_connected(true);
         loop {
             if pending {
-                for event in bus.read_since(&self.0.name, from, READ_LIMIT).await? {
+                for event in bus.read_since(event_name, from, READ_LIMIT).await? {
                     if recent.contains(&event.id) {
                         continue;
                     }

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, Script, Value};
 use tollgate_engine::crypto::MasterKey;
-use tollgate_engine::events::{BusEvent, EventBus, EventCodec, Published, TailCursor, Tailed};
+use tollgate_engine::events::{BusEvent, EventBus, EventCodec, EventName, Published, TailCursor, Tailed};
 use tollgate_engine::store::StoreError;
 
 use super::TAIL_BATCH;
@@ -90,16 +90,16 @@ impl RedisEventBus {
 
 #[async_trait]
 impl EventBus for RedisEventBus {
-    async fn publish(&self, name: &str, payload: &serde_json::Value, dedup: Option<&str>) -> Result<Published, StoreError> {
-        let name_id = self.codec.name_id(name);
+    async fn publish(&self, event: EventName<'_>, payload: &serde_json::Value, dedup: Option<&str>) -> Result<Published, StoreError> {
+        let name_id = self.codec.name_id(event);
         let stream = self.stream(&name_id);
-        let dedup_key = dedup.map(|d| format!("{}dedup:{}", self.prefix, self.codec.dedup_id(d)));
+        let dedup_key = dedup.map(|d| format!("{}dedup:{}", self.prefix, self.codec.dedup_id(event.owner, d)));
         let (id, duplicate): (String, i64) = self
             .publish
             .key(&stream)
             .key(self.all())
             .key(dedup_key.as_deref().unwrap_or(&stream))
-            .arg(self.codec.seal(name, payload))
+            .arg(self.codec.seal(event, payload))
             .arg(&name_id)
             .arg(self.retention.as_millis() as u64)
             .arg(if dedup.is_some() { "1" } else { "0" })
@@ -110,8 +110,8 @@ impl EventBus for RedisEventBus {
         Ok(Published { at: id_ms(&id), id, duplicate: duplicate == 1 })
     }
 
-    async fn read_since(&self, name: &str, from_ms: u64, limit: usize) -> Result<Vec<BusEvent>, StoreError> {
-        let name_id = self.codec.name_id(name);
+    async fn read_since(&self, event: EventName<'_>, from_ms: u64, limit: usize) -> Result<Vec<BusEvent>, StoreError> {
+        let name_id = self.codec.name_id(event);
         let entries: Vec<(String, Vec<(String, Vec<u8>)>)> = redis::cmd("XRANGE")
             .arg(self.stream(&name_id))
             .arg(format!("{from_ms}-0"))
@@ -165,7 +165,7 @@ impl EventBus for RedisEventBus {
         Ok(out)
     }
 
-    fn name_id(&self, name: &str) -> String {
-        self.codec.name_id(name)
+    fn name_id(&self, event: EventName<'_>) -> String {
+        self.codec.name_id(event)
     }
 }

@@ -16,7 +16,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use sqlx::Row as _;
 use tokio::sync::watch;
 use tollgate_engine::crypto::MasterKey;
-use tollgate_engine::events::{BusEvent, EventBus, EventCodec, Published, TailCursor, Tailed};
+use tollgate_engine::events::{BusEvent, EventBus, EventCodec, EventName, Published, TailCursor, Tailed};
 use tollgate_engine::store::StoreError;
 
 use super::TAIL_BATCH;
@@ -88,9 +88,9 @@ impl SqliteEventBus {
 
 #[async_trait]
 impl EventBus for SqliteEventBus {
-    async fn publish(&self, name: &str, payload: &serde_json::Value, dedup: Option<&str>) -> Result<Published, StoreError> {
-        let name_id = self.codec.name_id(name);
-        let dedup = dedup.map(|d| self.codec.dedup_id(d));
+    async fn publish(&self, event: EventName<'_>, payload: &serde_json::Value, dedup: Option<&str>) -> Result<Published, StoreError> {
+        let name_id = self.codec.name_id(event);
+        let dedup = dedup.map(|d| self.codec.dedup_id(event.owner, d));
         let now = now_ms();
         self.prune(now).await?;
         let inserted: Option<(i64, i64)> = sqlx::query_as(
@@ -99,7 +99,7 @@ impl EventBus for SqliteEventBus {
         .bind(&name_id)
         .bind(now as i64)
         .bind(&dedup)
-        .bind(self.codec.seal(name, payload))
+        .bind(self.codec.seal(event, payload))
         .fetch_optional(&self.writer)
         .await
         .map_err(err)?;
@@ -122,8 +122,8 @@ impl EventBus for SqliteEventBus {
         }
     }
 
-    async fn read_since(&self, name: &str, from_ms: u64, limit: usize) -> Result<Vec<BusEvent>, StoreError> {
-        let name_id = self.codec.name_id(name);
+    async fn read_since(&self, event: EventName<'_>, from_ms: u64, limit: usize) -> Result<Vec<BusEvent>, StoreError> {
+        let name_id = self.codec.name_id(event);
         let rows = sqlx::query("SELECT seq, at_ms, value FROM events WHERE name_id = ? AND at_ms >= ? ORDER BY seq LIMIT ?")
             .bind(&name_id)
             .bind(from_ms as i64)
@@ -165,7 +165,7 @@ impl EventBus for SqliteEventBus {
         }
     }
 
-    fn name_id(&self, name: &str) -> String {
-        self.codec.name_id(name)
+    fn name_id(&self, event: EventName<'_>) -> String {
+        self.codec.name_id(event)
     }
 }

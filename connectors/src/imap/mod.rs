@@ -26,8 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tollgate_engine::store::{Backend, Lease, LeaseGrant, StoreError};
 
 pub use parse::{parse_mail, MailAttachment, MailError, ParsedMail};
-pub use session::{connect, ImapSession};
-use session::timed;
+pub use session::{connect, open, timed, ImapSession};
 
 /// Where the consumer reads, and what it does with what it read.
 #[derive(Clone, Debug, PartialEq)]

@@ -39,11 +39,16 @@ fn tls_connector() -> TlsConnector {
 
 /// Connect, (TLS,) log in.
 pub async fn connect(s: &ImapSettings) -> Result<ImapSession, ImapError> {
-    let limit = s.command_timeout;
-    let tcp = timed("connect", limit, TcpStream::connect((s.host.as_str(), s.port))).await?;
+    open(&s.host, s.port, s.tls, &s.user, &s.password, s.command_timeout).await
+}
+
+/// Connect to `host:port` (TLS from the first byte if `tls`), read the greeting and log in, each
+/// step under `limit`: what the IMAP trigger and an `imap` connection both do.
+pub async fn open(host: &str, port: u16, tls: bool, user: &str, password: &str, limit: Duration) -> Result<ImapSession, ImapError> {
+    let tcp = timed("connect", limit, TcpStream::connect((host, port))).await?;
     tcp.set_nodelay(true).ok();
-    let stream: Box<dyn ImapIo> = if s.tls {
-        let name = ServerName::try_from(s.host.clone()).map_err(|e| ImapError::Config(format!("`{}` is not a TLS server name: {e}", s.host)))?;
+    let stream: Box<dyn ImapIo> = if tls {
+        let name = ServerName::try_from(host.to_string()).map_err(|e| ImapError::Config(format!("`{host}` is not a TLS server name: {e}")))?;
         Box::new(timed("TLS handshake", limit, tls_connector().connect(name, tcp)).await?)
     } else {
         Box::new(tcp)
@@ -51,5 +56,5 @@ pub async fn connect(s: &ImapSettings) -> Result<ImapSession, ImapError> {
     let mut client = async_imap::Client::new(stream);
     // The server speaks first.
     timed("greeting", limit, async { client.read_response().await.map_err(ImapError::from)?.ok_or(ImapError::Closed) }).await?;
-    timed("login", limit, async { client.login(&s.user, &s.password).await.map_err(|(e, _)| ImapError::Login(e.to_string())) }).await
+    timed("login", limit, async { client.login(user, password).await.map_err(|(e, _)| ImapError::Login(e.to_string())) }).await
 }

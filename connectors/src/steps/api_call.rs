@@ -54,7 +54,7 @@ pub const KEPT_HEADERS: &[&str] = &[
 /// How much of an error response is read and quoted: enough to see the server's reason.
 const ERROR_BODY_BYTES: usize = 64 * 1024;
 const EXCERPT_CHARS: usize = 300;
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Redirects followed for one request.
 const MAX_REDIRECTS: usize = 10;
 
@@ -66,11 +66,11 @@ pub struct ApiCallHandler {
 }
 
 /// One hop of a request: what is sent, re-sent (and adjusted) on a redirect.
-struct Hop {
-    method: Method,
-    url: Url,
-    headers: HeaderMap,
-    body: Option<Vec<u8>>,
+pub(crate) struct Hop {
+    pub method: Method,
+    pub url: Url,
+    pub headers: HeaderMap,
+    pub body: Option<Vec<u8>>,
 }
 
 impl ApiCallHandler {
@@ -90,35 +90,66 @@ impl ApiCallHandler {
 
     /// Send the request, following up to [`MAX_REDIRECTS`] redirects, each hop checked by the
     /// egress guard like the first.
-    async fn exchange(&self, mut hop: Hop, workflow: &EgressAllow) -> Result<Value, StepError> {
-        let mut from: Option<Url> = None;
-        for _ in 0..=MAX_REDIRECTS {
-            let on_hop = |e: StepError| match &from {
-                Some(prev) => StepError { message: format!("redirect from {prev} to {}: {}", hop.url, e.message), ..e },
-                None => e,
-            };
-            let client = self.egress.client_for(&hop.url, workflow).map_err(|r| on_hop(refusal_error(r)))?;
-            let mut request = client.request(hop.method.clone(), hop.url.clone()).headers(hop.headers.clone());
-            if let Some(body) = &hop.body {
-                request = request.body(body.clone());
-            }
-            let mut response = request.send().await.map_err(|e| on_hop(transport_error(e)))?;
-            let status = response.status();
-            let headers = response.headers().clone();
-            if let Some(next) = redirect_target(status, &headers, &hop.url)? {
-                follow(&mut hop, status, next);
-                from = Some(response.url().clone());
-                continue;
-            }
-            if status.is_success() {
-                let body = read_body(&mut response, self.max_response_bytes, false).await?;
-                return Ok(json!({ "status": status.as_u16(), "headers": kept_headers(&headers), "body": decode_body(&headers, body) }));
-            }
-            let body = read_body(&mut response, ERROR_BODY_BYTES, true).await?;
-            return Err(status_error(status, &headers, &body, SystemTime::now()));
-        }
-        Err(StepError::permanent("bad_redirect", format!("more than {MAX_REDIRECTS} redirects, last to {}", hop.url)))
+    async fn exchange(&self, hop: Hop, workflow: &EgressAllow) -> Result<Value, StepError> {
+        send(&self.egress, self.max_response_bytes, hop, workflow).await?.into_output()
     }
+}
+
+/// The final answer to a request (after redirects): a success's body read up to the size
+/// bound, an error's up to [`ERROR_BODY_BYTES`] (only quoted).
+pub(crate) struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    /// The step output of a success (`{status, headers, body}`), or the error of a failure status.
+    pub(crate) fn into_output(self) -> Result<Value, StepError> {
+        if self.status.is_success() {
+            let headers = kept_headers(&self.headers);
+            return Ok(json!({ "status": self.status.as_u16(), "headers": headers, "body": decode_body(&self.headers, self.body) }));
+        }
+        Err(status_error(self.status, &self.headers, &self.body, SystemTime::now()))
+    }
+
+    /// The body as JSON, if it parses.
+    pub(crate) fn json(&self) -> Option<Value> {
+        serde_json::from_slice(&self.body).ok()
+    }
+}
+
+/// Send `hop` through clients of `egress`, following up to [`MAX_REDIRECTS`] redirects, each hop
+/// checked by the egress guard like the first (what `api_call` and a `connector` step's
+/// `http.request` both do).
+pub(crate) async fn send(egress: &EgressGuard, max_response_bytes: usize, mut hop: Hop, workflow: &EgressAllow) -> Result<Answer, StepError> {
+    let mut from: Option<Url> = None;
+    for _ in 0..=MAX_REDIRECTS {
+        let on_hop = |e: StepError| match &from {
+            Some(prev) => StepError { message: format!("redirect from {prev} to {}: {}", hop.url, e.message), ..e },
+            None => e,
+        };
+        let client = egress.client_for(&hop.url, workflow).map_err(|r| on_hop(refusal_error(r)))?;
+        let mut request = client.request(hop.method.clone(), hop.url.clone()).headers(hop.headers.clone());
+        if let Some(body) = &hop.body {
+            request = request.body(body.clone());
+        }
+        let mut response = request.send().await.map_err(|e| on_hop(transport_error(e)))?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        if let Some(next) = redirect_target(status, &headers, &hop.url)? {
+            follow(&mut hop, status, next);
+            from = Some(response.url().clone());
+            continue;
+        }
+        let body = if status.is_success() {
+            read_body(&mut response, max_response_bytes, false).await?
+        } else {
+            read_body(&mut response, ERROR_BODY_BYTES, true).await?
+        };
+        return Ok(Answer { status, headers, body });
+    }
+    Err(StepError::permanent("bad_redirect", format!("more than {MAX_REDIRECTS} redirects, last to {}", hop.url)))
 }
 
 #[async_trait]

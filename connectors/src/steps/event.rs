@@ -1,22 +1,26 @@
 //! The `event` handler: what an `event` step with `emit` does as a job — publish its rendered
-//! name and payload on the internal bus. The step's idempotency key (the same for every
-//! attempt) is the event's dedup key, so a retried emit publishes once.
+//! name and payload on the internal bus, in the scope of the workflow's owner. The step's
+//! idempotency key (the same for every attempt) is the event's dedup key, so a retried emit
+//! publishes once.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde_json::{json, Value};
-use tollgate_engine::events::EventBus;
+use tollgate_engine::events::{EventBus, EventName};
 use tollgate_engine::spec::steps::valid_event_name;
 use tollgate_engine::step::{StepError, StepHandler, StepInvocation, StepSuccess};
+use tollgate_engine::store::Store;
 
 pub struct EventHandler {
     bus: Arc<dyn EventBus>,
+    /// Where the workflow's owner is read.
+    store: Arc<Store>,
 }
 
 impl EventHandler {
-    pub fn new(bus: Arc<dyn EventBus>) -> Self {
-        Self { bus }
+    pub fn new(bus: Arc<dyn EventBus>, store: Arc<Store>) -> Self {
+        Self { bus, store }
     }
 }
 
@@ -34,9 +38,10 @@ impl StepHandler for EventHandler {
             }
         };
         let payload = event.get("payload").cloned().unwrap_or(Value::Null);
+        let owner = self.store.workflow_owner(call.workflow).await.map_err(|e| StepError::retryable("event_bus_unavailable", format!("reading the workflow's owner: {e}")))?;
         let published = self
             .bus
-            .publish(name, &payload, Some(&call.idempotency_key))
+            .publish(EventName::new(owner.as_str(), name), &payload, Some(&call.idempotency_key))
             .await
             .map_err(|e| StepError::retryable("event_bus_unavailable", e.to_string()))?;
         Ok(StepSuccess { output: json!({ "id": published.id, "name": name, "at": published.at }), cost: Default::default() })

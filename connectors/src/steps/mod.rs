@@ -1,8 +1,10 @@
 //! Step handlers that reach outside the engine: the `code` sandbox, `api_call` HTTP, `llm`
-//! model calls, `research` (document search) and the `event` bus.
+//! model calls, `research` (document search), the `event` bus and `connector` (actions through
+//! an owner's named connections).
 
 pub mod api_call;
 pub mod code;
+pub mod connector;
 pub mod egress;
 pub mod event;
 pub mod llm;
@@ -10,6 +12,7 @@ pub mod research;
 
 pub use api_call::ApiCallHandler;
 pub use code::CodeHandler;
+pub use connector::ConnectorHandler;
 pub use event::EventHandler;
 pub use llm::LlmHandler;
 pub use research::ResearchHandler;

@@ -13,7 +13,7 @@ use crate::gates::regex_rules::{CompiledRegexRule, RegexRule};
 use crate::gates::rules::{self, Ruleset, assemble};
 use crate::gates::scan::{Scanner, decide, fail_closed};
 use crate::gates::verdict::{GateOutcome, GateVerdict, RulesetId};
-use crate::gates::{GatePolicy, RedactionMap};
+use crate::gates::{GateAction, GatePolicy, RedactionMap};
 
 /// The deterministic gate mesh. Cheap to clone; `Send + Sync`, share one per workflow.
 #[derive(Clone, Debug)]
@@ -85,6 +85,11 @@ impl GateMesh {
         Ok(GateMesh {
             rules: Arc::new(rs),
         })
+    }
+
+    /// A user rule's own action (which the policy does not override), if `rule_id` has one.
+    pub(crate) fn rule_action(&self, rule_id: &str) -> Option<GateAction> {
+        self.rules.regex.iter().find(|r| r.meta.id == rule_id).and_then(|r| r.meta.action)
     }
 
     /// Version and hash of the rules this mesh runs.

@@ -32,6 +32,7 @@ mod policy;
 mod prefilter;
 mod redact;
 mod regex_rules;
+pub mod replay;
 mod rules;
 mod scan;
 mod secrets;

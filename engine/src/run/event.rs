@@ -77,6 +77,22 @@ pub enum Event {
 }
 
 impl Event {
+    /// The event's name as journaled (`step_succeeded`, …).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::RunStarted { .. } => "run_started",
+            Event::StepSucceeded { .. } => "step_succeeded",
+            Event::StepFailed { .. } => "step_failed",
+            Event::StepBlocked { .. } => "step_blocked",
+            Event::TimerFired { .. } => "timer_fired",
+            Event::AttemptInterrupted { .. } => "attempt_interrupted",
+            Event::HumanDecided { .. } => "human_decided",
+            Event::Cancelled { .. } => "cancelled",
+            Event::EventReceived { .. } => "event_received",
+            Event::ItemsResolved { .. } => "items_resolved",
+        }
+    }
+
     pub fn at(&self) -> u64 {
         match self {
             Event::RunStarted { at, .. }

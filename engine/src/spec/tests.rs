@@ -65,7 +65,7 @@ steps:
   - { id: fetch, type: code, script: x }
   - { id: summary, type: code, script: x, needs: [fetchh], inputs: { a: "${{ steps.other.output }}", b: "${{ params.nope }}" } }
   - { id: other, type: code, script: x, when: "steps.summary.output ==" }
-  - { id: ask, type: connector, with: { model: gpt } }
+  - { id: ask, type: connector, connection: mail, action: email.sned }
 "#,
         expect![[r#"
             invalid workflow spec (9 problems):
@@ -79,7 +79,7 @@ steps:
               - steps[3] (other).when: expression `steps.summary.output ==` does not parse: ERROR: <input>:1:24: Syntax error: mismatched input '<EOF>' expecting {'[', '{', '(', '.', '-', '!', 'true', 'false', 'null', NUM_FLOAT, NUM_INT, NUM_UINT, STRING, BYTES, IDENTIFIER}
             | steps.summary.output ==
             | .......................^
-              - steps[4] (ask): step type `connector` is not available yet in this version of Tollgate
+              - steps[4] (ask).action: unknown action `email.sned` (actions: email.send, email.fetch, http.request)
         "#]],
     );
 }
@@ -122,7 +122,7 @@ fn a_step_has_only_the_fields_of_its_type() {
         &with("{ id: ask, type: connector, with: { model: gpt }, prompt: hi }"),
         expect![[r#"
             invalid workflow spec (1 problem):
-              - line 5, column 55: steps[1]: `prompt` is not a field of a `connector` step (a `connector` step has `with` and the fields of every step: `id`, `type`, `description`, `needs`, `when`, `join`, `inputs`, `for_each`, `retry`, `timeout`, `queue_timeout`, `cost`, `gates`, `checks`)
+              - line 5, column 55: steps[1]: `prompt` is not a field of a `connector` step (a `connector` step has `connection`, `action`, `with` and the fields of every step: `id`, `type`, `description`, `needs`, `when`, `join`, `inputs`, `for_each`, `retry`, `timeout`, `queue_timeout`, `cost`, `gates`, `checks`)
         "#]],
     );
     check(
@@ -201,7 +201,7 @@ fn templates_parse_and_specs_round_trip_through_the_stored_form() {
         {"id":"fetch","type":"api_call","needs":["calc"],"retry":{"max_attempts":3,"backoff":{"initial":"100ms","max":"1s","multiplier":2.0}},"request":{"method":"POST","url":"http://x/${{ params.n }}","body":{"n":1}}},
         {"id":"ask","type":"approval","needs":["fetch"],"question":"Go on with ${{ params.n }}?","assignee":"ops"},
         {"id":"wait","type":"delay","needs":["ask"],"cost":0.5,"duration":"1m"},
-        {"id":"later","type":"connector","needs":["wait"],"with":{"model":"m"}}],
+        {"id":"later","type":"connector","needs":["wait"],"connection":"mail","action":"email.send","with":{"to":"ops@example.com","subject":"s","body":"b"}}],
         "parameters":{"n":{"type":"integer","default":2}}}"#;
     let old: WorkflowSpec = serde_json::from_str(old).unwrap();
     assert_eq!(old, every_type);
@@ -253,8 +253,7 @@ fn the_schema_checks_each_step_against_the_shape_of_its_type() {
     }
 }
 
-/// One step of each type, with its fields (`later` is of a type not available yet, so this
-/// spec parses but does not validate).
+/// One step of each type, with its fields.
 const EVERY_TYPE: &str = r#"
 id: every
 owner: o
@@ -270,7 +269,7 @@ steps:
     request: { method: POST, url: "http://x/${{ params.n }}", body: { n: 1 } }
   - { id: ask, type: approval, needs: [fetch], question: "Go on with ${{ params.n }}?", assignee: ops }
   - { id: wait, type: delay, needs: [ask], cost: 0.5, duration: 1m }
-  - { id: later, type: connector, needs: [wait], with: { model: m } }
+  - { id: later, type: connector, needs: [wait], connection: mail, action: email.send, with: { to: ops@example.com, subject: s, body: b } }
 "#;
 
 #[test]
@@ -398,7 +397,7 @@ fn what_a_step_retries_is_checked() {
             invalid workflow spec (4 problems):
               - defaults.retry.max_attempts: must be between 1 and 100
               - defaults.retry.on: an empty list retries nothing: list error codes, or write `transient` or `any`
-              - steps[0] (a).retry.on: unknown error code `script_eror` (known: transient, timeout, http_status, http_unreachable, bad_url, bad_request, bad_redirect, response_too_large, script_error, cpu_limit, memory_limit, bad_output, sandbox_failed, bad_spec, gate_blocked, no_handler, egress_denied, queue_timeout, interrupted, event_timeout, bad_event, event_bus_unavailable, cancelled, check_failed, prompt_injection, template_error, model_auth, model_bad_request, model_reply, output_invalid, no_provider, secret_missing, collection_not_found, index_unavailable, bad_query, bad_documents)
+              - steps[0] (a).retry.on: unknown error code `script_eror` (known: transient, timeout, http_status, http_unreachable, bad_url, bad_request, bad_redirect, response_too_large, script_error, cpu_limit, memory_limit, bad_output, sandbox_failed, bad_spec, gate_blocked, no_handler, egress_denied, queue_timeout, interrupted, event_timeout, bad_event, event_bus_unavailable, cancelled, check_failed, prompt_injection, template_error, model_auth, model_bad_request, model_reply, output_invalid, no_provider, secret_missing, collection_not_found, index_unavailable, bad_query, connection_not_found, connection_refused, connection_failed, email_rejected, connector_input, attachment_not_found, bad_documents)
               - steps[0] (a).retry.on: `any` covers every code: write `on: any` instead of a list
         "#]],
     );

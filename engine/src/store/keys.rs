@@ -118,6 +118,8 @@ pub fn user(name: &str) -> String {
 pub fn user_token(id: &str) -> String {
     format!("user-token/{id}")
 }
+/// The service's receipt signing key (Ed25519 seed), sealed with the service key; created once.
+pub const RECEIPT_KEY: &str = "service/receipt-key";
 /// Index of users (members: user names).
 pub const USERS: &str = "idx/users";
 /// The claim on a fire's dedup key (first writer wins, expires after the dedup window).
@@ -148,3 +150,18 @@ pub fn fire_blob(wf: &WorkflowId, digest: &str) -> String {
 
 /// Index of every trigger ever started (members: `workflow/trigger`).
 pub const TRIGGERS: &str = "idx/triggers";
+
+/// A named connection of an owner (settings, never its credential), sealed with the owner's
+/// `connections` key.
+pub fn connection(owner: &OwnerId, name: &str) -> String {
+    format!("conn/{owner}/{name}")
+}
+/// Index of an owner's connections (members: connection names).
+pub fn connections(owner: &OwnerId) -> String {
+    format!("idx/conn/{owner}")
+}
+/// The record that a step's email was sent (or is being sent), keyed by a workflow-keyed digest
+/// of the step's idempotency key (see `store::connections`).
+pub fn email_sent(wf: &WorkflowId, digest: &str) -> String {
+    format!("wf/{wf}/sent/{digest}")
+}

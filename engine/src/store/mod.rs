@@ -7,11 +7,14 @@
 //! (`tollgate-tests::store_conformance`) runs against every backend.
 
 mod backend;
+pub mod chain;
+mod connections;
 mod fires;
 pub mod keys;
 pub mod lease;
 mod listing;
 pub mod memory;
+mod receipt_key;
 mod records;
 mod requests;
 mod secrets;
@@ -19,6 +22,8 @@ mod typed;
 mod users;
 
 pub use backend::{Backend, StoreError};
+pub use chain::{ChainLink, ChainedEntry, JournalHead};
+pub use connections::EmailSendRecord;
 pub use lease::{Lease, LeaseGrant};
 pub use listing::{RunListing, RunPage};
 pub use records::*;

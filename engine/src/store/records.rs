@@ -122,6 +122,10 @@ pub enum AttemptClaim {
 pub struct RunClosed {
     pub status: String,
     pub at: u64,
+    /// The journal's length and last link (hex) when the run finished: what the hash chain
+    /// cannot show by itself — a last entry altered, or entries cut off the end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub journal: Option<(u64, String)>,
 }
 
 /// Written by the run's driver when it gives up on an attempt that a worker claimed (its

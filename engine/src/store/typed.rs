@@ -13,6 +13,7 @@ use crate::gates::RedactionMap;
 use crate::ids::{OwnerId, RequestId, RunId, StepId, WorkflowId};
 use crate::run::Event;
 use crate::spec::WorkflowSpec;
+use crate::store::chain::{self, ChainLink, ChainedEntry, JournalHead};
 use crate::store::{keys, AttemptAbandoned, AttemptClaim, AttemptPreflight, Backend, CancelRequest, HumanDecisionRecord, HumanRequestRecord, Lease, RunClosed, RunMeta, StepOutcome, StoreError, WorkflowKeyInfo};
 
 /// The current key version for new workflows.
@@ -160,43 +161,90 @@ impl Store {
         self.get_sealed(&k, &key).await?.ok_or(StoreError::NotFound(key))
     }
 
-    /// Append events to a run's journal at position `expected_len` and, in the same write, the
-    /// inputs of the attempts they dispatch — only while `lease` (the run's, see
-    /// [`keys::run_lease`]) is still the caller's current grant; otherwise
-    /// [`StoreError::Fenced`] and nothing is written.
+    /// Append events to a run's journal after `head` (its length and last link, which the
+    /// caller keeps) and, in the same write, the inputs of the attempts they dispatch — only
+    /// while `lease` (the run's, see [`keys::run_lease`]) is still the caller's current grant;
+    /// otherwise [`StoreError::Fenced`] and nothing is written. Each entry carries the link it
+    /// follows (see [`chain`](crate::store::chain)); the new head is returned.
     pub async fn append_events(
         &self,
         wf: &WorkflowId,
         run: &RunId,
-        expected_len: u64,
+        head: &JournalHead,
         events: &[Event],
         inputs: &[(StepId, u32, &Value)],
         lease: &Lease,
-    ) -> Result<(), StoreError> {
+    ) -> Result<JournalHead, StoreError> {
         let k = self.workflow_key(wf).await?;
         let log = keys::run_journal(run);
+        let mut link = head.link;
         let sealed: Vec<Vec<u8>> = events
             .iter()
             .enumerate()
-            .map(|(i, e)| k.seal(journal_aad(&log, expected_len + i as u64).as_bytes(), &Self::encode(e)))
+            .map(|(i, e)| {
+                let (plain, next) = chain::frame(&link, |buf| serde_json::to_writer(buf, e).expect("events serialise to JSON"));
+                link = next;
+                k.seal(journal_aad(&log, head.len + i as u64).as_bytes(), &plain)
+            })
             .collect();
-        self.backend.append_with(&log, expected_len, &sealed, &seal_inputs(&k, run, inputs), Some(lease)).await
+        self.backend.append_with(&log, head.len, &sealed, &seal_inputs(&k, run, inputs), Some(lease)).await?;
+        Ok(JournalHead { len: head.len + events.len() as u64, link })
     }
 
+    /// A run's journal, its chain checked: an entry that does not follow the one before it
+    /// (re-sealed with other content, or out of place) is [`StoreError::Corrupt`], naming it.
     pub async fn read_journal(&self, wf: &WorkflowId, run: &RunId) -> Result<Vec<Event>, StoreError> {
+        Ok(self.read_chained_journal(wf, run).await?.0)
+    }
+
+    /// A run's journal with each entry's place in the chain (what a receipt is made of).
+    pub async fn read_chained_journal(&self, wf: &WorkflowId, run: &RunId) -> Result<(Vec<Event>, Vec<ChainedEntry>), StoreError> {
         let k = self.workflow_key(wf).await?;
         let log = keys::run_journal(run);
-        self.backend
-            .read_log(&log, 0)
-            .await?
-            .iter()
-            .enumerate()
-            .map(|(i, sealed)| {
-                let aad = journal_aad(&log, i as u64);
-                let plain = k.open(aad.as_bytes(), sealed).map_err(|_| StoreError::Sealed(aad.clone()))?;
-                Self::decode(&aad, &plain)
-            })
-            .collect()
+        let sealed = self.backend.read_log(&log, 0).await?;
+        let mut events = Vec::with_capacity(sealed.len());
+        let mut chained = Vec::with_capacity(sealed.len());
+        let mut link = ChainLink::genesis(run);
+        for (i, sealed) in sealed.iter().enumerate() {
+            let aad = journal_aad(&log, i as u64);
+            let plain = k.open(aad.as_bytes(), sealed).map_err(|_| StoreError::Sealed(aad.clone()))?;
+            let (prev, json) = chain::unframe(&plain).map_err(|reason| corrupt(&aad, reason))?;
+            let event: Event = Self::decode(&aad, json)?;
+            if prev != link {
+                let before = events.last().map(Event::kind).unwrap_or("the run's start");
+                return Err(corrupt(
+                    &aad,
+                    format!("the hash chain breaks before entry {i} ({}): entry {} ({before}) was altered at rest", event.kind(), i.saturating_sub(1)),
+                ));
+            }
+            let digest = chain::event_digest(json);
+            let next = prev.next(&digest);
+            chained.push(ChainedEntry { prev, digest, link: next });
+            events.push(event);
+            link = next;
+        }
+        Ok((events, chained))
+    }
+
+    /// Check a finished run's journal (as [`Store::read_chained_journal`] read it) against the
+    /// length and last link recorded when the run closed: the chain shows an altered entry by
+    /// the one after it, and this covers the last entry and entries cut off the end.
+    pub async fn check_closed_journal(&self, wf: &WorkflowId, run: &RunId, events: &[Event], chained: &[ChainedEntry]) -> Result<(), StoreError> {
+        let k = self.workflow_key(wf).await?;
+        let key = keys::run_closed(run);
+        let closed: Option<RunClosed> = self.get_sealed(&k, &key).await?;
+        let Some((len, link)) = closed.and_then(|c| c.journal) else { return Ok(()) };
+        let log = keys::run_journal(run);
+        if (chained.len() as u64) < len {
+            return Err(corrupt(&log, format!("the run closed with {len} journal entries and {} are left: entries were removed at rest", chained.len())));
+        }
+        let last = len.checked_sub(1).map(|i| i as usize);
+        if let Some(i) = last {
+            if chained[i].link.to_hex() != link {
+                return Err(corrupt(&journal_aad(&log, i as u64), format!("entry {i} ({}) was altered at rest: it is not the entry the run closed with", events[i].kind())));
+            }
+        }
+        Ok(())
     }
 
     /// Several attempts' inputs in one write.

@@ -9,6 +9,7 @@ mod api_call;
 mod approval;
 mod code;
 mod condition;
+mod connector;
 mod delay;
 mod event;
 mod format;
@@ -26,6 +27,9 @@ pub use api_call::{ApiCallStep, HttpRequestSpec};
 pub use approval::{ApprovalStep, DefaultDecision, DefaultWord, Escalation};
 pub use code::{CodeLimits, CodeStep};
 pub use condition::ConditionStep;
+pub use connector::{
+    read_with, AttachmentSource, AttachmentSpec, ConnectorAction, ConnectorStep, EmailFetchWith, EmailSendWith, HttpRequestWith, Recipients, MAX_FETCH,
+};
 pub use delay::DelayStep;
 pub use llm::{LlmMessage, LlmStep, OnInjection, compile_schema, schema_errors};
 pub use research::{is_collection_name, ResearchStep, DEFAULT_COLLECTION, MAX_TOP_K};
@@ -109,7 +113,7 @@ step_kinds! {
     Delay(DelayStep),
     Llm(LlmStep),
     Research(ResearchStep),
-    Connector(UnavailableStep),
+    Connector(ConnectorStep),
     Event(EventStep),
     Platform(UnavailableStep),
 }

@@ -1,0 +1,271 @@
+//! Sending email through an owner's `smtp` connection (lettre over tokio + rustls): connect,
+//! EHLO, STARTTLS when the connection says so (a server without it is refused), AUTH PLAIN or
+//! LOGIN when it has a user, then one message — plain-text body, attachments as a
+//! `multipart/mixed` — and QUIT.
+//!
+//! Two entry points: [`Connections::send_email`] sends one message (the `platform` step's
+//! `notify` reuses it), and [`Connections::send_email_once`] does so at most once per
+//! idempotency key (the `connector` step's `email.send`), recording the send in the store
+//! before and after the SMTP transaction (see `tollgate_engine::store::connections`).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use lettre::message::header::ContentType;
+use lettre::message::{Mailbox, MultiPart, SinglePart};
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
+use lettre::transport::smtp::extension::ClientId;
+use lettre::Message;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tollgate_engine::connections::{ConnectionKind, ConnectionSettings, SmtpSecurity, SmtpSettings};
+use tollgate_engine::ids::{OwnerId, WorkflowId};
+use tollgate_engine::store::EmailSendRecord;
+
+use super::{ConnectionError, Connections, Resolved};
+
+/// Longest wait for the TCP connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest a whole SMTP exchange may take (connect to QUIT).
+const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// One email to send. `from` is the connection's.
+#[derive(Clone, Debug, Default)]
+pub struct Email {
+    pub to: Vec<String>,
+    pub cc: Vec<String>,
+    /// Recipients that are not written in the message's headers.
+    pub bcc: Vec<String>,
+    pub subject: String,
+    /// The plain-text body.
+    pub body: String,
+    pub attachments: Vec<Attachment>,
+    /// `<…@…>`; `None`: a random one.
+    pub message_id: Option<String>,
+}
+
+/// One attachment.
+#[derive(Clone, Debug)]
+pub struct Attachment {
+    pub filename: String,
+    pub content_type: String,
+    pub bytes: Vec<u8>,
+}
+
+/// A message the server accepted.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Sent {
+    pub message_id: String,
+    /// Every recipient of the envelope (to, cc, bcc).
+    pub recipients: Vec<String>,
+    /// The server's answer to the message (`250 …`).
+    pub response: String,
+    /// When it was accepted (ms since the epoch).
+    pub at_ms: u64,
+}
+
+/// The outcome of [`Connections::send_email_once`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct SendOnce {
+    pub sent: Sent,
+    /// The message had been sent by an earlier attempt: nothing was sent now.
+    pub already_sent: bool,
+    /// An earlier attempt died while sending (it may or may not have gone out): it was sent
+    /// again now, with the same `Message-ID`.
+    pub resent: bool,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// The `Message-ID` of the email a step with idempotency key `key` sends: the same for every
+/// attempt, so a resend is recognisably the same message.
+pub fn message_id_for(workflow: &WorkflowId, key: &str, from: &str) -> String {
+    let digest = Sha256::digest(format!("{workflow}\0{key}").as_bytes());
+    let domain = from.rsplit('@').next().unwrap_or("tollgate").trim_end_matches('>').trim();
+    let domain = if domain.is_empty() { "tollgate" } else { domain };
+    format!("<tg.{}@{domain}>", hex::encode(&digest[..16]))
+}
+
+impl Connections {
+    /// Send `email` through `owner`'s smtp connection `name`: one SMTP transaction.
+    pub async fn send_email(&self, owner: &OwnerId, name: &str, email: &Email) -> Result<Sent, ConnectionError> {
+        let resolved = self.resolve(owner, name, ConnectionKind::Smtp).await?;
+        let settings = smtp_settings(&resolved);
+        let message = build(settings, email)?;
+        match tokio::time::timeout(EXCHANGE_TIMEOUT, transact(settings, &resolved, Some(&message))).await {
+            Ok(result) => result.map(|r| r.expect("a message was sent")),
+            Err(_) => Err(ConnectionError::Failed(format!("smtp {}:{}: no end to the exchange within {EXCHANGE_TIMEOUT:?}", settings.host, settings.port()))),
+        }
+    }
+
+    /// Send `email` through `owner`'s smtp connection `name` at most once per
+    /// (`workflow`, `idempotency_key`) — save for the window described in
+    /// `tollgate_engine::store::connections`, where it is sent again with the same `Message-ID`.
+    /// The `Message-ID` is derived from the key (any given one is replaced).
+    pub async fn send_email_once(&self, workflow: &WorkflowId, idempotency_key: &str, attempt: u32, owner: &OwnerId, name: &str, email: &Email) -> Result<SendOnce, ConnectionError> {
+        let resolved = self.resolve(owner, name, ConnectionKind::Smtp).await?;
+        let settings = smtp_settings(&resolved);
+        let message_id = message_id_for(workflow, idempotency_key, &settings.from);
+        let email = Email { message_id: Some(message_id.clone()), ..email.clone() };
+        let message = build(settings, &email)?;
+        let sending = EmailSendRecord::Sending { attempt, message_id: message_id.clone(), at_ms: now_ms() };
+        let resent = match self.store.begin_email_send(workflow, idempotency_key, &sending).await? {
+            None => false,
+            Some(EmailSendRecord::Sent { output, .. }) => {
+                let sent: Sent = serde_json::from_value(output).map_err(|e| ConnectionError::Failed(format!("the recorded send cannot be read: {e}")))?;
+                return Ok(SendOnce { sent, already_sent: true, resent: false });
+            }
+            Some(EmailSendRecord::Sending { attempt: earlier, .. }) => {
+                tracing::warn!(%workflow, attempt, earlier, "an earlier attempt died while sending this email; sending it again with the same Message-ID");
+                self.store.record_email_send(workflow, idempotency_key, &sending).await?;
+                true
+            }
+        };
+        let sent = match tokio::time::timeout(EXCHANGE_TIMEOUT, transact(settings, &resolved, Some(&message))).await {
+            Ok(result) => result?.expect("a message was sent"),
+            Err(_) => return Err(ConnectionError::Failed(format!("smtp {}:{}: no end to the exchange within {EXCHANGE_TIMEOUT:?}", settings.host, settings.port()))),
+        };
+        let output = serde_json::to_value(&sent).expect("Sent serialises");
+        let record = EmailSendRecord::Sent { attempt, message_id, at_ms: sent.at_ms, output };
+        self.store.record_email_send(workflow, idempotency_key, &record).await?;
+        Ok(SendOnce { sent, already_sent: false, resent })
+    }
+}
+
+/// `connections test` for smtp: connect, EHLO, (STARTTLS,) AUTH, QUIT.
+pub(super) async fn test(c: &Connections, owner: &OwnerId, name: &str) -> Result<String, ConnectionError> {
+    let resolved = c.resolve(owner, name, ConnectionKind::Smtp).await?;
+    let s = smtp_settings(&resolved);
+    match tokio::time::timeout(EXCHANGE_TIMEOUT, transact(s, &resolved, None)).await {
+        Ok(r) => r?,
+        Err(_) => return Err(ConnectionError::Failed(format!("smtp {}:{}: no answer within {EXCHANGE_TIMEOUT:?}", s.host, s.port()))),
+    };
+    let auth = match &s.user {
+        Some(u) => format!(", authenticated as {u}"),
+        None => ", no authentication".into(),
+    };
+    Ok(format!("smtp {}:{} ({}) answered EHLO{auth}", s.host, s.port(), s.security.name()))
+}
+
+fn smtp_settings(r: &Resolved) -> &SmtpSettings {
+    match &r.connection.settings {
+        ConnectionSettings::Smtp(s) => s,
+        _ => unreachable!("resolved as an smtp connection"),
+    }
+}
+
+fn mailbox(field: &str, address: &str) -> Result<Mailbox, ConnectionError> {
+    address.trim().parse().map_err(|e| ConnectionError::Input(format!("{field}: `{address}` is not an email address ({e})")))
+}
+
+/// The message, as lettre builds it (the `Bcc` header is left out).
+fn build(s: &SmtpSettings, email: &Email) -> Result<Message, ConnectionError> {
+    if email.to.is_empty() && email.cc.is_empty() && email.bcc.is_empty() {
+        return Err(ConnectionError::Input("the email has no recipient".into()));
+    }
+    let from = s.from.parse::<Mailbox>().map_err(|e| ConnectionError::Input(format!("the connection's from `{}` is not an email address ({e})", s.from)))?;
+    let mut b = Message::builder().from(from).subject(email.subject.clone()).message_id(email.message_id.clone());
+    for a in &email.to {
+        b = b.to(mailbox("to", a)?);
+    }
+    for a in &email.cc {
+        b = b.cc(mailbox("cc", a)?);
+    }
+    for a in &email.bcc {
+        b = b.bcc(mailbox("bcc", a)?);
+    }
+    let text = SinglePart::plain(email.body.clone());
+    let built = if email.attachments.is_empty() {
+        b.singlepart(text)
+    } else {
+        let mut parts = MultiPart::mixed().singlepart(text);
+        for a in &email.attachments {
+            let ct = ContentType::parse(&a.content_type).map_err(|e| ConnectionError::Input(format!("attachment `{}`: `{}` is not a content type ({e})", a.filename, a.content_type)))?;
+            parts = parts.singlepart(lettre::message::Attachment::new(a.filename.clone()).body(a.bytes.clone(), ct));
+        }
+        b.multipart(parts)
+    };
+    built.map_err(|e| ConnectionError::Input(format!("the email cannot be built: {e}")))
+}
+
+/// One SMTP session: connect, EHLO, (STARTTLS,) (AUTH,) and `message` if given, QUIT.
+async fn transact(s: &SmtpSettings, r: &Resolved, message: Option<&Message>) -> Result<Option<Sent>, ConnectionError> {
+    let at = format!("smtp {}:{}", s.host, s.port());
+    let hello = ClientId::default();
+    let tls = |host: &str| TlsParameters::new(host.to_string()).map_err(|e| ConnectionError::Failed(format!("{at}: TLS setup: {e}")));
+    let implicit = if s.security == SmtpSecurity::Tls { Some(tls(&s.host)?) } else { None };
+    let mut conn = AsyncSmtpConnection::connect_tokio1((s.host.as_str(), s.port()), Some(CONNECT_TIMEOUT), &hello, implicit, None)
+        .await
+        .map_err(|e| classify(&at, "connecting", e))?;
+    if s.security == SmtpSecurity::Starttls {
+        if !conn.can_starttls() {
+            conn.abort().await;
+            return Err(ConnectionError::Failed(format!("{at}: the server does not offer STARTTLS (use security=tls, or none only for a local relay)")));
+        }
+        conn.starttls(tls(&s.host)?, &hello).await.map_err(|e| classify(&at, "STARTTLS", e))?;
+    }
+    if let Some(user) = &s.user {
+        let password = r.credential.as_ref().map(|c| c.to_string()).unwrap_or_default();
+        let credentials = Credentials::new(user.clone(), password);
+        if let Err(e) = conn.auth(&[Mechanism::Plain, Mechanism::Login], &credentials).await {
+            conn.abort().await;
+            return Err(if e.is_permanent() || e.is_client() {
+                ConnectionError::Refused(format!("{at} refused the login of `{user}` for connection `{}`: {}", r.connection.name, describe(&e)))
+            } else {
+                classify(&at, "AUTH", e)
+            });
+        }
+    }
+    let sent = match message {
+        None => None,
+        Some(m) => {
+            let envelope = m.envelope();
+            let response = conn.send(envelope, &m.formatted()).await.map_err(|e| classify(&at, "sending", e))?;
+            let message_id = m.headers().get_raw("Message-ID").map(str::to_string).unwrap_or_default();
+            Some(Sent {
+                message_id,
+                recipients: envelope.to().iter().map(ToString::to_string).collect(),
+                response: format!("{} {}", response.code(), response.message().collect::<Vec<_>>().join(" ")),
+                at_ms: now_ms(),
+            })
+        }
+    };
+    let _ = conn.quit().await;
+    Ok(sent)
+}
+
+/// lettre's error, with its cause (the useful part: "connection refused", the server's text).
+fn describe(e: &lettre::transport::smtp::Error) -> String {
+    let mut message = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        message = format!("{message}: {cause}");
+        source = cause.source();
+    }
+    message
+}
+
+/// A permanent (5xx) answer is a rejection; anything else may pass on another attempt.
+fn classify(at: &str, stage: &str, e: lettre::transport::smtp::Error) -> ConnectionError {
+    if e.is_permanent() {
+        ConnectionError::Rejected(format!("{at} refused ({stage}): {}", describe(&e)))
+    } else {
+        ConnectionError::Failed(format!("{at}: {stage} failed: {}", describe(&e)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_message_id_is_stable_per_key_and_uses_the_senders_domain() {
+        let wf = WorkflowId::new("wf");
+        let a = message_id_for(&wf, "run1.send", "Ops <ops@example.com>");
+        assert_eq!(a, message_id_for(&wf, "run1.send", "Ops <ops@example.com>"));
+        assert_ne!(a, message_id_for(&wf, "run2.send", "Ops <ops@example.com>"));
+        assert!(a.starts_with("<tg.") && a.ends_with("@example.com>"), "{a}");
+    }
+}
