@@ -18,6 +18,7 @@ use tollgate_engine::spec::{parse_yaml, ParameterType, ValidatedSpec};
 /// The templates shipped with Tollgate: file name and text.
 pub const SHIPPED: &[(&str, &str)] = &[
     ("client-intake.yaml", include_str!("../../templates/client-intake.yaml")),
+    ("refresh-stale-reports.yaml", include_str!("../../templates/refresh-stale-reports.yaml")),
 ];
 
 /// `[catalogue]`: which workflows besides the shipped templates the engine knows by id.

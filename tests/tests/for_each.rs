@@ -13,7 +13,7 @@ use tollgate_engine::ids::OwnerId;
 use tollgate_engine::llm::{ModelPrice, ProviderConfig};
 use tollgate_engine::money::Money;
 use tollgate_engine::run::{Decision, Event, StepStatus};
-use tollgate_tests::harness::{Script, TestServer, TestSystem, embedded_with, redis_with, wait_for};
+use tollgate_tests::harness::{Script, TestServer, TestSystem, embedded_with, redis_with};
 
 /// A model stand-in: classifies the document named in the prompt by its file extension.
 fn classifier() -> Script {
