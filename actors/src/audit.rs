@@ -54,7 +54,6 @@ pub fn detailed_event(spec: &ValidatedSpec, e: &Event, redact: &mut dyn FnMut(&V
         }
         Event::Cancelled { reason, .. } => put("reason", redact(&json!(reason))),
         Event::EventReceived { received, .. } => put("payload", redact(&received["payload"])),
-        // The fan-out's length and bound are ids and numbers: the plain event holds them.
         Event::TimerFired { .. } | Event::ItemsResolved { .. } => {}
     }
     v

@@ -138,15 +138,15 @@ pub enum Command {
     },
     /// Run step workers only (fleets, against Redis).
     Worker,
-    /// The workflow catalogue: shipped templates and configured specs, with their parameters.
-    Templates {
-        #[command(subcommand)]
-        command: templates::TemplatesCommand,
-    },
     /// Run receipts: the signing key, verification (export: `runs export RUN --receipt`).
     Receipt {
         #[command(subcommand)]
         command: receipt::ReceiptCommand,
+    },
+    /// The workflow catalogue: shipped templates and configured specs, with their parameters.
+    Templates {
+        #[command(subcommand)]
+        command: templates::TemplatesCommand,
     },
     /// Users of the admin API and the console.
     Users {
@@ -281,8 +281,8 @@ pub async fn main(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Runs { command } => runs_cmd(&config, command).await,
         Command::Users { command } => users::run(&config, command).await,
-        Command::Templates { command } => templates::run(&config, command),
         Command::Receipt { command } => receipt::run(&config, command).await,
+        Command::Templates { command } => templates::run(&config, command),
         Command::Gates { command } => gates::run(&config, command).await,
         Command::Docs { command } => docs::run(&config, command).await,
         Command::Serve => crate::http::serve(&config).await.map(|_| ExitCode::SUCCESS),

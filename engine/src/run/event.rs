@@ -88,6 +88,7 @@ impl Event {
             Event::AttemptInterrupted { .. } => "attempt_interrupted",
             Event::HumanDecided { .. } => "human_decided",
             Event::Cancelled { .. } => "cancelled",
+            Event::ItemsResolved { .. } => "items_resolved",
             Event::EventReceived { .. } => "event_received",
             Event::ItemsResolved { .. } => "items_resolved",
         }
