@@ -4,6 +4,7 @@
 import { api, loadSession, session, setSignedOutHandler, signIn, signOut } from "./api.js";
 import { connectLive } from "./live.js";
 import { renderInbox } from "./inbox.js";
+import { refreshNotifications } from "./notifications.js";
 import { renderCard } from "./card.js";
 import { renderRuns } from "./runs.js";
 import { renderTimeline } from "./timeline.js";
@@ -72,6 +73,7 @@ async function render() {
 
 function onEvent(name, data) {
   if (name === "request" || name === "paged" || name === "decided" || name === "lagged") refreshInbox();
+  if (name === "notification" || name === "lagged") refreshNotifications({ announce: name === "notification" }).then(() => { if (route().name === "inbox") render(); });
   if (!current) return;
   if (current.name === "timeline" && (data.run === current.id || name === "lagged")) current.refresh();
   // Someone else decided the request on screen: show its decision instead of the form.
@@ -117,7 +119,7 @@ function start() {
   document.getElementById("who-name").textContent = session.user;
   current = null;
   if (live) live.close();
-  live = connectLive({ onHello: () => { refreshInbox(); if (current) current.refresh(); }, onEvent, onState: setLive, onSignedOut: () => showSignIn("Your session has ended; sign in again.") });
+  live = connectLive({ onHello: () => { refreshInbox(); refreshNotifications().then(() => { if (route().name === "inbox") render(); }); if (current) current.refresh(); }, onEvent, onState: setLive, onSignedOut: () => showSignIn("Your session has ended; sign in again.") });
   render();
 }
 

@@ -2,6 +2,7 @@
 // where it comes from; a card opens its typed form.
 
 import { h, modeName, time } from "./ui.js";
+import { renderNotifications } from "./notifications.js";
 
 export function summaryLine(r) {
   const c = r.request.context || {};
@@ -28,5 +29,5 @@ export function renderInbox(view, { inbox }) {
           " · ", h("a", { href: `#/runs/${encodeURIComponent(r.run)}` }, "run")))));
   }
   const body = inbox.requests.length ? list : h("p", { class: "empty", id: "inbox-empty" }, inbox.loaded ? "Nothing is waiting for you." : "Loading…");
-  view.replaceChildren(h("h1", {}, "Inbox"), body);
+  view.replaceChildren(h("h1", {}, "Inbox"), ...[renderNotifications()].filter(Boolean), body);
 }

@@ -8,7 +8,7 @@ import { loadSession } from "./api.js";
 export function connectLive({ onHello, onEvent, onState, onSignedOut }) {
   let es = null;
   let retry = null;
-  const names = ["request", "paged", "decided", "step", "run", "lagged"];
+  const names = ["request", "paged", "decided", "step", "run", "notification", "lagged"];
 
   function open() {
     onState("connecting");

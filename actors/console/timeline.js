@@ -70,6 +70,7 @@ function stepSection(st, currency) {
       h("dt", {}, "Attempts"), h("dd", {}, String(st.attempts.length))),
     st.skip_reason ? h("p", { class: "muted" }, `Skipped: ${st.skip_reason}`) : null,
     st.waiting_request ? h("p", {}, "Waiting for a decision: ", h("a", { href: `#/requests/${encodeURIComponent(st.waiting_request)}` }, "open the card")) : null,
+    st.child ? h("p", {}, "Sub-workflow: ", h("a", { href: `#/runs/${encodeURIComponent(st.child)}`, dataset: { child: st.child } }, `run ${st.child}`)) : null,
     st.error ? h("p", { class: "error" }, `${st.error.code}: ${st.error.message}`) : null,
     st.decision ? decisionLine(st.decision) : null,
     attempts(st.attempts),
@@ -102,6 +103,7 @@ export async function renderTimeline(view, id, { stale }) {
     h("p", { class: "crumbs" }, h("a", { href: "#/runs" }, "Runs"), " / ", t.run),
     h("h1", {}, `${t.workflow} v${t.version} `, chip(t.status)),
     t.reason ? h("p", { class: "error" }, `${t.reason.code}: ${t.reason.message}`) : null,
+    t.parent ? h("p", { class: "muted" }, "Sub-workflow of ", h("a", { href: `#/runs/${encodeURIComponent(t.parent.run)}`, dataset: { parent: t.parent.run } }, `run ${t.parent.run}`), ` (step ${t.parent.step} of ${t.parent.workflow})`) : null,
     h("p", { class: "muted" }, `created ${time(t.created_at)} · started ${time(t.started_at)} · finished ${time(t.finished_at)}`),
     // The signed record of the run (served with the session cookie; `tollgate receipt verify` checks it).
     h("div", { class: "actions" },

@@ -54,7 +54,11 @@ pub fn detailed_event(spec: &ValidatedSpec, e: &Event, redact: &mut dyn FnMut(&V
         }
         Event::Cancelled { reason, .. } => put("reason", redact(&json!(reason))),
         Event::EventReceived { received, .. } => put("payload", redact(&received["payload"])),
-        Event::TimerFired { .. } | Event::ItemsResolved { .. } => {}
+        Event::ChildFinished { outcome, .. } => match outcome {
+            tollgate_engine::run::ChildOutcome::Succeeded { output } => put("output", redact(output)),
+            tollgate_engine::run::ChildOutcome::Failed { error } => put("error", json!({"code": error.code, "message": redact(&json!(error.message))})),
+        },
+        Event::TimerFired { .. } | Event::ItemsResolved { .. } | Event::ChildBudgetAsked { .. } => {}
     }
     v
 }
@@ -133,6 +137,15 @@ fn audit_event(spec: &ValidatedSpec, e: &Event) -> Value {
         // The event's id and name; its payload is output, shown by `runs show --outputs`.
         Event::EventReceived { step, received, .. } => {
             json!({"at": at, "kind": "event.received", "step": step, "event": received["id"], "name": received["name"]})
+        }
+        Event::ChildFinished { step, child, outcome, cost, .. } => match outcome {
+            tollgate_engine::run::ChildOutcome::Succeeded { .. } => json!({"at": at, "kind": "child.succeeded", "step": step, "child": child, "cost": cost}),
+            tollgate_engine::run::ChildOutcome::Failed { error } => {
+                json!({"at": at, "kind": "child.failed", "step": step, "child": child, "cost": cost, "code": error.code})
+            }
+        },
+        Event::ChildBudgetAsked { step, child, request, amount, .. } => {
+            json!({"at": at, "kind": "child.budget_asked", "step": step, "child": child, "request": request, "amount": amount})
         }
     }
 }

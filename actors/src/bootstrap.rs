@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tollgate_connectors::docs::DocStore;
 use tollgate_connectors::connections::Connections;
-use tollgate_connectors::steps::{ApiCallHandler, CodeHandler, ConnectorHandler, EventHandler, LlmHandler, ResearchHandler};
+use tollgate_connectors::steps::{ApiCallHandler, CodeHandler, ConnectorHandler, EventHandler, LlmHandler, PlatformHandler, ResearchHandler};
 use tollgate_connectors::store::{RedisBackend, SqliteBackend};
 use tollgate_engine::crypto::MasterKey;
 use tollgate_engine::llm::ModelCatalog;
@@ -124,7 +124,9 @@ pub fn handlers(config: &Config, store: &Arc<Store>, models: &Arc<ModelCatalog>)
     h.insert(StepType::ApiCall, Arc::new(ApiCallHandler::new(config.egress.allowlist()?)) as _);
     h.insert(StepType::Llm, Arc::new(LlmHandler::new(store.clone(), models.clone()).map_err(anyhow::Error::msg).context("model providers")?) as _);
     h.insert(StepType::Research, Arc::new(ResearchHandler::new(Arc::new(DocStore::new(store.clone())))) as _);
-    h.insert(StepType::Connector, Arc::new(ConnectorHandler::new(connections(config, store)?)) as _);
+    let connections = connections(config, store)?;
+    h.insert(StepType::Connector, Arc::new(ConnectorHandler::new(connections.clone())) as _);
+    h.insert(StepType::Platform, Arc::new(PlatformHandler::new(store.clone()).with_connections(connections)) as _);
     Ok(h)
 }
 

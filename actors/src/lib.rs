@@ -12,6 +12,7 @@ mod pubsub;
 pub mod queue;
 pub mod run_actor;
 pub mod service;
+pub mod subworkflows;
 pub mod supervisor;
 pub mod system;
 pub mod triggers;

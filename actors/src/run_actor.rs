@@ -18,6 +18,7 @@ use tollgate_engine::spec::{StepKind, ValidatedSpec};
 use tollgate_engine::store::{ChainLink, JournalHead, AttemptAbandoned, AttemptClaim, HumanDecisionRecord, HumanRequestRecord, Lease, OutcomeResult, RunClosed, RunSummary, StepOutcome};
 
 use crate::lease;
+use crate::subworkflows;
 use crate::supervisor::SupervisorMsg;
 use crate::system::{now_ms, Engine, RunUpdate};
 
@@ -70,6 +71,8 @@ pub enum RunMsg {
     Due { step: StepId, attempt: u32, input: serde_json::Value },
     /// Events were published under a name the run waits for: look for a match.
     EventsArrived,
+    /// A sub-workflow's run finished or asks for budget: read how the children stand.
+    ChildChanged,
     /// Periodic: step timeouts, outcomes and decisions we were not told about, lease renewal.
     Reconcile,
     GetState(RpcReplyPort<RunState>),
@@ -96,6 +99,8 @@ pub struct RunActorState {
     lease: Lease,
     /// Events a wait found on the bus while its actions were performed, to journal next.
     found: Vec<Event>,
+    /// The run's metadata (owner, starter: what its sub-workflows inherit).
+    meta: tollgate_engine::store::RunMeta,
 }
 
 #[ractor::async_trait]
@@ -129,11 +134,12 @@ impl Actor for RunActor {
             routed: 0,
             lease,
             found: Vec::new(),
+            meta: meta.clone(),
         };
         if journal.is_empty() {
             // The `llm` steps' prices are quoted now and journaled: replay reserves the same.
             let quotes = engine.models.quotes(&st.spec);
-            let event = Event::RunStarted { at: now_ms(), params: meta.params.clone(), quotes };
+            let event = Event::RunStarted { at: now_ms(), params: meta.params.clone(), quotes, parent: meta.parent.clone() };
             process(&myself, &mut st, vec![event]).await?;
             engine.store.put_run_summary(&st.wf, &st.state.run, &RunSummary::of(&st.state)).await?;
         } else {
@@ -159,6 +165,12 @@ impl Actor for RunActor {
         if !st.state.status.is_finished() {
             if let Some(c) = engine.store.cancel_request(&st.wf, &st.state.run).await? {
                 myself.send_message(RunMsg::Cancel { by: c.by, reason: c.reason })?;
+            } else if let Some(p) = &st.state.parent {
+                // A sub-workflow whose parent ended meanwhile (its cancellation was lost to a crash).
+                if let Some(closed) = engine.store.run_closed(&p.workflow, &p.run).await? {
+                    let reason = format!("the parent run ended ({})", closed.status);
+                    myself.send_message(RunMsg::Cancel { by: format!("run {}", p.run), reason })?;
+                }
             }
         }
         // A first reconcile once the messages above are handled: it also stops an actor whose
@@ -273,6 +285,12 @@ impl Actor for RunActor {
                     process(&myself, st, found).await?;
                 }
             }
+            RunMsg::ChildChanged => {
+                let found = children_events(st).await?;
+                if !found.is_empty() {
+                    process(&myself, st, found).await?;
+                }
+            }
             RunMsg::Reconcile => reconcile(&myself, st).await?,
             RunMsg::GetState(reply) => {
                 let _ = reply.send(st.state.clone());
@@ -353,6 +371,7 @@ async fn process(myself: &ActorRef<RunMsg>, st: &mut RunActorState, mut events: 
         // Durable now: perform. Watchers hear of a dispatch once its job is in the queue.
         enqueue_recorded(st, plan.ready).await?;
         publish_changes(st, &before);
+        publish_notifications(st, &events);
         forget_finished_waits(st, &before).await?;
         for (ready, at) in plan.deferred {
             defer(myself, ready, at);
@@ -472,6 +491,20 @@ fn publish_changes(st: &RunActorState, before: &[&'static str]) {
     }
 }
 
+/// Tell live consoles of the notifications `notify` steps just recorded (ids only).
+fn publish_notifications(st: &RunActorState, events: &[Event]) {
+    for e in events {
+        if let Event::StepSucceeded { output, .. } = e {
+            if output["kind"] == tollgate_connectors::steps::platform::NOTIFY_OUTPUT_KIND {
+                if let (Some(id), Some(to)) = (output["notification"].as_str(), output["recipients"].as_array()) {
+                    let recipients = to.iter().filter_map(|r| r.as_str().map(String::from)).collect();
+                    st.engine.publish(RunUpdate::Notified { run: st.state.run.clone(), notification: id.to_string(), recipients });
+                }
+            }
+        }
+    }
+}
+
 /// Perform actions other than dispatches (see [`plan`]); recovery also sends dispatches here.
 async fn perform(myself: &ActorRef<RunMsg>, st: &mut RunActorState, actions: Vec<Action>) -> Result<(), ActorProcessingErr> {
     let mut dispatches = Vec::new();
@@ -510,6 +543,20 @@ async fn perform(myself: &ActorRef<RunMsg>, st: &mut RunActorState, actions: Vec
                 }
             }
             Action::AwaitEvent { step, name, .. } => await_event(st, &step, &name).await?,
+            Action::StartChild { step, child, workflow, params, parent } => {
+                let found = subworkflows::start_child(&st.engine, &st.supervisor, &st.meta, &step, &child, &workflow, &params, parent).await?;
+                let found = news(st, found);
+                st.found.extend(found);
+            }
+            Action::CancelChild { child, reason } => subworkflows::cancel_child(&st.engine, &st.supervisor, &st.state.run, &child, &reason).await?,
+            Action::GrantChild { child, request, amount } => {
+                subworkflows::grant_child(&st.engine, &st.supervisor, &st.state.run, &child, &request, amount).await?
+            }
+            Action::AskParent { .. } => {
+                if let Some(p) = &st.state.parent {
+                    subworkflows::tell_parent(&st.engine, &st.supervisor, p).await?;
+                }
+            }
             // Journaled with the next batch (`process` loops over what was found).
             Action::ResolveItems { step, items } => {
                 st.found.push(Event::ItemsResolved { step, items, limit: st.engine.for_each_max_items, at: now_ms() })
@@ -590,6 +637,9 @@ async fn after_change(myself: &ActorRef<RunMsg>, st: &mut RunActorState) -> Resu
         st.engine.store.put_run_summary(&st.wf, &st.state.run, &RunSummary::of(&st.state)).await?;
         st.engine.store.mark_run_finished(&st.state.run).await?;
         st.engine.publish(RunUpdate::Finished { run: st.state.run.clone(), status: st.state.status.clone() });
+        if let Some(p) = &st.state.parent {
+            subworkflows::tell_parent(&st.engine, &st.supervisor, p).await?;
+        }
         myself.stop(Some("finished".into()));
         return Ok(());
     }
@@ -618,6 +668,10 @@ async fn has_pending_input(st: &RunActorState) -> Result<bool, ActorProcessingEr
         if st.engine.store.human_decision(&st.wf, request).await?.is_some() {
             return Ok(true);
         }
+    }
+    // A sub-workflow that finished or asks for budget since the run last looked.
+    if !children_events(st).await?.is_empty() {
+        return Ok(true);
     }
     Ok(st.engine.store.cancel_request(&st.wf, &st.state.run).await?.is_some())
 }
@@ -723,9 +777,31 @@ async fn reconcile(myself: &ActorRef<RunMsg>, st: &mut RunActorState) -> Result<
     if let Some(c) = st.engine.store.cancel_request(&st.wf, &st.state.run).await? {
         myself.send_message(RunMsg::Cancel { by: c.by, reason: c.reason })?;
     }
+    let mut events = events;
+    events.extend(children_events(st).await?);
     if events.is_empty() {
         after_change(myself, st).await
     } else {
         process(myself, st, events).await
     }
+}
+
+/// A child's event, unless the run knows it already: a budget ask it has asked a person about
+/// is found again on every look until the person decides.
+fn news(st: &RunActorState, event: Option<Event>) -> Option<Event> {
+    match event {
+        Some(Event::ChildBudgetAsked { request, .. }) if st.state.child_ask.as_ref().is_some_and(|a| a.request == request) => None,
+        other => other,
+    }
+}
+
+/// How the run's sub-workflows stand, for the steps waiting on them (see `subworkflows`).
+async fn children_events(st: &RunActorState) -> Result<Vec<Event>, ActorProcessingErr> {
+    let mut out = Vec::new();
+    for (i, s) in st.state.steps.iter().enumerate() {
+        if let StepStatus::WaitingChild { run } = &s.status {
+            out.extend(news(st, subworkflows::child_event(&st.engine, &st.spec.step(i).id, run).await?));
+        }
+    }
+    Ok(out)
 }

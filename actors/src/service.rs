@@ -35,6 +35,9 @@ pub enum ServiceError {
     DecisionNotAllowed { decision: String, mode: HumanMode, allowed: &'static str },
     #[error("the run was not found: {0}")]
     NotFound(String),
+    /// A `workflow.run` step names an unknown workflow, or sub-workflows call each other in a cycle.
+    #[error("{0}")]
+    Workflows(String),
 }
 
 /// A run as shown to people: its metadata and its state folded from the journal.
@@ -87,6 +90,7 @@ impl Tollgate {
         started_by: Option<&str>,
     ) -> Result<(), ServiceError> {
         let params = spec.bind_params(params)?;
+        crate::subworkflows::check_refs(&self.engine, spec).map_err(ServiceError::Workflows)?;
         let store = &self.engine.store;
         // A spec this process already loaded from the store is registered: skip the writes
         // (triggers start many runs of one spec).
@@ -102,6 +106,7 @@ impl Tollgate {
             created_at: now_ms(),
             started_by: started_by.map(String::from),
             trigger,
+            parent: None,
         };
         store.create_run(&meta).await?;
         Ok(())
@@ -196,7 +201,7 @@ impl Tollgate {
         let mut updates = self.engine.updates.subscribe();
         loop {
             let v = self.view(run).await?;
-            if v.state.status.is_finished() || v.state.is_waiting() && !has_near_timer(&v) && !self.between_states(&v).await? {
+            if v.state.status.is_finished() || v.state.is_waiting() && !has_near_timer(&v) && !self.between_states(&v).await? && !self.children_busy(&v).await? {
                 return Ok(v);
             }
             // Wake on this run's next update, or poll (updates from other processes are not seen here).
@@ -213,10 +218,42 @@ impl Tollgate {
 }
 
 impl Tollgate {
+    /// Whether a sub-workflow the run waits for is still at work (or has finished and the run
+    /// is about to move on): only a run whose children all wait too has settled.
+    async fn children_busy(&self, v: &RunView) -> Result<bool, ServiceError> {
+        let children = |v: &RunView| -> Vec<RunId> {
+            v.state.steps.iter().filter_map(|s| match &s.status {
+                run::StepStatus::WaitingChild { run } => Some(run.clone()),
+                _ => None,
+            }).collect()
+        };
+        let mut stack = children(v);
+        while let Some(child) = stack.pop() {
+            let cv = match self.view(&child).await {
+                Ok(cv) => cv,
+                Err(ServiceError::NotFound(_)) => return Ok(true), // about to be created
+                Err(e) => return Err(e),
+            };
+            if cv.state.status.is_finished() || !cv.state.is_waiting() || has_near_timer(&cv) || self.between_states(&cv).await? {
+                return Ok(true);
+            }
+            stack.extend(children(&cv));
+        }
+        Ok(false)
+    }
+
     /// Whether a run whose journal says it waits on a human is still between states: a request
     /// it opened is not listed as pending yet (its record follows the journal entry), or a
     /// decision recorded in the store is not in its journal yet (the run is about to move on).
+    /// A sub-workflow's budget request goes to its parent, never to the pending list.
     async fn between_states(&self, v: &RunView) -> Result<bool, ServiceError> {
+        let to_parent = match &v.meta.parent {
+            Some(_) => {
+                let spec = self.engine.spec(&v.meta.workflow, &v.meta.spec_digest).await.map_err(|e| ServiceError::Engine(e.to_string()))?;
+                run::open_budget_ask(&spec, &v.state).map(|(r, _)| r)
+            }
+            None => None,
+        };
         // Steps and the items of `for_each` steps.
         let open: Vec<&RequestId> = v
             .state
@@ -225,8 +262,14 @@ impl Tollgate {
                 run::StepStatus::WaitingHuman { request } => Some(request),
                 _ => None,
             })
-            .chain(v.state.budget_request.as_ref())
+            .chain(v.state.budget_request.as_ref().filter(|r| Some(*r) != to_parent.as_ref()))
             .collect();
+        // Granted by the parent, not applied yet.
+        if let Some(r) = &to_parent {
+            if self.engine.store.human_decision(&v.meta.workflow, r).await?.is_some() {
+                return Ok(true);
+            }
+        }
         if open.is_empty() {
             return Ok(false);
         }

@@ -34,6 +34,8 @@ pub enum RunUpdate {
     /// A request was decided (by a person, or by an escalation's default).
     Decided { run: RunId, request: RequestId, by: String, by_policy: bool },
     Finished { run: RunId, status: RunStatus },
+    /// A `notify` step recorded notification `notification` for these users.
+    Notified { run: RunId, notification: String, recipients: Vec<String> },
 }
 
 impl RunUpdate {
@@ -43,7 +45,8 @@ impl RunUpdate {
             | RunUpdate::HumanRequested { run, .. }
             | RunUpdate::HumanPaged { run, .. }
             | RunUpdate::Decided { run, .. }
-            | RunUpdate::Finished { run, .. } => run,
+            | RunUpdate::Finished { run, .. }
+            | RunUpdate::Notified { run, .. } => run,
         }
     }
 }
@@ -78,6 +81,8 @@ pub struct Engine {
     specs: RwLock<HashMap<(WorkflowId, String), Arc<ValidatedSpec>>>,
     /// Model providers and prices: what a run's `llm` steps are quoted at its start.
     pub models: Arc<ModelCatalog>,
+    /// The workflows `workflow.run` steps may name.
+    pub workflows: Arc<crate::subworkflows::KnownWorkflows>,
     /// The workflows known by id (shipped templates, configured specs): what `run NAME`,
     /// the templates API and the `platform` step's `workflow.run` resolve.
     pub catalogue: Arc<crate::catalogue::Catalogue>,
@@ -102,6 +107,7 @@ impl Engine {
         lease_ttl: std::time::Duration,
     ) -> Self {
         Self {
+            workflows: Default::default(),
             store,
             queue,
             handlers,

@@ -20,6 +20,14 @@ use tokio::process::{Child, Command};
 
 const TOKEN: &str = "console-test-token-7f3a";
 
+/// A `notify` step telling the group alice is in.
+const NOTIFY: &str = r#"
+id: console-notify
+owner: ops
+steps:
+  - { id: tell, type: platform, action: notify, with: { to: ops, subject: "Invoices ready", message: "April invoices are ready for review" } }
+"#;
+
 const APPROVAL: &str = r#"
 id: console-approval
 owner: ops
@@ -185,6 +193,7 @@ async fn the_console_signs_in_shows_cards_live_across_a_restart_and_answers_ever
                 "start approval" => start_run(&base, &alice, APPROVAL).await,
                 "start budget" => start_run(&base, &alice, BUDGET).await,
                 "start guidance" => start_run(&base, &alice, GUIDANCE).await,
+                "start notify" => start_run(&base, &alice, NOTIFY).await,
                 "restart" => {
                     stop(server.take().unwrap()).await;
                     server = Some(serve(dir.path(), port).await);

@@ -87,6 +87,15 @@ pub const ERROR_CODES: &[ErrorCode] = &[
     ErrorCode { code: "email_rejected", from: "connector", class: "permanent", meaning: "the SMTP server refused the message or a recipient (5xx)" },
     ErrorCode { code: "connector_input", from: "connector", class: "permanent", meaning: "the rendered `with` does not fit the action (a field of the wrong type, no recipient, a bad address, path or attachment)" },
     ErrorCode { code: "attachment_not_found", from: "connector", class: "permanent", meaning: "an attachment's `blob` is not a stored blob of the workflow (expired, or from another workflow)" },
+    ErrorCode { code: "workflow_not_found", from: "engine (workflow.run)", class: "permanent", meaning: "the sub-workflow's id is not in the workflow catalogue" },
+    ErrorCode { code: "bad_params", from: "engine (workflow.run)", class: "permanent", meaning: "the rendered `params` do not fit the sub-workflow's parameters; the message names each one" },
+    ErrorCode { code: "recursion_limit", from: "engine (workflow.run)", class: "permanent", meaning: "sub-workflows would nest deeper than 8 levels" },
+    ErrorCode { code: "child_failed", from: "engine (workflow.run)", class: "permanent", meaning: "the sub-workflow's run failed; the message names the run and its error" },
+    ErrorCode { code: "child_cancelled", from: "engine (workflow.run)", class: "permanent", meaning: "the sub-workflow's run was cancelled on its own" },
+    ErrorCode { code: "memory_not_found", from: "platform (memory.read)", class: "permanent", meaning: "the owner has no note under the key" },
+    ErrorCode { code: "bad_with", from: "platform", class: "permanent", meaning: "the rendered `with` does not fit the action (a missing or mistyped field, an empty note)" },
+    ErrorCode { code: "memory_unavailable", from: "platform (memory.*, notify)", class: "retryable", meaning: "the store could not be read or written" },
+    ErrorCode { code: "no_recipient", from: "platform (notify)", class: "permanent", meaning: "`to` names no known user or group" },
     ErrorCode { code: "bad_documents", from: "research (ingest)", class: "permanent", meaning: "`ingest` did not give a list of `{name, text}` documents, or one could not be read" },
 ];
 

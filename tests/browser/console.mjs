@@ -1,8 +1,9 @@
 // The console in a real browser (Debian's chromium through playwright-core) against a real
 // `tollgate serve`, driven by actors/tests/console_browser.rs. This script asks the Rust test to
 // act on the server by printing `@@ <command>` and reading the answer (one line on stdin):
-// `start approval|budget|guidance` → a run id (started by alice), `restart` → `ok` once the
-// server is back. The server's catalogue holds the shipped templates and `console-tally`. $TOLLGATE_TOKEN is alice's token (group ops, which owns the workflows),
+// `start approval|budget|guidance|notify` → a run id (started by alice), `restart` → `ok` once the
+// server is back. The server's catalogue holds the shipped templates and `console-tally`.
+// $TOLLGATE_TOKEN is alice's token (group ops, which owns the workflows),
 // $TOLLGATE_OTHER_TOKEN bob's (another group), $TOLLGATE_ADMIN_TOKEN the bootstrap token.
 // Screenshots go to $SCREENSHOT_DIR. Exits non-zero on the first failed expectation.
 
@@ -67,6 +68,12 @@ try {
   await card1.waitFor(WAIT);
   expect(await page.evaluate(() => window.sameDocument === true), "the approval card arrived live, without a reload");
   await page.screenshot({ path: path.join(shots, "inbox.png"), fullPage: true });
+
+  // A `notify` step's notification appears live above the inbox, and is announced.
+  const told = await ask("start notify");
+  await page.locator(`#notifications li[data-run="${told}"]`, { hasText: "Invoices ready" }).waitFor(WAIT);
+  expect((await page.locator("#toast").textContent()).includes("Notification: Invoices ready"), "the new notification was announced");
+  expect(await page.evaluate(() => window.sameDocument === true), "the notification arrived live, without a reload");
 
   // The server restarts: the stream reconnects, the inbox is fetched again, the card is still there.
   await page.evaluate(() => {

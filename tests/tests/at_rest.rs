@@ -1,7 +1,7 @@
 //! Nothing readable at rest: a marker string that passes through a run's parameters, inputs,
 //! outputs, events, a model's prompt and answer, a provider's API key in the secret store, human
 //! request and decision — through an ingested document, its full-text index and the `research`
-//! step that finds it — and through triggers: a webhook's body and delivery id (fire history,
+//! step that finds it, a memory note (its key and text), a notification — and through triggers: a webhook's body and delivery id (fire history,
 //! dedup claim, trigger state) and an uploaded file — appears nowhere in a raw dump of the
 //! SQLite files or of every Redis key and value the deployment wrote.
 
@@ -33,6 +33,9 @@ steps:
   - { id: hear, type: event, needs: [tell], wait: { name: marker.seen, timeout: 1m, correlate: "event.payload.s == params.secret" } }
   - { id: ok, type: approval, needs: [ask, hear], question: "Release ${{ steps.echo.output.again }}?" }
   - { id: find, type: research, collection: kb, query: "${{ params.secret }}", top_k: 1 }
+  - { id: remember, type: platform, needs: [echo], action: memory.write, with: { key: "${{ params.secret }}", text: "note ${{ params.secret }}", tags: [vault] } }
+  - { id: recall, type: platform, needs: [remember], action: memory.list, with: { tag: vault } }
+  - { id: shout, type: platform, needs: [echo], action: notify, with: { to: ann, subject: "about ${{ params.secret }}", message: "${{ steps.echo.output.again }}" } }
 "#;
 
 /// A model server that answers with the prompt it was sent (so the marker is in the answer).
@@ -74,6 +77,9 @@ async fn drive_marker_run(sys: &TestSystem) -> String {
     assert_eq!(found["hits"][0]["source"], "kb-note.md", "{found}");
     assert!(found["hits"][0]["text"].as_str().unwrap().contains(MARKER), "{found}");
     assert_eq!(TestSystem::step(&v, "hear").output.as_ref().unwrap()["payload"]["s"], MARKER, "the event carried the marker");
+    assert_eq!(TestSystem::step(&v, "recall").output.as_ref().unwrap()["notes"][0]["text"], format!("note {MARKER}"), "the memory note held the marker");
+    let told = sys.t().engine.store.notifications("ann", 5).await.unwrap();
+    assert_eq!(told[0].subject, format!("about {MARKER}"), "the notification held the marker");
     user.token.to_string()
 }
 

@@ -1,11 +1,12 @@
 //! The command line: `validate`, `schema`, `run`, `decide`, `resume`, `cancel`, `runs`,
-//! `secrets`, `docs`, `receipt`, `serve`, `worker`. Each command is a function here or in a sibling module.
+//! `secrets`, `docs`, `memory`, `receipt`, `serve`, `worker`. Each command is a function here or in a sibling module.
 
 mod docs;
 mod gates;
 mod progress;
 mod receipt;
 mod report;
+mod memory;
 mod secrets;
 mod templates;
 mod triggers;
@@ -128,6 +129,11 @@ pub enum Command {
         #[command(subcommand)]
         command: docs::DocsCommand,
     },
+    /// An owner's memory notes (written by `memory.write` steps), sealed at rest.
+    Memory {
+        #[command(subcommand)]
+        command: memory::MemoryCommand,
+    },
     /// Run the engine (run actors, step workers, admin HTTP, the triggers of
     /// `[triggers] workflows`) until interrupted.
     Serve,
@@ -203,7 +209,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<ExitCode> {
         config.redis_url = u;
     }
     match cli.command {
-        Command::Validate { file } => validate_cmd(&file),
+        Command::Validate { file } => validate_cmd(&config, &file),
         Command::Secrets { command } => secrets::secrets_cmd(&config, command).await,
         Command::Schema => {
             println!("{}", serde_json::to_string_pretty(&tollgate_engine::spec::json_schema())?);
@@ -285,6 +291,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Templates { command } => templates::run(&config, command),
         Command::Gates { command } => gates::run(&config, command).await,
         Command::Docs { command } => docs::run(&config, command).await,
+        Command::Memory { command } => memory::run(&config, command).await,
         Command::Serve => crate::http::serve(&config).await.map(|_| ExitCode::SUCCESS),
         Command::Triggers { command } => triggers::run(&config, command).await,
         Command::Worker => {
@@ -367,9 +374,17 @@ fn resolve_workflow(config: &Config, workflow: &str) -> Result<(ValidatedSpec, S
     }
 }
 
-fn validate_cmd(file: &Path) -> anyhow::Result<ExitCode> {
+fn validate_cmd(config: &Config, file: &Path) -> anyhow::Result<ExitCode> {
     match load_spec(file) {
         Ok(spec) => {
+            // `workflow.run` steps name workflows of the catalogue (and no cycle through them).
+            let catalogue = crate::catalogue::Catalogue::load(&config.catalogue)?;
+            if let Err(problems) = crate::subworkflows::check_refs_in(&|w| catalogue.get(w.as_str()).ok().map(|e| e.spec.clone()), &spec) {
+                for p in problems.lines() {
+                    eprintln!("{}: {p}", file.display());
+                }
+                return Ok(ExitCode::from(2));
+            }
             let s = spec.spec();
             println!("{}: ok — workflow `{}` v{} ({} steps)", file.display(), s.id, s.version, s.steps.len());
             Ok(ExitCode::SUCCESS)
@@ -446,7 +461,11 @@ fn print_next_steps(v: &RunView) {
         }
     }
     if v.state.budget_request.is_some() {
-        if let Some(&i) = v.state.budget_blocked.first() {
+        if let Some(ask) = &v.state.child_ask {
+            println!("\nRun {run} is paused: its budget cannot cover what sub-workflow run {} of `{}` needs ({} more). To decide:", ask.child, v.step_ids[ask.step], ask.amount);
+            println!("  tollgate decide {run} {} extend --amount {}", v.step_ids[ask.step], ask.amount);
+            println!("  tollgate decide {run} {} reject", v.step_ids[ask.step]);
+        } else if let Some(&i) = v.state.budget_blocked.first() {
             println!("\nRun {run} is paused: its budget cannot cover `{}`. To decide:", v.step_ids[i]);
             println!("  tollgate decide {run} {} extend --amount 5", v.step_ids[i]);
             println!("  tollgate decide {run} {} reject", v.step_ids[i]);
@@ -467,6 +486,8 @@ async fn decide_cmd(sys: &Running, run: &RunId, step: &StepId, decision: Decisio
     let request = match &state.status {
         StepStatus::WaitingHuman { request } => request.clone(),
         _ if item.is_none() && v.state.budget_blocked.contains(&i) && v.state.budget_request.is_some() => v.state.budget_request.clone().expect("checked"),
+        // A sub-workflow's budget ask the run put to a person.
+        _ if item.is_none() && v.state.child_ask.as_ref().is_some_and(|a| a.step == i) && v.state.budget_request.is_some() => v.state.budget_request.clone().expect("checked"),
         other => bail!("step `{step}` of run {run} is not waiting for a decision (it is {})", other.label()),
     };
     t.decide_as(caller, &request, decision, comment).await?;

@@ -45,6 +45,7 @@ pub fn summary_json(v: &RunView) -> Value {
                     "decision": it.decision,
                     "gate": it.gate,
                 })).collect::<Vec<_>>()),
+                "child": s.child,
             })
         })
         .collect();
@@ -63,6 +64,7 @@ pub fn summary_json(v: &RunView) -> Value {
         "finished_at": v.state.finished_at,
         "budget": v.state.budget,
         "trigger": v.meta.trigger,
+        "parent": v.meta.parent,
         "steps": steps,
     })
 }
@@ -78,6 +80,9 @@ pub fn print_summary(v: &RunView) {
     if let Some(t) = &v.meta.trigger {
         println!("  started by {} trigger `{}` (fire {})", t.kind, t.trigger, t.fire);
     }
+    if let Some(p) = &v.meta.parent {
+        println!("  sub-workflow of run {} (step `{}` of workflow {}, depth {})", p.run, p.step, p.workflow, p.depth);
+    }
     println!("  {:<24} {:<10} {:<14} {:>8} {:>10} {:>8}", "STEP", "TYPE", "STATUS", "ATTEMPTS", "DURATION", "COST");
     for (i, s) in v.state.steps.iter().enumerate() {
         let dur = duration_ms(s).map_or("-".to_string(), |ms| format!("{ms}ms"));
@@ -92,6 +97,9 @@ pub fn print_summary(v: &RunView) {
         );
         if let Some(e) = &s.error {
             println!("      error: {e}");
+        }
+        if let Some(child) = &s.child {
+            println!("      sub-workflow run: {child}");
         }
         // Every attempt, when there was more than one or one did not simply run.
         if s.attempts.len() > 1 || s.attempts.iter().any(|a| !matches!(a.status, AttemptStatus::Succeeded | AttemptStatus::Failed | AttemptStatus::Queued)) {

@@ -28,6 +28,7 @@ const ASSETS: &[(&str, &str, &str)] = &[
     ("api.js", "text/javascript; charset=utf-8", include_str!("../../console/api.js")),
     ("live.js", "text/javascript; charset=utf-8", include_str!("../../console/live.js")),
     ("inbox.js", "text/javascript; charset=utf-8", include_str!("../../console/inbox.js")),
+    ("notifications.js", "text/javascript; charset=utf-8", include_str!("../../console/notifications.js")),
     ("card.js", "text/javascript; charset=utf-8", include_str!("../../console/card.js")),
     ("runs.js", "text/javascript; charset=utf-8", include_str!("../../console/runs.js")),
     ("timeline.js", "text/javascript; charset=utf-8", include_str!("../../console/timeline.js")),

@@ -50,7 +50,7 @@ impl IntoResponse for ApiError {
             ApiError::Service(e) => e,
         };
         let (status, code) = match &e {
-            ServiceError::Spec(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_spec"),
+            ServiceError::Spec(_) | ServiceError::Workflows(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_spec"),
             ServiceError::NotFound(_) | ServiceError::Store(StoreError::NotFound(_)) => (StatusCode::NOT_FOUND, "not_found"),
             ServiceError::AlreadyDecided(request, first) => {
                 let body = json!({

@@ -32,6 +32,7 @@ mod error;
 mod events;
 pub mod health;
 mod hooks;
+mod notifications;
 pub mod openapi;
 mod receipt;
 mod requests;
@@ -108,6 +109,7 @@ pub fn router_with(t: Tollgate, options: ApiOptions) -> Router {
         .route("/api/templates", get(templates::list))
         .route("/api/templates/{name}", get(templates::show))
         .route("/api/templates/{name}/runs", post(templates::start))
+        .route("/api/notifications", get(notifications::list))
         .route("/api/triggers", get(triggers::list))
         .route("/api/triggers/{workflow}/history", get(triggers::history))
         .layer(DefaultBodyLimit::max(options.max_body_bytes))

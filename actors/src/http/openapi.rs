@@ -169,6 +169,8 @@ pub struct StepDoc {
     /// decision and gate verdict; null for other steps.
     #[schema(value_type = Option<Vec<Object>>)]
     pub items: Option<Vec<Value>>,
+    /// A `workflow.run` step's sub-workflow run.
+    pub child: Option<String>,
 }
 
 /// A run step by step.
@@ -186,6 +188,9 @@ pub struct RunDoc {
     pub finished_at: Option<u64>,
     #[schema(value_type = Object)]
     pub budget: Value,
+    /// A sub-workflow's run: `{run, workflow, step, depth, budget}` of the run that started it.
+    #[schema(value_type = Option<Object>)]
+    pub parent: Option<Value>,
     pub steps: Vec<StepDoc>,
 }
 

@@ -1,8 +1,9 @@
 //! `GET /api/stream`: a live notification stream (Server-Sent Events) of what concerns the
 //! caller — a new request they may decide (`request`), an escalation paging them or anyone on
 //! a request they see (`paged`), a decision (`decided`), a step of a run of theirs changing
-//! status (`step`), a run of theirs finishing (`run`). Each event's data is JSON with ids
-//! (`run`, `request`) and, for `request`, the request.
+//! status (`step`), a run of theirs finishing (`run`), a `notify` step's notification for
+//! them (`notification`: fetch `GET /api/notifications`). Each event's data is JSON with ids
+//! (`run`, `request`, `notification`) and, for `request`, the request.
 //!
 //! The stream carries no history: its first event is `hello` (with a 1 s reconnection delay),
 //! on which a client (the console) fetches `GET /api/requests` — when it connects and on every
@@ -32,7 +33,7 @@ use crate::system::RunUpdate;
 pub struct Shutdown(pub CancellationToken);
 
 #[utoipa::path(get, path = "/api/stream", tag = "requests",
-    responses((status = 200, description = "Server-Sent Events: `hello` first, then `request`, `paged`, `decided`, `step`, `run`, `lagged`; data is JSON", content_type = "text/event-stream", body = String), (status = 401, description = "no or a wrong token", body = ApiErrorDoc)))]
+    responses((status = 200, description = "Server-Sent Events: `hello` first, then `request`, `paged`, `decided`, `step`, `run`, `notification`, `lagged`; data is JSON", content_type = "text/event-stream", body = String), (status = 401, description = "no or a wrong token", body = ApiErrorDoc)))]
 pub async fn stream(State(t): State<Tollgate>, caller: Caller, shutdown: Option<Extension<Shutdown>>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let stop = shutdown.map(|Extension(s)| s.0).unwrap_or_default();
     // Subscribed before `hello` is sent: whatever happens after the client's re-fetch is seen.
@@ -86,6 +87,12 @@ pub async fn event_for(t: &Tollgate, caller: &Caller, update: RunUpdate) -> Opti
                 return None;
             }
             ("step", json!({"run": run, "step": step, "status": status, "attempt": attempt}))
+        }
+        RunUpdate::Notified { run, notification, recipients } => {
+            if !recipients.iter().any(|r| r == caller.name()) {
+                return None;
+            }
+            ("notification", json!({"run": run, "notification": notification}))
         }
     };
     Some(Event::default().event(name).data(data.to_string()))

@@ -83,6 +83,7 @@ pub async fn show(State(t): State<Tollgate>, caller: Caller, Path(run): Path<Str
                     "waiting_request": match &it.status { StepStatus::WaitingHuman { request } => Some(request.clone()), _ => None },
                     "decision": it.decision,
                 })).collect::<Vec<_>>(),
+                "child": s.child,
             })
         })
         .collect();
@@ -99,6 +100,7 @@ pub async fn show(State(t): State<Tollgate>, caller: Caller, Path(run): Path<Str
         "status": if state.is_waiting() { "waiting" } else { state.status.label() },
         "reason": reason,
         "created_at": meta.created_at,
+        "parent": meta.parent,
         "started_at": state.started_at,
         "finished_at": state.finished_at,
         "budget": {

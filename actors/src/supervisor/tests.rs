@@ -155,6 +155,7 @@ async fn unstarted_run(t: &Tollgate) -> RunId {
         created_at: now_ms(),
         started_by: None,
         trigger: None,
+        parent: None,
     };
     t.engine.store.create_run(&meta).await.expect("create run");
     run

@@ -1,6 +1,6 @@
 //! Step handlers that reach outside the engine: the `code` sandbox, `api_call` HTTP, `llm`
-//! model calls, `research` (document search), the `event` bus and `connector` (actions through
-//! an owner's named connections).
+//! model calls, `research` (document search), the `event` bus, `connector` (actions through
+//! an owner's named connections) and the `platform` actions that run as jobs (memory, notify).
 
 pub mod api_call;
 pub mod code;
@@ -8,6 +8,7 @@ pub mod connector;
 pub mod egress;
 pub mod event;
 pub mod llm;
+pub mod platform;
 pub mod research;
 
 pub use api_call::ApiCallHandler;
@@ -15,4 +16,5 @@ pub use code::CodeHandler;
 pub use connector::ConnectorHandler;
 pub use event::EventHandler;
 pub use llm::LlmHandler;
+pub use platform::PlatformHandler;
 pub use research::ResearchHandler;

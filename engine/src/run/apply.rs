@@ -18,7 +18,7 @@ use crate::run::{
     RunStatus, StepState, StepStatus, Timer,
 };
 use crate::run::requests::{approval_request, budget_request, escalation_at, escalation_timers, guidance_request, policy_decision};
-use crate::spec::steps::{EventStep, OnTimeout, WaitSpec};
+use crate::spec::steps::{EventStep, OnTimeout, PlatformAction, WaitSpec};
 use crate::spec::{Join, JoinVerdict, NeedOutcome, StepKind, StepType, ValidatedSpec};
 use crate::step::StepError;
 
@@ -51,6 +51,8 @@ pub fn start(spec: &ValidatedSpec, run: RunId) -> RunState {
         human_seq: 0,
         scope: json!({}),
         quotes: BTreeMap::new(),
+        parent: None,
+        child_ask: None,
     }
 }
 
@@ -70,7 +72,7 @@ pub fn apply(spec: &ValidatedSpec, state: &mut RunState, event: &Event) -> Vec<A
         return Vec::new(); // late facts about a finished run change nothing
     }
     match event {
-        Event::RunStarted { at, params, quotes } => m.run_started(*at, params, quotes),
+        Event::RunStarted { at, params, quotes, parent } => m.run_started(*at, params, quotes, parent.as_ref()),
         Event::StepSucceeded { step, attempt, started_at, output, cost, gate, .. } => {
             m.step_succeeded(step, *attempt, *started_at, output, *cost, gate)
         }
@@ -91,6 +93,8 @@ pub fn apply(spec: &ValidatedSpec, state: &mut RunState, event: &Event) -> Vec<A
         ),
         Event::Cancelled { by, reason, .. } => m.finish(RunStatus::Cancelled { by: by.clone(), reason: reason.clone() }),
         Event::EventReceived { step, received, .. } => m.event_received(step, received),
+        Event::ChildFinished { step, child, outcome, cost, .. } => m.child_finished(step, child, outcome, *cost),
+        Event::ChildBudgetAsked { step, child, request, amount, .. } => m.child_budget_asked(step, child, request, *amount),
         Event::ItemsResolved { step, items, limit, .. } => m.items_resolved(step, *items, *limit),
     }
     m.actions
@@ -127,6 +131,11 @@ pub fn outstanding(spec: &ValidatedSpec, state: &RunState) -> Vec<Action> {
                     out.push(Action::AwaitEvent { step: step.clone(), name: w.name.clone(), from: *from });
                 }
             }
+            StepStatus::WaitingChild { run } => {
+                if let Some(a) = crate::run::subworkflow::start_child_action(spec, state, i, run) {
+                    out.push(a);
+                }
+            }
             StepStatus::WaitingHuman { request } if s.blocked.is_some() => {
                 out.push(Action::RequestHuman(guidance_request(spec, state, slot, request.clone())))
             }
@@ -137,7 +146,11 @@ pub fn outstanding(spec: &ValidatedSpec, state: &RunState) -> Vec<Action> {
         }
     }
     if let Some(req) = &state.budget_request {
-        if let Some(&i) = state.budget_blocked.first() {
+        if let Some((request, amount)) = crate::run::subworkflow::open_budget_ask(spec, state) {
+            out.push(Action::AskParent { request, amount });
+        } else if let Some(ask) = &state.child_ask {
+            out.push(Action::RequestHuman(crate::run::requests::child_budget_request(spec, state, ask, req.clone())));
+        } else if let Some(&i) = state.budget_blocked.first() {
             out.push(Action::RequestHuman(budget_request(spec, state, blocked_slot(state, i), req.clone())));
         }
     }
@@ -154,11 +167,11 @@ pub fn outstanding(spec: &ValidatedSpec, state: &RunState) -> Vec<Action> {
     out
 }
 
-struct Machine<'a> {
-    spec: &'a ValidatedSpec,
-    state: &'a mut RunState,
-    actions: Vec<Action>,
-    now: u64,
+pub(super) struct Machine<'a> {
+    pub(super) spec: &'a ValidatedSpec,
+    pub(super) state: &'a mut RunState,
+    pub(super) actions: Vec<Action>,
+    pub(super) now: u64,
 }
 
 /// The start-to-close limit of one attempt of step `i` (what the worker enforces).
@@ -220,6 +233,10 @@ fn render_input(spec: &ValidatedSpec, state: &RunState, slot: Slot) -> Result<Va
     if let StepKind::Event(EventStep { emit: Some(emit), .. }) = &step.kind {
         input["event"] = render(&json!({ "name": emit.name, "payload": emit.payload })).map_err(bad)?;
     }
+    if let StepKind::Platform(p) = &step.kind {
+        input["action"] = json!(p.action.name());
+        input["with"] = render(&Value::Object(p.with.clone())).map_err(bad)?;
+    }
     if let Some((item, index)) = item {
         input["item"] = item;
         input["item_index"] = index;
@@ -280,13 +297,20 @@ pub(crate) fn reservation(spec: &ValidatedSpec, state: &RunState, slot: Slot) ->
 }
 
 impl Machine<'_> {
-    fn step_index(&self, id: &StepId) -> Option<usize> {
+    pub(super) fn step_index(&self, id: &StepId) -> Option<usize> {
         self.spec.dag().index_of(id)
     }
 
-    fn run_started(&mut self, at: u64, params: &Value, quotes: &BTreeMap<StepId, ModelQuote>) {
+    fn run_started(&mut self, at: u64, params: &Value, quotes: &BTreeMap<StepId, ModelQuote>, parent: Option<&crate::run::ParentLink>) {
         if self.state.status != RunStatus::Pending {
             return;
+        }
+        if let Some(p) = parent {
+            // A sub-workflow spends from its parent's budget: what it was granted is its cap.
+            if let Some(granted) = p.budget {
+                self.state.budget.cap = Some(self.state.budget.cap.map_or(granted, |own| own.min(granted)));
+            }
+            self.state.parent = Some(p.clone());
         }
         self.state.quotes = quotes.clone();
         self.state.status = RunStatus::Running;
@@ -301,7 +325,7 @@ impl Machine<'_> {
     }
 
     /// Decide each newly ready step: skip, resolve locally, or dispatch; cascades.
-    fn consider(&mut self, ready: Vec<usize>) {
+    pub(super) fn consider(&mut self, ready: Vec<usize>) {
         // FIFO, so steps start in the order they became ready (declaration order among equals).
         let mut queue: std::collections::VecDeque<usize> = ready.into();
         let mut ready = Vec::new();
@@ -363,6 +387,7 @@ impl Machine<'_> {
                         self.actions.push(Action::ArmTimer { timer: Timer::Escalate { step: step.id.clone(), level: 0 }, at });
                     }
                 }
+                StepKind::Platform(p) if p.action == PlatformAction::WorkflowRun => self.start_child(i, &mut ready),
                 _ => self.dispatch(Slot::step(i), 1, None, &mut ready),
             }
         }
@@ -526,7 +551,7 @@ impl Machine<'_> {
     }
 
     /// Step `i` reached a terminal state: publish it to expressions, wake its dependents.
-    fn settle(&mut self, i: usize, ready: &mut Vec<usize>) {
+    pub(super) fn settle(&mut self, i: usize, ready: &mut Vec<usize>) {
         let s = &mut self.state.steps[i];
         s.finished_at.get_or_insert(self.now);
         self.state.open_steps -= 1;
@@ -543,6 +568,9 @@ impl Machine<'_> {
 
     fn dispatch(&mut self, slot: Slot, attempt: u32, not_before: Option<u64>, ready: &mut Vec<usize>) {
         let i = slot.step;
+        if slot.item.is_none() && matches!(&self.spec.step(i).kind, StepKind::Platform(p) if p.action == PlatformAction::WorkflowRun) {
+            return self.start_child(i, ready); // after a budget extension
+        }
         let input = match render_input(self.spec, self.state, slot) {
             Ok(v) => v,
             Err(e) => {
@@ -560,12 +588,7 @@ impl Machine<'_> {
             if !self.state.budget_blocked.contains(&i) {
                 self.state.budget_blocked.push(i);
             }
-            if self.state.budget_request.is_none() {
-                self.state.human_seq += 1;
-                let id = RequestId::new(format!("{}.budget.{}", self.state.run, self.state.human_seq));
-                self.state.budget_request = Some(id.clone());
-                self.actions.push(Action::RequestHuman(budget_request(self.spec, self.state, slot, id)));
-            }
+            self.ask_for_budget(slot);
             return;
         }
         self.state.budget.reserved += estimate;
@@ -587,6 +610,23 @@ impl Machine<'_> {
         });
         s.status = StepStatus::Queued { attempt, not_before, queue_deadline };
         self.actions.push(Action::Dispatch { step: slot.id(self.spec), attempt, not_before, input });
+    }
+
+    /// `slot` (its step held in `budget_blocked`) cannot be covered: ask for an extension — a human, or
+    /// for a sub-workflow spending its parent's budget, the parent — unless a request is open.
+    pub(super) fn ask_for_budget(&mut self, slot: Slot) {
+        if self.state.budget_request.is_some() {
+            return;
+        }
+        self.state.human_seq += 1;
+        let id = RequestId::new(format!("{}.budget.{}", self.state.run, self.state.human_seq));
+        self.state.budget_request = Some(id.clone());
+        if crate::run::subworkflow::asks_parent(self.spec, self.state) {
+            let amount = self.state.budget.shortfall(reservation(self.spec, self.state, slot));
+            self.actions.push(Action::AskParent { request: id, amount });
+        } else {
+            self.actions.push(Action::RequestHuman(budget_request(self.spec, self.state, slot, id)));
+        }
     }
 
     /// Settle the reservation of the attempt in flight with its actual cost (an item's cost
@@ -734,7 +774,7 @@ impl Machine<'_> {
         self.check_done();
     }
 
-    fn fail_step(&mut self, i: usize, ready: &mut Vec<usize>) {
+    pub(super) fn fail_step(&mut self, i: usize, ready: &mut Vec<usize>) {
         self.fail_slot(Slot::step(i), ready);
     }
 
@@ -915,9 +955,13 @@ impl Machine<'_> {
     }
 
     fn budget_decided(&mut self, d: StepDecision) {
-        let Some(&first) = self.state.budget_blocked.first() else { return };
+        let needed = match (&self.state.child_ask, self.state.budget_blocked.first()) {
+            (Some(ask), _) => self.state.budget.shortfall(ask.amount),
+            (None, Some(&first)) => self.state.budget.shortfall(reservation(self.spec, self.state, blocked_slot(self.state, first))),
+            (None, None) => return,
+        };
         let amount = match d.decision {
-            Decision::Approve => self.state.budget.shortfall(reservation(self.spec, self.state, blocked_slot(self.state, first))),
+            Decision::Approve => needed,
             Decision::Extend { amount } if !amount.is_zero() => amount,
             _ => {
                 let cap = self.state.budget.limit().unwrap_or(Money::ZERO);
@@ -931,6 +975,10 @@ impl Machine<'_> {
         };
         self.state.budget.extended += amount;
         self.state.budget_request = None;
+        // A sub-workflow's ask first: it was waiting before the steps held back here.
+        if let Some(ask) = self.state.child_ask.take() {
+            self.grant_or_ask(ask);
+        }
         let blocked = std::mem::take(&mut self.state.budget_blocked);
         let mut ready = Vec::new();
         for i in blocked {
@@ -961,7 +1009,7 @@ impl Machine<'_> {
         self.check_done();
     }
 
-    fn check_done(&mut self) {
+    pub(super) fn check_done(&mut self) {
         if self.state.open_steps > 0 || self.state.status.is_finished() {
             return;
         }
@@ -985,10 +1033,17 @@ impl Machine<'_> {
         self.finish(status);
     }
 
-    /// End the run: cancel what is not finished, withdraw open requests.
-    fn finish(&mut self, status: RunStatus) {
+    /// End the run: cancel what is not finished (sub-workflows too), withdraw open requests.
+    pub(super) fn finish(&mut self, status: RunStatus) {
+        let why = match &status {
+            RunStatus::Cancelled { by, reason } => format!("the parent run was cancelled by {by}: {reason}"),
+            other => format!("the parent run ended ({})", other.label()),
+        };
         let now = self.now;
         for s in &mut self.state.steps {
+            if let StepStatus::WaitingChild { run } = &s.status {
+                self.actions.push(Action::CancelChild { child: run.clone(), reason: why.clone() });
+            }
             for item in &mut s.items {
                 cancel_open(item, now, &mut self.actions);
             }

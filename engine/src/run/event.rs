@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::ids::{RequestId, StepId};
+use crate::ids::{RequestId, RunId, StepId, WorkflowId};
 use crate::llm::ModelQuote;
 use crate::money::Money;
 use crate::step::StepError;
@@ -22,6 +22,9 @@ pub enum Event {
         /// (journaled, so replay reserves the same amounts whatever the table says later).
         #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
         quotes: BTreeMap<StepId, ModelQuote>,
+        /// For a sub-workflow's run: the run and step that started it, and the budget granted.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        parent: Option<ParentLink>,
     },
     StepSucceeded {
         step: StepId,
@@ -74,6 +77,35 @@ pub enum Event {
     /// An `event` step's `wait` received this bus event (`{id, name, payload, at}`), which
     /// matched its name and correlation when the run driver checked it.
     EventReceived { step: StepId, received: Value, at: u64 },
+    /// A `workflow.run` step's sub-workflow run `child` ended, or could not be started; `cost`
+    /// is what it spent, settled on the step.
+    ChildFinished { step: StepId, child: RunId, outcome: ChildOutcome, cost: Money, at: u64 },
+    /// The sub-workflow `child` ran short of the budget this run granted it: its own budget
+    /// request `request` asks for `amount` more (granted from this run's budget, or this run
+    /// pauses for an extension).
+    ChildBudgetAsked { step: StepId, child: RunId, request: RequestId, amount: Money, at: u64 },
+}
+
+/// How a sub-workflow's run ended, for its parent step.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum ChildOutcome {
+    Succeeded { output: Value },
+    Failed { error: StepError },
+}
+
+/// A sub-workflow's run's link to the run that started it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ParentLink {
+    pub run: RunId,
+    pub workflow: WorkflowId,
+    pub step: StepId,
+    /// 1 for a child of a top-level run.
+    pub depth: u32,
+    /// The budget the parent granted (its remaining budget, or the step's `cost`): the child's
+    /// cap; when it runs short it asks the parent, not a human.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<Money>,
 }
 
 impl Event {
@@ -90,7 +122,8 @@ impl Event {
             Event::Cancelled { .. } => "cancelled",
             Event::ItemsResolved { .. } => "items_resolved",
             Event::EventReceived { .. } => "event_received",
-            Event::ItemsResolved { .. } => "items_resolved",
+            Event::ChildFinished { .. } => "child_finished",
+            Event::ChildBudgetAsked { .. } => "child_budget_asked",
         }
     }
 
@@ -105,7 +138,9 @@ impl Event {
             | Event::HumanDecided { at, .. }
             | Event::Cancelled { at, .. }
             | Event::ItemsResolved { at, .. }
-            | Event::EventReceived { at, .. } => *at,
+            | Event::EventReceived { at, .. }
+            | Event::ChildFinished { at, .. }
+            | Event::ChildBudgetAsked { at, .. } => *at,
         }
     }
 }
@@ -192,6 +227,17 @@ pub enum Action {
     /// the epoch: the wait's start minus its lookback): register the run as a waiter for the
     /// name, then look on the bus for one already there.
     AwaitEvent { step: StepId, name: String, from: u64 },
+    /// A `workflow.run` step starts its sub-workflow: create the run `child` (once: its id is
+    /// derived from this run, the step and the time) of `workflow` with `params` (checked
+    /// against its declaration), linked to this run, and start it; if it exists, look at how
+    /// it stands.
+    StartChild { step: StepId, child: RunId, workflow: WorkflowId, params: Value, parent: ParentLink },
+    /// Cancel a sub-workflow's run (this run ended before it).
+    CancelChild { child: RunId, reason: String },
+    /// Give a sub-workflow `amount` more budget: decide its budget request `request`.
+    GrantChild { child: RunId, request: RequestId, amount: Money },
+    /// A sub-workflow's run is short of its granted budget: tell the parent (which decides).
+    AskParent { request: RequestId, amount: Money },
     /// A `for_each` step's list has `items` elements: journal `ItemsResolved` with the
     /// engine's `for_each_max_items` (the items start once it is applied).
     ResolveItems { step: StepId, items: u32 },

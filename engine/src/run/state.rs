@@ -65,6 +65,8 @@ pub enum StepStatus {
     Delaying { until: u64 },
     /// An `event` step's `wait`: events published from `from` on count; it times out at `until`.
     WaitingEvent { from: u64, until: u64 },
+    /// A `workflow.run` step: its sub-workflow's run is under way.
+    WaitingChild { run: RunId },
     Succeeded,
     Failed,
     /// Not run. `upstream_failed`: its join skipped it because a need failed, so it counts as
@@ -89,6 +91,7 @@ impl StepStatus {
             StepStatus::WaitingHuman { .. } => "waiting_human",
             StepStatus::Delaying { .. } => "delaying",
             StepStatus::WaitingEvent { .. } => "waiting_event",
+            StepStatus::WaitingChild { .. } => "waiting_child",
             StepStatus::Succeeded => "succeeded",
             StepStatus::Failed => "failed",
             StepStatus::Skipped { .. } => "skipped",
@@ -217,6 +220,9 @@ pub struct StepState {
     pub started_at: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<u64>,
+    /// A `workflow.run` step's sub-workflow run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub child: Option<RunId>,
     /// For an item of a `for_each` step: its element of the list.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub item: Option<Value>,
@@ -245,6 +251,7 @@ impl StepState {
             finished_at: None,
             item: None,
             items: Vec::new(),
+            child: None,
         }
     }
 }
@@ -342,6 +349,23 @@ pub struct RunState {
     /// The model quotes of `llm` steps, from `RunStarted`.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub quotes: std::collections::BTreeMap<crate::ids::StepId, crate::llm::ModelQuote>,
+    /// For a sub-workflow's run: the run that started it (from `RunStarted`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<crate::run::ParentLink>,
+    /// A sub-workflow's request for more budget that this run could not cover yet: the open
+    /// `budget_request` is about it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub child_ask: Option<ChildAsk>,
+}
+
+/// A sub-workflow's budget request, waiting on its parent's budget.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChildAsk {
+    /// The parent's `workflow.run` step (by index).
+    pub step: usize,
+    pub child: RunId,
+    pub request: RequestId,
+    pub amount: Money,
 }
 
 impl RunState {
@@ -382,6 +406,6 @@ impl RunState {
         !self.status.is_finished()
             && !self.slots().any(|(_, s)| matches!(s.status, StepStatus::Queued { .. } | StepStatus::Expanding))
             && (self.budget_request.is_some()
-                || self.slots().any(|(_, s)| matches!(s.status, StepStatus::WaitingHuman { .. } | StepStatus::Delaying { .. } | StepStatus::WaitingEvent { .. })))
+                || self.slots().any(|(_, s)| matches!(s.status, StepStatus::WaitingHuman { .. } | StepStatus::Delaying { .. } | StepStatus::WaitingEvent { .. } | StepStatus::WaitingChild { .. })))
     }
 }

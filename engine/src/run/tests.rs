@@ -28,6 +28,12 @@ fn render_action(a: &Action) -> String {
         Action::DecideByPolicy { request, decision } => format!("policy decides {request} {decision:?}"),
         Action::AwaitEvent { step, name, from } => format!("await {step} `{name}` from={from}"),
         Action::ResolveItems { step, items } => format!("resolve {step} ({items} items)"),
+        Action::StartChild { step, workflow, params, parent, .. } => {
+            format!("start child of {step}: {workflow} {params} depth={} budget={:?}", parent.depth, parent.budget.map(|b| b.to_string()))
+        }
+        Action::CancelChild { child, .. } => format!("cancel child {child}"),
+        Action::GrantChild { request, amount, .. } => format!("grant {amount} on {request}"),
+        Action::AskParent { request, amount } => format!("ask parent {amount} on {request}"),
         Action::Finish => "finish".into(),
     }
 }
@@ -122,11 +128,13 @@ fn render_event(e: &Event) -> String {
         Event::AttemptInterrupted { step, attempt, at, .. } => format!("@{at} interrupted {step}#{attempt}"),
         Event::EventReceived { step, received, at } => format!("@{at} received {step} {}", received["id"]),
         Event::ItemsResolved { step, items, limit, at } => format!("@{at} resolved {step} {items}/{limit}"),
+        Event::ChildFinished { step, outcome, cost, at, .. } => format!("@{at} child of {step} ended {cost} {}", serde_json::to_string(outcome).unwrap()),
+        Event::ChildBudgetAsked { step, request, amount, at, .. } => format!("@{at} child of {step} asks {amount} on {request}"),
     }
 }
 
 fn started(at: u64, params: Value) -> Event {
-    Event::RunStarted { at, params, quotes: Default::default() }
+    Event::RunStarted { at, params, quotes: Default::default(), parent: None }
 }
 fn ok(step: &str, attempt: u32, at: u64, output: Value) -> Event {
     Event::StepSucceeded { step: StepId::from(step), attempt, at, started_at: at, output, cost: Money::ZERO, gate: None }
@@ -1046,4 +1054,140 @@ fn for_each_is_validated_where_it_is_written() {
     assert!(e.contains("`steps.zz` is not a step of this workflow"), "{e}");
     // A literal list, and a field called `item` of an output, are fine.
     parse_yaml(&base("  - { id: a, type: code, script: x, for_each: [1, 2], inputs: { d: \"${{ item }}\" } }\n  - { id: b, type: code, script: x, needs: [a], inputs: { d: \"${{ steps.a.output.item }}\" } }")).unwrap();
+}
+
+const PARENT: &str = r#"
+id: parent
+owner: o
+parameters: { client: { type: string, default: Acme } }
+budget: { max_cost: 1.0 }
+steps:
+  - { id: prep, type: code, script: x, cost: 0.2 }
+  - { id: child, type: platform, needs: [prep], action: workflow.run, with: { workflow: research, params: { who: "${{ params.client }}" } } }
+  - { id: after, type: code, needs: [child], script: x, cost: 0.1 }
+"#;
+
+fn child_of(step: &str, at: u64) -> RunId {
+    crate::run::child_run_id(&RunId::from("r1"), &StepId::from(step), at)
+}
+
+fn child_done(step: &str, at: u64, cost: &str, output: Value) -> Event {
+    Event::ChildFinished {
+        step: StepId::from(step),
+        child: child_of(step, 2),
+        outcome: crate::run::ChildOutcome::Succeeded { output },
+        cost: Money::parse(cost).unwrap(),
+        at,
+    }
+}
+
+fn child_asks(step: &str, at: u64, request: &str, amount: &str) -> Event {
+    Event::ChildBudgetAsked { step: StepId::from(step), child: child_of(step, 2), request: RequestId::from(request), amount: Money::parse(amount).unwrap(), at }
+}
+
+/// A sub-workflow is granted the parent's remaining budget; its output and actual cost are
+/// settled on the step; replay gives the same state.
+#[test]
+fn a_sub_workflow_spends_from_the_parents_budget() {
+    check(
+        PARENT,
+        &[started(1, json!({"client": "Acme"})), ok_cost("prep", 1, 2, "0.2"), child_done("child", 3, "0.5", json!({"outputs": {"x": 1}})), ok_cost("after", 1, 4, "0.1")],
+        expect![[r#"
+            @1 start -> [dispatch prep#1]
+            @2 ok prep#1 -> [start child of child: research {"who":"Acme"} depth=1 budget=Some("0.80")]
+            @3 child of child ended 0.50 {"outcome":"succeeded","output":{"outputs":{"x":1}}} -> [dispatch after#1]
+            @4 ok after#1 -> [finish]
+            run=succeeded prep=succeeded child=succeeded after=succeeded budget(spent=0.80 reserved=0.00 extended=0.00)
+        "#]],
+    );
+}
+
+/// A child short of its grant asks the parent; the parent has nothing left, so it pauses for an
+/// extension, and grants the child what was asked once a person extends.
+#[test]
+fn a_sub_workflow_short_of_budget_pauses_the_parent_for_an_extension() {
+    check(
+        PARENT,
+        &[
+            started(1, json!({"client": "Acme"})),
+            ok_cost("prep", 1, 2, "0.2"),
+            child_asks("child", 3, "c.budget.1", "0.3"),
+            decided("r1.budget.1", Decision::Extend { amount: Money::parse("0.5").unwrap() }, 4),
+            child_done("child", 5, "1.1", json!({})),
+        ],
+        expect![[r#"
+            @1 start -> [dispatch prep#1]
+            @2 ok prep#1 -> [start child of child: research {"who":"Acme"} depth=1 budget=Some("0.80")]
+            @3 child of child asks 0.30 on c.budget.1 -> [ask BudgetExtension r1.budget.1 "Sub-workflow run 00000000025NJW4WP9Z6TQ10CV of step `child` needs 0.30 more, and the run's budget (1.00 USD, 0.20 spent, 0.80 reserved) cannot cover it. Extend it by at least 0.30?"]
+            @4 human r1.budget.1 Extend { amount: Money(0.5) } -> [grant 0.30 on c.budget.1]
+            @5 child of child ended 1.10 {"outcome":"succeeded","output":{}} -> [dispatch after#1]
+            run=running prep=succeeded child=succeeded after=running budget(spent=1.30 reserved=0.10 extended=0.50)
+        "#]],
+    );
+}
+
+/// Cancelling the parent cancels the child; a failed child fails the step with its error.
+#[test]
+fn the_parent_cancels_its_child_and_a_failed_child_fails_the_step() {
+    check(
+        PARENT,
+        &[started(1, json!({"client": "Acme"})), ok_cost("prep", 1, 2, "0.2"), Event::Cancelled { by: "ann".into(), reason: "stop".into(), at: 3 }],
+        expect![[r#"
+            @1 start -> [dispatch prep#1]
+            @2 ok prep#1 -> [start child of child: research {"who":"Acme"} depth=1 budget=Some("0.80")]
+            @3 cancel -> [cancel child 00000000025NJW4WP9Z6TQ10CV, finish]
+            run=cancelled prep=succeeded child=cancelled after=cancelled budget(spent=0.20 reserved=0.00 extended=0.00)
+        "#]],
+    );
+    let failed = Event::ChildFinished {
+        step: StepId::from("child"),
+        child: child_of("child", 2),
+        outcome: crate::run::ChildOutcome::Failed { error: StepError::permanent("child_failed", "sub-workflow `research` (run X) failed: step `a` failed") },
+        cost: Money::parse("0.1").unwrap(),
+        at: 3,
+    };
+    check(
+        PARENT,
+        &[started(1, json!({"client": "Acme"})), ok_cost("prep", 1, 2, "0.2"), failed],
+        expect![[r#"
+            @1 start -> [dispatch prep#1]
+            @2 ok prep#1 -> [start child of child: research {"who":"Acme"} depth=1 budget=Some("0.80")]
+            @3 child of child ended 0.10 {"outcome":"failed","error":{"class":"permanent","code":"child_failed","message":"sub-workflow `research` (run X) failed: step `a` failed"}} -> [finish]
+            run=failed prep=succeeded child=failed after=skipped [step_failed: step `child` failed: child_failed: sub-workflow `research` (run X) failed: step `a` failed] budget(spent=0.30 reserved=0.00 extended=0.00)
+        "#]],
+    );
+}
+
+/// A sub-workflow's run asks its parent for budget instead of a person; nesting is bounded.
+#[test]
+fn a_child_asks_its_parent_and_nesting_is_bounded() {
+    let child = r#"
+id: research
+owner: o
+steps:
+  - { id: a, type: code, script: x, cost: 0.5 }
+  - { id: b, type: code, needs: [a], script: x, cost: 0.5 }
+"#;
+    let spec = spec(child);
+    let mut state = start(&spec, RunId::from("c"));
+    let link = crate::run::ParentLink { run: RunId::from("r1"), workflow: "parent".into(), step: "child".into(), depth: 1, budget: Some(Money::parse("0.8").unwrap()) };
+    apply(&spec, &mut state, &Event::RunStarted { at: 1, params: json!({}), quotes: Default::default(), parent: Some(link.clone()) });
+    let actions = apply(&spec, &mut state, &ok_cost("a", 1, 2, "0.5"));
+    assert_eq!(actions, vec![Action::AskParent { request: RequestId::from("c.budget.1"), amount: Money::parse("0.2").unwrap() }]);
+    assert_eq!(crate::run::open_budget_ask(&spec, &state), Some((RequestId::from("c.budget.1"), Money::parse("0.2").unwrap())));
+    assert_eq!(outstanding(&spec, &state), vec![Action::AskParent { request: RequestId::from("c.budget.1"), amount: Money::parse("0.2").unwrap() }]);
+    let actions = apply(&spec, &mut state, &decided("c.budget.1", Decision::Extend { amount: Money::parse("0.2").unwrap() }, 3));
+    assert!(matches!(&actions[..], [Action::Dispatch { step, .. }] if step.as_str() == "b"), "{actions:?}");
+
+    let deep = spec_of_depth(crate::spec::steps::MAX_WORKFLOW_DEPTH);
+    let mut state = start(&deep, RunId::from("d"));
+    let link = crate::run::ParentLink { depth: crate::spec::steps::MAX_WORKFLOW_DEPTH, ..link };
+    apply(&deep, &mut state, &Event::RunStarted { at: 1, params: json!({}), quotes: Default::default(), parent: Some(link) });
+    let e = state.steps[0].error.as_ref().expect("the step failed");
+    assert_eq!(e.code, "recursion_limit");
+    assert!(e.message.contains("9 levels deep (called from `parent`); at most 8"), "{}", e.message);
+}
+
+fn spec_of_depth(_: u32) -> ValidatedSpec {
+    spec("id: deep\nowner: o\nsteps:\n  - { id: again, type: platform, action: workflow.run, with: { workflow: other } }\n")
 }

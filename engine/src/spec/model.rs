@@ -154,7 +154,7 @@ impl StepType {
     pub fn is_available(self) -> bool {
         matches!(
             self,
-            StepType::Condition | StepType::Approval | StepType::ApiCall | StepType::Code | StepType::Delay | StepType::Llm | StepType::Research | StepType::Event | StepType::Connector
+            StepType::Condition | StepType::Approval | StepType::ApiCall | StepType::Code | StepType::Delay | StepType::Llm | StepType::Research | StepType::Event | StepType::Connector | StepType::Platform
         )
     }
 

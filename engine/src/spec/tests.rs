@@ -397,7 +397,7 @@ fn what_a_step_retries_is_checked() {
             invalid workflow spec (4 problems):
               - defaults.retry.max_attempts: must be between 1 and 100
               - defaults.retry.on: an empty list retries nothing: list error codes, or write `transient` or `any`
-              - steps[0] (a).retry.on: unknown error code `script_eror` (known: transient, timeout, http_status, http_unreachable, bad_url, bad_request, bad_redirect, response_too_large, script_error, cpu_limit, memory_limit, bad_output, sandbox_failed, bad_spec, gate_blocked, no_handler, egress_denied, queue_timeout, interrupted, event_timeout, bad_event, event_bus_unavailable, cancelled, check_failed, prompt_injection, template_error, model_auth, model_bad_request, model_reply, output_invalid, no_provider, secret_missing, collection_not_found, index_unavailable, bad_query, connection_not_found, connection_refused, connection_failed, email_rejected, connector_input, attachment_not_found, bad_documents)
+              - steps[0] (a).retry.on: unknown error code `script_eror` (known: transient, timeout, http_status, http_unreachable, bad_url, bad_request, bad_redirect, response_too_large, script_error, cpu_limit, memory_limit, bad_output, sandbox_failed, bad_spec, gate_blocked, no_handler, egress_denied, queue_timeout, interrupted, event_timeout, bad_event, event_bus_unavailable, cancelled, check_failed, prompt_injection, template_error, model_auth, model_bad_request, model_reply, output_invalid, no_provider, secret_missing, collection_not_found, index_unavailable, bad_query, connection_not_found, connection_refused, connection_failed, email_rejected, connector_input, attachment_not_found, workflow_not_found, bad_params, recursion_limit, child_failed, child_cancelled, memory_not_found, bad_with, memory_unavailable, no_recipient, bad_documents)
               - steps[0] (a).retry.on: `any` covers every code: write `on: any` instead of a list
         "#]],
     );
@@ -527,4 +527,39 @@ fn a_research_step_searches_or_ingests_not_both() {
     assert!(e.contains("steps[0] (a).ingest: must be a list"), "{e}");
     let e = err(&base("  - { id: a, type: research, ingest: \"${{ params.nope }}\" }"));
     assert!(e.contains("`params.nope` is not a declared parameter"), "{e}");
+}
+
+/// `platform` steps: an unknown action, settings that do not fit the action, a workflow that
+/// runs itself and a retried `workflow.run` are refused with their place.
+#[test]
+fn platform_steps_are_checked() {
+    check(
+        "id: w\nowner: o\nsteps:\n  - { id: a, type: platform, action: workflow.start, with: { workflow: x } }\n",
+        expect![[r#"
+            invalid workflow spec (1 problem):
+              - line 4, column 38: steps[0].action: unknown variant `workflow.start`, expected one of `workflow.run`, `memory.write`, `memory.read`, `memory.list`, `notify`
+        "#]],
+    );
+    check(
+        r#"
+id: w
+owner: o
+steps:
+  - { id: self, type: platform, action: workflow.run, with: { workflow: w }, retry: { max_attempts: 2 } }
+  - { id: note, type: platform, action: memory.write, with: { txt: hello } }
+  - { id: tell, type: platform, action: notify, with: { to: ops, subject: "${{ params.nope }}", message: m } }
+  - { id: list, type: platform, action: memory.list, with: { since: 7d, limit: 9999 } }
+  - { id: many, type: platform, action: workflow.run, for_each: "${{ params.items }}", with: { workflow: other } }
+"#,
+        expect![[r#"
+            invalid workflow spec (7 problems):
+              - steps[0] (self).with.workflow: workflow `w` cannot run itself
+              - steps[0] (self).retry: a `workflow.run` step is not retried (its sub-workflow retries its own steps)
+              - steps[1] (note).with: unknown field `txt`, expected one of `key`, `text`, `tags` for `memory.write`
+              - steps[2] (tell).with: `params.nope` is not a declared parameter
+              - steps[3] (list).with.limit: must be 1..=500
+              - steps[4] (many).for_each: a `workflow.run` step runs one sub-workflow: fan out inside the sub-workflow instead
+              - steps[4] (many).for_each: `params.items` is not a declared parameter
+        "#]],
+    );
 }

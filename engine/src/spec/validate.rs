@@ -379,6 +379,17 @@ fn check_step(
     }
     let shape = step.kind.shape();
     shape.check(&at, p);
+    if let crate::spec::StepKind::Platform(platform) = &step.kind {
+        if platform.workflow_run().is_some_and(|w| w.workflow == spec.id) {
+            p.push(problem(format!("{at}.with.workflow"), format!("workflow `{}` cannot run itself", spec.id)));
+        }
+        if platform.action == crate::spec::steps::PlatformAction::WorkflowRun && step.retry.is_some() {
+            p.push(problem(format!("{at}.retry"), "a `workflow.run` step is not retried (its sub-workflow retries its own steps)"));
+        }
+        if platform.action == crate::spec::steps::PlatformAction::WorkflowRun && step.for_each.is_some() {
+            p.push(problem(format!("{at}.for_each"), "a `workflow.run` step runs one sub-workflow: fan out inside the sub-workflow instead"));
+        }
+    }
     for (place, name) in shape.upstream_refs(&at) {
         match index.get(&name) {
             None => p.push(problem(&place, format!("unknown step `{name}`{}", suggest(&name, index)))),

@@ -103,6 +103,25 @@ pub fn docs_collections(owner: &OwnerId) -> String {
     format!("idx/docs/{owner}")
 }
 
+/// One memory note of an owner (sealed with the owner's `memory` key); `id` is a keyed hash
+/// of the note's key or a ULID, never the key itself.
+pub fn memory_note(owner: &OwnerId, id: &str) -> String {
+    format!("memory/{owner}/{id}")
+}
+/// Index of an owner's memory notes (members: note ids).
+pub fn memory_notes(owner: &OwnerId) -> String {
+    format!("idx/memory/{owner}")
+}
+
+/// A console notification (sealed with the service key).
+pub fn notification(id: &str) -> String {
+    format!("notify/{id}")
+}
+/// Index of a user's notifications (members: notification ids, ULIDs).
+pub fn notifications_of(user: &str) -> String {
+    format!("idx/notify/{user}")
+}
+
 /// Index of all runs (members: run ids, which sort by creation time).
 pub const RUNS: &str = "idx/runs";
 /// Index of runs that have not finished (rehydrated on start).

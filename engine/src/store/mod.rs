@@ -13,6 +13,8 @@ mod fires;
 pub mod keys;
 pub mod lease;
 mod listing;
+mod notes;
+mod notifications;
 pub mod memory;
 mod receipt_key;
 mod records;
@@ -27,6 +29,8 @@ pub use connections::EmailSendRecord;
 pub use lease::{Lease, LeaseGrant};
 pub use listing::{RunListing, RunPage};
 pub use records::*;
+pub use notes::{Note, NoteFilter};
+pub use notifications::Notification;
 pub use secrets::valid_secret_name;
 pub use typed::Store;
 

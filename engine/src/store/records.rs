@@ -35,6 +35,9 @@ pub struct RunMeta {
     /// The trigger and fire that started the run (none when started by hand).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trigger: Option<crate::trigger::RunTrigger>,
+    /// For a sub-workflow's run: the run and `workflow.run` step that started it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<crate::run::ParentLink>,
 }
 
 /// A run's status as a listing shows it, kept beside the journal so that listing runs reads

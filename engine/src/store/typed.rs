@@ -129,6 +129,12 @@ impl Store {
         hex::encode(&Sha256::digest(encoded)[..16])
     }
 
+    /// Whether (and how) a run has finished, from its closed record.
+    pub async fn run_closed(&self, wf: &WorkflowId, run: &RunId) -> Result<Option<RunClosed>, StoreError> {
+        let k = self.workflow_key(wf).await?;
+        self.get_sealed(&k, &keys::run_closed(run)).await
+    }
+
     pub async fn load_spec(&self, wf: &WorkflowId, digest: &str) -> Result<WorkflowSpec, StoreError> {
         let k = self.workflow_key(wf).await?;
         let key = keys::workflow_spec(wf, digest);

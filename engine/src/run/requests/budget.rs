@@ -44,3 +44,42 @@ pub(crate) fn budget_request(spec: &ValidatedSpec, state: &RunState, slot: Slot,
         forbid_self_approval: false,
     }
 }
+
+/// A sub-workflow (step `ask.step`) ran short of the budget this run granted it, and this run
+/// cannot cover what it asks for: extend this run's budget by at least the shortfall.
+pub(crate) fn child_budget_request(spec: &ValidatedSpec, state: &RunState, ask: &crate::run::ChildAsk, id: RequestId) -> HumanRequestSpec {
+    let step = spec.step(ask.step);
+    let b = &state.budget;
+    let currency = spec.spec().budget.as_ref().map_or("USD", |b| b.currency.as_str());
+    let needed = b.shortfall(ask.amount);
+    HumanRequestSpec {
+        id,
+        mode: HumanMode::BudgetExtension,
+        step: Some(step.id.clone()),
+        question: format!(
+            "Sub-workflow run {} of step `{}` needs {} more, and the run's budget ({} {currency}, {} spent, {} reserved) cannot cover it. Extend it by at least {}?",
+            ask.child,
+            step.id,
+            ask.amount,
+            b.limit().unwrap_or_default(),
+            b.spent,
+            b.reserved,
+            needed
+        ),
+        context: json!({
+            "workflow": spec.spec().id,
+            "step": step.id,
+            "child_run": ask.child,
+            "cap": b.cap,
+            "extended": b.extended,
+            "spent": b.spent,
+            "reserved": b.reserved,
+            "estimate": ask.amount,
+            "needed": needed,
+            "currency": currency,
+            "cost_per_step": state.steps.iter().enumerate().filter(|(_, s)| !s.cost.is_zero()).map(|(j, s)| (spec.step(j).id.to_string(), json!(s.cost))).collect::<serde_json::Map<_, _>>(),
+        }),
+        assignee: None,
+        forbid_self_approval: false,
+    }
+}

@@ -12,5 +12,5 @@ mod guidance;
 pub(crate) use approval::approval_request;
 pub use approval::escalation_timers;
 pub(crate) use approval::{escalation_at, policy_decision};
-pub(crate) use budget::budget_request;
+pub(crate) use budget::{budget_request, child_budget_request};
 pub(crate) use guidance::guidance_request;

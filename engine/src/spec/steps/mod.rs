@@ -14,6 +14,7 @@ mod delay;
 mod event;
 mod format;
 mod llm;
+mod platform;
 mod research;
 mod unavailable;
 
@@ -32,6 +33,10 @@ pub use connector::{
 };
 pub use delay::DelayStep;
 pub use llm::{LlmMessage, LlmStep, OnInjection, compile_schema, schema_errors};
+pub use platform::{
+    MemoryListWith, MemoryReadWith, MemoryWriteWith, NotifyWith, PlatformAction, PlatformStep, WorkflowRunWith, DEFAULT_MEMORY_SINCE,
+    MAX_MEMORY_LIST, MAX_NOTE_BYTES, MAX_WORKFLOW_DEPTH,
+};
 pub use research::{is_collection_name, ResearchStep, DEFAULT_COLLECTION, MAX_TOP_K};
 pub use event::{valid_event_name, EmitSpec, EventStep, OnTimeout, WaitSpec, DEFAULT_LOOKBACK};
 pub(crate) use format::one_shape_per_type;
@@ -115,5 +120,5 @@ step_kinds! {
     Research(ResearchStep),
     Connector(ConnectorStep),
     Event(EventStep),
-    Platform(UnavailableStep),
+    Platform(PlatformStep),
 }
