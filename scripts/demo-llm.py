@@ -60,7 +60,8 @@ def task_answer(prompt):
                                  "quote": s, "explanation": "The firm's policies require a cap and a retention limit."})
         return {"findings": findings, "summary": f"{len(findings)} finding(s) against the policies found."}
     if task == "classify-document":
-        text = prompt.lower()
+        # The document: what follows its `Document N: name` line (not the list of categories).
+        text = re.split(r"^Document \d+:.*$", prompt, maxsplit=1, flags=re.MULTILINE)[-1].lower()
         category = ("invoice" if "invoice" in text or "amount due" in text else
                     "contract" if "agreement" in text or "lease" in text else
                     "court filing" if "court" in text or "claimant" in text else "correspondence")
