@@ -151,13 +151,6 @@ impl StepType {
         }
     }
 
-    pub fn is_available(self) -> bool {
-        matches!(
-            self,
-            StepType::Condition | StepType::Approval | StepType::ApiCall | StepType::Code | StepType::Delay | StepType::Llm | StepType::Research | StepType::Event | StepType::Connector | StepType::Platform
-        )
-    }
-
     /// Steps the run actor resolves itself, without a queue job.
     pub fn is_local(self) -> bool {
         matches!(self, StepType::Condition | StepType::Approval | StepType::Delay)

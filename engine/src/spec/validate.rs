@@ -359,9 +359,6 @@ fn check_step(
 ) {
     let at = format!("steps[{i}] ({})", step.id);
     let ty = step.ty();
-    if !ty.is_available() {
-        p.push(problem(&at, format!("step type `{}` is not available yet in this version of Tollgate", ty.name())));
-    }
     if let Some(r) = &step.retry {
         check_retry(&format!("{at}.retry"), r, p);
     }

@@ -79,10 +79,16 @@ pub(crate) fn scan(
             }
             continue;
         }
-        let run = read_run(b, i);
+        let mut run = read_run(b, i);
         i = run.end.max(i + 1);
         if nordic_on.any() {
             nordic::at(text, run.start, nordic_on, out);
+        }
+        // A last group glued to a word (`4111111111111111 0A`) is part of that word, not of
+        // the run: the groups before it are still judged on their own.
+        if wordy(b, run.end) && run.n > 1 && !run.overflow {
+            run.n -= 1;
+            run.end = run.groups[run.n - 1].1;
         }
         let after_word = wordy(b, run.end);
         let plus_before = run.start > 0 && b[run.start - 1] == b'+';
@@ -285,6 +291,15 @@ mod tests {
         use PiiKind::Card;
         assert_eq!(
             found("card 4111 1111 1111 1111 ok"),
+            [(Card, "4111 1111 1111 1111".into())]
+        );
+        // A group glued to a word after the card does not hide it.
+        assert_eq!(
+            found("paid 4111111111111111 0A"),
+            [(Card, "4111111111111111".into())]
+        );
+        assert_eq!(
+            found("card 4111 1111 1111 1111 12ab"),
             [(Card, "4111 1111 1111 1111".into())]
         );
         assert_eq!(

@@ -16,7 +16,6 @@ mod format;
 mod llm;
 mod platform;
 mod research;
-mod unavailable;
 
 use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -40,7 +39,6 @@ pub use platform::{
 pub use research::{is_collection_name, ResearchStep, DEFAULT_COLLECTION, MAX_TOP_K};
 pub use event::{valid_event_name, EmitSpec, EventStep, OnTimeout, WaitSpec, DEFAULT_LOOKBACK};
 pub(crate) use format::one_shape_per_type;
-pub use unavailable::UnavailableStep;
 
 /// What a step type's own fields add to validation. Places start with `at` (`steps[2] (fetch)`).
 pub(crate) trait StepShape {
