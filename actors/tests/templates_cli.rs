@@ -4,6 +4,7 @@
 //! types; a name that is neither a file nor a catalogue id, a missing required parameter and a
 //! wrongly typed one are refused with exit code 2 and a message naming what is wrong.
 
+#[allow(dead_code)] // the helpers other process tests use
 mod support;
 
 use std::process::Output;
