@@ -1,7 +1,9 @@
 // A request's card with the typed form of its mode: approval (approve / reject / modify the
 // output / abort, with a comment), budget extension (what is asked, spent, what the step costs;
 // extend by an amount or reject), guidance (the gate's evidence on the redacted text with the
-// matched span marked; release / modify / abort). Others get approve / reject / abort.
+// matched span marked; release / modify / abort), tool authorisation (the tool, its redacted
+// arguments and the model's reason; allow once / allow for this run / deny with a reason).
+// Others get approve / reject / abort.
 
 import { api, decide } from "./api.js";
 import { gateTrail } from "./timeline.js";
@@ -92,6 +94,23 @@ export async function renderCard(view, id, { inbox, go, stale }) {
           button("Reject", "danger", { decision: "reject" })),
         status),
     ];
+  } else if (q.mode === "guidance" && c.prompt_finding) {
+    // The rendered prompt looked like a prompt injection: which signals, the flagged text
+    // (personal data redacted); send it as is, supply the step's output, or abort.
+    const f = c.prompt_finding;
+    body = [
+      h("dl", { class: "facts", id: "prompt-facts" },
+        h("dt", {}, "Signals"), h("dd", { dataset: { fact: "signals" } }, (f.signals || []).join(", ")),
+        h("dt", {}, "Score"), h("dd", {}, String(f.score)),
+        h("dt", {}, "In message"), h("dd", {}, `${f.message} (${f.role})`)),
+      h("h3", {}, "Flagged text"),
+      h("ul", { id: "prompt-flagged" }, (f.flagged || []).map((t) => h("li", {}, h("mark", {}, t)))),
+      h("form", { class: "decide", onsubmit: (e) => e.preventDefault() },
+        ...commentField,
+        h("div", { class: "actions" }, button("Send it as is", "primary", { decision: "approve" }), button("Abort run", "danger", { decision: "abort" })),
+        modifier({ text: "" }, "Use this output instead"),
+        status),
+    ];
   } else if (q.mode === "guidance") {
     const evidence = h("div", { id: "evidence" }, h("p", { class: "muted" }, "Loading the gate's evidence…"));
     body = [
@@ -107,6 +126,34 @@ export async function renderCard(view, id, { inbox, go, stale }) {
       const step = t.steps.find((s) => s.id === q.step);
       evidence.replaceChildren(step && step.gate ? gateTrail(step.gate) : json(c.gate), h("h4", {}, "Redacted output"), json(c.redacted_output));
     }).catch((e) => { evidence.replaceChildren(h("p", { class: "error" }, e.message), json(c.gate)); });
+  } else if (q.mode === "tool_authorisation") {
+    // The tool, what the model asked it to do (arguments redacted by the gate mesh) and why;
+    // allow once, allow for the rest of the run, or deny with a reason the model receives.
+    const reason = h("textarea", { id: "deny-reason", name: "reason", rows: 2, maxlength: 2000, "aria-describedby": "deny-help" });
+    body = [
+      h("dl", { class: "facts", id: "tool-facts" },
+        h("dt", {}, "Tool"), h("dd", { dataset: { fact: "tool" } }, h("code", {}, c.tool || "—")),
+        h("dt", {}, "What it does"), h("dd", { dataset: { fact: "description" } }, c.description || "—"),
+        h("dt", {}, "The model's reason"), h("dd", { dataset: { fact: "reason" } }, c.reason ? `“${c.reason}”` : "(none given)"),
+        h("dt", {}, "Turn"), h("dd", {}, String(c.turn ?? "—")),
+        c.because && c.because.length ? [h("dt", {}, "Asked because the arguments hold"), h("dd", { dataset: { fact: "because" } }, c.because.join(", "))] : null),
+      h("h3", {}, "Arguments (redacted)"), h("div", { id: "tool-arguments" }, json(c.arguments)),
+      h("form", { class: "decide", onsubmit: (e) => e.preventDefault() },
+        ...commentField,
+        h("div", { class: "actions" },
+          button("Allow once", "primary", { decision: "allow_once" }),
+          button("Allow for this run", "", { decision: "allow_for_run" })),
+        h("label", { for: "deny-reason" }, "Reason for denying (the model receives it)"), reason,
+        h("p", { id: "deny-help", class: "muted" }, "The call is not made; the conversation goes on with your reason as the tool's result."),
+        h("div", { class: "actions" },
+          h("button", { type: "button", class: "danger", dataset: { decision: "deny" }, onclick: () => {
+            const why = reason.value.trim();
+            if (!why) { status.textContent = "Say why: the model receives the reason."; reason.focus(); return; }
+            send({ decision: "deny", reason: why });
+          } }, "Deny"),
+          button("Abort run", "", { decision: "abort" })),
+        status),
+    ];
   } else {
     body = [
       json(c),

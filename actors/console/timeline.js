@@ -60,6 +60,13 @@ function items(list, currency) {
         : it.error ? h("span", { class: "error" }, `${it.error.code}: ${it.error.message}`) : "")))));
 }
 
+/** An `llm` step's tool calls: which tool, how each ended (ok, denied, failed…), by attempt. */
+function toolCalls(calls) {
+  if (!Array.isArray(calls) || !calls.length) return null;
+  return h("div", { class: "tool-calls" }, h("h4", {}, "Tool calls"),
+    h("ol", {}, calls.map((c) => h("li", { dataset: { tool: c.tool, status: c.status } }, h("code", {}, c.tool), " ", chip(c.status), ` (attempt ${c.attempt})`))));
+}
+
 function stepSection(st, currency) {
   return h("section", { class: "step", id: `step-${st.id}`, tabindex: -1, dataset: { step: st.id, status: st.status } },
     h("h3", {}, h("code", {}, st.id), " ", h("span", { class: "muted" }, st.type), " ", chip(st.status)),
@@ -75,6 +82,7 @@ function stepSection(st, currency) {
     st.decision ? decisionLine(st.decision) : null,
     attempts(st.attempts),
     items(st.items || [], currency),
+    st.output && typeof st.output === "object" ? toolCalls(st.output.tool_calls) : null,
     st.output !== null && st.output !== undefined ? h("details", { class: "output", dataset: { key: `output-${st.id}` }, open: st.output_redacted || undefined }, h("summary", {}, st.output_redacted ? "Output (redacted)" : "Output"), json(st.output)) : null,
     st.gate ? h("details", { class: "gate", dataset: { key: `gate-${st.id}` }, open: st.gate.action !== "allow" || undefined }, h("summary", {}, "Gate trail"), gateTrail(st.gate)) : null);
 }

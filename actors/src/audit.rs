@@ -43,10 +43,24 @@ pub fn detailed_event(spec: &ValidatedSpec, e: &Event, redact: &mut dyn FnMut(&V
             put("gate", verdict_summary(Some(gate), redact));
         }
         Event::AttemptInterrupted { started_at, .. } => put("started_at", json!(started_at)),
+        // What the human was shown: the call's arguments and the model's reason (redacted
+        // when they were journaled, and again here), or the prompt finding.
+        Event::ToolAuthorisationAsked { started_at, ask, .. } => {
+            put("started_at", json!(started_at));
+            put("arguments", redact(&ask.arguments));
+            put("reason", redact(&json!(ask.reason)));
+        }
+        Event::PromptHeld { started_at, hold, .. } => {
+            put("started_at", json!(started_at));
+            put("flagged", redact(&json!(hold.flagged)));
+        }
         Event::HumanDecided { decision, comment, released, .. } => {
             put("comment", comment.as_ref().map_or(Value::Null, |c| redact(&json!(c))));
             if let Decision::Modify { value } = decision {
                 put("value", redact(value));
+            }
+            if let Decision::Deny { reason } = decision {
+                put("reason", redact(&json!(reason)));
             }
             if let Some(r) = released {
                 put("released", redact(r));
@@ -100,6 +114,13 @@ fn audit_event(spec: &ValidatedSpec, e: &Event) -> Value {
         Event::StepSucceeded { step, attempt, cost, .. } => json!({"at": at, "kind": "step.succeeded", "step": step, "attempt": attempt, "cost": cost}),
         Event::StepFailed { step, attempt, error, .. } => json!({"at": at, "kind": "step.failed", "step": step, "attempt": attempt, "code": error.code}),
         Event::StepBlocked { step, attempt, .. } => json!({"at": at, "kind": "step.blocked", "step": step, "attempt": attempt}),
+        Event::PromptHeld { step, attempt, hold, .. } => {
+            json!({"at": at, "kind": "prompt.held", "step": step, "attempt": attempt, "signals": hold.signals, "score": hold.score})
+        }
+        // The tool and the call; its (redacted) arguments are on the request.
+        Event::ToolAuthorisationAsked { step, attempt, ask, cost, .. } => {
+            json!({"at": at, "kind": "tool.authorisation_asked", "step": step, "attempt": attempt, "tool": ask.tool, "call": ask.call_id, "turn": ask.turn, "cost": cost})
+        }
         Event::AttemptInterrupted { step, attempt, worker, .. } => json!({"at": at, "kind": "attempt.interrupted", "step": step, "attempt": attempt, "worker": worker}),
         Event::TimerFired { timer, .. } => match timer {
             Timer::Delay { step } => json!({"at": at, "kind": "delay.elapsed", "step": step}),
@@ -125,10 +146,16 @@ fn audit_event(spec: &ValidatedSpec, e: &Event) -> Value {
                 Decision::Modify { .. } => "request.modified",
                 Decision::Extend { .. } => "request.extended",
                 Decision::Abort => "request.aborted",
+                Decision::AllowOnce => "tool.allowed_once",
+                Decision::AllowForRun => "tool.allowed_for_run",
+                Decision::Deny { .. } => "tool.denied",
             };
             let mut v = json!({"at": at, "kind": kind, "request": request, "decision": decision_word(decision), "by": by, "by_policy": by_policy, "comment": comment});
             if let Decision::Extend { amount } = decision {
                 v["amount"] = json!(amount);
+            }
+            if let Decision::Deny { reason } = decision {
+                v["reason"] = json!(reason);
             }
             v
         }

@@ -336,6 +336,12 @@ fn outcome_to_event(o: StepOutcome) -> Event {
         OutcomeResult::Failed { error, gate } => {
             Event::StepFailed { step: o.step, attempt: o.attempt, at: o.finished_at, started_at: Some(o.started_at), error, gate }
         }
+        OutcomeResult::PromptHeld { hold } => {
+            Event::PromptHeld { step: o.step, attempt: o.attempt, at: o.finished_at, started_at: o.started_at, hold }
+        }
+        OutcomeResult::AwaitingAuthorisation { ask, cost } => {
+            Event::ToolAuthorisationAsked { step: o.step, attempt: o.attempt, at: o.finished_at, started_at: o.started_at, ask, cost }
+        }
         OutcomeResult::Blocked { redacted, cost, gate } => Event::StepBlocked {
             step: o.step,
             attempt: o.attempt,

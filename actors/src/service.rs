@@ -150,7 +150,7 @@ impl Tollgate {
         if let Some(first) = store.human_decision(&record.workflow, request).await? {
             return Err(ServiceError::AlreadyDecided(request.clone(), Box::new(first)));
         }
-        let approving = matches!(d.decision, Decision::Approve | Decision::Modify { .. } | Decision::Extend { .. });
+        let approving = d.decision.is_approving();
         if record.request.forbid_self_approval && approving && !d.by_policy {
             let meta = store.run_meta(&record.run).await?;
             if meta.started_by.as_deref() == Some(d.by.as_str()) {
@@ -313,7 +313,9 @@ fn check_decision(mode: HumanMode, d: &Decision) -> Result<(), ServiceError> {
         HumanMode::Approval => (matches!(d, Decision::Approve | Decision::Reject | Decision::Modify { .. } | Decision::Abort), "approve, reject, modify, abort"),
         HumanMode::BudgetExtension => (matches!(d, Decision::Approve | Decision::Extend { .. } | Decision::Reject | Decision::Abort), "approve, extend, reject, abort"),
         HumanMode::Guidance => (matches!(d, Decision::Approve | Decision::Modify { .. } | Decision::Abort), "approve, modify, abort"),
-        HumanMode::ToolAuthorisation => (matches!(d, Decision::Approve | Decision::Reject | Decision::Abort), "approve, reject, abort"),
+        HumanMode::ToolAuthorisation => {
+            (matches!(d, Decision::AllowOnce | Decision::AllowForRun | Decision::Deny { .. } | Decision::Abort), "allow_once, allow_for_run, deny (with a reason), abort")
+        }
     };
     if ok {
         Ok(())

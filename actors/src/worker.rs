@@ -19,10 +19,11 @@ use tollgate_engine::run::apply::step_timeout;
 use tollgate_engine::step::{StepError, StepInvocation};
 use tollgate_engine::ids::RunId;
 use serde_json::Value;
-use tollgate_engine::gates::{GateAction, RedactionMap};
+use tollgate_engine::gates::{GateAction, GatePolicy, RedactionMap};
 use tollgate_engine::spec::{OnBlock, ValidatedSpec};
 use tollgate_engine::step::StepSuccess;
 use tollgate_engine::checks::{self, CheckOnBlock, CheckResult};
+use tollgate_engine::conversation::{Suspension, ToolAsk};
 use tollgate_engine::store::{AttemptClaim, OutcomeResult, RunMeta, StepOutcome, StoreError};
 
 use crate::notify::Notifier;
@@ -68,10 +69,11 @@ impl StepWorker {
 
     /// Pass a successful output through the workflow's gate mesh, before anything can read it.
     /// Redaction placeholders come from the run's map, so they are stable across its steps;
-    /// the map is saved with optimistic concurrency (another worker's update → redo).
-    async fn gate(&self, job: &StepJob, spec: &ValidatedSpec, i: usize, success: StepSuccess) -> Result<OutcomeResult, StoreError> {
+    /// the map is saved with optimistic concurrency (another worker's update → redo). `hold`:
+    /// a blocked output is held or fails the step as `on_block` says; otherwise it is only
+    /// rewritten (for text shown to a person, not recorded as an output).
+    async fn gate(&self, job: &StepJob, spec: &ValidatedSpec, i: usize, success: StepSuccess, hold: bool, policy: &GatePolicy) -> Result<OutcomeResult, StoreError> {
         let store = &self.engine.store;
-        let policy = spec.gate_policy(i);
         // Most outputs have nothing to redact: a scan with a throwaway map says so without
         // touching the run's map. Only outputs with findings load and update it.
         let (verdict, _) = spec.gate_mesh().scan_json(&success.output, policy, &mut RedactionMap::new());
@@ -96,6 +98,7 @@ impl StepWorker {
                 GateAction::Redact => {
                     OutcomeResult::Succeeded { output: rewritten.unwrap_or(Value::Null), cost: success.cost, gate: Some(gate) }
                 }
+                GateAction::Block if !hold => OutcomeResult::Blocked { redacted: rewritten.unwrap_or(Value::Null), cost: success.cost, gate },
                 GateAction::Block => match spec.on_block(i) {
                     OnBlock::Fail => OutcomeResult::Failed {
                         error: StepError::permanent("gate_blocked", format!("output blocked by the gate mesh ({})", verdict.rule_ids().join(", "))),
@@ -109,6 +112,26 @@ impl StepWorker {
             });
         }
         Err(StoreError::Unavailable(format!("the redaction map of run {} kept changing under concurrent updates", job.run)))
+    }
+
+    /// The tool call a human is asked to authorise, as they may see it: its arguments and the
+    /// model's stated reason through the step's gate mesh (redacted; what the mesh would block
+    /// is shown as its placeholders too, since the call has not run and the person decides on it).
+    async fn gate_ask(&self, job: &StepJob, spec: &ValidatedSpec, i: usize, mut ask: ToolAsk) -> Result<ToolAsk, StoreError> {
+        let gated = self.redact(job, spec, i, serde_json::json!({ "arguments": ask.arguments, "reason": ask.reason }), spec.gate_policy(i)).await?;
+        ask.arguments = gated["arguments"].clone();
+        ask.reason = gated["reason"].as_str().unwrap_or_default().to_owned();
+        Ok(ask)
+    }
+
+    /// `shown` as a person may see it: through the step's gate mesh, redacted (what the mesh
+    /// would block is shown as its placeholders too).
+    async fn redact(&self, job: &StepJob, spec: &ValidatedSpec, i: usize, shown: Value, policy: &GatePolicy) -> Result<Value, StoreError> {
+        Ok(match self.gate(job, spec, i, StepSuccess::new(shown.clone(), Default::default()), false, policy).await? {
+            OutcomeResult::Succeeded { output, .. } => output,
+            OutcomeResult::Blocked { redacted, .. } => redacted,
+            _ => shown,
+        })
     }
 
     /// Put the check results on the step's audit record (beside the gate verdict) and, when a
@@ -136,6 +159,7 @@ impl StepWorker {
             OutcomeResult::Succeeded { output, cost, gate } => OutcomeResult::Succeeded { output, cost, gate: Some(with(gate)) },
             OutcomeResult::Blocked { redacted, cost, gate } => OutcomeResult::Blocked { redacted, cost, gate: with(Some(gate)) },
             OutcomeResult::Failed { error, gate } => OutcomeResult::Failed { error, gate: Some(with(gate)) },
+            held @ (OutcomeResult::AwaitingAuthorisation { .. } | OutcomeResult::PromptHeld { .. }) => held,
         })
     }
 
@@ -211,11 +235,26 @@ impl StepWorker {
             }
         };
         let result = match result {
+            Ok(StepSuccess { suspend: Some(Suspension::ToolAuthorisation(ask)), cost, .. }) => {
+                // A tool call waits for a human: what the request shows (the arguments and the
+                // model's reason) passes the gate mesh first, with the run's redaction map.
+                let ask = self.gate_ask(&job, &spec, i, ask).await.map_err(|e| reject(format!("gating the tool call: {e}")))?;
+                OutcomeResult::AwaitingAuthorisation { ask, cost }
+            }
+            Ok(StepSuccess { suspend: Some(Suspension::PromptGuidance(mut hold)), .. }) => {
+                // The flagged text is shown to a person: through the gate mesh first — personal
+                // data and secrets redacted, the injection itself left readable (it is what the
+                // person judges).
+                let policy = GatePolicy { threat_action: GateAction::Allow, ..spec.gate_policy(i).clone() };
+                let shown = self.redact(&job, &spec, i, serde_json::json!(hold.flagged), &policy).await.map_err(|e| reject(format!("gating the prompt finding: {e}")))?;
+                hold.flagged = serde_json::from_value(shown).unwrap_or_default();
+                OutcomeResult::PromptHeld { hold }
+            }
             Ok(success) => {
                 // Checks look at the output as the step produced it; the gate mesh then decides
                 // what of it may be recorded, and a failed check holds or fails that.
                 let checks = step.checks.as_ref().map(|c| (c.on_block, c.evaluate(&success.output, &meta.params, spec.gate_mesh(), spec.gate_policy(i))));
-                let gated = self.gate(&job, &spec, i, success).await.map_err(|e| reject(format!("gating the output: {e}")))?;
+                let gated = self.gate(&job, &spec, i, success, true, spec.gate_policy(i)).await.map_err(|e| reject(format!("gating the output: {e}")))?;
                 match checks {
                     None => gated,
                     Some((on_block, results)) => self.apply_checks(&job, gated, on_block, results).await.map_err(|e| reject(format!("holding the output: {e}")))?,

@@ -5,6 +5,7 @@
 
 pub mod checks;
 pub mod connections;
+pub mod conversation;
 pub mod crypto;
 pub mod egress;
 pub mod events;

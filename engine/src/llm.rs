@@ -211,6 +211,17 @@ pub struct ModelQuote {
     /// Calls one attempt may make (a schema repair round, tool turns).
     #[serde(default = "one")]
     pub calls: u32,
+    /// Bytes sent with every call besides the conversation: the tool definitions.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub per_call_bytes: u64,
+    /// Bytes each turn may add to the conversation besides the answer: tool results (each cut
+    /// to `MAX_TOOL_RESULT_BYTES`, at most `MAX_TOOL_CALLS_PER_TURN` run per turn).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub per_turn_bytes: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 fn one() -> u32 {
@@ -221,12 +232,18 @@ impl ModelQuote {
     /// The worst case of one attempt whose rendered prompt has `prompt_bytes` bytes. Each
     /// further call re-sends the conversation, so it is bounded by the prompt plus every answer so far.
     pub fn reservation(&self, prompt_bytes: u64) -> Money {
+        self.reservation_from(prompt_bytes, 0)
+    }
+
+    /// The worst case of an attempt that continues a conversation whose turn journal already
+    /// holds `done` model calls: only the calls still possible, each sending the conversation
+    /// as it may have grown by then.
+    pub fn reservation_from(&self, prompt_bytes: u64, done: u32) -> Money {
+        // An answer token is at most a few bytes of text; count it generously (16 bytes).
+        let growth = u64::from(self.max_tokens) * 16 + self.per_turn_bytes;
         let mut total = Money::ZERO;
-        let mut sent = prompt_bytes;
-        for _ in 0..self.calls.max(1) {
-            total += self.price.worst_case(sent, self.max_tokens);
-            // An answer token is at most a few bytes of text; count it generously (16 bytes).
-            sent += u64::from(self.max_tokens) * 16;
+        for k in done..self.calls.max(1) {
+            total += self.price.worst_case(prompt_bytes + u64::from(k) * growth + self.per_call_bytes, self.max_tokens);
         }
         total
     }
@@ -272,8 +289,16 @@ impl ModelCatalog {
         let name = self.provider_name(step)?;
         let provider = self.providers.get(name)?;
         let price = self.prices.price(name, self.model(step, provider)?)?;
-        let calls = 1 + u32::from(step.schema.is_some()) + u32::from(check_retry);
-        Some(ModelQuote { price, max_tokens: step.max_tokens.unwrap_or(provider.max_tokens), calls })
+        // Every model turn of the tool loop, then a schema repair round and a checks round.
+        let calls = step.turns() + u32::from(step.schema.is_some()) + u32::from(check_retry);
+        let (per_call_bytes, per_turn_bytes) = if step.tools.is_empty() {
+            (0, 0)
+        } else {
+            let defs: Vec<ToolDef> = step.tools.iter().map(|t| t.definition()).collect();
+            let defs = serde_json::to_vec(&defs).map_or(0, |d| d.len() as u64);
+            (defs, u64::from(crate::spec::MAX_TOOL_CALLS_PER_TURN) * u64::from(crate::spec::MAX_TOOL_RESULT_BYTES))
+        };
+        Some(ModelQuote { price, max_tokens: step.max_tokens.unwrap_or(provider.max_tokens), calls, per_call_bytes, per_turn_bytes })
     }
 
     /// The quotes of every `llm` step of `spec`, for `RunStarted`.
@@ -314,6 +339,17 @@ mod tests {
         assert_eq!(p.cost(Usage { input_tokens: 1000, output_tokens: 500 }).to_exact_string(), "0.0075");
         assert_eq!(p.worst_case(400, 1000).to_exact_string(), "0.011");
         assert!(p.cost(Usage::default()).is_zero());
+    }
+
+    #[test]
+    fn a_reservation_covers_every_turn_and_a_continued_conversation_only_the_turns_left() {
+        let price = ModelPrice { input_per_million: Money::parse("1").unwrap(), output_per_million: Money::parse("1").unwrap() };
+        let q = ModelQuote { price, max_tokens: 100, calls: 3, per_call_bytes: 50, per_turn_bytes: 1000 };
+        // Calls send 500+50, then +2600, then +5200 bytes; each may answer 100 tokens.
+        let each = |sent: u64| price.worst_case(sent, 100);
+        assert_eq!(q.reservation(500), each(550) + each(3150) + each(5750));
+        assert_eq!(q.reservation_from(500, 2), each(5750));
+        assert!(q.reservation_from(500, 3).is_zero());
     }
 
     #[test]

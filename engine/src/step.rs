@@ -76,6 +76,9 @@ pub const ERROR_CODES: &[ErrorCode] = &[
     ErrorCode { code: "model_bad_request", from: "llm", class: "permanent", meaning: "the provider refused the request (400, 404, 422: unknown model, bad parameter); not retried" },
     ErrorCode { code: "model_reply", from: "llm", class: "retryable", meaning: "the provider's answer is not what its protocol says (not JSON, no choice)" },
     ErrorCode { code: "output_invalid", from: "llm", class: "permanent", meaning: "the answer did not satisfy the step's `schema`, also after one repair round with the errors fed back" },
+    ErrorCode { code: "max_turns", from: "llm", class: "permanent", meaning: "the model was still calling tools after the step's `max_turns` turns" },
+    ErrorCode { code: "reservation_exceeded", from: "llm", class: "permanent", meaning: "the next model call could cost more than what the attempt reserved; not made (a guard: the quote covers every turn)" },
+    ErrorCode { code: "turn_journal", from: "llm", class: "retryable", meaning: "the step's turn journal could not be read or written" },
     ErrorCode { code: "no_provider", from: "llm", class: "permanent", meaning: "the step names a provider (or model) the configuration does not have" },
     ErrorCode { code: "secret_missing", from: "llm", class: "permanent (retryable while the store cannot be read)", meaning: "the provider's `api_key_secret` is not in the owner's secret store (`tollgate secrets set`)" },
     ErrorCode { code: "collection_not_found", from: "research", class: "permanent", meaning: "the step's collection does not exist for the workflow's owner (`tollgate docs ingest` first)" },
@@ -154,6 +157,18 @@ pub struct StepSuccess {
     pub output: serde_json::Value,
     #[serde(default)]
     pub cost: Money,
+    /// The attempt stopped to ask a human (an `llm` step: a tool call to authorise, or a prompt
+    /// the injection classifier flagged); `output` is then empty and `cost` is what its model
+    /// calls cost so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspend: Option<crate::conversation::Suspension>,
+}
+
+impl StepSuccess {
+    /// A finished attempt's output and cost.
+    pub fn new(output: serde_json::Value, cost: Money) -> Self {
+        Self { output, cost, suspend: None }
+    }
 }
 
 /// A step type's implementation. Handlers are stateless across attempts: everything they

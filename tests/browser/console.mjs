@@ -1,9 +1,9 @@
 // The console in a real browser (Debian's chromium through playwright-core) against a real
 // `tollgate serve`, driven by actors/tests/console_browser.rs. This script asks the Rust test to
 // act on the server by printing `@@ <command>` and reading the answer (one line on stdin):
-// `start approval|budget|guidance|notify` → a run id (started by alice), `restart` → `ok` once the
-// server is back. The server's catalogue holds the shipped templates and `console-tally`.
-// $TOLLGATE_TOKEN is alice's token (group ops, which owns the workflows),
+// `start approval|budget|guidance|notify|tool|prompt` → a run id (started by alice), `restart` → `ok` once the
+// server is back, `refunds` → how many calls the tool's service received. The server's catalogue
+// holds the shipped templates and `console-tally`. $TOLLGATE_TOKEN is alice's token (group ops, which owns the workflows),
 // $TOLLGATE_OTHER_TOKEN bob's (another group), $TOLLGATE_ADMIN_TOKEN the bootstrap token.
 // Screenshots go to $SCREENSHOT_DIR. Exits non-zero on the first failed expectation.
 
@@ -154,6 +154,61 @@ try {
   expect((await trailMark.innerText()) === "[CODENAME_1]", "the step's gate trail on the timeline marks the redacted span");
   expect(!(await page.content()).includes("PROJECT-LYNX"), "the released output is shown redacted on the timeline");
   await page.screenshot({ path: path.join(shots, "timeline-guidance.png"), fullPage: true });
+
+  // Tool authorisation: the tool, its arguments (redacted) and the model's reason; the first
+  // call is allowed once, the second denied with a reason the model receives.
+  const run4 = await ask("start tool");
+  await page.goto(`${base}/console/#/inbox`);
+  const card4 = page.locator(`.card[data-run="${run4}"][data-mode="tool_authorisation"] .card-link`);
+  await card4.waitFor(WAIT);
+  await card4.click();
+  await page.locator('#card[data-mode="tool_authorisation"]').waitFor(WAIT);
+  const toolFact = async (f) => (await page.locator(`#tool-facts [data-fact="${f}"]`).innerText()).trim();
+  expect((await toolFact("tool")) === "refund" && (await toolFact("description")) === "Refund an order to the customer's card", "the card names the tool and what it does");
+  expect((await toolFact("reason")).includes("refund of order 7"), "the card shows the model's stated reason");
+  const args = await page.locator("#tool-arguments").innerText();
+  expect(args.includes('"order": 7') && /\[EMAIL_\d+\]/.test(args), `the arguments are shown, redacted (${args.replace(/\s+/g, " ")})`);
+  expect(!(await page.content()).includes("jane.doe@acme-corp.com"), "the customer's address is nowhere on the page");
+  await page.screenshot({ path: path.join(shots, "card-tool.png"), fullPage: true });
+  expect((await ask("refunds")) === "0", "nothing was refunded before the decision");
+  await page.locator('button[data-decision="allow_once"]').click();
+  await page.locator(`#timeline[data-run="${run4}"]`).waitFor(WAIT);
+  // The second call asks again (allowed once covers one call): deny it, with a reason.
+  await page.goto(`${base}/console/#/inbox`);
+  const card5 = page.locator(`.card[data-run="${run4}"][data-mode="tool_authorisation"] .card-link`);
+  await card5.waitFor(WAIT);
+  await card5.click();
+  await page.locator('#card[data-mode="tool_authorisation"]').waitFor(WAIT);
+  expect((await toolFact("reason")).includes("refund of order 8"), "the second call asks again");
+  await page.locator('button[data-decision="deny"]').click();
+  await page.locator("#decision-error", { hasText: "Say why" }).waitFor(WAIT);
+  expect(true, "a denial needs a reason");
+  await page.getByLabel(/Reason for denying/).fill("order 8 was already refunded by phone");
+  await page.locator('button[data-decision="deny"]').click();
+  await page.locator(`#timeline[data-run="${run4}"][data-status="succeeded"]`).waitFor(WAIT);
+  const toolOutput = await page.locator('.step[data-step="handle"] .output').textContent();
+  expect(toolOutput.includes("denied by alice: order 8 was already refunded by phone"), "the model received the denial's reason (its answer quotes it)");
+  const calls = await page.locator('.step[data-step="handle"] .tool-calls li').evaluateAll((li) => li.map((l) => `${l.dataset.tool}:${l.dataset.status}`));
+  expect(calls.join(",") === "refund:ok,refund:denied", `the timeline lists the tool calls and how they ended (${calls.join(", ")})`);
+  expect((await page.locator('.step[data-step="handle"] .decision').getAttribute("data-by")) === "alice", "the timeline shows who decided");
+  expect((await ask("refunds")) === "1", "only the allowed call was made");
+  await page.screenshot({ path: path.join(shots, "timeline-tool.png"), fullPage: true });
+
+  // Guidance on a prompt the injection classifier flagged: the signals and the flagged text;
+  // sent to the model as is.
+  const run5 = await ask("start prompt");
+  await page.goto(`${base}/console/#/inbox`);
+  const card6 = page.locator(`.card[data-run="${run5}"][data-mode="guidance"] .card-link`);
+  await card6.waitFor(WAIT);
+  await card6.click();
+  await page.locator("#prompt-facts").waitFor(WAIT);
+  expect((await page.locator('#prompt-facts [data-fact="signals"]').innerText()).includes("threat.instruction_override"), "the card names the classifier's signals");
+  expect((await page.locator("#prompt-flagged").innerText()).toLowerCase().includes("ignore all previous instructions"), "the card shows the flagged text");
+  await page.screenshot({ path: path.join(shots, "card-prompt.png"), fullPage: true });
+  await page.locator('button[data-decision="approve"]').click();
+  await page.locator(`#timeline[data-run="${run5}"][data-status="succeeded"]`).waitFor(WAIT);
+  const promptOut = await page.locator('.step[data-step="summarise"] .output').textContent();
+  expect(promptOut.includes("An invoice from Acme for March.") && promptOut.includes("released by a human"), "released: the model was called and the finding is on the output");
 
   // Runs list with filters.
   await page.goto(`${base}/console/#/runs`);

@@ -1,5 +1,5 @@
 //! Nothing readable at rest: a marker string that passes through a run's parameters, inputs,
-//! outputs, events, a model's prompt and answer, a provider's API key in the secret store, human
+//! outputs, events, a model's prompt and answer (the step's turn journal too), a provider's API key in the secret store, human
 //! request and decision — through an ingested document, its full-text index and the `research`
 //! step that finds it, a memory note (its key and text), a notification — and through triggers: a webhook's body and delivery id (fire history,
 //! dedup claim, trigger state) and an uploaded file — appears nowhere in a raw dump of the

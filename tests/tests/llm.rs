@@ -507,6 +507,48 @@ async fn an_injection_in_the_rendered_prompt_blocks_the_step_or_is_stripped_befo
     assert!(out["prompt_gate"][0]["signals"].as_array().unwrap().iter().any(|s| s == "threat.instruction_override"), "{out}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_injection_with_on_injection_guidance_asks_a_human_who_releases_the_prompt_or_supplies_the_output() {
+    let server = TestServer::start(Arc::new(|_, _| (StatusCode::OK, vec![], chat("An invoice.", 20, 3), Duration::ZERO))).await;
+    let p = provider(ProviderKind::Openai, &server, None);
+    let server = &server;
+    each(p, |sys| async move {
+        let before = server.hits().len();
+        let spec = SUMMARISE_EMAIL.replace("ON_INJECTION", "on_injection: guidance");
+        // Released as is: the call is made with the prompt as rendered, the finding recorded.
+        let run = sys.start(&spec, json!({})).await;
+        let v = sys.settle(&run).await;
+        assert!(v.state.is_waiting(), "the run waits for guidance: {:?}", v.state.status);
+        assert_eq!(server.hits().len(), before, "no call before a human looked at it");
+        let request = sys.t().pending().await.unwrap().into_iter().find(|r| r.run == run).expect("a guidance request");
+        assert_eq!(request.request.mode, tollgate_engine::run::HumanMode::Guidance);
+        assert!(request.request.question.contains("threat.instruction_override"), "{}", request.request.question);
+        let finding = &request.request.context["prompt_finding"];
+        assert!(finding["flagged"].to_string().to_lowercase().contains("ignore all previous instructions"), "{finding}");
+        sys.t().decide(&request.request.id, Decision::Approve, "reviewer", Some("a real invoice".into())).await.unwrap();
+        let v = sys.settle(&run).await;
+        assert_eq!(v.state.status.label(), "succeeded", "{:?}", v.state.status);
+        assert_eq!(server.hits().len(), before + 1);
+        let sent = body(&server.hits()[before])["messages"][0]["content"].as_str().unwrap().to_owned();
+        assert!(sent.contains("Ignore all previous instructions"), "released: sent as rendered");
+        let step = TestSystem::step(&v, "summarise");
+        assert_eq!(step.output.as_ref().unwrap()["prompt_gate"][0]["action"], "released by a human");
+        let statuses: Vec<&str> = step.attempts.iter().map(|a| a.status.label()).collect();
+        assert_eq!(statuses, ["suspended", "succeeded"]);
+
+        // Or the human supplies the output: no call at all.
+        let run = sys.start(&spec, json!({})).await;
+        sys.settle(&run).await;
+        let request = sys.t().pending().await.unwrap().into_iter().find(|r| r.run == run).expect("a guidance request");
+        sys.t().decide(&request.request.id, Decision::Modify { value: json!({"text": "Invoice email (suspicious footer removed)."}) }, "reviewer", None).await.unwrap();
+        let v = sys.settle(&run).await;
+        assert_eq!(v.state.status.label(), "succeeded");
+        assert_eq!(TestSystem::step(&v, "summarise").output.as_ref().unwrap()["text"], "Invoice email (suspicious footer removed).");
+        assert_eq!(server.hits().len(), before + 1, "no call for a supplied output");
+    })
+    .await;
+}
+
 fn anthropic(text: &str) -> String {
     json!({
         "id": "msg", "type": "message", "role": "assistant", "model": "claude-test",

@@ -1,6 +1,7 @@
 //! The command line: `validate`, `schema`, `run`, `decide`, `resume`, `cancel`, `runs`,
-//! `secrets`, `docs`, `memory`, `receipt`, `serve`, `worker`. Each command is a function here or in a sibling module.
+//! `secrets`, `connections`, `docs`, `memory`, `receipt`, `serve`, `worker`. Each command is a function here or in a sibling module.
 
+mod connections;
 mod docs;
 mod gates;
 mod progress;
@@ -73,15 +74,19 @@ pub enum Command {
         #[arg(long, env = "TOLLGATE_TOKEN", hide_env_values = true)]
         token: Option<String>,
     },
-    /// Decide a pending human request of a run's step: approve, reject, extend, modify, abort.
+    /// Decide a pending human request of a run's step: approve, reject, extend, modify, abort;
+    /// a tool authorisation: allow_once, allow_for_run, deny (with --reason), abort.
     Decide {
         run: RunId,
         /// The step waiting for the decision (for a budget extension: the step the budget blocks).
         step: StepId,
-        #[arg(value_parser = ["approve", "reject", "extend", "modify", "abort"])]
+        #[arg(value_parser = ["approve", "reject", "extend", "modify", "abort", "allow_once", "allow_for_run", "deny"])]
         decision: String,
         #[arg(long)]
         comment: Option<String>,
+        /// For `deny`: why; the model receives it as the tool's result.
+        #[arg(long)]
+        reason: Option<String>,
         /// For `extend`: the amount to add to the budget (an exact decimal, e.g. 0.50).
         #[arg(long)]
         amount: Option<Money>,
@@ -123,6 +128,11 @@ pub enum Command {
     Secrets {
         #[command(subcommand)]
         command: secrets::SecretsCommand,
+    },
+    /// Named connections of an owner (smtp, imap, http) that `connector` steps use: add, list, test, remove.
+    Connections {
+        #[command(subcommand)]
+        command: connections::ConnectionsCommand,
     },
     /// Document collections that `research` steps search: ingest, search, list, delete.
     Docs {
@@ -211,6 +221,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Validate { file } => validate_cmd(&config, &file),
         Command::Secrets { command } => secrets::secrets_cmd(&config, command).await,
+        Command::Connections { command } => connections::run(&config, command).await,
         Command::Schema => {
             println!("{}", serde_json::to_string_pretty(&tollgate_engine::spec::json_schema())?);
             Ok(ExitCode::SUCCESS)
@@ -243,8 +254,14 @@ pub async fn main(cli: Cli) -> anyhow::Result<ExitCode> {
             sys.shutdown().await;
             result
         }
-        Command::Decide { run, step, decision, comment, amount, value, token, by, json } => {
+        Command::Decide { run, step, decision, comment, reason, amount, value, token, by, json } => {
             let decision = match (decision.as_str(), amount, value) {
+                ("deny", _, _) => match reason.filter(|r| !r.trim().is_empty()) {
+                    Some(reason) => Decision::Deny { reason },
+                    None => bail!("`deny` needs --reason: the model receives it as the tool's result"),
+                },
+                ("allow_once", _, _) => Decision::AllowOnce,
+                ("allow_for_run", _, _) => Decision::AllowForRun,
                 ("approve", _, _) => Decision::Approve,
                 ("reject", _, _) => Decision::Reject,
                 ("abort", _, _) => Decision::Abort,

@@ -1,4 +1,5 @@
-//! Run summaries for people (a table) and machines (JSON): per step, status, attempts,
+//! Run summaries for people (a table) and machines (JSON): per step, status, attempts (an `llm`
+//! step's model usage and tool calls too),
 //! duration, cost, error and human decision. Outputs only when asked (`runs show --outputs`):
 //! the run holds them gated, so what is printed is their redacted form (a blocked output's
 //! redacted copy; the held original never leaves its quarantine record).
@@ -45,6 +46,7 @@ pub fn summary_json(v: &RunView) -> Value {
                     "decision": it.decision,
                     "gate": it.gate,
                 })).collect::<Vec<_>>()),
+                "tool_calls": (v.step_types[i] == "llm").then(|| s.output.as_ref().and_then(|o| o.get("tool_calls"))).flatten(),
                 "child": s.child,
             })
         })
@@ -127,6 +129,11 @@ pub fn print_summary(v: &RunView) {
                 u["output_tokens"],
                 u["cost"].as_str().unwrap_or("?"),
             );
+        }
+        // An `llm` step's tool calls and how each ended.
+        if let Some(calls) = s.output.as_ref().filter(|_| v.step_types[i] == "llm").and_then(|o| o["tool_calls"].as_array()).filter(|c| !c.is_empty()) {
+            let line: Vec<String> = calls.iter().map(|c| format!("{} {}", c["tool"].as_str().unwrap_or("?"), c["status"].as_str().unwrap_or("?"))).collect();
+            println!("      tool calls: {}", line.join(", "));
         }
         // A clean `allow` is the common case; show verdicts that found something.
         if let Some(g) = s.gate.as_ref().filter(|g| g["action"] != "allow" || g["findings"].as_array().is_some_and(|f| !f.is_empty())) {

@@ -64,8 +64,11 @@ pub struct AlreadyDecidedDoc {
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct DecisionDoc {
-    /// `approve`, `reject`, `extend` (with `amount`), `modify` (with `value`), `abort`.
+    /// `approve`, `reject`, `extend` (with `amount`), `modify` (with `value`), `abort`; for a
+    /// tool authorisation `allow_once`, `allow_for_run`, `deny` (with `reason`).
     pub decision: String,
+    /// For `deny`: the reason the model received.
+    pub reason: Option<String>,
     pub by: String,
     pub comment: Option<String>,
     /// Applied by an escalation's `default`, not by a person.
@@ -206,7 +209,7 @@ pub struct CancellingDoc {
 #[allow(dead_code)]
 pub struct AuditEventDoc {
     pub at: u64,
-    /// `run.started`, `step.succeeded`, `step.failed`, `step.blocked`, `request.approved`, `request.rejected`, `request.modified`, `request.extended`, `request.aborted`, `escalation.paged`, `escalation.default`, `run.cancelled`…
+    /// `run.started`, `step.succeeded`, `step.failed`, `step.blocked`, `request.approved`, `request.rejected`, `request.modified`, `request.extended`, `request.aborted`, `tool.authorisation_asked`, `tool.allowed_once`, `tool.allowed_for_run`, `tool.denied`, `escalation.paged`, `escalation.default`, `run.cancelled`…
     pub kind: String,
 }
 
@@ -272,7 +275,8 @@ pub struct RequestSpecDoc {
     pub mode: String,
     pub step: Option<String>,
     pub question: String,
-    /// What the human needs to answer: the step's inputs, named upstream outputs (redacted), the gate trail, budget figures.
+    /// What the human needs to answer: the step's inputs, named upstream outputs (redacted), the gate trail, budget figures;
+    /// for a tool authorisation `tool`, `description`, `arguments` (redacted), `reason` (the model's), `call_id`, `turn`.
     #[schema(value_type = Object)]
     pub context: Value,
     /// A user or group.

@@ -33,7 +33,8 @@ pub async fn show(State(t): State<Tollgate>, caller: Caller, Path(request): Path
 
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct DecisionBody {
-    /// `approve`, `reject`, `extend` (with `amount`), `modify` (with `value`), `abort`.
+    /// `approve`, `reject`, `extend` (with `amount`), `modify` (with `value`), `abort`; for a
+    /// tool authorisation: `allow_once`, `allow_for_run`, `deny` (with `reason`), `abort`.
     decision: String,
     #[serde(default)]
     /// An exact decimal: a JSON string (`"0.50"`) or number.
@@ -45,18 +46,29 @@ pub struct DecisionBody {
     value: Option<Value>,
     #[serde(default)]
     comment: Option<String>,
+    /// For `deny` (tool authorisation): why, returned to the model as the tool's result.
+    #[serde(default)]
+    reason: Option<String>,
 }
 
 /// Parse a decision word with its argument.
-pub fn parse_decision(word: &str, amount: Option<Money>, value: Option<Value>) -> Result<Decision, ApiError> {
+pub fn parse_decision(word: &str, amount: Option<Money>, value: Option<Value>, reason: Option<String>) -> Result<Decision, ApiError> {
+    if word == "deny" {
+        return match reason.map(|r| r.trim().to_owned()).filter(|r| !r.is_empty()) {
+            Some(reason) => Ok(Decision::Deny { reason }),
+            None => Err(ApiError::Request(StatusCode::UNPROCESSABLE_ENTITY, "bad_decision", "`deny` needs a `reason`: the model receives it".into())),
+        };
+    }
     Ok(match (word, amount, value) {
         ("approve", _, _) => Decision::Approve,
         ("reject", _, _) => Decision::Reject,
         ("abort", _, _) => Decision::Abort,
+        ("allow_once", _, _) => Decision::AllowOnce,
+        ("allow_for_run", _, _) => Decision::AllowForRun,
         ("extend", Some(a), _) if !a.is_zero() => Decision::Extend { amount: a },
         ("modify", _, Some(v)) => Decision::Modify { value: v },
         (d, _, _) => {
-            let msg = format!("decision `{d}` is unknown or lacks its argument (extend needs amount > 0, modify needs value)");
+            let msg = format!("decision `{d}` is unknown or lacks its argument (extend needs amount > 0, modify needs value; known: approve, reject, extend, modify, abort, allow_once, allow_for_run, deny)");
             return Err(ApiError::Request(StatusCode::UNPROCESSABLE_ENTITY, "bad_decision", msg));
         }
     })
@@ -67,7 +79,7 @@ pub fn parse_decision(word: &str, amount: Option<Money>, value: Option<Value>) -
         (status = 409, description = "already decided: the first decision", body = AlreadyDecidedDoc), (status = 422, body = ApiErrorDoc), (status = 401, description = "no or a wrong token", body = ApiErrorDoc)))]
 /// `POST /api/requests/{request}/decision`.
 pub async fn decide(State(t): State<Tollgate>, caller: Caller, Path(request): Path<String>, Body(b): Body<DecisionBody>) -> Result<Json<Value>, ApiError> {
-    let decision = parse_decision(&b.decision, b.amount, b.value)?;
+    let decision = parse_decision(&b.decision, b.amount, b.value, b.reason)?;
     let record = t.decide_as(&caller, &RequestId(request), decision, b.comment).await?;
     Ok(Json(json!({"request": record.request.id, "run": record.run, "recorded": true, "by": caller.name()})))
 }

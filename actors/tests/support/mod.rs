@@ -13,8 +13,14 @@ pub fn tollgate(data: &Path) -> Command {
 }
 
 /// Start `tollgate run FILE --json` and read its run id from stderr.
+#[allow(dead_code)]
 pub fn start_run(data: &Path, file: &Path) -> (Child, String) {
-    let mut child = tollgate(data).arg("run").arg(file).arg("--json").stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    start_run_with(data, file, |c| c)
+}
+
+/// [`start_run`] with the command changed first (environment, flags).
+pub fn start_run_with(data: &Path, file: &Path, change: impl FnOnce(Command) -> Command) -> (Child, String) {
+    let mut child = change(tollgate(data)).arg("run").arg(file).arg("--json").stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -30,6 +36,7 @@ pub fn start_run(data: &Path, file: &Path) -> (Child, String) {
 }
 
 /// Poll `cond` until it holds; panic naming `what` after `deadline`.
+#[allow(dead_code)]
 pub fn wait_until(what: &str, deadline: Duration, mut cond: impl FnMut() -> bool) {
     let end = Instant::now() + deadline;
     while !cond() {

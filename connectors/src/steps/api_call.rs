@@ -162,7 +162,7 @@ impl StepHandler for ApiCallHandler {
         };
         let hop = build(&spec, &call.idempotency_key, call.attempt)?;
         match tokio::time::timeout(call.timeout, self.exchange(hop, call.egress)).await {
-            Ok(result) => result.map(|output| StepSuccess { output, cost: Money::ZERO }),
+            Ok(result) => result.map(|output| StepSuccess::new(output, Money::ZERO)),
             Err(_) => Err(StepError::retryable("timeout", format!("no complete response within {:?}", call.timeout))),
         }
     }

@@ -44,6 +44,6 @@ impl StepHandler for EventHandler {
             .publish(EventName::new(owner.as_str(), name), &payload, Some(&call.idempotency_key))
             .await
             .map_err(|e| StepError::retryable("event_bus_unavailable", e.to_string()))?;
-        Ok(StepSuccess { output: json!({ "id": published.id, "name": name, "at": published.at }), cost: Default::default() })
+        Ok(StepSuccess::new(json!({ "id": published.id, "name": name, "at": published.at }), Default::default()))
     }
 }

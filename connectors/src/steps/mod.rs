@@ -10,6 +10,7 @@ pub mod event;
 pub mod llm;
 pub mod platform;
 pub mod research;
+pub mod tools;
 
 pub use api_call::ApiCallHandler;
 pub use code::CodeHandler;

@@ -52,10 +52,7 @@ impl StepHandler for ResearchHandler {
             DocsError::EmptyQuery => StepError::permanent("bad_query", e.to_string()),
             other => StepError::retryable("index_unavailable", other.to_string()),
         })?;
-        Ok(StepSuccess {
-            output: json!({ "query": query, "collection": step.collection, "hits": hits }),
-            cost: Money::ZERO,
-        })
+        Ok(StepSuccess::new(json!({ "query": query, "collection": step.collection, "hits": hits }), Money::ZERO))
     }
 }
 
@@ -81,6 +78,6 @@ impl ResearchHandler {
             DocsError::Unreadable { .. } => StepError::permanent("bad_documents", e.to_string()),
             other => StepError::retryable("index_unavailable", other.to_string()),
         })?;
-        Ok(StepSuccess { output: json!(report), cost: Money::ZERO })
+        Ok(StepSuccess::new(json!(report), Money::ZERO))
     }
 }

@@ -333,7 +333,11 @@ fn noise() -> impl Strategy<Value = String> {
 fn secret_value() -> impl Strategy<Value = String> {
     prop_oneof![
         "[a-z]{3,8}\\.[a-z]{2,6}@[a-z]{3,8}\\.(com|org|io)",
-        "[A-Za-z0-9]{36}".prop_map(|s| format!("ghp_{s}")),
+        // A token as GitHub issues them (random), not a low-entropy placeholder such as
+        // `ghp_AAAa0aAAAA…`, which the rule's entropy floor leaves alone by design.
+        "[A-Za-z0-9]{36}"
+            .prop_filter("a random token, not a placeholder", |s| crate::gates::checksum::shannon_entropy(s.as_bytes()) >= 4.0)
+            .prop_map(|s| format!("ghp_{s}")),
         Just("4111111111111111".to_string()),
         Just("DE89370400440532013000".to_string()),
     ]

@@ -17,7 +17,11 @@ use crate::run::{
     retry_after_failure, Action, BudgetState, Decision, Event, FailReason, RunState,
     RunStatus, StepState, StepStatus, Timer,
 };
-use crate::run::requests::{approval_request, budget_request, escalation_at, escalation_timers, guidance_request, policy_decision};
+use crate::run::requests::{
+    approval_request, budget_request, escalation_at, escalation_timers, guidance_request, policy_decision, prompt_guidance_request,
+    tool_authorisation_request,
+};
+use crate::conversation::{PromptHold, ToolAsk, ToolGrant};
 use crate::spec::steps::{EventStep, OnTimeout, PlatformAction, WaitSpec};
 use crate::spec::{Join, JoinVerdict, NeedOutcome, StepKind, StepType, ValidatedSpec};
 use crate::step::StepError;
@@ -85,6 +89,10 @@ pub fn apply(spec: &ValidatedSpec, state: &mut RunState, event: &Event) -> Vec<A
         Event::StepBlocked { step, attempt, started_at, redacted, cost, gate, .. } => {
             m.step_blocked(step, *attempt, *started_at, redacted, *cost, gate)
         }
+        Event::ToolAuthorisationAsked { step, attempt, started_at, ask, cost, .. } => {
+            m.tool_authorisation_asked(step, *attempt, *started_at, ask, *cost)
+        }
+        Event::PromptHeld { step, attempt, started_at, hold, .. } => m.prompt_held(step, *attempt, *started_at, hold),
         Event::TimerFired { timer, .. } => m.timer_fired(timer),
         Event::AttemptInterrupted { step, attempt, started_at, worker, .. } => m.attempt_interrupted(step, *attempt, *started_at, worker),
         Event::HumanDecided { request, decision, by, comment, released, by_policy, at } => m.human_decided(
@@ -130,6 +138,14 @@ pub fn outstanding(spec: &ValidatedSpec, state: &RunState) -> Vec<Action> {
                     out.push(Action::ArmTimer { timer: Timer::EventWait { step: step.clone() }, at: *until });
                     out.push(Action::AwaitEvent { step: step.clone(), name: w.name.clone(), from: *from });
                 }
+            }
+            StepStatus::WaitingHuman { request } if s.prompt_hold.is_some() => {
+                let hold = s.prompt_hold.as_ref().expect("checked");
+                out.push(Action::RequestHuman(prompt_guidance_request(spec, slot, hold, request.clone())))
+            }
+            StepStatus::WaitingHuman { request } if s.tool_ask.is_some() => {
+                let ask = s.tool_ask.as_ref().expect("checked");
+                out.push(Action::RequestHuman(tool_authorisation_request(spec, slot, ask, request.clone())))
             }
             StepStatus::WaitingChild { run } => {
                 if let Some(a) = crate::run::subworkflow::start_child_action(spec, state, i, run) {
@@ -216,6 +232,25 @@ fn render_input(spec: &ValidatedSpec, state: &RunState, slot: Slot) -> Result<Va
             scope["item_index"] = index.clone();
         }
         input["llm"] = llm.render(&scope).map_err(|e| StepError::permanent("template_error", e))?;
+        let s = state.slot(slot).expect("a slot of the run");
+        // The slot's turn journal (an item of a `for_each` has its own), and which conversation
+        // the attempt continues: a new one after each permanent failure (a retry of the step is
+        // a fresh try), else the one its turn journal holds.
+        input["llm"]["slot"] = json!(slot.id(spec));
+        input["llm"]["conversation"] = json!(conversation_of(s));
+        if let Some(quote) = state.quotes.get(&step.id) {
+            // What the attempt may spend at most: the handler checks each call against it.
+            input["llm"]["reserved"] = json!(quote.reservation_from(prompt_bytes(&input), s.turns_done));
+        }
+        if s.prompt_released {
+            input["llm"]["prompt_released"] = json!(true);
+        }
+        if !llm.tools.is_empty() {
+            // The human answers so far, so the attempt runs (or tells the model of) the calls
+            // they decided; tool templates see `params`.
+            input["llm"]["grants"] = json!({ "calls": s.tool_grants, "run": s.tools_allowed });
+            input["params"] = state.params.clone();
+        }
         if step.checks.is_some() {
             // CEL checks see `params`; the handler evaluates them for `on_block: retry`.
             input["params"] = state.params.clone();
@@ -270,6 +305,18 @@ fn json_kind(v: &Value) -> String {
     }
 }
 
+/// The conversation (turn journal) an attempt of a slot continues: one per permanent failure.
+fn conversation_of(s: &StepState) -> u32 {
+    let permanent = |a: &AttemptRecord| a.status == AttemptStatus::Failed && a.error.as_ref().is_some_and(|e| e.class == crate::step::ErrorClass::Permanent);
+    s.attempts.iter().filter(|a| permanent(a)).count() as u32
+}
+
+/// The size of an `llm` attempt's rendered prompt, in bytes (bytes bound tokens).
+fn prompt_bytes(input: &Value) -> u64 {
+    let messages = input.pointer("/llm/messages").and_then(Value::as_array);
+    messages.into_iter().flatten().map(|m| m["content"].as_str().map_or(0, |c| c.len() as u64)).sum()
+}
+
 /// The slot a budget block of step `i` is about: its first item still waiting for budget if
 /// it fans out, else the step.
 pub(crate) fn blocked_slot(state: &RunState, i: usize) -> Slot {
@@ -288,9 +335,7 @@ pub(crate) fn reservation(spec: &ValidatedSpec, state: &RunState, slot: Slot) ->
     let quoted = || {
         let quote = state.quotes.get(&step.id)?;
         let input = render_input(spec, state, slot).ok()?;
-        let messages = input.get("llm")?.get("messages")?.as_array()?;
-        let bytes: u64 = messages.iter().map(|m| m["content"].as_str().map_or(0, |c| c.len() as u64)).sum();
-        Some(quote.reservation(bytes))
+        Some(quote.reservation_from(prompt_bytes(&input), state.slot(slot)?.turns_done))
     };
     let est = step.cost.or_else(quoted).unwrap_or(Money::ZERO);
     state.slot(slot).and_then(|s| s.overrun_cost).map_or(est, |o| o.max(est))
@@ -630,12 +675,23 @@ impl Machine<'_> {
     }
 
     /// Settle the reservation of the attempt in flight with its actual cost (an item's cost
-    /// also counts on its step).
+    /// also counts on its step); a step that reports no cost of its own (and every failed
+    /// attempt) is charged its estimate: fail closed.
     fn settle_cost(&mut self, slot: Slot, actual: Money) {
+        self.settle_cost_as(slot, actual, false)
+    }
+
+    /// A finished `llm` attempt reports exactly what its model calls cost — zero when it made
+    /// none (it went on from its turn journal) — so it is charged that, even when zero.
+    fn settle_reported_cost(&mut self, slot: Slot, actual: Money) {
+        let exact = matches!(self.spec.step(slot.step).kind, StepKind::Llm(_));
+        self.settle_cost_as(slot, actual, exact)
+    }
+
+    fn settle_cost_as(&mut self, slot: Slot, actual: Money, exact: bool) {
         let s = self.at(slot);
         let reserved = std::mem::take(&mut s.reserved);
-        // Steps that report no cost of their own are charged their estimate: fail closed.
-        let actual = if actual.is_zero() { reserved } else { actual };
+        let actual = if actual.is_zero() && !exact { reserved } else { actual };
         if actual > reserved {
             s.overrun_cost = Some(actual);
         }
@@ -682,7 +738,7 @@ impl Machine<'_> {
         if !self.is_current(slot, attempt, Some(started_at), "succeeded") {
             return;
         }
-        self.settle_cost(slot, cost);
+        self.settle_reported_cost(slot, cost);
         self.close_attempt(slot, attempt, AttemptStatus::Succeeded, Some(started_at), None);
         let s = self.at(slot);
         s.output = Some(output.clone());
@@ -700,7 +756,7 @@ impl Machine<'_> {
         if !self.is_current(slot, attempt, Some(started_at), "blocked") {
             return;
         }
-        self.settle_cost(slot, cost);
+        self.settle_reported_cost(slot, cost);
         self.close_attempt(slot, attempt, AttemptStatus::Blocked, Some(started_at), None);
         self.state.human_seq += 1;
         let id = RequestId::for_step(&self.state.run, step, self.state.human_seq);
@@ -709,6 +765,94 @@ impl Machine<'_> {
         s.blocked = Some(redacted.clone());
         s.status = StepStatus::WaitingHuman { request: id.clone() };
         self.actions.push(Action::RequestHuman(guidance_request(self.spec, self.state, slot, id)));
+    }
+
+    /// An `llm` attempt stopped before a tool call that needs authorisation: ask the human.
+    fn tool_authorisation_asked(&mut self, step: &StepId, attempt: u32, started_at: u64, ask: &ToolAsk, cost: Money) {
+        let Some(slot) = self.slot_of(step) else { return };
+        if !self.is_current(slot, attempt, Some(started_at), "suspended") {
+            return;
+        }
+        self.settle_cost_as(slot, cost, true);
+        self.close_attempt(slot, attempt, AttemptStatus::Suspended, Some(started_at), None);
+        self.state.human_seq += 1;
+        let id = RequestId::for_step(&self.state.run, step, self.state.human_seq);
+        let s = self.at(slot);
+        s.tool_ask = Some(ask.clone());
+        s.turns_done = ask.turn;
+        s.status = StepStatus::WaitingHuman { request: id.clone() };
+        self.actions.push(Action::RequestHuman(tool_authorisation_request(self.spec, slot, ask, id)));
+    }
+
+    /// An `llm` attempt stopped before any call: its prompt was flagged and the step asks for
+    /// guidance.
+    fn prompt_held(&mut self, step: &StepId, attempt: u32, started_at: u64, hold: &PromptHold) {
+        let Some(slot) = self.slot_of(step) else { return };
+        if !self.is_current(slot, attempt, Some(started_at), "suspended") {
+            return;
+        }
+        self.settle_cost_as(slot, Money::ZERO, true);
+        self.close_attempt(slot, attempt, AttemptStatus::Suspended, Some(started_at), None);
+        self.state.human_seq += 1;
+        let id = RequestId::for_step(&self.state.run, step, self.state.human_seq);
+        let s = self.at(slot);
+        s.prompt_hold = Some(hold.clone());
+        s.status = StepStatus::WaitingHuman { request: id.clone() };
+        self.actions.push(Action::RequestHuman(prompt_guidance_request(self.spec, slot, hold, id)));
+    }
+
+    /// Guidance on a flagged prompt: released (the call is made, in a new attempt), replaced by
+    /// a value for the step's output, or the run aborted.
+    fn prompt_decided(&mut self, slot: Slot, d: StepDecision) {
+        let s = self.at(slot);
+        s.prompt_hold = None;
+        s.decision = Some(d.clone());
+        let mut ready = Vec::new();
+        match d.decision {
+            Decision::Approve => {
+                s.prompt_released = true;
+                s.status = StepStatus::Pending;
+                let attempt = s.attempts.len() as u32 + 1;
+                self.dispatch(slot, attempt, None, &mut ready);
+            }
+            Decision::Modify { value } => {
+                s.output = Some(value);
+                s.status = StepStatus::Succeeded;
+                self.settle_slot(slot, &mut ready);
+            }
+            _ => {
+                return self.finish(RunStatus::Cancelled { by: d.by, reason: d.comment.unwrap_or_else(|| "aborted".into()) });
+            }
+        }
+        self.consider(ready);
+        self.check_done();
+    }
+
+    /// The human answered a tool-authorisation request: keep the answer for the slot's later
+    /// attempts and continue the conversation with a new attempt (abort ends the run).
+    fn tool_decided(&mut self, slot: Slot, d: StepDecision) {
+        let s = self.at(slot);
+        let ask = s.tool_ask.take().expect("a tool-authorisation request");
+        s.decision = Some(d.clone());
+        let grant = match d.decision {
+            Decision::AllowOnce | Decision::Approve => ToolGrant::Allow { by: d.by.clone() },
+            Decision::AllowForRun => {
+                s.tools_allowed.insert(ask.tool.clone(), d.by.clone());
+                ToolGrant::Allow { by: d.by.clone() }
+            }
+            Decision::Deny { reason } => ToolGrant::Deny { by: d.by.clone(), reason },
+            Decision::Reject => ToolGrant::Deny { by: d.by.clone(), reason: d.comment.clone().unwrap_or_else(|| "denied".into()) },
+            Decision::Abort | Decision::Modify { .. } | Decision::Extend { .. } => {
+                return self.finish(RunStatus::Cancelled { by: d.by, reason: d.comment.unwrap_or_else(|| "aborted".into()) });
+            }
+        };
+        s.tool_grants.insert(ask.call_id, grant);
+        s.status = StepStatus::Pending;
+        let attempt = s.attempts.len() as u32 + 1;
+        let mut ready = Vec::new();
+        self.dispatch(slot, attempt, None, &mut ready);
+        self.consider(ready);
+        self.check_done();
     }
 
     fn step_failed(&mut self, step: &StepId, attempt: u32, started_at: Option<u64>, error: &StepError) {
@@ -728,6 +872,9 @@ impl Machine<'_> {
         let key = slot.id(spec);
         self.settle_cost(slot, Money::ZERO);
         self.close_attempt(slot, attempt, status, started_at, Some(error));
+        if status == AttemptStatus::Failed && error.class == crate::step::ErrorClass::Permanent {
+            self.at(slot).turns_done = 0; // a retry starts a new conversation
+        }
         let counted = self.at(slot).attempts.iter().filter(|a| a.counts_towards_retries()).count() as u32;
         self.at(slot).error = Some(error.clone());
         let mut ready = Vec::new();
@@ -915,6 +1062,12 @@ impl Machine<'_> {
         else {
             return; // unknown or already answered: decisions are first-writer-wins upstream
         };
+        if self.state.slot(slot).is_some_and(|s| s.tool_ask.is_some()) {
+            return self.tool_decided(slot, d);
+        }
+        if self.state.slot(slot).is_some_and(|s| s.prompt_hold.is_some()) {
+            return self.prompt_decided(slot, d);
+        }
         let mut ready = Vec::new();
         let decision = d.decision.clone();
         let s = self.at(slot);
@@ -941,7 +1094,7 @@ impl Machine<'_> {
                 s.status = StepStatus::Succeeded;
                 self.settle_slot(slot, &mut ready);
             }
-            Decision::Reject | Decision::Extend { .. } => {
+            Decision::Reject | Decision::Extend { .. } | Decision::AllowOnce | Decision::AllowForRun | Decision::Deny { .. } => {
                 s.error = Some(StepError::permanent("rejected", format!("rejected by {}{}", d.by, d.comment.as_deref().map(|c| format!(": {c}")).unwrap_or_default())));
                 s.status = StepStatus::Failed;
                 self.settle_slot(slot, &mut ready);

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::conversation::{PromptHold, ToolAsk};
 use crate::ids::{RequestId, RunId, StepId, WorkflowId};
 use crate::llm::ModelQuote;
 use crate::money::Money;
@@ -50,6 +51,13 @@ pub enum Event {
     /// The gate mesh blocked the attempt's output. Only its redacted form is journaled; the
     /// output itself is held (sealed) outside the run's reach until a human releases it.
     StepBlocked { step: StepId, attempt: u32, at: u64, started_at: u64, redacted: Value, cost: Money, gate: Value },
+    /// An `llm` attempt stopped before a tool call that needs a human's authorisation; the
+    /// run asks (a tool-authorisation request) and continues the conversation with a new
+    /// attempt once answered. `cost`: its model calls, exactly.
+    ToolAuthorisationAsked { step: StepId, attempt: u32, at: u64, started_at: u64, ask: ToolAsk, cost: Money },
+    /// An `llm` attempt stopped before any call: its rendered prompt looked like a prompt
+    /// injection and the step asks for guidance (`on_injection: guidance`).
+    PromptHeld { step: StepId, attempt: u32, at: u64, started_at: u64, hold: PromptHold },
     TimerFired { timer: Timer, at: u64 },
     /// An attempt was started by a process that died before recording an outcome (the run
     /// driver found its claim held by a process that is no longer alive). It may have run: the
@@ -116,6 +124,8 @@ impl Event {
             Event::StepSucceeded { .. } => "step_succeeded",
             Event::StepFailed { .. } => "step_failed",
             Event::StepBlocked { .. } => "step_blocked",
+            Event::ToolAuthorisationAsked { .. } => "tool_authorisation_asked",
+            Event::PromptHeld { .. } => "prompt_held",
             Event::TimerFired { .. } => "timer_fired",
             Event::AttemptInterrupted { .. } => "attempt_interrupted",
             Event::HumanDecided { .. } => "human_decided",
@@ -133,6 +143,8 @@ impl Event {
             | Event::StepSucceeded { at, .. }
             | Event::StepFailed { at, .. }
             | Event::StepBlocked { at, .. }
+            | Event::ToolAuthorisationAsked { at, .. }
+            | Event::PromptHeld { at, .. }
             | Event::TimerFired { at, .. }
             | Event::AttemptInterrupted { at, .. }
             | Event::HumanDecided { at, .. }
@@ -187,6 +199,21 @@ pub enum Decision {
     /// Guidance: use this value instead.
     Modify { value: Value },
     Abort,
+    /// Tool authorisation: run this one call.
+    AllowOnce,
+    /// Tool authorisation: run this call and every later call of the same tool of this step in
+    /// this run without asking again.
+    AllowForRun,
+    /// Tool authorisation: do not run it; the model receives `reason` as the tool's result.
+    Deny { reason: String },
+}
+
+impl Decision {
+    /// Whether it lets the run go ahead (what a step forbidding self-approval refuses its
+    /// starter): approve, modify, extend, allow.
+    pub fn is_approving(&self) -> bool {
+        matches!(self, Decision::Approve | Decision::Modify { .. } | Decision::Extend { .. } | Decision::AllowOnce | Decision::AllowForRun)
+    }
 }
 
 /// What to ask a human.

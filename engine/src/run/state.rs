@@ -123,6 +123,9 @@ pub enum AttemptStatus {
     Superseded,
     /// The run ended while it was in flight.
     Cancelled,
+    /// It stopped to ask a human to authorise a tool call; the step goes on with a new attempt
+    /// once answered (the conversation continues from its turn journal).
+    Suspended,
 }
 
 impl AttemptStatus {
@@ -137,6 +140,7 @@ impl AttemptStatus {
             AttemptStatus::Interrupted => "interrupted",
             AttemptStatus::Superseded => "superseded",
             AttemptStatus::Cancelled => "cancelled",
+            AttemptStatus::Suspended => "suspended",
         }
     }
 
@@ -171,7 +175,7 @@ impl AttemptRecord {
     /// Attempts that count towards `retry.max_attempts`: an interrupted attempt is the
     /// engine's failure (its process died), not the step's.
     pub fn counts_towards_retries(&self) -> bool {
-        self.status != AttemptStatus::Interrupted
+        !matches!(self.status, AttemptStatus::Interrupted | AttemptStatus::Suspended)
     }
 }
 
@@ -213,6 +217,25 @@ pub struct StepState {
     pub blocked: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decision: Option<StepDecision>,
+    /// The tool call an `llm` step waits to have authorised (its redacted arguments and reason).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_ask: Option<crate::conversation::ToolAsk>,
+    /// Answers to its tool-authorisation requests, by tool call id.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub tool_grants: std::collections::BTreeMap<String, crate::conversation::ToolGrant>,
+    /// Its tools allowed for the rest of the run (`allow_for_run`), with who allowed them.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub tools_allowed: std::collections::BTreeMap<String, String>,
+    /// The prompt-injection finding an `llm` step waits on guidance for (redacted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_hold: Option<crate::conversation::PromptHold>,
+    /// A human released its flagged prompt: later attempts send it as is.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub prompt_released: bool,
+    /// Model calls its turn journal is known to hold (an `llm` step that asked for a tool
+    /// authorisation): the next attempt reserves only the calls still possible.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub turns_done: u32,
     /// Escalation levels of its open request that have fired.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub escalated: u32,
@@ -245,6 +268,12 @@ impl StepState {
             error: None,
             gate: None,
             blocked: None,
+            tool_ask: None,
+            tool_grants: Default::default(),
+            tools_allowed: Default::default(),
+            prompt_hold: None,
+            prompt_released: false,
+            turns_done: 0,
             decision: None,
             escalated: 0,
             started_at: None,

@@ -122,6 +122,8 @@ fn render_event(e: &Event) -> String {
         Event::StepSucceeded { step, attempt, at, .. } => format!("@{at} ok {step}#{attempt}"),
         Event::StepFailed { step, attempt, at, error, .. } => format!("@{at} fail {step}#{attempt} ({})", error.code),
         Event::StepBlocked { step, attempt, at, .. } => format!("@{at} blocked {step}#{attempt}"),
+        Event::PromptHeld { step, attempt, at, hold, .. } => format!("@{at} prompt held {step}#{attempt} ({})", hold.signals.join(",")),
+        Event::ToolAuthorisationAsked { step, attempt, at, ask, .. } => format!("@{at} asks {step}#{attempt} tool {} ({})", ask.tool, ask.call_id),
         Event::TimerFired { timer, at } => format!("@{at} fired {}", render_timer(timer)),
         Event::HumanDecided { request, decision, at, .. } => format!("@{at} human {request} {decision:?}"),
         Event::Cancelled { at, .. } => format!("@{at} cancel"),
@@ -1190,4 +1192,102 @@ steps:
 
 fn spec_of_depth(_: u32) -> ValidatedSpec {
     spec("id: deep\nowner: o\nsteps:\n  - { id: again, type: platform, action: workflow.run, with: { workflow: other } }\n")
+}
+
+const TOOLS: &str = r#"
+id: wf
+owner: ops
+steps:
+  - id: ask
+    type: llm
+    prompt: "Refund order 7?"
+    tools:
+      - { name: refund, description: "refund an order", authorize: true, api_call: { method: POST, url: "https://pay.example/refund" } }
+  - { id: after, type: code, script: "return 1", needs: [ask] }
+"#;
+
+fn tool_ask(call: &str, at: u64, attempt: u32) -> Event {
+    let ask = crate::conversation::ToolAsk { call_id: call.into(), tool: "refund".into(), arguments: json!({"order": 7}), reason: "the customer asked".into(), turn: 1, because: vec![] };
+    Event::ToolAuthorisationAsked { step: StepId::from("ask"), attempt, at, started_at: at, ask, cost: Money::ZERO }
+}
+
+#[test]
+fn a_tool_call_needing_authorisation_waits_for_a_human_and_the_next_attempt_carries_the_answer() {
+    check(
+        TOOLS,
+        &[
+            started(0, json!({})),
+            tool_ask("c1", 5, 1),
+            decided("r1.ask.1", Decision::AllowForRun, 10),
+            tool_ask("c2", 15, 2),
+            decided("r1.ask.2", Decision::Deny { reason: "not today".into() }, 20),
+            ok("ask", 3, 25, json!({"text": "done"})),
+        ],
+        expect![[r#"
+            @0 start -> [dispatch ask#1]
+            @5 asks ask#1 tool refund (c1) -> [ask ToolAuthorisation r1.ask.1 "The model of step `ask` wants to call tool `refund`. Allow it once, allow it for the rest of this run, or deny it with a reason?"]
+            @10 human r1.ask.1 AllowForRun -> [dispatch ask#2]
+            @15 asks ask#2 tool refund (c2) -> [ask ToolAuthorisation r1.ask.2 "The model of step `ask` wants to call tool `refund`. Allow it once, allow it for the rest of this run, or deny it with a reason?"]
+            @20 human r1.ask.2 Deny { reason: "not today" } -> [dispatch ask#3]
+            @25 ok ask#3 -> [dispatch after#1]
+            run=running ask=succeeded after=running
+            ask: #1 suspended, #2 suspended, #3 succeeded
+        "#]],
+    );
+    // The third attempt's input holds both answers; a recovered run asks the open request again.
+    let spec = spec(TOOLS);
+    let events = [started(0, json!({})), tool_ask("c1", 5, 1), decided("r1.ask.1", Decision::AllowForRun, 10), tool_ask("c2", 15, 2)];
+    let state = replay(&spec, RunId::from("r1"), &events);
+    assert!(state.is_waiting(), "a run waiting for a tool authorisation is passivated like any human request");
+    let again = outstanding(&spec, &state);
+    assert!(matches!(&again[..], [Action::RequestHuman(r)] if r.id == RequestId::new("r1.ask.2") && r.context["arguments"] == json!({"order": 7})), "{again:?}");
+    let mut state = state;
+    let actions = apply(&spec, &mut state, &decided("r1.ask.2", Decision::Deny { reason: "not today".into() }, 20));
+    let Some(Action::Dispatch { input, .. }) = actions.first() else { panic!("{actions:?}") };
+    assert_eq!(input["llm"]["grants"]["run"], json!({"refund": "ann"}));
+    assert_eq!(input["llm"]["grants"]["calls"]["c1"], json!({"grant": "allow", "by": "ann"}));
+    assert_eq!(input["llm"]["grants"]["calls"]["c2"], json!({"grant": "deny", "by": "ann", "reason": "not today"}));
+}
+
+#[test]
+fn abort_on_a_tool_authorisation_ends_the_run() {
+    check(
+        TOOLS,
+        &[started(0, json!({})), tool_ask("c1", 5, 1), decided("r1.ask.1", Decision::Abort, 10)],
+        expect![[r#"
+            @0 start -> [dispatch ask#1]
+            @5 asks ask#1 tool refund (c1) -> [ask ToolAuthorisation r1.ask.1 "The model of step `ask` wants to call tool `refund`. Allow it once, allow it for the rest of this run, or deny it with a reason?"]
+            @10 human r1.ask.1 Abort -> [withdraw r1.ask.1, finish]
+            run=cancelled ask=cancelled after=cancelled
+            ask: #1 suspended
+        "#]],
+    );
+}
+
+#[test]
+fn a_continued_conversation_reserves_only_the_turns_left_and_a_retry_after_a_permanent_failure_starts_a_new_one() {
+    let spec = spec(&TOOLS.replace("    prompt: \"Refund order 7?\"\n", "    prompt: \"Refund order 7?\"\n    max_turns: 4\n    retry: { max_attempts: 2, on: any, backoff: { initial: 1ms } }\n"));
+    let price = crate::llm::ModelPrice { input_per_million: Money::parse("1").unwrap(), output_per_million: Money::parse("1").unwrap() };
+    let quote = crate::llm::ModelQuote { price, max_tokens: 100, calls: 4, per_call_bytes: 10, per_turn_bytes: 100 };
+    let start_event = Event::RunStarted { at: 0, params: json!({}), quotes: [(StepId::from("ask"), quote)].into(), parent: None };
+    let mut state = start(&spec, RunId::from("r1"));
+    let bytes = "Refund order 7?".len() as u64;
+    let first = apply(&spec, &mut state, &start_event);
+    let Some(Action::Dispatch { input, .. }) = first.first() else { panic!("{first:?}") };
+    assert_eq!(input["llm"]["reserved"], json!(quote.reservation(bytes)), "the first attempt reserves every turn");
+    assert_eq!(input["llm"]["conversation"], 0);
+    let mut ask = tool_ask("c1", 5, 1);
+    if let Event::ToolAuthorisationAsked { ask, .. } = &mut ask {
+        ask.turn = 3;
+    }
+    apply(&spec, &mut state, &ask);
+    let next = apply(&spec, &mut state, &decided("r1.ask.1", Decision::AllowOnce, 10));
+    let Some(Action::Dispatch { input, .. }) = next.first() else { panic!("{next:?}") };
+    assert_eq!(input["llm"]["reserved"], json!(quote.reservation_from(bytes, 3)), "three calls are in the turn journal");
+    assert_eq!(state.steps[0].reserved, quote.reservation_from(bytes, 3));
+    assert!(quote.reservation_from(bytes, 3) < quote.reservation(bytes));
+    let retry = apply(&spec, &mut state, &fail("ask", 2, 20, StepError::permanent("max_turns", "too many")));
+    let Some(Action::Dispatch { input, .. }) = retry.first() else { panic!("{retry:?}") };
+    assert_eq!(input["llm"]["conversation"], 1, "a retry after a permanent failure is a fresh conversation");
+    assert_eq!(input["llm"]["reserved"], json!(quote.reservation(bytes)));
 }

@@ -62,6 +62,12 @@ pub fn step_quarantine(run: &RunId, step: &StepId, attempt: u32) -> String {
 pub fn run_redactions(run: &RunId) -> String {
     format!("run/{run}/redactions")
 }
+/// The turn journal of an `llm` step's (or `for_each` item's: `step` is its slot id) conversation number `conversation` (a new one after
+/// each permanent failure): `conversation::TurnEntry`s, one per log entry, shared by the
+/// attempts that continue it.
+pub fn step_turns(run: &RunId, step: &StepId, conversation: u32) -> String {
+    format!("run/{run}/turns/{step}/{conversation}")
+}
 /// The run's lease (holder, fencing token, expiry; see `store::lease`): one driver per run.
 pub fn run_lease(run: &RunId) -> String {
     format!("run/{run}/lease")

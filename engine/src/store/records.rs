@@ -104,6 +104,12 @@ pub enum OutcomeResult {
     /// The gate mesh blocked the output: only its redacted form is here; the output itself is
     /// held in the step's quarantine record until a human releases or discards it.
     Blocked { redacted: Value, cost: Money, gate: Value },
+    /// The attempt stopped to ask a human to authorise a tool call (arguments and reason
+    /// redacted by the gate mesh); `cost` is what its model calls cost.
+    AwaitingAuthorisation { ask: crate::conversation::ToolAsk, cost: Money },
+    /// The attempt stopped before any call: the prompt looked like an injection and the step
+    /// asks for guidance (`on_injection: guidance`). The flagged text is redacted.
+    PromptHeld { hold: crate::conversation::PromptHold },
 }
 
 /// The claim on one attempt (first writer wins): a worker that starts it, or the run driver

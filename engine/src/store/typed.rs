@@ -8,6 +8,7 @@ use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::conversation::TurnEntry;
 use crate::crypto::{new_salt, MasterKey, RecordKey};
 use crate::gates::RedactionMap;
 use crate::ids::{OwnerId, RequestId, RunId, StepId, WorkflowId};
@@ -409,6 +410,32 @@ impl Store {
         let k = self.workflow_key(wf).await?;
         let log = keys::run_redactions(run);
         let sealed = k.seal(journal_aad(&log, expected_len).as_bytes(), &Self::encode(map));
+        self.backend.append(&log, expected_len, &[sealed]).await
+    }
+
+    /// The turn journal of an `llm` step, in order.
+    pub async fn turns(&self, wf: &WorkflowId, run: &RunId, step: &StepId, conversation: u32) -> Result<Vec<TurnEntry>, StoreError> {
+        let k = self.workflow_key(wf).await?;
+        let log = keys::step_turns(run, step, conversation);
+        self.backend
+            .read_log(&log, 0)
+            .await?
+            .iter()
+            .enumerate()
+            .map(|(i, sealed)| {
+                let aad = journal_aad(&log, i as u64);
+                let plain = k.open(aad.as_bytes(), sealed).map_err(|_| StoreError::Sealed(aad.clone()))?;
+                Self::decode(&aad, &plain)
+            })
+            .collect()
+    }
+
+    /// Append `entry` to the step's turn journal if it still holds `expected_len` entries;
+    /// otherwise [`StoreError::Conflict`] (another attempt wrote first: the caller re-reads).
+    pub async fn append_turn(&self, wf: &WorkflowId, run: &RunId, step: &StepId, conversation: u32, expected_len: u64, entry: &TurnEntry) -> Result<(), StoreError> {
+        let k = self.workflow_key(wf).await?;
+        let log = keys::step_turns(run, step, conversation);
+        let sealed = k.seal(journal_aad(&log, expected_len).as_bytes(), &Self::encode(entry));
         self.backend.append(&log, expected_len, &[sealed]).await
     }
 

@@ -82,7 +82,7 @@ impl StepHandler for CodeHandler {
         };
         let handle = tokio::task::spawn_blocking(move || job.run());
         match tokio::time::timeout(call.timeout + JOIN_GRACE, handle).await {
-            Ok(Ok(result)) => result.map(|output| StepSuccess { output, cost: Money::ZERO }),
+            Ok(Ok(result)) => result.map(|output| StepSuccess::new(output, Money::ZERO)),
             Ok(Err(join)) => Err(StepError::retryable("sandbox_failed", format!("sandbox thread failed: {join}"))),
             Err(_) => Err(timeout_error(call.timeout)),
         }

@@ -63,6 +63,6 @@ impl StepHandler for ConnectorHandler {
             ConnectorAction::EmailFetch => email_fetch::run(&self.connections, &call, &owner, &step.connection).await?,
             ConnectorAction::HttpRequest => http_request::run(&self.connections, &call, &owner, &step.connection).await?,
         };
-        Ok(StepSuccess { output, cost: Default::default() })
+        Ok(StepSuccess::new(output, Default::default()))
     }
 }

@@ -61,6 +61,6 @@ impl StepHandler for PlatformHandler {
             Some("notify") => notify::send(&self.store, self.connections.as_deref(), &owner, &call, settings(&call)?).await?,
             other => return Err(StepError::permanent("bad_spec", format!("`{}` is not a platform action run as a job", other.unwrap_or("?")))),
         };
-        Ok(StepSuccess { output, cost: Default::default() })
+        Ok(StepSuccess::new(output, Default::default()))
     }
 }

@@ -59,7 +59,7 @@ pub(crate) fn escalation_at(spec: &ValidatedSpec, state: &RunState, i: usize, le
 /// The next escalation timer of every approval step waiting for its human.
 pub fn escalation_timers<'a>(spec: &'a ValidatedSpec, state: &'a RunState) -> impl Iterator<Item = (Timer, u64)> + 'a {
     state.steps.iter().enumerate().filter_map(move |(i, s)| {
-        if !matches!(s.status, StepStatus::WaitingHuman { .. }) || s.blocked.is_some() {
+        if !matches!(s.status, StepStatus::WaitingHuman { .. }) || s.blocked.is_some() || s.tool_ask.is_some() || s.prompt_hold.is_some() {
             return None;
         }
         let at = escalation_at(spec, state, i, s.escalated)?;

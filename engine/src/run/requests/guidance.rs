@@ -3,9 +3,33 @@
 
 use serde_json::{json, Value};
 
+use crate::conversation::PromptHold;
 use crate::ids::RequestId;
 use crate::run::{HumanMode, HumanRequestSpec, RunState, Slot};
 use crate::spec::ValidatedSpec;
+
+/// Guidance on a prompt the injection classifier flagged (`on_injection: guidance`): which
+/// message, the signals, the flagged text (redacted); release it as is (the call is made),
+/// supply the step's output instead, or abort.
+pub(crate) fn prompt_guidance_request(spec: &ValidatedSpec, slot: Slot, hold: &PromptHold, id: RequestId) -> HumanRequestSpec {
+    let step = spec.step(slot.step);
+    let what = match slot.item {
+        None => format!("step `{}`", step.id),
+        Some(k) => format!("item {k} of step `{}`", step.id),
+    };
+    HumanRequestSpec {
+        id,
+        mode: HumanMode::Guidance,
+        step: Some(slot.id(spec)),
+        question: format!(
+            "The prompt of {what} looks like a prompt injection ({}). Send it to the model as is, supply the step's output instead, or abort the run?",
+            hold.signals.join(", ")
+        ),
+        context: json!({ "workflow": spec.spec().id, "step": step.id, "prompt_finding": hold }),
+        assignee: None,
+        forbid_self_approval: false,
+    }
+}
 
 pub(crate) fn guidance_request(spec: &ValidatedSpec, state: &RunState, slot: Slot, id: RequestId) -> HumanRequestSpec {
     let step = spec.step(slot.step);

@@ -8,9 +8,11 @@
 mod approval;
 mod budget;
 mod guidance;
+mod tool_authorisation;
 
 pub(crate) use approval::approval_request;
 pub use approval::escalation_timers;
 pub(crate) use approval::{escalation_at, policy_decision};
 pub(crate) use budget::{budget_request, child_budget_request};
-pub(crate) use guidance::guidance_request;
+pub(crate) use guidance::{guidance_request, prompt_guidance_request};
+pub(crate) use tool_authorisation::tool_authorisation_request;

@@ -58,6 +58,6 @@ fn get() -> String {
 }
 
 /// HTTP methods accepted by `api_call` (checked here to keep the engine free of HTTP crates).
-fn is_http_method(s: &str) -> bool {
+pub(crate) fn is_http_method(s: &str) -> bool {
     matches!(s.to_ascii_uppercase().as_str(), "GET" | "POST" | "PUT" | "PATCH" | "DELETE" | "HEAD" | "OPTIONS")
 }

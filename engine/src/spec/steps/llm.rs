@@ -13,6 +13,7 @@ use crate::llm::Role;
 use crate::spec::SpecProblem;
 use crate::spec::steps::StepShape;
 use crate::spec::validate::problem;
+use crate::spec::steps::tools::{DEFAULT_MAX_TURNS, ToolSpec, check_tools};
 
 /// `llm`: ask a model. `system`/`prompt`/`messages` are minijinja templates over `params`,
 /// `steps` and `inputs`; the output is `{text, usage}` or, with `schema`, `{json, usage}`.
@@ -45,11 +46,20 @@ pub struct LlmStep {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema: Option<Value>,
     /// What a prompt injection found by the threat classifier in the rendered prompt does:
-    /// `block` (default: the step fails `prompt_injection` before any call), `strip` (the
-    /// offending spans are removed and the call goes ahead) or `proceed` (the finding is recorded
-    /// on the output).
+    /// `block` (default: the step fails `prompt_injection` before any call), `guidance` (the
+    /// run asks a human before any call: send it as is, supply the output, or abort), `strip`
+    /// (the offending spans are removed and the call goes ahead) or `proceed` (the finding is
+    /// recorded on the output).
     #[serde(default, skip_serializing_if = "is_default")]
     pub on_injection: OnInjection,
+    /// Tools the model may call; Tollgate runs them and returns their results (see
+    /// [`ToolSpec`]). The conversation is journaled turn by turn.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<ToolSpec>,
+    /// The most model turns of the tool loop (default 8 with tools); the reservation covers
+    /// them all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_turns: Option<u32>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -59,6 +69,9 @@ pub enum OnInjection {
     Block,
     Strip,
     Proceed,
+    /// Stop before the call and ask a human: send the prompt as is, supply the step's output
+    /// instead, or abort.
+    Guidance,
 }
 
 fn is_default(o: &OnInjection) -> bool {
@@ -75,7 +88,21 @@ pub struct LlmMessage {
 
 impl LlmStep {
     pub const FIELDS: &'static [&'static str] =
-        &["provider", "model", "system", "prompt", "messages", "temperature", "max_tokens", "schema", "on_injection"];
+        &["provider", "model", "system", "prompt", "messages", "temperature", "max_tokens", "schema", "on_injection", "tools", "max_turns"];
+
+    /// Model turns the tool loop may take: `max_turns`, or the default with tools, or one.
+    pub fn turns(&self) -> u32 {
+        match (&self.max_turns, self.tools.is_empty()) {
+            (Some(n), _) => *n,
+            (None, false) => DEFAULT_MAX_TURNS,
+            (None, true) => 1,
+        }
+    }
+
+    /// The tool named `name`.
+    pub fn tool(&self, name: &str) -> Option<&ToolSpec> {
+        self.tools.iter().find(|t| t.name == name)
+    }
 
     /// The templates of this step, with their places.
     fn template_sources(&self) -> Vec<(String, &str)> {
@@ -156,6 +183,7 @@ impl StepShape for LlmStep {
         {
             p.push(problem(format!("{at}.schema"), format!("not a valid JSON Schema: {e}")));
         }
+        check_tools(&self.tools, self.max_turns, at, p);
     }
 }
 

@@ -16,6 +16,7 @@ mod format;
 mod llm;
 mod platform;
 mod research;
+mod tools;
 
 use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -32,6 +33,7 @@ pub use connector::{
 };
 pub use delay::DelayStep;
 pub use llm::{LlmMessage, LlmStep, OnInjection, compile_schema, schema_errors};
+pub use tools::{is_tool_name, Authorize, ToolBacking, ToolSpec, DEFAULT_MAX_TURNS, MAX_TOOL_CALLS_PER_TURN, MAX_TOOL_RESULT_BYTES, MAX_TURNS_LIMIT};
 pub use platform::{
     MemoryListWith, MemoryReadWith, MemoryWriteWith, NotifyWith, PlatformAction, PlatformStep, WorkflowRunWith, DEFAULT_MEMORY_SINCE,
     MAX_MEMORY_LIST, MAX_NOTE_BYTES, MAX_WORKFLOW_DEPTH,
