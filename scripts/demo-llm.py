@@ -5,7 +5,11 @@ answers with DETERMINISTIC drafts built from the prompt's own lines — it is no
 
 An engagement-letter request (a prompt with `Client:`, `Matter:` and `Matter value:` lines)
 gets a letter with the firm's standard clauses and a fixed fee of 8 % of the matter value, as
-JSON when the request asks for a JSON object; anything else gets a short acknowledgement.
+JSON when the request asks for a JSON object. The shipped templates' prompts name their task on
+a `Task:` line and get answers built from the prompt: `compliance-assessment` (a finding for
+each sentence that says "unlimited" or "indefinitely"), `classify-document` (by the words in the
+document), `refresh-report` (the report restated), `weekly-summary` (the counts it was given).
+Anything else gets a short acknowledgement.
 Token usage is counted as words. Usage: demo-llm.py [PORT]"""
 import json
 import re
@@ -39,6 +43,43 @@ def draft(prompt):
     return {"address_block": f"{client}\nRegistered office on file", "fee": fee, "body": body}
 
 
+def sentences(text):
+    return [s.strip() for s in re.split(r"(?<=[.!?])\s+", text) if s.strip()]
+
+
+def task_answer(prompt):
+    """The answer to a shipped template's task, or None."""
+    task = field(prompt, "Task")
+    if task == "compliance-assessment":
+        body = prompt.split("Document text:", 1)[-1]
+        findings = []
+        for s in sentences(body):
+            low = s.lower()
+            if "unlimited" in low or "indefinitely" in low:
+                findings.append({"rule": "Liability and retention limits", "severity": "high" if "unlimited" in low else "medium",
+                                 "quote": s, "explanation": "The firm's policies require a cap and a retention limit."})
+        return {"findings": findings, "summary": f"{len(findings)} finding(s) against the policies found."}
+    if task == "classify-document":
+        # The document: what follows its `Document N: name` line (not the list of categories).
+        text = re.split(r"^Document \d+:.*$", prompt, maxsplit=1, flags=re.MULTILINE)[-1].lower()
+        category = ("invoice" if "invoice" in text or "amount due" in text else
+                    "contract" if "agreement" in text or "lease" in text else
+                    "court filing" if "court" in text or "claimant" in text else "correspondence")
+        m = re.search(r"^Document \d+:\s*(.+)$", prompt, re.MULTILINE)
+        name = m.group(1).strip() if m else "the document"
+        return {"category": category, "summary": f"{name} reads as {category}."}
+    if task == "refresh-report":
+        title = field(prompt, "Title") or "Report"
+        old = prompt.split("Report:", 1)[-1].strip()
+        return {"title": title, "body": f"{title}. Restated for the current quarter: {old} The figures and the outlook were brought up to date.",
+                "changes": "Restated the report with current figures."}
+    if task == "weekly-summary":
+        runs = field(prompt, "Runs") or "0"
+        failed = [l[2:] for l in prompt.split("Failed runs:", 1)[-1].split("Notes", 1)[0].splitlines() if l.startswith("- ") and l != "- none"]
+        return {"text": f"This week: {runs} runs. " + (f"{len(failed)} failed and need attention: " + "; ".join(failed) if failed else "Nothing failed.")}
+    return None
+
+
 class Handler(BaseHTTPRequestHandler):
     def do_POST(self):
         if not self.path.rstrip("/").endswith("/chat/completions"):
@@ -52,7 +93,10 @@ class Handler(BaseHTTPRequestHandler):
         prompt = "\n".join(str(m.get("content") or "") for m in messages if m.get("role") == "user")
         letter = draft(prompt)
         wants_json = (request.get("response_format") or {}).get("type") == "json_object"
-        if letter is None:
+        answer = task_answer(prompt)
+        if answer is not None:
+            text = answer["text"] if set(answer) == {"text"} else json.dumps(answer)
+        elif letter is None:
             text = "Noted. (Local demo stand-in: no model is configured, so no real answer is written.)"
             if wants_json:
                 text = json.dumps({"note": text})

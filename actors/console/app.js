@@ -8,6 +8,7 @@ import { refreshNotifications } from "./notifications.js";
 import { renderCard } from "./card.js";
 import { renderRuns } from "./runs.js";
 import { renderTimeline } from "./timeline.js";
+import { renderTemplate, renderTemplates } from "./templates.js";
 import { h, toast } from "./ui.js";
 
 const view = document.getElementById("view");
@@ -38,6 +39,8 @@ function route() {
   if (parts[0] === "requests" && parts[1]) return { name: "card", id: parts[1] };
   if (parts[0] === "runs" && parts[1]) return { name: "timeline", id: parts[1] };
   if (parts[0] === "runs") return { name: "runs", params };
+  if (parts[0] === "templates" && parts[1]) return { name: "template", id: parts[1] };
+  if (parts[0] === "templates") return { name: "templates" };
   return { name: "inbox" };
 }
 
@@ -48,7 +51,7 @@ async function render() {
   if (!session.user) return;
   const r = route();
   for (const a of document.querySelectorAll("[data-nav]")) {
-    if (a.dataset.nav === (r.name === "timeline" ? "runs" : r.name === "card" ? "inbox" : r.name)) a.setAttribute("aria-current", "page");
+    if (a.dataset.nav === (r.name === "timeline" ? "runs" : r.name === "card" ? "inbox" : r.name === "template" ? "templates" : r.name)) a.setAttribute("aria-current", "page");
     else a.removeAttribute("aria-current");
   }
   const sameView = current && current.name === r.name && current.id === r.id;
@@ -57,6 +60,12 @@ async function render() {
   if (r.name === "inbox") current = { name: "inbox", refresh: () => renderInbox(view, ctx) };
   else if (r.name === "card") current = { name: "card", id: r.id, refresh: () => renderCard(view, r.id, ctx) };
   else if (r.name === "runs") current = { name: "runs", refresh: () => renderRuns(view, r.params, ctx) };
+  else if (r.name === "templates") current = { name: "templates", refresh: () => renderTemplates(view, ctx) };
+  // A form is not redrawn by live events (it would lose what was typed).
+  else if (r.name === "template") {
+    let drawn = sameView && current.drawn;
+    current = { name: "template", id: r.id, drawn: true, refresh: () => { if (drawn) return Promise.resolve(); drawn = true; return renderTemplate(view, r.id, ctx); } };
+  }
   else current = { name: "timeline", id: r.id, refresh: () => renderTimeline(view, r.id, ctx) };
   await current.refresh();
   if (!sameView) view.focus({ preventScroll: true });

@@ -46,6 +46,20 @@ function decisionLine(d) {
     h("strong", {}, what), d.by_policy ? " applied by the escalation policy" : [" by ", h("strong", { class: "by" }, d.by)], ` at ${time(d.at)}`, d.comment ? ` — “${d.comment}”` : "");
 }
 
+/** A `for_each` step's items: one row each, with its status, attempts, cost and an open request. */
+function items(list, currency) {
+  if (!list.length) return null;
+  return h("table", { class: "items", "aria-label": "Items" },
+    h("thead", {}, h("tr", {}, ["Item", "Status", "Attempts", "Cost", ""].map((c) => h("th", { scope: "col" }, c)))),
+    h("tbody", {}, list.map((it) => h("tr", { dataset: { item: it.id, status: it.status } },
+      h("td", { "data-label": "Item" }, h("code", {}, it.id)),
+      h("td", { "data-label": "Status" }, chip(it.status)),
+      h("td", { "data-label": "Attempts" }, String(it.attempts)),
+      h("td", { "data-label": "Cost" }, money(it.cost, currency)),
+      h("td", {}, it.waiting_request ? h("a", { href: `#/requests/${encodeURIComponent(it.waiting_request)}` }, "open the card")
+        : it.error ? h("span", { class: "error" }, `${it.error.code}: ${it.error.message}`) : "")))));
+}
+
 /** An `llm` step's tool calls: which tool, how each ended (ok, denied, failed…), by attempt. */
 function toolCalls(calls) {
   if (!Array.isArray(calls) || !calls.length) return null;
@@ -67,6 +81,7 @@ function stepSection(st, currency) {
     st.error ? h("p", { class: "error" }, `${st.error.code}: ${st.error.message}`) : null,
     st.decision ? decisionLine(st.decision) : null,
     attempts(st.attempts),
+    items(st.items || [], currency),
     st.output && typeof st.output === "object" ? toolCalls(st.output.tool_calls) : null,
     st.output !== null && st.output !== undefined ? h("details", { class: "output", dataset: { key: `output-${st.id}` }, open: st.output_redacted || undefined }, h("summary", {}, st.output_redacted ? "Output (redacted)" : "Output"), json(st.output)) : null,
     st.gate ? h("details", { class: "gate", dataset: { key: `gate-${st.id}` }, open: st.gate.action !== "allow" || undefined }, h("summary", {}, "Gate trail"), gateTrail(st.gate)) : null);

@@ -18,6 +18,11 @@ use tollgate_engine::spec::{parse_yaml, ParameterType, ValidatedSpec};
 /// The templates shipped with Tollgate: file name and text.
 pub const SHIPPED: &[(&str, &str)] = &[
     ("client-intake.yaml", include_str!("../../templates/client-intake.yaml")),
+    ("compliance-check.yaml", include_str!("../../templates/compliance-check.yaml")),
+    ("ingest-batch-docs.yaml", include_str!("../../templates/ingest-batch-docs.yaml")),
+    ("process-webhook-data.yaml", include_str!("../../templates/process-webhook-data.yaml")),
+    ("refresh-stale-reports.yaml", include_str!("../../templates/refresh-stale-reports.yaml")),
+    ("weekly-memory-summary.yaml", include_str!("../../templates/weekly-memory-summary.yaml")),
 ];
 
 /// `[catalogue]`: which workflows besides the shipped templates the engine knows by id.

@@ -254,11 +254,11 @@ impl Tollgate {
             }
             None => None,
         };
+        // Steps and the items of `for_each` steps.
         let open: Vec<&RequestId> = v
             .state
-            .steps
-            .iter()
-            .filter_map(|s| match &s.status {
+            .slots()
+            .filter_map(|(_, s)| match &s.status {
                 run::StepStatus::WaitingHuman { request } => Some(request),
                 _ => None,
             })

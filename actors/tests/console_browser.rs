@@ -62,6 +62,23 @@ steps:
   - { id: file, type: code, needs: [fetch], inputs: { memo: "${{ steps.fetch.output.memo }}" }, script: "return { filed: input.memo.length }" }
 "#;
 
+/// A workflow of the server's catalogue (a configured file), started from the console's form.
+const TALLY: &str = r#"
+id: console-tally
+owner: ops
+description: Count a client's invoices above a threshold.
+parameters:
+  client: { type: string, required: true, description: The client's name }
+  threshold: { type: integer, default: 100, description: Smallest amount counted }
+  amounts: { type: array, default: [50, 150, 300], description: Invoice amounts }
+  urgent: { type: boolean, default: false, description: Flag the report as urgent }
+steps:
+  - id: count
+    type: code
+    inputs: { client: "${{ params.client }}", threshold: "${{ params.threshold }}", amounts: "${{ params.amounts }}", urgent: "${{ params.urgent }}" }
+    script: "return { client: input.client, over: input.amounts.filter(a => a > input.threshold).length, urgent: input.urgent }"
+"#;
+
 /// An `llm` step whose model (the local server below) asks to refund orders 7 and 8; the tool
 /// needs a human's authorisation. `{base}`: the local refund service.
 fn tool_spec(base: &str) -> String {
@@ -156,6 +173,7 @@ async fn serve(data: &Path, port: u16, model: &str) -> Child {
         .env("TOLLGATE_LLM_MODEL", "console-model")
         .env("TOLLGATE_HTTP_ADDR", format!("127.0.0.1:{port}"))
         .env("TOLLGATE_ADMIN_TOKEN", TOKEN)
+        .env("TOLLGATE_CATALOGUE_FILES", data.join("console-tally.yaml"))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
@@ -228,6 +246,7 @@ async fn the_console_signs_in_shows_cards_live_across_a_restart_and_answers_ever
     std::fs::create_dir_all(&shots).unwrap();
 
     let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("console-tally.yaml"), TALLY).unwrap();
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let (model, refunds) = model_and_refunds().await;
@@ -281,7 +300,7 @@ async fn the_console_signs_in_shows_cards_live_across_a_restart_and_answers_ever
     assert!(session.is_ok(), "the browser session did not finish in time");
     let status = script.wait().await.unwrap();
     assert!(status.success() && done, "the browser script failed ({status}); see its output above");
-    for name in ["inbox.png", "card-approval.png", "card-budget.png", "card-guidance.png", "card-tool.png", "timeline-tool.png", "card-prompt.png", "timeline.png", "timeline-guidance.png", "timeline-phone.png", "other-user-404.png"] {
+    for name in ["inbox.png", "card-approval.png", "card-budget.png", "card-guidance.png", "card-tool.png", "timeline-tool.png", "card-prompt.png", "timeline.png", "timeline-guidance.png", "timeline-phone.png", "other-user-404.png", "start-run-form.png", "start-run-timeline.png"] {
         let size = std::fs::metadata(shots.join(name)).map(|m| m.len()).unwrap_or(0);
         assert!(size > 1000, "screenshot {name} was not written to {}", shots.display());
     }

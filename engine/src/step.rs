@@ -99,6 +99,7 @@ pub const ERROR_CODES: &[ErrorCode] = &[
     ErrorCode { code: "bad_with", from: "platform", class: "permanent", meaning: "the rendered `with` does not fit the action (a missing or mistyped field, an empty note)" },
     ErrorCode { code: "memory_unavailable", from: "platform (memory.*, notify)", class: "retryable", meaning: "the store could not be read or written" },
     ErrorCode { code: "no_recipient", from: "platform (notify)", class: "permanent", meaning: "`to` names no known user or group" },
+    ErrorCode { code: "bad_documents", from: "research (ingest)", class: "permanent", meaning: "`ingest` did not give a list of `{name, text}` documents, or one could not be read" },
 ];
 
 /// A failed attempt: its class, a stable code and a human-readable message.

@@ -2,7 +2,8 @@
 // `tollgate serve`, driven by actors/tests/console_browser.rs. This script asks the Rust test to
 // act on the server by printing `@@ <command>` and reading the answer (one line on stdin):
 // `start approval|budget|guidance|notify|tool|prompt` → a run id (started by alice), `restart` → `ok` once the
-// server is back, `refunds` → how many calls the tool's service received. $TOLLGATE_TOKEN is alice's token (group ops, which owns the workflows),
+// server is back, `refunds` → how many calls the tool's service received. The server's catalogue
+// holds the shipped templates and `console-tally`. $TOLLGATE_TOKEN is alice's token (group ops, which owns the workflows),
 // $TOLLGATE_OTHER_TOKEN bob's (another group), $TOLLGATE_ADMIN_TOKEN the bootstrap token.
 // Screenshots go to $SCREENSHOT_DIR. Exits non-zero on the first failed expectation.
 
@@ -220,6 +221,36 @@ try {
   await page.getByRole("button", { name: "Filter" }).click();
   await page.locator('#runs[data-filters="workflow=console-budget&status=failed"] td.empty').waitFor(WAIT);
   expect(true, "no failed run of that workflow");
+
+  // Start a run from the catalogue's form: every template is listed; the form has one typed,
+  // described field per parameter with its default; a bad value is refused with its name; the
+  // run starts with the values typed and the timeline shows it finish.
+  await page.getByRole("link", { name: "Start a run" }).click();
+  await page.locator('#templates li[data-template="console-tally"]').waitFor(WAIT);
+  const listed = await page.locator("#templates li[data-template]").evaluateAll((els) => els.map((e) => e.dataset.template));
+  expect(listed.includes("client-intake") && listed.includes("console-tally"), `the shipped and the configured templates are listed (${listed.join(", ")})`);
+  await page.locator('#templates li[data-template="console-tally"] a').click();
+  await page.locator("#start-run").waitFor(WAIT);
+  expect(await page.getByLabel(/threshold/).inputValue() === "100", "an optional parameter's field holds its default");
+  expect((await page.locator("#param-client-help").innerText()).includes("The client's name"), "a parameter's description is shown with its field");
+  expect(await page.locator("#param-client").getAttribute("required") !== null, "a required parameter's field is required");
+  await page.screenshot({ path: path.join(shots, "start-run-form.png"), fullPage: true });
+  await page.getByLabel(/client/).fill("Acme Ltd");
+  await page.getByLabel(/threshold/).fill("200");
+  await page.getByLabel(/amounts/).fill("[150, 250,");
+  await page.getByLabel(/urgent/).check();
+  await page.getByRole("button", { name: "Start run" }).click();
+  await page.locator("#start-error", { hasText: "amounts: not valid JSON" }).waitFor(WAIT);
+  expect(true, "a malformed list is refused, naming the parameter");
+  await page.getByLabel(/amounts/).fill("[150, 250, 900]");
+  await page.getByRole("button", { name: "Start run" }).click();
+  await page.locator('#timeline[data-status="succeeded"]').waitFor(WAIT);
+  const formRun = await page.locator("#timeline").getAttribute("data-run");
+  const counted = await page.evaluate(async (run) => (await (await fetch(`/api/runs/${run}`)).json()), formRun);
+  const countStep = await page.locator('.step[data-step="count"] .output pre').textContent();
+  expect(countStep.includes('"client": "Acme Ltd"') && countStep.includes('"over": 2') && countStep.includes('"urgent": true'), `the run got the typed values (${countStep.replace(/\s+/g, " ")})`);
+  expect(counted.workflow === "console-tally" && counted.status === "succeeded", `the API shows the run of the template (${counted.workflow}: ${counted.status})`);
+  await page.screenshot({ path: path.join(shots, "start-run-timeline.png"), fullPage: true });
 
   // Phone width: the timeline stays within the screen (the DAG scrolls inside its frame).
   await page.setViewportSize({ width: 390, height: 844 });

@@ -116,6 +116,7 @@ async fn every_documented_operation_answers_as_documented() {
 
     let created = step!("post", "/api/users", "/api/users", Some("boot"), Some(json!({"name": "alice", "groups": ["ops"], "email": "alice@example.com"})), 201);
     let alice = created["token"].as_str().unwrap().to_string();
+    let created_bob = step!("post", "/api/users", "/api/users", Some("boot"), Some(json!({"name": "bob", "groups": ["finance"]})), 201)["token"].as_str().unwrap().to_string();
     step!("post", "/api/users", "/api/users", Some(&alice), Some(json!({"name": "eve"})), 403);
     step!("get", "/api/me", "/api/me", Some(&alice), None, 200);
     step!("get", "/api/users", "/api/users", Some(&alice), None, 403);
@@ -157,6 +158,17 @@ async fn every_documented_operation_answers_as_documented() {
     step!("get", "/api/triggers/{workflow}/history", "/api/triggers/bad%20id/history", Some(&alice), None, 400);
     step!("post", "/api/runs/{run}/cancel", format!("/api/runs/{run}/cancel"), Some(&alice), Some(json!({"reason": "done"})), 200);
     step!("post", "/api/runs/{run}/cancel", "/api/runs/01NOSUCHRUN/cancel", Some(&alice), None, 404);
+
+    // The workflow catalogue: list, show, start one by id with parameters.
+    let listed = step!("get", "/api/templates", "/api/templates", Some(&alice), None, 200);
+    assert!(listed["templates"].as_array().unwrap().iter().any(|t| t["id"] == "client-intake"), "{listed}");
+    step!("get", "/api/templates/{name}", "/api/templates/client-intake", Some(&alice), None, 200);
+    step!("get", "/api/templates/{name}", "/api/templates/no-such-template", Some(&alice), None, 404);
+    step!("post", "/api/templates/{name}/runs", "/api/templates/no-such-template/runs", Some(&alice), Some(json!({})), 404);
+    step!("post", "/api/templates/{name}/runs", "/api/templates/client-intake/runs", Some(&alice), Some(json!({"params": {"matter": "x"}})), 422);
+    step!("post", "/api/templates/{name}/runs", "/api/templates/client-intake/runs", Some(&created_bob), Some(json!({"params": {"client_name": "Acme"}})), 403);
+    let from_template = step!("post", "/api/templates/{name}/runs", "/api/templates/client-intake/runs", Some(&alice), Some(json!({"params": {"client_name": "Acme", "scheduler_url": ""}})), 201);
+    step!("post", "/api/runs/{run}/cancel", format!("/api/runs/{}/cancel", from_template["run"].as_str().unwrap()), Some(&alice), None, 200);
 
     // The stream: an event stream, as documented.
     let stream = http.get(format!("{base}/api/stream")).bearer_auth(&alice).send().await.unwrap();

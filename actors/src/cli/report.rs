@@ -35,6 +35,17 @@ pub fn summary_json(v: &RunView) -> Value {
                 "decision": s.decision,
                 "gate": s.gate,
                 "usage": model_usage(v.step_types[i], s),
+                // A `for_each` step's items (`STEP.K`): each one's status, attempts, cost, error.
+                "items": (!s.items.is_empty()).then(|| s.items.iter().enumerate().map(|(k, it)| json!({
+                    "id": format!("{}.{k}", v.step_ids[i]),
+                    "status": it.status.label(),
+                    "attempts": it.attempts.len(),
+                    "attempt_log": it.attempts,
+                    "cost": it.cost,
+                    "error": it.error,
+                    "decision": it.decision,
+                    "gate": it.gate,
+                })).collect::<Vec<_>>()),
                 "tool_calls": (v.step_types[i] == "llm").then(|| s.output.as_ref().and_then(|o| o.get("tool_calls"))).flatten(),
                 "child": s.child,
             })
@@ -98,6 +109,15 @@ pub fn print_summary(v: &RunView) {
         }
         if let tollgate_engine::run::StepStatus::Skipped { reason, .. } = &s.status {
             println!("      skipped: {reason}");
+        }
+        // A `for_each` step's items, one line each (`STEP.K`).
+        for (k, it) in s.items.iter().enumerate() {
+            let dur = duration_ms(it).map_or("-".to_string(), |ms| format!("{ms}ms"));
+            let id = format!("{}.{k}", v.step_ids[i]);
+            println!("    {id:<22} {:<10} {:<14} {:>8} {:>10} {:>8}", "item", it.status.label(), it.attempts.len(), dur, it.cost);
+            if let Some(e) = &it.error {
+                println!("        error: {e}");
+            }
         }
         if let Some(u) = model_usage(v.step_types[i], s) {
             println!(

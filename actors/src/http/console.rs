@@ -32,6 +32,7 @@ const ASSETS: &[(&str, &str, &str)] = &[
     ("card.js", "text/javascript; charset=utf-8", include_str!("../../console/card.js")),
     ("runs.js", "text/javascript; charset=utf-8", include_str!("../../console/runs.js")),
     ("timeline.js", "text/javascript; charset=utf-8", include_str!("../../console/timeline.js")),
+    ("templates.js", "text/javascript; charset=utf-8", include_str!("../../console/templates.js")),
     ("dag.js", "text/javascript; charset=utf-8", include_str!("../../console/dag.js")),
     ("ui.js", "text/javascript; charset=utf-8", include_str!("../../console/ui.js")),
 ];

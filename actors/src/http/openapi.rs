@@ -8,14 +8,15 @@ use serde_json::Value;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use crate::http::{events, health, notifications, receipt, requests, runs, stream, timeline, triggers, users};
+use crate::http::{events, health, notifications, receipt, requests, runs, stream, templates, timeline, triggers, users};
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Tollgate admin API", description = "Runs and their timelines, human requests and decisions, events, triggers, users. Every /api route needs `Authorization: Bearer <user token>`."),
+    info(title = "Tollgate admin API", description = "Runs and their timelines, workflow templates, human requests and decisions, events, triggers, users. Every /api route needs `Authorization: Bearer <user token>`."),
     paths(
         runs::list, runs::start, runs::show, runs::cancel, runs::audit, timeline::show,
         receipt::show, receipt::key,
+        templates::list, templates::show, templates::start,
         requests::pending, requests::show, requests::decide,
         stream::stream,
         events::publish,
@@ -105,6 +106,50 @@ pub struct RunPageDoc {
 #[allow(dead_code)]
 pub struct RunCreatedDoc {
     pub run: String,
+    /// For a run started from the catalogue: the workflow's id.
+    pub workflow: Option<String>,
+}
+
+/// `GET /api/templates`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct TemplateListDoc {
+    pub templates: Vec<TemplateDoc>,
+}
+
+/// A workflow of the catalogue.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct TemplateDoc {
+    /// The id `tollgate run NAME` and `POST /api/templates/{name}/runs` take.
+    pub id: String,
+    pub version: u32,
+    pub owner: String,
+    pub description: String,
+    /// `shipped templates/NAME.yaml`, or the configured file's path.
+    pub source: String,
+    pub shipped: bool,
+    /// How many steps it has.
+    pub steps: u32,
+    /// Its trigger types (`cron`, `webhook`, `upload`…).
+    pub triggers: Vec<String>,
+    pub parameters: Vec<TemplateParameterDoc>,
+    /// Whether the caller may start it (owns its owner, or is an admin).
+    pub can_start: bool,
+}
+
+/// A declared parameter.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct TemplateParameterDoc {
+    pub name: String,
+    /// `string`, `number`, `integer`, `boolean`, `object`, `array`.
+    #[schema(rename = "type")]
+    pub ty: String,
+    pub required: bool,
+    /// The default value (any JSON), or null.
+    pub default: Option<Value>,
+    pub description: Option<String>,
 }
 
 #[derive(ToSchema)]
@@ -126,6 +171,10 @@ pub struct StepDoc {
     pub decision: Option<Value>,
     #[schema(value_type = Option<Object>)]
     pub gate: Option<Value>,
+    /// A `for_each` step's items (`STEP.K`), each with its status, attempts, cost, error,
+    /// decision and gate verdict; null for other steps.
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub items: Option<Vec<Value>>,
     /// A `workflow.run` step's sub-workflow run.
     pub child: Option<String>,
 }

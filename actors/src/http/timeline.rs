@@ -77,6 +77,16 @@ pub async fn show(State(t): State<Tollgate>, caller: Caller, Path(run): Path<Str
                 "error": s.error,
                 "decision": s.decision,
                 "gate": gate,
+                // A `for_each` step's items (`STEP.K`): status, attempts, cost, error, an open request.
+                "items": s.items.iter().enumerate().map(|(k, it)| json!({
+                    "id": format!("{}.{k}", step.id),
+                    "status": it.status.label(),
+                    "attempts": it.attempts.len(),
+                    "cost": it.cost,
+                    "error": it.error,
+                    "waiting_request": match &it.status { StepStatus::WaitingHuman { request } => Some(request.clone()), _ => None },
+                    "decision": it.decision,
+                })).collect::<Vec<_>>(),
                 "child": s.child,
             })
         })

@@ -204,8 +204,8 @@ pub fn queue_timeout(spec: &ValidatedSpec, i: usize) -> Option<Duration> {
 }
 
 /// The resolved input of a slot (a step, or an item of a `for_each` step): its inputs and,
-/// for `api_call`, its request (for `research`, its query; for `connector`, its `with`),
-/// templates evaluated. An item's
+/// for `api_call`, its request (for `research`, its query or documents; for `connector`, its
+/// `with`), templates evaluated. An item's
 /// templates also see `item` (its element of the list) and `item_index`.
 fn render_input(spec: &ValidatedSpec, state: &RunState, slot: Slot) -> Result<Value, StepError> {
     let step = spec.step(slot.step);
@@ -257,7 +257,10 @@ fn render_input(spec: &ValidatedSpec, state: &RunState, slot: Slot) -> Result<Va
         }
     }
     if let StepKind::Research(r) = &step.kind {
-        input["query"] = render(&Value::String(r.query.clone())).map_err(bad)?;
+        match &r.ingest {
+            Some(docs) => input["ingest"] = render(docs).map_err(bad)?,
+            None => input["query"] = render(&Value::String(r.query.clone())).map_err(bad)?,
+        }
     }
     if let StepKind::Connector(c) = &step.kind {
         input["with"] = render(&Value::Object(c.with.clone())).map_err(bad)?;

@@ -246,7 +246,6 @@ fn the_schema_checks_each_step_against_the_shape_of_its_type() {
         "{ id: a, type: code, script: x, with: {} }",
         "{ id: a, script: x }",
         "{ id: a, type: teleport }",
-        "{ id: find, type: research, collection: c }",
         "{ id: find, type: research, query: q, request: {} }",
     ] {
         assert!(valid(&with(refused)).is_err(), "the schema accepts {refused}");
@@ -398,7 +397,7 @@ fn what_a_step_retries_is_checked() {
             invalid workflow spec (4 problems):
               - defaults.retry.max_attempts: must be between 1 and 100
               - defaults.retry.on: an empty list retries nothing: list error codes, or write `transient` or `any`
-              - steps[0] (a).retry.on: unknown error code `script_eror` (known: transient, timeout, http_status, http_unreachable, bad_url, bad_request, bad_redirect, response_too_large, script_error, cpu_limit, memory_limit, bad_output, sandbox_failed, bad_spec, gate_blocked, no_handler, egress_denied, queue_timeout, interrupted, event_timeout, bad_event, event_bus_unavailable, cancelled, check_failed, prompt_injection, template_error, model_auth, model_bad_request, model_reply, output_invalid, max_turns, reservation_exceeded, turn_journal, no_provider, secret_missing, collection_not_found, index_unavailable, bad_query, connection_not_found, connection_refused, connection_failed, email_rejected, connector_input, attachment_not_found, workflow_not_found, bad_params, recursion_limit, child_failed, child_cancelled, memory_not_found, bad_with, memory_unavailable, no_recipient)
+              - steps[0] (a).retry.on: unknown error code `script_eror` (known: transient, timeout, http_status, http_unreachable, bad_url, bad_request, bad_redirect, response_too_large, script_error, cpu_limit, memory_limit, bad_output, sandbox_failed, bad_spec, gate_blocked, no_handler, egress_denied, queue_timeout, interrupted, event_timeout, bad_event, event_bus_unavailable, cancelled, check_failed, prompt_injection, template_error, model_auth, model_bad_request, model_reply, output_invalid, max_turns, reservation_exceeded, turn_journal, no_provider, secret_missing, collection_not_found, index_unavailable, bad_query, connection_not_found, connection_refused, connection_failed, email_rejected, connector_input, attachment_not_found, workflow_not_found, bad_params, recursion_limit, child_failed, child_cancelled, memory_not_found, bad_with, memory_unavailable, no_recipient, bad_documents)
               - steps[0] (a).retry.on: `any` covers every code: write `on: any` instead of a list
         "#]],
     );
@@ -512,6 +511,22 @@ steps:
             ok: 2 steps, topo [0, 1]
         "#]],
     );
+}
+
+#[test]
+fn a_research_step_searches_or_ingests_not_both() {
+    let err = |yaml: &str| parse_yaml(yaml).expect_err("invalid").to_string();
+    let base = |step: &str| format!("id: w\nowner: o\nparameters:\n  docs: {{ type: array, default: [] }}\nsteps:\n{step}\n");
+    parse_yaml(&base("  - { id: a, type: research, collection: intake, ingest: \"${{ params.docs }}\" }")).unwrap();
+    parse_yaml(&base("  - { id: a, type: research, collection: intake, ingest: [{ name: a.md, text: \"# A\" }] }")).unwrap();
+    let e = err(&base("  - { id: a, type: research, query: fees, ingest: \"${{ params.docs }}\" }"));
+    assert!(e.contains("either searches (`query`) or adds documents (`ingest`), not both"), "{e}");
+    let e = err(&base("  - { id: a, type: research }"));
+    assert!(e.contains("steps[0] (a).query: must not be empty (or give `ingest`"), "{e}");
+    let e = err(&base("  - { id: a, type: research, ingest: \"docs\" }"));
+    assert!(e.contains("steps[0] (a).ingest: must be a list"), "{e}");
+    let e = err(&base("  - { id: a, type: research, ingest: \"${{ params.nope }}\" }"));
+    assert!(e.contains("`params.nope` is not a declared parameter"), "{e}");
 }
 
 /// `platform` steps: an unknown action, settings that do not fit the action, a workflow that

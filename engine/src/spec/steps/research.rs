@@ -2,6 +2,11 @@
 //! with `tollgate docs ingest`), run as a job by the `research` handler (`tollgate-connectors`).
 //! The query may hold `${{ … }}` templates, resolved into the attempt's input before dispatch;
 //! the top hits (source, chunk, score, snippet) are the output, gated like every output.
+//!
+//! With `ingest` instead of `query`, the step adds documents to the collection (what a workflow
+//! that receives documents does: an upload, a batch): a list of `{name, text}` — or a `${{ … }}`
+//! template that gives one — each indexed under its name (its format from the name's
+//! extension: Markdown, HTML, else plain text). A name already in the collection is replaced.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -21,7 +26,12 @@ pub const MAX_TOP_K: u32 = 50;
 #[serde(deny_unknown_fields)]
 pub struct ResearchStep {
     /// The search query (words, `"phrases"`, `+required`, `-excluded`); may hold `${{ … }}` templates.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub query: String,
+    /// Instead of a query: documents to add to the collection, `[{name, text}]`, or a
+    /// `${{ … }}` template that gives such a list. The output is the ingest's report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingest: Option<Value>,
     /// The collection to search (`tollgate docs ingest --collection NAME`).
     #[serde(default = "default_collection")]
     pub collection: String,
@@ -31,7 +41,7 @@ pub struct ResearchStep {
 }
 
 impl ResearchStep {
-    pub const FIELDS: &'static [&'static str] = &["query", "collection", "top_k"];
+    pub const FIELDS: &'static [&'static str] = &["query", "ingest", "collection", "top_k"];
 }
 
 /// The collection `tollgate docs ingest` writes to when none is named.
@@ -56,8 +66,13 @@ pub fn is_collection_name(name: &str) -> bool {
 
 impl StepShape for ResearchStep {
     fn check(&self, at: &str, p: &mut Vec<SpecProblem>) {
-        if self.query.trim().is_empty() {
-            p.push(problem(format!("{at}.query"), "must not be empty"));
+        match (&self.ingest, self.query.trim().is_empty()) {
+            (None, true) => p.push(problem(format!("{at}.query"), "must not be empty (or give `ingest` to add documents instead)")),
+            (Some(_), false) => p.push(problem(at, "a `research` step either searches (`query`) or adds documents (`ingest`), not both")),
+            (Some(Value::Array(_)), true) => {}
+            (Some(Value::String(t)), true) if t.contains("${{") => {}
+            (Some(_), true) => p.push(problem(format!("{at}.ingest"), "must be a list of `{name, text}` documents, or a `${{ … }}` template that gives one")),
+            (None, false) => {}
         }
         if !is_collection_name(&self.collection) {
             p.push(problem(
@@ -71,6 +86,10 @@ impl StepShape for ResearchStep {
     }
 
     fn templates(&self, at: &str) -> Vec<(String, Value)> {
-        vec![(format!("{at}.query"), Value::String(self.query.clone()))]
+        let mut out = vec![(format!("{at}.query"), Value::String(self.query.clone()))];
+        if let Some(docs) = &self.ingest {
+            out.push((format!("{at}.ingest"), docs.clone()));
+        }
+        out
     }
 }
