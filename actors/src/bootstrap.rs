@@ -11,7 +11,7 @@ use tokio_util::task::TaskTracker;
 use tollgate_connectors::docs::DocStore;
 use tollgate_connectors::connections::Connections;
 use tollgate_connectors::steps::tools::ToolRunner;
-use tollgate_connectors::steps::{ApiCallHandler, CodeHandler, ConnectorHandler, EventHandler, LlmHandler, PlatformHandler, ResearchHandler};
+use tollgate_connectors::steps::{ApiCallHandler, CodeHandler, ConnectorHandler, EventHandler, LlmHandler, ModelCalls, PlatformHandler, ResearchHandler};
 use tollgate_engine::step::StepHandler;
 use tollgate_connectors::store::{RedisBackend, SqliteBackend};
 use tollgate_engine::crypto::MasterKey;
@@ -124,12 +124,14 @@ pub fn handlers(config: &Config, store: &Arc<Store>, models: &Arc<ModelCatalog>)
     let mut h = Handlers::new();
     let code: Arc<dyn StepHandler> = Arc::new(CodeHandler::new());
     let api_call: Arc<dyn StepHandler> = Arc::new(ApiCallHandler::new(config.egress.allowlist()?));
-    let research: Arc<dyn StepHandler> = Arc::new(ResearchHandler::new(Arc::new(DocStore::new(store.clone()))));
+    // One set of provider adapters for `llm` steps and `research` summaries.
+    let model_calls = Arc::new(ModelCalls::new(store.clone(), models.clone()).map_err(anyhow::Error::msg).context("model providers")?);
+    let research: Arc<dyn StepHandler> = Arc::new(ResearchHandler::new(Arc::new(DocStore::new(store.clone()))).with_models(model_calls.clone()));
     // An `llm` step's tools run with the same handlers as the steps of their types.
     let tools = ToolRunner { api_call: api_call.clone(), code: code.clone(), research: Some(research.clone()) };
     h.insert(StepType::Code, code);
     h.insert(StepType::ApiCall, api_call);
-    h.insert(StepType::Llm, Arc::new(LlmHandler::new(store.clone(), models.clone(), tools).map_err(anyhow::Error::msg).context("model providers")?) as _);
+    h.insert(StepType::Llm, Arc::new(LlmHandler::new(model_calls, tools)) as _);
     h.insert(StepType::Research, research);
     let connections = connections(config, store)?;
     h.insert(StepType::Connector, Arc::new(ConnectorHandler::new(connections.clone())) as _);

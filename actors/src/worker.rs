@@ -253,7 +253,7 @@ impl StepWorker {
             Ok(success) => {
                 // Checks look at the output as the step produced it; the gate mesh then decides
                 // what of it may be recorded, and a failed check holds or fails that.
-                let checks = step.checks.as_ref().map(|c| (c.on_block, c.evaluate(&success.output, &meta.params, spec.gate_mesh(), spec.gate_policy(i))));
+                let checks = step.evaluate_checks(&success.output, &meta.params, spec.gate_mesh(), spec.gate_policy(i));
                 let gated = self.gate(&job, &spec, i, success, true, spec.gate_policy(i)).await.map_err(|e| reject(format!("gating the output: {e}")))?;
                 match checks {
                     None => gated,

@@ -1,5 +1,6 @@
-//! The turn journal of an `llm` step: every model answer, tool result and feedback message of
-//! its conversation, in order, appended (sealed, `run/{id}/turns/{step}`) by the attempt that
+//! The turn journal of a model conversation (an `llm` step, a `research` step's summary): the
+//! context it is about (a summary's hits), then every model answer, tool result and feedback
+//! message of the conversation, in order, appended (sealed, `run/{id}/turns/{step}`) by the attempt that
 //! produced it BEFORE the conversation goes on. A later attempt of the step — after a crash,
 //! or after a human authorised a tool call — rebuilds the conversation from it and continues
 //! where it stopped: a recorded answer is never asked for again, a recorded tool result never
@@ -14,6 +15,11 @@ use crate::money::Money;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "entry", rename_all = "snake_case")]
 pub enum TurnEntry {
+    /// What the conversation is about, fixed before the first call: a `research` step's search
+    /// results, so every attempt of the conversation summarises (and checks citations against)
+    /// the same hits, whatever was ingested since. Not a message: the handler builds the prompt
+    /// from it.
+    Context { attempt: u32, value: serde_json::Value },
     /// The model answered (text, tool calls or both); `cost` is what the call cost.
     Answer { attempt: u32, reply: ChatReply, cost: Money },
     /// A tool call's result, as the model receives it.
@@ -32,7 +38,10 @@ pub enum TurnEntry {
 impl TurnEntry {
     pub fn attempt(&self) -> u32 {
         match self {
-            TurnEntry::Answer { attempt, .. } | TurnEntry::ToolResult { attempt, .. } | TurnEntry::Feedback { attempt, .. } => *attempt,
+            TurnEntry::Context { attempt, .. }
+            | TurnEntry::Answer { attempt, .. }
+            | TurnEntry::ToolResult { attempt, .. }
+            | TurnEntry::Feedback { attempt, .. } => *attempt,
         }
     }
 }
@@ -153,6 +162,7 @@ impl Conversation {
         let mut out = prompt.to_vec();
         for e in &self.entries {
             out.push(match e {
+                TurnEntry::Context { .. } => continue,
                 TurnEntry::Answer { reply, .. } => ChatMessage {
                     role: Role::Assistant,
                     content: reply.text.clone(),
@@ -166,6 +176,14 @@ impl Conversation {
             });
         }
         out
+    }
+
+    /// The context recorded before the first call, if any.
+    pub fn context(&self) -> Option<&serde_json::Value> {
+        self.entries.iter().find_map(|e| match e {
+            TurnEntry::Context { value, .. } => Some(value),
+            _ => None,
+        })
     }
 
     /// Model answers recorded so far (the turns taken).
@@ -322,6 +340,18 @@ mod tests {
         assert_eq!(m[1].tool_calls[0].id, "a");
         assert_eq!(m[2].role, Role::Tool);
         assert_eq!(m[2].tool_call_id.as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn a_recorded_context_is_kept_but_not_sent_as_a_message() {
+        let hits = json!({"hits": [{"id": "hit-1"}]});
+        let mut c = Conversation::new(vec![TurnEntry::Context { attempt: 1, value: hits.clone() }]);
+        assert_eq!(c.context(), Some(&hits));
+        assert_eq!(c.next(), Next::CallModel);
+        c.entries.push(answer(1, "A summary [hit-1].", &[]));
+        assert_eq!(c.next(), Next::Final { text: "A summary [hit-1]." });
+        let m = c.messages(&[ChatMessage::new(Role::User, "summarise")]);
+        assert_eq!(m.iter().map(|m| m.role).collect::<Vec<_>>(), [Role::User, Role::Assistant]);
     }
 
     #[test]

@@ -211,7 +211,8 @@ pub struct ModelQuote {
     /// Calls one attempt may make (a schema repair round, tool turns).
     #[serde(default = "one")]
     pub calls: u32,
-    /// Bytes sent with every call besides the conversation: the tool definitions.
+    /// Bytes sent with every call besides the rendered conversation: the tool definitions, a
+    /// `research` summary's hits.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub per_call_bytes: u64,
     /// Bytes each turn may add to the conversation besides the answer: tool results (each cut
@@ -301,17 +302,21 @@ impl ModelCatalog {
         Some(ModelQuote { price, max_tokens: step.max_tokens.unwrap_or(provider.max_tokens), calls, per_call_bytes, per_turn_bytes })
     }
 
-    /// The quotes of every `llm` step of `spec`, for `RunStarted`.
+    /// The quotes of every step of `spec` that calls a model (an `llm` step, a `research`
+    /// step's summary), for `RunStarted`.
     pub fn quotes(&self, spec: &ValidatedSpec) -> BTreeMap<StepId, ModelQuote> {
         spec.spec()
             .steps
             .iter()
-            .filter_map(|s| match &s.kind {
-                StepKind::Llm(llm) => {
-                    let check_retry = s.checks.as_ref().is_some_and(|c| c.on_block == crate::checks::CheckOnBlock::Retry);
-                    self.quote(llm, check_retry).map(|q| (s.id.clone(), q))
+            .filter_map(|s| {
+                let llm = s.kind.model_step()?;
+                let check_retry = s.check_on_block() == Some(crate::checks::CheckOnBlock::Retry);
+                let mut quote = self.quote(&llm, check_retry)?;
+                if let StepKind::Research(r) = &s.kind {
+                    // The hits the handler appends to the prompt, sent with every call.
+                    quote.per_call_bytes += r.summary_context_bound();
                 }
-                _ => None,
+                Some((s.id.clone(), quote))
             })
             .collect()
     }

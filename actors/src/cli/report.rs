@@ -165,9 +165,10 @@ pub fn print_summary(v: &RunView) {
     }
 }
 
-/// The model usage an `llm` step reported with its output (provider, model, calls, tokens, cost).
+/// The model usage an `llm` step (or a `research` step's summary) reported with its output
+/// (provider, model, calls, tokens, cost).
 fn model_usage<'s>(ty: &str, s: &'s StepState) -> Option<&'s Value> {
-    (ty == "llm").then(|| s.output.as_ref()?.get("usage")).flatten()
+    (ty == "llm" || ty == "research").then(|| s.output.as_ref()?.get("usage")).flatten()
 }
 
 /// `#1 interrupted (01J…), #2 failed: timeout, #3 succeeded`

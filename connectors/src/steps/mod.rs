@@ -1,6 +1,7 @@
 //! Step handlers that reach outside the engine: the `code` sandbox, `api_call` HTTP, `llm`
-//! model calls, `research` (document search), the `event` bus, `connector` (actions through
-//! an owner's named connections) and the `platform` actions that run as jobs (memory, notify).
+//! model calls (`model`: the conversations `llm` and a `research` summary share), `research`
+//! (document search), the `event` bus, `connector` (actions through an owner's named
+//! connections) and the `platform` actions that run as jobs (memory, notify).
 
 pub mod api_call;
 pub mod code;
@@ -8,6 +9,7 @@ pub mod connector;
 pub mod egress;
 pub mod event;
 pub mod llm;
+pub mod model;
 pub mod platform;
 pub mod research;
 pub mod tools;
@@ -17,5 +19,6 @@ pub use code::CodeHandler;
 pub use connector::ConnectorHandler;
 pub use event::EventHandler;
 pub use llm::LlmHandler;
+pub use model::ModelCalls;
 pub use platform::PlatformHandler;
 pub use research::ResearchHandler;

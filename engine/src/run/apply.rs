@@ -225,8 +225,19 @@ fn render_input(spec: &ValidatedSpec, state: &RunState, slot: Slot) -> Result<Va
     if let StepKind::ApiCall(call) = &step.kind {
         input["request"] = render(&serde_json::to_value(&call.request).expect("request is JSON")).map_err(bad)?;
     }
-    if let StepKind::Llm(llm) = &step.kind {
+    if let StepKind::Research(r) = &step.kind {
+        match &r.ingest {
+            Some(docs) => input["ingest"] = render(docs).map_err(bad)?,
+            None => input["query"] = render(&Value::String(r.query.clone())).map_err(bad)?,
+        }
+    }
+    // A model conversation: an `llm` step's, or a `research` step's summary (whose templates
+    // also see the rendered `query`; the handler appends the hits).
+    if let Some(llm) = step.kind.model_step() {
         let mut scope = json!({ "params": state.params, "steps": state.scope, "inputs": input["inputs"] });
+        if let Some(query) = input.get("query") {
+            scope["query"] = query.clone();
+        }
         if let Some((item, index)) = &item {
             scope["item"] = item.clone();
             scope["item_index"] = index.clone();
@@ -254,12 +265,6 @@ fn render_input(spec: &ValidatedSpec, state: &RunState, slot: Slot) -> Result<Va
         if step.checks.is_some() {
             // CEL checks see `params`; the handler evaluates them for `on_block: retry`.
             input["params"] = state.params.clone();
-        }
-    }
-    if let StepKind::Research(r) = &step.kind {
-        match &r.ingest {
-            Some(docs) => input["ingest"] = render(docs).map_err(bad)?,
-            None => input["query"] = render(&Value::String(r.query.clone())).map_err(bad)?,
         }
     }
     if let StepKind::Connector(c) = &step.kind {
@@ -681,10 +686,11 @@ impl Machine<'_> {
         self.settle_cost_as(slot, actual, false)
     }
 
-    /// A finished `llm` attempt reports exactly what its model calls cost — zero when it made
-    /// none (it went on from its turn journal) — so it is charged that, even when zero.
+    /// A finished attempt of a step that calls a model (`llm`, a summarised `research`)
+    /// reports exactly what its model calls cost — zero when it made none (it went on from its
+    /// turn journal, or found no hits to summarise) — so it is charged that, even when zero.
     fn settle_reported_cost(&mut self, slot: Slot, actual: Money) {
-        let exact = matches!(self.spec.step(slot.step).kind, StepKind::Llm(_));
+        let exact = self.spec.step(slot.step).kind.model_step().is_some();
         self.settle_cost_as(slot, actual, exact)
     }
 

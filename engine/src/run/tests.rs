@@ -1291,3 +1291,47 @@ fn a_continued_conversation_reserves_only_the_turns_left_and_a_retry_after_a_per
     assert_eq!(input["llm"]["conversation"], 1, "a retry after a permanent failure is a fresh conversation");
     assert_eq!(input["llm"]["reserved"], json!(quote.reservation(bytes)));
 }
+
+#[test]
+fn a_summarised_research_step_renders_its_prompt_with_the_query_reserves_for_its_hits_and_is_charged_exactly() {
+    let spec = spec(
+        r#"
+id: find
+owner: o
+parameters:
+  matter: { type: string, default: "warehouse lease" }
+steps:
+  - id: similar
+    type: research
+    collection: past
+    query: "${{ params.matter }} fees"
+    top_k: 3
+    summarize:
+      system: "You summarise past engagements."
+      prompt: "Summarise the fee terms for {{ query }}."
+      max_tokens: 100
+"#,
+    );
+    let price = crate::llm::ModelPrice { input_per_million: Money::parse("1").unwrap(), output_per_million: Money::parse("1").unwrap() };
+    let catalog = crate::llm::ModelCatalog {
+        default_provider: Some("p".into()),
+        providers: [("p".to_string(), serde_json::from_value(json!({"kind": "openai", "base_url": "http://x/v1", "model": "m"})).unwrap())].into(),
+        prices: crate::llm::PriceTable([("m".to_string(), price)].into()),
+    };
+    let quotes = catalog.quotes(&spec);
+    let quote = quotes[&StepId::from("similar")];
+    let crate::spec::StepKind::Research(r) = &spec.step(0).kind else { unreachable!() };
+    assert_eq!(quote.per_call_bytes, r.summary_context_bound(), "the hits are sent with every call");
+    assert_eq!(quote.calls, 2, "the summary and one round for its citations");
+    let mut state = start(&spec, RunId::from("r1"));
+    let first = apply(&spec, &mut state, &Event::RunStarted { at: 0, params: json!({"matter": "warehouse lease"}), quotes, parent: None });
+    let Some(Action::Dispatch { input, .. }) = first.first() else { panic!("{first:?}") };
+    assert_eq!(input["query"], "warehouse lease fees");
+    assert_eq!(input["llm"]["messages"][1], json!({"role": "user", "content": "Summarise the fee terms for warehouse lease fees."}));
+    let bytes = ("You summarise past engagements.".len() + "Summarise the fee terms for warehouse lease fees.".len()) as u64;
+    assert_eq!(input["llm"]["reserved"], json!(quote.reservation(bytes)));
+    assert_eq!(state.steps[0].reserved, quote.reservation(bytes));
+    // No hits, no call: the attempt reports nothing spent, and that is what it is charged.
+    apply(&spec, &mut state, &ok("similar", 1, 5, json!({"hits": [], "summary": {"text": "", "citations": []}})));
+    assert!(state.steps[0].cost.is_zero() && state.budget.spent.is_zero(), "{:?}", state.steps[0].cost);
+}

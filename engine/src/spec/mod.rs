@@ -15,6 +15,7 @@ pub use parse::{parse_yaml, SpecError, SpecProblem};
 pub use steps::{
     is_collection_name, ApiCallStep, ApprovalStep, CodeLimits, CodeStep, ConditionStep, ConnectorStep, DefaultDecision, DefaultWord, DelayStep, Escalation, HttpRequestSpec, LlmMessage,
     LlmStep, OnInjection, ResearchStep, StepKind, Authorize, ToolBacking, ToolSpec, is_tool_name, DEFAULT_MAX_TURNS, MAX_TOOL_CALLS_PER_TURN, MAX_TOOL_RESULT_BYTES, compile_schema, schema_errors, DEFAULT_COLLECTION, MAX_TOP_K,
+    IfMissing, ResearchSummary, citation_check, citations, summary_context, CITATIONS_CHECK,
 };
 pub use validate::{validate, Dag, ValidatedSpec};
 pub(crate) use validate::problem;

@@ -9,6 +9,8 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::checks::{CheckOnBlock, CheckResult};
+use crate::gates::{GateMesh, GatePolicy};
 use crate::ids::{OwnerId, StepId, WorkflowId};
 use crate::spec::steps::StepKind;
 use crate::money::Money;
@@ -219,6 +221,31 @@ impl StepSpec {
     /// The step's type.
     pub fn ty(&self) -> StepType {
         self.kind.ty()
+    }
+
+    /// What a failed check of this step's output does: its `checks.on_block`; a summarised
+    /// `research` step without `checks` retries (its citations go back to the model once).
+    pub fn check_on_block(&self) -> Option<CheckOnBlock> {
+        match (&self.checks, &self.kind) {
+            (Some(c), _) => Some(c.on_block),
+            (None, StepKind::Research(r)) if r.summarize.is_some() && r.ingest.is_none() => Some(CheckOnBlock::Retry),
+            _ => None,
+        }
+    }
+
+    /// Every deterministic check of `output` and what a failure does: the step's `checks`, and
+    /// for a summarised `research` step the `citations` check. What the worker records on the
+    /// step, and what an `llm` conversation sends back to the model with `on_block: retry`.
+    pub fn evaluate_checks(&self, output: &serde_json::Value, params: &serde_json::Value, mesh: &GateMesh, policy: &GatePolicy) -> Option<(CheckOnBlock, Vec<CheckResult>)> {
+        let on_block = self.check_on_block()?;
+        let mut results = self.checks.as_ref().map(|c| c.evaluate(output, params, mesh, policy)).unwrap_or_default();
+        if let StepKind::Research(r) = &self.kind
+            && r.summarize.is_some()
+            && r.ingest.is_none()
+        {
+            results.push(crate::spec::steps::citation_check(output));
+        }
+        Some((on_block, results))
     }
 }
 

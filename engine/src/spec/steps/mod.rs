@@ -38,7 +38,9 @@ pub use platform::{
     MemoryListWith, MemoryReadWith, MemoryWriteWith, NotifyWith, PlatformAction, PlatformStep, WorkflowRunWith, DEFAULT_MEMORY_SINCE,
     MAX_MEMORY_LIST, MAX_NOTE_BYTES, MAX_WORKFLOW_DEPTH,
 };
-pub use research::{is_collection_name, ResearchStep, DEFAULT_COLLECTION, MAX_TOP_K};
+pub use research::{
+    citation_check, citations, is_collection_name, summary_context, IfMissing, ResearchStep, ResearchSummary, CITATIONS_CHECK, DEFAULT_COLLECTION, MAX_TOP_K,
+};
 pub use event::{valid_event_name, EmitSpec, EventStep, OnTimeout, WaitSpec, DEFAULT_LOOKBACK};
 pub(crate) use format::one_shape_per_type;
 
@@ -108,6 +110,19 @@ macro_rules! step_kinds {
             }
         }
     };
+}
+
+impl StepKind {
+    /// The model conversation this step holds, if any: an `llm` step's, or a `research` step's
+    /// summary (as an `llm` step without tools or schema). What the run renders, quotes,
+    /// reserves and charges exactly.
+    pub fn model_step(&self) -> Option<std::borrow::Cow<'_, LlmStep>> {
+        match self {
+            StepKind::Llm(llm) => Some(std::borrow::Cow::Borrowed(llm)),
+            StepKind::Research(r) if r.ingest.is_none() => r.summarize.as_ref().map(|s| std::borrow::Cow::Owned(s.llm())),
+            _ => None,
+        }
+    }
 }
 
 step_kinds! {

@@ -185,6 +185,9 @@ pub(crate) fn check_tools(tools: &[ToolSpec], max_turns: Option<u32>, at: &str, 
         }
         if let Some(r) = &t.research {
             r.check(&format!("{at}.research"), p);
+            if r.summarize.is_some() {
+                p.push(problem(format!("{at}.research.summarize"), "a `research` tool returns its hits to the model that called it: no `summarize`"));
+            }
         }
         if let Authorize::When(categories) = &t.authorize {
             let known = known_categories();
