@@ -1,7 +1,8 @@
 //! `llm` steps end to end: a run through the engine, its worker and a real local HTTP server
 //! speaking the OpenAI Chat Completions or Anthropic Messages protocol with scripted replies.
 //! The tests assert on the requests the server received (rendered prompts, keys, repair
-//! rounds), on the output and usage the run records, and on cost and budget.
+//! rounds), on the output and usage the run records, and on cost and budget. A `research`
+//! step's summary goes through the same machinery: its tests are at the end.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -594,4 +595,170 @@ async fn on_the_anthropic_protocol_overload_is_waited_out_json_is_repaired_and_4
     let error = TestSystem::step(&v, "classify").error.clone().unwrap();
     assert_eq!((error.code.as_str(), error.message.contains("invalid x-api-key")), ("model_auth", true), "{error:?}");
     assert_eq!(server.hits().len(), 1);
+}
+
+/// Past engagements of the firm, in its `precedents` collection.
+async fn ingest_precedents(sys: &TestSystem, docs: &[(&str, &str)]) {
+    let store = tollgate_connectors::docs::DocStore::new(sys.t().engine.store.clone());
+    let docs = docs
+        .iter()
+        .map(|(name, text)| tollgate_connectors::docs::SourceDoc { source: (*name).into(), format: tollgate_connectors::docs::Format::Markdown, bytes: text.as_bytes().to_vec() })
+        .collect();
+    store.ingest(&OwnerId::from("firm"), "precedents", docs).await.unwrap();
+}
+
+const PRECEDENTS: &[(&str, &str)] = &[
+    ("globex-2023.md", "# Globex lease review 2023\nWarehouse lease review for Globex: fixed fee of 8 % of the lease value, liability capped at the fee."),
+    ("initech-2022.md", "# Initech employment advice 2022\nHourly rates, no fee cap agreed; the client asked for monthly invoices."),
+];
+
+/// A research step whose hits a model summarises, citing them by id.
+const SUMMARISED: &str = r#"
+id: precedent-search
+owner: firm
+budget: { max_cost: 0.001 }
+parameters:
+  matter: { type: string, default: "warehouse lease" }
+steps:
+  - id: similar
+    type: research
+    collection: precedents
+    query: "${{ params.matter }} fee"
+    top_k: 2
+    summarize:
+      system: "You summarise the firm's past engagements."
+      prompt: "Summarise the fee terms of past engagements like {{ params.matter }} (query: {{ query }})."
+      max_tokens: 200
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_research_summary_is_sent_the_hits_cites_them_and_is_reserved_and_charged_like_an_llm_step() {
+    let server = TestServer::start(Arc::new(|_, _| (StatusCode::OK, vec![], chat("The Globex lease review was a fixed fee of 8 % [hit-1].", 400, 20), Duration::ZERO))).await;
+    let server = &server;
+    each(provider(ProviderKind::Openai, server, None), |sys| async move {
+        ingest_precedents(&sys, PRECEDENTS).await;
+        let before = server.hits().len();
+        // Two calls of up to 200 tokens at 10 per million cannot fit in 0.001: the run asks first.
+        let run = sys.start(SUMMARISED, json!({})).await;
+        let v = sys.settle(&run).await;
+        assert!(v.state.is_waiting(), "the run should pause on budget: {:?}", v.state.status);
+        assert_eq!(server.hits().len(), before, "no model call before the budget covers it");
+        let request = v.state.budget_request.clone().expect("a budget-extension request");
+        sys.t().decide(&request, Decision::Extend { amount: Money::parse("0.05").unwrap() }, "cfo", None).await.unwrap();
+        let v = sys.settle(&run).await;
+        assert_eq!(v.state.status.label(), "succeeded", "{:?}", v.state.status);
+
+        // The model received the rendered prompt, then the hits under their ids.
+        let hits = server.hits();
+        assert_eq!(hits.len() - before, 1, "one model call");
+        let sent = body(&hits[before]);
+        assert_eq!(sent["messages"][0], json!({"role": "system", "content": "You summarise the firm's past engagements."}));
+        let prompt = sent["messages"][1]["content"].as_str().unwrap();
+        assert!(prompt.starts_with("Summarise the fee terms of past engagements like warehouse lease (query: warehouse lease fee)."), "{prompt}");
+        assert!(prompt.contains("\n[hit-1] globex-2023.md\nGlobex lease review 2023\n\nWarehouse lease review for Globex: fixed fee of 8 %"), "{prompt}");
+        assert!(prompt.contains("\n[hit-2] initech-2022.md\n"), "{prompt}");
+        assert!(prompt.contains("like [hit-1]"), "the model is told how to cite: {prompt}");
+
+        let step = TestSystem::step(&v, "similar");
+        let out = step.output.as_ref().unwrap();
+        assert_eq!(out["hits"][0]["source"], "globex-2023.md");
+        assert_eq!(out["summary"], json!({"text": "The Globex lease review was a fixed fee of 8 % [hit-1].", "citations": ["hit-1"]}));
+        assert_eq!(out["usage"]["calls"], 1);
+        // 400 × 2/1M + 20 × 10/1M: the actual cost, not the reservation.
+        assert_eq!(step.cost, Money::parse("0.001").unwrap());
+        assert_eq!(v.state.budget.spent, Money::parse("0.001").unwrap());
+        let checks = step.gate.as_ref().unwrap()["checks"].clone();
+        assert_eq!(checks, json!([{"name": "citations", "passed": true}]));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invented_citation_goes_back_to_the_model_once_and_fails_the_citations_check_if_it_stays() {
+    let yaml = SUMMARISED.replace("budget: { max_cost: 0.001 }\n", "");
+    // Invented, then corrected.
+    let server = TestServer::start(replies(vec![
+        (StatusCode::OK, vec![], chat("Fixed fee of 8 % [hit-1]; capped liability [hit-7].", 300, 20)),
+        (StatusCode::OK, vec![], chat("Fixed fee of 8 % and capped liability [hit-1].", 400, 20)),
+    ]))
+    .await;
+    let p = provider(ProviderKind::Openai, &server, None);
+    let sys = embedded_with(move |c| priced(c, p)).await;
+    ingest_precedents(&sys, PRECEDENTS).await;
+    let v = sys.settle(&sys.start(&yaml, json!({})).await).await;
+    assert_eq!(v.state.status.label(), "succeeded", "{:?}", v.state.status);
+    let out = TestSystem::step(&v, "similar").output.clone().unwrap();
+    assert_eq!(out["summary"]["citations"], json!(["hit-1"]));
+    assert_eq!(out["usage"]["calls"], 2);
+    assert_eq!(out["retried_after_checks"][0]["name"], "citations");
+    let hits = server.hits();
+    assert_eq!(hits.len(), 2);
+    let messages = body(&hits[1])["messages"].as_array().unwrap().clone();
+    assert_eq!(messages[2]["content"], "Fixed fee of 8 % [hit-1]; capped liability [hit-7].");
+    let feedback = messages[3]["content"].as_str().unwrap();
+    assert!(feedback.contains("citations: the summary cites [hit-7], which is not one of the hits returned (hit-1, hit-2)"), "{feedback}");
+
+    // Invented twice: the step fails the check, named with its evidence, after two calls.
+    let server = TestServer::start(replies(vec![
+        (StatusCode::OK, vec![], chat("Fixed fee [hit-7].", 300, 20)),
+        (StatusCode::OK, vec![], chat("Fixed fee [hit-9].", 300, 20)),
+    ]))
+    .await;
+    let p = provider(ProviderKind::Openai, &server, None);
+    let sys = embedded_with(move |c| priced(c, p)).await;
+    ingest_precedents(&sys, PRECEDENTS).await;
+    let v = sys.settle(&sys.start(&yaml, json!({})).await).await;
+    assert_eq!(v.state.status.label(), "failed");
+    let step = TestSystem::step(&v, "similar");
+    let error = step.error.clone().unwrap();
+    assert_eq!(error.code, "check_failed");
+    assert!(error.message.contains("citations (the summary cites [hit-9], which is not one of the hits returned (hit-1, hit-2))"), "{error:?}");
+    assert_eq!(step.gate.as_ref().unwrap()["checks"][0]["passed"], false, "the failed check is on the step's record");
+    assert_eq!(server.hits().len(), 2);
+
+    // No hits: no call, an empty summary (and a collection not ingested yet is no hits with `if_missing: empty`).
+    let server = TestServer::start(replies(vec![])).await;
+    let p = provider(ProviderKind::Openai, &server, None);
+    let sys = embedded_with(move |c| priced(c, p)).await;
+    let v = sys.settle(&sys.start(&yaml.replace("    top_k: 2\n", "    top_k: 2\n    if_missing: empty\n"), json!({})).await).await;
+    assert_eq!(v.state.status.label(), "succeeded", "{:?}", v.state.status);
+    let step = TestSystem::step(&v, "similar");
+    assert_eq!(step.output.as_ref().unwrap(), &json!({"query": "warehouse lease fee", "collection": "precedents", "hits": [], "missing": true, "summary": {"text": "", "citations": []}}));
+    assert!(step.cost.is_zero());
+    assert!(server.hits().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_summary_interrupted_mid_conversation_goes_on_from_its_turn_journal_with_the_hits_it_had() {
+    // The first answer invents a citation; the corrected one hangs past the step's timeout
+    // once, then comes at once.
+    let server = TestServer::start(Arc::new(|n, _| match n {
+        0 => (StatusCode::OK, vec![], chat("Fixed fee [hit-7].", 300, 20), Duration::ZERO),
+        1 => (StatusCode::OK, vec![], chat("late", 1, 1), Duration::from_secs(60)),
+        _ => (StatusCode::OK, vec![], chat("Fixed fee of 8 % [hit-1].", 400, 20), Duration::ZERO),
+    }))
+    .await;
+    let p = provider(ProviderKind::Openai, &server, None);
+    let sys = embedded_with(move |c| priced(c, p)).await;
+    ingest_precedents(&sys, PRECEDENTS).await;
+    let yaml = SUMMARISED.replace("budget: { max_cost: 0.001 }\n", "").replace("    top_k: 2\n", "    top_k: 2\n    timeout: 3s\n    retry: { max_attempts: 2, backoff: { initial: 10ms } }\n");
+    let run = sys.start(&yaml, json!({})).await;
+    let srv = &server;
+    tollgate_tests::harness::wait_for("the second model call", Duration::from_secs(30), || async move { srv.hits().len() >= 2 }).await;
+    // Ingested while the conversation is under way: it would be the best hit of a new search.
+    ingest_precedents(&sys, &[("acme-2024.md", "# Acme warehouse lease fee 2024\nWarehouse lease fee: warehouse lease fee, fixed.")]).await;
+    let v = sys.settle(&run).await;
+    assert_eq!(v.state.status.label(), "succeeded", "{:?}", v.state.status);
+    let step = TestSystem::step(&v, "similar");
+    let statuses: Vec<&str> = step.attempts.iter().map(|a| a.status.label()).collect();
+    assert_eq!(statuses, ["failed", "succeeded"]);
+    assert_eq!(step.attempts[0].error.as_ref().unwrap().code, "timeout");
+    let hits = server.hits();
+    assert_eq!(hits.len(), 3, "the first answer, recorded, is not asked for again");
+    assert_eq!(body(&hits[2])["messages"], body(&hits[1])["messages"], "the second attempt goes on with the same conversation");
+    let out = step.output.as_ref().unwrap();
+    let sources: Vec<&str> = out["hits"].as_array().unwrap().iter().map(|h| h["source"].as_str().unwrap()).collect();
+    assert_eq!(sources, ["globex-2023.md", "initech-2022.md"], "the hits the conversation was given, not a new search");
+    assert_eq!(out["summary"]["citations"], json!(["hit-1"]));
+    assert_eq!(out["usage"]["calls"], 2);
 }
