@@ -4,10 +4,14 @@ provider: it speaks the OpenAI Chat Completions protocol (POST /v1/chat/completi
 answers with DETERMINISTIC drafts built from the prompt's own lines — it is not a model.
 
 An engagement-letter request (a prompt with `Client:`, `Matter:` and `Matter value:` lines)
-gets a letter with the firm's standard clauses and a fixed fee of 8 % of the matter value, as
-JSON when the request asks for a JSON object. The shipped templates' prompts name their task on
-a `Task:` line and get answers built from the prompt: `compliance-assessment` (a finding for
-each sentence that says "unlimited" or "indefinitely"), `classify-document` (by the words in the
+gets a letter with the firm's standard clauses and a fixed fee: the percentage of the first
+similar past engagement in the prompt that names one between 5 and 12 % (that engagement is
+the letter's `precedent`), else 8 % of the matter value — as JSON when the request asks for a
+JSON object. The shipped templates' prompts name their task on a `Task:` line and get answers
+built from the prompt: `precedent-summary` (each search result's fee sentence, citing its id),
+`kyc-classify` (the document's kind by its words, holder, expiry date, and a confidence of
+0.95, or 0.4 for a document it cannot place), `compliance-assessment` (a finding for each
+sentence that says "unlimited" or "indefinitely"), `classify-document` (by the words in the
 document), `refresh-report` (the report restated), `weekly-summary` (the counts it was given).
 Anything else gets a short acknowledgement.
 Token usage is counted as words. Usage: demo-llm.py [PORT]"""
@@ -24,23 +28,72 @@ def field(text, name):
     return m.group(1).strip() if m else None
 
 
+def precedent(prompt):
+    """The first past engagement listed in the prompt (`[hit-N] SOURCE: TEXT`) whose fee is a
+    percentage between 5 and 12: (source, percentage), or None."""
+    for m in re.finditer(r"^\[hit-\d+\]\s+(\S+?):\s*(.*)$", prompt, re.MULTILINE):
+        rest = prompt[m.start():].split("\n[hit-", 1)[0]
+        pct = re.search(r"(\d+(?:\.\d+)?)\s*%", rest)
+        if pct and 5 <= float(pct.group(1)) <= 12:
+            return m.group(1), float(pct.group(1))
+    return None
+
+
 def draft(prompt):
     client, matter, value = field(prompt, "Client"), field(prompt, "Matter"), field(prompt, "Matter value")
     if not (client and matter and value):
         return None
+    followed = precedent(prompt)
+    rate = followed[1] if followed else 8.0
     try:
-        fee = round(float(value) * 0.08, 2)
+        fee = round(float(value) * rate / 100, 2)
     except ValueError:
         return None
+    fee = int(fee) if fee == int(fee) else fee
+    basis = "on the basis we agreed for comparable work" if followed else "invoiced on completion"
     body = (
         f"Dear {client},\n\n"
         f"Scope of engagement. We will act for you in the matter \"{matter}\".\n"
-        f"Fees. Our fixed fee for this matter is {fee:.2f} USD, invoiced on completion.\n"
+        f"Fees. Our fixed fee for this matter is {fee:.2f} USD, {basis}.\n"
         "Limitation of liability. Our aggregate liability is limited to the fee paid.\n"
         "Termination. Either party may end this engagement by written notice.\n\n"
         "Yours sincerely,\nThe Partners"
     )
-    return {"address_block": f"{client}\nRegistered office on file", "fee": fee, "body": body}
+    return {"address_block": f"{client}\nRegistered office on file", "fee": fee,
+            "precedent": followed[0] if followed else None, "body": body}
+
+
+def search_results(prompt):
+    """The search results a research summary is sent: [(id, source, text)]."""
+    block = prompt.split("Each starts with its id in square brackets:", 1)[-1].split("\nAnswer with the summary only.", 1)[0]
+    out = []
+    for part in re.split(r"^(?=\[hit-\d+\] )", block, flags=re.MULTILINE):
+        m = re.match(r"\[(hit-\d+)\] (.+)\n([\s\S]*)", part.strip())
+        if m:
+            out.append((m.group(1), m.group(2).strip(), m.group(3).strip()))
+    return out
+
+
+KYC_KINDS = [("passport", "passport"), ("national identity card", "national_id"), ("driving licence", "driving_licence"),
+             ("electricity bill", "utility_bill"), ("gas bill", "utility_bill"), ("water bill", "utility_bill"),
+             ("bank statement", "bank_statement"), ("certificate of incorporation", "company_registration")]
+
+
+def kyc(prompt):
+    text = prompt.split("Document:", 1)[-1]
+    low = text.lower()
+    kind = next((k for words, k in KYC_KINDS if words in low), "other")
+    expiry = re.search(r"expir\w*[^\n\d]*(\d{4}-\d{2}-\d{2})", text, re.IGNORECASE)
+    holder = None
+    for key in ("Account holder", "Holder", "Company", "Name"):
+        holder = field(text, key)
+        if holder:
+            break
+    if not holder:
+        surname, given = field(text, "Surname"), field(text, "Given names")
+        holder = " ".join(x for x in (given, surname) if x) or "unknown"
+    return {"kind": kind, "holder": holder, "expires": expiry.group(1) if expiry else None,
+            "confidence": 0.95 if kind != "other" else 0.4}
 
 
 def sentences(text):
@@ -50,6 +103,15 @@ def sentences(text):
 def task_answer(prompt):
     """The answer to a shipped template's task, or None."""
     task = field(prompt, "Task")
+    if task == "precedent-summary":
+        lines = []
+        for hid, source, text in search_results(prompt):
+            parts = [x for line in text.splitlines() for x in sentences(line)]
+            sentence = next((x for x in parts if "fee" in x.lower()), parts[0] if parts else source)
+            lines.append(f"{source}: {sentence} [{hid}]")
+        return {"text": " ".join(lines) or "No past engagement bears on this matter."}
+    if task == "kyc-classify":
+        return kyc(prompt)
     if task == "compliance-assessment":
         body = prompt.split("Document text:", 1)[-1]
         findings = []

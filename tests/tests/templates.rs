@@ -1,8 +1,10 @@
-//! The five shipped templates end to end, each run from the workflow catalogue (the text
+//! The six shipped templates end to end, each run from the workflow catalogue (the text
 //! embedded in the binary) against real local servers: an SMTP sink (aiosmtpd) for email, real
-//! HTTP servers for the downstream APIs and the reports service, the engine's own admin API,
-//! and a model stand-in speaking the OpenAI Chat Completions protocol (a local HTTP server
-//! answering each template's task deterministically from the prompt it is sent).
+//! HTTP servers for the downstream APIs, the reports service and the calendar, the engine's own
+//! admin API, and a model stand-in speaking the OpenAI Chat Completions protocol (a local HTTP
+//! server answering each template's task deterministically from the prompt it is sent). The
+//! client intake also runs with the demo's own data and stand-in model (`scripts/demo-llm.py`,
+//! a real process), as `scripts/demo` does.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,11 +41,82 @@ fn line<'a>(prompt: &'a str, name: &str) -> &'a str {
     prompt.lines().find_map(|l| l.trim().strip_prefix(name)).map(str::trim).unwrap_or("")
 }
 
+/// The search results a research summary is sent (`[hit-N] SOURCE` then the text), in order:
+/// `(id, source, text)`.
+fn search_results(prompt: &str) -> Vec<(String, String, String)> {
+    let mut out: Vec<(String, String, String)> = Vec::new();
+    for l in prompt.lines() {
+        if l.starts_with("Answer with the summary only.") {
+            break;
+        }
+        match l.strip_prefix('[').and_then(|r| r.split_once("] ")).filter(|(id, _)| id.starts_with("hit-")) {
+            Some((id, source)) => out.push((id.to_string(), source.to_string(), String::new())),
+            None => {
+                if let Some(last) = out.last_mut() {
+                    last.2.push_str(l);
+                    last.2.push('\n');
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The first percentage between 5 and 12 in `text`.
+fn fee_rate(text: &str) -> Option<f64> {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    words.windows(2).find_map(|w| (w[1].starts_with('%')).then(|| w[0].parse::<f64>().ok()).flatten().filter(|r| (5.0..=12.0).contains(r)))
+}
+
+/// An engagement letter as JSON: the fee at the rate of the first similar past engagement the
+/// prompt lists with one (the letter's `precedent`), else 8 %.
+fn engagement_letter(prompt: &str) -> String {
+    let (client, matter) = (line(prompt, "Client:"), line(prompt, "Matter:"));
+    let value: f64 = line(prompt, "Matter value:").parse().unwrap_or(0.0);
+    let listed: Vec<(String, String)> = prompt
+        .split("\n[hit-")
+        .skip(1)
+        .filter_map(|part| part.split_once("] ").and_then(|(_, rest)| rest.split_once(": ")).map(|(source, text)| (source.to_string(), text.to_string())))
+        .collect();
+    let followed = listed.iter().find_map(|(source, text)| fee_rate(text).map(|r| (source.clone(), r)));
+    let rate = followed.as_ref().map_or(8.0, |f| f.1);
+    let body = format!(
+        "Dear {client},\n\nScope of engagement. We will act for you in the matter \"{matter}\".\nFees. Our fixed fee is {} USD.\nLimitation of liability. Our liability is limited to the fee paid.\nTermination. Either party may end this engagement by written notice.\n\nYours sincerely,\nThe Partners",
+        value * rate / 100.0
+    );
+    json!({"address_block": format!("{client}\nRegistered office on file"), "fee": value * rate / 100.0, "precedent": followed.map(|f| f.0), "body": body}).to_string()
+}
+
+/// A KYC document classified by its words: kind, holder, expiry date, confidence.
+fn kyc_classification(prompt: &str) -> String {
+    let text = prompt.split_once("Document:").map_or(prompt, |(_, t)| t);
+    let kind = if text.contains("PASSPORT") {
+        "passport"
+    } else if text.contains("ELECTRICITY BILL") {
+        "utility_bill"
+    } else {
+        "other"
+    };
+    let holder = match line(text, "Account holder:") {
+        "" => format!("{} {}", line(text, "Given names:"), line(text, "Surname:")).trim().to_string(),
+        h => h.to_string(),
+    };
+    let expires = Some(line(text, "Date of expiry:")).filter(|d| !d.is_empty());
+    json!({"kind": kind, "holder": holder, "expires": expires, "confidence": if kind == "other" { 0.4 } else { 0.95 }}).to_string()
+}
+
 /// The model stand-in: answers each template's task (the prompt's `Task:` line) from the prompt.
 fn stand_in_model() -> Script {
     Arc::new(|_, hit| {
         let prompt = prompt_of(hit);
         let answer = match line(&prompt, "Task:") {
+            "precedent-summary" => search_results(&prompt)
+                .iter()
+                .map(|(id, source, text)| format!("{source}: {} [{id}]", text.lines().find(|l| l.contains("Fee basis")).unwrap_or("no fee basis").trim()))
+                .collect::<Vec<_>>()
+                .join(" "),
+            "engagement-letter" => engagement_letter(&prompt),
+            "kyc-classify" => kyc_classification(&prompt),
             "compliance-assessment" => {
                 let mut findings = Vec::new();
                 if prompt.contains("liability is unlimited") {
@@ -408,6 +481,188 @@ async fn weekly_memory_summary_reads_the_weeks_notes_and_runs_and_mails_the_summ
     assert!(mail[0].contains("To: owner@firm.test") && mail[0].contains("Weekly summary: 3 runs, 2 notes") && mail[0].contains("Weekly digest. 3 Some runs failed."), "{}", mail[0]);
     let kept = store.notes(&OwnerId::from("ops"), &tollgate_engine::store::NoteFilter { since: 0, tag: Some("weekly-summary"), limit: 10 }).await.unwrap();
     assert_eq!(kept.len(), 1);
+}
+
+/// The demo's stand-in model (`scripts/demo-llm.py`), as a real process on a free port.
+struct StandIn {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Drop for StandIn {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn stand_in() -> StandIn {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/demo-llm.py");
+    let child = std::process::Command::new("python3").arg(script).arg(port.to_string()).spawn().expect("python3 runs the stand-in");
+    let s = StandIn { child, port };
+    tollgate_tests::harness::wait_for("the stand-in model listens", Duration::from_secs(20), || async move {
+        tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok()
+    })
+    .await;
+    s
+}
+
+/// The demo data directory `scripts/demo-data/NAME`, ingested as `tollgate docs ingest` does
+/// (each file under its path as given, `scripts/demo-data/NAME/FILE`).
+async fn ingest_demo_data(sys: &TestSystem, owner: &str, collection: &str, name: &str) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/demo-data").join(name);
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    let docs = files
+        .iter()
+        .map(|f| SourceDoc {
+            source: format!("scripts/demo-data/{name}/{}", f.file_name().unwrap().to_string_lossy()),
+            format: Format::Markdown,
+            bytes: std::fs::read(f).unwrap(),
+        })
+        .collect();
+    DocStore::new(sys.t().engine.store.clone()).ingest(&OwnerId::from(owner), collection, docs).await.unwrap();
+}
+
+/// The pending request of `run` at `step`, as its assignee sees it.
+async fn pending(sys: &TestSystem, run: &RunId, step: &str) -> tollgate_engine::run::HumanRequestSpec {
+    let all = sys.t().pending().await.unwrap();
+    all.into_iter().find(|r| r.run == *run && r.request.step.as_ref().is_some_and(|s| s.as_str() == step)).unwrap_or_else(|| panic!("no request at {step}")).request
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_intake_stops_on_a_conflict_in_the_ingested_register_and_takes_a_clear_client_through_kyc_and_the_partner() {
+    let model = TestServer::start(stand_in_model()).await;
+    let calendar = TestServer::start(Arc::new(|_, _| (StatusCode::CREATED, vec![], r#"{"booked":true}"#.into(), Duration::ZERO))).await;
+    let sys = system(&model, &["ops"]).await;
+    ingest_demo_data(&sys, "ops", "conflicts-register", "conflicts-register").await;
+    ingest_demo_data(&sys, "ops", "past-engagements", "past-engagements").await;
+
+    // An adverse party that is our client (Globex Corporation, written differently): stopped
+    // before any model is asked anything.
+    let run = start(&sys, "client-intake", json!({"client_name": "Acme Logistics Ltd", "adverse_parties": ["Globex Corp."]})).await;
+    let v = sys.settle(&run).await;
+    assert_eq!(v.state.status.label(), "succeeded", "{:?}", v.state.status);
+    let decision = output(&v, "conflict_decision");
+    assert_eq!(decision["clear"], false, "{decision}");
+    assert_eq!(decision["conflicts"][0]["party"], "Globex Corp.");
+    assert_eq!(decision["conflicts"][0]["entry"], "Globex Corporation");
+    assert_eq!(decision["conflicts"][0]["role"], "client");
+    assert_eq!(decision["conflicts"][0]["source"], "scripts/demo-data/conflicts-register/globex-corporation.md");
+    for step in ["precedents", "draft_letter", "kyc_classify", "engagement_letter", "intake_memo", "welcome_pack"] {
+        assert_eq!(TestSystem::step(&v, step).status.label(), "skipped", "{step}");
+    }
+    // The client itself on the other side of one of our matters is a conflict too.
+    let run = start(&sys, "client-intake", json!({"client_name": "Umbrella Holdings PLC"})).await;
+    let v = sys.settle(&run).await;
+    let decision = output(&v, "conflict_decision");
+    assert_eq!((decision["clear"].clone(), decision["conflicts"][0]["side"].clone(), decision["conflicts"][0]["role"].clone()), (json!(false), json!("client"), json!("adverse")), "{decision}");
+    assert!(model.hits().is_empty(), "no model call for a conflicted intake");
+
+    // A clear client: the letter follows a similar past engagement; the KYC documents do not
+    // pass the thresholds, so compliance reviews them beside the partner.
+    let kyc = json!([
+        {"name": "passport.txt", "text": "PASSPORT\nSurname: HOLLOWAY\nGiven names: MARGARET ANNE\nDate of expiry: 2019-03-31"},
+        {"name": "bill.txt", "text": "ELECTRICITY BILL\nAccount holder: Acme Logistics Ltd\nBill date: 2026-01-05"},
+        {"name": "photo.txt", "text": "A photograph of a person holding a card."}
+    ]);
+    let params = json!({
+        "client_name": "Acme Logistics Ltd", "matter": "Supply agreement negotiation", "matter_value": 48000,
+        "intake_notes": "Three-year supply agreement with a haulier; the client wants a fixed fee.",
+        "adverse_parties": ["Hooli"], "kyc_documents": kyc, "scheduler_url": calendar.url("/schedule")
+    });
+    let run = start(&sys, "client-intake", params).await;
+    let v = sys.settle(&run).await;
+    assert!(v.state.is_waiting(), "{:?}", v.state.status);
+    assert_eq!(output(&v, "conflict_decision")["summary"], "clear: 2 name(s) checked against the register");
+    // The summary was sent the past engagements research found, and cites them.
+    let prompts: Vec<String> = model.hits().iter().map(prompt_of).collect();
+    let summary_prompt = prompts.iter().find(|p| p.contains("Task: precedent-summary")).expect("the precedents were summarised");
+    assert!(summary_prompt.contains("[hit-1] scripts/demo-data/past-engagements/2022-contoso-supply-agreement.md\n"), "{summary_prompt}");
+    let precedents = output(&v, "precedents");
+    assert_eq!(precedents["summary"]["citations"][0], "hit-1", "{precedents}");
+    // The drafter was sent the intake notes and the past engagement, and followed its 10 %.
+    let draft_prompt = prompts.iter().find(|p| p.contains("Task: engagement-letter")).expect("the letter was drafted");
+    assert!(draft_prompt.contains("Intake notes: Three-year supply agreement with a haulier"), "{draft_prompt}");
+    assert!(draft_prompt.contains("Similar past engagements, summarised: scripts/demo-data/past-engagements/2022-contoso-supply-agreement.md: Fee basis: a fixed fee of 10 %"), "{draft_prompt}");
+    let draft = TestSystem::step(&v, "draft_letter");
+    let letter = draft.output.as_ref().unwrap()["json"].clone();
+    assert_eq!(letter["precedent"], "scripts/demo-data/past-engagements/2022-contoso-supply-agreement.md");
+    assert_eq!(letter["fee"], 4800.0);
+    let checks = draft.gate.as_ref().unwrap()["checks"].as_array().unwrap().clone();
+    assert!(checks.len() == 4 && checks.iter().all(|c| c["passed"] == true), "{checks:?}");
+    // KYC: each document classified with structured output, then the thresholds.
+    let kinds: Vec<Value> = output(&v, "kyc_classify").as_array().unwrap().iter().map(|o| o["json"]["kind"].clone()).collect();
+    assert_eq!(kinds, [json!("passport"), json!("utility_bill"), json!("other")]);
+    let kyc = output(&v, "kyc_check");
+    assert_eq!(kyc["passed"], false);
+    assert_eq!(
+        kyc["problems"],
+        json!([
+            "passport.txt: passport expired on 2019-03-31",
+            "photo.txt: classified as other with confidence 0.4, below 0.8",
+            "no valid identity document (passport, national_id, driving_licence)"
+        ])
+    );
+    // Compliance and the partner are asked at once; the partner sees the checked draft.
+    let review = pending(&sys, &run, "kyc_review").await;
+    assert_eq!(review.context["inputs"]["problems"], kyc["problems"]);
+    let approval = pending(&sys, &run, "engagement_letter").await;
+    assert!(approval.question.contains("fee 4800") && approval.question.contains("Conflicts: clear") && approval.question.contains("KYC: needs a compliance review"), "{}", approval.question);
+    assert_eq!(approval.context["inputs"]["letter"], letter["body"]);
+    assert_eq!(approval.context["inputs"]["precedent"], letter["precedent"]);
+    assert!(calendar.hits().is_empty(), "nothing is booked before the decisions");
+
+    sys.t().decide(&review.id, Decision::Approve, "carol", Some("passport renewal seen in person".into())).await.unwrap();
+    sys.t().decide(&approval.id, Decision::Approve, "paula", None).await.unwrap();
+    let v = sys.settle(&run).await;
+    assert_eq!(v.state.status.label(), "succeeded", "{:?}", v.state.status);
+    let memo = output(&v, "intake_memo");
+    assert!(memo["body"].as_str().unwrap().contains("engagement approved by paula. KYC accepted on review by carol."), "{memo}");
+    let booked: Value = serde_json::from_slice(&calendar.hits()[0].body).unwrap();
+    assert_eq!(booked["title"], "Kick-off: Acme Logistics Ltd");
+    assert_eq!(output(&v, "welcome_pack")["meeting"], json!({"booked": true}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_intake_on_the_demo_data_with_the_demo_stand_in_reaches_the_partner_with_a_drafted_checked_letter() {
+    let model = stand_in().await;
+    let base_url = format!("http://127.0.0.1:{}/v1", model.port);
+    let prices = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/prices.toml");
+    let sys = embedded_with(move |c| {
+        c.apply_env([("TOLLGATE_LLM_BASE_URL".to_string(), base_url), ("TOLLGATE_LLM_MODEL".into(), "tollgate-demo-drafter".into())].into_iter())
+            .unwrap();
+        c.llm.prices_file = prices.into();
+    })
+    .await;
+    ingest_demo_data(&sys, "ops", "conflicts-register", "conflicts-register").await;
+    ingest_demo_data(&sys, "ops", "past-engagements", "past-engagements").await;
+    // What scripts/demo runs.
+    let kyc: Value = serde_json::from_str(&std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/demo-data/kyc/acme-logistics.json")).unwrap()).unwrap();
+    let params = json!({
+        "client_name": "Acme Logistics Ltd", "matter": "Warehouse lease review", "matter_value": 48000, "adverse_parties": ["Hooli"],
+        "intake_notes": "Ten-year lease of a bonded warehouse; the client wants a fixed fee.", "kyc_documents": kyc, "scheduler_url": ""
+    });
+    let run = start(&sys, "client-intake", params).await;
+    let v = sys.settle(&run).await;
+    assert!(v.state.is_waiting(), "{:?}", v.state.status);
+    let precedents = output(&v, "precedents");
+    assert_eq!(precedents["hits"][0]["source"], "scripts/demo-data/past-engagements/2023-northwind-warehouse-lease.md");
+    assert_eq!(precedents["summary"]["citations"][0], "hit-1", "{precedents}");
+    assert_eq!(output(&v, "kyc_check")["passed"], true, "{}", output(&v, "kyc_check"));
+    assert_eq!(TestSystem::step(&v, "kyc_review").status.label(), "skipped");
+    let draft = TestSystem::step(&v, "draft_letter");
+    assert_eq!(draft.status.label(), "succeeded", "{:?}", draft.error);
+    let checks = draft.gate.as_ref().unwrap()["checks"].as_array().unwrap().clone();
+    assert_eq!(checks.len(), 4);
+    assert!(checks.iter().all(|c| c["passed"] == true), "{checks:?}");
+    assert!(draft.cost > Money::ZERO, "priced from config/prices.toml");
+    let request = pending(&sys, &run, "engagement_letter").await;
+    let letter = request.context["inputs"]["letter"].as_str().unwrap().to_owned();
+    assert!(letter.contains("Dear Acme Logistics Ltd") && letter.contains("Limitation of liability"), "{letter}");
+    assert_eq!(request.context["inputs"]["precedent"], "scripts/demo-data/past-engagements/2023-northwind-warehouse-lease.md");
+    assert!(request.question.contains("fee 3840") && request.question.contains("KYC: passed"), "{}", request.question);
 }
 
 #[test]
