@@ -21,8 +21,9 @@ use crate::spec::problem;
 #[serde(deny_unknown_fields)]
 pub struct StepChecks {
     /// `guidance` (default): hold the output and ask a human, who sees which check failed on
-    /// redacted text; `retry`: an `llm` step asks its model once more with the failures as
-    /// feedback (other steps: as `fail`), then fails; `fail`: fail the step (`check_failed`).
+    /// redacted text; `retry`: an `llm` step (or a research summary) asks its model once more
+    /// with the failures as feedback (other steps: as `fail`), then fails; `fail`: fail the
+    /// step (`check_failed`).
     #[serde(default)]
     pub on_block: CheckOnBlock,
     pub rules: Vec<Check>,

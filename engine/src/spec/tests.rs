@@ -235,6 +235,7 @@ fn the_schema_checks_each_step_against_the_shape_of_its_type() {
         "{ id: later, type: event }",
         "{ id: find, type: research, query: contracts, collection: precedents, top_k: 3 }",
         "{ id: find, type: research, query: contracts }",
+        "{ id: find, type: research, query: fees, if_missing: empty, summarize: { prompt: \"Fees for {{ query }}\", max_tokens: 300, on_injection: strip } }",
     ] {
         valid(&with(ok)).unwrap_or_else(|e| panic!("{ok}: {e}"));
         serde_yaml_ng::from_str::<WorkflowSpec>(&with(ok)).unwrap_or_else(|e| panic!("{ok}: {e}"));
@@ -247,6 +248,9 @@ fn the_schema_checks_each_step_against_the_shape_of_its_type() {
         "{ id: a, script: x }",
         "{ id: a, type: teleport }",
         "{ id: find, type: research, query: q, request: {} }",
+        "{ id: find, type: research, query: q, summarize: { max_tokens: 10 } }",
+        "{ id: find, type: research, query: q, summarize: { prompt: p, tools: [] } }",
+        "{ id: find, type: research, query: q, if_missing: ignore }",
     ] {
         assert!(valid(&with(refused)).is_err(), "the schema accepts {refused}");
         assert!(serde_yaml_ng::from_str::<WorkflowSpec>(&with(refused)).is_err(), "the parser accepts {refused}");
