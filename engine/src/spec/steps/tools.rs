@@ -239,6 +239,14 @@ mod tests {
     }
 
     #[test]
+    fn a_research_tool_returns_its_hits_and_cannot_summarise_them() {
+        let t = tool(json!({"name": "find", "description": "find", "research": {"query": "${{ args.q }}", "summarize": {"prompt": "sum up"}}}));
+        let mut p = Vec::new();
+        check_tools(&[t], None, "steps[0] (ask)", &mut p);
+        assert!(p.iter().any(|p| p.to_string().contains("tools[0] (find).research.summarize")), "{p:?}");
+    }
+
+    #[test]
     fn authorize_by_category_asks_only_about_arguments_holding_one() {
         let t = tool(json!({"name": "pay", "description": "pay", "authorize": ["card"], "code": {"script": "return 1"}}));
         assert_eq!(t.authorize.asks(&json!({"amount": 12, "note": "lunch"})), None);
