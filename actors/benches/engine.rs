@@ -6,6 +6,7 @@
 //! On the embedded backend and on Redis (TOLLGATE_BENCH_REDIS_URL, default 127.0.0.1:6379).
 //!
 //! `cargo bench -p tollgate --bench engine` (add `-- --quick` for a 1,000-step fan-out).
+//! `-- --only embedded` (or `redis`) runs one backend.
 //! `cargo bench -p tollgate --bench engine -- --waiting N` instead starts N runs that wait on a
 //! human and prints the process's resident memory once they are all passivated.
 
@@ -131,7 +132,13 @@ async fn main() {
         waiting(Config { namespace, ..base }, n).await;
         return;
     }
-    bench("embedded", Config { backend: BackendKind::Embedded, ..base.clone() }, fanout).await;
+    let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1)).map(String::as_str);
+    if only.is_none_or(|b| b == "embedded") {
+        bench("embedded", Config { backend: BackendKind::Embedded, ..base.clone() }, fanout).await;
+    }
+    if only.is_some_and(|b| b != "redis") {
+        return;
+    }
     let redis_url = std::env::var("TOLLGATE_BENCH_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let namespace = format!("tgbench-{}", std::process::id());
     bench("redis", Config { backend: BackendKind::Redis, redis_url: redis_url.clone(), namespace: namespace.clone(), ..base }, fanout).await;

@@ -89,8 +89,8 @@ pub struct RunActorState {
     /// Where the journal ends (length and hash-chain link): the next append follows it.
     journal: JournalHead,
     timers: HashMap<Timer, JoinHandle<()>>,
-    /// Dispatches held back by the in-flight cap, in order.
-    held: std::collections::VecDeque<Action>,
+    /// Dispatches held back by the in-flight cap, in order, with the slot each is for.
+    held: std::collections::VecDeque<(Slot, Held)>,
     ticker: Option<JoinHandle<()>>,
     inbox: Inbox,
     /// Routed messages processed.
@@ -101,6 +101,12 @@ pub struct RunActorState {
     found: Vec<Event>,
     /// The run's metadata (owner, starter: what its sub-workflows inherit).
     meta: tollgate_engine::store::RunMeta,
+    /// The `waiting` flag of the summary this actor last recorded (`None`: none yet).
+    summary_waiting: Option<bool>,
+    /// Whether any step of the workflow waits for an event.
+    event_waits: bool,
+    /// Reused by `process` for the steps' statuses before a batch of events.
+    labels: Vec<&'static str>,
 }
 
 #[ractor::async_trait]
@@ -120,6 +126,7 @@ impl Actor for RunActor {
         let (journal, chained) = engine.store.read_chained_journal(&meta.workflow, &args.run).await?;
         let head = JournalHead { len: journal.len() as u64, link: chained.last().map_or_else(|| ChainLink::genesis(&args.run), |e| e.link) };
         let state = run::replay(&spec, args.run.clone(), &journal);
+        let event_waits = spec.spec().steps.iter().any(|s| matches!(&s.kind, StepKind::Event(EventStep { wait: Some(_), .. })));
         let mut st = RunActorState {
             engine: engine.clone(),
             supervisor: args.supervisor,
@@ -135,13 +142,16 @@ impl Actor for RunActor {
             lease,
             found: Vec::new(),
             meta: meta.clone(),
+            summary_waiting: None,
+            event_waits,
+            labels: Vec::new(),
         };
         if journal.is_empty() {
             // The `llm` steps' prices are quoted now and journaled: replay reserves the same.
             let quotes = engine.models.quotes(&st.spec);
             let event = Event::RunStarted { at: now_ms(), params: meta.params.clone(), quotes, parent: meta.parent.clone() };
             process(&myself, &mut st, vec![event]).await?;
-            engine.store.put_run_summary(&st.wf, &st.state.run, &RunSummary::of(&st.state)).await?;
+            save_summary(&mut st).await?;
         } else {
             // Recovery: first settle what happened to the attempts in flight (finished, started
             // by a process that died, fenced), then redo what the journal says is outstanding.
@@ -159,7 +169,7 @@ impl Actor for RunActor {
             }
             // Woken from passivation: listings say running again (or finished, written below).
             if !st.state.status.is_finished() {
-                engine.store.put_run_summary(&st.wf, &st.state.run, &RunSummary::of(&st.state)).await?;
+                save_summary(&mut st).await?;
             }
         }
         if !st.state.status.is_finished() {
@@ -364,7 +374,11 @@ async fn process(myself: &ActorRef<RunMsg>, st: &mut RunActorState, mut events: 
     // A wait that starts may find its event on the bus at once: journal that too, before
     // deciding whether to passivate.
     while !events.is_empty() {
-        let before: Vec<&'static str> = st.state.steps.iter().map(|s| s.status.label()).collect();
+        // The steps' statuses before the events, in a buffer kept between batches (a wide run
+        // would otherwise allocate and free a large vector per batch).
+        let mut before = std::mem::take(&mut st.labels);
+        before.clear();
+        before.extend(st.state.steps.iter().map(|s| s.status.label()));
         let mut actions = Vec::new();
         for event in &events {
             actions.extend(run::apply(&st.spec, &mut st.state, event));
@@ -379,6 +393,7 @@ async fn process(myself: &ActorRef<RunMsg>, st: &mut RunActorState, mut events: 
         publish_changes(st, &before);
         publish_notifications(st, &events);
         forget_finished_waits(st, &before).await?;
+        st.labels = before;
         for (ready, at) in plan.deferred {
             defer(myself, ready, at);
         }
@@ -426,7 +441,7 @@ async fn find_event(st: &RunActorState, i: usize) -> Result<Option<Event>, Actor
 /// Steps that stopped waiting for an event: the run no longer needs to hear of their name
 /// (unless another step still waits for it).
 async fn forget_finished_waits(st: &RunActorState, before: &[&'static str]) -> Result<(), ActorProcessingErr> {
-    let Some(bus) = &st.engine.events else { return Ok(()) };
+    let Some(bus) = st.engine.events.as_ref().filter(|_| st.event_waits) else { return Ok(()) };
     let wait_name = |i: usize| match &st.spec.step(i).kind {
         StepKind::Event(EventStep { wait: Some(w), .. }) => Some(w.name.as_str()),
         _ => None,
@@ -461,20 +476,19 @@ fn plan(st: &mut RunActorState, actions: Vec<Action>) -> Plan {
     let mut p = Plan { ready: Vec::new(), deferred: Vec::new(), other: Vec::new() };
     for action in actions {
         match action {
-            Action::Dispatch { .. } => st.held.push_back(action),
+            Action::Dispatch { step, attempt, not_before, input } => match Slot::of(&st.spec, &step) {
+                Some(slot) => st.held.push_back((slot, Held { step, attempt, not_before, input })),
+                None => tracing::error!(run = %st.state.run, %step, "a dispatch names no step of the workflow"),
+            },
             other => p.other.push(other),
         }
     }
     // A held attempt the run has moved past (its step timed out in the queue, or ended).
     let state = &st.state;
-    let spec = &st.spec;
-    st.held.retain(|a| match a {
-        Action::Dispatch { step, attempt, .. } => Slot::of(spec, step).is_some_and(|slot| state.is_queued(slot, *attempt)),
-        _ => false,
-    });
+    st.held.retain(|(slot, h)| state.is_queued(*slot, h.attempt));
     let mut in_flight = queued_steps(&st.state).count().saturating_sub(st.held.len());
     while in_flight < st.engine.max_in_flight_per_run {
-        let Some(Action::Dispatch { step, attempt, not_before, input, .. }) = st.held.pop_front() else { break };
+        let Some((_, Held { step, attempt, not_before, input })) = st.held.pop_front() else { break };
         in_flight += 1;
         match not_before.filter(|&t| t > now_ms()) {
             Some(at) => p.deferred.push(((step, attempt, input), at)),
@@ -482,6 +496,14 @@ fn plan(st: &mut RunActorState, actions: Vec<Action>) -> Plan {
         }
     }
     p
+}
+
+/// A dispatch held back by the in-flight cap.
+struct Held {
+    step: StepId,
+    attempt: u32,
+    not_before: Option<u64>,
+    input: serde_json::Value,
 }
 
 fn publish_changes(st: &RunActorState, before: &[&'static str]) {
@@ -640,7 +662,7 @@ async fn after_change(myself: &ActorRef<RunMsg>, st: &mut RunActorState) -> Resu
         // Workers start none of its attempts any more and abandon the ones they run.
         let closed = RunClosed { status: st.state.status.label().to_string(), at: now_ms(), journal: Some((st.journal.len, st.journal.link.to_hex())) };
         st.engine.store.close_run(&st.wf, &st.state.run, &closed).await?;
-        st.engine.store.put_run_summary(&st.wf, &st.state.run, &RunSummary::of(&st.state)).await?;
+        save_summary(st).await?;
         st.engine.store.mark_run_finished(&st.state.run).await?;
         st.engine.publish(RunUpdate::Finished { run: st.state.run.clone(), status: st.state.status.clone() });
         if let Some(p) = &st.state.parent {
@@ -650,15 +672,30 @@ async fn after_change(myself: &ActorRef<RunMsg>, st: &mut RunActorState) -> Resu
         return Ok(());
     }
     if st.state.is_waiting() && st.held.is_empty() {
+        // Listings and waiters see the run as waiting without reading its journal, also while
+        // it stays in memory for a near timer.
+        if st.summary_waiting != Some(true) {
+            save_summary(st).await?;
+        }
         let next_timer = next_timer_at(&st.spec, &st.state);
         let far = next_timer.is_none_or(|at| at > now_ms() + PASSIVATE_IF_NEXT_TIMER_BEYOND.as_millis() as u64);
         if far && !has_pending_input(st).await? {
-            // Listings show the run as waiting without reading its journal.
-            st.engine.store.put_run_summary(&st.wf, &st.state.run, &RunSummary::of(&st.state)).await?;
             let _ = st.supervisor.send_message(SupervisorMsg::Passivated { run: st.state.run.clone(), wake_at: next_timer, routed: st.routed });
             myself.stop(Some("passivated".into()));
         }
+    } else if st.summary_waiting == Some(true) {
+        // At work again (a decision, an event, a timer): no longer listed as waiting.
+        save_summary(st).await?;
     }
+    Ok(())
+}
+
+/// Record the run's summary (what listings show, and what `wait_settled` looks at before it
+/// reads a journal): written when the run starts, starts or stops waiting, and finishes.
+async fn save_summary(st: &mut RunActorState) -> Result<(), ActorProcessingErr> {
+    let summary = RunSummary::of(&st.state);
+    st.engine.store.put_run_summary(&st.wf, &st.state.run, &summary).await?;
+    st.summary_waiting = Some(summary.waiting);
     Ok(())
 }
 

@@ -199,10 +199,20 @@ impl Tollgate {
     /// Wait until the run finishes or waits on a human; returns its view then.
     pub async fn wait_settled(&self, run: &RunId, poll: Duration) -> Result<RunView, ServiceError> {
         let mut updates = self.engine.updates.subscribe();
+        let meta = self.engine.store.run_meta(run).await.map_err(|e| match e {
+            StoreError::NotFound(_) => ServiceError::NotFound(run.to_string()),
+            e => e.into(),
+        })?;
         loop {
-            let v = self.view(run).await?;
-            if v.state.status.is_finished() || v.state.is_waiting() && !has_near_timer(&v) && !self.between_states(&v).await? && !self.children_busy(&v).await? {
-                return Ok(v);
+            // The run's summary is rewritten when it finishes or passivates (only waiting): while
+            // it says running, the run is at work and its journal (long, for a wide run) is not
+            // worth reading and replaying.
+            let summary = self.engine.store.run_summary(&meta.workflow, run).await?;
+            if summary.is_some_and(|s| s.status.is_finished() || s.waiting) {
+                let v = self.view(run).await?;
+                if v.state.status.is_finished() || v.state.is_waiting() && !has_near_timer(&v) && !self.between_states(&v).await? && !self.children_busy(&v).await? {
+                    return Ok(v);
+                }
             }
             // Wake on this run's next update, or poll (updates from other processes are not seen here).
             let _ = tokio::time::timeout(poll, async {

@@ -31,6 +31,16 @@ impl Store {
         self.backend().put(&key, &k.seal(key.as_bytes(), &plain), None).await
     }
 
+    /// A run's summary (`None` until its driver has started it): what a listing shows, and how
+    /// a waiter learns cheaply whether a run is still at work (no journal is read).
+    pub async fn run_summary(&self, wf: &WorkflowId, run: &RunId) -> Result<Option<RunSummary>, StoreError> {
+        let key = keys::run_summary(run);
+        match self.backend().get(&key).await? {
+            Some(sealed) => Ok(Some(self.open_record(wf, &key, &sealed).await?)),
+            None => Ok(None),
+        }
+    }
+
     /// Up to `limit` runs created before `after` (from the newest when `None`), newest first.
     pub async fn run_page(&self, after: Option<&RunId>, limit: usize) -> Result<RunPage, StoreError> {
         let backend: &dyn Backend = self.backend().as_ref();
