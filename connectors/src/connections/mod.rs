@@ -43,6 +43,10 @@ pub enum ConnectionError {
     /// The server could not be reached, or answered with a temporary failure.
     #[error("{0}")]
     Failed(String),
+    /// The server's TLS certificate was refused (not issued by a trusted CA, not for the host
+    /// name, expired), or the server does not speak TLS where it must; nothing was sent.
+    #[error("{0}")]
+    Untrusted(String),
     /// The server refused the message or a recipient for good.
     #[error("{0}")]
     Rejected(String),
@@ -64,6 +68,7 @@ impl ConnectionError {
             ConnectionError::Input(_) => StepError::permanent("connector_input", message),
             ConnectionError::Refused(_) => StepError::permanent("connection_refused", message),
             ConnectionError::Failed(_) => StepError::retryable("connection_failed", message),
+            ConnectionError::Untrusted(_) => StepError::permanent("connection_untrusted", message),
             ConnectionError::Rejected(_) => StepError::permanent("email_rejected", message),
             ConnectionError::Store(_) => StepError::retryable("connection_failed", message),
             ConnectionError::Http(e) => e,

@@ -343,6 +343,30 @@ mod tests {
     }
 
     #[test]
+    fn an_smtp_password_never_goes_in_the_clear_to_another_machine() {
+        let smtp = |s: &[(&str, &str)]| Connection::from_settings("mail", ConnectionKind::Smtp, &pairs(s));
+        let err = smtp(&[("host", "smtp.example.com"), ("security", "none"), ("user", "ops"), ("from", "ops@example.com")]).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "security: `none` would send the password of `ops` in the clear to `smtp.example.com`: use starttls or tls (none with a user only for a relay on this machine: localhost, 127.0.0.1, ::1)"
+        );
+        // A name that resolves to a loopback address is not trusted to stay one.
+        assert!(smtp(&[("host", "relay.internal"), ("security", "none"), ("user", "ops"), ("from", "a@b.test")]).is_err());
+        for host in ["localhost", "127.0.0.1", "127.0.0.53", "::1", "[::1]"] {
+            smtp(&[("host", host), ("security", "none"), ("user", "ops"), ("from", "a@b.test")]).unwrap_or_else(|e| panic!("{host}: {e}"));
+        }
+        // Without a user nothing secret is sent; with TLS the password is encrypted.
+        smtp(&[("host", "smtp.example.com"), ("security", "none"), ("from", "a@b.test")]).unwrap();
+        for security in ["starttls", "tls"] {
+            let c = smtp(&[("host", "smtp.example.com"), ("security", security), ("user", "ops"), ("ca_file", "/etc/ca.pem"), ("from", "a@b.test")]).unwrap();
+            let ConnectionSettings::Smtp(s) = &c.settings else { panic!() };
+            assert_eq!((s.ca_file.as_deref(), c.describe()["ca_file"].as_str()), (Some("/etc/ca.pem"), "/etc/ca.pem"));
+        }
+        let err = smtp(&[("host", "127.0.0.1"), ("security", "none"), ("ca_file", "/etc/ca.pem"), ("from", "a@b.test")]).unwrap_err().to_string();
+        assert_eq!(err, "ca_file: only applies with security=starttls or tls");
+    }
+
+    #[test]
     fn addresses() {
         for ok in ["a@b.test", "Ops Team <ops@example.com>", "<x@y>"] {
             assert!(valid_address(ok), "{ok}");
