@@ -281,12 +281,16 @@ async fn transact(s: &SmtpSettings, r: &Resolved, message: Option<&Message>) -> 
     Ok(sent)
 }
 
-/// lettre's error, with its cause (the useful part: "connection refused", the server's text).
+/// lettre's error with its causes (the useful part: "connection refused", the server's text),
+/// each said once: lettre's own message already ends with its direct cause.
 fn describe(e: &lettre::transport::smtp::Error) -> String {
     let mut message = e.to_string();
     let mut source = std::error::Error::source(e);
     while let Some(cause) = source {
-        message = format!("{message}: {cause}");
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message = format!("{message}: {text}");
+        }
         source = cause.source();
     }
     message

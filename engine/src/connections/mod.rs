@@ -18,7 +18,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-pub use http::{HttpAuth, HttpSettings};
+pub use http::{ClientAuth, HttpAuth, HttpSettings};
 pub use imap::ImapSettings;
 pub use smtp::{SmtpSecurity, SmtpSettings};
 
@@ -314,6 +314,22 @@ mod tests {
         .unwrap();
         assert_eq!(c.credential(), Some("client secret"));
         assert_eq!(c.describe()["auth"], "oauth2");
+        assert_eq!(c.describe()["client_auth"], "client_secret_basic", "HTTP Basic unless told otherwise");
+
+        let oauth = |client_auth: &str| {
+            let given = [("base_url", "https://api.example.com"), ("auth", "oauth2"), ("token_url", "https://auth.example.com/token"), ("client_id", "c"), ("client_auth", client_auth)];
+            Connection::from_settings("crm", ConnectionKind::Http, &pairs(&given))
+        };
+        let c = oauth("client_secret_post").unwrap();
+        let ConnectionSettings::Http(HttpSettings { auth: HttpAuth::Oauth2 { client_auth, .. }, .. }) = &c.settings else { panic!() };
+        assert_eq!(*client_auth, ClientAuth::ClientSecretPost);
+        assert_eq!(c.describe()["client_auth"], "client_secret_post");
+        assert_eq!(oauth("post").unwrap_err().to_string(), "client_auth: `post` is not one of client_secret_basic, client_secret_post");
+        let err = Connection::from_settings("api", ConnectionKind::Http, &pairs(&[("base_url", "https://x"), ("auth", "bearer"), ("client_auth", "client_secret_post")])).unwrap_err();
+        assert_eq!(err.to_string(), "client_auth: is only a setting of oauth2 auth");
+        // A record saved before the setting existed reads as HTTP Basic.
+        let old: HttpAuth = serde_json::from_value(serde_json::json!({"type": "oauth2", "token_url": "https://t", "client_id": "c"})).unwrap();
+        assert!(matches!(old, HttpAuth::Oauth2 { client_auth: ClientAuth::ClientSecretBasic, .. }));
     }
 
     #[test]
