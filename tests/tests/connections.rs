@@ -6,7 +6,8 @@
 //!   the attachment's bytes; the step retried (its check fails the first attempt) mails once;
 //!   the handler re-dispatched with a new attempt (an outcome lost) mails once more never;
 //! - `email.fetch` returns dovecot's messages (the newest `limit`, parsed, attachments sealed as
-//!   blobs that an `email.send` forwards);
+//!   blobs that an `email.send` forwards); those blobs expire after `attachment_ttl` on both
+//!   backends, and forwarding an expired one fails `attachment_not_found`;
 //! - `http.request` with bearer, basic and OAuth2 (a token cached across calls, fetched again
 //!   after a 401 and after it expires), and a path that tries to leave the base URL is refused;
 //! - OAuth2 `client_secret_post` against a token endpoint that takes only that method (the
@@ -35,7 +36,7 @@ use tollgate_engine::ids::{OwnerId, RunId, StepId};
 use tollgate_engine::spec::parse_yaml;
 use tollgate_engine::step::{StepHandler, StepInvocation};
 use tollgate_tests::dovecot::{self, Dovecot};
-use tollgate_tests::harness::{embedded, wait_for, TestSystem};
+use tollgate_tests::harness::{embedded, embedded_with, wait_for, TestSystem};
 use tollgate_tests::smtp_sink::SmtpSink;
 
 const OWNER: &str = "ops";
@@ -205,6 +206,69 @@ async fn email_fetch_reads_dovecot_and_its_attachments_can_be_forwarded() {
     let c = Connections::new(sys.t().engine.store.clone(), EgressAllow::default());
     let unseen = c.fetch_emails(&OwnerId::from(OWNER), "inbox", "INBOX", "UNSEEN", 10).await.unwrap();
     assert_eq!(unseen.len(), 3);
+}
+
+const FETCH_ONLY: &str = r#"
+id: read-attachments
+owner: ops
+gates: { policy: { actions: { email: allow } } }
+steps:
+  - { id: fetch, type: connector, connection: inbox, action: email.fetch, with: { search: ALL, limit: 1 } }
+"#;
+
+/// Fetch dovecot's one message through `sys` (its `attachment_ttl` set by the caller); the
+/// reference of its attachment's blob.
+async fn fetch_attachment(sys: &TestSystem, imap: &Dovecot) -> String {
+    add(sys, "inbox", ConnectionKind::Imap, &[("host", "127.0.0.1".into()), ("port", imap.port.to_string()), ("tls", "false".into()), ("user", dovecot::USER.into())], Some(dovecot::PASSWORD)).await;
+    let run = sys.start(FETCH_ONLY, json!({})).await;
+    let v = sys.settle(&run).await;
+    let step = TestSystem::step(&v, "fetch");
+    assert_eq!(step.status.label(), "succeeded", "{:?}", step.error);
+    let attachment = &step.output.as_ref().unwrap()["messages"][0]["attachments"][0];
+    assert_eq!(attachment["filename"], "brief.pdf");
+    attachment["blob"].as_str().expect("the attachment's blob reference").to_string()
+}
+
+/// Attachments fetched by `email.fetch` are kept for `attachment_ttl`, like an IMAP trigger's:
+/// with an hour, the blob is there (on Redis with the key's own expiry); with a second, it is
+/// gone once that second has passed — from the backend itself — and forwarding it fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetched_attachments_expire_after_the_attachment_ttl_on_both_backends() {
+    let imap = Dovecot::start();
+    imap.deliver_to_maildir(raw_mail("With a brief", Some(("brief.pdf", "JVBERi0xLjQK"))).as_bytes());
+    let wf = tollgate_engine::ids::WorkflowId::new("read-attachments");
+    let hour = |c: &mut tollgate::config::Config| c.attachment_ttl = Duration::from_secs(3600);
+    let second = |c: &mut tollgate::config::Config| c.attachment_ttl = Duration::from_secs(1);
+    for (kept, gone) in [(embedded_with(hour).await, embedded_with(second).await), (tollgate_tests::harness::redis_with(hour).await, tollgate_tests::harness::redis_with(second).await)] {
+        let blob = fetch_attachment(&kept, &imap).await;
+        assert_eq!(kept.t().engine.store.blob(&wf, &blob).await.unwrap().as_deref(), Some(&b"%PDF-1.4\n"[..]));
+        if kept.config.backend == tollgate::config::BackendKind::Redis {
+            let client = redis::Client::open(tollgate_tests::harness::redis_url()).unwrap();
+            let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+            let key = format!("{}:{}", kept.config.namespace, tollgate_engine::store::keys::fire_blob(&wf, &blob));
+            let pttl: i64 = redis::cmd("PTTL").arg(&key).query_async(&mut conn).await.unwrap();
+            assert!(pttl > 0 && pttl <= 3_600_000, "{key} expires in {pttl} ms");
+        }
+
+        let blob = fetch_attachment(&gone, &imap).await;
+        let store = gone.t().engine.store.clone();
+        let key = tollgate_engine::store::keys::fire_blob(&wf, &blob);
+        wait_for("the attachment's blob to expire", Duration::from_secs(30), || async { store.blob(&wf, &blob).await.unwrap().is_none() }).await;
+        if gone.config.backend == tollgate::config::BackendKind::Embedded {
+            // The read removed the expired row; nothing of it is left for a purge.
+            assert_eq!(store.backend().purge_expired("trig/").await.unwrap(), 0);
+        }
+        assert!(store.backend().get(&key).await.unwrap().is_none(), "gone from the backend itself");
+        let forward = format!(
+            "id: read-attachments\nowner: ops\nsteps:\n  - {{ id: send, type: connector, connection: office_mail, action: email.send, with: {{ to: [a@example.test], subject: Fwd, body: x, attachments: [{{ filename: brief.pdf, blob: \"{blob}\" }}] }} }}\n"
+        );
+        add(&gone, "office_mail", ConnectionKind::Smtp, &[("host", "127.0.0.1".into()), ("port", "25".into()), ("security", "none".into()), ("from", "ops@example.test".into())], None).await;
+        let run = gone.start(&forward, json!({})).await;
+        let v = gone.settle(&run).await;
+        let error = TestSystem::step(&v, "send").error.clone().unwrap();
+        assert_eq!(error.code, "attachment_not_found", "{error}");
+        assert!(error.message.contains("expired"), "{error}");
+    }
 }
 
 /// The API and its token endpoint: tokens `tok-1`, `tok-2`… (each issued counted), valid until
