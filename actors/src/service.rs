@@ -201,7 +201,7 @@ impl Tollgate {
         let mut updates = self.engine.updates.subscribe();
         loop {
             let v = self.view(run).await?;
-            if v.state.status.is_finished() || v.state.is_waiting() && !has_near_timer(&v) && !self.between_states(&v).await? && !self.children_busy(&v).await? {
+            if v.state.is_settled() || v.state.is_waiting() && !has_near_timer(&v) && !self.between_states(&v).await? && !self.children_busy(&v).await? {
                 return Ok(v);
             }
             // Wake on this run's next update, or poll (updates from other processes are not seen here).
