@@ -49,10 +49,8 @@ fn rustls_error<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a 
         if let Some(r) = e.downcast_ref::<Rustls>() {
             return Some(r);
         }
-        if let Some(inner) = e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
-            if let Some(r) = rustls_error(inner) {
-                return Some(r);
-            }
+        if let Some(r) = e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()).and_then(|inner| rustls_error(inner)) {
+            return Some(r);
         }
         next = e.source();
     }

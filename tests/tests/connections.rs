@@ -454,7 +454,8 @@ async fn oauth2_client_secret_post_sends_the_client_credentials_in_the_body() {
     };
     add(&sys, "crm_post", ConnectionKind::Http, &oauth("/oauth/token-post", "client_secret_post"), Some(POST_SECRET)).await;
     // A step through it: the token endpoint took the body's credentials.
-    let run = sys.start(&format!("id: post-auth\nowner: ops\negress: {{ allow: [\"127.0.0.1\"] }}\nsteps:\n  - {{ id: get, type: connector, connection: crm_post, action: http.request, with: {{ path: /orders/9 }} }}\n"), json!({})).await;
+    let spec = "id: post-auth\nowner: ops\negress: { allow: [\"127.0.0.1\"] }\nsteps:\n  - { id: get, type: connector, connection: crm_post, action: http.request, with: { path: /orders/9 } }\n";
+    let run = sys.start(spec, json!({})).await;
     let v = sys.settle(&run).await;
     let step = TestSystem::step(&v, "get");
     assert_eq!(step.status.label(), "succeeded", "{:?}", step.error);
