@@ -142,7 +142,7 @@ pub fn handlers(config: &Config, store: &Arc<Store>, models: &Arc<ModelCatalog>)
 /// The runtime clients of owners' named connections (smtp, imap, http): what `connector`
 /// steps and the `platform` step's `notify` send through. HTTP connections obey `[egress] allow`.
 pub fn connections(config: &Config, store: &Arc<Store>) -> anyhow::Result<Arc<Connections>> {
-    Ok(Arc::new(Connections::new(store.clone(), config.egress.allowlist()?)))
+    Ok(Arc::new(Connections::new(store.clone(), config.egress.allowlist()?).with_attachment_ttl(config.attachment_ttl)))
 }
 
 /// Start the system for `role`.
@@ -171,6 +171,7 @@ pub async fn start(config: &Config, role: Role) -> anyhow::Result<Running> {
             .with_models(models)
             .with_catalogue(catalogue)
             .with_for_each_max_items(config.for_each_max_items)
+            .with_attachment_ttl(config.attachment_ttl)
             .with_events(bus.clone()),
     );
     let (supervisor, _) = Actor::spawn(None, RunSupervisor, engine.clone()).await.context("starting the run supervisor")?;

@@ -66,6 +66,10 @@ pub struct Config {
     /// lookback and a rehydrated waiting run can find. At least 1 h (the longest lookback).
     #[serde(with = "humantime_serde_compat")]
     pub event_retention: Duration,
+    /// How long a mail attachment stored as a blob — by an IMAP trigger's fire or an
+    /// `email.fetch` step — is kept for runs to read by reference (`email.send`'s `blob`).
+    #[serde(with = "humantime_serde_compat")]
+    pub attachment_ttl: Duration,
     /// Admin HTTP listen address for `serve`.
     pub http_addr: SocketAddr,
     /// Bearer token required by the admin HTTP API. Empty disables the API's auth, which
@@ -210,6 +214,7 @@ impl Default for Config {
             poll_interval: Duration::from_millis(50),
             eager_dispatch: true,
             event_retention: Duration::from_secs(24 * 3600),
+            attachment_ttl: tollgate_engine::store::DEFAULT_ATTACHMENT_TTL,
             http_addr: "127.0.0.1:8480".parse().expect("valid address"),
             admin_token: String::new(),
             http_max_body_bytes: 2 * 1024 * 1024,
@@ -289,6 +294,7 @@ impl Config {
                 "POLL_INTERVAL" => self.poll_interval = dur(&value)?,
                 "EAGER_DISPATCH" => self.eager_dispatch = value.parse().map_err(|e| bad(format!("{e}")))?,
                 "EVENT_RETENTION" => self.event_retention = dur(&value)?,
+                "ATTACHMENT_TTL" => self.attachment_ttl = dur(&value)?,
                 "HTTP_ADDR" => self.http_addr = value.parse().map_err(|e| bad(format!("{e}")))?,
                 "ADMIN_TOKEN" => self.admin_token = value,
                 "HTTP_MAX_BODY_BYTES" => self.http_max_body_bytes = value.parse().map_err(|e| bad(format!("{e}")))?,
@@ -362,6 +368,9 @@ impl Config {
         }
         if self.event_retention < Duration::from_secs(3600) {
             return Err(ConfigError::Invalid("event_retention must be at least 1h (a `wait` may look back that far)".into()));
+        }
+        if self.attachment_ttl.is_zero() {
+            return Err(ConfigError::Invalid("attachment_ttl must be longer than 0".into()));
         }
         if self.http_max_body_bytes < 1024 {
             return Err(ConfigError::Invalid("http_max_body_bytes must be at least 1024".into()));

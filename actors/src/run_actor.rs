@@ -107,6 +107,9 @@ pub struct RunActorState {
     event_waits: bool,
     /// Reused by `process` for the steps' statuses before a batch of events.
     labels: Vec<&'static str>,
+    /// The journal length the run was last closed with (a finished run that waits for its
+    /// cancelled children's spend is closed again once that is journaled).
+    closed_at: Option<u64>,
 }
 
 #[ractor::async_trait]
@@ -145,6 +148,7 @@ impl Actor for RunActor {
             summary_waiting: None,
             event_waits,
             labels: Vec::new(),
+            closed_at: None,
         };
         if journal.is_empty() {
             // The `llm` steps' prices are quoted now and journaled: replay reserves the same.
@@ -656,15 +660,28 @@ fn arm(myself: &ActorRef<RunMsg>, st: &mut RunActorState, timer: Timer, at: u64)
 /// can be confused with it).
 pub const POLICY: &str = "escalation policy";
 
-/// Finished: tell the store and the supervisor, stop. Only waiting: passivate.
+/// Finished: tell the store and the supervisor, stop — once what the sub-workflows it cancelled
+/// spent is journaled (until then it stays, closed to its attempts, and reads its children on
+/// every reconcile tick). Only waiting: passivate.
 async fn after_change(myself: &ActorRef<RunMsg>, st: &mut RunActorState) -> Result<(), ActorProcessingErr> {
     if st.state.status.is_finished() {
-        // Workers start none of its attempts any more and abandon the ones they run.
-        let closed = RunClosed { status: st.state.status.label().to_string(), at: now_ms(), journal: Some((st.journal.len, st.journal.link.to_hex())) };
-        st.engine.store.close_run(&st.wf, &st.state.run, &closed).await?;
-        save_summary(st).await?;
+        if st.closed_at != Some(st.journal.len) {
+            // Workers start none of its attempts any more and abandon the ones they run.
+            let closed = RunClosed {
+                status: st.state.status.label().to_string(),
+                at: now_ms(),
+                journal: Some((st.journal.len, st.journal.link.to_hex())),
+                settling: !st.state.unsettled.is_empty(),
+            };
+            st.engine.store.close_run(&st.wf, &st.state.run, &closed).await?;
+            save_summary(st).await?;
+            st.engine.publish(RunUpdate::Finished { run: st.state.run.clone(), status: st.state.status.clone() });
+            st.closed_at = Some(st.journal.len);
+        }
+        if !st.state.unsettled.is_empty() {
+            return Ok(());
+        }
         st.engine.store.mark_run_finished(&st.state.run).await?;
-        st.engine.publish(RunUpdate::Finished { run: st.state.run.clone(), status: st.state.status.clone() });
         if let Some(p) = &st.state.parent {
             subworkflows::tell_parent(&st.engine, &st.supervisor, p).await?;
         }
@@ -792,6 +809,11 @@ async fn reconcile(myself: &ActorRef<RunMsg>, st: &mut RunActorState) -> Result<
     let now = now_ms();
     // Fails (StoreError::Fenced) once another process holds the lease: stop driving the run.
     lease::renew(st.engine.store.backend().as_ref(), &st.lease, st.engine.lease_ttl).await?;
+    if st.state.status.is_finished() {
+        // Only the spend of the children it cancelled is left to journal.
+        let events = children_events(st).await?;
+        return if events.is_empty() { after_change(myself, st).await } else { process(myself, st, events).await };
+    }
     // Attempts in flight for a while (a notification may have been lost, their worker may
     // have died) or past their queue deadline.
     let stale_after = st.engine.reconcile_interval.as_millis() as u64 * 2;
@@ -838,12 +860,18 @@ fn news(st: &RunActorState, event: Option<Event>) -> Option<Event> {
     }
 }
 
-/// How the run's sub-workflows stand, for the steps waiting on them (see `subworkflows`).
+/// How the run's sub-workflows stand, for the steps waiting on them (see `subworkflows`) — and,
+/// once the run has ended, the end of each child it cancelled and has not settled yet.
 async fn children_events(st: &RunActorState) -> Result<Vec<Event>, ActorProcessingErr> {
     let mut out = Vec::new();
     for (i, s) in st.state.steps.iter().enumerate() {
         if let StepStatus::WaitingChild { run } = &s.status {
             out.extend(news(st, subworkflows::child_event(&st.engine, &st.spec.step(i).id, run).await?));
+        }
+    }
+    for &i in &st.state.unsettled {
+        if let Some(child) = &st.state.steps[i].child {
+            out.extend(subworkflows::cancelled_child_end(&st.engine, &st.spec.step(i).id, child).await?);
         }
     }
     Ok(out)

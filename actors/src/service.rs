@@ -204,13 +204,13 @@ impl Tollgate {
             e => e.into(),
         })?;
         loop {
-            // The run's summary is rewritten when it finishes or passivates (only waiting): while
-            // it says running, the run is at work and its journal (long, for a wide run) is not
-            // worth reading and replaying.
+            // The run's summary is rewritten when the run starts or stops waiting and when it
+            // finishes: while it says running, the run is at work and its journal (long, for a
+            // wide run) is not worth reading and replaying.
             let summary = self.engine.store.run_summary(&meta.workflow, run).await?;
             if summary.is_some_and(|s| s.status.is_finished() || s.waiting) {
                 let v = self.view(run).await?;
-                if v.state.status.is_finished() || v.state.is_waiting() && !has_near_timer(&v) && !self.between_states(&v).await? && !self.children_busy(&v).await? {
+                if v.state.is_settled() || v.state.is_waiting() && !has_near_timer(&v) && !self.between_states(&v).await? && !self.children_busy(&v).await? {
                     return Ok(v);
                 }
             }

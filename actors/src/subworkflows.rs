@@ -7,7 +7,9 @@
 //! routed through the supervisor, which wakes a passivated parent); the parent then reads the
 //! child's journal. Nothing depends on that message arriving: a parent reads its children
 //! when it starts (recovery, wake-up), on every reconcile tick while live, and before it
-//! passivates — so a child that finished in between is found.
+//! passivates — so a child that finished in between is found. A parent that ended first stays
+//! live, reading the children it cancelled the same way, until their ends (and spend) are in
+//! its journal; a child counts as ended for its parent only once it has settled its own.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -135,6 +137,9 @@ pub async fn child_event(engine: &Engine, step: &StepId, child: &RunId) -> Resul
     let spec = engine.spec(&view.meta.workflow, &view.meta.spec_digest).await.map_err(|e| StoreError::Unavailable(e.to_string()))?;
     let state = &view.state;
     let wf = &view.meta.workflow;
+    if state.status.is_finished() && !state.is_settled() {
+        return Ok(None); // ended, but what its own cancelled children spent is not in yet
+    }
     let cost = state.budget.spent;
     let outcome = match &state.status {
         RunStatus::Succeeded => ChildOutcome::Succeeded { output: run::child_output(&spec, state) },
@@ -155,6 +160,21 @@ pub async fn child_event(engine: &Engine, step: &StepId, child: &RunId) -> Resul
         }
     };
     Ok(Some(Event::ChildFinished { step: step.clone(), child: child.clone(), outcome, cost, at: now_ms() }))
+}
+
+/// The end of child run `child`, which its parent cancelled when the parent ended, for the
+/// parent's step `step` to settle what the child spent: `None` until the child has ended and
+/// settled its own children. A child that was never created spent nothing.
+pub async fn cancelled_child_end(engine: &Engine, step: &StepId, child: &RunId) -> Result<Option<Event>, StoreError> {
+    match engine.store.run_meta(child).await {
+        Ok(_) => {}
+        Err(StoreError::NotFound(_)) => {
+            let e = StepError::permanent("child_cancelled", format!("sub-workflow run {child} was never started"));
+            return Ok(Some(failed(step, child, e)));
+        }
+        Err(e) => return Err(e),
+    }
+    Ok(child_event(engine, step, child).await?.filter(|e| matches!(e, Event::ChildFinished { .. })))
 }
 
 /// Cancel a child run because its parent ended (recorded first, so whichever process drives
@@ -189,9 +209,10 @@ pub async fn grant_child(engine: &Engine, supervisor: &ActorRef<SupervisorMsg>, 
 }
 
 /// Tell a parent run that its child changed (finished, or asks for budget) — unless the parent
-/// has finished (it cancelled the child): waking it would do nothing.
+/// has finished and settled (a parent that ended first waits to journal what the child it
+/// cancelled spent; one that has done so has nothing to do).
 pub async fn tell_parent(engine: &Engine, supervisor: &ActorRef<SupervisorMsg>, parent: &ParentLink) -> Result<(), StoreError> {
-    if engine.store.run_closed(&parent.workflow, &parent.run).await?.is_none() {
+    if engine.store.run_closed(&parent.workflow, &parent.run).await?.is_none_or(|c| c.settling) {
         let _ = supervisor.send_message(SupervisorMsg::Route { run: parent.run.clone(), msg: RunMsg::ChildChanged });
     }
     Ok(())

@@ -71,6 +71,8 @@ pub struct Engine {
     pub max_in_flight_per_run: usize,
     /// The longest list a `for_each` step may fan out over (journaled with each fan-out).
     pub for_each_max_items: u32,
+    /// How long the blobs of mail attachments (the IMAP trigger's) are kept.
+    pub attachment_ttl: std::time::Duration,
     pub reconcile_interval: std::time::Duration,
     /// How long a run's lease lasts without renewal (renewed on every reconcile tick).
     pub lease_ttl: std::time::Duration,
@@ -117,6 +119,7 @@ impl Engine {
             health: crate::health::Health::default(),
             max_in_flight_per_run,
             for_each_max_items: DEFAULT_FOR_EACH_MAX_ITEMS,
+            attachment_ttl: tollgate_engine::store::DEFAULT_ATTACHMENT_TTL,
             reconcile_interval,
             lease_ttl,
             events: None,
@@ -130,6 +133,12 @@ impl Engine {
     /// The longest list a `for_each` step may fan out over (`for_each_max_items`).
     pub fn with_for_each_max_items(mut self, max: u32) -> Self {
         self.for_each_max_items = max;
+        self
+    }
+
+    /// How long the blobs of mail attachments are kept (`attachment_ttl`).
+    pub fn with_attachment_ttl(mut self, ttl: std::time::Duration) -> Self {
+        self.attachment_ttl = ttl;
         self
     }
 

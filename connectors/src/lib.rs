@@ -8,6 +8,7 @@
 //! - [`docs`]: document collections (ingest, per-owner full-text index sealed in the store).
 //! - [`events`]: the internal event bus on Redis streams and on a SQLite table.
 //! - [`imap`]: the email-inbound source (IMAP IDLE/poll, parsing, dedup keys, mailbox lease).
+//! - [`tls`]: a `ca_file`'s certificates and failed handshakes said plainly (IMAP and SMTP).
 
 pub mod connections;
 pub mod docs;
@@ -16,3 +17,4 @@ pub mod imap;
 pub mod llm;
 pub mod steps;
 pub mod store;
+pub mod tls;

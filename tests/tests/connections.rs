@@ -6,9 +6,13 @@
 //!   the attachment's bytes; the step retried (its check fails the first attempt) mails once;
 //!   the handler re-dispatched with a new attempt (an outcome lost) mails once more never;
 //! - `email.fetch` returns dovecot's messages (the newest `limit`, parsed, attachments sealed as
-//!   blobs that an `email.send` forwards);
+//!   blobs that an `email.send` forwards); those blobs expire after `attachment_ttl` on both
+//!   backends, and forwarding an expired one fails `attachment_not_found`;
 //! - `http.request` with bearer, basic and OAuth2 (a token cached across calls, fetched again
 //!   after a 401 and after it expires), and a path that tries to leave the base URL is refused;
+//! - OAuth2 `client_secret_post` against a token endpoint that takes only that method (the
+//!   secret form-encoded in the body, no `Authorization`); each method refused by the other
+//!   endpoint, and a redirect that would carry the secret to another origin refused;
 //! - credentials appear nowhere in a raw dump of the store, and `connections test` with a wrong
 //!   password says so; on Redis too, every key and value is read raw.
 
@@ -21,6 +25,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::IntoResponse;
 use axum::routing::{any, post};
+use axum::Form;
 use serde_json::json;
 use tollgate_connectors::connections::{ConnectionError, Connections, HttpRequest};
 use tollgate_connectors::imap::parse_mail;
@@ -31,7 +36,7 @@ use tollgate_engine::ids::{OwnerId, RunId, StepId};
 use tollgate_engine::spec::parse_yaml;
 use tollgate_engine::step::{StepHandler, StepInvocation};
 use tollgate_tests::dovecot::{self, Dovecot};
-use tollgate_tests::harness::{embedded, wait_for, TestSystem};
+use tollgate_tests::harness::{embedded, embedded_with, wait_for, TestSystem};
 use tollgate_tests::smtp_sink::SmtpSink;
 
 const OWNER: &str = "ops";
@@ -203,6 +208,69 @@ async fn email_fetch_reads_dovecot_and_its_attachments_can_be_forwarded() {
     assert_eq!(unseen.len(), 3);
 }
 
+const FETCH_ONLY: &str = r#"
+id: read-attachments
+owner: ops
+gates: { policy: { actions: { email: allow } } }
+steps:
+  - { id: fetch, type: connector, connection: inbox, action: email.fetch, with: { search: ALL, limit: 1 } }
+"#;
+
+/// Fetch dovecot's one message through `sys` (its `attachment_ttl` set by the caller); the
+/// reference of its attachment's blob.
+async fn fetch_attachment(sys: &TestSystem, imap: &Dovecot) -> String {
+    add(sys, "inbox", ConnectionKind::Imap, &[("host", "127.0.0.1".into()), ("port", imap.port.to_string()), ("tls", "false".into()), ("user", dovecot::USER.into())], Some(dovecot::PASSWORD)).await;
+    let run = sys.start(FETCH_ONLY, json!({})).await;
+    let v = sys.settle(&run).await;
+    let step = TestSystem::step(&v, "fetch");
+    assert_eq!(step.status.label(), "succeeded", "{:?}", step.error);
+    let attachment = &step.output.as_ref().unwrap()["messages"][0]["attachments"][0];
+    assert_eq!(attachment["filename"], "brief.pdf");
+    attachment["blob"].as_str().expect("the attachment's blob reference").to_string()
+}
+
+/// Attachments fetched by `email.fetch` are kept for `attachment_ttl`, like an IMAP trigger's:
+/// with an hour, the blob is there (on Redis with the key's own expiry); with a second, it is
+/// gone once that second has passed — from the backend itself — and forwarding it fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetched_attachments_expire_after_the_attachment_ttl_on_both_backends() {
+    let imap = Dovecot::start();
+    imap.deliver_to_maildir(raw_mail("With a brief", Some(("brief.pdf", "JVBERi0xLjQK"))).as_bytes());
+    let wf = tollgate_engine::ids::WorkflowId::new("read-attachments");
+    let hour = |c: &mut tollgate::config::Config| c.attachment_ttl = Duration::from_secs(3600);
+    let second = |c: &mut tollgate::config::Config| c.attachment_ttl = Duration::from_secs(1);
+    for (kept, gone) in [(embedded_with(hour).await, embedded_with(second).await), (tollgate_tests::harness::redis_with(hour).await, tollgate_tests::harness::redis_with(second).await)] {
+        let blob = fetch_attachment(&kept, &imap).await;
+        assert_eq!(kept.t().engine.store.blob(&wf, &blob).await.unwrap().as_deref(), Some(&b"%PDF-1.4\n"[..]));
+        if kept.config.backend == tollgate::config::BackendKind::Redis {
+            let client = redis::Client::open(tollgate_tests::harness::redis_url()).unwrap();
+            let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+            let key = format!("{}:{}", kept.config.namespace, tollgate_engine::store::keys::fire_blob(&wf, &blob));
+            let pttl: i64 = redis::cmd("PTTL").arg(&key).query_async(&mut conn).await.unwrap();
+            assert!(pttl > 0 && pttl <= 3_600_000, "{key} expires in {pttl} ms");
+        }
+
+        let blob = fetch_attachment(&gone, &imap).await;
+        let store = gone.t().engine.store.clone();
+        let key = tollgate_engine::store::keys::fire_blob(&wf, &blob);
+        wait_for("the attachment's blob to expire", Duration::from_secs(30), || async { store.blob(&wf, &blob).await.unwrap().is_none() }).await;
+        if gone.config.backend == tollgate::config::BackendKind::Embedded {
+            // The read removed the expired row; nothing of it is left for a purge.
+            assert_eq!(store.backend().purge_expired("trig/").await.unwrap(), 0);
+        }
+        assert!(store.backend().get(&key).await.unwrap().is_none(), "gone from the backend itself");
+        let forward = format!(
+            "id: read-attachments\nowner: ops\nsteps:\n  - {{ id: send, type: connector, connection: office_mail, action: email.send, with: {{ to: [a@example.test], subject: Fwd, body: x, attachments: [{{ filename: brief.pdf, blob: \"{blob}\" }}] }} }}\n"
+        );
+        add(&gone, "office_mail", ConnectionKind::Smtp, &[("host", "127.0.0.1".into()), ("port", "25".into()), ("security", "none".into()), ("from", "ops@example.test".into())], None).await;
+        let run = gone.start(&forward, json!({})).await;
+        let v = gone.settle(&run).await;
+        let error = TestSystem::step(&v, "send").error.clone().unwrap();
+        assert_eq!(error.code, "attachment_not_found", "{error}");
+        assert!(error.message.contains("expired"), "{error}");
+    }
+}
+
 /// The API and its token endpoint: tokens `tok-1`, `tok-2`… (each issued counted), valid until
 /// revoked; `/v1/...` echoes the request if its `Authorization` is a live token, the bearer
 /// `static-token` or basic `svc:pw`.
@@ -211,6 +279,8 @@ struct Api {
     issued: Arc<AtomicUsize>,
     revoked: Arc<Mutex<Vec<String>>>,
     expires_in: Arc<AtomicUsize>,
+    /// Tokens the `client_secret_post` endpoint issued.
+    post_issued: Arc<AtomicUsize>,
 }
 
 async fn token(State(api): State<Api>, headers: HeaderMap, body: String) -> impl IntoResponse {
@@ -220,6 +290,33 @@ async fn token(State(api): State<Api>, headers: HeaderMap, body: String) -> impl
     }
     let n = api.issued.fetch_add(1, Ordering::SeqCst) + 1;
     (StatusCode::OK, axum::Json(json!({ "access_token": format!("tok-{n}"), "token_type": "Bearer", "expires_in": api.expires_in.load(Ordering::SeqCst), "scope": body })))
+}
+
+/// The client secret of the `client_secret_post` connection: characters the form encoding must
+/// carry intact.
+const POST_SECRET: &str = "s3cr&t=+ /ü%";
+
+/// A token endpoint that takes only `client_secret_post` (RFC 6749 §2.3.1): the client's id and
+/// secret in the form body, and no `Authorization` header (one method per request).
+async fn token_post(State(api): State<Api>, headers: HeaderMap, Form(form): Form<BTreeMap<String, String>>) -> impl IntoResponse {
+    let field = |k: &str| form.get(k).map(String::as_str);
+    let ok = headers.get("authorization").is_none()
+        && field("grant_type") == Some("client_credentials")
+        && field("client_id") == Some("tollgate")
+        && field("client_secret") == Some(POST_SECRET);
+    if !ok {
+        return (StatusCode::UNAUTHORIZED, axum::Json(json!({ "error": "invalid_client", "error_description": "client_secret_post only" })));
+    }
+    api.post_issued.fetch_add(1, Ordering::SeqCst);
+    let n = api.issued.fetch_add(1, Ordering::SeqCst) + 1;
+    (StatusCode::OK, axum::Json(json!({ "access_token": format!("tok-{n}"), "token_type": "Bearer", "expires_in": 3600 })))
+}
+
+/// A token endpoint that has moved to another origin (`localhost` for `127.0.0.1`), keeping the
+/// method and body (307).
+async fn token_moved(headers: HeaderMap) -> impl IntoResponse {
+    let host = headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or_default().replace("127.0.0.1", "localhost");
+    (StatusCode::TEMPORARY_REDIRECT, [("location", format!("http://{host}/oauth/token-post"))])
 }
 
 async fn echo(State(api): State<Api>, uri: Uri, headers: HeaderMap, body: String) -> impl IntoResponse {
@@ -251,7 +348,12 @@ fn base64_encode(s: &str) -> String {
 }
 
 async fn api_server(api: Api) -> std::net::SocketAddr {
-    let app = axum::Router::new().route("/oauth/token", post(token)).route("/v1/{*rest}", any(echo)).with_state(api);
+    let app = axum::Router::new()
+        .route("/oauth/token", post(token))
+        .route("/oauth/token-post", post(token_post))
+        .route("/oauth/moved", post(token_moved))
+        .route("/v1/{*rest}", any(echo))
+        .with_state(api);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
@@ -334,6 +436,59 @@ async fn http_request_authenticates_with_bearer_basic_and_a_cached_oauth2_token(
     let err = c.http_request(&owner, "crm_wrong", &get("/x"), &local).await.unwrap_err();
     assert!(matches!(err, ConnectionError::Refused(_)), "{err}");
     assert!(err.to_string().contains("answered HTTP 401 Unauthorized: invalid_client (client `tollgate`)"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oauth2_client_secret_post_sends_the_client_credentials_in_the_body() {
+    let api = Api::default();
+    let addr = api_server(api.clone()).await;
+    let sys = embedded().await;
+    let oauth = |token_path: &str, client_auth: &str| {
+        [
+            ("base_url", format!("http://{addr}/v1")),
+            ("auth", "oauth2".into()),
+            ("token_url", format!("http://{addr}{token_path}")),
+            ("client_id", "tollgate".into()),
+            ("client_auth", client_auth.into()),
+        ]
+    };
+    add(&sys, "crm_post", ConnectionKind::Http, &oauth("/oauth/token-post", "client_secret_post"), Some(POST_SECRET)).await;
+    // A step through it: the token endpoint took the body's credentials.
+    let spec = "id: post-auth\nowner: ops\negress: { allow: [\"127.0.0.1\"] }\nsteps:\n  - { id: get, type: connector, connection: crm_post, action: http.request, with: { path: /orders/9 } }\n";
+    let run = sys.start(spec, json!({})).await;
+    let v = sys.settle(&run).await;
+    let step = TestSystem::step(&v, "get");
+    assert_eq!(step.status.label(), "succeeded", "{:?}", step.error);
+    assert_eq!(step.output.as_ref().unwrap()["body"]["auth"], "tok-1");
+    assert_eq!(api.post_issued.load(Ordering::SeqCst), 1);
+    // `connections test` reaches what the service's `[egress] allow` opens.
+    let c = Connections::new(sys.t().engine.store.clone(), EgressAllow::parse(&["127.0.0.1"]).unwrap());
+    let owner = OwnerId::from(OWNER);
+    let said = c.test(&owner, "crm_post").await.unwrap();
+    assert!(said.contains(&format!("a token from http://{addr}/oauth/token-post")), "{said}");
+    assert_eq!(api.post_issued.load(Ordering::SeqCst), 2, "the test fetched a fresh token the same way");
+
+    // Each endpoint refuses the other method: Basic at the body-only endpoint, body credentials
+    // at the Basic-only one.
+    let local = EgressAllow::parse(&["127.0.0.1"]).unwrap();
+    let get = HttpRequest { method: "GET", path: "/x", ..Default::default() };
+    add(&sys, "basic_at_post", ConnectionKind::Http, &oauth("/oauth/token-post", "client_secret_basic"), Some(POST_SECRET)).await;
+    add(&sys, "post_at_basic", ConnectionKind::Http, &oauth("/oauth/token", "client_secret_post"), Some("client-secret")).await;
+    for name in ["basic_at_post", "post_at_basic"] {
+        let err = c.http_request(&owner, name, &get, &local).await.unwrap_err();
+        assert!(matches!(err, ConnectionError::Refused(_)), "{name}: {err}");
+        assert!(err.to_string().contains("answered HTTP 401 Unauthorized: invalid_client"), "{name}: {err}");
+        assert!(!err.to_string().contains(POST_SECRET), "{name}: {err}");
+    }
+    assert_eq!(api.post_issued.load(Ordering::SeqCst), 2);
+
+    // A token endpoint redirecting (307) to another origin: the secret in the body is not re-sent.
+    add(&sys, "moved", ConnectionKind::Http, &oauth("/oauth/moved", "client_secret_post"), Some(POST_SECRET)).await;
+    let both = EgressAllow::parse(&["127.0.0.1", "localhost"]).unwrap();
+    let err = c.http_request(&owner, "moved", &get, &both).await.unwrap_err().into_step_error();
+    assert_eq!(err.code, "bad_redirect", "{err}");
+    assert!(err.message.contains("the credentials in the request body are not sent there"), "{err}");
+    assert_eq!(api.post_issued.load(Ordering::SeqCst), 2, "the other origin never saw the secret");
 }
 
 const MARKER: &str = "OKAPI-CREDENTIAL-5521";

@@ -1,6 +1,7 @@
 //! `workflow.run` end to end on both backends: a parent runs a child workflow and uses its
 //! output; the child's cost exhausts the parent's budget and the parent pauses for an
-//! extension; cancelling the parent aborts the child's call in flight; a parent passivated
+//! extension; cancelling the parent aborts the child's call in flight, and what the child had
+//! spent is charged to the parent's step (also when the parent fails); a parent passivated
 //! while its child waits for a human resumes — across a restart — when the child finishes;
 //! an unknown workflow and wrong parameters fail the step with their reason.
 
@@ -57,9 +58,10 @@ async fn view(sys: &TestSystem, run: &RunId) -> RunView {
 async fn finished(sys: &TestSystem, run: &RunId) -> RunView {
     let t = sys.t().clone();
     let r = run.clone();
+    // Finished and settled: what the children it cancelled spent is journaled too.
     wait_for("the run to finish", Duration::from_secs(60), move || {
         let (t, r) = (t.clone(), r.clone());
-        async move { t.view(&r).await.is_ok_and(|v| v.state.status.is_finished()) }
+        async move { t.view(&r).await.is_ok_and(|v| v.state.is_settled()) }
     })
     .await;
     view(sys, run).await
@@ -197,6 +199,10 @@ steps:
         assert_eq!(v.state.status.label(), "failed");
         let cv = finished(&sys, &child).await;
         assert_eq!(cv.state.status.label(), "cancelled", "{:?}", cv.state.status);
+        // What the child spent before the parent failed is on the parent's record.
+        assert_eq!(cv.state.budget.spent, Money::parse("0.6").unwrap());
+        assert_eq!(TestSystem::step(&v, "sub").cost, Money::parse("0.6").unwrap());
+        assert_eq!(v.state.budget.spent, Money::parse("0.6").unwrap());
     })
     .await;
 }
@@ -228,6 +234,64 @@ async fn cancelling_the_parent_cancels_the_child_and_aborts_its_call() {
             other => panic!("the child is not cancelled: {other:?}"),
         }
         assert_eq!(cv.state.steps[0].attempts[0].status.label(), "cancelled");
+    })
+    .await;
+}
+
+/// A parent cancelled while its child — having spent on a step with a `cost` — waits for a
+/// person: the child is cancelled, and what it spent is charged to the parent's step,
+/// journaled after the parent's cancellation (the child's journal has its own cancellation
+/// with that spend). The parent's record is exact: its step and budget say what was spent, the
+/// journal replays to the same, the listing's summary agrees, and the receipt verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_the_parent_charges_what_the_child_spent() {
+    each_backend(|sys| async move {
+        known(
+            &sys,
+            r#"
+id: spend-then-ask
+owner: ops
+steps:
+  - { id: work, type: code, script: "return 1", cost: 0.25 }
+  - { id: ok, type: approval, needs: [work], question: "Go on?" }
+"#,
+        );
+        let parent = "id: boss\nowner: ops\nbudget: { max_cost: 1 }\nsteps:\n  - { id: prep, type: code, script: \"return 0\", cost: 0.1 }\n  - { id: sub, type: platform, needs: [prep], action: workflow.run, with: { workflow: spend-then-ask } }\n";
+        let run = sys.start(parent, json!({})).await;
+        let pending = asked(&sys).await;
+        assert_eq!(pending[0].request.question, "Go on?", "the child waits for its approval");
+        let child = child_of(&view(&sys, &run).await, "sub");
+        sys.t().cancel(&run, "ann", "not needed").await.expect("cancel");
+
+        // Settled: ended, and the child's spend journaled.
+        let v = finished(&sys, &run).await;
+        assert_eq!(v.state.status.label(), "cancelled");
+        assert!(v.state.is_settled(), "{:?}", v.state.unsettled);
+        let cv = view(&sys, &child).await;
+        assert_eq!(cv.state.status.label(), "cancelled");
+        assert_eq!(cv.state.budget.spent, Money::parse("0.25").unwrap());
+        assert_eq!(TestSystem::step(&v, "sub").status.label(), "cancelled");
+        assert_eq!(TestSystem::step(&v, "sub").cost, Money::parse("0.25").unwrap(), "the child's spend is on the parent's step");
+        assert_eq!(v.state.budget.spent, Money::parse("0.35").unwrap(), "the parent's spend includes the child's");
+
+        // Journaled on both sides, and replayed exactly.
+        let store = &sys.t().engine.store;
+        let journal = store.read_journal(&v.meta.workflow, &run).await.unwrap();
+        let kinds: Vec<&str> = journal.iter().map(|e| e.kind()).collect();
+        assert_eq!(kinds[kinds.len() - 2..], ["cancelled", "child_finished"], "{kinds:?}");
+        match journal.last().unwrap() {
+            tollgate_engine::run::Event::ChildFinished { cost, child: c, .. } => assert_eq!((cost, c), (&Money::parse("0.25").unwrap(), &child)),
+            other => panic!("{other:?}"),
+        }
+        let spec = sys.t().engine.spec(&v.meta.workflow, &v.meta.spec_digest).await.unwrap();
+        assert_eq!(tollgate_engine::run::replay(&spec, run.clone(), &journal), v.state, "replay gives the parent's state");
+        let child_journal = store.read_journal(&cv.meta.workflow, &child).await.unwrap();
+        assert!(child_journal.iter().any(|e| e.kind() == "cancelled"));
+        // The run's record as an auditor gets it — closed again with the settlement — verifies.
+        let receipt = serde_json::to_value(tollgate::receipt::build(&sys.t().engine, &run).await.expect("receipt")).unwrap();
+        let key = store.receipt_signer().await.unwrap().public();
+        tollgate_engine::receipt::verify(&receipt, Some(&key)).unwrap_or_else(|e| panic!("the receipt verifies: {e}"));
+        assert_eq!(receipt["entries"].as_array().unwrap().len(), journal.len());
     })
     .await;
 }

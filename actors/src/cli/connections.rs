@@ -27,8 +27,9 @@ pub enum ConnectionsCommand {
         #[arg(long, value_parser = ["smtp", "imap", "http"])]
         kind: String,
         /// A setting, `key=value` (repeatable). smtp: host, port, security (starttls|tls|none),
-        /// user, from; imap: host, port, tls, user; http: base_url, auth (none|bearer|basic|oauth2),
-        /// user (basic), token_url, client_id, scope (oauth2).
+        /// ca_file, user, from; imap: host, port, tls, ca_file, user; http: base_url, auth
+        /// (none|bearer|basic|oauth2), user (basic), token_url, client_id, scope, client_auth
+        /// (client_secret_basic|client_secret_post) (oauth2).
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
         /// Whose connection it is: the `owner` of the workflows that use it.

@@ -22,8 +22,6 @@ pub struct ImapSource(pub ImapTrigger);
 /// The mailbox lease lasts this long without renewal (renewed on every wake-up of the
 /// consumer, at least every `liveness`).
 const LEASE_TTL_FLOOR: Duration = Duration::from_secs(15);
-/// How long attachments are kept (the runs read them by reference).
-const ATTACHMENT_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 
 impl ImapSource {
     pub fn settings(&self, password: String) -> ImapSettings {
@@ -77,7 +75,7 @@ impl MailSink for FireSink {
         let store = self.ctx.store();
         let mut attachments = Vec::new();
         for a in &parsed.attachments {
-            let reference = store.put_blob(self.ctx.workflow(), &a.bytes, Some(ATTACHMENT_TTL)).await.map_err(|e| e.to_string())?;
+            let reference = store.put_blob(self.ctx.workflow(), &a.bytes, self.ctx.attachment_ttl()).await.map_err(|e| e.to_string())?;
             attachments.push(json!({ "filename": a.filename, "content_type": a.content_type, "size": a.bytes.len(), "blob": reference }));
         }
         let mut payload = serde_json::to_value(parsed).unwrap_or(Value::Null);

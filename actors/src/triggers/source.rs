@@ -81,6 +81,11 @@ impl TriggerContext {
         &self.fire_path.tollgate().engine.store
     }
 
+    /// How long the blobs of a fire's mail attachments are kept (`attachment_ttl`).
+    pub fn attachment_ttl(&self) -> std::time::Duration {
+        self.fire_path.tollgate().engine.attachment_ttl
+    }
+
     /// Fire: claim `key`, start the run, record — see [`FirePath::fire`]. Acknowledge to the
     /// source only after this returns `Ok`.
     pub async fn fire(&self, key: impl Into<String>, payload: Value, source: impl Into<String>) -> Result<FireResult, FireError> {

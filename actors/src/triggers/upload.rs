@@ -52,7 +52,7 @@ pub struct Upload {
 /// Keep the file sealed in the store and fire with its hash as the dedup key.
 pub async fn fire_upload(ctx: &TriggerContext, upload: Upload, source: &str) -> Result<FireResult, FireError> {
     let sha = hex::encode(Sha256::digest(&upload.content));
-    let reference = ctx.store().put_blob(ctx.workflow(), &upload.content, Some(ctx.board.history_ttl())).await?;
+    let reference = ctx.store().put_blob(ctx.workflow(), &upload.content, ctx.board.history_ttl()).await?;
     let mut file = json!({
         "name": upload.name,
         "size": upload.content.len(),

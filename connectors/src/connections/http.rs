@@ -4,7 +4,9 @@
 //! `api_call`'s egress guard and redirect handling (`Authorization` is not carried to another
 //! origin).
 //!
-//! OAuth2 tokens are cached in this process ([`TokenCache`]) per connection and client secret,
+//! OAuth2 clients authenticate to the token endpoint with HTTP Basic (`client_secret_basic`, the
+//! default) or with their id and secret in the form body (`client_secret_post`), never both.
+//! Tokens are cached in this process ([`TokenCache`]) per connection and client secret,
 //! until shortly before they expire (`expires_in` less a tenth of it, at most 30 s; a token
 //! without `expires_in` until it is refused); a request refused with 401 fetches a new token
 //! and is sent once more. Concurrent requests of one connection share one token fetch.
@@ -18,7 +20,7 @@ use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName
 use reqwest::{Method, StatusCode, Url};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use tollgate_engine::connections::{ConnectionKind, ConnectionSettings, HttpAuth, HttpSettings};
+use tollgate_engine::connections::{ClientAuth, ConnectionKind, ConnectionSettings, HttpAuth, HttpSettings};
 use tollgate_engine::egress::EgressAllow;
 use tollgate_engine::ids::OwnerId;
 use zeroize::Zeroizing;
@@ -63,6 +65,13 @@ impl HttpClient {
 #[derive(Default)]
 pub struct TokenCache {
     slots: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Token>>>>>,
+}
+
+/// An OAuth2 client as it authenticates to the token endpoint.
+struct OAuthClient<'a> {
+    id: &'a str,
+    secret: &'a str,
+    auth: ClientAuth,
 }
 
 struct Token {
@@ -126,7 +135,7 @@ impl Connections {
             HttpAuth::None => Ok((None, false)),
             HttpAuth::Bearer => Ok((Some(sensitive(format!("Bearer {credential}"))?), false)),
             HttpAuth::Basic { user } => Ok((Some(sensitive(basic(user, credential))?), false)),
-            HttpAuth::Oauth2 { token_url, client_id, scope } => {
+            HttpAuth::Oauth2 { token_url, client_id, scope, client_auth } => {
                 let secret_digest = hex::encode(Sha256::digest(credential.as_bytes()));
                 let key = format!("{owner}\0{}\0{token_url}\0{client_id}\0{}\0{secret_digest}", r.connection.name, scope.as_deref().unwrap_or(""));
                 let slot = self.http.tokens.slot(&key);
@@ -138,7 +147,8 @@ impl Connections {
                         return Ok((Some(header), false));
                     }
                 }
-                let token = self.fetch_token(&r.connection.name, token_url, client_id, scope.as_deref(), credential, workflow).await?;
+                let client = OAuthClient { id: client_id, secret: credential, auth: *client_auth };
+                let token = self.fetch_token(&r.connection.name, token_url, &client, scope.as_deref(), workflow).await?;
                 let header = sensitive(format!("Bearer {}", token.access.as_str()))?;
                 *cached = Some(token);
                 Ok((Some(header), true))
@@ -146,19 +156,27 @@ impl Connections {
         }
     }
 
-    /// A client-credentials token (RFC 6749 §4.4; the client authenticates with HTTP Basic).
-    async fn fetch_token(&self, name: &str, token_url: &str, client_id: &str, scope: Option<&str>, secret: &str, workflow: &EgressAllow) -> Result<Token, ConnectionError> {
+    /// A client-credentials token (RFC 6749 §4.4); the client authenticates as its
+    /// `client_auth` says (§2.3.1): HTTP Basic, or its id and secret in the form body.
+    async fn fetch_token(&self, name: &str, token_url: &str, client: &OAuthClient<'_>, scope: Option<&str>, workflow: &EgressAllow) -> Result<Token, ConnectionError> {
+        let client_id = client.id;
         let url = Url::parse(token_url).map_err(|e| ConnectionError::Input(format!("connection `{name}`: token_url `{token_url}`: {e}")))?;
         let enc = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
-        let mut form = String::from("grant_type=client_credentials");
+        let mut form = Zeroizing::new(String::from("grant_type=client_credentials"));
         if let Some(scope) = scope {
             form.push_str(&format!("&scope={}", enc(scope)));
         }
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/x-www-form-urlencoded"));
         headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
-        headers.insert(AUTHORIZATION, sensitive(basic(&enc(client_id), &enc(secret)))?);
-        let hop = Hop { method: Method::POST, url, headers, body: Some(form.into_bytes()) };
+        match client.auth {
+            ClientAuth::ClientSecretBasic => {
+                headers.insert(AUTHORIZATION, sensitive(basic(&enc(client_id), &enc(client.secret)))?);
+            }
+            ClientAuth::ClientSecretPost => form.push_str(&format!("&client_id={}&client_secret={}", enc(client_id), enc(client.secret))),
+        }
+        let secret_body = client.auth == ClientAuth::ClientSecretPost;
+        let hop = Hop { method: Method::POST, url, headers, body: Some(form.as_bytes().to_vec()), secret_body };
         let answer = api_call::send(&self.http.egress, MAX_TOKEN_RESPONSE, hop, workflow).await.map_err(ConnectionError::Http)?;
         let at = format!("the token endpoint {token_url} of connection `{name}`");
         if !answer.status.is_success() {
@@ -187,7 +205,7 @@ fn with_auth(hop: &Hop, auth: Option<HeaderValue>) -> Hop {
     if let Some(auth) = auth {
         headers.insert(AUTHORIZATION, auth);
     }
-    Hop { method: hop.method.clone(), url: hop.url.clone(), headers, body: hop.body.clone() }
+    Hop { method: hop.method.clone(), url: hop.url.clone(), headers, body: hop.body.clone(), secret_body: hop.secret_body }
 }
 
 /// The request without its authentication.
@@ -237,7 +255,7 @@ fn build(s: &HttpSettings, r: &HttpRequest<'_>) -> Result<Hop, ConnectionError> 
         }
         (None, None) => None,
     };
-    Ok(Hop { method, url, headers, body })
+    Ok(Hop { method, url, headers, body, secret_body: false })
 }
 
 /// `connections test` for http: a fresh OAuth2 token if the connection uses one, then a GET of

@@ -34,6 +34,7 @@ fn classify(r: &Resolved, e: ImapError) -> ConnectionError {
     match e {
         ImapError::Login(why) => ConnectionError::Refused(format!("imap {}:{} refused the login of `{}` for connection `{}`: {why}", s.host, s.port(), s.user, r.connection.name)),
         ImapError::Config(why) => ConnectionError::Input(format!("connection `{}`: {why}", r.connection.name)),
+        e @ ImapError::Untrusted(_) => ConnectionError::Untrusted(format!("imap {}:{}: {e}", s.host, s.port())),
         other => ConnectionError::Failed(format!("imap {}:{}: {other}", s.host, s.port())),
     }
 }

@@ -13,12 +13,13 @@ pub mod imap;
 pub mod smtp;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tollgate_engine::connections::{Connection, ConnectionKind};
 use tollgate_engine::egress::EgressAllow;
 use tollgate_engine::ids::OwnerId;
 use tollgate_engine::step::StepError;
-use tollgate_engine::store::{Store, StoreError};
+use tollgate_engine::store::{Store, StoreError, DEFAULT_ATTACHMENT_TTL};
 use zeroize::Zeroizing;
 
 pub use http::{HttpRequest, TokenCache};
@@ -43,6 +44,10 @@ pub enum ConnectionError {
     /// The server could not be reached, or answered with a temporary failure.
     #[error("{0}")]
     Failed(String),
+    /// The server's TLS certificate was refused (not issued by a trusted CA, not for the host
+    /// name, expired), or the server does not speak TLS where it must; nothing was sent.
+    #[error("{0}")]
+    Untrusted(String),
     /// The server refused the message or a recipient for good.
     #[error("{0}")]
     Rejected(String),
@@ -64,6 +69,7 @@ impl ConnectionError {
             ConnectionError::Input(_) => StepError::permanent("connector_input", message),
             ConnectionError::Refused(_) => StepError::permanent("connection_refused", message),
             ConnectionError::Failed(_) => StepError::retryable("connection_failed", message),
+            ConnectionError::Untrusted(_) => StepError::permanent("connection_untrusted", message),
             ConnectionError::Rejected(_) => StepError::permanent("email_rejected", message),
             ConnectionError::Store(_) => StepError::retryable("connection_failed", message),
             ConnectionError::Http(e) => e,
@@ -76,6 +82,7 @@ impl ConnectionError {
 pub struct Connections {
     store: Arc<Store>,
     http: http::HttpClient,
+    attachment_ttl: Duration,
 }
 
 /// A connection with its credential, as read for one use.
@@ -89,7 +96,18 @@ impl Connections {
     /// addresses, what `egress` (the service's `[egress] allow`) and each workflow's
     /// `egress.allow` open — the same guard and redirect handling as `api_call`.
     pub fn new(store: Arc<Store>, egress: EgressAllow) -> Self {
-        Self { store, http: http::HttpClient::new(egress) }
+        Self { store, http: http::HttpClient::new(egress), attachment_ttl: DEFAULT_ATTACHMENT_TTL }
+    }
+
+    /// How long the attachments an `email.fetch` stores are kept (`attachment_ttl`; default
+    /// [`DEFAULT_ATTACHMENT_TTL`]).
+    pub fn with_attachment_ttl(mut self, ttl: Duration) -> Self {
+        self.attachment_ttl = ttl;
+        self
+    }
+
+    pub fn attachment_ttl(&self) -> Duration {
+        self.attachment_ttl
     }
 
     pub fn store(&self) -> &Arc<Store> {

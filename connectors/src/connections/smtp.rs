@@ -3,17 +3,25 @@
 //! LOGIN when it has a user, then one message — plain-text body, attachments as a
 //! `multipart/mixed` — and QUIT.
 //!
+//! With TLS (`starttls`, `tls`) the server's certificate is verified — against the system's
+//! roots, or only the CAs of the connection's `ca_file` — and a handshake that fails is an
+//! error naming why (`connection_untrusted`), never a fallback to plaintext: nothing, the
+//! password least of all, is sent before TLS is up. A password goes over a plaintext session
+//! only to a server on this machine (`SmtpSettings::cleartext_login`, checked again here for
+//! records saved before that rule).
+//!
 //! Two entry points: [`Connections::send_email`] sends one message (the `platform` step's
 //! `notify` reuses it), and [`Connections::send_email_once`] does so at most once per
 //! idempotency key (the `connector` step's `email.send`), recording the send in the store
 //! before and after the SMTP transaction (see `tollgate_engine::store::connections`).
 
+use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lettre::message::header::ContentType;
 use lettre::message::{Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, CertificateStore, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
 use lettre::Message;
 use serde::{Deserialize, Serialize};
@@ -190,26 +198,63 @@ fn build(s: &SmtpSettings, email: &Email) -> Result<Message, ConnectionError> {
     built.map_err(|e| ConnectionError::Input(format!("the email cannot be built: {e}")))
 }
 
+/// How a session with `s` is secured: TLS parameters for the server's host name, trusting the
+/// connection's `ca_file` alone when it has one (the system's roots otherwise).
+fn tls_parameters(s: &SmtpSettings, r: &Resolved, at: &str) -> Result<TlsParameters, ConnectionError> {
+    let mut builder = TlsParameters::builder(s.host.clone());
+    if let Some(file) = &s.ca_file {
+        let certs = crate::tls::ca_certificates(Path::new(file)).map_err(|why| ConnectionError::Input(format!("connection `{}`: {why}", r.connection.name)))?;
+        builder = builder.certificate_store(CertificateStore::None);
+        for cert in certs {
+            let cert = Certificate::from_der(cert.to_vec()).map_err(|e| ConnectionError::Input(format!("connection `{}`: ca_file `{file}`: {e}", r.connection.name)))?;
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    builder.build_rustls().map_err(|e| ConnectionError::Input(format!("{at}: TLS setup for connection `{}`: {}", r.connection.name, describe(&e))))
+}
+
 /// One SMTP session: connect, EHLO, (STARTTLS,) (AUTH,) and `message` if given, QUIT.
 async fn transact(s: &SmtpSettings, r: &Resolved, message: Option<&Message>) -> Result<Option<Sent>, ConnectionError> {
     let at = format!("smtp {}:{}", s.host, s.port());
+    if let Some(why) = s.cleartext_login() {
+        return Err(ConnectionError::Input(format!("connection `{}`: security: {why}", r.connection.name)));
+    }
     let hello = ClientId::default();
-    let tls = |host: &str| TlsParameters::new(host.to_string()).map_err(|e| ConnectionError::Failed(format!("{at}: TLS setup: {e}")));
-    let implicit = if s.security == SmtpSecurity::Tls { Some(tls(&s.host)?) } else { None };
+    // Read before connecting: a bad ca_file is the settings' fault, said before any network.
+    let tls = match s.security {
+        SmtpSecurity::None => None,
+        SmtpSecurity::Starttls | SmtpSecurity::Tls => Some(tls_parameters(s, r, &at)?),
+    };
+    let implicit = if s.security == SmtpSecurity::Tls { tls.clone() } else { None };
     let mut conn = AsyncSmtpConnection::connect_tokio1((s.host.as_str(), s.port()), Some(CONNECT_TIMEOUT), &hello, implicit, None)
         .await
-        .map_err(|e| classify(&at, "connecting", e))?;
+        .map_err(|e| failure(s, &at, "connecting", e))?;
     if s.security == SmtpSecurity::Starttls {
         if !conn.can_starttls() {
             conn.abort().await;
-            return Err(ConnectionError::Failed(format!("{at}: the server does not offer STARTTLS (use security=tls, or none only for a local relay)")));
+            return Err(ConnectionError::Untrusted(format!("{at}: the server does not offer STARTTLS (use security=tls, or none only for a relay on this machine)")));
         }
-        conn.starttls(tls(&s.host)?, &hello).await.map_err(|e| classify(&at, "STARTTLS", e))?;
+        let params = tls.expect("TLS parameters for starttls");
+        conn.starttls(params, &hello).await.map_err(|e| failure(s, &at, "STARTTLS", e))?;
+    }
+    if s.security != SmtpSecurity::None && !conn.is_encrypted() {
+        // Not reachable with lettre as it is; the guarantee must not rest on that.
+        conn.abort().await;
+        return Err(ConnectionError::Untrusted(format!("{at}: the session is not encrypted")));
     }
     if let Some(user) = &s.user {
+        let mechanisms = [Mechanism::Plain, Mechanism::Login];
+        if conn.server_info().get_auth_mechanism(&mechanisms).is_none() {
+            conn.abort().await;
+            let session = if conn.is_encrypted() { "" } else { " on this unencrypted session" };
+            return Err(ConnectionError::Refused(format!(
+                "{at} offers no authentication Tollgate speaks (PLAIN or LOGIN){session}, so `{user}` of connection `{}` cannot log in",
+                r.connection.name
+            )));
+        }
         let password = r.credential.as_ref().map(|c| c.to_string()).unwrap_or_default();
         let credentials = Credentials::new(user.clone(), password);
-        if let Err(e) = conn.auth(&[Mechanism::Plain, Mechanism::Login], &credentials).await {
+        if let Err(e) = conn.auth(&mechanisms, &credentials).await {
             conn.abort().await;
             return Err(if e.is_permanent() || e.is_client() {
                 ConnectionError::Refused(format!("{at} refused the login of `{user}` for connection `{}`: {}", r.connection.name, describe(&e)))
@@ -236,15 +281,29 @@ async fn transact(s: &SmtpSettings, r: &Resolved, message: Option<&Message>) -> 
     Ok(sent)
 }
 
-/// lettre's error, with its cause (the useful part: "connection refused", the server's text).
+/// lettre's error with its causes (the useful part: "connection refused", the server's text),
+/// each said once: lettre's own message already ends with its direct cause.
 fn describe(e: &lettre::transport::smtp::Error) -> String {
     let mut message = e.to_string();
     let mut source = std::error::Error::source(e);
     while let Some(cause) = source {
-        message = format!("{message}: {cause}");
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message = format!("{message}: {text}");
+        }
         source = cause.source();
     }
     message
+}
+
+/// A failed connect or STARTTLS: the server's certificate refused (or no TLS where it must be)
+/// is [`ConnectionError::Untrusted`]; anything else as [`classify`] says.
+fn failure(s: &SmtpSettings, at: &str, stage: &str, e: lettre::transport::smtp::Error) -> ConnectionError {
+    let ca_file = s.ca_file.as_deref().map(Path::new);
+    match crate::tls::refusal(&e, &s.host, ca_file, s.security == SmtpSecurity::Tls) {
+        Some(why) => ConnectionError::Untrusted(format!("{at}: {stage}: the TLS handshake failed: {why}")),
+        None => classify(at, stage, e),
+    }
 }
 
 /// A permanent (5xx) answer is a rejection; anything else may pass on another attempt.

@@ -89,6 +89,9 @@ pub enum ImapError {
     Login(String),
     #[error("IMAP TLS: {0}")]
     Tls(String),
+    /// The handshake failed on the server's certificate, or the port does not speak TLS.
+    #[error("IMAP TLS: {0}")]
+    Untrusted(String),
     #[error("IMAP connection went silent: {0}")]
     Silent(String),
     #[error("IMAP connection closed by the server")]

@@ -12,9 +12,8 @@ use std::time::Duration;
 use async_imap::Session;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio_rustls::rustls::pki_types::pem::PemObject as _;
-use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
-use tokio_rustls::rustls::{CertificateError, ClientConfig, RootCertStore};
+use tokio_rustls::rustls::pki_types::ServerName;
+use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 use tokio_rustls::TlsConnector;
 
 use super::{ImapError, ImapSettings};
@@ -45,16 +44,9 @@ fn roots(ca_file: Option<&Path>) -> Result<RootCertStore, ImapError> {
     let Some(path) = ca_file else {
         return Ok(RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() });
     };
-    let shown = path.display();
-    let certs = CertificateDer::pem_file_iter(path)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| ImapError::Config(format!("ca_file `{shown}` cannot be read as PEM certificates: {e}")))?;
-    if certs.is_empty() {
-        return Err(ImapError::Config(format!("ca_file `{shown}` holds no PEM certificate")));
-    }
     let mut store = RootCertStore::empty();
-    for (i, cert) in certs.into_iter().enumerate() {
-        store.add(cert).map_err(|e| ImapError::Config(format!("ca_file `{shown}`: certificate {} is not a usable CA certificate: {e}", i + 1)))?;
+    for (i, cert) in crate::tls::ca_certificates(path).map_err(ImapError::Config)?.into_iter().enumerate() {
+        store.add(cert).map_err(|e| ImapError::Config(format!("ca_file `{}`: certificate {} is not a usable CA certificate: {e}", path.display(), i + 1)))?;
     }
     Ok(store)
 }
@@ -69,22 +61,12 @@ fn tls_connector(ca_file: Option<&Path>) -> Result<TlsConnector, ImapError> {
 }
 
 /// A failed handshake, said plainly: why the certificate was refused, or that the other side
-/// does not speak TLS.
+/// does not speak TLS (then the server is not trusted: [`ImapError::Untrusted`]).
 fn handshake_error(host: &str, port: u16, tls: Tls<'_>, e: std::io::Error) -> ImapError {
-    use tokio_rustls::rustls::Error as Rustls;
-    let hint = match e.get_ref().and_then(|inner| inner.downcast_ref::<Rustls>()) {
-        Some(Rustls::InvalidCertificate(CertificateError::UnknownIssuer)) => match tls.ca_file {
-            Some(f) => format!(": the server's certificate is not issued by a CA of ca_file `{}`", f.display()),
-            None => ": the server's certificate is not issued by a public CA (set `ca_file` to trust a private CA)".into(),
-        },
-        Some(Rustls::InvalidCertificate(CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. })) => {
-            format!(": the server's certificate is not issued for the host name `{host}`")
-        }
-        Some(Rustls::InvalidCertificate(CertificateError::Expired | CertificateError::ExpiredContext { .. })) => ": the server's certificate has expired".into(),
-        Some(Rustls::InvalidMessage(_)) => ": the server does not speak TLS on this port (implicit TLS, as on 993, is expected)".into(),
-        _ => String::new(),
-    };
-    ImapError::Tls(format!("handshake with {host}:{port} failed: {e}{hint}"))
+    match crate::tls::refusal(&e, host, tls.ca_file, true) {
+        Some(why) => ImapError::Untrusted(format!("handshake with {host}:{port} failed: {e}: {why}")),
+        None => ImapError::Tls(format!("handshake with {host}:{port} failed: {e}")),
+    }
 }
 
 /// Connect, (TLS,) log in.

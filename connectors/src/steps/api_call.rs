@@ -71,6 +71,9 @@ pub(crate) struct Hop {
     pub url: Url,
     pub headers: HeaderMap,
     pub body: Option<Vec<u8>>,
+    /// The body holds credentials (an OAuth2 client secret): a redirect that would re-send it
+    /// to another origin is refused, as `Authorization` is dropped there.
+    pub secret_body: bool,
 }
 
 impl ApiCallHandler {
@@ -138,6 +141,12 @@ pub(crate) async fn send(egress: &EgressGuard, max_response_bytes: usize, mut ho
         let status = response.status();
         let headers = response.headers().clone();
         if let Some(next) = redirect_target(status, &headers, &hop.url)? {
+            if hop.secret_body && matches!(status.as_u16(), 307 | 308) && origin(&next) != origin(&hop.url) {
+                return Err(StepError::permanent(
+                    "bad_redirect",
+                    format!("HTTP {status} from {} to another origin ({next}): the credentials in the request body are not sent there", hop.url),
+                ));
+            }
             follow(&mut hop, status, next);
             from = Some(response.url().clone());
             continue;
@@ -195,7 +204,7 @@ fn build(spec: &HttpRequestSpec, idempotency_key: &str, attempt: u32) -> Result<
         }
         None => None,
     };
-    Ok(Hop { method, url, headers, body })
+    Ok(Hop { method, url, headers, body, secret_body: false })
 }
 
 /// Where a redirect response points, if it is one to follow (301, 302, 303, 307, 308 with a
@@ -227,7 +236,6 @@ fn follow(hop: &mut Hop, status: StatusCode, next: Url) {
             hop.headers.remove(name);
         }
     }
-    let origin = |u: &Url| (u.scheme().to_owned(), u.host_str().map(str::to_owned), u.port_or_known_default());
     if origin(&next) != origin(&hop.url) {
         for name in [AUTHORIZATION, COOKIE, PROXY_AUTHORIZATION, WWW_AUTHENTICATE] {
             hop.headers.remove(name);
@@ -235,6 +243,11 @@ fn follow(hop: &mut Hop, status: StatusCode, next: Url) {
         hop.headers.remove("cookie2");
     }
     hop.url = next;
+}
+
+/// Scheme, host and port: what "another origin" compares.
+fn origin(u: &Url) -> (String, Option<String>, Option<u16>) {
+    (u.scheme().to_owned(), u.host_str().map(str::to_owned), u.port_or_known_default())
 }
 
 fn refusal_error(r: Refusal) -> StepError {

@@ -1,8 +1,9 @@
 //! `http` connections: an API's base URL (a step's `path` is joined to it) and how requests
 //! authenticate — `none`, `bearer` (the token is the credential), `basic` (a user; the password
-//! is the credential) or `oauth2` client credentials (token endpoint, client id, optional scope;
-//! the client secret is the credential, and the access token it buys is cached by the runtime
-//! until shortly before it expires).
+//! is the credential) or `oauth2` client credentials (token endpoint, client id, optional scope,
+//! how the client authenticates to the token endpoint — HTTP Basic or the request body, RFC 6749
+//! §2.3.1; the client secret is the credential, and the access token it buys is cached by the
+//! runtime until shortly before it expires).
 
 use std::collections::BTreeMap;
 
@@ -32,7 +33,33 @@ pub enum HttpAuth {
         client_id: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         scope: Option<String>,
+        /// How the client authenticates to the token endpoint (default: HTTP Basic).
+        #[serde(default)]
+        client_auth: ClientAuth,
     },
+}
+
+/// How an OAuth2 client sends its credentials to the token endpoint (RFC 6749 §2.3.1; the
+/// names are OpenID Connect's `token_endpoint_auth_method` values).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuth {
+    /// `Authorization: Basic base64(urlencode(client_id):urlencode(client_secret))`.
+    #[default]
+    ClientSecretBasic,
+    /// `client_id` and `client_secret` in the form body, for servers that do not take Basic.
+    ClientSecretPost,
+}
+
+impl ClientAuth {
+    pub const NAMES: [&'static str; 2] = ["client_secret_basic", "client_secret_post"];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ClientAuth::ClientSecretBasic => "client_secret_basic",
+            ClientAuth::ClientSecretPost => "client_secret_post",
+        }
+    }
 }
 
 impl HttpAuth {
@@ -91,12 +118,22 @@ impl HttpSettings {
         let token_url = s.optional("token_url");
         let client_id = s.optional("client_id");
         let scope = s.optional("scope");
+        let client_auth = s.optional("client_auth");
+        let client_auth_choice = match client_auth.as_deref() {
+            None | Some("client_secret_basic") => Some(ClientAuth::ClientSecretBasic),
+            Some("client_secret_post") => Some(ClientAuth::ClientSecretPost),
+            Some(v) => {
+                s.problem("client_auth", format!("`{v}` is not one of {}", ClientAuth::NAMES.join(", ")));
+                None
+            }
+        };
         let only = |s: &mut Settings<'_>, key: &str, present: bool, scheme: &str| {
             if present {
                 s.problem(key, format!("is only a setting of {scheme} auth"));
             }
         };
-        let auth = match auth? {
+        let scheme = auth?;
+        let auth = match scheme {
             "basic" => {
                 if user.is_none() {
                     s.problem("user", "basic auth needs the user name (`--set user=…`)");
@@ -111,15 +148,19 @@ impl HttpSettings {
                 if client_id.is_none() {
                     s.problem("client_id", "oauth2 auth needs the client id (`--set client_id=…`)");
                 }
-                Some(HttpAuth::Oauth2 { token_url: token_url.clone().unwrap_or_default(), client_id: client_id.clone().unwrap_or_default(), scope: scope.clone() })
+                client_auth_choice.map(|client_auth| HttpAuth::Oauth2 {
+                    token_url: token_url.clone().unwrap_or_default(),
+                    client_id: client_id.clone().unwrap_or_default(),
+                    scope: scope.clone(),
+                    client_auth,
+                })
             }
             "bearer" => Some(HttpAuth::Bearer),
             _ => Some(HttpAuth::None),
         };
-        let name = auth.as_ref().map(HttpAuth::name).unwrap_or_default();
-        only(s, "user", user.is_some() && name != "basic", "basic");
-        for (key, present) in [("token_url", token_url.is_some()), ("client_id", client_id.is_some()), ("scope", scope.is_some())] {
-            only(s, key, present && name != "oauth2", "oauth2");
+        only(s, "user", user.is_some() && scheme != "basic", "basic");
+        for (key, present) in [("token_url", token_url.is_some()), ("client_id", client_id.is_some()), ("scope", scope.is_some()), ("client_auth", client_auth.is_some())] {
+            only(s, key, present && scheme != "oauth2", "oauth2");
         }
         Some(Self { base_url: base_url?.trim_end_matches('/').to_string(), auth: auth? })
     }
@@ -130,9 +171,10 @@ impl HttpSettings {
             HttpAuth::Basic { user } => {
                 d.insert("user", user.clone());
             }
-            HttpAuth::Oauth2 { token_url, client_id, scope } => {
+            HttpAuth::Oauth2 { token_url, client_id, scope, client_auth } => {
                 d.insert("token_url", token_url.clone());
                 d.insert("client_id", client_id.clone());
+                d.insert("client_auth", client_auth.name().to_string());
                 if let Some(scope) = scope {
                     d.insert("scope", scope.clone());
                 }

@@ -18,7 +18,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-pub use http::{HttpAuth, HttpSettings};
+pub use http::{ClientAuth, HttpAuth, HttpSettings};
 pub use imap::ImapSettings;
 pub use smtp::{SmtpSecurity, SmtpSettings};
 
@@ -314,6 +314,22 @@ mod tests {
         .unwrap();
         assert_eq!(c.credential(), Some("client secret"));
         assert_eq!(c.describe()["auth"], "oauth2");
+        assert_eq!(c.describe()["client_auth"], "client_secret_basic", "HTTP Basic unless told otherwise");
+
+        let oauth = |client_auth: &str| {
+            let given = [("base_url", "https://api.example.com"), ("auth", "oauth2"), ("token_url", "https://auth.example.com/token"), ("client_id", "c"), ("client_auth", client_auth)];
+            Connection::from_settings("crm", ConnectionKind::Http, &pairs(&given))
+        };
+        let c = oauth("client_secret_post").unwrap();
+        let ConnectionSettings::Http(HttpSettings { auth: HttpAuth::Oauth2 { client_auth, .. }, .. }) = &c.settings else { panic!() };
+        assert_eq!(*client_auth, ClientAuth::ClientSecretPost);
+        assert_eq!(c.describe()["client_auth"], "client_secret_post");
+        assert_eq!(oauth("post").unwrap_err().to_string(), "client_auth: `post` is not one of client_secret_basic, client_secret_post");
+        let err = Connection::from_settings("api", ConnectionKind::Http, &pairs(&[("base_url", "https://x"), ("auth", "bearer"), ("client_auth", "client_secret_post")])).unwrap_err();
+        assert_eq!(err.to_string(), "client_auth: is only a setting of oauth2 auth");
+        // A record saved before the setting existed reads as HTTP Basic.
+        let old: HttpAuth = serde_json::from_value(serde_json::json!({"type": "oauth2", "token_url": "https://t", "client_id": "c"})).unwrap();
+        assert!(matches!(old, HttpAuth::Oauth2 { client_auth: ClientAuth::ClientSecretBasic, .. }));
     }
 
     #[test]
@@ -340,6 +356,30 @@ mod tests {
         assert!(err.contains("client_id: oauth2 auth needs the client id"), "{err}");
         let err = Connection::from_settings("api", ConnectionKind::Http, &pairs(&[("base_url", "https://x"), ("user", "u")])).unwrap_err().to_string();
         assert!(err.contains("user: is only a setting of basic auth"), "{err}");
+    }
+
+    #[test]
+    fn an_smtp_password_never_goes_in_the_clear_to_another_machine() {
+        let smtp = |s: &[(&str, &str)]| Connection::from_settings("mail", ConnectionKind::Smtp, &pairs(s));
+        let err = smtp(&[("host", "smtp.example.com"), ("security", "none"), ("user", "ops"), ("from", "ops@example.com")]).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "security: `none` would send the password of `ops` in the clear to `smtp.example.com`: use starttls or tls (none with a user only for a relay on this machine: localhost, 127.0.0.1, ::1)"
+        );
+        // A name that resolves to a loopback address is not trusted to stay one.
+        assert!(smtp(&[("host", "relay.internal"), ("security", "none"), ("user", "ops"), ("from", "a@b.test")]).is_err());
+        for host in ["localhost", "127.0.0.1", "127.0.0.53", "::1", "[::1]"] {
+            smtp(&[("host", host), ("security", "none"), ("user", "ops"), ("from", "a@b.test")]).unwrap_or_else(|e| panic!("{host}: {e}"));
+        }
+        // Without a user nothing secret is sent; with TLS the password is encrypted.
+        smtp(&[("host", "smtp.example.com"), ("security", "none"), ("from", "a@b.test")]).unwrap();
+        for security in ["starttls", "tls"] {
+            let c = smtp(&[("host", "smtp.example.com"), ("security", security), ("user", "ops"), ("ca_file", "/etc/ca.pem"), ("from", "a@b.test")]).unwrap();
+            let ConnectionSettings::Smtp(s) = &c.settings else { panic!() };
+            assert_eq!((s.ca_file.as_deref(), c.describe()["ca_file"].as_str()), (Some("/etc/ca.pem"), "/etc/ca.pem"));
+        }
+        let err = smtp(&[("host", "127.0.0.1"), ("security", "none"), ("ca_file", "/etc/ca.pem"), ("from", "a@b.test")]).unwrap_err().to_string();
+        assert_eq!(err, "ca_file: only applies with security=starttls or tls");
     }
 
     #[test]

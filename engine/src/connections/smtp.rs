@@ -1,6 +1,10 @@
 //! `smtp` connections: the server mail is sent through, how the connection is secured
-//! (`starttls`, implicit `tls`, or `none` for a local sink), the user to authenticate as (the
-//! password is the connection's credential) and the `from` address every message carries.
+//! (`starttls`, implicit `tls`, or `none` for a local sink) and which CA it trusts then, the
+//! user to authenticate as (the password is the connection's credential) and the `from` address
+//! every message carries.
+//!
+//! A password never crosses the network in the clear: `security=none` with a `user` is refused
+//! unless the server is on this machine (`localhost`, `127.0.0.0/8`, `::1`).
 
 use std::collections::BTreeMap;
 
@@ -15,6 +19,9 @@ pub struct SmtpSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
     pub security: SmtpSecurity,
+    /// A PEM file of CA certificates trusted instead of the public roots (a private CA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
     /// Authenticate as this user (with the connection's password); without it, no AUTH.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
@@ -64,12 +71,32 @@ impl SmtpSettings {
             "tls" => SmtpSecurity::Tls,
             _ => SmtpSecurity::None,
         });
+        let ca_file = s.optional("ca_file");
+        if ca_file.is_some() && security == Some(SmtpSecurity::None) {
+            s.problem("ca_file", "only applies with security=starttls or tls");
+        }
         let user = s.optional("user");
         let from = s.required("from", "the sender address");
         if let Some(f) = from.as_deref().filter(|f| !valid_address(f)) {
             s.problem("from", format!("`{f}` is not an email address (`ops@example.com` or `Ops <ops@example.com>`)"));
         }
-        Some(Self { host: host?, port: port?, security: security?, user, from: from? })
+        let settings = Self { host: host?, port: port?, security: security?, ca_file, user, from: from? };
+        if let Some(why) = settings.cleartext_login() {
+            s.problem("security", why);
+        }
+        Some(settings)
+    }
+
+    /// Why these settings would send the user's password in the clear to another machine, if
+    /// they would: `security=none` with a `user`, and a server that is not this machine.
+    pub fn cleartext_login(&self) -> Option<String> {
+        let user = self.user.as_ref()?;
+        (self.security == SmtpSecurity::None && !is_loopback(&self.host)).then(|| {
+            format!(
+                "`none` would send the password of `{user}` in the clear to `{}`: use starttls or tls (none with a user only for a relay on this machine: localhost, 127.0.0.1, ::1)",
+                self.host
+            )
+        })
     }
 
     pub(crate) fn describe(&self) -> BTreeMap<&'static str, String> {
@@ -82,6 +109,16 @@ impl SmtpSettings {
         if let Some(u) = &self.user {
             d.insert("user", u.clone());
         }
+        if let Some(f) = &self.ca_file {
+            d.insert("ca_file", f.clone());
+        }
         d
     }
+}
+
+/// `localhost` or a loopback address: the only hosts a password may be sent to in the clear.
+/// A name that merely resolves to one does not count (resolution can change).
+fn is_loopback(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }

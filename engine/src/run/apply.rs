@@ -57,6 +57,7 @@ pub fn start(spec: &ValidatedSpec, run: RunId) -> RunState {
         quotes: BTreeMap::new(),
         parent: None,
         child_ask: None,
+        unsettled: Vec::new(),
     }
 }
 
@@ -73,7 +74,12 @@ pub fn replay<'a>(spec: &ValidatedSpec, run: RunId, events: impl IntoIterator<It
 pub fn apply(spec: &ValidatedSpec, state: &mut RunState, event: &Event) -> Vec<Action> {
     let mut m = Machine { spec, state, actions: Vec::new(), now: event.at() };
     if m.state.status.is_finished() {
-        return Vec::new(); // late facts about a finished run change nothing
+        // Late facts about a finished run change nothing — but what a sub-workflow it cancelled
+        // spent up to then is settled on its step.
+        if let Event::ChildFinished { step, child, cost, .. } = event {
+            m.settle_cancelled_child(step, child, *cost);
+        }
+        return m.actions;
     }
     match event {
         Event::RunStarted { at, params, quotes, parent } => m.run_started(*at, params, quotes, parent.as_ref()),
@@ -113,7 +119,8 @@ pub fn apply(spec: &ValidatedSpec, state: &mut RunState, event: &Event) -> Vec<A
 pub fn outstanding(spec: &ValidatedSpec, state: &RunState) -> Vec<Action> {
     let mut out = Vec::new();
     if state.status.is_finished() {
-        return out;
+        // The sub-workflows it cancelled and has not settled: cancelled again (a no-op if done).
+        return crate::run::subworkflow::cancel_unsettled(state);
     }
     if let Some(t) = spec.spec().timeout {
         out.push(Action::ArmTimer { timer: Timer::RunTimeout, at: state.started_at + t.as_millis() as u64 });
@@ -1194,14 +1201,14 @@ impl Machine<'_> {
 
     /// End the run: cancel what is not finished (sub-workflows too), withdraw open requests.
     pub(super) fn finish(&mut self, status: RunStatus) {
-        let why = match &status {
-            RunStatus::Cancelled { by, reason } => format!("the parent run was cancelled by {by}: {reason}"),
-            other => format!("the parent run ended ({})", other.label()),
-        };
+        let why = crate::run::subworkflow::cancel_reason(&status);
         let now = self.now;
-        for s in &mut self.state.steps {
+        let state = &mut *self.state;
+        for (i, s) in state.steps.iter_mut().enumerate() {
             if let StepStatus::WaitingChild { run } = &s.status {
                 self.actions.push(Action::CancelChild { child: run.clone(), reason: why.clone() });
+                // Its spend so far is settled when it has ended (`settle_cancelled_child`).
+                state.unsettled.push(i);
             }
             for item in &mut s.items {
                 cancel_open(item, now, &mut self.actions);

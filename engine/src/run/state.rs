@@ -385,6 +385,11 @@ pub struct RunState {
     /// `budget_request` is about it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub child_ask: Option<ChildAsk>,
+    /// `workflow.run` steps (by index) whose sub-workflow this run cancelled when it ended, and
+    /// whose spend up to then is not journaled yet (`ChildFinished`, applied after the end).
+    /// A run is settled — its record final — once this is empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unsettled: Vec<usize>,
 }
 
 /// A sub-workflow's budget request, waiting on its parent's budget.
@@ -427,6 +432,12 @@ impl RunState {
             || s.attempts.iter().any(|a| {
                 a.attempt == attempt && matches!(a.status, AttemptStatus::Interrupted | AttemptStatus::TimedOut | AttemptStatus::Cancelled)
             })
+    }
+
+    /// Whether the run has ended and its record is final: what its cancelled sub-workflows spent
+    /// is journaled too.
+    pub fn is_settled(&self) -> bool {
+        self.status.is_finished() && self.unsettled.is_empty()
     }
 
     /// Whether the run is only waiting for a human, an event or a timer (no attempt in flight): such a

@@ -13,7 +13,11 @@
 //!   Every amount comes from a journaled event, so `apply` stays pure and replay exact.
 //! - **End.** `ChildFinished` carries the child's outcome: its output is the outputs of its
 //!   final steps (already gated in the child); a failed or cancelled child fails the step,
-//!   naming the child run and its error. A parent that ends first cancels the child.
+//!   naming the child run and its error. A parent that ends first (cancelled, failed, timed
+//!   out) cancels the child, and the step stays `unsettled` until the child's end — with what
+//!   it spent up to its cancellation — is journaled after the parent's: `ChildFinished` on a
+//!   finished run settles that cost on the step and nothing else. So the parent's record says
+//!   exactly what was spent on its behalf, and replay gives the same.
 
 use serde_json::{json, Value};
 
@@ -21,7 +25,7 @@ use crate::ids::{RequestId, RunId, StepId};
 use crate::money::Money;
 use crate::run::apply::Machine;
 use crate::run::requests::child_budget_request;
-use crate::run::{Action, ChildAsk, ChildOutcome, ParentLink, RunState, StepStatus};
+use crate::run::{Action, ChildAsk, ChildOutcome, ParentLink, RunState, RunStatus, StepStatus};
 use crate::spec::steps::MAX_WORKFLOW_DEPTH;
 use crate::spec::{StepKind, ValidatedSpec};
 use crate::step::StepError;
@@ -66,6 +70,25 @@ pub fn open_budget_ask(spec: &ValidatedSpec, state: &RunState) -> Option<(Reques
 pub(crate) fn asks_parent(spec: &ValidatedSpec, state: &RunState) -> bool {
     let Some(granted) = state.parent.as_ref().and_then(|p| p.budget) else { return false };
     spec.spec().budget.as_ref().is_none_or(|own| own.max_cost >= granted)
+}
+
+/// Why a run's children are cancelled when it ends with `status`.
+pub(crate) fn cancel_reason(status: &RunStatus) -> String {
+    match status {
+        RunStatus::Cancelled { by, reason } => format!("the parent run was cancelled by {by}: {reason}"),
+        other => format!("the parent run ended ({})", other.label()),
+    }
+}
+
+/// What a recovered finished run redoes: cancel the children it has not settled (idempotent).
+pub(crate) fn cancel_unsettled(state: &RunState) -> Vec<Action> {
+    let why = cancel_reason(&state.status);
+    state
+        .unsettled
+        .iter()
+        .filter_map(|&i| state.steps[i].child.clone())
+        .map(|child| Action::CancelChild { child, reason: why.clone() })
+        .collect()
 }
 
 /// What a recovered run redoes for step `i` waiting on its child `run`.
@@ -188,6 +211,20 @@ impl Machine<'_> {
         self.settle(i, &mut ready);
         self.consider(ready);
         self.check_done();
+    }
+
+    /// This run ended while step `step` waited on its child `child`, which it cancelled: settle
+    /// what the child spent up to its end on the step (once; any outcome, the step stays
+    /// cancelled).
+    pub(super) fn settle_cancelled_child(&mut self, step: &StepId, child: &RunId, cost: Money) {
+        let Some(i) = self.step_index(step) else { return };
+        let Some(at) = self.state.unsettled.iter().position(|&u| u == i) else { return };
+        if self.state.steps[i].child.as_ref() != Some(child) {
+            return;
+        }
+        self.state.unsettled.remove(at);
+        self.state.steps[i].cost += cost;
+        self.state.budget.spent += cost;
     }
 
     /// The sub-workflow of step `step` needs `amount` more budget (its request `request`).

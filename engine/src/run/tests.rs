@@ -67,6 +67,10 @@ fn render_state(spec: &ValidatedSpec, s: &RunState) -> String {
     if s.budget.cap.is_some() {
         out.push_str(&format!(" budget(spent={} reserved={} extended={})", s.budget.spent, s.budget.reserved, s.budget.extended));
     }
+    if !s.unsettled.is_empty() {
+        let steps: Vec<String> = s.unsettled.iter().map(|&i| spec.step(i).id.to_string()).collect();
+        out.push_str(&format!(" unsettled=[{}]", steps.join(",")));
+    }
     out
 }
 
@@ -1138,7 +1142,7 @@ fn the_parent_cancels_its_child_and_a_failed_child_fails_the_step() {
             @1 start -> [dispatch prep#1]
             @2 ok prep#1 -> [start child of child: research {"who":"Acme"} depth=1 budget=Some("0.80")]
             @3 cancel -> [cancel child 00000000025NJW4WP9Z6TQ10CV, finish]
-            run=cancelled prep=succeeded child=cancelled after=cancelled budget(spent=0.20 reserved=0.00 extended=0.00)
+            run=cancelled prep=succeeded child=cancelled after=cancelled budget(spent=0.20 reserved=0.00 extended=0.00) unsettled=[child]
         "#]],
     );
     let failed = Event::ChildFinished {
@@ -1156,6 +1160,81 @@ fn the_parent_cancels_its_child_and_a_failed_child_fails_the_step() {
             @2 ok prep#1 -> [start child of child: research {"who":"Acme"} depth=1 budget=Some("0.80")]
             @3 child of child ended 0.10 {"outcome":"failed","error":{"class":"permanent","code":"child_failed","message":"sub-workflow `research` (run X) failed: step `a` failed"}} -> [finish]
             run=failed prep=succeeded child=failed after=skipped [step_failed: step `child` failed: child_failed: sub-workflow `research` (run X) failed: step `a` failed] budget(spent=0.30 reserved=0.00 extended=0.00)
+        "#]],
+    );
+}
+
+fn child_cancelled(at: u64, cost: &str) -> Event {
+    Event::ChildFinished {
+        step: StepId::from("child"),
+        child: child_of("child", 2),
+        outcome: crate::run::ChildOutcome::Failed { error: StepError::permanent("child_cancelled", "sub-workflow `research` (run X) was cancelled by run r1: …") },
+        cost: Money::parse(cost).unwrap(),
+        at,
+    }
+}
+
+/// A parent that ends while its child runs — cancelled, or failed on a refused extension —
+/// cancels the child and keeps the step unsettled until the child's end is journaled after its
+/// own: then what the child spent up to its cancellation is charged to the step, once. Replay
+/// gives the same; a recovered unsettled parent cancels the child again.
+#[test]
+fn a_parent_that_ends_first_settles_what_its_cancelled_child_spent() {
+    let events = [
+        started(1, json!({"client": "Acme"})),
+        ok_cost("prep", 1, 2, "0.2"),
+        Event::Cancelled { by: "ann".into(), reason: "stop".into(), at: 3 },
+        child_cancelled(4, "0.35"),
+        child_cancelled(5, "0.35"),
+    ];
+    check(
+        PARENT,
+        &events[..3],
+        expect![[r#"
+            @1 start -> [dispatch prep#1]
+            @2 ok prep#1 -> [start child of child: research {"who":"Acme"} depth=1 budget=Some("0.80")]
+            @3 cancel -> [cancel child 00000000025NJW4WP9Z6TQ10CV, finish]
+            run=cancelled prep=succeeded child=cancelled after=cancelled budget(spent=0.20 reserved=0.00 extended=0.00) unsettled=[child]
+        "#]],
+    );
+    check(
+        PARENT,
+        &events,
+        expect![[r#"
+            @1 start -> [dispatch prep#1]
+            @2 ok prep#1 -> [start child of child: research {"who":"Acme"} depth=1 budget=Some("0.80")]
+            @3 cancel -> [cancel child 00000000025NJW4WP9Z6TQ10CV, finish]
+            @4 child of child ended 0.35 {"outcome":"failed","error":{"class":"permanent","code":"child_cancelled","message":"sub-workflow `research` (run X) was cancelled by run r1: …"}} -> []
+            @5 child of child ended 0.35 {"outcome":"failed","error":{"class":"permanent","code":"child_cancelled","message":"sub-workflow `research` (run X) was cancelled by run r1: …"}} -> []
+            run=cancelled prep=succeeded child=cancelled after=cancelled budget(spent=0.55 reserved=0.00 extended=0.00)
+        "#]],
+    );
+    let spec = spec(PARENT);
+    let unsettled = replay(&spec, RunId::from("r1"), &events[..3]);
+    let redo: Vec<String> = outstanding(&spec, &unsettled).iter().map(render_action).collect();
+    assert_eq!(redo, ["cancel child 00000000025NJW4WP9Z6TQ10CV"], "a recovered parent cancels its unsettled child again");
+    assert!(!unsettled.is_settled());
+    let settled = replay(&spec, RunId::from("r1"), &events);
+    assert!(settled.is_settled() && outstanding(&spec, &settled).is_empty());
+    assert_eq!(settled.steps[1].cost, Money::parse("0.35").unwrap(), "the child's spend is on the step");
+
+    // Failed: the extension the child needed was refused.
+    check(
+        PARENT,
+        &[
+            started(1, json!({"client": "Acme"})),
+            ok_cost("prep", 1, 2, "0.2"),
+            child_asks("child", 3, "c.budget.1", "0.3"),
+            decided("r1.budget.1", Decision::Reject, 4),
+            child_cancelled(5, "0.8"),
+        ],
+        expect![[r#"
+            @1 start -> [dispatch prep#1]
+            @2 ok prep#1 -> [start child of child: research {"who":"Acme"} depth=1 budget=Some("0.80")]
+            @3 child of child asks 0.30 on c.budget.1 -> [ask BudgetExtension r1.budget.1 "Sub-workflow run 00000000025NJW4WP9Z6TQ10CV of step `child` needs 0.30 more, and the run's budget (1.00 USD, 0.20 spent, 0.80 reserved) cannot cover it. Extend it by at least 0.30?"]
+            @4 human r1.budget.1 Reject -> [cancel child 00000000025NJW4WP9Z6TQ10CV, withdraw r1.budget.1, finish]
+            @5 child of child ended 0.80 {"outcome":"failed","error":{"class":"permanent","code":"child_cancelled","message":"sub-workflow `research` (run X) was cancelled by run r1: …"}} -> []
+            run=failed prep=succeeded child=cancelled after=cancelled [budget_exhausted: budget of 1.00 exhausted; extension refused by ann] budget(spent=1.00 reserved=0.00 extended=0.00)
         "#]],
     );
 }

@@ -1,7 +1,7 @@
 //! [`Store`] records of the fire path: dedup claims (first writer wins, with a TTL), the
 //! workflow's fire history (each entry sealed, with a TTL), trigger state and secrets, and
-//! blobs a fire carries by reference. Dedup keys and blob contents reach store keys only as
-//! workflow-keyed digests.
+//! blobs carried by reference (uploads, mail attachments), each with a TTL. Dedup keys and
+//! blob contents reach store keys only as workflow-keyed digests.
 
 use std::time::Duration;
 
@@ -12,6 +12,10 @@ use crate::crypto::RecordKey;
 use crate::ids::{FireId, TriggerId, WorkflowId};
 use crate::store::{keys, Store, StoreError};
 use crate::trigger::{FireClaim, FireRecord, TriggerStateRecord};
+
+/// How long a mail attachment's blob is kept unless configured (`attachment_ttl`): the runs
+/// that read it by reference have that long to do so.
+pub const DEFAULT_ATTACHMENT_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 
 fn seal<T: Serialize>(k: &RecordKey, key: &str, value: &T) -> Vec<u8> {
     k.seal(key.as_bytes(), &serde_json::to_vec(value).expect("records serialise to JSON"))
@@ -129,13 +133,15 @@ impl Store {
         self.trigger_secret(wf, trigger).await?.ok_or(StoreError::NotFound(key))
     }
 
-    /// Keep content a fire passes by reference (sealed, expires after `ttl`); returns its
-    /// reference (a keyed digest of the content, so equal content is stored once).
-    pub async fn put_blob(&self, wf: &WorkflowId, content: &[u8], ttl: Option<Duration>) -> Result<String, StoreError> {
+    /// Keep content passed by reference — an upload, a mail's attachment (the IMAP trigger's or
+    /// an `email.fetch`'s) — sealed, for `ttl`: no blob lives forever. Returns its reference (a
+    /// keyed digest of the content, so equal content is stored once; storing it again renews
+    /// its expiry).
+    pub async fn put_blob(&self, wf: &WorkflowId, content: &[u8], ttl: Duration) -> Result<String, StoreError> {
         let k = self.workflow_key(wf).await?;
         let digest = k.digest(content);
         let key = keys::fire_blob(wf, &digest);
-        self.backend().put(&key, &k.seal(key.as_bytes(), content), ttl).await?;
+        self.backend().put(&key, &k.seal(key.as_bytes(), content), Some(ttl)).await?;
         Ok(digest)
     }
 

@@ -26,6 +26,7 @@ mod users;
 pub use backend::{Backend, StoreError};
 pub use chain::{ChainLink, ChainedEntry, JournalHead};
 pub use connections::EmailSendRecord;
+pub use fires::DEFAULT_ATTACHMENT_TTL;
 pub use lease::{Lease, LeaseGrant};
 pub use listing::{RunListing, RunPage};
 pub use records::*;

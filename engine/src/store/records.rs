@@ -135,6 +135,10 @@ pub struct RunClosed {
     /// cannot show by itself — a last entry altered, or entries cut off the end.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub journal: Option<(u64, String)>,
+    /// The run has ended but waits for sub-workflows it cancelled to end, to journal what they
+    /// spent (`RunState::unsettled`); it is closed again, with the final journal, once they have.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub settling: bool,
 }
 
 /// Written by the run's driver when it gives up on an attempt that a worker claimed (its

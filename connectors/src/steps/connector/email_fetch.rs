@@ -1,6 +1,7 @@
 //! `email.fetch`: the newest `limit` messages of an IMAP mailbox matching `search`, parsed
 //! (read-only: nothing is flagged or moved). Attachments are sealed in the store as blobs of
-//! the workflow, as the IMAP trigger does, so an `email.send` can pass them on.
+//! the workflow, as the IMAP trigger does — kept for the connections' `attachment_ttl`, like
+//! the trigger's — so an `email.send` can pass them on.
 //!
 //! Output: `{mailbox, search, count, messages: [{uid, message_id, from, to, subject, date,
 //! text, html, attachments: [{filename, content_type, size, blob}]}]}`, oldest first; a message
@@ -32,7 +33,7 @@ pub(super) async fn run(c: &Connections, call: &StepInvocation<'_>, owner: &Owne
         for a in &parsed.attachments {
             let blob = c
                 .store()
-                .put_blob(call.workflow, &a.bytes, None)
+                .put_blob(call.workflow, &a.bytes, c.attachment_ttl())
                 .await
                 .map_err(|e| StepError::retryable("connection_failed", format!("storing an attachment: {e}")))?;
             attachments.push(json!({ "filename": a.filename, "content_type": a.content_type, "size": a.bytes.len(), "blob": blob }));
