@@ -36,7 +36,9 @@ pub struct Config {
     /// Service master key, 128 hex characters. If empty, the embedded backend uses (and on
     /// first use creates, mode 0600) `data_dir/master.key`; the Redis backend requires it.
     pub master_key: String,
-    /// Steps a process runs at once.
+    /// Steps a process runs at once. Most steps wait (on HTTP, a model, a mailbox), and a code
+    /// step's CPU and memory are bounded by its own limits; 64 keeps a wide fan-out fed and
+    /// lets the writes of its steps share commits and fetches.
     pub worker_concurrency: usize,
     /// The longest list one `for_each` step may fan out over (1..=100000); a longer list
     /// fails the step, naming both numbers. Each fan-out journals the limit it ran under.
@@ -206,7 +208,7 @@ impl Default for Config {
             redis_url: "redis://127.0.0.1:6379".into(),
             namespace: "tollgate".into(),
             master_key: String::new(),
-            worker_concurrency: 16,
+            worker_concurrency: 64,
             max_in_flight_per_run: 2000,
             for_each_max_items: crate::system::DEFAULT_FOR_EACH_MAX_ITEMS,
             reconcile_interval: Duration::from_millis(500),

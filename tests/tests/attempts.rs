@@ -9,7 +9,7 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use serde_json::json;
 use tollgate_engine::run::AttemptStatus;
-use tollgate_tests::harness::{each_backend, embedded_with, wait_for, TestServer, TestSystem};
+use tollgate_tests::harness::{each_backend, embedded_with, redis_with, wait_for, TestServer, TestSystem};
 
 fn slow(delay: Duration) -> tollgate_tests::harness::Script {
     Arc::new(move |_, _| (StatusCode::OK, vec![], r#"{"ok":true}"#.into(), delay))
@@ -17,7 +17,7 @@ fn slow(delay: Duration) -> tollgate_tests::harness::Script {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn time_in_the_queue_does_not_count_and_every_step_executes_exactly_once() {
-    each_backend(|sys| async move {
+    for sys in [embedded_with(|c| c.worker_concurrency = 16).await, redis_with(|c| c.worker_concurrency = 16).await] {
         // 48 calls of 1.5 s with a 2 s timeout on 16 workers: three waves. Counting queue time
         // would time out the later waves and run them twice.
         let server = TestServer::start(slow(Duration::from_millis(1500))).await;
@@ -38,8 +38,7 @@ async fn time_in_the_queue_does_not_count_and_every_step_executes_exactly_once()
             assert_eq!(s.attempts.len(), 1, "{:?}", s.attempts);
             assert_eq!(s.attempts[0].status, AttemptStatus::Succeeded);
         }
-    })
-    .await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,11 +14,23 @@
 //! busy handler, so a backend opened with [`SqliteBackend::open`] queues its writes on a
 //! single connection instead and reads on a small pool of others; WAL lets those reads run
 //! alongside the write.
+//!
+//! Group commit: the hot single-statement writes — `put`, `put_many`, `put_if_absent` (a
+//! worker's claim and outcome of every attempt) — go through one writer task that commits
+//! whatever has queued up in one transaction, each write's answer sent only after that commit.
+//! A lone write runs as it would alone (one autocommit statement); a burst from many workers
+//! shares one commit, i.e. one set of WAL frames instead of one per write. Each write is a
+//! single statement (or, for `put_many`, statements that only upsert), so running them in
+//! sequence inside one transaction gives every caller the result it would have had alone;
+//! if the commit fails, every write in it fails (as unavailable, which callers retry).
+//! A passive checkpoint beside the writer (see `checkpoint`) keeps SQLite's automatic one,
+//! with its fsyncs, out of the commits.
 
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
+use tokio::sync::{mpsc, oneshot};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Connection as _, Row as _};
 use tollgate_engine::store::lease::{check_holder, decide_acquire, decide_renew, fence_prefix, fenced, LeaseRecord};
@@ -40,12 +52,139 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Read connections when the backend owns its pools.
 const READERS: u32 = 4;
 
-/// A [`Backend`] on one SQLite file. Cloning shares the pools.
+/// Most writes one group commit takes.
+const MAX_GROUP: usize = 256;
+
+/// How often the WAL is copied back into the database file (see `checkpoint`).
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
+
+/// A [`Backend`] on one SQLite file. Cloning shares the pools and the group-commit writer.
 #[derive(Debug, Clone)]
 pub struct SqliteBackend {
     /// Writes (and the reads that must see the same snapshot as a write) go here.
     writer: SqlitePool,
     reader: SqlitePool,
+    /// The group-commit writer's queue (see the module doc).
+    writes: mpsc::UnboundedSender<Write>,
+}
+
+/// A write for the group-commit task; it answers once its commit is done.
+#[derive(Debug)]
+enum Write {
+    /// Upsert every item (with one expiry) — `put`, `put_many`. Answers `true`.
+    Put { items: Vec<(String, Vec<u8>)>, expires_at: Option<i64>, done: oneshot::Sender<Result<bool, String>> },
+    /// Insert unless a live value is there — `put_if_absent`. Answers whether it was written.
+    PutIfAbsent { key: String, value: Vec<u8>, expires_at: Option<i64>, now: i64, done: oneshot::Sender<Result<bool, String>> },
+}
+
+impl Write {
+    fn key(&self) -> &str {
+        match self {
+            Write::Put { items, .. } => items.first().map_or("", |(k, _)| k.as_str()),
+            Write::PutIfAbsent { key, .. } => key,
+        }
+    }
+
+    fn answer(self, result: Result<bool, String>) {
+        let (Write::Put { done, .. } | Write::PutIfAbsent { done, .. }) = self;
+        // The caller may have stopped waiting; the write stands either way.
+        let _ = done.send(result);
+    }
+
+    /// Whether it is one statement (so it may run alone in autocommit mode).
+    fn is_one_statement(&self) -> bool {
+        !matches!(self, Write::Put { items, .. } if items.len() > 1)
+    }
+
+    async fn execute(&self, conn: &mut sqlx::SqliteConnection) -> Result<bool, StoreError> {
+        match self {
+            Write::Put { items, expires_at, .. } => {
+                for (key, value) in items {
+                    sqlx::query(
+                        "INSERT INTO kv (key, value, expires_at) VALUES (?1, ?2, ?3) \
+                         ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at",
+                    )
+                    .bind(key)
+                    .bind(value)
+                    .bind(expires_at)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(|e| map_err(key, e))?;
+                }
+                Ok(true)
+            }
+            // One statement, hence atomic: insert, or take over the row only if it has expired.
+            // SQLite counts a row changed by the upsert and not one its WHERE declined.
+            Write::PutIfAbsent { key, value, expires_at, now, .. } => {
+                let done = sqlx::query(
+                    "INSERT INTO kv (key, value, expires_at) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at \
+                     WHERE kv.expires_at IS NOT NULL AND kv.expires_at <= ?4",
+                )
+                .bind(key)
+                .bind(value)
+                .bind(expires_at)
+                .bind(now)
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| map_err(key, e))?;
+                Ok(done.rows_affected() == 1)
+            }
+        }
+    }
+}
+
+/// Commits queued writes in batches until every handle to the backend is gone.
+async fn group_commit(pool: SqlitePool, mut queued: mpsc::UnboundedReceiver<Write>) {
+    let mut batch = Vec::with_capacity(MAX_GROUP);
+    while queued.recv_many(&mut batch, MAX_GROUP).await > 0 {
+        match commit(&pool, &batch).await {
+            Ok(results) => batch.drain(..).zip(results).for_each(|(w, r)| w.answer(Ok(r))),
+            Err(e) => {
+                let e = match e {
+                    StoreError::Unavailable(why) => why,
+                    other => other.to_string(),
+                };
+                batch.drain(..).for_each(|w| w.answer(Err(e.clone())));
+            }
+        }
+    }
+}
+
+async fn commit(pool: &SqlitePool, batch: &[Write]) -> Result<Vec<bool>, StoreError> {
+    let key = batch.first().map_or("", Write::key);
+    let mut conn = pool.acquire().await.map_err(|e| map_err(key, e))?;
+    // A lone statement runs in autocommit mode: BEGIN and COMMIT would be two more round
+    // trips to the connection's thread on the idle path.
+    if let [write] = batch
+        && write.is_one_statement()
+    {
+        return Ok(vec![write.execute(&mut conn).await?]);
+    }
+    // IMMEDIATE takes the write lock at BEGIN (another process may share the file).
+    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(|e| map_err(key, e))?;
+    let mut results = Vec::with_capacity(batch.len());
+    for write in batch {
+        results.push(write.execute(&mut tx).await?);
+    }
+    tx.commit().await.map_err(|e| map_err(key, e))?;
+    Ok(results)
+}
+
+/// Checkpoints the WAL from a connection of its own, passively, so that SQLite's automatic
+/// checkpoint (run inside whichever commit crosses 1,000 WAL pages, with its fsyncs) does not
+/// stall the writer and every write queued behind it. Ends when the backend is gone.
+async fn checkpoint(mut conn: sqlx::SqliteConnection, alive: mpsc::WeakUnboundedSender<Write>) {
+    loop {
+        tokio::time::sleep(CHECKPOINT_EVERY).await;
+        if alive.upgrade().is_none() {
+            let _ = conn.close().await;
+            return;
+        }
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&mut conn).await {
+            tracing::debug!(error = %e, "store WAL checkpoint failed");
+        }
+    }
 }
 
 impl SqliteBackend {
@@ -64,10 +203,28 @@ impl SqliteBackend {
         create_tables(&writer).await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(READERS)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(|e| map_err(&path.display().to_string(), e))?;
-        Ok(Self { writer, reader })
+        let checkpointer = sqlx::ConnectOptions::connect(&options).await.map_err(|e| map_err(&path.display().to_string(), e))?;
+        let backend = Self::with_pools(writer, reader);
+        tokio::spawn(checkpoint(checkpointer, backend.writes.downgrade()));
+        Ok(backend)
+    }
+
+    /// The backend on its pools, with its group-commit writer running.
+    fn with_pools(writer: SqlitePool, reader: SqlitePool) -> Self {
+        let (writes, queued) = mpsc::unbounded_channel();
+        tokio::spawn(group_commit(writer.clone(), queued));
+        Self { writer, reader, writes }
+    }
+
+    /// Queue `write` for the next group commit and wait for its answer.
+    async fn write(&self, write: impl FnOnce(oneshot::Sender<Result<bool, String>>) -> Write) -> Result<bool, StoreError> {
+        let (done, committed) = oneshot::channel();
+        let closed = || StoreError::Unavailable("sqlite: the store's writer has stopped".into());
+        self.writes.send(write(done)).map_err(|_| closed())?;
+        committed.await.map_err(|_| closed())?.map_err(StoreError::Unavailable)
     }
 
     /// Uses `pool` for reads and writes — for sharing one file with the apalis-sqlite
@@ -78,7 +235,7 @@ impl SqliteBackend {
     /// its connection) and a busy timeout; this backend issues no per-call PRAGMA.
     pub async fn from_pool(pool: SqlitePool) -> Result<Self, StoreError> {
         create_tables(&pool).await?;
-        Ok(Self { writer: pool.clone(), reader: pool })
+        Ok(Self::with_pools(pool.clone(), pool))
     }
 
     /// A pool on `path` configured as this backend needs it (WAL, `synchronous=NORMAL`,
@@ -258,16 +415,8 @@ impl Backend for SqliteBackend {
     }
 
     async fn put(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO kv (key, value, expires_at) VALUES (?1, ?2, ?3) \
-             ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at",
-        )
-        .bind(key)
-        .bind(value)
-        .bind(expires_at(now_ms(), ttl))
-        .execute(&self.writer)
-        .await
-        .map_err(|e| map_err(key, e))?;
+        let expires_at = expires_at(now_ms(), ttl);
+        self.write(|done| Write::Put { items: vec![(key.to_owned(), value.to_vec())], expires_at, done }).await?;
         Ok(())
     }
 
@@ -379,29 +528,17 @@ impl Backend for SqliteBackend {
     }
 
     async fn put_many(&self, items: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
-        let Some((first, _)) = items.first() else { return Ok(()) };
-        let mut tx = self.writer.begin().await.map_err(|e| map_err(first, e))?;
-        upsert(&mut tx, items).await?;
-        tx.commit().await.map_err(|e| map_err(first, e))
+        if items.is_empty() {
+            return Ok(());
+        }
+        self.write(|done| Write::Put { items: items.to_vec(), expires_at: None, done }).await?;
+        Ok(())
     }
 
     async fn put_if_absent(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<bool, StoreError> {
-        // One statement, hence atomic: insert, or take over the row only if it has expired.
-        // SQLite counts a row changed by the upsert and not one its WHERE declined.
         let now = now_ms();
-        let done = sqlx::query(
-            "INSERT INTO kv (key, value, expires_at) VALUES (?1, ?2, ?3) \
-             ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at \
-             WHERE kv.expires_at IS NOT NULL AND kv.expires_at <= ?4",
-        )
-        .bind(key)
-        .bind(value)
-        .bind(expires_at(now, ttl))
-        .bind(now)
-        .execute(&self.writer)
-        .await
-        .map_err(|e| map_err(key, e))?;
-        Ok(done.rows_affected() == 1)
+        let expires_at = expires_at(now, ttl);
+        self.write(|done| Write::PutIfAbsent { key: key.to_owned(), value: value.to_vec(), expires_at, now, done }).await
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
