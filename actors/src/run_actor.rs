@@ -105,7 +105,7 @@ pub struct RunActorState {
     summary_waiting: Option<bool>,
     /// Whether any step of the workflow waits for an event.
     event_waits: bool,
-    /// Reused by `process` for the steps' statuses before a batch of events.
+    /// Each step's status as watchers were last told (see `publish_changes`).
     labels: Vec<&'static str>,
     /// The journal length the run was last closed with (a finished run that waits for its
     /// cancelled children's spend is closed again once that is journaled).
@@ -129,6 +129,7 @@ impl Actor for RunActor {
         let (journal, chained) = engine.store.read_chained_journal(&meta.workflow, &args.run).await?;
         let head = JournalHead { len: journal.len() as u64, link: chained.last().map_or_else(|| ChainLink::genesis(&args.run), |e| e.link) };
         let state = run::replay(&spec, args.run.clone(), &journal);
+        let labels = state.steps.iter().map(|s| s.status.label()).collect();
         let event_waits = spec.spec().steps.iter().any(|s| matches!(&s.kind, StepKind::Event(EventStep { wait: Some(_), .. })));
         let mut st = RunActorState {
             engine: engine.clone(),
@@ -147,7 +148,7 @@ impl Actor for RunActor {
             meta: meta.clone(),
             summary_waiting: None,
             event_waits,
-            labels: Vec::new(),
+            labels,
             closed_at: None,
         };
         if journal.is_empty() {
@@ -378,11 +379,6 @@ async fn process(myself: &ActorRef<RunMsg>, st: &mut RunActorState, mut events: 
     // A wait that starts may find its event on the bus at once: journal that too, before
     // deciding whether to passivate.
     while !events.is_empty() {
-        // The steps' statuses before the events, in a buffer kept between batches (a wide run
-        // would otherwise allocate and free a large vector per batch).
-        let mut before = std::mem::take(&mut st.labels);
-        before.clear();
-        before.extend(st.state.steps.iter().map(|s| s.status.label()));
         let mut actions = Vec::new();
         for event in &events {
             actions.extend(run::apply(&st.spec, &mut st.state, event));
@@ -394,10 +390,9 @@ async fn process(myself: &ActorRef<RunMsg>, st: &mut RunActorState, mut events: 
         st.journal = st.engine.store.append_events(&st.wf, &st.state.run, &st.journal, &events, &inputs, &st.lease).await?;
         // Durable now: perform. Watchers hear of a dispatch once its job is in the queue.
         enqueue_recorded(st, plan.ready).await?;
-        publish_changes(st, &before);
+        let changed = publish_changes(st);
         publish_notifications(st, &events);
-        forget_finished_waits(st, &before).await?;
-        st.labels = before;
+        forget_finished_waits(st, &changed).await?;
         for (ready, at) in plan.deferred {
             defer(myself, ready, at);
         }
@@ -444,19 +439,25 @@ async fn find_event(st: &RunActorState, i: usize) -> Result<Option<Event>, Actor
 
 /// Steps that stopped waiting for an event: the run no longer needs to hear of their name
 /// (unless another step still waits for it).
-async fn forget_finished_waits(st: &RunActorState, before: &[&'static str]) -> Result<(), ActorProcessingErr> {
+async fn forget_finished_waits(st: &RunActorState, changed: &[(usize, &'static str)]) -> Result<(), ActorProcessingErr> {
     let Some(bus) = st.engine.events.as_ref().filter(|_| st.event_waits) else { return Ok(()) };
     let wait_name = |i: usize| match &st.spec.step(i).kind {
         StepKind::Event(EventStep { wait: Some(w), .. }) => Some(w.name.as_str()),
         _ => None,
     };
+    let stopped: Vec<usize> = changed
+        .iter()
+        .filter(|&&(i, before)| before == "waiting_event" && !matches!(st.state.steps[i].status, StepStatus::WaitingEvent { .. }))
+        .map(|&(i, _)| i)
+        .collect();
+    if stopped.is_empty() {
+        return Ok(());
+    }
     let still: Vec<&str> =
         (0..st.state.steps.len()).filter(|&i| matches!(st.state.steps[i].status, StepStatus::WaitingEvent { .. })).filter_map(wait_name).collect();
-    for i in 0..st.state.steps.len() {
-        if before[i] == "waiting_event" && !matches!(st.state.steps[i].status, StepStatus::WaitingEvent { .. }) {
-            if let Some(name) = wait_name(i).filter(|n| !still.contains(n)) {
-                st.engine.store.backend().index_remove(&waiters_key(&bus.name_id(EventName::new(st.spec.spec().owner.as_str(), name))), st.state.run.as_str()).await?;
-            }
+    for i in stopped {
+        if let Some(name) = wait_name(i).filter(|n| !still.contains(n)) {
+            st.engine.store.backend().index_remove(&waiters_key(&bus.name_id(EventName::new(st.spec.spec().owner.as_str(), name))), st.state.run.as_str()).await?;
         }
     }
     Ok(())
@@ -510,17 +511,20 @@ struct Held {
     input: serde_json::Value,
 }
 
-fn publish_changes(st: &RunActorState, before: &[&'static str]) {
-    for (i, s) in st.state.steps.iter().enumerate() {
-        if s.status.label() != before[i] {
-            st.engine.publish(RunUpdate::Step {
-                run: st.state.run.clone(),
-                step: st.spec.step(i).id.clone(),
-                status: s.status.label(),
-                attempt: s.attempts.len() as u32,
-            });
+/// Tell watchers of every step whose status changed since they were last told (one pass over
+/// the steps against the statuses kept from the last batch); returns those steps with the
+/// status each had before.
+fn publish_changes(st: &mut RunActorState) -> Vec<(usize, &'static str)> {
+    let mut changed = Vec::new();
+    for ((i, s), told) in st.state.steps.iter().enumerate().zip(st.labels.iter_mut()) {
+        let now = s.status.label();
+        if now != *told {
+            changed.push((i, *told));
+            *told = now;
+            st.engine.publish(RunUpdate::Step { run: st.state.run.clone(), step: st.spec.step(i).id.clone(), status: now, attempt: s.attempts.len() as u32 });
         }
     }
+    changed
 }
 
 /// Tell live consoles of the notifications `notify` steps just recorded (ids only).
