@@ -156,6 +156,8 @@ pub async fn start(config: &Config, role: Role) -> anyhow::Result<Running> {
     let liveness =
         Liveness::start(backend.clone(), config.lease_ttl, shutdown.clone()).await.context("announcing this process's heartbeat")?;
     let bus = crate::events::open_bus(config, &master).await?;
+    // The event dispatcher follows the bus from here: before any run actor can look on it.
+    let bus_end = bus.end().await.context("reading where the event bus ends")?;
     let store = Arc::new(Store::new(backend, master));
     let qconf = queue_config(config);
     // The shared backend: jobs enqueued through it wake this process's workers at once.
@@ -187,7 +189,7 @@ pub async fn start(config: &Config, role: Role) -> anyhow::Result<Running> {
         }
     }
     if role == Role::All {
-        tasks.spawn(crate::events::dispatch(engine.clone(), bus, supervisor.clone(), shutdown.clone()));
+        tasks.spawn(crate::events::dispatch(engine.clone(), bus, supervisor.clone(), bus_end, shutdown.clone()));
     }
     let worker = Arc::new(StepWorker::new(engine.clone(), Arc::new(Fanout(notifiers)), shutdown.clone()));
     let workers = queue::spawn_workers(&qconf, worker, shutdown.clone()).await.context("starting step workers")?;
