@@ -146,8 +146,16 @@ pub fn connections(config: &Config, store: &Arc<Store>) -> anyhow::Result<Arc<Co
 /// Start the system for `role`.
 pub async fn start(config: &Config, role: Role) -> anyhow::Result<Running> {
     config.validate()?;
-    let master = master_key(config)?;
     let backend = open_backend(config).await?;
+    start_on(config, role, backend).await
+}
+
+/// Start the system for `role` on a store backend opened by the caller (the one
+/// [`open_backend`] opens for `config`, possibly wrapped: the store-outage tests fail its
+/// writes for a while).
+pub async fn start_on(config: &Config, role: Role, backend: Arc<dyn Backend>) -> anyhow::Result<Running> {
+    config.validate()?;
+    let master = master_key(config)?;
     let shutdown = CancellationToken::new();
     // If starting fails half-way, what was started stops (the heartbeat's renewals first).
     let started = shutdown.clone().drop_guard();
