@@ -74,7 +74,11 @@ pub fn summary_json(v: &RunView) -> Value {
 
 /// `escalation of the guidance request: paged leads after 1h; default `fail` after 2h (applied)`
 fn escalation_line(e: &Value) -> String {
-    let mode = e["mode"].as_str().unwrap_or("request").replace('_', " ");
+    let mode = match e["mode"].as_str() {
+        Some("guidance") => "guidance request".to_string(),
+        Some(m) => m.replace('_', " "),
+        None => "request".to_string(),
+    };
     let levels: Vec<String> = e["levels"]
         .as_array()
         .into_iter()

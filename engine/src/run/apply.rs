@@ -673,6 +673,9 @@ impl Machine<'_> {
     fn asked(&mut self, slot: Slot) {
         let now = self.now;
         let s = self.at(slot);
+        if let StepStatus::WaitingHuman { request } = &s.status {
+            s.asked = Some(request.clone());
+        }
         s.asked_at = Some(now);
         s.escalated = 0;
         if let Some(at) = escalation_at(self.spec, self.state, slot, 0) {

@@ -239,8 +239,10 @@ pub struct StepState {
     /// Escalation levels of its open request that have fired.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub escalated: u32,
-    /// When its open request (approval, guidance, tool authorisation) was made: escalation
-    /// counts from here.
+    /// Its last request of a person (approval, guidance, tool authorisation) and when it was
+    /// made: escalation counts from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asked: Option<RequestId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub asked_at: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -280,6 +282,7 @@ impl StepState {
             turns_done: 0,
             decision: None,
             escalated: 0,
+            asked: None,
             asked_at: None,
             started_at: None,
             finished_at: None,

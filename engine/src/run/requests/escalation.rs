@@ -133,13 +133,9 @@ pub fn escalations(spec: &ValidatedSpec, state: &RunState) -> Vec<serde_json::Va
     let mut out = Vec::new();
     for (slot, s) in state.slots() {
         let ladder = slot_ladder(spec, slot);
-        let (Some(asked_at), false) = (s.asked_at, ladder.is_empty()) else { continue };
-        let (request, mode, open) = match (&s.status, slot_mode(spec, slot.step, s), &s.decision) {
-            (StepStatus::WaitingHuman { request }, Some(mode), _) => (request.clone(), mode, true),
-            (_, _, Some(d)) => (d.request.clone(), decided_mode(spec, slot.step, &d.decision), false),
-            _ => continue,
-        };
-        out.push(view(Some(slot.id(spec).to_string()), &request, mode, asked_at, open, ladder, s.escalated));
+        let (Some(request), Some(asked_at), false) = (&s.asked, s.asked_at, ladder.is_empty()) else { continue };
+        let open = matches!(&s.status, StepStatus::WaitingHuman { request: r } if r == request);
+        out.push(view(Some(slot.id(spec).to_string()), request, asked_mode(spec, slot.step, s), asked_at, open, ladder, s.escalated));
     }
     if let (Some(request), Some(asked_at)) = (&state.budget_asked, state.budget_asked_at) {
         let ladder = budget_ladder(spec);
@@ -151,12 +147,15 @@ pub fn escalations(spec: &ValidatedSpec, state: &RunState) -> Vec<serde_json::Va
     out
 }
 
-/// The mode of a request that was answered with `d` (its state no longer says).
-fn decided_mode(spec: &ValidatedSpec, i: usize, d: &Decision) -> HumanMode {
-    match d {
-        _ if matches!(spec.step(i).kind, StepKind::Approval(_)) => HumanMode::Approval,
-        Decision::AllowOnce | Decision::AllowForRun | Decision::Deny { .. } => HumanMode::ToolAuthorisation,
-        _ => HumanMode::Guidance,
+/// The mode of the slot's last request, open, answered or withdrawn: what it held back says
+/// (a tool call, a blocked output or prompt), else its step's type or its answer.
+fn asked_mode(spec: &ValidatedSpec, i: usize, s: &StepState) -> HumanMode {
+    if s.tool_ask.is_some() || matches!(s.decision.as_ref().map(|d| &d.decision), Some(Decision::AllowOnce | Decision::AllowForRun | Decision::Deny { .. })) {
+        HumanMode::ToolAuthorisation
+    } else if matches!(spec.step(i).kind, StepKind::Approval(_)) {
+        HumanMode::Approval
+    } else {
+        HumanMode::Guidance
     }
 }
 
