@@ -80,14 +80,14 @@ impl DefaultDecision {
     /// Whether it is an answer to a request of `mode`.
     pub fn is_legal_for(&self, mode: HumanMode) -> bool {
         use DefaultWord::*;
-        match (self, mode) {
-            (DefaultDecision::Word(Refuse | Abort), _) => true,
-            (DefaultDecision::Word(Approve | Reject), HumanMode::Approval) | (DefaultDecision::Value { .. }, HumanMode::Approval) => true,
-            (DefaultDecision::Word(Reject), HumanMode::BudgetExtension) => true,
-            (DefaultDecision::Word(Fail), HumanMode::Guidance) | (DefaultDecision::Value { .. }, HumanMode::Guidance) => true,
-            (DefaultDecision::Word(Deny), HumanMode::ToolAuthorisation) | (DefaultDecision::Deny { .. }, HumanMode::ToolAuthorisation) => true,
-            _ => false,
-        }
+        matches!(
+            (self, mode),
+            (DefaultDecision::Word(Refuse | Abort), _)
+                | (DefaultDecision::Word(Approve | Reject) | DefaultDecision::Value { .. }, HumanMode::Approval)
+                | (DefaultDecision::Word(Reject), HumanMode::BudgetExtension)
+                | (DefaultDecision::Word(Fail) | DefaultDecision::Value { .. }, HumanMode::Guidance)
+                | (DefaultDecision::Word(Deny) | DefaultDecision::Deny { .. }, HumanMode::ToolAuthorisation)
+        )
     }
 }
 
@@ -126,10 +126,10 @@ pub(crate) fn check(ladder: &[Escalation], at: &str, modes: &[HumanMode], p: &mu
             _ => {}
         }
         if let Some(d) = &e.default {
-            if let DefaultDecision::Deny { deny } = d {
-                if deny.trim().is_empty() {
-                    p.push(problem(format!("{here}.default.deny"), "the reason the model is given may not be empty"));
-                }
+            if let DefaultDecision::Deny { deny } = d
+                && deny.trim().is_empty()
+            {
+                p.push(problem(format!("{here}.default.deny"), "the reason the model is given may not be empty"));
             }
             for &mode in modes {
                 if !d.is_legal_for(mode) {
