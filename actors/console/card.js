@@ -9,6 +9,18 @@ import { api, decide } from "./api.js";
 import { gateTrail } from "./timeline.js";
 import { h, json, modeName, money, time, toast } from "./ui.js";
 
+// The request's escalation ladder, if its step (or the budget) declares one: who each level
+// pages or which default it applies, when, and whether it has come due.
+function escalationLine(e) {
+  if (!e || !e.levels || !e.levels.length) return null;
+  const levels = e.levels.map((l) => {
+    const when = l.fired ? `at ${time(l.due_at)}` : e.open ? `at ${time(l.due_at)} if nobody answers` : `(not needed)`;
+    if (l.to) return h("li", { class: l.fired ? "fired" : "", dataset: { to: l.to, fired: l.fired ? "true" : "false" } }, l.fired ? "Paged " : "Pages ", h("strong", {}, l.to), ` ${when}`);
+    return h("li", { class: l.fired ? "fired" : "", dataset: { default: l.default, fired: l.fired ? "true" : "false" } }, l.fired ? "Applied the default " : "Applies the default ", h("strong", {}, l.default), ` ${when}`);
+  });
+  return h("div", { class: "escalation", id: "escalation" }, h("p", { class: "muted" }, `Escalation (after ${e.levels.map((l) => l.after).join(", then ")}):`), h("ul", {}, ...levels));
+}
+
 export async function renderCard(view, id, { inbox, go, stale }) {
   let r;
   try {
@@ -26,6 +38,7 @@ export async function renderCard(view, id, { inbox, go, stale }) {
       h("p", { class: "crumbs" }, h("a", { href: "#/inbox" }, "Inbox"), " / ", modeName(r.request.mode)),
       h("h1", {}, r.request.question),
       h("p", { class: "decision" }, "Decided: ", h("strong", {}, d.decision.decision), d.by_policy ? " (applied by the escalation policy)" : [" by ", h("strong", {}, d.by)], ` at ${time(d.at)}`, d.comment ? ` — “${d.comment}”` : ""),
+      escalationLine(r.escalation),
       h("a", { href: `#/runs/${encodeURIComponent(r.run)}` }, "Open the run")));
     return;
   }
@@ -167,5 +180,6 @@ export async function renderCard(view, id, { inbox, go, stale }) {
     h("p", { class: "crumbs" }, h("a", { href: "#/inbox" }, "Inbox"), " / ", modeName(q.mode)),
     h("h1", {}, q.question),
     h("p", { class: "muted" }, `${r.workflow} · step ${q.step || "—"} · asked ${time(r.created_at)}`, q.assignee ? ` · for ${q.assignee}` : "", r.escalated_to && r.escalated_to.length ? ` · escalated to ${r.escalated_to.join(", ")}` : "", " · ", h("a", { href: `#/runs/${encodeURIComponent(r.run)}` }, "the run so far")),
+    escalationLine(r.escalation),
     body));
 }

@@ -72,6 +72,10 @@ pub struct RequestView {
     pub record: HumanRequestRecord,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub decision: Option<HumanDecisionRecord>,
+    /// The request's escalation, if its step (or the budget) declares one: each level, when
+    /// it is due, whom it pages or which default it applies, and whether it has fired.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub escalation: Option<Value>,
 }
 
 impl Tollgate {
@@ -178,7 +182,8 @@ impl Tollgate {
             return Err(not_found());
         }
         let decision = self.engine.store.human_decision(&record.workflow, id).await?;
-        Ok(RequestView { record, decision })
+        let escalation = crate::service::view(&self.engine, &record.run).await?.escalations.into_iter().find(|e| e["request"] == serde_json::json!(id));
+        Ok(RequestView { record, decision, escalation })
     }
 
     /// The pending requests the caller may decide, oldest first.

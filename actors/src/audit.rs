@@ -7,7 +7,7 @@
 
 use serde_json::{json, Value};
 use tollgate_engine::run::{Decision, Event, Timer};
-use tollgate_engine::spec::{StepKind, ValidatedSpec};
+use tollgate_engine::spec::ValidatedSpec;
 
 use crate::service::decision_word;
 
@@ -128,15 +128,22 @@ fn audit_event(spec: &ValidatedSpec, e: &Event) -> Value {
             Timer::StepTimeout { step, attempt } => json!({"at": at, "kind": "attempt.timed_out", "step": step, "attempt": attempt}),
             Timer::RunTimeout => json!({"at": at, "kind": "run.timed_out"}),
             Timer::EventWait { step } => json!({"at": at, "kind": "event.wait_timed_out", "step": step}),
-            Timer::Escalate { step, level } => {
-                let level_spec = spec.step_by_id(step).and_then(|(_, s)| match &s.kind {
-                    StepKind::Approval(a) => a.escalate.get(*level as usize),
-                    _ => None,
-                });
-                match level_spec {
-                    Some(e) if e.to.is_some() => json!({"at": at, "kind": "escalation.paged", "step": step, "level": level, "to": e.to}),
-                    _ => json!({"at": at, "kind": "escalation.default", "step": step, "level": level}),
+            Timer::Escalate { .. } | Timer::EscalateBudget { .. } => {
+                let (step, level) = match timer {
+                    Timer::Escalate { step, level } => (Some(step), *level),
+                    Timer::EscalateBudget { level } => (None, *level),
+                    _ => unreachable!(),
+                };
+                let mut v = match tollgate_engine::run::escalation_level(spec, timer) {
+                    Some(e) if e.to.is_some() => json!({"at": at, "kind": "escalation.paged", "level": level, "to": e.to}),
+                    Some(e) => json!({"at": at, "kind": "escalation.default", "level": level, "default": e.default.as_ref().map(|d| d.name())}),
+                    None => json!({"at": at, "kind": "escalation.default", "level": level}),
+                };
+                match step {
+                    Some(step) => v["step"] = json!(step),
+                    None => v["budget"] = json!(true),
                 }
+                v
             }
         },
         Event::HumanDecided { request, decision, by, comment, by_policy, .. } => {

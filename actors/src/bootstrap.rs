@@ -148,8 +148,16 @@ pub fn connections(config: &Config, store: &Arc<Store>) -> anyhow::Result<Arc<Co
 /// Start the system for `role`.
 pub async fn start(config: &Config, role: Role) -> anyhow::Result<Running> {
     config.validate()?;
-    let master = master_key(config)?;
     let backend = open_backend(config).await?;
+    start_on(config, role, backend).await
+}
+
+/// Start the system for `role` on a store backend opened by the caller (the one
+/// [`open_backend`] opens for `config`, possibly wrapped: the store-outage tests fail its
+/// writes for a while).
+pub async fn start_on(config: &Config, role: Role, backend: Arc<dyn Backend>) -> anyhow::Result<Running> {
+    config.validate()?;
+    let master = master_key(config)?;
     let shutdown = CancellationToken::new();
     // If starting fails half-way, what was started stops (the heartbeat's renewals first).
     let started = shutdown.clone().drop_guard();
@@ -158,6 +166,8 @@ pub async fn start(config: &Config, role: Role) -> anyhow::Result<Running> {
     let liveness =
         Liveness::start(backend.clone(), config.lease_ttl, shutdown.clone()).await.context("announcing this process's heartbeat")?;
     let bus = crate::events::open_bus(config, &master).await?;
+    // The event dispatcher follows the bus from here: before any run actor can look on it.
+    let bus_end = bus.end().await.context("reading where the event bus ends")?;
     let store = Arc::new(Store::new(backend, master));
     let qconf = queue_config(config);
     // The shared backend: jobs enqueued through it wake this process's workers at once.
@@ -190,7 +200,7 @@ pub async fn start(config: &Config, role: Role) -> anyhow::Result<Running> {
         }
     }
     if role == Role::All {
-        tasks.spawn(crate::events::dispatch(engine.clone(), bus, supervisor.clone(), shutdown.clone()));
+        tasks.spawn(crate::events::dispatch(engine.clone(), bus, supervisor.clone(), bus_end, shutdown.clone()));
     }
     let worker = Arc::new(StepWorker::new(engine.clone(), Arc::new(Fanout(notifiers)), shutdown.clone()));
     let workers = queue::spawn_workers(&qconf, worker, shutdown.clone()).await.context("starting step workers")?;

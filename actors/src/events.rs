@@ -3,8 +3,10 @@
 //! each new event to the runs registered as waiting for its name (the store index
 //! `event-waits/{name id}`), which the supervisor wakes if they are passivated. The run
 //! actor registers a run before it looks on the bus for an event already there, so an event
-//! is either found by that look or routed afterwards; a tail that resumes after an outage
-//! continues from its cursor (Redis) or the table (embedded), so no event is skipped.
+//! is either found by that look or routed afterwards — provided the dispatcher's cursor was
+//! fixed before any run could look: the process takes it ([`EventBus::end`]) before its
+//! supervisor exists. A tail that resumes after an outage continues from its cursor, so no
+//! event is skipped.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,9 +44,9 @@ pub async fn open_bus(config: &Config, master: &MasterKey) -> anyhow::Result<Arc
     })
 }
 
-/// Tail the bus until `shutdown`, routing each event to the runs waiting for its name.
-pub async fn dispatch(engine: Arc<Engine>, bus: Arc<dyn EventBus>, supervisor: ActorRef<SupervisorMsg>, shutdown: CancellationToken) {
-    let mut cursor = TailCursor::default();
+/// Tail the bus from `cursor` (taken before any run actor of this process started) until
+/// `shutdown`, routing each event to the runs waiting for its name.
+pub async fn dispatch(engine: Arc<Engine>, bus: Arc<dyn EventBus>, supervisor: ActorRef<SupervisorMsg>, mut cursor: TailCursor, shutdown: CancellationToken) {
     let mut backoff = TAIL_BACKOFF.0;
     loop {
         let tailed = tokio::select! {

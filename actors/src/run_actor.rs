@@ -568,8 +568,8 @@ async fn perform(myself: &ActorRef<RunMsg>, st: &mut RunActorState, actions: Vec
                 st.engine.store.add_request_assignee(&st.wf, &request, &to).await?;
                 st.engine.publish(RunUpdate::HumanPaged { run: st.state.run.clone(), request, to });
             }
-            Action::DecideByPolicy { request, decision } => {
-                let d = HumanDecisionRecord { decision, by: POLICY.into(), comment: Some("applied by the step's escalation policy: nobody decided in time".into()), by_policy: true, at: now_ms() };
+            Action::DecideByPolicy { request, decision, reason } => {
+                let d = HumanDecisionRecord { decision, by: POLICY.into(), comment: Some(reason), by_policy: true, at: now_ms() };
                 if st.engine.store.decide(&st.wf, &request, &d).await? {
                     st.engine.publish(RunUpdate::Decided { run: st.state.run.clone(), request: request.clone(), by: d.by.clone(), by_policy: true });
                 }

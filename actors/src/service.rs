@@ -48,6 +48,8 @@ pub struct RunView {
     /// Step ids in spec order (state.steps is by the same index).
     pub step_ids: Vec<String>,
     pub step_types: Vec<&'static str>,
+    /// The escalation of each request with a ladder (`tollgate_engine::run::escalations`).
+    pub escalations: Vec<serde_json::Value>,
 }
 
 #[derive(Clone)]
@@ -308,6 +310,7 @@ pub async fn view(engine: &Engine, run: &RunId) -> Result<RunView, ServiceError>
     Ok(RunView {
         step_ids: spec.spec().steps.iter().map(|s| s.id.to_string()).collect(),
         step_types: spec.spec().steps.iter().map(|s| s.ty().name()).collect(),
+        escalations: run::escalations(&spec, &state),
         meta,
         state,
     })

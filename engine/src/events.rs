@@ -70,8 +70,11 @@ pub struct Tailed {
     pub id: String,
 }
 
-/// Where a tail has got to; opaque to callers. Starts empty: "from now".
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// Where a tail has got to; opaque to callers. There is no "from now" cursor: a follower
+/// takes one with [`EventBus::end`] *before* it looks at what is already on the bus, so an
+/// event published in between is either seen by that look or tailed afterwards — a cursor
+/// fixed by the first tail call would skip it.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TailCursor(pub String);
 
 #[async_trait]
@@ -85,8 +88,12 @@ pub trait EventBus: Send + Sync + 'static {
     /// Events of `event`'s owner and name recorded at or after `from_ms`, oldest first, at most `limit`.
     async fn read_since(&self, event: EventName<'_>, from_ms: u64, limit: usize) -> Result<Vec<BusEvent>, StoreError>;
 
+    /// A cursor at the end of the bus now: a tail from it sees every event recorded after
+    /// this call returns.
+    async fn end(&self) -> Result<TailCursor, StoreError>;
+
     /// Events recorded after `cursor`, oldest first, advancing it; waits up to `wait` for one
-    /// when there is none. An empty cursor starts from now.
+    /// when there is none. Concurrent tails (one per follower) do not hold each other up.
     async fn tail(&self, cursor: &mut TailCursor, wait: Duration) -> Result<Vec<Tailed>, StoreError>;
 
     /// The keyed hash the bus files `event` under (what [`Tailed::name_id`] holds).

@@ -20,6 +20,8 @@ use tollgate::service::{RunView, Tollgate};
 use tollgate_engine::ids::RunId;
 use tollgate_engine::spec::parse_yaml;
 
+use crate::faults::FullDisk;
+
 /// The Redis the tests use: `TOLLGATE_TEST_REDIS_URL`, else the machine's 127.0.0.1:6379.
 pub fn redis_url() -> String {
     std::env::var("TOLLGATE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
@@ -95,6 +97,16 @@ pub async fn embedded_with(change: impl FnOnce(&mut Config)) -> TestSystem {
     change(&mut config);
     let running = bootstrap::start(&config, Role::All).await.expect("embedded system starts");
     TestSystem { running: Some(running), config, dir }
+}
+
+/// A system on the embedded backend whose store refuses writes as a full disk does while the
+/// returned [`FullDisk`] says so.
+pub async fn embedded_with_full_disk() -> (TestSystem, Arc<FullDisk>) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = base_config(&dir);
+    let disk = FullDisk::new(bootstrap::open_backend(&config).await.expect("embedded store opens"));
+    let running = bootstrap::start_on(&config, Role::All, disk.clone()).await.expect("embedded system starts");
+    (TestSystem { running: Some(running), config, dir }, disk)
 }
 
 /// A system on the real Redis, isolated under a fresh namespace. Fails loudly without Redis.

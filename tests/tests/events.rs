@@ -153,6 +153,46 @@ async fn a_wait_that_times_out_takes_its_default_outcome() {
     .await;
 }
 
+/// Every follower of the bus (the event dispatcher, each event trigger) keeps a tail call in
+/// flight, blocked until an event comes or its wait ends. On Redis they used to share one
+/// connection, where each blocked read waits for the ones before it: with a few followers in a
+/// process, tails ran past the response timeout and failed, and a trigger's start waited
+/// behind the dispatcher. Now ten idle tails at once each get their (empty) answer, and an
+/// event then reaches all of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_of_the_bus_do_not_wait_for_one_another() {
+    each_backend(|sys| async move {
+        let bus = sys.t().engine.events.clone().expect("the system has a bus");
+        let start = bus.end().await.expect("the bus's end");
+        let idle = (0..10).map(|_| {
+            let (bus, mut cursor) = (bus.clone(), start.clone());
+            async move { bus.tail(&mut cursor, Duration::from_secs(2)).await }
+        });
+        for answer in futures::future::join_all(idle).await {
+            assert_eq!(answer.expect("an idle tail answers"), Vec::new());
+        }
+        let followers: Vec<_> = (0..10)
+            .map(|_| {
+                let (bus, mut cursor) = (bus.clone(), start.clone());
+                tokio::spawn(async move {
+                    loop {
+                        let got = bus.tail(&mut cursor, Duration::from_secs(2)).await.expect("a tail answers");
+                        if !got.is_empty() {
+                            return got;
+                        }
+                    }
+                })
+            })
+            .collect();
+        let published = sys.t().emit_event("ops", "payment.received", &json!({"order": "F-1"}), None).await.unwrap();
+        for follower in followers {
+            let got = tokio::time::timeout(Duration::from_secs(60), follower).await.expect("every follower sees the event").unwrap();
+            assert_eq!(got.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(), [published.id.as_str()]);
+        }
+    })
+    .await;
+}
+
 async fn post(app: &axum::Router, body: Value) -> (StatusCode, Value) {
     post_as(app, None, "/api/events", body).await
 }

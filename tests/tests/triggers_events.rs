@@ -1,5 +1,6 @@
 //! Event and IMAP triggers on the one fire path. Event: on both backends, an event of the
-//! trigger's name that passes its filter starts one run with its payload. IMAP, against a real
+//! trigger's name that passes its filter starts one run with its payload, the first one
+//! published once the trigger is connected included. IMAP, against a real
 //! dovecot: a mail delivered while the engine is down starts one run after it comes back; the
 //! server restarted mid-IDLE, a mail sent during the outage starts one run; the same message
 //! appended twice starts one run; a broken MIME message is a failed fire in the history and in
@@ -45,6 +46,26 @@ async fn an_event_that_passes_the_filter_starts_one_run_with_its_payload() {
         let v = h.sys.settle(&all[0]).await;
         assert_eq!(TestSystem::step(&v, "greet").output, Some(json!({"hello": "Acme"})));
         assert_eq!(count(&h.history().await, "started"), 1);
+        h.stop_triggers().await;
+    })
+    .await;
+}
+
+/// The first event after the trigger says it is connected: on Redis a trigger used to fix
+/// where it follows the bus only at its first tail call, which waited behind the event
+/// dispatcher's blocked read on a shared connection, so an event published meanwhile was
+/// neither read by the trigger's catch-up nor tailed afterwards, and never started a run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_published_as_soon_as_the_trigger_is_connected_starts_its_run() {
+    each_backend(|sys| async move {
+        let mut h = Hooked::start(sys, EVENT_FLOW).await;
+        h.sys.t().emit_event("ops", "lead.created", &json!({"name": "First", "score": 9}), None).await.unwrap();
+        let hh = &h;
+        wait_for("the first event's run", Duration::from_secs(30), || async move { !hh.history().await.is_empty() }).await;
+        let all = runs(&h.sys).await;
+        assert_eq!(all.len(), 1);
+        let v = h.sys.settle(&all[0]).await;
+        assert_eq!(TestSystem::step(&v, "greet").output, Some(json!({"hello": "First"})));
         h.stop_triggers().await;
     })
     .await;

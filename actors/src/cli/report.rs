@@ -68,7 +68,36 @@ pub fn summary_json(v: &RunView) -> Value {
         "trigger": v.meta.trigger,
         "parent": v.meta.parent,
         "steps": steps,
+        "escalations": v.escalations,
     })
+}
+
+/// `escalation of the guidance request: paged leads after 1h; default `fail` after 2h (applied)`
+fn escalation_line(e: &Value) -> String {
+    let mode = match e["mode"].as_str() {
+        Some("guidance") => "guidance request".to_string(),
+        Some(m) => m.replace('_', " "),
+        None => "request".to_string(),
+    };
+    let levels: Vec<String> = e["levels"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|l| {
+            let after = l["after"].as_str().unwrap_or("?");
+            let (fired, pending) = (l["fired"] == true, e["open"] == true);
+            match (l["to"].as_str(), l["default"].as_str()) {
+                (Some(to), _) if fired => format!("paged {to} after {after}"),
+                (Some(to), _) if pending => format!("pages {to} after {after}"),
+                (Some(to), _) => format!("would have paged {to} after {after}"),
+                (_, Some(d)) if fired => format!("default `{d}` after {after} (applied)"),
+                (_, Some(d)) if pending => format!("default `{d}` after {after}"),
+                (_, Some(d)) => format!("default `{d}` after {after} (not needed)"),
+                _ => String::new(),
+            }
+        })
+        .collect();
+    format!("escalation of the {mode}: {}", levels.join("; "))
 }
 
 pub fn print_summary(v: &RunView) {
@@ -154,6 +183,10 @@ pub fn print_summary(v: &RunView) {
                 .collect();
             println!("      checks: {}", line.join(", "));
         }
+        for e in v.escalations.iter().filter(|e| e["step"].as_str().is_some_and(|id| id == v.step_ids[i] || id.strip_prefix(v.step_ids[i].as_str()).is_some_and(|k| k.starts_with('.')))) {
+            let item = e["step"].as_str().filter(|id| *id != v.step_ids[i]).map(|id| format!("{id}: ")).unwrap_or_default();
+            println!("      {item}{}", escalation_line(e));
+        }
         if let Some(d) = &s.decision {
             let c = d.comment.as_deref().map(|c| format!(" — {c}")).unwrap_or_default();
             let policy = if d.by_policy { " (applied by policy)" } else { "" };
@@ -162,6 +195,9 @@ pub fn print_summary(v: &RunView) {
     }
     if let Some(limit) = v.state.budget.limit() {
         println!("  budget: {} spent of {limit}", v.state.budget.spent);
+    }
+    for e in v.escalations.iter().filter(|e| e["step"].is_null()) {
+        println!("    {}", escalation_line(e));
     }
 }
 

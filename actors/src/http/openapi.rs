@@ -299,6 +299,11 @@ pub struct RequestDoc {
     /// Once decided (`GET /api/requests/{request}` only).
     #[schema(value_type = Option<Object>)]
     pub decision: Option<Value>,
+    /// Its escalation, where the step (or the budget) declares one (`GET
+    /// /api/requests/{request}` only): `mode`, `asked_at`, `open`, and `levels` — each with
+    /// `after`, `due_at`, `to` (paged) or `default` (applied), and `fired`.
+    #[schema(value_type = Option<Object>)]
+    pub escalation: Option<Value>,
 }
 
 #[derive(ToSchema)]

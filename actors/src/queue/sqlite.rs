@@ -118,7 +118,9 @@ impl SqliteQueue {
 
         let wake = WakeHub::default();
         let hook_wake = wake.clone();
-        let pool = SqlitePoolOptions::new()
+        // A connection SQLite took out of its transaction after a write error (a full disk)
+        // is replaced, as the store's are (see `SqliteBackend::pool_options`).
+        let pool = tollgate_connectors::store::SqliteBackend::pool_options()
             .max_connections(POOL_CONNECTIONS)
             // Reopening costs milliseconds on the next write; a local file needs no recycling.
             .idle_timeout(None)

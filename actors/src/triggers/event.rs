@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::json;
-use tollgate_engine::events::{EventName, TailCursor};
+use tollgate_engine::events::EventName;
 use tollgate_engine::spec::triggers::EventTrigger;
 
 use crate::system::now_ms;
@@ -37,10 +37,11 @@ impl TriggerSource for EventSource {
         let owner = ctx.spec.spec().owner.to_string();
         let event_name = EventName::new(&owner, &self.0.name);
         let name_id = bus.name_id(event_name);
+        // From the saved cursor, or from now. Then start following, then catch up: an event
+        // published in between is tailed or read, never neither.
         let mut from = ctx.cursor().get("at").and_then(|v| v.as_u64()).unwrap_or_else(now_ms);
+        let mut tail = bus.end().await.map_err(|e| TriggerError(format!("event bus: {e}")))?;
         let mut recent: VecDeque<String> = VecDeque::new();
-        let mut tail = TailCursor::default();
-        // Start following first, then catch up: nothing published in between is missed.
         let mut pending = true;
         ctx.set_connected(true);
         loop {

@@ -3,10 +3,14 @@
 //! One stream per event name (`{ns}:ev:{name id}`: the sealed event under field `v`), trimmed
 //! to the retention period by `MINID` on every add, read by time for a `wait`'s lookback
 //! (`XRANGE` from a stream id made of the time); and one fleet-wide stream (`{ns}:ev:all`,
-//! name id and event id only, capped) that every process tails with `XREAD BLOCK` from the
-//! last id it saw, so a reconnect resumes where it left off and loses nothing. A dedup key
+//! name id and event id only, capped) that every follower tails with `XREAD BLOCK` from the
+//! last id it saw, so a reconnect resumes where it left off and loses nothing. A blocked read
+//! holds its connection until it returns, so each tail in flight has a connection of its own
+//! (kept in a small pool between calls): followers never queue behind one another's `BLOCK`,
+//! nor publishes behind any of them. A dedup key
 //! (`{ns}:ev:dedup:{hash}`) is claimed in the same script as the add, on the server's clock.
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -23,7 +27,7 @@ use super::TAIL_BATCH;
 const ALL_MAXLEN: u64 = 100_000;
 
 /// KEYS: name stream, fleet stream, dedup key (or the name stream again when there is none).
-/// ARGV: sealed event, name id, retention ms, has dedup (0/1).
+/// ARGV: sealed event, name id, retention ms, has dedup (0/1), fleet stream length.
 const PUBLISH_LUA: &str = r#"
 if ARGV[4] == '1' then
   local first = redis.call('GET', KEYS[3])
@@ -40,9 +44,11 @@ return {id, 0}
 "#;
 
 pub struct RedisEventBus {
+    client: Client,
     conn: ConnectionManager,
-    /// A connection of its own for `XREAD BLOCK`, so a blocked read holds up no publish.
-    tail_conn: ConnectionManager,
+    /// Idle connections for `XREAD BLOCK`: a tail takes one for the length of its call (or
+    /// opens one), so concurrent tails and publishes never wait for one another.
+    tail_conns: Mutex<Vec<ConnectionManager>>,
     prefix: String,
     codec: EventCodec,
     retention: Duration,
@@ -53,6 +59,15 @@ impl std::fmt::Debug for RedisEventBus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisEventBus").field("prefix", &self.prefix).finish_non_exhaustive()
     }
+}
+
+/// Reconnects on its own; a blocked read (`BLOCK` ≤ the tail's wait, seconds) answers well
+/// within the response timeout.
+fn connection_config() -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_response_timeout(Some(Duration::from_secs(5)))
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_number_of_retries(3)
 }
 
 fn unavailable(e: redis::RedisError) -> StoreError {
@@ -68,15 +83,25 @@ impl RedisEventBus {
     /// Connects to `url`; keys go under `{namespace}:ev:`. Events are kept `retention`.
     pub async fn connect(url: &str, namespace: &str, master: &MasterKey, retention: Duration) -> Result<Self, StoreError> {
         let client = Client::open(url).map_err(|e| StoreError::Unavailable(format!("redis url: {e}")))?;
-        let config = || {
-            ConnectionManagerConfig::new()
-                .set_response_timeout(Some(Duration::from_secs(5)))
-                .set_connection_timeout(Some(Duration::from_secs(2)))
-                .set_number_of_retries(3)
-        };
-        let conn = ConnectionManager::new_with_config(client.clone(), config()).await.map_err(unavailable)?;
-        let tail_conn = ConnectionManager::new_with_config(client, config()).await.map_err(unavailable)?;
-        Ok(Self { conn, tail_conn, prefix: format!("{namespace}:ev:"), codec: EventCodec::new(master), retention, publish: Script::new(PUBLISH_LUA) })
+        let conn = ConnectionManager::new_with_config(client.clone(), connection_config()).await.map_err(unavailable)?;
+        Ok(Self {
+            client,
+            conn,
+            tail_conns: Mutex::new(Vec::new()),
+            prefix: format!("{namespace}:ev:"),
+            codec: EventCodec::new(master),
+            retention,
+            publish: Script::new(PUBLISH_LUA),
+        })
+    }
+
+    /// A connection for one blocking read: an idle one, or a new one.
+    async fn tail_conn(&self) -> Result<ConnectionManager, StoreError> {
+        let idle = self.tail_conns.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        match idle {
+            Some(conn) => Ok(conn),
+            None => ConnectionManager::new_with_config(self.client.clone(), connection_config()).await.map_err(unavailable),
+        }
     }
 
     fn stream(&self, name_id: &str) -> String {
@@ -130,15 +155,14 @@ impl EventBus for RedisEventBus {
         Ok(out)
     }
 
+    async fn end(&self) -> Result<TailCursor, StoreError> {
+        let last: Vec<(String, Vec<(String, String)>)> =
+            redis::cmd("XREVRANGE").arg(self.all()).arg("+").arg("-").arg("COUNT").arg(1).query_async(&mut self.conn.clone()).await.map_err(unavailable)?;
+        Ok(TailCursor(last.into_iter().next().map_or_else(|| "0-0".to_string(), |(id, _)| id)))
+    }
+
     async fn tail(&self, cursor: &mut TailCursor, wait: Duration) -> Result<Vec<Tailed>, StoreError> {
-        let mut conn = self.tail_conn.clone();
-        if cursor.0.is_empty() {
-            // "From now" is the last id there is, fixed once: `$` on every call would skip what
-            // arrives between two calls.
-            let last: Vec<(String, Vec<(String, String)>)> =
-                redis::cmd("XREVRANGE").arg(self.all()).arg("+").arg("-").arg("COUNT").arg(1).query_async(&mut conn).await.map_err(unavailable)?;
-            cursor.0 = last.into_iter().next().map_or_else(|| "0-0".to_string(), |(id, _)| id);
-        }
+        let mut conn = self.tail_conn().await?;
         let reply: Value = redis::cmd("XREAD")
             .arg("COUNT")
             .arg(TAIL_BATCH)
@@ -150,6 +174,9 @@ impl EventBus for RedisEventBus {
             .query_async(&mut conn)
             .await
             .map_err(unavailable)?;
+        // Answered: the connection is free for the next tail. (A call dropped mid-read, or
+        // failed, takes its connection with it.)
+        self.tail_conns.lock().unwrap_or_else(|e| e.into_inner()).push(conn);
         let streams: Option<Vec<(String, Vec<(String, Vec<(String, String)>)>)>> =
             redis::FromRedisValue::from_redis_value(reply).map_err(|e| StoreError::Corrupt { key: self.all(), reason: e.to_string() })?;
         let mut out = Vec::new();

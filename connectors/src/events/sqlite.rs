@@ -139,11 +139,13 @@ impl EventBus for SqliteEventBus {
             .collect()
     }
 
+    async fn end(&self) -> Result<TailCursor, StoreError> {
+        let last: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM events").fetch_one(&self.reader).await.map_err(err)?;
+        Ok(TailCursor(last.to_string()))
+    }
+
     async fn tail(&self, cursor: &mut TailCursor, wait: Duration) -> Result<Vec<Tailed>, StoreError> {
         let mut seen = self.last.subscribe();
-        if cursor.0.is_empty() {
-            cursor.0 = seen.borrow_and_update().to_string();
-        }
         let after: i64 = cursor.0.parse().map_err(|_| StoreError::Corrupt { key: "event tail cursor".into(), reason: cursor.0.clone() })?;
         loop {
             // Read first, then wait: an event published between the two has moved the watch

@@ -191,7 +191,7 @@ impl SqliteBackend {
     /// Opens (creating if needed) the database at `path` and its tables.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
         let options = connect_options(path);
-        let writer = SqlitePoolOptions::new()
+        let writer = Self::pool_options()
             .max_connections(1)
             // Keep the writer open: reopening costs a file open and the pragmas.
             .min_connections(1)
@@ -242,7 +242,7 @@ impl SqliteBackend {
     /// busy timeout), for sharing one file with apalis-sqlite through
     /// [`SqliteBackend::from_pool`].
     pub async fn shared_pool(path: &Path) -> Result<SqlitePool, StoreError> {
-        SqlitePoolOptions::new()
+        Self::pool_options()
             .max_connections(READERS)
             .connect_with(connect_options(path))
             .await
@@ -264,6 +264,42 @@ impl SqliteBackend {
             .await
             .map_err(|e| map_err(log, e))?;
         Ok(len as u64)
+    }
+}
+
+impl SqliteBackend {
+    /// Pool options for connections that write to a store file (this backend's writer, a
+    /// [`SqliteBackend::shared_pool`]): a connection that comes back to the pool still counted
+    /// as inside a transaction is closed instead of reused, and the pool opens a fresh one.
+    ///
+    /// Every transaction here ends — committed, or rolled back by dropping it — before its
+    /// connection goes back, so that count should be zero. It is not when SQLite ended the
+    /// transaction by itself: after an error inside one (a full disk, an I/O error) SQLite
+    /// may roll it back automatically, the ROLLBACK that sqlx then sends fails ("no
+    /// transaction is active"), and sqlx keeps counting the transaction as open (it says so:
+    /// automatic rollbacks may not be counted). On that connection every later `BEGIN
+    /// IMMEDIATE` was refused for good ("attempted to call begin_with at non-zero transaction
+    /// depth") while plain statements still worked: once the disk had room again, leases could
+    /// not be renewed or taken nor journals appended, while heartbeats and outcomes were
+    /// written — runs stalled with nothing failing loudly. Closing the connection ends that
+    /// with the outage.
+    pub fn pool_options() -> SqlitePoolOptions {
+        SqlitePoolOptions::new().after_release(|conn, _meta| {
+            Box::pin(async move {
+                // The common case, a transaction committed (or none): nothing to wait for.
+                if !conn.is_in_transaction() {
+                    return Ok(true);
+                }
+                // The rollback of a transaction dropped on an error may still be queued on the
+                // connection's thread: let it run before reading the count again.
+                conn.ping().await?;
+                if conn.is_in_transaction() {
+                    tracing::debug!("closing a store connection that SQLite took out of its transaction by itself (after a write error)");
+                    return Ok(false);
+                }
+                Ok(true)
+            })
+        })
     }
 }
 
@@ -664,5 +700,42 @@ impl Backend for SqliteBackend {
         .fetch_all(&self.reader)
         .await
         .map_err(|e| map_err(prefix, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TTL: Duration = Duration::from_secs(60);
+
+    /// The writer's file may grow by no page beyond what it has now (SQLite answers as on a full
+    /// disk: SQLITE_FULL, "database or disk is full"), or again as far as SQLite allows.
+    async fn set_full(backend: &SqliteBackend, full: bool) {
+        let pages: i64 = sqlx::query_scalar("PRAGMA page_count").fetch_one(&backend.writer).await.unwrap();
+        let max = if full { pages } else { 1_073_741_823 };
+        sqlx::query(sqlx::AssertSqlSafe(format!("PRAGMA max_page_count = {max}"))).execute(&backend.writer).await.unwrap();
+    }
+
+    /// After a full disk, transactions work again once there is room: SQLite rolls a
+    /// transaction back by itself on SQLITE_FULL, and the writer connection used to keep
+    /// sqlx's count of an open transaction, refusing every later `BEGIN IMMEDIATE` (lease
+    /// renewals, takeovers, fenced appends) for good while plain writes went through.
+    #[tokio::test]
+    async fn leases_and_appends_work_again_after_the_disk_was_full() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = SqliteBackend::open(&dir.path().join("store.db")).await.unwrap();
+        let LeaseGrant::Granted(lease) = backend.lease_acquire("run/r/lease", "holder", TTL, None).await.unwrap() else { panic!("a free lease") };
+        set_full(&backend, true).await;
+        let big = vec![7u8; 256 * 1024];
+        let puts = [("run/r/in/a/1".to_string(), big.clone())];
+        let refused = backend.append_with("run/r/journal", 0, std::slice::from_ref(&big), &puts, Some(&lease)).await.unwrap_err();
+        assert!(matches!(&refused, StoreError::Unavailable(m) if m.contains("full")), "{refused}");
+        set_full(&backend, false).await;
+        backend.lease_renew(&lease, TTL).await.expect("the lease renews once there is room");
+        backend.append_with("run/r/journal", 0, std::slice::from_ref(&big), &puts, Some(&lease)).await.expect("the append succeeds once there is room");
+        assert_eq!(backend.read_log("run/r/journal", 0).await.unwrap(), std::slice::from_ref(&big));
+        assert_eq!(backend.get("run/r/in/a/1").await.unwrap(), Some(big));
+        assert!(backend.lease_release(&lease).await.unwrap());
     }
 }

@@ -18,8 +18,8 @@ use crate::run::{
     RunStatus, StepState, StepStatus, Timer,
 };
 use crate::run::requests::{
-    approval_request, budget_request, escalation_at, escalation_timers, guidance_request, policy_decision, prompt_guidance_request,
-    tool_authorisation_request,
+    approval_request, budget_escalation_at, budget_request, defaults_due, escalation_at, escalation_timers, guidance_request, policy_decision,
+    policy_reason, prompt_guidance_request, slot_mode, tool_authorisation_request,
 };
 use crate::conversation::{PromptHold, ToolAsk, ToolGrant};
 use crate::spec::steps::{EventStep, OnTimeout, PlatformAction, WaitSpec};
@@ -51,6 +51,9 @@ pub fn start(spec: &ValidatedSpec, run: RunId) -> RunState {
         steps,
         budget: BudgetState { cap: spec.spec().budget.as_ref().map(|b| b.max_cost), ..Default::default() },
         budget_request: None,
+        budget_asked: None,
+        budget_asked_at: None,
+        budget_escalated: 0,
         budget_blocked: Vec::new(),
         human_seq: 0,
         scope: json!({}),
@@ -180,13 +183,7 @@ pub fn outstanding(spec: &ValidatedSpec, state: &RunState) -> Vec<Action> {
     out.extend(escalation_timers(spec, state).map(|(timer, at)| Action::ArmTimer { timer, at }));
     // A default that fired but whose decision is not journaled yet (the store keeps whichever
     // decision won, so doing it again is harmless).
-    for (i, s) in state.steps.iter().enumerate() {
-        if let (StepStatus::WaitingHuman { request }, StepKind::Approval(a), None) = (&s.status, &spec.step(i).kind, &s.blocked) {
-            if let Some(d) = s.escalated.checked_sub(1).and_then(|l| a.escalate.get(l as usize)).and_then(|e| e.default.as_ref()) {
-                out.push(Action::DecideByPolicy { request: request.clone(), decision: policy_decision(d) });
-            }
-        }
-    }
+    out.extend(defaults_due(spec, state).into_iter().map(|(request, decision, reason)| Action::DecideByPolicy { request, decision, reason }));
     out
 }
 
@@ -438,11 +435,8 @@ impl Machine<'_> {
                     let id = RequestId::for_step(&self.state.run, &step.id, self.state.human_seq);
                     self.state.steps[i].started_at = Some(self.now);
                     self.state.steps[i].status = StepStatus::WaitingHuman { request: id.clone() };
-                    self.state.steps[i].escalated = 0;
                     self.actions.push(Action::RequestHuman(approval_request(self.spec, self.state, i, id)));
-                    if let Some(at) = escalation_at(self.spec, self.state, i, 0) {
-                        self.actions.push(Action::ArmTimer { timer: Timer::Escalate { step: step.id.clone(), level: 0 }, at });
-                    }
+                    self.asked(Slot::step(i));
                 }
                 StepKind::Platform(p) if p.action == PlatformAction::WorkflowRun => self.start_child(i, &mut ready),
                 _ => self.dispatch(Slot::step(i), 1, None, &mut ready),
@@ -683,6 +677,31 @@ impl Machine<'_> {
             self.actions.push(Action::AskParent { request: id, amount });
         } else {
             self.actions.push(Action::RequestHuman(budget_request(self.spec, self.state, slot, id)));
+            self.budget_asked();
+        }
+    }
+
+    /// A request for `slot` was just made: its escalation starts now.
+    fn asked(&mut self, slot: Slot) {
+        let now = self.now;
+        let s = self.at(slot);
+        if let StepStatus::WaitingHuman { request } = &s.status {
+            s.asked = Some(request.clone());
+        }
+        s.asked_at = Some(now);
+        s.escalated = 0;
+        if let Some(at) = escalation_at(self.spec, self.state, slot, 0) {
+            self.actions.push(Action::ArmTimer { timer: Timer::Escalate { step: slot.id(self.spec), level: 0 }, at });
+        }
+    }
+
+    /// A budget extension was just asked of a person: its escalation starts now.
+    pub(super) fn budget_asked(&mut self) {
+        self.state.budget_asked = self.state.budget_request.clone();
+        self.state.budget_asked_at = Some(self.now);
+        self.state.budget_escalated = 0;
+        if let Some(at) = budget_escalation_at(self.spec, self.state, 0) {
+            self.actions.push(Action::ArmTimer { timer: Timer::EscalateBudget { level: 0 }, at });
         }
     }
 
@@ -778,6 +797,7 @@ impl Machine<'_> {
         s.blocked = Some(redacted.clone());
         s.status = StepStatus::WaitingHuman { request: id.clone() };
         self.actions.push(Action::RequestHuman(guidance_request(self.spec, self.state, slot, id)));
+        self.asked(slot);
     }
 
     /// An `llm` attempt stopped before a tool call that needs authorisation: ask the human.
@@ -795,6 +815,7 @@ impl Machine<'_> {
         s.turns_done = ask.turn;
         s.status = StepStatus::WaitingHuman { request: id.clone() };
         self.actions.push(Action::RequestHuman(tool_authorisation_request(self.spec, slot, ask, id)));
+        self.asked(slot);
     }
 
     /// An `llm` attempt stopped before any call: its prompt was flagged and the step asks for
@@ -812,6 +833,7 @@ impl Machine<'_> {
         s.prompt_hold = Some(hold.clone());
         s.status = StepStatus::WaitingHuman { request: id.clone() };
         self.actions.push(Action::RequestHuman(prompt_guidance_request(self.spec, slot, hold, id)));
+        self.asked(slot);
     }
 
     /// Guidance on a flagged prompt: released (the call is made, in a new attempt), replaced by
@@ -831,6 +853,12 @@ impl Machine<'_> {
             Decision::Modify { value } => {
                 s.output = Some(value);
                 s.status = StepStatus::Succeeded;
+                self.settle_slot(slot, &mut ready);
+            }
+            Decision::Reject => {
+                // Guidance nobody gave in time (the escalation policy's `fail`): the step fails.
+                s.error = Some(StepError::permanent("guidance_timed_out", format!("its prompt was flagged and {}", d.comment.as_deref().unwrap_or("nobody gave guidance in time"))));
+                s.status = StepStatus::Failed;
                 self.settle_slot(slot, &mut ready);
             }
             _ => {
@@ -980,6 +1008,7 @@ impl Machine<'_> {
                 }
             }
             Timer::Escalate { step, level } => self.escalate(step, *level),
+            Timer::EscalateBudget { level } => self.escalate_budget(*level),
             Timer::EventWait { step } => {
                 let Some(i) = self.step_index(step) else { return };
                 let StepStatus::WaitingEvent { until, .. } = self.state.steps[i].status else { return };
@@ -1020,31 +1049,54 @@ impl Machine<'_> {
         }
     }
 
-    /// Escalation `level` of an approval step is due: page its `to`, or apply its `default`
-    /// (through the store, first writer wins, so a human deciding at the same moment is not
-    /// overruled). Fired levels are counted, so a replayed or repeated timer does nothing.
+    /// Escalation `level` of the request a step or item waits on is due: page its `to`, or
+    /// apply its `default` (through the store, first writer wins, so a human deciding at the
+    /// same moment is not overruled). Fired levels are counted, so a replayed or repeated timer
+    /// does nothing.
     fn escalate(&mut self, step: &StepId, level: u32) {
-        let Some(i) = self.step_index(step) else { return };
-        let s = &self.state.steps[i];
-        let StepStatus::WaitingHuman { request } = &s.status else { return };
-        if s.blocked.is_some() || s.escalated != level {
+        let Some(slot) = self.slot_of(step) else { return };
+        let Some(s) = self.state.slot(slot) else { return };
+        let (Some(mode), StepStatus::WaitingHuman { request }) = (slot_mode(self.spec, slot.step, s), &s.status) else { return };
+        if s.escalated != level {
             return;
         }
-        let Some(at) = escalation_at(self.spec, self.state, i, level) else { return };
+        let Some(at) = escalation_at(self.spec, self.state, slot, level) else { return };
         if self.now + 5 < at {
             return; // fired early (clock skew between processes): the actor re-arms
         }
         let request = request.clone();
-        let StepKind::Approval(a) = &self.spec.step(i).kind else { return };
-        let e = &a.escalate[level as usize];
-        self.state.steps[i].escalated = level + 1;
+        let e = &self.spec.step(slot.step).escalate[level as usize];
+        self.at(slot).escalated = level + 1;
         if let Some(to) = &e.to {
             self.actions.push(Action::PageHuman { request, to: to.clone(), level });
-            if let Some(at) = escalation_at(self.spec, self.state, i, level + 1) {
+            if let Some(at) = escalation_at(self.spec, self.state, slot, level + 1) {
                 self.actions.push(Action::ArmTimer { timer: Timer::Escalate { step: step.clone(), level: level + 1 }, at });
             }
         } else if let Some(d) = &e.default {
-            self.actions.push(Action::DecideByPolicy { request, decision: policy_decision(d) });
+            self.actions.push(Action::DecideByPolicy { request, decision: policy_decision(d, mode), reason: policy_reason(e, d, mode) });
+        }
+    }
+
+    /// Escalation `level` of the open budget-extension request is due (as [`Self::escalate`]).
+    fn escalate_budget(&mut self, level: u32) {
+        let Some(request) = self.state.budget_request.clone() else { return };
+        if self.state.budget_escalated != level {
+            return;
+        }
+        let Some(at) = budget_escalation_at(self.spec, self.state, level) else { return };
+        if self.now + 5 < at {
+            return;
+        }
+        let Some(e) = self.spec.spec().budget.as_ref().and_then(|b| b.escalate.get(level as usize)) else { return };
+        self.state.budget_escalated = level + 1;
+        if let Some(to) = &e.to {
+            self.actions.push(Action::PageHuman { request, to: to.clone(), level });
+            if let Some(at) = budget_escalation_at(self.spec, self.state, level + 1) {
+                self.actions.push(Action::ArmTimer { timer: Timer::EscalateBudget { level: level + 1 }, at });
+            }
+        } else if let Some(d) = &e.default {
+            let mode = crate::run::HumanMode::BudgetExtension;
+            self.actions.push(Action::DecideByPolicy { request, decision: policy_decision(d, mode), reason: policy_reason(e, d, mode) });
         }
     }
 
@@ -1107,6 +1159,12 @@ impl Machine<'_> {
                 s.status = StepStatus::Succeeded;
                 self.settle_slot(slot, &mut ready);
             }
+            Decision::Reject if was_blocked && d.by_policy => {
+                // Guidance nobody gave in time: the step fails, saying so.
+                s.error = Some(StepError::permanent("guidance_timed_out", format!("its output was blocked and {}", d.comment.as_deref().unwrap_or("nobody gave guidance in time"))));
+                s.status = StepStatus::Failed;
+                self.settle_slot(slot, &mut ready);
+            }
             Decision::Reject | Decision::Extend { .. } | Decision::AllowOnce | Decision::AllowForRun | Decision::Deny { .. } => {
                 s.error = Some(StepError::permanent("rejected", format!("rejected by {}{}", d.by, d.comment.as_deref().map(|c| format!(": {c}")).unwrap_or_default())));
                 s.status = StepStatus::Failed;
@@ -1134,7 +1192,10 @@ impl Machine<'_> {
                 return self.finish(RunStatus::Failed {
                     reason: FailReason {
                         code: "budget_exhausted".into(),
-                        message: format!("budget of {cap} exhausted; extension refused by {}", d.by),
+                        message: match (d.by_policy, &d.comment) {
+                            (true, Some(why)) => format!("budget of {cap} exhausted; extension refused: {why}"),
+                            _ => format!("budget of {cap} exhausted; extension refused by {}", d.by),
+                        },
                     },
                 });
             }

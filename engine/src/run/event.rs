@@ -174,8 +174,11 @@ pub enum Timer {
     EventWait { step: StepId },
     /// The whole run has run too long.
     RunTimeout,
-    /// Escalation `level` (0-based) of an approval step still waiting for its human is due.
+    /// Escalation `level` (0-based) of the request a step (or a `for_each` item: its slot id
+    /// `step.k`) still waits on is due: an approval, guidance or tool authorisation.
     Escalate { step: StepId, level: u32 },
+    /// Escalation `level` of the run's open budget-extension request is due.
+    EscalateBudget { level: u32 },
 }
 
 /// The four kinds of human request.
@@ -247,9 +250,10 @@ pub enum Action {
     /// Escalation: page `to` (a user or group) about an open request, and add them to its
     /// assignees.
     PageHuman { request: RequestId, to: String, level: u32 },
-    /// Escalation: nobody answered in time; record `decision` as the policy's (first writer
-    /// wins against a human deciding at the same moment) and apply whichever decision won.
-    DecideByPolicy { request: RequestId, decision: Decision },
+    /// Escalation: nobody answered in time; record `decision` as the policy's, with `reason`
+    /// (which default, after how long) as its comment (first writer wins against a human
+    /// deciding at the same moment) and apply whichever decision won.
+    DecideByPolicy { request: RequestId, decision: Decision, reason: String },
     /// An `event` step waits for an event named `name` published at or after `from` (ms since
     /// the epoch: the wait's start minus its lookback): register the run as a waiter for the
     /// name, then look on the bus for one already there.

@@ -14,7 +14,7 @@ pub mod apply;
 pub use apply::{apply, outstanding, replay, start};
 pub use event::{Action, ChildOutcome, Decision, Event, HumanMode, HumanRequestSpec, ParentLink, Timer};
 pub use subworkflow::{child_output, child_run_id, open_budget_ask};
-pub use requests::escalation_timers;
+pub use requests::{escalation_level, escalation_timers, escalations, slot_mode};
 pub use policy::{retries, retry_after_failure, retry_delay_ms};
 pub use state::{AttemptRecord, AttemptStatus, BudgetState, ChildAsk, FailReason, RunState, RunStatus, Slot, StepDecision, StepState, StepStatus};
 

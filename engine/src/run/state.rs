@@ -239,6 +239,12 @@ pub struct StepState {
     /// Escalation levels of its open request that have fired.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub escalated: u32,
+    /// Its last request of a person (approval, guidance, tool authorisation) and when it was
+    /// made: escalation counts from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asked: Option<RequestId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asked_at: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -276,6 +282,8 @@ impl StepState {
             turns_done: 0,
             decision: None,
             escalated: 0,
+            asked: None,
+            asked_at: None,
             started_at: None,
             finished_at: None,
             item: None,
@@ -366,6 +374,14 @@ pub struct RunState {
     /// The open budget-extension request, if the run is paused on budget.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget_request: Option<RequestId>,
+    /// The last budget extension asked of a person, when it was asked, and how many of the
+    /// budget's escalation levels have fired since.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_asked: Option<RequestId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_asked_at: Option<u64>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub budget_escalated: u32,
     /// Ready steps held back until the budget is extended, in readiness order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub budget_blocked: Vec<usize>,

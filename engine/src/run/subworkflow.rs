@@ -256,6 +256,7 @@ impl Machine<'_> {
                 self.actions.push(Action::AskParent { request: id, amount });
             } else {
                 self.actions.push(Action::RequestHuman(child_budget_request(self.spec, self.state, &ask, id)));
+                self.budget_asked();
             }
         }
         self.state.child_ask = Some(ask);

@@ -25,7 +25,7 @@ fn render_action(a: &Action) -> String {
         Action::RequestHuman(r) => format!("ask {:?} {} \"{}\"", r.mode, r.id, r.question),
         Action::WithdrawHuman { request } => format!("withdraw {request}"),
         Action::PageHuman { request, to, level } => format!("page {to} on {request} (level {level})"),
-        Action::DecideByPolicy { request, decision } => format!("policy decides {request} {decision:?}"),
+        Action::DecideByPolicy { request, decision, .. } => format!("policy decides {request} {decision:?}"),
         Action::AwaitEvent { step, name, from } => format!("await {step} `{name}` from={from}"),
         Action::ResolveItems { step, items } => format!("resolve {step} ({items} items)"),
         Action::StartChild { step, workflow, params, parent, .. } => {
@@ -46,6 +46,7 @@ fn render_timer(t: &Timer) -> String {
         Timer::EventWait { step } => format!("event-wait({step})"),
         Timer::RunTimeout => "run-timeout".into(),
         Timer::Escalate { step, level } => format!("escalate({step}/{level})"),
+        Timer::EscalateBudget { level } => format!("escalate(budget/{level})"),
     }
 }
 
@@ -778,7 +779,8 @@ fn a_recovered_run_re_arms_its_next_escalation_and_re_applies_a_fired_default() 
     events.push(fired(kick(1), 8 * h + 10));
     let state = replay(&spec, RunId::from("r1"), &events);
     let redo: Vec<_> = outstanding(&spec, &state).into_iter().filter(|a| matches!(a, Action::DecideByPolicy { .. })).collect();
-    assert_eq!(redo, vec![Action::DecideByPolicy { request, decision: Decision::Approve }]);
+    let reason = "nobody answered the approval within 8h, so the escalation policy applied its default `approve`".to_string();
+    assert_eq!(redo, vec![Action::DecideByPolicy { request, decision: Decision::Approve, reason }]);
 }
 
 const EVENTS: &str = r#"
@@ -1413,4 +1415,156 @@ steps:
     // No hits, no call: the attempt reports nothing spent, and that is what it is charged.
     apply(&spec, &mut state, &ok("similar", 1, 5, json!({"hits": [], "summary": {"text": "", "citations": []}})));
     assert!(state.steps[0].cost.is_zero() && state.budget.spent.is_zero(), "{:?}", state.steps[0].cost);
+}
+
+/// What the run journals when the escalation policy's default won (as the run actor does).
+fn by_policy(req: &str, decision: Decision, comment: &str, at: u64) -> Event {
+    Event::HumanDecided {
+        request: RequestId::from(req),
+        decision,
+        by: "escalation policy".into(),
+        comment: Some(comment.into()),
+        released: None,
+        by_policy: true,
+        at,
+    }
+}
+
+const GUIDED: &str = r#"
+id: gated
+owner: ops
+steps:
+  - id: draft
+    type: code
+    script: "return 1"
+    escalate: [{ after: 1h, to: leads }, { after: 2h, default: fail }]
+  - { id: send, type: code, needs: [draft], script: "return 2" }
+"#;
+
+#[test]
+fn guidance_nobody_gives_pages_then_fails_the_step_saying_why() {
+    let h = 3_600_000;
+    let draft = |level| Timer::Escalate { step: StepId::from("draft"), level };
+    let why = "nobody answered the guidance request within 2h, so the escalation policy applied its default `fail`";
+    check(
+        GUIDED,
+        &[
+            started(0, json!({})),
+            blocked("draft", 10),
+            fired(draft(0), h + 10),
+            fired(draft(1), 2 * h + 10),
+            by_policy("r1.draft.1", Decision::Reject, why, 2 * h + 20),
+        ],
+        expect![[r#"
+            @0 start -> [dispatch draft#1]
+            @10 blocked draft#1 -> [ask Guidance r1.draft.1 "The output of step `draft` was blocked by the gate mesh (threat.override). Approve it as is, supply a corrected value, or abort the run?", timer escalate(draft/0) at=3600010]
+            @3600010 fired escalate(draft/0) -> [page leads on r1.draft.1 (level 0), timer escalate(draft/1) at=7200010]
+            @7200010 fired escalate(draft/1) -> [policy decides r1.draft.1 Reject]
+            @7200020 human r1.draft.1 Reject -> [finish]
+            run=failed draft=failed send=skipped [step_failed: step `draft` failed: guidance_timed_out: its output was blocked and nobody answered the guidance request within 2h, so the escalation policy applied its default `fail`]
+            draft: #1 blocked
+        "#]],
+    );
+    // The step's error says what happened.
+    let spec = spec(GUIDED);
+    let events = [started(0, json!({})), blocked("draft", 10), fired(draft(0), h + 10), fired(draft(1), 2 * h + 10), by_policy("r1.draft.1", Decision::Reject, why, 2 * h + 20)];
+    let state = replay(&spec, RunId::from("r1"), &events);
+    let error = state.steps[0].error.clone().expect("the step's error");
+    assert_eq!(error.code, "guidance_timed_out");
+    assert!(error.message.contains(why), "{}", error.message);
+}
+
+const TOOLS_ESCALATING: &str = r#"
+id: wf
+owner: ops
+steps:
+  - id: ask
+    type: llm
+    prompt: "Refund order 7?"
+    escalate: [{ after: 10m, default: refuse }]
+    tools:
+      - { name: refund, description: "refund an order", authorize: true, api_call: { method: POST, url: "https://pay.example/refund" } }
+  - { id: after, type: code, script: "return 1", needs: [ask] }
+"#;
+
+#[test]
+fn a_tool_authorisation_nobody_gives_is_denied_and_the_model_is_told_why() {
+    let spec = spec(TOOLS_ESCALATING);
+    let mut state = start(&spec, RunId::from("r1"));
+    apply(&spec, &mut state, &started(0, json!({})));
+    let asked = apply(&spec, &mut state, &tool_ask("c1", 5, 1));
+    let timer = Timer::Escalate { step: StepId::from("ask"), level: 0 };
+    assert!(asked.contains(&Action::ArmTimer { timer: timer.clone(), at: 600_005 }), "{asked:?}");
+    let due = apply(&spec, &mut state, &fired(timer, 600_005));
+    let [Action::DecideByPolicy { decision, reason, .. }] = &due[..] else { panic!("{due:?}") };
+    let Decision::Deny { reason: told } = decision else { panic!("{decision:?}") };
+    assert_eq!(told, "nobody authorised this call in time, so the escalation policy denied it");
+    assert_eq!(reason, "nobody answered the tool authorisation within 10m, so the escalation policy applied its default `refuse`");
+    let next = apply(&spec, &mut state, &by_policy("r1.ask.1", decision.clone(), reason, 600_010));
+    let Some(Action::Dispatch { input, .. }) = next.first() else { panic!("{next:?}") };
+    assert_eq!(input["llm"]["grants"]["calls"]["c1"], json!({"grant": "deny", "by": "escalation policy", "reason": told}));
+}
+
+const BUDGET_ESCALATING: &str = r#"
+id: budget
+owner: ops
+budget: { max_cost: 1.0, escalate: [{ after: 1h, to: finance }, { after: 3h, default: refuse }] }
+steps:
+  - { id: a, type: code, script: "return 1", cost: 0.6 }
+  - { id: b, type: code, script: "return 1", cost: 0.6, needs: [a] }
+"#;
+
+#[test]
+fn a_budget_extension_nobody_grants_pages_then_is_refused_and_the_run_fails_closed() {
+    let h = 3_600_000;
+    let why = "nobody answered the budget extension within 3h, so the escalation policy applied its default `refuse`";
+    check(
+        BUDGET_ESCALATING,
+        &[
+            started(0, json!({})),
+            ok_cost("a", 1, 10, "0"),
+            fired(Timer::EscalateBudget { level: 0 }, h + 10),
+            fired(Timer::EscalateBudget { level: 1 }, 3 * h + 10),
+            by_policy("r1.budget.1", Decision::Reject, why, 3 * h + 20),
+        ],
+        expect![[r#"
+            @0 start -> [dispatch a#1]
+            @10 ok a#1 -> [ask BudgetExtension r1.budget.1 "The run's budget (1.00 USD, 0.60 spent) cannot cover step `b` (estimated 0.60). Extend it by at least 0.20?", timer escalate(budget/0) at=3600010]
+            @3600010 fired escalate(budget/0) -> [page finance on r1.budget.1 (level 0), timer escalate(budget/1) at=10800010]
+            @10800010 fired escalate(budget/1) -> [policy decides r1.budget.1 Reject]
+            @10800020 human r1.budget.1 Reject -> [withdraw r1.budget.1, finish]
+            run=failed a=succeeded b=cancelled [budget_exhausted: budget of 1.00 exhausted; extension refused: nobody answered the budget extension within 3h, so the escalation policy applied its default `refuse`] budget(spent=0.60 reserved=0.00 extended=0.00)
+        "#]],
+    );
+    // A recovered run re-arms the next level, and redoes a default that fired unjournaled.
+    let spec = spec(BUDGET_ESCALATING);
+    let events = vec![started(0, json!({})), ok_cost("a", 1, 10, "0"), fired(Timer::EscalateBudget { level: 0 }, h + 10)];
+    let state = replay(&spec, RunId::from("r1"), &events);
+    assert!(outstanding(&spec, &state).contains(&Action::ArmTimer { timer: Timer::EscalateBudget { level: 1 }, at: 3 * h + 10 }));
+    let mut events = events;
+    events.push(fired(Timer::EscalateBudget { level: 1 }, 3 * h + 10));
+    let state = replay(&spec, RunId::from("r1"), &events);
+    let redo: Vec<_> = outstanding(&spec, &state).into_iter().filter(|a| matches!(a, Action::DecideByPolicy { .. })).collect();
+    assert_eq!(redo, vec![Action::DecideByPolicy { request: RequestId::from("r1.budget.1"), decision: Decision::Reject, reason: why.into() }]);
+}
+
+#[test]
+fn escalation_is_validated_for_the_requests_it_serves() {
+    let problems = |yaml: &str| match crate::spec::parse_yaml(yaml) {
+        Ok(_) => Vec::new(),
+        Err(e) => e.problems.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+    };
+    let got = problems(
+        "id: w\nowner: o\nbudget: { max_cost: 1, escalate: [{ after: 1h, default: approve }] }\nsteps:\n  - { id: a, type: code, script: x, escalate: [{ after: 1h, default: approve }] }\n  - { id: d, type: delay, duration: 1m, escalate: [{ after: 1h, to: ops }] }\n  - id: l\n    type: llm\n    prompt: hi\n    escalate: [{ after: 1h, default: fail }]\n    tools: [{ name: t, description: d, authorize: true, code: { script: x } }]\n  - { id: k, type: code, script: x, escalate: [{ after: 1h, default: { deny: \" \" } }] }\n",
+    );
+    expect![[r#"
+        [
+            "budget.escalate[0].default: `approve` cannot answer a budget extension, which this escalation serves: use refuse, reject or abort (a policy never spends beyond the cap)",
+            "steps[0] (a).escalate[0].default: `approve` cannot answer a guidance request, which this escalation serves: use fail, refuse, abort or { value: … } (a policy never releases blocked output)",
+            "steps[1] (d).escalate: a `delay` step asks no one, so it has nothing to escalate",
+            "steps[2] (l).escalate[0].default: `fail` cannot answer a tool authorisation, which this escalation serves: use deny, refuse, { deny: reason } or abort (a policy never authorises a call)",
+            "steps[3] (k).escalate[0].default.deny: the reason the model is given may not be empty",
+            "steps[3] (k).escalate[0].default: `deny` cannot answer a guidance request, which this escalation serves: use fail, refuse, abort or { value: … } (a policy never releases blocked output)",
+        ]
+    "#]].assert_debug_eq(&got);
 }

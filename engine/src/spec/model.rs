@@ -101,6 +101,10 @@ pub struct BudgetSpec {
     pub max_cost: Money,
     #[serde(default = "usd")]
     pub currency: String,
+    /// Escalation of a budget-extension request nobody answers: page another assignee
+    /// (`to`), then apply a `default` (`refuse` or `abort`), counted from when it was asked.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub escalate: Vec<crate::spec::Escalation>,
 }
 
 fn usd() -> String {
@@ -215,6 +219,12 @@ pub struct StepSpec {
     /// path) and what a failure does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checks: Option<crate::checks::StepChecks>,
+    /// Escalation of the requests the step makes of people when nobody answers (an
+    /// `approval` step's approval; another step's guidance requests and tool authorisations),
+    /// in order of `after`, counted from when the request was made: page another assignee
+    /// (`to`), or apply a `default` answer, which ends the wait (see `spec::escalation`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub escalate: Vec<crate::spec::Escalation>,
 }
 
 impl StepSpec {

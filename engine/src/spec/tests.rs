@@ -29,7 +29,7 @@ fn malformed_yaml_and_unknown_fields_name_the_line() {
         "id: w\nowner: o\nsteps:\n  - id: a\n    type: code\n    scrpt: x\n",
         expect![[r#"
             invalid workflow spec (1 problem):
-              - line 6, column 5: steps[0]: unknown field `scrpt`, did you mean `script`? (a `code` step has `script`, `limits` and the fields of every step: `id`, `type`, `description`, `needs`, `when`, `join`, `inputs`, `for_each`, `retry`, `timeout`, `queue_timeout`, `cost`, `gates`, `checks`)
+              - line 6, column 5: steps[0]: unknown field `scrpt`, did you mean `script`? (a `code` step has `script`, `limits` and the fields of every step: `id`, `type`, `description`, `needs`, `when`, `join`, `inputs`, `for_each`, `retry`, `timeout`, `queue_timeout`, `cost`, `gates`, `checks`, `escalate`)
         "#]],
     );
     check(
@@ -93,7 +93,7 @@ fn a_step_has_only_the_fields_of_its_type() {
         "id: w\nowner: o\nsteps:\n  - id: wait\n    type: delay\n    duration: 1m\n    script: return 1\n",
         expect![[r#"
             invalid workflow spec (1 problem):
-              - line 7, column 5: steps[0]: `script` is not a field of a `delay` step (a `delay` step has `duration` and the fields of every step: `id`, `type`, `description`, `needs`, `when`, `join`, `inputs`, `for_each`, `retry`, `timeout`, `queue_timeout`, `cost`, `gates`, `checks`)
+              - line 7, column 5: steps[0]: `script` is not a field of a `delay` step (a `delay` step has `duration` and the fields of every step: `id`, `type`, `description`, `needs`, `when`, `join`, `inputs`, `for_each`, `retry`, `timeout`, `queue_timeout`, `cost`, `gates`, `checks`, `escalate`)
         "#]],
     );
     // Fields before `type` are checked once it is known; the place is the step's.
@@ -101,7 +101,7 @@ fn a_step_has_only_the_fields_of_its_type() {
         &with("{ id: wait, duration: 1m, script: x, type: delay }"),
         expect![[r#"
             invalid workflow spec (1 problem):
-              - line 5, column 5: steps[1]: `script` is not a field of a `delay` step (a `delay` step has `duration` and the fields of every step: `id`, `type`, `description`, `needs`, `when`, `join`, `inputs`, `for_each`, `retry`, `timeout`, `queue_timeout`, `cost`, `gates`, `checks`)
+              - line 5, column 5: steps[1]: `script` is not a field of a `delay` step (a `delay` step has `duration` and the fields of every step: `id`, `type`, `description`, `needs`, `when`, `join`, `inputs`, `for_each`, `retry`, `timeout`, `queue_timeout`, `cost`, `gates`, `checks`, `escalate`)
         "#]],
     );
     check(
@@ -115,14 +115,14 @@ fn a_step_has_only_the_fields_of_its_type() {
         &with("{ id: go, type: code, script: x, with: { a: 1 } }"),
         expect![[r#"
             invalid workflow spec (1 problem):
-              - line 5, column 38: steps[1]: `with` is not a field of a `code` step (a `code` step has `script`, `limits` and the fields of every step: `id`, `type`, `description`, `needs`, `when`, `join`, `inputs`, `for_each`, `retry`, `timeout`, `queue_timeout`, `cost`, `gates`, `checks`)
+              - line 5, column 38: steps[1]: `with` is not a field of a `code` step (a `code` step has `script`, `limits` and the fields of every step: `id`, `type`, `description`, `needs`, `when`, `join`, `inputs`, `for_each`, `retry`, `timeout`, `queue_timeout`, `cost`, `gates`, `checks`, `escalate`)
         "#]],
     );
     check(
         &with("{ id: ask, type: connector, with: { model: gpt }, prompt: hi }"),
         expect![[r#"
             invalid workflow spec (1 problem):
-              - line 5, column 55: steps[1]: `prompt` is not a field of a `connector` step (a `connector` step has `connection`, `action`, `with` and the fields of every step: `id`, `type`, `description`, `needs`, `when`, `join`, `inputs`, `for_each`, `retry`, `timeout`, `queue_timeout`, `cost`, `gates`, `checks`)
+              - line 5, column 55: steps[1]: `prompt` is not a field of a `connector` step (a `connector` step has `connection`, `action`, `with` and the fields of every step: `id`, `type`, `description`, `needs`, `when`, `join`, `inputs`, `for_each`, `retry`, `timeout`, `queue_timeout`, `cost`, `gates`, `checks`, `escalate`)
         "#]],
     );
     check(

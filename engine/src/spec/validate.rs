@@ -176,6 +176,9 @@ pub fn validate(spec: WorkflowSpec) -> Result<ValidatedSpec, SpecError> {
     if spec.steps.is_empty() {
         p.push(problem("steps", "a workflow needs at least one step"));
     }
+    if let Some(b) = &spec.budget {
+        crate::spec::escalation::check(&b.escalate, "budget.escalate", &[crate::run::HumanMode::BudgetExtension], &mut p);
+    }
 
     // Ids first: everything else refers to them.
     let mut index = HashMap::new();
@@ -349,6 +352,22 @@ fn is_upstream(target: usize, from: usize, needs: &[Vec<usize>]) -> bool {
     false
 }
 
+/// The kinds of request a step may make of people, which its `escalate:` serves: an
+/// approval step its approval; a step that runs as a job guidance on a blocked output (or a
+/// flagged prompt), and an `llm` step with tools that need authorisation, those; the others
+/// (condition, delay, an event's wait, a sub-workflow's run) none.
+fn request_modes(step: &StepSpec) -> Vec<crate::run::HumanMode> {
+    use crate::run::HumanMode;
+    match &step.kind {
+        crate::spec::StepKind::Approval(_) => vec![HumanMode::Approval],
+        _ if step.ty().is_local() => Vec::new(),
+        crate::spec::StepKind::Event(e) if e.wait.is_some() => Vec::new(),
+        crate::spec::StepKind::Platform(p) if p.action == crate::spec::steps::PlatformAction::WorkflowRun => Vec::new(),
+        crate::spec::StepKind::Llm(llm) if llm.tools.iter().any(|t| !t.authorize.is_never()) => vec![HumanMode::Guidance, HumanMode::ToolAuthorisation],
+        _ => vec![HumanMode::Guidance],
+    }
+}
+
 fn check_step(
     i: usize,
     step: &StepSpec,
@@ -373,6 +392,13 @@ fn check_step(
     }
     if step.queue_timeout.is_some_and(|t| t.is_zero()) {
         p.push(problem(format!("{at}.queue_timeout"), "must be more than zero"));
+    }
+    if !step.escalate.is_empty() {
+        let modes = request_modes(step);
+        if modes.is_empty() {
+            p.push(problem(format!("{at}.escalate"), format!("a `{}` step asks no one, so it has nothing to escalate", ty.name())));
+        }
+        crate::spec::escalation::check(&step.escalate, &format!("{at}.escalate"), &modes, p);
     }
     let shape = step.kind.shape();
     shape.check(&at, p);

@@ -1,14 +1,14 @@
 //! Approval checkpoints (`approval` steps): the step's question (templates resolved), its
 //! inputs and the outputs of the upstream steps it names as `context` — outputs are gated
-//! before they enter the run, so what is shown is their redacted form. Also the step's
-//! escalation: when each level is due, and the decision its `default` applies.
+//! before they enter the run, so what is shown is their redacted form. (Its escalation is
+//! every mode's: `escalation.rs`.)
 
 use serde_json::{json, Value};
 
 use crate::expr::{self, Scope};
 use crate::ids::RequestId;
-use crate::run::{Decision, HumanMode, HumanRequestSpec, RunState, StepStatus, Timer};
-use crate::spec::{ApprovalStep, DefaultDecision, DefaultWord, StepKind, ValidatedSpec};
+use crate::run::{HumanMode, HumanRequestSpec, RunState};
+use crate::spec::{ApprovalStep, StepKind, ValidatedSpec};
 
 fn approval_of(spec: &ValidatedSpec, i: usize) -> Option<&ApprovalStep> {
     match &spec.step(i).kind {
@@ -47,31 +47,5 @@ pub(crate) fn approval_request(spec: &ValidatedSpec, state: &RunState, i: usize,
         context,
         assignee: approval.and_then(|a| a.assignee.clone()),
         forbid_self_approval: approval.is_some_and(|a| a.forbid_self_approval),
-    }
-}
-
-/// When escalation `level` of the approval step `i` is due, if the step has that level.
-pub(crate) fn escalation_at(spec: &ValidatedSpec, state: &RunState, i: usize, level: u32) -> Option<u64> {
-    let e = approval_of(spec, i)?.escalate.get(level as usize)?;
-    Some(state.steps[i].started_at?.saturating_add(e.after.as_millis() as u64))
-}
-
-/// The next escalation timer of every approval step waiting for its human.
-pub fn escalation_timers<'a>(spec: &'a ValidatedSpec, state: &'a RunState) -> impl Iterator<Item = (Timer, u64)> + 'a {
-    state.steps.iter().enumerate().filter_map(move |(i, s)| {
-        if !matches!(s.status, StepStatus::WaitingHuman { .. }) || s.blocked.is_some() || s.tool_ask.is_some() || s.prompt_hold.is_some() {
-            return None;
-        }
-        let at = escalation_at(spec, state, i, s.escalated)?;
-        Some((Timer::Escalate { step: spec.step(i).id.clone(), level: s.escalated }, at))
-    })
-}
-
-/// The decision a `default` escalation applies.
-pub(crate) fn policy_decision(d: &DefaultDecision) -> Decision {
-    match d {
-        DefaultDecision::Word(DefaultWord::Approve) => Decision::Approve,
-        DefaultDecision::Word(DefaultWord::Reject) => Decision::Reject,
-        DefaultDecision::Value { value } => Decision::Modify { value: value.clone() },
     }
 }

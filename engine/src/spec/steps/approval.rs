@@ -1,8 +1,7 @@
 //! `approval` steps: a question put to a human, resolved inside `apply` as a human request
 //! (built by `run::requests::approval`); the run waits, passivated, for the decision — or for
-//! its escalation timers: page a second assignee after a while, apply a default after longer.
-
-use std::time::Duration;
+//! the step's escalation timers (`escalate:`, a field every step that asks has: see
+//! `spec::escalation`): page a second assignee after a while, apply a default after longer.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -30,44 +29,10 @@ pub struct ApprovalStep {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(with = "Vec<String>")]
     pub context: Vec<StepId>,
-    /// Escalation, in order of `after` (counted from when the request was made): page another
-    /// assignee (`to`), or apply a decision (`default`), which ends the wait.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub escalate: Vec<Escalation>,
-}
-
-/// One escalation level: after `after`, either page `to` or apply `default`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Escalation {
-    #[serde(with = "humantime_serde")]
-    #[schemars(with = "String")]
-    pub after: Duration,
-    /// A user or group paged (and added to the request's assignees).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub to: Option<String>,
-    /// The decision applied by the policy, recorded as the policy's, not a person's.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub default: Option<DefaultDecision>,
-}
-
-/// `approve`, `reject`, or `{ value: … }` (the step's output, as a `modify` would give).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(untagged)]
-pub enum DefaultDecision {
-    Word(DefaultWord),
-    Value { value: Value },
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum DefaultWord {
-    Approve,
-    Reject,
 }
 
 impl ApprovalStep {
-    pub const FIELDS: &'static [&'static str] = &["question", "assignee", "forbid_self_approval", "context", "escalate"];
+    pub const FIELDS: &'static [&'static str] = &["question", "assignee", "forbid_self_approval", "context"];
 }
 
 impl StepShape for ApprovalStep {
@@ -76,23 +41,6 @@ impl StepShape for ApprovalStep {
             if !is_valid_id(a) {
                 p.push(problem(format!("{at}.assignee"), format!("`{a}` is not a user or group name")));
             }
-        }
-        let mut last = Duration::ZERO;
-        for (n, e) in self.escalate.iter().enumerate() {
-            let here = format!("{at}.escalate[{n}]");
-            match (&e.to, &e.default) {
-                (Some(_), Some(_)) => p.push(problem(&here, "an escalation either pages (`to`) or applies a `default`, not both")),
-                (None, None) => p.push(problem(&here, "an escalation needs `to` (who is paged) or `default` (the decision applied)")),
-                (Some(to), None) if !is_valid_id(to) => p.push(problem(format!("{here}.to"), format!("`{to}` is not a user or group name"))),
-                (None, Some(_)) if n + 1 != self.escalate.len() => {
-                    p.push(problem(&here, "a `default` ends the wait, so it must be the last escalation"))
-                }
-                _ => {}
-            }
-            if e.after.is_zero() || e.after <= last {
-                p.push(problem(format!("{here}.after"), "must be more than zero and later than the escalation before it"));
-            }
-            last = e.after;
         }
     }
 

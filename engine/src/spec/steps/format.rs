@@ -20,7 +20,7 @@ use crate::spec::steps::{KINDS, StepKind, deserialize_kind, kind_schema, own_fie
 use crate::spec::{RetrySpec, StepGates, StepSpec, StepType};
 
 /// The fields every step has, in the order messages list them.
-const COMMON: &[&str] = &["id", "type", "description", "needs", "when", "join", "inputs", "for_each", "retry", "timeout", "queue_timeout", "cost", "gates", "checks"];
+const COMMON: &[&str] = &["id", "type", "description", "needs", "when", "join", "inputs", "for_each", "retry", "timeout", "queue_timeout", "cost", "gates", "checks", "escalate"];
 
 impl<'de> Deserialize<'de> for StepSpec {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -77,6 +77,7 @@ struct Common {
     cost: Option<Option<crate::money::Money>>,
     gates: Option<Option<StepGates>>,
     checks: Option<Option<crate::checks::StepChecks>>,
+    escalate: Option<Vec<crate::spec::Escalation>>,
 }
 
 /// A `timeout:` value (`30s`, `2m`…).
@@ -107,6 +108,7 @@ impl Common {
             "cost" => set(&mut self.cost, name, map.next_value()?),
             "gates" => set(&mut self.gates, name, map.next_value()?),
             "checks" => set(&mut self.checks, name, map.next_value()?),
+            "escalate" => set(&mut self.escalate, name, map.next_value()?),
             _ => unreachable!("`{name}` is not a common field read here"),
         }
     }
@@ -127,6 +129,7 @@ impl Common {
             cost: self.cost.flatten(),
             gates: self.gates.flatten(),
             checks: self.checks.flatten(),
+            escalate: self.escalate.unwrap_or_default(),
         })
     }
 }

@@ -25,7 +25,7 @@ use serde_json::Value;
 use crate::spec::{SpecProblem, StepType};
 
 pub use api_call::{ApiCallStep, HttpRequestSpec};
-pub use approval::{ApprovalStep, DefaultDecision, DefaultWord, Escalation};
+pub use approval::ApprovalStep;
 pub use code::{CodeLimits, CodeStep};
 pub use condition::ConditionStep;
 pub use connector::{

@@ -77,7 +77,7 @@ impl Default for Authorize {
 }
 
 impl Authorize {
-    fn is_never(&self) -> bool {
+    pub fn is_never(&self) -> bool {
         *self == Authorize::Always(false)
     }
 
