@@ -9,10 +9,13 @@
 //! the message of a FAILED attempt and dropped on success, so the output is exactly the
 //! return value. It is never sent to `tracing`: step data is confidential and stored sealed.
 //!
-//! Sandbox. One `Runtime` + `Context` per attempt, created on a `spawn_blocking` thread and
-//! dropped with it: nothing survives into the next attempt. A trivial script costs 0.2–0.6 ms
-//! end to end in release (test `timing_and_per_call_overhead`), dominated by the context's
-//! intrinsics (~170 µs); a pooled runtime would save only its ~30 µs and weaken isolation. The context has the ECMAScript built-ins only: rquickjs is built without its
+//! Sandbox. A fresh `Context` (realm: its own global object and built-ins) per attempt, on a
+//! QuickJS `Runtime` kept by the `spawn_blocking` thread for the next attempt it runs (see
+//! [`Sandbox`]): nothing a script creates survives into the next attempt — the context is freed
+//! and the runtime's garbage collected before reuse, and a runtime that still has queued jobs,
+//! was interrupted, refused memory or kept more heap than it had is dropped instead. Creating
+//! and freeing a runtime per attempt was a tenth of a `code` fan-out's CPU; the context's
+//! intrinsics are most of what is left. The context has the ECMAScript built-ins only: rquickjs is built without its
 //! `loader` feature and no module loader is set, and QuickJS's `std`/`os` modules live in
 //! quickjs-libc, which rquickjs does not include — so no files, network, timers, `require`,
 //! `fetch` or `import`. Limits: heap (`limits.memory_mib`), stack ([`MAX_STACK_BYTES`]),
@@ -124,24 +127,35 @@ impl Job {
         if Instant::now() >= self.deadline || self.abandoned.load(Ordering::Relaxed) {
             return Err(timeout_error(self.timeout));
         }
-        let refused = Rc::new(Cell::new(false));
-        let heap = MeteredHeap { limit: (self.limits.memory_mib as usize).saturating_mul(1024 * 1024), used: 0, refused: refused.clone() };
-        let rt = Runtime::new_with_alloc(heap).map_err(|e| StepError::retryable("sandbox_failed", e.to_string()))?;
-        rt.set_max_stack_size(MAX_STACK_BYTES);
+        // Taken out for the attempt: a panic below drops it instead of leaving it half used.
+        let sandbox = match SANDBOX.take() {
+            Some(sandbox) => sandbox,
+            None => Sandbox::new().map_err(|e| StepError::retryable("sandbox_failed", e.to_string()))?,
+        };
+        let heap = sandbox.heap.clone();
+        heap.start_attempt((self.limits.memory_mib as usize).saturating_mul(1024 * 1024));
         let stop = Rc::new(Cell::new(None::<Stop>));
         let mut meter = Meter::start(self.limits.cpu, self.deadline, self.abandoned.clone());
         let flag = stop.clone();
-        rt.set_interrupt_handler(Some(Box::new(move || match meter.check() {
+        sandbox.rt.set_interrupt_handler(Some(Box::new(move || match meter.check() {
             Some(reason) => {
                 flag.set(Some(reason));
                 true
             }
             None => false,
         })));
-        let ctx = Context::full(&rt).map_err(|e| self.classify(&stop, &refused, &Logs::default(), Failure::from(e)))?;
         let logs = Rc::new(RefCell::new(Logs::default()));
-        let result = ctx.with(|ctx| self.eval(&ctx, &logs, &stop));
-        result.map_err(|failure| self.classify(&stop, &refused, &logs.borrow(), failure))
+        let result = match Context::full(&sandbox.rt) {
+            Ok(ctx) => ctx.with(|ctx| self.eval(&ctx, &logs, &stop)),
+            Err(e) => Err(Failure::from(e)),
+        };
+        let result = result.map_err(|failure| self.classify(&stop, &heap.refused, &logs.borrow(), failure));
+        // The context is gone (dropped with `ctx.with`'s closure); the runtime is kept only if
+        // it is back to what it was.
+        if stop.get().is_none() && !heap.refused.get() {
+            sandbox.put_back();
+        }
+        result
     }
 
     fn eval<'js>(&self, ctx: &Ctx<'js>, logs: &Rc<RefCell<Logs>>, stop: &Cell<Option<Stop>>) -> Result<serde_json::Value, Failure> {
@@ -323,23 +337,95 @@ impl Logs {
     }
 }
 
-/// The sandbox's heap. QuickJS's own limit (`set_memory_limit`) refuses an allocation silently,
-/// and when even its "out of memory" error cannot be allocated it throws `null` — which looks
-/// like a script's `throw null`. Enforcing the limit here instead records every refusal, so
-/// `memory_limit` is reported exactly.
-struct MeteredHeap {
-    limit: usize,
-    used: usize,
-    refused: Rc<Cell<bool>>,
+thread_local! {
+    /// The runtime this blocking thread keeps between attempts, if its last attempt left it
+    /// clean.
+    static SANDBOX: Cell<Option<Sandbox>> = const { Cell::new(None) };
 }
 
-impl MeteredHeap {
-    fn admit(&mut self, extra: usize) -> bool {
-        let fits = self.used.checked_add(extra).is_some_and(|total| total <= self.limit);
+/// A QuickJS runtime and its heap meter, reused by one thread for attempt after attempt. What
+/// a runtime holds besides its contexts — the atom table, object shapes, the job queue, the
+/// interrupt handler — is either freed with the attempt's context or replaced per attempt; a
+/// runtime where that may not hold is dropped (see [`Sandbox::put_back`]).
+struct Sandbox {
+    rt: Runtime,
+    heap: Rc<HeapMeter>,
+    /// Heap the runtime held after its first attempt: QuickJS keeps some of what the first
+    /// context made it grow (tables sized for the built-ins' atoms and shapes, ~230 KiB).
+    idle_heap: Option<usize>,
+}
+
+/// Heap a kept runtime may hold beyond what it held after its first attempt before it is
+/// dropped instead of reused: it bounds what a runtime can keep, not what a script can see
+/// (nothing a context made is reachable from the next one).
+const IDLE_HEAP_SLACK: usize = 256 * 1024;
+
+impl Sandbox {
+    fn new() -> rquickjs::Result<Self> {
+        let heap = Rc::new(HeapMeter::default());
+        let rt = Runtime::new_with_alloc(MeteredHeap(heap.clone()))?;
+        rt.set_max_stack_size(MAX_STACK_BYTES);
+        Ok(Self { rt, heap, idle_heap: None })
+    }
+
+    /// Keeps the runtime for this thread's next attempt if nothing of the last one is left in
+    /// it: its interrupt handler removed, cycles collected, no job queued (a promise reaction
+    /// would run in the next attempt's `execute_pending_job`), and its heap back near what it was.
+    fn put_back(mut self) {
+        self.rt.set_interrupt_handler(None);
+        self.rt.run_gc();
+        let used = self.heap.used.get();
+        let idle = *self.idle_heap.get_or_insert(used);
+        if self.rt.is_job_pending() || used > idle + IDLE_HEAP_SLACK {
+            return;
+        }
+        SANDBOX.set(Some(self));
+    }
+}
+
+/// What the sandbox's heap holds and may hold. QuickJS's own limit (`set_memory_limit`)
+/// refuses an allocation silently, and when even its "out of memory" error cannot be allocated
+/// it throws `null` — which looks like a script's `throw null`. Enforcing the limit here
+/// instead records every refusal, so `memory_limit` is reported exactly. The limit is on the
+/// runtime's whole heap, as when each attempt had a runtime of its own.
+#[derive(Default)]
+struct HeapMeter {
+    /// None while the runtime is created, before its first attempt.
+    limit: Cell<Option<usize>>,
+    used: Cell<usize>,
+    refused: Cell<bool>,
+}
+
+impl HeapMeter {
+    fn start_attempt(&self, limit: usize) {
+        self.limit.set(Some(limit));
+        self.refused.set(false);
+    }
+
+    fn admit(&self, extra: usize) -> bool {
+        let Some(limit) = self.limit.get() else { return true };
+        let fits = self.used.get().checked_add(extra).is_some_and(|total| total <= limit);
         if !fits {
             self.refused.set(true);
         }
         fits
+    }
+
+    fn grew(&self, by: usize) {
+        self.used.set(self.used.get() + by);
+    }
+
+    fn shrank(&self, by: usize) {
+        self.used.set(self.used.get().saturating_sub(by));
+    }
+}
+
+/// The allocator QuickJS calls, counting into the runtime's [`HeapMeter`].
+struct MeteredHeap(Rc<HeapMeter>);
+
+impl MeteredHeap {
+    fn admit(&self, extra: usize) -> bool {
+        self.0.admit(extra)
     }
 }
 
@@ -353,7 +439,7 @@ unsafe impl Allocator for MeteredHeap {
         }
         let block = RustAllocator.alloc(size);
         if !block.is_null() {
-            self.used += unsafe { RustAllocator::usable_size(block) };
+            self.0.grew(unsafe { RustAllocator::usable_size(block) });
         }
         block
     }
@@ -364,7 +450,7 @@ unsafe impl Allocator for MeteredHeap {
             Some(total) if total > 0 && self.admit(total) => {
                 let block = RustAllocator.calloc(count, size);
                 if !block.is_null() {
-                    self.used += unsafe { RustAllocator::usable_size(block) };
+                    self.0.grew(unsafe { RustAllocator::usable_size(block) });
                 }
                 block
             }
@@ -374,7 +460,7 @@ unsafe impl Allocator for MeteredHeap {
 
     unsafe fn dealloc(&mut self, ptr: *mut u8) {
         unsafe {
-            self.used = self.used.saturating_sub(RustAllocator::usable_size(ptr));
+            self.0.shrank(RustAllocator::usable_size(ptr));
             RustAllocator.dealloc(ptr);
         }
     }
@@ -394,7 +480,8 @@ unsafe impl Allocator for MeteredHeap {
         }
         let block = unsafe { RustAllocator.realloc(ptr, new_size) };
         if !block.is_null() {
-            self.used = self.used.saturating_sub(old) + unsafe { RustAllocator::usable_size(block) };
+            self.0.shrank(old);
+            self.0.grew(unsafe { RustAllocator::usable_size(block) });
         }
         block
     }
@@ -406,7 +493,7 @@ unsafe impl Allocator for MeteredHeap {
 
 /// CPU and wall-clock accounting for the interrupt handler, which QuickJS calls every few
 /// thousand operations: it must be cheap, so it reads the clock and only consults the thread's
-/// CPU time (a /proc read) when the CPU budget could have been spent.
+/// CPU time (a system call) when the CPU budget could have been spent.
 struct Meter {
     started: Instant,
     cpu_limit: Duration,
@@ -446,14 +533,11 @@ impl Meter {
     }
 }
 
-/// CPU time of the calling thread (Linux: the first field of `schedstat`, in ns).
+/// CPU time of the calling thread (`CLOCK_THREAD_CPUTIME_ID`; read at every attempt's start,
+/// so a system call, not a /proc file to open and parse).
 fn thread_cpu_time() -> Option<Duration> {
-    if !cfg!(target_os = "linux") {
-        return None;
-    }
-    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
-    let ns: u64 = text.split_whitespace().next()?.parse().ok()?;
-    Some(Duration::from_nanos(ns))
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Some(Duration::new(u64::try_from(t.tv_sec).ok()?, u32::try_from(t.tv_nsec).ok()?))
 }
 
 /// `2s`, `250ms`: how limits are quoted in messages.

@@ -121,6 +121,64 @@ async fn attempts_share_nothing() {
     assert_eq!(out, json!([true, "undefined"]));
 }
 
+/// One attempt run directly on the calling thread (as on a blocking thread of the pool).
+fn attempt_here(script: &str, memory_mib: u32) -> Result<Json, StepError> {
+    let job = Job {
+        script: script.into(),
+        input_json: "{}".into(),
+        limits: CodeLimits { cpu: Duration::from_millis(200), memory_mib },
+        timeout: Duration::from_secs(30),
+        deadline: Instant::now() + Duration::from_secs(30),
+        abandoned: Arc::new(AtomicBool::new(false)),
+    };
+    job.run()
+}
+
+/// The heap in use by the runtime this thread keeps, if it keeps one.
+fn kept_heap() -> Option<usize> {
+    let kept = SANDBOX.take();
+    let used = kept.as_ref().map(|k| k.heap.used.get());
+    SANDBOX.set(kept);
+    used
+}
+
+fn kept_runtime() -> bool {
+    kept_heap().is_some()
+}
+
+/// Attempts on one thread reuse its runtime, and still share nothing: no global, no changed
+/// built-in, no queued promise job, no heap left by the last attempt; a runtime that was
+/// interrupted or refused memory is not reused.
+#[test]
+fn a_reused_runtime_carries_nothing_over() {
+    std::thread::spawn(|| {
+        attempt_here("Object.prototype.polluted = 1; Array.prototype.push = null; globalThis.leak = { big: 'x'.repeat(1e5) }; return 0", 32).expect("first");
+        assert!(kept_runtime(), "a clean runtime is kept for the next attempt");
+        let out = attempt_here("return [({}).polluted === undefined, typeof leak, [].push === null]", 32).expect("second");
+        assert_eq!(out, json!([true, "undefined", false]));
+        // A cycle of objects is collected before reuse: the runtime's heap does not grow.
+        let before = kept_heap();
+        for _ in 0..20 {
+            attempt_here("const a = { big: 'z'.repeat(1e5) }; const b = { a }; a.b = b; globalThis.cycle = a; return 1", 32).expect("cycle");
+        }
+        assert!(kept_runtime());
+        assert!(kept_heap() <= before.map(|b| b + 16 * 1024), "the cycles were collected: {before:?} → {:?}", kept_heap());
+        let err = attempt_here("while (true) {}", 32).expect_err("stopped");
+        assert_eq!(err.code, "cpu_limit");
+        assert!(!kept_runtime(), "an interrupted runtime is dropped");
+        let err = attempt_here("const a = []; for (;;) a.push('y'.repeat(1024))", 2).expect_err("out of memory");
+        assert_eq!(err.code, "memory_limit", "{err}");
+        assert!(!kept_runtime(), "a runtime that refused memory is dropped");
+        // The memory limit holds on a reused runtime as on a new one.
+        attempt_here("return 1", 2).expect("small");
+        assert!(kept_runtime());
+        let err = attempt_here("const a = []; for (;;) a.push('y'.repeat(1024))", 2).expect_err("out of memory again");
+        assert_eq!(err.code, "memory_limit", "{err}");
+    })
+    .join()
+    .expect("the attempts' thread");
+}
+
 #[tokio::test]
 async fn timing_and_per_call_overhead() {
     let started = Instant::now();
@@ -131,7 +189,7 @@ async fn timing_and_per_call_overhead() {
     for i in 0..n {
         assert_eq!(run("return input.i + 1", json!({ "i": i })).await.expect("trivial"), json!(i + 1));
     }
-    println!("trivial script: {:?} per invocation (fresh runtime + context, spawn_blocking, JSON in/out)", started.elapsed() / n);
+    println!("trivial script: {:?} per invocation (fresh context, spawn_blocking, JSON in/out)", started.elapsed() / n);
 }
 
 #[test]
