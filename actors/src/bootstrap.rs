@@ -191,7 +191,9 @@ pub async fn start_on(config: &Config, role: Role, backend: Arc<dyn Backend>) ->
         notifiers.push(Arc::new(LocalNotifier(supervisor.clone())));
     }
     if config.backend == BackendKind::Redis {
-        notifiers.push(Arc::new(RedisNotifier::connect(&config.redis_url, &config.namespace).await?));
+        let remote = RedisNotifier::connect(&config.redis_url, &config.namespace).await?;
+        let remote = if role == Role::All { remote.except_local(engine.live_runs.clone()) } else { remote };
+        notifiers.push(Arc::new(remote));
         if role == Role::All {
             let sub = notify::subscribe(&config.redis_url, &config.namespace, supervisor.clone(), shutdown.clone()).await?;
             tasks.spawn(async move {

@@ -14,7 +14,7 @@ use tollgate_engine::store::StepOutcome;
 
 use crate::pubsub::{Event, Subscription};
 use crate::run_actor::RunMsg;
-use crate::supervisor::SupervisorMsg;
+use crate::supervisor::{LiveRuns, SupervisorMsg};
 
 #[async_trait]
 pub trait Notifier: Send + Sync + 'static {
@@ -44,12 +44,22 @@ struct Finished {
 pub struct RedisNotifier {
     conn: redis::aio::ConnectionManager,
     channel: String,
+    /// Runs driven by this process, which a [`LocalNotifier`] beside this one tells: nothing
+    /// to publish for them (a run actor that stops meanwhile leaves its outcomes to the next
+    /// actor's start or to the driver's reconcile tick, as for any lost notification).
+    local: Option<LiveRuns>,
 }
 
 impl RedisNotifier {
     pub async fn connect(url: &str, namespace: &str) -> Result<Self, redis::RedisError> {
         let client = redis::Client::open(url)?;
-        Ok(Self { conn: client.get_connection_manager().await?, channel: channel(namespace) })
+        Ok(Self { conn: client.get_connection_manager().await?, channel: channel(namespace), local: None })
+    }
+
+    /// Publishes nothing for the runs in `local` (delivered in-process).
+    pub fn except_local(mut self, local: LiveRuns) -> Self {
+        self.local = Some(local);
+        self
     }
 }
 
@@ -60,6 +70,9 @@ fn channel(namespace: &str) -> String {
 #[async_trait]
 impl Notifier for RedisNotifier {
     async fn step_finished(&self, job: &StepJob, _outcome: &StepOutcome) {
+        if self.local.as_ref().is_some_and(|local| local.contains(&job.run)) {
+            return;
+        }
         let payload = serde_json::to_string(&Finished { run: job.run.clone(), step: job.step.clone(), attempt: job.attempt })
             .expect("ids serialise");
         let mut conn = self.conn.clone();
@@ -108,7 +121,7 @@ mod tests {
 
     use super::{Finished, channel, subscribe};
     use crate::queue::tests::redis_server::RedisServer;
-    use crate::supervisor::SupervisorMsg;
+    use crate::supervisor::{LiveRuns, SupervisorMsg};
 
     /// Stands in for the supervisor: forwards the runs of routed messages.
     struct Probe;

@@ -86,6 +86,34 @@ pub struct SupervisorState {
     recovering: HashSet<ActorId>,
 }
 
+/// The runs this process drives — their actor has started, so it holds the run's lease —
+/// readable outside the supervisor's message loop: a worker of this process whose run is
+/// driven here needs to tell no other process of its outcomes.
+#[derive(Clone, Debug, Default)]
+pub struct LiveRuns(Arc<std::sync::RwLock<HashSet<RunId>>>);
+
+impl LiveRuns {
+    pub fn contains(&self, run: &RunId) -> bool {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).contains(run)
+    }
+
+    fn insert(&self, run: RunId) {
+        self.0.write().unwrap_or_else(|e| e.into_inner()).insert(run);
+    }
+
+    fn remove(&self, run: &RunId) {
+        self.0.write().unwrap_or_else(|e| e.into_inner()).remove(run);
+    }
+}
+
+impl SupervisorState {
+    /// Every live entry leaves through here, so [`LiveRuns`] never names a run without one.
+    fn remove_live(&mut self, run: &RunId) -> Option<Live> {
+        self.engine.live_runs.remove(run);
+        self.live.remove(run)
+    }
+}
+
 /// A live run actor as the supervisor knows it, from the moment it is spawned.
 struct Live {
     actor: ActorRef<RunMsg>,
@@ -197,7 +225,7 @@ impl Actor for RunSupervisor {
 /// over already), answering whoever waits for its startup.
 fn forget(st: &mut SupervisorState, run: &RunId, id: ActorId, result: Result<(), String>) {
     if st.live.get(run).is_some_and(|l| l.actor.get_id() == id)
-        && let Some(live) = st.live.remove(run)
+        && let Some(live) = st.remove_live(run)
     {
         live.settle(result);
     }
@@ -288,6 +316,7 @@ fn started(myself: &ActorRef<SupervisorMsg>, st: &mut SupervisorState, run: RunI
         Ok(()) => {
             if let Some(live) = st.live.get_mut(&run).filter(|l| l.actor.get_id() == actor) {
                 live.started = true;
+                st.engine.live_runs.insert(run.clone());
                 for w in live.waiters.drain(..) {
                     let _ = w.send(Ok(()));
                 }
@@ -307,7 +336,7 @@ fn started(myself: &ActorRef<SupervisorMsg>, st: &mut SupervisorState, run: RunI
 }
 
 fn passivated(myself: &ActorRef<SupervisorMsg>, st: &mut SupervisorState, run: RunId, wake_at: Option<u64>, routed: u64) {
-    let Some(live) = st.live.remove(&run) else { return };
+    let Some(live) = st.remove_live(&run) else { return };
     // The entry is this actor's: nothing replaces it before this message is handled (see
     // `PASSIVATED`). Its termination event may not have been handled yet.
     st.by_actor.remove(&live.actor.get_id());

@@ -88,6 +88,8 @@ pub struct Engine {
     /// The workflows known by id (shipped templates, configured specs): what `run NAME`,
     /// the templates API and the `platform` step's `workflow.run` resolve.
     pub catalogue: Arc<crate::catalogue::Catalogue>,
+    /// The runs this process's supervisor has an actor for (kept by the supervisor).
+    pub live_runs: crate::supervisor::LiveRuns,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -127,6 +129,7 @@ impl Engine {
             specs: RwLock::new(HashMap::new()),
             models: Arc::new(ModelCatalog::default()),
             catalogue: Arc::new(crate::catalogue::Catalogue::default()),
+            live_runs: Default::default(),
         }
     }
 
