@@ -121,7 +121,7 @@ mod tests {
 
     use super::{Finished, channel, subscribe};
     use crate::queue::tests::redis_server::RedisServer;
-    use crate::supervisor::{LiveRuns, SupervisorMsg};
+    use crate::supervisor::SupervisorMsg;
 
     /// Stands in for the supervisor: forwards the runs of routed messages.
     struct Probe;
