@@ -15,8 +15,8 @@
 //! and the runtime's garbage collected before reuse, and a runtime that still has queued jobs,
 //! was interrupted, refused memory or kept more heap than it had is dropped instead. Creating
 //! and freeing a runtime per attempt was a tenth of a `code` fan-out's CPU; the context's
-//! intrinsics are most of what is left. The context has the ECMAScript built-ins only: rquickjs is built without its
-//! `loader` feature and no module loader is set, and QuickJS's `std`/`os` modules live in
+//! intrinsics are most of what is left. The context has the ECMAScript built-ins only:
+//! rquickjs is built without its `loader` feature and no module loader is set, and QuickJS's `std`/`os` modules live in
 //! quickjs-libc, which rquickjs does not include — so no files, network, timers, `require`,
 //! `fetch` or `import`. Limits: heap (`limits.memory_mib`), stack ([`MAX_STACK_BYTES`]),
 //! CPU (`limits.cpu`) and the attempt's wall-clock `timeout`, both enforced by the
@@ -423,18 +423,12 @@ impl HeapMeter {
 /// The allocator QuickJS calls, counting into the runtime's [`HeapMeter`].
 struct MeteredHeap(Rc<HeapMeter>);
 
-impl MeteredHeap {
-    fn admit(&self, extra: usize) -> bool {
-        self.0.admit(extra)
-    }
-}
-
 // SAFETY: every block comes from `RustAllocator`, which meets the trait's contract; this
 // wrapper only refuses requests (a null return, which the contract allows) and keeps count
 // with `usable_size` of blocks that allocator returned.
 unsafe impl Allocator for MeteredHeap {
     fn alloc(&mut self, size: usize) -> *mut u8 {
-        if !self.admit(size) {
+        if !self.0.admit(size) {
             return std::ptr::null_mut();
         }
         let block = RustAllocator.alloc(size);
@@ -447,7 +441,7 @@ unsafe impl Allocator for MeteredHeap {
     fn calloc(&mut self, count: usize, size: usize) -> *mut u8 {
         // `RustAllocator::calloc` panics on overflow, and a panic must not cross into C.
         match count.checked_mul(size) {
-            Some(total) if total > 0 && self.admit(total) => {
+            Some(total) if total > 0 && self.0.admit(total) => {
                 let block = RustAllocator.calloc(count, size);
                 if !block.is_null() {
                     self.0.grew(unsafe { RustAllocator::usable_size(block) });
@@ -475,7 +469,7 @@ unsafe impl Allocator for MeteredHeap {
             return std::ptr::null_mut();
         }
         let old = unsafe { RustAllocator::usable_size(ptr) };
-        if new_size > old && !self.admit(new_size - old) {
+        if new_size > old && !self.0.admit(new_size - old) {
             return std::ptr::null_mut();
         }
         let block = unsafe { RustAllocator.realloc(ptr, new_size) };
