@@ -16,8 +16,8 @@
 //! was interrupted, refused memory or kept more heap than it had is dropped instead. Creating
 //! and freeing a runtime per attempt was a tenth of a `code` fan-out's CPU; the context's
 //! intrinsics are most of what is left. The context has the ECMAScript built-ins only:
-//! rquickjs is built without its `loader` feature and no module loader is set, and QuickJS's `std`/`os` modules live in
-//! quickjs-libc, which rquickjs does not include — so no files, network, timers, `require`,
+//! rquickjs is built without its `loader` feature and no module loader is set, and QuickJS's
+//! `std`/`os` modules live in quickjs-libc, which rquickjs does not include — so no files, network, timers, `require`,
 //! `fetch` or `import`. Limits: heap (`limits.memory_mib`), stack ([`MAX_STACK_BYTES`]),
 //! CPU (`limits.cpu`) and the attempt's wall-clock `timeout`, both enforced by the
 //! interrupt handler, which QuickJS calls regularly, also inside regexp matching.
