@@ -48,10 +48,13 @@ impl TestSystem {
         }
     }
 
-    /// Start again on the same data (a restart).
+    /// Start again on the same data, as `tollgate serve` does after a restart: every unfinished
+    /// run is recovered (a run whose attempt the stop interrupted is driven on, not left for
+    /// whatever message might next reach it).
     pub async fn restart(&mut self) {
         self.stop().await;
         self.running = Some(bootstrap::start(&self.config, Role::All).await.expect("system restarts"));
+        self.t().recover_all().await.expect("unfinished runs recovered");
     }
 
     /// Start a run of `yaml` with `params`.
@@ -62,10 +65,24 @@ impl TestSystem {
 
     /// Wait until the run finishes or only waits for a human.
     pub async fn settle(&self, run: &RunId) -> RunView {
-        tokio::time::timeout(Duration::from_secs(60), self.t().wait_settled(run, Duration::from_millis(100)))
-            .await
-            .expect("run settles within 60 s")
-            .expect("run view")
+        match tokio::time::timeout(Duration::from_secs(60), self.t().wait_settled(run, Duration::from_millis(100))).await {
+            Ok(view) => view.expect("run view"),
+            Err(_) => {
+                // Say where it stands: a stall is diagnosed from this.
+                let view = self.t().view(run).await;
+                let summary = match self.t().engine.store.run_meta(run).await {
+                    Ok(meta) => format!("{:?}", self.t().engine.store.run_summary(&meta.workflow, run).await),
+                    Err(e) => e.to_string(),
+                };
+                let steps = view.as_ref().map(|v| {
+                    v.step_ids.iter().zip(&v.state.steps).map(|(id, s)| format!("{id}: {:?} attempts {:?}", s.status, s.attempts)).collect::<Vec<_>>()
+                });
+                panic!(
+                    "run {run} did not settle within 60 s: status {:?}; summary {summary}; steps {steps:?}",
+                    view.as_ref().map(|v| v.state.status.label())
+                );
+            }
+        }
     }
 
     /// The state of step `id`.
@@ -90,8 +107,17 @@ pub async fn embedded() -> TestSystem {
     embedded_with(|_| {}).await
 }
 
+/// With `TOLLGATE_TEST_LOG` set (a tracing filter, e.g. `tollgate=debug`), the engine's log
+/// goes to the test's captured output, shown when it fails. Once per test binary.
+pub fn logs() {
+    if let Ok(filter) = std::env::var("TOLLGATE_TEST_LOG") {
+        let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::new(filter)).with_test_writer().try_init();
+    }
+}
+
 /// A system on the embedded backend with some settings changed.
 pub async fn embedded_with(change: impl FnOnce(&mut Config)) -> TestSystem {
+    logs();
     let dir = tempfile::tempdir().expect("temp dir");
     let mut config = base_config(&dir);
     change(&mut config);
@@ -116,6 +142,7 @@ pub async fn redis() -> TestSystem {
 
 /// A system on the real Redis with some settings changed.
 pub async fn redis_with(change: impl FnOnce(&mut Config)) -> TestSystem {
+    logs();
     let dir = tempfile::tempdir().expect("temp dir");
     let mut config = Config {
         backend: BackendKind::Redis,

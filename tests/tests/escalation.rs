@@ -97,7 +97,6 @@ async fn a_second_assignee_is_paged_after_t1_and_the_default_applies_after_t2_ac
     // Restart between T1 and T2: the default still comes, once.
     server.abort();
     sys.restart().await;
-    sys.t().recover_all().await.unwrap(); // as `tollgate serve` does on start
     let mut end = sys.settle(&run).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while !end.state.status.is_finished() {

@@ -207,7 +207,6 @@ async fn a_blocked_item_waits_for_guidance_on_its_own_across_a_restart_and_finis
 
     // The engine restarts while the run waits; the decision releases the held output.
     sys.restart().await;
-    sys.t().recover_all().await.unwrap();
     sys.t().decide(&request, Decision::Approve, "ann", None).await.unwrap();
     let v = sys.settle(&run).await;
     assert_eq!(v.state.status.label(), "succeeded", "{:?}", v.state.status);

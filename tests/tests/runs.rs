@@ -259,7 +259,6 @@ steps:
         })
         .await;
         sys.restart().await;
-        sys.t().recover_all().await.unwrap();
         let v = sys.settle(&run).await;
         assert_eq!(v.state.status.label(), "succeeded", "{:?}", v.state.status);
         let wait = TestSystem::step(&v, "wait");
