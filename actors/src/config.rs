@@ -154,7 +154,8 @@ impl LlmConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct PagingConfig {
     /// SMTP server, as a URL: `smtp://host:25` (plain), `smtp://host:587?tls=required`
-    /// (STARTTLS), `smtps://user:password@host:465` (TLS). Empty: no email.
+    /// (STARTTLS), `smtps://user:password@host:465` (TLS). Empty: no email. A password goes
+    /// only over TLS unless the host is this machine ([`PagingConfig::check`]).
     pub smtp_url: String,
     /// The sender of page mails.
     pub from: String,
@@ -179,6 +180,38 @@ impl Default for PagingConfig {
             webhook_secret_env: "TOLLGATE_PAGING_WEBHOOK_SECRET".into(),
             webhook_attempts: 6,
         }
+    }
+}
+
+impl PagingConfig {
+    /// Refuses, before anything is paged, an SMTP URL lettre cannot use, one that would send
+    /// its password in the clear to another machine (`smtp://` without `tls=required`: an
+    /// opportunistic STARTTLS can be stripped), and a sender that is not a mailbox.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        if self.smtp_url.is_empty() {
+            return Ok(());
+        }
+        let invalid = |why: String| ConfigError::Invalid(format!("paging.smtp_url: {why}"));
+        // The URL itself is never echoed: it may hold a password.
+        let url = reqwest::Url::parse(&self.smtp_url).map_err(|e| invalid(format!("not a URL ({e})")))?;
+        let host = url.host_str().filter(|h| !h.is_empty()).ok_or_else(|| invalid("names no host".into()))?;
+        let encrypted = match url.scheme() {
+            "smtps" => true,
+            "smtp" => url.query_pairs().any(|(k, v)| k == "tls" && v == "required"),
+            other => return Err(invalid(format!("scheme `{other}` is not smtp or smtps"))),
+        };
+        if !url.username().is_empty() && !encrypted && !tollgate_engine::connections::smtp::is_loopback(host) {
+            return Err(invalid(format!(
+                "would send the password of `{}` in the clear to `{host}`: use smtps://… or smtp://…?tls=required \
+                 (a login without TLS only for a relay on this machine: localhost, 127.0.0.1, ::1)",
+                url.username()
+            )));
+        }
+        lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::from_url(&self.smtp_url).map_err(|e| invalid(e.to_string()))?;
+        self.from
+            .parse::<lettre::message::Mailbox>()
+            .map_err(|e| ConfigError::Invalid(format!("paging.from `{}` is not a mailbox: {e}", self.from)))?;
+        Ok(())
     }
 }
 
@@ -378,6 +411,7 @@ impl Config {
             return Err(ConfigError::Invalid("http_max_body_bytes must be at least 1024".into()));
         }
         self.egress.allowlist()?;
+        self.paging.check()?;
         if self.triggers.history_ttl.is_zero() {
             return Err(ConfigError::Invalid("triggers.history_ttl must be longer than 0".into()));
         }
@@ -468,5 +502,35 @@ mod tests {
         let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../config/default.toml")).unwrap();
         let parsed: Config = toml::from_str(&text).unwrap();
         assert_eq!(parsed, Config::default());
+    }
+
+    #[test]
+    fn a_paging_url_that_would_send_a_password_in_the_clear_is_refused() {
+        let with = |url: &str| {
+            let mut c = Config::default();
+            c.paging.smtp_url = url.into();
+            c.validate().map_err(|e| e.to_string())
+        };
+        let err = with("smtp://pager:s3cret@mail.example.com:587").unwrap_err();
+        assert!(err.starts_with("config: paging.smtp_url: would send the password of `pager` in the clear to `mail.example.com`"), "{err}");
+        assert!(!err.contains("s3cret"), "the error must not echo the password: {err}");
+        let err = with("smtp://pager:s3cret@mail.example.com:587?tls=opportunistic").unwrap_err();
+        assert!(err.contains("in the clear"), "opportunistic STARTTLS can be stripped: {err}");
+        for fine in [
+            "smtp://pager:s3cret@mail.example.com:587?tls=required",
+            "smtps://pager:s3cret@mail.example.com:465",
+            "smtp://pager:s3cret@127.0.0.1:2525",
+            "smtp://pager:s3cret@localhost:2525",
+            "smtp://mail.example.com:25",
+            "",
+        ] {
+            assert_eq!(with(fine), Ok(()), "{fine}");
+        }
+        assert_eq!(with("http://mail.example.com").unwrap_err(), "config: paging.smtp_url: scheme `http` is not smtp or smtps");
+        assert!(with("mail.example.com:25").unwrap_err().starts_with("config: paging.smtp_url: "));
+        let mut c = Config::default();
+        c.paging.smtp_url = "smtp://127.0.0.1:25".into();
+        c.paging.from = "not a mailbox".into();
+        assert!(c.validate().unwrap_err().to_string().starts_with("config: paging.from `not a mailbox` is not a mailbox"));
     }
 }

@@ -118,7 +118,7 @@ impl SmtpSettings {
 
 /// `localhost` or a loopback address: the only hosts a password may be sent to in the clear.
 /// A name that merely resolves to one does not count (resolution can change).
-fn is_loopback(host: &str) -> bool {
+pub fn is_loopback(host: &str) -> bool {
     let host = host.trim_start_matches('[').trim_end_matches(']');
     host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
