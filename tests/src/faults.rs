@@ -153,11 +153,6 @@ impl Backend for FullDisk {
     async fn index_page_desc(&self, index: &str, before: Option<&str>, limit: usize) -> Result<Vec<String>, StoreError> {
         self.inner.index_page_desc(index, before, limit).await
     }
-    async fn purge_expired(&self, prefix: &str) -> Result<u64, StoreError> {
-        self.check(prefix)?;
-        let r = self.inner.purge_expired(prefix).await;
-        self.wrote(prefix, r)
-    }
     async fn scan_prefix(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         self.inner.scan_prefix(prefix).await
     }

@@ -25,9 +25,6 @@ const RESTART_BACKOFF: (Duration, Duration) = (Duration::from_millis(200), Durat
 const HEALTHY_RUN: Duration = Duration::from_secs(60);
 /// How often changed trigger states are saved.
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
-/// How often expired trigger records (claims, history, files) are removed from a store that
-/// does not expire values itself (SQLite; Redis does it on its own).
-const PURGE_EVERY: Duration = Duration::from_secs(60);
 
 type Key = (WorkflowId, TriggerId);
 
@@ -46,8 +43,6 @@ pub enum TriggerSupervisorMsg {
     Start(Key),
     /// Save changed states.
     Flush,
-    /// Remove expired trigger records.
-    Purge,
 }
 
 struct Slot {
@@ -90,7 +85,6 @@ impl Actor for TriggerSupervisor {
             }
         }
         myself.send_interval(FLUSH_EVERY, || TriggerSupervisorMsg::Flush);
-        myself.send_interval(PURGE_EVERY, || TriggerSupervisorMsg::Purge);
         Ok(TriggerSupervisorState { args, slots, by_actor: HashMap::new() })
     }
 
@@ -103,11 +97,6 @@ impl Actor for TriggerSupervisor {
         match msg {
             TriggerSupervisorMsg::Start(key) => start(&myself, st, key).await,
             TriggerSupervisorMsg::Flush => flush(st).await,
-            TriggerSupervisorMsg::Purge => match st.args.fire_path.tollgate().engine.store.backend().purge_expired("trig/").await {
-                Ok(n) if n > 0 => tracing::debug!(removed = n, "expired trigger records removed"),
-                Ok(_) => {}
-                Err(e) => tracing::debug!(error = %e, "could not remove expired trigger records; next time"),
-            },
         }
         Ok(())
     }

@@ -29,6 +29,8 @@
 //! `append_with` writes its entries and puts as multi-row statements too.
 //! A passive checkpoint beside the writer (see `checkpoint`) keeps SQLite's automatic one,
 //! with its fsyncs, out of the commits.
+//! A sweep (see `sweep`) removes expired values from the file every minute, as Redis expires
+//! its keys, whichever process has the file open.
 
 use std::path::Path;
 use std::sync::LazyLock;
@@ -44,8 +46,10 @@ use tollgate_engine::store::{Backend, Lease, LeaseGrant, StoreError};
 /// Idempotent, so opening an existing file (or one apalis-sqlite shares) is harmless.
 /// No `WITHOUT ROWID`: values reach a megabyte, and SQLite advises rowid tables for rows
 /// that large.
-const SCHEMA: [&str; 3] = [
+const SCHEMA: [&str; 4] = [
     "CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL, expires_at INTEGER NULL)",
+    // Only values with an expiry are in it, so the journal's writes (none has one) never touch it.
+    "CREATE INDEX IF NOT EXISTS kv_expiry ON kv (expires_at) WHERE expires_at IS NOT NULL",
     "CREATE TABLE IF NOT EXISTS log (log TEXT NOT NULL, seq INTEGER NOT NULL, value BLOB NOT NULL, PRIMARY KEY (log, seq))",
     "CREATE TABLE IF NOT EXISTS idx (idx TEXT NOT NULL, member TEXT NOT NULL, PRIMARY KEY (idx, member))",
 ];
@@ -62,6 +66,12 @@ const MAX_GROUP: usize = 256;
 
 /// How often the WAL is copied back into the database file (see `checkpoint`).
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
+
+/// How often values whose expiry has passed are removed from the file (see `sweep`).
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+/// Most rows one sweep statement removes, so that it holds the write lock only briefly.
+const SWEEP_BATCH: i64 = 512;
 
 /// A [`Backend`] on one SQLite file. Cloning shares the pools and the group-commit writer.
 #[derive(Debug, Clone)]
@@ -324,9 +334,49 @@ async fn checkpoint(mut conn: sqlx::SqliteConnection, alive: mpsc::WeakUnbounded
     }
 }
 
+/// Removes the values whose expiry has passed, every `every`, for as long as the backend
+/// lives: the file reclaims them as Redis reclaims its expired keys, whichever process runs
+/// (reads already treat them as absent). A short statement at a time, between group commits.
+async fn sweep(pool: SqlitePool, every: Duration, alive: mpsc::WeakUnboundedSender<Write>) {
+    loop {
+        tokio::time::sleep(every).await;
+        if alive.upgrade().is_none() {
+            return;
+        }
+        match sweep_expired(&pool, now_ms()).await {
+            Ok(0) => {}
+            Ok(removed) => tracing::debug!(removed, "expired store values removed"),
+            Err(e) => tracing::debug!(error = %e, "could not remove expired store values; next time"),
+        }
+    }
+}
+
+/// Removes every value that expired by `now`, in statements of at most [`SWEEP_BATCH`] rows;
+/// returns how many went.
+async fn sweep_expired(pool: &SqlitePool, now: i64) -> Result<u64, StoreError> {
+    let mut removed = 0;
+    loop {
+        let done = sqlx::query("DELETE FROM kv WHERE rowid IN (SELECT rowid FROM kv WHERE expires_at <= ?1 LIMIT ?2)")
+            .bind(now)
+            .bind(SWEEP_BATCH)
+            .execute(pool)
+            .await
+            .map_err(|e| map_err("kv", e))?;
+        removed += done.rows_affected();
+        if done.rows_affected() < SWEEP_BATCH as u64 {
+            return Ok(removed);
+        }
+    }
+}
+
 impl SqliteBackend {
     /// Opens (creating if needed) the database at `path` and its tables.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_sweeping_every(path, SWEEP_EVERY).await
+    }
+
+    /// [`SqliteBackend::open`], removing expired values every `every` instead of every minute.
+    pub async fn open_sweeping_every(path: &Path, every: Duration) -> Result<Self, StoreError> {
         let options = connect_options(path);
         let writer = Self::pool_options()
             .max_connections(1)
@@ -344,15 +394,16 @@ impl SqliteBackend {
             .await
             .map_err(|e| map_err(&path.display().to_string(), e))?;
         let checkpointer = sqlx::ConnectOptions::connect(&options).await.map_err(|e| map_err(&path.display().to_string(), e))?;
-        let backend = Self::with_pools(writer, reader);
+        let backend = Self::with_pools(writer, reader, every);
         tokio::spawn(checkpoint(checkpointer, backend.writes.downgrade()));
         Ok(backend)
     }
 
-    /// The backend on its pools, with its group-commit writer running.
-    fn with_pools(writer: SqlitePool, reader: SqlitePool) -> Self {
+    /// The backend on its pools, with its group-commit writer and its sweep running.
+    fn with_pools(writer: SqlitePool, reader: SqlitePool, sweep_every: Duration) -> Self {
         let (writes, queued) = mpsc::unbounded_channel();
         tokio::spawn(group_commit(writer.clone(), queued));
+        tokio::spawn(sweep(writer.clone(), sweep_every, writes.downgrade()));
         Self { writer, reader, writes }
     }
 
@@ -372,7 +423,7 @@ impl SqliteBackend {
     /// its connection) and a busy timeout; this backend issues no per-call PRAGMA.
     pub async fn from_pool(pool: SqlitePool) -> Result<Self, StoreError> {
         create_tables(&pool).await?;
-        Ok(Self::with_pools(pool.clone(), pool))
+        Ok(Self::with_pools(pool.clone(), pool, SWEEP_EVERY))
     }
 
     /// A pool on `path` configured as this backend needs it (WAL, `synchronous=NORMAL`,
@@ -793,16 +844,6 @@ impl Backend for SqliteBackend {
             .map_err(|e| map_err(index, e))
     }
 
-    async fn purge_expired(&self, prefix: &str) -> Result<u64, StoreError> {
-        let done = sqlx::query("DELETE FROM kv WHERE key >= ?1 AND key < ?1 || x'F4908080' AND expires_at <= ?2")
-            .bind(prefix)
-            .bind(now_ms())
-            .execute(&self.writer)
-            .await
-            .map_err(|e| map_err(prefix, e))?;
-        Ok(done.rows_affected())
-    }
-
     async fn scan_prefix(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         let now = now_ms();
         // `prefix <= key < prefix || x'F4908080'` holds exactly for the keys that start with
@@ -867,6 +908,52 @@ mod tests {
         assert_eq!(backend.read_log("run/r/journal", 0).await.unwrap(), std::slice::from_ref(&big));
         assert_eq!(backend.get("run/r/in/a/1").await.unwrap(), Some(big));
         assert!(backend.lease_release(&lease).await.unwrap());
+    }
+
+    /// Every key in the file, expired or not.
+    async fn keys_in_file(backend: &SqliteBackend) -> Vec<String> {
+        sqlx::query_scalar("SELECT key FROM kv ORDER BY key").fetch_all(&backend.reader).await.unwrap()
+    }
+
+    /// A sweep removes exactly the values whose expiry has passed — under any prefix, in as
+    /// many bounded statements as it takes — and nothing else.
+    #[tokio::test]
+    async fn a_sweep_removes_every_expired_value_and_only_those() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = SqliteBackend::open(&dir.path().join("store.db")).await.unwrap();
+        let hour = Some(Duration::from_secs(3600));
+        let writes = (0..700).map(|i| {
+            let (backend, key) = (backend.clone(), format!("imap/box/{i:04}"));
+            async move { backend.put(&key, b"seen", hour).await }
+        });
+        futures::future::try_join_all(writes).await.unwrap();
+        assert!(backend.put_if_absent("trig/wf/claim/k", b"claim", hour).await.unwrap());
+        backend.put("trig/wf/fire/f", b"record", Some(Duration::from_secs(3 * 3600))).await.unwrap();
+        backend.put("run/r/state", b"no expiry", None).await.unwrap();
+        assert_eq!(keys_in_file(&backend).await.len(), 703);
+
+        assert_eq!(sweep_expired(&backend.writer, now_ms()).await.unwrap(), 0, "nothing has expired yet");
+        let in_two_hours = now_ms() + 2 * 3600 * 1000;
+        assert_eq!(sweep_expired(&backend.writer, in_two_hours).await.unwrap(), 701);
+        assert_eq!(keys_in_file(&backend).await, ["run/r/state", "trig/wf/fire/f"]);
+    }
+
+    /// Expired values leave the file on their own, with nobody reading them (a read would
+    /// remove one too) and no caller asking for a purge.
+    #[tokio::test]
+    async fn expired_values_leave_the_file_unread() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = SqliteBackend::open_sweeping_every(&dir.path().join("store.db"), Duration::from_millis(50)).await.unwrap();
+        let soon = Some(Duration::from_millis(100));
+        backend.put("imap/box/1/7", b"seen", soon).await.unwrap();
+        backend.put_if_absent("trig/wf/claim/k", b"claim", soon).await.unwrap();
+        backend.put("run/r/state", b"no expiry", None).await.unwrap();
+        let swept = async {
+            while keys_in_file(&backend).await != ["run/r/state"] {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), swept).await.expect("the expired values are removed from the file");
     }
 
     /// What a test asks of the store, for a model to answer in sequence.

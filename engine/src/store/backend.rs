@@ -127,13 +127,6 @@ pub trait Backend: Send + Sync + 'static {
         Ok(members.into_iter().rev().take(limit).collect())
     }
 
-    /// Remove the values under `prefix` whose TTL has passed, now rather than when next read;
-    /// returns how many went. Backends whose server expires values itself (Redis) keep the
-    /// default, which does nothing.
-    async fn purge_expired(&self, _prefix: &str) -> Result<u64, StoreError> {
-        Ok(0)
-    }
-
     /// All keys that start with `prefix`, ascending. Used for listing and raw dumps, not on hot paths.
     async fn scan_prefix(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
 }
