@@ -232,22 +232,21 @@ impl Tollgate {
 impl Tollgate {
     /// Whether a sub-workflow the run waits for is still at work (or has finished and the run
     /// is about to move on): only a run whose children all wait too has settled. A child
-    /// waiting for budget from its parent waits only while that parent has someone asked about
-    /// it (a person, or its own parent): before the parent has taken the ask up, or once it has
-    /// answered (a grant written after its journal entry), the two runs are still moving.
+    /// waiting for budget from its parent waits only while that parent has a budget request
+    /// open (to a person, or to its own parent): before the parent has taken the ask up, or
+    /// once it has answered (its grant is written after its own journal entry), the two runs
+    /// are still moving.
     async fn children_busy(&self, v: &RunView) -> Result<bool, ServiceError> {
-        // Each child with the budget request its parent has asked someone about for it, if any.
-        let children = |v: &RunView| -> Vec<(RunId, Option<RequestId>)> {
-            let asked = v.state.child_ask.as_ref().filter(|_| v.state.budget_request.is_some());
+        // Each child, and whether its parent has a budget request open.
+        let children = |v: &RunView| -> Vec<(RunId, bool)> {
+            let asking = v.state.budget_request.is_some();
             v.state.steps.iter().filter_map(|s| match &s.status {
-                run::StepStatus::WaitingChild { run } => {
-                    Some((run.clone(), asked.filter(|a| a.child == *run).map(|a| a.request.clone())))
-                }
+                run::StepStatus::WaitingChild { run } => Some((run.clone(), asking)),
                 _ => None,
             }).collect()
         };
         let mut stack = children(v);
-        while let Some((child, asked)) = stack.pop() {
+        while let Some((child, parent_asking)) = stack.pop() {
             let cv = match self.view(&child).await {
                 Ok(cv) => cv,
                 Err(ServiceError::NotFound(_)) => return Ok(true), // about to be created
@@ -256,9 +255,11 @@ impl Tollgate {
             if cv.state.status.is_finished() || !cv.state.is_waiting() || has_near_timer(&cv) || self.between_states(&cv).await? {
                 return Ok(true);
             }
-            let spec = self.engine.spec(&cv.meta.workflow, &cv.meta.spec_digest).await.map_err(|e| ServiceError::Engine(e.to_string()))?;
-            if run::open_budget_ask(&spec, &cv.state).is_some_and(|(request, _)| asked.as_ref() != Some(&request)) {
-                return Ok(true);
+            if !parent_asking {
+                let spec = self.engine.spec(&cv.meta.workflow, &cv.meta.spec_digest).await.map_err(|e| ServiceError::Engine(e.to_string()))?;
+                if run::open_budget_ask(&spec, &cv.state).is_some() {
+                    return Ok(true);
+                }
             }
             stack.extend(children(&cv));
         }
