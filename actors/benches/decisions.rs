@@ -59,7 +59,11 @@ async fn bench(label: &str, config: Config, n: usize) {
         t.decide(request, Decision::Approve, "bench", None).await.unwrap();
         loop {
             match tokio::time::timeout(Duration::from_secs(30), updates.recv()).await {
-                Ok(Ok(RunUpdate::Step { run: r, step, status: "running", .. })) if r == *run && step.as_str() == "next" => break,
+                Ok(Ok(RunUpdate::Step { run: r, step, status: "running", .. }))
+                    if r == *run && step.as_str() == "next" =>
+                {
+                    break;
+                }
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => panic!("{label}: update bus: {e}"),
                 Err(_) => panic!("{label}: run {run}: no dispatch 30 s after the decision"),
@@ -88,19 +92,33 @@ async fn bench(label: &str, config: Config, n: usize) {
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let n = args.iter().position(|a| a == "--decisions").and_then(|i| args.get(i + 1)).and_then(|n| n.parse().ok()).unwrap_or(1_000);
+    let n = args
+        .iter()
+        .position(|a| a == "--decisions")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1_000);
     let dir = tempfile::tempdir().unwrap();
     let mut base = Config { master_key: MASTER.into(), data_dir: dir.path().to_path_buf(), ..Config::default() };
     base.apply_env(std::env::vars()).expect("TOLLGATE_* settings");
-    println!("tollgate decision latency benchmark ({} cores)", std::thread::available_parallelism().map_or(0, |n| n.get()));
+    println!(
+        "tollgate decision latency benchmark ({} cores)",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
     bench("embedded", Config { backend: BackendKind::Embedded, ..base.clone() }, n).await;
     let redis_url = std::env::var("TOLLGATE_BENCH_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let namespace = format!("tgbench-decide-{}", std::process::id());
-    bench("redis", Config { backend: BackendKind::Redis, redis_url: redis_url.clone(), namespace: namespace.clone(), ..base }, n).await;
+    bench(
+        "redis",
+        Config { backend: BackendKind::Redis, redis_url: redis_url.clone(), namespace: namespace.clone(), ..base },
+        n,
+    )
+    .await;
     // Leave nothing behind on the shared Redis.
     if let Ok(client) = redis::Client::open(redis_url) {
         if let Ok(mut conn) = client.get_multiplexed_async_connection().await {
-            let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{namespace}*")).query_async(&mut conn).await.unwrap_or_default();
+            let keys: Vec<String> =
+                redis::cmd("KEYS").arg(format!("{namespace}*")).query_async(&mut conn).await.unwrap_or_default();
             for chunk in keys.chunks(1000) {
                 let _: Result<(), _> = redis::cmd("DEL").arg(chunk).query_async(&mut conn).await;
             }

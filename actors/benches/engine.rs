@@ -55,7 +55,9 @@ async fn bench(label: &str, config: Config, fanout: usize) {
         .state
         .steps
         .iter()
-        .map(|s| s.attempts.iter().map(|a| a.finished_at.unwrap_or(0).saturating_sub(a.started_at.unwrap_or(0))).sum::<u64>())
+        .map(|s| {
+            s.attempts.iter().map(|a| a.finished_at.unwrap_or(0).saturating_sub(a.started_at.unwrap_or(0))).sum::<u64>()
+        })
         .sum();
     let orchestration = total.as_secs_f64() * 1000.0 - own as f64;
     println!(
@@ -125,7 +127,9 @@ async fn main() {
     // TOLLGATE_* variables tune the run (e.g. TOLLGATE_WORKER_CONCURRENCY), as for the binary.
     base.apply_env(std::env::vars()).expect("TOLLGATE_* settings");
     println!("tollgate engine benchmark ({} cores)", std::thread::available_parallelism().map_or(0, |n| n.get()));
-    if let Some(n) = args.iter().position(|a| a == "--waiting").and_then(|i| args.get(i + 1)).and_then(|n| n.parse().ok()) {
+    if let Some(n) =
+        args.iter().position(|a| a == "--waiting").and_then(|i| args.get(i + 1)).and_then(|n| n.parse().ok())
+    {
         let backend = if base.backend == BackendKind::Redis { "redis" } else { "embedded" };
         println!("backend: {backend} (TOLLGATE_BACKEND=redis to change)");
         let namespace = format!("tgbench-wait-{}", std::process::id());
@@ -141,11 +145,17 @@ async fn main() {
     }
     let redis_url = std::env::var("TOLLGATE_BENCH_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let namespace = format!("tgbench-{}", std::process::id());
-    bench("redis", Config { backend: BackendKind::Redis, redis_url: redis_url.clone(), namespace: namespace.clone(), ..base }, fanout).await;
+    bench(
+        "redis",
+        Config { backend: BackendKind::Redis, redis_url: redis_url.clone(), namespace: namespace.clone(), ..base },
+        fanout,
+    )
+    .await;
     // Leave nothing behind on the shared Redis.
     if let Ok(client) = redis::Client::open(redis_url) {
         if let Ok(mut conn) = client.get_multiplexed_async_connection().await {
-            let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{namespace}*")).query_async(&mut conn).await.unwrap_or_default();
+            let keys: Vec<String> =
+                redis::cmd("KEYS").arg(format!("{namespace}*")).query_async(&mut conn).await.unwrap_or_default();
             for chunk in keys.chunks(1000) {
                 let _: Result<(), _> = redis::cmd("DEL").arg(chunk).query_async(&mut conn).await;
             }

@@ -119,7 +119,9 @@ async fn bench(label: &str, config: Config, samples: usize) {
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
         };
-        latencies.push(v.state.steps[1].attempts[0].started_at.expect("the step after the wait started").saturating_sub(sent));
+        latencies.push(
+            v.state.steps[1].attempts[0].started_at.expect("the step after the wait started").saturating_sub(sent),
+        );
     }
     report(label, "event → waiting run's next step started", latencies);
     triggers.shutdown().await;
@@ -135,10 +137,16 @@ async fn main() {
     bench("embedded", Config { backend: BackendKind::Embedded, ..base.clone() }, samples).await;
     let redis_url = std::env::var("TOLLGATE_BENCH_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let namespace = format!("tgbench-ev-{}", std::process::id());
-    bench("redis", Config { backend: BackendKind::Redis, redis_url: redis_url.clone(), namespace: namespace.clone(), ..base }, samples).await;
+    bench(
+        "redis",
+        Config { backend: BackendKind::Redis, redis_url: redis_url.clone(), namespace: namespace.clone(), ..base },
+        samples,
+    )
+    .await;
     if let Ok(client) = redis::Client::open(redis_url) {
         if let Ok(mut conn) = client.get_multiplexed_async_connection().await {
-            let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{namespace}*")).query_async(&mut conn).await.unwrap_or_default();
+            let keys: Vec<String> =
+                redis::cmd("KEYS").arg(format!("{namespace}*")).query_async(&mut conn).await.unwrap_or_default();
             for chunk in keys.chunks(1000) {
                 let _: Result<(), _> = redis::cmd("DEL").arg(chunk).query_async(&mut conn).await;
             }

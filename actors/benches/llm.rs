@@ -64,7 +64,8 @@ async fn main() {
     let n = if std::env::args().any(|a| a == "--quick") { 50 } else { 200 };
     let calls = Arc::new(AtomicUsize::new(0));
     let base_url = server(calls.clone()).await;
-    let provider: ProviderConfig = serde_json::from_value(json!({"kind": "openai", "base_url": base_url, "model": "bench"})).unwrap();
+    let provider: ProviderConfig =
+        serde_json::from_value(json!({"kind": "openai", "base_url": base_url, "model": "bench"})).unwrap();
 
     // 1. The bare call.
     let adapter = tollgate_connectors::llm::provider(&provider).unwrap();
@@ -87,7 +88,11 @@ async fn main() {
     }
     bare.sort_by(f64::total_cmp);
     let bare_p50 = percentile(&bare, 0.5);
-    println!("bare call (adapter → local server): p50 {:.3} ms, p99 {:.3} ms ({n} calls)", bare_p50, percentile(&bare, 0.99));
+    println!(
+        "bare call (adapter → local server): p50 {:.3} ms, p99 {:.3} ms ({n} calls)",
+        bare_p50,
+        percentile(&bare, 0.99)
+    );
 
     // 2. Through the engine.
     let dir = tempfile::tempdir().unwrap();

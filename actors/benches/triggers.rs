@@ -56,7 +56,13 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
 async fn bench(label: &str, config: Config, samples: usize, burst: usize) {
     let sys = bootstrap::start(&config, Role::All).await.unwrap_or_else(|e| panic!("{label}: cannot start: {e:#}"));
     let t = sys.tollgate.clone();
-    let triggers = start_triggers(&t, config.triggers.history_ttl, vec![parse_yaml(SPEC).unwrap(), parse_yaml(BURST_SPEC).unwrap()]).await.unwrap();
+    let triggers = start_triggers(
+        &t,
+        config.triggers.history_ttl,
+        vec![parse_yaml(SPEC).unwrap(), parse_yaml(BURST_SPEC).unwrap()],
+    )
+    .await
+    .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let app = tollgate::http::router(t.clone(), String::new());
@@ -83,7 +89,14 @@ async fn bench(label: &str, config: Config, samples: usize, burst: usize) {
         let sig = sign_hex(&secrets[which], &body);
         let (client, url) = (client.clone(), urls[which].clone());
         async move {
-            let resp = client.post(&url).header("X-Signature-256", sig).header("Idempotency-Key", id).body(body).send().await.unwrap();
+            let resp = client
+                .post(&url)
+                .header("X-Signature-256", sig)
+                .header("Idempotency-Key", id)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
             let status = resp.status().as_u16();
             let v: serde_json::Value = resp.json().await.unwrap();
             (status, v["run"].as_str().map(RunId::new))
@@ -123,7 +136,10 @@ async fn bench(label: &str, config: Config, samples: usize, burst: usize) {
         dups += answers.iter().filter(|(s, _)| *s == 200).count();
     }
     let secs = start.elapsed().as_secs_f64();
-    println!("{label}: {burst} deliveries of one id in {secs:.2} s = {:.0} deliveries/s ({dups} recorded as duplicates)", burst as f64 / secs);
+    println!(
+        "{label}: {burst} deliveries of one id in {secs:.2} s = {:.0} deliveries/s ({dups} recorded as duplicates)",
+        burst as f64 / secs
+    );
     let start = Instant::now();
     let mut accepted = 0;
     for chunk in ids.chunks(64) {
@@ -131,7 +147,10 @@ async fn bench(label: &str, config: Config, samples: usize, burst: usize) {
         accepted += answers.iter().filter(|(s, _)| *s == 202).count();
     }
     let secs = start.elapsed().as_secs_f64();
-    println!("{label}: {accepted} webhook fires accepted in {secs:.2} s = {:.0} fires/s (each claimed, recorded, starting a run)", accepted as f64 / secs);
+    println!(
+        "{label}: {accepted} webhook fires accepted in {secs:.2} s = {:.0} fires/s (each claimed, recorded, starting a run)",
+        accepted as f64 / secs
+    );
 
     server.abort();
     triggers.shutdown().await;
@@ -147,11 +166,18 @@ async fn main() {
     bench("embedded", Config { backend: BackendKind::Embedded, ..base.clone() }, samples, burst).await;
     let redis_url = std::env::var("TOLLGATE_BENCH_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let namespace = format!("tgbench-trig-{}", std::process::id());
-    bench("redis", Config { backend: BackendKind::Redis, redis_url: redis_url.clone(), namespace: namespace.clone(), ..base }, samples, burst).await;
+    bench(
+        "redis",
+        Config { backend: BackendKind::Redis, redis_url: redis_url.clone(), namespace: namespace.clone(), ..base },
+        samples,
+        burst,
+    )
+    .await;
     if let Ok(client) = redis::Client::open(redis_url)
         && let Ok(mut conn) = client.get_multiplexed_async_connection().await
     {
-        let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{namespace}*")).query_async(&mut conn).await.unwrap_or_default();
+        let keys: Vec<String> =
+            redis::cmd("KEYS").arg(format!("{namespace}*")).query_async(&mut conn).await.unwrap_or_default();
         for chunk in keys.chunks(1000) {
             let _: Result<(), _> = redis::cmd("DEL").arg(chunk).query_async(&mut conn).await;
         }

@@ -101,12 +101,7 @@ fn parse_args() -> Args {
             "redis" => args.backends = vec!["redis"],
             "both" => args.backends = vec!["sqlite", "redis"],
             "--jobs" => args.jobs = it.next().and_then(|v| v.parse().ok()).expect("--jobs N"),
-            "--concurrency" => {
-                args.concurrency = it
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .expect("--concurrency N")
-            }
+            "--concurrency" => args.concurrency = it.next().and_then(|v| v.parse().ok()).expect("--concurrency N"),
             "--redis-url" => args.redis_url = it.next().expect("--redis-url URL"),
             other => panic!("unknown argument {other}"),
         }
@@ -116,20 +111,13 @@ fn parse_args() -> Args {
 
 fn config(backend: &str, args: &Args, dir: &tempfile::TempDir) -> QueueConfig {
     let backend = match backend {
-        "sqlite" => QueueBackendConfig::Embedded {
-            path: dir.path().join("queue.db"),
-        },
+        "sqlite" => QueueBackendConfig::Embedded { path: dir.path().join("queue.db") },
         _ => QueueBackendConfig::Redis {
             url: args.redis_url.clone(),
             queue: format!("tollgate-bench:{}", ulid::Ulid::generate()),
         },
     };
-    QueueConfig {
-        backend,
-        concurrency: args.concurrency,
-        poll_interval: Duration::from_millis(200),
-        eager: false,
-    }
+    QueueConfig { backend, concurrency: args.concurrency, poll_interval: Duration::from_millis(200), eager: false }
 }
 
 fn percentile(sorted: &[u64], p: f64) -> Duration {
@@ -139,9 +127,7 @@ fn percentile(sorted: &[u64], p: f64) -> Duration {
 
 fn report(label: &str, mut latencies: Vec<u64>, jobs_per_s: Option<f64>) {
     latencies.sort_unstable();
-    let rate = jobs_per_s
-        .map(|r| format!("  {r:>8.0} jobs/s"))
-        .unwrap_or_default();
+    let rate = jobs_per_s.map(|r| format!("  {r:>8.0} jobs/s")).unwrap_or_default();
     println!(
         "  {label:<7} n={:<6} p50 {:>9.3?}  p90 {:>9.3?}  p99 {:>9.3?}  max {:>9.3?}{rate}",
         latencies.len(),
@@ -155,10 +141,7 @@ fn report(label: &str, mut latencies: Vec<u64>, jobs_per_s: Option<f64>) {
 async fn bench(backend_name: &str, args: &Args) {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = config(backend_name, args, &dir);
-    println!(
-        "{backend_name} (concurrency {}, {} jobs):",
-        args.concurrency, args.jobs
-    );
+    println!("{backend_name} (concurrency {}, {} jobs):", args.concurrency, args.jobs);
 
     // Idle: one job at a time.
     let idle_jobs = args.jobs.min(2_000);
@@ -181,8 +164,7 @@ async fn bench(backend_name: &str, args: &Args) {
     // Loaded: producers and workers at once.
     let clock = Clock::new(args.jobs);
     let workers = backend.spawn_workers(clock.clone(), CancellationToken::new());
-    let enqueued: Arc<Vec<AtomicU64>> =
-        Arc::new((0..args.jobs).map(|_| AtomicU64::new(0)).collect());
+    let enqueued: Arc<Vec<AtomicU64>> = Arc::new((0..args.jobs).map(|_| AtomicU64::new(0)).collect());
     let backend = Arc::new(backend);
     futures::stream::iter(0..args.jobs)
         .map(|n| {
@@ -197,20 +179,10 @@ async fn bench(backend_name: &str, args: &Args) {
         .await;
     clock.wait_for(args.jobs).await;
     workers.shutdown().await;
-    let first = enqueued
-        .iter()
-        .map(|t| t.load(Ordering::SeqCst))
-        .min()
-        .unwrap_or(0);
-    let last = clock
-        .started
-        .iter()
-        .map(|t| t.load(Ordering::SeqCst))
-        .max()
-        .unwrap_or(0);
-    let latencies = (0..args.jobs)
-        .map(|n| clock.started[n].load(Ordering::SeqCst) - enqueued[n].load(Ordering::SeqCst))
-        .collect();
+    let first = enqueued.iter().map(|t| t.load(Ordering::SeqCst)).min().unwrap_or(0);
+    let last = clock.started.iter().map(|t| t.load(Ordering::SeqCst)).max().unwrap_or(0);
+    let latencies =
+        (0..args.jobs).map(|n| clock.started[n].load(Ordering::SeqCst) - enqueued[n].load(Ordering::SeqCst)).collect();
     let rate = args.jobs as f64 / Duration::from_nanos(last - first).as_secs_f64();
     report("loaded", latencies, Some(rate));
 
@@ -229,29 +201,15 @@ async fn bench(backend_name: &str, args: &Args) {
     clock.wait_for(args.jobs).await;
     let elapsed = t0.elapsed();
     workers.shutdown().await;
-    println!(
-        "  drain   {} jobs in {elapsed:.3?}: {:.0} jobs/s",
-        args.jobs,
-        args.jobs as f64 / elapsed.as_secs_f64()
-    );
+    println!("  drain   {} jobs in {elapsed:.3?}: {:.0} jobs/s", args.jobs, args.jobs as f64 / elapsed.as_secs_f64());
 
     if let QueueBackendConfig::Redis { url, queue } = &config.backend {
         let client = redis::Client::open(url.as_str()).expect("redis url");
-        let mut conn = client
-            .get_multiplexed_async_connection()
-            .await
-            .expect("redis");
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{queue}:*"))
-            .query_async(&mut conn)
-            .await
-            .expect("KEYS");
+        let mut conn = client.get_multiplexed_async_connection().await.expect("redis");
+        let keys: Vec<String> =
+            redis::cmd("KEYS").arg(format!("{queue}:*")).query_async(&mut conn).await.expect("KEYS");
         if !keys.is_empty() {
-            let _: () = redis::cmd("DEL")
-                .arg(keys)
-                .query_async(&mut conn)
-                .await
-                .expect("DEL");
+            let _: () = redis::cmd("DEL").arg(keys).query_async(&mut conn).await.expect("DEL");
         }
     }
 }
@@ -259,10 +217,7 @@ async fn bench(backend_name: &str, args: &Args) {
 #[tokio::main]
 async fn main() {
     let args = parse_args();
-    println!(
-        "cores: {}",
-        std::thread::available_parallelism().map_or(0, |n| n.get())
-    );
+    println!("cores: {}", std::thread::available_parallelism().map_or(0, |n| n.get()));
     for backend in args.backends.clone() {
         bench(backend, &args).await;
     }

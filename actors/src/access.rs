@@ -61,7 +61,9 @@ impl Caller {
 
     /// Whether the caller may see and decide `request` of a workflow owned by `owner`.
     pub fn may_decide(&self, owner: &str, request: &HumanRequestRecord) -> bool {
-        self.sees(owner) || request.request.assignee.as_deref().is_some_and(|a| self.is(a)) || request.escalated_to.iter().any(|a| self.is(a))
+        self.sees(owner)
+            || request.request.assignee.as_deref().is_some_and(|a| self.is(a))
+            || request.escalated_to.iter().any(|a| self.is(a))
     }
 }
 
@@ -81,7 +83,12 @@ pub struct RequestView {
 impl Tollgate {
     /// Start a run of `spec` on the caller's behalf: the spec's owner must be the caller or one
     /// of their groups (an admin may start any).
-    pub async fn start_run_as(&self, caller: &Caller, spec: &ValidatedSpec, params: &serde_json::Map<String, Value>) -> Result<RunId, ServiceError> {
+    pub async fn start_run_as(
+        &self,
+        caller: &Caller,
+        spec: &ValidatedSpec,
+        params: &serde_json::Map<String, Value>,
+    ) -> Result<RunId, ServiceError> {
         let owner = spec.spec().owner.as_str();
         if !caller.is_admin() && !caller.is(owner) {
             return Err(ServiceError::Forbidden(format!(
@@ -127,13 +134,21 @@ impl Tollgate {
     /// The run's audit trail (`crate::audit`), if the caller may see the run.
     pub async fn audit_as(&self, caller: &Caller, run: &RunId) -> Result<Vec<Value>, ServiceError> {
         let v = self.view_as(caller, run).await?;
-        let spec = self.engine.spec(&v.meta.workflow, &v.meta.spec_digest).await.map_err(|e| ServiceError::Engine(e.to_string()))?;
+        let spec = self
+            .engine
+            .spec(&v.meta.workflow, &v.meta.spec_digest)
+            .await
+            .map_err(|e| ServiceError::Engine(e.to_string()))?;
         let journal = self.engine.store.read_journal(&v.meta.workflow, run).await?;
         Ok(crate::audit::audit_events(&spec, &journal))
     }
 
     /// The run's signed receipt (`crate::receipt`), if the caller may see the run.
-    pub async fn receipt_as(&self, caller: &Caller, run: &RunId) -> Result<tollgate_engine::receipt::Receipt, ServiceError> {
+    pub async fn receipt_as(
+        &self,
+        caller: &Caller,
+        run: &RunId,
+    ) -> Result<tollgate_engine::receipt::Receipt, ServiceError> {
         self.view_as(caller, run).await?;
         crate::receipt::build(&self.engine, run).await
     }
@@ -148,7 +163,12 @@ impl Tollgate {
 
     /// A page of the runs the caller sees, newest first (pages are filled across the index,
     /// so a user with few runs among many still gets full pages).
-    pub async fn run_page_as(&self, caller: &Caller, after: Option<&RunId>, limit: usize) -> Result<RunPage, ServiceError> {
+    pub async fn run_page_as(
+        &self,
+        caller: &Caller,
+        after: Option<&RunId>,
+        limit: usize,
+    ) -> Result<RunPage, ServiceError> {
         let mut out = Vec::new();
         let mut cursor = after.cloned();
         loop {
@@ -182,7 +202,11 @@ impl Tollgate {
             return Err(not_found());
         }
         let decision = self.engine.store.human_decision(&record.workflow, id).await?;
-        let escalation = crate::service::view(&self.engine, &record.run).await?.escalations.into_iter().find(|e| e["request"] == serde_json::json!(id));
+        let escalation = crate::service::view(&self.engine, &record.run)
+            .await?
+            .escalations
+            .into_iter()
+            .find(|e| e["request"] == serde_json::json!(id));
         Ok(RequestView { record, decision, escalation })
     }
 
@@ -200,9 +224,16 @@ impl Tollgate {
 
     /// Decide a request as the caller: it must be one they may see (else `NotFound`); the
     /// decider recorded is the caller, never a name the request carries.
-    pub async fn decide_as(&self, caller: &Caller, id: &RequestId, decision: Decision, comment: Option<String>) -> Result<HumanRequestRecord, ServiceError> {
+    pub async fn decide_as(
+        &self,
+        caller: &Caller,
+        id: &RequestId,
+        decision: Decision,
+        comment: Option<String>,
+    ) -> Result<HumanRequestRecord, ServiceError> {
         let view = self.request_as(caller, id).await?;
-        let d = HumanDecisionRecord { decision, by: caller.name().to_string(), comment, by_policy: false, at: now_ms() };
+        let d =
+            HumanDecisionRecord { decision, by: caller.name().to_string(), comment, by_policy: false, at: now_ms() };
         self.record_decision(view.record, d).await
     }
 }

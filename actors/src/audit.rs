@@ -5,7 +5,7 @@
 //! Outputs are not part of it (see `runs show --outputs`); [`detailed_event`] adds them, with
 //! timings, errors and gate and check verdicts, for a run's receipt (`crate::receipt`).
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use tollgate_engine::run::{Decision, Event, Timer};
 use tollgate_engine::spec::ValidatedSpec;
 
@@ -70,7 +70,9 @@ pub fn detailed_event(spec: &ValidatedSpec, e: &Event, redact: &mut dyn FnMut(&V
         Event::EventReceived { received, .. } => put("payload", redact(&received["payload"])),
         Event::ChildFinished { outcome, .. } => match outcome {
             tollgate_engine::run::ChildOutcome::Succeeded { output } => put("output", redact(output)),
-            tollgate_engine::run::ChildOutcome::Failed { error } => put("error", json!({"code": error.code, "message": redact(&json!(error.message))})),
+            tollgate_engine::run::ChildOutcome::Failed { error } => {
+                put("error", json!({"code": error.code, "message": redact(&json!(error.message))}))
+            }
         },
         Event::TimerFired { .. } | Event::ItemsResolved { .. } | Event::ChildBudgetAsked { .. } => {}
     }
@@ -111,9 +113,15 @@ fn audit_event(spec: &ValidatedSpec, e: &Event) -> Value {
     let at = e.at();
     match e {
         Event::RunStarted { .. } => json!({"at": at, "kind": "run.started"}),
-        Event::StepSucceeded { step, attempt, cost, .. } => json!({"at": at, "kind": "step.succeeded", "step": step, "attempt": attempt, "cost": cost}),
-        Event::StepFailed { step, attempt, error, .. } => json!({"at": at, "kind": "step.failed", "step": step, "attempt": attempt, "code": error.code}),
-        Event::StepBlocked { step, attempt, .. } => json!({"at": at, "kind": "step.blocked", "step": step, "attempt": attempt}),
+        Event::StepSucceeded { step, attempt, cost, .. } => {
+            json!({"at": at, "kind": "step.succeeded", "step": step, "attempt": attempt, "cost": cost})
+        }
+        Event::StepFailed { step, attempt, error, .. } => {
+            json!({"at": at, "kind": "step.failed", "step": step, "attempt": attempt, "code": error.code})
+        }
+        Event::StepBlocked { step, attempt, .. } => {
+            json!({"at": at, "kind": "step.blocked", "step": step, "attempt": attempt})
+        }
         Event::PromptHeld { step, attempt, hold, .. } => {
             json!({"at": at, "kind": "prompt.held", "step": step, "attempt": attempt, "signals": hold.signals, "score": hold.score})
         }
@@ -121,11 +129,17 @@ fn audit_event(spec: &ValidatedSpec, e: &Event) -> Value {
         Event::ToolAuthorisationAsked { step, attempt, ask, cost, .. } => {
             json!({"at": at, "kind": "tool.authorisation_asked", "step": step, "attempt": attempt, "tool": ask.tool, "call": ask.call_id, "turn": ask.turn, "cost": cost})
         }
-        Event::AttemptInterrupted { step, attempt, worker, .. } => json!({"at": at, "kind": "attempt.interrupted", "step": step, "attempt": attempt, "worker": worker}),
+        Event::AttemptInterrupted { step, attempt, worker, .. } => {
+            json!({"at": at, "kind": "attempt.interrupted", "step": step, "attempt": attempt, "worker": worker})
+        }
         Event::TimerFired { timer, .. } => match timer {
             Timer::Delay { step } => json!({"at": at, "kind": "delay.elapsed", "step": step}),
-            Timer::QueueTimeout { step, attempt } => json!({"at": at, "kind": "attempt.queue_timeout", "step": step, "attempt": attempt}),
-            Timer::StepTimeout { step, attempt } => json!({"at": at, "kind": "attempt.timed_out", "step": step, "attempt": attempt}),
+            Timer::QueueTimeout { step, attempt } => {
+                json!({"at": at, "kind": "attempt.queue_timeout", "step": step, "attempt": attempt})
+            }
+            Timer::StepTimeout { step, attempt } => {
+                json!({"at": at, "kind": "attempt.timed_out", "step": step, "attempt": attempt})
+            }
             Timer::RunTimeout => json!({"at": at, "kind": "run.timed_out"}),
             Timer::EventWait { step } => json!({"at": at, "kind": "event.wait_timed_out", "step": step}),
             Timer::Escalate { .. } | Timer::EscalateBudget { .. } => {
@@ -135,8 +149,12 @@ fn audit_event(spec: &ValidatedSpec, e: &Event) -> Value {
                     _ => unreachable!(),
                 };
                 let mut v = match tollgate_engine::run::escalation_level(spec, timer) {
-                    Some(e) if e.to.is_some() => json!({"at": at, "kind": "escalation.paged", "level": level, "to": e.to}),
-                    Some(e) => json!({"at": at, "kind": "escalation.default", "level": level, "default": e.default.as_ref().map(|d| d.name())}),
+                    Some(e) if e.to.is_some() => {
+                        json!({"at": at, "kind": "escalation.paged", "level": level, "to": e.to})
+                    }
+                    Some(e) => {
+                        json!({"at": at, "kind": "escalation.default", "level": level, "default": e.default.as_ref().map(|d| d.name())})
+                    }
                     None => json!({"at": at, "kind": "escalation.default", "level": level}),
                 };
                 match step {
@@ -167,13 +185,17 @@ fn audit_event(spec: &ValidatedSpec, e: &Event) -> Value {
             v
         }
         Event::Cancelled { by, reason, .. } => json!({"at": at, "kind": "run.cancelled", "by": by, "reason": reason}),
-        Event::ItemsResolved { step, items, limit, .. } => json!({"at": at, "kind": "step.fanned_out", "step": step, "items": items, "limit": limit}),
+        Event::ItemsResolved { step, items, limit, .. } => {
+            json!({"at": at, "kind": "step.fanned_out", "step": step, "items": items, "limit": limit})
+        }
         // The event's id and name; its payload is output, shown by `runs show --outputs`.
         Event::EventReceived { step, received, .. } => {
             json!({"at": at, "kind": "event.received", "step": step, "event": received["id"], "name": received["name"]})
         }
         Event::ChildFinished { step, child, outcome, cost, .. } => match outcome {
-            tollgate_engine::run::ChildOutcome::Succeeded { .. } => json!({"at": at, "kind": "child.succeeded", "step": step, "child": child, "cost": cost}),
+            tollgate_engine::run::ChildOutcome::Succeeded { .. } => {
+                json!({"at": at, "kind": "child.succeeded", "step": step, "child": child, "cost": cost})
+            }
             tollgate_engine::run::ChildOutcome::Failed { error } => {
                 json!({"at": at, "kind": "child.failed", "step": step, "child": child, "cost": cost, "code": error.code})
             }

@@ -4,19 +4,22 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::{bail, Context as _};
+use anyhow::{Context as _, bail};
 use ractor::Actor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tollgate_connectors::docs::DocStore;
 use tollgate_connectors::connections::Connections;
+use tollgate_connectors::docs::DocStore;
 use tollgate_connectors::steps::tools::ToolRunner;
-use tollgate_connectors::steps::{ApiCallHandler, CodeHandler, ConnectorHandler, EventHandler, LlmHandler, ModelCalls, PlatformHandler, ResearchHandler};
-use tollgate_engine::step::StepHandler;
+use tollgate_connectors::steps::{
+    ApiCallHandler, CodeHandler, ConnectorHandler, EventHandler, LlmHandler, ModelCalls, PlatformHandler,
+    ResearchHandler,
+};
 use tollgate_connectors::store::{RedisBackend, SqliteBackend};
 use tollgate_engine::crypto::MasterKey;
 use tollgate_engine::llm::ModelCatalog;
 use tollgate_engine::spec::StepType;
+use tollgate_engine::step::StepHandler;
 use tollgate_engine::store::{Backend, Store};
 
 use crate::config::{BackendKind, Config};
@@ -84,7 +87,10 @@ pub fn master_key(config: &Config) -> anyhow::Result<MasterKey> {
     std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
     let key = MasterKey::generate();
     write_private(&path, key.to_hex().as_bytes())?;
-    eprintln!("tollgate: created a new master key at {} (mode 0600); keep it safe — the data is unreadable without it", path.display());
+    eprintln!(
+        "tollgate: created a new master key at {} (mode 0600); keep it safe — the data is unreadable without it",
+        path.display()
+    );
     Ok(key)
 }
 
@@ -105,8 +111,13 @@ fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 pub async fn open_backend(config: &Config) -> anyhow::Result<Arc<dyn Backend>> {
     Ok(match config.backend {
         BackendKind::Embedded => {
-            std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
-            Arc::new(SqliteBackend::open(&config.data_dir.join("tollgate.db")).await.context("opening the embedded store")?)
+            std::fs::create_dir_all(&config.data_dir)
+                .with_context(|| format!("creating {}", config.data_dir.display()))?;
+            Arc::new(
+                SqliteBackend::open(&config.data_dir.join("tollgate.db"))
+                    .await
+                    .context("opening the embedded store")?,
+            )
         }
         BackendKind::Redis => Arc::new(
             RedisBackend::connect(&config.redis_url, &config.namespace)
@@ -125,8 +136,11 @@ pub fn handlers(config: &Config, store: &Arc<Store>, models: &Arc<ModelCatalog>)
     let code: Arc<dyn StepHandler> = Arc::new(CodeHandler::new());
     let api_call: Arc<dyn StepHandler> = Arc::new(ApiCallHandler::new(config.egress.allowlist()?));
     // One set of provider adapters for `llm` steps and `research` summaries.
-    let model_calls = Arc::new(ModelCalls::new(store.clone(), models.clone()).map_err(anyhow::Error::msg).context("model providers")?);
-    let research: Arc<dyn StepHandler> = Arc::new(ResearchHandler::new(Arc::new(DocStore::new(store.clone()))).with_models(model_calls.clone()));
+    let model_calls = Arc::new(
+        ModelCalls::new(store.clone(), models.clone()).map_err(anyhow::Error::msg).context("model providers")?,
+    );
+    let research: Arc<dyn StepHandler> =
+        Arc::new(ResearchHandler::new(Arc::new(DocStore::new(store.clone()))).with_models(model_calls.clone()));
     // An `llm` step's tools run with the same handlers as the steps of their types.
     let tools = ToolRunner { api_call: api_call.clone(), code: code.clone(), research: Some(research.clone()) };
     h.insert(StepType::Code, code);
@@ -163,8 +177,9 @@ pub async fn start_on(config: &Config, role: Role, backend: Arc<dyn Backend>) ->
     let started = shutdown.clone().drop_guard();
     let tasks = TaskTracker::new();
     // The heartbeat shares the lease's TTL: a process silent for that long is dead to others.
-    let liveness =
-        Liveness::start(backend.clone(), config.lease_ttl, shutdown.clone()).await.context("announcing this process's heartbeat")?;
+    let liveness = Liveness::start(backend.clone(), config.lease_ttl, shutdown.clone())
+        .await
+        .context("announcing this process's heartbeat")?;
     let bus = crate::events::open_bus(config, &master).await?;
     // The event dispatcher follows the bus from here: before any run actor can look on it.
     let bus_end = bus.end().await.context("reading where the event bus ends")?;
@@ -177,14 +192,23 @@ pub async fn start_on(config: &Config, role: Role, backend: Arc<dyn Backend>) ->
     let mut handlers = handlers(config, &store, &models)?;
     handlers.insert(StepType::Event, Arc::new(EventHandler::new(bus.clone(), store.clone())) as _);
     let engine = Arc::new(
-        Engine::new(store.clone(), step_queue, handlers, config.max_in_flight_per_run, config.reconcile_interval, liveness, config.lease_ttl)
-            .with_models(models)
-            .with_catalogue(catalogue)
-            .with_for_each_max_items(config.for_each_max_items)
-            .with_attachment_ttl(config.attachment_ttl)
-            .with_events(bus.clone()),
+        Engine::new(
+            store.clone(),
+            step_queue,
+            handlers,
+            config.max_in_flight_per_run,
+            config.reconcile_interval,
+            liveness,
+            config.lease_ttl,
+        )
+        .with_models(models)
+        .with_catalogue(catalogue)
+        .with_for_each_max_items(config.for_each_max_items)
+        .with_attachment_ttl(config.attachment_ttl)
+        .with_events(bus.clone()),
     );
-    let (supervisor, _) = Actor::spawn(None, RunSupervisor, engine.clone()).await.context("starting the run supervisor")?;
+    let (supervisor, _) =
+        Actor::spawn(None, RunSupervisor, engine.clone()).await.context("starting the run supervisor")?;
 
     let mut notifiers: Vec<Arc<dyn Notifier>> = Vec::new();
     if role == Role::All {
@@ -195,7 +219,8 @@ pub async fn start_on(config: &Config, role: Role, backend: Arc<dyn Backend>) ->
         let remote = if role == Role::All { remote.except_local(engine.live_runs.clone()) } else { remote };
         notifiers.push(Arc::new(remote));
         if role == Role::All {
-            let sub = notify::subscribe(&config.redis_url, &config.namespace, supervisor.clone(), shutdown.clone()).await?;
+            let sub =
+                notify::subscribe(&config.redis_url, &config.namespace, supervisor.clone(), shutdown.clone()).await?;
             tasks.spawn(async move {
                 let _ = sub.await;
             });
@@ -209,7 +234,8 @@ pub async fn start_on(config: &Config, role: Role, backend: Arc<dyn Backend>) ->
     engine.health.watch_workers(workers.watch_health());
     let tollgate = Tollgate::new(engine, supervisor);
     if role == Role::All {
-        crate::paging::start(&tollgate, &config.paging, config.egress.allowlist()?, shutdown.clone(), &tasks).context("starting the pager")?;
+        crate::paging::start(&tollgate, &config.paging, config.egress.allowlist()?, shutdown.clone(), &tasks)
+            .context("starting the pager")?;
     }
     started.disarm();
     Ok(Running { tollgate, shutdown, tasks, workers: Some(workers) })

@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
-use tollgate_engine::spec::{parse_yaml, ParameterType, ValidatedSpec};
+use serde_json::{Value, json};
+use tollgate_engine::spec::{ParameterType, ValidatedSpec, parse_yaml};
 
 /// The templates shipped with Tollgate: file name and text.
 pub const SHIPPED: &[(&str, &str)] = &[
@@ -154,8 +154,12 @@ impl Catalogue {
         let mut c = Catalogue::default();
         if config.shipped {
             for (name, text) in SHIPPED {
-                let spec = parse_yaml(text).map_err(|e| CatalogueError::Invalid { source_name: format!("templates/{name}"), message: e.to_string() })?;
-                c.entries.insert(spec.spec().id.to_string(), Entry { spec: Arc::new(spec), source: Source::Shipped(name) });
+                let spec = parse_yaml(text).map_err(|e| CatalogueError::Invalid {
+                    source_name: format!("templates/{name}"),
+                    message: e.to_string(),
+                })?;
+                c.entries
+                    .insert(spec.spec().id.to_string(), Entry { spec: Arc::new(spec), source: Source::Shipped(name) });
             }
         }
         let mut files: Vec<PathBuf> = Vec::new();
@@ -178,8 +182,10 @@ impl Catalogue {
 
     /// Add one configured spec file (replacing a shipped template of its id).
     fn add_file(&mut self, path: &Path) -> Result<(), CatalogueError> {
-        let text = std::fs::read_to_string(path).map_err(|error| CatalogueError::Read { path: path.to_path_buf(), error })?;
-        let spec = parse_yaml(&text).map_err(|e| CatalogueError::Invalid { source_name: path.display().to_string(), message: e.to_string() })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|error| CatalogueError::Read { path: path.to_path_buf(), error })?;
+        let spec = parse_yaml(&text)
+            .map_err(|e| CatalogueError::Invalid { source_name: path.display().to_string(), message: e.to_string() })?;
         let id = spec.spec().id.to_string();
         if let Some(Entry { source: first @ Source::File(_), .. }) = self.entries.get(&id) {
             return Err(CatalogueError::Duplicate { id, first: first.to_string(), second: path.display().to_string() });
@@ -250,15 +256,29 @@ mod tests {
     fn template_parameters_are_typed_and_described() {
         for e in Catalogue::shipped().unwrap().entries() {
             for p in e.parameters() {
-                assert!(p["description"].as_str().is_some_and(|d| !d.is_empty()), "{}: parameter {} has no description", e.id(), p["name"]);
-                assert!(p["required"] == true || !p["default"].is_null(), "{}: optional parameter {} has no default", e.id(), p["name"]);
+                assert!(
+                    p["description"].as_str().is_some_and(|d| !d.is_empty()),
+                    "{}: parameter {} has no description",
+                    e.id(),
+                    p["name"]
+                );
+                assert!(
+                    p["required"] == true || !p["default"].is_null(),
+                    "{}: optional parameter {} has no default",
+                    e.id(),
+                    p["name"]
+                );
             }
         }
     }
 
     fn write(dir: &Path, name: &str, id: &str) -> PathBuf {
         let p = dir.join(name);
-        std::fs::write(&p, format!("id: {id}\nowner: ops\ndescription: d\nsteps:\n  - id: a\n    type: code\n    script: return 1;\n")).unwrap();
+        std::fs::write(
+            &p,
+            format!("id: {id}\nowner: ops\ndescription: d\nsteps:\n  - id: a\n    type: code\n    script: return 1;\n"),
+        )
+        .unwrap();
         p
     }
 
@@ -271,7 +291,9 @@ mod tests {
         write(&dir, "b.yml", "client-intake");
         std::fs::write(dir.join("notes.txt"), "not a spec").unwrap();
         let single = write(tmp.path(), "single.yaml", "single");
-        let c = Catalogue::load(&CatalogueConfig { shipped: true, dirs: vec![dir.clone()], files: vec![single.clone()] }).unwrap();
+        let c =
+            Catalogue::load(&CatalogueConfig { shipped: true, dirs: vec![dir.clone()], files: vec![single.clone()] })
+                .unwrap();
         assert_eq!(c.get("alpha").unwrap().source, Source::File(dir.join("a.yaml")));
         assert_eq!(c.get("single").unwrap().source, Source::File(single));
         // The configured file replaced the shipped template of the same id.
@@ -286,15 +308,25 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let a = write(tmp.path(), "a.yaml", "same");
         let b = write(tmp.path(), "b.yaml", "same");
-        let err = Catalogue::load(&CatalogueConfig { shipped: false, dirs: vec![], files: vec![a.clone(), b.clone()] }).unwrap_err().to_string();
-        assert!(err.contains("`same`") && err.contains(&a.display().to_string()) && err.contains(&b.display().to_string()), "{err}");
+        let err = Catalogue::load(&CatalogueConfig { shipped: false, dirs: vec![], files: vec![a.clone(), b.clone()] })
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`same`") && err.contains(&a.display().to_string()) && err.contains(&b.display().to_string()),
+            "{err}"
+        );
 
         let bad = tmp.path().join("bad.yaml");
         std::fs::write(&bad, "id: bad\nowner: ops\nsteps: []\nsurprise: 1\n").unwrap();
-        let err = Catalogue::load(&CatalogueConfig { shipped: false, dirs: vec![], files: vec![bad.clone()] }).unwrap_err().to_string();
+        let err = Catalogue::load(&CatalogueConfig { shipped: false, dirs: vec![], files: vec![bad.clone()] })
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("bad.yaml") && err.contains("surprise"), "{err}");
 
-        let err = Catalogue::load(&CatalogueConfig { shipped: false, dirs: vec![tmp.path().join("missing")], files: vec![] }).unwrap_err().to_string();
+        let err =
+            Catalogue::load(&CatalogueConfig { shipped: false, dirs: vec![tmp.path().join("missing")], files: vec![] })
+                .unwrap_err()
+                .to_string();
         assert!(err.contains("missing"), "{err}");
     }
 }

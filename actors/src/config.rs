@@ -114,7 +114,12 @@ pub struct LlmConfig {
 
 impl Default for LlmConfig {
     fn default() -> Self {
-        Self { default_provider: None, prices_file: PathBuf::from(DEFAULT_PRICES_FILE), prices: PriceTable::default(), providers: BTreeMap::new() }
+        Self {
+            default_provider: None,
+            prices_file: PathBuf::from(DEFAULT_PRICES_FILE),
+            prices: PriceTable::default(),
+            providers: BTreeMap::new(),
+        }
     }
 }
 
@@ -126,7 +131,11 @@ impl LlmConfig {
         let mut prices = match std::fs::read_to_string(&self.prices_file) {
             Ok(text) => toml::from_str::<PriceTable>(&text)
                 .map_err(|e| ConfigError::Parse { path: self.prices_file.clone(), message: e.to_string() })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && self.prices_file == Path::new(DEFAULT_PRICES_FILE) => PriceTable::default(),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound && self.prices_file == Path::new(DEFAULT_PRICES_FILE) =>
+            {
+                PriceTable::default()
+            }
             Err(source) => return Err(ConfigError::Read { path: self.prices_file.clone(), source }),
         };
         prices.0.extend(self.prices.0.clone());
@@ -137,10 +146,15 @@ impl LlmConfig {
         }
         for (name, p) in &self.providers {
             if !(p.base_url.starts_with("http://") || p.base_url.starts_with("https://")) {
-                return Err(ConfigError::Invalid(format!("llm.providers.{name}.base_url must be an http(s) URL, not {:?}", p.base_url)));
+                return Err(ConfigError::Invalid(format!(
+                    "llm.providers.{name}.base_url must be an http(s) URL, not {:?}",
+                    p.base_url
+                )));
             }
             if p.api_key_secret.as_deref().is_some_and(|s| !tollgate_engine::store::valid_secret_name(s)) {
-                return Err(ConfigError::Invalid(format!("llm.providers.{name}.api_key_secret is not a valid secret name")));
+                return Err(ConfigError::Invalid(format!(
+                    "llm.providers.{name}.api_key_secret is not a valid secret name"
+                )));
             }
         }
         Ok(ModelCatalog { default_provider: self.default_provider.clone(), providers: self.providers.clone(), prices })
@@ -207,7 +221,8 @@ impl PagingConfig {
                 url.username()
             )));
         }
-        lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::from_url(&self.smtp_url).map_err(|e| invalid(e.to_string()))?;
+        lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::from_url(&self.smtp_url)
+            .map_err(|e| invalid(e.to_string()))?;
         self.from
             .parse::<lettre::message::Mailbox>()
             .map_err(|e| ConfigError::Invalid(format!("paging.from `{}` is not a mailbox: {e}", self.from)))?;
@@ -229,7 +244,8 @@ pub struct EgressConfig {
 impl EgressConfig {
     /// The parsed allowlist (checked by [`Config::validate`]).
     pub fn allowlist(&self) -> Result<EgressAllow, ConfigError> {
-        EgressAllow::parse(&self.allow).map_err(|(i, message)| ConfigError::Invalid(format!("egress.allow[{i}]: {message}")))
+        EgressAllow::parse(&self.allow)
+            .map_err(|(i, message)| ConfigError::Invalid(format!("egress.allow[{i}]: {message}")))
     }
 }
 
@@ -314,16 +330,16 @@ impl Config {
             let bad = |message: String| ConfigError::Env { name: name.clone(), message };
             let dur = |v: &str| humantime::parse_duration(v).map_err(|e| bad(e.to_string()));
             match field {
-                "BACKEND" => {
-                    self.backend = <BackendKind as clap::ValueEnum>::from_str(&value, true).map_err(bad)?
-                }
+                "BACKEND" => self.backend = <BackendKind as clap::ValueEnum>::from_str(&value, true).map_err(bad)?,
                 "DATA_DIR" => self.data_dir = value.into(),
                 "REDIS_URL" => self.redis_url = value,
                 "NAMESPACE" => self.namespace = value,
                 "MASTER_KEY" => self.master_key = value,
                 "WORKER_CONCURRENCY" => self.worker_concurrency = value.parse().map_err(|e| bad(format!("{e}")))?,
                 "FOR_EACH_MAX_ITEMS" => self.for_each_max_items = value.parse().map_err(|e| bad(format!("{e}")))?,
-                "MAX_IN_FLIGHT_PER_RUN" => self.max_in_flight_per_run = value.parse().map_err(|e| bad(format!("{e}")))?,
+                "MAX_IN_FLIGHT_PER_RUN" => {
+                    self.max_in_flight_per_run = value.parse().map_err(|e| bad(format!("{e}")))?
+                }
                 "RECONCILE_INTERVAL" => self.reconcile_interval = dur(&value)?,
                 "LEASE_TTL" => self.lease_ttl = dur(&value)?,
                 "POLL_INTERVAL" => self.poll_interval = dur(&value)?,
@@ -335,15 +351,20 @@ impl Config {
                 "HTTP_MAX_BODY_BYTES" => self.http_max_body_bytes = value.parse().map_err(|e| bad(format!("{e}")))?,
                 // Comma-separated entries.
                 "EGRESS_ALLOW" => {
-                    self.egress.allow = value.split(',').map(str::trim).filter(|e| !e.is_empty()).map(str::to_owned).collect()
+                    self.egress.allow =
+                        value.split(',').map(str::trim).filter(|e| !e.is_empty()).map(str::to_owned).collect()
                 }
                 "SMTP_URL" => self.paging.smtp_url = value,
                 "PAGING_FROM" => self.paging.from = value,
                 "CONSOLE_URL" => self.paging.console_url = value,
                 "PAGING_WEBHOOK_URL" => self.paging.webhook_url = value,
                 // Colon-separated paths, like PATH.
-                "CATALOGUE_DIRS" => self.catalogue.dirs = std::env::split_paths(&value).filter(|p| !p.as_os_str().is_empty()).collect(),
-                "CATALOGUE_FILES" => self.catalogue.files = std::env::split_paths(&value).filter(|p| !p.as_os_str().is_empty()).collect(),
+                "CATALOGUE_DIRS" => {
+                    self.catalogue.dirs = std::env::split_paths(&value).filter(|p| !p.as_os_str().is_empty()).collect()
+                }
+                "CATALOGUE_FILES" => {
+                    self.catalogue.files = std::env::split_paths(&value).filter(|p| !p.as_os_str().is_empty()).collect()
+                }
                 "TRIGGER_HISTORY_TTL" => self.triggers.history_ttl = dur(&value)?,
                 // A provider named `default` from the environment (containers, the demo).
                 "LLM_BASE_URL" => drop(env_provider.insert("base_url", (name.clone(), value))),
@@ -364,8 +385,10 @@ impl Config {
                     p[field] = serde_json::json!(v);
                 }
             }
-            let provider: ProviderConfig = serde_json::from_value(p)
-                .map_err(|e| ConfigError::Env { name: "TOLLGATE_LLM_KIND".into(), message: format!("{e} (openai or anthropic)") })?;
+            let provider: ProviderConfig = serde_json::from_value(p).map_err(|e| ConfigError::Env {
+                name: "TOLLGATE_LLM_KIND".into(),
+                message: format!("{e} (openai or anthropic)"),
+            })?;
             self.llm.providers.insert("default".into(), provider);
             self.llm.default_provider.get_or_insert_with(|| "default".into());
         } else if let Some((name, _)) = env_provider.values().next() {
@@ -383,11 +406,15 @@ impl Config {
         }
         if self.backend == BackendKind::Redis && self.master_key.is_empty() {
             return Err(ConfigError::Invalid(
-                "the redis backend needs a master key (TOLLGATE_MASTER_KEY or master_key), shared by every process".into(),
+                "the redis backend needs a master key (TOLLGATE_MASTER_KEY or master_key), shared by every process"
+                    .into(),
             ));
         }
         if !(1..=100_000).contains(&self.for_each_max_items) {
-            return Err(ConfigError::Invalid(format!("for_each_max_items must be between 1 and 100000, not {}", self.for_each_max_items)));
+            return Err(ConfigError::Invalid(format!(
+                "for_each_max_items must be between 1 and 100000, not {}",
+                self.for_each_max_items
+            )));
         }
         if self.reconcile_interval.is_zero() {
             return Err(ConfigError::Invalid("reconcile_interval must be longer than 0".into()));
@@ -402,7 +429,9 @@ impl Config {
             )));
         }
         if self.event_retention < Duration::from_secs(3600) {
-            return Err(ConfigError::Invalid("event_retention must be at least 1h (a `wait` may look back that far)".into()));
+            return Err(ConfigError::Invalid(
+                "event_retention must be at least 1h (a `wait` may look back that far)".into(),
+            ));
         }
         if self.attachment_ttl.is_zero() {
             return Err(ConfigError::Invalid("attachment_ttl must be longer than 0".into()));
@@ -430,11 +459,15 @@ mod tests {
     #[test]
     fn env_overrides_file_and_errors_name_the_variable() {
         let mut c = Config::default();
-        c.apply_env([("TOLLGATE_BACKEND".to_string(), "redis".to_string()), ("TOLLGATE_POLL_INTERVAL".into(), "5ms".into())].into_iter())
-            .unwrap();
+        c.apply_env(
+            [("TOLLGATE_BACKEND".to_string(), "redis".to_string()), ("TOLLGATE_POLL_INTERVAL".into(), "5ms".into())]
+                .into_iter(),
+        )
+        .unwrap();
         assert_eq!(c.backend, BackendKind::Redis);
         assert_eq!(c.poll_interval, Duration::from_millis(5));
-        let err = c.apply_env([("TOLLGATE_WORKER_CONCURRENCY".to_string(), "many".to_string())].into_iter()).unwrap_err();
+        let err =
+            c.apply_env([("TOLLGATE_WORKER_CONCURRENCY".to_string(), "many".to_string())].into_iter()).unwrap_err();
         assert!(err.to_string().contains("TOLLGATE_WORKER_CONCURRENCY"), "{err}");
         assert!(c.validate().unwrap_err().to_string().contains("master key"));
     }
@@ -469,7 +502,8 @@ mod tests {
         let mut c: Config = toml::from_str("[egress]\nallow = [\"127.0.0.1:8080\", \"api.internal\"]\n").unwrap();
         assert_eq!(c.egress.allow, ["127.0.0.1:8080", "api.internal"]);
         assert_eq!(c.egress.allowlist().unwrap().rules().len(), 2);
-        c.apply_env([("TOLLGATE_EGRESS_ALLOW".to_string(), " localhost , 10.0.0.0/8,".to_string())].into_iter()).unwrap();
+        c.apply_env([("TOLLGATE_EGRESS_ALLOW".to_string(), " localhost , 10.0.0.0/8,".to_string())].into_iter())
+            .unwrap();
         assert_eq!(c.egress.allow, ["localhost", "10.0.0.0/8"]);
         c.validate().unwrap();
         c.egress.allow.push("10.0.0.1/8".into());
@@ -489,11 +523,18 @@ mod tests {
         assert!(c.validate().unwrap_err().to_string().contains("llm.default_provider `nope`"));
 
         let mut c = Config::default();
-        c.apply_env([("TOLLGATE_LLM_BASE_URL".to_string(), "http://127.0.0.1:8482/v1".to_string()), ("TOLLGATE_LLM_MODEL".into(), "m".into())].into_iter())
-            .unwrap();
+        c.apply_env(
+            [
+                ("TOLLGATE_LLM_BASE_URL".to_string(), "http://127.0.0.1:8482/v1".to_string()),
+                ("TOLLGATE_LLM_MODEL".into(), "m".into()),
+            ]
+            .into_iter(),
+        )
+        .unwrap();
         assert_eq!(c.llm.default_provider.as_deref(), Some("default"));
         assert_eq!(c.llm.providers["default"].model.as_deref(), Some("m"));
-        let err = Config::default().apply_env([("TOLLGATE_LLM_MODEL".to_string(), "m".to_string())].into_iter()).unwrap_err();
+        let err =
+            Config::default().apply_env([("TOLLGATE_LLM_MODEL".to_string(), "m".to_string())].into_iter()).unwrap_err();
         assert!(err.to_string().contains("TOLLGATE_LLM_BASE_URL"), "{err}");
     }
 
@@ -512,7 +553,12 @@ mod tests {
             c.validate().map_err(|e| e.to_string())
         };
         let err = with("smtp://pager:s3cret@mail.example.com:587").unwrap_err();
-        assert!(err.starts_with("config: paging.smtp_url: would send the password of `pager` in the clear to `mail.example.com`"), "{err}");
+        assert!(
+            err.starts_with(
+                "config: paging.smtp_url: would send the password of `pager` in the clear to `mail.example.com`"
+            ),
+            "{err}"
+        );
         assert!(!err.contains("s3cret"), "the error must not echo the password: {err}");
         let err = with("smtp://pager:s3cret@mail.example.com:587?tls=opportunistic").unwrap_err();
         assert!(err.contains("in the clear"), "opportunistic STARTTLS can be stripped: {err}");
@@ -526,11 +572,16 @@ mod tests {
         ] {
             assert_eq!(with(fine), Ok(()), "{fine}");
         }
-        assert_eq!(with("http://mail.example.com").unwrap_err(), "config: paging.smtp_url: scheme `http` is not smtp or smtps");
+        assert_eq!(
+            with("http://mail.example.com").unwrap_err(),
+            "config: paging.smtp_url: scheme `http` is not smtp or smtps"
+        );
         assert!(with("mail.example.com:25").unwrap_err().starts_with("config: paging.smtp_url: "));
         let mut c = Config::default();
         c.paging.smtp_url = "smtp://127.0.0.1:25".into();
         c.paging.from = "not a mailbox".into();
-        assert!(c.validate().unwrap_err().to_string().starts_with("config: paging.from `not a mailbox` is not a mailbox"));
+        assert!(
+            c.validate().unwrap_err().to_string().starts_with("config: paging.from `not a mailbox` is not a mailbox")
+        );
     }
 }

@@ -16,7 +16,7 @@ use ractor::ActorRef;
 use tokio_util::sync::CancellationToken;
 use tollgate_connectors::events::{RedisEventBus, SqliteEventBus};
 use tollgate_engine::crypto::MasterKey;
-use tollgate_engine::events::{waiters_key, EventBus, TailCursor};
+use tollgate_engine::events::{EventBus, TailCursor, waiters_key};
 use tollgate_engine::ids::RunId;
 
 use crate::config::{BackendKind, Config};
@@ -34,7 +34,11 @@ pub async fn open_bus(config: &Config, master: &MasterKey) -> anyhow::Result<Arc
     Ok(match config.backend {
         BackendKind::Embedded => {
             let path = config.data_dir.join("events.db");
-            Arc::new(SqliteEventBus::open(&path, master, config.event_retention).await.with_context(|| format!("opening the event bus at {}", path.display()))?)
+            Arc::new(
+                SqliteEventBus::open(&path, master, config.event_retention)
+                    .await
+                    .with_context(|| format!("opening the event bus at {}", path.display()))?,
+            )
         }
         BackendKind::Redis => Arc::new(
             RedisEventBus::connect(&config.redis_url, &config.namespace, master, config.event_retention)
@@ -46,7 +50,13 @@ pub async fn open_bus(config: &Config, master: &MasterKey) -> anyhow::Result<Arc
 
 /// Tail the bus from `cursor` (taken before any run actor of this process started) until
 /// `shutdown`, routing each event to the runs waiting for its name.
-pub async fn dispatch(engine: Arc<Engine>, bus: Arc<dyn EventBus>, supervisor: ActorRef<SupervisorMsg>, mut cursor: TailCursor, shutdown: CancellationToken) {
+pub async fn dispatch(
+    engine: Arc<Engine>,
+    bus: Arc<dyn EventBus>,
+    supervisor: ActorRef<SupervisorMsg>,
+    mut cursor: TailCursor,
+    shutdown: CancellationToken,
+) {
     let mut backoff = TAIL_BACKOFF.0;
     loop {
         let tailed = tokio::select! {
@@ -86,7 +96,8 @@ pub async fn dispatch(engine: Arc<Engine>, bus: Arc<dyn EventBus>, supervisor: A
                 }
             };
             for run in waiters {
-                let _ = supervisor.send_message(SupervisorMsg::Route { run: RunId::new(run), msg: RunMsg::EventsArrived });
+                let _ =
+                    supervisor.send_message(SupervisorMsg::Route { run: RunId::new(run), msg: RunMsg::EventsArrived });
             }
         }
     }
@@ -97,8 +108,18 @@ impl crate::service::Tollgate {
     /// someone's behalf, `emit_event_as` checks they may). With a `dedup` key, a second
     /// publish under the same key (per owner) within the retention period publishes nothing
     /// and answers with the first one's id.
-    pub async fn emit_event(&self, owner: &str, name: &str, payload: &serde_json::Value, dedup: Option<&str>) -> Result<tollgate_engine::events::Published, crate::service::ServiceError> {
-        let bus = self.engine.events.as_ref().ok_or_else(|| crate::service::ServiceError::Engine("this process has no event bus".into()))?;
+    pub async fn emit_event(
+        &self,
+        owner: &str,
+        name: &str,
+        payload: &serde_json::Value,
+        dedup: Option<&str>,
+    ) -> Result<tollgate_engine::events::Published, crate::service::ServiceError> {
+        let bus = self
+            .engine
+            .events
+            .as_ref()
+            .ok_or_else(|| crate::service::ServiceError::Engine("this process has no event bus".into()))?;
         Ok(bus.publish(tollgate_engine::events::EventName::new(owner, name), payload, dedup).await?)
     }
 }

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 use serde_json::Value;
-use tollgate_engine::gates::replay::{replay, ReplayedVerdict};
+use tollgate_engine::gates::replay::{ReplayedVerdict, replay};
 use tollgate_engine::gates::{GateAction, GatePolicy, GateVerdict};
 use tollgate_engine::ids::{RunId, WorkflowId};
 use tollgate_engine::run::Event;
@@ -57,7 +57,11 @@ pub struct ReplayReport {
 }
 
 /// Replay `policy` over the recorded outputs of the runs in `scope`, newest run first.
-pub async fn replay_policy(engine: &Engine, policy: &GatePolicy, scope: &ReplayScope) -> Result<ReplayReport, ServiceError> {
+pub async fn replay_policy(
+    engine: &Engine,
+    policy: &GatePolicy,
+    scope: &ReplayScope,
+) -> Result<ReplayReport, ServiceError> {
     let mut report = ReplayReport::default();
     let mut steps: BTreeMap<(String, String), StepReplay> = BTreeMap::new();
     let mut after: Option<RunId> = None;
@@ -72,7 +76,10 @@ pub async fn replay_policy(engine: &Engine, policy: &GatePolicy, scope: &ReplayS
             if scope.workflow.as_ref().is_some_and(|w| w != &meta.workflow) {
                 continue;
             }
-            let spec = engine.spec(&meta.workflow, &meta.spec_digest).await.map_err(|e| ServiceError::Engine(e.to_string()))?;
+            let spec = engine
+                .spec(&meta.workflow, &meta.spec_digest)
+                .await
+                .map_err(|e| ServiceError::Engine(e.to_string()))?;
             let journal = engine.store.read_journal(&meta.workflow, &meta.run).await?;
             report.runs += 1;
             for event in &journal {
@@ -97,7 +104,13 @@ pub async fn replay_policy(engine: &Engine, policy: &GatePolicy, scope: &ReplayS
                 row.findings_only += usize::from(!r.output_rescanned);
                 if r.changed() {
                     row.changed += 1;
-                    report.changes.push(ReplayChange { run: meta.run.clone(), workflow: meta.workflow.clone(), step: step.to_string(), attempt, verdict: r });
+                    report.changes.push(ReplayChange {
+                        run: meta.run.clone(),
+                        workflow: meta.workflow.clone(),
+                        step: step.to_string(),
+                        attempt,
+                        verdict: r,
+                    });
                 }
             }
         }
@@ -114,9 +127,13 @@ pub async fn replay_policy(engine: &Engine, policy: &GatePolicy, scope: &ReplayS
 /// for a block that failed the step: it was never kept) and the verdict.
 fn recorded_output(e: &Event) -> Option<(&tollgate_engine::ids::StepId, u32, Option<&Value>, &Value)> {
     match e {
-        Event::StepSucceeded { step, attempt, output, gate: Some(gate), .. } => Some((step, *attempt, Some(output), gate)),
+        Event::StepSucceeded { step, attempt, output, gate: Some(gate), .. } => {
+            Some((step, *attempt, Some(output), gate))
+        }
         Event::StepBlocked { step, attempt, redacted, gate, .. } => Some((step, *attempt, Some(redacted), gate)),
-        Event::StepFailed { step, attempt, error, gate: Some(gate), .. } if error.code == "gate_blocked" => Some((step, *attempt, None, gate)),
+        Event::StepFailed { step, attempt, error, gate: Some(gate), .. } if error.code == "gate_blocked" => {
+            Some((step, *attempt, None, gate))
+        }
         _ => None,
     }
 }

@@ -15,7 +15,7 @@
 use std::time::Duration;
 
 use tollgate_engine::ids::RunId;
-use tollgate_engine::store::{keys, Backend, Lease, LeaseGrant, StoreError};
+use tollgate_engine::store::{Backend, Lease, LeaseGrant, StoreError, keys};
 
 use crate::liveness::Liveness;
 
@@ -23,7 +23,12 @@ use crate::liveness::Liveness;
 ///
 /// A lease this process already holds (an earlier actor of the run that failed before it
 /// released) is taken over with a new token: the supervisor runs one actor per run.
-pub async fn acquire(backend: &dyn Backend, liveness: &Liveness, run: &RunId, ttl: Duration) -> Result<Result<Lease, Lease>, StoreError> {
+pub async fn acquire(
+    backend: &dyn Backend,
+    liveness: &Liveness,
+    run: &RunId,
+    ttl: Duration,
+) -> Result<Result<Lease, Lease>, StoreError> {
     let key = keys::run_lease(run);
     let me = liveness.id();
     let current = match backend.lease_acquire(&key, me, ttl, None).await? {
@@ -76,7 +81,10 @@ mod tests {
         // a again (a failed actor's successor in the same process): a new token.
         let again = acquire(backend.as_ref(), &a, &run, ttl).await.unwrap().expect("own lease");
         assert!(again.token > first.token);
-        assert!(matches!(renew(backend.as_ref(), &first, ttl).await, Err(StoreError::Fenced { .. })), "the older grant is stale");
+        assert!(
+            matches!(renew(backend.as_ref(), &first, ttl).await, Err(StoreError::Fenced { .. })),
+            "the older grant is stale"
+        );
 
         // a's heartbeat disappears (its process is gone): b takes over at once, a is fenced.
         backend.delete(&keys::process(a.id())).await.unwrap();

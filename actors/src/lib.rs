@@ -7,28 +7,28 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+pub mod access;
+pub mod audit;
+pub mod bootstrap;
 pub mod catalogue;
+pub mod cli;
 pub mod config;
 pub mod events;
+pub mod gate_replay;
 pub mod health;
+pub mod http;
 pub mod lease;
 pub mod liveness;
 pub mod notify;
+pub mod paging;
 mod pubsub;
 pub mod queue;
+pub mod receipt;
 pub mod run_actor;
 pub mod service;
 pub mod subworkflows;
 pub mod supervisor;
 pub mod system;
 pub mod triggers;
-pub mod worker;
-pub mod access;
-pub mod audit;
-pub mod receipt;
-pub mod gate_replay;
-pub mod paging;
 pub mod users;
-pub mod bootstrap;
-pub mod cli;
-pub mod http;
+pub mod worker;

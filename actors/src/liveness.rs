@@ -19,7 +19,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
-use tollgate_engine::store::{keys, Backend, StoreError};
+use tollgate_engine::store::{Backend, StoreError, keys};
 
 /// Where a process runs, as its heartbeat records it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,8 +37,12 @@ impl Heartbeat {
     fn of_this_process() -> Self {
         let pid = std::process::id();
         Self {
-            boot_id: std::fs::read_to_string("/proc/sys/kernel/random/boot_id").map(|s| s.trim().to_owned()).unwrap_or_default(),
-            pid_ns: std::fs::read_link("/proc/self/ns/pid").map(|p| p.to_string_lossy().into_owned()).unwrap_or_default(),
+            boot_id: std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+                .map(|s| s.trim().to_owned())
+                .unwrap_or_default(),
+            pid_ns: std::fs::read_link("/proc/self/ns/pid")
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_default(),
             pid,
             start_time: proc_stat(pid).map_or(0, |s| s.start_time),
         }
@@ -47,7 +51,10 @@ impl Heartbeat {
     /// Whether `other` runs where this process can see its pid: same kernel boot, same PID
     /// namespace (and both known).
     fn shares_pids_with(&self, other: &Heartbeat) -> bool {
-        !self.boot_id.is_empty() && !self.pid_ns.is_empty() && self.boot_id == other.boot_id && self.pid_ns == other.pid_ns
+        !self.boot_id.is_empty()
+            && !self.pid_ns.is_empty()
+            && self.boot_id == other.boot_id
+            && self.pid_ns == other.pid_ns
     }
 }
 
@@ -84,7 +91,11 @@ impl std::fmt::Debug for Liveness {
 impl Liveness {
     /// Writes this process's heartbeat record and keeps renewing it (a task tracked with the
     /// shutdown token) until shutdown; the record expires `ttl` after the last renewal.
-    pub async fn start(backend: Arc<dyn Backend>, ttl: Duration, shutdown: CancellationToken) -> Result<Arc<Self>, StoreError> {
+    pub async fn start(
+        backend: Arc<dyn Backend>,
+        ttl: Duration,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<Self>, StoreError> {
         let this = Arc::new(Self { backend, id: ulid::Ulid::generate().to_string(), me: Heartbeat::of_this_process() });
         let key = keys::process(&this.id);
         let record = serde_json::to_vec(&this.me).expect("a heartbeat serialises");
@@ -139,7 +150,8 @@ impl Liveness {
         }
         let key = keys::process(id);
         let Some(bytes) = self.backend.get(&key).await? else { return Ok(false) };
-        let theirs: Heartbeat = serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt { key, reason: e.to_string() })?;
+        let theirs: Heartbeat =
+            serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt { key, reason: e.to_string() })?;
         Ok(!self.me.shares_pids_with(&theirs) || same_process_runs(&theirs))
     }
 }
@@ -165,7 +177,10 @@ mod tests {
         assert!(me.start_time > 0, "no start time read from /proc: {me:?}");
         assert!(!me.boot_id.is_empty() && me.pid_ns.starts_with("pid:["), "{me:?}");
         assert!(same_process_runs(&me));
-        assert!(!same_process_runs(&Heartbeat { start_time: me.start_time + 1, ..me.clone() }), "same pid, other start time");
+        assert!(
+            !same_process_runs(&Heartbeat { start_time: me.start_time + 1, ..me.clone() }),
+            "same pid, other start time"
+        );
         assert!(!same_process_runs(&Heartbeat { pid: u32::MAX, ..me }), "a pid that cannot exist");
     }
 
@@ -198,7 +213,10 @@ mod tests {
         assert!(backend.get(&keys::process(live.id())).await.unwrap().is_some());
         shutdown.cancel();
         live.retire().await.unwrap();
-        assert!(!Liveness::detached(backend.clone()).is_alive(live.id()).await.unwrap(), "a retired process is dead to others");
+        assert!(
+            !Liveness::detached(backend.clone()).is_alive(live.id()).await.unwrap(),
+            "a retired process is dead to others"
+        );
     }
 
     #[tokio::test]

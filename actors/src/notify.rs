@@ -28,7 +28,11 @@ pub struct LocalNotifier(pub ActorRef<SupervisorMsg>);
 #[async_trait]
 impl Notifier for LocalNotifier {
     async fn step_finished(&self, job: &StepJob, outcome: &StepOutcome) {
-        let msg = RunMsg::StepFinished { step: job.step.clone(), attempt: job.attempt, outcome: Some(Box::new(outcome.clone())) };
+        let msg = RunMsg::StepFinished {
+            step: job.step.clone(),
+            attempt: job.attempt,
+            outcome: Some(Box::new(outcome.clone())),
+        };
         let _ = self.0.send_message(SupervisorMsg::Route { run: job.run.clone(), msg });
     }
 }
@@ -73,8 +77,9 @@ impl Notifier for RedisNotifier {
         if self.local.as_ref().is_some_and(|local| local.contains(&job.run)) {
             return;
         }
-        let payload = serde_json::to_string(&Finished { run: job.run.clone(), step: job.step.clone(), attempt: job.attempt })
-            .expect("ids serialise");
+        let payload =
+            serde_json::to_string(&Finished { run: job.run.clone(), step: job.step.clone(), attempt: job.attempt })
+                .expect("ids serialise");
         let mut conn = self.conn.clone();
         if let Err(e) = redis::cmd("PUBLISH").arg(&self.channel).arg(payload).query_async::<i64>(&mut conn).await {
             tracing::warn!("step-finished notification lost (reconcile will cover it): {e}");
@@ -98,7 +103,12 @@ impl Notifier for Fanout {
 /// once if Redis does not answer; after that the subscription survives Redis restarts (see
 /// `crate::pubsub`): notifications published while it was down are lost, and each live run's
 /// reconcile tick reads those outcomes from the store.
-pub async fn subscribe(url: &str, namespace: &str, supervisor: ActorRef<SupervisorMsg>, shutdown: CancellationToken) -> Result<tokio::task::JoinHandle<()>, redis::RedisError> {
+pub async fn subscribe(
+    url: &str,
+    namespace: &str,
+    supervisor: ActorRef<SupervisorMsg>,
+    shutdown: CancellationToken,
+) -> Result<tokio::task::JoinHandle<()>, redis::RedisError> {
     let client = redis::Client::open(url)?;
     let subscription = Subscription::connect(client, channel(namespace), "step outcome").await?;
     Ok(tokio::spawn(subscription.run(shutdown, move |event| {
@@ -132,11 +142,20 @@ mod tests {
         type State = mpsc::UnboundedSender<RunId>;
         type Arguments = mpsc::UnboundedSender<RunId>;
 
-        async fn pre_start(&self, _: ActorRef<SupervisorMsg>, tx: Self::Arguments) -> Result<Self::State, ActorProcessingErr> {
+        async fn pre_start(
+            &self,
+            _: ActorRef<SupervisorMsg>,
+            tx: Self::Arguments,
+        ) -> Result<Self::State, ActorProcessingErr> {
             Ok(tx)
         }
 
-        async fn handle(&self, _: ActorRef<SupervisorMsg>, msg: SupervisorMsg, tx: &mut Self::State) -> Result<(), ActorProcessingErr> {
+        async fn handle(
+            &self,
+            _: ActorRef<SupervisorMsg>,
+            msg: SupervisorMsg,
+            tx: &mut Self::State,
+        ) -> Result<(), ActorProcessingErr> {
             if let SupervisorMsg::Route { run, .. } = msg {
                 let _ = tx.send(run);
             }
@@ -145,7 +164,8 @@ mod tests {
     }
 
     async fn publish(conn: &mut redis::aio::MultiplexedConnection, run: &str) -> i64 {
-        let payload = serde_json::to_string(&Finished { run: RunId::new(run), step: StepId::new("s"), attempt: 1 }).expect("json");
+        let payload = serde_json::to_string(&Finished { run: RunId::new(run), step: StepId::new("s"), attempt: 1 })
+            .expect("json");
         redis::cmd("PUBLISH").arg(channel("ns")).arg(payload).query_async(conn).await.expect("PUBLISH")
     }
 
@@ -153,7 +173,8 @@ mod tests {
     async fn wait_subscribed(conn: &mut redis::aio::MultiplexedConnection) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let (_, n): (String, i64) = redis::cmd("PUBSUB").arg("NUMSUB").arg(channel("ns")).query_async(conn).await.expect("PUBSUB NUMSUB");
+            let (_, n): (String, i64) =
+                redis::cmd("PUBSUB").arg("NUMSUB").arg(channel("ns")).query_async(conn).await.expect("PUBSUB NUMSUB");
             if n > 0 {
                 return;
             }
@@ -181,7 +202,10 @@ mod tests {
         let mut conn = client.get_multiplexed_async_connection().await.expect("reconnect");
         wait_subscribed(&mut conn).await;
         assert_eq!(publish(&mut conn, "after").await, 1);
-        let run = tokio::time::timeout(Duration::from_secs(30), routed.recv()).await.expect("routed after the restart").expect("probe alive");
+        let run = tokio::time::timeout(Duration::from_secs(30), routed.recv())
+            .await
+            .expect("routed after the restart")
+            .expect("probe alive");
         assert_eq!(run.as_str(), "after");
 
         shutdown.cancel();

@@ -35,7 +35,11 @@ pub(crate) struct Subscription {
 
 impl Subscription {
     /// Subscribes now, so that a wrong URL or an absent server fails at startup.
-    pub(crate) async fn connect(client: redis::Client, channel: String, what: &'static str) -> Result<Self, redis::RedisError> {
+    pub(crate) async fn connect(
+        client: redis::Client,
+        channel: String,
+        what: &'static str,
+    ) -> Result<Self, redis::RedisError> {
         let stream = subscribe(&client, &channel).await?;
         Ok(Self { client, channel, what, stream: Some(stream) })
     }

@@ -5,7 +5,7 @@
 //! the placeholder the run view shows), signed with the service's key
 //! ([`tollgate_engine::receipt`]).
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use tollgate_engine::gates::{GateAction, GateMesh, GatePolicy, RedactionMap};
 use tollgate_engine::ids::RunId;
 use tollgate_engine::receipt::{EntryInput, Receipt};
@@ -13,7 +13,7 @@ use tollgate_engine::run;
 use tollgate_engine::store::StoreError;
 
 use crate::service::ServiceError;
-use crate::system::{now_ms, Engine};
+use crate::system::{Engine, now_ms};
 
 /// The signed receipt of `run` (finished or not: it records the journal as it is now).
 pub async fn build(engine: &Engine, run: &RunId) -> Result<Receipt, ServiceError> {
@@ -31,7 +31,12 @@ pub async fn build(engine: &Engine, run: &RunId) -> Result<Receipt, ServiceError
     let entries: Vec<EntryInput<'_>> = journal
         .iter()
         .zip(&chained)
-        .map(|(e, c)| EntryInput { kind: e.kind(), at: e.at(), chained: c, record: crate::audit::detailed_event(&spec, e, &mut redact) })
+        .map(|(e, c)| EntryInput {
+            kind: e.kind(),
+            at: e.at(),
+            chained: c,
+            record: crate::audit::detailed_event(&spec, e, &mut redact),
+        })
         .collect();
     let state = run::replay(&spec, run.clone(), &journal);
     let fire = match &meta.trigger {

@@ -8,19 +8,22 @@ use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::task::JoinHandle;
+use tollgate_engine::events::{EventName, waiters_key};
+use tollgate_engine::expr::Scope;
 use tollgate_engine::ids::{RequestId, RunId, StepId, WorkflowId};
 use tollgate_engine::queue::StepJob;
 use tollgate_engine::run::{self, Action, Decision, Event, RunState, Slot, StepStatus, Timer};
-use tollgate_engine::events::{waiters_key, EventName};
-use tollgate_engine::expr::Scope;
 use tollgate_engine::spec::steps::EventStep;
 use tollgate_engine::spec::{StepKind, ValidatedSpec};
-use tollgate_engine::store::{ChainLink, JournalHead, AttemptAbandoned, AttemptClaim, HumanDecisionRecord, HumanRequestRecord, Lease, OutcomeResult, RunClosed, RunSummary, StepOutcome};
+use tollgate_engine::store::{
+    AttemptAbandoned, AttemptClaim, ChainLink, HumanDecisionRecord, HumanRequestRecord, JournalHead, Lease,
+    OutcomeResult, RunClosed, RunSummary, StepOutcome,
+};
 
 use crate::lease;
 use crate::subworkflows;
 use crate::supervisor::SupervisorMsg;
-use crate::system::{now_ms, Engine, RunUpdate};
+use crate::system::{Engine, RunUpdate, now_ms};
 
 /// A live run stays in memory this long past its last activity when it only waits.
 const PASSIVATE_IF_NEXT_TIMER_BEYOND: Duration = Duration::from_secs(5);
@@ -60,15 +63,29 @@ impl Inbox {
 pub enum RunMsg {
     /// A worker recorded the outcome of an attempt (the outcome itself when the worker is in
     /// this process; otherwise the actor reads it from the store).
-    StepFinished { step: StepId, attempt: u32, outcome: Option<Box<StepOutcome>> },
+    StepFinished {
+        step: StepId,
+        attempt: u32,
+        outcome: Option<Box<StepOutcome>>,
+    },
     /// Outcomes are waiting in the run's [`Inbox`]: take them all, journal them in one append.
     Drain,
     TimerFired(Timer),
     /// A decision already recorded (first-writer-wins) in the store.
-    HumanDecided { request: RequestId, decision: HumanDecisionRecord },
-    Cancel { by: String, reason: String },
+    HumanDecided {
+        request: RequestId,
+        decision: HumanDecisionRecord,
+    },
+    Cancel {
+        by: String,
+        reason: String,
+    },
     /// A retry's backoff is over: enqueue the attempt now.
-    Due { step: StepId, attempt: u32, input: serde_json::Value },
+    Due {
+        step: StepId,
+        attempt: u32,
+        input: serde_json::Value,
+    },
     /// Events were published under a name the run waits for: look for a match.
     EventsArrived,
     /// A sub-workflow's run finished or asks for budget: read how the children stand.
@@ -120,17 +137,23 @@ impl Actor for RunActor {
 
     async fn pre_start(&self, myself: ActorRef<RunMsg>, args: RunArgs) -> Result<RunActorState, ActorProcessingErr> {
         let engine = args.engine;
-        let lease = match lease::acquire(engine.store.backend().as_ref(), &engine.liveness, &args.run, engine.lease_ttl).await? {
+        let lease = match lease::acquire(engine.store.backend().as_ref(), &engine.liveness, &args.run, engine.lease_ttl)
+            .await?
+        {
             Ok(lease) => lease,
             Err(held) => return Err(format!("run {} is driven by another process ({})", args.run, held.holder).into()),
         };
         let meta = engine.store.run_meta(&args.run).await?;
         let spec = engine.spec(&meta.workflow, &meta.spec_digest).await?;
         let (journal, chained) = engine.store.read_chained_journal(&meta.workflow, &args.run).await?;
-        let head = JournalHead { len: journal.len() as u64, link: chained.last().map_or_else(|| ChainLink::genesis(&args.run), |e| e.link) };
+        let head = JournalHead {
+            len: journal.len() as u64,
+            link: chained.last().map_or_else(|| ChainLink::genesis(&args.run), |e| e.link),
+        };
         let state = run::replay(&spec, args.run.clone(), &journal);
         let labels = state.steps.iter().map(|s| s.status.label()).collect();
-        let event_waits = spec.spec().steps.iter().any(|s| matches!(&s.kind, StepKind::Event(EventStep { wait: Some(_), .. })));
+        let event_waits =
+            spec.spec().steps.iter().any(|s| matches!(&s.kind, StepKind::Event(EventStep { wait: Some(_), .. })));
         let mut st = RunActorState {
             engine: engine.clone(),
             supervisor: args.supervisor,
@@ -154,7 +177,8 @@ impl Actor for RunActor {
         if journal.is_empty() {
             // The `llm` steps' prices are quoted now and journaled: replay reserves the same.
             let quotes = engine.models.quotes(&st.spec);
-            let event = Event::RunStarted { at: now_ms(), params: meta.params.clone(), quotes, parent: meta.parent.clone() };
+            let event =
+                Event::RunStarted { at: now_ms(), params: meta.params.clone(), quotes, parent: meta.parent.clone() };
             process(&myself, &mut st, vec![event]).await?;
             save_summary(&mut st).await?;
         } else {
@@ -219,7 +243,12 @@ impl Actor for RunActor {
         Ok(())
     }
 
-    async fn handle(&self, myself: ActorRef<RunMsg>, msg: RunMsg, st: &mut RunActorState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<RunMsg>,
+        msg: RunMsg,
+        st: &mut RunActorState,
+    ) -> Result<(), ActorProcessingErr> {
         let msg = match msg {
             RunMsg::Routed(inner) => {
                 st.routed += 1;
@@ -261,7 +290,9 @@ impl Actor for RunActor {
                         _ => None,
                     });
                     let released = match (&held, &decision.decision) {
-                        (Some((step, attempt)), Decision::Approve) => st.engine.store.quarantined(&st.wf, &st.state.run, step, *attempt).await?,
+                        (Some((step, attempt)), Decision::Approve) => {
+                            st.engine.store.quarantined(&st.wf, &st.state.run, step, *attempt).await?
+                        }
                         _ => None,
                     };
                     let event = Event::HumanDecided {
@@ -322,7 +353,12 @@ fn is_open_request(state: &RunState, request: &RequestId) -> bool {
 
 /// The event for a recorded outcome, if the attempt is still in flight for this run. An
 /// outcome handed over in-process was recorded before it was sent; otherwise read it.
-async fn outcome_event(st: &RunActorState, step: &StepId, attempt: u32, given: Option<Box<StepOutcome>>) -> Result<Option<Event>, ActorProcessingErr> {
+async fn outcome_event(
+    st: &RunActorState,
+    step: &StepId,
+    attempt: u32,
+    given: Option<Box<StepOutcome>>,
+) -> Result<Option<Event>, ActorProcessingErr> {
     let Some(slot) = Slot::of(&st.spec, step) else { return Ok(None) };
     if !st.state.wants_outcome(slot, attempt) {
         return Ok(None);
@@ -348,15 +384,25 @@ fn outcome_to_event(o: StepOutcome) -> Event {
             cost,
             gate,
         },
-        OutcomeResult::Failed { error, gate } => {
-            Event::StepFailed { step: o.step, attempt: o.attempt, at: o.finished_at, started_at: Some(o.started_at), error, gate }
-        }
+        OutcomeResult::Failed { error, gate } => Event::StepFailed {
+            step: o.step,
+            attempt: o.attempt,
+            at: o.finished_at,
+            started_at: Some(o.started_at),
+            error,
+            gate,
+        },
         OutcomeResult::PromptHeld { hold } => {
             Event::PromptHeld { step: o.step, attempt: o.attempt, at: o.finished_at, started_at: o.started_at, hold }
         }
-        OutcomeResult::AwaitingAuthorisation { ask, cost } => {
-            Event::ToolAuthorisationAsked { step: o.step, attempt: o.attempt, at: o.finished_at, started_at: o.started_at, ask, cost }
-        }
+        OutcomeResult::AwaitingAuthorisation { ask, cost } => Event::ToolAuthorisationAsked {
+            step: o.step,
+            attempt: o.attempt,
+            at: o.finished_at,
+            started_at: o.started_at,
+            ask,
+            cost,
+        },
         OutcomeResult::Blocked { redacted, cost, gate } => Event::StepBlocked {
             step: o.step,
             attempt: o.attempt,
@@ -375,7 +421,11 @@ fn outcome_to_event(o: StepOutcome) -> Event {
 /// be written in the same durable write as the events. Nothing outside the actor sees the
 /// new state before that write: if it fails, the actor fails and is rehydrated from the
 /// journal, which does not hold the events.
-async fn process(myself: &ActorRef<RunMsg>, st: &mut RunActorState, mut events: Vec<Event>) -> Result<(), ActorProcessingErr> {
+async fn process(
+    myself: &ActorRef<RunMsg>,
+    st: &mut RunActorState,
+    mut events: Vec<Event>,
+) -> Result<(), ActorProcessingErr> {
     // A wait that starts may find its event on the bus at once: journal that too, before
     // deciding whether to passivate.
     while !events.is_empty() {
@@ -384,10 +434,12 @@ async fn process(myself: &ActorRef<RunMsg>, st: &mut RunActorState, mut events: 
             actions.extend(run::apply(&st.spec, &mut st.state, event));
         }
         let plan = plan(st, actions);
-        let inputs: Vec<(StepId, u32, &serde_json::Value)> = plan.ready.iter().map(|(s, a, i)| (s.clone(), *a, i)).collect();
+        let inputs: Vec<(StepId, u32, &serde_json::Value)> =
+            plan.ready.iter().map(|(s, a, i)| (s.clone(), *a, i)).collect();
         // Fenced: refused if another process took the run over (the actor then fails, and its
         // successor here finds the lease held and stops).
-        st.journal = st.engine.store.append_events(&st.wf, &st.state.run, &st.journal, &events, &inputs, &st.lease).await?;
+        st.journal =
+            st.engine.store.append_events(&st.wf, &st.state.run, &st.journal, &events, &inputs, &st.lease).await?;
         // Durable now: perform. Watchers hear of a dispatch once its job is in the queue.
         enqueue_recorded(st, plan.ready).await?;
         let changed = publish_changes(st);
@@ -409,7 +461,14 @@ async fn await_event(st: &mut RunActorState, step: &StepId, name: &str) -> Resul
     let Some(bus) = st.engine.events.clone() else {
         return Err(format!("run {} waits for an event but this process has no event bus", st.state.run).into());
     };
-    st.engine.store.backend().index_add(&waiters_key(&bus.name_id(EventName::new(st.spec.spec().owner.as_str(), name))), st.state.run.as_str()).await?;
+    st.engine
+        .store
+        .backend()
+        .index_add(
+            &waiters_key(&bus.name_id(EventName::new(st.spec.spec().owner.as_str(), name))),
+            st.state.run.as_str(),
+        )
+        .await?;
     if let Some((i, _)) = st.spec.step_by_id(step) {
         st.found.extend(find_event(st, i).await?);
     }
@@ -425,13 +484,19 @@ async fn find_event(st: &RunActorState, i: usize) -> Result<Option<Event>, Actor
     let StepKind::Event(EventStep { wait: Some(wait), .. }) = &st.spec.step(i).kind else { return Ok(None) };
     let Some(bus) = &st.engine.events else { return Ok(None) };
     let scope = Scope { params: &st.state.params, steps: &st.state.scope };
-    for event in bus.read_since(EventName::new(st.spec.spec().owner.as_str(), &wait.name), from, EVENT_SCAN_LIMIT).await? {
+    for event in
+        bus.read_since(EventName::new(st.spec.spec().owner.as_str(), &wait.name), from, EVENT_SCAN_LIMIT).await?
+    {
         let received = event.to_value();
         match wait.matches(&received, &scope) {
-            Ok(true) => return Ok(Some(Event::EventReceived { step: st.spec.step(i).id.clone(), received, at: now_ms() })),
+            Ok(true) => {
+                return Ok(Some(Event::EventReceived { step: st.spec.step(i).id.clone(), received, at: now_ms() }));
+            }
             Ok(false) => {}
             // An event of the name with another shape (a missing field): not this wait's.
-            Err(e) => tracing::debug!(run = %st.state.run, step = %st.spec.step(i).id, "event {} does not correlate: {e}", event.id),
+            Err(e) => {
+                tracing::debug!(run = %st.state.run, step = %st.spec.step(i).id, "event {} does not correlate: {e}", event.id)
+            }
         }
     }
     Ok(None)
@@ -439,7 +504,10 @@ async fn find_event(st: &RunActorState, i: usize) -> Result<Option<Event>, Actor
 
 /// Steps that stopped waiting for an event: the run no longer needs to hear of their name
 /// (unless another step still waits for it).
-async fn forget_finished_waits(st: &RunActorState, changed: &[(usize, &'static str)]) -> Result<(), ActorProcessingErr> {
+async fn forget_finished_waits(
+    st: &RunActorState,
+    changed: &[(usize, &'static str)],
+) -> Result<(), ActorProcessingErr> {
     let Some(bus) = st.engine.events.as_ref().filter(|_| st.event_waits) else { return Ok(()) };
     let wait_name = |i: usize| match &st.spec.step(i).kind {
         StepKind::Event(EventStep { wait: Some(w), .. }) => Some(w.name.as_str()),
@@ -447,17 +515,28 @@ async fn forget_finished_waits(st: &RunActorState, changed: &[(usize, &'static s
     };
     let stopped: Vec<usize> = changed
         .iter()
-        .filter(|&&(i, before)| before == "waiting_event" && !matches!(st.state.steps[i].status, StepStatus::WaitingEvent { .. }))
+        .filter(|&&(i, before)| {
+            before == "waiting_event" && !matches!(st.state.steps[i].status, StepStatus::WaitingEvent { .. })
+        })
         .map(|&(i, _)| i)
         .collect();
     if stopped.is_empty() {
         return Ok(());
     }
-    let still: Vec<&str> =
-        (0..st.state.steps.len()).filter(|&i| matches!(st.state.steps[i].status, StepStatus::WaitingEvent { .. })).filter_map(wait_name).collect();
+    let still: Vec<&str> = (0..st.state.steps.len())
+        .filter(|&i| matches!(st.state.steps[i].status, StepStatus::WaitingEvent { .. }))
+        .filter_map(wait_name)
+        .collect();
     for i in stopped {
         if let Some(name) = wait_name(i).filter(|n| !still.contains(n)) {
-            st.engine.store.backend().index_remove(&waiters_key(&bus.name_id(EventName::new(st.spec.spec().owner.as_str(), name))), st.state.run.as_str()).await?;
+            st.engine
+                .store
+                .backend()
+                .index_remove(
+                    &waiters_key(&bus.name_id(EventName::new(st.spec.spec().owner.as_str(), name))),
+                    st.state.run.as_str(),
+                )
+                .await?;
         }
     }
     Ok(())
@@ -521,7 +600,12 @@ fn publish_changes(st: &mut RunActorState) -> Vec<(usize, &'static str)> {
         if now != *told {
             changed.push((i, *told));
             *told = now;
-            st.engine.publish(RunUpdate::Step { run: st.state.run.clone(), step: st.spec.step(i).id.clone(), status: now, attempt: s.attempts.len() as u32 });
+            st.engine.publish(RunUpdate::Step {
+                run: st.state.run.clone(),
+                step: st.spec.step(i).id.clone(),
+                status: now,
+                attempt: s.attempts.len() as u32,
+            });
         }
     }
     changed
@@ -534,7 +618,11 @@ fn publish_notifications(st: &RunActorState, events: &[Event]) {
             if output["kind"] == tollgate_connectors::steps::platform::NOTIFY_OUTPUT_KIND {
                 if let (Some(id), Some(to)) = (output["notification"].as_str(), output["recipients"].as_array()) {
                     let recipients = to.iter().filter_map(|r| r.as_str().map(String::from)).collect();
-                    st.engine.publish(RunUpdate::Notified { run: st.state.run.clone(), notification: id.to_string(), recipients });
+                    st.engine.publish(RunUpdate::Notified {
+                        run: st.state.run.clone(),
+                        notification: id.to_string(),
+                        recipients,
+                    });
                 }
             }
         }
@@ -542,7 +630,11 @@ fn publish_notifications(st: &RunActorState, events: &[Event]) {
 }
 
 /// Perform actions other than dispatches (see [`plan`]); recovery also sends dispatches here.
-async fn perform(myself: &ActorRef<RunMsg>, st: &mut RunActorState, actions: Vec<Action>) -> Result<(), ActorProcessingErr> {
+async fn perform(
+    myself: &ActorRef<RunMsg>,
+    st: &mut RunActorState,
+    actions: Vec<Action>,
+) -> Result<(), ActorProcessingErr> {
     let mut dispatches = Vec::new();
     for action in actions {
         match action {
@@ -569,9 +661,20 @@ async fn perform(myself: &ActorRef<RunMsg>, st: &mut RunActorState, actions: Vec
                 st.engine.publish(RunUpdate::HumanPaged { run: st.state.run.clone(), request, to });
             }
             Action::DecideByPolicy { request, decision, reason } => {
-                let d = HumanDecisionRecord { decision, by: POLICY.into(), comment: Some(reason), by_policy: true, at: now_ms() };
+                let d = HumanDecisionRecord {
+                    decision,
+                    by: POLICY.into(),
+                    comment: Some(reason),
+                    by_policy: true,
+                    at: now_ms(),
+                };
                 if st.engine.store.decide(&st.wf, &request, &d).await? {
-                    st.engine.publish(RunUpdate::Decided { run: st.state.run.clone(), request: request.clone(), by: d.by.clone(), by_policy: true });
+                    st.engine.publish(RunUpdate::Decided {
+                        run: st.state.run.clone(),
+                        request: request.clone(),
+                        by: d.by.clone(),
+                        by_policy: true,
+                    });
                 }
                 // Whichever decision won (a person's, at the same moment, or the policy's).
                 if let Some(d) = st.engine.store.human_decision(&st.wf, &request).await? {
@@ -580,11 +683,23 @@ async fn perform(myself: &ActorRef<RunMsg>, st: &mut RunActorState, actions: Vec
             }
             Action::AwaitEvent { step, name, .. } => await_event(st, &step, &name).await?,
             Action::StartChild { step, child, workflow, params, parent } => {
-                let found = subworkflows::start_child(&st.engine, &st.supervisor, &st.meta, &step, &child, &workflow, &params, parent).await?;
+                let found = subworkflows::start_child(
+                    &st.engine,
+                    &st.supervisor,
+                    &st.meta,
+                    &step,
+                    &child,
+                    &workflow,
+                    &params,
+                    parent,
+                )
+                .await?;
                 let found = news(st, found);
                 st.found.extend(found);
             }
-            Action::CancelChild { child, reason } => subworkflows::cancel_child(&st.engine, &st.supervisor, &st.state.run, &child, &reason).await?,
+            Action::CancelChild { child, reason } => {
+                subworkflows::cancel_child(&st.engine, &st.supervisor, &st.state.run, &child, &reason).await?
+            }
             Action::GrantChild { child, request, amount } => {
                 subworkflows::grant_child(&st.engine, &st.supervisor, &st.state.run, &child, &request, amount).await?
             }
@@ -701,7 +816,11 @@ async fn after_change(myself: &ActorRef<RunMsg>, st: &mut RunActorState) -> Resu
         let next_timer = next_timer_at(&st.spec, &st.state);
         let far = next_timer.is_none_or(|at| at > now_ms() + PASSIVATE_IF_NEXT_TIMER_BEYOND.as_millis() as u64);
         if far && !has_pending_input(st).await? {
-            let _ = st.supervisor.send_message(SupervisorMsg::Passivated { run: st.state.run.clone(), wake_at: next_timer, routed: st.routed });
+            let _ = st.supervisor.send_message(SupervisorMsg::Passivated {
+                run: st.state.run.clone(),
+                wake_at: next_timer,
+                routed: st.routed,
+            });
             myself.stop(Some("passivated".into()));
         }
     } else if st.summary_waiting == Some(true) {
@@ -766,7 +885,9 @@ async fn check_attempts(st: &mut RunActorState, due: &[Slot], now: u64) -> Resul
     let current: Vec<(usize, StepId, u32, Option<u64>)> = due
         .iter()
         .filter_map(|&slot| match st.state.slot(slot)?.status {
-            StepStatus::Queued { attempt, queue_deadline, .. } => Some((slot.step, slot.id(&st.spec), attempt, queue_deadline)),
+            StepStatus::Queued { attempt, queue_deadline, .. } => {
+                Some((slot.step, slot.id(&st.spec), attempt, queue_deadline))
+            }
             _ => None,
         })
         .collect();
@@ -786,16 +907,23 @@ async fn check_attempts(st: &mut RunActorState, due: &[Slot], now: u64) -> Resul
             // that worker is only paused: it must not run on beside the next attempt.
             Some(AttemptClaim::Started { worker, at, .. }) => {
                 if !st.engine.liveness.is_alive(&worker).await? {
-                    let why = AttemptAbandoned { reason: format!("interrupted: its process {worker} looked dead"), at: now };
+                    let why =
+                        AttemptAbandoned { reason: format!("interrupted: its process {worker} looked dead"), at: now };
                     st.engine.store.abandon_attempt(&st.wf, &st.state.run, &step, attempt, &why).await?;
                     events.push(Event::AttemptInterrupted { step, attempt, at: now, started_at: at, worker });
-                } else if at + run::apply::step_timeout(&st.spec, i).as_millis() as u64 + TIMEOUT_BACKSTOP_GRACE.as_millis() as u64 <= now {
+                } else if at
+                    + run::apply::step_timeout(&st.spec, i).as_millis() as u64
+                    + TIMEOUT_BACKSTOP_GRACE.as_millis() as u64
+                    <= now
+                {
                     let why = AttemptAbandoned { reason: "timed out without a result".into(), at: now };
                     st.engine.store.abandon_attempt(&st.wf, &st.state.run, &step, attempt, &why).await?;
                     events.push(Event::TimerFired { timer: Timer::StepTimeout { step, attempt }, at: now });
                 }
             }
-            Some(AttemptClaim::Fenced { .. }) => events.push(Event::TimerFired { timer: Timer::QueueTimeout { step, attempt }, at: now }),
+            Some(AttemptClaim::Fenced { .. }) => {
+                events.push(Event::TimerFired { timer: Timer::QueueTimeout { step, attempt }, at: now })
+            }
             None if deadline.is_some_and(|d| d <= now) => {
                 let fence = AttemptClaim::Fenced { at: now, reason: "queue_timeout".into() };
                 // Lost: a worker started it just now, and its start-to-close clock runs.
@@ -848,18 +976,18 @@ async fn reconcile(myself: &ActorRef<RunMsg>, st: &mut RunActorState) -> Result<
     }
     let mut events = events;
     events.extend(children_events(st).await?);
-    if events.is_empty() {
-        after_change(myself, st).await
-    } else {
-        process(myself, st, events).await
-    }
+    if events.is_empty() { after_change(myself, st).await } else { process(myself, st, events).await }
 }
 
 /// A child's event, unless the run knows it already: a budget ask it has asked a person about
 /// is found again on every look until the person decides.
 fn news(st: &RunActorState, event: Option<Event>) -> Option<Event> {
     match event {
-        Some(Event::ChildBudgetAsked { request, .. }) if st.state.child_ask.as_ref().is_some_and(|a| a.request == request) => None,
+        Some(Event::ChildBudgetAsked { request, .. })
+            if st.state.child_ask.as_ref().is_some_and(|a| a.request == request) =>
+        {
+            None
+        }
         other => other,
     }
 }

@@ -14,7 +14,7 @@ use tollgate_engine::store::{CancelRequest, HumanDecisionRecord, HumanRequestRec
 
 use crate::run_actor::RunMsg;
 use crate::supervisor::SupervisorMsg;
-use crate::system::{now_ms, Engine, RunUpdate};
+use crate::system::{Engine, RunUpdate, now_ms};
 use crate::users::UserDirectory;
 
 #[derive(Debug, thiserror::Error)]
@@ -67,12 +67,21 @@ impl Tollgate {
     }
 
     /// Register the spec, bind parameters, create the run and start its actor.
-    pub async fn start_run(&self, spec: &ValidatedSpec, params: &serde_json::Map<String, Value>) -> Result<RunId, ServiceError> {
+    pub async fn start_run(
+        &self,
+        spec: &ValidatedSpec,
+        params: &serde_json::Map<String, Value>,
+    ) -> Result<RunId, ServiceError> {
         self.start_run_by(spec, params, None).await
     }
 
     /// [`Tollgate::start_run`], recording who started it (see `RunMeta::started_by`).
-    pub async fn start_run_by(&self, spec: &ValidatedSpec, params: &serde_json::Map<String, Value>, started_by: Option<&str>) -> Result<RunId, ServiceError> {
+    pub async fn start_run_by(
+        &self,
+        spec: &ValidatedSpec,
+        params: &serde_json::Map<String, Value>,
+        started_by: Option<&str>,
+    ) -> Result<RunId, ServiceError> {
         let run = RunId::generate();
         self.create_run(spec, params, &run, None, started_by).await?;
         self.ensure(&run).await?;
@@ -97,7 +106,11 @@ impl Tollgate {
         // A spec this process already loaded from the store is registered: skip the writes
         // (triggers start many runs of one spec).
         let known = tollgate_engine::store::Store::spec_digest(spec.spec());
-        let spec_digest = if self.engine.has_spec(&spec.spec().id, &known) { known } else { store.register_workflow(spec.spec()).await? };
+        let spec_digest = if self.engine.has_spec(&spec.spec().id, &known) {
+            known
+        } else {
+            store.register_workflow(spec.spec()).await?
+        };
         let meta = RunMeta {
             run: run.clone(),
             workflow: spec.spec().id.clone(),
@@ -116,14 +129,19 @@ impl Tollgate {
 
     /// Make sure the run has a live actor here (resume, recover).
     pub async fn ensure(&self, run: &RunId) -> Result<(), ServiceError> {
-        let r = ractor::call_t!(self.supervisor, |reply| SupervisorMsg::Ensure { run: run.clone(), reply: Some(reply) }, 30_000)
-            .map_err(|e| ServiceError::Engine(e.to_string()))?;
+        let r = ractor::call_t!(
+            self.supervisor,
+            |reply| SupervisorMsg::Ensure { run: run.clone(), reply: Some(reply) },
+            30_000
+        )
+        .map_err(|e| ServiceError::Engine(e.to_string()))?;
         r.map_err(ServiceError::Engine)
     }
 
     /// How many run actors are live in this process (waiting runs are passivated, not live).
     pub async fn live_runs(&self) -> Result<usize, ServiceError> {
-        ractor::call_t!(self.supervisor, SupervisorMsg::LiveCount, 5_000).map_err(|e| ServiceError::Engine(e.to_string()))
+        ractor::call_t!(self.supervisor, SupervisorMsg::LiveCount, 5_000)
+            .map_err(|e| ServiceError::Engine(e.to_string()))
     }
 
     /// Start actors for every unfinished run (after a restart), a few at a time in the
@@ -139,13 +157,27 @@ impl Tollgate {
     /// Record a human decision (first one wins; a second is refused with the first) and
     /// deliver it to the run. A step that forbids self-approval refuses `by` approving a run
     /// they started, whichever path the decision comes by.
-    pub async fn decide(&self, request: &RequestId, decision: Decision, by: &str, comment: Option<String>) -> Result<HumanRequestRecord, ServiceError> {
+    pub async fn decide(
+        &self,
+        request: &RequestId,
+        decision: Decision,
+        by: &str,
+        comment: Option<String>,
+    ) -> Result<HumanRequestRecord, ServiceError> {
         let store = &self.engine.store;
         let record = store.human_request(request).await?;
-        self.record_decision(record, HumanDecisionRecord { decision, by: by.to_string(), comment, by_policy: false, at: now_ms() }).await
+        self.record_decision(
+            record,
+            HumanDecisionRecord { decision, by: by.to_string(), comment, by_policy: false, at: now_ms() },
+        )
+        .await
     }
 
-    pub(crate) async fn record_decision(&self, record: HumanRequestRecord, d: HumanDecisionRecord) -> Result<HumanRequestRecord, ServiceError> {
+    pub(crate) async fn record_decision(
+        &self,
+        record: HumanRequestRecord,
+        d: HumanDecisionRecord,
+    ) -> Result<HumanRequestRecord, ServiceError> {
         let store = &self.engine.store;
         let request = &record.request.id;
         check_decision(record.request.mode, &d.decision)?;
@@ -161,10 +193,18 @@ impl Tollgate {
             }
         }
         if !store.decide(&record.workflow, request, &d).await? {
-            let first = store.human_decision(&record.workflow, request).await?.ok_or_else(|| ServiceError::Engine("decision vanished".into()))?;
+            let first = store
+                .human_decision(&record.workflow, request)
+                .await?
+                .ok_or_else(|| ServiceError::Engine("decision vanished".into()))?;
             return Err(ServiceError::AlreadyDecided(request.clone(), Box::new(first)));
         }
-        self.engine.publish(RunUpdate::Decided { run: record.run.clone(), request: request.clone(), by: d.by.clone(), by_policy: d.by_policy });
+        self.engine.publish(RunUpdate::Decided {
+            run: record.run.clone(),
+            request: request.clone(),
+            by: d.by.clone(),
+            by_policy: d.by_policy,
+        });
         let msg = RunMsg::HumanDecided { request: request.clone(), decision: d };
         let _ = self.supervisor.send_message(SupervisorMsg::Route { run: record.run.clone(), msg });
         Ok(record)
@@ -212,7 +252,12 @@ impl Tollgate {
             let summary = self.engine.store.run_summary(&meta.workflow, run).await?;
             if summary.is_some_and(|s| s.status.is_finished() || s.waiting) {
                 let v = self.view(run).await?;
-                if v.state.is_settled() || v.state.is_waiting() && !has_near_timer(&v) && !self.between_states(&v).await? && !self.children_busy(&v).await? {
+                if v.state.is_settled()
+                    || v.state.is_waiting()
+                        && !has_near_timer(&v)
+                        && !self.between_states(&v).await?
+                        && !self.children_busy(&v).await?
+                {
                     return Ok(v);
                 }
             }
@@ -240,10 +285,14 @@ impl Tollgate {
         // Each child, and whether its parent has a budget request open.
         let children = |v: &RunView| -> Vec<(RunId, bool)> {
             let asking = v.state.budget_request.is_some();
-            v.state.steps.iter().filter_map(|s| match &s.status {
-                run::StepStatus::WaitingChild { run } => Some((run.clone(), asking)),
-                _ => None,
-            }).collect()
+            v.state
+                .steps
+                .iter()
+                .filter_map(|s| match &s.status {
+                    run::StepStatus::WaitingChild { run } => Some((run.clone(), asking)),
+                    _ => None,
+                })
+                .collect()
         };
         let mut stack = children(v);
         while let Some((child, parent_asking)) = stack.pop() {
@@ -252,11 +301,19 @@ impl Tollgate {
                 Err(ServiceError::NotFound(_)) => return Ok(true), // about to be created
                 Err(e) => return Err(e),
             };
-            if cv.state.status.is_finished() || !cv.state.is_waiting() || has_near_timer(&cv) || self.between_states(&cv).await? {
+            if cv.state.status.is_finished()
+                || !cv.state.is_waiting()
+                || has_near_timer(&cv)
+                || self.between_states(&cv).await?
+            {
                 return Ok(true);
             }
             if !parent_asking {
-                let spec = self.engine.spec(&cv.meta.workflow, &cv.meta.spec_digest).await.map_err(|e| ServiceError::Engine(e.to_string()))?;
+                let spec = self
+                    .engine
+                    .spec(&cv.meta.workflow, &cv.meta.spec_digest)
+                    .await
+                    .map_err(|e| ServiceError::Engine(e.to_string()))?;
                 if run::open_budget_ask(&spec, &cv.state).is_some() {
                     return Ok(true);
                 }
@@ -273,7 +330,11 @@ impl Tollgate {
     async fn between_states(&self, v: &RunView) -> Result<bool, ServiceError> {
         let to_parent = match &v.meta.parent {
             Some(_) => {
-                let spec = self.engine.spec(&v.meta.workflow, &v.meta.spec_digest).await.map_err(|e| ServiceError::Engine(e.to_string()))?;
+                let spec = self
+                    .engine
+                    .spec(&v.meta.workflow, &v.meta.spec_digest)
+                    .await
+                    .map_err(|e| ServiceError::Engine(e.to_string()))?;
                 run::open_budget_ask(&spec, &v.state).map(|(r, _)| r)
             }
             None => None,
@@ -299,7 +360,9 @@ impl Tollgate {
         }
         let pending = self.engine.store.pending_requests().await?;
         for request in open {
-            if self.engine.store.human_decision(&v.meta.workflow, request).await?.is_some() || !pending.contains(request) {
+            if self.engine.store.human_decision(&v.meta.workflow, request).await?.is_some()
+                || !pending.contains(request)
+            {
                 return Ok(true);
             }
         }
@@ -335,17 +398,27 @@ pub fn decision_word(d: &Decision) -> String {
 
 fn check_decision(mode: HumanMode, d: &Decision) -> Result<(), ServiceError> {
     let (ok, allowed) = match mode {
-        HumanMode::Approval => (matches!(d, Decision::Approve | Decision::Reject | Decision::Modify { .. } | Decision::Abort), "approve, reject, modify, abort"),
-        HumanMode::BudgetExtension => (matches!(d, Decision::Approve | Decision::Extend { .. } | Decision::Reject | Decision::Abort), "approve, extend, reject, abort"),
-        HumanMode::Guidance => (matches!(d, Decision::Approve | Decision::Modify { .. } | Decision::Abort), "approve, modify, abort"),
-        HumanMode::ToolAuthorisation => {
-            (matches!(d, Decision::AllowOnce | Decision::AllowForRun | Decision::Deny { .. } | Decision::Abort), "allow_once, allow_for_run, deny (with a reason), abort")
+        HumanMode::Approval => (
+            matches!(d, Decision::Approve | Decision::Reject | Decision::Modify { .. } | Decision::Abort),
+            "approve, reject, modify, abort",
+        ),
+        HumanMode::BudgetExtension => (
+            matches!(d, Decision::Approve | Decision::Extend { .. } | Decision::Reject | Decision::Abort),
+            "approve, extend, reject, abort",
+        ),
+        HumanMode::Guidance => {
+            (matches!(d, Decision::Approve | Decision::Modify { .. } | Decision::Abort), "approve, modify, abort")
         }
+        HumanMode::ToolAuthorisation => (
+            matches!(d, Decision::AllowOnce | Decision::AllowForRun | Decision::Deny { .. } | Decision::Abort),
+            "allow_once, allow_for_run, deny (with a reason), abort",
+        ),
     };
     if ok {
         Ok(())
     } else {
-        let decision = serde_json::to_value(d).ok().and_then(|v| v["decision"].as_str().map(String::from)).unwrap_or_default();
+        let decision =
+            serde_json::to_value(d).ok().and_then(|v| v["decision"].as_str().map(String::from)).unwrap_or_default();
         Err(ServiceError::DecisionNotAllowed { decision, mode, allowed })
     }
 }

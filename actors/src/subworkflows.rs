@@ -19,7 +19,7 @@ use serde_json::Value;
 use tollgate_engine::ids::{RequestId, RunId, StepId, WorkflowId};
 use tollgate_engine::money::Money;
 use tollgate_engine::run::{self, ChildOutcome, Decision, Event, ParentLink, RunStatus};
-use tollgate_engine::spec::{validate, ValidatedSpec};
+use tollgate_engine::spec::{ValidatedSpec, validate};
 use tollgate_engine::step::StepError;
 use tollgate_engine::store::{CancelRequest, HumanDecisionRecord, RunMeta, StoreError};
 
@@ -27,7 +27,7 @@ use crate::catalogue::Catalogue;
 
 use crate::run_actor::RunMsg;
 use crate::supervisor::SupervisorMsg;
-use crate::system::{now_ms, Engine};
+use crate::system::{Engine, now_ms};
 
 /// The workflows a `workflow.run` step may name: the workflow catalogue (shipped templates,
 /// `[catalogue]` files and directories) and specs added in process (by tests, or a program
@@ -60,7 +60,13 @@ impl Engine {
 }
 
 fn failed(step: &StepId, child: &RunId, error: StepError) -> Event {
-    Event::ChildFinished { step: step.clone(), child: child.clone(), outcome: ChildOutcome::Failed { error }, cost: Money::ZERO, at: now_ms() }
+    Event::ChildFinished {
+        step: step.clone(),
+        child: child.clone(),
+        outcome: ChildOutcome::Failed { error },
+        cost: Money::ZERO,
+        at: now_ms(),
+    }
 }
 
 /// Start the child run `child` of step `step` (or, if it exists, read how it stands): the
@@ -82,7 +88,8 @@ pub async fn start_child(
         Err(e) => return Err(e),
     }
     let Some(found) = engine.workflow(workflow) else {
-        let e = StepError::permanent("workflow_not_found", format!("no workflow `{workflow}` in the workflow catalogue"));
+        let e =
+            StepError::permanent("workflow_not_found", format!("no workflow `{workflow}` in the workflow catalogue"));
         return Ok(Some(failed(step, child, e)));
     };
     // The child belongs to whoever owns the parent.
@@ -90,19 +97,29 @@ pub async fn start_child(
     raw.owner = parent_meta.owner.clone();
     let spec = match validate(raw) {
         Ok(s) => s,
-        Err(e) => return Ok(Some(failed(step, child, StepError::permanent("workflow_not_found", format!("workflow `{workflow}` does not validate: {e}"))))),
+        Err(e) => {
+            return Ok(Some(failed(
+                step,
+                child,
+                StepError::permanent("workflow_not_found", format!("workflow `{workflow}` does not validate: {e}")),
+            )));
+        }
     };
     let given = params.as_object().cloned().unwrap_or_default();
     let bound = match spec.bind_params(&given) {
         Ok(p) => p,
         Err(e) => {
-            let why = e.to_string().replace("invalid workflow spec", &format!("sub-workflow `{workflow}`: invalid parameters"));
+            let why = e
+                .to_string()
+                .replace("invalid workflow spec", &format!("sub-workflow `{workflow}`: invalid parameters"));
             return Ok(Some(failed(step, child, StepError::permanent("bad_params", why))));
         }
     };
     let digest = match engine.store.register_workflow(spec.spec()).await {
         Ok(d) => d,
-        Err(StoreError::Forbidden(why)) => return Ok(Some(failed(step, child, StepError::permanent("workflow_not_found", why)))),
+        Err(StoreError::Forbidden(why)) => {
+            return Ok(Some(failed(step, child, StepError::permanent("workflow_not_found", why))));
+        }
         Err(e) => return Err(e),
     };
     let meta = RunMeta {
@@ -134,7 +151,10 @@ pub async fn child_event(engine: &Engine, step: &StepId, child: &RunId) -> Resul
         Err(crate::service::ServiceError::NotFound(_)) => return Ok(None), // not created yet
         Err(e) => return Err(StoreError::Unavailable(e.to_string())),
     };
-    let spec = engine.spec(&view.meta.workflow, &view.meta.spec_digest).await.map_err(|e| StoreError::Unavailable(e.to_string()))?;
+    let spec = engine
+        .spec(&view.meta.workflow, &view.meta.spec_digest)
+        .await
+        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
     let state = &view.state;
     let wf = &view.meta.workflow;
     if state.status.is_finished() && !state.is_settled() {
@@ -144,16 +164,28 @@ pub async fn child_event(engine: &Engine, step: &StepId, child: &RunId) -> Resul
     let outcome = match &state.status {
         RunStatus::Succeeded => ChildOutcome::Succeeded { output: run::child_output(&spec, state) },
         RunStatus::Failed { reason } => ChildOutcome::Failed {
-            error: StepError::permanent("child_failed", format!("sub-workflow `{wf}` (run {child}) failed: {}", reason.message)),
+            error: StepError::permanent(
+                "child_failed",
+                format!("sub-workflow `{wf}` (run {child}) failed: {}", reason.message),
+            ),
         },
         RunStatus::Cancelled { by, reason } => ChildOutcome::Failed {
-            error: StepError::permanent("child_cancelled", format!("sub-workflow `{wf}` (run {child}) was cancelled by {by}: {reason}")),
+            error: StepError::permanent(
+                "child_cancelled",
+                format!("sub-workflow `{wf}` (run {child}) was cancelled by {by}: {reason}"),
+            ),
         },
         RunStatus::Pending | RunStatus::Running => {
             if let Some((request, amount)) = run::open_budget_ask(&spec, state) {
                 // Granted already (the child has not applied it yet): nothing new.
                 if engine.store.human_decision(wf, &request).await?.is_none() {
-                    return Ok(Some(Event::ChildBudgetAsked { step: step.clone(), child: child.clone(), request, amount, at: now_ms() }));
+                    return Ok(Some(Event::ChildBudgetAsked {
+                        step: step.clone(),
+                        child: child.clone(),
+                        request,
+                        amount,
+                        at: now_ms(),
+                    }));
                 }
             }
             return Ok(None);
@@ -179,20 +211,37 @@ pub async fn cancelled_child_end(engine: &Engine, step: &StepId, child: &RunId) 
 
 /// Cancel a child run because its parent ended (recorded first, so whichever process drives
 /// the child applies it).
-pub async fn cancel_child(engine: &Engine, supervisor: &ActorRef<SupervisorMsg>, parent: &RunId, child: &RunId, reason: &str) -> Result<(), StoreError> {
+pub async fn cancel_child(
+    engine: &Engine,
+    supervisor: &ActorRef<SupervisorMsg>,
+    parent: &RunId,
+    child: &RunId,
+    reason: &str,
+) -> Result<(), StoreError> {
     let meta = match engine.store.run_meta(child).await {
         Ok(m) => m,
         Err(StoreError::NotFound(_)) => return Ok(()), // never created
         Err(e) => return Err(e),
     };
     let by = format!("run {parent}");
-    engine.store.request_cancel(&meta.workflow, child, &CancelRequest { by: by.clone(), reason: reason.into(), at: now_ms() }).await?;
-    let _ = supervisor.send_message(SupervisorMsg::Route { run: child.clone(), msg: RunMsg::Cancel { by, reason: reason.into() } });
+    engine
+        .store
+        .request_cancel(&meta.workflow, child, &CancelRequest { by: by.clone(), reason: reason.into(), at: now_ms() })
+        .await?;
+    let _ = supervisor
+        .send_message(SupervisorMsg::Route { run: child.clone(), msg: RunMsg::Cancel { by, reason: reason.into() } });
     Ok(())
 }
 
 /// Grant a child `amount` more budget from its parent's: decide the child's budget request.
-pub async fn grant_child(engine: &Engine, supervisor: &ActorRef<SupervisorMsg>, parent: &RunId, child: &RunId, request: &RequestId, amount: Money) -> Result<(), StoreError> {
+pub async fn grant_child(
+    engine: &Engine,
+    supervisor: &ActorRef<SupervisorMsg>,
+    parent: &RunId,
+    child: &RunId,
+    request: &RequestId,
+    amount: Money,
+) -> Result<(), StoreError> {
     let meta = engine.store.run_meta(child).await?;
     let d = HumanDecisionRecord {
         decision: Decision::Extend { amount },
@@ -203,7 +252,10 @@ pub async fn grant_child(engine: &Engine, supervisor: &ActorRef<SupervisorMsg>, 
     };
     engine.store.decide(&meta.workflow, request, &d).await?;
     if let Some(d) = engine.store.human_decision(&meta.workflow, request).await? {
-        let _ = supervisor.send_message(SupervisorMsg::Route { run: child.clone(), msg: RunMsg::HumanDecided { request: request.clone(), decision: d } });
+        let _ = supervisor.send_message(SupervisorMsg::Route {
+            run: child.clone(),
+            msg: RunMsg::HumanDecided { request: request.clone(), decision: d },
+        });
     }
     Ok(())
 }
@@ -211,7 +263,11 @@ pub async fn grant_child(engine: &Engine, supervisor: &ActorRef<SupervisorMsg>, 
 /// Tell a parent run that its child changed (finished, or asks for budget) — unless the parent
 /// has finished and settled (a parent that ended first waits to journal what the child it
 /// cancelled spent; one that has done so has nothing to do).
-pub async fn tell_parent(engine: &Engine, supervisor: &ActorRef<SupervisorMsg>, parent: &ParentLink) -> Result<(), StoreError> {
+pub async fn tell_parent(
+    engine: &Engine,
+    supervisor: &ActorRef<SupervisorMsg>,
+    parent: &ParentLink,
+) -> Result<(), StoreError> {
     if engine.store.run_closed(&parent.workflow, &parent.run).await?.is_none_or(|c| c.settling) {
         let _ = supervisor.send_message(SupervisorMsg::Route { run: parent.run.clone(), msg: RunMsg::ChildChanged });
     }
@@ -226,7 +282,10 @@ pub fn check_refs(engine: &Engine, spec: &ValidatedSpec) -> Result<(), String> {
 }
 
 /// [`check_refs`] against any lookup of workflows by id (`tollgate validate` uses the catalogue).
-pub fn check_refs_in(lookup: &dyn Fn(&WorkflowId) -> Option<Arc<ValidatedSpec>>, spec: &ValidatedSpec) -> Result<(), String> {
+pub fn check_refs_in(
+    lookup: &dyn Fn(&WorkflowId) -> Option<Arc<ValidatedSpec>>,
+    spec: &ValidatedSpec,
+) -> Result<(), String> {
     let root = spec.spec().id.clone();
     let mut problems = Vec::new();
     for (i, step) in spec.spec().steps.iter().enumerate() {
@@ -253,7 +312,12 @@ fn step_workflow(step: &tollgate_engine::spec::StepSpec) -> Option<WorkflowId> {
 }
 
 /// The chain from `spec` back to `root` through the catalogue, if there is one (depth-bounded).
-fn path_back(lookup: &dyn Fn(&WorkflowId) -> Option<Arc<ValidatedSpec>>, spec: &ValidatedSpec, root: &WorkflowId, path: Vec<WorkflowId>) -> Option<Vec<WorkflowId>> {
+fn path_back(
+    lookup: &dyn Fn(&WorkflowId) -> Option<Arc<ValidatedSpec>>,
+    spec: &ValidatedSpec,
+    root: &WorkflowId,
+    path: Vec<WorkflowId>,
+) -> Option<Vec<WorkflowId>> {
     let mut stack = vec![(spec.spec().steps.iter().filter_map(step_workflow).collect::<Vec<_>>(), path)];
     while let Some((next, path)) = stack.pop() {
         for w in next {

@@ -30,7 +30,7 @@ use tollgate_engine::queue::QueueError;
 use tollgate_engine::store::StoreError;
 
 use crate::run_actor::{Inbox, RunActor, RunArgs, RunMsg};
-use crate::system::{now_ms, Engine, EngineError};
+use crate::system::{Engine, EngineError, now_ms};
 
 /// Restarts of a run actor that failed for a reason other than an unavailable store or queue.
 const MAX_RESTARTS: u32 = 3;
@@ -142,7 +142,11 @@ impl Actor for RunSupervisor {
     type State = SupervisorState;
     type Arguments = Arc<Engine>;
 
-    async fn pre_start(&self, _myself: ActorRef<SupervisorMsg>, engine: Arc<Engine>) -> Result<SupervisorState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<SupervisorMsg>,
+        engine: Arc<Engine>,
+    ) -> Result<SupervisorState, ActorProcessingErr> {
         Ok(SupervisorState {
             engine,
             live: HashMap::new(),
@@ -154,14 +158,23 @@ impl Actor for RunSupervisor {
         })
     }
 
-    async fn post_stop(&self, _myself: ActorRef<SupervisorMsg>, st: &mut SupervisorState) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<SupervisorMsg>,
+        st: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
         for (_, w) in st.wakeups.drain() {
             w.abort();
         }
         Ok(())
     }
 
-    async fn handle(&self, myself: ActorRef<SupervisorMsg>, msg: SupervisorMsg, st: &mut SupervisorState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        msg: SupervisorMsg,
+        st: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             SupervisorMsg::Ensure { run, reply } => match ensure_live(&myself, st, &run, false) {
                 Ok(live) => match reply {
@@ -192,7 +205,12 @@ impl Actor for RunSupervisor {
         Ok(())
     }
 
-    async fn handle_supervisor_evt(&self, myself: ActorRef<SupervisorMsg>, evt: SupervisionEvent, st: &mut SupervisorState) -> Result<(), ActorProcessingErr> {
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        evt: SupervisionEvent,
+        st: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
         match evt {
             SupervisionEvent::ActorTerminated(cell, _, reason) => {
                 let id = cell.get_id();
@@ -208,7 +226,8 @@ impl Actor for RunSupervisor {
             SupervisionEvent::ActorFailed(cell, err) => {
                 let id = cell.get_id();
                 let Some(run) = st.by_actor.remove(&id) else { return Ok(()) };
-                let healthy = st.live.get(&run).is_some_and(|l| l.actor.get_id() == id && l.since.elapsed() >= HEALTHY_RUN);
+                let healthy =
+                    st.live.get(&run).is_some_and(|l| l.actor.get_id() == id && l.since.elapsed() >= HEALTHY_RUN);
                 forget(st, &run, id, Err(format!("run actor failed: {err}")));
                 if healthy {
                     st.failures.remove(&run);
@@ -268,7 +287,8 @@ fn route(myself: &ActorRef<SupervisorMsg>, st: &mut SupervisorState, run: RunId,
     live.routed += 1;
     let sent = match msg {
         RunMsg::StepFinished { step, attempt, outcome } => {
-            !live.inbox.push(step, attempt, outcome) || live.actor.send_message(RunMsg::Routed(Box::new(RunMsg::Drain))).is_ok()
+            !live.inbox.push(step, attempt, outcome)
+                || live.actor.send_message(RunMsg::Routed(Box::new(RunMsg::Drain))).is_ok()
         }
         msg => live.actor.send_message(RunMsg::Routed(Box::new(msg))).is_ok(),
     };
@@ -281,14 +301,21 @@ fn route(myself: &ActorRef<SupervisorMsg>, st: &mut SupervisorState, run: RunId,
 }
 
 /// The run's entry, spawning its actor if it has none. Never waits for the actor's startup.
-fn ensure_live<'s>(myself: &ActorRef<SupervisorMsg>, st: &'s mut SupervisorState, run: &RunId, recovery: bool) -> Result<&'s mut Live, String> {
+fn ensure_live<'s>(
+    myself: &ActorRef<SupervisorMsg>,
+    st: &'s mut SupervisorState,
+    run: &RunId,
+    recovery: bool,
+) -> Result<&'s mut Live, String> {
     if !st.live.contains_key(run) {
         if let Some(w) = st.wakeups.remove(run) {
             w.abort();
         }
         let inbox = Inbox::default();
-        let args = RunArgs { engine: st.engine.clone(), supervisor: myself.clone(), run: run.clone(), inbox: inbox.clone() };
-        let (actor, startup) = ActorRuntime::spawn_linked_instant(None, RunActor, args, myself.get_cell()).map_err(|e| e.to_string())?;
+        let args =
+            RunArgs { engine: st.engine.clone(), supervisor: myself.clone(), run: run.clone(), inbox: inbox.clone() };
+        let (actor, startup) =
+            ActorRuntime::spawn_linked_instant(None, RunActor, args, myself.get_cell()).map_err(|e| e.to_string())?;
         let id = actor.get_id();
         let (me, r) = (myself.clone(), run.clone());
         tokio::spawn(async move {
@@ -303,12 +330,21 @@ fn ensure_live<'s>(myself: &ActorRef<SupervisorMsg>, st: &'s mut SupervisorState
             st.recovering.insert(id);
         }
         st.by_actor.insert(id, run.clone());
-        st.live.insert(run.clone(), Live { actor, inbox, routed: 0, started: false, waiters: Vec::new(), since: Instant::now() });
+        st.live.insert(
+            run.clone(),
+            Live { actor, inbox, routed: 0, started: false, waiters: Vec::new(), since: Instant::now() },
+        );
     }
     Ok(st.live.get_mut(run).expect("inserted above"))
 }
 
-fn started(myself: &ActorRef<SupervisorMsg>, st: &mut SupervisorState, run: RunId, actor: ActorId, result: Result<(), StartError>) {
+fn started(
+    myself: &ActorRef<SupervisorMsg>,
+    st: &mut SupervisorState,
+    run: RunId,
+    actor: ActorId,
+    result: Result<(), StartError>,
+) {
     if st.recovering.remove(&actor) {
         pump_recoveries(myself, st);
     }
@@ -335,7 +371,13 @@ fn started(myself: &ActorRef<SupervisorMsg>, st: &mut SupervisorState, run: RunI
     }
 }
 
-fn passivated(myself: &ActorRef<SupervisorMsg>, st: &mut SupervisorState, run: RunId, wake_at: Option<u64>, routed: u64) {
+fn passivated(
+    myself: &ActorRef<SupervisorMsg>,
+    st: &mut SupervisorState,
+    run: RunId,
+    wake_at: Option<u64>,
+    routed: u64,
+) {
     let Some(live) = st.remove_live(&run) else { return };
     // The entry is this actor's: nothing replaces it before this message is handled (see
     // `PASSIVATED`). Its termination event may not have been handled yet.

@@ -9,10 +9,10 @@ use serde::Serialize;
 use tokio::sync::broadcast;
 use tollgate_engine::events::EventBus;
 use tollgate_engine::ids::{RequestId, RunId, StepId, WorkflowId};
+use tollgate_engine::llm::ModelCatalog;
 use tollgate_engine::queue::StepQueue;
 use tollgate_engine::run::{HumanRequestSpec, RunStatus};
-use tollgate_engine::llm::ModelCatalog;
-use tollgate_engine::spec::{validate, StepType, ValidatedSpec};
+use tollgate_engine::spec::{StepType, ValidatedSpec, validate};
 use tollgate_engine::step::StepHandler;
 use tollgate_engine::store::{Store, StoreError};
 
@@ -27,15 +27,39 @@ pub fn now_ms() -> u64 {
 #[derive(Clone, Debug, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum RunUpdate {
-    Step { run: RunId, step: StepId, status: &'static str, attempt: u32 },
-    HumanRequested { run: RunId, request: HumanRequestSpec },
+    Step {
+        run: RunId,
+        step: StepId,
+        status: &'static str,
+        attempt: u32,
+    },
+    HumanRequested {
+        run: RunId,
+        request: HumanRequestSpec,
+    },
     /// Escalation paged `to` (a user or group) about an open request.
-    HumanPaged { run: RunId, request: RequestId, to: String },
+    HumanPaged {
+        run: RunId,
+        request: RequestId,
+        to: String,
+    },
     /// A request was decided (by a person, or by an escalation's default).
-    Decided { run: RunId, request: RequestId, by: String, by_policy: bool },
-    Finished { run: RunId, status: RunStatus },
+    Decided {
+        run: RunId,
+        request: RequestId,
+        by: String,
+        by_policy: bool,
+    },
+    Finished {
+        run: RunId,
+        status: RunStatus,
+    },
     /// A `notify` step recorded notification `notification` for these users.
-    Notified { run: RunId, notification: String, recipients: Vec<String> },
+    Notified {
+        run: RunId,
+        notification: String,
+        recipients: Vec<String>,
+    },
 }
 
 impl RunUpdate {
@@ -170,7 +194,9 @@ impl Engine {
             return Ok(s.clone());
         }
         let raw = self.store.load_spec(wf, digest).await?;
-        let spec = Arc::new(validate(raw).map_err(|e| EngineError::BadStoredSpec(wf.clone(), digest.to_string(), e.to_string()))?);
+        let spec = Arc::new(
+            validate(raw).map_err(|e| EngineError::BadStoredSpec(wf.clone(), digest.to_string(), e.to_string()))?,
+        );
         self.specs.write().expect("spec cache lock").insert(key, spec.clone());
         Ok(spec)
     }

@@ -48,13 +48,20 @@ impl UserDirectory {
     }
 
     /// Create a user and their first API token.
-    pub async fn add(&self, name: &str, role: Role, groups: Vec<String>, email: Option<String>) -> Result<NewUser, UserError> {
+    pub async fn add(
+        &self,
+        name: &str,
+        role: Role,
+        groups: Vec<String>,
+        email: Option<String>,
+    ) -> Result<NewUser, UserError> {
         let mut groups = groups;
         groups.sort();
         groups.dedup();
         let user = User { name: name.to_string(), role, groups, email, created_at: now_ms() };
         user.check().map_err(UserError::Invalid)?;
-        let issued = tokio::task::spawn_blocking(users::issue_token).await.map_err(|e| UserError::Invalid(e.to_string()))?;
+        let issued =
+            tokio::task::spawn_blocking(users::issue_token).await.map_err(|e| UserError::Invalid(e.to_string()))?;
         let record = TokenRecord { user: user.name.clone(), hash: issued.hash, created_at: user.created_at };
         if !self.store.add_user(&user, &issued.id, &record).await? {
             return Err(UserError::Exists(user.name));

@@ -13,22 +13,22 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tollgate_engine::queue::StepJob;
-use tokio_util::sync::CancellationToken;
-use tollgate_engine::run::apply::step_timeout;
-use tollgate_engine::step::{StepError, StepInvocation};
-use tollgate_engine::ids::RunId;
 use serde_json::Value;
-use tollgate_engine::gates::{GateAction, GatePolicy, RedactionMap};
-use tollgate_engine::spec::{OnBlock, ValidatedSpec};
-use tollgate_engine::step::StepSuccess;
+use tokio_util::sync::CancellationToken;
 use tollgate_engine::checks::{self, CheckOnBlock, CheckResult};
 use tollgate_engine::conversation::{Suspension, ToolAsk};
+use tollgate_engine::gates::{GateAction, GatePolicy, RedactionMap};
+use tollgate_engine::ids::RunId;
+use tollgate_engine::queue::StepJob;
+use tollgate_engine::run::apply::step_timeout;
+use tollgate_engine::spec::{OnBlock, ValidatedSpec};
+use tollgate_engine::step::StepSuccess;
+use tollgate_engine::step::{StepError, StepInvocation};
 use tollgate_engine::store::{AttemptClaim, OutcomeResult, RunMeta, StepOutcome, StoreError};
 
 use crate::notify::Notifier;
 use crate::queue::{JobHandler, JobRejected};
-use crate::system::{now_ms, Engine};
+use crate::system::{Engine, now_ms};
 
 pub struct StepWorker {
     engine: Arc<Engine>,
@@ -72,7 +72,15 @@ impl StepWorker {
     /// the map is saved with optimistic concurrency (another worker's update → redo). `hold`:
     /// a blocked output is held or fails the step as `on_block` says; otherwise it is only
     /// rewritten (for text shown to a person, not recorded as an output).
-    async fn gate(&self, job: &StepJob, spec: &ValidatedSpec, i: usize, success: StepSuccess, hold: bool, policy: &GatePolicy) -> Result<OutcomeResult, StoreError> {
+    async fn gate(
+        &self,
+        job: &StepJob,
+        spec: &ValidatedSpec,
+        i: usize,
+        success: StepSuccess,
+        hold: bool,
+        policy: &GatePolicy,
+    ) -> Result<OutcomeResult, StoreError> {
         let store = &self.engine.store;
         // Most outputs have nothing to redact: a scan with a throwaway map says so without
         // touching the run's map. Only outputs with findings load and update it.
@@ -94,14 +102,23 @@ impl StepWorker {
             }
             let gate = serde_json::to_value(&verdict).expect("verdicts serialise");
             return Ok(match verdict.action {
-                GateAction::Allow => OutcomeResult::Succeeded { output: success.output, cost: success.cost, gate: Some(gate) },
-                GateAction::Redact => {
-                    OutcomeResult::Succeeded { output: rewritten.unwrap_or(Value::Null), cost: success.cost, gate: Some(gate) }
+                GateAction::Allow => {
+                    OutcomeResult::Succeeded { output: success.output, cost: success.cost, gate: Some(gate) }
                 }
-                GateAction::Block if !hold => OutcomeResult::Blocked { redacted: rewritten.unwrap_or(Value::Null), cost: success.cost, gate },
+                GateAction::Redact => OutcomeResult::Succeeded {
+                    output: rewritten.unwrap_or(Value::Null),
+                    cost: success.cost,
+                    gate: Some(gate),
+                },
+                GateAction::Block if !hold => {
+                    OutcomeResult::Blocked { redacted: rewritten.unwrap_or(Value::Null), cost: success.cost, gate }
+                }
                 GateAction::Block => match spec.on_block(i) {
                     OnBlock::Fail => OutcomeResult::Failed {
-                        error: StepError::permanent("gate_blocked", format!("output blocked by the gate mesh ({})", verdict.rule_ids().join(", "))),
+                        error: StepError::permanent(
+                            "gate_blocked",
+                            format!("output blocked by the gate mesh ({})", verdict.rule_ids().join(", ")),
+                        ),
                         gate: Some(gate),
                     },
                     OnBlock::Guidance => {
@@ -111,14 +128,31 @@ impl StepWorker {
                 },
             });
         }
-        Err(StoreError::Unavailable(format!("the redaction map of run {} kept changing under concurrent updates", job.run)))
+        Err(StoreError::Unavailable(format!(
+            "the redaction map of run {} kept changing under concurrent updates",
+            job.run
+        )))
     }
 
     /// The tool call a human is asked to authorise, as they may see it: its arguments and the
     /// model's stated reason through the step's gate mesh (redacted; what the mesh would block
     /// is shown as its placeholders too, since the call has not run and the person decides on it).
-    async fn gate_ask(&self, job: &StepJob, spec: &ValidatedSpec, i: usize, mut ask: ToolAsk) -> Result<ToolAsk, StoreError> {
-        let gated = self.redact(job, spec, i, serde_json::json!({ "arguments": ask.arguments, "reason": ask.reason }), spec.gate_policy(i)).await?;
+    async fn gate_ask(
+        &self,
+        job: &StepJob,
+        spec: &ValidatedSpec,
+        i: usize,
+        mut ask: ToolAsk,
+    ) -> Result<ToolAsk, StoreError> {
+        let gated = self
+            .redact(
+                job,
+                spec,
+                i,
+                serde_json::json!({ "arguments": ask.arguments, "reason": ask.reason }),
+                spec.gate_policy(i),
+            )
+            .await?;
         ask.arguments = gated["arguments"].clone();
         ask.reason = gated["reason"].as_str().unwrap_or_default().to_owned();
         Ok(ask)
@@ -126,7 +160,14 @@ impl StepWorker {
 
     /// `shown` as a person may see it: through the step's gate mesh, redacted (what the mesh
     /// would block is shown as its placeholders too).
-    async fn redact(&self, job: &StepJob, spec: &ValidatedSpec, i: usize, shown: Value, policy: &GatePolicy) -> Result<Value, StoreError> {
+    async fn redact(
+        &self,
+        job: &StepJob,
+        spec: &ValidatedSpec,
+        i: usize,
+        shown: Value,
+        policy: &GatePolicy,
+    ) -> Result<Value, StoreError> {
         Ok(match self.gate(job, spec, i, StepSuccess::new(shown.clone(), Default::default()), false, policy).await? {
             OutcomeResult::Succeeded { output, .. } => output,
             OutcomeResult::Blocked { redacted, .. } => redacted,
@@ -136,7 +177,13 @@ impl StepWorker {
 
     /// Put the check results on the step's audit record (beside the gate verdict) and, when a
     /// check failed, hold the output for guidance or fail the step, as `on_block` says.
-    async fn apply_checks(&self, job: &StepJob, gated: OutcomeResult, on_block: CheckOnBlock, results: Vec<CheckResult>) -> Result<OutcomeResult, StoreError> {
+    async fn apply_checks(
+        &self,
+        job: &StepJob,
+        gated: OutcomeResult,
+        on_block: CheckOnBlock,
+        results: Vec<CheckResult>,
+    ) -> Result<OutcomeResult, StoreError> {
         let passed = checks::all_passed(&results);
         let failures = checks::describe_failures(&results);
         let with = |gate: Option<Value>| {
@@ -152,12 +199,17 @@ impl StepWorker {
                     self.engine.store.quarantine(&job.workflow, &job.run, &job.step, job.attempt, &output).await?;
                     OutcomeResult::Blocked { redacted: output, cost, gate: with(gate) }
                 }
-                CheckOnBlock::Retry | CheckOnBlock::Fail => {
-                    OutcomeResult::Failed { error: StepError::permanent("check_failed", format!("failed checks: {failures}")), gate: Some(with(gate)) }
-                }
+                CheckOnBlock::Retry | CheckOnBlock::Fail => OutcomeResult::Failed {
+                    error: StepError::permanent("check_failed", format!("failed checks: {failures}")),
+                    gate: Some(with(gate)),
+                },
             },
-            OutcomeResult::Succeeded { output, cost, gate } => OutcomeResult::Succeeded { output, cost, gate: Some(with(gate)) },
-            OutcomeResult::Blocked { redacted, cost, gate } => OutcomeResult::Blocked { redacted, cost, gate: with(Some(gate)) },
+            OutcomeResult::Succeeded { output, cost, gate } => {
+                OutcomeResult::Succeeded { output, cost, gate: Some(with(gate)) }
+            }
+            OutcomeResult::Blocked { redacted, cost, gate } => {
+                OutcomeResult::Blocked { redacted, cost, gate: with(Some(gate)) }
+            }
             OutcomeResult::Failed { error, gate } => OutcomeResult::Failed { error, gate: Some(with(gate)) },
             held @ (OutcomeResult::AwaitingAuthorisation { .. } | OutcomeResult::PromptHeld { .. }) => held,
         })
@@ -166,12 +218,15 @@ impl StepWorker {
     pub async fn execute(&self, job: StepJob) -> Result<(), JobRejected> {
         let reject = |reason: String| JobRejected::new(format!("{}/{}#{}: {reason}", job.run, job.step, job.attempt));
         let store = &self.engine.store;
-        let meta = self.retrying("reading the run", || self.run_meta(&job.run)).await.map_err(|e| reject(e.to_string()))?;
+        let meta =
+            self.retrying("reading the run", || self.run_meta(&job.run)).await.map_err(|e| reject(e.to_string()))?;
         if meta.workflow != job.workflow {
             return Err(reject("job names the wrong workflow for its run".into()));
         }
         let pre = self
-            .retrying("reading the attempt", || store.attempt_preflight(&job.workflow, &job.run, &job.step, job.attempt))
+            .retrying("reading the attempt", || {
+                store.attempt_preflight(&job.workflow, &job.run, &job.step, job.attempt)
+            })
             .await
             .map_err(|e| reject(e.to_string()))?;
         // A duplicate delivery of an attempt already recorded: just make sure the run knows.
@@ -198,9 +253,15 @@ impl StepWorker {
         // Claim the attempt (first writer wins): from here on it has started, and its
         // start-to-close clock runs. Losing means another delivery or the run driver's fence won.
         let started_at = now_ms();
-        let claim = AttemptClaim::Started { worker: self.engine.instance.clone(), at: started_at, token: ulid::Ulid::generate().to_string() };
+        let claim = AttemptClaim::Started {
+            worker: self.engine.instance.clone(),
+            at: started_at,
+            token: ulid::Ulid::generate().to_string(),
+        };
         let lost = self
-            .retrying("claiming the attempt", || store.claim_attempt(&job.workflow, &job.run, &job.step, job.attempt, &claim))
+            .retrying("claiming the attempt", || {
+                store.claim_attempt(&job.workflow, &job.run, &job.step, job.attempt, &claim)
+            })
             .await
             .map_err(|e| reject(e.to_string()))?;
         // Our own claim, written before its reply was lost to an outage, is found on the retry.
@@ -210,7 +271,10 @@ impl StepWorker {
         }
         let timeout = step_timeout(&spec, i);
         let result = match self.engine.handlers.get(&step.ty()) {
-            None => Err(StepError::permanent("no_handler", format!("no handler for step type `{}` in this process", step.ty().name()))),
+            None => Err(StepError::permanent(
+                "no_handler",
+                format!("no handler for step type `{}` in this process", step.ty().name()),
+            )),
             Some(handler) => {
                 let call = StepInvocation {
                     workflow: &job.workflow,
@@ -238,7 +302,10 @@ impl StepWorker {
             Ok(StepSuccess { suspend: Some(Suspension::ToolAuthorisation(ask)), cost, .. }) => {
                 // A tool call waits for a human: what the request shows (the arguments and the
                 // model's reason) passes the gate mesh first, with the run's redaction map.
-                let ask = self.gate_ask(&job, &spec, i, ask).await.map_err(|e| reject(format!("gating the tool call: {e}")))?;
+                let ask = self
+                    .gate_ask(&job, &spec, i, ask)
+                    .await
+                    .map_err(|e| reject(format!("gating the tool call: {e}")))?;
                 OutcomeResult::AwaitingAuthorisation { ask, cost }
             }
             Ok(StepSuccess { suspend: Some(Suspension::PromptGuidance(mut hold)), .. }) => {
@@ -246,7 +313,10 @@ impl StepWorker {
                 // data and secrets redacted, the injection itself left readable (it is what the
                 // person judges).
                 let policy = GatePolicy { threat_action: GateAction::Allow, ..spec.gate_policy(i).clone() };
-                let shown = self.redact(&job, &spec, i, serde_json::json!(hold.flagged), &policy).await.map_err(|e| reject(format!("gating the prompt finding: {e}")))?;
+                let shown = self
+                    .redact(&job, &spec, i, serde_json::json!(hold.flagged), &policy)
+                    .await
+                    .map_err(|e| reject(format!("gating the prompt finding: {e}")))?;
                 hold.flagged = serde_json::from_value(shown).unwrap_or_default();
                 OutcomeResult::PromptHeld { hold }
             }
@@ -254,15 +324,22 @@ impl StepWorker {
                 // Checks look at the output as the step produced it; the gate mesh then decides
                 // what of it may be recorded, and a failed check holds or fails that.
                 let checks = step.evaluate_checks(&success.output, &meta.params, spec.gate_mesh(), spec.gate_policy(i));
-                let gated = self.gate(&job, &spec, i, success, true, spec.gate_policy(i)).await.map_err(|e| reject(format!("gating the output: {e}")))?;
+                let gated = self
+                    .gate(&job, &spec, i, success, true, spec.gate_policy(i))
+                    .await
+                    .map_err(|e| reject(format!("gating the output: {e}")))?;
                 match checks {
                     None => gated,
-                    Some((on_block, results)) => self.apply_checks(&job, gated, on_block, results).await.map_err(|e| reject(format!("holding the output: {e}")))?,
+                    Some((on_block, results)) => self
+                        .apply_checks(&job, gated, on_block, results)
+                        .await
+                        .map_err(|e| reject(format!("holding the output: {e}")))?,
                 }
             }
             Err(error) => OutcomeResult::Failed { error: gate_error_text(&spec, i, error), gate: None },
         };
-        let outcome = StepOutcome { step: job.step.clone(), attempt: job.attempt, started_at, finished_at: now_ms(), result };
+        let outcome =
+            StepOutcome { step: job.step.clone(), attempt: job.attempt, started_at, finished_at: now_ms(), result };
         // Never dropped: a store outage delays the outcome, it does not lose it. Only a shutdown
         // ends the wait, and then the run driver closes the attempt as interrupted.
         self.retrying("recording the outcome", || store.record_outcome(&job.workflow, &job.run, &outcome))
@@ -278,7 +355,9 @@ impl StepWorker {
     async fn stopped(&self, job: &StepJob) -> String {
         loop {
             tokio::time::sleep(STOP_POLL).await;
-            if let Ok(Some(reason)) = self.engine.store.attempt_stop_reason(&job.workflow, &job.run, &job.step, job.attempt).await {
+            if let Ok(Some(reason)) =
+                self.engine.store.attempt_stop_reason(&job.workflow, &job.run, &job.step, job.attempt).await
+            {
                 return reason;
             }
         }
@@ -323,7 +402,9 @@ impl StepWorker {
 fn gate_error_text(spec: &ValidatedSpec, i: usize, mut error: StepError) -> StepError {
     let out = spec.gate_mesh().scan_text(&error.message, spec.gate_policy(i), &mut RedactionMap::new());
     if out.verdict.action != GateAction::Allow {
-        error.message = out.redacted.unwrap_or_else(|| format!("[error text withheld by the gate mesh: {}]", out.verdict.rule_ids().join(", ")));
+        error.message = out.redacted.unwrap_or_else(|| {
+            format!("[error text withheld by the gate mesh: {}]", out.verdict.rule_ids().join(", "))
+        });
     }
     error
 }

@@ -43,7 +43,8 @@ struct Service {
 
 async fn call(State(svc): State<Arc<Service>>, uri: Uri, headers: HeaderMap) -> &'static str {
     let step = uri.path().trim_start_matches('/').to_string();
-    let attempt: u32 = headers.get("tollgate-attempt").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(0);
+    let attempt: u32 =
+        headers.get("tollgate-attempt").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(0);
     let key = (step, attempt);
     *svc.executions.lock().unwrap().entry(key.clone()).or_default() += 1;
     {
@@ -70,9 +71,12 @@ async fn call(State(svc): State<Arc<Service>>, uri: Uri, headers: HeaderMap) -> 
 }
 
 fn spec(base: &str) -> String {
-    let mut y = String::from("id: chaos\nowner: ops\negress: { allow: [\"127.0.0.1\"] }\ndefaults: { timeout: 30s }\nsteps:\n");
+    let mut y =
+        String::from("id: chaos\nowner: ops\negress: { allow: [\"127.0.0.1\"] }\ndefaults: { timeout: 30s }\nsteps:\n");
     for i in 0..FAN_OUT {
-        y.push_str(&format!("  - {{ id: fan{i}, type: api_call, request: {{ method: POST, url: \"{base}/fan{i}\" }} }}\n"));
+        y.push_str(&format!(
+            "  - {{ id: fan{i}, type: api_call, request: {{ method: POST, url: \"{base}/fan{i}\" }} }}\n"
+        ));
     }
     let all: Vec<String> = (0..FAN_OUT).map(|i| format!("fan{i}")).collect();
     for i in 0..CHAIN {
@@ -81,8 +85,6 @@ fn spec(base: &str) -> String {
     }
     y
 }
-
-
 
 /// A small deterministic generator, so a failing trial can be replayed.
 fn pseudo_random(seed: u64) -> u64 {
@@ -173,7 +175,10 @@ async fn kill_9_at_random_moments_every_run_finishes_and_the_audit_accounts_for_
                 assert!(!(s == id && *n > 1), "trial {trial}: {id}#{attempt} executed {n} times");
             }
             if quiescent {
-                assert_eq!(seen, may_have_run, "trial {trial}: {id}: the service saw {seen} executions, the audit shows {statuses:?}");
+                assert_eq!(
+                    seen, may_have_run,
+                    "trial {trial}: {id}: the service saw {seen} executions, the audit shows {statuses:?}"
+                );
             } else {
                 assert!(
                     seen <= may_have_run && seen >= may_have_run - interrupted,

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -241,8 +241,13 @@ fn browser_dir() -> PathBuf {
 async fn the_console_signs_in_shows_cards_live_across_a_restart_and_answers_every_mode() {
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     assert!(Path::new(&chromium).exists(), "{chromium} is missing: run scripts/setup (it installs Debian's chromium)");
-    assert!(browser_dir().join("node_modules/playwright-core").exists(), "playwright-core is missing: run scripts/setup (npm ci in tests/browser)");
-    let shots = std::env::var("TOLLGATE_SCREENSHOT_DIR").map(PathBuf::from).unwrap_or_else(|_| browser_dir().join("screenshots"));
+    assert!(
+        browser_dir().join("node_modules/playwright-core").exists(),
+        "playwright-core is missing: run scripts/setup (npm ci in tests/browser)"
+    );
+    let shots = std::env::var("TOLLGATE_SCREENSHOT_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| browser_dir().join("screenshots"));
     std::fs::create_dir_all(&shots).unwrap();
 
     let dir = tempfile::tempdir().unwrap();
@@ -300,7 +305,21 @@ async fn the_console_signs_in_shows_cards_live_across_a_restart_and_answers_ever
     assert!(session.is_ok(), "the browser session did not finish in time");
     let status = script.wait().await.unwrap();
     assert!(status.success() && done, "the browser script failed ({status}); see its output above");
-    for name in ["inbox.png", "card-approval.png", "card-budget.png", "card-guidance.png", "card-tool.png", "timeline-tool.png", "card-prompt.png", "timeline.png", "timeline-guidance.png", "timeline-phone.png", "other-user-404.png", "start-run-form.png", "start-run-timeline.png"] {
+    for name in [
+        "inbox.png",
+        "card-approval.png",
+        "card-budget.png",
+        "card-guidance.png",
+        "card-tool.png",
+        "timeline-tool.png",
+        "card-prompt.png",
+        "timeline.png",
+        "timeline-guidance.png",
+        "timeline-phone.png",
+        "other-user-404.png",
+        "start-run-form.png",
+        "start-run-timeline.png",
+    ] {
         let size = std::fs::metadata(shots.join(name)).map(|m| m.len()).unwrap_or(0);
         assert!(size > 1000, "screenshot {name} was not written to {}", shots.display());
     }

@@ -57,17 +57,18 @@ steps:
     )
 }
 
-
-
 fn run_json(data: &std::path::Path, run: &str) -> Value {
     let out = tollgate(data).args(["runs", "show", run, "--json"]).output().unwrap();
     serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
 }
 
 fn step_status(v: &Value, step: &str) -> String {
-    v["steps"].as_array().and_then(|s| s.iter().find(|s| s["id"] == step)).map(|s| s["status"].as_str().unwrap_or("").to_string()).unwrap_or_default()
+    v["steps"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["id"] == step))
+        .map(|s| s["status"].as_str().unwrap_or("").to_string())
+        .unwrap_or_default()
 }
-
 
 #[derive(Debug, Clone, Copy)]
 enum KillPoint {
@@ -99,13 +100,17 @@ async fn kill_9_at_any_point_then_resume_finishes_with_effects_applied_once() {
             let (mut child, run) = start_run(&base_c, &file);
             let hits = |path: &str| ledger_c.lock().unwrap().hits.get(path).copied().unwrap_or(0);
             match point {
-                KillPoint::ChargeInFlight => wait_until("the charge request", Duration::from_secs(30), || hits("/charge") >= 1),
+                KillPoint::ChargeInFlight => {
+                    wait_until("the charge request", Duration::from_secs(30), || hits("/charge") >= 1)
+                }
                 // Once the journal says charge succeeded, the kill lands in the delay (or, on a
                 // slow machine, after it): either way charge must not run again.
                 KillPoint::DuringDelay => wait_until("charge to be journaled", Duration::from_secs(60), || {
                     step_status(&run_json(&base_c, &run), "charge") == "succeeded"
                 }),
-                KillPoint::NotifyInFlight => wait_until("the notify request", Duration::from_secs(30), || hits("/notify") >= 1),
+                KillPoint::NotifyInFlight => {
+                    wait_until("the notify request", Duration::from_secs(30), || hits("/notify") >= 1)
+                }
             }
             child.kill().unwrap(); // SIGKILL
             child.wait().unwrap();
@@ -119,7 +124,12 @@ async fn kill_9_at_any_point_then_resume_finishes_with_effects_applied_once() {
         assert_eq!(result["status"], "succeeded", "{point:?}: {result:#}");
         let l = ledger.lock().unwrap();
         for path in ["/charge", "/notify"] {
-            assert_eq!(l.effects.get(path).map(Vec::len), Some(1), "{point:?}: {path} must take effect exactly once: {:?}", l.effects);
+            assert_eq!(
+                l.effects.get(path).map(Vec::len),
+                Some(1),
+                "{point:?}: {path} must take effect exactly once: {:?}",
+                l.effects
+            );
         }
         // A step that had completed before the kill was not run again.
         if matches!(point, KillPoint::DuringDelay | KillPoint::NotifyInFlight) {

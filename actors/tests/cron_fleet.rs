@@ -37,7 +37,10 @@ triggers:
 "#;
 
 fn slot_of(f: &FireRecord) -> u64 {
-    f.key.strip_prefix("slot:").and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("a cron key is a slot: {}", f.key))
+    f.key
+        .strip_prefix("slot:")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("a cron key is a slot: {}", f.key))
 }
 
 fn now_ms() -> u64 {
@@ -50,13 +53,22 @@ async fn three_engines_over_ten_slots_start_exactly_ten_runs() {
     let dir = tempfile::tempdir().unwrap();
     let spec = dir.path().join("cron.yaml");
     std::fs::write(&spec, SPEC).unwrap();
-    let env = [("TOLLGATE_MASTER_KEY", KEY.to_string()), ("TOLLGATE_NAMESPACE", "cronfleet".to_string()), ("TOLLGATE_HTTP_ADDR", "127.0.0.1:0".to_string())];
+    let env = [
+        ("TOLLGATE_MASTER_KEY", KEY.to_string()),
+        ("TOLLGATE_NAMESPACE", "cronfleet".to_string()),
+        ("TOLLGATE_HTTP_ADDR", "127.0.0.1:0".to_string()),
+    ];
     let (url, spec) = (redis.url(), spec.display().to_string());
     let args = ["--backend", "redis", "--redis-url", &url, "triggers", "run", &spec];
-    let fleet: Vec<Process> = (1..=3).map(|i| Process::spawn(&format!("engine-{i}"), &args, &env, dir.path())).collect();
+    let fleet: Vec<Process> =
+        (1..=3).map(|i| Process::spawn(&format!("engine-{i}"), &args, &env, dir.path())).collect();
     let end = Instant::now() + DEADLINE;
     while !fleet.iter().all(|p| p.has_line("tollgate serve: admin API on")) {
-        assert!(Instant::now() < end, "the fleet did not start:\n{}", fleet.iter().map(Process::log).collect::<Vec<_>>().join("\n---\n"));
+        assert!(
+            Instant::now() < end,
+            "the fleet did not start:\n{}",
+            fleet.iter().map(Process::log).collect::<Vec<_>>().join("\n---\n")
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     // Ten whole slots that all three processes are up for.
@@ -64,7 +76,10 @@ async fn three_engines_over_ten_slots_start_exactly_ten_runs() {
     let window: Vec<u64> = (0..10).map(|i| first + i * 1000).collect();
     let last = *window.last().unwrap();
 
-    let store = Store::new(Arc::new(RedisBackend::connect(&redis.url(), "cronfleet").await.unwrap()), MasterKey::from_hex(KEY).unwrap());
+    let store = Store::new(
+        Arc::new(RedisBackend::connect(&redis.url(), "cronfleet").await.unwrap()),
+        MasterKey::from_hex(KEY).unwrap(),
+    );
     let wf = WorkflowId::new("cron-fleet");
     // Wait until every process has fired past the window: each slot then has its three fires.
     let history = loop {
@@ -73,7 +88,12 @@ async fn three_engines_over_ten_slots_start_exactly_ten_runs() {
         if past >= 3 && window.iter().all(|s| history.iter().filter(|f| slot_of(f) == *s).count() == 3) {
             break history;
         }
-        assert!(Instant::now() < end, "slots were not fired in time; fires so far: {}\n{}", history.len(), fleet.iter().map(Process::log).collect::<Vec<_>>().join("\n---\n"));
+        assert!(
+            Instant::now() < end,
+            "slots were not fired in time; fires so far: {}\n{}",
+            history.len(),
+            fleet.iter().map(Process::log).collect::<Vec<_>>().join("\n---\n")
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     drop(fleet);
@@ -85,9 +105,19 @@ async fn three_engines_over_ten_slots_start_exactly_ten_runs() {
     let mut runs = Vec::new();
     for slot in &window {
         let fires = &per_slot[slot];
-        let started: Vec<_> = fires.iter().filter_map(|f| match &f.outcome { FireOutcome::Started { run } => Some(run.clone()), _ => None }).collect();
+        let started: Vec<_> = fires
+            .iter()
+            .filter_map(|f| match &f.outcome {
+                FireOutcome::Started { run } => Some(run.clone()),
+                _ => None,
+            })
+            .collect();
         assert_eq!(started.len(), 1, "slot {slot}: exactly one fire starts a run: {fires:#?}");
-        assert_eq!(fires.iter().filter(|f| f.outcome.label() == "skipped_duplicate").count(), 2, "slot {slot}: the two other engines' fires are duplicates");
+        assert_eq!(
+            fires.iter().filter(|f| f.outcome.label() == "skipped_duplicate").count(),
+            2,
+            "slot {slot}: the two other engines' fires are duplicates"
+        );
         runs.extend(started);
     }
     runs.sort();

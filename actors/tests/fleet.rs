@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use redis_server::RedisServer;
-use support::Process;
 use serde_json::{Value, json};
+use support::Process;
 
 const MASTER_KEY: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 /// Runs started at once, each a chain of `STEPS` code steps.
@@ -40,7 +40,12 @@ fn chain_spec() -> String {
 /// What the test last saw (health answers, run summaries), for a timeout's message.
 type Seen = Mutex<String>;
 
-async fn wait_until<F: Future<Output = bool>>(what: &str, fleet: &[&Process], seen: &Seen, mut cond: impl FnMut() -> F) {
+async fn wait_until<F: Future<Output = bool>>(
+    what: &str,
+    fleet: &[&Process],
+    seen: &Seen,
+    mut cond: impl FnMut() -> F,
+) {
     let end = Instant::now() + DEADLINE;
     while !cond().await {
         for p in fleet {
@@ -76,9 +81,16 @@ async fn a_redis_restart_mid_run_stalls_nothing() {
         ("TOLLGATE_LOG", "warn,tollgate=info".to_string()),
     ];
     let serve = Process::spawn("serve", &["serve"], &env, dir.path());
-    let workers: Vec<Process> = ["worker-1", "worker-2"].into_iter().map(|n| Process::spawn(n, &["worker"], &env, dir.path())).collect();
+    let workers: Vec<Process> =
+        ["worker-1", "worker-2"].into_iter().map(|n| Process::spawn(n, &["worker"], &env, dir.path())).collect();
     let fleet: Vec<&Process> = std::iter::once(&serve).chain(&workers).collect();
-    let admin = format!("http://{}", tokio::task::block_in_place(|| serve.wait_line("tollgate serve: admin API on http://", DEADLINE)).split(' ').next().unwrap());
+    let admin = format!(
+        "http://{}",
+        tokio::task::block_in_place(|| serve.wait_line("tollgate serve: admin API on http://", DEADLINE))
+            .split(' ')
+            .next()
+            .unwrap()
+    );
     let mut probes = vec![format!("{admin}/healthz")];
     for w in &workers {
         probes.push(tokio::task::block_in_place(|| w.wait_line("tollgate worker: health on ", DEADLINE)));
@@ -106,7 +118,15 @@ async fn a_redis_restart_mid_run_stalls_nothing() {
     let spec = chain_spec();
     let mut runs = Vec::new();
     for _ in 0..RUNS {
-        let r: Value = client.post(format!("{admin}/api/runs")).json(&json!({"spec": spec})).send().await.expect("POST /api/runs").json().await.expect("json");
+        let r: Value = client
+            .post(format!("{admin}/api/runs"))
+            .json(&json!({"spec": spec}))
+            .send()
+            .await
+            .expect("POST /api/runs")
+            .json()
+            .await
+            .expect("json");
         runs.push(r["run"].as_str().unwrap_or_else(|| panic!("no run id: {r}")).to_string());
     }
     let view = |run: String| {
@@ -126,7 +146,8 @@ async fn a_redis_restart_mid_run_stalls_nothing() {
             for run in runs {
                 views.push(view(run).await);
             }
-            let states: Vec<String> = views.iter().map(|v| format!("{}: {} after {} steps", v["run"], v["status"], succeeded(v))).collect();
+            let states: Vec<String> =
+                views.iter().map(|v| format!("{}: {} after {} steps", v["run"], v["status"], succeeded(v))).collect();
             *seen.lock().unwrap() = states.join("; ");
             pred(&views)
         }
@@ -150,7 +171,10 @@ async fn a_redis_restart_mid_run_stalls_nothing() {
     })
     .await;
     tokio::task::block_in_place(|| redis.start_again());
-    wait_until("every process to report itself healthy again", &fleet, &seen, || health(200, |v| v["checks"]["step_workers"]["running"] == true)).await;
+    wait_until("every process to report itself healthy again", &fleet, &seen, || {
+        health(200, |v| v["checks"]["step_workers"]["running"] == true)
+    })
+    .await;
 
     wait_until("every run to finish", &fleet, &seen, || {
         runs_are(|vs| vs.iter().all(|v| matches!(v["status"].as_str(), Some("succeeded" | "failed" | "cancelled"))))
@@ -177,7 +201,9 @@ fn owner_of_connection(port: u16, pids: &[u32]) -> Option<u32> {
     let target = format!("socket:[{inode}]");
     pids.iter().copied().find(|pid| {
         std::fs::read_dir(format!("/proc/{pid}/fd"))
-            .map(|fds| fds.flatten().any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l.to_string_lossy() == target)))
+            .map(|fds| {
+                fds.flatten().any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l.to_string_lossy() == target))
+            })
             .unwrap_or(false)
     })
 }
@@ -237,25 +263,31 @@ async fn worker_lost_mid_step(how: Lost) {
     let app = axum::Router::new()
         .route(
             "/hold/{step}",
-            axum::routing::post(|State(h): State<Arc<Held>>, UrlPath(step): UrlPath<String>, ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>| async move {
-                h.requests.lock().unwrap().push((step, peer.port()));
-                // Dropped with the request's future if the client goes away first.
-                let mut guard = Unanswered(Arc::clone(&h), peer.port(), false);
-                while !h.released.load(Ordering::SeqCst) {
-                    let wait = h.release.notified();
-                    if h.released.load(Ordering::SeqCst) {
-                        break;
+            axum::routing::post(
+                |State(h): State<Arc<Held>>,
+                 UrlPath(step): UrlPath<String>,
+                 ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>| async move {
+                    h.requests.lock().unwrap().push((step, peer.port()));
+                    // Dropped with the request's future if the client goes away first.
+                    let mut guard = Unanswered(Arc::clone(&h), peer.port(), false);
+                    while !h.released.load(Ordering::SeqCst) {
+                        let wait = h.release.notified();
+                        if h.released.load(Ordering::SeqCst) {
+                            break;
+                        }
+                        wait.await;
                     }
-                    wait.await;
-                }
-                guard.2 = true;
-                axum::Json(json!({ "ok": true }))
-            }),
+                    guard.2 = true;
+                    axum::Json(json!({ "ok": true }))
+                },
+            ),
         )
         .with_state(Arc::clone(&held));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let service = listener.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>()).await });
+    tokio::spawn(async move {
+        axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>()).await
+    });
 
     let redis = RedisServer::start();
     let dir = tempfile::tempdir().expect("temp dir");
@@ -277,8 +309,15 @@ async fn worker_lost_mid_step(how: Lost) {
         env.push(("TOLLGATE_LEASE_TTL", "3s".to_string()));
     }
     let serve = Process::spawn("serve", &["serve"], &env, dir.path());
-    let mut workers: Vec<Process> = ["worker-1", "worker-2"].into_iter().map(|n| Process::spawn(n, &["worker"], &env, dir.path())).collect();
-    let admin = format!("http://{}", tokio::task::block_in_place(|| serve.wait_line("tollgate serve: admin API on http://", DEADLINE)).split(' ').next().unwrap());
+    let mut workers: Vec<Process> =
+        ["worker-1", "worker-2"].into_iter().map(|n| Process::spawn(n, &["worker"], &env, dir.path())).collect();
+    let admin = format!(
+        "http://{}",
+        tokio::task::block_in_place(|| serve.wait_line("tollgate serve: admin API on http://", DEADLINE))
+            .split(' ')
+            .next()
+            .unwrap()
+    );
     for w in &workers {
         tokio::task::block_in_place(|| w.wait_line("tollgate worker: health on ", DEADLINE));
     }
@@ -298,7 +337,15 @@ async fn worker_lost_mid_step(how: Lost) {
     for s in ["a", "b", "c"] {
         spec.push_str(&format!("  - {{ id: {s}, type: api_call, timeout: 120s, request: {{ method: POST, url: \"http://{service}/hold/{s}\" }} }}\n"));
     }
-    let r: Value = client.post(format!("{admin}/api/runs")).json(&json!({ "spec": spec })).send().await.expect("POST /api/runs").json().await.expect("json");
+    let r: Value = client
+        .post(format!("{admin}/api/runs"))
+        .json(&json!({ "spec": spec }))
+        .send()
+        .await
+        .expect("POST /api/runs")
+        .json()
+        .await
+        .expect("json");
     let run = r["run"].as_str().unwrap_or_else(|| panic!("no run id: {r}")).to_string();
 
     // Find the worker that holds a call.
@@ -369,7 +416,9 @@ async fn worker_lost_mid_step(how: Lost) {
         Lost::Killed => assert_eq!(statuses, ["interrupted", "succeeded"], "{lost_step:#}"),
         // Its abandonment may reach the run as a late result: kept as superseded, never used.
         Lost::Paused => assert!(
-            statuses == ["interrupted", "succeeded"] || (statuses == ["superseded", "succeeded"] && log[0]["late_result"].as_str().is_some_and(|r| r.contains("cancelled"))),
+            statuses == ["interrupted", "succeeded"]
+                || (statuses == ["superseded", "succeeded"]
+                    && log[0]["late_result"].as_str().is_some_and(|r| r.contains("cancelled"))),
             "{lost_step:#}"
         ),
     }

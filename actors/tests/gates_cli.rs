@@ -27,7 +27,8 @@ fn tollgate(data: &std::path::Path, args: &[&str]) -> (String, String) {
         .env_remove("TOLLGATE_BACKEND")
         .output()
         .unwrap();
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
+    let (stdout, stderr) =
+        (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
     assert!(out.status.success(), "tollgate {args:?} failed:\n{stdout}\n{stderr}");
     (stdout, stderr)
 }
@@ -41,11 +42,18 @@ fn no_cli_output_or_log_line_holds_a_planted_secret() {
     let file = file.to_str().unwrap();
 
     let (run_out, run_err) = tollgate(&data, &["run", file]);
-    let run = run_err.lines().find_map(|l| l.strip_prefix("tollgate: run ").and_then(|l| l.strip_suffix(" started"))).expect("run id").to_string();
+    let run = run_err
+        .lines()
+        .find_map(|l| l.strip_prefix("tollgate: run ").and_then(|l| l.strip_suffix(" started")))
+        .expect("run id")
+        .to_string();
     let mut everything = vec![run_out, run_err];
     everything.push(tollgate(&data, &["run", file, "--json"]).0);
     let (show, show_err) = tollgate(&data, &["runs", "show", &run]);
-    assert!(show.contains("gate: redact — ") && show.contains("(card)") && show.contains("(secret)"), "runs show names the rules that fired:\n{show}");
+    assert!(
+        show.contains("gate: redact — ") && show.contains("(card)") && show.contains("(secret)"),
+        "runs show names the rules that fired:\n{show}"
+    );
     everything.extend([show, show_err]);
     everything.push(tollgate(&data, &["runs", "show", &run, "--json"]).0);
     everything.push(tollgate(&data, &["runs", "list"]).0);

@@ -115,7 +115,12 @@ impl Proc {
     }
 
     fn signal(&self, sig: &str) {
-        let ok = Command::new("kill").arg(format!("-{sig}")).arg(self.child.id().to_string()).stderr(Stdio::null()).status().expect("kill");
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .stderr(Stdio::null())
+            .status()
+            .expect("kill");
         assert!(ok.success(), "kill -{sig} failed");
     }
 
@@ -178,7 +183,8 @@ async fn journal_events(ns: &str, run: &str) -> Vec<Event> {
         ..Default::default()
     };
     let backend = tollgate::bootstrap::open_backend(&config).await.expect("the store");
-    let store = tollgate_engine::store::Store::new(backend, tollgate::bootstrap::master_key(&config).expect("master key"));
+    let store =
+        tollgate_engine::store::Store::new(backend, tollgate::bootstrap::master_key(&config).expect("master key"));
     let run = tollgate_engine::ids::RunId::from(run);
     let wf = store.run_workflow(&run).await.expect("the run's workflow");
     store.read_journal(&wf, &run).await.expect("the journal")
@@ -200,7 +206,10 @@ async fn a_paused_holder_cannot_write_after_a_successor_took_over() {
 
     let ns = format!("tgtest-lease-{}", ulid::Ulid::generate());
     let client = redis::Client::open(redis_url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap_or_else(|e| panic!("this test needs Redis at {}: {e}", redis_url()));
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap_or_else(|e| panic!("this test needs Redis at {}: {e}", redis_url()));
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("lease.yaml");
     std::fs::write(&file, spec(&base)).unwrap();
@@ -213,7 +222,12 @@ async fn a_paused_holder_cannot_write_after_a_successor_took_over() {
     });
     let mut run = String::new();
     wait_for("the run to start", || {
-        let found = holder.stderr.lock().unwrap().iter().find_map(|l| l.strip_prefix("tollgate: run ")?.strip_suffix(" started").map(str::to_string));
+        let found = holder
+            .stderr
+            .lock()
+            .unwrap()
+            .iter()
+            .find_map(|l| l.strip_prefix("tollgate: run ")?.strip_suffix(" started").map(str::to_string));
         if let Some(id) = found {
             run = id;
         }
@@ -222,7 +236,10 @@ async fn a_paused_holder_cannot_write_after_a_successor_took_over() {
     .await;
     wait_for("the first holder's request", || std::future::ready(hits() >= 1)).await;
     let (first_token, first_holder) = lease(&mut conn, &ns, &run).await.expect("the run's lease is taken");
-    assert!(exists(&mut conn, &format!("{ns}:proc/{first_holder}")).await, "the holder's heartbeat is recorded under its liveness id");
+    assert!(
+        exists(&mut conn, &format!("{ns}:proc/{first_holder}")).await,
+        "the holder's heartbeat is recorded under its liveness id"
+    );
 
     // Paused past the TTL: its heartbeat expires, so it is dead to everyone else.
     holder.signal("STOP");
@@ -245,10 +262,17 @@ async fn a_paused_holder_cannot_write_after_a_successor_took_over() {
         if let Some(taken) = lease(&mut conn, &ns, &run).await.filter(|(_, h)| *h != first_holder) {
             break taken;
         }
-        assert!(Instant::now() < end, "timed out waiting for the successor to take the lease over; its log:\n{}", successor.log());
+        assert!(
+            Instant::now() < end,
+            "timed out waiting for the successor to take the lease over; its log:\n{}",
+            successor.log()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    assert!(second_token > first_token, "the successor's token ({second_token}) must be larger than the stalled holder's ({first_token})");
+    assert!(
+        second_token > first_token,
+        "the successor's token ({second_token}) must be larger than the stalled holder's ({first_token})"
+    );
     wait_for("the successor's request", || std::future::ready(hits() >= 2)).await;
     let quiet_len = journal_len(&mut conn, &ns, &run).await;
 
@@ -257,8 +281,15 @@ async fn a_paused_holder_cannot_write_after_a_successor_took_over() {
     let fenced = format!("lease run/{run}/lease no longer holds token {first_token}");
     wait_for("the woken holder to be fenced", || std::future::ready(holder.logged(&fenced))).await;
     let refused = format!("is driven by another process ({second_holder})");
-    wait_for("the woken holder to find the run driven by the successor", || std::future::ready(holder.logged(&refused))).await;
-    assert_eq!(lease(&mut conn, &ns, &run).await, Some((second_token, second_holder.clone())), "the successor still holds the lease");
+    wait_for("the woken holder to find the run driven by the successor", || {
+        std::future::ready(holder.logged(&refused))
+    })
+    .await;
+    assert_eq!(
+        lease(&mut conn, &ns, &run).await,
+        Some((second_token, second_holder.clone())),
+        "the successor still holds the lease"
+    );
     // The woken holder's worker gives up its call (the successor abandoned that attempt) and
     // records that late result; the successor journals it as superseded. Nothing else may have
     // reached the journal: the woken holder's own appends are fenced.
@@ -269,7 +300,11 @@ async fn a_paused_holder_cannot_write_after_a_successor_took_over() {
             "after the takeover the journal received {event:?}, not only the abandoned attempt's late result"
         );
     }
-    assert!(journal.len() as u64 <= quiet_len + 1, "more than the late result was journaled: {:?}", &journal[quiet_len as usize..]);
+    assert!(
+        journal.len() as u64 <= quiet_len + 1,
+        "more than the late result was journaled: {:?}",
+        &journal[quiet_len as usize..]
+    );
 
     // The service answers: the successor finishes the run, once.
     released.send_replace(true);
@@ -281,7 +316,10 @@ async fn a_paused_holder_cannot_write_after_a_successor_took_over() {
     // Nobody else appended while the successor drove the run: none of its appends met a
     // concurrent writer, and none of them was fenced.
     let log = successor.stderr.lock().unwrap().join("\n");
-    assert!(!log.contains("concurrent writer") && !log.contains("no longer holds token"), "the successor met another writer:\n{log}");
+    assert!(
+        !log.contains("concurrent writer") && !log.contains("no longer holds token"),
+        "the successor met another writer:\n{log}"
+    );
     // The woken holder sees the finished run and exits normally.
     let seen = holder.finish("the woken holder (`tollgate run`)").await;
     assert_eq!(seen["status"], "succeeded");

@@ -64,9 +64,17 @@ fn a_key_set_from_stdin_reaches_the_provider_and_runs_show_prints_usage_and_cost
     let url = format!("http://{addr}/v1");
 
     // An empty stdin is refused, naming how to pass the value.
-    let out = tollgate(&data, &url, &prices).args(["secrets", "set", "openai", "--owner", "firm"]).stdin(Stdio::null()).output().unwrap();
+    let out = tollgate(&data, &url, &prices)
+        .args(["secrets", "set", "openai", "--owner", "firm"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no value on stdin"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no value on stdin"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let mut child = tollgate(&data, &url, &prices)
         .args(["secrets", "set", "openai", "--owner", "firm"])

@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 const SPEC: &str = r#"
 id: tenths
@@ -25,7 +25,8 @@ fn tollgate(data: &std::path::Path, args: &[&str]) -> (String, String) {
         .env_remove("TOLLGATE_BACKEND")
         .output()
         .unwrap();
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
+    let (stdout, stderr) =
+        (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
     assert!(out.status.success(), "tollgate {args:?} failed:\n{stdout}\n{stderr}");
     (stdout, stderr)
 }
@@ -42,7 +43,11 @@ fn three_tenths_spend_exactly_three_tenths_and_an_extension_is_exact() {
     let data = dir.path().join("data");
 
     let (_, err) = tollgate(&data, &["run", file.to_str().unwrap(), "--json"]);
-    let run = err.lines().find_map(|l| l.strip_prefix("tollgate: run ").and_then(|l| l.strip_suffix(" started"))).expect("run id").to_string();
+    let run = err
+        .lines()
+        .find_map(|l| l.strip_prefix("tollgate: run ").and_then(|l| l.strip_suffix(" started")))
+        .expect("run id")
+        .to_string();
 
     let v = show_json(&data, &run);
     assert_eq!(v["status"], "waiting", "the fourth step does not fit a budget of 0.3: {v}");

@@ -31,7 +31,11 @@ steps:
 
 fn tollgate(dir: &Path, catalogue: bool, args: &[&str]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate"));
-    cmd.arg("--data-dir").arg(dir.join("data")).args(args).env_remove("TOLLGATE_BACKEND").env("TOLLGATE_RECONCILE_INTERVAL", "100ms");
+    cmd.arg("--data-dir")
+        .arg(dir.join("data"))
+        .args(args)
+        .env_remove("TOLLGATE_BACKEND")
+        .env("TOLLGATE_RECONCILE_INTERVAL", "100ms");
     if catalogue {
         cmd.env("TOLLGATE_CATALOGUE_FILES", dir.join("greeter.yaml"));
     } else {
@@ -63,13 +67,19 @@ fn a_parent_pauses_for_its_childs_budget_and_remembers_the_result() {
     let refused = tollgate(dir, false, &["validate", caller]);
     assert_eq!(refused.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&refused.stderr);
-    assert!(stderr.contains("steps[0] (child).with.workflow: no workflow `greeter` in the workflow catalogue"), "{stderr}");
+    assert!(
+        stderr.contains("steps[0] (child).with.workflow: no workflow `greeter` in the workflow catalogue"),
+        "{stderr}"
+    );
     assert!(ok(dir, &["validate", caller]).contains("ok — workflow `caller`"));
 
     let paused = ok(dir, &["run", caller]);
     assert!(paused.contains("its budget cannot cover what sub-workflow run"), "{paused}");
     let runs = json(dir, &["runs", "list", "--json"]);
-    let run = runs["runs"].as_array().unwrap().iter().find(|r| r["workflow"] == "caller").unwrap()["run"].as_str().unwrap().to_string();
+    let run = runs["runs"].as_array().unwrap().iter().find(|r| r["workflow"] == "caller").unwrap()["run"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(paused.contains(&format!("tollgate decide {run} child extend --amount 0.30")), "{paused}");
 
     let done = ok(dir, &["decide", &run, "child", "extend", "--amount", "0.3"]);
@@ -79,7 +89,10 @@ fn a_parent_pauses_for_its_childs_budget_and_remembers_the_result() {
     assert_eq!(parent["steps"][0]["cost"], "0.8", "what the child spent is charged to the step");
     let child = parent["steps"][0]["child"].as_str().unwrap().to_string();
     let shown = ok(dir, &["runs", "show", &child]);
-    assert!(shown.contains(&format!("sub-workflow of run {run} (step `child` of workflow caller, depth 1)")), "{shown}");
+    assert!(
+        shown.contains(&format!("sub-workflow of run {run} (step `child` of workflow caller, depth 1)")),
+        "{shown}"
+    );
 
     let notes = json(dir, &["memory", "list", "--owner", "ops", "--json"]);
     assert_eq!(notes[0]["text"], "hello Globex!");

@@ -34,7 +34,8 @@ fn tollgate(data: &Path, args: &[&str]) -> Output {
 
 fn ok(data: &Path, args: &[&str]) -> (String, String) {
     let out = tollgate(data, args);
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
+    let (stdout, stderr) =
+        (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
     assert!(out.status.success(), "tollgate {args:?} failed:\n{stdout}\n{stderr}");
     (stdout, stderr)
 }
@@ -54,7 +55,11 @@ fn export_verify_and_replay_from_the_command_line() {
     let spec = spec.to_str().unwrap();
 
     let (_, err) = ok(&data, &["run", spec, "--set", &format!("account={IBAN}")]);
-    let run = err.lines().find_map(|l| l.strip_prefix("tollgate: run ").and_then(|l| l.strip_suffix(" started"))).expect("run id").to_string();
+    let run = err
+        .lines()
+        .find_map(|l| l.strip_prefix("tollgate: run ").and_then(|l| l.strip_suffix(" started")))
+        .expect("run id")
+        .to_string();
 
     let (receipt, _) = ok(&data, &["runs", "export", &run, "--receipt"]);
     assert!(!receipt.contains(ADDRESS) && !receipt.contains(IBAN), "the receipt holds a planted value:\n{receipt}");
@@ -101,13 +106,19 @@ fn export_verify_and_replay_from_the_command_line() {
     let policy = policy.to_str().unwrap();
     let (table, _) = ok(&data, &["gates", "replay", "--policy", policy, "--workflow", "receipt-cli", "--since", "7d"]);
     let line = table.lines().find(|l| l.starts_with(&run)).unwrap_or_else(|| panic!("no row for the run:\n{table}"));
-    assert!(line.contains("contact") && line.contains("allow") && line.contains("redact") && line.contains("pii.email"), "{table}");
+    assert!(
+        line.contains("contact") && line.contains("allow") && line.contains("redact") && line.contains("pii.email"),
+        "{table}"
+    );
     assert!(!table.contains(ADDRESS));
     let (json, _) = ok(&data, &["gates", "replay", "--policy", policy, "--json"]);
     let report: serde_json::Value = serde_json::from_str(&json).unwrap();
     let changes = report["changes"].as_array().unwrap();
     assert_eq!(changes.len(), 1, "{json}");
-    assert_eq!((changes[0]["run"].as_str(), changes[0]["step"].as_str(), changes[0]["replayed"].as_str()), (Some(run.as_str()), Some("contact"), Some("redact")));
+    assert_eq!(
+        (changes[0]["run"].as_str(), changes[0]["step"].as_str(), changes[0]["replayed"].as_str()),
+        (Some(run.as_str()), Some("contact"), Some("redact"))
+    );
     let (none, _) = ok(&data, &["gates", "replay", "--policy", policy, "--workflow", "another"]);
     assert!(none.contains("replayed 0 recorded outputs of 0 runs"), "{none}");
     let err = fails(&data, &["gates", "replay", "--policy", spec]);

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use lopdf::content::{Content, Operation};
-use lopdf::{dictionary, Document, Object, Stream};
+use lopdf::{Document, Object, Stream, dictionary};
 use serde_json::Value;
 
 const MARKER: &str = "PANGOLIN-MARKER-4410";
@@ -52,7 +52,9 @@ fn pdf(pages: &[&str]) -> Vec<u8> {
             ],
         };
         let contents = doc.add_object(Stream::new(dictionary! {}, content.encode().unwrap()));
-        kids.push(doc.add_object(dictionary! { "Type" => "Page", "Parent" => pages_id, "Contents" => contents }).into());
+        kids.push(
+            doc.add_object(dictionary! { "Type" => "Page", "Parent" => pages_id, "Contents" => contents }).into(),
+        );
     }
     let count = kids.len() as i64;
     doc.objects.insert(
@@ -115,27 +117,42 @@ fn research_finds_markdown_html_and_pdf_sources_and_keeps_them_sealed() {
     .unwrap();
     std::fs::write(
         docs.join("letters/engagement.pdf"),
-        pdf(&["Engagement letter: scope of services and staffing.", "Indemnification: liability cap of twice the fees paid."]),
+        pdf(&[
+            "Engagement letter: scope of services and staffing.",
+            "Indemnification: liability cap of twice the fees paid.",
+        ]),
     )
     .unwrap();
     std::fs::write(docs.join("letters/unrelated.txt"), "Parking permits and the office move schedule.").unwrap();
     std::fs::write(docs.join("letters/skipped.docx"), "not a known format").unwrap();
 
     // A directory is walked for known formats; an explicit unknown file is refused by name.
-    let out = tollgate(&data, &["docs", "ingest", docs.join("letters/skipped.docx").to_str().unwrap(), "--owner", "legal"]);
+    let out =
+        tollgate(&data, &["docs", "ingest", docs.join("letters/skipped.docx").to_str().unwrap(), "--owner", "legal"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("skipped.docx: unknown document format"), "{err}");
     let broken = dir.path().join("broken.pdf");
     std::fs::write(&broken, b"%PDF-1.4 not really").unwrap();
-    let out = tollgate(&data, &["docs", "ingest", broken.to_str().unwrap(), "--collection", "precedents", "--owner", "legal"]);
+    let out = tollgate(
+        &data,
+        &["docs", "ingest", broken.to_str().unwrap(), "--collection", "precedents", "--owner", "legal"],
+    );
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("broken.pdf: unreadable PDF"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("broken.pdf: unreadable PDF"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
-    let report: Value =
-        serde_json::from_str(&ok(&data, &["docs", "ingest", docs.to_str().unwrap(), "--collection", "precedents", "--owner", "legal", "--json"])).unwrap();
+    let report: Value = serde_json::from_str(&ok(
+        &data,
+        &["docs", "ingest", docs.to_str().unwrap(), "--collection", "precedents", "--owner", "legal", "--json"],
+    ))
+    .unwrap();
     assert_eq!(report["total_documents"], 4, "{report}");
-    let formats: Vec<&str> = report["documents"].as_array().unwrap().iter().map(|d| d["format"].as_str().unwrap()).collect();
+    let formats: Vec<&str> =
+        report["documents"].as_array().unwrap().iter().map(|d| d["format"].as_str().unwrap()).collect();
     for f in ["markdown", "html", "pdf", "text"] {
         assert!(formats.contains(&f), "{f} not ingested: {report}");
     }
@@ -145,7 +162,8 @@ fn research_finds_markdown_html_and_pdf_sources_and_keeps_them_sealed() {
     let spec = dir.path().join("research.yaml");
     std::fs::write(&spec, SPEC).unwrap();
     let out = tollgate(&data, &["run", spec.to_str().unwrap(), "--json"]);
-    let summary: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let summary: Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
     assert_eq!(summary["status"], "succeeded", "{summary:#}");
     let types: Vec<&str> = summary["steps"].as_array().unwrap().iter().map(|s| s["type"].as_str().unwrap()).collect();
     assert_eq!(types, ["research", "research", "research", "code"]);
@@ -155,7 +173,11 @@ fn research_finds_markdown_html_and_pdf_sources_and_keeps_them_sealed() {
         let path = entry.unwrap().path();
         let Ok(bytes) = std::fs::read(&path) else { continue };
         for needle in [MARKER, "Globex", "Indemnification", "Parking permits"] {
-            assert!(!bytes.windows(needle.len()).any(|w| w == needle.as_bytes()), "{} holds {needle:?}", path.display());
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle.as_bytes()),
+                "{} holds {needle:?}",
+                path.display()
+            );
         }
     }
 
@@ -167,6 +189,9 @@ fn research_finds_markdown_html_and_pdf_sources_and_keeps_them_sealed() {
     assert_eq!(summary["status"], "failed", "{summary:#}");
     let md = &summary["steps"][0];
     assert_eq!(md["error"]["code"], "collection_not_found", "{md:#}");
-    assert!(md["error"]["message"].as_str().unwrap().contains("no collection `precedents` for owner `legal`"), "{md:#}");
+    assert!(
+        md["error"]["message"].as_str().unwrap().contains("no collection `precedents` for owner `legal`"),
+        "{md:#}"
+    );
     assert!(!tollgate(&data, &["docs", "delete", "precedents", "--owner", "legal"]).status.success());
 }

@@ -48,7 +48,10 @@ fn templates_list_and_show_print_each_workflow_with_its_parameters() {
     for id in tollgate::catalogue::SHIPPED.iter().map(|(f, _)| f.trim_end_matches(".yaml")).chain(["tally"]) {
         assert!(stdout.lines().any(|l| l.starts_with(id)), "`{id}` is not listed:\n{stdout}");
     }
-    assert!(stdout.contains("Count the invoices of a client above a threshold.  (4 parameters, 1 required)"), "{stdout}");
+    assert!(
+        stdout.contains("Count the invoices of a client above a threshold.  (4 parameters, 1 required)"),
+        "{stdout}"
+    );
 
     let out = run(dir.path(), &cat, &["templates", "show", "client-intake"]);
     let (stdout, _) = text(&out);
@@ -62,12 +65,20 @@ fn templates_list_and_show_print_each_workflow_with_its_parameters() {
     let out = run(dir.path(), &cat, &["templates", "show", "tally", "--json"]);
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["source"], json!(cat.join("tally.yaml").display().to_string()));
-    assert_eq!(v["parameters"][3], json!({"name": "urgent", "type": "boolean", "required": false, "default": false, "description": "Whether to flag the report"}));
+    assert_eq!(
+        v["parameters"][3],
+        json!({"name": "urgent", "type": "boolean", "required": false, "default": false, "description": "Whether to flag the report"})
+    );
 
     let out = run(dir.path(), &cat, &["templates", "show", "nope"]);
     assert_eq!(out.status.code(), Some(2));
     let (_, stderr) = text(&out);
-    assert!(stderr.contains("no workflow `nope` in the catalogue (known: ") && stderr.contains("client-intake") && stderr.contains("tally"), "{stderr}");
+    assert!(
+        stderr.contains("no workflow `nope` in the catalogue (known: ")
+            && stderr.contains("client-intake")
+            && stderr.contains("tally"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -77,14 +88,31 @@ fn run_name_runs_a_catalogue_workflow_with_typed_values_and_refuses_what_it_cann
     std::fs::create_dir(&cat).unwrap();
     std::fs::write(cat.join("tally.yaml"), TALLY).unwrap();
 
-    let out = run(dir.path(), &cat, &["run", "tally", "--set", "client=Acme", "--set", "threshold=200", "--set", "amounts=[150, 250, 900]", "--set", "urgent=true", "--json"]);
+    let out = run(
+        dir.path(),
+        &cat,
+        &[
+            "run",
+            "tally",
+            "--set",
+            "client=Acme",
+            "--set",
+            "threshold=200",
+            "--set",
+            "amounts=[150, 250, 900]",
+            "--set",
+            "urgent=true",
+            "--json",
+        ],
+    );
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}\n{stderr}");
     let v: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(v["status"], "succeeded", "{v}");
     assert_eq!(v["workflow"], "tally");
 
-    let run_id = stderr.lines().find_map(|l| l.strip_prefix("tollgate: run ").and_then(|l| l.strip_suffix(" started"))).unwrap();
+    let run_id =
+        stderr.lines().find_map(|l| l.strip_prefix("tollgate: run ").and_then(|l| l.strip_suffix(" started"))).unwrap();
     let out = run(dir.path(), &cat, &["runs", "show", run_id, "--json", "--outputs"]);
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["steps"][0]["output"], json!({"client": "Acme", "over": 2, "urgent": true}), "{v}");
@@ -93,7 +121,10 @@ fn run_name_runs_a_catalogue_workflow_with_typed_values_and_refuses_what_it_cann
     let out = run(dir.path(), &cat, &["run", "tallly"]);
     assert_eq!(out.status.code(), Some(2));
     let (_, stderr) = text(&out);
-    assert!(stderr.contains("`tallly` is neither a spec file nor a workflow of the catalogue") && stderr.contains("tally"), "{stderr}");
+    assert!(
+        stderr.contains("`tallly` is neither a spec file nor a workflow of the catalogue") && stderr.contains("tally"),
+        "{stderr}"
+    );
     let out = run(dir.path(), &cat, &["run", "missing/flow.yaml"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).1.contains("cannot read missing/flow.yaml: no such file"), "{}", text(&out).1);
@@ -110,7 +141,12 @@ fn run_name_runs_a_catalogue_workflow_with_typed_values_and_refuses_what_it_cann
     // A file still runs as before, and a file wins over an id of the same name.
     let file = dir.path().join("tally");
     std::fs::write(&file, TALLY.replace("id: tally", "id: tally-file")).unwrap();
-    let out = support::tollgate(&dir.path().join("data")).current_dir(dir.path()).env("TOLLGATE_CATALOGUE_DIRS", &cat).args(["run", "tally", "--set", "client=B", "--json"]).output().unwrap();
+    let out = support::tollgate(&dir.path().join("data"))
+        .current_dir(dir.path())
+        .env("TOLLGATE_CATALOGUE_DIRS", &cat)
+        .args(["run", "tally", "--set", "client=B", "--json"])
+        .output()
+        .unwrap();
     let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", text(&out).1));
     assert_eq!(v["workflow"], "tally-file");
 }

@@ -54,7 +54,14 @@ async fn triggers_run_then_list_history_and_runs_show_tell_what_happened() {
     let data = dir.path().join("data");
     let spec = dir.path().join("cli.yaml");
     std::fs::write(&spec, SPEC).unwrap();
-    let mut child = tollgate(&data).arg("triggers").arg("run").arg(&spec).stderr(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
+    let mut child = tollgate(&data)
+        .arg("triggers")
+        .arg("run")
+        .arg(&spec)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
     let lines = Arc::new(Mutex::new(Vec::<String>::new()));
     let sink = lines.clone();
     let pipe = child.stderr.take().unwrap();
@@ -64,7 +71,9 @@ async fn triggers_run_then_list_history_and_runs_show_tell_what_happened() {
         }
     });
     let addr = until("the serve line", || {
-        lines.lock().unwrap().iter().find_map(|l| l.strip_prefix("tollgate serve: admin API on http://").map(|r| r.split(' ').next().unwrap().to_string()))
+        lines.lock().unwrap().iter().find_map(|l| {
+            l.strip_prefix("tollgate serve: admin API on http://").map(|r| r.split(' ').next().unwrap().to_string())
+        })
     });
     assert!(lines.lock().unwrap().iter().any(|l| l.contains("1 triggers")), "{:?}", lines.lock().unwrap());
     let secret = until("the trigger's secret", || {
@@ -105,10 +114,26 @@ async fn triggers_run_then_list_history_and_runs_show_tell_what_happened() {
     assert!(ok, "{list}");
     let states: serde_json::Value = serde_json::from_str(&list).unwrap();
     let hook = &states.as_array().unwrap()[0];
-    assert_eq!((hook["workflow"].as_str(), hook["trigger"].as_str(), hook["kind"].as_str()), (Some("cli-flow"), Some("hook"), Some("webhook")));
-    assert_eq!((hook["health"]["started"].as_u64(), hook["health"]["duplicates"].as_u64(), hook["health"]["connected"].as_bool()), (Some(1), Some(1), Some(false)), "{hook}");
+    assert_eq!(
+        (hook["workflow"].as_str(), hook["trigger"].as_str(), hook["kind"].as_str()),
+        (Some("cli-flow"), Some("hook"), Some("webhook"))
+    );
+    assert_eq!(
+        (
+            hook["health"]["started"].as_u64(),
+            hook["health"]["duplicates"].as_u64(),
+            hook["health"]["connected"].as_bool()
+        ),
+        (Some(1), Some(1), Some(false)),
+        "{hook}"
+    );
     let (ok, history) = output(&data, &["triggers", "history", "cli-flow"]);
-    assert!(ok && history.contains("started") && history.contains(&format!("run {run}")) && history.contains("skipped_duplicate"), "{history}");
+    assert!(
+        ok && history.contains("started")
+            && history.contains(&format!("run {run}"))
+            && history.contains("skipped_duplicate"),
+        "{history}"
+    );
     let (ok, text) = output(&data, &["triggers", "list"]);
     assert!(ok && text.contains("cli-flow") && text.contains("webhook"), "{text}");
 }

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use support::tollgate;
 
@@ -88,11 +88,18 @@ async fn users_see_only_their_own_runs_and_decide_as_themselves() {
     let get = |token: &str, path: &str| http.get(format!("{base}{path}")).bearer_auth(token).send();
 
     // The admin token creates users, and does nothing else; an operator cannot create users.
-    let created = http.post(format!("{base}/api/users")).bearer_auth("boot").json(&json!({"name": "dave", "groups": ["finance"]})).send().await.unwrap();
+    let created = http
+        .post(format!("{base}/api/users"))
+        .bearer_auth("boot")
+        .json(&json!({"name": "dave", "groups": ["finance"]}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(created.status(), 201);
     let dave = created.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_string();
     assert_eq!(get("boot", "/api/runs").await.unwrap().status(), 403);
-    let refused = http.post(format!("{base}/api/users")).bearer_auth(&bob).json(&json!({"name": "eve"})).send().await.unwrap();
+    let refused =
+        http.post(format!("{base}/api/users")).bearer_auth(&bob).json(&json!({"name": "eve"})).send().await.unwrap();
     assert_eq!(refused.status(), 403);
     assert_eq!(http.get(format!("{base}/api/runs")).send().await.unwrap().status(), 401);
     let me: Value = get(&carol, "/api/me").await.unwrap().json().await.unwrap();
@@ -103,9 +110,11 @@ async fn users_see_only_their_own_runs_and_decide_as_themselves() {
     assert_eq!(stream.status(), 200);
 
     // Bob (sales) may not start finance's workflow; alice (finance) may.
-    let denied = http.post(format!("{base}/api/runs")).bearer_auth(&bob).json(&json!({"spec": SPEC})).send().await.unwrap();
+    let denied =
+        http.post(format!("{base}/api/runs")).bearer_auth(&bob).json(&json!({"spec": SPEC})).send().await.unwrap();
     assert_eq!(denied.status(), 403);
-    let started = http.post(format!("{base}/api/runs")).bearer_auth(&alice).json(&json!({"spec": SPEC})).send().await.unwrap();
+    let started =
+        http.post(format!("{base}/api/runs")).bearer_auth(&alice).json(&json!({"spec": SPEC})).send().await.unwrap();
     assert_eq!(started.status(), 201);
     let run = started.json::<Value>().await.unwrap()["run"].as_str().unwrap().to_string();
 
@@ -132,7 +141,10 @@ async fn users_see_only_their_own_runs_and_decide_as_themselves() {
     // The request as a first-class record: question, context, assignee, times.
     let pending: Value = get(&carol, "/api/requests").await.unwrap().json().await.unwrap();
     let r = &pending[0];
-    assert_eq!((&r["request"]["id"], &r["request"]["assignee"], &r["request"]["mode"]), (&json!(request), &json!("finance"), &json!("approval")));
+    assert_eq!(
+        (&r["request"]["id"], &r["request"]["assignee"], &r["request"]["mode"]),
+        (&json!(request), &json!("finance"), &json!("approval"))
+    );
     assert_eq!(r["request"]["context"]["upstream"]["draft"], json!({"payee": "Acme", "amount": 120}));
     assert!(r["created_at"].is_u64(), "{r}");
 
@@ -142,7 +154,9 @@ async fn users_see_only_their_own_runs_and_decide_as_themselves() {
     let listed: Value = get(&bob, "/api/runs").await.unwrap().json().await.unwrap();
     assert_eq!(listed["runs"], json!([]), "{listed}");
     assert_eq!(get(&bob, "/api/requests").await.unwrap().json::<Value>().await.unwrap(), json!([]));
-    let decide = |token: &str, body: Value| http.post(format!("{base}/api/requests/{request}/decision")).bearer_auth(token.to_string()).json(&body).send();
+    let decide = |token: &str, body: Value| {
+        http.post(format!("{base}/api/requests/{request}/decision")).bearer_auth(token.to_string()).json(&body).send()
+    };
     assert_eq!(decide(&bob, json!({"decision": "approve"})).await.unwrap().status(), 404);
     let cancel = http.post(format!("{base}/api/runs/{run}/cancel")).bearer_auth(&bob).send().await.unwrap();
     assert_eq!(cancel.status(), 404);
@@ -156,7 +170,11 @@ async fn users_see_only_their_own_runs_and_decide_as_themselves() {
     let stderr = String::from_utf8_lossy(&cli.stderr);
     assert!(stderr.contains("alice started this run") && stderr.contains("forbids"), "{stderr}");
     // Without a token, once users exist, the command line names no one.
-    let anon = tollgate(data).args(["decide", &run, "ask", "approve", "--by", "carol"]).env_remove("TOLLGATE_TOKEN").output().unwrap();
+    let anon = tollgate(data)
+        .args(["decide", &run, "ask", "approve", "--by", "carol"])
+        .env_remove("TOLLGATE_TOKEN")
+        .output()
+        .unwrap();
     assert!(!anon.status.success());
     assert!(String::from_utf8_lossy(&anon.stderr).contains("--token"), "{}", String::from_utf8_lossy(&anon.stderr));
 
@@ -166,7 +184,11 @@ async fn users_see_only_their_own_runs_and_decide_as_themselves() {
     let again = decide(&dave, json!({"decision": "reject"})).await.unwrap();
     assert_eq!(again.status(), 409);
     let first: Value = again.json().await.unwrap();
-    assert_eq!((&first["decision"]["decision"], &first["decision"]["by"]), (&json!("approve"), &json!("carol")), "{first}");
+    assert_eq!(
+        (&first["decision"]["decision"], &first["decision"]["by"]),
+        (&json!("approve"), &json!("carol")),
+        "{first}"
+    );
 
     let end = std::time::Instant::now() + Duration::from_secs(30);
     let shown = loop {
@@ -177,7 +199,10 @@ async fn users_see_only_their_own_runs_and_decide_as_themselves() {
         assert!(std::time::Instant::now() < end, "the run did not finish: {v}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    assert_eq!((&shown["steps"][1]["decision"]["by"], &shown["steps"][1]["decision"]["comment"]), (&json!("carol"), &json!("checked")));
+    assert_eq!(
+        (&shown["steps"][1]["decision"]["by"], &shown["steps"][1]["decision"]["comment"]),
+        (&json!("carol"), &json!("checked"))
+    );
     let decided: Value = get(&carol, &format!("/api/requests/{request}")).await.unwrap().json().await.unwrap();
     assert_eq!(decided["decision"]["by"], "carol", "{decided}");
 

@@ -39,7 +39,10 @@ async fn main() {
         backend.close().await;
     }
     println!("lone put:    {:>8.1} µs/write", lone.as_secs_f64() * 1e6 / 2_000.0);
-    println!("burst:       {:>8.0} writes/s ({rounds} rounds of {BURST})", (rounds * BURST) as f64 / burst.as_secs_f64());
+    println!(
+        "burst:       {:>8.0} writes/s ({rounds} rounds of {BURST})",
+        (rounds * BURST) as f64 / burst.as_secs_f64()
+    );
     println!("append_with: {:>8.1} µs/call (20 entries, 20 puts)", append.as_secs_f64() * 1e6 / 500.0);
 }
 

@@ -31,7 +31,10 @@ async fn main() {
     let stamp = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
 
     println!("{OPS} ops per figure, {}-byte values, concurrent = {TASKS} tasks\n", VALUE.len());
-    println!("{:<8} {:>16} {:>16} {:>16} {:>16}", "backend", "append/s 1 task", "append/s conc.", "put/s 1 task", "put/s conc.");
+    println!(
+        "{:<8} {:>16} {:>16} {:>16} {:>16}",
+        "backend", "append/s 1 task", "append/s conc.", "put/s 1 task", "put/s conc."
+    );
 
     measure("memory", Arc::new(MemoryBackend::new())).await;
     match SqliteBackend::open(&dir.path().join("throughput.db")).await {

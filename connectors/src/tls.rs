@@ -4,8 +4,8 @@
 
 use std::path::Path;
 
-use tokio_rustls::rustls::pki_types::pem::PemObject as _;
 use tokio_rustls::rustls::pki_types::CertificateDer;
+use tokio_rustls::rustls::pki_types::pem::PemObject as _;
 use tokio_rustls::rustls::{CertificateError, Error as Rustls};
 
 /// The CA certificates of `path` (PEM, at least one), or why they cannot be used.
@@ -23,19 +23,32 @@ pub fn ca_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, Stri
 /// Why a handshake with `host` failed, when it is the server's certificate or the server not
 /// speaking TLS (`implicit`: TLS from the first byte was expected on the port): a sentence
 /// starting with `the server…`. `None` for other failures (a reset, a timeout).
-pub fn refusal(error: &(dyn std::error::Error + 'static), host: &str, ca_file: Option<&Path>, implicit: bool) -> Option<String> {
+pub fn refusal(
+    error: &(dyn std::error::Error + 'static),
+    host: &str,
+    ca_file: Option<&Path>,
+    implicit: bool,
+) -> Option<String> {
     let found = rustls_error(error)?;
     Some(match found {
         Rustls::InvalidCertificate(CertificateError::UnknownIssuer) => match ca_file {
             Some(f) => format!("the server's certificate is not issued by a CA of ca_file `{}`", f.display()),
-            None => "the server's certificate is not issued by a public CA (set `ca_file` to trust a private CA)".into(),
+            None => {
+                "the server's certificate is not issued by a public CA (set `ca_file` to trust a private CA)".into()
+            }
         },
-        Rustls::InvalidCertificate(CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. }) => {
+        Rustls::InvalidCertificate(
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+        ) => {
             format!("the server's certificate is not issued for the host name `{host}`")
         }
-        Rustls::InvalidCertificate(CertificateError::Expired | CertificateError::ExpiredContext { .. }) => "the server's certificate has expired".into(),
+        Rustls::InvalidCertificate(CertificateError::Expired | CertificateError::ExpiredContext { .. }) => {
+            "the server's certificate has expired".into()
+        }
         Rustls::InvalidCertificate(other) => format!("the server's certificate was refused ({other:?})"),
-        Rustls::InvalidMessage(_) if implicit => "the server does not speak TLS on this port (TLS from the first byte is expected)".into(),
+        Rustls::InvalidMessage(_) if implicit => {
+            "the server does not speak TLS on this port (TLS from the first byte is expected)".into()
+        }
         Rustls::InvalidMessage(_) => "the server does not speak TLS after agreeing to".into(),
         _ => return None,
     })
@@ -49,7 +62,9 @@ fn rustls_error<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a 
         if let Some(r) = e.downcast_ref::<Rustls>() {
             return Some(r);
         }
-        if let Some(r) = e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()).and_then(|inner| rustls_error(inner)) {
+        if let Some(r) =
+            e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()).and_then(|inner| rustls_error(inner))
+        {
             return Some(r);
         }
         next = e.source();

@@ -73,7 +73,8 @@ fn allow(entries: &[&str]) -> EgressAllow {
 
 /// One attempt of an `api_call` step of a workflow whose `egress.allow` is `workflow`.
 async fn call(handler: &ApiCallHandler, workflow: &EgressAllow, request: Value) -> Result<Value, StepError> {
-    let step: StepSpec = serde_json::from_value(json!({ "id": "call", "type": "api_call", "request": request })).expect("valid step");
+    let step: StepSpec =
+        serde_json::from_value(json!({ "id": "call", "type": "api_call", "request": request })).expect("valid step");
     let (wf, run) = (WorkflowId::new("wf"), RunId::new("run-1"));
     let inputs = json!({ "inputs": {}, "request": request });
     let invocation = StepInvocation {
@@ -168,23 +169,41 @@ async fn allowlist_entries_open_exactly_what_they_name() {
     let none = EgressAllow::default();
     // From the service's allowlist.
     let handler = ApiCallHandler::new(allow(&[&format!("127.0.0.1:{port}")]));
-    let out = get(&handler, &none, format!("http://127.0.0.1:{port}/x")).await.expect("opened by the service allowlist");
+    let out =
+        get(&handler, &none, format!("http://127.0.0.1:{port}/x")).await.expect("opened by the service allowlist");
     assert_eq!(out["status"], json!(200));
     // From the workflow's allowlist, for that workflow only.
     let handler = ApiCallHandler::new(EgressAllow::default());
     assert_denied(get(&handler, &none, format!("http://127.0.0.1:{port}/x")).await, &["loopback"]);
-    for entries in [vec!["127.0.0.1".to_string()], vec![format!("127.0.0.1:{port}")], vec!["127.0.0.0/8".into()], vec!["::ffff:127.0.0.1".into()]] {
+    for entries in [
+        vec!["127.0.0.1".to_string()],
+        vec![format!("127.0.0.1:{port}")],
+        vec!["127.0.0.0/8".into()],
+        vec!["::ffff:127.0.0.1".into()],
+    ] {
         let workflow = allow(&entries.iter().map(String::as_str).collect::<Vec<_>>());
-        get(&handler, &workflow, format!("http://127.0.0.1:{port}/x")).await.unwrap_or_else(|e| panic!("{entries:?}: {e}"));
+        get(&handler, &workflow, format!("http://127.0.0.1:{port}/x"))
+            .await
+            .unwrap_or_else(|e| panic!("{entries:?}: {e}"));
     }
     // A host entry opens the name, whatever it resolves to.
-    let out = get(&handler, &allow(&["localhost"]), format!("http://localhost:{port}/x")).await.expect("opened by name");
+    let out =
+        get(&handler, &allow(&["localhost"]), format!("http://localhost:{port}/x")).await.expect("opened by name");
     assert_eq!(out["status"], json!(200));
-    assert_denied(get(&handler, &allow(&["localhost"]), format!("http://127.0.0.1:{port}/x")).await, &["127.0.0.1 is a loopback"]);
+    assert_denied(
+        get(&handler, &allow(&["localhost"]), format!("http://127.0.0.1:{port}/x")).await,
+        &["127.0.0.1 is a loopback"],
+    );
     // A port in an entry is for that port only.
     let other = port.wrapping_add(1).max(1);
-    assert_denied(get(&handler, &allow(&[&format!("127.0.0.1:{other}")]), format!("http://127.0.0.1:{port}/x")).await, &["loopback"]);
-    assert_denied(get(&handler, &allow(&[&format!("localhost:{other}")]), format!("http://localhost:{port}/x")).await, &["localhost resolves to"]);
+    assert_denied(
+        get(&handler, &allow(&[&format!("127.0.0.1:{other}")]), format!("http://127.0.0.1:{port}/x")).await,
+        &["loopback"],
+    );
+    assert_denied(
+        get(&handler, &allow(&[&format!("localhost:{other}")]), format!("http://localhost:{port}/x")).await,
+        &["localhost resolves to"],
+    );
     assert_eq!(server.hits(), 6, "exactly the opened requests reached the server");
 }
 
@@ -205,7 +224,8 @@ async fn every_redirect_hop_is_checked() {
         assert!(err.message.starts_with(&format!("redirect from http://127.0.0.1:{}/redirect", a.port())), "{err}");
         assert!(err.message.contains(&format!("to {to}")) && err.message.contains("loopback"), "{err}");
     }
-    let err = get(&handler, &only_a, via_a("http://169.254.169.254/latest/".into(), 307)).await.expect_err("metadata hop");
+    let err =
+        get(&handler, &only_a, via_a("http://169.254.169.254/latest/".into(), 307)).await.expect_err("metadata hop");
     assert!(err.message.contains("169.254.169.254 is a link-local cloud metadata address"), "{err}");
     assert_eq!(b.hits(), 0, "the refused host saw nothing");
     // A hop to a non-HTTP scheme.
@@ -220,9 +240,21 @@ async fn every_redirect_hop_is_checked() {
     assert_eq!(err.code, "bad_redirect", "{err}");
     // Both allowed: followed; a 303 turns a POST into a GET, a 307 keeps the method.
     let both = allow(&[&format!("127.0.0.1:{}", a.port()), &format!("localhost:{}", b.port())]);
-    let out = call(&handler, &both, json!({ "method": "POST", "url": via_a(format!("http://localhost:{}/b", b.port()), 303), "body": {"x": 1} })).await.expect("followed");
+    let out = call(
+        &handler,
+        &both,
+        json!({ "method": "POST", "url": via_a(format!("http://localhost:{}/b", b.port()), 303), "body": {"x": 1} }),
+    )
+    .await
+    .expect("followed");
     assert_eq!(out["body"]["method"], json!("GET"));
-    let out = call(&handler, &both, json!({ "method": "POST", "url": via_a(format!("http://localhost:{}/b", b.port()), 307), "body": {"x": 1} })).await.expect("followed");
+    let out = call(
+        &handler,
+        &both,
+        json!({ "method": "POST", "url": via_a(format!("http://localhost:{}/b", b.port()), 307), "body": {"x": 1} }),
+    )
+    .await
+    .expect("followed");
     assert_eq!(out["body"]["method"], json!("POST"));
     assert_eq!(b.hits(), 2);
 }

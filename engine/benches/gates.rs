@@ -22,9 +22,7 @@ impl Rng {
         xs[(self.next() % xs.len() as u64) as usize]
     }
     fn hex(&mut self, n: usize) -> String {
-        (0..n)
-            .map(|_| char::from_digit((self.next() % 16) as u32, 16).unwrap())
-            .collect()
+        (0..n).map(|_| char::from_digit((self.next() % 16) as u32, 16).unwrap()).collect()
     }
 }
 
@@ -98,11 +96,7 @@ fn prose(r: &mut Rng, bytes: usize) -> String {
                 s.push_str(w);
             }
         }
-        s.push_str(if r.next().is_multiple_of(9) {
-            ".\n\n"
-        } else {
-            ". "
-        });
+        s.push_str(if r.next().is_multiple_of(9) { ".\n\n" } else { ". " });
         if r.next().is_multiple_of(40) {
             s.push_str("Contact maria.lopez@example-corp.com for details. ");
         }
@@ -225,17 +219,10 @@ fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         let mut r = Rng(7);
         let mut map = RedactionMap::with_key([1; 32]);
-        for doc in [
-            prose(&mut r, 4096),
-            json(&mut r, 4096),
-            logs(&mut r, 4096),
-            code(&mut r, 4096),
-        ] {
+        for doc in [prose(&mut r, 4096), json(&mut r, 4096), logs(&mut r, 4096), code(&mut r, 4096)] {
             black_box(mesh.scan_text(&doc, &GatePolicy::default(), &mut map));
         }
-        println!(
-            "gates bench: smoke run only (figures: cargo bench -p tollgate-engine --bench gates)"
-        );
+        println!("gates bench: smoke run only (figures: cargo bench -p tollgate-engine --bench gates)");
         return;
     }
     let policy = GatePolicy::default();
@@ -247,56 +234,23 @@ fn main() {
         ("logs", (0..32).map(|_| logs(&mut r, DOC)).collect()),
         ("code", (0..32).map(|_| code(&mut r, DOC)).collect()),
     ];
-    let mixed: Vec<String> = (0..32)
-        .flat_map(|i| kinds.iter().map(move |(_, d)| d[i].clone()))
-        .collect();
+    let mixed: Vec<String> = (0..32).flat_map(|i| kinds.iter().map(move |(_, d)| d[i].clone())).collect();
     let mb = mixed.iter().map(String::len).sum::<usize>() as f64 / 1e6;
-    println!(
-        "gate mesh throughput per core (MB per CPU-second of the scanning thread), all detectors on,"
-    );
-    println!(
-        "{} docs of ~16 KiB ({mb:.1} MB); best of 9 rounds (median in brackets)",
-        mixed.len()
-    );
-    print(
-        "mixed",
-        measure(&mesh, &mixed, &policy, Duration::from_millis(500)),
-    );
+    println!("gate mesh throughput per core (MB per CPU-second of the scanning thread), all detectors on,");
+    println!("{} docs of ~16 KiB ({mb:.1} MB); best of 9 rounds (median in brackets)", mixed.len());
+    print("mixed", measure(&mesh, &mixed, &policy, Duration::from_millis(500)));
     for (name, docs) in &kinds {
-        print(
-            name,
-            measure(&mesh, docs, &policy, Duration::from_millis(200)),
-        );
+        print(name, measure(&mesh, docs, &policy, Duration::from_millis(200)));
     }
-    let accented: Vec<String> = kinds[0]
-        .1
-        .iter()
-        .take(8)
-        .map(|d| d.replace("growth", "croissance élevée"))
-        .collect();
-    print(
-        "prose-utf8",
-        measure(&mesh, &accented, &policy, Duration::from_millis(200)),
-    );
+    let accented: Vec<String> = kinds[0].1.iter().take(8).map(|d| d.replace("growth", "croissance élevée")).collect();
+    print("prose-utf8", measure(&mesh, &accented, &policy, Duration::from_millis(200)));
     let small: Vec<String> = mixed
         .iter()
-        .flat_map(|d| {
-            d.as_bytes()
-                .chunks(512)
-                .map(|c| String::from_utf8_lossy(c).into_owned())
-        })
+        .flat_map(|d| d.as_bytes().chunks(512).map(|c| String::from_utf8_lossy(c).into_owned()))
         .take(4096)
         .collect();
-    print(
-        "mixed-512B",
-        measure(&mesh, &small, &policy, Duration::from_millis(200)),
-    );
-    let docs: Vec<serde_json::Value> = kinds[1]
-        .1
-        .iter()
-        .take(8)
-        .map(|d| serde_json::from_str(d).unwrap())
-        .collect();
+    print("mixed-512B", measure(&mesh, &small, &policy, Duration::from_millis(200)));
+    let docs: Vec<serde_json::Value> = kinds[1].1.iter().take(8).map(|d| serde_json::from_str(d).unwrap()).collect();
     let bytes: usize = kinds[1].1.iter().take(8).map(String::len).sum();
     let mut map = RedactionMap::with_key([1; 32]);
     let start = Instant::now();
@@ -309,8 +263,5 @@ fn main() {
         n += bytes;
     }
     let rate = n as f64 / (cpu_ns(start) - cpu0).max(1) as f64 * 1e3;
-    println!(
-        "{:<12} {rate:8.1} MB/s   (JSON text bytes; strings and keys scanned one by one)",
-        "scan_json"
-    );
+    println!("{:<12} {rate:8.1} MB/s   (JSON text bytes; strings and keys scanned one by one)", "scan_json");
 }

@@ -56,18 +56,9 @@ fn main() -> ExitCode {
     ];
     let mut ok = true;
     for (cat, r, p) in targets {
-        let met = report
-            .category(cat)
-            .is_some_and(|c| c.recall >= r && c.precision >= p);
-        println!(
-            "target {cat:<8} recall >= {r:.2} precision >= {p:.2}: {}",
-            if met { "met" } else { "MISSED" }
-        );
+        let met = report.category(cat).is_some_and(|c| c.recall >= r && c.precision >= p);
+        println!("target {cat:<8} recall >= {r:.2} precision >= {p:.2}: {}", if met { "met" } else { "MISSED" });
         ok &= met;
     }
-    if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
+    if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }

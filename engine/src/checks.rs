@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::gates::{GateMesh, GatePolicy, RedactionMap};
-use crate::spec::{SpecProblem, compile_schema, schema_errors};
 use crate::spec::problem;
+use crate::spec::{SpecProblem, compile_schema, schema_errors};
 
 /// `checks:` — what a step's output must satisfy, and what a failure does.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -86,13 +86,24 @@ impl StepChecks {
             } else if !names.insert(c.name.as_str()) {
                 p.push(problem(&here, format!("duplicate check name `{}`", c.name)));
             }
-            if c.require.is_empty() && c.forbid.is_empty() && c.expr.is_none() && c.schema.is_none() && c.categories.is_empty() {
-                p.push(problem(&here, "a check needs at least one of `require`, `forbid`, `expr`, `schema`, `categories`"));
+            if c.require.is_empty()
+                && c.forbid.is_empty()
+                && c.expr.is_none()
+                && c.schema.is_none()
+                && c.categories.is_empty()
+            {
+                p.push(problem(
+                    &here,
+                    "a check needs at least one of `require`, `forbid`, `expr`, `schema`, `categories`",
+                ));
             }
             if let Some(ptr) = &c.at
                 && !(ptr.is_empty() || ptr.starts_with('/'))
             {
-                p.push(problem(format!("{here}.at"), format!("`{ptr}` is not a JSON pointer (write `/text`, `/json/body`)")));
+                p.push(problem(
+                    format!("{here}.at"),
+                    format!("`{ptr}` is not a JSON pointer (write `/text`, `/json/body`)"),
+                ));
             }
             for (field, patterns) in [("require", &c.require), ("forbid", &c.forbid)] {
                 for (j, pattern) in patterns.iter().enumerate() {
@@ -127,7 +138,12 @@ pub fn all_passed(results: &[CheckResult]) -> bool {
 
 /// The failed checks in one line: `clauses (missing /(?i)limitation of liability/); fee_range (expression is false)`.
 pub fn describe_failures(results: &[CheckResult]) -> String {
-    results.iter().filter(|r| !r.passed).map(|r| format!("{} ({})", r.name, r.evidence.join("; "))).collect::<Vec<_>>().join("; ")
+    results
+        .iter()
+        .filter(|r| !r.passed)
+        .map(|r| format!("{} ({})", r.name, r.evidence.join("; ")))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 impl Check {
@@ -151,7 +167,8 @@ impl Check {
                 for pattern in &self.forbid {
                     match Regex::new(pattern) {
                         Ok(re) => {
-                            let at: Vec<String> = re.find_iter(&text).take(5).map(|m| format!("{}..{}", m.start(), m.end())).collect();
+                            let at: Vec<String> =
+                                re.find_iter(&text).take(5).map(|m| format!("{}..{}", m.start(), m.end())).collect();
                             if !at.is_empty() {
                                 evidence.push(format!("forbidden /{pattern}/ found at bytes {}", at.join(", ")));
                             }
@@ -172,7 +189,8 @@ impl Check {
                         .iter()
                         .filter(|f| self.categories.iter().any(|c| *c == f.category))
                         .map(|f| {
-                            let path = format!("{}{}", self.at.as_deref().unwrap_or(""), f.path.as_deref().unwrap_or(""));
+                            let path =
+                                format!("{}{}", self.at.as_deref().unwrap_or(""), f.path.as_deref().unwrap_or(""));
                             format!("{} ({}) at {}", f.category, f.rule_id, if path.is_empty() { "/" } else { &path })
                         })
                         .collect();
@@ -226,7 +244,9 @@ mod tests {
 
     #[test]
     fn required_and_forbidden_patterns_name_what_is_missing_or_found_without_quoting_it() {
-        let c = checks("rules:\n  - { name: clauses, at: /text, require: ['(?i)limitation of liability', '(?i)fees'], forbid: ['(?i)guarantee'] }\n");
+        let c = checks(
+            "rules:\n  - { name: clauses, at: /text, require: ['(?i)limitation of liability', '(?i)fees'], forbid: ['(?i)guarantee'] }\n",
+        );
         let ok = run(&c, json!({"text": "Fees: 2000. Limitation of liability applies."}));
         assert!(all_passed(&ok), "{ok:?}");
         let bad = run(&c, json!({"text": "We guarantee success. Fees: 2000."}));
@@ -238,7 +258,9 @@ mod tests {
 
     #[test]
     fn cel_assertions_see_output_and_params() {
-        let c = checks("rules:\n  - { name: fee_range, expr: 'output.json.fee >= params.min_fee && output.json.fee <= params.max_fee' }\n");
+        let c = checks(
+            "rules:\n  - { name: fee_range, expr: 'output.json.fee >= params.min_fee && output.json.fee <= params.max_fee' }\n",
+        );
         assert!(all_passed(&run(&c, json!({"json": {"fee": 2000}}))));
         let r = run(&c, json!({"json": {"fee": 9000}}));
         assert!(!r[0].passed && r[0].evidence[0].contains("is false"), "{r:?}");

@@ -169,9 +169,12 @@ impl Conversation {
                     tool_calls: reply.tool_calls.clone(),
                     tool_call_id: None,
                 },
-                TurnEntry::ToolResult { call_id, content, .. } => {
-                    ChatMessage { role: Role::Tool, content: content.clone(), tool_calls: Vec::new(), tool_call_id: Some(call_id.clone()) }
-                }
+                TurnEntry::ToolResult { call_id, content, .. } => ChatMessage {
+                    role: Role::Tool,
+                    content: content.clone(),
+                    tool_calls: Vec::new(),
+                    tool_call_id: Some(call_id.clone()),
+                },
                 TurnEntry::Feedback { text, .. } => ChatMessage::new(Role::User, text.clone()),
             });
         }
@@ -240,7 +243,8 @@ impl Conversation {
         if reply.tool_calls.is_empty() {
             return Next::Final { text: &reply.text };
         }
-        let answered = |id: &str| after.iter().any(|e| matches!(e, TurnEntry::ToolResult { call_id, .. } if call_id == id));
+        let answered =
+            |id: &str| after.iter().any(|e| matches!(e, TurnEntry::ToolResult { call_id, .. } if call_id == id));
         match reply.tool_calls.iter().enumerate().find(|(_, c)| !answered(&c.id)) {
             Some((index, call)) => Next::RunTool { call, index, reason: &reply.text },
             None => Next::CallModel,
@@ -265,9 +269,9 @@ impl Conversation {
         self.entries
             .iter()
             .filter_map(|e| match e {
-                TurnEntry::ToolResult { attempt, call_id, tool, status, .. } => {
-                    Some(serde_json::json!({ "id": call_id, "tool": tool, "status": status.label(), "attempt": attempt }))
-                }
+                TurnEntry::ToolResult { attempt, call_id, tool, status, .. } => Some(
+                    serde_json::json!({ "id": call_id, "tool": tool, "status": status.label(), "attempt": attempt }),
+                ),
                 _ => None,
             })
             .collect()
@@ -298,7 +302,10 @@ mod tests {
             attempt,
             reply: ChatReply {
                 text: text.into(),
-                tool_calls: calls.iter().map(|(id, name)| ToolCall { id: (*id).into(), name: (*name).into(), arguments: json!({}) }).collect(),
+                tool_calls: calls
+                    .iter()
+                    .map(|(id, name)| ToolCall { id: (*id).into(), name: (*name).into(), arguments: json!({}) })
+                    .collect(),
                 usage: Usage { input_tokens: 10, output_tokens: 5 },
                 model: "m".into(),
                 finish: String::new(),
@@ -308,7 +315,13 @@ mod tests {
     }
 
     fn result(attempt: u32, id: &str) -> TurnEntry {
-        TurnEntry::ToolResult { attempt, call_id: id.into(), tool: "t".into(), status: ToolCallStatus::Ok, content: "r".into() }
+        TurnEntry::ToolResult {
+            attempt,
+            call_id: id.into(),
+            tool: "t".into(),
+            status: ToolCallStatus::Ok,
+            content: "r".into(),
+        }
     }
 
     #[test]
@@ -323,7 +336,12 @@ mod tests {
         assert_eq!(c.next(), Next::CallModel);
         c.entries.push(answer(2, "done", &[]));
         assert_eq!(c.next(), Next::Final { text: "done" });
-        c.entries.push(TurnEntry::Feedback { attempt: 2, kind: FeedbackKind::Repair, text: "fix".into(), details: serde_json::Value::Null });
+        c.entries.push(TurnEntry::Feedback {
+            attempt: 2,
+            kind: FeedbackKind::Repair,
+            text: "fix".into(),
+            details: serde_json::Value::Null,
+        });
         assert_eq!(c.next(), Next::CallModel);
         assert!(c.has_feedback(FeedbackKind::Repair) && !c.has_feedback(FeedbackKind::Checks));
         assert_eq!(c.answers(), 2);

@@ -45,15 +45,12 @@ impl std::fmt::Debug for MasterKey {
 
 impl MasterKey {
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, CryptoError> {
-        let arr: [u8; KEY_LEN] =
-            bytes.try_into().map_err(|_| CryptoError::BadMasterKeyLength(bytes.len()))?;
+        let arr: [u8; KEY_LEN] = bytes.try_into().map_err(|_| CryptoError::BadMasterKeyLength(bytes.len()))?;
         Ok(Self(Zeroizing::new(arr)))
     }
 
     pub fn from_hex(s: &str) -> Result<Self, CryptoError> {
-        let bytes = Zeroizing::new(
-            hex::decode(s.trim()).map_err(|e| CryptoError::BadMasterKeyHex(e.to_string()))?,
-        );
+        let bytes = Zeroizing::new(hex::decode(s.trim()).map_err(|e| CryptoError::BadMasterKeyHex(e.to_string()))?);
         Self::from_bytes(&bytes)
     }
 

@@ -166,9 +166,15 @@ impl FromStr for EgressRule {
             return Err(format!("`{s}` is a URL; write its host (and port), e.g. api.example.com:8443"));
         }
         if s.contains('/') {
-            let net = IpNet::from_str(s).map_err(|_| format!("`{s}` is not a network (write e.g. 10.0.0.0/8 or fd00::/8; a network takes no port)"))?;
+            let net = IpNet::from_str(s).map_err(|_| {
+                format!("`{s}` is not a network (write e.g. 10.0.0.0/8 or fd00::/8; a network takes no port)")
+            })?;
             if net != net.trunc() {
-                return Err(format!("`{s}` has address bits set past its /{} prefix; write {}", net.prefix_len(), net.trunc()));
+                return Err(format!(
+                    "`{s}` has address bits set past its /{} prefix; write {}",
+                    net.prefix_len(),
+                    net.trunc()
+                ));
             }
             return Ok(Self { target: Target::Net(net), port: None });
         }
@@ -177,7 +183,9 @@ impl FromStr for EgressRule {
             let addr = Ipv6Addr::from_str(addr).map_err(|_| format!("`{s}`: `{addr}` is not an IPv6 address"))?;
             let port = match after {
                 "" => None,
-                _ => Some(port(s, after.strip_prefix(':').ok_or_else(|| format!("`{s}`: expected `:port` after `]`"))?)?),
+                _ => {
+                    Some(port(s, after.strip_prefix(':').ok_or_else(|| format!("`{s}`: expected `:port` after `]`"))?)?)
+                }
             };
             return Ok(Self { target: Target::Net(IpNet::from(IpAddr::V6(addr))), port });
         }
@@ -185,7 +193,10 @@ impl FromStr for EgressRule {
             return Ok(Self { target: Target::Net(IpNet::from(ip.to_canonical())), port: None });
         }
         if let Ok(sock) = SocketAddrV4::from_str(s) {
-            return Ok(Self { target: Target::Net(IpNet::from(IpAddr::V4(*sock.ip()))), port: Some(port(s, &sock.port().to_string())?) });
+            return Ok(Self {
+                target: Target::Net(IpNet::from(IpAddr::V4(*sock.ip()))),
+                port: Some(port(s, &sock.port().to_string())?),
+            });
         }
         let (host, port) = match s.rsplit_once(':') {
             Some((host, p)) if !host.contains(':') => (host, Some(port(s, p)?)),
@@ -215,7 +226,9 @@ fn host_name(entry: &str, name: &str) -> Result<String, String> {
     if !name.is_ascii() {
         return Err(format!("`{entry}`: write internationalised names in punycode (xn--…)"));
     }
-    let ok_label = |l: &str| !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    let ok_label = |l: &str| {
+        !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
     if name.is_empty() || name.len() > 253 || !name.split('.').all(ok_label) {
         return Err(format!("`{entry}` is not a host name, address or network"));
     }
@@ -308,12 +321,17 @@ impl PortAllow {
         }
         if let Some(host) = host {
             let name = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
-            let sub = |suffix: &String| name.len() > suffix.len() + 1 && name.ends_with(suffix.as_str()) && name.as_bytes()[name.len() - suffix.len() - 1] == b'.';
+            let sub = |suffix: &String| {
+                name.len() > suffix.len() + 1
+                    && name.ends_with(suffix.as_str())
+                    && name.as_bytes()[name.len() - suffix.len() - 1] == b'.'
+            };
             if self.hosts.contains(&name) || self.subdomains.iter().any(sub) {
                 return Ok(());
             }
         }
-        let host = host.filter(|h| h.trim_matches(|c| c == '[' || c == ']').parse::<IpAddr>().is_err()).map(str::to_owned);
+        let host =
+            host.filter(|h| h.trim_matches(|c| c == '[' || c == ']').parse::<IpAddr>().is_err()).map(str::to_owned);
         Err(EgressDenied { host, addr, why })
     }
 }
@@ -385,7 +403,16 @@ mod tests {
         for (addr, why) in cases {
             assert_eq!(restricted(ip(addr)), Some(why), "{addr}");
         }
-        for public in ["8.8.8.8", "1.1.1.1", "172.32.0.1", "100.128.0.1", "169.255.0.1", "2606:4700::1111", "::ffff:8.8.8.8", "2002:0808:0808::1"] {
+        for public in [
+            "8.8.8.8",
+            "1.1.1.1",
+            "172.32.0.1",
+            "100.128.0.1",
+            "169.255.0.1",
+            "2606:4700::1111",
+            "::ffff:8.8.8.8",
+            "2002:0808:0808::1",
+        ] {
             assert_eq!(restricted(ip(public)), None, "{public}");
         }
     }
@@ -436,7 +463,16 @@ mod tests {
 
     #[test]
     fn entries_open_hosts_addresses_networks_and_ports() {
-        let allow = EgressAllow::parse(&["localhost", "api.internal:8443", "*.corp.example", "127.0.0.2", "127.0.0.3:8080", "10.0.0.0/8", "[fd00::1]:9000"]).unwrap();
+        let allow = EgressAllow::parse(&[
+            "localhost",
+            "api.internal:8443",
+            "*.corp.example",
+            "127.0.0.2",
+            "127.0.0.3:8080",
+            "10.0.0.0/8",
+            "[fd00::1]:9000",
+        ])
+        .unwrap();
         let on = |port| allow.for_port(port);
         let lo = ip("127.0.0.1");
         assert!(on(80).check(Some("localhost"), lo).is_ok(), "a host entry opens what the host resolves to");
@@ -444,12 +480,18 @@ mod tests {
         assert!(on(80).check(Some("other"), lo).is_err());
         assert!(on(80).check(None, lo).is_err(), "a host entry does not open the literal address");
         assert!(on(8443).check(Some("api.internal"), ip("10.9.9.9")).is_ok());
-        assert!(on(9443).check(Some("api.internal"), ip("192.168.0.1")).is_err(), "a host:port entry is for that port only");
+        assert!(
+            on(9443).check(Some("api.internal"), ip("192.168.0.1")).is_err(),
+            "a host:port entry is for that port only"
+        );
         assert!(on(1).check(Some("db.corp.example"), ip("192.168.0.1")).is_ok());
         assert!(on(1).check(Some("corp.example"), ip("192.168.0.1")).is_err(), "a wildcard is for subdomains");
         assert!(on(1).check(Some("xcorp.example"), ip("192.168.0.1")).is_err());
         assert!(on(1).check(None, ip("127.0.0.2")).is_ok());
-        assert!(on(1).check(Some("anything"), ip("127.0.0.2")).is_ok(), "an address entry opens the address however it is reached");
+        assert!(
+            on(1).check(Some("anything"), ip("127.0.0.2")).is_ok(),
+            "an address entry opens the address however it is reached"
+        );
         assert!(on(1).check(None, ip("::ffff:127.0.0.2")).is_ok(), "and its IPv4-mapped form");
         assert!(on(8080).check(None, ip("127.0.0.3")).is_ok());
         assert!(on(8081).check(None, ip("127.0.0.3")).is_err());
@@ -457,7 +499,10 @@ mod tests {
         assert!(on(9000).check(None, ip("fd00::1")).is_ok());
         assert!(on(9001).check(None, ip("fd00::1")).is_err());
         assert!(on(1).check(None, ip("169.254.169.254")).is_err());
-        assert!(EgressAllow::default().for_port(80).check(Some("example.com"), ip("93.184.215.14")).is_ok(), "public addresses need no entry");
+        assert!(
+            EgressAllow::default().for_port(80).check(Some("example.com"), ip("93.184.215.14")).is_ok(),
+            "public addresses need no entry"
+        );
     }
 
     #[test]
@@ -468,7 +513,10 @@ mod tests {
         let err = none.check(Some("localhost"), ip("::1")).unwrap_err();
         assert_eq!(err.to_string(), "localhost resolves to ::1, a loopback address; allow it with egress.allow");
         let err = none.check(Some("169.254.169.254"), ip("169.254.169.254")).unwrap_err();
-        assert_eq!(err.to_string(), "169.254.169.254 is a link-local cloud metadata address; allow it with egress.allow");
+        assert_eq!(
+            err.to_string(),
+            "169.254.169.254 is a link-local cloud metadata address; allow it with egress.allow"
+        );
     }
 
     #[test]
@@ -476,6 +524,9 @@ mod tests {
         let a = EgressAllow::parse(&["b.example", "a.example"]).unwrap();
         let b = EgressAllow::parse(&["a.example", "10.0.0.0/8"]).unwrap();
         assert_eq!(a.union(&b).rules().len(), 3);
-        assert_eq!(a.for_port(80), EgressAllow::parse(&["a.example", "b.example:80", "b.example"]).unwrap().for_port(80));
+        assert_eq!(
+            a.for_port(80),
+            EgressAllow::parse(&["a.example", "b.example:80", "b.example"]).unwrap().for_port(80)
+        );
     }
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use hmac::{Hmac, KeyInit, Mac};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
@@ -83,7 +83,12 @@ pub trait EventBus: Send + Sync + 'static {
     /// within the retention period is not published again (atomically: one of concurrent
     /// publishers wins).
     /// Dedup keys are per owner.
-    async fn publish(&self, event: EventName<'_>, payload: &Value, dedup: Option<&str>) -> Result<Published, StoreError>;
+    async fn publish(
+        &self,
+        event: EventName<'_>,
+        payload: &Value,
+        dedup: Option<&str>,
+    ) -> Result<Published, StoreError>;
 
     /// Events of `event`'s owner and name recorded at or after `from_ms`, oldest first, at most `limit`.
     async fn read_since(&self, event: EventName<'_>, from_ms: u64, limit: usize) -> Result<Vec<BusEvent>, StoreError>;
@@ -129,7 +134,8 @@ impl EventCodec {
     /// HMAC-SHA256 of owner and name, 128 bits in hex. (Neither may hold a NUL: owners are
     /// ids and names are checked by `valid_event_name`, so the encoding is unambiguous.)
     pub fn name_id(&self, event: EventName<'_>) -> String {
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.name_secret[..]).expect("HMAC takes any key length");
+        let mut mac =
+            <Hmac<Sha256> as KeyInit>::new_from_slice(&self.name_secret[..]).expect("HMAC takes any key length");
         mac.update(b"owner\0");
         mac.update(event.owner.as_bytes());
         mac.update(b"\0");
@@ -142,7 +148,8 @@ impl EventCodec {
     }
 
     pub fn seal(&self, event: EventName<'_>, payload: &Value) -> Vec<u8> {
-        let sealed = SealedEvent { owner: event.owner.to_string(), name: event.name.to_string(), payload: payload.clone() };
+        let sealed =
+            SealedEvent { owner: event.owner.to_string(), name: event.name.to_string(), payload: payload.clone() };
         let plain = serde_json::to_vec(&sealed).expect("JSON serialises");
         self.key.seal(Self::aad(&self.name_id(event)).as_bytes(), &plain)
     }
@@ -151,14 +158,16 @@ impl EventCodec {
     pub fn open(&self, name_id: &str, id: String, at: u64, sealed: &[u8]) -> Result<BusEvent, StoreError> {
         let where_ = || format!("event {id}");
         let plain = self.key.open(Self::aad(name_id).as_bytes(), sealed).map_err(|_| StoreError::Sealed(where_()))?;
-        let e: SealedEvent = serde_json::from_slice(&plain).map_err(|e| StoreError::Corrupt { key: where_(), reason: e.to_string() })?;
+        let e: SealedEvent =
+            serde_json::from_slice(&plain).map_err(|e| StoreError::Corrupt { key: where_(), reason: e.to_string() })?;
         Ok(BusEvent { id, owner: e.owner, name: e.name, payload: e.payload, at })
     }
 
     /// A dedup key as stored: hashed, so a caller's key (which may carry data) is not kept, and
     /// per owner, so one owner's keys cannot suppress another's events.
     pub fn dedup_id(&self, owner: &str, dedup: &str) -> String {
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.name_secret[..]).expect("HMAC takes any key length");
+        let mut mac =
+            <Hmac<Sha256> as KeyInit>::new_from_slice(&self.name_secret[..]).expect("HMAC takes any key length");
         mac.update(b"dedup\0");
         mac.update(owner.as_bytes());
         mac.update(b"\0");

@@ -280,10 +280,7 @@ mod tests {
         let steps = json!({"a": {"output": {"score": 0.5}, "status": "succeeded"}});
         let scope = Scope { params: &params, steps: &steps };
         let input = json!({"whole": "${{ params.n }}", "text": "Dear ${{ params.name }}, score ${{ steps.a.output.score }}", "list": ["${{ params.n + 1 }}"]});
-        assert_eq!(
-            render(&input, &scope).unwrap(),
-            json!({"whole": 3, "text": "Dear Acme, score 0.5", "list": [4]})
-        );
+        assert_eq!(render(&input, &scope).unwrap(), json!({"whole": 3, "text": "Dear Acme, score 0.5", "list": [4]}));
         assert!(eval_bool("steps.a.output.score < 1.0 && params.name == 'Acme'", &scope).unwrap());
     }
 

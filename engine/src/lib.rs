@@ -20,5 +20,5 @@ pub mod run;
 pub mod spec;
 pub mod step;
 pub mod store;
-pub mod users;
 pub mod trigger;
+pub mod users;

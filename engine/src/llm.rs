@@ -274,9 +274,10 @@ pub struct ModelCatalog {
 impl ModelCatalog {
     /// The provider of `step`: its own, else the default, else the only one configured.
     pub fn provider_name<'a>(&'a self, step: &'a LlmStep) -> Option<&'a str> {
-        step.provider.as_deref().or(self.default_provider.as_deref()).or_else(|| {
-            if self.providers.len() == 1 { self.providers.keys().next().map(String::as_str) } else { None }
-        })
+        step.provider
+            .as_deref()
+            .or(self.default_provider.as_deref())
+            .or_else(|| if self.providers.len() == 1 { self.providers.keys().next().map(String::as_str) } else { None })
     }
 
     /// The model `step` asks for at `provider`.
@@ -299,7 +300,13 @@ impl ModelCatalog {
             let defs = serde_json::to_vec(&defs).map_or(0, |d| d.len() as u64);
             (defs, u64::from(crate::spec::MAX_TOOL_CALLS_PER_TURN) * u64::from(crate::spec::MAX_TOOL_RESULT_BYTES))
         };
-        Some(ModelQuote { price, max_tokens: step.max_tokens.unwrap_or(provider.max_tokens), calls, per_call_bytes, per_turn_bytes })
+        Some(ModelQuote {
+            price,
+            max_tokens: step.max_tokens.unwrap_or(provider.max_tokens),
+            calls,
+            per_call_bytes,
+            per_turn_bytes,
+        })
     }
 
     /// The quotes of every step of `spec` that calls a model (an `llm` step, a `research`
@@ -340,7 +347,10 @@ mod tests {
 
     #[test]
     fn usage_is_priced_exactly_per_million_tokens() {
-        let p = ModelPrice { input_per_million: Money::parse("2.5").unwrap(), output_per_million: Money::parse("10").unwrap() };
+        let p = ModelPrice {
+            input_per_million: Money::parse("2.5").unwrap(),
+            output_per_million: Money::parse("10").unwrap(),
+        };
         assert_eq!(p.cost(Usage { input_tokens: 1000, output_tokens: 500 }).to_exact_string(), "0.0075");
         assert_eq!(p.worst_case(400, 1000).to_exact_string(), "0.011");
         assert!(p.cost(Usage::default()).is_zero());
@@ -348,7 +358,10 @@ mod tests {
 
     #[test]
     fn a_reservation_covers_every_turn_and_a_continued_conversation_only_the_turns_left() {
-        let price = ModelPrice { input_per_million: Money::parse("1").unwrap(), output_per_million: Money::parse("1").unwrap() };
+        let price = ModelPrice {
+            input_per_million: Money::parse("1").unwrap(),
+            output_per_million: Money::parse("1").unwrap(),
+        };
         let q = ModelQuote { price, max_tokens: 100, calls: 3, per_call_bytes: 50, per_turn_bytes: 1000 };
         // Calls send 500+50, then +2600, then +5200 bytes; each may answer 100 tokens.
         let each = |sent: u64| price.worst_case(sent, 100);
@@ -360,8 +373,14 @@ mod tests {
     #[test]
     fn a_provider_specific_price_wins_over_the_model_price() {
         let mut t = PriceTable::default();
-        let a = ModelPrice { input_per_million: Money::parse("1").unwrap(), output_per_million: Money::parse("2").unwrap() };
-        let b = ModelPrice { input_per_million: Money::parse("3").unwrap(), output_per_million: Money::parse("4").unwrap() };
+        let a = ModelPrice {
+            input_per_million: Money::parse("1").unwrap(),
+            output_per_million: Money::parse("2").unwrap(),
+        };
+        let b = ModelPrice {
+            input_per_million: Money::parse("3").unwrap(),
+            output_per_million: Money::parse("4").unwrap(),
+        };
         t.0.insert("m".into(), a);
         t.0.insert("local/m".into(), b);
         assert_eq!(t.price("local", "m"), Some(b));

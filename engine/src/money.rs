@@ -13,7 +13,7 @@ use std::ops::{Add, AddAssign};
 use std::str::FromStr;
 
 use rust_decimal::Decimal;
-use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -220,7 +220,14 @@ mod tests {
 
     #[test]
     fn numbers_and_strings_read_as_their_decimal_text() {
-        for (json, exact) in [("0.1", "0.1"), ("\"0.10\"", "0.1"), ("3", "3"), ("1e-3", "0.001"), ("0.000015", "0.000015"), ("\"12.50\"", "12.5")] {
+        for (json, exact) in [
+            ("0.1", "0.1"),
+            ("\"0.10\"", "0.1"),
+            ("3", "3"),
+            ("1e-3", "0.001"),
+            ("0.000015", "0.000015"),
+            ("\"12.50\"", "12.5"),
+        ] {
             let got: Money = serde_json::from_str(json).unwrap();
             assert_eq!(got.to_exact_string(), exact, "{json}");
         }

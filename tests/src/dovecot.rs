@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
-use tollgate_connectors::imap::{connect, AfterFire, ImapSettings};
+use tollgate_connectors::imap::{AfterFire, ImapSettings, connect};
 
 use crate::pki::ServerCert;
 
@@ -54,7 +54,9 @@ impl Dovecot {
                 std::fs::write(dir.path().join("server.pem"), &cert.cert_pem).expect("write certificate");
                 std::fs::write(dir.path().join("server.key"), &cert.key_pem).expect("write key");
                 (
-                    format!("ssl = yes\nssl_cert = <{d}/server.pem\nssl_key = <{d}/server.key\nssl_min_protocol = TLSv1.2"),
+                    format!(
+                        "ssl = yes\nssl_cert = <{d}/server.pem\nssl_key = <{d}/server.key\nssl_min_protocol = TLSv1.2"
+                    ),
                     format!("address = 127.0.0.1\n    port = {tls_port}\n    ssl = yes"),
                 )
             }
@@ -118,7 +120,8 @@ service imap-login {{
     /// Start (again) on the same port and data; returns once it accepts connections.
     pub fn start_again(&self) {
         let conf = self.dir.path().join("dovecot.conf");
-        let status = Command::new("dovecot").arg("-c").arg(&conf).status().expect("dovecot runs (scripts/setup installs it)");
+        let status =
+            Command::new("dovecot").arg("-c").arg(&conf).status().expect("dovecot runs (scripts/setup installs it)");
         assert!(status.success(), "dovecot did not start; see {}", self.dir.path().join("dovecot.log").display());
         let end = Instant::now() + Duration::from_secs(20);
         for port in std::iter::once(self.port).chain(self.tls_port) {
@@ -185,7 +188,9 @@ service imap-login {{
         let Some(pid) = self.pid() else { return };
         run("kill", &[&pid.to_string()]);
         let end = Instant::now() + Duration::from_secs(20);
-        while Path::new(&format!("/proc/{pid}")).exists() || std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+        while Path::new(&format!("/proc/{pid}")).exists()
+            || std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+        {
             assert!(Instant::now() < end, "dovecot {pid} did not stop");
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -197,7 +202,12 @@ service imap-login {{
         for sub in ["cur", "new", "tmp"] {
             std::fs::create_dir_all(box_dir.join(sub)).expect("maildir");
         }
-        let name = format!("{}.M{}P{}.test", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs(), ulid::Ulid::generate(), std::process::id());
+        let name = format!(
+            "{}.M{}P{}.test",
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs(),
+            ulid::Ulid::generate(),
+            std::process::id()
+        );
         let tmp: PathBuf = box_dir.join("tmp").join(&name);
         std::fs::write(&tmp, raw).expect("write mail");
         std::fs::rename(&tmp, box_dir.join("new").join(&name)).expect("deliver mail");

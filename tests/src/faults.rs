@@ -53,7 +53,9 @@ impl FullDisk {
         let mut st = self.state.lock().unwrap();
         if st.full {
             st.refused.push(key.to_string());
-            return Err(StoreError::Unavailable(format!("sqlite ({key}): error returned from database: (code: 13) database or disk is full")));
+            return Err(StoreError::Unavailable(format!(
+                "sqlite ({key}): error returned from database: (code: 13) database or disk is full"
+            )));
         }
         Ok(())
     }
@@ -116,7 +118,13 @@ impl Backend for FullDisk {
         let r = self.inner.append_with(log, expected_len, entries, puts, fence).await;
         self.wrote(log, r)
     }
-    async fn lease_acquire(&self, key: &str, holder: &str, ttl: Duration, over: Option<&Lease>) -> Result<LeaseGrant, StoreError> {
+    async fn lease_acquire(
+        &self,
+        key: &str,
+        holder: &str,
+        ttl: Duration,
+        over: Option<&Lease>,
+    ) -> Result<LeaseGrant, StoreError> {
         self.check(key)?;
         let r = self.inner.lease_acquire(key, holder, ttl, over).await;
         self.wrote(key, r)
@@ -150,7 +158,12 @@ impl Backend for FullDisk {
     async fn index_members(&self, index: &str) -> Result<Vec<String>, StoreError> {
         self.inner.index_members(index).await
     }
-    async fn index_page_desc(&self, index: &str, before: Option<&str>, limit: usize) -> Result<Vec<String>, StoreError> {
+    async fn index_page_desc(
+        &self,
+        index: &str,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
         self.inner.index_page_desc(index, before, limit).await
     }
     async fn scan_prefix(&self, prefix: &str) -> Result<Vec<String>, StoreError> {

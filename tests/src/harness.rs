@@ -65,7 +65,9 @@ impl TestSystem {
 
     /// Wait until the run finishes or only waits for a human.
     pub async fn settle(&self, run: &RunId) -> RunView {
-        match tokio::time::timeout(Duration::from_secs(60), self.t().wait_settled(run, Duration::from_millis(100))).await {
+        match tokio::time::timeout(Duration::from_secs(60), self.t().wait_settled(run, Duration::from_millis(100)))
+            .await
+        {
             Ok(view) => view.expect("run view"),
             Err(_) => {
                 // Say where it stands: a stall is diagnosed from this.
@@ -75,7 +77,11 @@ impl TestSystem {
                     Err(e) => e.to_string(),
                 };
                 let steps = view.as_ref().map(|v| {
-                    v.step_ids.iter().zip(&v.state.steps).map(|(id, s)| format!("{id}: {:?} attempts {:?}", s.status, s.attempts)).collect::<Vec<_>>()
+                    v.step_ids
+                        .iter()
+                        .zip(&v.state.steps)
+                        .map(|(id, s)| format!("{id}: {:?} attempts {:?}", s.status, s.attempts))
+                        .collect::<Vec<_>>()
                 });
                 panic!(
                     "run {run} did not settle within 60 s: status {:?}; summary {summary}; steps {steps:?}",
@@ -111,7 +117,10 @@ pub async fn embedded() -> TestSystem {
 /// goes to the test's captured output, shown when it fails. Once per test binary.
 pub fn logs() {
     if let Ok(filter) = std::env::var("TOLLGATE_TEST_LOG") {
-        let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::new(filter)).with_test_writer().try_init();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
     }
 }
 

@@ -40,7 +40,8 @@ impl TestCa {
     /// A server certificate for `names` (host names or IP addresses), issued by this CA.
     pub fn issue(&self, names: &[&str]) -> ServerCert {
         let key = KeyPair::generate().expect("server key");
-        let mut params = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).expect("server params");
+        let mut params =
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).expect("server params");
         params.distinguished_name.push(DnType::CommonName, names.first().copied().unwrap_or("server"));
         let cert = params.signed_by(&key, &self.issuer).expect("server certificate");
         ServerCert { cert_pem: cert.pem(), key_pem: key.serialize_pem() }

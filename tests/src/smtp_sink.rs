@@ -54,7 +54,16 @@ impl SmtpSink {
         // pyenv's, does not see Debian's packages).
         let python = if std::path::Path::new("/usr/bin/python3").exists() { "/usr/bin/python3" } else { "python3" };
         let mut cmd = Command::new(python);
-        cmd.args(["-c", include_str!("smtp_sink.py"), "--port", &port.to_string(), "--maildir", &path("mail"), "--log", &path("sink.log")]);
+        cmd.args([
+            "-c",
+            include_str!("smtp_sink.py"),
+            "--port",
+            &port.to_string(),
+            "--maildir",
+            &path("mail"),
+            "--log",
+            &path("sink.log"),
+        ]);
         let cert = match security {
             SinkSecurity::None => None,
             SinkSecurity::Starttls(c) => Some(("starttls", c)),
@@ -70,7 +79,11 @@ impl SmtpSink {
         }
         // Its warnings go to a file: a pipe nobody reads could fill up and stall the server.
         let stderr = std::fs::File::create(dir.path().join("stderr.log")).expect("stderr file");
-        let child = cmd.stdout(Stdio::null()).stderr(stderr).spawn().expect("python3 runs (scripts/setup installs python3-aiosmtpd)");
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("python3 runs (scripts/setup installs python3-aiosmtpd)");
         let mut sink = Self { child, port, dir };
         let end = Instant::now() + Duration::from_secs(30);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {

@@ -111,7 +111,11 @@ pub async fn get_put_round_trip(b: &Arc<dyn Backend>) {
     ok(b.put(&k, b"sealed bytes", None).await, "put");
     assert_eq!(ok(b.get(&k).await, "get"), Some(b"sealed bytes".to_vec()));
     ok(b.put(&empty, b"", None).await, "put empty");
-    assert_eq!(ok(b.get(&empty).await, "get empty"), Some(Vec::new()), "an empty value must read as Some(empty), not None");
+    assert_eq!(
+        ok(b.get(&empty).await, "get empty"),
+        Some(Vec::new()),
+        "an empty value must read as Some(empty), not None"
+    );
     assert_eq!(ok(b.get(&format!("{s}wf/01J/spec")).await, "get parent"), None, "a key's parent path is not a key");
 }
 
@@ -171,7 +175,11 @@ pub async fn ttl_expiry(b: &Arc<dyn Backend>) {
 
     let k = format!("{s}dedup");
     assert!(ok(b.put_if_absent(&k, b"claim 1", Some(TTL)).await, "claim with ttl"));
-    assert_eq!(ok(b.get(&k).await, "get before expiry"), Some(b"claim 1".to_vec()), "a value must be visible before its TTL");
+    assert_eq!(
+        ok(b.get(&k).await, "get before expiry"),
+        Some(b"claim 1".to_vec()),
+        "a value must be visible before its TTL"
+    );
     assert!(!ok(b.put_if_absent(&k, b"claim 2", Some(TTL)).await, "claim before expiry"), "a live claim must hold");
     let d = Deadline::new("expiry of a value with a 200 ms TTL");
     while ok(b.get(&k).await, "get while waiting for expiry").is_some() {
@@ -309,7 +317,10 @@ pub async fn read_log_from_offsets(b: &Arc<dyn Backend>) {
         assert_eq!(ok(b.read_log(&log, from).await, "read"), entries[from as usize..], "read_log from {from}");
     }
     assert!(ok(b.read_log(&log, 6).await, "read past end").is_empty());
-    assert!(ok(b.read_log(&log, u64::MAX).await, "read from u64::MAX").is_empty(), "a huge offset must not wrap around");
+    assert!(
+        ok(b.read_log(&log, u64::MAX).await, "read from u64::MAX").is_empty(),
+        "a huge offset must not wrap around"
+    );
     assert!(ok(b.read_log(&format!("{log}-missing"), 0).await, "read missing").is_empty());
 }
 
@@ -383,7 +394,9 @@ pub async fn scan_prefix_matches_only_the_prefix(b: &Arc<dyn Backend>) {
     }
     ok(b.append(&format!("{s}run/1/journal"), 0, &[b"e".to_vec()]).await, "append");
     ok(b.index_add(&format!("{s}run/1/idx"), "m").await, "index_add");
-    let names = |keys: Vec<String>| keys.into_iter().map(|k| k.strip_prefix(&s).map(str::to_owned).unwrap_or(k)).collect::<Vec<_>>();
+    let names = |keys: Vec<String>| {
+        keys.into_iter().map(|k| k.strip_prefix(&s).map(str::to_owned).unwrap_or(k)).collect::<Vec<_>>()
+    };
 
     assert_eq!(
         names(ok(b.scan_prefix(&format!("{s}run/1/")).await, "scan run/1/")),
@@ -537,7 +550,11 @@ pub async fn leases_grant_growing_tokens_to_one_holder(b: &Arc<dyn Backend>) {
     let key = format!("{}lease", scope("lease"));
     let a1 = granted(b.lease_acquire(&key, "proc-a", LONG, None).await, "first acquire");
     assert_eq!((a1.key.as_str(), a1.holder.as_str()), (key.as_str(), "proc-a"));
-    assert_eq!(held(b.lease_acquire(&key, "proc-b", LONG, None).await, "acquire of a held lease"), a1, "a held lease names its holder");
+    assert_eq!(
+        held(b.lease_acquire(&key, "proc-b", LONG, None).await, "acquire of a held lease"),
+        a1,
+        "a held lease names its holder"
+    );
     let wrong_token = Lease { token: a1.token + 1, ..a1.clone() };
     let wrong_holder = Lease { holder: "proc-c".into(), ..a1.clone() };
     for over in [&wrong_token, &wrong_holder] {
@@ -583,7 +600,12 @@ pub async fn leases_expire_and_tokens_keep_growing(b: &Arc<dyn Backend>) {
         }
         d.tick().await;
     };
-    assert!(b1.token > a1.token, "an expired lease re-acquired must carry a larger token ({} after {})", b1.token, a1.token);
+    assert!(
+        b1.token > a1.token,
+        "an expired lease re-acquired must carry a larger token ({} after {})",
+        b1.token,
+        a1.token
+    );
     expect_fenced(b.lease_renew(&a1, LONG).await, &a1, "renewal by the holder whose lease expired and was taken");
     assert_eq!(held(b.lease_acquire(&key, "proc-a", LONG, None).await, "the expired holder asks again"), b1);
 
@@ -643,7 +665,11 @@ pub async fn fenced_appends_need_the_current_grant(b: &Arc<dyn Backend>) {
     let input = |n: u32| vec![(format!("{s}in/{n}"), format!("input {n}").into_bytes())];
 
     let never = Lease { key: format!("{s}no-lease"), holder: "proc-a".into(), token: 1 };
-    expect_fenced(b.append_with(&log, 0, &[e("x")], &[], Some(&never)).await, &never, "append fenced by a lease never taken");
+    expect_fenced(
+        b.append_with(&log, 0, &[e("x")], &[], Some(&never)).await,
+        &never,
+        "append fenced by a lease never taken",
+    );
 
     let a = granted(b.lease_acquire(&key, "proc-a", LONG, None).await, "acquire");
     ok(b.append_with(&log, 0, &[e("e0")], &input(0), Some(&a)).await, "fenced append with puts");
@@ -659,15 +685,31 @@ pub async fn fenced_appends_need_the_current_grant(b: &Arc<dyn Backend>) {
     ] {
         expect_fenced(b.append_with(&log, 4, &entries, &puts, Some(&a)).await, &a, doing);
     }
-    expect_fenced(b.append_with(&log, 0, &[e("x")], &[], Some(&a)).await, &a, "stale grant and stale length: the fence speaks first");
-    for wrong in [Lease { token: bl.token + 1, ..bl.clone() }, Lease { token: bl.token - 1, ..bl.clone() }, Lease { holder: "proc-a".into(), ..bl.clone() }] {
-        expect_fenced(b.append_with(&log, 4, &[e("x")], &[], Some(&wrong)).await, &wrong, "a grant that differs in token or holder");
+    expect_fenced(
+        b.append_with(&log, 0, &[e("x")], &[], Some(&a)).await,
+        &a,
+        "stale grant and stale length: the fence speaks first",
+    );
+    for wrong in [
+        Lease { token: bl.token + 1, ..bl.clone() },
+        Lease { token: bl.token - 1, ..bl.clone() },
+        Lease { holder: "proc-a".into(), ..bl.clone() },
+    ] {
+        expect_fenced(
+            b.append_with(&log, 4, &[e("x")], &[], Some(&wrong)).await,
+            &wrong,
+            "a grant that differs in token or holder",
+        );
     }
     assert_eq!(ok(b.get(&input(1)[0].0).await, "get refused put"), None, "a fenced append must not write its puts");
     assert_eq!(ok(b.get(&input(0)[0].0).await, "get put"), Some(b"input 0".to_vec()));
 
     ok(b.append_with(&log, 4, &[e("e4")], &input(2), Some(&bl)).await, "the successor appends");
-    assert_eq!(ok(b.read_log(&log, 0).await, "read"), [e("e0"), e("e1"), e("e2"), e("e3"), e("e4")], "refused appends must leave no trace");
+    assert_eq!(
+        ok(b.read_log(&log, 0).await, "read"),
+        [e("e0"), e("e1"), e("e2"), e("e3"), e("e4")],
+        "refused appends must leave no trace"
+    );
     assert!(ok(b.lease_release(&bl).await, "release"));
     expect_fenced(b.append_with(&log, 5, &[e("x")], &[], Some(&bl)).await, &bl, "append fenced by a released grant");
 }

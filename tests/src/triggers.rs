@@ -4,12 +4,12 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tollgate::triggers::{start_triggers, Triggers};
+use tollgate::triggers::{Triggers, start_triggers};
 use tollgate_engine::ids::{TriggerId, WorkflowId};
 use tollgate_engine::spec::parse_yaml;
 use tollgate_engine::trigger::FireRecord;
 
-use crate::harness::{wait_for, TestSystem};
+use crate::harness::{TestSystem, wait_for};
 
 /// A test system whose triggers run and whose router listens on a real port.
 pub struct Hooked {
@@ -47,7 +47,8 @@ impl Hooked {
         let spec = parse_yaml(yaml).unwrap_or_else(|e| panic!("test spec is invalid: {e}"));
         let workflow = spec.spec().id.clone();
         let n = spec.spec().triggers.len();
-        let triggers = start_triggers(sys.t(), sys.config.triggers.history_ttl, vec![spec]).await.expect("triggers start");
+        let triggers =
+            start_triggers(sys.t(), sys.config.triggers.history_ttl, vec![spec]).await.expect("triggers start");
         let app = tollgate::http::router(sys.t().clone(), String::new());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
@@ -63,7 +64,15 @@ impl Hooked {
 
     /// The trigger's secret (generated when it first started).
     pub async fn secret(&self, trigger: &str) -> Vec<u8> {
-        self.sys.t().engine.store.trigger_secret(&self.workflow, &TriggerId::new(trigger)).await.unwrap().expect("secret").into_bytes()
+        self.sys
+            .t()
+            .engine
+            .store
+            .trigger_secret(&self.workflow, &TriggerId::new(trigger))
+            .await
+            .unwrap()
+            .expect("secret")
+            .into_bytes()
     }
 
     pub async fn history(&self) -> Vec<FireRecord> {

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use tollgate_engine::users::Role;
 use tollgate_tests::harness::{embedded, wait_for};
 
@@ -42,11 +42,19 @@ async fn approve_a_request_over_http() {
     })
     .await;
 
-    let bad = auth(http.post(format!("{base}/api/runs"))).json(&json!({"spec": "id: x\nowner: o\nsteps: []\n"})).send().await.unwrap();
+    let bad = auth(http.post(format!("{base}/api/runs")))
+        .json(&json!({"spec": "id: x\nowner: o\nsteps: []\n"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(bad.status(), 422);
     assert!(bad.text().await.unwrap().contains("at least one step"));
 
-    let created = auth(http.post(format!("{base}/api/runs"))).json(&json!({"spec": SPEC, "params": {"client": "Acme"}})).send().await.unwrap();
+    let created = auth(http.post(format!("{base}/api/runs")))
+        .json(&json!({"spec": SPEC, "params": {"client": "Acme"}}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(created.status(), 201);
     let run = created.json::<Value>().await.unwrap()["run"].as_str().unwrap().to_string();
 
@@ -81,8 +89,16 @@ async fn approve_a_request_over_http() {
         .unwrap();
     assert_eq!(again.status(), 409, "a second decision is refused");
     let first: Value = again.json().await.unwrap();
-    assert_eq!((&first["decision"]["decision"], &first["decision"]["by"]), (&json!("approve"), &json!("partner")), "{first}");
-    let extend = auth(http.post(format!("{base}/api/requests/{request}/decision"))).json(&json!({"decision": "extend", "by": "x"})).send().await.unwrap();
+    assert_eq!(
+        (&first["decision"]["decision"], &first["decision"]["by"]),
+        (&json!("approve"), &json!("partner")),
+        "{first}"
+    );
+    let extend = auth(http.post(format!("{base}/api/requests/{request}/decision")))
+        .json(&json!({"decision": "extend", "by": "x"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(extend.status(), 422, "extend without an amount is refused");
     let negative = auth(http.post(format!("{base}/api/requests/{request}/decision")))
         .json(&json!({"decision": "extend", "amount": "-1", "by": "x"}))
@@ -112,7 +128,12 @@ async fn send(app: &axum::Router, req: axum::http::Request<axum::body::Body>) ->
     (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
 }
 
-fn request(method: &str, uri: &str, token: Option<&str>, body: Option<Vec<u8>>) -> axum::http::Request<axum::body::Body> {
+fn request(
+    method: &str,
+    uri: &str,
+    token: Option<&str>,
+    body: Option<Vec<u8>>,
+) -> axum::http::Request<axum::body::Body> {
     let mut b = axum::http::Request::builder().method(method).uri(uri);
     if let Some(t) = token {
         b = b.header("authorization", format!("Bearer {t}"));
@@ -132,7 +153,8 @@ async fn wrong_or_missing_tokens_get_401() {
         assert_eq!(status, 401, "{token:?}");
         assert_eq!(body["error"], "unauthorized", "{body}");
     }
-    let (status, _) = send(&app, request("POST", "/api/requests/x/decision", Some("wrong"), Some(b"{}".to_vec()))).await;
+    let (status, _) =
+        send(&app, request("POST", "/api/requests/x/decision", Some("wrong"), Some(b"{}".to_vec()))).await;
     assert_eq!(status, 401, "checked before the body is read");
     let (status, body) = send(&app, request("GET", "/api/runs", Some("s3cret"), None)).await;
     assert_eq!((status.as_u16(), &body["error"]), (403, &json!("bootstrap_token")), "{body}");
@@ -161,7 +183,8 @@ async fn oversized_and_malformed_bodies_get_clear_json_errors() {
     assert_eq!(body["error"], "body_too_large");
     assert!(body["message"].as_str().unwrap().contains("4096 bytes (http_max_body_bytes)"), "{body}");
     // Without a Content-Length (chunked): the limit holds while the body streams in.
-    let chunks = big.chunks(512).map(|c| Ok::<_, std::io::Error>(axum::body::Bytes::copy_from_slice(c))).collect::<Vec<_>>();
+    let chunks =
+        big.chunks(512).map(|c| Ok::<_, std::io::Error>(axum::body::Bytes::copy_from_slice(c))).collect::<Vec<_>>();
     let streamed = axum::http::Request::builder()
         .method("POST")
         .uri("/api/runs")
@@ -170,7 +193,8 @@ async fn oversized_and_malformed_bodies_get_clear_json_errors() {
         .unwrap();
     let (status, body) = send(&app, streamed).await;
     assert_eq!((status.as_u16(), &body["error"]), (413, &json!("body_too_large")), "{body}");
-    let (status, body) = send(&app, request("POST", "/api/requests/r/decision", None, Some(b"{not json".to_vec()))).await;
+    let (status, body) =
+        send(&app, request("POST", "/api/requests/r/decision", None, Some(b"{not json".to_vec()))).await;
     assert_eq!((status.as_u16(), &body["error"]), (400, &json!("bad_body")), "{body}");
     let (status, body) = send(&app, request("POST", "/api/runs", None, Some(b"{\"params\": {}}".to_vec()))).await;
     assert_eq!((status.as_u16(), &body["error"]), (422, &json!("bad_body")), "{body}");
@@ -203,7 +227,10 @@ async fn runs_are_listed_a_page_at_a_time_without_reading_journals() {
     // Listing reads metadata and summaries only: with every journal gone it still answers.
     let backend = sys.t().engine.store.backend().clone();
     for run in &started {
-        backend.delete(&tollgate_engine::store::keys::run_journal(&tollgate_engine::ids::RunId::new(run.as_str()))).await.unwrap();
+        backend
+            .delete(&tollgate_engine::store::keys::run_journal(&tollgate_engine::ids::RunId::new(run.as_str())))
+            .await
+            .unwrap();
     }
     let mut seen = Vec::new();
     let mut cursor: Option<String> = None;
@@ -220,7 +247,11 @@ async fn runs_are_listed_a_page_at_a_time_without_reading_journals() {
         pages += 1;
         for r in runs {
             assert!(r["started_at"].is_u64() && r["finished_at"].is_u64() && r["created_at"].is_u64(), "{r}");
-            seen.push((r["run"].as_str().unwrap().to_string(), r["status"].as_str().unwrap().to_string(), r["reason"]["code"].clone()));
+            seen.push((
+                r["run"].as_str().unwrap().to_string(),
+                r["status"].as_str().unwrap().to_string(),
+                r["reason"]["code"].clone(),
+            ));
         }
         match page["next"].as_str() {
             Some(next) => {
@@ -241,8 +272,17 @@ async fn runs_are_listed_a_page_at_a_time_without_reading_journals() {
         }
     }
     let (_, all) = send(&app, request("GET", "/api/runs", None, None)).await;
-    assert_eq!((all["runs"].as_array().unwrap().len(), &all["next"]), (7, &Value::Null), "the default page holds them all");
-    for (uri, code) in [("/api/runs?limit=0", "bad_limit"), ("/api/runs?limit=501", "bad_limit"), ("/api/runs?limit=x", "bad_limit"), ("/api/runs?after=a/b", "bad_cursor")] {
+    assert_eq!(
+        (all["runs"].as_array().unwrap().len(), &all["next"]),
+        (7, &Value::Null),
+        "the default page holds them all"
+    );
+    for (uri, code) in [
+        ("/api/runs?limit=0", "bad_limit"),
+        ("/api/runs?limit=501", "bad_limit"),
+        ("/api/runs?limit=x", "bad_limit"),
+        ("/api/runs?after=a/b", "bad_cursor"),
+    ] {
         let (status, body) = send(&app, request("GET", uri, None, None)).await;
         assert_eq!((status.as_u16(), &body["error"]), (400, &json!(code)), "{uri}: {body}");
     }

@@ -12,7 +12,12 @@ fn workspace_root() -> PathBuf {
 }
 
 fn normal_deps(meta: &Value, package: &str) -> Vec<String> {
-    let pkg = meta["packages"].as_array().unwrap().iter().find(|p| p["name"] == package).unwrap_or_else(|| panic!("no package {package}"));
+    let pkg = meta["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == package)
+        .unwrap_or_else(|| panic!("no package {package}"));
     pkg["dependencies"]
         .as_array()
         .unwrap()
@@ -33,7 +38,21 @@ fn dependencies_point_one_way_and_the_engine_stays_pure() {
     let meta: Value = serde_json::from_slice(&out.stdout).unwrap();
 
     let engine = normal_deps(&meta, "tollgate-engine");
-    for forbidden in ["tokio", "ractor", "axum", "redis", "sqlx", "reqwest", "apalis", "apalis-core", "apalis-redis", "apalis-sqlite", "rquickjs", "tollgate-connectors", "tollgate"] {
+    for forbidden in [
+        "tokio",
+        "ractor",
+        "axum",
+        "redis",
+        "sqlx",
+        "reqwest",
+        "apalis",
+        "apalis-core",
+        "apalis-redis",
+        "apalis-sqlite",
+        "rquickjs",
+        "tollgate-connectors",
+        "tollgate",
+    ] {
         assert!(!engine.iter().any(|d| d == forbidden), "tollgate-engine must not depend on {forbidden}");
     }
     let connectors = normal_deps(&meta, "tollgate-connectors");
@@ -80,6 +99,11 @@ fn every_source_file_starts_with_a_doc_comment_saying_what_it_is_for() {
 fn the_readme_lists_every_error_code_a_step_can_fail_with() {
     let readme = std::fs::read_to_string(workspace_root().join("README.md")).unwrap();
     for c in tollgate_engine::step::ERROR_CODES {
-        assert!(readme.contains(&format!("`{}`", c.code)), "README's error-code table lacks `{}` ({})", c.code, c.meaning);
+        assert!(
+            readme.contains(&format!("`{}`", c.code)),
+            "README's error-code table lacks `{}` ({})",
+            c.code,
+            c.meaning
+        );
     }
 }

@@ -16,7 +16,7 @@ use tollgate_engine::ids::OwnerId;
 use tollgate_engine::llm::ProviderConfig;
 use tollgate_engine::run::{Decision, StepStatus};
 use tollgate_engine::trigger::signature::sign_hex;
-use tollgate_tests::harness::{embedded, embedded_with, redis_url, redis_with, TestServer, TestSystem};
+use tollgate_tests::harness::{TestServer, TestSystem, embedded, embedded_with, redis_url, redis_with};
 use tollgate_tests::triggers::Hooked;
 
 const MARKER: &str = "ZEBRA-MARKER-7731";
@@ -50,20 +50,32 @@ async fn echo_model() -> TestServer {
 }
 
 fn with_model(c: &mut Config, model: &TestServer) {
-    let p: ProviderConfig = serde_json::from_value(json!({"kind": "openai", "base_url": model.url("/v1"), "model": "m", "api_key_secret": "key"})).unwrap();
+    let p: ProviderConfig = serde_json::from_value(
+        json!({"kind": "openai", "base_url": model.url("/v1"), "model": "m", "api_key_secret": "key"}),
+    )
+    .unwrap();
     c.llm.providers.insert("local".into(), p);
 }
 
 /// Drives the marker through a run, and creates a user whose email holds it; returns the
 /// user's API token (which must not be at rest either).
 async fn drive_marker_run(sys: &TestSystem) -> String {
-    let user = sys.t().users.add("ann", tollgate_engine::users::Role::Operator, vec!["ops".into()], Some(format!("{MARKER}@example.com"))).await.unwrap();
+    let user = sys
+        .t()
+        .users
+        .add("ann", tollgate_engine::users::Role::Operator, vec!["ops".into()], Some(format!("{MARKER}@example.com")))
+        .await
+        .unwrap();
     sys.t().engine.store.put_secret(&OwnerId::from("ops"), "key", &format!("sk-{MARKER}")).await.unwrap();
     let docs = DocStore::new(sys.t().engine.store.clone());
     let note = format!("# Vault\n\nThe vault code word is {MARKER}; keep it private.\n");
-    docs.ingest(&OwnerId::from("ops"), "kb", vec![SourceDoc { source: "kb-note.md".into(), format: Format::Markdown, bytes: note.into_bytes() }])
-        .await
-        .unwrap();
+    docs.ingest(
+        &OwnerId::from("ops"),
+        "kb",
+        vec![SourceDoc { source: "kb-note.md".into(), format: Format::Markdown, bytes: note.into_bytes() }],
+    )
+    .await
+    .unwrap();
     let run = sys.start(SPEC, json!({ "secret": MARKER })).await;
     let v = sys.settle(&run).await;
     let StepStatus::WaitingHuman { request } = TestSystem::step(&v, "ok").status.clone() else { panic!("not waiting") };
@@ -76,8 +88,16 @@ async fn drive_marker_run(sys: &TestSystem) -> String {
     let found = TestSystem::step(&v, "find").output.as_ref().unwrap();
     assert_eq!(found["hits"][0]["source"], "kb-note.md", "{found}");
     assert!(found["hits"][0]["text"].as_str().unwrap().contains(MARKER), "{found}");
-    assert_eq!(TestSystem::step(&v, "hear").output.as_ref().unwrap()["payload"]["s"], MARKER, "the event carried the marker");
-    assert_eq!(TestSystem::step(&v, "recall").output.as_ref().unwrap()["notes"][0]["text"], format!("note {MARKER}"), "the memory note held the marker");
+    assert_eq!(
+        TestSystem::step(&v, "hear").output.as_ref().unwrap()["payload"]["s"],
+        MARKER,
+        "the event carried the marker"
+    );
+    assert_eq!(
+        TestSystem::step(&v, "recall").output.as_ref().unwrap()["notes"][0]["text"],
+        format!("note {MARKER}"),
+        "the memory note held the marker"
+    );
     let told = sys.t().engine.store.notifications("ann", 5).await.unwrap();
     assert_eq!(told[0].subject, format!("about {MARKER}"), "the notification held the marker");
     user.token.to_string()
@@ -117,7 +137,13 @@ async fn drive_marker_fires(sys: TestSystem) -> TestSystem {
     let form = format!(
         "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{MARKER}.txt\"\r\n\r\n{MARKER} in a file\r\n--{boundary}--\r\n"
     );
-    let resp = client.post(h.url("files")).header("content-type", format!("multipart/form-data; boundary={boundary}")).body(form).send().await.unwrap();
+    let resp = client
+        .post(h.url("files"))
+        .header("content-type", format!("multipart/form-data; boundary={boundary}"))
+        .body(form)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status().as_u16(), 202);
     for run in h.sys.t().engine.store.list_runs().await.unwrap() {
         let v = h.sys.settle(&run).await;
@@ -140,7 +166,10 @@ async fn the_embedded_files_hold_no_plaintext() {
     let model = echo_model().await;
     let mut sys = drive_marker_fires(embedded_with(|c| with_model(c, &model)).await).await;
     let token = drive_marker_run(&sys).await;
-    assert!(model.hits()[0].headers["authorization"].to_str().unwrap().contains(MARKER), "the key went through the secret store");
+    assert!(
+        model.hits()[0].headers["authorization"].to_str().unwrap().contains(MARKER),
+        "the key went through the secret store"
+    );
     sys.stop().await; // flush and close the SQLite files
     // SQLite may still be removing its -wal/-shm files as the last connection closes: read
     // until one pass sees every listed file.

@@ -9,7 +9,7 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use serde_json::json;
 use tollgate_engine::run::AttemptStatus;
-use tollgate_tests::harness::{each_backend, embedded_with, redis_with, wait_for, TestServer, TestSystem};
+use tollgate_tests::harness::{TestServer, TestSystem, each_backend, embedded_with, redis_with, wait_for};
 
 fn slow(delay: Duration) -> tollgate_tests::harness::Script {
     Arc::new(move |_, _| (StatusCode::OK, vec![], r#"{"ok":true}"#.into(), delay))

@@ -21,11 +21,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use axum::Form;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::IntoResponse;
 use axum::routing::{any, post};
-use axum::Form;
 use serde_json::json;
 use tollgate_connectors::connections::{ConnectionError, Connections, HttpRequest};
 use tollgate_connectors::imap::parse_mail;
@@ -36,7 +36,7 @@ use tollgate_engine::ids::{OwnerId, RunId, StepId};
 use tollgate_engine::spec::parse_yaml;
 use tollgate_engine::step::{StepHandler, StepInvocation};
 use tollgate_tests::dovecot::{self, Dovecot};
-use tollgate_tests::harness::{embedded, embedded_with, wait_for, TestSystem};
+use tollgate_tests::harness::{TestSystem, embedded, embedded_with, wait_for};
 use tollgate_tests::smtp_sink::SmtpSink;
 
 const OWNER: &str = "ops";
@@ -51,7 +51,19 @@ async fn add(sys: &TestSystem, name: &str, kind: ConnectionKind, pairs: &[(&str,
 }
 
 async fn add_sink(sys: &TestSystem, sink: &SmtpSink) {
-    add(sys, "office_mail", ConnectionKind::Smtp, &[("host", "127.0.0.1".into()), ("port", sink.port.to_string()), ("security", "none".into()), ("from", "Ops <ops@example.test>".into())], None).await;
+    add(
+        sys,
+        "office_mail",
+        ConnectionKind::Smtp,
+        &[
+            ("host", "127.0.0.1".into()),
+            ("port", sink.port.to_string()),
+            ("security", "none".into()),
+            ("from", "Ops <ops@example.test>".into()),
+        ],
+        None,
+    )
+    .await;
 }
 
 /// The messages in the sink, parsed.
@@ -89,7 +101,13 @@ async fn a_run_mails_an_upstream_output_once_even_when_the_send_is_retried() {
     add_sink(&sys, &sink).await;
     let run = sys.start(SEND, json!({ "to": "client@example.test" })).await;
     let v = sys.settle(&run).await;
-    assert_eq!(v.state.status.label(), "succeeded", "{:?} {:?}", TestSystem::step(&v, "make").error, TestSystem::step(&v, "mail").error);
+    assert_eq!(
+        v.state.status.label(),
+        "succeeded",
+        "{:?} {:?}",
+        TestSystem::step(&v, "make").error,
+        TestSystem::step(&v, "mail").error
+    );
     let step = TestSystem::step(&v, "mail");
     // The first attempt sent and failed its check; the retry found the send record.
     assert_eq!(step.attempts.len(), 2, "{:?}", step.attempts);
@@ -110,7 +128,8 @@ async fn a_run_mails_an_upstream_output_once_even_when_the_send_is_retried() {
 
     // The attempt's outcome lost and the step dispatched again (a new attempt, the same
     // idempotency key): the handler returns the recorded send and mails nothing.
-    let handler = ConnectorHandler::new(Arc::new(Connections::new(sys.t().engine.store.clone(), EgressAllow::default())));
+    let handler =
+        ConnectorHandler::new(Arc::new(Connections::new(sys.t().engine.store.clone(), EgressAllow::default())));
     let spec = parse_yaml(SEND).unwrap();
     let (_, mail_step) = spec.step_by_id(&StepId::new("mail")).unwrap();
     let meta = sys.t().engine.store.run_meta(&run).await.unwrap();
@@ -140,17 +159,31 @@ async fn a_run_mails_an_upstream_output_once_even_when_the_send_is_retried() {
     let sending = tollgate_engine::store::EmailSendRecord::Sending { attempt: 1, message_id: "x".into(), at_ms: 0 };
     assert!(sys.t().engine.store.begin_email_send(&meta.workflow, &key, &sending).await.unwrap().is_none());
     let resent = handler
-        .run(StepInvocation { workflow: &meta.workflow, run: &other, step: mail_step, attempt: 2, inputs: &input, idempotency_key: key.clone(), timeout: Duration::from_secs(30), egress: &egress })
+        .run(StepInvocation {
+            workflow: &meta.workflow,
+            run: &other,
+            step: mail_step,
+            attempt: 2,
+            inputs: &input,
+            idempotency_key: key.clone(),
+            timeout: Duration::from_secs(30),
+            egress: &egress,
+        })
         .await
         .unwrap();
     assert_eq!(resent.output["already_sent"], false);
-    let expected = tollgate_connectors::connections::smtp::message_id_for(&meta.workflow, &key, "Ops <ops@example.test>");
+    let expected =
+        tollgate_connectors::connections::smtp::message_id_for(&meta.workflow, &key, "Ops <ops@example.test>");
     assert_eq!(resent.output["message_id"], expected);
     assert_eq!(delivered(&sink).len(), 2);
 }
 
 fn raw_mail(subject: &str, attachment: Option<(&str, &str)>) -> String {
-    let head = format!("From: Lead <lead@example.test>\r\nTo: {}\r\nSubject: {subject}\r\nMessage-ID: <{}@example.test>\r\nDate: Mon, 30 Nov 2026 10:00:00 +0000\r\nMIME-Version: 1.0\r\n", dovecot::USER, ulid::Ulid::generate());
+    let head = format!(
+        "From: Lead <lead@example.test>\r\nTo: {}\r\nSubject: {subject}\r\nMessage-ID: <{}@example.test>\r\nDate: Mon, 30 Nov 2026 10:00:00 +0000\r\nMIME-Version: 1.0\r\n",
+        dovecot::USER,
+        ulid::Ulid::generate()
+    );
     match attachment {
         None => format!("{head}Content-Type: text/plain\r\n\r\nAbout {subject}.\r\n"),
         Some((name, b64)) => format!(
@@ -185,14 +218,33 @@ async fn email_fetch_reads_dovecot_and_its_attachments_can_be_forwarded() {
     imap.deliver_to_maildir(raw_mail("Middle", None).as_bytes());
     imap.deliver_to_maildir(raw_mail("Newest", Some(("brief.pdf", "JVBERi0xLjQK"))).as_bytes());
     let sys = embedded().await;
-    add(&sys, "inbox", ConnectionKind::Imap, &[("host", "127.0.0.1".into()), ("port", imap.port.to_string()), ("tls", "false".into()), ("user", dovecot::USER.into())], Some(dovecot::PASSWORD)).await;
+    add(
+        &sys,
+        "inbox",
+        ConnectionKind::Imap,
+        &[
+            ("host", "127.0.0.1".into()),
+            ("port", imap.port.to_string()),
+            ("tls", "false".into()),
+            ("user", dovecot::USER.into()),
+        ],
+        Some(dovecot::PASSWORD),
+    )
+    .await;
     add_sink(&sys, &sink).await;
     let run = sys.start(FETCH, json!({})).await;
     let v = sys.settle(&run).await;
-    assert_eq!(v.state.status.label(), "succeeded", "{:?} {:?}", TestSystem::step(&v, "fetch").error, TestSystem::step(&v, "forward").error);
+    assert_eq!(
+        v.state.status.label(),
+        "succeeded",
+        "{:?} {:?}",
+        TestSystem::step(&v, "fetch").error,
+        TestSystem::step(&v, "forward").error
+    );
     let out = TestSystem::step(&v, "fetch").output.clone().unwrap();
     assert_eq!(out["count"], 2, "{out}");
-    let subjects: Vec<&str> = out["messages"].as_array().unwrap().iter().map(|m| m["subject"].as_str().unwrap()).collect();
+    let subjects: Vec<&str> =
+        out["messages"].as_array().unwrap().iter().map(|m| m["subject"].as_str().unwrap()).collect();
     assert_eq!(subjects, ["Middle", "Newest"], "the newest two, oldest first");
     let attachment = &out["messages"][1]["attachments"][0];
     assert_eq!((attachment["filename"].as_str(), attachment["size"].as_u64()), (Some("brief.pdf"), Some(9)));
@@ -219,7 +271,19 @@ steps:
 /// Fetch dovecot's one message through `sys` (its `attachment_ttl` set by the caller); the
 /// reference of its attachment's blob.
 async fn fetch_attachment(sys: &TestSystem, imap: &Dovecot) -> String {
-    add(sys, "inbox", ConnectionKind::Imap, &[("host", "127.0.0.1".into()), ("port", imap.port.to_string()), ("tls", "false".into()), ("user", dovecot::USER.into())], Some(dovecot::PASSWORD)).await;
+    add(
+        sys,
+        "inbox",
+        ConnectionKind::Imap,
+        &[
+            ("host", "127.0.0.1".into()),
+            ("port", imap.port.to_string()),
+            ("tls", "false".into()),
+            ("user", dovecot::USER.into()),
+        ],
+        Some(dovecot::PASSWORD),
+    )
+    .await;
     let run = sys.start(FETCH_ONLY, json!({})).await;
     let v = sys.settle(&run).await;
     let step = TestSystem::step(&v, "fetch");
@@ -239,7 +303,10 @@ async fn fetched_attachments_expire_after_the_attachment_ttl_on_both_backends() 
     let wf = tollgate_engine::ids::WorkflowId::new("read-attachments");
     let hour = |c: &mut tollgate::config::Config| c.attachment_ttl = Duration::from_secs(3600);
     let second = |c: &mut tollgate::config::Config| c.attachment_ttl = Duration::from_secs(1);
-    for (kept, gone) in [(embedded_with(hour).await, embedded_with(second).await), (tollgate_tests::harness::redis_with(hour).await, tollgate_tests::harness::redis_with(second).await)] {
+    for (kept, gone) in [
+        (embedded_with(hour).await, embedded_with(second).await),
+        (tollgate_tests::harness::redis_with(hour).await, tollgate_tests::harness::redis_with(second).await),
+    ] {
         let blob = fetch_attachment(&kept, &imap).await;
         assert_eq!(kept.t().engine.store.blob(&wf, &blob).await.unwrap().as_deref(), Some(&b"%PDF-1.4\n"[..]));
         if kept.config.backend == tollgate::config::BackendKind::Redis {
@@ -253,12 +320,27 @@ async fn fetched_attachments_expire_after_the_attachment_ttl_on_both_backends() 
         let blob = fetch_attachment(&gone, &imap).await;
         let store = gone.t().engine.store.clone();
         let key = tollgate_engine::store::keys::fire_blob(&wf, &blob);
-        wait_for("the attachment's blob to expire", Duration::from_secs(30), || async { store.blob(&wf, &blob).await.unwrap().is_none() }).await;
+        wait_for("the attachment's blob to expire", Duration::from_secs(30), || async {
+            store.blob(&wf, &blob).await.unwrap().is_none()
+        })
+        .await;
         assert!(store.backend().get(&key).await.unwrap().is_none(), "gone from the backend itself");
         let forward = format!(
             "id: read-attachments\nowner: ops\nsteps:\n  - {{ id: send, type: connector, connection: office_mail, action: email.send, with: {{ to: [a@example.test], subject: Fwd, body: x, attachments: [{{ filename: brief.pdf, blob: \"{blob}\" }}] }} }}\n"
         );
-        add(&gone, "office_mail", ConnectionKind::Smtp, &[("host", "127.0.0.1".into()), ("port", "25".into()), ("security", "none".into()), ("from", "ops@example.test".into())], None).await;
+        add(
+            &gone,
+            "office_mail",
+            ConnectionKind::Smtp,
+            &[
+                ("host", "127.0.0.1".into()),
+                ("port", "25".into()),
+                ("security", "none".into()),
+                ("from", "ops@example.test".into()),
+            ],
+            None,
+        )
+        .await;
         let run = gone.start(&forward, json!({})).await;
         let v = gone.settle(&run).await;
         let error = TestSystem::step(&v, "send").error.clone().unwrap();
@@ -281,11 +363,18 @@ struct Api {
 
 async fn token(State(api): State<Api>, headers: HeaderMap, body: String) -> impl IntoResponse {
     let basic = format!("Basic {}", base64_encode("tollgate:client-secret"));
-    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(basic.as_str()) || !body.starts_with("grant_type=client_credentials") {
+    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(basic.as_str())
+        || !body.starts_with("grant_type=client_credentials")
+    {
         return (StatusCode::UNAUTHORIZED, axum::Json(json!({ "error": "invalid_client" })));
     }
     let n = api.issued.fetch_add(1, Ordering::SeqCst) + 1;
-    (StatusCode::OK, axum::Json(json!({ "access_token": format!("tok-{n}"), "token_type": "Bearer", "expires_in": api.expires_in.load(Ordering::SeqCst), "scope": body })))
+    (
+        StatusCode::OK,
+        axum::Json(
+            json!({ "access_token": format!("tok-{n}"), "token_type": "Bearer", "expires_in": api.expires_in.load(Ordering::SeqCst), "scope": body }),
+        ),
+    )
 }
 
 /// The client secret of the `client_secret_post` connection: characters the form encoding must
@@ -294,18 +383,28 @@ const POST_SECRET: &str = "s3cr&t=+ /ü%";
 
 /// A token endpoint that takes only `client_secret_post` (RFC 6749 §2.3.1): the client's id and
 /// secret in the form body, and no `Authorization` header (one method per request).
-async fn token_post(State(api): State<Api>, headers: HeaderMap, Form(form): Form<BTreeMap<String, String>>) -> impl IntoResponse {
+async fn token_post(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Form(form): Form<BTreeMap<String, String>>,
+) -> impl IntoResponse {
     let field = |k: &str| form.get(k).map(String::as_str);
     let ok = headers.get("authorization").is_none()
         && field("grant_type") == Some("client_credentials")
         && field("client_id") == Some("tollgate")
         && field("client_secret") == Some(POST_SECRET);
     if !ok {
-        return (StatusCode::UNAUTHORIZED, axum::Json(json!({ "error": "invalid_client", "error_description": "client_secret_post only" })));
+        return (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(json!({ "error": "invalid_client", "error_description": "client_secret_post only" })),
+        );
     }
     api.post_issued.fetch_add(1, Ordering::SeqCst);
     let n = api.issued.fetch_add(1, Ordering::SeqCst) + 1;
-    (StatusCode::OK, axum::Json(json!({ "access_token": format!("tok-{n}"), "token_type": "Bearer", "expires_in": 3600 })))
+    (
+        StatusCode::OK,
+        axum::Json(json!({ "access_token": format!("tok-{n}"), "token_type": "Bearer", "expires_in": 3600 })),
+    )
 }
 
 /// A token endpoint that has moved to another origin (`localhost` for `127.0.0.1`), keeping the
@@ -327,7 +426,12 @@ async fn echo(State(api): State<Api>, uri: Uri, headers: HeaderMap, body: String
         None => "basic".into(),
     };
     let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).unwrap_or("");
-    (StatusCode::OK, axum::Json(json!({ "path": uri.path(), "query": uri.query(), "auth": auth, "idempotency_key": key, "body": body })))
+    (
+        StatusCode::OK,
+        axum::Json(
+            json!({ "path": uri.path(), "query": uri.query(), "auth": auth, "idempotency_key": key, "body": body }),
+        ),
+    )
 }
 
 fn base64_encode(s: &str) -> String {
@@ -335,7 +439,9 @@ fn base64_encode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = String::new();
     for chunk in b.chunks(3) {
-        let n = (u32::from(chunk[0]) << 16) | (u32::from(*chunk.get(1).unwrap_or(&0)) << 8) | u32::from(*chunk.get(2).unwrap_or(&0));
+        let n = (u32::from(chunk[0]) << 16)
+            | (u32::from(*chunk.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*chunk.get(2).unwrap_or(&0));
         for i in 0..4 {
             out.push(if i <= chunk.len() { T[(n >> (18 - 6 * i) & 63) as usize] as char } else { '=' });
         }
@@ -358,9 +464,29 @@ async fn api_server(api: Api) -> std::net::SocketAddr {
 
 async fn add_apis(sys: &TestSystem, addr: std::net::SocketAddr) {
     let base = format!("http://{addr}/v1");
-    add(sys, "crm_bearer", ConnectionKind::Http, &[("base_url", base.clone()), ("auth", "bearer".into())], Some("static-token")).await;
-    add(sys, "crm_basic", ConnectionKind::Http, &[("base_url", base.clone()), ("auth", "basic".into()), ("user", "svc".into())], Some("pw")).await;
-    let oauth = [("base_url", base), ("auth", "oauth2".into()), ("token_url", format!("http://{addr}/oauth/token")), ("client_id", "tollgate".into()), ("scope", "orders read".into())];
+    add(
+        sys,
+        "crm_bearer",
+        ConnectionKind::Http,
+        &[("base_url", base.clone()), ("auth", "bearer".into())],
+        Some("static-token"),
+    )
+    .await;
+    add(
+        sys,
+        "crm_basic",
+        ConnectionKind::Http,
+        &[("base_url", base.clone()), ("auth", "basic".into()), ("user", "svc".into())],
+        Some("pw"),
+    )
+    .await;
+    let oauth = [
+        ("base_url", base),
+        ("auth", "oauth2".into()),
+        ("token_url", format!("http://{addr}/oauth/token")),
+        ("client_id", "tollgate".into()),
+        ("scope", "orders read".into()),
+    ];
     add(sys, "crm", ConnectionKind::Http, &oauth, Some("client-secret")).await;
 }
 
@@ -425,10 +551,23 @@ async fn http_request_authenticates_with_bearer_basic_and_a_cached_oauth2_token(
     // The path stays under the base URL; egress still applies.
     let err = c.http_request(&owner, "crm_bearer", &get("//evil.test/x"), &local).await.unwrap_err();
     assert!(matches!(err, ConnectionError::Input(_)), "{err}");
-    let err = c.http_request(&owner, "crm_bearer", &get("/x"), &EgressAllow::default()).await.unwrap_err().into_step_error();
+    let err =
+        c.http_request(&owner, "crm_bearer", &get("/x"), &EgressAllow::default()).await.unwrap_err().into_step_error();
     assert_eq!(err.code, "egress_denied", "{err}");
     // A wrong client secret: a clear refusal naming the token endpoint and the client.
-    add(&sys, "crm_wrong", ConnectionKind::Http, &[("base_url", format!("http://{addr}/v1")), ("auth", "oauth2".into()), ("token_url", format!("http://{addr}/oauth/token")), ("client_id", "tollgate".into())], Some("not-it")).await;
+    add(
+        &sys,
+        "crm_wrong",
+        ConnectionKind::Http,
+        &[
+            ("base_url", format!("http://{addr}/v1")),
+            ("auth", "oauth2".into()),
+            ("token_url", format!("http://{addr}/oauth/token")),
+            ("client_id", "tollgate".into()),
+        ],
+        Some("not-it"),
+    )
+    .await;
     let err = c.http_request(&owner, "crm_wrong", &get("/x"), &local).await.unwrap_err();
     assert!(matches!(err, ConnectionError::Refused(_)), "{err}");
     assert!(err.to_string().contains("answered HTTP 401 Unauthorized: invalid_client (client `tollgate`)"), "{err}");
@@ -448,7 +587,8 @@ async fn oauth2_client_secret_post_sends_the_client_credentials_in_the_body() {
             ("client_auth", client_auth.into()),
         ]
     };
-    add(&sys, "crm_post", ConnectionKind::Http, &oauth("/oauth/token-post", "client_secret_post"), Some(POST_SECRET)).await;
+    add(&sys, "crm_post", ConnectionKind::Http, &oauth("/oauth/token-post", "client_secret_post"), Some(POST_SECRET))
+        .await;
     // A step through it: the token endpoint took the body's credentials.
     let spec = "id: post-auth\nowner: ops\negress: { allow: [\"127.0.0.1\"] }\nsteps:\n  - { id: get, type: connector, connection: crm_post, action: http.request, with: { path: /orders/9 } }\n";
     let run = sys.start(spec, json!({})).await;
@@ -468,8 +608,22 @@ async fn oauth2_client_secret_post_sends_the_client_credentials_in_the_body() {
     // at the Basic-only one.
     let local = EgressAllow::parse(&["127.0.0.1"]).unwrap();
     let get = HttpRequest { method: "GET", path: "/x", ..Default::default() };
-    add(&sys, "basic_at_post", ConnectionKind::Http, &oauth("/oauth/token-post", "client_secret_basic"), Some(POST_SECRET)).await;
-    add(&sys, "post_at_basic", ConnectionKind::Http, &oauth("/oauth/token", "client_secret_post"), Some("client-secret")).await;
+    add(
+        &sys,
+        "basic_at_post",
+        ConnectionKind::Http,
+        &oauth("/oauth/token-post", "client_secret_basic"),
+        Some(POST_SECRET),
+    )
+    .await;
+    add(
+        &sys,
+        "post_at_basic",
+        ConnectionKind::Http,
+        &oauth("/oauth/token", "client_secret_post"),
+        Some("client-secret"),
+    )
+    .await;
     for name in ["basic_at_post", "post_at_basic"] {
         let err = c.http_request(&owner, name, &get, &local).await.unwrap_err();
         assert!(matches!(err, ConnectionError::Refused(_)), "{name}: {err}");
@@ -495,7 +649,12 @@ async fn credentials_stay_sealed_and_a_wrong_password_fails_the_test_clearly() {
     let mut sys = embedded().await;
     let c = Connections::new(sys.t().engine.store.clone(), EgressAllow::default());
     let owner = OwnerId::from(OWNER);
-    let imap_settings = [("host", "127.0.0.1".to_string()), ("port", imap.port.to_string()), ("tls", "false".into()), ("user", dovecot::USER.into())];
+    let imap_settings = [
+        ("host", "127.0.0.1".to_string()),
+        ("port", imap.port.to_string()),
+        ("tls", "false".into()),
+        ("user", dovecot::USER.into()),
+    ];
     add(&sys, "inbox", ConnectionKind::Imap, &imap_settings, Some(dovecot::PASSWORD)).await;
     let ok = c.test(&owner, "inbox").await.unwrap();
     assert!(ok.contains("logged in as ops@example.test"), "{ok}");
@@ -503,21 +662,47 @@ async fn credentials_stay_sealed_and_a_wrong_password_fails_the_test_clearly() {
     let err = c.test(&owner, "inbox_wrong").await.unwrap_err();
     let text = err.to_string();
     assert!(matches!(err, ConnectionError::Refused(_)), "{text}");
-    assert!(text.starts_with(&format!("imap 127.0.0.1:{} refused the login of `ops@example.test` for connection `inbox_wrong`", imap.port)), "{text}");
+    assert!(
+        text.starts_with(&format!(
+            "imap 127.0.0.1:{} refused the login of `ops@example.test` for connection `inbox_wrong`",
+            imap.port
+        )),
+        "{text}"
+    );
     assert!(!text.contains(MARKER), "the error holds the password: {text}");
     let err = c.test(&owner, "nope").await.unwrap_err().to_string();
     assert_eq!(err, "owner `ops` has no connection `nope` (`tollgate connections add nope --owner ops --kind …`)");
     // A step through the refused connection fails with the same clear error, no secret in it.
-    let run = sys.start("id: r\nowner: ops\nsteps:\n  - { id: f, type: connector, connection: inbox_wrong, action: email.fetch }\n", json!({})).await;
+    let run = sys
+        .start(
+            "id: r\nowner: ops\nsteps:\n  - { id: f, type: connector, connection: inbox_wrong, action: email.fetch }\n",
+            json!({}),
+        )
+        .await;
     let v = sys.settle(&run).await;
     let error = TestSystem::step(&v, "f").error.clone().unwrap();
     assert_eq!(error.code, "connection_refused", "{error}");
     assert!(!error.message.contains(MARKER));
 
     // Every kind's credential, and nothing of it at rest.
-    add(&sys, "mail", ConnectionKind::Smtp, &[("host", "smtp.example.test".into()), ("user", "ops".into()), ("from", "ops@example.test".into())], Some(MARKER)).await;
-    add(&sys, "api", ConnectionKind::Http, &[("base_url", "https://api.example.test".into()), ("auth", "bearer".into())], Some(MARKER)).await;
-    let listed: Vec<BTreeMap<&str, String>> = sys.t().engine.store.connections(&owner).await.unwrap().iter().map(Connection::describe).collect();
+    add(
+        &sys,
+        "mail",
+        ConnectionKind::Smtp,
+        &[("host", "smtp.example.test".into()), ("user", "ops".into()), ("from", "ops@example.test".into())],
+        Some(MARKER),
+    )
+    .await;
+    add(
+        &sys,
+        "api",
+        ConnectionKind::Http,
+        &[("base_url", "https://api.example.test".into()), ("auth", "bearer".into())],
+        Some(MARKER),
+    )
+    .await;
+    let listed: Vec<BTreeMap<&str, String>> =
+        sys.t().engine.store.connections(&owner).await.unwrap().iter().map(Connection::describe).collect();
     assert_eq!(listed.len(), 4);
     assert!(!format!("{listed:?}").contains(MARKER));
     sys.stop().await;
@@ -525,7 +710,11 @@ async fn credentials_stay_sealed_and_a_wrong_password_fails_the_test_clearly() {
     for entry in std::fs::read_dir(sys.dir.path()).unwrap() {
         let path = entry.unwrap().path();
         let Ok(bytes) = std::fs::read(&path) else { continue };
-        assert!(!bytes.windows(MARKER.len()).any(|w| w == MARKER.as_bytes()), "{} holds a credential in plaintext", path.display());
+        assert!(
+            !bytes.windows(MARKER.len()).any(|w| w == MARKER.as_bytes()),
+            "{} holds a credential in plaintext",
+            path.display()
+        );
         scanned += bytes.len();
     }
     assert!(scanned > 0);
@@ -536,16 +725,40 @@ async fn redis_holds_no_connection_credential() {
     let sink = SmtpSink::start();
     let mut sys = tollgate_tests::harness::redis().await;
     add_sink(&sys, &sink).await;
-    add(&sys, "mail", ConnectionKind::Smtp, &[("host", "smtp.example.test".into()), ("user", "ops".into()), ("from", "ops@example.test".into())], Some(MARKER)).await;
-    add(&sys, "api", ConnectionKind::Http, &[("base_url", "https://api.example.test".into()), ("auth", "oauth2".into()), ("token_url", "https://auth.example.test/t".into()), ("client_id", "c".into())], Some(MARKER)).await;
+    add(
+        &sys,
+        "mail",
+        ConnectionKind::Smtp,
+        &[("host", "smtp.example.test".into()), ("user", "ops".into()), ("from", "ops@example.test".into())],
+        Some(MARKER),
+    )
+    .await;
+    add(
+        &sys,
+        "api",
+        ConnectionKind::Http,
+        &[
+            ("base_url", "https://api.example.test".into()),
+            ("auth", "oauth2".into()),
+            ("token_url", "https://auth.example.test/t".into()),
+            ("client_id", "c".into()),
+        ],
+        Some(MARKER),
+    )
+    .await;
     // A send, so the send record is among the keys too.
     let run = sys.start(SEND, json!({ "to": "client@example.test" })).await;
     assert_eq!(sys.settle(&run).await.state.status.label(), "succeeded");
     sys.stop().await;
     let client = redis::Client::open(tollgate_tests::harness::redis_url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{}*", sys.config.namespace)).query_async(&mut conn).await.unwrap();
-    assert!(keys.iter().any(|k| k.contains("conn/ops/mail")) && keys.iter().any(|k| k.contains("secret/ops/connection.mail")), "{keys:?}");
+    let keys: Vec<String> =
+        redis::cmd("KEYS").arg(format!("{}*", sys.config.namespace)).query_async(&mut conn).await.unwrap();
+    assert!(
+        keys.iter().any(|k| k.contains("conn/ops/mail"))
+            && keys.iter().any(|k| k.contains("secret/ops/connection.mail")),
+        "{keys:?}"
+    );
     assert!(keys.iter().any(|k| k.contains("/sent/")), "the send record is stored: {keys:?}");
     for key in &keys {
         let ty: String = redis::cmd("TYPE").arg(key).query_async(&mut conn).await.unwrap();

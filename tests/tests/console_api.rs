@@ -9,8 +9,8 @@
 use std::time::Duration;
 
 use reqwest::header::{COOKIE, SET_COOKIE};
-use serde_json::{json, Value};
-use tollgate_tests::harness::{embedded, wait_for, TestSystem};
+use serde_json::{Value, json};
+use tollgate_tests::harness::{TestSystem, embedded, wait_for};
 
 const TOKEN: &str = "s3cret";
 
@@ -52,7 +52,8 @@ async fn listen(sys: &TestSystem) -> String {
 }
 
 async fn pending(http: &reqwest::Client, base: &str, token: &str) -> Vec<Value> {
-    let list: Value = http.get(format!("{base}/api/requests")).bearer_auth(token).send().await.unwrap().json().await.unwrap();
+    let list: Value =
+        http.get(format!("{base}/api/requests")).bearer_auth(token).send().await.unwrap().json().await.unwrap();
     list.as_array().cloned().unwrap_or_default()
 }
 
@@ -78,7 +79,10 @@ async fn console_sessions_sign_in_with_the_token_and_need_csrf_to_change_state()
     assert!(csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"), "{csp}");
     assert!(page.text().await.unwrap().contains("/console/assets/app.js"));
     let js = http.get(format!("{base}/console/assets/app.js")).send().await.unwrap();
-    assert_eq!((js.status().as_u16(), js.headers()["content-type"].to_str().unwrap()), (200, "text/javascript; charset=utf-8"));
+    assert_eq!(
+        (js.status().as_u16(), js.headers()["content-type"].to_str().unwrap()),
+        (200, "text/javascript; charset=utf-8")
+    );
     assert_eq!(http.get(format!("{base}/console/assets/nope.js")).send().await.unwrap().status(), 404);
 
     let ann = add_user(&base, "ann", "ops").await;
@@ -92,23 +96,39 @@ async fn console_sessions_sign_in_with_the_token_and_need_csrf_to_change_state()
     let signed = sign_in(json!({"token": ann})).send().await.unwrap();
     assert_eq!(signed.status(), 200);
     let set_cookie = signed.headers()[SET_COOKIE].to_str().unwrap().to_string();
-    assert!(set_cookie.contains("HttpOnly") && set_cookie.contains("SameSite=Strict") && set_cookie.contains("Path=/"), "{set_cookie}");
+    assert!(
+        set_cookie.contains("HttpOnly") && set_cookie.contains("SameSite=Strict") && set_cookie.contains("Path=/"),
+        "{set_cookie}"
+    );
     let cookie = set_cookie.split(';').next().unwrap().to_string();
     let csrf = signed.json::<Value>().await.unwrap()["csrf"].as_str().unwrap().to_string();
 
-    let me: Value = http.get(format!("{base}/console/session")).header(COOKIE, &cookie).send().await.unwrap().json().await.unwrap();
+    let me: Value =
+        http.get(format!("{base}/console/session")).header(COOKIE, &cookie).send().await.unwrap().json().await.unwrap();
     assert_eq!((me["user"].as_str(), me["csrf"].as_str()), (Some("ann"), Some(csrf.as_str())));
-    assert_eq!(http.get(format!("{base}/api/runs")).header(COOKIE, &cookie).send().await.unwrap().status(), 200, "the session reads the API");
+    assert_eq!(
+        http.get(format!("{base}/api/runs")).header(COOKIE, &cookie).send().await.unwrap().status(),
+        200,
+        "the session reads the API"
+    );
     let tampered = format!("{}0", cookie);
     assert_eq!(http.get(format!("{base}/api/runs")).header(COOKIE, &tampered).send().await.unwrap().status(), 401);
 
     let run = sys.start(APPROVAL, json!({})).await.to_string();
     let request = wait_request(&http, &base, &ann, &run).await;
-    let decide = || http.post(format!("{base}/api/requests/{request}/decision")).header(COOKIE, &cookie).json(&json!({"decision": "approve", "by": "mallory"}));
+    let decide = || {
+        http.post(format!("{base}/api/requests/{request}/decision"))
+            .header(COOKIE, &cookie)
+            .json(&json!({"decision": "approve", "by": "mallory"}))
+    };
     let refused = decide().send().await.unwrap();
     assert_eq!(refused.status(), 403, "no CSRF token");
     assert_eq!(refused.json::<Value>().await.unwrap()["error"], "csrf");
-    assert_eq!(decide().header("X-CSRF-Token", "0".repeat(64)).send().await.unwrap().status(), 403, "a wrong CSRF token");
+    assert_eq!(
+        decide().header("X-CSRF-Token", "0".repeat(64)).send().await.unwrap().status(),
+        403,
+        "a wrong CSRF token"
+    );
     assert_eq!(decide().header("X-CSRF-Token", &csrf).send().await.unwrap().status(), 200);
     let v = sys.settle(&tollgate_engine::ids::RunId(run.clone())).await;
     let decision = TestSystem::step(&v, "letter").decision.clone().unwrap();
@@ -118,16 +138,31 @@ async fn console_sessions_sign_in_with_the_token_and_need_csrf_to_change_state()
     let no_redirects = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
     for link in [format!("{base}/requests/{request}"), format!("{base}/console/requests/{request}")] {
         let res = no_redirects.get(&link).send().await.unwrap();
-        assert_eq!((res.status().as_u16(), res.headers()["location"].to_str().unwrap()), (303, format!("/console/#/requests/{request}").as_str()), "{link}");
+        assert_eq!(
+            (res.status().as_u16(), res.headers()["location"].to_str().unwrap()),
+            (303, format!("/console/#/requests/{request}").as_str()),
+            "{link}"
+        );
     }
     assert_eq!(no_redirects.get(format!("{base}/requests/not%0Aan-id")).send().await.unwrap().status(), 404);
 
-    let out = http.delete(format!("{base}/console/session")).header(COOKIE, &cookie).header("X-CSRF-Token", &csrf).send().await.unwrap();
+    let out = http
+        .delete(format!("{base}/console/session"))
+        .header(COOKIE, &cookie)
+        .header("X-CSRF-Token", &csrf)
+        .send()
+        .await
+        .unwrap();
     assert!(out.headers()[SET_COOKIE].to_str().unwrap().contains("Max-Age=0"));
 }
 
 /// Read the event stream until an event named `name` whose data satisfies `matches`.
-async fn next_event(res: &mut reqwest::Response, buf: &mut String, name: &str, matches: impl Fn(&Value) -> bool) -> Value {
+async fn next_event(
+    res: &mut reqwest::Response,
+    buf: &mut String,
+    name: &str,
+    matches: impl Fn(&Value) -> bool,
+) -> Value {
     tokio::time::timeout(Duration::from_secs(30), async {
         loop {
             while let Some(end) = buf.find("\n\n") {
@@ -153,7 +188,11 @@ async fn the_live_stream_announces_new_and_decided_requests() {
     let base = listen(&sys).await;
     let http = reqwest::Client::new();
     let ann = add_user(&base, "ann", "ops").await;
-    assert_eq!(http.get(format!("{base}/api/stream")).send().await.unwrap().status(), 401, "the stream needs a token or a session");
+    assert_eq!(
+        http.get(format!("{base}/api/stream")).send().await.unwrap().status(),
+        401,
+        "the stream needs a token or a session"
+    );
     let mut live = http.get(format!("{base}/api/stream")).bearer_auth(&ann).send().await.unwrap();
     assert_eq!(live.headers()["content-type"], "text/event-stream");
     let mut buf = String::new();
@@ -161,7 +200,10 @@ async fn the_live_stream_announces_new_and_decided_requests() {
 
     let run = sys.start(APPROVAL, json!({})).await.to_string();
     let asked = next_event(&mut live, &mut buf, "request", |d| d["run"] == run).await;
-    assert_eq!((asked["request"]["mode"].as_str(), asked["request"]["step"].as_str()), (Some("approval"), Some("letter")));
+    assert_eq!(
+        (asked["request"]["mode"].as_str(), asked["request"]["step"].as_str()),
+        (Some("approval"), Some("letter"))
+    );
     let request = asked["request"]["id"].as_str().unwrap().to_string();
     let decided = http
         .post(format!("{base}/api/requests/{request}/decision"))
@@ -207,7 +249,9 @@ async fn runs_are_filtered_and_the_timeline_locates_the_gate_trail_on_the_redact
     })
     .await;
 
-    let ids = |v: &Value| -> Vec<String> { v["runs"].as_array().unwrap().iter().map(|r| r["run"].as_str().unwrap().to_string()).collect() };
+    let ids = |v: &Value| -> Vec<String> {
+        v["runs"].as_array().unwrap().iter().map(|r| r["run"].as_str().unwrap().to_string()).collect()
+    };
     let (_, all) = get("/api/runs".into()).await;
     assert_eq!(ids(&all), vec![done.to_string(), waiting.to_string()]);
     let (_, by_workflow) = get("/api/runs?workflow=console-approval".into()).await;

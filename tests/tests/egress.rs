@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use serde_json::json;
-use tollgate_tests::harness::{embedded, TestServer, TestSystem};
+use tollgate_tests::harness::{TestServer, TestSystem, embedded};
 
 fn spec(url: &str, egress: &str) -> String {
     format!(
@@ -26,7 +26,8 @@ steps:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_call_fails_its_step_once_and_an_allowlist_opens_it() {
-    let server = TestServer::start(Arc::new(|_, _| (StatusCode::OK, vec![], r#"{"ok":true}"#.into(), Duration::ZERO))).await;
+    let server =
+        TestServer::start(Arc::new(|_, _| (StatusCode::OK, vec![], r#"{"ok":true}"#.into(), Duration::ZERO))).await;
     let mut sys = embedded().await;
 
     let run = sys.start(&spec(&server.url("/x"), ""), json!({})).await;
@@ -39,7 +40,8 @@ async fn a_refused_call_fails_its_step_once_and_an_allowlist_opens_it() {
     assert_eq!(err.message, "127.0.0.1 is a loopback address; allow it with egress.allow");
     assert!(server.hits().is_empty(), "the server saw no request");
 
-    let run = sys.start(&spec(&server.url("/x"), &format!(r#"egress: {{ allow: ["{}"] }}"#, server.addr)), json!({})).await;
+    let run =
+        sys.start(&spec(&server.url("/x"), &format!(r#"egress: {{ allow: ["{}"] }}"#, server.addr)), json!({})).await;
     assert_eq!(sys.settle(&run).await.state.status.label(), "succeeded", "opened by the workflow");
     assert_eq!(server.hits().len(), 1);
 

@@ -9,10 +9,10 @@
 
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use tollgate_engine::run::{Decision, Event, StepStatus, Timer};
 use tollgate_engine::users::Role;
-use tollgate_tests::harness::{embedded_with, wait_for, TestSystem};
+use tollgate_tests::harness::{TestSystem, embedded_with, wait_for};
 use tollgate_tests::smtp_sink::SmtpSink;
 
 const SPEC: &str = r#"
@@ -59,7 +59,8 @@ async fn a_second_assignee_is_paged_after_t1_and_the_default_applies_after_t2_ac
         other => panic!("kick should wait for a human: {other:?}"),
     };
     // Before T1 the COO is no assignee: the request is not theirs to see.
-    let before = http.get(format!("{base}/api/requests/{request}")).bearer_auth(coo.token.as_str()).send().await.unwrap();
+    let before =
+        http.get(format!("{base}/api/requests/{request}")).bearer_auth(coo.token.as_str()).send().await.unwrap();
     assert_eq!(before.status(), 404);
 
     // After T1: the COO's stream says they were paged.
@@ -78,15 +79,29 @@ async fn a_second_assignee_is_paged_after_t1_and_the_default_applies_after_t2_ac
     })
     .await
     .expect("a `paged` event within 60 s");
-    assert_eq!((&paged["request"], &paged["to"], &paged["you"]), (&json!(request), &json!("coo"), &json!(true)), "{paged}");
-    let now_theirs: Value = http.get(format!("{base}/api/requests/{request}")).bearer_auth(coo.token.as_str()).send().await.unwrap().json().await.unwrap();
+    assert_eq!(
+        (&paged["request"], &paged["to"], &paged["you"]),
+        (&json!(request), &json!("coo"), &json!(true)),
+        "{paged}"
+    );
+    let now_theirs: Value = http
+        .get(format!("{base}/api/requests/{request}"))
+        .bearer_auth(coo.token.as_str())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(now_theirs["escalated_to"], json!(["coo"]), "{now_theirs}");
     assert_eq!(now_theirs["request"]["context"]["upstream"]["draft"], "plan v1");
 
     // And the mails: the group's member when the request was made, the COO when escalated.
     wait_for("both page mails to reach the SMTP sink", Duration::from_secs(30), || {
         let m = sink.messages();
-        async move { m.iter().any(|m| m.contains("To: ann@example.com")) && m.iter().any(|m| m.contains("To: coo@example.com")) }
+        async move {
+            m.iter().any(|m| m.contains("To: ann@example.com")) && m.iter().any(|m| m.contains("To: coo@example.com"))
+        }
     })
     .await;
     let mails = sink.messages();
@@ -119,12 +134,34 @@ async fn a_second_assignee_is_paged_after_t1_and_the_default_applies_after_t2_ac
         })
         .collect();
     assert_eq!(escalations, vec![0, 1]);
-    let decisions: Vec<bool> = journal.iter().filter_map(|e| match e { Event::HumanDecided { by_policy, .. } => Some(*by_policy), _ => None }).collect();
+    let decisions: Vec<bool> = journal
+        .iter()
+        .filter_map(|e| match e {
+            Event::HumanDecided { by_policy, .. } => Some(*by_policy),
+            _ => None,
+        })
+        .collect();
     assert_eq!(decisions, vec![true]);
-    let audit = tollgate::audit::audit_events(&sys.t().engine.spec(&end.meta.workflow, &end.meta.spec_digest).await.unwrap(), &journal);
+    let audit = tollgate::audit::audit_events(
+        &sys.t().engine.spec(&end.meta.workflow, &end.meta.spec_digest).await.unwrap(),
+        &journal,
+    );
     let kinds: Vec<&str> = audit.iter().map(|e| e["kind"].as_str().unwrap()).collect();
-    assert_eq!(kinds, ["run.started", "step.succeeded", "escalation.paged", "escalation.default", "request.approved", "step.succeeded"]);
-    assert_eq!((&audit[2]["to"], &audit[4]["by"], &audit[4]["by_policy"]), (&json!("coo"), &json!("escalation policy"), &json!(true)));
+    assert_eq!(
+        kinds,
+        [
+            "run.started",
+            "step.succeeded",
+            "escalation.paged",
+            "escalation.default",
+            "request.approved",
+            "step.succeeded"
+        ]
+    );
+    assert_eq!(
+        (&audit[2]["to"], &audit[4]["by"], &audit[4]["by_policy"]),
+        (&json!("coo"), &json!("escalation policy"), &json!(true))
+    );
     // No page mailed twice (the restart re-paged no one).
     let to_coo = sink.messages().iter().filter(|m| m.contains("To: coo@example.com")).count();
     assert_eq!(to_coo, 1);
@@ -167,7 +204,10 @@ steps:
     assert_eq!((d.decision, d.by_policy), (Decision::Reject, true));
     assert_eq!(TestSystem::step(&v, "renew").status.label(), "skipped");
     let journal = sys.t().engine.store.read_journal(&v.meta.workflow, &run).await.unwrap();
-    let audit = tollgate::audit::audit_events(&sys.t().engine.spec(&v.meta.workflow, &v.meta.spec_digest).await.unwrap(), &journal);
+    let audit = tollgate::audit::audit_events(
+        &sys.t().engine.spec(&v.meta.workflow, &v.meta.spec_digest).await.unwrap(),
+        &journal,
+    );
     let kinds: Vec<&str> = audit.iter().map(|e| e["kind"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["run.started", "escalation.default", "request.rejected"]);
 }
@@ -225,29 +265,55 @@ steps:
     let v = sys.settle(&run).await;
     let request = v.state.budget_request.clone().expect("the run waits for a budget extension");
     let open = card(&sys, request.as_str()).await;
-    assert_eq!((&open["escalation"]["mode"], &open["escalation"]["open"]), (&json!("budget_extension"), &json!(true)), "{open}");
+    assert_eq!(
+        (&open["escalation"]["mode"], &open["escalation"]["open"]),
+        (&json!("budget_extension"), &json!(true)),
+        "{open}"
+    );
     assert_eq!(open["escalation"]["levels"][0]["to"], "finance");
     assert_eq!(open["escalation"]["levels"][1]["default"], "refuse");
 
     let end = finished(&sys, &run).await;
-    let tollgate_engine::run::RunStatus::Failed { reason } = &end.state.status else { panic!("{:?}", end.state.status) };
+    let tollgate_engine::run::RunStatus::Failed { reason } = &end.state.status else {
+        panic!("{:?}", end.state.status)
+    };
     assert_eq!(reason.code, "budget_exhausted");
-    assert!(reason.message.contains("nobody answered the budget extension within 3s, so the escalation policy applied its default `refuse`"), "{}", reason.message);
+    assert!(
+        reason.message.contains(
+            "nobody answered the budget extension within 3s, so the escalation policy applied its default `refuse`"
+        ),
+        "{}",
+        reason.message
+    );
     assert_eq!(escalations_fired(&sys, &end).await, ["budget/0", "budget/1"]);
     // The card: paged finance, then the policy's refusal with its reason.
     let done = card(&sys, request.as_str()).await;
     assert_eq!(done["escalated_to"], json!(["finance"]), "{done}");
-    assert_eq!((&done["decision"]["decision"]["decision"], &done["decision"]["by_policy"]), (&json!("reject"), &json!(true)), "{done}");
+    assert_eq!(
+        (&done["decision"]["decision"]["decision"], &done["decision"]["by_policy"]),
+        (&json!("reject"), &json!(true)),
+        "{done}"
+    );
     assert!(done["decision"]["comment"].as_str().unwrap().contains("default `refuse`"));
     let fired: Vec<&Value> = done["escalation"]["levels"].as_array().unwrap().iter().map(|l| &l["fired"]).collect();
     assert_eq!(fired, [&json!(true), &json!(true)]);
-    assert_eq!(TestSystem::step(&end, "write").status.label(), "cancelled", "the step the budget could not cover never ran");
+    assert_eq!(
+        TestSystem::step(&end, "write").status.label(),
+        "cancelled",
+        "the step the budget could not cover never ran"
+    );
 
     let journal = sys.t().engine.store.read_journal(&end.meta.workflow, &run).await.unwrap();
-    let audit = tollgate::audit::audit_events(&sys.t().engine.spec(&end.meta.workflow, &end.meta.spec_digest).await.unwrap(), &journal);
+    let audit = tollgate::audit::audit_events(
+        &sys.t().engine.spec(&end.meta.workflow, &end.meta.spec_digest).await.unwrap(),
+        &journal,
+    );
     let kinds: Vec<&str> = audit.iter().map(|e| e["kind"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["run.started", "step.succeeded", "escalation.paged", "escalation.default", "request.rejected"]);
-    assert_eq!((&audit[2]["to"], &audit[2]["budget"], &audit[3]["default"]), (&json!("finance"), &json!(true), &json!("refuse")));
+    assert_eq!(
+        (&audit[2]["to"], &audit[2]["budget"], &audit[3]["default"]),
+        (&json!("finance"), &json!(true), &json!("refuse"))
+    );
 }
 
 /// Guidance nobody gives on an output the gate mesh blocked: after T1 the leads are paged,
@@ -268,17 +334,28 @@ steps:
 "#;
     let run = sys.start(spec, json!({})).await;
     let v = sys.settle(&run).await;
-    let StepStatus::WaitingHuman { request } = &TestSystem::step(&v, "fetch").status else { panic!("the blocked output waits for guidance") };
+    let StepStatus::WaitingHuman { request } = &TestSystem::step(&v, "fetch").status else {
+        panic!("the blocked output waits for guidance")
+    };
     let open = card(&sys, request.as_str()).await;
     assert_eq!(open["request"]["mode"], "guidance", "{open}");
-    assert_eq!((&open["escalation"]["levels"][0]["to"], &open["escalation"]["levels"][1]["default"]), (&json!("leads"), &json!("fail")));
+    assert_eq!(
+        (&open["escalation"]["levels"][0]["to"], &open["escalation"]["levels"][1]["default"]),
+        (&json!("leads"), &json!("fail"))
+    );
 
     let end = finished(&sys, &run).await;
     assert_eq!(end.state.status.label(), "failed", "{:?}", end.state.status);
     let fetch = TestSystem::step(&end, "fetch");
     let error = fetch.error.clone().expect("the step says why it failed");
     assert_eq!(error.code, "guidance_timed_out");
-    assert!(error.message.contains("nobody answered the guidance request within 3s, so the escalation policy applied its default `fail`"), "{}", error.message);
+    assert!(
+        error.message.contains(
+            "nobody answered the guidance request within 3s, so the escalation policy applied its default `fail`"
+        ),
+        "{}",
+        error.message
+    );
     assert_eq!(fetch.output, None, "the blocked output was not released");
     assert_eq!(TestSystem::step(&end, "summarise").status.label(), "skipped");
     let d = fetch.decision.clone().unwrap();

@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use tollgate::http::router;
 use tollgate::service::RunView;
 use tollgate_engine::ids::RunId;
-use tollgate_tests::harness::{each_backend, wait_for, TestSystem};
+use tollgate_tests::harness::{TestSystem, each_backend, wait_for};
 use tower::ServiceExt as _;
 
 /// Waits for a payment event for its order, after an optional head start.
@@ -73,7 +73,8 @@ async fn step_reaches(sys: &TestSystem, run: &RunId, step: &str, label: &'static
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_emitted_one_second_before_the_wait_starts_is_received() {
     each_backend(|sys| async move {
-        let published = sys.t().emit_event("ops", "payment.received", &json!({"order": "A-1", "amount": 42}), None).await.unwrap();
+        let published =
+            sys.t().emit_event("ops", "payment.received", &json!({"order": "A-1", "amount": 42}), None).await.unwrap();
         // The wait starts after a one-second delay step, so the event is a second older than it.
         let run = sys.start(&waiter("1s", "10m", ""), json!({"order": "A-1"})).await;
         let v = finished(&sys, &run).await;
@@ -82,7 +83,11 @@ async fn an_event_emitted_one_second_before_the_wait_starts_is_received() {
         let out = paid.output.clone().expect("the wait's output");
         assert_eq!((out["received"].clone(), out["id"].clone()), (json!(true), json!(published.id)));
         assert_eq!(out["payload"], json!({"order": "A-1", "amount": 42}));
-        assert!(paid.started_at.unwrap() >= published.at + 1000, "the wait started {} ms after the event", paid.started_at.unwrap() - published.at);
+        assert!(
+            paid.started_at.unwrap() >= published.at + 1000,
+            "the wait started {} ms after the event",
+            paid.started_at.unwrap() - published.at
+        );
         assert_eq!(TestSystem::step(&v, "ship").output, Some(json!({"shipped": 42})));
     })
     .await;
@@ -112,7 +117,11 @@ async fn a_waiting_run_is_passivated_and_woken_by_the_event_that_matches_it() {
         let out = TestSystem::step(&v, "paid").output.clone().unwrap();
         assert_eq!(out["payload"], json!({"order": "A-7", "amount": 42}));
         let p = finished(&sys, &payer).await;
-        assert_eq!(TestSystem::step(&p, "announce").output.as_ref().unwrap()["id"], out["id"], "the event the payer emitted");
+        assert_eq!(
+            TestSystem::step(&p, "announce").output.as_ref().unwrap()["id"],
+            out["id"],
+            "the event the payer emitted"
+        );
     })
     .await;
 }
@@ -135,7 +144,9 @@ async fn a_wait_survives_a_restart_and_receives_an_event_published_afterwards() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wait_that_times_out_takes_its_default_outcome() {
     each_backend(|sys| async move {
-        let defaulted = sys.start(&waiter("1ms", "1s", ", on_timeout: succeed, default: { amount: 0 }"), json!({"order": "T-1"})).await;
+        let defaulted = sys
+            .start(&waiter("1ms", "1s", ", on_timeout: succeed, default: { amount: 0 }"), json!({"order": "T-1"}))
+            .await;
         let failing = sys.start(&waiter("1ms", "1s", ""), json!({"order": "T-2"})).await;
         // An event for neither order does not end either wait.
         sys.t().emit_event("ops", "payment.received", &json!({"order": "T-3", "amount": 1}), None).await.unwrap();
@@ -185,7 +196,10 @@ async fn followers_of_the_bus_do_not_wait_for_one_another() {
             .collect();
         let published = sys.t().emit_event("ops", "payment.received", &json!({"order": "F-1"}), None).await.unwrap();
         for follower in followers {
-            let got = tokio::time::timeout(Duration::from_secs(60), follower).await.expect("every follower sees the event").unwrap();
+            let got = tokio::time::timeout(Duration::from_secs(60), follower)
+                .await
+                .expect("every follower sees the event")
+                .unwrap();
             assert_eq!(got.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(), [published.id.as_str()]);
         }
     })

@@ -19,7 +19,12 @@ use tollgate_tests::harness::{Script, TestServer, TestSystem, embedded_with, red
 fn classifier() -> Script {
     Arc::new(|_, hit| {
         let sent: Value = serde_json::from_slice(&hit.body).expect("JSON request");
-        let prompt = sent["messages"].as_array().and_then(|m| m.last()).and_then(|m| m["content"].as_str()).unwrap_or_default().to_string();
+        let prompt = sent["messages"]
+            .as_array()
+            .and_then(|m| m.last())
+            .and_then(|m| m["content"].as_str())
+            .unwrap_or_default()
+            .to_string();
         let label = if prompt.contains(".pdf") {
             "contract"
         } else if prompt.contains(".csv") {
@@ -45,7 +50,10 @@ fn with_model(server: &TestServer) -> impl Fn(&mut tollgate::config::Config) + C
         c.llm.providers.insert("local".into(), p.clone());
         c.llm.prices.0.insert(
             "gpt-test".into(),
-            ModelPrice { input_per_million: Money::parse("10").unwrap(), output_per_million: Money::parse("100").unwrap() },
+            ModelPrice {
+                input_per_million: Money::parse("10").unwrap(),
+                output_per_million: Money::parse("100").unwrap(),
+            },
         );
     }
 }
@@ -108,10 +116,18 @@ async fn an_llm_step_classifies_each_document_of_a_batch_and_outputs_the_labels_
         // One model call per document, each with its own rendered prompt.
         let mut prompts: Vec<String> = server.hits()[before..]
             .iter()
-            .map(|h| serde_json::from_slice::<Value>(&h.body).unwrap()["messages"][1]["content"].as_str().unwrap().to_string())
+            .map(|h| {
+                serde_json::from_slice::<Value>(&h.body).unwrap()["messages"][1]["content"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
             .collect();
         prompts.sort();
-        assert_eq!(prompts, ["Document 0: scan.pdf", "Document 1: march.csv", "Document 2: note.txt", "Document 3: lease.pdf"]);
+        assert_eq!(
+            prompts,
+            ["Document 0: scan.pdf", "Document 1: march.csv", "Document 2: note.txt", "Document 3: lease.pdf"]
+        );
         // The fan-out's length and bound are in the journal.
         let journal = sys.t().engine.store.read_journal(&v.meta.workflow, &run).await.unwrap();
         let resolved: Vec<&Event> = journal.iter().filter(|e| matches!(e, Event::ItemsResolved { .. })).collect();
@@ -149,32 +165,36 @@ async fn a_failing_item_is_retried_on_its_own_under_its_own_idempotency_key() {
     }))
     .await;
     let (server, failed_b) = (&server, &failed_b);
-    both(|_| {}, |sys| async move {
-        failed_b.store(false, std::sync::atomic::Ordering::SeqCst);
-        let before = server.hits().len();
-        let run = sys.start(CALLS, json!({ "url": server.url("/notify"), "ids": ["a", "b", "c"] })).await;
-        let v = sys.settle(&run).await;
-        assert_eq!(v.state.status.label(), "succeeded", "{:?}", v.state.status);
-        let call = TestSystem::step(&v, "call");
-        let done: Vec<Value> = call.output.as_ref().unwrap().as_array().unwrap().iter().map(|o| o["body"]["done"].clone()).collect();
-        assert_eq!(done, [json!("a"), json!("b"), json!("c")], "outputs in list order");
-        let attempts: Vec<usize> = call.items.iter().map(|i| i.attempts.len()).collect();
-        assert_eq!(attempts, [1, 2, 1], "only the failing item was tried again");
-        assert_eq!(call.items[1].attempts[0].error.as_ref().unwrap().code, "http_status");
-        // Each item has one idempotency key across its attempts, and no two items share one.
-        let hits = &server.hits()[before..];
-        assert_eq!(hits.len(), 4);
-        let key_of = |id: &str| -> Vec<String> {
-            hits.iter()
-                .filter(|h| serde_json::from_slice::<Value>(&h.body).unwrap()["id"] == id)
-                .map(|h| h.headers["idempotency-key"].to_str().unwrap().to_string())
-                .collect()
-        };
-        let (a, b, c) = (key_of("a"), key_of("b"), key_of("c"));
-        assert_eq!(b.len(), 2);
-        assert_eq!(b[0], b[1], "a retried item keeps its key");
-        assert!(a[0] != b[0] && b[0] != c[0] && a[0] != c[0], "items have keys of their own: {a:?} {b:?} {c:?}");
-    })
+    both(
+        |_| {},
+        |sys| async move {
+            failed_b.store(false, std::sync::atomic::Ordering::SeqCst);
+            let before = server.hits().len();
+            let run = sys.start(CALLS, json!({ "url": server.url("/notify"), "ids": ["a", "b", "c"] })).await;
+            let v = sys.settle(&run).await;
+            assert_eq!(v.state.status.label(), "succeeded", "{:?}", v.state.status);
+            let call = TestSystem::step(&v, "call");
+            let done: Vec<Value> =
+                call.output.as_ref().unwrap().as_array().unwrap().iter().map(|o| o["body"]["done"].clone()).collect();
+            assert_eq!(done, [json!("a"), json!("b"), json!("c")], "outputs in list order");
+            let attempts: Vec<usize> = call.items.iter().map(|i| i.attempts.len()).collect();
+            assert_eq!(attempts, [1, 2, 1], "only the failing item was tried again");
+            assert_eq!(call.items[1].attempts[0].error.as_ref().unwrap().code, "http_status");
+            // Each item has one idempotency key across its attempts, and no two items share one.
+            let hits = &server.hits()[before..];
+            assert_eq!(hits.len(), 4);
+            let key_of = |id: &str| -> Vec<String> {
+                hits.iter()
+                    .filter(|h| serde_json::from_slice::<Value>(&h.body).unwrap()["id"] == id)
+                    .map(|h| h.headers["idempotency-key"].to_str().unwrap().to_string())
+                    .collect()
+            };
+            let (a, b, c) = (key_of("a"), key_of("b"), key_of("c"));
+            assert_eq!(b.len(), 2);
+            assert_eq!(b[0], b[1], "a retried item keeps its key");
+            assert!(a[0] != b[0] && b[0] != c[0] && a[0] != c[0], "items have keys of their own: {a:?} {b:?} {c:?}");
+        },
+    )
     .await;
 }
 
@@ -211,10 +231,13 @@ async fn a_blocked_item_waits_for_guidance_on_its_own_across_a_restart_and_finis
     let v = sys.settle(&run).await;
     assert_eq!(v.state.status.label(), "succeeded", "{:?}", v.state.status);
     let call = TestSystem::step(&v, "call");
-    let done: Vec<Value> = call.output.as_ref().unwrap().as_array().unwrap().iter().map(|o| o["body"]["done"].clone()).collect();
+    let done: Vec<Value> =
+        call.output.as_ref().unwrap().as_array().unwrap().iter().map(|o| o["body"]["done"].clone()).collect();
     assert_eq!(done, [json!("x"), json!("secret"), json!("y")]);
     assert_eq!(call.items[1].decision.as_ref().map(|d| d.by.as_str()), Some("ann"));
-    let hits_for = |id: &str| server.hits().iter().filter(|h| serde_json::from_slice::<Value>(&h.body).unwrap()["id"] == id).count();
+    let hits_for = |id: &str| {
+        server.hits().iter().filter(|h| serde_json::from_slice::<Value>(&h.body).unwrap()["id"] == id).count()
+    };
     assert_eq!((hits_for("x"), hits_for("secret"), hits_for("y")), (1, 1, 1), "no item ran twice");
 }
 
@@ -222,16 +245,19 @@ async fn a_blocked_item_waits_for_guidance_on_its_own_across_a_restart_and_finis
 async fn a_list_longer_than_the_configured_bound_fails_the_step_naming_both_numbers() {
     let server = TestServer::start(Arc::new(|_, _| (StatusCode::OK, vec![], "{}".into(), Duration::ZERO))).await;
     let server = &server;
-    both(|c| c.for_each_max_items = 2, |sys| async move {
-        let before = server.hits().len();
-        let run = sys.start(CALLS, json!({ "url": server.url("/notify"), "ids": ["a", "b", "c"] })).await;
-        let v = sys.settle(&run).await;
-        assert_eq!(v.state.status.label(), "failed");
-        let call = TestSystem::step(&v, "call");
-        let error = call.error.as_ref().unwrap();
-        assert_eq!(error.code, "for_each_error");
-        assert!(error.message.contains("gave 3 items") && error.message.contains("at most 2"), "{}", error.message);
-        assert_eq!(server.hits().len(), before, "no item ran");
-    })
+    both(
+        |c| c.for_each_max_items = 2,
+        |sys| async move {
+            let before = server.hits().len();
+            let run = sys.start(CALLS, json!({ "url": server.url("/notify"), "ids": ["a", "b", "c"] })).await;
+            let v = sys.settle(&run).await;
+            assert_eq!(v.state.status.label(), "failed");
+            let call = TestSystem::step(&v, "call");
+            let error = call.error.as_ref().unwrap();
+            assert_eq!(error.code, "for_each_error");
+            assert!(error.message.contains("gave 3 items") && error.message.contains("at most 2"), "{}", error.message);
+            assert_eq!(server.hits().len(), before, "no item ran");
+        },
+    )
     .await;
 }

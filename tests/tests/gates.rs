@@ -2,9 +2,9 @@
 //! next step reads them and exist nowhere at rest; a blocked output waits for a human, who can
 //! release it, correct it or abort; `on_block: fail` fails the step with the verdict recorded.
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use tollgate_engine::run::{Decision, HumanMode, StepStatus};
-use tollgate_tests::harness::{each_backend, embedded, redis, redis_url, TestSystem};
+use tollgate_tests::harness::{TestSystem, each_backend, embedded, redis, redis_url};
 
 /// Built in the script from pieces, so the spec itself never holds them whole.
 const PLANTED: &str = r#"
@@ -41,9 +41,13 @@ async fn run_planted(sys: &TestSystem) {
     assert_eq!(seen["again"], "[CARD_1]", "the same card keeps its placeholder within the run");
     let gate = TestSystem::step(&v, "leak").gate.clone().expect("verdict recorded on the step");
     assert_eq!(gate["action"], "redact");
-    let rules: Vec<&str> = gate["findings"].as_array().unwrap().iter().map(|f| f["rule_id"].as_str().unwrap()).collect();
+    let rules: Vec<&str> =
+        gate["findings"].as_array().unwrap().iter().map(|f| f["rule_id"].as_str().unwrap()).collect();
     assert!(rules.iter().any(|r| r.contains("card")) && rules.iter().any(|r| r.starts_with("secret")), "{rules:?}");
-    assert!(!gate.to_string().contains(KEY) && !gate.to_string().contains(CARD), "the verdict must not hold the values");
+    assert!(
+        !gate.to_string().contains(KEY) && !gate.to_string().contains(CARD),
+        "the verdict must not hold the values"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -65,7 +69,8 @@ async fn planted_secrets_are_redacted_and_absent_from_redis() {
     sys.stop().await;
     let client = redis::Client::open(redis_url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{}*", sys.config.namespace)).query_async(&mut conn).await.unwrap();
+    let keys: Vec<String> =
+        redis::cmd("KEYS").arg(format!("{}*", sys.config.namespace)).query_async(&mut conn).await.unwrap();
     assert!(!keys.is_empty());
     for key in &keys {
         let ty: String = redis::cmd("TYPE").arg(key).query_async(&mut conn).await.unwrap();
@@ -100,7 +105,9 @@ steps:
 async fn blocked_request(sys: &TestSystem, run: &tollgate_engine::ids::RunId) -> tollgate_engine::ids::RequestId {
     let v = sys.settle(run).await;
     let s = TestSystem::step(&v, "fetch");
-    let StepStatus::WaitingHuman { request } = s.status.clone() else { panic!("fetch should wait for guidance: {:?}", s.status) };
+    let StepStatus::WaitingHuman { request } = s.status.clone() else {
+        panic!("fetch should wait for guidance: {:?}", s.status)
+    };
     assert_eq!(s.gate.as_ref().unwrap()["action"], "block");
     assert!(s.output.is_none(), "a blocked output is not visible to the run");
     assert_eq!(TestSystem::step(&v, "summarise").status, StepStatus::Pending, "nothing downstream ran");
@@ -117,10 +124,16 @@ async fn a_blocked_output_waits_for_guidance_then_flows_corrected_or_released() 
         // Corrected by a human.
         let run = sys.start(INJECTED, json!({})).await;
         let request = blocked_request(&sys, &run).await;
-        sys.t().decide(&request, Decision::Modify { value: json!("Quarterly figures attached.") }, "ann", None).await.unwrap();
+        sys.t()
+            .decide(&request, Decision::Modify { value: json!("Quarterly figures attached.") }, "ann", None)
+            .await
+            .unwrap();
         let v = sys.settle(&run).await;
         assert_eq!(v.state.status.label(), "succeeded", "{:?}", v.state.status);
-        assert_eq!(TestSystem::step(&v, "summarise").output, Some(json!({"got": "Quarterly figures attached.", "len": 27})));
+        assert_eq!(
+            TestSystem::step(&v, "summarise").output,
+            Some(json!({"got": "Quarterly figures attached.", "len": 27}))
+        );
 
         // Released as is.
         let run = sys.start(INJECTED, json!({})).await;
@@ -140,7 +153,8 @@ async fn a_blocked_output_waits_for_guidance_then_flows_corrected_or_released() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_block_fail_fails_the_step_with_the_verdict_recorded() {
     let sys = embedded().await;
-    let spec = INJECTED.replace("id: injected\nowner: ops\n", "id: injected-fail\nowner: ops\ngates: { on_block: fail }\n");
+    let spec =
+        INJECTED.replace("id: injected\nowner: ops\n", "id: injected-fail\nowner: ops\ngates: { on_block: fail }\n");
     let run = sys.start(&spec, json!({})).await;
     let v = sys.settle(&run).await;
     let fetch = TestSystem::step(&v, "fetch");

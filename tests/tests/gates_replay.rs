@@ -7,11 +7,11 @@
 
 use std::collections::BTreeSet;
 
-use serde_json::{json, Value};
-use tollgate::gate_replay::{replay_policy, ReplayScope};
+use serde_json::{Value, json};
+use tollgate::gate_replay::{ReplayScope, replay_policy};
 use tollgate_engine::gates::{GateAction, GatePolicy};
 use tollgate_engine::ids::WorkflowId;
-use tollgate_tests::harness::{embedded, TestSystem};
+use tollgate_tests::harness::{TestSystem, embedded};
 
 const LENIENT: &str = r#"
 id: replay-intake
@@ -110,11 +110,15 @@ async fn tightening_a_policy_reports_exactly_the_steps_whose_planted_values_it_a
 
     // Loosening: cards allowed. Only the card the old policy redacted changes, found from the
     // recorded verdict (its text is not in the journal).
-    let mut loose = GatePolicy::from_toml("[actions]\nemail = \"allow\"\niban = \"allow\"\ncard = \"allow\"\n").unwrap();
+    let mut loose =
+        GatePolicy::from_toml("[actions]\nemail = \"allow\"\niban = \"allow\"\ncard = \"allow\"\n").unwrap();
     loose.min_confidence = GatePolicy::default().min_confidence;
     let looser = replay_policy(engine, &loose, &scope).await.unwrap();
     assert_eq!(changed(&looser), BTreeSet::from([(card_run.unwrap(), "contact".to_string())]));
-    assert_eq!((looser.changes[0].verdict.recorded, looser.changes[0].verdict.replayed), (GateAction::Redact, GateAction::Allow));
+    assert_eq!(
+        (looser.changes[0].verdict.recorded, looser.changes[0].verdict.replayed),
+        (GateAction::Redact, GateAction::Allow)
+    );
 
     // The same policy as recorded changes nothing; a window that starts after the runs holds none.
     let same = GatePolicy::from_toml("[actions]\nemail = \"allow\"\niban = \"allow\"\n").unwrap();
@@ -144,7 +148,10 @@ async fn a_block_that_failed_its_step_is_replayed_from_its_findings() {
     let report = replay_policy(&sys.t().engine, &GatePolicy::default(), &scope).await.unwrap();
     assert_eq!(report.changes.len(), 1, "{report:?}");
     let c = &report.changes[0];
-    assert_eq!((c.step.as_str(), c.verdict.recorded, c.verdict.replayed), ("leak", GateAction::Block, GateAction::Redact));
+    assert_eq!(
+        (c.step.as_str(), c.verdict.recorded, c.verdict.replayed),
+        ("leak", GateAction::Block, GateAction::Redact)
+    );
     assert_eq!(c.verdict.rules, ["secret.github_token"]);
     assert!(!c.verdict.output_rescanned, "the blocked output was never recorded");
     assert_eq!(report.steps[0].findings_only, 1);

@@ -11,10 +11,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
-use tollgate_connectors::imap::{claim_mail, Delivered, ImapConsumer, ImapSettings, InboundMail, MailSink, MailboxLease};
+use tollgate_connectors::imap::{
+    Delivered, ImapConsumer, ImapSettings, InboundMail, MailSink, MailboxLease, claim_mail,
+};
 use tollgate_connectors::store::SqliteBackend;
 use tollgate_engine::store::Backend;
-use tollgate_tests::dovecot::{mail, Dovecot, BROKEN};
+use tollgate_tests::dovecot::{BROKEN, Dovecot, mail};
 use tollgate_tests::harness::wait_for;
 
 /// What the sink saw: (uid, message id, outcome).
@@ -30,7 +32,13 @@ impl MailSink for RecordingSink {
     async fn deliver(&self, mail: &InboundMail) -> Result<Delivered, String> {
         let outcome = match &mail.parsed {
             Err(_) => Delivered::Failed,
-            Ok(_) if claim_mail(self.backend.as_ref(), mail, Duration::from_secs(3600)).await.map_err(|e| e.to_string())? => Delivered::Fired,
+            Ok(_)
+                if claim_mail(self.backend.as_ref(), mail, Duration::from_secs(3600))
+                    .await
+                    .map_err(|e| e.to_string())? =>
+            {
+                Delivered::Fired
+            }
             Ok(_) => Delivered::Duplicate,
         };
         let id = mail.parsed.as_ref().ok().and_then(|p| p.message_id.clone());
@@ -91,7 +99,10 @@ async fn a_mail_fires_once_and_is_flagged_and_a_second_copy_of_it_is_a_duplicate
     let outcomes: Vec<Delivered> = seen.lock().unwrap().iter().map(|s| s.2).collect();
     assert_eq!(outcomes, [Delivered::Fired, Delivered::Duplicate]);
     let dd = &d;
-    wait_for("both flagged once recorded", Duration::from_secs(30), || async move { dd.search("INBOX", "KEYWORD $TollgateFired").await.len() == 2 }).await;
+    wait_for("both flagged once recorded", Duration::from_secs(30), || async move {
+        dd.search("INBOX", "KEYWORD $TollgateFired").await.len() == 2
+    })
+    .await;
     c.stop().await;
     assert_eq!(seen.lock().unwrap().len(), 2, "nothing delivered twice");
 }
@@ -106,7 +117,10 @@ async fn a_broken_message_is_quarantined_and_the_consumer_keeps_working() {
     seen_len(&seen, 1, "the broken mail handed over").await;
     assert_eq!(seen.lock().unwrap()[0].2, Delivered::Failed);
     let dd = &d;
-    wait_for("the broken mail in quarantine", Duration::from_secs(30), || async move { dd.search("Quarantine", "ALL").await.len() == 1 }).await;
+    wait_for("the broken mail in quarantine", Duration::from_secs(30), || async move {
+        dd.search("Quarantine", "ALL").await.len() == 1
+    })
+    .await;
     assert!(d.search("INBOX", "ALL").await.is_empty(), "it left the inbox");
     d.append("INBOX", &mail("lead-2@example.test", "After the broken one")).await;
     seen_len(&seen, 2, "the next mail delivered").await;
@@ -145,7 +159,10 @@ async fn the_consumer_reconnects_after_the_server_restarts_mid_idle_and_gets_the
     seen_len(&seen, 1, "the first mail").await;
     tokio::task::block_in_place(|| d.stop());
     let mut health = c.health.clone();
-    tokio::time::timeout(Duration::from_secs(30), health.wait_for(|h| !h.connected)).await.expect("the drop is noticed").unwrap();
+    tokio::time::timeout(Duration::from_secs(30), health.wait_for(|h| !h.connected))
+        .await
+        .expect("the drop is noticed")
+        .unwrap();
     // Delivered by the local delivery agent while the IMAP server is down.
     d.deliver_to_maildir(&mail("outage@example.test", "During the outage"));
     tokio::task::block_in_place(|| d.start_again());

@@ -11,10 +11,10 @@ use tollgate_connectors::connections::Connections;
 use tollgate_engine::connections::{Connection, ConnectionKind};
 use tollgate_engine::egress::EgressAllow;
 use tollgate_engine::ids::OwnerId;
-use tollgate_tests::dovecot::{mail, set_password_env, Dovecot, PASSWORD, PASSWORD_ENV, USER};
-use tollgate_tests::harness::{embedded, wait_for, TestSystem};
+use tollgate_tests::dovecot::{Dovecot, PASSWORD, PASSWORD_ENV, USER, mail, set_password_env};
+use tollgate_tests::harness::{TestSystem, embedded, wait_for};
 use tollgate_tests::pki::TestCa;
-use tollgate_tests::triggers::{count, Hooked};
+use tollgate_tests::triggers::{Hooked, count};
 
 /// A dovecot serving a certificate for `localhost` issued by a fresh CA, that CA's certificate
 /// in `ca.pem`, and another CA's in `other-ca.pem`.
@@ -44,7 +44,12 @@ impl Setup {
     /// Wait until dovecot's log (written by its log process, a little later) shows `logins`
     /// logins in all and `tls` over TLS.
     async fn wait_logins(&self, logins: usize, tls: usize) {
-        wait_for(&format!("{logins} logins, {tls} over TLS, in the dovecot log"), Duration::from_secs(30), || async move { self.logins() == (logins, tls) }).await;
+        wait_for(
+            &format!("{logins} logins, {tls} over TLS, in the dovecot log"),
+            Duration::from_secs(30),
+            || async move { self.logins() == (logins, tls) },
+        )
+        .await;
     }
 
     /// Logins dovecot logged, and how many of them were over TLS.
@@ -90,9 +95,17 @@ async fn a_mail_delivered_over_tls_starts_one_run() {
     assert_eq!(TestSystem::step(&v, "read").output.as_ref().unwrap()["subject"], "Over TLS");
     assert_eq!(count(&h.history().await, "started"), 1);
     let ss = &s;
-    wait_for("the trigger's login logged as TLS by dovecot", Duration::from_secs(30), || async move { ss.logins().1 >= 1 }).await;
+    wait_for(
+        "the trigger's login logged as TLS by dovecot",
+        Duration::from_secs(30),
+        || async move { ss.logins().1 >= 1 },
+    )
+    .await;
     let dd = &s.d;
-    wait_for("flagged once recorded", Duration::from_secs(30), || async move { dd.search("INBOX", "KEYWORD $TollgateFired").await.len() == 1 }).await;
+    wait_for("flagged once recorded", Duration::from_secs(30), || async move {
+        dd.search("INBOX", "KEYWORD $TollgateFired").await.len() == 1
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -141,7 +154,10 @@ async fn an_imap_connection_trusts_its_ca_file_and_refuses_a_certificate_it_does
     let port = s.tls_port().to_string();
     for (name, ca_file) in [("trusted", s.file("ca.pem")), ("untrusted", s.file("other-ca.pem"))] {
         let settings: Vec<(String, String)> =
-            [("host", "localhost"), ("port", port.as_str()), ("user", USER), ("ca_file", ca_file.as_str())].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            [("host", "localhost"), ("port", port.as_str()), ("user", USER), ("ca_file", ca_file.as_str())]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
         let c = Connection::from_settings(name, ConnectionKind::Imap, &settings).unwrap();
         store.put_connection(&owner, &c, Some(PASSWORD)).await.unwrap();
     }
@@ -152,7 +168,10 @@ async fn an_imap_connection_trusts_its_ca_file_and_refuses_a_certificate_it_does
     assert_eq!(mails.len(), 1);
     assert_eq!(mails[0].parsed.as_ref().unwrap().subject.as_deref(), Some("Via the connection"));
     let err = connections.test(&owner, "untrusted").await.unwrap_err().to_string();
-    assert!(err.contains("IMAP TLS: handshake with localhost:") && err.contains("not issued by a CA of ca_file"), "{err}");
+    assert!(
+        err.contains("IMAP TLS: handshake with localhost:") && err.contains("not issued by a CA of ca_file"),
+        "{err}"
+    );
     // The append in the clear, the two trusted sessions over TLS.
     s.wait_logins(3, 2).await;
 }

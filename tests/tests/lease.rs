@@ -15,8 +15,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tollgate::liveness::Liveness;
 use tollgate_engine::run::{Event, StepStatus};
-use tollgate_engine::store::{keys, LeaseGrant};
-use tollgate_tests::harness::{each_backend, wait_for, TestSystem};
+use tollgate_engine::store::{LeaseGrant, keys};
+use tollgate_tests::harness::{TestSystem, each_backend, wait_for};
 
 const PATIENCE: Duration = Duration::from_secs(60);
 
@@ -55,18 +55,29 @@ steps:
     );
     let run = sys.start(&spec, json!({})).await;
     let t = sys.t().clone();
-    wait_for("the step to be in flight", PATIENCE, || async { matches!(TestSystem::step(&t.view(&run).await.unwrap(), "slow").status, StepStatus::Queued { .. }) }).await;
+    wait_for("the step to be in flight", PATIENCE, || async {
+        matches!(TestSystem::step(&t.view(&run).await.unwrap(), "slow").status, StepStatus::Queued { .. })
+    })
+    .await;
     assert_eq!(t.live_runs().await.unwrap(), 1);
 
     // Another (live) process takes the lease over, naming the current grant.
     let backend = t.engine.store.backend().clone();
     let other = Liveness::start(backend.clone(), Duration::from_secs(60), CancellationToken::new()).await.unwrap();
     let key = keys::run_lease(&run);
-    let LeaseGrant::Held(current) = backend.lease_acquire(&key, other.id(), Duration::from_secs(60), None).await.unwrap() else {
+    let LeaseGrant::Held(current) =
+        backend.lease_acquire(&key, other.id(), Duration::from_secs(60), None).await.unwrap()
+    else {
         panic!("the run's lease is not held")
     };
-    assert_eq!(current.holder, t.engine.liveness.id(), "the run actor holds the lease under this process's liveness id");
-    let LeaseGrant::Granted(taken) = backend.lease_acquire(&key, other.id(), Duration::from_secs(60), Some(&current)).await.unwrap() else {
+    assert_eq!(
+        current.holder,
+        t.engine.liveness.id(),
+        "the run actor holds the lease under this process's liveness id"
+    );
+    let LeaseGrant::Granted(taken) =
+        backend.lease_acquire(&key, other.id(), Duration::from_secs(60), Some(&current)).await.unwrap()
+    else {
         panic!("the takeover was refused")
     };
     let wf = t.engine.store.run_workflow(&run).await.unwrap();
@@ -91,7 +102,9 @@ steps:
     assert_eq!(journal.iter().filter(|e| matches!(e, Event::Cancelled { .. })).count(), 1, "{journal:?}");
     // The finished run's actor releases its lease as it stops; the next grant's token is larger still.
     wait_for("the finished run's actor to stop", PATIENCE, || async { t.live_runs().await.unwrap() == 0 }).await;
-    let LeaseGrant::Granted(next) = backend.lease_acquire(&key, other.id(), Duration::from_secs(60), None).await.unwrap() else {
+    let LeaseGrant::Granted(next) =
+        backend.lease_acquire(&key, other.id(), Duration::from_secs(60), None).await.unwrap()
+    else {
         panic!("a finished run's lease is still held")
     };
     assert!(next.token > taken.token + 1, "tokens grow: {} after {} and this process's grant", next.token, taken.token);

@@ -79,12 +79,16 @@ fn service() -> Script {
 }
 
 fn provider(kind: ProviderKind, server: &TestServer) -> ProviderConfig {
-    serde_json::from_value(json!({"kind": kind, "base_url": server.url("/v1"), "model": "gpt-test", "max_tokens": 200})).unwrap()
+    serde_json::from_value(json!({"kind": kind, "base_url": server.url("/v1"), "model": "gpt-test", "max_tokens": 200}))
+        .unwrap()
 }
 
 fn priced(c: &mut Config, p: ProviderConfig) {
     c.llm.providers.insert("local".into(), p);
-    c.llm.prices.0.insert("gpt-test".into(), ModelPrice { input_per_million: Money::parse("2").unwrap(), output_per_million: Money::parse("10").unwrap() });
+    c.llm.prices.0.insert(
+        "gpt-test".into(),
+        ModelPrice { input_per_million: Money::parse("2").unwrap(), output_per_million: Money::parse("10").unwrap() },
+    );
 }
 
 fn orders_spec(service: &TestServer) -> String {
@@ -117,12 +121,18 @@ steps:
 async fn tool_calls_are_run_by_tollgate_and_their_results_fed_back_on_the_openai_protocol() {
     let tools = TestServer::start(service()).await;
     let llm = TestServer::start(model(|turn, _| match turn {
-        0 => openai_tools("Let me check.", &[("call_1", "lookup", json!({"id": "7"})), ("call_2", "fee", json!({"amount": 200}))]),
+        0 => openai_tools(
+            "Let me check.",
+            &[("call_1", "lookup", json!({"id": "7"})), ("call_2", "fee", json!({"amount": 200}))],
+        ),
         _ => openai_text("Order 7 has shipped; the fee is 20."),
     }))
     .await;
     let spec = orders_spec(&tools);
-    for sys in [embedded_with(|c| priced(c, provider(ProviderKind::Openai, &llm))).await, redis_with(|c| priced(c, provider(ProviderKind::Openai, &llm))).await] {
+    for sys in [
+        embedded_with(|c| priced(c, provider(ProviderKind::Openai, &llm))).await,
+        redis_with(|c| priced(c, provider(ProviderKind::Openai, &llm))).await,
+    ] {
         let (tool_hits, model_hits) = (tools.hits().len(), llm.hits().len());
         let run = sys.start(&spec, json!({})).await;
         let v = sys.settle(&run).await;
@@ -130,10 +140,13 @@ async fn tool_calls_are_run_by_tollgate_and_their_results_fed_back_on_the_openai
         let step = TestSystem::step(&v, "answer");
         let out = step.output.as_ref().unwrap();
         assert_eq!(out["text"], "Order 7 has shipped; the fee is 20.");
-        assert_eq!(out["tool_calls"], json!([
-            {"id": "call_1", "tool": "lookup", "status": "ok", "attempt": 1},
-            {"id": "call_2", "tool": "fee", "status": "ok", "attempt": 1}
-        ]));
+        assert_eq!(
+            out["tool_calls"],
+            json!([
+                {"id": "call_1", "tool": "lookup", "status": "ok", "attempt": 1},
+                {"id": "call_2", "tool": "fee", "status": "ok", "attempt": 1}
+            ])
+        );
         assert_eq!(out["usage"]["calls"], 2);
         // 300 × 2/1M + 30 × 10/1M: both turns, charged exactly.
         assert_eq!(step.cost, Money::parse("0.0009").unwrap());
@@ -148,15 +161,21 @@ async fn tool_calls_are_run_by_tollgate_and_their_results_fed_back_on_the_openai
         let hits = llm.hits();
         assert_eq!(hits.len() - model_hits, 2);
         let first = body(&hits[model_hits]);
-        assert_eq!(first["tools"][0], json!({"type": "function", "function": {
+        assert_eq!(
+            first["tools"][0],
+            json!({"type": "function", "function": {
             "name": "lookup", "description": "Look an order up by its id",
-            "parameters": {"type": "object", "properties": {"id": {"type": "string"}}, "required": ["id"]}}}));
+            "parameters": {"type": "object", "properties": {"id": {"type": "string"}}, "required": ["id"]}}})
+        );
         assert_eq!(first["tools"][1]["function"]["name"], "fee");
         let second = body(&hits[model_hits + 1]);
         let m = second["messages"].as_array().unwrap();
         assert_eq!(m.len(), 5, "system, prompt, the answer with its calls, two results: {m:#?}");
         assert_eq!(m[2]["role"], "assistant");
-        assert_eq!(m[2]["tool_calls"][0], json!({"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": "{\"id\":\"7\"}"}}));
+        assert_eq!(
+            m[2]["tool_calls"][0],
+            json!({"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": "{\"id\":\"7\"}"}})
+        );
         assert_eq!(m[3]["role"], "tool");
         assert_eq!(m[3]["tool_call_id"], "call_1");
         let looked_up: Value = serde_json::from_str(m[3]["content"].as_str().unwrap()).unwrap();
@@ -171,7 +190,10 @@ async fn arguments_that_break_the_schema_and_unknown_tools_are_not_run_and_max_t
     let tools = TestServer::start(service()).await;
     // A model that never stops calling tools, badly.
     let llm = TestServer::start(model(|turn, _| {
-        openai_tools("", &[(&format!("bad_{turn}"), "lookup", json!({"id": 7})), (&format!("ghost_{turn}"), "teleport", json!({}))])
+        openai_tools(
+            "",
+            &[(&format!("bad_{turn}"), "lookup", json!({"id": 7})), (&format!("ghost_{turn}"), "teleport", json!({}))],
+        )
     }))
     .await;
     let sys = embedded_with(|c| priced(c, provider(ProviderKind::Openai, &llm))).await;
@@ -222,10 +244,13 @@ async fn tool_calls_travel_as_tool_use_and_tool_result_blocks_on_the_anthropic_p
     assert_eq!(first["tools"][0]["input_schema"]["required"], json!(["id"]));
     let second = body(&hits[1]);
     let m = second["messages"].as_array().unwrap();
-    assert_eq!(m[1], json!({"role": "assistant", "content": [
-        {"type": "text", "text": "Checking."},
-        {"type": "tool_use", "id": "toolu_1", "name": "lookup", "input": {"id": "7"}}
-    ]}));
+    assert_eq!(
+        m[1],
+        json!({"role": "assistant", "content": [
+            {"type": "text", "text": "Checking."},
+            {"type": "tool_use", "id": "toolu_1", "name": "lookup", "input": {"id": "7"}}
+        ]})
+    );
     assert_eq!(m[2]["role"], "user");
     assert_eq!(m[2]["content"][0]["type"], "tool_result");
     assert_eq!(m[2]["content"][0]["tool_use_id"], "toolu_1");
@@ -243,7 +268,13 @@ async fn listen(sys: &TestSystem) -> String {
 }
 
 async fn add_user(base: &str, name: &str) -> String {
-    let res = reqwest::Client::new().post(format!("{base}/api/users")).bearer_auth(ADMIN).json(&json!({"name": name, "groups": ["ops"]})).send().await.unwrap();
+    let res = reqwest::Client::new()
+        .post(format!("{base}/api/users"))
+        .bearer_auth(ADMIN)
+        .json(&json!({"name": name, "groups": ["ops"]}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 201);
     res.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_string()
 }
@@ -252,7 +283,8 @@ async fn add_user(base: &str, name: &str) -> String {
 async fn request_of(base: &str, token: &str, run: &str, not: Option<&Value>) -> Value {
     let http = reqwest::Client::new();
     let find = || async {
-        let list: Value = http.get(format!("{base}/api/requests")).bearer_auth(token).send().await.unwrap().json().await.unwrap();
+        let list: Value =
+            http.get(format!("{base}/api/requests")).bearer_auth(token).send().await.unwrap().json().await.unwrap();
         list.as_array().unwrap().iter().find(|r| r["run"] == run && Some(&r["request"]["id"]) != not).cloned()
     };
     wait_for("a tool-authorisation request", Duration::from_secs(60), || async { find().await.is_some() }).await;
@@ -260,7 +292,13 @@ async fn request_of(base: &str, token: &str, run: &str, not: Option<&Value>) -> 
 }
 
 async fn decide(base: &str, token: &str, request: &str, body: Value) -> reqwest::Response {
-    reqwest::Client::new().post(format!("{base}/api/requests/{request}/decision")).bearer_auth(token).json(&body).send().await.unwrap()
+    reqwest::Client::new()
+        .post(format!("{base}/api/requests/{request}/decision"))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
 }
 
 fn refund_spec(service: &TestServer, forbid_self: bool) -> String {
@@ -296,7 +334,13 @@ fn refunding_model() -> Script {
             )
         }
         _ => {
-            let results: Vec<String> = request["messages"].as_array().unwrap().iter().filter(|m| m["role"] == "tool").map(|m| m["content"].as_str().unwrap_or("").to_string()).collect();
+            let results: Vec<String> = request["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|m| m["role"] == "tool")
+                .map(|m| m["content"].as_str().unwrap_or("").to_string())
+                .collect();
             openai_text(&format!("Done: {}", results.len()))
         }
     })
@@ -351,30 +395,47 @@ async fn a_tool_needing_authorisation_is_allowed_once_then_for_the_run_through_t
     let step = TestSystem::step(&v, "handle");
     assert_eq!(step.output.as_ref().unwrap()["text"], "Done: 3");
     let sent: Vec<Value> = refunds.hits().iter().map(body).collect();
-    assert_eq!(sent, vec![
-        json!({"order": 1, "email": "jane.doe@acme-corp.com"}),
-        json!({"order": 2, "email": "jane.doe@acme-corp.com"}),
-        json!({"order": 3, "email": "jane.doe@acme-corp.com"}),
-    ], "each refund ran exactly once, with the model's real arguments");
+    assert_eq!(
+        sent,
+        vec![
+            json!({"order": 1, "email": "jane.doe@acme-corp.com"}),
+            json!({"order": 2, "email": "jane.doe@acme-corp.com"}),
+            json!({"order": 3, "email": "jane.doe@acme-corp.com"}),
+        ],
+        "each refund ran exactly once, with the model's real arguments"
+    );
     assert_eq!(llm.hits().len(), 4, "no model turn was asked for twice across the three attempts");
     let statuses: Vec<&str> = step.attempts.iter().map(|a| a.status.label()).collect();
     assert_eq!(statuses, ["suspended", "suspended", "succeeded"]);
 
     // The audit trail names each decision and who made it.
-    let audit: Value = reqwest::Client::new().get(format!("{base}/api/runs/{run}/audit")).bearer_auth(&alice).send().await.unwrap().json().await.unwrap();
+    let audit: Value = reqwest::Client::new()
+        .get(format!("{base}/api/runs/{run}/audit"))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let kinds: Vec<(String, String)> = audit["events"]
         .as_array()
         .unwrap()
         .iter()
         .filter(|e| e["kind"].as_str().unwrap().starts_with("tool."))
-        .map(|e| (e["kind"].as_str().unwrap().to_string(), e["by"].as_str().or(e["tool"].as_str()).unwrap_or("").to_string()))
+        .map(|e| {
+            (e["kind"].as_str().unwrap().to_string(), e["by"].as_str().or(e["tool"].as_str()).unwrap_or("").to_string())
+        })
         .collect();
-    assert_eq!(kinds, [
-        ("tool.authorisation_asked".to_string(), "refund".to_string()),
-        ("tool.allowed_once".into(), "alice".into()),
-        ("tool.authorisation_asked".into(), "refund".into()),
-        ("tool.allowed_for_run".into(), "alice".into()),
-    ]);
+    assert_eq!(
+        kinds,
+        [
+            ("tool.authorisation_asked".to_string(), "refund".to_string()),
+            ("tool.allowed_once".into(), "alice".into()),
+            ("tool.authorisation_asked".into(), "refund".into()),
+            ("tool.allowed_for_run".into(), "alice".into()),
+        ]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -383,12 +444,18 @@ async fn a_denied_tool_call_is_not_run_and_the_model_receives_the_reason_and_its
     let llm = TestServer::start(model(|turn, request| match turn {
         0 => openai_tools("Refunding order 1.", &[("call_1", "refund", json!({"order": 1, "email": "x@example.org"}))]),
         _ => {
-            let said = request["messages"].as_array().unwrap().iter().find(|m| m["role"] == "tool").unwrap()["content"].as_str().unwrap().to_string();
+            let said = request["messages"].as_array().unwrap().iter().find(|m| m["role"] == "tool").unwrap()["content"]
+                .as_str()
+                .unwrap()
+                .to_string();
             openai_text(&format!("I could not refund: {said}"))
         }
     }))
     .await;
-    for sys in [embedded_with(|c| priced(c, provider(ProviderKind::Openai, &llm))).await, redis_with(|c| priced(c, provider(ProviderKind::Openai, &llm))).await] {
+    for sys in [
+        embedded_with(|c| priced(c, provider(ProviderKind::Openai, &llm))).await,
+        redis_with(|c| priced(c, provider(ProviderKind::Openai, &llm))).await,
+    ] {
         let base = listen(&sys).await;
         let alice = add_user(&base, "alice").await;
         let bob = add_user(&base, "bob").await;
@@ -408,16 +475,34 @@ async fn a_denied_tool_call_is_not_run_and_the_model_receives_the_reason_and_its
         let id = r["request"]["id"].as_str().unwrap().to_string();
         let res = decide(&base, &alice, &id, json!({"decision": "allow_once"})).await;
         assert_eq!(res.status(), 403, "self-approval is refused");
-        let res = decide(&base, &bob, &id, json!({"decision": "deny", "reason": "refunds over 100 need the finance team"})).await;
+        let res =
+            decide(&base, &bob, &id, json!({"decision": "deny", "reason": "refunds over 100 need the finance team"}))
+                .await;
         assert_eq!(res.status(), 200);
         let v = sys.settle(&RunId::from(run.as_str())).await;
         assert_eq!(v.state.status.label(), "succeeded", "{:?}", v.state.status);
         let step = TestSystem::step(&v, "handle");
-        assert_eq!(step.output.as_ref().unwrap()["text"], "I could not refund: denied by bob: refunds over 100 need the finance team");
+        assert_eq!(
+            step.output.as_ref().unwrap()["text"],
+            "I could not refund: denied by bob: refunds over 100 need the finance team"
+        );
         assert_eq!(step.output.as_ref().unwrap()["tool_calls"][0]["status"], "denied");
         assert!(refunds.hits().is_empty(), "a denied call is never run");
-        let audit: Value = reqwest::Client::new().get(format!("{base}/api/runs/{run}/audit")).bearer_auth(&bob).send().await.unwrap().json().await.unwrap();
-        let denied = audit["events"].as_array().unwrap().iter().find(|e| e["kind"] == "tool.denied").expect("a tool.denied audit event");
+        let audit: Value = reqwest::Client::new()
+            .get(format!("{base}/api/runs/{run}/audit"))
+            .bearer_auth(&bob)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let denied = audit["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["kind"] == "tool.denied")
+            .expect("a tool.denied audit event");
         assert_eq!(denied["by"], "bob");
         assert_eq!(denied["reason"], "refunds over 100 need the finance team");
     }
@@ -435,7 +520,9 @@ async fn the_reservation_covers_every_turn_and_a_budget_that_cannot_pauses_befor
     let sys = &sys;
     let tools = &tools;
     let estimate = |turns: u32| async move {
-        let spec = orders_spec(tools).replace("max_turns: 4", &format!("max_turns: {turns}")).replace("steps:", "budget: { max_cost: 0.0001 }\nsteps:");
+        let spec = orders_spec(tools)
+            .replace("max_turns: 4", &format!("max_turns: {turns}"))
+            .replace("steps:", "budget: { max_cost: 0.0001 }\nsteps:");
         let run = sys.start(&spec, json!({})).await;
         let v = sys.settle(&run).await;
         assert!(v.state.is_waiting(), "the budget cannot cover the reservation: {:?}", v.state.status);
@@ -465,8 +552,14 @@ async fn the_reservation_covers_every_turn_and_a_budget_that_cannot_pauses_befor
 async fn a_tool_authorised_by_category_asks_only_when_its_arguments_hold_one() {
     let payments = TestServer::start(service()).await;
     let llm = TestServer::start(model(|turn, _| match turn {
-        0 => openai_tools("Paying the small invoice.", &[("call_1", "pay", json!({"amount": 12, "note": "invoice 4471"}))]),
-        1 => openai_tools("Paying by the card the customer gave.", &[("call_2", "pay", json!({"amount": 80, "note": "card 4111 1111 1111 1111"}))]),
+        0 => openai_tools(
+            "Paying the small invoice.",
+            &[("call_1", "pay", json!({"amount": 12, "note": "invoice 4471"}))],
+        ),
+        1 => openai_tools(
+            "Paying by the card the customer gave.",
+            &[("call_2", "pay", json!({"amount": 80, "note": "card 4111 1111 1111 1111"}))],
+        ),
         _ => openai_text("Both paid."),
     }))
     .await;
@@ -489,10 +582,14 @@ steps:
     let v = sys.settle(&run).await;
     assert!(v.state.is_waiting(), "{:?}", v.state.status);
     assert_eq!(payments.hits().len(), 1, "the call without a card number ran without asking");
-    let request = sys.t().pending().await.unwrap().into_iter().find(|r| r.run == run).expect("a tool-authorisation request");
+    let request =
+        sys.t().pending().await.unwrap().into_iter().find(|r| r.run == run).expect("a tool-authorisation request");
     assert_eq!(request.request.context["because"], json!(["card"]));
     assert_eq!(request.request.context["arguments"]["amount"], 80);
-    assert!(!request.request.context.to_string().contains("4111 1111 1111 1111"), "the card number is redacted on the request");
+    assert!(
+        !request.request.context.to_string().contains("4111 1111 1111 1111"),
+        "the card number is redacted on the request"
+    );
     sys.t().decide(&request.request.id, tollgate_engine::run::Decision::AllowOnce, "ann", None).await.unwrap();
     let v = sys.settle(&run).await;
     assert_eq!(v.state.status.label(), "succeeded", "{:?}", v.state.status);

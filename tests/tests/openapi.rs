@@ -8,7 +8,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use tollgate_engine::users::Role;
 use tollgate_tests::harness::{embedded, wait_for};
 
@@ -42,12 +42,18 @@ impl Checker {
         assert!(op.is_object(), "{method} {template} is not in the document");
         self.seen.insert((method.to_string(), template.to_string()));
         let response = &op["responses"][status.to_string()];
-        assert!(response.is_object(), "{method} {template} answered {status}, which the document does not list: {body}");
+        assert!(
+            response.is_object(),
+            "{method} {template} answered {status}, which the document does not list: {body}"
+        );
         if response["content"]["application/json"]["schema"].is_null() {
             return;
         }
         let escape = |s: &str| s.replace('~', "~0").replace('/', "~1");
-        let pointer = format!("{DOC_URL}#/paths/{}/{method}/responses/{status}/content/application~1json/schema", escape(template));
+        let pointer = format!(
+            "{DOC_URL}#/paths/{}/{method}/responses/{status}/content/application~1json/schema",
+            escape(template)
+        );
         let index = self.compiler.compile(&pointer, &mut self.schemas).unwrap_or_else(|e| panic!("{pointer}: {e:#}"));
         if let Err(e) = self.schemas.validate(body, index) {
             panic!("{method} {template} {status}: the body does not match the document:\n{e:#}\nbody: {body:#}");
@@ -57,7 +63,10 @@ impl Checker {
     /// Whether the document refuses `body` as the answer (the checker must not be vacuous).
     fn refuses(&mut self, method: &str, template: &str, status: u16, body: &Value) -> bool {
         let escape = |s: &str| s.replace('~', "~0").replace('/', "~1");
-        let pointer = format!("{DOC_URL}#/paths/{}/{method}/responses/{status}/content/application~1json/schema", escape(template));
+        let pointer = format!(
+            "{DOC_URL}#/paths/{}/{method}/responses/{status}/content/application~1json/schema",
+            escape(template)
+        );
         let index = self.compiler.compile(&pointer, &mut self.schemas).unwrap();
         self.schemas.validate(body, index).is_err()
     }
@@ -89,7 +98,13 @@ async fn every_documented_operation_answers_as_documented() {
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"), "{}", doc["openapi"]);
     let mut c = Checker::new(doc);
 
-    async fn call(http: &reqwest::Client, method: &str, url: String, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
+    async fn call(
+        http: &reqwest::Client,
+        method: &str,
+        url: String,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let mut r = match method {
             "get" => http.get(url),
             "post" => http.post(url),
@@ -114,16 +129,36 @@ async fn every_documented_operation_answers_as_documented() {
         }};
     }
 
-    let created = step!("post", "/api/users", "/api/users", Some("boot"), Some(json!({"name": "alice", "groups": ["ops"], "email": "alice@example.com"})), 201);
+    let created = step!(
+        "post",
+        "/api/users",
+        "/api/users",
+        Some("boot"),
+        Some(json!({"name": "alice", "groups": ["ops"], "email": "alice@example.com"})),
+        201
+    );
     let alice = created["token"].as_str().unwrap().to_string();
-    let created_bob = step!("post", "/api/users", "/api/users", Some("boot"), Some(json!({"name": "bob", "groups": ["finance"]})), 201)["token"].as_str().unwrap().to_string();
+    let created_bob = step!(
+        "post",
+        "/api/users",
+        "/api/users",
+        Some("boot"),
+        Some(json!({"name": "bob", "groups": ["finance"]})),
+        201
+    )["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
     step!("post", "/api/users", "/api/users", Some(&alice), Some(json!({"name": "eve"})), 403);
     step!("get", "/api/me", "/api/me", Some(&alice), None, 200);
     step!("get", "/api/users", "/api/users", Some(&alice), None, 403);
     step!("get", "/api/users", "/api/users", Some(&root), None, 200);
     step!("get", "/api/runs", "/api/runs", None, None, 401);
     step!("post", "/api/runs", "/api/runs", Some(&alice), Some(json!({"spec": "id: x\nowner: ops\nsteps: []\n"})), 422);
-    let run = step!("post", "/api/runs", "/api/runs", Some(&alice), Some(json!({"spec": SPEC})), 201)["run"].as_str().unwrap().to_string();
+    let run = step!("post", "/api/runs", "/api/runs", Some(&alice), Some(json!({"spec": SPEC})), 201)["run"]
+        .as_str()
+        .unwrap()
+        .to_string();
     wait_for("the request to be pending", Duration::from_secs(30), || {
         let r = http.get(format!("{base}/api/requests")).bearer_auth(&alice).send();
         async move { r.await.unwrap().json::<Value>().await.unwrap().as_array().is_some_and(|a| !a.is_empty()) }
@@ -138,9 +173,30 @@ async fn every_documented_operation_answers_as_documented() {
     step!("get", "/api/requests/{request}", format!("/api/requests/{request}"), Some(&alice), None, 200);
     step!("get", "/api/requests/{request}", "/api/requests/nope.x.1", Some(&alice), None, 404);
     let decide = format!("/api/requests/{request}/decision");
-    step!("post", "/api/requests/{request}/decision", decide.clone(), Some(&alice), Some(json!({"decision": "extend"})), 422);
-    step!("post", "/api/requests/{request}/decision", decide.clone(), Some(&root), Some(json!({"decision": "approve", "comment": "fine"})), 200);
-    step!("post", "/api/requests/{request}/decision", decide.clone(), Some(&alice), Some(json!({"decision": "reject"})), 409);
+    step!(
+        "post",
+        "/api/requests/{request}/decision",
+        decide.clone(),
+        Some(&alice),
+        Some(json!({"decision": "extend"})),
+        422
+    );
+    step!(
+        "post",
+        "/api/requests/{request}/decision",
+        decide.clone(),
+        Some(&root),
+        Some(json!({"decision": "approve", "comment": "fine"})),
+        200
+    );
+    step!(
+        "post",
+        "/api/requests/{request}/decision",
+        decide.clone(),
+        Some(&alice),
+        Some(json!({"decision": "reject"})),
+        409
+    );
     step!("get", "/api/requests/{request}", format!("/api/requests/{request}"), Some(&alice), None, 200);
     step!("get", "/api/runs/{run}/audit", format!("/api/runs/{run}/audit"), Some(&alice), None, 200);
     step!("get", "/api/runs/{run}/receipt", format!("/api/runs/{run}/receipt"), Some(&alice), None, 200);
@@ -148,15 +204,43 @@ async fn every_documented_operation_answers_as_documented() {
     step!("get", "/api/receipt/key", "/api/receipt/key", Some(&alice), None, 200);
     step!("get", "/api/runs/{run}/timeline", format!("/api/runs/{run}/timeline"), Some(&alice), None, 200);
     step!("get", "/api/runs/{run}/timeline", "/api/runs/01NOSUCHRUN/timeline", Some(&alice), None, 404);
-    step!("post", "/api/events", "/api/events", Some(&alice), Some(json!({"name": "lead.created", "payload": {"score": 9}, "dedup": "d-1"})), 202);
+    step!(
+        "post",
+        "/api/events",
+        "/api/events",
+        Some(&alice),
+        Some(json!({"name": "lead.created", "payload": {"score": 9}, "dedup": "d-1"})),
+        202
+    );
     step!("post", "/api/events", "/api/events", Some(&alice), Some(json!({"name": "bad name!"})), 422);
-    step!("post", "/api/events", "/api/events", Some(&alice), Some(json!({"name": "lead.created", "owner": "finance"})), 403);
+    step!(
+        "post",
+        "/api/events",
+        "/api/events",
+        Some(&alice),
+        Some(json!({"name": "lead.created", "owner": "finance"})),
+        403
+    );
     step!("get", "/api/triggers", "/api/triggers", Some(&alice), None, 200);
     step!("get", "/api/notifications", "/api/notifications?limit=5", Some(&alice), None, 200);
-    step!("get", "/api/triggers/{workflow}/history", "/api/triggers/documented/history?limit=5", Some(&alice), None, 200);
+    step!(
+        "get",
+        "/api/triggers/{workflow}/history",
+        "/api/triggers/documented/history?limit=5",
+        Some(&alice),
+        None,
+        200
+    );
     step!("get", "/api/triggers/{workflow}/history", "/api/triggers/nosuchflow/history", Some(&alice), None, 404);
     step!("get", "/api/triggers/{workflow}/history", "/api/triggers/bad%20id/history", Some(&alice), None, 400);
-    step!("post", "/api/runs/{run}/cancel", format!("/api/runs/{run}/cancel"), Some(&alice), Some(json!({"reason": "done"})), 200);
+    step!(
+        "post",
+        "/api/runs/{run}/cancel",
+        format!("/api/runs/{run}/cancel"),
+        Some(&alice),
+        Some(json!({"reason": "done"})),
+        200
+    );
     step!("post", "/api/runs/{run}/cancel", "/api/runs/01NOSUCHRUN/cancel", Some(&alice), None, 404);
 
     // The workflow catalogue: list, show, start one by id with parameters.
@@ -164,11 +248,46 @@ async fn every_documented_operation_answers_as_documented() {
     assert!(listed["templates"].as_array().unwrap().iter().any(|t| t["id"] == "client-intake"), "{listed}");
     step!("get", "/api/templates/{name}", "/api/templates/client-intake", Some(&alice), None, 200);
     step!("get", "/api/templates/{name}", "/api/templates/no-such-template", Some(&alice), None, 404);
-    step!("post", "/api/templates/{name}/runs", "/api/templates/no-such-template/runs", Some(&alice), Some(json!({})), 404);
-    step!("post", "/api/templates/{name}/runs", "/api/templates/client-intake/runs", Some(&alice), Some(json!({"params": {"matter": "x"}})), 422);
-    step!("post", "/api/templates/{name}/runs", "/api/templates/client-intake/runs", Some(&created_bob), Some(json!({"params": {"client_name": "Acme"}})), 403);
-    let from_template = step!("post", "/api/templates/{name}/runs", "/api/templates/client-intake/runs", Some(&alice), Some(json!({"params": {"client_name": "Acme", "scheduler_url": ""}})), 201);
-    step!("post", "/api/runs/{run}/cancel", format!("/api/runs/{}/cancel", from_template["run"].as_str().unwrap()), Some(&alice), None, 200);
+    step!(
+        "post",
+        "/api/templates/{name}/runs",
+        "/api/templates/no-such-template/runs",
+        Some(&alice),
+        Some(json!({})),
+        404
+    );
+    step!(
+        "post",
+        "/api/templates/{name}/runs",
+        "/api/templates/client-intake/runs",
+        Some(&alice),
+        Some(json!({"params": {"matter": "x"}})),
+        422
+    );
+    step!(
+        "post",
+        "/api/templates/{name}/runs",
+        "/api/templates/client-intake/runs",
+        Some(&created_bob),
+        Some(json!({"params": {"client_name": "Acme"}})),
+        403
+    );
+    let from_template = step!(
+        "post",
+        "/api/templates/{name}/runs",
+        "/api/templates/client-intake/runs",
+        Some(&alice),
+        Some(json!({"params": {"client_name": "Acme", "scheduler_url": ""}})),
+        201
+    );
+    step!(
+        "post",
+        "/api/runs/{run}/cancel",
+        format!("/api/runs/{}/cancel", from_template["run"].as_str().unwrap()),
+        Some(&alice),
+        None,
+        200
+    );
 
     // The stream: an event stream, as documented.
     let stream = http.get(format!("{base}/api/stream")).bearer_auth(&alice).send().await.unwrap();
@@ -187,7 +306,12 @@ async fn every_documented_operation_answers_as_documented() {
     // The checker is not vacuous: wrong shapes are refused.
     assert!(c.refuses("get", "/api/me", 200, &json!({"name": "alice"})), "a user without role and groups");
     assert!(c.refuses("get", "/api/runs", 200, &json!({"runs": [{"run": 1}], "next": null})));
-    assert!(c.refuses("post", "/api/requests/{request}/decision", 409, &json!({"error": "already_decided", "message": "m", "request": "r", "decision": {"decision": "approve"}})));
+    assert!(c.refuses(
+        "post",
+        "/api/requests/{request}/decision",
+        409,
+        &json!({"error": "already_decided", "message": "m", "request": "r", "decision": {"decision": "approve"}})
+    ));
 
     let missing: Vec<_> = c.operations().difference(&c.seen).cloned().collect();
     assert!(missing.is_empty(), "documented operations this test does not exercise: {missing:?}");
@@ -199,7 +323,12 @@ async fn every_documented_operation_answers_as_documented() {
 /// `(method, path)`: read from the router's source, where each is one `.route("PATH", get(…).post(…))`.
 fn served_routes() -> BTreeSet<(String, String)> {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../actors/src/http/mod.rs");
-    let source: String = std::fs::read_to_string(path).unwrap().lines().filter(|l| !l.trim_start().starts_with("//")).collect::<Vec<_>>().join("\n");
+    let source: String = std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("//"))
+        .collect::<Vec<_>>()
+        .join("\n");
     let mut out = BTreeSet::new();
     for call in source.split(".route(").skip(1) {
         let Some((route, rest)) = call.trim_start().strip_prefix('"').and_then(|c| c.split_once('"')) else { continue };
@@ -209,7 +338,11 @@ fn served_routes() -> BTreeSet<(String, String)> {
         // The handlers: `get(x)`, `post(y)`, chained, up to the closing parenthesis of `.route(`.
         let mut depth = 1;
         let end = rest.char_indices().find(|&(_, ch)| {
-            depth += match ch { '(' => 1, ')' => -1, _ => 0 };
+            depth += match ch {
+                '(' => 1,
+                ')' => -1,
+                _ => 0,
+            };
             depth == 0
         });
         let handlers = &rest[..end.map_or(rest.len(), |(i, _)| i)];
@@ -219,6 +352,9 @@ fn served_routes() -> BTreeSet<(String, String)> {
             }
         }
     }
-    assert!(out.len() >= 10 && out.contains(&("get".into(), "/api/runs".into())), "the router's routes were not found in {path}: {out:?}");
+    assert!(
+        out.len() >= 10 && out.contains(&("get".into(), "/api/runs".into())),
+        "the router's routes were not found in {path}: {out:?}"
+    );
     out
 }

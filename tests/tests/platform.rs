@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
-use serde_json::{json, Value};
-use tollgate_tests::harness::{each_backend, embedded, TestSystem};
+use serde_json::{Value, json};
+use tollgate_tests::harness::{TestSystem, each_backend, embedded};
 
 const WRITER: &str = r#"
 id: jot
@@ -28,7 +28,10 @@ steps:
 "#;
 
 fn output(v: &tollgate::service::RunView, step: &str) -> Value {
-    TestSystem::step(v, step).output.clone().unwrap_or_else(|| panic!("step {step} has no output: {:?}", TestSystem::step(v, step).error))
+    TestSystem::step(v, step)
+        .output
+        .clone()
+        .unwrap_or_else(|| panic!("step {step} has no output: {:?}", TestSystem::step(v, step).error))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -49,7 +52,9 @@ async fn memory_notes_are_listed_by_time_and_tag_and_kept_from_other_owners() {
         assert_eq!(output(&v, "acme")["text"], "Acme renews in May");
 
         // Another owner's workflow sees none of them.
-        let run = sys.start(&READER.replace("owner: ops", "owner: legal").replace("id: recall", "id: recall-legal"), json!({})).await;
+        let run = sys
+            .start(&READER.replace("owner: ops", "owner: legal").replace("id: recall", "id: recall-legal"), json!({}))
+            .await;
         let v = sys.settle(&run).await;
         assert_eq!(output(&v, "week")["count"], 0);
         let e = TestSystem::step(&v, "acme").error.clone().expect("reading another owner's note fails");
@@ -95,7 +100,13 @@ async fn a_notification_reaches_the_signed_in_users_stream() {
     let add = |name: &'static str, group: &'static str| {
         let (http, base) = (http.clone(), base.clone());
         async move {
-            let res = http.post(format!("{base}/api/users")).bearer_auth("s3cret").json(&json!({"name": name, "groups": [group]})).send().await.unwrap();
+            let res = http
+                .post(format!("{base}/api/users"))
+                .bearer_auth("s3cret")
+                .json(&json!({"name": name, "groups": [group]}))
+                .send()
+                .await
+                .unwrap();
             res.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_string()
         }
     };
@@ -104,7 +115,8 @@ async fn a_notification_reaches_the_signed_in_users_stream() {
     let signed = http.post(format!("{base}/console/session")).json(&json!({"token": ann})).send().await.unwrap();
     assert_eq!(signed.status(), 200);
     let cookie = signed.headers()[reqwest::header::SET_COOKIE].to_str().unwrap().split(';').next().unwrap().to_string();
-    let mut ann_live = http.get(format!("{base}/api/stream")).header(reqwest::header::COOKIE, &cookie).send().await.unwrap();
+    let mut ann_live =
+        http.get(format!("{base}/api/stream")).header(reqwest::header::COOKIE, &cookie).send().await.unwrap();
     let mut bob_live = http.get(format!("{base}/api/stream")).bearer_auth(&bob).send().await.unwrap();
     let (mut ann_buf, mut bob_buf, mut seen) = (String::new(), String::new(), Vec::new());
     next_event(&mut ann_live, &mut ann_buf, "hello", &mut seen).await;
@@ -120,18 +132,43 @@ steps:
     let run = sys.start(spec, json!({})).await;
     let got = next_event(&mut ann_live, &mut ann_buf, "notification", &mut seen).await;
     assert_eq!(got["run"], json!(run));
-    let list: Value = http.get(format!("{base}/api/notifications")).header(reqwest::header::COOKIE, &cookie).send().await.unwrap().json().await.unwrap();
+    let list: Value = http
+        .get(format!("{base}/api/notifications"))
+        .header(reqwest::header::COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let n = &list["notifications"][0];
-    assert_eq!((n["id"].clone(), n["subject"].as_str(), n["message"].as_str(), n["to"].as_str()), (got["notification"].clone(), Some("Invoices ready"), Some("April invoices are ready for review"), Some("finance")));
+    assert_eq!(
+        (n["id"].clone(), n["subject"].as_str(), n["message"].as_str(), n["to"].as_str()),
+        (
+            got["notification"].clone(),
+            Some("Invoices ready"),
+            Some("April invoices are ready for review"),
+            Some("finance")
+        )
+    );
     assert!(!ann_buf.contains("April"), "stream events carry ids only");
     let v = sys.settle(&run).await;
     assert_eq!(output(&v, "tell")["recipients"], json!(["ann"]));
 
     // Bob is in no group it was sent to: nothing in his list, no event on his stream by the
     // time a later event (the run finishing is not his either, so use another run of his own) arrives.
-    let list: Value = http.get(format!("{base}/api/notifications")).bearer_auth(&bob).send().await.unwrap().json().await.unwrap();
+    let list: Value =
+        http.get(format!("{base}/api/notifications")).bearer_auth(&bob).send().await.unwrap().json().await.unwrap();
     assert_eq!(list["notifications"], json!([]));
-    let mine = sys.start(&spec.replace("owner: ops", "owner: legal").replace("to: finance", "to: bob").replace("id: announce", "id: announce-bob"), json!({})).await;
+    let mine = sys
+        .start(
+            &spec
+                .replace("owner: ops", "owner: legal")
+                .replace("to: finance", "to: bob")
+                .replace("id: announce", "id: announce-bob"),
+            json!({}),
+        )
+        .await;
     let got = next_event(&mut bob_live, &mut bob_buf, "notification", &mut seen).await;
     assert_eq!(got["run"], json!(mine), "the first notification on bob's stream is his own");
 }
@@ -148,8 +185,13 @@ async fn a_notification_is_emailed_through_the_owners_smtp_connection() {
     let t = sys.t();
     t.users.add("ann", Role::Operator, vec!["finance".into()], Some("ann@example.com".into())).await.unwrap();
     t.users.add("cid", Role::Operator, vec!["finance".into()], None).await.unwrap();
-    let settings = [("host", "127.0.0.1".to_string()), ("port", sink.port.to_string()), ("security", "none".into()), ("from", "tollgate@example.com".into())]
-        .map(|(k, v)| (k.to_string(), v));
+    let settings = [
+        ("host", "127.0.0.1".to_string()),
+        ("port", sink.port.to_string()),
+        ("security", "none".into()),
+        ("from", "tollgate@example.com".into()),
+    ]
+    .map(|(k, v)| (k.to_string(), v));
     let c = Connection::from_settings("office_mail", ConnectionKind::Smtp, &settings).expect("smtp settings");
     t.engine.store.put_connection(&OwnerId::from("ops"), &c, None).await.unwrap();
 
@@ -167,11 +209,22 @@ steps:
     assert_eq!(out["emailed"], json!(["ann"]), "cid has no address");
     let mails = sink.messages();
     assert_eq!(mails.len(), 1, "{mails:?}");
-    assert!(mails[0].contains("Subject: Invoices ready") && mails[0].contains("April invoices are ready for review") && mails[0].contains("ann@example.com"), "{}", mails[0]);
-    assert_eq!(t.engine.store.notifications("cid", 5).await.unwrap()[0].subject, "Invoices ready", "the console half reaches everyone");
+    assert!(
+        mails[0].contains("Subject: Invoices ready")
+            && mails[0].contains("April invoices are ready for review")
+            && mails[0].contains("ann@example.com"),
+        "{}",
+        mails[0]
+    );
+    assert_eq!(
+        t.engine.store.notifications("cid", 5).await.unwrap()[0].subject,
+        "Invoices ready",
+        "the console half reaches everyone"
+    );
 
     // A connection the owner does not have fails the step, naming it.
-    let run = sys.start(&spec.replace("office_mail", "nope").replace("announce-mail", "announce-nope"), json!({})).await;
+    let run =
+        sys.start(&spec.replace("office_mail", "nope").replace("announce-mail", "announce-nope"), json!({})).await;
     let v = sys.settle(&run).await;
     let e = TestSystem::step(&v, "tell").error.clone().unwrap();
     assert_eq!(e.code, "connection_not_found", "{e}");

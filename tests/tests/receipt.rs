@@ -10,11 +10,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use tollgate_engine::ids::RunId;
-use tollgate_engine::receipt::{verify, Receipt, ReceiptEntry, ReceiptKey, ReceiptSigner};
+use tollgate_engine::receipt::{Receipt, ReceiptEntry, ReceiptKey, ReceiptSigner, verify};
 use tollgate_engine::store::keys;
-use tollgate_tests::harness::{embedded, redis, wait_for, Script, TestServer, TestSystem};
+use tollgate_tests::harness::{Script, TestServer, TestSystem, embedded, redis, wait_for};
 
 const ADMIN: &str = "admin-s3cret";
 
@@ -64,7 +64,9 @@ steps:
 
 async fn customer_server() -> TestServer {
     let body = json!({"contact": format!("write to {OUTPUT_EMAIL}"), "card": format!("card {CARD}"), "note": format!("STRIPE_KEY={API_KEY}")}).to_string();
-    let script: Script = Arc::new(move |_, _| (StatusCode::OK, vec![("content-type", "application/json".into())], body.clone(), Duration::ZERO));
+    let script: Script = Arc::new(move |_, _| {
+        (StatusCode::OK, vec![("content-type", "application/json".into())], body.clone(), Duration::ZERO)
+    });
     TestServer::start(script).await
 }
 
@@ -77,7 +79,13 @@ async fn listen(sys: &TestSystem) -> String {
 }
 
 async fn add_user(http: &reqwest::Client, base: &str, name: &str) -> String {
-    let res = http.post(format!("{base}/api/users")).bearer_auth(ADMIN).json(&json!({"name": name, "groups": ["ops"]})).send().await.unwrap();
+    let res = http
+        .post(format!("{base}/api/users"))
+        .bearer_auth(ADMIN)
+        .json(&json!({"name": name, "groups": ["ops"]}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 201);
     res.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_string()
 }
@@ -98,8 +106,13 @@ async fn approved_run(sys: &TestSystem, server: &TestServer) -> (RunId, Value, R
     assert_eq!(started.status(), 201);
     let run = started.json::<Value>().await.unwrap()["run"].as_str().unwrap().to_string();
     let pending = |http: reqwest::Client, base: String, ann: String, run: String| async move {
-        let list: Value = http.get(format!("{base}/api/requests")).bearer_auth(&ann).send().await.unwrap().json().await.unwrap();
-        list.as_array().unwrap().iter().find(|r| r["run"] == run.as_str()).map(|r| r["request"]["id"].as_str().unwrap().to_string())
+        let list: Value =
+            http.get(format!("{base}/api/requests")).bearer_auth(&ann).send().await.unwrap().json().await.unwrap();
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["run"] == run.as_str())
+            .map(|r| r["request"]["id"].as_str().unwrap().to_string())
     };
     wait_for("ann's approval request", Duration::from_secs(60), || {
         let f = pending(http.clone(), base.clone(), ann.clone(), run.clone());
@@ -123,7 +136,8 @@ async fn approved_run(sys: &TestSystem, server: &TestServer) -> (RunId, Value, R
     assert_eq!(res.status(), 200);
     assert!(res.headers()["content-disposition"].to_str().unwrap().starts_with("attachment; filename=\"receipt-"));
     let receipt: Value = res.json().await.unwrap();
-    let key: Value = http.get(format!("{base}/api/receipt/key")).bearer_auth(&ann).send().await.unwrap().json().await.unwrap();
+    let key: Value =
+        http.get(format!("{base}/api/receipt/key")).bearer_auth(&ann).send().await.unwrap().json().await.unwrap();
     assert_eq!(key["algorithm"], "ed25519");
     let key: ReceiptKey = key["key"].as_str().unwrap().parse().unwrap();
     (run, receipt, key, base, ann)
@@ -146,19 +160,28 @@ async fn a_receipt_of_a_real_run_verifies_and_names_every_alteration(sys: TestSy
     // What the receipt records: the spec, who started and who decided, every attempt with its
     // timings, cost and gate verdict, and the journal's chain.
     let h = &receipt["header"];
-    assert_eq!((h["workflow"].as_str(), h["started_by"].as_str(), h["status"].as_str()), (Some("receipt-intake"), Some("bob"), Some("succeeded")));
+    assert_eq!(
+        (h["workflow"].as_str(), h["started_by"].as_str(), h["status"].as_str()),
+        (Some("receipt-intake"), Some("bob"), Some("succeeded"))
+    );
     assert_eq!(h["spec_digest"].as_str().unwrap().len(), 32);
     assert_eq!(h["entries"].as_u64().unwrap() as usize, receipt["entries"].as_array().unwrap().len());
     let approved = record(&receipt, "request.approved");
     assert_eq!((approved.len(), approved[0]["by"].as_str()), (1, Some("ann")));
     let succeeded = record(&receipt, "step.succeeded");
-    assert_eq!(succeeded.iter().map(|r| r["step"].as_str().unwrap()).collect::<Vec<_>>(), ["lookup", "summarise", "done"]);
+    assert_eq!(
+        succeeded.iter().map(|r| r["step"].as_str().unwrap()).collect::<Vec<_>>(),
+        ["lookup", "summarise", "done"]
+    );
     let lookup = succeeded[0];
     assert!(lookup["started_at"].as_u64().unwrap() <= lookup["at"].as_u64().unwrap());
     assert!(lookup["cost"].is_string());
     assert_eq!(lookup["gate"]["action"], "redact", "{lookup}");
     let rules: Vec<&str> = lookup["gate"]["rules"].as_array().unwrap().iter().map(|r| r.as_str().unwrap()).collect();
-    assert!(rules.contains(&"pii.card") && rules.contains(&"secret.stripe_key") && rules.contains(&"pii.email"), "{rules:?}");
+    assert!(
+        rules.contains(&"pii.card") && rules.contains(&"secret.stripe_key") && rules.contains(&"pii.email"),
+        "{rules:?}"
+    );
 
     // No planted value is in the file, only placeholders.
     for planted in [EMAIL, IBAN, CARD, API_KEY, OUTPUT_EMAIL, "DE89 3704", "4111 1111", "Q3vT8mKp2XrL9wZc4NbY7hJd"] {
@@ -180,7 +203,8 @@ async fn a_receipt_of_a_real_run_verifies_and_names_every_alteration(sys: TestSy
         assert_eq!(verify(&bad, Some(&key)).unwrap_err().entry().map(|e| e.0), Some(i));
     }
     // One byte of the file: a letter of the decider's name, inside the approved entry.
-    let approved_at = receipt["entries"].as_array().unwrap().iter().position(|e| e["record"]["kind"] == "request.approved").unwrap();
+    let approved_at =
+        receipt["entries"].as_array().unwrap().iter().position(|e| e["record"]["kind"] == "request.approved").unwrap();
     let needle = "\"by\": \"ann\"";
     let at = text.find(needle).unwrap();
     let mut bytes = text.clone().into_bytes();
@@ -203,7 +227,14 @@ async fn a_receipt_of_a_real_run_verifies_and_names_every_alteration(sys: TestSy
     let other = ReceiptSigner::from_seed(&[42; 32]);
     let resign = |doc: &mut Value, i: usize| {
         let e = &doc["entries"][i];
-        let bytes = ReceiptEntry::signed_bytes(run.as_str(), i as u64, e["kind"].as_str().unwrap(), e["at"].as_u64().unwrap(), e["link"].as_str().unwrap(), &e["record"]);
+        let bytes = ReceiptEntry::signed_bytes(
+            run.as_str(),
+            i as u64,
+            e["kind"].as_str().unwrap(),
+            e["at"].as_u64().unwrap(),
+            e["link"].as_str().unwrap(),
+            &e["record"],
+        );
         doc["entries"][i]["signature"] = json!(other.sign(&bytes));
     };
     let mut forged = receipt.clone();
@@ -223,13 +254,29 @@ async fn a_receipt_of_a_real_run_verifies_and_names_every_alteration(sys: TestSy
 
     // Another user of another group does not get the receipt (404, as for the run).
     let http = reqwest::Client::new();
-    let res = http.post(format!("{base}/api/users")).bearer_auth(ADMIN).json(&json!({"name": "eve", "groups": ["legal"]})).send().await.unwrap();
+    let res = http
+        .post(format!("{base}/api/users"))
+        .bearer_auth(ADMIN)
+        .json(&json!({"name": "eve", "groups": ["legal"]}))
+        .send()
+        .await
+        .unwrap();
     let eve = res.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_string();
-    assert_eq!(http.get(format!("{base}/api/runs/{run}/receipt")).bearer_auth(&eve).send().await.unwrap().status(), 404);
-    assert_eq!(http.get(format!("{base}/api/runs/{run}/receipt")).bearer_auth(&ann).send().await.unwrap().status(), 200);
+    assert_eq!(
+        http.get(format!("{base}/api/runs/{run}/receipt")).bearer_auth(&eve).send().await.unwrap().status(),
+        404
+    );
+    assert_eq!(
+        http.get(format!("{base}/api/runs/{run}/receipt")).bearer_auth(&ann).send().await.unwrap().status(),
+        200
+    );
 
     tamper_at_rest(&sys, &run, &receipt).await;
-    assert_eq!(http.get(format!("{base}/api/runs/{run}/receipt")).bearer_auth(&ann).send().await.unwrap().status(), 500, "a tampered journal gives no receipt");
+    assert_eq!(
+        http.get(format!("{base}/api/runs/{run}/receipt")).bearer_auth(&ann).send().await.unwrap().status(),
+        500,
+        "a tampered journal gives no receipt"
+    );
 }
 
 /// Re-seal journal entries (as someone holding the key could) and check every read finds it.
@@ -337,7 +384,10 @@ async fn a_receipt_names_the_trigger_fire_that_started_the_run() {
     let key = h.sys.t().engine.store.receipt_signer().await.unwrap().public();
     verify(&receipt, Some(&key)).expect("the receipt verifies");
     let t = &receipt["header"]["trigger"];
-    assert_eq!((t["trigger"].as_str(), t["fire"].as_str(), t["kind"].as_str(), t["at"].as_u64()), (Some("intake"), Some(fire.fire.as_str()), Some("webhook"), Some(fire.at)));
+    assert_eq!(
+        (t["trigger"].as_str(), t["fire"].as_str(), t["kind"].as_str(), t["at"].as_u64()),
+        (Some("intake"), Some(fire.fire.as_str()), Some("webhook"), Some(fire.at))
+    );
     assert_eq!(t["source"], "delivery delivery-7", "the fire's source, as its history shows it");
     let text = receipt.to_string();
     assert!(!text.contains(EMAIL), "{text}");

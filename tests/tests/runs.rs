@@ -9,7 +9,7 @@ use serde_json::json;
 use tollgate::service::ServiceError;
 use tollgate_engine::money::Money;
 use tollgate_engine::run::{Decision, StepStatus};
-use tollgate_tests::harness::{each_backend, wait_for, TestServer, TestSystem};
+use tollgate_tests::harness::{TestServer, TestSystem, each_backend, wait_for};
 
 fn ok_after(delay: Duration) -> tollgate_tests::harness::Script {
     Arc::new(move |_, _| (StatusCode::OK, vec![], r#"{"ok":true}"#.into(), delay))
@@ -41,7 +41,10 @@ steps:
         assert!(latest_start < earliest_end, "branches did not overlap: left {la:?} right {ra:?}");
         let hits = server.hits();
         assert_eq!(hits.len(), 2);
-        assert!(hits[1].at.duration_since(hits[0].at) < Duration::from_millis(300), "second branch waited for the first");
+        assert!(
+            hits[1].at.duration_since(hits[0].at) < Duration::from_millis(300),
+            "second branch waited for the first"
+        );
     })
     .await;
 }
@@ -80,7 +83,10 @@ steps:
         assert!(gap1 >= Duration::from_millis(200), "first backoff too short: {gap1:?}");
         assert!(gap2 >= Duration::from_millis(400), "backoff did not grow: {gap2:?}");
         let keys: Vec<_> = hits.iter().map(|h| h.headers.get("idempotency-key").cloned()).collect();
-        assert!(keys[0].is_some() && keys.iter().all(|k| *k == keys[0]), "attempts must share one idempotency key: {keys:?}");
+        assert!(
+            keys[0].is_some() && keys.iter().all(|k| *k == keys[0]),
+            "attempts must share one idempotency key: {keys:?}"
+        );
     })
     .await;
 }
@@ -139,7 +145,10 @@ async fn a_run_over_budget_pauses_then_finishes_when_extended() {
         assert_eq!(TestSystem::step(&v, "draft").status, StepStatus::Pending, "draft must not be dispatched");
         let pending = sys.t().pending().await.unwrap();
         assert!(pending.iter().any(|r| r.request.id == request), "request is listed as pending");
-        sys.t().decide(&request, Decision::Extend { amount: Money::parse("0.5").unwrap() }, "cfo", Some("ok".into())).await.unwrap();
+        sys.t()
+            .decide(&request, Decision::Extend { amount: Money::parse("0.5").unwrap() }, "cfo", Some("ok".into()))
+            .await
+            .unwrap();
         let v = sys.settle(&run).await;
         assert_eq!(v.state.status.label(), "succeeded", "{:?}", v.state.status);
         assert_eq!(v.state.budget.spent, Money::parse("1.4").unwrap(), "0.7 + 0.7, exactly");
@@ -196,7 +205,9 @@ async fn an_approval_passivates_the_run_and_the_first_decision_wins() {
         let second = sys.t().decide(&request, Decision::Reject, "someone-else", None).await;
         // Refused, with the first decision's outcome.
         match second {
-            Err(ServiceError::AlreadyDecided(_, first)) => assert_eq!((first.decision, first.by.as_str()), (Decision::Approve, "partner")),
+            Err(ServiceError::AlreadyDecided(_, first)) => {
+                assert_eq!((first.decision, first.by.as_str()), (Decision::Approve, "partner"))
+            }
             other => panic!("{other:?}"),
         }
         let v = sys.settle(&run).await;
@@ -255,7 +266,9 @@ steps:
         wait_for("the delay to start", Duration::from_secs(10), || {
             let t = t.clone();
             let run = run.clone();
-            async move { matches!(TestSystem::step(&t.view(&run).await.unwrap(), "wait").status, StepStatus::Delaying { .. }) }
+            async move {
+                matches!(TestSystem::step(&t.view(&run).await.unwrap(), "wait").status, StepStatus::Delaying { .. })
+            }
         })
         .await;
         sys.restart().await;
@@ -307,7 +320,10 @@ async fn a_none_failed_join_writes_the_memo_in_both_branches() {
 
         let v = sys.settle(&clear).await;
         assert_eq!(v.state.status.label(), "succeeded", "{:?}", v.state.status);
-        assert!(matches!(&TestSystem::step(&v, "conflict_partner").status, StepStatus::Skipped { upstream_failed: false, .. }));
+        assert!(matches!(
+            &TestSystem::step(&v, "conflict_partner").status,
+            StepStatus::Skipped { upstream_failed: false, .. }
+        ));
         assert_eq!(TestSystem::step(&v, "memo").output, Some(json!("memo")));
 
         let v = sys.settle(&conflict).await;
@@ -329,7 +345,12 @@ async fn a_step_chooses_what_retries_and_a_servers_retry_after_is_capped() {
         // hour (capped by the step's backoff max), then 200.
         let server = TestServer::start(Arc::new(|n, _| match n {
             0 => (StatusCode::NOT_FOUND, vec![], "not yet".into(), Duration::ZERO),
-            1 => (StatusCode::TOO_MANY_REQUESTS, vec![("retry-after", "3600".into())], "slow down".into(), Duration::ZERO),
+            1 => (
+                StatusCode::TOO_MANY_REQUESTS,
+                vec![("retry-after", "3600".into())],
+                "slow down".into(),
+                Duration::ZERO,
+            ),
             _ => (StatusCode::OK, vec![], r#"{"ok":true}"#.into(), Duration::ZERO),
         }))
         .await;

@@ -21,7 +21,7 @@ use tollgate_connectors::connections::{ConnectionError, Connections};
 use tollgate_engine::connections::{Connection, ConnectionKind, ConnectionSettings, SmtpSecurity, SmtpSettings};
 use tollgate_engine::egress::EgressAllow;
 use tollgate_engine::ids::OwnerId;
-use tollgate_tests::harness::{embedded, TestSystem};
+use tollgate_tests::harness::{TestSystem, embedded};
 use tollgate_tests::pki::TestCa;
 use tollgate_tests::smtp_sink::{AuthAttempt, SinkSecurity, SmtpSink};
 
@@ -132,13 +132,25 @@ async fn starttls_with_the_right_password_delivers_and_a_wrong_one_is_refused_on
     assert_eq!(step.status.label(), "failed");
     let error = step.error.clone().unwrap();
     assert_eq!(error.code, "connection_refused", "{error}");
-    assert!(error.message.starts_with(&format!("smtp localhost:{} refused the login of `{USER}` for connection `wrong_password`", sink.port)), "{error}");
-    assert!(error.message.ends_with(": permanent error (535): 5.7.8 Authentication credentials invalid"), "the server's answer, once: {error}");
+    assert!(
+        error.message.starts_with(&format!(
+            "smtp localhost:{} refused the login of `{USER}` for connection `wrong_password`",
+            sink.port
+        )),
+        "{error}"
+    );
+    assert!(
+        error.message.ends_with(": permanent error (535): 5.7.8 Authentication credentials invalid"),
+        "the server's answer, once: {error}"
+    );
     assert!(!error.message.contains(WRONG), "the error holds the password: {error}");
     assert_eq!(step.attempts.len(), 1, "a refused login is not retried: {:?}", step.attempts);
     let attempts = sink.auths();
     assert_eq!(attempts.len() - before, 1, "one AUTH attempt at the server: {attempts:?}");
-    assert_eq!(attempts.last(), Some(&AuthAttempt { mechanism: "PLAIN".into(), user: USER.into(), ok: false, tls: true }));
+    assert_eq!(
+        attempts.last(),
+        Some(&AuthAttempt { mechanism: "PLAIN".into(), user: USER.into(), ok: false, tls: true })
+    );
     let err = c.test(&OwnerId::from(OWNER), "wrong_password").await.unwrap_err();
     assert!(matches!(err, ConnectionError::Refused(_)), "{err}");
     assert_eq!(sink.messages().len(), 1, "nothing more was delivered");
@@ -157,10 +169,28 @@ async fn an_untrusted_certificate_or_no_tls_is_named_and_nothing_goes_in_the_cle
     add_tls(&sys, "no_starttls", "localhost", plain.port, "starttls", &ca, PASSWORD).await;
     add_tls(&sys, "not_tls", "localhost", plain.port, "tls", &ca, PASSWORD).await;
     let expected = [
-        ("untrusted", format!("smtp localhost:{}: STARTTLS: the TLS handshake failed: the server's certificate is not issued by a CA of ca_file `{other}`", starttls.port)),
-        ("wrong_name", format!("smtp 127.0.0.1:{}: STARTTLS: the TLS handshake failed: the server's certificate is not issued for the host name `127.0.0.1`", starttls.port)),
+        (
+            "untrusted",
+            format!(
+                "smtp localhost:{}: STARTTLS: the TLS handshake failed: the server's certificate is not issued by a CA of ca_file `{other}`",
+                starttls.port
+            ),
+        ),
+        (
+            "wrong_name",
+            format!(
+                "smtp 127.0.0.1:{}: STARTTLS: the TLS handshake failed: the server's certificate is not issued for the host name `127.0.0.1`",
+                starttls.port
+            ),
+        ),
         ("no_starttls", format!("smtp localhost:{}: the server does not offer STARTTLS", plain.port)),
-        ("not_tls", format!("smtp localhost:{}: connecting: the TLS handshake failed: the server does not speak TLS on this port", plain.port)),
+        (
+            "not_tls",
+            format!(
+                "smtp localhost:{}: connecting: the TLS handshake failed: the server does not speak TLS on this port",
+                plain.port
+            ),
+        ),
     ];
     let c = connections(&sys);
     for (name, why) in &expected {
@@ -200,7 +230,13 @@ async fn implicit_tls_delivers() {
 async fn a_password_goes_in_the_clear_only_to_a_relay_on_this_machine() {
     let sink = SmtpSink::start_with(SinkSecurity::None, Some((USER, PASSWORD)));
     let sys = embedded().await;
-    let local = [("host", "127.0.0.1".to_string()), ("port", sink.port.to_string()), ("security", "none".into()), ("user", USER.into()), ("from", "ops@example.test".into())];
+    let local = [
+        ("host", "127.0.0.1".to_string()),
+        ("port", sink.port.to_string()),
+        ("security", "none".into()),
+        ("user", USER.into()),
+        ("from", "ops@example.test".into()),
+    ];
     add(&sys, "relay", &local, Some(PASSWORD)).await;
     let step = run_send(&sys, "relay").await;
     assert_eq!(step.status.label(), "succeeded", "{:?}", step.error);
@@ -208,16 +244,34 @@ async fn a_password_goes_in_the_clear_only_to_a_relay_on_this_machine() {
 
     // Another host: refused when the connection is added…
     let remote: Vec<(String, String)> =
-        [("host", "smtp.example.test"), ("security", "none"), ("user", USER), ("from", "ops@example.test")].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        [("host", "smtp.example.test"), ("security", "none"), ("user", USER), ("from", "ops@example.test")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
     let err = Connection::from_settings("remote", ConnectionKind::Smtp, &remote).unwrap_err().to_string();
-    assert!(err.starts_with(&format!("security: `none` would send the password of `{USER}` in the clear to `smtp.example.test`")), "{err}");
+    assert!(
+        err.starts_with(&format!(
+            "security: `none` would send the password of `{USER}` in the clear to `smtp.example.test`"
+        )),
+        "{err}"
+    );
     // …and when it is used, for a record saved without that check: before any connection.
-    let settings = SmtpSettings { host: "smtp.example.test".into(), port: Some(sink.port), security: SmtpSecurity::None, ca_file: None, user: Some(USER.into()), from: "ops@example.test".into() };
+    let settings = SmtpSettings {
+        host: "smtp.example.test".into(),
+        port: Some(sink.port),
+        security: SmtpSecurity::None,
+        ca_file: None,
+        user: Some(USER.into()),
+        from: "ops@example.test".into(),
+    };
     let old = Connection { name: "remote".into(), settings: ConnectionSettings::Smtp(settings) };
     sys.t().engine.store.put_connection(&OwnerId::from(OWNER), &old, Some(PASSWORD)).await.unwrap();
     let step = run_send(&sys, "remote").await;
     let error = step.error.clone().unwrap();
     assert_eq!(error.code, "connector_input", "{error}");
-    assert!(error.message.contains("would send the password of `ops@example.test` in the clear to `smtp.example.test`"), "{error}");
+    assert!(
+        error.message.contains("would send the password of `ops@example.test` in the clear to `smtp.example.test`"),
+        "{error}"
+    );
     assert_eq!(sink.auths().len(), 1, "no second login anywhere");
 }

@@ -104,7 +104,10 @@ async fn sqlite_data_survives_reopening_the_file() {
         [b"started".to_vec(), b"dispatched".to_vec(), b"succeeded".to_vec()]
     );
     assert_eq!(b.index_members("idx/runs").await.expect("members"), ["1"]);
-    assert!(!b.put_if_absent("run/1/out/a/1", b"second", None).await.expect("claim"), "a recorded outcome must stay claimed");
+    assert!(
+        !b.put_if_absent("run/1/out/a/1", b"second", None).await.expect("claim"),
+        "a recorded outcome must stay claimed"
+    );
     match b.append("run/1/journal", 2, &[b"stale".to_vec()]).await {
         Err(StoreError::Conflict { expected: 2, actual: 3, .. }) => {}
         other => panic!("a reopened log must keep its length for conflict checks, got {other:?}"),
@@ -179,7 +182,10 @@ async fn redis_namespaces_do_not_see_each_other() {
             a.put("wf/1/key", b"tenant a", None).await.expect("put a");
             a.index_add("idx/runs", "1").await.expect("index_add a");
             assert_eq!(b.get("wf/1/key").await.expect("get b"), None, "tenant b must not read tenant a's value");
-            assert!(b.put_if_absent("wf/1/key", b"tenant b", None).await.expect("claim b"), "tenant b's key is its own");
+            assert!(
+                b.put_if_absent("wf/1/key", b"tenant b", None).await.expect("claim b"),
+                "tenant b's key is its own"
+            );
             assert!(b.index_members("idx/runs").await.expect("members b").is_empty());
             assert_eq!(a.scan_prefix("").await.expect("scan a"), ["idx/runs", "wf/1/key"]);
             assert_eq!(a.get("wf/1/key").await.expect("get a"), Some(b"tenant a".to_vec()));

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use serde_json::json;
-use tollgate_tests::harness::{embedded_with_full_disk, wait_for, TestSystem};
+use tollgate_tests::harness::{TestSystem, embedded_with_full_disk, wait_for};
 
 const CHAIN: &str = r#"
 id: outage

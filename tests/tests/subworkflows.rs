@@ -12,10 +12,12 @@ use axum::http::StatusCode;
 use serde_json::json;
 use tollgate::service::RunView;
 use tollgate_engine::ids::RunId;
-use tollgate_engine::run::{Decision, HumanMode};
 use tollgate_engine::money::Money;
+use tollgate_engine::run::{Decision, HumanMode};
 use tollgate_engine::spec::parse_yaml;
-use tollgate_tests::harness::{each_backend, embedded, embedded_with, redis, redis_with, wait_for, TestServer, TestSystem};
+use tollgate_tests::harness::{
+    TestServer, TestSystem, each_backend, embedded, embedded_with, redis, redis_with, wait_for,
+};
 
 const GREETER: &str = r#"
 id: greeter
@@ -122,9 +124,11 @@ async fn a_parent_runs_a_child_workflow_and_uses_its_output() {
         assert_eq!(cj["parent"]["run"], json!(run));
         // And the console's timeline, over HTTP.
         let base = listen(&sys).await;
-        let tl: serde_json::Value = reqwest::get(format!("{base}/api/runs/{run}/timeline")).await.unwrap().json().await.unwrap();
+        let tl: serde_json::Value =
+            reqwest::get(format!("{base}/api/runs/{run}/timeline")).await.unwrap().json().await.unwrap();
         assert_eq!(tl["steps"][0]["child"], json!(child));
-        let tl: serde_json::Value = reqwest::get(format!("{base}/api/runs/{child}/timeline")).await.unwrap().json().await.unwrap();
+        let tl: serde_json::Value =
+            reqwest::get(format!("{base}/api/runs/{child}/timeline")).await.unwrap().json().await.unwrap();
         assert_eq!(tl["parent"]["step"], "child");
     }
 }
@@ -172,16 +176,26 @@ steps:
         })
         .await;
         let journal = sys.t().engine.store.read_journal(&v.meta.workflow, &run).await.unwrap();
-        assert_eq!(journal.iter().filter(|e| matches!(e, tollgate_engine::run::Event::ChildBudgetAsked { .. })).count(), 1);
+        assert_eq!(
+            journal.iter().filter(|e| matches!(e, tollgate_engine::run::Event::ChildBudgetAsked { .. })).count(),
+            1
+        );
         let child = child_of(&v, "sub");
         let cv = view(&sys, &child).await;
         assert_eq!(TestSystem::step(&cv, "a").status.label(), "succeeded");
         assert_eq!(TestSystem::step(&cv, "b").status.label(), "pending", "the child's second step waits for budget");
 
-        sys.t().decide(&request, Decision::Extend { amount: Money::parse("0.3").unwrap() }, "ann", None).await.expect("extend");
+        sys.t()
+            .decide(&request, Decision::Extend { amount: Money::parse("0.3").unwrap() }, "ann", None)
+            .await
+            .expect("extend");
         let v = finished(&sys, &run).await;
         assert_eq!(v.state.status.label(), "succeeded", "{:?}", v.state.status);
-        assert_eq!(TestSystem::step(&v, "sub").cost, Money::parse("1.2").unwrap(), "the child's spend is settled on the step");
+        assert_eq!(
+            TestSystem::step(&v, "sub").cost,
+            Money::parse("1.2").unwrap(),
+            "the child's spend is settled on the step"
+        );
         assert_eq!(v.state.budget.spent, Money::parse("1.3").unwrap());
         assert_eq!(v.state.budget.extended, Money::parse("0.3").unwrap());
         let cv = view(&sys, &child).await;
@@ -350,17 +364,28 @@ async fn unknown_workflows_cycles_and_wrong_parameters_are_refused_with_their_re
     };
     let e = start("id: lost\nowner: ops\nsteps:\n  - { id: sub, type: platform, action: workflow.run, with: { workflow: nowhere } }\n").await.unwrap_err().to_string();
     assert_eq!(e, "steps[0] (sub).with.workflow: no workflow `nowhere` in the workflow catalogue");
-    known(&sys, "id: ping\nowner: ops\nsteps:\n  - { id: back, type: platform, action: workflow.run, with: { workflow: pong } }\n");
+    known(
+        &sys,
+        "id: ping\nowner: ops\nsteps:\n  - { id: back, type: platform, action: workflow.run, with: { workflow: pong } }\n",
+    );
     let e = start("id: pong\nowner: ops\nsteps:\n  - { id: sub, type: platform, action: workflow.run, with: { workflow: ping } }\n").await.unwrap_err().to_string();
     assert_eq!(e, "steps[0] (sub).with.workflow: sub-workflows call each other in a cycle: pong → ping → pong");
 
     // A sub-workflow whose own step names an unknown workflow: its step fails, then the parent's.
-    known(&sys, "id: middle\nowner: ops\nsteps:\n  - { id: deeper, type: platform, action: workflow.run, with: { workflow: nowhere } }\n");
+    known(
+        &sys,
+        "id: middle\nowner: ops\nsteps:\n  - { id: deeper, type: platform, action: workflow.run, with: { workflow: nowhere } }\n",
+    );
     let run = sys.start("id: top\nowner: ops\nsteps:\n  - { id: sub, type: platform, action: workflow.run, with: { workflow: middle } }\n", json!({})).await;
     let v = finished(&sys, &run).await;
     let e = TestSystem::step(&v, "sub").error.clone().unwrap();
     assert_eq!(e.code, "child_failed");
-    assert!(e.message.contains("sub-workflow `middle`") && e.message.contains("workflow_not_found: no workflow `nowhere` in the workflow catalogue"), "{}", e.message);
+    assert!(
+        e.message.contains("sub-workflow `middle`")
+            && e.message.contains("workflow_not_found: no workflow `nowhere` in the workflow catalogue"),
+        "{}",
+        e.message
+    );
 
     let run = sys
         .start("id: sloppy\nowner: ops\nsteps:\n  - { id: sub, type: platform, action: workflow.run, with: { workflow: greeter, params: { times: many, whom: x } } }\n", json!({}))
@@ -368,7 +393,12 @@ async fn unknown_workflows_cycles_and_wrong_parameters_are_refused_with_their_re
     let v = finished(&sys, &run).await;
     let e = TestSystem::step(&v, "sub").error.clone().unwrap();
     assert_eq!(e.code, "bad_params");
-    for part in ["sub-workflow `greeter`", "parameter whom: unknown parameter", "parameter times: expected an integer", "parameter who: required parameter is missing"] {
+    for part in [
+        "sub-workflow `greeter`",
+        "parameter whom: unknown parameter",
+        "parameter times: expected an integer",
+        "parameter who: required parameter is missing",
+    ] {
         assert!(e.message.contains(part), "{part} is not in: {}", e.message);
     }
 }

@@ -34,7 +34,14 @@ fn chat(content: &str) -> String {
 
 fn prompt_of(hit: &Hit) -> String {
     let sent: Value = serde_json::from_slice(&hit.body).expect("the engine sends JSON");
-    sent["messages"].as_array().unwrap().iter().filter(|m| m["role"] == "user").filter_map(|m| m["content"].as_str()).collect::<Vec<_>>().join("\n")
+    sent["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "user")
+        .filter_map(|m| m["content"].as_str())
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn line<'a>(prompt: &'a str, name: &str) -> &'a str {
@@ -65,7 +72,9 @@ fn search_results(prompt: &str) -> Vec<(String, String, String)> {
 /// The first percentage between 5 and 12 in `text`.
 fn fee_rate(text: &str) -> Option<f64> {
     let words: Vec<&str> = text.split_whitespace().collect();
-    words.windows(2).find_map(|w| (w[1].starts_with('%')).then(|| w[0].parse::<f64>().ok()).flatten().filter(|r| (5.0..=12.0).contains(r)))
+    words.windows(2).find_map(|w| {
+        (w[1].starts_with('%')).then(|| w[0].parse::<f64>().ok()).flatten().filter(|r| (5.0..=12.0).contains(r))
+    })
 }
 
 /// An engagement letter as JSON: the fee at the rate of the first similar past engagement the
@@ -76,7 +85,11 @@ fn engagement_letter(prompt: &str) -> String {
     let listed: Vec<(String, String)> = prompt
         .split("\n[hit-")
         .skip(1)
-        .filter_map(|part| part.split_once("] ").and_then(|(_, rest)| rest.split_once(": ")).map(|(source, text)| (source.to_string(), text.to_string())))
+        .filter_map(|part| {
+            part.split_once("] ")
+                .and_then(|(_, rest)| rest.split_once(": "))
+                .map(|(source, text)| (source.to_string(), text.to_string()))
+        })
         .collect();
     let followed = listed.iter().find_map(|(source, text)| fee_rate(text).map(|r| (source.clone(), r)));
     let rate = followed.as_ref().map_or(8.0, |f| f.1);
@@ -102,7 +115,8 @@ fn kyc_classification(prompt: &str) -> String {
         h => h.to_string(),
     };
     let expires = Some(line(text, "Date of expiry:")).filter(|d| !d.is_empty());
-    json!({"kind": kind, "holder": holder, "expires": expires, "confidence": if kind == "other" { 0.4 } else { 0.95 }}).to_string()
+    json!({"kind": kind, "holder": holder, "expires": expires, "confidence": if kind == "other" { 0.4 } else { 0.95 }})
+        .to_string()
 }
 
 /// The model stand-in: answers each template's task (the prompt's `Task:` line) from the prompt.
@@ -112,7 +126,12 @@ fn stand_in_model() -> Script {
         let answer = match line(&prompt, "Task:") {
             "precedent-summary" => search_results(&prompt)
                 .iter()
-                .map(|(id, source, text)| format!("{source}: {} [{id}]", text.lines().find(|l| l.contains("Fee basis")).unwrap_or("no fee basis").trim()))
+                .map(|(id, source, text)| {
+                    format!(
+                        "{source}: {} [{id}]",
+                        text.lines().find(|l| l.contains("Fee basis")).unwrap_or("no fee basis").trim()
+                    )
+                })
                 .collect::<Vec<_>>()
                 .join(" "),
             "engagement-letter" => engagement_letter(&prompt),
@@ -147,7 +166,11 @@ fn stand_in_model() -> Script {
                 })
                 .to_string()
             }
-            "weekly-summary" => format!("Weekly digest. {} {}", line(&prompt, "Runs:"), if prompt.contains("- none") { "No failures." } else { "Some runs failed." }),
+            "weekly-summary" => format!(
+                "Weekly digest. {} {}",
+                line(&prompt, "Runs:"),
+                if prompt.contains("- none") { "No failures." } else { "Some runs failed." }
+            ),
             other => format!("no scripted answer for task {other:?}"),
         };
         (StatusCode::OK, vec![], chat(&answer), Duration::ZERO)
@@ -163,7 +186,13 @@ fn configure(model: &TestServer) -> impl FnOnce(&mut Config) {
     .unwrap();
     move |c: &mut Config| {
         c.llm.providers.insert("local".into(), p);
-        c.llm.prices.0.insert("stand-in".into(), ModelPrice { input_per_million: Money::parse("1").unwrap(), output_per_million: Money::parse("2").unwrap() });
+        c.llm.prices.0.insert(
+            "stand-in".into(),
+            ModelPrice {
+                input_per_million: Money::parse("1").unwrap(),
+                output_per_million: Money::parse("2").unwrap(),
+            },
+        );
         c.egress.allow = vec!["127.0.0.1".into()];
     }
 }
@@ -177,11 +206,15 @@ async fn system(model: &TestServer, owners: &[&str]) -> TestSystem {
 }
 
 async fn smtp_connection(sys: &TestSystem, owner: &str, name: &str, sink: &SmtpSink) {
-    let settings: Vec<(String, String)> =
-        [("host", "127.0.0.1".to_string()), ("port", sink.port.to_string()), ("security", "none".into()), ("from", "Tollgate <tollgate@firm.test>".into())]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect();
+    let settings: Vec<(String, String)> = [
+        ("host", "127.0.0.1".to_string()),
+        ("port", sink.port.to_string()),
+        ("security", "none".into()),
+        ("from", "Tollgate <tollgate@firm.test>".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
     let c = Connection::from_settings(name, ConnectionKind::Smtp, &settings).unwrap();
     sys.t().engine.store.put_connection(&OwnerId::from(owner), &c, None).await.unwrap();
 }
@@ -205,7 +238,11 @@ fn output(v: &RunView, step: &str) -> Value {
 }
 
 fn template_text(id: &str) -> &'static str {
-    tollgate::catalogue::SHIPPED.iter().find(|(f, _)| *f == format!("{id}.yaml")).map(|(_, t)| *t).expect("a shipped template")
+    tollgate::catalogue::SHIPPED
+        .iter()
+        .find(|(f, _)| *f == format!("{id}.yaml"))
+        .map(|(_, t)| *t)
+        .expect("a shipped template")
 }
 
 async fn wait_for_mail(sink: &SmtpSink, n: usize) -> Vec<String> {
@@ -228,7 +265,11 @@ async fn compliance_check_finds_the_rules_flags_a_breach_for_a_reviewer_then_fil
     let sink = SmtpSink::start();
     smtp_connection(&sys, "compliance", "compliance_mail", &sink).await;
     let docs = DocStore::new(sys.t().engine.store.clone());
-    let policy = |name: &str, text: &str| SourceDoc { source: name.into(), format: Format::Markdown, bytes: text.as_bytes().to_vec() };
+    let policy = |name: &str, text: &str| SourceDoc {
+        source: name.into(),
+        format: Format::Markdown,
+        bytes: text.as_bytes().to_vec(),
+    };
     docs.ingest(
         &OwnerId::from("compliance"),
         "policies",
@@ -241,12 +282,23 @@ async fn compliance_check_finds_the_rules_flags_a_breach_for_a_reviewer_then_fil
     .unwrap();
 
     let contract = "SUPPLY AGREEMENT. The supplier's liability is unlimited. Records are kept for ten years.";
-    let run = start(&sys, "compliance-check", json!({"document_name": "acme-supply.txt", "document_text": contract, "report_to": "legal@firm.test"})).await;
+    let run = start(
+        &sys,
+        "compliance-check",
+        json!({"document_name": "acme-supply.txt", "document_text": contract, "report_to": "legal@firm.test"}),
+    )
+    .await;
     let v = sys.settle(&run).await;
     // The model was sent the policy passages research found, and the document.
     let sent = prompt_of(model.hits().last().unwrap());
-    assert!(sent.contains("[liability.md]") && sent.contains("liability at the fees paid") && sent.contains(contract), "{sent}");
-    assert_eq!(output(&v, "evaluate"), json!({"flagged": true, "flagged_count": 1, "counts": {"low": 1, "medium": 0, "high": 1}, "total": 2}));
+    assert!(
+        sent.contains("[liability.md]") && sent.contains("liability at the fees paid") && sent.contains(contract),
+        "{sent}"
+    );
+    assert_eq!(
+        output(&v, "evaluate"),
+        json!({"flagged": true, "flagged_count": 1, "counts": {"low": 1, "medium": 0, "high": 1}, "total": 2})
+    );
     // A high finding: the reviewer must sign off before anything is filed or sent.
     let request = waiting_request(&v, "review");
     assert!(sink.messages().is_empty(), "nothing is mailed before the review");
@@ -257,8 +309,18 @@ async fn compliance_check_finds_the_rules_flags_a_breach_for_a_reviewer_then_fil
     assert!(mail[0].contains("To: legal@firm.test"), "{}", mail[0]);
     assert!(mail[0].contains("Subject: Compliance report: acme-supply.txt (FLAGGED, accepted by rita)"), "{}", mail[0]);
     assert!(mail[0].contains("[HIGH] [liability.md] Liability caps: \"liability is unlimited\""), "{}", mail[0]);
-    let note = sys.t().engine.store.note(&OwnerId::from("compliance"), "compliance/acme-supply.txt").await.unwrap().expect("the report is filed in memory");
-    assert!(note.text.contains("Verdict: FLAGGED, accepted by rita") && note.tags == ["compliance", "report"], "{note:?}");
+    let note = sys
+        .t()
+        .engine
+        .store
+        .note(&OwnerId::from("compliance"), "compliance/acme-supply.txt")
+        .await
+        .unwrap()
+        .expect("the report is filed in memory");
+    assert!(
+        note.text.contains("Verdict: FLAGGED, accepted by rita") && note.tags == ["compliance", "report"],
+        "{note:?}"
+    );
 
     // A clean document needs no reviewer.
     let run = start(&sys, "compliance-check", json!({"document_name": "nda.txt", "document_text": "MUTUAL NDA. Liability is capped at the fees paid.", "report_to": "legal@firm.test"})).await;
@@ -266,7 +328,10 @@ async fn compliance_check_finds_the_rules_flags_a_breach_for_a_reviewer_then_fil
     assert_eq!(v.state.status.label(), "succeeded", "{:?}", v.state.status);
     assert_eq!(TestSystem::step(&v, "review").status.label(), "skipped");
     let mail = wait_for_mail(&sink, 2).await;
-    assert!(mail.iter().any(|m| m.contains("Compliance report: nda.txt") && m.contains("Verdict: no findings")), "{mail:?}");
+    assert!(
+        mail.iter().any(|m| m.contains("Compliance report: nda.txt") && m.contains("Verdict: no findings")),
+        "{mail:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -285,7 +350,8 @@ async fn ingest_batch_docs_classifies_each_document_files_them_by_category_and_n
     // One model call per document, each an item of its own.
     let classify = TestSystem::step(&v, "classify");
     assert_eq!(classify.items.len(), 3);
-    let categories: Vec<Value> = output(&v, "classify").as_array().unwrap().iter().map(|o| o["json"]["category"].clone()).collect();
+    let categories: Vec<Value> =
+        output(&v, "classify").as_array().unwrap().iter().map(|o| o["json"]["category"].clone()).collect();
     assert_eq!(categories, [json!("invoice"), json!("contract"), json!("correspondence")]);
     // Filed into the intake collection under their category: research finds them.
     let docs = DocStore::new(sys.t().engine.store.clone());
@@ -302,8 +368,16 @@ async fn ingest_batch_docs_classifies_each_document_files_them_by_category_and_n
     // Through the upload trigger: one uploaded file is a batch of one.
     let h = tollgate_tests::triggers::Hooked::start(sys, template_text("ingest-batch-docs")).await;
     let boundary = "tollgate-template-boundary";
-    let body = format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"april.txt\"\r\nContent-Type: text/plain\r\n\r\nINVOICE 77. Due now.\r\n--{boundary}--\r\n");
-    let resp = reqwest::Client::new().post(h.url("upload")).header("content-type", format!("multipart/form-data; boundary={boundary}")).body(body).send().await.unwrap();
+    let body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"april.txt\"\r\nContent-Type: text/plain\r\n\r\nINVOICE 77. Due now.\r\n--{boundary}--\r\n"
+    );
+    let resp = reqwest::Client::new()
+        .post(h.url("upload"))
+        .header("content-type", format!("multipart/form-data; boundary={boundary}"))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 202, "{:?}", resp.text().await);
     let runs = h.sys.t().engine.store.list_runs().await.unwrap();
     let uploaded = runs.iter().find(|r| **r != run).expect("the upload started a run").clone();
@@ -321,7 +395,12 @@ async fn process_webhook_data_validates_transforms_and_delivers_a_signed_event_a
         if sent["customer_name"] == "Broken" {
             return (StatusCode::INTERNAL_SERVER_ERROR, vec![], r#"{"error":"database down"}"#.into(), Duration::ZERO);
         }
-        (StatusCode::CREATED, vec![], json!({"id": "erp-1", "external_id": sent["external_id"]}).to_string(), Duration::ZERO)
+        (
+            StatusCode::CREATED,
+            vec![],
+            json!({"id": "erp-1", "external_id": sent["external_id"]}).to_string(),
+            Duration::ZERO,
+        )
     }))
     .await;
     let sys = system(&model, &["ops"]).await;
@@ -350,7 +429,13 @@ async fn process_webhook_data_validates_transforms_and_delivers_a_signed_event_a
     let order = |customer: &str| json!({"event": "order.created", "order": {"id": "SO-1001", "customer": customer, "currency": "EUR", "lines": [{"sku": "A-1", "quantity": 3, "unit_price": 12.5}, {"sku": "B-2", "quantity": 1, "unit_price": 100}]}});
 
     // An unsigned delivery is refused; a body without `order` fails the trigger's schema.
-    let unsigned = reqwest::Client::new().post(h.url("orders")).header("content-type", "application/json").body(order("Acme").to_string()).send().await.unwrap();
+    let unsigned = reqwest::Client::new()
+        .post(h.url("orders"))
+        .header("content-type", "application/json")
+        .body(order("Acme").to_string())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(unsigned.status(), 401);
     assert_eq!(deliver(json!({"event": "order.created"}), "d-0").await, 422);
 
@@ -361,7 +446,10 @@ async fn process_webhook_data_validates_transforms_and_delivers_a_signed_event_a
     let hit = &downstream.hits()[0];
     assert_eq!(hit.path, "/v1/orders");
     let sent: Value = serde_json::from_slice(&hit.body).unwrap();
-    assert_eq!(sent, json!({"external_id": "SO-1001", "action": "create", "customer_name": "Acme GmbH", "currency": "EUR", "total_minor": 13750, "items": [{"sku": "A-1", "qty": 3, "price_minor": 1250}, {"sku": "B-2", "qty": 1, "price_minor": 10000}]}));
+    assert_eq!(
+        sent,
+        json!({"external_id": "SO-1001", "action": "create", "customer_name": "Acme GmbH", "currency": "EUR", "total_minor": 13750, "items": [{"sku": "A-1", "qty": 3, "price_minor": 1250}, {"sku": "B-2", "qty": 1, "price_minor": 10000}]})
+    );
     assert!(hit.headers.get("idempotency-key").is_some());
     assert_eq!(TestSystem::step(&v, "escalate").status.label(), "skipped");
 
@@ -432,7 +520,12 @@ async fn refresh_stale_reports_regenerates_each_stale_report_and_publishes_after
     sys.t().decide(&request, Decision::Approve, "eddie", None).await.unwrap();
     let v = sys.settle(&run).await;
     assert_eq!(v.state.status.label(), "succeeded", "{:?}", v.state.status);
-    let mut puts: Vec<(String, Value)> = service.hits().iter().filter(|h| h.path != "/reports").map(|h| (h.path.clone(), serde_json::from_slice(&h.body).unwrap())).collect();
+    let mut puts: Vec<(String, Value)> = service
+        .hits()
+        .iter()
+        .filter(|h| h.path != "/reports")
+        .map(|h| (h.path.clone(), serde_json::from_slice(&h.body).unwrap()))
+        .collect();
     assert_eq!(puts.len(), 2);
     // The items publish concurrently: r1 and r3, each with its own rewrite and the approver.
     puts.sort_by(|a, b| a.0.cmp(&b.0));
@@ -450,7 +543,14 @@ async fn weekly_memory_summary_reads_the_weeks_notes_and_runs_and_mails_the_summ
     let sink = SmtpSink::start();
     smtp_connection(&sys, "ops", "office_mail", &sink).await;
     // The engine's own admin API, read with an ops user's token.
-    let reader = sys.t().users.add("digest", tollgate_engine::users::Role::Operator, vec!["ops".into()], None).await.unwrap().token.to_string();
+    let reader = sys
+        .t()
+        .users
+        .add("digest", tollgate_engine::users::Role::Operator, vec!["ops".into()], None)
+        .await
+        .unwrap()
+        .token
+        .to_string();
     let app = tollgate::http::router(sys.t().clone(), "boot".into());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let api = format!("http://{}", listener.local_addr().unwrap());
@@ -459,11 +559,32 @@ async fn weekly_memory_summary_reads_the_weeks_notes_and_runs_and_mails_the_summ
     // The week: two notes, one succeeded and one failed run of the owner.
     let store = &sys.t().engine.store;
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
-    for (key, text) in [("intake/1", "Filed 3 documents for Acme."), ("compliance/nda.txt", "NDA checked: no findings.")] {
-        store.put_note(&OwnerId::from("ops"), Note { key: key.into(), text: text.into(), tags: vec!["ops".into()], at: now - 3_600_000, workflow: None, run: None }).await.unwrap();
+    for (key, text) in
+        [("intake/1", "Filed 3 documents for Acme."), ("compliance/nda.txt", "NDA checked: no findings.")]
+    {
+        store
+            .put_note(
+                &OwnerId::from("ops"),
+                Note {
+                    key: key.into(),
+                    text: text.into(),
+                    tags: vec!["ops".into()],
+                    at: now - 3_600_000,
+                    workflow: None,
+                    run: None,
+                },
+            )
+            .await
+            .unwrap();
     }
-    let ok = sys.start("id: chores\nowner: ops\nsteps:\n  - { id: a, type: code, script: \"return 1\" }\n", json!({})).await;
-    let bad = sys.start("id: chores-2\nowner: ops\nsteps:\n  - { id: a, type: code, script: \"throw new Error('boom')\" }\n", json!({})).await;
+    let ok =
+        sys.start("id: chores\nowner: ops\nsteps:\n  - { id: a, type: code, script: \"return 1\" }\n", json!({})).await;
+    let bad = sys
+        .start(
+            "id: chores-2\nowner: ops\nsteps:\n  - { id: a, type: code, script: \"throw new Error('boom')\" }\n",
+            json!({}),
+        )
+        .await;
     sys.settle(&ok).await;
     sys.settle(&bad).await;
 
@@ -476,10 +597,25 @@ async fn weekly_memory_summary_reads_the_weeks_notes_and_runs_and_mails_the_summ
     assert_eq!(digest["run_count"], 3);
     assert!(digest["failed"][0].as_str().unwrap().starts_with("chores-2 "), "{digest}");
     let sent = prompt_of(model.hits().last().unwrap());
-    assert!(sent.contains("[intake/1] Filed 3 documents for Acme.") && sent.contains("chores: 1 succeeded, 0 failed"), "{sent}");
+    assert!(
+        sent.contains("[intake/1] Filed 3 documents for Acme.") && sent.contains("chores: 1 succeeded, 0 failed"),
+        "{sent}"
+    );
     let mail = wait_for_mail(&sink, 1).await;
-    assert!(mail[0].contains("To: owner@firm.test") && mail[0].contains("Weekly summary: 3 runs, 2 notes") && mail[0].contains("Weekly digest. 3 Some runs failed."), "{}", mail[0]);
-    let kept = store.notes(&OwnerId::from("ops"), &tollgate_engine::store::NoteFilter { since: 0, tag: Some("weekly-summary"), limit: 10 }).await.unwrap();
+    assert!(
+        mail[0].contains("To: owner@firm.test")
+            && mail[0].contains("Weekly summary: 3 runs, 2 notes")
+            && mail[0].contains("Weekly digest. 3 Some runs failed."),
+        "{}",
+        mail[0]
+    );
+    let kept = store
+        .notes(
+            &OwnerId::from("ops"),
+            &tollgate_engine::store::NoteFilter { since: 0, tag: Some("weekly-summary"), limit: 10 },
+        )
+        .await
+        .unwrap();
     assert_eq!(kept.len(), 1);
 }
 
@@ -499,7 +635,11 @@ impl Drop for StandIn {
 async fn stand_in() -> StandIn {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/demo-llm.py");
-    let child = std::process::Command::new("python3").arg(script).arg(port.to_string()).spawn().expect("python3 runs the stand-in");
+    let child = std::process::Command::new("python3")
+        .arg(script)
+        .arg(port.to_string())
+        .spawn()
+        .expect("python3 runs the stand-in");
     let s = StandIn { child, port };
     tollgate_tests::harness::wait_for("the stand-in model listens", Duration::from_secs(20), || async move {
         tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok()
@@ -528,20 +668,28 @@ async fn ingest_demo_data(sys: &TestSystem, owner: &str, collection: &str, name:
 /// The pending request of `run` at `step`, as its assignee sees it.
 async fn pending(sys: &TestSystem, run: &RunId, step: &str) -> tollgate_engine::run::HumanRequestSpec {
     let all = sys.t().pending().await.unwrap();
-    all.into_iter().find(|r| r.run == *run && r.request.step.as_ref().is_some_and(|s| s.as_str() == step)).unwrap_or_else(|| panic!("no request at {step}")).request
+    all.into_iter()
+        .find(|r| r.run == *run && r.request.step.as_ref().is_some_and(|s| s.as_str() == step))
+        .unwrap_or_else(|| panic!("no request at {step}"))
+        .request
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn client_intake_stops_on_a_conflict_in_the_ingested_register_and_takes_a_clear_client_through_kyc_and_the_partner() {
+async fn client_intake_stops_on_a_conflict_in_the_ingested_register_and_takes_a_clear_client_through_kyc_and_the_partner()
+ {
     let model = TestServer::start(stand_in_model()).await;
-    let calendar = TestServer::start(Arc::new(|_, _| (StatusCode::CREATED, vec![], r#"{"booked":true}"#.into(), Duration::ZERO))).await;
+    let calendar =
+        TestServer::start(Arc::new(|_, _| (StatusCode::CREATED, vec![], r#"{"booked":true}"#.into(), Duration::ZERO)))
+            .await;
     let sys = system(&model, &["ops"]).await;
     ingest_demo_data(&sys, "ops", "conflicts-register", "conflicts-register").await;
     ingest_demo_data(&sys, "ops", "past-engagements", "past-engagements").await;
 
     // An adverse party that is our client (Globex Corporation, written differently): stopped
     // before any model is asked anything.
-    let run = start(&sys, "client-intake", json!({"client_name": "Acme Logistics Ltd", "adverse_parties": ["Globex Corp."]})).await;
+    let run =
+        start(&sys, "client-intake", json!({"client_name": "Acme Logistics Ltd", "adverse_parties": ["Globex Corp."]}))
+            .await;
     let v = sys.settle(&run).await;
     assert_eq!(v.state.status.label(), "succeeded", "{:?}", v.state.status);
     let decision = output(&v, "conflict_decision");
@@ -557,7 +705,11 @@ async fn client_intake_stops_on_a_conflict_in_the_ingested_register_and_takes_a_
     let run = start(&sys, "client-intake", json!({"client_name": "Umbrella Holdings PLC"})).await;
     let v = sys.settle(&run).await;
     let decision = output(&v, "conflict_decision");
-    assert_eq!((decision["clear"].clone(), decision["conflicts"][0]["side"].clone(), decision["conflicts"][0]["role"].clone()), (json!(false), json!("client"), json!("adverse")), "{decision}");
+    assert_eq!(
+        (decision["clear"].clone(), decision["conflicts"][0]["side"].clone(), decision["conflicts"][0]["role"].clone()),
+        (json!(false), json!("client"), json!("adverse")),
+        "{decision}"
+    );
     assert!(model.hits().is_empty(), "no model call for a conflicted intake");
 
     // A clear client: the letter follows a similar past engagement; the KYC documents do not
@@ -578,8 +730,12 @@ async fn client_intake_stops_on_a_conflict_in_the_ingested_register_and_takes_a_
     assert_eq!(output(&v, "conflict_decision")["summary"], "clear: 2 name(s) checked against the register");
     // The summary was sent the past engagements research found, and cites them.
     let prompts: Vec<String> = model.hits().iter().map(prompt_of).collect();
-    let summary_prompt = prompts.iter().find(|p| p.contains("Task: precedent-summary")).expect("the precedents were summarised");
-    assert!(summary_prompt.contains("[hit-1] scripts/demo-data/past-engagements/2022-contoso-supply-agreement.md\n"), "{summary_prompt}");
+    let summary_prompt =
+        prompts.iter().find(|p| p.contains("Task: precedent-summary")).expect("the precedents were summarised");
+    assert!(
+        summary_prompt.contains("[hit-1] scripts/demo-data/past-engagements/2022-contoso-supply-agreement.md\n"),
+        "{summary_prompt}"
+    );
     let precedents = output(&v, "precedents");
     assert_eq!(precedents["summary"]["citations"][0], "hit-1", "{precedents}");
     // The drafter was sent the intake notes and the past engagement, and followed its 10 %.
@@ -593,7 +749,8 @@ async fn client_intake_stops_on_a_conflict_in_the_ingested_register_and_takes_a_
     let checks = draft.gate.as_ref().unwrap()["checks"].as_array().unwrap().clone();
     assert!(checks.len() == 4 && checks.iter().all(|c| c["passed"] == true), "{checks:?}");
     // KYC: each document classified with structured output, then the thresholds.
-    let kinds: Vec<Value> = output(&v, "kyc_classify").as_array().unwrap().iter().map(|o| o["json"]["kind"].clone()).collect();
+    let kinds: Vec<Value> =
+        output(&v, "kyc_classify").as_array().unwrap().iter().map(|o| o["json"]["kind"].clone()).collect();
     assert_eq!(kinds, [json!("passport"), json!("utility_bill"), json!("other")]);
     let kyc = output(&v, "kyc_check");
     assert_eq!(kyc["passed"], false);
@@ -609,17 +766,29 @@ async fn client_intake_stops_on_a_conflict_in_the_ingested_register_and_takes_a_
     let review = pending(&sys, &run, "kyc_review").await;
     assert_eq!(review.context["inputs"]["problems"], kyc["problems"]);
     let approval = pending(&sys, &run, "engagement_letter").await;
-    assert!(approval.question.contains("fee 4800") && approval.question.contains("Conflicts: clear") && approval.question.contains("KYC: needs a compliance review"), "{}", approval.question);
+    assert!(
+        approval.question.contains("fee 4800")
+            && approval.question.contains("Conflicts: clear")
+            && approval.question.contains("KYC: needs a compliance review"),
+        "{}",
+        approval.question
+    );
     assert_eq!(approval.context["inputs"]["letter"], letter["body"]);
     assert_eq!(approval.context["inputs"]["precedent"], letter["precedent"]);
     assert!(calendar.hits().is_empty(), "nothing is booked before the decisions");
 
-    sys.t().decide(&review.id, Decision::Approve, "carol", Some("passport renewal seen in person".into())).await.unwrap();
+    sys.t()
+        .decide(&review.id, Decision::Approve, "carol", Some("passport renewal seen in person".into()))
+        .await
+        .unwrap();
     sys.t().decide(&approval.id, Decision::Approve, "paula", None).await.unwrap();
     let v = sys.settle(&run).await;
     assert_eq!(v.state.status.label(), "succeeded", "{:?}", v.state.status);
     let memo = output(&v, "intake_memo");
-    assert!(memo["body"].as_str().unwrap().contains("engagement approved by paula. KYC accepted on review by carol."), "{memo}");
+    assert!(
+        memo["body"].as_str().unwrap().contains("engagement approved by paula. KYC accepted on review by carol."),
+        "{memo}"
+    );
     let booked: Value = serde_json::from_slice(&calendar.hits()[0].body).unwrap();
     assert_eq!(booked["title"], "Kick-off: Acme Logistics Ltd");
     assert_eq!(output(&v, "welcome_pack")["meeting"], json!({"booked": true}));
@@ -631,15 +800,25 @@ async fn client_intake_on_the_demo_data_with_the_demo_stand_in_reaches_the_partn
     let base_url = format!("http://127.0.0.1:{}/v1", model.port);
     let prices = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/prices.toml");
     let sys = embedded_with(move |c| {
-        c.apply_env([("TOLLGATE_LLM_BASE_URL".to_string(), base_url), ("TOLLGATE_LLM_MODEL".into(), "tollgate-demo-drafter".into())].into_iter())
-            .unwrap();
+        c.apply_env(
+            [
+                ("TOLLGATE_LLM_BASE_URL".to_string(), base_url),
+                ("TOLLGATE_LLM_MODEL".into(), "tollgate-demo-drafter".into()),
+            ]
+            .into_iter(),
+        )
+        .unwrap();
         c.llm.prices_file = prices.into();
     })
     .await;
     ingest_demo_data(&sys, "ops", "conflicts-register", "conflicts-register").await;
     ingest_demo_data(&sys, "ops", "past-engagements", "past-engagements").await;
     // What scripts/demo runs.
-    let kyc: Value = serde_json::from_str(&std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/demo-data/kyc/acme-logistics.json")).unwrap()).unwrap();
+    let kyc: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/demo-data/kyc/acme-logistics.json"))
+            .unwrap(),
+    )
+    .unwrap();
     let params = json!({
         "client_name": "Acme Logistics Ltd", "matter": "Warehouse lease review", "matter_value": 48000, "adverse_parties": ["Hooli"],
         "intake_notes": "Ten-year lease of a bonded warehouse; the client wants a fixed fee.", "kyc_documents": kyc, "scheduler_url": ""
@@ -661,7 +840,10 @@ async fn client_intake_on_the_demo_data_with_the_demo_stand_in_reaches_the_partn
     let request = pending(&sys, &run, "engagement_letter").await;
     let letter = request.context["inputs"]["letter"].as_str().unwrap().to_owned();
     assert!(letter.contains("Dear Acme Logistics Ltd") && letter.contains("Limitation of liability"), "{letter}");
-    assert_eq!(request.context["inputs"]["precedent"], "scripts/demo-data/past-engagements/2023-northwind-warehouse-lease.md");
+    assert_eq!(
+        request.context["inputs"]["precedent"],
+        "scripts/demo-data/past-engagements/2023-northwind-warehouse-lease.md"
+    );
     assert!(request.question.contains("fee 3840") && request.question.contains("KYC: passed"), "{}", request.question);
 }
 
@@ -670,6 +852,9 @@ fn every_template_has_a_trigger_or_a_one_command_run_in_the_readme() {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
     for (file, _) in tollgate::catalogue::SHIPPED {
         let id = file.trim_end_matches(".yaml");
-        assert!(readme.contains(&format!("scripts/demo-template {id}")) || id == "client-intake", "README has no one-command run of {id}");
+        assert!(
+            readme.contains(&format!("scripts/demo-template {id}")) || id == "client-intake",
+            "README has no one-command run of {id}"
+        );
     }
 }

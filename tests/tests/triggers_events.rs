@@ -11,9 +11,9 @@ use std::time::Duration;
 use serde_json::json;
 use tollgate::triggers::start_triggers;
 use tollgate_engine::spec::parse_yaml;
-use tollgate_tests::dovecot::{mail, set_password_env, Dovecot, BROKEN, PASSWORD_ENV, USER};
-use tollgate_tests::harness::{each_backend, embedded, wait_for, TestSystem};
-use tollgate_tests::triggers::{count, Hooked};
+use tollgate_tests::dovecot::{BROKEN, Dovecot, PASSWORD_ENV, USER, mail, set_password_env};
+use tollgate_tests::harness::{TestSystem, each_backend, embedded, wait_for};
+use tollgate_tests::triggers::{Hooked, count};
 
 const EVENT_FLOW: &str = r#"
 id: on-lead
@@ -61,7 +61,8 @@ async fn an_event_published_as_soon_as_the_trigger_is_connected_starts_its_run()
         let mut h = Hooked::start(sys, EVENT_FLOW).await;
         h.sys.t().emit_event("ops", "lead.created", &json!({"name": "First", "score": 9}), None).await.unwrap();
         let hh = &h;
-        wait_for("the first event's run", Duration::from_secs(30), || async move { !hh.history().await.is_empty() }).await;
+        wait_for("the first event's run", Duration::from_secs(30), || async move { !hh.history().await.is_empty() })
+            .await;
         let all = runs(&h.sys).await;
         assert_eq!(all.len(), 1);
         let v = h.sys.settle(&all[0]).await;
@@ -122,11 +123,17 @@ async fn a_mail_delivered_while_the_engine_is_down_starts_one_run_after_it_comes
     h.sys.stop().await;
     d.append("INBOX", &mail("down@example.test", "While down")).await;
     h.sys.restart().await;
-    h.triggers = Some(start_triggers(h.sys.t(), h.sys.config.triggers.history_ttl, vec![parse_yaml(&yaml).unwrap()]).await.unwrap());
+    h.triggers = Some(
+        start_triggers(h.sys.t(), h.sys.config.triggers.history_ttl, vec![parse_yaml(&yaml).unwrap()]).await.unwrap(),
+    );
     wait_runs(&h.sys, 2, "the run of the mail from the downtime").await;
     assert_eq!(settled_subjects(&h.sys).await, ["First", "While down"]);
     let v = h.sys.settle(&runs(&h.sys).await[0]).await;
-    assert_eq!(TestSystem::step(&v, "read").output.as_ref().unwrap()["files"], 1, "the attachment is passed by reference");
+    assert_eq!(
+        TestSystem::step(&v, "read").output.as_ref().unwrap()["files"],
+        1,
+        "the attachment is passed by reference"
+    );
     let history = h.history().await;
     assert_eq!((count(&history, "started"), history.len()), (2, 2), "{history:?}");
     h.stop_triggers().await;
@@ -141,7 +148,8 @@ async fn dovecot_restarted_mid_idle_the_trigger_reconnects_and_the_outage_mail_s
     wait_runs(&h.sys, 1, "the first run").await;
     tokio::task::block_in_place(|| d.stop());
     let hh = &h;
-    wait_for("the trigger notices the outage", Duration::from_secs(30), || async move { !hh.health("mail").connected }).await;
+    wait_for("the trigger notices the outage", Duration::from_secs(30), || async move { !hh.health("mail").connected })
+        .await;
     d.deliver_to_maildir(&mail("outage@example.test", "During the outage"));
     tokio::task::block_in_place(|| d.start_again());
     wait_runs(&h.sys, 2, "the outage mail's run").await;
@@ -162,7 +170,8 @@ async fn the_same_message_appended_twice_starts_one_run() {
         dd.append("INBOX", &mail(&id, "Twice")).await;
         dd.append("INBOX", &mail(&id, "Twice")).await;
         let hh = &h;
-        wait_for("both copies recorded", Duration::from_secs(60), || async move { hh.history().await.len() >= 2 }).await;
+        wait_for("both copies recorded", Duration::from_secs(60), || async move { hh.history().await.len() >= 2 })
+            .await;
         let history = h.history().await;
         assert_eq!((count(&history, "started"), count(&history, "skipped_duplicate")), (1, 1), "{history:?}");
         assert_eq!(runs(&h.sys).await.len(), 1);
@@ -184,7 +193,10 @@ async fn a_broken_message_is_a_failed_fire_and_quarantined_and_the_trigger_keeps
     let tollgate_engine::trigger::FireOutcome::Failed { error } = &history[0].outcome else { unreachable!() };
     assert!(error.contains("multipart/mixed but declares no boundary"), "{error}");
     let dd = &d;
-    wait_for("the broken mail in quarantine", Duration::from_secs(30), || async move { dd.folder_len("Quarantine").await == 1 }).await;
+    wait_for("the broken mail in quarantine", Duration::from_secs(30), || async move {
+        dd.folder_len("Quarantine").await == 1
+    })
+    .await;
     d.append("INBOX", &mail("good@example.test", "Good")).await;
     wait_runs(&h.sys, 1, "the good mail's run").await;
     assert_eq!(settled_subjects(&h.sys).await, ["Good"]);

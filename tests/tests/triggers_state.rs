@@ -10,8 +10,8 @@ use tollgate_engine::ids::WorkflowId;
 use tollgate_engine::spec::parse_yaml;
 use tollgate_engine::store::keys;
 use tollgate_engine::trigger::signature::sign_hex;
-use tollgate_tests::harness::{embedded, embedded_with, redis, redis_with, wait_for, TestSystem};
-use tollgate_tests::triggers::{count, Hooked};
+use tollgate_tests::harness::{TestSystem, embedded, embedded_with, redis, redis_with, wait_for};
+use tollgate_tests::triggers::{Hooked, count};
 
 const HOOK: &str = r#"
 id: kept-flow
@@ -111,7 +111,14 @@ async fn missed_cron_slots_are_fired_per_policy_after_downtime() {
         let store = store.clone();
         let wf = wf.clone();
         async move {
-            store.fire_history(&wf, 10_000).await.unwrap_or_default().into_iter().filter(|f| f.trigger.as_str() == trigger && f.outcome.label() == "started").map(|f| f.key).collect::<BTreeSet<_>>()
+            store
+                .fire_history(&wf, 10_000)
+                .await
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|f| f.trigger.as_str() == trigger && f.outcome.label() == "started")
+                .map(|f| f.key)
+                .collect::<BTreeSet<_>>()
         }
     };
     wait_for("each trigger fired a slot", Duration::from_secs(30), || async {
@@ -122,14 +129,17 @@ async fn missed_cron_slots_are_fired_per_policy_after_downtime() {
     let cursor = |trigger: &'static str| {
         let store = store.clone();
         let wf = wf.clone();
-        async move { store.trigger_state(&wf, &trigger.into()).await.unwrap().unwrap().cursor["last_slot"].as_u64().unwrap() }
+        async move {
+            store.trigger_state(&wf, &trigger.into()).await.unwrap().unwrap().cursor["last_slot"].as_u64().unwrap()
+        }
     };
     let last_all = cursor("all").await;
     let last_last = cursor("last").await;
     let last_none = cursor("none").await;
     // Down for more than three slots past the latest cursor.
     let back = last_all.max(last_last).max(last_none) + 3500;
-    wait_for("three slots pass while the triggers are down", Duration::from_secs(30), || async { now_ms() >= back }).await;
+    wait_for("three slots pass while the triggers are down", Duration::from_secs(30), || async { now_ms() >= back })
+        .await;
     let triggers = start_triggers(sys.t(), sys.config.triggers.history_ttl, vec![spec]).await.unwrap();
     let key = |ms: u64| format!("slot:{ms}");
     wait_for("the triggers run again", Duration::from_secs(30), || async {
@@ -153,7 +163,15 @@ async fn missed_cron_slots_are_fired_per_policy_after_downtime() {
     let caught_up = |trigger: &'static str| {
         let store = store.clone();
         let wf = wf.clone();
-        async move { store.fire_history(&wf, 10_000).await.unwrap().iter().filter(|f| f.trigger.as_str() == trigger && f.source.contains("(missed")).count() }
+        async move {
+            store
+                .fire_history(&wf, 10_000)
+                .await
+                .unwrap()
+                .iter()
+                .filter(|f| f.trigger.as_str() == trigger && f.source.contains("(missed"))
+                .count()
+        }
     };
     assert!(caught_up("all").await >= 3);
     assert_eq!(caught_up("last").await, 1);
@@ -168,10 +186,22 @@ async fn a_claim_whose_run_was_never_recorded_is_finished_by_the_next_fire() {
     let store = h.sys.t().engine.store.clone();
     // A process claimed "d-9" two minutes ago and died before recording its run.
     let lost = FireClaim { fire: FireId::generate(), run: RunId::generate(), at: now_ms() - 120_000 };
-    assert!(store.claim_fire(&h.workflow, &"hook".into(), "delivery:d-9", &lost, Duration::from_secs(3600)).await.unwrap().is_none());
+    assert!(
+        store
+            .claim_fire(&h.workflow, &"hook".into(), "delivery:d-9", &lost, Duration::from_secs(3600))
+            .await
+            .unwrap()
+            .is_none()
+    );
     // A fresh claim (within the grace period) is left alone: its fire may still be running.
     let fresh = FireClaim { fire: FireId::generate(), run: RunId::generate(), at: now_ms() };
-    assert!(store.claim_fire(&h.workflow, &"hook".into(), "delivery:d-10", &fresh, Duration::from_secs(3600)).await.unwrap().is_none());
+    assert!(
+        store
+            .claim_fire(&h.workflow, &"hook".into(), "delivery:d-10", &fresh, Duration::from_secs(3600))
+            .await
+            .unwrap()
+            .is_none()
+    );
     assert_eq!(deliver(&h, "d-10").await, 200, "within the grace period: a duplicate");
     // The redelivery starts the very run the lost fire had chosen; a third delivery is a duplicate.
     assert_eq!(deliver(&h, "d-9").await, 202);

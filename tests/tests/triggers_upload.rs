@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use serde_json::Value;
-use tollgate_tests::harness::{embedded, wait_for, TestSystem};
-use tollgate_tests::triggers::{count, Hooked};
+use tollgate_tests::harness::{TestSystem, embedded, wait_for};
+use tollgate_tests::triggers::{Hooked, count};
 
 fn spec(folder: &std::path::Path) -> String {
     format!(
@@ -32,7 +32,8 @@ triggers:
 
 async fn upload(url: &str, name: &str, content: &[u8]) -> (u16, Value) {
     let boundary = "tollgate-test-boundary";
-    let mut body = format!("--{boundary}\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhello\r\n").into_bytes();
+    let mut body =
+        format!("--{boundary}\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhello\r\n").into_bytes();
     body.extend(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\nContent-Type: text/plain\r\n\r\n").into_bytes());
     body.extend_from_slice(content);
     body.extend(format!("\r\n--{boundary}--\r\n").into_bytes());
@@ -65,7 +66,11 @@ async fn uploads_fire_once_per_content_and_refuse_traversal() {
     let (s, v) = upload(&url, "copy.txt", b"twelve bytes").await;
     assert_eq!((s, v["outcome"].as_str()), (200, Some("skipped_duplicate")), "{v}");
     let history = h.history().await;
-    assert_eq!((count(&history, "started"), count(&history, "skipped_duplicate"), history.len()), (1, 1, 2), "refused uploads record nothing");
+    assert_eq!(
+        (count(&history, "started"), count(&history, "skipped_duplicate"), history.len()),
+        (1, 1, 2),
+        "refused uploads record nothing"
+    );
     let runs = h.sys.t().engine.store.list_runs().await.unwrap();
     assert_eq!(runs.len(), 1);
     let v = h.sys.settle(&runs[0]).await;
@@ -92,11 +97,24 @@ async fn a_watched_folder_moves_files_after_their_fire_is_recorded() {
     wait_for("a.txt is processed", Duration::from_secs(30), || async { processed.join("a.txt").exists() }).await;
     put("b.txt", b"first file"); // same content: a duplicate, also processed
     put("c.txt", &[b'z'; 100]); // over max_size: failed
-    wait_for("b.txt and c.txt are moved", Duration::from_secs(30), || async { processed.join("b.txt").exists() && failed.join("c.txt").exists() }).await;
-    assert!(!folder.path().join("a.txt").exists() && !folder.path().join("b.txt").exists() && !folder.path().join("c.txt").exists());
+    wait_for("b.txt and c.txt are moved", Duration::from_secs(30), || async {
+        processed.join("b.txt").exists() && failed.join("c.txt").exists()
+    })
+    .await;
+    assert!(
+        !folder.path().join("a.txt").exists()
+            && !folder.path().join("b.txt").exists()
+            && !folder.path().join("c.txt").exists()
+    );
     let history: Vec<_> = h.history().await.into_iter().filter(|f| f.trigger.as_str() == "inbox").collect();
-    assert_eq!((count(&history, "started"), count(&history, "skipped_duplicate"), count(&history, "failed")), (1, 1, 1), "{history:#?}");
-    assert!(history.iter().any(|f| matches!(&f.outcome, tollgate_engine::trigger::FireOutcome::Failed { error } if error.contains("max_size"))));
+    assert_eq!(
+        (count(&history, "started"), count(&history, "skipped_duplicate"), count(&history, "failed")),
+        (1, 1, 1),
+        "{history:#?}"
+    );
+    assert!(history.iter().any(
+        |f| matches!(&f.outcome, tollgate_engine::trigger::FireOutcome::Failed { error } if error.contains("max_size"))
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -106,12 +124,22 @@ async fn a_failing_trigger_is_restarted_with_backoff_and_its_health_says_why() {
     let blocker = base.path().join("blocker");
     std::fs::write(&blocker, b"not a directory").unwrap();
     let folder = blocker.join("inbox");
-    let yaml = spec(&folder).replace("  - id: form\n    upload: { max_size: 64 }\n", "  - id: form\n    upload: { max_size: 64 }\n    enabled: false\n");
+    let yaml = spec(&folder).replace(
+        "  - id: form\n    upload: { max_size: 64 }\n",
+        "  - id: form\n    upload: { max_size: 64 }\n    enabled: false\n",
+    );
     let sys = embedded().await;
-    let triggers = tollgate::triggers::start_triggers(sys.t(), sys.config.triggers.history_ttl, vec![tollgate_engine::spec::parse_yaml(&yaml).unwrap()]).await.unwrap();
+    let triggers = tollgate::triggers::start_triggers(
+        sys.t(),
+        sys.config.triggers.history_ttl,
+        vec![tollgate_engine::spec::parse_yaml(&yaml).unwrap()],
+    )
+    .await
+    .unwrap();
     let wf = tollgate_engine::ids::WorkflowId::new("upload-flow");
     let health = || sys.t().engine.triggers.health(&wf, &"inbox".into()).unwrap();
-    wait_for("the trigger fails and is restarted twice", Duration::from_secs(30), || async { health().restarts >= 2 }).await;
+    wait_for("the trigger fails and is restarted twice", Duration::from_secs(30), || async { health().restarts >= 2 })
+        .await;
     let h = health();
     assert!(!h.connected);
     assert!(h.last_error.as_ref().is_some_and(|(_, e)| e.contains("creating")), "{h:?}");

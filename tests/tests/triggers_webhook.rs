@@ -5,11 +5,11 @@
 
 use std::time::Duration;
 
-use serde_json::{json, Value};
-use tollgate_engine::trigger::signature::{sign_hex, stripe_header};
+use serde_json::{Value, json};
 use tollgate_engine::trigger::FireOutcome;
-use tollgate_tests::harness::{each_backend, wait_for, TestSystem};
-use tollgate_tests::triggers::{count, Hooked};
+use tollgate_engine::trigger::signature::{sign_hex, stripe_header};
+use tollgate_tests::harness::{TestSystem, each_backend, wait_for};
+use tollgate_tests::triggers::{Hooked, count};
 
 const SPEC: &str = r#"
 id: hooked-flow
@@ -55,11 +55,17 @@ async fn a_thousand_concurrent_deliveries_of_one_id_start_one_run() {
         let url = h.url("intake");
         let answers = futures::future::join_all((0..1000).map(|_| {
             let (client, url, body, sig) = (client.clone(), url.clone(), body.clone(), sig.clone());
-            tokio::spawn(async move { post(&client, &url, &[("X-Signature-256", sig), ("Idempotency-Key", "delivery-1".into())], &body).await })
+            tokio::spawn(async move {
+                post(&client, &url, &[("X-Signature-256", sig), ("Idempotency-Key", "delivery-1".into())], &body).await
+            })
         }))
         .await;
         let statuses: Vec<u16> = answers.iter().map(|a| a.as_ref().unwrap().0).collect();
-        assert_eq!(statuses.iter().filter(|&&s| s == 202).count(), 1, "exactly one delivery starts a run: {statuses:?}");
+        assert_eq!(
+            statuses.iter().filter(|&&s| s == 202).count(),
+            1,
+            "exactly one delivery starts a run: {statuses:?}"
+        );
         assert_eq!(statuses.iter().filter(|&&s| s == 200).count(), 999, "the others are acknowledged as duplicates");
         let history = h.history().await;
         assert_eq!(count(&history, "started"), 1);
@@ -104,10 +110,22 @@ async fn forged_signatures_and_expired_stripe_timestamps_are_refused() {
         let gh_body = serde_json::to_vec(&json!({"sender": {"login": "octo"}})).unwrap();
         let gh_secret = h.secret("gh").await;
         let gh_forged = format!("sha256={}", sign_hex(b"guess", &gh_body));
-        let (s, _) = post(&client, &h.url("gh"), &[("X-Hub-Signature-256", gh_forged), ("X-GitHub-Delivery", "g-1".into())], &gh_body).await;
+        let (s, _) = post(
+            &client,
+            &h.url("gh"),
+            &[("X-Hub-Signature-256", gh_forged), ("X-GitHub-Delivery", "g-1".into())],
+            &gh_body,
+        )
+        .await;
         assert_eq!(s, 401);
         let gh_sig = format!("sha256={}", sign_hex(&gh_secret, &gh_body));
-        let (s, v) = post(&client, &h.url("gh"), &[("X-Hub-Signature-256", gh_sig), ("X-GitHub-Delivery", "g-1".into())], &gh_body).await;
+        let (s, v) = post(
+            &client,
+            &h.url("gh"),
+            &[("X-Hub-Signature-256", gh_sig), ("X-GitHub-Delivery", "g-1".into())],
+            &gh_body,
+        )
+        .await;
         assert_eq!((s, v["outcome"].as_str()), (202, Some("started")), "{v}");
 
         // Stripe: t=…,v1=… over "t.body", within the tolerance (5 minutes by default).
@@ -134,10 +152,22 @@ async fn forged_signatures_and_expired_stripe_timestamps_are_refused() {
         assert_eq!(h.health("stripe").rejected, 1);
         assert_eq!(h.sys.t().engine.store.list_runs().await.unwrap().len(), 2);
         // The admin API shows the same health.
-        let api: Value = client.get(format!("http://{}/api/triggers", h.addr)).send().await.unwrap().json().await.unwrap();
+        let api: Value =
+            client.get(format!("http://{}/api/triggers", h.addr)).send().await.unwrap().json().await.unwrap();
         let intake = api["triggers"].as_array().unwrap().iter().find(|t| t["trigger"] == "intake").unwrap().clone();
-        assert_eq!((intake["rejected"].as_u64(), intake["connected"].as_bool(), intake["type"].as_str()), (Some(3), Some(true), Some("webhook")), "{intake}");
-        let hist: Value = client.get(format!("http://{}/api/triggers/{}/history", h.addr, h.workflow)).send().await.unwrap().json().await.unwrap();
+        assert_eq!(
+            (intake["rejected"].as_u64(), intake["connected"].as_bool(), intake["type"].as_str()),
+            (Some(3), Some(true), Some("webhook")),
+            "{intake}"
+        );
+        let hist: Value = client
+            .get(format!("http://{}/api/triggers/{}/history", h.addr, h.workflow))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         assert_eq!(hist["fires"].as_array().unwrap().len(), 3, "{hist}");
     })
     .await;

@@ -81,13 +81,17 @@ fn read_credential(name: &str, what: &str) -> anyhow::Result<Zeroizing<String>> 
     std::io::stdin().read_to_string(&mut value).context("reading the credential from stdin")?;
     let trimmed = value.strip_suffix('\n').map(|v| v.strip_suffix('\r').unwrap_or(v)).unwrap_or(&value);
     if trimmed.is_empty() {
-        bail!("connection `{name}` needs its {what} on stdin (e.g. `printf %s \"$SECRET\" | tollgate connections add {name} …`)");
+        bail!(
+            "connection `{name}` needs its {what} on stdin (e.g. `printf %s \"$SECRET\" | tollgate connections add {name} …`)"
+        );
     }
     Ok(Zeroizing::new(trimmed.to_string()))
 }
 
 pub async fn run(config: &Config, command: ConnectionsCommand) -> anyhow::Result<ExitCode> {
-    let store = || async { anyhow::Ok(Arc::new(Store::new(bootstrap::open_backend(config).await?, bootstrap::master_key(config)?))) };
+    let store = || async {
+        anyhow::Ok(Arc::new(Store::new(bootstrap::open_backend(config).await?, bootstrap::master_key(config)?)))
+    };
     match command {
         ConnectionsCommand::Add { name, kind, set, owner } => {
             let owner = owner_id(&owner)?;
@@ -108,7 +112,8 @@ pub async fn run(config: &Config, command: ConnectionsCommand) -> anyhow::Result
             };
             let store = store().await?;
             store.put_connection(&owner, &connection, credential.as_ref().map(|(_, c)| c.as_str())).await?;
-            let with = credential.map(|(what, _)| format!(", its {what} sealed in the secret store")).unwrap_or_default();
+            let with =
+                credential.map(|(what, _)| format!(", its {what} sealed in the secret store")).unwrap_or_default();
             eprintln!("tollgate: connection `{name}` ({kind}) of owner `{owner}` saved{with}");
         }
         ConnectionsCommand::List { owner, json } => {

@@ -7,9 +7,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{bail, Context as _};
+use anyhow::{Context as _, bail};
 use clap::Subcommand;
-use tollgate_connectors::docs::{DocStore, Format, SourceDoc, KNOWN_EXTENSIONS};
+use tollgate_connectors::docs::{DocStore, Format, KNOWN_EXTENSIONS, SourceDoc};
 use tollgate_engine::ids::OwnerId;
 use tollgate_engine::spec::DEFAULT_COLLECTION;
 use tollgate_engine::store::Store;
@@ -94,7 +94,14 @@ pub async fn run(config: &Config, cmd: DocsCommand) -> anyhow::Result<ExitCode> 
                 println!("no hits");
             } else {
                 for h in &hits {
-                    println!("{} {:.3} {} #{}: {}", h.id, h.hit.score, h.hit.source, h.hit.chunk, h.hit.snippet.replace('\n', " "));
+                    println!(
+                        "{} {:.3} {} #{}: {}",
+                        h.id,
+                        h.hit.score,
+                        h.hit.source,
+                        h.hit.chunk,
+                        h.hit.snippet.replace('\n', " ")
+                    );
                 }
             }
         }

@@ -15,7 +15,7 @@ use tollgate_engine::gates::{GateAction, GateMesh, GatePolicy, RedactionMap};
 use tollgate_engine::ids::WorkflowId;
 
 use crate::config::Config;
-use crate::gate_replay::{replay_policy, ReplayScope};
+use crate::gate_replay::{ReplayScope, replay_policy};
 
 #[derive(Subcommand, Debug)]
 pub enum GatesCommand {
@@ -56,7 +56,9 @@ pub enum GatesCommand {
 
 pub async fn run(config: &Config, cmd: GatesCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        GatesCommand::Replay { policy, workflow, since, json } => replay_cmd(config, &policy, workflow, since, json).await,
+        GatesCommand::Replay { policy, workflow, since, json } => {
+            replay_cmd(config, &policy, workflow, since, json).await
+        }
         GatesCommand::Scan { file, policy, redacted, json } => scan(&file, policy.as_deref(), redacted, json),
         GatesCommand::Eval { dir } => {
             let samples = load_corpus(&dir).with_context(|| format!("loading the corpus in {}", dir.display()))?;
@@ -75,7 +77,13 @@ fn read_policy(path: &Path) -> anyhow::Result<GatePolicy> {
     parsed.with_context(|| format!("gate policy {}", path.display()))
 }
 
-async fn replay_cmd(config: &Config, policy_file: &Path, workflow: Option<WorkflowId>, since: Option<Duration>, json: bool) -> anyhow::Result<ExitCode> {
+async fn replay_cmd(
+    config: &Config,
+    policy_file: &Path,
+    workflow: Option<WorkflowId>,
+    since: Option<Duration>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     let policy = read_policy(policy_file)?;
     let engine = super::read_only_engine(config).await?;
     let since_ms = since.map(|d| crate::system::now_ms().saturating_sub(d.as_millis() as u64));
@@ -90,11 +98,27 @@ async fn replay_cmd(config: &Config, policy_file: &Path, workflow: Option<Workfl
         return Ok(ExitCode::SUCCESS);
     }
     let count = |m: &std::collections::BTreeMap<GateAction, usize>| {
-        format!("{}/{}/{}", m.get(&GateAction::Allow).unwrap_or(&0), m.get(&GateAction::Redact).unwrap_or(&0), m.get(&GateAction::Block).unwrap_or(&0))
+        format!(
+            "{}/{}/{}",
+            m.get(&GateAction::Allow).unwrap_or(&0),
+            m.get(&GateAction::Redact).unwrap_or(&0),
+            m.get(&GateAction::Block).unwrap_or(&0)
+        )
     };
-    println!("\n{:<24} {:<20} {:>7} {:>16} {:>16} {:>8}", "WORKFLOW", "STEP", "OUTPUTS", "RECORDED a/r/b", "REPLAYED a/r/b", "CHANGED");
+    println!(
+        "\n{:<24} {:<20} {:>7} {:>16} {:>16} {:>8}",
+        "WORKFLOW", "STEP", "OUTPUTS", "RECORDED a/r/b", "REPLAYED a/r/b", "CHANGED"
+    );
     for s in &report.steps {
-        println!("{:<24} {:<20} {:>7} {:>16} {:>16} {:>8}", s.workflow, s.step, s.outputs, count(&s.recorded), count(&s.replayed), s.changed);
+        println!(
+            "{:<24} {:<20} {:>7} {:>16} {:>16} {:>8}",
+            s.workflow,
+            s.step,
+            s.outputs,
+            count(&s.recorded),
+            count(&s.replayed),
+            s.changed
+        );
     }
     if report.changes.is_empty() {
         println!("\nno recorded output would have been treated differently");
@@ -102,9 +126,20 @@ async fn replay_cmd(config: &Config, policy_file: &Path, workflow: Option<Workfl
     }
     println!("\n{:<28} {:<20} {:>7} {:<9} {:<9} WHY", "RUN", "STEP", "ATTEMPT", "RECORDED", "REPLAYED");
     for c in &report.changes {
-        let why = if c.verdict.rules.is_empty() { "-".to_string() } else { format!("{} ({})", c.verdict.categories.join(", "), c.verdict.rules.join(", ")) };
+        let why = if c.verdict.rules.is_empty() {
+            "-".to_string()
+        } else {
+            format!("{} ({})", c.verdict.categories.join(", "), c.verdict.rules.join(", "))
+        };
         let note = if c.verdict.output_rescanned { "" } else { "  [findings only: the blocked output was not kept]" };
-        println!("{:<28} {:<20} {:>7} {:<9} {:<9} {why}{note}", c.run, c.step, c.attempt, word(c.verdict.recorded), word(c.verdict.replayed));
+        println!(
+            "{:<28} {:<20} {:>7} {:<9} {:<9} {why}{note}",
+            c.run,
+            c.step,
+            c.attempt,
+            word(c.verdict.recorded),
+            word(c.verdict.replayed)
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -138,7 +173,13 @@ fn scan(file: &Path, policy: Option<&Path>, show_redacted: bool, json: bool) -> 
         }
         println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
-        println!("verdict: {:?}  ({} findings; ruleset {} {})", v.action, v.findings.len(), v.ruleset.version, v.ruleset.hash);
+        println!(
+            "verdict: {:?}  ({} findings; ruleset {} {})",
+            v.action,
+            v.findings.len(),
+            v.ruleset.version,
+            v.ruleset.hash
+        );
         for f in &v.findings {
             println!(
                 "  {:<8} {:<28} {:<12} {:?} bytes {}..{}  confidence {:.2}  → {:?}",

@@ -53,7 +53,11 @@ pub async fn run(config: &Config, command: MemoryCommand) -> anyhow::Result<Exit
     match command {
         MemoryCommand::List { owner, since, tag, limit, json } => {
             let owner = owner_of(&owner)?;
-            let filter = NoteFilter { since: now_ms().saturating_sub(since.as_millis() as u64), tag: tag.as_deref(), limit: limit.clamp(1, MAX_MEMORY_LIST) as usize };
+            let filter = NoteFilter {
+                since: now_ms().saturating_sub(since.as_millis() as u64),
+                tag: tag.as_deref(),
+                limit: limit.clamp(1, MAX_MEMORY_LIST) as usize,
+            };
             let notes = store.notes(&owner, &filter).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&notes)?);
@@ -72,7 +76,15 @@ pub async fn run(config: &Config, command: MemoryCommand) -> anyhow::Result<Exit
             if json {
                 println!("{}", serde_json::to_string_pretty(&n)?);
             } else {
-                println!("key:  {}\nat:   {}\ntags: {}\nfrom: {} (run {})\n\n{}", n.key, when(n.at), n.tags.join(", "), n.workflow.as_deref().unwrap_or("-"), n.run.as_deref().unwrap_or("-"), n.text);
+                println!(
+                    "key:  {}\nat:   {}\ntags: {}\nfrom: {} (run {})\n\n{}",
+                    n.key,
+                    when(n.at),
+                    n.tags.join(", "),
+                    n.workflow.as_deref().unwrap_or("-"),
+                    n.run.as_deref().unwrap_or("-"),
+                    n.text
+                );
             }
         }
     }
@@ -80,5 +92,6 @@ pub async fn run(config: &Config, command: MemoryCommand) -> anyhow::Result<Exit
 }
 
 fn when(ms: u64) -> String {
-    chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms as i64).map_or("-".into(), |t| t.format("%Y-%m-%d %H:%M").to_string())
+    chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms as i64)
+        .map_or("-".into(), |t| t.format("%Y-%m-%d %H:%M").to_string())
 }

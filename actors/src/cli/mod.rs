@@ -4,10 +4,10 @@
 mod connections;
 mod docs;
 mod gates;
+mod memory;
 mod progress;
 mod receipt;
 mod report;
-mod memory;
 mod secrets;
 mod templates;
 mod triggers;
@@ -19,13 +19,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{bail, Context as _};
+use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 use serde_json::Value;
 use tollgate_engine::ids::{RunId, StepId};
 use tollgate_engine::money::Money;
 use tollgate_engine::run::{Decision, StepStatus};
-use tollgate_engine::spec::{parse_yaml, ValidatedSpec};
+use tollgate_engine::spec::{ValidatedSpec, parse_yaml};
 
 use crate::bootstrap::{self, Role, Running};
 use crate::config::{BackendKind, Config};
@@ -267,7 +267,9 @@ pub async fn main(cli: Cli) -> anyhow::Result<ExitCode> {
                 ("abort", _, _) => Decision::Abort,
                 ("extend", Some(a), _) if !a.is_zero() => Decision::Extend { amount: a },
                 ("extend", _, _) => bail!("`extend` needs --amount with a positive amount"),
-                ("modify", _, Some(v)) => Decision::Modify { value: serde_json::from_str(&v).unwrap_or(Value::String(v)) },
+                ("modify", _, Some(v)) => {
+                    Decision::Modify { value: serde_json::from_str(&v).unwrap_or(Value::String(v)) }
+                }
                 ("modify", _, None) => bail!("`modify` needs --value with the corrected output"),
                 (other, _, _) => bail!("unknown decision `{other}`"),
             };
@@ -315,9 +317,10 @@ pub async fn main(cli: Cli) -> anyhow::Result<ExitCode> {
             let sys = bootstrap::start(&config, Role::WorkerOnly).await?;
             let health = match config.health_addr {
                 Some(addr) => {
-                    let (bound, server) = crate::http::health::serve(addr, sys.tollgate.engine.health.clone(), sys.token())
-                        .await
-                        .with_context(|| format!("health listener on {addr}"))?;
+                    let (bound, server) =
+                        crate::http::health::serve(addr, sys.tollgate.engine.health.clone(), sys.token())
+                            .await
+                            .with_context(|| format!("health listener on {addr}"))?;
                     eprintln!("tollgate worker: health on http://{bound}/healthz");
                     Some(server)
                 }
@@ -338,7 +341,8 @@ pub async fn main(cli: Cli) -> anyhow::Result<ExitCode> {
 pub async fn shutdown_signal() {
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
@@ -396,7 +400,9 @@ fn validate_cmd(config: &Config, file: &Path) -> anyhow::Result<ExitCode> {
         Ok(spec) => {
             // `workflow.run` steps name workflows of the catalogue (and no cycle through them).
             let catalogue = crate::catalogue::Catalogue::load(&config.catalogue)?;
-            if let Err(problems) = crate::subworkflows::check_refs_in(&|w| catalogue.get(w.as_str()).ok().map(|e| e.spec.clone()), &spec) {
+            if let Err(problems) =
+                crate::subworkflows::check_refs_in(&|w| catalogue.get(w.as_str()).ok().map(|e| e.spec.clone()), &spec)
+            {
                 for p in problems.lines() {
                     eprintln!("{}: {p}", file.display());
                 }
@@ -458,18 +464,29 @@ fn print_next_steps(v: &RunView) {
         .steps
         .iter()
         .enumerate()
-        .flat_map(|(i, s)| std::iter::once((v.step_ids[i].clone(), s)).chain(s.items.iter().enumerate().map(move |(k, it)| (format!("{}.{k}", v.step_ids[i]), it))))
+        .flat_map(|(i, s)| {
+            std::iter::once((v.step_ids[i].clone(), s))
+                .chain(s.items.iter().enumerate().map(move |(k, it)| (format!("{}.{k}", v.step_ids[i]), it)))
+        })
         .collect();
     for (id, s) in &ids {
         if let (StepStatus::WaitingHuman { .. }, Some(_)) = (&s.status, &s.blocked) {
-            let by = if s.gate.as_ref().and_then(|g| g["checks"].as_array()).is_some_and(|c| c.iter().any(|c| c["passed"] == false)) {
+            let by = if s
+                .gate
+                .as_ref()
+                .and_then(|g| g["checks"].as_array())
+                .is_some_and(|c| c.iter().any(|c| c["passed"] == false))
+            {
                 "Its checks blocked"
             } else {
                 "The gate mesh blocked"
             };
             println!("\n{by} the output of `{}` in run {run}. To decide:", id);
             println!("  tollgate decide {run} {} approve                       # release it as is", id);
-            println!("  tollgate decide {run} {} modify --value '\"corrected\"'  # continue with a corrected value", id);
+            println!(
+                "  tollgate decide {run} {} modify --value '\"corrected\"'  # continue with a corrected value",
+                id
+            );
             println!("  tollgate decide {run} {} abort", id);
         } else if let StepStatus::WaitingHuman { .. } = s.status {
             println!("\nRun {run} is waiting for a human decision on `{}`. To decide:", id);
@@ -479,7 +496,10 @@ fn print_next_steps(v: &RunView) {
     }
     if v.state.budget_request.is_some() {
         if let Some(ask) = &v.state.child_ask {
-            println!("\nRun {run} is paused: its budget cannot cover what sub-workflow run {} of `{}` needs ({} more). To decide:", ask.child, v.step_ids[ask.step], ask.amount);
+            println!(
+                "\nRun {run} is paused: its budget cannot cover what sub-workflow run {} of `{}` needs ({} more). To decide:",
+                ask.child, v.step_ids[ask.step], ask.amount
+            );
             println!("  tollgate decide {run} {} extend --amount {}", v.step_ids[ask.step], ask.amount);
             println!("  tollgate decide {run} {} reject", v.step_ids[ask.step]);
         } else if let Some(&i) = v.state.budget_blocked.first() {
@@ -490,11 +510,22 @@ fn print_next_steps(v: &RunView) {
     }
 }
 
-async fn decide_cmd(sys: &Running, run: &RunId, step: &StepId, decision: Decision, caller: &crate::access::Caller, comment: Option<String>, json: bool) -> anyhow::Result<ExitCode> {
+async fn decide_cmd(
+    sys: &Running,
+    run: &RunId,
+    step: &StepId,
+    decision: Decision,
+    caller: &crate::access::Caller,
+    comment: Option<String>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     let t: &Tollgate = &sys.tollgate;
     let v = t.view_as(caller, run).await?;
     // A step, or an item `STEP.K` of a `for_each` step.
-    let item = step.as_str().rsplit_once('.').and_then(|(s, k)| Some((v.step_ids.iter().position(|id| id == s)?, k.parse::<usize>().ok()?)));
+    let item = step
+        .as_str()
+        .rsplit_once('.')
+        .and_then(|(s, k)| Some((v.step_ids.iter().position(|id| id == s)?, k.parse::<usize>().ok()?)));
     let (i, state) = match (v.step_ids.iter().position(|s| s == step.as_str()), item) {
         (Some(i), _) => (i, &v.state.steps[i]),
         (None, Some((i, k))) if k < v.state.steps[i].items.len() => (i, &v.state.steps[i].items[k]),
@@ -502,9 +533,16 @@ async fn decide_cmd(sys: &Running, run: &RunId, step: &StepId, decision: Decisio
     };
     let request = match &state.status {
         StepStatus::WaitingHuman { request } => request.clone(),
-        _ if item.is_none() && v.state.budget_blocked.contains(&i) && v.state.budget_request.is_some() => v.state.budget_request.clone().expect("checked"),
+        _ if item.is_none() && v.state.budget_blocked.contains(&i) && v.state.budget_request.is_some() => {
+            v.state.budget_request.clone().expect("checked")
+        }
         // A sub-workflow's budget ask the run put to a person.
-        _ if item.is_none() && v.state.child_ask.as_ref().is_some_and(|a| a.step == i) && v.state.budget_request.is_some() => v.state.budget_request.clone().expect("checked"),
+        _ if item.is_none()
+            && v.state.child_ask.as_ref().is_some_and(|a| a.step == i)
+            && v.state.budget_request.is_some() =>
+        {
+            v.state.budget_request.clone().expect("checked")
+        }
         other => bail!("step `{step}` of run {run} is not waiting for a decision (it is {})", other.label()),
     };
     t.decide_as(caller, &request, decision, comment).await?;
@@ -575,7 +613,11 @@ struct NoQueue;
 
 #[async_trait::async_trait]
 impl tollgate_engine::queue::StepQueue for NoQueue {
-    async fn enqueue(&self, _: tollgate_engine::queue::StepJob, _: Option<std::time::SystemTime>) -> Result<(), tollgate_engine::queue::QueueError> {
+    async fn enqueue(
+        &self,
+        _: tollgate_engine::queue::StepJob,
+        _: Option<std::time::SystemTime>,
+    ) -> Result<(), tollgate_engine::queue::QueueError> {
         Err(tollgate_engine::queue::QueueError("read-only command".into()))
     }
 }

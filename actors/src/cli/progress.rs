@@ -40,10 +40,16 @@ impl Progress {
                                 b.set_message(format!("run {run}: {step} {status}"));
                             }
                         }
-                        RunUpdate::HumanRequested { request, .. } => line(format!("  ? {:?}: {}", request.mode, request.question)),
-                        RunUpdate::HumanPaged { request, to, .. } => line(format!("  ! {request}: escalated, paging {to}")),
+                        RunUpdate::HumanRequested { request, .. } => {
+                            line(format!("  ? {:?}: {}", request.mode, request.question))
+                        }
+                        RunUpdate::HumanPaged { request, to, .. } => {
+                            line(format!("  ! {request}: escalated, paging {to}"))
+                        }
                         RunUpdate::Decided { request, by, .. } => line(format!("  ✓ {request} decided by {by}")),
-                        RunUpdate::Notified { recipients, .. } => line(format!("  ✉ notified {}", recipients.join(", "))),
+                        RunUpdate::Notified { recipients, .. } => {
+                            line(format!("  ✉ notified {}", recipients.join(", ")))
+                        }
                         RunUpdate::Finished { status, .. } => {
                             line(format!("run {run} {}", status.label()));
                             break;

@@ -6,10 +6,10 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{bail, Context as _};
+use anyhow::{Context as _, bail};
 use clap::Subcommand;
 use tollgate_engine::ids::RunId;
-use tollgate_engine::receipt::{verify, ReceiptKey};
+use tollgate_engine::receipt::{ReceiptKey, verify};
 
 use crate::config::Config;
 
@@ -47,21 +47,31 @@ pub async fn export(engine: &crate::system::Engine, run: &RunId) -> anyhow::Resu
 
 async fn verify_cmd(config: &Config, file: &Path, key: Option<ReceiptKey>) -> anyhow::Result<ExitCode> {
     let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-    let doc: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", file.display()))?;
+    let doc: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", file.display()))?;
     let key = match key {
         Some(k) => k,
         None => {
             // Only a service that exists here: verifying must not create a data directory.
             let here = !config.master_key.is_empty() || config.data_dir.join("master.key").exists();
             if !here {
-                bail!("no Tollgate service is configured here to take the key from: pass --key (what `tollgate receipt key` prints on the service)");
+                bail!(
+                    "no Tollgate service is configured here to take the key from: pass --key (what `tollgate receipt key` prints on the service)"
+                );
             }
             super::read_only_engine(config).await?.store.receipt_signer().await?.public()
         }
     };
     match verify(&doc, Some(&key)) {
         Ok(v) => {
-            println!("{}: valid — run {}, {} entries, hash chain intact (head {}), signed by {}", file.display(), v.run, v.entries, v.head, v.key);
+            println!(
+                "{}: valid — run {}, {} entries, hash chain intact (head {}), signed by {}",
+                file.display(),
+                v.run,
+                v.entries,
+                v.head,
+                v.key
+            );
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {

@@ -4,7 +4,7 @@
 //! the run holds them gated, so what is printed is their redacted form (a blocked output's
 //! redacted copy; the held original never leaves its quarantine record).
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use tollgate_engine::run::{AttemptStatus, RunStatus, StepState};
 
 use tollgate_engine::store::{RunPage, RunSummary};
@@ -53,7 +53,9 @@ pub fn summary_json(v: &RunView) -> Value {
         .collect();
     let reason = match &v.state.status {
         RunStatus::Failed { reason } => Some(json!(reason)),
-        RunStatus::Cancelled { by, reason } => Some(json!({"code": "cancelled", "message": format!("{reason} (by {by})")})),
+        RunStatus::Cancelled { by, reason } => {
+            Some(json!({"code": "cancelled", "message": format!("{reason} (by {by})")}))
+        }
         _ => None,
     };
     json!({
@@ -133,7 +135,11 @@ pub fn print_summary(v: &RunView) {
             println!("      sub-workflow run: {child}");
         }
         // Every attempt, when there was more than one or one did not simply run.
-        if s.attempts.len() > 1 || s.attempts.iter().any(|a| !matches!(a.status, AttemptStatus::Succeeded | AttemptStatus::Failed | AttemptStatus::Queued)) {
+        if s.attempts.len() > 1
+            || s.attempts
+                .iter()
+                .any(|a| !matches!(a.status, AttemptStatus::Succeeded | AttemptStatus::Failed | AttemptStatus::Queued))
+        {
             println!("      attempts: {}", attempt_log(s));
         }
         if let tollgate_engine::run::StepStatus::Skipped { reason, .. } = &s.status {
@@ -143,7 +149,14 @@ pub fn print_summary(v: &RunView) {
         for (k, it) in s.items.iter().enumerate() {
             let dur = duration_ms(it).map_or("-".to_string(), |ms| format!("{ms}ms"));
             let id = format!("{}.{k}", v.step_ids[i]);
-            println!("    {id:<22} {:<10} {:<14} {:>8} {:>10} {:>8}", "item", it.status.label(), it.attempts.len(), dur, it.cost);
+            println!(
+                "    {id:<22} {:<10} {:<14} {:>8} {:>10} {:>8}",
+                "item",
+                it.status.label(),
+                it.attempts.len(),
+                dur,
+                it.cost
+            );
             if let Some(e) = &it.error {
                 println!("        error: {e}");
             }
@@ -160,12 +173,25 @@ pub fn print_summary(v: &RunView) {
             );
         }
         // An `llm` step's tool calls and how each ended.
-        if let Some(calls) = s.output.as_ref().filter(|_| v.step_types[i] == "llm").and_then(|o| o["tool_calls"].as_array()).filter(|c| !c.is_empty()) {
-            let line: Vec<String> = calls.iter().map(|c| format!("{} {}", c["tool"].as_str().unwrap_or("?"), c["status"].as_str().unwrap_or("?"))).collect();
+        if let Some(calls) = s
+            .output
+            .as_ref()
+            .filter(|_| v.step_types[i] == "llm")
+            .and_then(|o| o["tool_calls"].as_array())
+            .filter(|c| !c.is_empty())
+        {
+            let line: Vec<String> = calls
+                .iter()
+                .map(|c| format!("{} {}", c["tool"].as_str().unwrap_or("?"), c["status"].as_str().unwrap_or("?")))
+                .collect();
             println!("      tool calls: {}", line.join(", "));
         }
         // A clean `allow` is the common case; show verdicts that found something.
-        if let Some(g) = s.gate.as_ref().filter(|g| g["action"] != "allow" || g["findings"].as_array().is_some_and(|f| !f.is_empty())) {
+        if let Some(g) = s
+            .gate
+            .as_ref()
+            .filter(|g| g["action"] != "allow" || g["findings"].as_array().is_some_and(|f| !f.is_empty()))
+        {
             println!("      gate: {}", gate_line(g));
         }
         if let Some(checks) = s.gate.as_ref().and_then(|g| g["checks"].as_array()) {
@@ -176,15 +202,21 @@ pub fn print_summary(v: &RunView) {
                     if c["passed"] == true {
                         format!("{name} ✓")
                     } else {
-                        let evidence: Vec<&str> = c["evidence"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+                        let evidence: Vec<&str> =
+                            c["evidence"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
                         format!("{name} ✗ ({})", evidence.join("; "))
                     }
                 })
                 .collect();
             println!("      checks: {}", line.join(", "));
         }
-        for e in v.escalations.iter().filter(|e| e["step"].as_str().is_some_and(|id| id == v.step_ids[i] || id.strip_prefix(v.step_ids[i].as_str()).is_some_and(|k| k.starts_with('.')))) {
-            let item = e["step"].as_str().filter(|id| *id != v.step_ids[i]).map(|id| format!("{id}: ")).unwrap_or_default();
+        for e in v.escalations.iter().filter(|e| {
+            e["step"].as_str().is_some_and(|id| {
+                id == v.step_ids[i] || id.strip_prefix(v.step_ids[i].as_str()).is_some_and(|k| k.starts_with('.'))
+            })
+        }) {
+            let item =
+                e["step"].as_str().filter(|id| *id != v.step_ids[i]).map(|id| format!("{id}: ")).unwrap_or_default();
             println!("      {item}{}", escalation_line(e));
         }
         if let Some(d) = &s.decision {
@@ -237,7 +269,8 @@ fn gate_line(gate: &Value) -> String {
         .map(|fs| {
             fs.iter()
                 .map(|f| {
-                    let path = f["path"].as_str().filter(|p| !p.is_empty()).map(|p| format!(" at {p}")).unwrap_or_default();
+                    let path =
+                        f["path"].as_str().filter(|p| !p.is_empty()).map(|p| format!(" at {p}")).unwrap_or_default();
                     format!(
                         "{} ({}){path} {}..{} → {}",
                         f["rule_id"].as_str().unwrap_or("?"),
@@ -256,8 +289,16 @@ fn gate_line(gate: &Value) -> String {
 pub fn print_list(page: &RunPage) {
     println!("{:<28} {:<24} {:<10} {:<24}", "RUN", "WORKFLOW", "STATUS", "CREATED");
     for l in &page.runs {
-        let created = humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_millis(l.meta.created_at));
-        println!("{:<28} {:<24} {:<10} {:<24}", l.meta.run, l.meta.workflow, RunSummary::label(l.summary.as_ref()), created);
+        let created = humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH + std::time::Duration::from_millis(l.meta.created_at),
+        );
+        println!(
+            "{:<28} {:<24} {:<10} {:<24}",
+            l.meta.run,
+            l.meta.workflow,
+            RunSummary::label(l.summary.as_ref()),
+            created
+        );
     }
     if let Some(next) = &page.next {
         println!("more: tollgate runs list --after {next}");
@@ -280,8 +321,10 @@ pub fn add_outputs(v: &RunView, summary: &mut Value) {
 
 /// `--outputs`: each step's output, indented under its id.
 pub fn print_outputs(v: &RunView) {
-    println!("
-  outputs (redacted by the gate mesh where it found something):");
+    println!(
+        "
+  outputs (redacted by the gate mesh where it found something):"
+    );
     for (i, s) in v.state.steps.iter().enumerate() {
         let Some(out) = shown_output(s) else { continue };
         let held = if s.output.is_none() { " (blocked; redacted copy)" } else { "" };

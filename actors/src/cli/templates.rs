@@ -73,7 +73,10 @@ fn print_entry(e: &Entry) {
     if !triggers.is_empty() {
         println!("  triggers: {}", triggers.join(", "));
     }
-    println!("  steps: {}", s.steps.iter().map(|st| format!("{} ({})", st.id, st.ty().name())).collect::<Vec<_>>().join(", "));
+    println!(
+        "  steps: {}",
+        s.steps.iter().map(|st| format!("{} ({})", st.id, st.ty().name())).collect::<Vec<_>>().join(", ")
+    );
     println!("\nParameters:");
     let params = e.parameters();
     if params.is_empty() {

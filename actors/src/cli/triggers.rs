@@ -4,7 +4,7 @@ use std::io::Read as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{bail, Context as _};
+use anyhow::{Context as _, bail};
 use clap::Subcommand;
 use tollgate_engine::ids::{TriggerId, WorkflowId};
 use tollgate_engine::trigger::{FireOutcome, FireRecord, TriggerStateRecord};
@@ -70,7 +70,8 @@ pub async fn run(config: &Config, command: TriggersCommand) -> anyhow::Result<Ex
         }
         TriggersCommand::History { workflow, limit, json } => {
             let engine = super::read_only_engine(config).await?;
-            let fires = engine.store.fire_history(&workflow, limit).await.with_context(|| format!("workflow {workflow}"))?;
+            let fires =
+                engine.store.fire_history(&workflow, limit).await.with_context(|| format!("workflow {workflow}"))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&fires)?);
             } else {
@@ -96,7 +97,9 @@ pub async fn run(config: &Config, command: TriggersCommand) -> anyhow::Result<Ex
             } else {
                 match store.trigger_secret(&workflow, &trigger).await? {
                     Some(s) => println!("{s}"),
-                    None => bail!("{workflow}/{trigger} has no secret yet: it is generated when the trigger first starts (or set one with --set)"),
+                    None => bail!(
+                        "{workflow}/{trigger} has no secret yet: it is generated when the trigger first starts (or set one with --set)"
+                    ),
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -114,7 +117,10 @@ fn print_list(states: &[TriggerStateRecord]) {
         println!("no triggers have run yet");
         return;
     }
-    println!("{:<28} {:<16} {:<8} {:<10} {:<20} {:>8} {:>7} {:>6} {:>8}", "WORKFLOW", "TRIGGER", "TYPE", "CONNECTED", "LAST SUCCESS", "STARTED", "FAILED", "DUPS", "REJECTED");
+    println!(
+        "{:<28} {:<16} {:<8} {:<10} {:<20} {:>8} {:>7} {:>6} {:>8}",
+        "WORKFLOW", "TRIGGER", "TYPE", "CONNECTED", "LAST SUCCESS", "STARTED", "FAILED", "DUPS", "REJECTED"
+    );
     for s in states {
         let h = &s.health;
         println!(
@@ -147,6 +153,13 @@ fn print_history(wf: &WorkflowId, fires: &[FireRecord]) {
             FireOutcome::Failed { error } => error.clone(),
             FireOutcome::SkippedDuplicate { of } => format!("duplicate of {of}"),
         };
-        println!("{:<26} {:<20} {:<16} {:<18} {detail}  ({})", f.fire.as_str(), when(Some(f.at)), f.trigger.as_str(), f.outcome.label(), f.source);
+        println!(
+            "{:<26} {:<20} {:<16} {:<18} {detail}  ({})",
+            f.fire.as_str(),
+            when(Some(f.at)),
+            f.trigger.as_str(),
+            f.outcome.label(),
+            f.source
+        );
     }
 }

@@ -8,7 +8,7 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::{bail, Context as _};
+use anyhow::{Context as _, bail};
 use clap::Subcommand;
 use tollgate_engine::store::Store;
 use tollgate_engine::users::Role;
@@ -43,13 +43,23 @@ pub async fn run(config: &Config, command: UsersCommand) -> anyhow::Result<ExitC
         UsersCommand::Add { name, role, groups, email } => {
             let role = Role::parse(&role).expect("clap checked the role");
             let new = users.add(&name, role, groups, email).await?;
-            eprintln!("tollgate: user `{}` ({}) created. Their API token, shown this once:", new.user.name, role.label());
+            eprintln!(
+                "tollgate: user `{}` ({}) created. Their API token, shown this once:",
+                new.user.name,
+                role.label()
+            );
             println!("{}", new.token.as_str());
         }
         UsersCommand::List => {
             println!("{:<24} {:<9} {:<30} EMAIL", "NAME", "ROLE", "GROUPS");
             for u in users.list().await? {
-                println!("{:<24} {:<9} {:<30} {}", u.name, u.role.label(), u.groups.join(","), u.email.as_deref().unwrap_or("-"));
+                println!(
+                    "{:<24} {:<9} {:<30} {}",
+                    u.name,
+                    u.role.label(),
+                    u.groups.join(","),
+                    u.email.as_deref().unwrap_or("-")
+                );
             }
         }
     }
@@ -65,7 +75,9 @@ pub async fn caller(users: &UserDirectory, token: Option<&str>, fallback: &str) 
             Some(u) => Ok(Caller::User(u)),
             None => bail!("unknown or wrong token (--token / TOLLGATE_TOKEN)"),
         },
-        None if users.any().await? => bail!("users exist: pass your token with --token or TOLLGATE_TOKEN (from `tollgate users add`)"),
+        None if users.any().await? => {
+            bail!("users exist: pass your token with --token or TOLLGATE_TOKEN (from `tollgate users add`)")
+        }
         None => Ok(Caller::Local(fallback.to_string())),
     }
 }

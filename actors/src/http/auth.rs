@@ -17,22 +17,21 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::Json;
 use axum::extract::{FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{header, StatusCode};
+use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tollgate_engine::users::User;
 
 use crate::access::Caller;
-use crate::http::session::{Session, SessionKey};
 use crate::http::error::ApiError;
+use crate::http::session::{Session, SessionKey};
 use crate::service::Tollgate;
-
 
 /// Refuse an admin API open to the network without a token: anyone who reaches it could
 /// start, decide and cancel runs.
@@ -74,10 +73,18 @@ fn unauthorized(message: &str) -> Response {
 }
 
 /// Middleware: authenticate the request (see the module doc) or answer 401.
-pub async fn require_auth(t: Tollgate, admin_token: Arc<String>, sessions: SessionKey, mut req: Request, next: Next) -> Response {
+pub async fn require_auth(
+    t: Tollgate,
+    admin_token: Arc<String>,
+    sessions: SessionKey,
+    mut req: Request,
+    next: Next,
+) -> Response {
     if let Some(session) = sessions.from_headers(req.headers()) {
         if !sessions.allows(&session, req.method(), req.headers()) {
-            let body = Json(json!({"error": "csrf", "message": "a console request that changes state needs the session's `X-CSRF-Token` header"}));
+            let body = Json(
+                json!({"error": "csrf", "message": "a console request that changes state needs the session's `X-CSRF-Token` header"}),
+            );
             return (StatusCode::FORBIDDEN, body).into_response();
         }
         let caller = match session_caller(&t, &admin_token, &session).await {
@@ -91,10 +98,16 @@ pub async fn require_auth(t: Tollgate, admin_token: Arc<String>, sessions: Sessi
     let given = req.headers().get(header::AUTHORIZATION).and_then(|h| h.to_str().ok()).map(str::to_owned);
     let who = match given.as_deref() {
         None if admin_token.is_empty() => Authenticated::Caller(Caller::Local("local".into())),
-        None => return unauthorized("this API needs `Authorization: Bearer <token>` (a user's token from `tollgate users add`)"),
+        None => {
+            return unauthorized(
+                "this API needs `Authorization: Bearer <token>` (a user's token from `tollgate users add`)",
+            );
+        }
         Some(h) if !admin_token.is_empty() && bearer_matches(&admin_token, Some(h)) => Authenticated::Bootstrap,
         Some(h) => {
-            let Some(token) = h.strip_prefix("Bearer ") else { return unauthorized("the Authorization header must be `Bearer <token>`") };
+            let Some(token) = h.strip_prefix("Bearer ") else {
+                return unauthorized("the Authorization header must be `Bearer <token>`");
+            };
             match t.users.authenticate(token).await {
                 Ok(Some(user)) => Authenticated::Caller(Caller::User(user)),
                 Ok(None) => return unauthorized("unknown or wrong token"),
@@ -120,7 +133,11 @@ impl<S: Send + Sync> FromRequestParts<S> for Authenticated {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        parts.extensions.get::<Authenticated>().cloned().ok_or_else(|| ApiError::Request(StatusCode::UNAUTHORIZED, "unauthorized", "not authenticated".into()))
+        parts
+            .extensions
+            .get::<Authenticated>()
+            .cloned()
+            .ok_or_else(|| ApiError::Request(StatusCode::UNAUTHORIZED, "unauthorized", "not authenticated".into()))
     }
 }
 
@@ -133,7 +150,8 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
             Authenticated::Bootstrap => Err(ApiError::Request(
                 StatusCode::FORBIDDEN,
                 "bootstrap_token",
-                "the admin token only creates users (POST /api/users, or `tollgate users add`); use a user's token".into(),
+                "the admin token only creates users (POST /api/users, or `tollgate users add`); use a user's token"
+                    .into(),
             )),
         }
     }
@@ -158,7 +176,15 @@ mod tests {
     #[test]
     fn bearer_tokens_must_match_exactly() {
         assert!(bearer_matches("s3cret", Some("Bearer s3cret")));
-        for header in [None, Some("Bearer s3cre"), Some("Bearer s3cret "), Some("Bearer S3CRET"), Some("s3cret"), Some("Basic s3cret"), Some("Bearer ")] {
+        for header in [
+            None,
+            Some("Bearer s3cre"),
+            Some("Bearer s3cret "),
+            Some("Bearer S3CRET"),
+            Some("s3cret"),
+            Some("Basic s3cret"),
+            Some("Bearer "),
+        ] {
             assert!(!bearer_matches("s3cret", header), "{header:?}");
         }
     }

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -78,14 +78,19 @@ async fn index() -> Response {
 async fn asset(Path(file): Path<String>) -> Response {
     match ASSETS.iter().find(|(name, _, _)| *name == file) {
         Some((_, content_type, body)) => (page_headers(content_type), *body).into_response(),
-        None => (StatusCode::NOT_FOUND, Json(json!({"error": "not_found", "message": format!("no console asset {file:?}")}))).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": "not_found", "message": format!("no console asset {file:?}")})),
+        )
+            .into_response(),
     }
 }
 
 /// A link to a card opens it in the console (whose views live in the URL's fragment).
 async fn card_link(Path(request): Path<String>) -> Response {
     if !tollgate_engine::ids::is_valid_id(&request) {
-        return (StatusCode::NOT_FOUND, Json(json!({"error": "not_found", "message": "no such request"}))).into_response();
+        return (StatusCode::NOT_FOUND, Json(json!({"error": "not_found", "message": "no such request"})))
+            .into_response();
     }
     Redirect::to(&format!("/console/#/requests/{request}")).into_response()
 }
@@ -126,14 +131,20 @@ fn same_origin(headers: &HeaderMap) -> Result<(), ApiError> {
 }
 
 /// `POST /console/session {token}`: the user the token belongs to gets a session cookie.
-async fn sign_in(State(c): State<ConsoleState>, headers: HeaderMap, Body(b): Body<SignIn>) -> Result<Response, ApiError> {
+async fn sign_in(
+    State(c): State<ConsoleState>,
+    headers: HeaderMap,
+    Body(b): Body<SignIn>,
+) -> Result<Response, ApiError> {
     same_origin(&headers)?;
     let (s, value) = if c.admin_token.is_empty() && b.token.is_empty() {
         c.sessions.issue("local", true)
     } else {
         match authenticate_token(&c.t, &b.token).await? {
             Some(user) => c.sessions.issue(&user.name, false),
-            None if !c.admin_token.is_empty() && bearer_matches(&c.admin_token, Some(&format!("Bearer {}", b.token))) => {
+            None if !c.admin_token.is_empty()
+                && bearer_matches(&c.admin_token, Some(&format!("Bearer {}", b.token))) =>
+            {
                 let msg = "the admin token only creates users; sign in with a user's token (`tollgate users add NAME`)";
                 return Err(ApiError::Request(StatusCode::FORBIDDEN, "bootstrap_token", msg.into()));
             }
@@ -148,7 +159,12 @@ async fn sign_in(State(c): State<ConsoleState>, headers: HeaderMap, Body(b): Bod
 async fn sign_out(State(c): State<ConsoleState>, headers: HeaderMap) -> Result<Response, ApiError> {
     same_origin(&headers)?;
     if c.sessions.from_headers(&headers).is_some_and(|s| !c.sessions.allows(&s, &Method::DELETE, &headers)) {
-        return Err(ApiError::Request(StatusCode::FORBIDDEN, "csrf", "signing out needs the session's `X-CSRF-Token` header".into()));
+        return Err(ApiError::Request(
+            StatusCode::FORBIDDEN,
+            "csrf",
+            "signing out needs the session's `X-CSRF-Token` header".into(),
+        ));
     }
-    Ok(([(header::SET_COOKIE, session::set_cookie("", 0, &headers))], Json(json!({"signed_out": true}))).into_response())
+    Ok(([(header::SET_COOKIE, session::set_cookie("", 0, &headers))], Json(json!({"signed_out": true})))
+        .into_response())
 }

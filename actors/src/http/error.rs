@@ -3,11 +3,11 @@
 //! Also the JSON body extractor, whose rejections (malformed JSON, a body over the size
 //! limit…) are answered the same way.
 
+use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, OptionalFromRequest, Request};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use tollgate_engine::store::{HumanDecisionRecord, StoreError};
@@ -46,12 +46,16 @@ impl From<StoreError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let e = match self {
-            ApiError::Request(status, code, message) => return (status, Json(json!({"error": code, "message": message}))).into_response(),
+            ApiError::Request(status, code, message) => {
+                return (status, Json(json!({"error": code, "message": message}))).into_response();
+            }
             ApiError::Service(e) => e,
         };
         let (status, code) = match &e {
             ServiceError::Spec(_) | ServiceError::Workflows(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_spec"),
-            ServiceError::NotFound(_) | ServiceError::Store(StoreError::NotFound(_)) => (StatusCode::NOT_FOUND, "not_found"),
+            ServiceError::NotFound(_) | ServiceError::Store(StoreError::NotFound(_)) => {
+                (StatusCode::NOT_FOUND, "not_found")
+            }
             ServiceError::AlreadyDecided(request, first) => {
                 let body = json!({
                     "error": "already_decided",
@@ -67,7 +71,11 @@ impl IntoResponse for ApiError {
             ServiceError::Store(StoreError::Forbidden(_)) => (StatusCode::FORBIDDEN, "forbidden"),
             _ => {
                 tracing::error!("admin API internal error: {e}");
-                return (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"error": "internal", "message": "internal error"}))).into_response();
+                return (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    Json(json!({"error": "internal", "message": "internal error"})),
+                )
+                    .into_response();
             }
         };
         (status, Json(json!({"error": code, "message": e.to_string()}))).into_response()
@@ -95,8 +103,15 @@ pub struct Body<T>(pub T);
 fn rejected(limit: Option<BodyLimit>, r: JsonRejection) -> ApiError {
     match r.status() {
         StatusCode::PAYLOAD_TOO_LARGE => {
-            let limit = limit.map_or_else(|| "the limit".to_owned(), |BodyLimit(n)| format!("the limit of {n} bytes (http_max_body_bytes)"));
-            ApiError::Request(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", format!("the request body is larger than {limit}"))
+            let limit = limit.map_or_else(
+                || "the limit".to_owned(),
+                |BodyLimit(n)| format!("the limit of {n} bytes (http_max_body_bytes)"),
+            );
+            ApiError::Request(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("the request body is larger than {limit}"),
+            )
         }
         status => ApiError::Request(status, "bad_body", r.body_text()),
     }

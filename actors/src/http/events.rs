@@ -5,11 +5,11 @@
 //! the dedup key was used already), 403 for a scope the caller does not act for, 422 for an
 //! invalid name, 503 while the bus is unavailable.
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::Json;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use tollgate_engine::spec::steps::valid_event_name;
 use tollgate_engine::store::StoreError;
 
@@ -42,19 +42,34 @@ pub struct EventBody {
         (status = 503, description = "the event bus is unavailable", body = ApiErrorDoc),
         (status = 401, description = "no or a wrong token", body = ApiErrorDoc)))]
 /// `POST /api/events`: publish an event in the caller's scope (or `owner`'s).
-pub async fn publish(State(t): State<Tollgate>, caller: Caller, Body(b): Body<EventBody>) -> Result<(StatusCode, Json<Value>), ApiError> {
+pub async fn publish(
+    State(t): State<Tollgate>,
+    caller: Caller,
+    Body(b): Body<EventBody>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
     if !valid_event_name(&b.name) {
-        let msg = format!("`{}` is not an event name (1–200 letters, digits or `._:-/`)", b.name.chars().take(80).collect::<String>());
+        let msg = format!(
+            "`{}` is not an event name (1–200 letters, digits or `._:-/`)",
+            b.name.chars().take(80).collect::<String>()
+        );
         return Err(ApiError::Request(StatusCode::UNPROCESSABLE_ENTITY, "bad_event", msg));
     }
     if b.dedup.as_ref().is_some_and(|d| d.is_empty() || d.len() > MAX_DEDUP) {
-        return Err(ApiError::Request(StatusCode::UNPROCESSABLE_ENTITY, "bad_event", format!("`dedup` must be 1–{MAX_DEDUP} bytes")));
+        return Err(ApiError::Request(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "bad_event",
+            format!("`dedup` must be 1–{MAX_DEDUP} bytes"),
+        ));
     }
     match t.emit_event_as(&caller, b.owner.as_deref(), &b.name, &b.payload, b.dedup.as_deref()).await {
         Ok(p) => Ok((StatusCode::ACCEPTED, Json(json!({"id": p.id, "at": p.at, "duplicate": p.duplicate})))),
         Err(ServiceError::Store(StoreError::Unavailable(e))) => {
             tracing::warn!("event not published, the bus is unavailable: {e}");
-            Err(ApiError::Request(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the event bus is unavailable; try again".into()))
+            Err(ApiError::Request(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the event bus is unavailable; try again".into(),
+            ))
         }
         Err(e) => Err(e.into()),
     }

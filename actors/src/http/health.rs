@@ -36,7 +36,11 @@ fn respond(health: &Health) -> Response {
 
 /// Serves `GET /healthz` alone on `addr` until `shutdown` fires; returns the bound address
 /// (port 0 picks a free one) and the server's task.
-pub async fn serve(addr: SocketAddr, health: Health, shutdown: CancellationToken) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+pub async fn serve(
+    addr: SocketAddr,
+    health: Health,
+    shutdown: CancellationToken,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     let app = axum::Router::new().route("/healthz", get(move || async move { respond(&health) }));

@@ -4,19 +4,19 @@
 //! 413 too large, 422 a failed fire (schema, parameters), 400 a bad upload, 404 no such
 //! running trigger, 503 not recorded (retry).
 
+use axum::Json;
 use axum::body::Body as RawBody;
 use axum::extract::{FromRequest, Multipart, Path, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use serde_json::json;
 use tollgate_engine::ids::{TriggerId, WorkflowId};
 use tollgate_engine::spec::triggers::TriggerKind;
 
 use crate::service::Tollgate;
-use crate::triggers::upload::{fire_upload, read_multipart, UploadError};
-use crate::triggers::webhook::{deliver, Delivery};
 use crate::triggers::FireResult;
+use crate::triggers::upload::{UploadError, fire_upload, read_multipart};
+use crate::triggers::webhook::{Delivery, deliver};
 
 fn answer(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
     (status, Json(json!({"error": code, "message": message.into()}))).into_response()
@@ -24,9 +24,17 @@ fn answer(status: StatusCode, code: &str, message: impl Into<String>) -> Respons
 
 fn fired(result: FireResult) -> Response {
     match result {
-        FireResult::Started { fire, run } => (StatusCode::ACCEPTED, Json(json!({"outcome": "started", "fire": fire, "run": run}))).into_response(),
-        FireResult::Duplicate { fire, of } => (StatusCode::OK, Json(json!({"outcome": "skipped_duplicate", "fire": fire, "of": of}))).into_response(),
-        FireResult::Failed { fire, error } => (StatusCode::UNPROCESSABLE_ENTITY, Json(json!({"outcome": "failed", "fire": fire, "error": "fire_failed", "message": error}))).into_response(),
+        FireResult::Started { fire, run } => {
+            (StatusCode::ACCEPTED, Json(json!({"outcome": "started", "fire": fire, "run": run}))).into_response()
+        }
+        FireResult::Duplicate { fire, of } => {
+            (StatusCode::OK, Json(json!({"outcome": "skipped_duplicate", "fire": fire, "of": of}))).into_response()
+        }
+        FireResult::Failed { fire, error } => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({"outcome": "failed", "fire": fire, "error": "fire_failed", "message": error})),
+        )
+            .into_response(),
     }
 }
 
@@ -35,15 +43,27 @@ fn unavailable(e: impl std::fmt::Display) -> Response {
     answer(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the delivery could not be recorded; retry later")
 }
 
-pub async fn deliver_to(State(t): State<Tollgate>, Path((workflow, trigger)): Path<(String, String)>, req: Request) -> Response {
+pub async fn deliver_to(
+    State(t): State<Tollgate>,
+    Path((workflow, trigger)): Path<(String, String)>,
+    req: Request,
+) -> Response {
     let (wf, id) = (WorkflowId::new(workflow), TriggerId::new(trigger));
     let Some(endpoint) = t.engine.triggers.endpoint(&wf, &id) else {
-        return answer(StatusCode::NOT_FOUND, "not_found", format!("no running webhook or upload trigger `{id}` for workflow `{wf}`"));
+        return answer(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no running webhook or upload trigger `{id}` for workflow `{wf}`"),
+        );
     };
     match endpoint.trigger.kind() {
         TriggerKind::Webhook(hook) => {
             let limit = hook.max_body;
-            let declared = req.headers().get(axum::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+            let declared = req
+                .headers()
+                .get(axum::http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<usize>().ok());
             if declared.is_some_and(|n| n > limit) {
                 return too_large(limit);
             }
@@ -83,5 +103,9 @@ pub async fn deliver_to(State(t): State<Tollgate>, Path((workflow, trigger)): Pa
 }
 
 fn too_large(limit: usize) -> Response {
-    answer(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", format!("the body is larger than the trigger's limit of {limit} bytes"))
+    answer(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+        format!("the body is larger than the trigger's limit of {limit} bytes"),
+    )
 }

@@ -41,8 +41,8 @@ pub mod session;
 pub mod stream;
 mod templates;
 mod timeline;
-mod users;
 mod triggers;
+mod users;
 
 use std::sync::Arc;
 
@@ -51,9 +51,9 @@ use axum::middleware::{self, Next};
 use axum::routing::{get, post};
 use axum::{Extension, Router};
 
-pub use auth::{authenticate_token, bearer_matches, check_exposure, Authenticated};
-pub use runs::{DEFAULT_PAGE, MAX_PAGE};
+pub use auth::{Authenticated, authenticate_token, bearer_matches, check_exposure};
 pub(crate) use runs::listing_json;
+pub use runs::{DEFAULT_PAGE, MAX_PAGE};
 
 use crate::bootstrap::{self, Role};
 use crate::config::Config;
@@ -114,8 +114,11 @@ pub fn router_with(t: Tollgate, options: ApiOptions) -> Router {
         .route("/api/triggers/{workflow}/history", get(triggers::history))
         .layer(DefaultBodyLimit::max(options.max_body_bytes))
         .layer(Extension(BodyLimit(options.max_body_bytes)))
-        .layer(middleware::from_fn(move |req: Request, next: Next| auth::require_auth(authed.clone(), token.clone(), sessions.clone(), req, next)));
-    let hooks = Router::new().route("/hooks/{workflow}/{trigger}", post(hooks::deliver_to)).layer(DefaultBodyLimit::disable());
+        .layer(middleware::from_fn(move |req: Request, next: Next| {
+            auth::require_auth(authed.clone(), token.clone(), sessions.clone(), req, next)
+        }));
+    let hooks =
+        Router::new().route("/hooks/{workflow}/{trigger}", post(hooks::deliver_to)).layer(DefaultBodyLimit::disable());
     // The OpenAPI document is public: it says what the API is, nothing of what it holds.
     Router::new()
         .route("/healthz", get(health::healthz))
@@ -143,7 +146,9 @@ pub async fn serve_workflows(config: &Config, workflows: &[std::path::PathBuf]) 
     let n_triggers: usize = specs.iter().map(|s| s.spec().triggers.iter().filter(|t| t.enabled).count()).sum();
     let triggers = crate::triggers::start_triggers(&sys.tollgate, config.triggers.history_ttl, specs).await?;
     let addr = listener.local_addr()?;
-    eprintln!("tollgate serve: admin API on http://{addr} ({recovered} unfinished runs recovered, {n_triggers} triggers)");
+    eprintln!(
+        "tollgate serve: admin API on http://{addr} ({recovered} unfinished runs recovered, {n_triggers} triggers)"
+    );
     eprintln!("tollgate serve: console on http://{addr}/console/");
     let token = sys.token();
     // Live streams never end by themselves: they end when shutdown begins.

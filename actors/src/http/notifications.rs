@@ -2,10 +2,10 @@
 //! newest first (`limit` 1–200, default 50). The live stream's `notification` event says when
 //! to fetch again.
 
-use axum::extract::{Query, State};
 use axum::Json;
+use axum::extract::{Query, State};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use crate::access::Caller;
 use crate::http::error::ApiError;
@@ -22,7 +22,11 @@ pub struct Page {
     params(("limit" = Option<usize>, Query, description = "1–200 (default 50)")),
     responses((status = 200, body = NotificationsDoc), (status = 401, description = "no or a wrong token", body = ApiErrorDoc)))]
 /// `GET /api/notifications`: the caller's console notifications, newest first.
-pub async fn list(State(t): State<Tollgate>, caller: Caller, Query(page): Query<Page>) -> Result<Json<Value>, ApiError> {
+pub async fn list(
+    State(t): State<Tollgate>,
+    caller: Caller,
+    Query(page): Query<Page>,
+) -> Result<Json<Value>, ApiError> {
     let limit = page.limit.unwrap_or(50).clamp(1, 200);
     let notifications = t.engine.store.notifications(caller.name(), limit).await?;
     Ok(Json(json!({ "notifications": notifications })))

@@ -1,18 +1,18 @@
 //! `/api/runs`: list (a page at a time, from summary records), show, start, cancel.
 
+use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::Json;
 use serde::Deserialize;
-use serde_json::{json, Value};
-use tollgate_engine::ids::{is_valid_id, RunId};
+use serde_json::{Value, json};
+use tollgate_engine::ids::{RunId, is_valid_id};
 use tollgate_engine::run::RunStatus;
 use tollgate_engine::spec::parse_yaml;
 use tollgate_engine::store::{RunListing, RunSummary};
 
 use crate::access::Caller;
-use crate::http::openapi::{ApiErrorDoc, AuditDoc, CancellingDoc, RunCreatedDoc, RunDoc, RunPageDoc};
 use crate::http::error::{ApiError, Body};
+use crate::http::openapi::{ApiErrorDoc, AuditDoc, CancellingDoc, RunCreatedDoc, RunDoc, RunPageDoc};
 use crate::service::{ServiceError, Tollgate};
 
 /// Runs per page when `limit` is not given, and the most one page may hold.
@@ -49,15 +49,28 @@ impl Filter {
         const STATUSES: [&str; 6] = ["pending", "running", "waiting", "succeeded", "failed", "cancelled"];
         let status = q.status.clone().filter(|s| !s.is_empty());
         if let Some(s) = status.as_deref().filter(|s| !STATUSES.contains(s)) {
-            return Err(ApiError::bad_request("bad_status", format!("status must be one of {}, not {s:?}", STATUSES.join(", "))));
+            return Err(ApiError::bad_request(
+                "bad_status",
+                format!("status must be one of {}, not {s:?}", STATUSES.join(", ")),
+            ));
         }
         let time = |name: &str, v: &Option<String>| -> Result<Option<u64>, ApiError> {
             match v.as_deref().filter(|v| !v.is_empty()) {
                 None => Ok(None),
-                Some(v) => v.parse().map(Some).map_err(|_| ApiError::bad_request("bad_time", format!("{name} must be a time in milliseconds since the epoch, not {v:?}"))),
+                Some(v) => v.parse().map(Some).map_err(|_| {
+                    ApiError::bad_request(
+                        "bad_time",
+                        format!("{name} must be a time in milliseconds since the epoch, not {v:?}"),
+                    )
+                }),
             }
         };
-        Ok(Self { workflow: q.workflow.clone().filter(|w| !w.is_empty()), status, since: time("since", &q.since)?, until: time("until", &q.until)? })
+        Ok(Self {
+            workflow: q.workflow.clone().filter(|w| !w.is_empty()),
+            status,
+            since: time("since", &q.since)?,
+            until: time("until", &q.until)?,
+        })
     }
 
     fn is_empty(&self) -> bool {
@@ -83,18 +96,25 @@ impl Filter {
 /// `after` of the following page (`null` on the last one). With filters, pages of runs are read
 /// until `limit` runs match, the runs are older than `since`, or [`MAX_SCAN`] were read. Only
 /// runs the caller sees are listed.
-pub async fn list(State(t): State<Tollgate>, caller: Caller, Query(q): Query<ListQuery>) -> Result<Json<Value>, ApiError> {
+pub async fn list(
+    State(t): State<Tollgate>,
+    caller: Caller,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
     let limit = match q.limit.as_deref() {
         None => DEFAULT_PAGE,
-        Some(l) => l
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=MAX_PAGE).contains(n))
-            .ok_or_else(|| ApiError::bad_request("bad_limit", format!("limit must be a whole number from 1 to {MAX_PAGE}, not {l:?}")))?,
+        Some(l) => l.parse::<usize>().ok().filter(|n| (1..=MAX_PAGE).contains(n)).ok_or_else(|| {
+            ApiError::bad_request("bad_limit", format!("limit must be a whole number from 1 to {MAX_PAGE}, not {l:?}"))
+        })?,
     };
     let filter = Filter::from_query(&q)?;
     let after = match q.after {
-        Some(a) if !is_valid_id(&a) => return Err(ApiError::bad_request("bad_cursor", format!("after must be a run id (a `next` from an earlier page), not {a:?}"))),
+        Some(a) if !is_valid_id(&a) => {
+            return Err(ApiError::bad_request(
+                "bad_cursor",
+                format!("after must be a run id (a `next` from an earlier page), not {a:?}"),
+            ));
+        }
         a => a.map(RunId),
     };
     if filter.is_empty() {
@@ -128,7 +148,9 @@ pub(crate) fn listing_json(l: &RunListing) -> Value {
     let status = RunSummary::label(l.summary.as_ref());
     let reason = match l.summary.as_ref().map(|s| &s.status) {
         Some(RunStatus::Failed { reason }) => Some(json!(reason)),
-        Some(RunStatus::Cancelled { by, reason }) => Some(json!({"code": "cancelled", "message": format!("{reason} (by {by})")})),
+        Some(RunStatus::Cancelled { by, reason }) => {
+            Some(json!({"code": "cancelled", "message": format!("{reason} (by {by})")}))
+        }
         _ => None,
     };
     json!({
@@ -153,7 +175,11 @@ pub async fn show(State(t): State<Tollgate>, caller: Caller, Path(run): Path<Str
 #[utoipa::path(get, path = "/api/runs/{run}/audit", tag = "runs", params(("run" = String, Path)),
     responses((status = 200, body = AuditDoc), (status = 404, body = ApiErrorDoc), (status = 401, description = "no or a wrong token", body = ApiErrorDoc)))]
 /// `GET /api/runs/{run}/audit`: the run's journal as named events (404 as for `show`).
-pub async fn audit(State(t): State<Tollgate>, caller: Caller, Path(run): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn audit(
+    State(t): State<Tollgate>,
+    caller: Caller,
+    Path(run): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let events = t.audit_as(&caller, &RunId(run.clone())).await?;
     Ok(Json(json!({"run": run, "events": events})))
 }
@@ -171,7 +197,11 @@ pub struct StartRun {
 #[utoipa::path(post, path = "/api/runs", tag = "runs", request_body = StartRun,
     responses((status = 201, body = RunCreatedDoc), (status = 403, body = ApiErrorDoc), (status = 422, body = ApiErrorDoc), (status = 401, description = "no or a wrong token", body = ApiErrorDoc)))]
 /// The caller must own the spec's `owner` (be it, or be in that group), or be an admin.
-pub async fn start(State(t): State<Tollgate>, caller: Caller, Body(body): Body<StartRun>) -> Result<(StatusCode, Json<Value>), ApiError> {
+pub async fn start(
+    State(t): State<Tollgate>,
+    caller: Caller,
+    Body(body): Body<StartRun>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
     let spec = parse_yaml(&body.spec).map_err(ServiceError::from)?;
     let run = t.start_run_as(&caller, &spec, &body.params).await?;
     Ok((StatusCode::CREATED, Json(json!({"run": run}))))
@@ -186,7 +216,12 @@ pub struct CancelBody {
 #[utoipa::path(post, path = "/api/runs/{run}/cancel", tag = "runs", params(("run" = String, Path)), request_body(content = Option<CancelBody>),
     responses((status = 200, body = CancellingDoc), (status = 404, body = ApiErrorDoc), (status = 401, description = "no or a wrong token", body = ApiErrorDoc)))]
 /// Recorded as cancelled by the caller.
-pub async fn cancel(State(t): State<Tollgate>, caller: Caller, Path(run): Path<String>, body: Option<Body<CancelBody>>) -> Result<Json<Value>, ApiError> {
+pub async fn cancel(
+    State(t): State<Tollgate>,
+    caller: Caller,
+    Path(run): Path<String>,
+    body: Option<Body<CancelBody>>,
+) -> Result<Json<Value>, ApiError> {
     let b = body.map(|b| b.0).unwrap_or_default();
     t.cancel_as(&caller, &RunId(run.clone()), b.reason.as_deref().unwrap_or("cancelled via the admin API")).await?;
     Ok(Json(json!({"run": run, "cancelling": true})))

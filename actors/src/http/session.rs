@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use axum::http::{header, HeaderMap, Method};
+use axum::http::{HeaderMap, Method, header};
 use hmac::{Hmac, KeyInit, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -59,7 +59,12 @@ impl SessionKey {
     /// A new session for `user` (the local operator when `local`), and the cookie value that
     /// carries it.
     pub fn issue(&self, user: &str, local: bool) -> (Session, String) {
-        let session = Session { user: user.to_owned(), sid: hex::encode(rand::random::<[u8; 16]>()), exp: now_ms() + TTL_MS, local };
+        let session = Session {
+            user: user.to_owned(),
+            sid: hex::encode(rand::random::<[u8; 16]>()),
+            exp: now_ms() + TTL_MS,
+            local,
+        };
         let body = serde_json::to_vec(&session).expect("sessions serialise");
         let value = format!("{}.{}", hex::encode(&body), hex::encode(self.mac(b"session\0", &body)));
         (session, value)
@@ -136,7 +141,11 @@ mod tests {
         let (s, value) = key.issue("alice", false);
         assert_eq!(key.from_headers(&headers(&format!("a=b; {COOKIE}={value}"), None)), Some(s.clone()));
         // Another user's name under the same signature, another key, another admin token.
-        let forged = format!("{}.{}", hex::encode(serde_json::to_vec(&Session { user: "mallory".into(), ..s.clone() }).unwrap()), value.split_once('.').unwrap().1);
+        let forged = format!(
+            "{}.{}",
+            hex::encode(serde_json::to_vec(&Session { user: "mallory".into(), ..s.clone() }).unwrap()),
+            value.split_once('.').unwrap().1
+        );
         assert_eq!(key.verify(&forged), None);
         assert_eq!(SessionKey::new(&[8; 32], "token").verify(&value), None);
         assert_eq!(SessionKey::new(&[7; 32], "rotated").verify(&value), None);

@@ -14,9 +14,9 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
+use axum::Extension;
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::Extension;
 use futures::stream::{self, Stream, StreamExt};
 use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
@@ -34,7 +34,11 @@ pub struct Shutdown(pub CancellationToken);
 
 #[utoipa::path(get, path = "/api/stream", tag = "requests",
     responses((status = 200, description = "Server-Sent Events: `hello` first, then `request`, `paged`, `decided`, `step`, `run`, `notification`, `lagged`; data is JSON", content_type = "text/event-stream", body = String), (status = 401, description = "no or a wrong token", body = ApiErrorDoc)))]
-pub async fn stream(State(t): State<Tollgate>, caller: Caller, shutdown: Option<Extension<Shutdown>>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+pub async fn stream(
+    State(t): State<Tollgate>,
+    caller: Caller,
+    shutdown: Option<Extension<Shutdown>>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let stop = shutdown.map(|Extension(s)| s.0).unwrap_or_default();
     // Subscribed before `hello` is sent: whatever happens after the client's re-fetch is seen.
     let rx = t.engine.updates.subscribe();
@@ -54,7 +58,8 @@ pub async fn stream(State(t): State<Tollgate>, caller: Caller, shutdown: Option<
             }
         }
     });
-    Sse::new(hello.chain(events).take_until(stop.cancelled_owned())).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+    Sse::new(hello.chain(events).take_until(stop.cancelled_owned()))
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }
 
 /// The event `update` makes for `caller`, if it concerns them.

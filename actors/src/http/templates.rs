@@ -3,11 +3,11 @@
 //! `tollgate templates list|show` and `tollgate run NAME --set …` do, and what the console's
 //! "Start a run" form uses.
 
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::Json;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use crate::access::Caller;
 use crate::catalogue::Entry;
@@ -34,7 +34,11 @@ pub async fn list(State(t): State<Tollgate>, caller: Caller) -> Json<Value> {
 #[utoipa::path(get, path = "/api/templates/{name}", tag = "templates", params(("name" = String, Path)),
     responses((status = 200, body = TemplateDoc), (status = 404, body = ApiErrorDoc), (status = 401, description = "no or a wrong token", body = ApiErrorDoc)))]
 /// `GET /api/templates/{name}`: one workflow of the catalogue.
-pub async fn show(State(t): State<Tollgate>, caller: Caller, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn show(
+    State(t): State<Tollgate>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let e = t.engine.catalogue.get(&name).map_err(|e| ApiError::not_found(e.to_string()))?;
     Ok(Json(entry_json(&caller, e)))
 }

@@ -7,10 +7,10 @@
 
 use std::collections::HashMap;
 
-use axum::extract::{Path, State};
 use axum::Json;
-use serde_json::{json, Value};
-use tollgate_engine::gates::{redacted_locations, GateVerdict};
+use axum::extract::{Path, State};
+use serde_json::{Value, json};
+use tollgate_engine::gates::{GateVerdict, redacted_locations};
 use tollgate_engine::ids::RunId;
 use tollgate_engine::run::{self, Event, RunStatus, StepStatus};
 
@@ -93,7 +93,9 @@ pub async fn show(State(t): State<Tollgate>, caller: Caller, Path(run): Path<Str
         .collect();
     let reason = match &state.status {
         RunStatus::Failed { reason } => Some(json!(reason)),
-        RunStatus::Cancelled { by, reason } => Some(json!({"code": "cancelled", "message": format!("{reason} (by {by})")})),
+        RunStatus::Cancelled { by, reason } => {
+            Some(json!({"code": "cancelled", "message": format!("{reason} (by {by})")}))
+        }
         _ => None,
     };
     let b = &state.budget;
@@ -123,7 +125,8 @@ pub async fn show(State(t): State<Tollgate>, caller: Caller, Path(run): Path<Str
 /// The verdict with each finding located on the redacted document it refers to.
 fn gate_trail(gate: &Value, redacted: Option<&Value>) -> Value {
     let Ok(verdict) = serde_json::from_value::<GateVerdict>(gate.clone()) else { return gate.clone() };
-    let locations = redacted.map(|r| redacted_locations(&verdict, r)).unwrap_or_else(|| vec![None; verdict.findings.len()]);
+    let locations =
+        redacted.map(|r| redacted_locations(&verdict, r)).unwrap_or_else(|| vec![None; verdict.findings.len()]);
     let findings: Vec<Value> = verdict
         .findings
         .iter()

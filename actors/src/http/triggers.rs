@@ -1,11 +1,11 @@
 //! `/api/triggers`: this process's triggers with their health; a workflow's fire history.
 //! A caller sees the triggers and history of the workflows it may see (others: 404).
 
-use axum::extract::{Path, Query, State};
 use axum::Json;
+use axum::extract::{Path, Query, State};
 use serde::Deserialize;
-use serde_json::{json, Value};
-use tollgate_engine::ids::{is_valid_id, WorkflowId};
+use serde_json::{Value, json};
+use tollgate_engine::ids::{WorkflowId, is_valid_id};
 
 use tollgate_engine::store::StoreError;
 
@@ -41,7 +41,12 @@ pub struct HistoryQuery {
         (status = 404, description = "no such workflow, or not the caller's", body = ApiErrorDoc),
         (status = 401, description = "no or a wrong token", body = ApiErrorDoc)))]
 /// `GET /api/triggers/{workflow}/history?limit=`: the workflow's fires, newest first.
-pub async fn history(State(t): State<Tollgate>, caller: Caller, Path(workflow): Path<String>, Query(q): Query<HistoryQuery>) -> Result<Json<Value>, ApiError> {
+pub async fn history(
+    State(t): State<Tollgate>,
+    caller: Caller,
+    Path(workflow): Path<String>,
+    Query(q): Query<HistoryQuery>,
+) -> Result<Json<Value>, ApiError> {
     if !is_valid_id(&workflow) {
         return Err(ApiError::bad_request("bad_workflow", format!("{workflow:?} is not a workflow id")));
     }

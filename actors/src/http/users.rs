@@ -1,17 +1,17 @@
 //! `/api/users`: create a user (the shared admin token's one use, or an admin user's), list
 //! users (admins), and `GET /api/me` (who the caller is).
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::Json;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use tollgate_engine::users::{Role, User};
 
 use crate::access::Caller;
-use crate::http::openapi::{ApiErrorDoc, UserCreatedDoc, UserDoc, UsersDoc};
 use crate::http::auth::Authenticated;
 use crate::http::error::{ApiError, Body};
+use crate::http::openapi::{ApiErrorDoc, UserCreatedDoc, UserDoc, UsersDoc};
 use crate::service::Tollgate;
 use crate::users::UserError;
 
@@ -39,7 +39,11 @@ pub fn user_json(u: &User) -> Value {
     responses((status = 201, body = UserCreatedDoc), (status = 403, body = ApiErrorDoc), (status = 409, body = ApiErrorDoc), (status = 422, body = ApiErrorDoc), (status = 401, description = "no or a wrong token", body = ApiErrorDoc)))]
 /// `POST /api/users` `{name, role?, groups?, email?}` → 201 `{user, token}`: the token is
 /// shown this once; only its hash is kept.
-pub async fn add(State(t): State<Tollgate>, who: Authenticated, Body(b): Body<NewUserBody>) -> Result<(StatusCode, Json<Value>), ApiError> {
+pub async fn add(
+    State(t): State<Tollgate>,
+    who: Authenticated,
+    Body(b): Body<NewUserBody>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
     if let Authenticated::Caller(c) = &who {
         if !c.is_admin() {
             return Err(forbidden("only an admin (or the admin token) may create users"));
@@ -47,7 +51,9 @@ pub async fn add(State(t): State<Tollgate>, who: Authenticated, Body(b): Body<Ne
     }
     let role = match b.role.as_deref() {
         None => Role::Operator,
-        Some(r) => Role::parse(r).ok_or_else(|| ApiError::bad_request("bad_role", format!("role must be `admin` or `operator`, not {r:?}")))?,
+        Some(r) => Role::parse(r).ok_or_else(|| {
+            ApiError::bad_request("bad_role", format!("role must be `admin` or `operator`, not {r:?}"))
+        })?,
     };
     let new = t.users.add(&b.name, role, b.groups, b.email).await.map_err(|e| match e {
         UserError::Invalid(m) => ApiError::Request(StatusCode::UNPROCESSABLE_ENTITY, "bad_user", m),

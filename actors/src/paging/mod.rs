@@ -28,11 +28,17 @@ use crate::service::Tollgate;
 use crate::system::RunUpdate;
 
 pub use smtp::{Mailer, Page};
-pub use webhook::{Webhook, WebhookPage, DELIVERY_HEADER, SIGNATURE_HEADER};
+pub use webhook::{DELIVERY_HEADER, SIGNATURE_HEADER, Webhook, WebhookPage};
 
 /// Start the pager when SMTP or a webhook is configured (`egress`: the service's allowlist,
 /// which the webhook obeys); returns whether it was started.
-pub fn start(t: &Tollgate, config: &PagingConfig, egress: EgressAllow, shutdown: CancellationToken, tasks: &TaskTracker) -> anyhow::Result<bool> {
+pub fn start(
+    t: &Tollgate,
+    config: &PagingConfig,
+    egress: EgressAllow,
+    shutdown: CancellationToken,
+    tasks: &TaskTracker,
+) -> anyhow::Result<bool> {
     let mailer = if config.smtp_url.is_empty() { None } else { Some(Arc::new(Mailer::new(config)?)) };
     let webhook = if config.webhook_url.is_empty() { None } else { Some(Arc::new(Webhook::new(config, egress)?)) };
     if mailer.is_none() && webhook.is_none() {
@@ -65,7 +71,9 @@ pub fn start(t: &Tollgate, config: &PagingConfig, egress: EgressAllow, shutdown:
                 match first_sight(&t, &request, to.as_deref().filter(|_| escalated)).await {
                     Ok(true) => {}
                     Ok(false) => return,
-                    Err(e) => return tracing::warn!(%request, error = %e, "paging: could not record the page; not sent"),
+                    Err(e) => {
+                        return tracing::warn!(%request, error = %e, "paging: could not record the page; not sent");
+                    }
                 }
                 let mail = async {
                     if let (Some(mailer), Some(to)) = (&mailer, &to) {
@@ -76,7 +84,9 @@ pub fn start(t: &Tollgate, config: &PagingConfig, egress: EgressAllow, shutdown:
                 };
                 let hook = async {
                     if let Some(webhook) = &webhook {
-                        if let Err(e) = page_webhook(&t, webhook, &console_url, &request, to.clone().filter(|_| escalated)).await {
+                        if let Err(e) =
+                            page_webhook(&t, webhook, &console_url, &request, to.clone().filter(|_| escalated)).await
+                        {
                             tracing::warn!(%request, error = format!("{e:#}"), "paging by webhook failed");
                         }
                     }
@@ -102,7 +112,13 @@ async fn first_sight(t: &Tollgate, request: &RequestId, paged: Option<&str>) -> 
 }
 
 /// POST the page of `request` (an escalation to `paged`, or its creation).
-async fn page_webhook(t: &Tollgate, webhook: &Webhook, console_url: &str, request: &RequestId, paged: Option<String>) -> anyhow::Result<()> {
+async fn page_webhook(
+    t: &Tollgate,
+    webhook: &Webhook,
+    console_url: &str,
+    request: &RequestId,
+    paged: Option<String>,
+) -> anyhow::Result<()> {
     let record = t.engine.store.human_request(request).await?;
     let assignees = record.request.assignee.iter().chain(&record.escalated_to).cloned().collect();
     let page = WebhookPage {
@@ -120,7 +136,15 @@ async fn page_webhook(t: &Tollgate, webhook: &Webhook, console_url: &str, reques
     webhook.send(&page).await
 }
 
-async fn page(t: &Tollgate, mailer: &Mailer, console_url: &str, run: &RunId, request: &RequestId, to: &str, escalated: bool) -> anyhow::Result<()> {
+async fn page(
+    t: &Tollgate,
+    mailer: &Mailer,
+    console_url: &str,
+    run: &RunId,
+    request: &RequestId,
+    to: &str,
+    escalated: bool,
+) -> anyhow::Result<()> {
     let record = t.engine.store.human_request(request).await?;
     for user in t.users.resolve(to).await? {
         let Some(email) = user.email.as_deref() else { continue };

@@ -2,8 +2,8 @@
 //! question and a link to the request's card. The question is what the console shows (the
 //! run's gated data only); nothing else of the run is mailed.
 
-use lettre::message::header::ContentType;
 use lettre::message::Mailbox;
+use lettre::message::header::ContentType;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use tollgate_engine::ids::{RequestId, RunId};
 use tollgate_engine::run::HumanMode;
@@ -37,9 +37,21 @@ impl Mailer {
     }
 
     pub async fn send(&self, page: &Page<'_>) -> anyhow::Result<()> {
-        let mode = serde_json::to_value(page.mode).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default().replace('_', " ");
-        let subject = if page.escalated { format!("[tollgate] Escalated: {}", page.question) } else { format!("[tollgate] {}", page.question) };
-        let why = if page.escalated { "Nobody has answered this request in time, so it was escalated to you." } else { "A run waits for your decision." };
+        let mode = serde_json::to_value(page.mode)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default()
+            .replace('_', " ");
+        let subject = if page.escalated {
+            format!("[tollgate] Escalated: {}", page.question)
+        } else {
+            format!("[tollgate] {}", page.question)
+        };
+        let why = if page.escalated {
+            "Nobody has answered this request in time, so it was escalated to you."
+        } else {
+            "A run waits for your decision."
+        };
         let body = format!(
             "{why}\n\n{question}\n\nRequest: {request} ({mode})\nRun: {run}\n\nOpen the card: {link}\n",
             question = page.question,

@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context as _};
+use anyhow::{Context as _, anyhow, bail};
 use reqwest::{StatusCode, Url};
 use serde::Serialize;
 use tollgate_connectors::steps::egress::{EgressGuard, Refusal};
@@ -73,10 +73,14 @@ impl Webhook {
     /// From `[paging]`: the URL must be http(s) and, if it is an address, one the egress
     /// policy admits; the secret's variable must be set.
     pub fn new(config: &PagingConfig, egress: EgressAllow) -> anyhow::Result<Self> {
-        let url = Url::parse(&config.webhook_url).map_err(|e| anyhow!("paging.webhook_url `{}`: {e}", config.webhook_url))?;
+        let url =
+            Url::parse(&config.webhook_url).map_err(|e| anyhow!("paging.webhook_url `{}`: {e}", config.webhook_url))?;
         let secret = std::env::var(&config.webhook_secret_env).unwrap_or_default();
         if secret.is_empty() {
-            bail!("paging.webhook_url is set but its signing secret is not: set the environment variable {} (paging.webhook_secret_env)", config.webhook_secret_env);
+            bail!(
+                "paging.webhook_url is set but its signing secret is not: set the environment variable {} (paging.webhook_secret_env)",
+                config.webhook_secret_env
+            );
         }
         if config.webhook_attempts == 0 {
             bail!("paging.webhook_attempts must be at least 1");
@@ -97,7 +101,9 @@ impl Webhook {
             match self.post(&body, &delivery).await {
                 Ok(()) => return Ok(()),
                 Err(Failure::Final(e)) => return Err(e),
-                Err(Failure::Retry(e)) if attempt >= self.attempts => return Err(e.context(format!("gave up after {attempt} attempts"))),
+                Err(Failure::Retry(e)) if attempt >= self.attempts => {
+                    return Err(e.context(format!("gave up after {attempt} attempts")));
+                }
                 Err(Failure::Retry(e)) => {
                     tracing::info!(%delivery, attempt, error = %e, "page webhook failed; retrying in {backoff:?}");
                     tokio::time::sleep(backoff).await;
@@ -109,7 +115,10 @@ impl Webhook {
     }
 
     async fn post(&self, body: &[u8], delivery: &str) -> Result<(), Failure> {
-        let client = self.guard.client_for(&self.url, &EgressAllow::default()).map_err(|e: Refusal| Failure::Final(anyhow!("{}: {e}", self.url)))?;
+        let client = self
+            .guard
+            .client_for(&self.url, &EgressAllow::default())
+            .map_err(|e: Refusal| Failure::Final(anyhow!("{}: {e}", self.url)))?;
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         let response = client
             .post(self.url.clone())
@@ -129,7 +138,10 @@ impl Webhook {
             Ok(r) => {
                 let status = r.status();
                 let e = anyhow!("{} answered {status}", self.url);
-                if status.is_server_error() || status == StatusCode::REQUEST_TIMEOUT || status == StatusCode::TOO_MANY_REQUESTS {
+                if status.is_server_error()
+                    || status == StatusCode::REQUEST_TIMEOUT
+                    || status == StatusCode::TOO_MANY_REQUESTS
+                {
                     Err(Failure::Retry(e))
                 } else {
                     Err(Failure::Final(e))

@@ -44,9 +44,7 @@ impl QueueBackend {
         config.validate()?;
         let kind = match &config.backend {
             QueueBackendConfig::Embedded { path } => Kind::Sqlite(SqliteQueue::open(path).await?),
-            QueueBackendConfig::Redis { url, queue } => {
-                Kind::Redis(RedisQueue::open(url, queue).await?)
-            }
+            QueueBackendConfig::Redis { url, queue } => Kind::Redis(RedisQueue::open(url, queue).await?),
         };
         Ok(Self {
             kind,
@@ -58,11 +56,7 @@ impl QueueBackend {
 
     /// Starts this process's workers: up to `concurrency` jobs at a time go to `handler` until
     /// `shutdown` fires (or [`WorkerSet::shutdown`] is called).
-    pub fn spawn_workers(
-        &self,
-        handler: Arc<dyn JobHandler>,
-        shutdown: CancellationToken,
-    ) -> WorkerSet {
+    pub fn spawn_workers(&self, handler: Arc<dyn JobHandler>, shutdown: CancellationToken) -> WorkerSet {
         let source: Arc<dyn WorkerSource> = match &self.kind {
             Kind::Sqlite(q) => Arc::new(q.clone()),
             Kind::Redis(q) => Arc::new(q.clone()),
@@ -74,11 +68,7 @@ impl QueueBackend {
         set
     }
 
-    async fn push(
-        &self,
-        jobs: &[StepJob],
-        not_before: Option<SystemTime>,
-    ) -> Result<(), QueueError> {
+    async fn push(&self, jobs: &[StepJob], not_before: Option<SystemTime>) -> Result<(), QueueError> {
         // The caller has journaled the dispatch, so starting before the queue write is safe:
         // a crash in between re-dispatches from the journal, and the claim dedupes.
         if not_before.is_none_or(|at| at <= SystemTime::now()) {
@@ -110,11 +100,7 @@ impl QueueBackend {
 
 #[async_trait]
 impl StepQueue for QueueBackend {
-    async fn enqueue(
-        &self,
-        job: StepJob,
-        not_before: Option<SystemTime>,
-    ) -> Result<(), QueueError> {
+    async fn enqueue(&self, job: StepJob, not_before: Option<SystemTime>) -> Result<(), QueueError> {
         self.push(&[job], not_before).await
     }
 
@@ -125,8 +111,7 @@ impl StepQueue for QueueBackend {
 }
 
 /// Backends opened through [`open`], by configuration; weak so the last user closes it.
-static SHARED: LazyLock<Mutex<HashMap<QueueConfig, Weak<QueueBackend>>>> =
-    LazyLock::new(Mutex::default);
+static SHARED: LazyLock<Mutex<HashMap<QueueConfig, Weak<QueueBackend>>>> = LazyLock::new(Mutex::default);
 
 /// This process's backend for `config`, opened on first use (see the module doc).
 pub async fn open(config: &QueueConfig) -> Result<Arc<QueueBackend>, QueueError> {

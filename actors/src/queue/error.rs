@@ -22,10 +22,7 @@ pub(crate) enum BackendError {
     #[error("worker stopped: {0}")]
     Worker(String),
     #[error("preparing {path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    Io { path: String, source: std::io::Error },
 }
 
 impl From<BackendError> for QueueError {

@@ -84,9 +84,9 @@ impl QueueConfig {
     /// `{namespace}:steps` (its own key prefix, apart from the store's records).
     pub fn from_app(config: &crate::config::Config) -> Self {
         let backend = match config.backend {
-            crate::config::BackendKind::Embedded => QueueBackendConfig::Embedded {
-                path: config.data_dir.join("queue.db"),
-            },
+            crate::config::BackendKind::Embedded => {
+                QueueBackendConfig::Embedded { path: config.data_dir.join("queue.db") }
+            }
             crate::config::BackendKind::Redis => QueueBackendConfig::Redis {
                 url: config.redis_url.clone(),
                 queue: format!("{}:steps", config.namespace),
@@ -106,18 +106,14 @@ impl QueueConfig {
             return Err(QueueError("queue.concurrency must be at least 1".into()));
         }
         if self.poll_interval.is_zero() || self.poll_interval > Duration::from_secs(30) {
-            return Err(QueueError(
-                "queue.poll_interval must be between 1ms and 30s (apalis's heartbeat)".into(),
-            ));
+            return Err(QueueError("queue.poll_interval must be between 1ms and 30s (apalis's heartbeat)".into()));
         }
         match &self.backend {
             QueueBackendConfig::Embedded { path } if path.as_os_str().is_empty() => {
                 Err(QueueError("queue.backend.path must not be empty".into()))
             }
             QueueBackendConfig::Redis { queue, .. } if !is_valid_queue_name(queue) => {
-                Err(QueueError(format!(
-                    "queue.backend.queue {queue:?}: use 1..=64 characters of [A-Za-z0-9_.:-]"
-                )))
+                Err(QueueError(format!("queue.backend.queue {queue:?}: use 1..=64 characters of [A-Za-z0-9_.:-]")))
             }
             _ => Ok(()),
         }
@@ -144,17 +140,12 @@ pub enum QueueBackendConfig {
 
 impl Default for QueueBackendConfig {
     fn default() -> Self {
-        Self::Embedded {
-            path: PathBuf::from("data/queue.db"),
-        }
+        Self::Embedded { path: PathBuf::from("data/queue.db") }
     }
 }
 
 fn is_valid_queue_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b))
+    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b))
 }
 
 /// What a worker does with one delivered job.
@@ -176,8 +167,6 @@ pub struct JobRejected {
 
 impl JobRejected {
     pub fn new(reason: impl Into<String>) -> Self {
-        Self {
-            reason: reason.into(),
-        }
+        Self { reason: reason.into() }
     }
 }

@@ -35,8 +35,8 @@ use std::sync::{Arc, LazyLock};
 use std::time::{Duration, SystemTime};
 
 use apalis_core::worker::builder::WorkerBuilder;
-use apalis_core::worker::ext::event_listener::EventListenerExt;
 use apalis_core::worker::context::WorkerContext;
+use apalis_core::worker::ext::event_listener::EventListenerExt;
 use apalis_redis::{ConnectionManager, RedisStorage};
 use async_trait::async_trait;
 use futures::FutureExt;
@@ -152,9 +152,7 @@ struct Inner {
 
 impl std::fmt::Debug for RedisQueue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisQueue")
-            .field("queue", &self.inner.config.queue)
-            .finish()
+        f.debug_struct("RedisQueue").field("queue", &self.inner.config.queue).finish()
     }
 }
 
@@ -162,9 +160,7 @@ impl RedisQueue {
     /// Connects and checks the server answers, so a wrong URL fails at startup.
     pub(crate) async fn open(url: &str, queue: &str) -> Result<Self, BackendError> {
         let client = Client::open(url)?;
-        let mut conn = client
-            .get_connection_manager_with_config(connection_config())
-            .await?;
+        let mut conn = client.get_connection_manager_with_config(connection_config()).await?;
         redis::cmd("PING").query_async::<String>(&mut conn).await?;
         let config = apalis_redis::Config::default()
             .queue(queue)
@@ -187,18 +183,12 @@ impl RedisQueue {
     }
 
     /// Enqueues `jobs` in one script call (one round trip, one wake-up).
-    pub(crate) async fn enqueue(
-        &self,
-        jobs: &[StepJob],
-        not_before: Option<SystemTime>,
-    ) -> Result<(), BackendError> {
+    pub(crate) async fn enqueue(&self, jobs: &[StepJob], not_before: Option<SystemTime>) -> Result<(), BackendError> {
         if jobs.is_empty() {
             return Ok(());
         }
         let inner = &self.inner;
-        let run_at = not_before
-            .filter(|at| *at > SystemTime::now())
-            .map_or(0, unix_secs_ceil);
+        let run_at = not_before.filter(|at| *at > SystemTime::now()).map_or(0, unix_secs_ceil);
         let mut push = PUSH_SCRIPT.prepare_invoke();
         push.key(inner.config.job_data_hash())
             .key(inner.config.active_jobs_list())
@@ -208,9 +198,7 @@ impl RedisQueue {
             .arg(&inner.channel)
             .arg(&inner.instance);
         for job in jobs {
-            push.arg(Ulid::generate().to_string())
-                .arg(serde_json::to_vec(job)?)
-                .arg(run_at);
+            push.arg(Ulid::generate().to_string()).arg(serde_json::to_vec(job)?).arg(run_at);
         }
         let due: i64 = push.invoke_async(&mut inner.conn.clone()).await?;
         if due > 0 {
@@ -264,10 +252,7 @@ impl CompleteJob for DeleteJob {
             .invoke_async(&mut self.conn.clone())
             .await?;
         if held == 0 {
-            tracing::info!(
-                task_id,
-                "job was re-queued by orphan recovery meanwhile; kept"
-            );
+            tracing::info!(task_id, "job was re-queued by orphan recovery meanwhile; kept");
         }
         Ok(())
     }
@@ -294,16 +279,9 @@ impl WorkerSource for RedisQueue {
         let config = self.inner.config.clone().batch_size(options.batch_size);
         let storage = RedisStorage::<Value, _>::new(self.inner.conn.clone()).with_config(config);
         let backend = Wakeable::new(storage, self.inner.wake.subscribe(), options.poll_interval);
-        let worker = WorkerBuilder::new(name)
-            .backend(backend)
-            .on_event(alive.listener())
-            .build(service);
+        let worker = WorkerBuilder::new(name).backend(backend).on_event(alive.listener()).build(service);
         worker
-            .run_until(
-                shutdown
-                    .cancelled_owned()
-                    .map(Ok::<(), apalis_core::error::WorkerError>),
-            )
+            .run_until(shutdown.cancelled_owned().map(Ok::<(), apalis_core::error::WorkerError>))
             .await
             .map_err(|e| BackendError::Worker(e.to_string()))
     }
@@ -353,9 +331,7 @@ async fn relay_wakeups(inner: Arc<Inner>, shutdown: CancellationToken) {
                 () = arrived.notified() => {}
             }
             // Its failure means the connection is gone; the workers find out themselves.
-            let _ = redis::cmd("PING")
-                .query_async::<()>(&mut inner.conn.clone())
-                .await;
+            let _ = redis::cmd("PING").query_async::<()>(&mut inner.conn.clone()).await;
             inner.wake.notify();
         }
     };

@@ -61,13 +61,7 @@ impl StepService {
         slots: Arc<Semaphore>,
         tasks: TaskTracker,
     ) -> Self {
-        Self {
-            handler,
-            completer,
-            slots: PollSemaphore::new(slots),
-            permit: None,
-            tasks,
-        }
+        Self { handler, completer, slots: PollSemaphore::new(slots), permit: None, tasks }
     }
 }
 

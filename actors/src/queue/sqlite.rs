@@ -36,9 +36,7 @@ use apalis_core::task::builder::TaskBuilder;
 use apalis_core::task::task_id::TaskId;
 use apalis_core::worker::builder::WorkerBuilder;
 use apalis_core::worker::ext::event_listener::EventListenerExt;
-use apalis_sqlite::{
-    SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteStorage, SqliteTask,
-};
+use apalis_sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteStorage, SqliteTask};
 use async_trait::async_trait;
 use futures::FutureExt;
 use serde_json::Value;
@@ -92,10 +90,8 @@ enum Write {
 impl SqliteQueue {
     pub(crate) async fn open(path: &Path) -> Result<Self, BackendError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| BackendError::Io {
-                path: dir.display().to_string(),
-                source,
-            })?;
+            std::fs::create_dir_all(dir)
+                .map_err(|source| BackendError::Io { path: dir.display().to_string(), source })?;
         }
         let options = SqliteConnectOptions::new()
             .filename(path)
@@ -108,10 +104,7 @@ impl SqliteQueue {
             .pragma("wal_autocheckpoint", "0");
 
         // `setup` leaves `synchronous = OFF` on the connection it used: let that connection die.
-        let setup_pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(options.clone())
-            .await?;
+        let setup_pool = SqlitePoolOptions::new().max_connections(1).connect_with(options.clone()).await?;
         let setup = SqliteStorage::setup(&setup_pool).await;
         setup_pool.close().await;
         setup?;
@@ -148,18 +141,13 @@ impl SqliteQueue {
     }
 
     /// Enqueues `jobs` in one commit.
-    pub(crate) async fn enqueue(
-        &self,
-        jobs: &[StepJob],
-        not_before: Option<SystemTime>,
-    ) -> Result<(), BackendError> {
+    pub(crate) async fn enqueue(&self, jobs: &[StepJob], not_before: Option<SystemTime>) -> Result<(), BackendError> {
         if jobs.is_empty() {
             return Ok(());
         }
         let mut tasks = Vec::with_capacity(jobs.len());
         for job in jobs {
-            let mut task = TaskBuilder::new(serde_json::to_vec(job)?)
-                .task_id(TaskId::from_ulid(Ulid::generate()));
+            let mut task = TaskBuilder::new(serde_json::to_vec(job)?).task_id(TaskId::from_ulid(Ulid::generate()));
             if let Some(at) = not_before {
                 task = task.run_at_timestamp(unix_secs_ceil(at));
             }
@@ -173,13 +161,8 @@ impl SqliteQueue {
         write: impl FnOnce(oneshot::Sender<Result<(), String>>) -> Write,
     ) -> Result<(), BackendError> {
         let (done, committed) = oneshot::channel();
-        self.writes
-            .send(write(done))
-            .map_err(|_| BackendError::Closed)?;
-        committed
-            .await
-            .map_err(|_| BackendError::Closed)?
-            .map_err(BackendError::Commit)
+        self.writes.send(write(done)).map_err(|_| BackendError::Closed)?;
+        committed.await.map_err(|_| BackendError::Closed)?.map_err(BackendError::Commit)
     }
 
     #[cfg(test)]
@@ -255,10 +238,7 @@ async fn checkpoint(mut conn: sqlx::SqliteConnection, alive: mpsc::WeakUnbounded
         if alive.upgrade().is_none() {
             return;
         }
-        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-            .execute(&mut conn)
-            .await
-        {
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&mut conn).await {
             tracing::warn!(error = %e, "queue WAL checkpoint failed");
         }
     }
@@ -276,12 +256,10 @@ async fn release_worker(pool: &SqlitePool, name: &str) -> Result<u64, BackendErr
     .execute(&mut *tx)
     .await?
     .rows_affected();
-    sqlx::query(
-        "DELETE FROM Workers WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM Jobs WHERE lock_by = ?1)",
-    )
-    .bind(name)
-    .execute(&mut *tx)
-    .await?;
+    sqlx::query("DELETE FROM Workers WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM Jobs WHERE lock_by = ?1)")
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await?;
     Ok(released)
 }
@@ -289,9 +267,7 @@ async fn release_worker(pool: &SqlitePool, name: &str) -> Result<u64, BackendErr
 /// apalis keeps `run_at` in whole seconds; rounding up keeps "no earlier than `not_before`"
 /// (a job may start up to a second late, never early).
 pub(crate) fn unix_secs_ceil(at: SystemTime) -> u64 {
-    let since = at
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default();
+    let since = at.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
     since.as_secs() + u64::from(since.subsec_nanos() > 0)
 }
 
@@ -299,8 +275,7 @@ pub(crate) fn unix_secs_ceil(at: SystemTime) -> u64 {
 #[async_trait]
 impl CompleteJob for SqliteQueue {
     async fn complete(&self, task_id: &str) -> Result<(), BackendError> {
-        self.write(|done| Write::Delete(task_id.to_owned(), done))
-            .await
+        self.write(|done| Write::Delete(task_id.to_owned(), done)).await
     }
 }
 
@@ -325,16 +300,9 @@ impl WorkerSource for SqliteQueue {
             .persist_results(false);
         let storage = SqliteStorage::<Value>::new(&self.pool).with_config(config);
         let backend = Wakeable::new(storage, self.wake.subscribe(), options.poll_interval);
-        let worker = WorkerBuilder::new(name)
-            .backend(backend)
-            .on_event(alive.listener())
-            .build(service);
+        let worker = WorkerBuilder::new(name).backend(backend).on_event(alive.listener()).build(service);
         worker
-            .run_until(
-                shutdown
-                    .cancelled_owned()
-                    .map(Ok::<(), apalis_core::error::WorkerError>),
-            )
+            .run_until(shutdown.cancelled_owned().map(Ok::<(), apalis_core::error::WorkerError>))
             .await
             .map_err(|e| BackendError::Worker(e.to_string()))
     }

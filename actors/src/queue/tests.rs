@@ -46,15 +46,9 @@ pub(crate) fn redis_config(concurrency: usize, poll_interval: Duration) -> Queue
     }
 }
 
-pub(crate) fn sqlite_config(
-    dir: &tempfile::TempDir,
-    concurrency: usize,
-    poll_interval: Duration,
-) -> QueueConfig {
+pub(crate) fn sqlite_config(dir: &tempfile::TempDir, concurrency: usize, poll_interval: Duration) -> QueueConfig {
     QueueConfig {
-        backend: QueueBackendConfig::Embedded {
-            path: dir.path().join("queue.db"),
-        },
+        backend: QueueBackendConfig::Embedded { path: dir.path().join("queue.db") },
         concurrency,
         poll_interval,
         eager: false,
@@ -67,21 +61,10 @@ pub(crate) async fn drop_redis_queue(config: &QueueConfig) {
         return;
     };
     let client = ::redis::Client::open(url.as_str()).expect("redis url");
-    let mut conn = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("redis reachable");
-    let keys: Vec<String> = ::redis::cmd("KEYS")
-        .arg(format!("{queue}:*"))
-        .query_async(&mut conn)
-        .await
-        .expect("KEYS");
+    let mut conn = client.get_multiplexed_async_connection().await.expect("redis reachable");
+    let keys: Vec<String> = ::redis::cmd("KEYS").arg(format!("{queue}:*")).query_async(&mut conn).await.expect("KEYS");
     if !keys.is_empty() {
-        let _: () = ::redis::cmd("DEL")
-            .arg(keys)
-            .query_async(&mut conn)
-            .await
-            .expect("DEL");
+        let _: () = ::redis::cmd("DEL").arg(keys).query_async(&mut conn).await.expect("DEL");
     }
 }
 
@@ -128,8 +111,7 @@ impl Recorder {
         // Queue warnings show up in a failing test's output.
         let _ = tracing_subscriber::fmt()
             .with_env_filter(
-                std::env::var("TEST_LOG")
-                    .unwrap_or_else(|_| "tollgate=debug,apalis=warn,apalis_core=warn".into()),
+                std::env::var("TEST_LOG").unwrap_or_else(|_| "tollgate=debug,apalis=warn,apalis_core=warn".into()),
             )
             .with_test_writer()
             .try_init();
@@ -148,12 +130,7 @@ impl Recorder {
     }
 
     pub(crate) fn delivered(&self, job: &StepJob) -> usize {
-        self.deliveries
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|d| &d.job == job)
-            .count()
+        self.deliveries.lock().unwrap().iter().filter(|d| &d.job == job).count()
     }
 
     /// How many times each job was delivered.
@@ -185,9 +162,7 @@ impl Recorder {
 
 async fn wait_count(counter: &watch::Sender<usize>, n: usize, within: Duration) -> bool {
     let mut rx = counter.subscribe();
-    tokio::time::timeout(within, rx.wait_for(|c| *c >= n))
-        .await
-        .is_ok()
+    tokio::time::timeout(within, rx.wait_for(|c| *c >= n)).await.is_ok()
 }
 
 #[async_trait]
@@ -196,10 +171,7 @@ impl JobHandler for Recorder {
         let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         self.max_in_flight.fetch_max(now, Ordering::SeqCst);
         let step = job.step.as_str().to_owned();
-        self.deliveries.lock().unwrap().push(Delivery {
-            job,
-            wall: SystemTime::now(),
-        });
+        self.deliveries.lock().unwrap().push(Delivery { job, wall: SystemTime::now() });
         self.started.send_modify(|c| *c += 1);
         if let Some(gate) = &self.behaviour.gate {
             let _permit = gate.acquire().await.expect("gate open");
@@ -220,27 +192,17 @@ impl JobHandler for Recorder {
 /// Jobs the backend still stores (pending, running, or handled but not deleted).
 pub(crate) async fn stored_jobs(backend: &crate::queue::QueueBackend) -> usize {
     if let Some(q) = backend.sqlite() {
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM Jobs")
-            .fetch_one(q.pool())
-            .await
-            .expect("count jobs");
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM Jobs").fetch_one(q.pool()).await.expect("count jobs");
         return n as usize;
     }
     let q = backend.redis().expect("a redis or sqlite backend");
-    let n: usize = ::redis::cmd("HLEN")
-        .arg(q.config().job_data_hash())
-        .query_async(&mut q.connection())
-        .await
-        .expect("HLEN");
+    let n: usize =
+        ::redis::cmd("HLEN").arg(q.config().job_data_hash()).query_async(&mut q.connection()).await.expect("HLEN");
     n
 }
 
 /// Waits until the backend stores exactly `n` jobs; polls, because deletion has no event.
-pub(crate) async fn wait_stored(
-    backend: &crate::queue::QueueBackend,
-    n: usize,
-    within: Duration,
-) -> bool {
+pub(crate) async fn wait_stored(backend: &crate::queue::QueueBackend, n: usize, within: Duration) -> bool {
     let deadline = Instant::now() + within;
     loop {
         if stored_jobs(backend).await == n {

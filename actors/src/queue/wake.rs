@@ -82,11 +82,7 @@ impl<B> Wakeable<B> {
     pub(crate) fn new(inner: B, wake: mpsc::Receiver<()>, poll_interval: Duration) -> Self {
         let mut interval = tokio::time::interval(poll_interval);
         interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        Self {
-            inner,
-            wake,
-            interval,
-        }
+        Self { inner, wake, interval }
     }
 }
 
@@ -94,11 +90,7 @@ impl<B: Backend> Backend for Wakeable<B> {
     type Task = B::Task;
     type Error = B::Error;
 
-    fn poll_ready(
-        &mut self,
-        cx: &mut Context<'_>,
-        worker: &WorkerContext,
-    ) -> Poll<Result<(), Self::Error>> {
+    fn poll_ready(&mut self, cx: &mut Context<'_>, worker: &WorkerContext) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx, worker)
     }
 
@@ -125,11 +117,7 @@ impl<B: Backend> Backend for Wakeable<B> {
         }
     }
 
-    fn poll_close(
-        &mut self,
-        cx: &mut Context<'_>,
-        worker: &WorkerContext,
-    ) -> Poll<Result<(), Self::Error>> {
+    fn poll_close(&mut self, cx: &mut Context<'_>, worker: &WorkerContext) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_close(cx, worker)
     }
 }

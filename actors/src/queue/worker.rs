@@ -133,12 +133,7 @@ impl WorkerSet {
             tasks: tasks.clone(),
             shutdown: shutdown.clone(),
         };
-        let set = Self {
-            tasks,
-            shutdown,
-            health: watch::channel(WorkerHealth::default()).0,
-            lane,
-        };
+        let set = Self { tasks, shutdown, health: watch::channel(WorkerHealth::default()).0, lane };
         source.spawn_helpers(&set.tasks, &set.shutdown);
         let supervisor = Supervisor {
             source,
@@ -254,22 +249,12 @@ impl Supervisor {
                 Arc::clone(&self.slots),
                 jobs.clone(),
             );
-            let alive = Alive {
-                health: self.health.clone(),
-                name: name.as_str().into(),
-            };
+            let alive = Alive { health: self.health.clone(), name: name.as_str().into() };
             let started = Instant::now();
             tracing::debug!(worker = %name, "queue worker starting");
-            let result = self
-                .source
-                .run_worker(&name, &self.options, service, alive, self.shutdown.clone())
-                .await;
+            let result = self.source.run_worker(&name, &self.options, service, alive, self.shutdown.clone()).await;
             // A failed worker's jobs may run on for a while; restart without waiting for them.
-            let (source, stopped, shutdown) = (
-                Arc::clone(&self.source),
-                name.clone(),
-                self.shutdown.clone(),
-            );
+            let (source, stopped, shutdown) = (Arc::clone(&self.source), name.clone(), self.shutdown.clone());
             self.tasks.spawn(async move {
                 jobs.close();
                 jobs.wait().await;

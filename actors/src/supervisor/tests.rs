@@ -38,7 +38,12 @@ struct Gated {
 
 impl Gated {
     fn new() -> Arc<Self> {
-        Arc::new(Self { inner: MemoryBackend::new(), held: Mutex::default(), open: watch::channel(false).0, waiting: watch::channel(0).0 })
+        Arc::new(Self {
+            inner: MemoryBackend::new(),
+            held: Mutex::default(),
+            open: watch::channel(false).0,
+            waiting: watch::channel(0).0,
+        })
     }
 
     async fn pass(&self, key: &str) {
@@ -86,11 +91,24 @@ impl Backend for Gated {
         self.pass(log).await;
         self.inner.append(log, expected_len, entries).await
     }
-    async fn append_with(&self, log: &str, expected_len: u64, entries: &[Vec<u8>], puts: &[(String, Vec<u8>)], fence: Option<&Lease>) -> Result<(), StoreError> {
+    async fn append_with(
+        &self,
+        log: &str,
+        expected_len: u64,
+        entries: &[Vec<u8>],
+        puts: &[(String, Vec<u8>)],
+        fence: Option<&Lease>,
+    ) -> Result<(), StoreError> {
         self.pass(log).await;
         self.inner.append_with(log, expected_len, entries, puts, fence).await
     }
-    async fn lease_acquire(&self, key: &str, holder: &str, ttl: Duration, over: Option<&Lease>) -> Result<LeaseGrant, StoreError> {
+    async fn lease_acquire(
+        &self,
+        key: &str,
+        holder: &str,
+        ttl: Duration,
+        over: Option<&Lease>,
+    ) -> Result<LeaseGrant, StoreError> {
         self.pass(key).await;
         self.inner.lease_acquire(key, holder, ttl, over).await
     }
@@ -135,7 +153,15 @@ impl StepQueue for NoJobs {
 async fn system(backend: Arc<Gated>) -> Tollgate {
     let liveness = Liveness::detached(backend.clone());
     let store = Arc::new(Store::new(backend, MasterKey::generate()));
-    let engine = Arc::new(Engine::new(store, Arc::new(NoJobs), Handlers::new(), 100, Duration::from_millis(100), liveness, Duration::from_secs(15)));
+    let engine = Arc::new(Engine::new(
+        store,
+        Arc::new(NoJobs),
+        Handlers::new(),
+        100,
+        Duration::from_millis(100),
+        liveness,
+        Duration::from_secs(15),
+    ));
     let (supervisor, _) = Actor::spawn(None, RunSupervisor, engine.clone()).await.expect("supervisor starts");
     Tollgate::new(engine, supervisor)
 }
@@ -187,7 +213,10 @@ async fn new_runs_and_messages_do_not_wait_for_recoveries() {
     assert_eq!(t.recover_all().await.expect("recover"), recovering.len());
     // Every recovery slot is taken by a start stuck on its store reads.
     let mut waiting = store.waiting.subscribe();
-    tokio::time::timeout(DEADLINE, waiting.wait_for(|n| *n >= RECOVERY_CONCURRENCY)).await.expect("recoveries start").expect("gate");
+    tokio::time::timeout(DEADLINE, waiting.wait_for(|n| *n >= RECOVERY_CONCURRENCY))
+        .await
+        .expect("recoveries start")
+        .expect("gate");
     // A cancellation of a run whose actor is still starting (its record written past the
     // gate, the start itself still held back) is applied once the actor runs.
     let cancelled = recovering[0].clone();
@@ -196,21 +225,42 @@ async fn new_runs_and_messages_do_not_wait_for_recoveries() {
 
     // Meanwhile a new run starts, asks for its approval, gets it and finishes.
     let spec = parse_yaml(WAITS_FOR_APPROVAL).expect("valid spec");
-    let run = tokio::time::timeout(DEADLINE, t.start_run(&spec, &Default::default())).await.expect("start is not held up").expect("run starts");
-    let view = tokio::time::timeout(DEADLINE, t.wait_settled(&run, Duration::from_millis(50))).await.expect("settles").expect("view");
-    let StepStatus::WaitingHuman { request } = view.state.steps[0].status.clone() else { panic!("waits for approval: {:?}", view.state.steps[0].status) };
+    let run = tokio::time::timeout(DEADLINE, t.start_run(&spec, &Default::default()))
+        .await
+        .expect("start is not held up")
+        .expect("run starts");
+    let view = tokio::time::timeout(DEADLINE, t.wait_settled(&run, Duration::from_millis(50)))
+        .await
+        .expect("settles")
+        .expect("view");
+    let StepStatus::WaitingHuman { request } = view.state.steps[0].status.clone() else {
+        panic!("waits for approval: {:?}", view.state.steps[0].status)
+    };
     t.decide(&request, Decision::Approve, "test", None).await.expect("decision recorded");
-    let view = tokio::time::timeout(DEADLINE, t.wait_settled(&run, Duration::from_millis(50))).await.expect("settles").expect("view");
+    let view = tokio::time::timeout(DEADLINE, t.wait_settled(&run, Duration::from_millis(50)))
+        .await
+        .expect("settles")
+        .expect("view");
     assert_eq!(view.state.status.label(), "succeeded");
     assert!(*store.waiting.borrow() >= RECOVERY_CONCURRENCY, "the recoveries were still held back meanwhile");
 
     // Once the store answers, every recovery completes: each run asks for its approval and
     // passivates, and the message routed during startup was delivered.
     store.open.send_replace(true);
-    eventually("the cancellation to be applied", || async { t.view(&cancelled).await.is_ok_and(|v| v.state.status.label() == "cancelled") }).await;
+    eventually("the cancellation to be applied", || async {
+        t.view(&cancelled).await.is_ok_and(|v| v.state.status.label() == "cancelled")
+    })
+    .await;
     for r in &recovering[1..] {
-        let view = tokio::time::timeout(DEADLINE, t.wait_settled(r, Duration::from_millis(50))).await.expect("recovered").expect("view");
-        assert!(matches!(view.state.steps[0].status, StepStatus::WaitingHuman { .. }), "{r}: {:?}", view.state.steps[0].status);
+        let view = tokio::time::timeout(DEADLINE, t.wait_settled(r, Duration::from_millis(50)))
+            .await
+            .expect("recovered")
+            .expect("view");
+        assert!(
+            matches!(view.state.steps[0].status, StepStatus::WaitingHuman { .. }),
+            "{r}: {:?}",
+            view.state.steps[0].status
+        );
     }
     eventually("every recovered run to passivate", || async { t.live_runs().await.expect("live count") == 0 }).await;
 }

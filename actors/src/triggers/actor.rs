@@ -10,7 +10,7 @@ use std::time::Duration;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::task::JoinHandle;
 
-use crate::triggers::source::{source_for, TriggerContext};
+use crate::triggers::source::{TriggerContext, source_for};
 
 /// How long a stopping source gets to finish what it is doing (a fire being recorded).
 const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -36,7 +36,11 @@ impl Actor for TriggerActor {
     type State = TriggerState;
     type Arguments = TriggerArgs;
 
-    async fn pre_start(&self, myself: ActorRef<TriggerMsg>, ctx: TriggerContext) -> Result<TriggerState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<TriggerMsg>,
+        ctx: TriggerContext,
+    ) -> Result<TriggerState, ActorProcessingErr> {
         ctx.store().register_workflow(ctx.spec.spec()).await?;
         let source = source_for(&ctx.trigger);
         let run_ctx = ctx.clone();
@@ -47,7 +51,12 @@ impl Actor for TriggerActor {
         Ok(TriggerState { ctx, task: Some(task) })
     }
 
-    async fn handle(&self, _myself: ActorRef<TriggerMsg>, msg: TriggerMsg, st: &mut TriggerState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _myself: ActorRef<TriggerMsg>,
+        msg: TriggerMsg,
+        st: &mut TriggerState,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             TriggerMsg::SourceEnded(Ok(())) if st.ctx.shutdown.is_cancelled() => Ok(()),
             TriggerMsg::SourceEnded(Ok(())) => Err("the trigger's source stopped on its own".into()),

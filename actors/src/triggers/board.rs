@@ -9,8 +9,8 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::Value;
 use tollgate_engine::ids::{TriggerId, WorkflowId};
-use tollgate_engine::spec::triggers::{BodySchema, TriggerSpec};
 use tollgate_engine::spec::ValidatedSpec;
+use tollgate_engine::spec::triggers::{BodySchema, TriggerSpec};
 use tollgate_engine::trigger::{TriggerHealth, TriggerStateRecord};
 
 use crate::system::now_ms;
@@ -83,7 +83,13 @@ impl TriggerBoard {
         let mut inner = self.inner.write().expect("trigger board lock");
         let (health, cursor) = saved.map(|s| (s.health, s.cursor)).unwrap_or_default();
         let health = TriggerHealth { connected: false, ..health };
-        inner.entries.entry((wf.clone(), trigger.clone())).or_insert(Entry { kind: kind.to_string(), health, cursor, dirty: true, endpoint: None });
+        inner.entries.entry((wf.clone(), trigger.clone())).or_insert(Entry {
+            kind: kind.to_string(),
+            health,
+            cursor,
+            dirty: true,
+            endpoint: None,
+        });
     }
 
     pub fn set_connected(&self, wf: &WorkflowId, trigger: &TriggerId, connected: bool) {
@@ -148,7 +154,12 @@ impl TriggerBoard {
         inner
             .entries
             .iter()
-            .map(|((w, t), e)| TriggerStatus { workflow: w.clone(), trigger: t.clone(), kind: e.kind.clone(), health: e.health.clone() })
+            .map(|((w, t), e)| TriggerStatus {
+                workflow: w.clone(),
+                trigger: t.clone(),
+                kind: e.kind.clone(),
+                health: e.health.clone(),
+            })
             .collect()
     }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
-use tollgate_engine::spec::{parse_yaml, ValidatedSpec};
+use tollgate_engine::spec::{ValidatedSpec, parse_yaml};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

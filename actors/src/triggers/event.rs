@@ -32,7 +32,13 @@ pub fn event_key(id: &str) -> String {
 #[async_trait]
 impl TriggerSource for EventSource {
     async fn run(&self, ctx: &TriggerContext) -> Result<(), TriggerError> {
-        let bus = ctx.fire_path.tollgate().engine.events.clone().ok_or_else(|| TriggerError("this process has no event bus".into()))?;
+        let bus = ctx
+            .fire_path
+            .tollgate()
+            .engine
+            .events
+            .clone()
+            .ok_or_else(|| TriggerError("this process has no event bus".into()))?;
         // The workflow's owner's events only.
         let owner = ctx.spec.spec().owner.to_string();
         let event_name = EventName::new(&owner, &self.0.name);
@@ -51,7 +57,12 @@ impl TriggerSource for EventSource {
                         continue;
                     }
                     if self.0.passes(&event.payload) {
-                        ctx.fire(event_key(&event.id), event.payload.clone(), format!("event {} ({})", event.id, event.name)).await?;
+                        ctx.fire(
+                            event_key(&event.id),
+                            event.payload.clone(),
+                            format!("event {} ({})", event.id, event.name),
+                        )
+                        .await?;
                     }
                     from = from.max(event.at);
                     recent.push_back(event.id);

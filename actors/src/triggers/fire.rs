@@ -19,8 +19,8 @@
 use std::time::Duration;
 
 use tollgate_engine::ids::{FireId, RunId};
-use tollgate_engine::spec::triggers::{render_params, TriggerSpec};
 use tollgate_engine::spec::ValidatedSpec;
+use tollgate_engine::spec::triggers::{TriggerSpec, render_params};
 use tollgate_engine::store::StoreError;
 use tollgate_engine::trigger::{Fire, FireClaim, FireOutcome, FireRecord, RunTrigger};
 
@@ -38,17 +38,28 @@ const RECORD_TRIES: u32 = 4;
 /// What became of a fire; each is recorded in the history before it is returned.
 #[derive(Clone, Debug, PartialEq)]
 pub enum FireResult {
-    Started { fire: FireId, run: RunId },
-    Duplicate { fire: FireId, of: FireId },
+    Started {
+        fire: FireId,
+        run: RunId,
+    },
+    Duplicate {
+        fire: FireId,
+        of: FireId,
+    },
     /// Recorded as a failed fire (bad payload, parameters that do not bind…): a redelivery
     /// of the same key is a duplicate, not a retry.
-    Failed { fire: FireId, error: String },
+    Failed {
+        fire: FireId,
+        error: String,
+    },
 }
 
 impl FireResult {
     pub fn fire(&self) -> &FireId {
         match self {
-            FireResult::Started { fire, .. } | FireResult::Duplicate { fire, .. } | FireResult::Failed { fire, .. } => fire,
+            FireResult::Started { fire, .. } | FireResult::Duplicate { fire, .. } | FireResult::Failed { fire, .. } => {
+                fire
+            }
         }
     }
     pub fn label(&self) -> &'static str {
@@ -102,7 +113,9 @@ impl FirePath {
                 tracing::warn!(workflow = %wf, trigger = %fire.trigger, fire = %first.fire, "a fire's run was never recorded; starting it now");
                 match self.start(spec, trigger, &fire, &id, &first.run).await? {
                     // Another fire finished the abandoned one first.
-                    FireResult::Failed { error, .. } if error == RUN_EXISTS => FireResult::Duplicate { fire: id.clone(), of: first.fire },
+                    FireResult::Failed { error, .. } if error == RUN_EXISTS => {
+                        FireResult::Duplicate { fire: id.clone(), of: first.fire }
+                    }
                     other => other,
                 }
             }
@@ -147,7 +160,13 @@ impl FirePath {
 
     /// Record a fire that cannot start a run (its input does not parse or validate) as failed,
     /// without claiming its key: nothing was started that a redelivery could duplicate.
-    pub async fn record_failed(&self, spec: &ValidatedSpec, trigger: &TriggerSpec, fire: Fire, error: String) -> Result<FireResult, FireError> {
+    pub async fn record_failed(
+        &self,
+        spec: &ValidatedSpec,
+        trigger: &TriggerSpec,
+        fire: Fire,
+        error: String,
+    ) -> Result<FireResult, FireError> {
         let result = FireResult::Failed { fire: FireId::generate(), error: error.clone() };
         let record = FireRecord {
             fire: result.fire().clone(),
@@ -178,25 +197,36 @@ impl FirePath {
     }
 
     /// Render the parameters, record the run, ask for its actor.
-    async fn start(&self, spec: &ValidatedSpec, trigger: &TriggerSpec, fire: &Fire, id: &FireId, run: &RunId) -> Result<FireResult, FireError> {
+    async fn start(
+        &self,
+        spec: &ValidatedSpec,
+        trigger: &TriggerSpec,
+        fire: &Fire,
+        id: &FireId,
+        run: &RunId,
+    ) -> Result<FireResult, FireError> {
         let failed = |error: String| Ok(FireResult::Failed { fire: id.clone(), error });
         let params = match render_params(trigger, &fire.payload, &fire.scope(id)) {
             Ok(p) => p,
             Err(e) => return failed(format!("trigger params: {e}")),
         };
-        let started_by = RunTrigger { trigger: fire.trigger.clone(), fire: id.clone(), kind: trigger.kind().name().to_string() };
+        let started_by =
+            RunTrigger { trigger: fire.trigger.clone(), fire: id.clone(), kind: trigger.kind().name().to_string() };
         match self.tollgate.create_run(spec, &params, run, Some(started_by), None).await {
             Ok(()) => {}
             Err(ServiceError::Spec(e)) => {
                 let problems: Vec<String> = e.problems.iter().map(ToString::to_string).collect();
                 return failed(format!("invalid parameters: {}", problems.join("; ")));
             }
-            Err(ServiceError::Store(StoreError::Forbidden(m))) if m.contains("already exists") => return failed(RUN_EXISTS.into()),
+            Err(ServiceError::Store(StoreError::Forbidden(m))) if m.contains("already exists") => {
+                return failed(RUN_EXISTS.into());
+            }
             Err(ServiceError::Store(StoreError::Forbidden(m))) => return failed(m),
             Err(e) => {
                 // Nothing was recorded: give the key back so a redelivery can fire again.
                 let wf = &spec.spec().id;
-                if let Err(release) = self.tollgate.engine.store.release_fire_claim(wf, &fire.trigger, &fire.key).await {
+                if let Err(release) = self.tollgate.engine.store.release_fire_claim(wf, &fire.trigger, &fire.key).await
+                {
                     tracing::warn!(error = %release, "could not release a fire's claim; a redelivery after the grace period will start its run");
                 }
                 return Err(FireError(e.to_string()));

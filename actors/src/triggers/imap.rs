@@ -9,9 +9,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use tollgate_connectors::imap::{AfterFire, Delivered, ImapConsumer, ImapSettings, InboundMail, MailSink, MailboxLease};
+use tollgate_connectors::imap::{
+    AfterFire, Delivered, ImapConsumer, ImapSettings, InboundMail, MailSink, MailboxLease,
+};
 use tollgate_engine::spec::triggers::{ImapAfter, ImapTrigger};
 
 use crate::triggers::fire::FireResult;
@@ -68,14 +70,20 @@ impl MailSink for FireSink {
             Ok(p) => p,
             Err(e) => {
                 let key = mail_key(mail);
-                self.ctx.fire_failed(key, source, format!("unparseable message: {e}")).await.map_err(|e| e.to_string())?;
+                self.ctx
+                    .fire_failed(key, source, format!("unparseable message: {e}"))
+                    .await
+                    .map_err(|e| e.to_string())?;
                 return Ok(Delivered::Failed);
             }
         };
         let store = self.ctx.store();
         let mut attachments = Vec::new();
         for a in &parsed.attachments {
-            let reference = store.put_blob(self.ctx.workflow(), &a.bytes, self.ctx.attachment_ttl()).await.map_err(|e| e.to_string())?;
+            let reference = store
+                .put_blob(self.ctx.workflow(), &a.bytes, self.ctx.attachment_ttl())
+                .await
+                .map_err(|e| e.to_string())?;
             attachments.push(json!({ "filename": a.filename, "content_type": a.content_type, "size": a.bytes.len(), "blob": reference }));
         }
         let mut payload = serde_json::to_value(parsed).unwrap_or(Value::Null);

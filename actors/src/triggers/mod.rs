@@ -21,7 +21,7 @@ pub mod webhook;
 
 pub use actor::{TriggerActor, TriggerArgs};
 pub use board::{Endpoint, TriggerBoard, TriggerStatus};
-pub use config::{load_workflows, TriggersConfig};
+pub use config::{TriggersConfig, load_workflows};
 pub use fire::{FireError, FirePath, FireResult};
-pub use source::{source_for, TriggerContext, TriggerError, TriggerSource};
-pub use supervisor::{start_triggers, TriggerSupervisor, TriggerSupervisorMsg, Triggers};
+pub use source::{TriggerContext, TriggerError, TriggerSource, source_for};
+pub use supervisor::{TriggerSupervisor, TriggerSupervisorMsg, Triggers, start_triggers};

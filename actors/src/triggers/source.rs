@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tollgate_engine::ids::{TriggerId, WorkflowId};
-use tollgate_engine::spec::triggers::{TriggerKind, TriggerSpec};
 use tollgate_engine::spec::ValidatedSpec;
+use tollgate_engine::spec::triggers::{TriggerKind, TriggerSpec};
 use tollgate_engine::store::Store;
 use tollgate_engine::trigger::Fire;
 
@@ -88,14 +88,38 @@ impl TriggerContext {
 
     /// Fire: claim `key`, start the run, record — see [`FirePath::fire`]. Acknowledge to the
     /// source only after this returns `Ok`.
-    pub async fn fire(&self, key: impl Into<String>, payload: Value, source: impl Into<String>) -> Result<FireResult, FireError> {
-        let fire = Fire { workflow: self.workflow().clone(), trigger: self.id(), key: key.into(), payload, at: now_ms(), source: source.into() };
+    pub async fn fire(
+        &self,
+        key: impl Into<String>,
+        payload: Value,
+        source: impl Into<String>,
+    ) -> Result<FireResult, FireError> {
+        let fire = Fire {
+            workflow: self.workflow().clone(),
+            trigger: self.id(),
+            key: key.into(),
+            payload,
+            at: now_ms(),
+            source: source.into(),
+        };
         self.fire_path.fire(&self.spec, &self.trigger, fire).await
     }
 
     /// Record a fire that cannot start a run (unparseable input): a failed fire with `error`.
-    pub async fn fire_failed(&self, key: impl Into<String>, source: impl Into<String>, error: impl Into<String>) -> Result<FireResult, FireError> {
-        let fire = Fire { workflow: self.workflow().clone(), trigger: self.id(), key: key.into(), payload: Value::Null, at: now_ms(), source: source.into() };
+    pub async fn fire_failed(
+        &self,
+        key: impl Into<String>,
+        source: impl Into<String>,
+        error: impl Into<String>,
+    ) -> Result<FireResult, FireError> {
+        let fire = Fire {
+            workflow: self.workflow().clone(),
+            trigger: self.id(),
+            key: key.into(),
+            payload: Value::Null,
+            at: now_ms(),
+            source: source.into(),
+        };
         self.fire_path.record_failed(&self.spec, &self.trigger, fire, error.into()).await
     }
 

@@ -64,7 +64,11 @@ impl Actor for TriggerSupervisor {
     type State = TriggerSupervisorState;
     type Arguments = TriggerSupervisorArgs;
 
-    async fn pre_start(&self, myself: ActorRef<Self::Msg>, args: TriggerSupervisorArgs) -> Result<Self::State, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: TriggerSupervisorArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
         let store = args.fire_path.tollgate().engine.store.clone();
         let mut slots = HashMap::new();
         for spec in &args.workflows {
@@ -93,7 +97,12 @@ impl Actor for TriggerSupervisor {
         Ok(())
     }
 
-    async fn handle(&self, myself: ActorRef<Self::Msg>, msg: Self::Msg, st: &mut Self::State) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        st: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             TriggerSupervisorMsg::Start(key) => start(&myself, st, key).await,
             TriggerSupervisorMsg::Flush => flush(st).await,
@@ -101,7 +110,12 @@ impl Actor for TriggerSupervisor {
         Ok(())
     }
 
-    async fn handle_supervisor_evt(&self, myself: ActorRef<Self::Msg>, evt: SupervisionEvent, st: &mut Self::State) -> Result<(), ActorProcessingErr> {
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        evt: SupervisionEvent,
+        st: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
         let (id, failure) = match &evt {
             SupervisionEvent::ActorFailed(cell, err) => (cell.get_id(), Some(err.to_string())),
             SupervisionEvent::ActorTerminated(cell, _, _) => (cell.get_id(), None),
@@ -188,7 +202,11 @@ impl Triggers {
 }
 
 /// Start the triggers of `workflows` in this process.
-pub async fn start_triggers(tollgate: &Tollgate, history_ttl: Duration, workflows: Vec<ValidatedSpec>) -> anyhow::Result<Triggers> {
+pub async fn start_triggers(
+    tollgate: &Tollgate,
+    history_ttl: Duration,
+    workflows: Vec<ValidatedSpec>,
+) -> anyhow::Result<Triggers> {
     let board = tollgate.engine.triggers.clone();
     board.set_history_ttl(history_ttl);
     let args = TriggerSupervisorArgs {

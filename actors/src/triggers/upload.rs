@@ -10,9 +10,9 @@
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use tollgate_engine::spec::triggers::{sanitize_file_name, UploadTrigger};
+use tollgate_engine::spec::triggers::{UploadTrigger, sanitize_file_name};
 
 use crate::triggers::fire::{FireError, FireResult};
 use crate::triggers::source::{TriggerContext, TriggerError, TriggerSource};
@@ -90,10 +90,19 @@ async fn watch(ctx: &TriggerContext, settings: &UploadTrigger, folder: &Path) ->
 }
 
 /// One pass over the folder: each plain file (not hidden: write to `.name`, then rename) fires.
-async fn scan(ctx: &TriggerContext, settings: &UploadTrigger, folder: &Path, processed: &Path, failed: &Path) -> Result<(), TriggerError> {
-    let mut entries = tokio::fs::read_dir(folder).await.map_err(|e| TriggerError(format!("reading {}: {e}", folder.display())))?;
+async fn scan(
+    ctx: &TriggerContext,
+    settings: &UploadTrigger,
+    folder: &Path,
+    processed: &Path,
+    failed: &Path,
+) -> Result<(), TriggerError> {
+    let mut entries =
+        tokio::fs::read_dir(folder).await.map_err(|e| TriggerError(format!("reading {}: {e}", folder.display())))?;
     let mut files = Vec::new();
-    while let Some(entry) = entries.next_entry().await.map_err(|e| TriggerError(format!("reading {}: {e}", folder.display())))? {
+    while let Some(entry) =
+        entries.next_entry().await.map_err(|e| TriggerError(format!("reading {}: {e}", folder.display())))?
+    {
         let name = entry.file_name().to_string_lossy().into_owned();
         let is_file = entry.file_type().await.is_ok_and(|t| t.is_file());
         if is_file && !name.starts_with('.') {
@@ -108,7 +117,12 @@ async fn scan(ctx: &TriggerContext, settings: &UploadTrigger, folder: &Path, pro
         let source = format!("folder {}", folder.display());
         let len = tokio::fs::metadata(&path).await.map(|m| m.len() as usize).unwrap_or(0);
         let result = if len > settings.max_size {
-            ctx.fire_failed(format!("file:{name}:{len}"), &source, format!("{name} is {len} bytes, over the trigger's max_size of {}", settings.max_size)).await
+            ctx.fire_failed(
+                format!("file:{name}:{len}"),
+                &source,
+                format!("{name} is {len} bytes, over the trigger's max_size of {}", settings.max_size),
+            )
+            .await
         } else {
             let content = match tokio::fs::read(&path).await {
                 Ok(c) => c,
@@ -117,7 +131,12 @@ async fn scan(ctx: &TriggerContext, settings: &UploadTrigger, folder: &Path, pro
                     continue;
                 }
             };
-            fire_upload(ctx, Upload { name: name.clone(), content_type: None, content, fields: Default::default() }, &source).await
+            fire_upload(
+                ctx,
+                Upload { name: name.clone(), content_type: None, content, fields: Default::default() },
+                &source,
+            )
+            .await
         };
         match result {
             Ok(r) => {
@@ -137,22 +156,30 @@ async fn move_file(path: &Path, dir: &Path, name: &str, fire: &str) -> Result<()
     if tokio::fs::try_exists(&target).await.unwrap_or(false) {
         target = dir.join(format!("{name}.{fire}"));
     }
-    tokio::fs::rename(path, &target).await.map_err(|e| TriggerError(format!("moving {} to {}: {e}", path.display(), target.display())))
+    tokio::fs::rename(path, &target)
+        .await
+        .map_err(|e| TriggerError(format!("moving {} to {}: {e}", path.display(), target.display())))
 }
 
 /// Read a multipart upload: the `file` field (size-limited, name sanitised) and text fields.
 pub async fn read_multipart(mut form: axum::extract::Multipart, max_size: usize) -> Result<Upload, UploadError> {
     let mut file = None;
     let mut fields = serde_json::Map::new();
-    while let Some(mut field) = form.next_field().await.map_err(|e| UploadError::Bad(format!("the form does not parse: {e}")))? {
+    while let Some(mut field) =
+        form.next_field().await.map_err(|e| UploadError::Bad(format!("the form does not parse: {e}")))?
+    {
         match (field.name().unwrap_or_default().to_string(), field.file_name().map(str::to_string)) {
             (name, Some(raw_name)) if name == "file" => {
                 let Some(clean) = sanitize_file_name(&raw_name) else {
-                    return Err(UploadError::Bad(format!("the file name {raw_name:?} is refused: a name may not hold a path or `..`")));
+                    return Err(UploadError::Bad(format!(
+                        "the file name {raw_name:?} is refused: a name may not hold a path or `..`"
+                    )));
                 };
                 let content_type = field.content_type().map(str::to_string);
                 let mut content = Vec::new();
-                while let Some(chunk) = field.chunk().await.map_err(|e| UploadError::Bad(format!("the upload broke off: {e}")))? {
+                while let Some(chunk) =
+                    field.chunk().await.map_err(|e| UploadError::Bad(format!("the upload broke off: {e}")))?
+                {
                     if content.len() + chunk.len() > max_size {
                         return Err(UploadError::TooLarge(max_size));
                     }
@@ -167,7 +194,9 @@ pub async fn read_multipart(mut form: axum::extract::Multipart, max_size: usize)
                 }
                 fields.insert(name, Value::String(text));
             }
-            (name, Some(_)) => return Err(UploadError::Bad(format!("unexpected file field `{name}` (the file goes in `file`)"))),
+            (name, Some(_)) => {
+                return Err(UploadError::Bad(format!("unexpected file field `{name}` (the file goes in `file`)")));
+            }
         }
     }
     let (name, content_type, content) = file.ok_or_else(|| UploadError::Bad("no `file` field in the form".into()))?;
@@ -181,4 +210,3 @@ pub enum UploadError {
     #[error("the upload is larger than the trigger's limit of {0} bytes")]
     TooLarge(usize),
 }
-

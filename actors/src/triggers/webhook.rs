@@ -10,9 +10,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use axum::http::HeaderMap;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use tollgate_engine::spec::triggers::{compile_schema, BodySchema, SignatureScheme, TriggerKind, WebhookTrigger};
+use tollgate_engine::spec::triggers::{BodySchema, SignatureScheme, TriggerKind, WebhookTrigger, compile_schema};
 use tollgate_engine::trigger::signature::{self, SignatureError};
 
 use crate::system::now_ms;
@@ -25,7 +25,9 @@ pub struct WebhookSource;
 #[async_trait]
 impl TriggerSource for WebhookSource {
     async fn run(&self, ctx: &TriggerContext) -> Result<(), TriggerError> {
-        let TriggerKind::Webhook(hook) = ctx.trigger.kind() else { return Err(TriggerError("not a webhook trigger".into())) };
+        let TriggerKind::Webhook(hook) = ctx.trigger.kind() else {
+            return Err(TriggerError("not a webhook trigger".into()));
+        };
         let schema = hook.schema.as_ref().map(compile_schema).transpose().map_err(TriggerError)?.map(Arc::new);
         let secret = ensure_secret(ctx).await?;
         open_endpoint(ctx, secret, schema);
@@ -42,7 +44,8 @@ pub(crate) async fn ensure_secret(ctx: &TriggerContext) -> Result<Vec<u8>, Trigg
 }
 
 pub(crate) fn open_endpoint(ctx: &TriggerContext, secret: Vec<u8>, schema: Option<Arc<BodySchema>>) {
-    let endpoint = Endpoint { spec: ctx.spec.clone(), trigger: ctx.trigger.clone(), secret, schema, context: ctx.clone() };
+    let endpoint =
+        Endpoint { spec: ctx.spec.clone(), trigger: ctx.trigger.clone(), secret, schema, context: ctx.clone() };
     ctx.board.set_endpoint(ctx.workflow(), &ctx.id(), Some(Arc::new(endpoint)));
     ctx.set_connected(true);
 }
@@ -69,18 +72,23 @@ pub async fn deliver(endpoint: &Endpoint, hook: &WebhookTrigger, headers: &Heade
     let header_name = hook.signature_header();
     let header = headers.get(header_name).and_then(|v| v.to_str().ok());
     let now_s = now_ms() / 1000;
-    if let Err(e) = signature::verify(hook.signature, header_name, header, &endpoint.secret, body, hook.tolerance, now_s) {
+    if let Err(e) =
+        signature::verify(hook.signature, header_name, header, &endpoint.secret, body, hook.tolerance, now_s)
+    {
         ctx.board.rejected(ctx.workflow(), &ctx.id());
         return Delivery::Rejected(e);
     }
-    let payload: Value = serde_json::from_slice(body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into_owned()));
+    let payload: Value =
+        serde_json::from_slice(body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into_owned()));
     let key = dedup_key(hook, headers, &payload, body);
     let source = match &key {
         k if k.starts_with("delivery:") => format!("delivery {}", &k["delivery:".len()..]),
         _ => "delivery (body hash)".to_string(),
     };
     let result = match endpoint.schema.as_ref().map(|s| s.check(&payload)) {
-        Some(Err(problem)) => ctx.fire_failed(key, source, format!("the body does not fit the trigger's schema: {problem}")).await,
+        Some(Err(problem)) => {
+            ctx.fire_failed(key, source, format!("the body does not fit the trigger's schema: {problem}")).await
+        }
         _ => ctx.fire(key, json_payload(payload, headers), source).await,
     };
     match result {
@@ -95,7 +103,9 @@ fn json_payload(body: Value, headers: &HeaderMap) -> Value {
     for (name, value) in headers {
         let name = name.as_str();
         // Signatures and credentials stay out of the run.
-        if matches!(name, "authorization" | "cookie" | "x-hub-signature" | "x-hub-signature-256" | "stripe-signature") || name.contains("signature") {
+        if matches!(name, "authorization" | "cookie" | "x-hub-signature" | "x-hub-signature-256" | "stripe-signature")
+            || name.contains("signature")
+        {
             continue;
         }
         if let Ok(v) = value.to_str() {
@@ -107,7 +117,11 @@ fn json_payload(body: Value, headers: &HeaderMap) -> Value {
 
 /// The delivery's dedup key: its delivery id (header, or Stripe's event id), else the body's hash.
 fn dedup_key(hook: &WebhookTrigger, headers: &HeaderMap, payload: &Value, body: &[u8]) -> String {
-    let from_header = hook.delivery_id_header().and_then(|h| headers.get(h)).and_then(|v| v.to_str().ok()).filter(|v| !v.trim().is_empty());
+    let from_header = hook
+        .delivery_id_header()
+        .and_then(|h| headers.get(h))
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.trim().is_empty());
     if let Some(id) = from_header {
         return format!("delivery:{}", id.trim());
     }

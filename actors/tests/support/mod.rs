@@ -24,7 +24,14 @@ pub fn start_run(data: &Path, file: &Path) -> (Child, String) {
 
 /// [`start_run`] with the command changed first (environment, flags).
 pub fn start_run_with(data: &Path, file: &Path, change: impl FnOnce(Command) -> Command) -> (Child, String) {
-    let mut child = change(tollgate(data)).arg("run").arg(file).arg("--json").stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = change(tollgate(data))
+        .arg("run")
+        .arg(file)
+        .arg("--json")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {

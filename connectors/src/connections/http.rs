@@ -26,7 +26,7 @@ use tollgate_engine::ids::OwnerId;
 use zeroize::Zeroizing;
 
 use super::{ConnectionError, Connections, Resolved};
-use crate::steps::api_call::{self, Answer, Hop, CONNECT_TIMEOUT, DEFAULT_MAX_RESPONSE_BYTES};
+use crate::steps::api_call::{self, Answer, CONNECT_TIMEOUT, DEFAULT_MAX_RESPONSE_BYTES, Hop};
 use crate::steps::egress::EgressGuard;
 
 /// The most a token endpoint's answer may weigh.
@@ -56,7 +56,10 @@ pub(crate) struct HttpClient {
 
 impl HttpClient {
     pub(crate) fn new(allow: EgressAllow) -> Self {
-        Self { egress: EgressGuard::new(allow, concat!("tollgate/", env!("CARGO_PKG_VERSION")), CONNECT_TIMEOUT), tokens: TokenCache::default() }
+        Self {
+            egress: EgressGuard::new(allow, concat!("tollgate/", env!("CARGO_PKG_VERSION")), CONNECT_TIMEOUT),
+            tokens: TokenCache::default(),
+        }
     }
 }
 
@@ -94,7 +97,8 @@ fn http_settings(r: &Resolved) -> &HttpSettings {
 }
 
 fn sensitive(value: String) -> Result<HeaderValue, ConnectionError> {
-    let mut v = HeaderValue::from_str(&value).map_err(|_| ConnectionError::Input("the connection's credential is not a valid header value".into()))?;
+    let mut v = HeaderValue::from_str(&value)
+        .map_err(|_| ConnectionError::Input("the connection's credential is not a valid header value".into()))?;
     v.set_sensitive(true);
     Ok(v)
 }
@@ -107,7 +111,13 @@ impl Connections {
     /// Send `request` through `owner`'s http connection `name`, from a workflow whose
     /// `egress.allow` is `workflow`. The output is `api_call`'s: `{status, headers, body}`;
     /// failures carry `api_call`'s codes (`http_status`, `egress_denied`…).
-    pub async fn http_request(&self, owner: &OwnerId, name: &str, request: &HttpRequest<'_>, workflow: &EgressAllow) -> Result<Value, ConnectionError> {
+    pub async fn http_request(
+        &self,
+        owner: &OwnerId,
+        name: &str,
+        request: &HttpRequest<'_>,
+        workflow: &EgressAllow,
+    ) -> Result<Value, ConnectionError> {
         let resolved = self.resolve(owner, name, ConnectionKind::Http).await?;
         let settings = http_settings(&resolved);
         let hop = build(settings, request)?;
@@ -123,13 +133,21 @@ impl Connections {
     }
 
     async fn send(&self, hop: Hop, workflow: &EgressAllow) -> Result<Answer, ConnectionError> {
-        api_call::send(&self.http.egress, DEFAULT_MAX_RESPONSE_BYTES, hop, workflow).await.map_err(ConnectionError::Http)
+        api_call::send(&self.http.egress, DEFAULT_MAX_RESPONSE_BYTES, hop, workflow)
+            .await
+            .map_err(ConnectionError::Http)
     }
 
     /// The `Authorization` header of a request, and whether an OAuth2 token was just fetched.
     /// `refused`: the header a request was refused with (a new token is fetched unless another
     /// request already replaced it).
-    async fn authorization(&self, owner: &OwnerId, r: &Resolved, workflow: &EgressAllow, refused: Option<&HeaderValue>) -> Result<(Option<HeaderValue>, bool), ConnectionError> {
+    async fn authorization(
+        &self,
+        owner: &OwnerId,
+        r: &Resolved,
+        workflow: &EgressAllow,
+        refused: Option<&HeaderValue>,
+    ) -> Result<(Option<HeaderValue>, bool), ConnectionError> {
         let credential = r.credential.as_ref().map(|c| c.as_str()).unwrap_or_default();
         match &http_settings(r).auth {
             HttpAuth::None => Ok((None, false)),
@@ -137,7 +155,11 @@ impl Connections {
             HttpAuth::Basic { user } => Ok((Some(sensitive(basic(user, credential))?), false)),
             HttpAuth::Oauth2 { token_url, client_id, scope, client_auth } => {
                 let secret_digest = hex::encode(Sha256::digest(credential.as_bytes()));
-                let key = format!("{owner}\0{}\0{token_url}\0{client_id}\0{}\0{secret_digest}", r.connection.name, scope.as_deref().unwrap_or(""));
+                let key = format!(
+                    "{owner}\0{}\0{token_url}\0{client_id}\0{}\0{secret_digest}",
+                    r.connection.name,
+                    scope.as_deref().unwrap_or("")
+                );
                 let slot = self.http.tokens.slot(&key);
                 let mut cached = slot.lock().await;
                 if let Some(t) = cached.as_ref() {
@@ -148,7 +170,8 @@ impl Connections {
                     }
                 }
                 let client = OAuthClient { id: client_id, secret: credential, auth: *client_auth };
-                let token = self.fetch_token(&r.connection.name, token_url, &client, scope.as_deref(), workflow).await?;
+                let token =
+                    self.fetch_token(&r.connection.name, token_url, &client, scope.as_deref(), workflow).await?;
                 let header = sensitive(format!("Bearer {}", token.access.as_str()))?;
                 *cached = Some(token);
                 Ok((Some(header), true))
@@ -158,9 +181,17 @@ impl Connections {
 
     /// A client-credentials token (RFC 6749 §4.4); the client authenticates as its
     /// `client_auth` says (§2.3.1): HTTP Basic, or its id and secret in the form body.
-    async fn fetch_token(&self, name: &str, token_url: &str, client: &OAuthClient<'_>, scope: Option<&str>, workflow: &EgressAllow) -> Result<Token, ConnectionError> {
+    async fn fetch_token(
+        &self,
+        name: &str,
+        token_url: &str,
+        client: &OAuthClient<'_>,
+        scope: Option<&str>,
+        workflow: &EgressAllow,
+    ) -> Result<Token, ConnectionError> {
         let client_id = client.id;
-        let url = Url::parse(token_url).map_err(|e| ConnectionError::Input(format!("connection `{name}`: token_url `{token_url}`: {e}")))?;
+        let url = Url::parse(token_url)
+            .map_err(|e| ConnectionError::Input(format!("connection `{name}`: token_url `{token_url}`: {e}")))?;
         let enc = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
         let mut form = Zeroizing::new(String::from("grant_type=client_credentials"));
         if let Some(scope) = scope {
@@ -173,24 +204,46 @@ impl Connections {
             ClientAuth::ClientSecretBasic => {
                 headers.insert(AUTHORIZATION, sensitive(basic(&enc(client_id), &enc(client.secret)))?);
             }
-            ClientAuth::ClientSecretPost => form.push_str(&format!("&client_id={}&client_secret={}", enc(client_id), enc(client.secret))),
+            ClientAuth::ClientSecretPost => {
+                form.push_str(&format!("&client_id={}&client_secret={}", enc(client_id), enc(client.secret)))
+            }
         }
         let secret_body = client.auth == ClientAuth::ClientSecretPost;
         let hop = Hop { method: Method::POST, url, headers, body: Some(form.as_bytes().to_vec()), secret_body };
-        let answer = api_call::send(&self.http.egress, MAX_TOKEN_RESPONSE, hop, workflow).await.map_err(ConnectionError::Http)?;
+        let answer = api_call::send(&self.http.egress, MAX_TOKEN_RESPONSE, hop, workflow)
+            .await
+            .map_err(ConnectionError::Http)?;
         let at = format!("the token endpoint {token_url} of connection `{name}`");
         if !answer.status.is_success() {
-            let reason = answer.json().map(|j| format!("{} {}", j["error"].as_str().unwrap_or(""), j["error_description"].as_str().unwrap_or("")).trim().to_string()).unwrap_or_default();
-            let said = format!("{at} answered HTTP {}{}", answer.status, if reason.is_empty() { String::new() } else { format!(": {reason}") });
+            let reason = answer
+                .json()
+                .map(|j| {
+                    format!("{} {}", j["error"].as_str().unwrap_or(""), j["error_description"].as_str().unwrap_or(""))
+                        .trim()
+                        .to_string()
+                })
+                .unwrap_or_default();
+            let said = format!(
+                "{at} answered HTTP {}{}",
+                answer.status,
+                if reason.is_empty() { String::new() } else { format!(": {reason}") }
+            );
             return Err(match answer.status.as_u16() {
                 400 | 401 | 403 => ConnectionError::Refused(format!("{said} (client `{client_id}`)")),
                 _ => ConnectionError::Failed(said),
             });
         }
-        let json = answer.json().ok_or_else(|| ConnectionError::Failed(format!("{at} answered with something other than JSON")))?;
-        let access = json["access_token"].as_str().filter(|t| !t.is_empty()).ok_or_else(|| ConnectionError::Failed(format!("{at} answered without an `access_token`")))?;
+        let json = answer
+            .json()
+            .ok_or_else(|| ConnectionError::Failed(format!("{at} answered with something other than JSON")))?;
+        let access = json["access_token"]
+            .as_str()
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| ConnectionError::Failed(format!("{at} answered without an `access_token`")))?;
         if let Some(ty) = json["token_type"].as_str().filter(|t| !t.eq_ignore_ascii_case("bearer")) {
-            return Err(ConnectionError::Failed(format!("{at} issued a `{ty}` token; only bearer tokens are supported")));
+            return Err(ConnectionError::Failed(format!(
+                "{at} issued a `{ty}` token; only bearer tokens are supported"
+            )));
         }
         let refresh_at = json["expires_in"].as_u64().map(|secs| {
             let life = Duration::from_secs(secs);
@@ -205,14 +258,22 @@ fn with_auth(hop: &Hop, auth: Option<HeaderValue>) -> Hop {
     if let Some(auth) = auth {
         headers.insert(AUTHORIZATION, auth);
     }
-    Hop { method: hop.method.clone(), url: hop.url.clone(), headers, body: hop.body.clone(), secret_body: hop.secret_body }
+    Hop {
+        method: hop.method.clone(),
+        url: hop.url.clone(),
+        headers,
+        body: hop.body.clone(),
+        secret_body: hop.secret_body,
+    }
 }
 
 /// The request without its authentication.
 fn build(s: &HttpSettings, r: &HttpRequest<'_>) -> Result<Hop, ConnectionError> {
     let input = |m: String| ConnectionError::Input(m);
-    let method = Method::from_bytes(r.method.to_ascii_uppercase().as_bytes()).map_err(|_| input(format!("`{}` is not an HTTP method", r.method)))?;
-    let mut url = Url::parse(&s.url_for(r.path).map_err(input)?).map_err(|e| input(format!("path `{}`: {e}", r.path)))?;
+    let method = Method::from_bytes(r.method.to_ascii_uppercase().as_bytes())
+        .map_err(|_| input(format!("`{}` is not an HTTP method", r.method)))?;
+    let mut url =
+        Url::parse(&s.url_for(r.path).map_err(input)?).map_err(|e| input(format!("path `{}`: {e}", r.path)))?;
     if let Some(query) = r.query.filter(|q| !q.is_empty()) {
         let mut pairs = url.query_pairs_mut();
         for (k, v) in query {
@@ -225,7 +286,11 @@ fn build(s: &HttpSettings, r: &HttpRequest<'_>) -> Result<Hop, ConnectionError> 
                 match v {
                     Value::String(s) => pairs.append_pair(k, &s),
                     Value::Number(_) | Value::Bool(_) => pairs.append_pair(k, &v.to_string()),
-                    _ => return Err(input(format!("query `{k}`: a value is a string, number or boolean (or a list of them)"))),
+                    _ => {
+                        return Err(input(format!(
+                            "query `{k}`: a value is a string, number or boolean (or a list of them)"
+                        )));
+                    }
                 };
             }
         }
@@ -240,7 +305,10 @@ fn build(s: &HttpSettings, r: &HttpRequest<'_>) -> Result<Hop, ConnectionError> 
         headers.append(n, v);
     }
     if let Some(key) = r.idempotency_key {
-        headers.insert(HeaderName::from_static("idempotency-key"), HeaderValue::from_str(key).map_err(|_| input("the idempotency key is not a header value".into()))?);
+        headers.insert(
+            HeaderName::from_static("idempotency-key"),
+            HeaderValue::from_str(key).map_err(|_| input("the idempotency key is not a header value".into()))?,
+        );
         headers.insert(HeaderName::from_static("tollgate-attempt"), HeaderValue::from(r.attempt));
     }
     let body = match (r.json, r.body) {
@@ -276,7 +344,12 @@ pub(super) async fn test(c: &Connections, owner: &OwnerId, name: &str) -> Result
         _ => String::new(),
     };
     match answer.status.as_u16() {
-        401 | 403 => Err(ConnectionError::Refused(format!("GET {} answered HTTP {} to the credentials of connection `{name}` ({} auth)", s.base_url, answer.status, s.auth.name()))),
+        401 | 403 => Err(ConnectionError::Refused(format!(
+            "GET {} answered HTTP {} to the credentials of connection `{name}` ({} auth)",
+            s.base_url,
+            answer.status,
+            s.auth.name()
+        ))),
         _ => Ok(format!("http {}: {token}GET answered HTTP {} ({} auth)", s.base_url, answer.status, s.auth.name())),
     }
 }

@@ -32,7 +32,13 @@ fn imap_settings(r: &Resolved) -> &ImapSettings {
 fn classify(r: &Resolved, e: ImapError) -> ConnectionError {
     let s = imap_settings(r);
     match e {
-        ImapError::Login(why) => ConnectionError::Refused(format!("imap {}:{} refused the login of `{}` for connection `{}`: {why}", s.host, s.port(), s.user, r.connection.name)),
+        ImapError::Login(why) => ConnectionError::Refused(format!(
+            "imap {}:{} refused the login of `{}` for connection `{}`: {why}",
+            s.host,
+            s.port(),
+            s.user,
+            r.connection.name
+        )),
         ImapError::Config(why) => ConnectionError::Input(format!("connection `{}`: {why}", r.connection.name)),
         e @ ImapError::Untrusted(_) => ConnectionError::Untrusted(format!("imap {}:{}: {e}", s.host, s.port())),
         other => ConnectionError::Failed(format!("imap {}:{}: {other}", s.host, s.port())),
@@ -49,19 +55,33 @@ async fn login(r: &Resolved) -> Result<ImapSession, ImapError> {
 impl Connections {
     /// The newest `limit` messages of `mailbox` matching the IMAP `search`, oldest first,
     /// through `owner`'s imap connection `name`. Nothing in the mailbox changes.
-    pub async fn fetch_emails(&self, owner: &OwnerId, name: &str, mailbox: &str, search: &str, limit: usize) -> Result<Vec<FetchedMail>, ConnectionError> {
+    pub async fn fetch_emails(
+        &self,
+        owner: &OwnerId,
+        name: &str,
+        mailbox: &str,
+        search: &str,
+        limit: usize,
+    ) -> Result<Vec<FetchedMail>, ConnectionError> {
         let resolved = self.resolve(owner, name, ConnectionKind::Imap).await?;
         let mut session = login(&resolved).await.map_err(|e| classify(&resolved, e))?;
         let result = fetch(&mut session, mailbox, search, limit).await;
         let _ = timed("logout", COMMAND_TIMEOUT, session.logout()).await;
         result.map_err(|e| match e {
-            ImapError::Protocol(why) => ConnectionError::Input(format!("imap: mailbox `{mailbox}`, search `{search}`: {why}")),
+            ImapError::Protocol(why) => {
+                ConnectionError::Input(format!("imap: mailbox `{mailbox}`, search `{search}`: {why}"))
+            }
             other => classify(&resolved, other),
         })
     }
 }
 
-async fn fetch(session: &mut ImapSession, mailbox: &str, search: &str, limit: usize) -> Result<Vec<FetchedMail>, ImapError> {
+async fn fetch(
+    session: &mut ImapSession,
+    mailbox: &str,
+    search: &str,
+    limit: usize,
+) -> Result<Vec<FetchedMail>, ImapError> {
     timed("examine", COMMAND_TIMEOUT, session.examine(mailbox)).await?;
     let mut uids: Vec<u32> = timed("search", COMMAND_TIMEOUT, session.uid_search(search)).await?.into_iter().collect();
     uids.sort_unstable();
@@ -93,5 +113,12 @@ pub(super) async fn test(c: &Connections, owner: &OwnerId, name: &str) -> Result
     let inbox = timed("examine", COMMAND_TIMEOUT, session.examine("INBOX")).await.map_err(|e| classify(&resolved, e));
     let _ = timed("logout", COMMAND_TIMEOUT, session.logout()).await;
     let inbox = inbox?;
-    Ok(format!("imap {}:{} ({}) logged in as {}; INBOX holds {} messages", s.host, s.port(), if s.tls { "tls" } else { "plain" }, s.user, inbox.exists))
+    Ok(format!(
+        "imap {}:{} ({}) logged in as {}; INBOX holds {} messages",
+        s.host,
+        s.port(),
+        if s.tls { "tls" } else { "plain" },
+        s.user,
+        inbox.exists
+    ))
 }

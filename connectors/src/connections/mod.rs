@@ -19,7 +19,7 @@ use tollgate_engine::connections::{Connection, ConnectionKind};
 use tollgate_engine::egress::EgressAllow;
 use tollgate_engine::ids::OwnerId;
 use tollgate_engine::step::StepError;
-use tollgate_engine::store::{Store, StoreError, DEFAULT_ATTACHMENT_TTL};
+use tollgate_engine::store::{DEFAULT_ATTACHMENT_TTL, Store, StoreError};
 use zeroize::Zeroizing;
 
 pub use http::{HttpRequest, TokenCache};
@@ -63,9 +63,9 @@ impl ConnectionError {
     pub fn into_step_error(self) -> StepError {
         let message = self.to_string();
         match self {
-            ConnectionError::NotFound { .. } | ConnectionError::WrongKind { .. } | ConnectionError::NoCredential { .. } => {
-                StepError::permanent("connection_not_found", message)
-            }
+            ConnectionError::NotFound { .. }
+            | ConnectionError::WrongKind { .. }
+            | ConnectionError::NoCredential { .. } => StepError::permanent("connection_not_found", message),
             ConnectionError::Input(_) => StepError::permanent("connector_input", message),
             ConnectionError::Refused(_) => StepError::permanent("connection_refused", message),
             ConnectionError::Failed(_) => StepError::retryable("connection_failed", message),
@@ -116,14 +116,28 @@ impl Connections {
 
     /// `owner`'s connection `name`, which must be of `kind`, with its credential (required when
     /// the connection has one).
-    pub(crate) async fn resolve(&self, owner: &OwnerId, name: &str, kind: ConnectionKind) -> Result<Resolved, ConnectionError> {
-        let connection = self.store.connection(owner, name).await?.ok_or_else(|| ConnectionError::NotFound { owner: owner.clone(), name: name.to_string() })?;
+    pub(crate) async fn resolve(
+        &self,
+        owner: &OwnerId,
+        name: &str,
+        kind: ConnectionKind,
+    ) -> Result<Resolved, ConnectionError> {
+        let connection = self
+            .store
+            .connection(owner, name)
+            .await?
+            .ok_or_else(|| ConnectionError::NotFound { owner: owner.clone(), name: name.to_string() })?;
         if connection.kind() != kind {
             return Err(ConnectionError::WrongKind { name: name.to_string(), actual: connection.kind(), wanted: kind });
         }
         let credential = match connection.credential() {
             None => None,
-            Some(what) => Some(self.store.connection_credential(owner, name).await?.ok_or(ConnectionError::NoCredential { name: name.to_string(), what })?),
+            Some(what) => Some(
+                self.store
+                    .connection_credential(owner, name)
+                    .await?
+                    .ok_or(ConnectionError::NoCredential { name: name.to_string(), what })?,
+            ),
         };
         Ok(Resolved { connection, credential })
     }
@@ -132,7 +146,11 @@ impl Connections {
     /// EHLO, (STARTTLS,) AUTH; imap: log in, select INBOX; http: fetch an OAuth2 token (a fresh
     /// one) and request the base URL. Returns what was checked, in a sentence.
     pub async fn test(&self, owner: &OwnerId, name: &str) -> Result<String, ConnectionError> {
-        let connection = self.store.connection(owner, name).await?.ok_or_else(|| ConnectionError::NotFound { owner: owner.clone(), name: name.to_string() })?;
+        let connection = self
+            .store
+            .connection(owner, name)
+            .await?
+            .ok_or_else(|| ConnectionError::NotFound { owner: owner.clone(), name: name.to_string() })?;
         match connection.kind() {
             ConnectionKind::Smtp => smtp::test(self, owner, name).await,
             ConnectionKind::Imap => imap::test(self, owner, name).await,

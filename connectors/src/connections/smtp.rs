@@ -18,12 +18,12 @@
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use lettre::Message;
 use lettre::message::header::ContentType;
 use lettre::message::{Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, CertificateStore, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
-use lettre::Message;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tollgate_engine::connections::{ConnectionKind, ConnectionSettings, SmtpSecurity, SmtpSettings};
@@ -104,7 +104,11 @@ impl Connections {
         let message = build(settings, email)?;
         match tokio::time::timeout(EXCHANGE_TIMEOUT, transact(settings, &resolved, Some(&message))).await {
             Ok(result) => result.map(|r| r.expect("a message was sent")),
-            Err(_) => Err(ConnectionError::Failed(format!("smtp {}:{}: no end to the exchange within {EXCHANGE_TIMEOUT:?}", settings.host, settings.port()))),
+            Err(_) => Err(ConnectionError::Failed(format!(
+                "smtp {}:{}: no end to the exchange within {EXCHANGE_TIMEOUT:?}",
+                settings.host,
+                settings.port()
+            ))),
         }
     }
 
@@ -112,7 +116,15 @@ impl Connections {
     /// (`workflow`, `idempotency_key`) — save for the window described in
     /// `tollgate_engine::store::connections`, where it is sent again with the same `Message-ID`.
     /// The `Message-ID` is derived from the key (any given one is replaced).
-    pub async fn send_email_once(&self, workflow: &WorkflowId, idempotency_key: &str, attempt: u32, owner: &OwnerId, name: &str, email: &Email) -> Result<SendOnce, ConnectionError> {
+    pub async fn send_email_once(
+        &self,
+        workflow: &WorkflowId,
+        idempotency_key: &str,
+        attempt: u32,
+        owner: &OwnerId,
+        name: &str,
+        email: &Email,
+    ) -> Result<SendOnce, ConnectionError> {
         let resolved = self.resolve(owner, name, ConnectionKind::Smtp).await?;
         let settings = smtp_settings(&resolved);
         let message_id = message_id_for(workflow, idempotency_key, &settings.from);
@@ -122,7 +134,8 @@ impl Connections {
         let resent = match self.store.begin_email_send(workflow, idempotency_key, &sending).await? {
             None => false,
             Some(EmailSendRecord::Sent { output, .. }) => {
-                let sent: Sent = serde_json::from_value(output).map_err(|e| ConnectionError::Failed(format!("the recorded send cannot be read: {e}")))?;
+                let sent: Sent = serde_json::from_value(output)
+                    .map_err(|e| ConnectionError::Failed(format!("the recorded send cannot be read: {e}")))?;
                 return Ok(SendOnce { sent, already_sent: true, resent: false });
             }
             Some(EmailSendRecord::Sending { attempt: earlier, .. }) => {
@@ -133,7 +146,13 @@ impl Connections {
         };
         let sent = match tokio::time::timeout(EXCHANGE_TIMEOUT, transact(settings, &resolved, Some(&message))).await {
             Ok(result) => result?.expect("a message was sent"),
-            Err(_) => return Err(ConnectionError::Failed(format!("smtp {}:{}: no end to the exchange within {EXCHANGE_TIMEOUT:?}", settings.host, settings.port()))),
+            Err(_) => {
+                return Err(ConnectionError::Failed(format!(
+                    "smtp {}:{}: no end to the exchange within {EXCHANGE_TIMEOUT:?}",
+                    settings.host,
+                    settings.port()
+                )));
+            }
         };
         let output = serde_json::to_value(&sent).expect("Sent serialises");
         let record = EmailSendRecord::Sent { attempt, message_id, at_ms: sent.at_ms, output };
@@ -148,7 +167,13 @@ pub(super) async fn test(c: &Connections, owner: &OwnerId, name: &str) -> Result
     let s = smtp_settings(&resolved);
     match tokio::time::timeout(EXCHANGE_TIMEOUT, transact(s, &resolved, None)).await {
         Ok(r) => r?,
-        Err(_) => return Err(ConnectionError::Failed(format!("smtp {}:{}: no answer within {EXCHANGE_TIMEOUT:?}", s.host, s.port()))),
+        Err(_) => {
+            return Err(ConnectionError::Failed(format!(
+                "smtp {}:{}: no answer within {EXCHANGE_TIMEOUT:?}",
+                s.host,
+                s.port()
+            )));
+        }
     };
     let auth = match &s.user {
         Some(u) => format!(", authenticated as {u}"),
@@ -165,7 +190,10 @@ fn smtp_settings(r: &Resolved) -> &SmtpSettings {
 }
 
 fn mailbox(field: &str, address: &str) -> Result<Mailbox, ConnectionError> {
-    address.trim().parse().map_err(|e| ConnectionError::Input(format!("{field}: `{address}` is not an email address ({e})")))
+    address
+        .trim()
+        .parse()
+        .map_err(|e| ConnectionError::Input(format!("{field}: `{address}` is not an email address ({e})")))
 }
 
 /// The message, as lettre builds it (the `Bcc` header is left out).
@@ -173,7 +201,9 @@ fn build(s: &SmtpSettings, email: &Email) -> Result<Message, ConnectionError> {
     if email.to.is_empty() && email.cc.is_empty() && email.bcc.is_empty() {
         return Err(ConnectionError::Input("the email has no recipient".into()));
     }
-    let from = s.from.parse::<Mailbox>().map_err(|e| ConnectionError::Input(format!("the connection's from `{}` is not an email address ({e})", s.from)))?;
+    let from = s.from.parse::<Mailbox>().map_err(|e| {
+        ConnectionError::Input(format!("the connection's from `{}` is not an email address ({e})", s.from))
+    })?;
     let mut b = Message::builder().from(from).subject(email.subject.clone()).message_id(email.message_id.clone());
     for a in &email.to {
         b = b.to(mailbox("to", a)?);
@@ -190,7 +220,12 @@ fn build(s: &SmtpSettings, email: &Email) -> Result<Message, ConnectionError> {
     } else {
         let mut parts = MultiPart::mixed().singlepart(text);
         for a in &email.attachments {
-            let ct = ContentType::parse(&a.content_type).map_err(|e| ConnectionError::Input(format!("attachment `{}`: `{}` is not a content type ({e})", a.filename, a.content_type)))?;
+            let ct = ContentType::parse(&a.content_type).map_err(|e| {
+                ConnectionError::Input(format!(
+                    "attachment `{}`: `{}` is not a content type ({e})",
+                    a.filename, a.content_type
+                ))
+            })?;
             parts = parts.singlepart(lettre::message::Attachment::new(a.filename.clone()).body(a.bytes.clone(), ct));
         }
         b.multipart(parts)
@@ -203,14 +238,19 @@ fn build(s: &SmtpSettings, email: &Email) -> Result<Message, ConnectionError> {
 fn tls_parameters(s: &SmtpSettings, r: &Resolved, at: &str) -> Result<TlsParameters, ConnectionError> {
     let mut builder = TlsParameters::builder(s.host.clone());
     if let Some(file) = &s.ca_file {
-        let certs = crate::tls::ca_certificates(Path::new(file)).map_err(|why| ConnectionError::Input(format!("connection `{}`: {why}", r.connection.name)))?;
+        let certs = crate::tls::ca_certificates(Path::new(file))
+            .map_err(|why| ConnectionError::Input(format!("connection `{}`: {why}", r.connection.name)))?;
         builder = builder.certificate_store(CertificateStore::None);
         for cert in certs {
-            let cert = Certificate::from_der(cert.to_vec()).map_err(|e| ConnectionError::Input(format!("connection `{}`: ca_file `{file}`: {e}", r.connection.name)))?;
+            let cert = Certificate::from_der(cert.to_vec()).map_err(|e| {
+                ConnectionError::Input(format!("connection `{}`: ca_file `{file}`: {e}", r.connection.name))
+            })?;
             builder = builder.add_root_certificate(cert);
         }
     }
-    builder.build_rustls().map_err(|e| ConnectionError::Input(format!("{at}: TLS setup for connection `{}`: {}", r.connection.name, describe(&e))))
+    builder.build_rustls().map_err(|e| {
+        ConnectionError::Input(format!("{at}: TLS setup for connection `{}`: {}", r.connection.name, describe(&e)))
+    })
 }
 
 /// One SMTP session: connect, EHLO, (STARTTLS,) (AUTH,) and `message` if given, QUIT.
@@ -226,13 +266,16 @@ async fn transact(s: &SmtpSettings, r: &Resolved, message: Option<&Message>) -> 
         SmtpSecurity::Starttls | SmtpSecurity::Tls => Some(tls_parameters(s, r, &at)?),
     };
     let implicit = if s.security == SmtpSecurity::Tls { tls.clone() } else { None };
-    let mut conn = AsyncSmtpConnection::connect_tokio1((s.host.as_str(), s.port()), Some(CONNECT_TIMEOUT), &hello, implicit, None)
-        .await
-        .map_err(|e| failure(s, &at, "connecting", e))?;
+    let mut conn =
+        AsyncSmtpConnection::connect_tokio1((s.host.as_str(), s.port()), Some(CONNECT_TIMEOUT), &hello, implicit, None)
+            .await
+            .map_err(|e| failure(s, &at, "connecting", e))?;
     if s.security == SmtpSecurity::Starttls {
         if !conn.can_starttls() {
             conn.abort().await;
-            return Err(ConnectionError::Untrusted(format!("{at}: the server does not offer STARTTLS (use security=tls, or none only for a relay on this machine)")));
+            return Err(ConnectionError::Untrusted(format!(
+                "{at}: the server does not offer STARTTLS (use security=tls, or none only for a relay on this machine)"
+            )));
         }
         let params = tls.expect("TLS parameters for starttls");
         conn.starttls(params, &hello).await.map_err(|e| failure(s, &at, "STARTTLS", e))?;
@@ -257,7 +300,11 @@ async fn transact(s: &SmtpSettings, r: &Resolved, message: Option<&Message>) -> 
         if let Err(e) = conn.auth(&mechanisms, &credentials).await {
             conn.abort().await;
             return Err(if e.is_permanent() || e.is_client() {
-                ConnectionError::Refused(format!("{at} refused the login of `{user}` for connection `{}`: {}", r.connection.name, describe(&e)))
+                ConnectionError::Refused(format!(
+                    "{at} refused the login of `{user}` for connection `{}`: {}",
+                    r.connection.name,
+                    describe(&e)
+                ))
             } else {
                 classify(&at, "AUTH", e)
             });

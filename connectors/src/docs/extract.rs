@@ -135,7 +135,9 @@ fn markdown(src: &str) -> Extracted {
             }
             Event::SoftBreak | Event::HardBreak => push(&mut out, "\n", None),
             Event::Start(Tag::Item) => push(&mut out, "\n", None),
-            Event::End(TagEnd::Paragraph | TagEnd::Heading(_) | TagEnd::CodeBlock | TagEnd::BlockQuote(_) | TagEnd::Item)
+            Event::End(
+                TagEnd::Paragraph | TagEnd::Heading(_) | TagEnd::CodeBlock | TagEnd::BlockQuote(_) | TagEnd::Item,
+            )
             | Event::End(TagEnd::TableRow | TagEnd::TableHead) => push(&mut out, "\n\n", None),
             Event::End(TagEnd::TableCell) => push(&mut out, " | ", None),
             _ => {}

@@ -6,13 +6,15 @@ use std::path::Path;
 
 use tantivy::collector::TopDocs;
 use tantivy::directory::RamDirectory;
+use tantivy::index::SegmentComponent;
 use tantivy::query::QueryParser;
 use tantivy::schema::{
-    Field, IndexRecordOption, NumericOptions, Schema, TextFieldIndexing, TextOptions, Value, STORED, STRING,
+    Field, IndexRecordOption, NumericOptions, STORED, STRING, Schema, TextFieldIndexing, TextOptions, Value,
 };
 use tantivy::snippet::SnippetGenerator;
-use tantivy::tokenizer::{AsciiFoldingFilter, Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer, TextAnalyzer};
-use tantivy::index::SegmentComponent;
+use tantivy::tokenizer::{
+    AsciiFoldingFilter, Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer, TextAnalyzer,
+};
 use tantivy::{Directory, Index, IndexReader, IndexSettings, ReloadPolicy, TantivyDocument, Term};
 
 /// The file holding the index's metadata (which segments are live); rewritten by every commit.
@@ -72,7 +74,9 @@ fn schema() -> (Schema, Fields) {
     let mut b = Schema::builder();
     let text_options = TextOptions::default()
         .set_indexing_options(
-            TextFieldIndexing::default().set_tokenizer(TOKENIZER).set_index_option(IndexRecordOption::WithFreqsAndPositions),
+            TextFieldIndexing::default()
+                .set_tokenizer(TOKENIZER)
+                .set_index_option(IndexRecordOption::WithFreqsAndPositions),
         )
         .set_stored();
     let stored_u64 = || NumericOptions::default().set_stored();
@@ -243,7 +247,10 @@ mod tests {
     fn ranks_by_bm25_survives_a_round_trip_through_its_files_and_replaces_sources() {
         let mut idx = CollectionIndex::create().unwrap();
         idx.replace(&[
-            ("a.md".into(), vec![chunk(0, "The engagement letter sets the retainer fee."), chunk(1, "Unrelated weather notes.")]),
+            (
+                "a.md".into(),
+                vec![chunk(0, "The engagement letter sets the retainer fee."), chunk(1, "Unrelated weather notes.")],
+            ),
             ("b.txt".into(), vec![chunk(0, "Fees are invoiced monthly.")]),
         ])
         .unwrap();

@@ -23,7 +23,7 @@ use sha2::{Digest, Sha256};
 use tollgate_engine::crypto::RecordKey;
 use tollgate_engine::ids::OwnerId;
 use tollgate_engine::spec::is_collection_name;
-use tollgate_engine::store::{keys, Lease, LeaseGrant, Store, StoreError};
+use tollgate_engine::store::{Lease, LeaseGrant, Store, StoreError, keys};
 
 pub use extract::{Format, KNOWN_EXTENSIONS};
 pub use index::IndexHit;
@@ -159,7 +159,12 @@ impl DocStore {
     }
 
     /// The files of `m`'s index, unsealed (`meta.json` first).
-    async fn load_files(&self, owner: &OwnerId, collection: &str, m: &Manifest) -> Result<Vec<(String, Vec<u8>)>, DocsError> {
+    async fn load_files(
+        &self,
+        owner: &OwnerId,
+        collection: &str,
+        m: &Manifest,
+    ) -> Result<Vec<(String, Vec<u8>)>, DocsError> {
         let k = self.key(owner);
         let store_keys: Vec<String> = m.files.iter().map(|f| keys::docs_file(owner, collection, f)).collect();
         let values = self.store.backend().get_many(&store_keys).await?;
@@ -190,7 +195,12 @@ impl DocStore {
     /// already in the collection is replaced; one with the same content is left as it is.
     /// Every document is read before anything is written: one unreadable document fails the
     /// ingest and changes nothing.
-    pub async fn ingest(&self, owner: &OwnerId, collection: &str, docs: Vec<SourceDoc>) -> Result<IngestReport, DocsError> {
+    pub async fn ingest(
+        &self,
+        owner: &OwnerId,
+        collection: &str,
+        docs: Vec<SourceDoc>,
+    ) -> Result<IngestReport, DocsError> {
         Self::check_names(owner, collection)?;
         let prepared = tokio::task::spawn_blocking(move || prepare(docs))
             .await
@@ -201,7 +211,12 @@ impl DocStore {
         result
     }
 
-    async fn ingest_held(&self, owner: &OwnerId, collection: &str, prepared: Vec<Prepared>) -> Result<IngestReport, DocsError> {
+    async fn ingest_held(
+        &self,
+        owner: &OwnerId,
+        collection: &str,
+        prepared: Vec<Prepared>,
+    ) -> Result<IngestReport, DocsError> {
         let index_err = |e: IndexError| DocsError::Index { collection: collection.to_string(), message: e.0 };
         let old = self.manifest(owner, collection).await?;
         let mut manifest = old.clone().unwrap_or_default();
@@ -209,7 +224,12 @@ impl DocStore {
         let mut changed = Vec::new();
         for p in prepared {
             let unchanged = manifest.documents.get(&p.info.source).is_some_and(|d| d.sha256 == p.info.sha256);
-            report.push(IngestedDoc { source: p.info.source.clone(), format: p.info.format, chunks: p.info.chunks, unchanged });
+            report.push(IngestedDoc {
+                source: p.info.source.clone(),
+                format: p.info.format,
+                chunks: p.info.chunks,
+                unchanged,
+            });
             if !unchanged {
                 manifest.documents.insert(p.info.source.clone(), p.info.clone());
                 changed.push((p.info.source, p.chunks));
@@ -251,7 +271,8 @@ impl DocStore {
         manifest.files.clear();
         for (name, bytes) in files {
             if name == META_FILE {
-                manifest.meta = String::from_utf8(bytes).map_err(|e| DocsError::Index { collection: collection.into(), message: e.to_string() })?;
+                manifest.meta = String::from_utf8(bytes)
+                    .map_err(|e| DocsError::Index { collection: collection.into(), message: e.to_string() })?;
                 continue;
             }
             if !before.contains(&name) {
@@ -314,7 +335,13 @@ impl DocStore {
     }
 
     /// The `k` best chunks of `collection` for `query`, best first, numbered `hit-1`, `hit-2`…
-    pub async fn search(&self, owner: &OwnerId, collection: &str, query: &str, k: usize) -> Result<Vec<Hit>, DocsError> {
+    pub async fn search(
+        &self,
+        owner: &OwnerId,
+        collection: &str,
+        query: &str,
+        k: usize,
+    ) -> Result<Vec<Hit>, DocsError> {
         Self::check_names(owner, collection)?;
         if query.trim().is_empty() {
             return Err(DocsError::EmptyQuery);

@@ -41,8 +41,16 @@ async fn ingest_search_replace_and_delete() {
             &legal,
             "precedents",
             vec![
-                doc("fees.md", Format::Markdown, &format!("# Fees\n\nThe **retainer** for {MARKER} is EUR 5,000, billed monthly.\n")),
-                doc("conflicts.html", Format::Html, "<html><body><h1>Conflicts register</h1><p>Globex Corporation, adverse party.</p></body></html>"),
+                doc(
+                    "fees.md",
+                    Format::Markdown,
+                    &format!("# Fees\n\nThe **retainer** for {MARKER} is EUR 5,000, billed monthly.\n"),
+                ),
+                doc(
+                    "conflicts.html",
+                    Format::Html,
+                    "<html><body><h1>Conflicts register</h1><p>Globex Corporation, adverse party.</p></body></html>",
+                ),
                 doc("notes.txt", Format::Text, "Meeting notes about the office move and parking."),
             ],
         )
@@ -113,7 +121,10 @@ async fn bad_input_is_named_and_changes_nothing() {
         .ingest(
             &legal,
             "c",
-            vec![doc("b.txt", Format::Text, "beta"), SourceDoc { source: "broken.pdf".into(), format: Format::Pdf, bytes: b"%PDF-1.7 garbage".to_vec() }],
+            vec![
+                doc("b.txt", Format::Text, "beta"),
+                SourceDoc { source: "broken.pdf".into(), format: Format::Pdf, bytes: b"%PDF-1.7 garbage".to_vec() },
+            ],
         )
         .await
         .unwrap_err();

@@ -81,9 +81,15 @@ fn id_ms(id: &str) -> u64 {
 
 impl RedisEventBus {
     /// Connects to `url`; keys go under `{namespace}:ev:`. Events are kept `retention`.
-    pub async fn connect(url: &str, namespace: &str, master: &MasterKey, retention: Duration) -> Result<Self, StoreError> {
+    pub async fn connect(
+        url: &str,
+        namespace: &str,
+        master: &MasterKey,
+        retention: Duration,
+    ) -> Result<Self, StoreError> {
         let client = Client::open(url).map_err(|e| StoreError::Unavailable(format!("redis url: {e}")))?;
-        let conn = ConnectionManager::new_with_config(client.clone(), connection_config()).await.map_err(unavailable)?;
+        let conn =
+            ConnectionManager::new_with_config(client.clone(), connection_config()).await.map_err(unavailable)?;
         Ok(Self {
             client,
             conn,
@@ -100,7 +106,9 @@ impl RedisEventBus {
         let idle = self.tail_conns.lock().unwrap_or_else(|e| e.into_inner()).pop();
         match idle {
             Some(conn) => Ok(conn),
-            None => ConnectionManager::new_with_config(self.client.clone(), connection_config()).await.map_err(unavailable),
+            None => {
+                ConnectionManager::new_with_config(self.client.clone(), connection_config()).await.map_err(unavailable)
+            }
         }
     }
 
@@ -115,7 +123,12 @@ impl RedisEventBus {
 
 #[async_trait]
 impl EventBus for RedisEventBus {
-    async fn publish(&self, event: EventName<'_>, payload: &serde_json::Value, dedup: Option<&str>) -> Result<Published, StoreError> {
+    async fn publish(
+        &self,
+        event: EventName<'_>,
+        payload: &serde_json::Value,
+        dedup: Option<&str>,
+    ) -> Result<Published, StoreError> {
         let name_id = self.codec.name_id(event);
         let stream = self.stream(&name_id);
         let dedup_key = dedup.map(|d| format!("{}dedup:{}", self.prefix, self.codec.dedup_id(event.owner, d)));
@@ -156,8 +169,15 @@ impl EventBus for RedisEventBus {
     }
 
     async fn end(&self) -> Result<TailCursor, StoreError> {
-        let last: Vec<(String, Vec<(String, String)>)> =
-            redis::cmd("XREVRANGE").arg(self.all()).arg("+").arg("-").arg("COUNT").arg(1).query_async(&mut self.conn.clone()).await.map_err(unavailable)?;
+        let last: Vec<(String, Vec<(String, String)>)> = redis::cmd("XREVRANGE")
+            .arg(self.all())
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
         Ok(TailCursor(last.into_iter().next().map_or_else(|| "0-0".to_string(), |(id, _)| id)))
     }
 
@@ -178,7 +198,8 @@ impl EventBus for RedisEventBus {
         // failed, takes its connection with it.)
         self.tail_conns.lock().unwrap_or_else(|e| e.into_inner()).push(conn);
         let streams: Option<Vec<(String, Vec<(String, Vec<(String, String)>)>)>> =
-            redis::FromRedisValue::from_redis_value(reply).map_err(|e| StoreError::Corrupt { key: self.all(), reason: e.to_string() })?;
+            redis::FromRedisValue::from_redis_value(reply)
+                .map_err(|e| StoreError::Corrupt { key: self.all(), reason: e.to_string() })?;
         let mut out = Vec::new();
         for (_, entries) in streams.unwrap_or_default() {
             for (all_id, fields) in entries {

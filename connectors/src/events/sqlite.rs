@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::Row as _;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use tokio::sync::watch;
 use tollgate_engine::crypto::MasterKey;
 use tollgate_engine::events::{BusEvent, EventBus, EventCodec, EventName, Published, TailCursor, Tailed};
@@ -59,12 +59,20 @@ impl SqliteEventBus {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(5));
-        let writer = SqlitePoolOptions::new().max_connections(1).min_connections(1).idle_timeout(None).max_lifetime(None).connect_with(options.clone()).await.map_err(err)?;
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options.clone())
+            .await
+            .map_err(err)?;
         for statement in SCHEMA {
             sqlx::query(statement).execute(&writer).await.map_err(err)?;
         }
         let reader = SqlitePoolOptions::new().max_connections(2).connect_with(options).await.map_err(err)?;
-        let last: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM events").fetch_one(&writer).await.map_err(err)?;
+        let last: i64 =
+            sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM events").fetch_one(&writer).await.map_err(err)?;
         Ok(Self {
             writer,
             reader,
@@ -77,7 +85,9 @@ impl SqliteEventBus {
 
     async fn prune(&self, now: u64) -> Result<(), StoreError> {
         let last = self.last_prune_ms.load(Ordering::Relaxed);
-        if now.saturating_sub(last) < 1000 || self.last_prune_ms.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_err() {
+        if now.saturating_sub(last) < 1000
+            || self.last_prune_ms.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_err()
+        {
             return Ok(());
         }
         let before = now.saturating_sub(self.retention.as_millis() as u64) as i64;
@@ -88,7 +98,12 @@ impl SqliteEventBus {
 
 #[async_trait]
 impl EventBus for SqliteEventBus {
-    async fn publish(&self, event: EventName<'_>, payload: &serde_json::Value, dedup: Option<&str>) -> Result<Published, StoreError> {
+    async fn publish(
+        &self,
+        event: EventName<'_>,
+        payload: &serde_json::Value,
+        dedup: Option<&str>,
+    ) -> Result<Published, StoreError> {
         let name_id = self.codec.name_id(event);
         let dedup = dedup.map(|d| self.codec.dedup_id(event.owner, d));
         let now = now_ms();
@@ -115,8 +130,11 @@ impl EventBus for SqliteEventBus {
                 Ok(Published { id: seq.to_string(), at: at as u64, duplicate: false })
             }
             None => {
-                let (seq, at): (i64, i64) =
-                    sqlx::query_as("SELECT seq, at_ms FROM events WHERE dedup = ?").bind(&dedup).fetch_one(&self.writer).await.map_err(err)?;
+                let (seq, at): (i64, i64) = sqlx::query_as("SELECT seq, at_ms FROM events WHERE dedup = ?")
+                    .bind(&dedup)
+                    .fetch_one(&self.writer)
+                    .await
+                    .map_err(err)?;
                 Ok(Published { id: seq.to_string(), at: at as u64, duplicate: true })
             }
         }
@@ -124,13 +142,14 @@ impl EventBus for SqliteEventBus {
 
     async fn read_since(&self, event: EventName<'_>, from_ms: u64, limit: usize) -> Result<Vec<BusEvent>, StoreError> {
         let name_id = self.codec.name_id(event);
-        let rows = sqlx::query("SELECT seq, at_ms, value FROM events WHERE name_id = ? AND at_ms >= ? ORDER BY seq LIMIT ?")
-            .bind(&name_id)
-            .bind(from_ms as i64)
-            .bind(limit as i64)
-            .fetch_all(&self.reader)
-            .await
-            .map_err(err)?;
+        let rows =
+            sqlx::query("SELECT seq, at_ms, value FROM events WHERE name_id = ? AND at_ms >= ? ORDER BY seq LIMIT ?")
+                .bind(&name_id)
+                .bind(from_ms as i64)
+                .bind(limit as i64)
+                .fetch_all(&self.reader)
+                .await
+                .map_err(err)?;
         rows.into_iter()
             .map(|r| {
                 let (seq, at, value): (i64, i64, Vec<u8>) = (r.get(0), r.get(1), r.get(2));
@@ -140,23 +159,30 @@ impl EventBus for SqliteEventBus {
     }
 
     async fn end(&self) -> Result<TailCursor, StoreError> {
-        let last: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM events").fetch_one(&self.reader).await.map_err(err)?;
+        let last: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM events")
+            .fetch_one(&self.reader)
+            .await
+            .map_err(err)?;
         Ok(TailCursor(last.to_string()))
     }
 
     async fn tail(&self, cursor: &mut TailCursor, wait: Duration) -> Result<Vec<Tailed>, StoreError> {
         let mut seen = self.last.subscribe();
-        let after: i64 = cursor.0.parse().map_err(|_| StoreError::Corrupt { key: "event tail cursor".into(), reason: cursor.0.clone() })?;
+        let after: i64 = cursor
+            .0
+            .parse()
+            .map_err(|_| StoreError::Corrupt { key: "event tail cursor".into(), reason: cursor.0.clone() })?;
         loop {
             // Read first, then wait: an event published between the two has moved the watch
             // past what `seen` marked, so the wait returns at once.
             seen.borrow_and_update();
-            let rows: Vec<(i64, String)> = sqlx::query_as("SELECT seq, name_id FROM events WHERE seq > ? ORDER BY seq LIMIT ?")
-                .bind(after)
-                .bind(TAIL_BATCH as i64)
-                .fetch_all(&self.reader)
-                .await
-                .map_err(err)?;
+            let rows: Vec<(i64, String)> =
+                sqlx::query_as("SELECT seq, name_id FROM events WHERE seq > ? ORDER BY seq LIMIT ?")
+                    .bind(after)
+                    .bind(TAIL_BATCH as i64)
+                    .fetch_all(&self.reader)
+                    .await
+                    .map_err(err)?;
             if let Some((last, _)) = rows.last() {
                 cursor.0 = last.to_string();
                 return Ok(rows.into_iter().map(|(seq, name_id)| Tailed { name_id, id: seq.to_string() }).collect());

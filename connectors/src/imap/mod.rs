@@ -25,8 +25,8 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 use tollgate_engine::store::{Backend, Lease, LeaseGrant, StoreError};
 
-pub use parse::{parse_mail, MailAttachment, MailError, ParsedMail};
-pub use session::{connect, open, timed, ImapSession, Tls};
+pub use parse::{MailAttachment, MailError, ParsedMail, parse_mail};
+pub use session::{ImapSession, Tls, connect, open, timed};
 
 /// Where the consumer reads, and what it does with what it read.
 #[derive(Clone, Debug, PartialEq)]
@@ -183,7 +183,13 @@ pub struct MailboxLease {
 
 impl MailboxLease {
     pub fn new(backend: Arc<dyn Backend>, settings: &ImapSettings, holder: &str, ttl: Duration) -> Self {
-        Self { backend, key: format!("imap/{}/lease", settings.mailbox_id()), holder: holder.to_string(), ttl, held: Default::default() }
+        Self {
+            backend,
+            key: format!("imap/{}/lease", settings.mailbox_id()),
+            holder: holder.to_string(),
+            ttl,
+            held: Default::default(),
+        }
     }
 
     /// Take the lease, or renew it if held; false while another process holds it.
@@ -282,10 +288,21 @@ impl ImapConsumer {
         let limit = s.command_timeout;
         let mut session = connect(s).await?;
         let mailbox = timed("select", limit, session.select(&s.mailbox)).await?;
-        let uid_validity = mailbox.uid_validity.ok_or_else(|| ImapError::Protocol(format!("mailbox {} has no UIDVALIDITY", s.mailbox)))?;
+        let uid_validity = mailbox
+            .uid_validity
+            .ok_or_else(|| ImapError::Protocol(format!("mailbox {} has no UIDVALIDITY", s.mailbox)))?;
         let caps = timed("capability", limit, session.capabilities()).await?;
         let idle = s.idle && caps.has_str("IDLE");
-        for folder in [Some(s.quarantine.as_str()), match &s.after { AfterFire::Move(f) => Some(f.as_str()), _ => None }].into_iter().flatten() {
+        for folder in [
+            Some(s.quarantine.as_str()),
+            match &s.after {
+                AfterFire::Move(f) => Some(f.as_str()),
+                _ => None,
+            },
+        ]
+        .into_iter()
+        .flatten()
+        {
             // Exists already: the server says NO, which is fine.
             let _ = timed("create", limit, session.create(folder)).await;
         }
@@ -350,11 +367,19 @@ impl ImapConsumer {
             self.health.send_modify(|h| h.delivered += 1);
             // Recorded: now, and only now, mark it done at the source.
             match (delivered, &s.after) {
-                (Delivered::Failed, _) => timed("move to quarantine", limit, session.uid_mv(uid.to_string(), &s.quarantine)).await?,
+                (Delivered::Failed, _) => {
+                    timed("move to quarantine", limit, session.uid_mv(uid.to_string(), &s.quarantine)).await?
+                }
                 (_, AfterFire::Move(folder)) => timed("move", limit, session.uid_mv(uid.to_string(), folder)).await?,
                 (_, AfterFire::Flag(k)) => {
                     let _: Vec<_> = timed("store", limit, async {
-                        Ok::<_, ImapError>(session.uid_store(uid.to_string(), format!("+FLAGS.SILENT ({k})")).await?.try_collect().await?)
+                        Ok::<_, ImapError>(
+                            session
+                                .uid_store(uid.to_string(), format!("+FLAGS.SILENT ({k})"))
+                                .await?
+                                .try_collect()
+                                .await?,
+                        )
                     })
                     .await?;
                 }

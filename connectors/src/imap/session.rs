@@ -12,9 +12,9 @@ use std::time::Duration;
 use async_imap::Session;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_rustls::rustls::{ClientConfig, RootCertStore};
-use tokio_rustls::TlsConnector;
 
 use super::{ImapError, ImapSettings};
 
@@ -32,7 +32,11 @@ pub struct Tls<'a> {
 }
 
 /// Run `f` under the settings' command timeout.
-pub async fn timed<T, E: Into<ImapError>>(what: &str, limit: Duration, f: impl std::future::Future<Output = Result<T, E>>) -> Result<T, ImapError> {
+pub async fn timed<T, E: Into<ImapError>>(
+    what: &str,
+    limit: Duration,
+    f: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, ImapError> {
     match tokio::time::timeout(limit, f).await {
         Ok(r) => r.map_err(Into::into),
         Err(_) => Err(ImapError::Silent(format!("{what}: no answer within {}", humantime::format_duration(limit)))),
@@ -46,7 +50,13 @@ fn roots(ca_file: Option<&Path>) -> Result<RootCertStore, ImapError> {
     };
     let mut store = RootCertStore::empty();
     for (i, cert) in crate::tls::ca_certificates(path).map_err(ImapError::Config)?.into_iter().enumerate() {
-        store.add(cert).map_err(|e| ImapError::Config(format!("ca_file `{}`: certificate {} is not a usable CA certificate: {e}", path.display(), i + 1)))?;
+        store.add(cert).map_err(|e| {
+            ImapError::Config(format!(
+                "ca_file `{}`: certificate {} is not a usable CA certificate: {e}",
+                path.display(),
+                i + 1
+            ))
+        })?;
     }
     Ok(store)
 }
@@ -77,14 +87,22 @@ pub async fn connect(s: &ImapSettings) -> Result<ImapSession, ImapError> {
 
 /// Connect to `host:port` (TLS from the first byte with `tls`), read the greeting and log in,
 /// each step under `limit`: what the IMAP trigger and an `imap` connection both do.
-pub async fn open(host: &str, port: u16, tls: Option<Tls<'_>>, user: &str, password: &str, limit: Duration) -> Result<ImapSession, ImapError> {
+pub async fn open(
+    host: &str,
+    port: u16,
+    tls: Option<Tls<'_>>,
+    user: &str,
+    password: &str,
+    limit: Duration,
+) -> Result<ImapSession, ImapError> {
     // A bad ca_file is the settings' fault: say so before touching the network.
     let connector = tls.map(|t| tls_connector(t.ca_file)).transpose()?;
     let tcp = timed("connect", limit, TcpStream::connect((host, port))).await?;
     tcp.set_nodelay(true).ok();
     let stream: Box<dyn ImapIo> = match (tls, connector) {
         (Some(t), Some(connector)) => {
-            let name = ServerName::try_from(host.to_string()).map_err(|e| ImapError::Config(format!("`{host}` is not a TLS server name: {e}")))?;
+            let name = ServerName::try_from(host.to_string())
+                .map_err(|e| ImapError::Config(format!("`{host}` is not a TLS server name: {e}")))?;
             let handshake = async { connector.connect(name, tcp).await.map_err(|e| handshake_error(host, port, t, e)) };
             Box::new(timed("TLS handshake", limit, handshake).await?)
         }
@@ -92,6 +110,10 @@ pub async fn open(host: &str, port: u16, tls: Option<Tls<'_>>, user: &str, passw
     };
     let mut client = async_imap::Client::new(stream);
     // The server speaks first.
-    timed("greeting", limit, async { client.read_response().await.map_err(ImapError::from)?.ok_or(ImapError::Closed) }).await?;
-    timed("login", limit, async { client.login(user, password).await.map_err(|(e, _)| ImapError::Login(e.to_string())) }).await
+    timed("greeting", limit, async { client.read_response().await.map_err(ImapError::from)?.ok_or(ImapError::Closed) })
+        .await?;
+    timed("login", limit, async {
+        client.login(user, password).await.map_err(|(e, _)| ImapError::Login(e.to_string()))
+    })
+    .await
 }

@@ -26,7 +26,8 @@ impl Anthropic {
 
 /// The request body for `request`.
 pub fn body(request: &ChatRequest) -> Value {
-    let system: Vec<&str> = request.messages.iter().filter(|m| m.role == Role::System).map(|m| m.content.as_str()).collect();
+    let system: Vec<&str> =
+        request.messages.iter().filter(|m| m.role == Role::System).map(|m| m.content.as_str()).collect();
     let mut messages: Vec<Value> = Vec::new();
     for m in request.messages.iter().filter(|m| m.role != Role::System) {
         let (role, content) = match m.role {
@@ -64,8 +65,11 @@ pub fn body(request: &ChatRequest) -> Value {
         body["temperature"] = json!(t);
     }
     if !request.tools.is_empty() {
-        body["tools"] =
-            request.tools.iter().map(|t| json!({ "name": t.name, "description": t.description, "input_schema": t.parameters })).collect();
+        body["tools"] = request
+            .tools
+            .iter()
+            .map(|t| json!({ "name": t.name, "description": t.description, "input_schema": t.parameters }))
+            .collect();
     }
     body
 }
@@ -80,8 +84,16 @@ pub fn reply(v: &Value) -> Result<ChatReply, StepError> {
         match b.get("type").and_then(Value::as_str) {
             Some("text") => text.push_str(b.get("text").and_then(Value::as_str).unwrap_or_default()),
             Some("tool_use") => tool_calls.push(ToolCall {
-                id: b.get("id").and_then(Value::as_str).ok_or_else(|| bad("a tool_use block without an id"))?.to_owned(),
-                name: b.get("name").and_then(Value::as_str).ok_or_else(|| bad("a tool_use block without a name"))?.to_owned(),
+                id: b
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| bad("a tool_use block without an id"))?
+                    .to_owned(),
+                name: b
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| bad("a tool_use block without a name"))?
+                    .to_owned(),
                 arguments: b.get("input").cloned().unwrap_or(json!({})),
             }),
             _ => {}
@@ -106,7 +118,8 @@ impl ModelProvider for Anthropic {
         let mut headers = HeaderMap::new();
         headers.insert(HeaderName::from_static("anthropic-version"), HeaderValue::from_static(API_VERSION));
         if let Some(key) = api_key {
-            let value = HeaderValue::from_str(key).map_err(|_| StepError::permanent("model_auth", "the API key is not a valid header value"))?;
+            let value = HeaderValue::from_str(key)
+                .map_err(|_| StepError::permanent("model_auth", "the API key is not a valid header value"))?;
             headers.insert(HeaderName::from_static("x-api-key"), value);
         }
         reply(&self.http.post(&self.url, headers, &body(request)).await?)

@@ -52,7 +52,10 @@ impl Exchange {
                         (_, Err(e)) => e,
                         (true, Ok(text)) => {
                             return serde_json::from_str(&text).map_err(|e| {
-                                StepError::retryable("model_reply", format!("the provider's answer is not JSON ({e}): {}", excerpt(&text)))
+                                StepError::retryable(
+                                    "model_reply",
+                                    format!("the provider's answer is not JSON ({e}): {}", excerpt(&text)),
+                                )
                             });
                         }
                         (false, Ok(text)) => status_error(status, &response_headers, &text),
@@ -65,7 +68,10 @@ impl Exchange {
                     let after = Duration::from_millis(*after_ms);
                     if after > self.max_retry_after {
                         return Err(StepError {
-                            message: format!("{} (asked to wait {after:?}, more than max_retry_after {:?})", failure.message, self.max_retry_after),
+                            message: format!(
+                                "{} (asked to wait {after:?}, more than max_retry_after {:?})",
+                                failure.message, self.max_retry_after
+                            ),
                             ..failure
                         });
                     }
@@ -98,9 +104,13 @@ fn reason(text: &str) -> String {
 fn status_error(status: StatusCode, headers: &HeaderMap, text: &str) -> StepError {
     let message = format!("HTTP {status}: {}", reason(text));
     match status.as_u16() {
-        401 | 403 => StepError::permanent("model_auth", format!("{message} (check the provider's API key: `tollgate secrets set`)")),
+        401 | 403 => StepError::permanent(
+            "model_auth",
+            format!("{message} (check the provider's API key: `tollgate secrets set`)"),
+        ),
         429 | 503 | 529 if headers.get(RETRY_AFTER).is_some() => {
-            match headers.get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(|v| retry_after(v, SystemTime::now())) {
+            match headers.get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(|v| retry_after(v, SystemTime::now()))
+            {
                 Some(after) => StepError::retry_after("http_status", after, message),
                 None => StepError::retryable("http_status", message),
             }

@@ -19,7 +19,10 @@ pub struct OpenAi {
 
 impl OpenAi {
     pub fn new(config: &ProviderConfig) -> Result<Self, String> {
-        Ok(Self { url: format!("{}/chat/completions", config.base_url.trim_end_matches('/')), http: Exchange::new(config)? })
+        Ok(Self {
+            url: format!("{}/chat/completions", config.base_url.trim_end_matches('/')),
+            http: Exchange::new(config)?,
+        })
     }
 }
 
@@ -72,9 +75,13 @@ pub fn reply(v: &Value) -> Result<ChatReply, StepError> {
     let text = message.get("content").and_then(Value::as_str).unwrap_or_default().to_owned();
     let mut tool_calls = Vec::new();
     for c in message.get("tool_calls").and_then(Value::as_array).into_iter().flatten() {
-        let name = c.pointer("/function/name").and_then(Value::as_str).ok_or_else(|| bad("a tool call without a function name"))?;
+        let name = c
+            .pointer("/function/name")
+            .and_then(Value::as_str)
+            .ok_or_else(|| bad("a tool call without a function name"))?;
         let raw = c.pointer("/function/arguments").and_then(Value::as_str).unwrap_or("{}");
-        let arguments = serde_json::from_str(raw).map_err(|e| bad(&format!("tool call arguments that are not JSON ({e})")))?;
+        let arguments =
+            serde_json::from_str(raw).map_err(|e| bad(&format!("tool call arguments that are not JSON ({e})")))?;
         let id = c.get("id").and_then(Value::as_str).unwrap_or(name).to_owned();
         tool_calls.push(ToolCall { id, name: name.to_owned(), arguments });
     }

@@ -23,8 +23,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use reqwest::header::{
-    AUTHORIZATION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, HeaderMap, HeaderName, HeaderValue, LOCATION,
-    PROXY_AUTHORIZATION, RETRY_AFTER, WWW_AUTHENTICATE,
+    AUTHORIZATION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, HeaderMap, HeaderName, HeaderValue,
+    LOCATION, PROXY_AUTHORIZATION, RETRY_AFTER, WWW_AUTHENTICATE,
 };
 use reqwest::{Method, StatusCode, Url};
 use serde_json::{Map, Value, json};
@@ -111,7 +111,9 @@ impl Answer {
     pub(crate) fn into_output(self) -> Result<Value, StepError> {
         if self.status.is_success() {
             let headers = kept_headers(&self.headers);
-            return Ok(json!({ "status": self.status.as_u16(), "headers": headers, "body": decode_body(&self.headers, self.body) }));
+            return Ok(
+                json!({ "status": self.status.as_u16(), "headers": headers, "body": decode_body(&self.headers, self.body) }),
+            );
         }
         Err(status_error(self.status, &self.headers, &self.body, SystemTime::now()))
     }
@@ -125,7 +127,12 @@ impl Answer {
 /// Send `hop` through clients of `egress`, following up to [`MAX_REDIRECTS`] redirects, each hop
 /// checked by the egress guard like the first (what `api_call` and a `connector` step's
 /// `http.request` both do).
-pub(crate) async fn send(egress: &EgressGuard, max_response_bytes: usize, mut hop: Hop, workflow: &EgressAllow) -> Result<Answer, StepError> {
+pub(crate) async fn send(
+    egress: &EgressGuard,
+    max_response_bytes: usize,
+    mut hop: Hop,
+    workflow: &EgressAllow,
+) -> Result<Answer, StepError> {
     let mut from: Option<Url> = None;
     for _ in 0..=MAX_REDIRECTS {
         let on_hop = |e: StepError| match &from {
@@ -144,7 +151,10 @@ pub(crate) async fn send(egress: &EgressGuard, max_response_bytes: usize, mut ho
             if hop.secret_body && matches!(status.as_u16(), 307 | 308) && origin(&next) != origin(&hop.url) {
                 return Err(StepError::permanent(
                     "bad_redirect",
-                    format!("HTTP {status} from {} to another origin ({next}): the credentials in the request body are not sent there", hop.url),
+                    format!(
+                        "HTTP {status} from {} to another origin ({next}): the credentials in the request body are not sent there",
+                        hop.url
+                    ),
                 ));
             }
             follow(&mut hop, status, next);
@@ -180,14 +190,19 @@ impl StepHandler for ApiCallHandler {
 fn build(spec: &HttpRequestSpec, idempotency_key: &str, attempt: u32) -> Result<Hop, StepError> {
     let url = Url::parse(&spec.url).map_err(|e| StepError::permanent("bad_url", format!("{:?}: {e}", spec.url)))?;
     if !matches!(url.scheme(), "http" | "https") {
-        return Err(StepError::permanent("bad_url", format!("only http and https URLs are allowed, not {:?}", url.scheme())));
+        return Err(StepError::permanent(
+            "bad_url",
+            format!("only http and https URLs are allowed, not {:?}", url.scheme()),
+        ));
     }
     let method = Method::from_bytes(spec.method.to_ascii_uppercase().as_bytes())
         .map_err(|_| StepError::permanent("bad_request", format!("bad HTTP method {:?}", spec.method)))?;
     let mut headers = HeaderMap::new();
     for (name, value) in &spec.headers {
-        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| StepError::permanent("bad_request", format!("bad header name {name:?}")))?;
-        let value = HeaderValue::from_str(value).map_err(|_| StepError::permanent("bad_request", format!("bad value for header {name}")))?;
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| StepError::permanent("bad_request", format!("bad header name {name:?}")))?;
+        let value = HeaderValue::from_str(value)
+            .map_err(|_| StepError::permanent("bad_request", format!("bad value for header {name}")))?;
         headers.append(name, value);
     }
     let key = HeaderValue::from_str(idempotency_key)
@@ -298,7 +313,8 @@ fn decode_body(headers: &HeaderMap, body: Vec<u8>) -> Value {
 fn kept_headers(headers: &HeaderMap) -> Value {
     let mut kept = Map::new();
     for name in KEPT_HEADERS {
-        let values: Vec<String> = headers.get_all(*name).iter().map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()).collect();
+        let values: Vec<String> =
+            headers.get_all(*name).iter().map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()).collect();
         if !values.is_empty() {
             kept.insert((*name).to_owned(), Value::String(values.join(", ")));
         }
@@ -398,7 +414,8 @@ mod tests {
 
     async fn echo(method: Method, headers: AxumHeaders, body: Bytes) -> Response {
         let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let body: Value = serde_json::from_slice(&body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into()));
+        let body: Value =
+            serde_json::from_slice(&body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into()));
         let reply = json!({
             "method": method.as_str(),
             "idempotency_key": header("idempotency-key"),
@@ -448,14 +465,20 @@ mod tests {
             .route("/busy", get(busy_until_date))
             .route("/text", get(|| async { "plain words" }))
             .route("/big", get(|| async { "x".repeat(2 * 1024 * 1024) }))
-            .route("/big-chunked", get(|| async {
-                let chunks = (0..64).map(|_| Ok::<_, std::io::Error>(Bytes::from(vec![b'y'; 32 * 1024])));
-                Body::from_stream(futures::stream::iter(chunks))
-            }))
-            .route("/slow", get(|| async {
-                tokio::time::sleep(Duration::from_secs(10)).await;
-                "late"
-            }));
+            .route(
+                "/big-chunked",
+                get(|| async {
+                    let chunks = (0..64).map(|_| Ok::<_, std::io::Error>(Bytes::from(vec![b'y'; 32 * 1024])));
+                    Body::from_stream(futures::stream::iter(chunks))
+                }),
+            )
+            .route(
+                "/slow",
+                get(|| async {
+                    tokio::time::sleep(Duration::from_secs(10)).await;
+                    "late"
+                }),
+            );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a local port");
         let addr = listener.local_addr().expect("local addr");
         tokio::spawn(async move { axum::serve(listener, app).await });
@@ -472,7 +495,12 @@ mod tests {
     }
 
     /// A call from a workflow whose `egress.allow` is `egress`.
-    async fn call_from(handler: &ApiCallHandler, egress: &EgressAllow, request: Value, timeout: Duration) -> Result<Value, StepError> {
+    async fn call_from(
+        handler: &ApiCallHandler,
+        egress: &EgressAllow,
+        request: Value,
+        timeout: Duration,
+    ) -> Result<Value, StepError> {
         let step: StepSpec = serde_json::from_value(json!({ "id": "post", "type": "api_call", "request": request }))
             .expect("valid step");
         let (workflow, run) = (WorkflowId::new("wf"), RunId::new("run-1"));
@@ -525,7 +553,11 @@ mod tests {
     async fn classifies_statuses() {
         let addr = server().await;
         let err = get_url(format!("http://{addr}/status/503")).await.expect_err("503");
-        assert_eq!((&err.class, err.code.as_str()), (&ErrorClass::RetryAfter { after_ms: 2000 }, "http_status"), "{err}");
+        assert_eq!(
+            (&err.class, err.code.as_str()),
+            (&ErrorClass::RetryAfter { after_ms: 2000 }, "http_status"),
+            "{err}"
+        );
         let err = get_url(format!("http://{addr}/busy")).await.expect_err("429");
         let ErrorClass::RetryAfter { after_ms } = err.class else { panic!("429 + date: {err:?}") };
         assert!((117_000..=120_000).contains(&after_ms), "{after_ms}");
@@ -547,7 +579,11 @@ mod tests {
         assert_eq!(out["body"], json!("plain words"));
         for path in ["big", "big-chunked"] {
             let err = get_url(format!("http://{addr}/{path}")).await.expect_err("too large");
-            assert_eq!((&err.class, err.code.as_str()), (&ErrorClass::Permanent, "response_too_large"), "{path}: {err}");
+            assert_eq!(
+                (&err.class, err.code.as_str()),
+                (&ErrorClass::Permanent, "response_too_large"),
+                "{path}: {err}"
+            );
         }
     }
 
@@ -562,7 +598,9 @@ mod tests {
 
         let addr = server().await;
         let handler = ApiCallHandler::new(local());
-        let err = call(&handler, json!({ "url": format!("http://{addr}/slow") }), Duration::from_millis(200)).await.expect_err("slow");
+        let err = call(&handler, json!({ "url": format!("http://{addr}/slow") }), Duration::from_millis(200))
+            .await
+            .expect_err("slow");
         assert_eq!((&err.class, err.code.as_str()), (&ErrorClass::Retryable, "timeout"), "{err}");
 
         for url in ["file:///etc/passwd", "ftp://example.com/x", "not a url", "redis://127.0.0.1/"] {

@@ -60,7 +60,8 @@ impl EgressGuard {
             return Err(Refusal::Scheme(url.scheme().to_owned()));
         }
         let port = url.port_or_known_default().unwrap_or(80);
-        let allow = if workflow.is_empty() { self.service.for_port(port) } else { self.service.union(workflow).for_port(port) };
+        let allow =
+            if workflow.is_empty() { self.service.for_port(port) } else { self.service.union(workflow).for_port(port) };
         let host = url.host_str().ok_or_else(|| Refusal::NoHost(url.to_string()))?;
         // The URL parser writes IPv4 literals in dotted form (`0x7f.1` → `127.0.0.1`) and IPv6
         // ones in brackets; a name never parses as an address.

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use tollgate_engine::events::{EventBus, EventName};
 use tollgate_engine::spec::steps::valid_event_name;
 use tollgate_engine::step::{StepError, StepHandler, StepInvocation, StepSuccess};
@@ -34,11 +34,17 @@ impl StepHandler for EventHandler {
             Some(Value::String(name)) if valid_event_name(name) => name.as_str(),
             other => {
                 let got = other.map_or("nothing".to_string(), Value::to_string);
-                return Err(StepError::permanent("bad_event", format!("the rendered event name {got} is not a valid name (1–200 letters, digits or `._:-/`)")));
+                return Err(StepError::permanent(
+                    "bad_event",
+                    format!("the rendered event name {got} is not a valid name (1–200 letters, digits or `._:-/`)"),
+                ));
             }
         };
         let payload = event.get("payload").cloned().unwrap_or(Value::Null);
-        let owner = self.store.workflow_owner(call.workflow).await.map_err(|e| StepError::retryable("event_bus_unavailable", format!("reading the workflow's owner: {e}")))?;
+        let owner =
+            self.store.workflow_owner(call.workflow).await.map_err(|e| {
+                StepError::retryable("event_bus_unavailable", format!("reading the workflow's owner: {e}"))
+            })?;
         let published = self
             .bus
             .publish(EventName::new(owner.as_str(), name), &payload, Some(&call.idempotency_key))

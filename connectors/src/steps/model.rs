@@ -21,12 +21,18 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 use tollgate_engine::checks::{CheckOnBlock, all_passed};
-use tollgate_engine::conversation::{Conversation, FeedbackKind, Next, PromptHold, Suspension, ToolAsk, ToolCallStatus, ToolGrant, TurnEntry, bounded};
+use tollgate_engine::conversation::{
+    Conversation, FeedbackKind, Next, PromptHold, Suspension, ToolAsk, ToolCallStatus, ToolGrant, TurnEntry, bounded,
+};
 use tollgate_engine::gates::{GateMesh, GatePolicy, RedactionMap};
 use tollgate_engine::ids::{RunId, StepId, WorkflowId};
-use tollgate_engine::llm::{ChatMessage, ChatRequest, LlmUsage, ModelCatalog, ModelProvider, ProviderConfig, Role, ToolDef};
+use tollgate_engine::llm::{
+    ChatMessage, ChatRequest, LlmUsage, ModelCatalog, ModelProvider, ProviderConfig, Role, ToolDef,
+};
 use tollgate_engine::money::Money;
-use tollgate_engine::spec::{LlmStep, MAX_TOOL_CALLS_PER_TURN, MAX_TOOL_RESULT_BYTES, OnInjection, compile_schema, schema_errors};
+use tollgate_engine::spec::{
+    LlmStep, MAX_TOOL_CALLS_PER_TURN, MAX_TOOL_RESULT_BYTES, OnInjection, compile_schema, schema_errors,
+};
 use tollgate_engine::step::{StepError, StepInvocation, StepSuccess};
 use tollgate_engine::store::{Store, StoreError};
 
@@ -51,28 +57,44 @@ impl ModelCalls {
     }
 
     /// The provider of `step`: its name, settings and adapter.
-    fn provider_of<'a>(&'a self, step: &'a LlmStep) -> Result<(&'a str, &'a ProviderConfig, &'a Arc<dyn ModelProvider>), StepError> {
+    fn provider_of<'a>(
+        &'a self,
+        step: &'a LlmStep,
+    ) -> Result<(&'a str, &'a ProviderConfig, &'a Arc<dyn ModelProvider>), StepError> {
         let Some(name) = self.models.provider_name(step) else {
-            return Err(StepError::permanent("no_provider", "no model provider is configured (see `[llm.providers.NAME]` in the configuration)"));
+            return Err(StepError::permanent(
+                "no_provider",
+                "no model provider is configured (see `[llm.providers.NAME]` in the configuration)",
+            ));
         };
         match (self.models.providers.get(name), self.adapters.get(name)) {
             (Some(config), Some(adapter)) => Ok((name, config, adapter)),
             _ => {
                 let known: Vec<&str> = self.models.providers.keys().map(String::as_str).collect();
-                Err(StepError::permanent("no_provider", format!("no provider `{name}` is configured (configured: {})", known.join(", "))))
+                Err(StepError::permanent(
+                    "no_provider",
+                    format!("no provider `{name}` is configured (configured: {})", known.join(", ")),
+                ))
             }
         }
     }
 
-    async fn api_key(&self, call: &StepInvocation<'_>, config: &ProviderConfig) -> Result<Option<zeroize::Zeroizing<String>>, StepError> {
+    async fn api_key(
+        &self,
+        call: &StepInvocation<'_>,
+        config: &ProviderConfig,
+    ) -> Result<Option<zeroize::Zeroizing<String>>, StepError> {
         let Some(name) = &config.api_key_secret else { return Ok(None) };
-        let unavailable = |e: StoreError| StepError::retryable("secret_missing", format!("reading secret `{name}`: {e}"));
+        let unavailable =
+            |e: StoreError| StepError::retryable("secret_missing", format!("reading secret `{name}`: {e}"));
         let owner = self.store.workflow_owner(call.workflow).await.map_err(unavailable)?;
         match self.store.secret(&owner, name).await.map_err(unavailable)? {
             Some(key) => Ok(Some(key)),
             None => Err(StepError::permanent(
                 "secret_missing",
-                format!("owner `{owner}` has no secret `{name}` (set it with `tollgate secrets set {name}`, the value on stdin)"),
+                format!(
+                    "owner `{owner}` has no secret `{name}` (set it with `tollgate secrets set {name}`, the value on stdin)"
+                ),
             )),
         }
     }
@@ -81,7 +103,11 @@ impl ModelCalls {
     /// `llm.conversation`) — read from the store.
     pub async fn turns(&self, call: &StepInvocation<'_>) -> Result<TurnLog<'_>, StepError> {
         let number = call.inputs.pointer("/llm/conversation").and_then(Value::as_u64).unwrap_or(0) as u32;
-        let slot = call.inputs.pointer("/llm/slot").and_then(Value::as_str).map_or_else(|| call.step_id().clone(), StepId::from);
+        let slot = call
+            .inputs
+            .pointer("/llm/slot")
+            .and_then(Value::as_str)
+            .map_or_else(|| call.step_id().clone(), StepId::from);
         let mut log = TurnLog {
             store: &self.store,
             workflow: call.workflow.clone(),
@@ -112,12 +138,19 @@ impl ModelCalls {
             Gated::Send(messages, found) => (messages, found),
             // Stop before any call: the run asks for guidance.
             Gated::Hold(hold) => {
-                return Ok(StepSuccess { output: Value::Null, cost: Money::ZERO, suspend: Some(Suspension::PromptGuidance(hold)) });
+                return Ok(StepSuccess {
+                    output: Value::Null,
+                    cost: Money::ZERO,
+                    suspend: Some(Suspension::PromptGuidance(hold)),
+                });
             }
         };
         let (provider_name, config, adapter) = self.provider_of(step)?;
         let model = self.models.model(step, config).map(str::to_owned).ok_or_else(|| {
-            StepError::permanent("no_provider", format!("the step names no `model` and provider `{provider_name}` has no default model"))
+            StepError::permanent(
+                "no_provider",
+                format!("the step names no `model` and provider `{provider_name}` has no default model"),
+            )
         })?;
         let key = self.api_key(call, config).await?;
         let key = key.as_deref().map(String::as_str);
@@ -126,11 +159,18 @@ impl ModelCalls {
             None => None,
         };
         let price = self.models.prices.price(provider_name, &model);
-        let reserved: Option<Money> = call.inputs.pointer("/llm/reserved").cloned().and_then(|v| serde_json::from_value(v).ok());
-        let grants: Grants = call.inputs.pointer("/llm/grants").cloned().and_then(|v| serde_json::from_value(v).ok()).unwrap_or_default();
+        let reserved: Option<Money> =
+            call.inputs.pointer("/llm/reserved").cloned().and_then(|v| serde_json::from_value(v).ok());
+        let grants: Grants = call
+            .inputs
+            .pointer("/llm/grants")
+            .cloned()
+            .and_then(|v| serde_json::from_value(v).ok())
+            .unwrap_or_default();
         let params = call.inputs.get("params").cloned().unwrap_or(Value::Null);
         let tool_defs: Vec<ToolDef> = step.tools.iter().map(|t| t.definition()).collect();
-        let tools_bytes = if tool_defs.is_empty() { 0 } else { serde_json::to_vec(&tool_defs).map_or(0, |d| d.len() as u64) };
+        let tools_bytes =
+            if tool_defs.is_empty() { 0 } else { serde_json::to_vec(&tool_defs).map_or(0, |d| d.len() as u64) };
         let with_tools = !tool_defs.is_empty();
         let request_for = |messages: Vec<ChatMessage>| ChatRequest {
             model: model.clone(),
@@ -144,7 +184,10 @@ impl ModelCalls {
         let answer = loop {
             match log.conversation.next() {
                 Next::CallModel => {
-                    if with_tools && !log.conversation.ends_with_feedback() && log.conversation.loop_turns() >= step.turns() {
+                    if with_tools
+                        && !log.conversation.ends_with_feedback()
+                        && log.conversation.loop_turns() >= step.turns()
+                    {
                         return Err(StepError::permanent(
                             "max_turns",
                             format!("the model was still calling tools after {} turns (`max_turns`)", step.turns()),
@@ -152,12 +195,15 @@ impl ModelCalls {
                     }
                     let request = request_for(log.conversation.messages(&prompt));
                     if let (Some(reserved), Some(price), true) = (reserved, price, with_tools) {
-                        let worst = price.worst_case(conversation_bytes(&request.messages) + tools_bytes, request.max_tokens);
+                        let worst =
+                            price.worst_case(conversation_bytes(&request.messages) + tools_bytes, request.max_tokens);
                         let spent = log.conversation.cost_of_attempt(call.attempt);
                         if spent + worst > reserved {
                             return Err(StepError::permanent(
                                 "reservation_exceeded",
-                                format!("the next model call could cost up to {worst} and {spent} is spent of the {reserved} reserved; not made"),
+                                format!(
+                                    "the next model call could cost up to {worst} and {spent} is spent of the {reserved} reserved; not made"
+                                ),
                             ));
                         }
                     }
@@ -174,12 +220,17 @@ impl ModelCalls {
                     let reason = reason.to_owned();
                     let tool = step.tool(&tool_call.name);
                     let (status, content) = if index >= MAX_TOOL_CALLS_PER_TURN as usize {
-                        (ToolCallStatus::NotRun, format!("not run: at most {MAX_TOOL_CALLS_PER_TURN} tool calls are carried out per turn"))
+                        (
+                            ToolCallStatus::NotRun,
+                            format!("not run: at most {MAX_TOOL_CALLS_PER_TURN} tool calls are carried out per turn"),
+                        )
                     } else if let (Some(tool), Some(runner)) = (tool, tools) {
                         let decided = grants.calls.get(&tool_call.id);
                         let asks = tool.authorize.asks(&tool_call.arguments);
                         match (asks, decided, grants.run.contains_key(&tool.name)) {
-                            (Some(_), Some(ToolGrant::Deny { by, reason }), _) => (ToolCallStatus::Denied, format!("denied by {by}: {reason}")),
+                            (Some(_), Some(ToolGrant::Deny { by, reason }), _) => {
+                                (ToolCallStatus::Denied, format!("denied by {by}: {reason}"))
+                            }
                             (Some(because), None, false) => {
                                 // Stop here and ask: the run passivates while a human decides.
                                 let ask = ToolAsk {
@@ -197,16 +248,31 @@ impl ModelCalls {
                                 });
                             }
                             _ => {
-                                let (status, content) = runner.run(call, tool, &tool_call.id, &tool_call.arguments, &params).await;
+                                let (status, content) =
+                                    runner.run(call, tool, &tool_call.id, &tool_call.arguments, &params).await;
                                 (status, gate_tool_result(step.on_injection, content))
                             }
                         }
                     } else {
                         let known: Vec<&str> = step.tools.iter().map(|t| t.name.as_str()).collect();
-                        (ToolCallStatus::NotRun, format!("not run: there is no tool `{}` (the tools are: {})", tool_call.name, known.join(", ")))
+                        (
+                            ToolCallStatus::NotRun,
+                            format!(
+                                "not run: there is no tool `{}` (the tools are: {})",
+                                tool_call.name,
+                                known.join(", ")
+                            ),
+                        )
                     };
                     let content = bounded(content, MAX_TOOL_RESULT_BYTES as usize);
-                    log.append(TurnEntry::ToolResult { attempt: call.attempt, call_id: tool_call.id, tool: tool_call.name, status, content }).await?;
+                    log.append(TurnEntry::ToolResult {
+                        attempt: call.attempt,
+                        call_id: tool_call.id,
+                        tool: tool_call.name,
+                        status,
+                        content,
+                    })
+                    .await?;
                 }
                 Next::Final { text } => {
                     let text = text.to_owned();
@@ -217,13 +283,22 @@ impl ModelCalls {
                             Err(errors) if !log.conversation.has_feedback(FeedbackKind::Repair) => {
                                 // One repair round: what is wrong goes back to the model.
                                 let text = bounded(repair_prompt(&errors), MAX_TOOL_RESULT_BYTES as usize);
-                                log.append(TurnEntry::Feedback { attempt: call.attempt, kind: FeedbackKind::Repair, text, details: json!(errors) }).await?;
+                                log.append(TurnEntry::Feedback {
+                                    attempt: call.attempt,
+                                    kind: FeedbackKind::Repair,
+                                    text,
+                                    details: json!(errors),
+                                })
+                                .await?;
                                 continue;
                             }
                             Err(errors) => {
                                 return Err(StepError::permanent(
                                     "output_invalid",
-                                    format!("the answer does not satisfy the schema after one repair round: {}", errors.join("; ")),
+                                    format!(
+                                        "the answer does not satisfy the schema after one repair round: {}",
+                                        errors.join("; ")
+                                    ),
                                 ));
                             }
                         },
@@ -231,13 +306,25 @@ impl ModelCalls {
                     // `on_block: retry` (the step's `checks`, a summary's citations): one more
                     // turn with the failures as feedback. The worker checks the final output
                     // again (with the workflow's mesh) and records the results.
-                    if call.step.check_on_block() == Some(CheckOnBlock::Retry) && !log.conversation.has_feedback(FeedbackKind::Checks) {
+                    if call.step.check_on_block() == Some(CheckOnBlock::Retry)
+                        && !log.conversation.has_feedback(FeedbackKind::Checks)
+                    {
                         let output = shape(answer.clone());
-                        let results = call.step.evaluate_checks(&output, &params, &GateMesh::builtin(), &GatePolicy::default()).map(|(_, r)| r).unwrap_or_default();
+                        let results = call
+                            .step
+                            .evaluate_checks(&output, &params, &GateMesh::builtin(), &GatePolicy::default())
+                            .map(|(_, r)| r)
+                            .unwrap_or_default();
                         if !all_passed(&results) {
                             let text = bounded(check_feedback(&results), MAX_TOOL_RESULT_BYTES as usize);
                             let details = serde_json::to_value(&results).expect("check results serialise");
-                            log.append(TurnEntry::Feedback { attempt: call.attempt, kind: FeedbackKind::Checks, text, details }).await?;
+                            log.append(TurnEntry::Feedback {
+                                attempt: call.attempt,
+                                kind: FeedbackKind::Checks,
+                                text,
+                                details,
+                            })
+                            .await?;
                             continue;
                         }
                     }
@@ -308,7 +395,8 @@ pub struct TurnLog<'a> {
 
 impl TurnLog<'_> {
     async fn read(&mut self) -> Result<(), StepError> {
-        let entries = self.store.turns(&self.workflow, &self.run, &self.slot, self.number).await.map_err(journal_error)?;
+        let entries =
+            self.store.turns(&self.workflow, &self.run, &self.slot, self.number).await.map_err(journal_error)?;
         self.conversation = Conversation::new(entries);
         Ok(())
     }
@@ -350,7 +438,13 @@ struct Grants {
 fn conversation_bytes(messages: &[ChatMessage]) -> u64 {
     messages
         .iter()
-        .map(|m| m.content.len() as u64 + m.tool_calls.iter().map(|c| (c.id.len() + c.name.len() + c.arguments.to_string().len()) as u64).sum::<u64>())
+        .map(|m| {
+            m.content.len() as u64
+                + m.tool_calls
+                    .iter()
+                    .map(|c| (c.id.len() + c.name.len() + c.arguments.to_string().len()) as u64)
+                    .sum::<u64>()
+        })
         .sum()
 }
 
@@ -363,7 +457,10 @@ fn gate_tool_result(on: OnInjection, content: String) -> String {
     match gate_prompt(on, vec![ChatMessage::new(Role::Tool, content)], false) {
         Ok(Gated::Send(mut messages, _)) => messages.pop().map(|m| m.content).unwrap_or_default(),
         Ok(Gated::Hold(_)) => "[the tool's result was withheld by the prompt gate]".into(),
-        Err(e) => format!("[the tool's result was withheld by the prompt gate: {}]", e.message.split(';').next().unwrap_or("injection")),
+        Err(e) => format!(
+            "[the tool's result was withheld by the prompt gate: {}]",
+            e.message.split(';').next().unwrap_or("injection")
+        ),
     }
 }
 
@@ -378,18 +475,31 @@ fn gate_prompt(on: OnInjection, mut messages: Vec<ChatMessage>, released: bool) 
     for (i, m) in messages.iter_mut().enumerate() {
         let out = mesh.scan_text(&m.content, &policy, &mut RedactionMap::new());
         let Some(threat) = out.verdict.threat.as_ref().filter(|t| t.score >= policy.threat_threshold) else { continue };
-        let mut spans: Vec<(usize, usize)> =
-            out.verdict.findings.iter().filter(|f| f.category == "threat").map(|f| (f.span.start, f.span.end)).collect();
+        let mut spans: Vec<(usize, usize)> = out
+            .verdict
+            .findings
+            .iter()
+            .filter(|f| f.category == "threat")
+            .map(|f| (f.span.start, f.span.end))
+            .collect();
         spans.sort_unstable();
         let action = match on {
             OnInjection::Guidance if released => "released by a human",
             OnInjection::Guidance => {
                 let flagged = spans
                     .iter()
-                    .filter(|(a, b)| *b <= m.content.len() && m.content.is_char_boundary(*a) && m.content.is_char_boundary(*b))
+                    .filter(|(a, b)| {
+                        *b <= m.content.len() && m.content.is_char_boundary(*a) && m.content.is_char_boundary(*b)
+                    })
                     .map(|(a, b)| m.content[*a..*b].to_owned())
                     .collect();
-                let hold = PromptHold { message: i, role: m.role, score: (f64::from(threat.score) * 100.0).round() / 100.0, signals: threat.signals.clone(), flagged };
+                let hold = PromptHold {
+                    message: i,
+                    role: m.role,
+                    score: (f64::from(threat.score) * 100.0).round() / 100.0,
+                    signals: threat.signals.clone(),
+                    flagged,
+                };
                 return Ok(Gated::Hold(hold));
             }
             OnInjection::Block => {
@@ -407,7 +517,11 @@ fn gate_prompt(on: OnInjection, mut messages: Vec<ChatMessage>, released: bool) 
                 let mut text = String::with_capacity(m.content.len());
                 let mut at = 0;
                 for (start, end) in &spans {
-                    if *start >= at && *end <= m.content.len() && m.content.is_char_boundary(*start) && m.content.is_char_boundary(*end) {
+                    if *start >= at
+                        && *end <= m.content.len()
+                        && m.content.is_char_boundary(*start)
+                        && m.content.is_char_boundary(*end)
+                    {
                         text.push_str(&m.content[at..*start]);
                         text.push_str("[removed by the prompt gate]");
                         at = *end;
@@ -419,7 +533,9 @@ fn gate_prompt(on: OnInjection, mut messages: Vec<ChatMessage>, released: bool) 
             }
             OnInjection::Proceed => "proceed",
         };
-        found.push(json!({ "message": i, "score": threat.score, "signals": threat.signals, "spans": spans, "action": action }));
+        found.push(
+            json!({ "message": i, "score": threat.score, "signals": threat.signals, "spans": spans, "action": action }),
+        );
     }
     Ok(Gated::Send(messages, found))
 }
@@ -433,7 +549,8 @@ enum Gated {
 
 /// What the model is told after an answer that failed the step's checks.
 fn check_feedback(results: &[tollgate_engine::checks::CheckResult]) -> String {
-    let failed: Vec<String> = results.iter().filter(|r| !r.passed).map(|r| format!("- {}: {}", r.name, r.evidence.join("; "))).collect();
+    let failed: Vec<String> =
+        results.iter().filter(|r| !r.passed).map(|r| format!("- {}: {}", r.name, r.evidence.join("; "))).collect();
     format!("Your answer failed these checks:\n{}\nAnswer again, in full, fixing them.", failed.join("\n"))
 }
 
@@ -465,7 +582,10 @@ mod tests {
 
     #[test]
     fn json_in_a_code_fence_is_read_and_checked() {
-        let schema = compile_schema(&json!({"type": "object", "required": ["risk"], "properties": {"risk": {"enum": ["low", "high"]}}})).unwrap();
+        let schema = compile_schema(
+            &json!({"type": "object", "required": ["risk"], "properties": {"risk": {"enum": ["low", "high"]}}}),
+        )
+        .unwrap();
         assert_eq!(checked_json(&schema, "```json\n{\"risk\": \"low\"}\n```").unwrap(), json!({"risk": "low"}));
         assert!(checked_json(&schema, "{\"risk\": \"medium\"}").unwrap_err().iter().any(|e| e.contains("risk")));
         assert!(checked_json(&schema, "sure! here it is").unwrap_err()[0].contains("not JSON"));

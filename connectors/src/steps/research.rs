@@ -87,7 +87,9 @@ impl ResearchHandler {
             }
             Err(e) => {
                 return Err(match e {
-                    DocsError::NotFound { .. } | DocsError::BadName(_) => StepError::permanent("collection_not_found", e.to_string()),
+                    DocsError::NotFound { .. } | DocsError::BadName(_) => {
+                        StepError::permanent("collection_not_found", e.to_string())
+                    }
                     DocsError::EmptyQuery => StepError::permanent("bad_query", e.to_string()),
                     other => StepError::retryable("index_unavailable", other.to_string()),
                 });
@@ -98,11 +100,17 @@ impl ResearchHandler {
 
     /// Search (or take the hits this conversation recorded), then have the model summarise
     /// them, citing them by id.
-    async fn summarize(&self, call: &StepInvocation<'_>, owner: &OwnerId, step: &ResearchStep, summary: &ResearchSummary, query: &str) -> Result<StepSuccess, StepError> {
-        let models = self
-            .models
-            .as_ref()
-            .ok_or_else(|| StepError::permanent("no_provider", "this process has no model providers for a research step's `summarize`"))?;
+    async fn summarize(
+        &self,
+        call: &StepInvocation<'_>,
+        owner: &OwnerId,
+        step: &ResearchStep,
+        summary: &ResearchSummary,
+        query: &str,
+    ) -> Result<StepSuccess, StepError> {
+        let models = self.models.as_ref().ok_or_else(|| {
+            StepError::permanent("no_provider", "this process has no model providers for a research step's `summarize`")
+        })?;
         let mut log = models.turns(call).await?;
         // The hits go into the turn journal before the first call: a later attempt (after a
         // crash, a passivation) summarises what this one did, whatever was ingested since.
@@ -114,10 +122,9 @@ impl ResearchHandler {
                     found
                 } else {
                     // Another attempt recorded its hits first: summarise those.
-                    log.conversation
-                        .context()
-                        .cloned()
-                        .ok_or_else(|| StepError::retryable("turn_journal", "the step's turn journal changed but holds no hits"))?
+                    log.conversation.context().cloned().ok_or_else(|| {
+                        StepError::retryable("turn_journal", "the step's turn journal changed but holds no hits")
+                    })?
                 }
             }
         };
@@ -147,11 +154,18 @@ impl ResearchHandler {
     /// ingests the same documents again, which changes nothing (same content).
     async fn ingest(&self, owner: &OwnerId, collection: &str, docs: &Value) -> Result<StepSuccess, StepError> {
         let bad = |m: String| StepError::permanent("bad_documents", m);
-        let list = docs.as_array().ok_or_else(|| bad(format!("`ingest` must give a list of {{name, text}} documents, not {docs}")))?;
+        let list = docs
+            .as_array()
+            .ok_or_else(|| bad(format!("`ingest` must give a list of {{name, text}} documents, not {docs}")))?;
         let mut sources = Vec::with_capacity(list.len());
         for (i, d) in list.iter().enumerate() {
-            let name = d["name"].as_str().filter(|n| !n.trim().is_empty()).ok_or_else(|| bad(format!("document {i} has no `name`")))?;
-            let text = d["text"].as_str().ok_or_else(|| bad(format!("document {i} (`{name}`) has no `text` (only text documents can be ingested by a step)")))?;
+            let name = d["name"]
+                .as_str()
+                .filter(|n| !n.trim().is_empty())
+                .ok_or_else(|| bad(format!("document {i} has no `name`")))?;
+            let text = d["text"].as_str().ok_or_else(|| {
+                bad(format!("document {i} (`{name}`) has no `text` (only text documents can be ingested by a step)"))
+            })?;
             let format = match Format::from_path(std::path::Path::new(name)) {
                 Some(f @ (Format::Markdown | Format::Html)) => f,
                 _ => Format::Text,

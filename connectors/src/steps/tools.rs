@@ -14,7 +14,9 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 use tollgate_engine::conversation::{ToolCallStatus, bounded};
 use tollgate_engine::expr;
-use tollgate_engine::spec::{MAX_TOOL_RESULT_BYTES, StepKind, StepSpec, ToolBacking, ToolSpec, compile_schema, schema_errors};
+use tollgate_engine::spec::{
+    MAX_TOOL_RESULT_BYTES, StepKind, StepSpec, ToolBacking, ToolSpec, compile_schema, schema_errors,
+};
 use tollgate_engine::step::{StepHandler, StepInvocation};
 
 /// The handlers tools are carried out with.
@@ -29,23 +31,38 @@ pub struct ToolRunner {
 impl ToolRunner {
     /// Run `tool` with the model's `args` for the `llm` attempt `call`; the result as the model
     /// will read it.
-    pub async fn run(&self, call: &StepInvocation<'_>, tool: &ToolSpec, call_id: &str, args: &Value, params: &Value) -> (ToolCallStatus, String) {
+    pub async fn run(
+        &self,
+        call: &StepInvocation<'_>,
+        tool: &ToolSpec,
+        call_id: &str,
+        args: &Value,
+        params: &Value,
+    ) -> (ToolCallStatus, String) {
         let schema = match compile_schema(&tool.parameters) {
             Ok(s) => s,
             Err(e) => return (ToolCallStatus::NotRun, format!("the tool's argument schema does not compile: {e}")),
         };
         let errors = schema_errors(&schema, args);
         if !errors.is_empty() {
-            return (ToolCallStatus::InvalidArguments, format!("not run: the arguments do not satisfy the tool's schema: {}", errors.join("; ")));
+            return (
+                ToolCallStatus::InvalidArguments,
+                format!("not run: the arguments do not satisfy the tool's schema: {}", errors.join("; ")),
+            );
         }
         let vars = [("args", args), ("params", params)];
-        let rendered = |v: Value| expr::render_vars(&v, &vars).map_err(|e| format!("not run: the tool's template could not be rendered: {e}"));
+        let rendered = |v: Value| {
+            expr::render_vars(&v, &vars).map_err(|e| format!("not run: the tool's template could not be rendered: {e}"))
+        };
         let (handler, kind, input) = match tool.backing() {
-            Some(ToolBacking::ApiCall(request)) => match rendered(serde_json::to_value(request).unwrap_or(Value::Null)) {
+            Some(ToolBacking::ApiCall(request)) => match rendered(serde_json::to_value(request).unwrap_or(Value::Null))
+            {
                 Ok(r) => (Some(self.api_call.clone()), call.step.kind.clone(), json!({ "request": r })),
                 Err(e) => return (ToolCallStatus::Failed, e),
             },
-            Some(ToolBacking::Code(code)) => (Some(self.code.clone()), StepKind::Code(code.clone()), json!({ "inputs": args })),
+            Some(ToolBacking::Code(code)) => {
+                (Some(self.code.clone()), StepKind::Code(code.clone()), json!({ "inputs": args }))
+            }
             Some(ToolBacking::Research(research)) => match rendered(Value::String(research.query.clone())) {
                 Ok(q) => (self.research.clone(), StepKind::Research(research.clone()), json!({ "query": q })),
                 Err(e) => return (ToolCallStatus::Failed, e),
@@ -68,7 +85,10 @@ impl ToolRunner {
         };
         match handler.run(invocation).await {
             Ok(success) => (ToolCallStatus::Ok, bounded(success.output.to_string(), MAX_TOOL_RESULT_BYTES as usize)),
-            Err(e) => (ToolCallStatus::Failed, bounded(format!("error {}: {}", e.code, e.message), MAX_TOOL_RESULT_BYTES as usize)),
+            Err(e) => (
+                ToolCallStatus::Failed,
+                bounded(format!("error {}: {}", e.code, e.message), MAX_TOOL_RESULT_BYTES as usize),
+            ),
         }
     }
 }

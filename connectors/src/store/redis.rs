@@ -203,7 +203,11 @@ impl RedisBackend {
             if !keys.is_empty() {
                 // One variadic UNLINK per page rather than a round trip per key; UNLINK
                 // frees large values off the server's main thread.
-                let n: u64 = redis::cmd("UNLINK").arg(&keys).query_async(&mut conn).await.map_err(|e| map_err(&self.prefix, e))?;
+                let n: u64 = redis::cmd("UNLINK")
+                    .arg(&keys)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(|e| map_err(&self.prefix, e))?;
                 removed += n;
             }
             if next == 0 {
@@ -309,11 +313,19 @@ impl Backend for RedisBackend {
             (Ok(actual), _) if actual == expected_len => Ok(()),
             (Ok(actual), _) => Err(StoreError::Conflict { log: log.to_owned(), expected: expected_len, actual }),
             (Err(_), Some(lease)) => Err(fenced(lease)),
-            (Err(_), None) => Err(StoreError::Corrupt { key: log.to_owned(), reason: format!("append script answered {actual}") }),
+            (Err(_), None) => {
+                Err(StoreError::Corrupt { key: log.to_owned(), reason: format!("append script answered {actual}") })
+            }
         }
     }
 
-    async fn lease_acquire(&self, key: &str, holder: &str, ttl: Duration, over: Option<&Lease>) -> Result<LeaseGrant, StoreError> {
+    async fn lease_acquire(
+        &self,
+        key: &str,
+        holder: &str,
+        ttl: Duration,
+        over: Option<&Lease>,
+    ) -> Result<LeaseGrant, StoreError> {
         check_holder(holder)?;
         let mut invocation = self.lease_acquire.key(self.key(key));
         invocation.arg(holder).arg(ttl_millis(ttl));
@@ -427,10 +439,20 @@ impl Backend for RedisBackend {
     }
 
     async fn index_remove(&self, index: &str, member: &str) -> Result<(), StoreError> {
-        redis::cmd("ZREM").arg(self.key(index)).arg(member).exec_async(&mut self.conn.clone()).await.map_err(|e| map_err(index, e))
+        redis::cmd("ZREM")
+            .arg(self.key(index))
+            .arg(member)
+            .exec_async(&mut self.conn.clone())
+            .await
+            .map_err(|e| map_err(index, e))
     }
 
-    async fn index_page_desc(&self, index: &str, before: Option<&str>, limit: usize) -> Result<Vec<String>, StoreError> {
+    async fn index_page_desc(
+        &self,
+        index: &str,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
         // Members share one score, so lexicographic ranges apply (byte order).
         let max = before.map_or_else(|| "+".to_owned(), |b| format!("({b}"));
         redis::cmd("ZREVRANGEBYLEX")

@@ -37,10 +37,10 @@ use std::sync::LazyLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use tokio::sync::{mpsc, oneshot};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Connection as _, Row as _};
-use tollgate_engine::store::lease::{check_holder, decide_acquire, decide_renew, fence_prefix, fenced, LeaseRecord};
+use tokio::sync::{mpsc, oneshot};
+use tollgate_engine::store::lease::{LeaseRecord, check_holder, decide_acquire, decide_renew, fence_prefix, fenced};
 use tollgate_engine::store::{Backend, Lease, LeaseGrant, StoreError};
 
 /// Idempotent, so opening an existing file (or one apalis-sqlite shares) is harmless.
@@ -89,7 +89,13 @@ enum Write {
     /// Upsert every item (with one expiry) — `put`, `put_many`. Answers `true`.
     Put { items: Vec<(String, Vec<u8>)>, expires_at: Option<i64>, done: oneshot::Sender<Result<bool, String>> },
     /// Insert unless a live value is there — `put_if_absent`. Answers whether it was written.
-    PutIfAbsent { key: String, value: Vec<u8>, expires_at: Option<i64>, now: i64, done: oneshot::Sender<Result<bool, String>> },
+    PutIfAbsent {
+        key: String,
+        value: Vec<u8>,
+        expires_at: Option<i64>,
+        now: i64,
+        done: oneshot::Sender<Result<bool, String>>,
+    },
 }
 
 impl Write {
@@ -196,7 +202,11 @@ async fn commit(pool: &SqlitePool, batch: &[Write]) -> Result<Vec<bool>, StoreEr
     Ok(results)
 }
 
-async fn execute(conn: &mut sqlx::SqliteConnection, segments: &[Segment<'_>], results: &mut [bool]) -> Result<(), StoreError> {
+async fn execute(
+    conn: &mut sqlx::SqliteConnection,
+    segments: &[Segment<'_>],
+    results: &mut [bool],
+) -> Result<(), StoreError> {
     for segment in segments {
         upsert_rows(conn, &segment.puts).await?;
         put_if_absent_rows(conn, &segment.claims, results).await?;
@@ -281,7 +291,8 @@ static PUT_IF_ABSENT: LazyLock<Texts> = LazyLock::new(|| {
 });
 
 /// Appends rows (log, seq, value).
-static APPEND: LazyLock<Texts> = LazyLock::new(|| Texts::new(3, |rows| format!("INSERT INTO log (log, seq, value) VALUES {rows}")));
+static APPEND: LazyLock<Texts> =
+    LazyLock::new(|| Texts::new(3, |rows| format!("INSERT INTO log (log, seq, value) VALUES {rows}")));
 
 /// Upserts `rows` in order, in as few statements as [`chunks`] allows.
 async fn upsert_rows(conn: &mut sqlx::SqliteConnection, rows: &[Row<'_>]) -> Result<(), StoreError> {
@@ -299,7 +310,11 @@ async fn upsert_rows(conn: &mut sqlx::SqliteConnection, rows: &[Row<'_>]) -> Res
 }
 
 /// Runs `claims` (of distinct keys), marking in `results` the writes that took effect.
-async fn put_if_absent_rows(conn: &mut sqlx::SqliteConnection, claims: &[Claim<'_>], results: &mut [bool]) -> Result<(), StoreError> {
+async fn put_if_absent_rows(
+    conn: &mut sqlx::SqliteConnection,
+    claims: &[Claim<'_>],
+    results: &mut [bool],
+) -> Result<(), StoreError> {
     let mut rest = claims;
     for size in chunks(claims.len()) {
         let (chunk, tail) = rest.split_at(size);
@@ -393,7 +408,8 @@ impl SqliteBackend {
             .connect_with(options.clone())
             .await
             .map_err(|e| map_err(&path.display().to_string(), e))?;
-        let checkpointer = sqlx::ConnectOptions::connect(&options).await.map_err(|e| map_err(&path.display().to_string(), e))?;
+        let checkpointer =
+            sqlx::ConnectOptions::connect(&options).await.map_err(|e| map_err(&path.display().to_string(), e))?;
         let backend = Self::with_pools(writer, reader, every);
         tokio::spawn(checkpoint(checkpointer, backend.writes.downgrade()));
         Ok(backend)
@@ -408,7 +424,10 @@ impl SqliteBackend {
     }
 
     /// Queue `write` for the next group commit and wait for its answer.
-    async fn write(&self, write: impl FnOnce(oneshot::Sender<Result<bool, String>>) -> Write) -> Result<bool, StoreError> {
+    async fn write(
+        &self,
+        write: impl FnOnce(oneshot::Sender<Result<bool, String>>) -> Write,
+    ) -> Result<bool, StoreError> {
         let (done, committed) = oneshot::channel();
         let closed = || StoreError::Unavailable("sqlite: the store's writer has stopped".into());
         self.writes.send(write(done)).map_err(|_| closed())?;
@@ -584,12 +603,13 @@ impl SqliteBackend {
 
 /// The live lease record under `key`, read inside a transaction.
 async fn read_lease(tx: &mut sqlx::SqliteConnection, key: &str, now: i64) -> Result<Option<LeaseRecord>, StoreError> {
-    let value: Option<Vec<u8>> = sqlx::query_scalar("SELECT value FROM kv WHERE key = ?1 AND (expires_at IS NULL OR expires_at > ?2)")
-        .bind(key)
-        .bind(now)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(|e| map_err(key, e))?;
+    let value: Option<Vec<u8>> =
+        sqlx::query_scalar("SELECT value FROM kv WHERE key = ?1 AND (expires_at IS NULL OR expires_at > ?2)")
+            .bind(key)
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(|e| map_err(key, e))?;
     value.map(|v| LeaseRecord::decode(key, &v)).transpose()
 }
 
@@ -674,13 +694,23 @@ impl Backend for SqliteBackend {
                     return Err(fenced(lease));
                 }
                 drop(conn);
-                Err(StoreError::Conflict { log: log.to_owned(), expected: expected_len, actual: self.log_len(log).await? })
+                Err(StoreError::Conflict {
+                    log: log.to_owned(),
+                    expected: expected_len,
+                    actual: self.log_len(log).await?,
+                })
             }
             _ => self.append_tx(log, expected_len, entries, puts, fence).await,
         }
     }
 
-    async fn lease_acquire(&self, key: &str, holder: &str, ttl: Duration, over: Option<&Lease>) -> Result<LeaseGrant, StoreError> {
+    async fn lease_acquire(
+        &self,
+        key: &str,
+        holder: &str,
+        ttl: Duration,
+        over: Option<&Lease>,
+    ) -> Result<LeaseGrant, StoreError> {
         check_holder(holder)?;
         let mut conn = self.writer.acquire().await.map_err(|e| map_err(key, e))?;
         let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(|e| map_err(key, e))?;
@@ -728,7 +758,9 @@ impl Backend for SqliteBackend {
     async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
         let Some(first) = keys.first() else { return Ok(Vec::new()) };
         let placeholders = vec!["?"; keys.len()].join(", ");
-        let sql = format!("SELECT key, value FROM kv WHERE key IN ({placeholders}) AND (expires_at IS NULL OR expires_at > ?)");
+        let sql = format!(
+            "SELECT key, value FROM kv WHERE key IN ({placeholders}) AND (expires_at IS NULL OR expires_at > ?)"
+        );
         // Only `?` placeholders are generated; every key is bound.
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for key in keys {
@@ -755,14 +787,17 @@ impl Backend for SqliteBackend {
     async fn put_if_absent(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<bool, StoreError> {
         let now = now_ms();
         let expires_at = expires_at(now, ttl);
-        self.write(|done| Write::PutIfAbsent { key: key.to_owned(), value: value.to_vec(), expires_at, now, done }).await
+        self.write(|done| Write::PutIfAbsent { key: key.to_owned(), value: value.to_vec(), expires_at, now, done })
+            .await
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         // A name means the same thing on every backend: deleting it removes its value, log
         // or index, whichever it is (Redis has one keyspace for all three).
         let mut tx = self.writer.begin().await.map_err(|e| map_err(key, e))?;
-        for statement in ["DELETE FROM kv WHERE key = ?1", "DELETE FROM log WHERE log = ?1", "DELETE FROM idx WHERE idx = ?1"] {
+        for statement in
+            ["DELETE FROM kv WHERE key = ?1", "DELETE FROM log WHERE log = ?1", "DELETE FROM idx WHERE idx = ?1"]
+        {
             sqlx::query(statement).bind(key).execute(&mut *tx).await.map_err(|e| map_err(key, e))?;
         }
         tx.commit().await.map_err(|e| map_err(key, e))
@@ -833,15 +868,22 @@ impl Backend for SqliteBackend {
             .map_err(|e| map_err(index, e))
     }
 
-    async fn index_page_desc(&self, index: &str, before: Option<&str>, limit: usize) -> Result<Vec<String>, StoreError> {
+    async fn index_page_desc(
+        &self,
+        index: &str,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
         // The primary key (idx, member) serves the range and the order.
-        sqlx::query_scalar("SELECT member FROM idx WHERE idx = ?1 AND (?2 IS NULL OR member < ?2) ORDER BY member DESC LIMIT ?3")
-            .bind(index)
-            .bind(before)
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .fetch_all(&self.reader)
-            .await
-            .map_err(|e| map_err(index, e))
+        sqlx::query_scalar(
+            "SELECT member FROM idx WHERE idx = ?1 AND (?2 IS NULL OR member < ?2) ORDER BY member DESC LIMIT ?3",
+        )
+        .bind(index)
+        .bind(before)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(|e| map_err(index, e))
     }
 
     async fn scan_prefix(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
@@ -885,7 +927,10 @@ mod tests {
     async fn set_full(backend: &SqliteBackend, full: bool) {
         let pages: i64 = sqlx::query_scalar("PRAGMA page_count").fetch_one(&backend.writer).await.unwrap();
         let max = if full { pages } else { 1_073_741_823 };
-        sqlx::query(sqlx::AssertSqlSafe(format!("PRAGMA max_page_count = {max}"))).execute(&backend.writer).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!("PRAGMA max_page_count = {max}")))
+            .execute(&backend.writer)
+            .await
+            .unwrap();
     }
 
     /// After a full disk, transactions work again once there is room: SQLite rolls a
@@ -896,15 +941,22 @@ mod tests {
     async fn leases_and_appends_work_again_after_the_disk_was_full() {
         let dir = tempfile::tempdir().unwrap();
         let backend = SqliteBackend::open(&dir.path().join("store.db")).await.unwrap();
-        let LeaseGrant::Granted(lease) = backend.lease_acquire("run/r/lease", "holder", TTL, None).await.unwrap() else { panic!("a free lease") };
+        let LeaseGrant::Granted(lease) = backend.lease_acquire("run/r/lease", "holder", TTL, None).await.unwrap()
+        else {
+            panic!("a free lease")
+        };
         set_full(&backend, true).await;
         let big = vec![7u8; 256 * 1024];
         let puts = [("run/r/in/a/1".to_string(), big.clone())];
-        let refused = backend.append_with("run/r/journal", 0, std::slice::from_ref(&big), &puts, Some(&lease)).await.unwrap_err();
+        let refused =
+            backend.append_with("run/r/journal", 0, std::slice::from_ref(&big), &puts, Some(&lease)).await.unwrap_err();
         assert!(matches!(&refused, StoreError::Unavailable(m) if m.contains("full")), "{refused}");
         set_full(&backend, false).await;
         backend.lease_renew(&lease, TTL).await.expect("the lease renews once there is room");
-        backend.append_with("run/r/journal", 0, std::slice::from_ref(&big), &puts, Some(&lease)).await.expect("the append succeeds once there is room");
+        backend
+            .append_with("run/r/journal", 0, std::slice::from_ref(&big), &puts, Some(&lease))
+            .await
+            .expect("the append succeeds once there is room");
         assert_eq!(backend.read_log("run/r/journal", 0).await.unwrap(), std::slice::from_ref(&big));
         assert_eq!(backend.get("run/r/in/a/1").await.unwrap(), Some(big));
         assert!(backend.lease_release(&lease).await.unwrap());
@@ -943,7 +995,8 @@ mod tests {
     #[tokio::test]
     async fn expired_values_leave_the_file_unread() {
         let dir = tempfile::tempdir().unwrap();
-        let backend = SqliteBackend::open_sweeping_every(&dir.path().join("store.db"), Duration::from_millis(50)).await.unwrap();
+        let backend =
+            SqliteBackend::open_sweeping_every(&dir.path().join("store.db"), Duration::from_millis(50)).await.unwrap();
         let soon = Some(Duration::from_millis(100));
         backend.put("imap/box/1/7", b"seen", soon).await.unwrap();
         backend.put_if_absent("trig/wf/claim/k", b"claim", soon).await.unwrap();
@@ -953,7 +1006,9 @@ mod tests {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         };
-        tokio::time::timeout(Duration::from_secs(30), swept).await.expect("the expired values are removed from the file");
+        tokio::time::timeout(Duration::from_secs(30), swept)
+            .await
+            .expect("the expired values are removed from the file");
     }
 
     /// What a test asks of the store, for a model to answer in sequence.
@@ -971,7 +1026,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let backend = SqliteBackend::open(&dir.path().join("store.db")).await.unwrap();
         // `k0` expired long ago, `k1` lives for ever.
-        sqlx::query("INSERT INTO kv (key, value, expires_at) VALUES ('k0', x'00', 1), ('k1', x'01', NULL)").execute(&backend.writer).await.unwrap();
+        sqlx::query("INSERT INTO kv (key, value, expires_at) VALUES ('k0', x'00', 1), ('k1', x'01', NULL)")
+            .execute(&backend.writer)
+            .await
+            .unwrap();
         let ops: Vec<Op> = (0..200)
             .map(|i| match i {
                 // Claims of 30 keys, three rounds: the repeats start new segments.
@@ -1069,9 +1127,13 @@ mod tests {
     async fn append_with_many_entries_and_puts_reads_back_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let backend = SqliteBackend::open(&dir.path().join("store.db")).await.unwrap();
-        let LeaseGrant::Granted(lease) = backend.lease_acquire("run/r/lease", "holder", TTL, None).await.unwrap() else { panic!("a free lease") };
+        let LeaseGrant::Granted(lease) = backend.lease_acquire("run/r/lease", "holder", TTL, None).await.unwrap()
+        else {
+            panic!("a free lease")
+        };
         let entries: Vec<Vec<u8>> = (0..300u32).map(|i| i.to_be_bytes().to_vec()).collect();
-        let mut puts: Vec<(String, Vec<u8>)> = (0..299u32).map(|i| (format!("run/r/out/{i}"), i.to_le_bytes().to_vec())).collect();
+        let mut puts: Vec<(String, Vec<u8>)> =
+            (0..299u32).map(|i| (format!("run/r/out/{i}"), i.to_le_bytes().to_vec())).collect();
         puts.push(("run/r/out/7".into(), b"last".to_vec()));
         backend.append_with("run/r/journal", 0, &entries, &puts, Some(&lease)).await.unwrap();
         assert_eq!(backend.read_log("run/r/journal", 0).await.unwrap(), entries);
@@ -1081,7 +1143,8 @@ mod tests {
             let want = if i == 7 { b"last".to_vec() } else { i.to_le_bytes().to_vec() };
             assert_eq!(value, Some(want), "put {i}");
         }
-        let refused = backend.append_with("run/r/journal", 299, &entries[..2], &puts[..2], Some(&lease)).await.unwrap_err();
+        let refused =
+            backend.append_with("run/r/journal", 299, &entries[..2], &puts[..2], Some(&lease)).await.unwrap_err();
         assert!(matches!(refused, StoreError::Conflict { expected: 299, actual: 300, .. }), "{refused}");
         backend.append_with("run/r/journal", 300, &entries[..2], &[], None).await.unwrap();
         assert_eq!(backend.read_log("run/r/journal", 299).await.unwrap(), [&entries[299..], &entries[..2]].concat());

@@ -26,7 +26,9 @@ pub enum HttpAuth {
     /// `Authorization: Bearer <token>`.
     Bearer,
     /// `Authorization: Basic base64(user:password)`.
-    Basic { user: String },
+    Basic {
+        user: String,
+    },
     /// OAuth2 client credentials (RFC 6749 §4.4): a token from `token_url`, sent as a bearer token.
     Oauth2 {
         token_url: String,
@@ -142,7 +144,9 @@ impl HttpSettings {
             }
             "oauth2" => {
                 match &token_url {
-                    None => s.problem("token_url", "oauth2 auth needs the token endpoint (`--set token_url=https://…`)"),
+                    None => {
+                        s.problem("token_url", "oauth2 auth needs the token endpoint (`--set token_url=https://…`)")
+                    }
                     Some(u) => check_url(s, "token_url", u),
                 }
                 if client_id.is_none() {
@@ -159,7 +163,12 @@ impl HttpSettings {
             _ => Some(HttpAuth::None),
         };
         only(s, "user", user.is_some() && scheme != "basic", "basic");
-        for (key, present) in [("token_url", token_url.is_some()), ("client_id", client_id.is_some()), ("scope", scope.is_some()), ("client_auth", client_auth.is_some())] {
+        for (key, present) in [
+            ("token_url", token_url.is_some()),
+            ("client_id", client_id.is_some()),
+            ("scope", scope.is_some()),
+            ("client_auth", client_auth.is_some()),
+        ] {
             only(s, key, present && scheme != "oauth2", "oauth2");
         }
         Some(Self { base_url: base_url?.trim_end_matches('/').to_string(), auth: auth? })

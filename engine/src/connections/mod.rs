@@ -98,7 +98,9 @@ impl fmt::Display for SettingsError {
 /// Connection names: letters, digits, `_`, `-`, `.`; 1 to 64 characters (they are part of store
 /// keys and of secret names).
 pub fn valid_connection_name(name: &str) -> bool {
-    !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+    !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
 /// The prefix of the secret names that hold connections' credentials.
@@ -106,7 +108,11 @@ pub const CREDENTIAL_PREFIX: &str = "connection.";
 
 impl Connection {
     /// A connection of `kind` from `key=value` settings, every problem reported with its setting.
-    pub fn from_settings(name: &str, kind: ConnectionKind, settings: &[(String, String)]) -> Result<Connection, SettingsError> {
+    pub fn from_settings(
+        name: &str,
+        kind: ConnectionKind,
+        settings: &[(String, String)],
+    ) -> Result<Connection, SettingsError> {
         let mut s = Settings::new(kind, settings);
         if !valid_connection_name(name) {
             s.problem("name", format!("`{name}` is not a valid connection name (1–64 letters, digits, `_`, `-`, `.`)"));
@@ -288,28 +294,63 @@ mod tests {
 
     #[test]
     fn each_kind_reads_its_settings_with_defaults() {
-        let c = Connection::from_settings("office_mail", ConnectionKind::Smtp, &pairs(&[("host", "smtp.example.com"), ("user", "ops"), ("from", "Ops <ops@example.com>")])).unwrap();
+        let c = Connection::from_settings(
+            "office_mail",
+            ConnectionKind::Smtp,
+            &pairs(&[("host", "smtp.example.com"), ("user", "ops"), ("from", "Ops <ops@example.com>")]),
+        )
+        .unwrap();
         let ConnectionSettings::Smtp(s) = &c.settings else { panic!() };
         assert_eq!((s.security, s.port()), (SmtpSecurity::Starttls, 587));
         assert_eq!(c.credential(), Some("password"));
         assert_eq!(c.credential_secret(), "connection.office_mail");
 
-        let c = Connection::from_settings("sink", ConnectionKind::Smtp, &pairs(&[("host", "127.0.0.1"), ("port", "2525"), ("security", "none"), ("from", "a@b.test")])).unwrap();
+        let c = Connection::from_settings(
+            "sink",
+            ConnectionKind::Smtp,
+            &pairs(&[("host", "127.0.0.1"), ("port", "2525"), ("security", "none"), ("from", "a@b.test")]),
+        )
+        .unwrap();
         assert_eq!(c.credential(), None, "no user, no password");
 
-        let c = Connection::from_settings("inbox", ConnectionKind::Imap, &pairs(&[("host", "imap.example.com"), ("user", "ops@example.com")])).unwrap();
+        let c = Connection::from_settings(
+            "inbox",
+            ConnectionKind::Imap,
+            &pairs(&[("host", "imap.example.com"), ("user", "ops@example.com")]),
+        )
+        .unwrap();
         let ConnectionSettings::Imap(s) = &c.settings else { panic!() };
         assert_eq!((s.tls, s.port()), (true, 993));
-        let c = Connection::from_settings("inbox", ConnectionKind::Imap, &pairs(&[("host", "imap.example.com"), ("user", "ops"), ("ca_file", "/etc/mail-ca.pem")])).unwrap();
+        let c = Connection::from_settings(
+            "inbox",
+            ConnectionKind::Imap,
+            &pairs(&[("host", "imap.example.com"), ("user", "ops"), ("ca_file", "/etc/mail-ca.pem")]),
+        )
+        .unwrap();
         let ConnectionSettings::Imap(s) = &c.settings else { panic!() };
-        assert_eq!((s.ca_file.as_deref(), c.describe()["ca_file"].as_str()), (Some("/etc/mail-ca.pem"), "/etc/mail-ca.pem"));
-        let err = Connection::from_settings("inbox", ConnectionKind::Imap, &pairs(&[("host", "h"), ("user", "u"), ("tls", "false"), ("ca_file", "/x.pem")])).unwrap_err().to_string();
+        assert_eq!(
+            (s.ca_file.as_deref(), c.describe()["ca_file"].as_str()),
+            (Some("/etc/mail-ca.pem"), "/etc/mail-ca.pem")
+        );
+        let err = Connection::from_settings(
+            "inbox",
+            ConnectionKind::Imap,
+            &pairs(&[("host", "h"), ("user", "u"), ("tls", "false"), ("ca_file", "/x.pem")]),
+        )
+        .unwrap_err()
+        .to_string();
         assert_eq!(err, "ca_file: only applies with tls=true");
 
         let c = Connection::from_settings(
             "crm",
             ConnectionKind::Http,
-            &pairs(&[("base_url", "https://api.example.com/v1"), ("auth", "oauth2"), ("token_url", "https://auth.example.com/token"), ("client_id", "tollgate"), ("scope", "orders")]),
+            &pairs(&[
+                ("base_url", "https://api.example.com/v1"),
+                ("auth", "oauth2"),
+                ("token_url", "https://auth.example.com/token"),
+                ("client_id", "tollgate"),
+                ("scope", "orders"),
+            ]),
         )
         .unwrap();
         assert_eq!(c.credential(), Some("client secret"));
@@ -317,18 +358,37 @@ mod tests {
         assert_eq!(c.describe()["client_auth"], "client_secret_basic", "HTTP Basic unless told otherwise");
 
         let oauth = |client_auth: &str| {
-            let given = [("base_url", "https://api.example.com"), ("auth", "oauth2"), ("token_url", "https://auth.example.com/token"), ("client_id", "c"), ("client_auth", client_auth)];
+            let given = [
+                ("base_url", "https://api.example.com"),
+                ("auth", "oauth2"),
+                ("token_url", "https://auth.example.com/token"),
+                ("client_id", "c"),
+                ("client_auth", client_auth),
+            ];
             Connection::from_settings("crm", ConnectionKind::Http, &pairs(&given))
         };
         let c = oauth("client_secret_post").unwrap();
-        let ConnectionSettings::Http(HttpSettings { auth: HttpAuth::Oauth2 { client_auth, .. }, .. }) = &c.settings else { panic!() };
+        let ConnectionSettings::Http(HttpSettings { auth: HttpAuth::Oauth2 { client_auth, .. }, .. }) = &c.settings
+        else {
+            panic!()
+        };
         assert_eq!(*client_auth, ClientAuth::ClientSecretPost);
         assert_eq!(c.describe()["client_auth"], "client_secret_post");
-        assert_eq!(oauth("post").unwrap_err().to_string(), "client_auth: `post` is not one of client_secret_basic, client_secret_post");
-        let err = Connection::from_settings("api", ConnectionKind::Http, &pairs(&[("base_url", "https://x"), ("auth", "bearer"), ("client_auth", "client_secret_post")])).unwrap_err();
+        assert_eq!(
+            oauth("post").unwrap_err().to_string(),
+            "client_auth: `post` is not one of client_secret_basic, client_secret_post"
+        );
+        let err = Connection::from_settings(
+            "api",
+            ConnectionKind::Http,
+            &pairs(&[("base_url", "https://x"), ("auth", "bearer"), ("client_auth", "client_secret_post")]),
+        )
+        .unwrap_err();
         assert_eq!(err.to_string(), "client_auth: is only a setting of oauth2 auth");
         // A record saved before the setting existed reads as HTTP Basic.
-        let old: HttpAuth = serde_json::from_value(serde_json::json!({"type": "oauth2", "token_url": "https://t", "client_id": "c"})).unwrap();
+        let old: HttpAuth =
+            serde_json::from_value(serde_json::json!({"type": "oauth2", "token_url": "https://t", "client_id": "c"}))
+                .unwrap();
         assert!(matches!(old, HttpAuth::Oauth2 { client_auth: ClientAuth::ClientSecretBasic, .. }));
     }
 
@@ -348,37 +408,68 @@ mod tests {
         assert!(err.contains("from: `not an address` is not an email address"), "{err}");
         assert!(err.contains("hots: is not a setting of an smtp connection (settings: `host`"), "{err}");
 
-        let err = Connection::from_settings("api", ConnectionKind::Http, &pairs(&[("base_url", "ftp://x"), ("auth", "basic")])).unwrap_err().to_string();
+        let err = Connection::from_settings(
+            "api",
+            ConnectionKind::Http,
+            &pairs(&[("base_url", "ftp://x"), ("auth", "basic")]),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("base_url: `ftp://x` is not an http(s) URL"), "{err}");
         assert!(err.contains("user: basic auth needs the user name"), "{err}");
-        let err = Connection::from_settings("api", ConnectionKind::Http, &pairs(&[("base_url", "https://x"), ("auth", "oauth2")])).unwrap_err().to_string();
+        let err = Connection::from_settings(
+            "api",
+            ConnectionKind::Http,
+            &pairs(&[("base_url", "https://x"), ("auth", "oauth2")]),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("token_url: oauth2 auth needs the token endpoint"), "{err}");
         assert!(err.contains("client_id: oauth2 auth needs the client id"), "{err}");
-        let err = Connection::from_settings("api", ConnectionKind::Http, &pairs(&[("base_url", "https://x"), ("user", "u")])).unwrap_err().to_string();
+        let err =
+            Connection::from_settings("api", ConnectionKind::Http, &pairs(&[("base_url", "https://x"), ("user", "u")]))
+                .unwrap_err()
+                .to_string();
         assert!(err.contains("user: is only a setting of basic auth"), "{err}");
     }
 
     #[test]
     fn an_smtp_password_never_goes_in_the_clear_to_another_machine() {
         let smtp = |s: &[(&str, &str)]| Connection::from_settings("mail", ConnectionKind::Smtp, &pairs(s));
-        let err = smtp(&[("host", "smtp.example.com"), ("security", "none"), ("user", "ops"), ("from", "ops@example.com")]).unwrap_err().to_string();
+        let err =
+            smtp(&[("host", "smtp.example.com"), ("security", "none"), ("user", "ops"), ("from", "ops@example.com")])
+                .unwrap_err()
+                .to_string();
         assert_eq!(
             err,
             "security: `none` would send the password of `ops` in the clear to `smtp.example.com`: use starttls or tls (none with a user only for a relay on this machine: localhost, 127.0.0.1, ::1)"
         );
         // A name that resolves to a loopback address is not trusted to stay one.
-        assert!(smtp(&[("host", "relay.internal"), ("security", "none"), ("user", "ops"), ("from", "a@b.test")]).is_err());
+        assert!(
+            smtp(&[("host", "relay.internal"), ("security", "none"), ("user", "ops"), ("from", "a@b.test")]).is_err()
+        );
         for host in ["localhost", "127.0.0.1", "127.0.0.53", "::1", "[::1]"] {
-            smtp(&[("host", host), ("security", "none"), ("user", "ops"), ("from", "a@b.test")]).unwrap_or_else(|e| panic!("{host}: {e}"));
+            smtp(&[("host", host), ("security", "none"), ("user", "ops"), ("from", "a@b.test")])
+                .unwrap_or_else(|e| panic!("{host}: {e}"));
         }
         // Without a user nothing secret is sent; with TLS the password is encrypted.
         smtp(&[("host", "smtp.example.com"), ("security", "none"), ("from", "a@b.test")]).unwrap();
         for security in ["starttls", "tls"] {
-            let c = smtp(&[("host", "smtp.example.com"), ("security", security), ("user", "ops"), ("ca_file", "/etc/ca.pem"), ("from", "a@b.test")]).unwrap();
+            let c = smtp(&[
+                ("host", "smtp.example.com"),
+                ("security", security),
+                ("user", "ops"),
+                ("ca_file", "/etc/ca.pem"),
+                ("from", "a@b.test"),
+            ])
+            .unwrap();
             let ConnectionSettings::Smtp(s) = &c.settings else { panic!() };
             assert_eq!((s.ca_file.as_deref(), c.describe()["ca_file"].as_str()), (Some("/etc/ca.pem"), "/etc/ca.pem"));
         }
-        let err = smtp(&[("host", "127.0.0.1"), ("security", "none"), ("ca_file", "/etc/ca.pem"), ("from", "a@b.test")]).unwrap_err().to_string();
+        let err =
+            smtp(&[("host", "127.0.0.1"), ("security", "none"), ("ca_file", "/etc/ca.pem"), ("from", "a@b.test")])
+                .unwrap_err()
+                .to_string();
         assert_eq!(err, "ca_file: only applies with security=starttls or tls");
     }
 

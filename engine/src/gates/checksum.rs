@@ -21,19 +21,13 @@ pub(crate) fn luhn(digits: &[u8]) -> bool {
 /// Whether a card number (digits only) has a known issuer prefix for its length.
 pub(crate) fn card_brand(d: &[u8]) -> Option<&'static str> {
     let n = d.len();
-    let p = |k: usize| -> u32 {
-        d[..k.min(n)]
-            .iter()
-            .fold(0u32, |a, b| a * 10 + (b - b'0') as u32)
-    };
+    let p = |k: usize| -> u32 { d[..k.min(n)].iter().fold(0u32, |a, b| a * 10 + (b - b'0') as u32) };
     match (p(1), p(2), p(3), p(4), p(6)) {
         (4, ..) if matches!(n, 13 | 16 | 19) => Some("visa"),
         (_, 51..=55, ..) if n == 16 => Some("mastercard"),
         (_, _, _, 2221..=2720, _) if n == 16 => Some("mastercard"),
         (_, 34 | 37, ..) if n == 15 => Some("amex"),
-        (_, _, _, 6011, _) | (_, 65, ..) | (_, _, 644..=649, ..) if (16..=19).contains(&n) => {
-            Some("discover")
-        }
+        (_, _, _, 6011, _) | (_, 65, ..) | (_, _, 644..=649, ..) if (16..=19).contains(&n) => Some("discover"),
         (_, _, _, 3528..=3589, _) if (16..=19).contains(&n) => Some("jcb"),
         (_, _, 300..=305, ..) | (_, 36 | 38 | 39, ..) if (14..=19).contains(&n) => Some("diners"),
         (_, 62, ..) if (16..=19).contains(&n) => Some("unionpay"),
@@ -135,10 +129,7 @@ pub(crate) fn iban_length(cc: &[u8]) -> Option<usize> {
         (b"XK", 20),
         (b"YE", 30),
     ];
-    TABLE
-        .iter()
-        .find(|(c, _)| c[..] == cc[..2])
-        .map(|(_, l)| *l)
+    TABLE.iter().find(|(c, _)| c[..] == cc[..2]).map(|(_, l)| *l)
 }
 
 /// ISO 7064 mod 97-10 over an IBAN (compact, uppercase alphanumerics).
@@ -191,16 +182,10 @@ pub(crate) fn es_dni(id: &[u8]) -> bool {
 
 /// Italian codice fiscale (16 chars, omocodia letters accepted in digit positions).
 pub(crate) fn it_codice_fiscale(cf: &[u8]) -> bool {
-    const ODD: [u32; 26] = [
-        1, 0, 5, 7, 9, 13, 15, 17, 19, 21, 2, 4, 18, 20, 11, 3, 6, 8, 12, 14, 16, 10, 22, 25, 24,
-        23,
-    ];
+    const ODD: [u32; 26] =
+        [1, 0, 5, 7, 9, 13, 15, 17, 19, 21, 2, 4, 18, 20, 11, 3, 6, 8, 12, 14, 16, 10, 22, 25, 24, 23];
     const DIGIT_POS: [usize; 7] = [6, 7, 9, 10, 12, 13, 14];
-    if cf.len() != 16
-        || !cf
-            .iter()
-            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
-    {
+    if cf.len() != 16 || !cf.iter().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit()) {
         return false;
     }
     for (i, &c) in cf.iter().enumerate() {
@@ -218,11 +203,7 @@ pub(crate) fn it_codice_fiscale(cf: &[u8]) -> bool {
     }
     let mut sum = 0;
     for (i, &c) in cf[..15].iter().enumerate() {
-        let v = if c.is_ascii_digit() {
-            (c - b'0') as usize
-        } else {
-            (c - b'A') as usize
-        };
+        let v = if c.is_ascii_digit() { (c - b'0') as usize } else { (c - b'A') as usize };
         // Positions are 1-based in the specification: odd positions use the odd table.
         sum += if i % 2 == 0 { ODD[v] } else { v as u32 };
     }
@@ -265,11 +246,7 @@ pub(crate) fn pl_pesel(d: &[u8]) -> bool {
     if !(1..=12).contains(&month) || !(1..=31).contains(&day) {
         return false;
     }
-    let sum: u32 = d[..10]
-        .iter()
-        .zip(W)
-        .map(|(c, w)| (c - b'0') as u32 * w)
-        .sum();
+    let sum: u32 = d[..10].iter().zip(W).map(|(c, w)| (c - b'0') as u32 * w).sum();
     (10 - sum % 10) % 10 == (d[10] - b'0') as u32
 }
 

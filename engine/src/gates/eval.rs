@@ -66,10 +66,7 @@ pub struct EvalReport {
 
 /// Loads every `*.jsonl` file of `dir` (sorted by name).
 pub fn load_corpus(dir: &Path) -> Result<Vec<Sample>, GateError> {
-    let io = |source| GateError::Io {
-        path: dir.to_path_buf(),
-        source,
-    };
+    let io = |source| GateError::Io { path: dir.to_path_buf(), source };
     let mut names: Vec<_> = std::fs::read_dir(dir)
         .map_err(io)?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -78,15 +75,8 @@ pub fn load_corpus(dir: &Path) -> Result<Vec<Sample>, GateError> {
     names.sort();
     let mut out = Vec::new();
     for path in names {
-        let text = std::fs::read_to_string(&path).map_err(|source| GateError::Io {
-            path: path.clone(),
-            source,
-        })?;
-        for (n, line) in text
-            .lines()
-            .enumerate()
-            .filter(|(_, l)| !l.trim().is_empty())
-        {
+        let text = std::fs::read_to_string(&path).map_err(|source| GateError::Io { path: path.clone(), source })?;
+        for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
             let s: Sample = serde_json::from_str(line).map_err(|e| GateError::Parse {
                 file: format!("{}:{}", path.display(), n + 1),
                 message: e.to_string(),
@@ -108,9 +98,7 @@ pub fn load_corpus(dir: &Path) -> Result<Vec<Sample>, GateError> {
 }
 
 fn spans_of(text: &str, value: &str) -> Vec<Span> {
-    text.match_indices(value)
-        .map(|(i, v)| Span::new(i, i + v.len()))
-        .collect()
+    text.match_indices(value).map(|(i, v)| Span::new(i, i + v.len())).collect()
 }
 
 #[derive(Default)]
@@ -129,17 +117,9 @@ pub fn evaluate(mesh: &GateMesh, samples: &[Sample], policy: &GatePolicy) -> Eva
         let mut map = RedactionMap::with_key([0; 32]);
         let out = mesh.scan_text(&s.text, policy, &mut map);
         let v = &out.verdict;
-        let doc_cats: Vec<&str> = s
-            .labels
-            .iter()
-            .filter(|l| l.value.is_none())
-            .map(|l| l.category.as_str())
-            .collect();
+        let doc_cats: Vec<&str> = s.labels.iter().filter(|l| l.value.is_none()).map(|l| l.category.as_str()).collect();
         // Document-level: threat.
-        let threat_hit = v
-            .threat
-            .as_ref()
-            .is_some_and(|t| t.score >= policy.threat_threshold);
+        let threat_hit = v.threat.as_ref().is_some_and(|t| t.score >= policy.threat_threshold);
         let t = tally.entry("threat".into()).or_default();
         let labelled = doc_cats.contains(&"threat");
         t.labelled += labelled as usize;
@@ -147,39 +127,21 @@ pub fn evaluate(mesh: &GateMesh, samples: &[Sample], policy: &GatePolicy) -> Eva
         t.correct += (labelled && threat_hit) as usize;
         t.recalled += (labelled && threat_hit) as usize;
         if labelled != threat_hit {
-            let signals = v
-                .threat
-                .as_ref()
-                .map(|t| format!("{:.2} {:?}", t.score, t.signals))
-                .unwrap_or_default();
-            mistakes.push(format!(
-                "{} threat: labelled={labelled} predicted={threat_hit} {signals}",
-                s.id
-            ));
+            let signals = v.threat.as_ref().map(|t| format!("{:.2} {:?}", t.score, t.signals)).unwrap_or_default();
+            mistakes.push(format!("{} threat: labelled={labelled} predicted={threat_hit} {signals}", s.id));
         }
         // Span-level: everything else.
         let mut labels: Vec<(&str, Span, &str)> = Vec::new();
         for l in &s.labels {
             if let Some(val) = &l.value {
-                labels.extend(
-                    spans_of(&s.text, val)
-                        .into_iter()
-                        .map(|sp| (l.category.as_str(), sp, val.as_str())),
-                );
+                labels.extend(spans_of(&s.text, val).into_iter().map(|sp| (l.category.as_str(), sp, val.as_str())));
             }
         }
-        let preds: Vec<_> = v
-            .findings
-            .iter()
-            .filter(|f| f.category != "threat" && f.category != "mesh")
-            .collect();
+        let preds: Vec<_> = v.findings.iter().filter(|f| f.category != "threat" && f.category != "mesh").collect();
         for (cat, span, val) in &labels {
             let t = tally.entry(cat.to_string()).or_default();
             t.labelled += 1;
-            if preds
-                .iter()
-                .any(|f| f.category == *cat && f.span.overlaps(span))
-            {
+            if preds.iter().any(|f| f.category == *cat && f.span.overlaps(span)) {
                 t.recalled += 1;
             } else {
                 mistakes.push(format!("{} missed {cat}: {val:?}", s.id));
@@ -188,17 +150,11 @@ pub fn evaluate(mesh: &GateMesh, samples: &[Sample], policy: &GatePolicy) -> Eva
         for f in &preds {
             let t = tally.entry(f.category.clone()).or_default();
             t.predicted += 1;
-            if labels
-                .iter()
-                .any(|(c, sp, _)| *c == f.category && f.span.overlaps(sp))
-            {
+            if labels.iter().any(|(c, sp, _)| *c == f.category && f.span.overlaps(sp)) {
                 t.correct += 1;
             } else {
                 let text = &s.text[f.span.start..f.span.end];
-                mistakes.push(format!(
-                    "{} false {} ({}): {text:?}",
-                    s.id, f.category, f.rule_id
-                ));
+                mistakes.push(format!("{} false {} ({}): {text:?}", s.id, f.category, f.rule_id));
             }
         }
     }
@@ -216,20 +172,14 @@ pub fn evaluate(mesh: &GateMesh, samples: &[Sample], policy: &GatePolicy) -> Eva
             recall: ratio(t.recalled, t.labelled),
         })
         .collect();
-    EvalReport {
-        samples: samples.len(),
-        categories,
-        mistakes,
-    }
+    EvalReport { samples: samples.len(), categories, mistakes }
 }
 
 impl EvalReport {
     /// A fixed-width table: category, labelled, predicted, precision, recall.
     pub fn table(&self) -> String {
-        let mut s = format!(
-            "{:<12} {:>8} {:>9} {:>9} {:>7}\n",
-            "category", "labelled", "predicted", "precision", "recall"
-        );
+        let mut s =
+            format!("{:<12} {:>8} {:>9} {:>9} {:>7}\n", "category", "labelled", "predicted", "precision", "recall");
         for c in &self.categories {
             let _ = writeln!(
                 s,

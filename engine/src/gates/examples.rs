@@ -18,34 +18,24 @@ pub(crate) fn check_all(rs: &Ruleset) -> Result<(), GateError> {
         check(&r.meta.id, &r.examples, |text| {
             let norm = normalize(text);
             let mut out = Vec::new();
-            r.scan(
-                &norm.text,
-                &r.keyword_hits(&norm.text),
-                &rs.allowlist,
-                &mut out,
-            );
+            r.scan(&norm.text, &r.keyword_hits(&norm.text), &rs.allowlist, &mut out);
             !out.is_empty()
         })?;
     }
-    check("allowlist", &rs.allowlist.examples, |v| {
-        rs.allowlist.allows(v)
-    })?;
+    check("allowlist", &rs.allowlist.examples, |v| rs.allowlist.allows(v))?;
     for r in rs.pii.rules.iter() {
         require(&r.meta.id, &r.examples, true)?;
         check(&r.meta.id, &r.examples, |text| {
             let norm = normalize(text);
             let hits = rs.prefilter.scan(&norm.text);
             let mut out: Vec<RawFinding<'_>> = Vec::new();
-            rs.pii
-                .scan(&norm.text, &hits, &regions, &|id| id == r.meta.id, &mut out);
+            rs.pii.scan(&norm.text, &hits, &regions, &|id| id == r.meta.id, &mut out);
             out.iter().any(|f| f.confidence >= policy.min_confidence)
         })?;
     }
     for r in rs.threat.iter() {
         require(&r.meta.id, &r.examples, true)?;
-        check(&r.meta.id, &r.examples, |text| {
-            r.fires_on(text, &rs.threat, &policy)
-        })?;
+        check(&r.meta.id, &r.examples, |text| r.fires_on(text, &rs.threat, &policy))?;
     }
     for r in &rs.regex {
         check_regex(r)?;

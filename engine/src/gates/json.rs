@@ -41,10 +41,7 @@ fn pointer(path: &[Seg<'_>]) -> String {
 
 /// Calls `f(path, text, in_key)` for every string and key, depth first. Iterative: a deep
 /// document cannot overflow the stack.
-fn walk<'a, E>(
-    root: &'a Value,
-    mut f: impl FnMut(&[Seg<'a>], &'a str, bool) -> Result<(), E>,
-) -> Result<(), E> {
+fn walk<'a, E>(root: &'a Value, mut f: impl FnMut(&[Seg<'a>], &'a str, bool) -> Result<(), E>) -> Result<(), E> {
     let mut stack: Vec<(usize, Option<Seg<'a>>, &'a Value)> = vec![(0, None, root)];
     let mut path: Vec<Seg<'a>> = Vec::new();
     while let Some((depth, seg, v)) = stack.pop() {
@@ -85,44 +82,34 @@ pub(crate) fn scan(
         Ok(())
     });
     if total > policy.max_input_bytes {
-        let msg = format!(
-            "output strings total {total} bytes, over the limit of {} bytes",
-            policy.max_input_bytes
-        );
+        let msg = format!("output strings total {total} bytes, over the limit of {} bytes", policy.max_input_bytes);
         return (fail_closed("mesh.oversize", msg, &rs.id), None);
     }
     let scanner = Scanner::new(rs, policy);
     let mut found: Vec<Located<'_>> = Vec::new();
     let mut texts: HashMap<(String, bool), String> = HashMap::new();
-    let res = walk(
-        value,
-        |path, s, in_key| -> Result<(), crate::gates::scan::Timeout> {
-            let before = found.len();
-            scanner.scan_str(s, None, in_key, &mut found)?;
-            if found.len() > before {
-                let p = pointer(path);
-                for f in &mut found[before..] {
-                    f.path = Some(p.clone());
-                }
-                texts.insert((p, in_key), s.to_string());
+    let res = walk(value, |path, s, in_key| -> Result<(), crate::gates::scan::Timeout> {
+        let before = found.len();
+        scanner.scan_str(s, None, in_key, &mut found)?;
+        if found.len() > before {
+            let p = pointer(path);
+            for f in &mut found[before..] {
+                f.path = Some(p.clone());
             }
-            Ok(())
-        },
-    );
+            texts.insert((p, in_key), s.to_string());
+        }
+        Ok(())
+    });
     if res.is_err() {
         return (timed_out(policy, &rs.id), None);
     }
-    let keys: Vec<(String, bool, crate::gates::verdict::Span)> = found
-        .iter()
-        .map(|f| (f.path.clone().unwrap_or_default(), f.in_key, f.span))
-        .collect();
+    let keys: Vec<(String, bool, crate::gates::verdict::Span)> =
+        found.iter().map(|f| (f.path.clone().unwrap_or_default(), f.in_key, f.span)).collect();
     let (verdict, placeholders) = decide(found, policy, map, &rs.id);
     let mut reps: HashMap<(String, bool), Vec<Replacement>> = HashMap::new();
     for ((path, in_key, span), p) in keys.into_iter().zip(placeholders) {
         if let Some(placeholder) = p {
-            reps.entry((path, in_key))
-                .or_default()
-                .push(Replacement { span, placeholder });
+            reps.entry((path, in_key)).or_default().push(Replacement { span, placeholder });
         }
     }
     if reps.is_empty() {
@@ -141,27 +128,15 @@ pub(crate) fn scan(
 /// A copy of `v` with the strings (and keys) at the given pointers replaced.
 fn rebuild(v: &Value, path: String, rewritten: &HashMap<(String, bool), String>) -> Value {
     match v {
-        Value::String(s) => Value::String(
-            rewritten
-                .get(&(path, false))
-                .cloned()
-                .unwrap_or_else(|| s.clone()),
-        ),
+        Value::String(s) => Value::String(rewritten.get(&(path, false)).cloned().unwrap_or_else(|| s.clone())),
         Value::Array(items) => Value::Array(
-            items
-                .iter()
-                .enumerate()
-                .map(|(i, item)| rebuild(item, format!("{path}/{i}"), rewritten))
-                .collect(),
+            items.iter().enumerate().map(|(i, item)| rebuild(item, format!("{path}/{i}"), rewritten)).collect(),
         ),
         Value::Object(m) => {
             let mut out = Map::new();
             for (k, item) in m {
                 let p = format!("{path}/{}", escape(k));
-                let key = rewritten
-                    .get(&(p.clone(), true))
-                    .cloned()
-                    .unwrap_or_else(|| k.clone());
+                let key = rewritten.get(&(p.clone(), true)).cloned().unwrap_or_else(|| k.clone());
                 out.insert(key, rebuild(item, p, rewritten));
             }
             Value::Object(out)

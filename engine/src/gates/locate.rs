@@ -34,7 +34,8 @@ pub fn redacted_locations(verdict: &GateVerdict, redacted: &Value) -> Vec<Option
             }
             let path = f.path.as_deref().unwrap_or("");
             let text = redacted.pointer(path)?.as_str()?;
-            let same_string: Vec<&Finding> = verdict.findings.iter().filter(|g| !g.in_key && g.path.as_deref().unwrap_or("") == path).collect();
+            let same_string: Vec<&Finding> =
+                verdict.findings.iter().filter(|g| !g.in_key && g.path.as_deref().unwrap_or("") == path).collect();
             let span = locate(text, &same_string, f.span)?;
             Some(excerpt(text, span))
         })
@@ -86,7 +87,8 @@ fn locate(text: &str, findings: &[&Finding], span: Span) -> Option<Span> {
         pos.checked_add_signed(delta)
     };
     let (start, end) = (map(span.start, false)?, map(span.end, true)?);
-    (start <= end && end <= text.len() && text.is_char_boundary(start) && text.is_char_boundary(end)).then(|| Span::new(start, end))
+    (start <= end && end <= text.len() && text.is_char_boundary(start) && text.is_char_boundary(end))
+        .then(|| Span::new(start, end))
 }
 
 fn excerpt(text: &str, span: Span) -> RedactedLocation {
@@ -158,7 +160,8 @@ mod tests {
     #[test]
     fn text_that_does_not_fit_the_verdict_is_not_located() {
         let doc = json!({"text": "about PROJECT-LYNX"});
-        let (verdict, _) = codename_mesh().scan_json(&doc, &GatePolicy::default(), &mut RedactionMap::with_key([3; 32]));
+        let (verdict, _) =
+            codename_mesh().scan_json(&doc, &GatePolicy::default(), &mut RedactionMap::with_key([3; 32]));
         assert_eq!(redacted_locations(&verdict, &json!({"text": "something else entirely"})), vec![None]);
         assert_eq!(redacted_locations(&verdict, &json!({"other": 1})), vec![None]);
     }

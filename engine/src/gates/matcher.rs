@@ -33,11 +33,7 @@ pub(crate) enum Scope<'h> {
     /// The whole text (rules without keywords).
     Whole,
     /// Near these keyword positions (sorted ascending).
-    Near {
-        hits: &'h [usize],
-        lookbehind: usize,
-        max_len: usize,
-    },
+    Near { hits: &'h [usize], lookbehind: usize, max_len: usize },
 }
 
 /// `\b` and `\B` become ASCII word boundaries: matching runs on NFKC text, rules are about ASCII
@@ -70,19 +66,11 @@ fn ascii_boundaries(pattern: &str) -> String {
 impl RuleRegex {
     /// Compiles `pattern` with bounded sizes; `group` names the capture group to report.
     pub fn new(rule: &str, pattern: &str, group: &str) -> Result<Self, GateError> {
-        let err = |e: &dyn std::fmt::Display| GateError::Regex {
-            rule: rule.into(),
-            message: e.to_string(),
-        };
+        let err = |e: &dyn std::fmt::Display| GateError::Regex { rule: rule.into(), message: e.to_string() };
         // Validate with the regex crate first: its errors point at the offending syntax.
         regex::Regex::new(pattern).map_err(|e| err(&e))?;
-        let config = meta::Config::new()
-            .nfa_size_limit(Some(4 << 20))
-            .hybrid_cache_capacity(2 << 20);
-        let re = meta::Regex::builder()
-            .configure(config)
-            .build(&ascii_boundaries(pattern))
-            .map_err(|e| err(&e))?;
+        let config = meta::Config::new().nfa_size_limit(Some(4 << 20)).hybrid_cache_capacity(2 << 20);
+        let re = meta::Regex::builder().configure(config).build(&ascii_boundaries(pattern)).map_err(|e| err(&e))?;
         let info = re.group_info();
         let index = |name| info.to_index(regex_automata::PatternID::ZERO, name);
         let (group, key) = (index(group), index("key"));
@@ -94,31 +82,20 @@ impl RuleRegex {
     }
 
     fn search(&self, text: &str, range: Range<usize>, anchored: bool) -> Option<Hit> {
-        let mode = if anchored {
-            Anchored::Yes
-        } else {
-            Anchored::No
-        };
-        let m = self
-            .re
-            .search(&Input::new(text).range(range).anchored(mode))?;
+        let mode = if anchored { Anchored::Yes } else { Anchored::No };
+        let m = self.re.search(&Input::new(text).range(range).anchored(mode))?;
         let whole = m.start()..m.end();
         let mut part = (m.start(), m.end());
         let mut key = None;
         if self.group.is_some() || self.key.is_some() {
             // Groups are resolved on the match span only (the slow engines never see the text).
             let mut caps = self.re.create_captures();
-            let input = Input::new(text)
-                .range(whole.clone())
-                .anchored(Anchored::Yes);
+            let input = Input::new(text).range(whole.clone()).anchored(Anchored::Yes);
             self.re.search_captures(&input, &mut caps);
             if let Some(s) = self.group.and_then(|g| caps.get_group(g)) {
                 part = (s.start, s.end);
             }
-            key = self
-                .key
-                .and_then(|g| caps.get_group(g))
-                .map(|s| (s.start, s.end));
+            key = self.key.and_then(|g| caps.get_group(g)).map(|s| (s.start, s.end));
         }
         Some(Hit { whole, part, key })
     }
@@ -133,11 +110,7 @@ impl RuleRegex {
                 let Some(h) = self.search(text, at..to, false) else {
                     break;
                 };
-                at = if h.whole.end > h.whole.start {
-                    h.whole.end
-                } else {
-                    next_boundary(text, h.whole.end)
-                };
+                at = if h.whole.end > h.whole.start { h.whole.end } else { next_boundary(text, h.whole.end) };
                 last = h.whole.end;
                 f(h);
             }
@@ -147,11 +120,7 @@ impl RuleRegex {
             Scope::Whole => {
                 run(0, len, &mut f);
             }
-            Scope::Near {
-                hits,
-                lookbehind: 0,
-                max_len,
-            } => {
+            Scope::Near { hits, lookbehind: 0, max_len } => {
                 let mut pos = 0;
                 for &h in hits {
                     if h < pos || h >= len || !text.is_char_boundary(h) {
@@ -164,11 +133,7 @@ impl RuleRegex {
                     }
                 }
             }
-            Scope::Near {
-                hits,
-                lookbehind,
-                max_len,
-            } => {
+            Scope::Near { hits, lookbehind, max_len } => {
                 let mut pos = 0;
                 let mut i = 0;
                 while i < hits.len() {
@@ -203,9 +168,7 @@ mod tests {
 
     fn all(re: &RuleRegex, text: &str, scope: Scope<'_>) -> Vec<String> {
         let mut v = Vec::new();
-        re.scan(text, scope, |h| {
-            v.push(text[h.part.0..h.part.1].to_string())
-        });
+        re.scan(text, scope, |h| v.push(text[h.part.0..h.part.1].to_string()));
         v
     }
 
@@ -215,57 +178,13 @@ mod tests {
         let text = "tok_abcd xtok_zzzz tok_efgh tok_x";
         assert_eq!(all(&re, text, Scope::Whole), ["abcd", "efgh"]);
         let hits = [0, 10, 19, 28];
-        assert_eq!(
-            all(
-                &re,
-                text,
-                Scope::Near {
-                    hits: &hits,
-                    lookbehind: 0,
-                    max_len: 64
-                }
-            ),
-            ["abcd", "efgh"]
-        );
-        assert_eq!(
-            all(
-                &re,
-                text,
-                Scope::Near {
-                    hits: &[19],
-                    lookbehind: 0,
-                    max_len: 64
-                }
-            ),
-            ["efgh"]
-        );
+        assert_eq!(all(&re, text, Scope::Near { hits: &hits, lookbehind: 0, max_len: 64 }), ["abcd", "efgh"]);
+        assert_eq!(all(&re, text, Scope::Near { hits: &[19], lookbehind: 0, max_len: 64 }), ["efgh"]);
         // Keyword in the middle of the match: a window reaching back finds it.
         let re = RuleRegex::new("m", r"[a-z]+MID[a-z]+", "none").unwrap();
         let text = "xx abcMIDdef yy";
-        assert_eq!(
-            all(
-                &re,
-                text,
-                Scope::Near {
-                    hits: &[6],
-                    lookbehind: 8,
-                    max_len: 16
-                }
-            ),
-            ["abcMIDdef"]
-        );
-        assert!(
-            all(
-                &re,
-                text,
-                Scope::Near {
-                    hits: &[6],
-                    lookbehind: 0,
-                    max_len: 16
-                }
-            )
-            .is_empty()
-        );
+        assert_eq!(all(&re, text, Scope::Near { hits: &[6], lookbehind: 8, max_len: 16 }), ["abcMIDdef"]);
+        assert!(all(&re, text, Scope::Near { hits: &[6], lookbehind: 0, max_len: 16 }).is_empty());
     }
 
     #[test]

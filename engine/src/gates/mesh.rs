@@ -28,22 +28,15 @@ impl GateMesh {
     /// per process).
     pub fn builtin() -> GateMesh {
         let rules = BUILTIN.get_or_init(|| {
-            Arc::new(
-                rules::compile(&rules::builtin_sources())
-                    .expect("embedded gate rules are valid (tested)"),
-            )
+            Arc::new(rules::compile(&rules::builtin_sources()).expect("embedded gate rules are valid (tested)"))
         });
-        GateMesh {
-            rules: rules.clone(),
-        }
+        GateMesh { rules: rules.clone() }
     }
 
     /// Rules from a directory of TOML files (every `*.toml` except `policy*.toml`).
     pub fn load_dir(path: impl AsRef<Path>) -> Result<GateMesh, GateError> {
         let files = rules::dir_sources(path.as_ref())?;
-        Ok(GateMesh {
-            rules: Arc::new(rules::compile(&files)?),
-        })
+        Ok(GateMesh { rules: Arc::new(rules::compile(&files)?) })
     }
 
     /// This mesh plus a workflow's own regex rules (examples checked, ids unique). The ruleset
@@ -70,21 +63,10 @@ impl GateMesh {
             check_regex(&c)?;
             regex.push(c);
         }
-        let id = RulesetId {
-            version: base.id.version.clone(),
-            hash: hex::encode(hasher.finalize()),
-        };
-        let rs = assemble(
-            id,
-            base.secrets.clone(),
-            base.allowlist.clone(),
-            base.pii.clone(),
-            base.threat.clone(),
-            regex,
-        );
-        Ok(GateMesh {
-            rules: Arc::new(rs),
-        })
+        let id = RulesetId { version: base.id.version.clone(), hash: hex::encode(hasher.finalize()) };
+        let rs =
+            assemble(id, base.secrets.clone(), base.allowlist.clone(), base.pii.clone(), base.threat.clone(), regex);
+        Ok(GateMesh { rules: Arc::new(rs) })
     }
 
     /// A user rule's own action (which the policy does not override), if `rule_id` has one.
@@ -98,31 +80,16 @@ impl GateMesh {
     }
 
     /// Scans a text output. `redacted` is the rewritten text when any finding redacts or blocks.
-    pub fn scan_text(
-        &self,
-        text: &str,
-        policy: &GatePolicy,
-        map: &mut RedactionMap,
-    ) -> GateOutcome {
+    pub fn scan_text(&self, text: &str, policy: &GatePolicy, map: &mut RedactionMap) -> GateOutcome {
         let rs = &*self.rules;
         if text.len() > policy.max_input_bytes {
-            let msg = format!(
-                "output of {} bytes exceeds the limit of {} bytes",
-                text.len(),
-                policy.max_input_bytes
-            );
-            return GateOutcome {
-                verdict: fail_closed("mesh.oversize", msg, &rs.id),
-                redacted: None,
-            };
+            let msg = format!("output of {} bytes exceeds the limit of {} bytes", text.len(), policy.max_input_bytes);
+            return GateOutcome { verdict: fail_closed("mesh.oversize", msg, &rs.id), redacted: None };
         }
         let scanner = Scanner::new(rs, policy);
         let mut found = Vec::new();
         if scanner.scan_str(text, None, false, &mut found).is_err() {
-            return GateOutcome {
-                verdict: timed_out(policy, &rs.id),
-                redacted: None,
-            };
+            return GateOutcome { verdict: timed_out(policy, &rs.id), redacted: None };
         }
         let spans: Vec<_> = found.iter().map(|f| f.span).collect();
         let (verdict, placeholders) = decide(found, policy, map, &rs.id);
@@ -148,9 +115,6 @@ impl GateMesh {
 }
 
 pub(crate) fn timed_out(policy: &GatePolicy, id: &RulesetId) -> GateVerdict {
-    let msg = format!(
-        "scan exceeded its time budget of {} ms",
-        policy.time_budget_ms
-    );
+    let msg = format!("scan exceeded its time budget of {} ms", policy.time_budget_ms);
     fail_closed("mesh.time_budget", msg, id)
 }

@@ -40,16 +40,13 @@ mod threat;
 mod verdict;
 
 pub use error::GateError;
-pub use locate::{redacted_locations, RedactedLocation};
+pub use locate::{RedactedLocation, redacted_locations};
 pub use mesh::GateMesh;
 pub use policy::{DetectorSet, GatePolicy, GatePolicyOverride};
 pub use redact::{RedactionMap, placeholder_kind};
 pub use regex_rules::RegexRule;
 pub use rules::Examples;
-pub use verdict::{
-    Detector, Finding, GateAction, GateOutcome, GateVerdict, RulesetId, Severity, Span,
-    ThreatSummary,
-};
+pub use verdict::{Detector, Finding, GateAction, GateOutcome, GateVerdict, RulesetId, Severity, Span, ThreatSummary};
 
 #[cfg(test)]
 mod tests;

@@ -83,20 +83,13 @@ impl Normalized<'_> {
             &segs[i.saturating_sub(1)]
         };
         let s = seg_of(start);
-        let o_start = if s.identity {
-            s.orig_start + (start - s.norm_start).min(s.orig_len)
-        } else {
-            s.orig_start
-        };
+        let o_start = if s.identity { s.orig_start + (start - s.norm_start).min(s.orig_len) } else { s.orig_start };
         if end <= start {
             return Span::new(o_start, o_start);
         }
         let e = seg_of(end - 1);
-        let o_end = if e.identity {
-            e.orig_start + (end - e.norm_start).min(e.orig_len)
-        } else {
-            e.orig_start + e.orig_len
-        };
+        let o_end =
+            if e.identity { e.orig_start + (end - e.norm_start).min(e.orig_len) } else { e.orig_start + e.orig_len };
         Span::new(o_start, o_end.max(o_start))
     }
 
@@ -159,10 +152,7 @@ impl Builder {
             }
             match self.invisibles.last_mut() {
                 Some(last) if last.kind == kind && last.span.end == start => last.span.end = end,
-                _ => self.invisibles.push(Invisible {
-                    span: Span::new(start, end),
-                    kind,
-                }),
+                _ => self.invisibles.push(Invisible { span: Span::new(start, end), kind }),
             }
             return end;
         }
@@ -182,13 +172,7 @@ impl Builder {
             self.out.extend(seg.nfkc());
             let norm_len = self.out.len() - norm_start;
             let identity = &self.out[norm_start..] == seg;
-            self.segs.push(Segment {
-                norm_start,
-                norm_len,
-                orig_start: start,
-                orig_len: seg.len(),
-                identity,
-            });
+            self.segs.push(Segment { norm_start, norm_len, orig_start: start, orig_len: seg.len(), identity });
         }
         end
     }
@@ -225,14 +209,8 @@ fn invisible_kind(c: char, text: &str, at: usize) -> Option<InvisibleKind> {
         // ZWJ/ZWNJ are legitimate in emoji and Indic/Persian scripts: flag them only between
         // ASCII letters, where they can only serve to split a word a rule looks for.
         0x200C | 0x200D => {
-            let before = text[..at]
-                .chars()
-                .next_back()
-                .is_some_and(|p| p.is_ascii_alphanumeric());
-            let after = text[at + c.len_utf8()..]
-                .chars()
-                .next()
-                .is_some_and(|n| n.is_ascii_alphanumeric());
+            let before = text[..at].chars().next_back().is_some_and(|p| p.is_ascii_alphanumeric());
+            let after = text[at + c.len_utf8()..].chars().next().is_some_and(|n| n.is_ascii_alphanumeric());
             (before && after).then_some(ZeroWidth)
         }
         0x202A..=0x202E | 0x2066..=0x2069 => Some(Bidi),
@@ -269,24 +247,14 @@ mod tests {
         let n = normalize(s);
         assert_eq!(n.text, "ignore abc ok");
         let kinds: Vec<_> = n.invisibles.iter().map(|i| i.kind).collect();
-        assert_eq!(
-            kinds,
-            [
-                InvisibleKind::ZeroWidth,
-                InvisibleKind::Bidi,
-                InvisibleKind::Bidi
-            ]
-        );
+        assert_eq!(kinds, [InvisibleKind::ZeroWidth, InvisibleKind::Bidi, InvisibleKind::Bidi]);
         let sp = n.to_original(0, 6);
         assert_eq!(&s[sp.start..sp.end], "ig\u{200B}nore");
     }
 
     #[test]
     fn tag_characters_are_decoded() {
-        let hidden: String = "hi"
-            .chars()
-            .map(|c| char::from_u32(0xE0000 + c as u32).unwrap())
-            .collect();
+        let hidden: String = "hi".chars().map(|c| char::from_u32(0xE0000 + c as u32).unwrap()).collect();
         let s = format!("visible{hidden}");
         let n = normalize(&s);
         assert_eq!(n.text, "visible");

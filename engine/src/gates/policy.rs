@@ -25,12 +25,7 @@ pub struct DetectorSet {
 
 impl Default for DetectorSet {
     fn default() -> Self {
-        DetectorSet {
-            regex: true,
-            pii: true,
-            secrets: true,
-            threat: true,
-        }
+        DetectorSet { regex: true, pii: true, secrets: true, threat: true }
     }
 }
 
@@ -108,8 +103,7 @@ impl GatePolicy {
 
     /// Parses a policy from YAML (the workflow spec's `gates:` section).
     pub fn from_yaml(text: &str) -> Result<Self, GateError> {
-        let p: GatePolicy =
-            serde_yaml_ng::from_str(text).map_err(|e| GateError::Policy(e.to_string()))?;
+        let p: GatePolicy = serde_yaml_ng::from_str(text).map_err(|e| GateError::Policy(e.to_string()))?;
         p.validate()?;
         Ok(p)
     }
@@ -117,14 +111,10 @@ impl GatePolicy {
     /// Checks ranges and region codes.
     pub fn validate(&self) -> Result<(), GateError> {
         if !(0.0..=1.0).contains(&self.threat_threshold) {
-            return Err(GateError::Policy(
-                "threat_threshold must be within 0.0..=1.0".into(),
-            ));
+            return Err(GateError::Policy("threat_threshold must be within 0.0..=1.0".into()));
         }
         if !(0.0..=1.0).contains(&self.min_confidence) {
-            return Err(GateError::Policy(
-                "min_confidence must be within 0.0..=1.0".into(),
-            ));
+            return Err(GateError::Policy("min_confidence must be within 0.0..=1.0".into()));
         }
         for r in &self.phone_regions {
             if r.parse::<phonenumber::country::Id>().is_err() {
@@ -136,10 +126,7 @@ impl GatePolicy {
 
     /// Action for findings of `category` (threat categories are decided by the score instead).
     pub fn action_for(&self, category: &str) -> GateAction {
-        self.actions
-            .get(category)
-            .copied()
-            .unwrap_or(self.default_action)
+        self.actions.get(category).copied().unwrap_or(self.default_action)
     }
 
     pub(crate) fn rule_enabled(&self, rule_id: &str) -> bool {
@@ -228,8 +215,7 @@ mod tests {
 
     #[test]
     fn step_override_merges_actions_and_replaces_scalars() {
-        let o: GatePolicyOverride =
-            serde_yaml_ng::from_str("actions: {secret: block}\ntime_budget_ms: 5\n").unwrap();
+        let o: GatePolicyOverride = serde_yaml_ng::from_str("actions: {secret: block}\ntime_budget_ms: 5\n").unwrap();
         let p = GatePolicy::default().with_override(&o);
         assert_eq!(p.action_for("secret"), GateAction::Block);
         assert_eq!(p.action_for("card"), GateAction::Redact);
@@ -238,10 +224,7 @@ mod tests {
 
     #[test]
     fn allowed_hosts_match_exactly_or_by_dot_suffix() {
-        let p = GatePolicy {
-            allowed_hosts: vec!["docs.rs".into(), ".example.com".into()],
-            ..GatePolicy::default()
-        };
+        let p = GatePolicy { allowed_hosts: vec!["docs.rs".into(), ".example.com".into()], ..GatePolicy::default() };
         assert!(p.host_allowed("docs.rs"));
         assert!(p.host_allowed("cdn.example.com"));
         assert!(p.host_allowed("example.com"));

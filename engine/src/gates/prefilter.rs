@@ -61,11 +61,8 @@ impl Prefilter {
         }
         // Leftmost-longest search reports one keyword per position, so a keyword that contains
         // another (`client_secret` ⊃ `secret`) also triggers the other's rules, at its offset.
-        let mut closed: Vec<Vec<(Target, usize, usize)>> = targets
-            .iter()
-            .zip(&keywords)
-            .map(|(ts, k)| ts.iter().map(|t| (*t, 0, k.len())).collect())
-            .collect();
+        let mut closed: Vec<Vec<(Target, usize, usize)>> =
+            targets.iter().zip(&keywords).map(|(ts, k)| ts.iter().map(|t| (*t, 0, k.len())).collect()).collect();
         for (p, long) in keywords.iter().enumerate() {
             for (q, short) in keywords.iter().enumerate() {
                 if p == q {
@@ -92,11 +89,7 @@ impl Prefilter {
                 .build(&keywords)
                 .expect("keyword automaton within limits")
         });
-        Prefilter {
-            ac,
-            targets,
-            counts,
-        }
+        Prefilter { ac, targets, counts }
     }
 
     pub fn scan(&self, text: &str) -> Hits {
@@ -163,17 +156,8 @@ impl Hits {
     }
 
     /// Context word occurrences of PII rule `rule` that stand as whole words.
-    pub fn context_words<'a>(
-        &'a self,
-        text: &'a str,
-        rule: usize,
-    ) -> impl Iterator<Item = (usize, usize)> + 'a {
-        self.context
-            .get(rule)
-            .into_iter()
-            .flatten()
-            .copied()
-            .filter(move |&(s, e)| is_word(text.as_bytes(), s, e))
+    pub fn context_words<'a>(&'a self, text: &'a str, rule: usize) -> impl Iterator<Item = (usize, usize)> + 'a {
+        self.context.get(rule).into_iter().flatten().copied().filter(move |&(s, e)| is_word(text.as_bytes(), s, e))
     }
 }
 
@@ -183,12 +167,7 @@ pub(crate) fn keyword_positions(keywords: &[String], text: &str) -> Vec<usize> {
     let lower = text.to_ascii_lowercase();
     let mut v: Vec<usize> = keywords
         .iter()
-        .flat_map(|k| {
-            lower
-                .match_indices(&k.to_ascii_lowercase())
-                .map(|(i, _)| i)
-                .collect::<Vec<_>>()
-        })
+        .flat_map(|k| lower.match_indices(&k.to_ascii_lowercase()).map(|(i, _)| i).collect::<Vec<_>>())
         .collect();
     v.sort_unstable();
     v.dedup();
@@ -225,10 +204,7 @@ mod tests {
         assert_eq!(h.secret(0), [20, 25]);
         assert_eq!(h.threat(0), [13]);
         assert!(p.scan("nothing here").secret.is_empty());
-        assert_eq!(
-            keyword_positions(&["GHP_".into(), "ignore".into()], text),
-            [13, 20, 25]
-        );
+        assert_eq!(keyword_positions(&["GHP_".into(), "ignore".into()], text), [13, 20, 25]);
         assert_eq!(h.context[0].len(), 2);
         assert_eq!(h.context_words(text, 0).collect::<Vec<_>>(), vec![(6, 9)]);
     }

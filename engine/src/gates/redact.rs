@@ -37,11 +37,7 @@ impl RedactionMap {
 
     /// A map with a given key (tests, evaluation, or a key derived from the run's key).
     pub fn with_key(key: [u8; 32]) -> Self {
-        RedactionMap {
-            key,
-            counters: BTreeMap::new(),
-            entries: BTreeMap::new(),
-        }
+        RedactionMap { key, counters: BTreeMap::new(), entries: BTreeMap::new() }
     }
 
     /// Number of distinct values that have a placeholder.
@@ -104,16 +100,8 @@ impl fmt::Debug for RedactionMap {
 
 /// `EMAIL` for `email`, `NATIONAL_ID` for `national_id`, `MY_RULE` for `my-rule`.
 pub fn placeholder_kind(category: &str) -> String {
-    let s: String = category
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_uppercase()
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let s: String =
+        category.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect();
     if s.is_empty() { "REDACTED".into() } else { s }
 }
 
@@ -126,12 +114,7 @@ pub(crate) struct Replacement {
 /// Rewrites `text`, replacing each span with its placeholder. Overlapping spans are merged into
 /// one (the first placeholder of the merged group wins) so no part of any match survives.
 pub(crate) fn apply(text: &str, mut reps: Vec<Replacement>) -> String {
-    reps.sort_by(|a, b| {
-        a.span
-            .start
-            .cmp(&b.span.start)
-            .then(b.span.end.cmp(&a.span.end))
-    });
+    reps.sort_by(|a, b| a.span.start.cmp(&b.span.start).then(b.span.end.cmp(&a.span.end)));
     let mut out = String::with_capacity(text.len());
     let mut pos = 0;
     let mut i = 0;
@@ -165,8 +148,7 @@ mod hex_key {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
         let s = String::deserialize(d)?;
         let v = hex::decode(&s).map_err(serde::de::Error::custom)?;
-        v.try_into()
-            .map_err(|_| serde::de::Error::custom("redaction key must be 32 bytes"))
+        v.try_into().map_err(|_| serde::de::Error::custom("redaction key must be 32 bytes"))
     }
 }
 
@@ -202,14 +184,8 @@ mod tests {
 
     #[test]
     fn overlapping_spans_merge() {
-        let r = |s, e, p: &str| Replacement {
-            span: Span::new(s, e),
-            placeholder: p.into(),
-        };
-        let out = apply(
-            "0123456789",
-            vec![r(2, 5, "[A]"), r(4, 7, "[B]"), r(8, 9, "[C]")],
-        );
+        let r = |s, e, p: &str| Replacement { span: Span::new(s, e), placeholder: p.into() };
+        let out = apply("0123456789", vec![r(2, 5, "[A]"), r(4, 7, "[B]"), r(8, 9, "[C]")]);
         assert_eq!(out, "01[A]7[C]9");
         assert_eq!(apply("abc", vec![]), "abc");
         assert_eq!(placeholder_kind("my-rule"), "MY_RULE");

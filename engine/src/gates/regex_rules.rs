@@ -51,10 +51,7 @@ pub(crate) struct CompiledRegexRule {
 impl CompiledRegexRule {
     pub fn compile(r: RegexRule) -> Result<Self, GateError> {
         if r.id.is_empty() || r.category.is_empty() {
-            return Err(GateError::InvalidRule {
-                rule: r.id,
-                message: "id and category are required".into(),
-            });
+            return Err(GateError::InvalidRule { rule: r.id, message: "id and category are required".into() });
         }
         if r.examples.positive.is_empty() {
             return Err(GateError::InvalidRule {
@@ -80,15 +77,8 @@ impl CompiledRegexRule {
 
     /// Runs near the keyword occurrences `hits`, or over the whole text without keywords.
     pub fn scan<'r>(&'r self, text: &str, hits: &[usize], out: &mut Vec<RawFinding<'r>>) {
-        let scope = if self.keywords.is_empty() {
-            Scope::Whole
-        } else {
-            Scope::Near {
-                hits,
-                lookbehind: 256,
-                max_len: 512,
-            }
-        };
+        let scope =
+            if self.keywords.is_empty() { Scope::Whole } else { Scope::Near { hits, lookbehind: 256, max_len: 512 } };
         self.regex.scan(text, scope, |h| {
             if h.whole.is_empty() {
                 return;

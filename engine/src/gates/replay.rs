@@ -39,7 +39,12 @@ impl ReplayedVerdict {
 
 /// Replay one recorded output (`None` when it was not kept) with its recorded verdict under
 /// `policy` (the step's full policy: the new workflow policy with the step's overrides).
-pub fn replay(mesh: &GateMesh, policy: &GatePolicy, recorded_output: Option<&Value>, recorded: &GateVerdict) -> ReplayedVerdict {
+pub fn replay(
+    mesh: &GateMesh,
+    policy: &GatePolicy,
+    recorded_output: Option<&Value>,
+    recorded: &GateVerdict,
+) -> ReplayedVerdict {
     let mut replayed = GateAction::Allow;
     let mut changed: Vec<(String, String)> = Vec::new();
     // The recorded findings, decided again.
@@ -81,7 +86,13 @@ pub fn replay(mesh: &GateMesh, policy: &GatePolicy, recorded_output: Option<&Val
     let mut rules: Vec<String> = changed.into_iter().map(|(_, r)| r).collect();
     rules.sort();
     rules.dedup();
-    ReplayedVerdict { recorded: recorded.action, replayed, categories, rules, output_rescanned: recorded_output.is_some() }
+    ReplayedVerdict {
+        recorded: recorded.action,
+        replayed,
+        categories,
+        rules,
+        output_rescanned: recorded_output.is_some(),
+    }
 }
 
 fn detector_on(policy: &GatePolicy, d: Detector) -> bool {
@@ -111,14 +122,18 @@ mod tests {
     fn tightening_finds_what_was_let_through_and_loosening_what_was_replaced() {
         let mesh = GateMesh::builtin();
         let old = GatePolicy::from_toml("[actions]\nemail = \"allow\"\n").unwrap();
-        let (verdict, kept) = recorded(&mesh, &old, &json!({"note": "mail jane@corp.example.org, card 4111 1111 1111 1111"}));
+        let (verdict, kept) =
+            recorded(&mesh, &old, &json!({"note": "mail jane@corp.example.org, card 4111 1111 1111 1111"}));
         assert_eq!(verdict.action, GateAction::Redact);
         // Same policy: nothing changes.
         assert!(!replay(&mesh, &old, Some(&kept), &verdict).changed());
         // Stricter on addresses: the address, in clear in the recorded output, is what changes.
         let strict = GatePolicy::from_toml("[actions]\nemail = \"block\"\n").unwrap();
         let r = replay(&mesh, &strict, Some(&kept), &verdict);
-        assert_eq!((r.recorded, r.replayed, r.categories.as_slice()), (GateAction::Redact, GateAction::Block, ["email".to_string()].as_slice()));
+        assert_eq!(
+            (r.recorded, r.replayed, r.categories.as_slice()),
+            (GateAction::Redact, GateAction::Block, ["email".to_string()].as_slice())
+        );
         // Looser on cards: only the recorded finding says a card was there.
         let loose = GatePolicy::from_toml("[actions]\nemail = \"allow\"\ncard = \"allow\"\n").unwrap();
         let r = replay(&mesh, &loose, Some(&kept), &verdict);

@@ -18,19 +18,10 @@ use crate::gates::verdict::{Detector, GateAction, RulesetId, Severity};
 
 /// The rule files shipped in `config/gates/`, embedded so the mesh works without a config dir.
 const BUILTIN_FILES: &[(&str, &str)] = &[
-    (
-        "allowlist.toml",
-        include_str!("../../../config/gates/allowlist.toml"),
-    ),
+    ("allowlist.toml", include_str!("../../../config/gates/allowlist.toml")),
     ("pii.toml", include_str!("../../../config/gates/pii.toml")),
-    (
-        "secrets.toml",
-        include_str!("../../../config/gates/secrets.toml"),
-    ),
-    (
-        "threat.toml",
-        include_str!("../../../config/gates/threat.toml"),
-    ),
+    ("secrets.toml", include_str!("../../../config/gates/secrets.toml")),
+    ("threat.toml", include_str!("../../../config/gates/threat.toml")),
 ];
 
 /// Identity of a rule as findings report it.
@@ -202,33 +193,20 @@ pub(crate) struct Ruleset {
 
 /// Reads the embedded rule files.
 pub(crate) fn builtin_sources() -> Vec<(String, String)> {
-    BUILTIN_FILES
-        .iter()
-        .map(|(n, c)| (n.to_string(), c.to_string()))
-        .collect()
+    BUILTIN_FILES.iter().map(|(n, c)| (n.to_string(), c.to_string())).collect()
 }
 
 /// Reads every `*.toml` of `dir` except `policy*.toml`, sorted by name.
 pub(crate) fn dir_sources(dir: &Path) -> Result<Vec<(String, String)>, GateError> {
-    let io = |source| GateError::Io {
-        path: dir.to_path_buf(),
-        source,
-    };
+    let io = |source| GateError::Io { path: dir.to_path_buf(), source };
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(io)? {
         let path = entry.map_err(io)?.path();
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or_default()
-            .to_string();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
         if !name.ends_with(".toml") || name.starts_with("policy") {
             continue;
         }
-        let text = std::fs::read_to_string(&path).map_err(|source| GateError::Io {
-            path: path.clone(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(&path).map_err(|source| GateError::Io { path: path.clone(), source })?;
         files.push((name, text));
     }
     files.sort();
@@ -246,10 +224,8 @@ pub(crate) fn compile(files: &[(String, String)]) -> Result<Ruleset, GateError> 
         hasher.update([0]);
         hasher.update(text.as_bytes());
         hasher.update([0]);
-        let f: RuleFile = toml::from_str(text).map_err(|e| GateError::Parse {
-            file: name.clone(),
-            message: e.to_string(),
-        })?;
+        let f: RuleFile =
+            toml::from_str(text).map_err(|e| GateError::Parse { file: name.clone(), message: e.to_string() })?;
         if let Some(m) = f.meta {
             version = Some(m.version);
         }
@@ -264,55 +240,24 @@ pub(crate) fn compile(files: &[(String, String)]) -> Result<Ruleset, GateError> 
         all.threat.extend(f.threat);
         all.regex.extend(f.regex);
     }
-    let id = RulesetId {
-        version: version.unwrap_or_else(|| "unversioned".into()),
-        hash: hex::encode(hasher.finalize()),
-    };
+    let id =
+        RulesetId { version: version.unwrap_or_else(|| "unversioned".into()), hash: hex::encode(hasher.finalize()) };
 
     let mut seen = std::collections::HashSet::new();
-    let ids = all
-        .secret
-        .iter()
-        .map(|r| &r.id)
-        .chain(all.pii.iter().map(|r| &r.id));
-    for rid in ids
-        .chain(all.threat.iter().map(|r| &r.id))
-        .chain(all.regex.iter().map(|r| &r.id))
-    {
+    let ids = all.secret.iter().map(|r| &r.id).chain(all.pii.iter().map(|r| &r.id));
+    for rid in ids.chain(all.threat.iter().map(|r| &r.id)).chain(all.regex.iter().map(|r| &r.id)) {
         if !seen.insert(rid.clone()) {
             return Err(GateError::DuplicateRule { rule: rid.clone() });
         }
     }
 
     let allowlist = Allowlist::compile(&allow)?;
-    let secrets = all
-        .secret
-        .into_iter()
-        .map(SecretRule::compile)
-        .collect::<Result<Vec<_>, _>>()?;
-    let pii = all
-        .pii
-        .into_iter()
-        .map(PiiRule::compile)
-        .collect::<Result<Vec<_>, _>>()?;
-    let threat = all
-        .threat
-        .into_iter()
-        .map(ThreatRule::compile)
-        .collect::<Result<Vec<_>, _>>()?;
-    let regex = all
-        .regex
-        .into_iter()
-        .map(CompiledRegexRule::compile)
-        .collect::<Result<Vec<_>, _>>()?;
-    let rs = assemble(
-        id,
-        Arc::new(secrets),
-        Arc::new(allowlist),
-        Arc::new(PiiRules::new(pii)),
-        Arc::new(threat),
-        regex,
-    );
+    let secrets = all.secret.into_iter().map(SecretRule::compile).collect::<Result<Vec<_>, _>>()?;
+    let pii = all.pii.into_iter().map(PiiRule::compile).collect::<Result<Vec<_>, _>>()?;
+    let threat = all.threat.into_iter().map(ThreatRule::compile).collect::<Result<Vec<_>, _>>()?;
+    let regex = all.regex.into_iter().map(CompiledRegexRule::compile).collect::<Result<Vec<_>, _>>()?;
+    let rs =
+        assemble(id, Arc::new(secrets), Arc::new(allowlist), Arc::new(PiiRules::new(pii)), Arc::new(threat), regex);
     crate::gates::examples::check_all(&rs)?;
     Ok(rs)
 }
@@ -336,25 +281,12 @@ pub(crate) fn assemble(
     for (i, r) in regex.iter().enumerate() {
         pairs.extend(r.keywords.iter().map(|k| (k.clone(), Target::Regex(i))));
     }
-    for (i, r) in pii
-        .rules
-        .iter()
-        .enumerate()
-        .filter(|(_, r)| r.needs_positions())
-    {
+    for (i, r) in pii.rules.iter().enumerate().filter(|(_, r)| r.needs_positions()) {
         pairs.extend(r.context.iter().map(|k| (k.clone(), Target::Context(i))));
     }
     let counts = [secrets.len(), threat.len(), regex.len(), pii.rules.len()];
     let prefilter = Prefilter::build(pairs, counts);
-    Ruleset {
-        id,
-        secrets,
-        allowlist,
-        pii,
-        threat,
-        regex,
-        prefilter,
-    }
+    Ruleset { id, secrets, allowlist, pii, threat, regex, prefilter }
 }
 
 /// Compiles a regex with bounded program and cache sizes (a rule cannot eat the heap).
@@ -363,8 +295,5 @@ pub(crate) fn build_regex(rule: &str, pattern: &str) -> Result<regex::Regex, Gat
         .size_limit(2 << 20)
         .dfa_size_limit(2 << 20)
         .build()
-        .map_err(|e| GateError::Regex {
-            rule: rule.to_string(),
-            message: e.to_string(),
-        })
+        .map_err(|e| GateError::Regex { rule: rule.to_string(), message: e.to_string() })
 }

@@ -11,9 +11,7 @@ use crate::gates::policy::GatePolicy;
 use crate::gates::redact::RedactionMap;
 use crate::gates::rules::{RuleMeta, Ruleset};
 use crate::gates::threat;
-use crate::gates::verdict::{
-    Detector, Finding, GateAction, GateVerdict, RulesetId, Severity, Span, ThreatSummary,
-};
+use crate::gates::verdict::{Detector, Finding, GateAction, GateVerdict, RulesetId, Severity, Span, ThreatSummary};
 
 /// A detector's match, in normalised-text coordinates unless `original_span`.
 #[derive(Debug)]
@@ -31,13 +29,7 @@ pub(crate) struct RawFinding<'r> {
 }
 
 impl<'r> RawFinding<'r> {
-    pub fn signal(
-        meta: &'r RuleMeta,
-        start: usize,
-        end: usize,
-        canonical: &str,
-        weight: f32,
-    ) -> Self {
+    pub fn signal(meta: &'r RuleMeta, start: usize, end: usize, canonical: &str, weight: f32) -> Self {
         RawFinding {
             meta,
             start,
@@ -93,28 +85,17 @@ pub(crate) struct Timeout;
 
 impl Deadline {
     pub fn new(ms: u64) -> Self {
-        Deadline {
-            start: Instant::now(),
-            budget: Duration::from_millis(ms),
-        }
+        Deadline { start: Instant::now(), budget: Duration::from_millis(ms) }
     }
 
     pub fn check(&self) -> Result<(), Timeout> {
-        if self.start.elapsed() >= self.budget {
-            Err(Timeout)
-        } else {
-            Ok(())
-        }
+        if self.start.elapsed() >= self.budget { Err(Timeout) } else { Ok(()) }
     }
 }
 
 /// Phone regions of the policy (validated when the policy is; unknown ones are skipped here).
 pub(crate) fn regions(policy: &GatePolicy) -> Vec<country::Id> {
-    policy
-        .phone_regions
-        .iter()
-        .filter_map(|r| r.parse().ok())
-        .collect()
+    policy.phone_regions.iter().filter_map(|r| r.parse().ok()).collect()
 }
 
 /// What a scan of one output needs besides the text.
@@ -127,12 +108,7 @@ pub(crate) struct Scanner<'r, 'p> {
 
 impl<'r, 'p> Scanner<'r, 'p> {
     pub fn new(rs: &'r Ruleset, policy: &'p GatePolicy) -> Self {
-        Scanner {
-            rs,
-            policy,
-            regions: regions(policy),
-            deadline: Deadline::new(policy.time_budget_ms),
-        }
+        Scanner { rs, policy, regions: regions(policy), deadline: Deadline::new(policy.time_budget_ms) }
     }
 
     /// Runs every enabled detector over one string; findings go to `out` in original coordinates.
@@ -143,16 +119,7 @@ impl<'r, 'p> Scanner<'r, 'p> {
         in_key: bool,
         out: &mut Vec<Located<'r>>,
     ) -> Result<(), Timeout> {
-        scan_str(
-            self.rs,
-            text,
-            self.policy,
-            &self.regions,
-            &self.deadline,
-            out,
-            path,
-            in_key,
-        )
+        scan_str(self.rs, text, self.policy, &self.regions, &self.deadline, out, path, in_key)
     }
 }
 
@@ -171,11 +138,7 @@ fn scan_str<'r>(
     // Between detectors the clock is read only for long texts (a JSON output has many short
     // strings; each is checked on entry).
     let check = || {
-        if text.len() > 4096 {
-            deadline.check()
-        } else {
-            Ok(())
-        }
+        if text.len() > 4096 { deadline.check() } else { Ok(()) }
     };
     let norm = normalize(text);
     let t: &str = &norm.text;
@@ -200,8 +163,7 @@ fn scan_str<'r>(
         check()?;
     }
     if d.pii {
-        rs.pii
-            .scan(t, &hits, regions, &|id| policy.rule_enabled(id), &mut raw);
+        rs.pii.scan(t, &hits, regions, &|id| policy.rule_enabled(id), &mut raw);
         check()?;
     }
     if d.threat {
@@ -209,11 +171,8 @@ fn scan_str<'r>(
         check()?;
     }
     // A provider rule names the secret better than a generic `key = value` rule on the same span.
-    let specific: Vec<(usize, usize)> = raw
-        .iter()
-        .filter(|f| f.meta.detector == Detector::Secrets && !f.generic)
-        .map(|f| (f.start, f.end))
-        .collect();
+    let specific: Vec<(usize, usize)> =
+        raw.iter().filter(|f| f.meta.detector == Detector::Secrets && !f.generic).map(|f| (f.start, f.end)).collect();
     for f in raw {
         if f.generic && specific.iter().any(|&(s, e)| f.start < e && s < f.end) {
             continue;
@@ -221,11 +180,7 @@ fn scan_str<'r>(
         if f.meta.detector != Detector::Threat && f.confidence < policy.min_confidence {
             continue;
         }
-        let span = if f.original_span {
-            Span::new(f.start, f.end)
-        } else {
-            norm.to_original(f.start, f.end)
-        };
+        let span = if f.original_span { Span::new(f.start, f.end) } else { norm.to_original(f.start, f.end) };
         out.push(Located {
             meta: f.meta,
             span,
@@ -255,20 +210,12 @@ pub(crate) fn decide(
         }
     }
     let threat = (!signals.is_empty()).then(|| {
-        let score = 1.0
-            - signals
-                .iter()
-                .fold(1.0f32, |acc, (_, w)| acc * (1.0 - w.clamp(0.0, 1.0)));
+        let score = 1.0 - signals.iter().fold(1.0f32, |acc, (_, w)| acc * (1.0 - w.clamp(0.0, 1.0)));
         let mut names: Vec<String> = signals.iter().map(|(id, _)| id.to_string()).collect();
         names.sort();
-        ThreatSummary {
-            score,
-            signals: names,
-        }
+        ThreatSummary { score, signals: names }
     });
-    let threat_hit = threat
-        .as_ref()
-        .is_some_and(|t| t.score >= policy.threat_threshold);
+    let threat_hit = threat.as_ref().is_some_and(|t| t.score >= policy.threat_threshold);
     let mut findings = Vec::with_capacity(found.len());
     let mut placeholders = Vec::with_capacity(found.len());
     for f in found {
@@ -278,9 +225,7 @@ pub(crate) fn decide(
             _ => policy.action_for(&f.meta.category),
         };
         let match_hash = map.hash(&f.meta.category, &f.canonical);
-        placeholders.push(
-            (action >= GateAction::Redact).then(|| map.placeholder(&f.meta.category, &match_hash)),
-        );
+        placeholders.push((action >= GateAction::Redact).then(|| map.placeholder(&f.meta.category, &match_hash)));
         findings.push(Finding {
             detector: f.meta.detector,
             rule_id: f.meta.id.clone(),
@@ -295,20 +240,8 @@ pub(crate) fn decide(
             message: f.note.or_else(|| f.meta.message.clone()),
         });
     }
-    let action = findings
-        .iter()
-        .map(|f| f.action)
-        .max()
-        .unwrap_or(GateAction::Allow);
-    (
-        GateVerdict {
-            action,
-            findings,
-            ruleset: ruleset.clone(),
-            threat,
-        },
-        placeholders,
-    )
+    let action = findings.iter().map(|f| f.action).max().unwrap_or(GateAction::Allow);
+    (GateVerdict { action, findings, ruleset: ruleset.clone(), threat }, placeholders)
 }
 
 /// The verdict of a scan that could not complete: block, with a finding that says why.

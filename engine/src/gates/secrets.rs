@@ -42,14 +42,9 @@ pub(crate) struct SecretRule {
 
 impl SecretRule {
     pub fn compile(d: SecretRuleDef) -> Result<Self, GateError> {
-        let invalid = |m: String| GateError::InvalidRule {
-            rule: d.id.clone(),
-            message: m,
-        };
+        let invalid = |m: String| GateError::InvalidRule { rule: d.id.clone(), message: m };
         if d.keywords.is_empty() {
-            return Err(invalid(
-                "a secret rule needs at least one prefilter keyword".into(),
-            ));
+            return Err(invalid("a secret rule needs at least one prefilter keyword".into()));
         }
         let regex = RuleRegex::new(&d.id, &d.regex, "secret")?;
         let validator = match d.validate.as_deref() {
@@ -58,11 +53,7 @@ impl SecretRule {
             Some("not_code") => Some(Validator::NotCode),
             Some(other) => return Err(invalid(format!("unknown validator {other:?}"))),
         };
-        let allow = d
-            .allow
-            .iter()
-            .map(|p| build_regex(&d.id, p))
-            .collect::<Result<_, _>>()?;
+        let allow = d.allow.iter().map(|p| build_regex(&d.id, p)).collect::<Result<_, _>>()?;
         Ok(SecretRule {
             meta: RuleMeta {
                 id: d.id,
@@ -78,11 +69,7 @@ impl SecretRule {
             entropy: d.entropy,
             allow,
             validator,
-            ignore_key_suffixes: d
-                .ignore_key_suffixes
-                .iter()
-                .map(|x| x.to_ascii_lowercase())
-                .collect(),
+            ignore_key_suffixes: d.ignore_key_suffixes.iter().map(|x| x.to_ascii_lowercase()).collect(),
             lookbehind: d.lookbehind,
             max_len: d.max_len,
             confidence: d.confidence,
@@ -91,18 +78,8 @@ impl SecretRule {
     }
 
     /// Runs the rule near its keyword occurrences `hits`.
-    pub fn scan<'r>(
-        &'r self,
-        text: &str,
-        hits: &[usize],
-        allow: &Allowlist,
-        out: &mut Vec<RawFinding<'r>>,
-    ) {
-        let scope = Scope::Near {
-            hits,
-            lookbehind: self.lookbehind,
-            max_len: self.max_len,
-        };
+    pub fn scan<'r>(&'r self, text: &str, hits: &[usize], allow: &Allowlist, out: &mut Vec<RawFinding<'r>>) {
+        let scope = Scope::Near { hits, lookbehind: self.lookbehind, max_len: self.max_len };
         self.regex.scan(text, scope, |h| {
             let (s, e) = h.part;
             if let Some((ks, ke)) = h.key
@@ -134,24 +111,13 @@ impl SecretRule {
         let key: String = key
             .trim_end_matches(['"', '\''])
             .chars()
-            .map(|c| {
-                if c == '-' || c == '.' {
-                    '_'
-                } else {
-                    c.to_ascii_lowercase()
-                }
-            })
+            .map(|c| if c == '-' || c == '.' { '_' } else { c.to_ascii_lowercase() })
             .collect();
-        self.ignore_key_suffixes
-            .iter()
-            .any(|x| key.ends_with(x.as_str()))
+        self.ignore_key_suffixes.iter().any(|x| key.ends_with(x.as_str()))
     }
 
     fn accepts(&self, v: &str, allow: &Allowlist) -> bool {
-        if self
-            .entropy
-            .is_some_and(|min| shannon_entropy(v.as_bytes()) < min)
-        {
+        if self.entropy.is_some_and(|min| shannon_entropy(v.as_bytes()) < min) {
             return false;
         }
         if allow.allows(v) || self.allow.iter().any(|r| r.is_match(v)) {
@@ -181,22 +147,13 @@ impl Allowlist {
                 .build(&d.substrings)
                 .expect("allowlist automaton within limits")
         });
-        let patterns = RegexSet::new(&d.patterns).map_err(|e| GateError::Regex {
-            rule: "allowlist".into(),
-            message: e.to_string(),
-        })?;
-        Ok(Allowlist {
-            substrings,
-            patterns,
-            examples: d.examples.clone(),
-        })
+        let patterns = RegexSet::new(&d.patterns)
+            .map_err(|e| GateError::Regex { rule: "allowlist".into(), message: e.to_string() })?;
+        Ok(Allowlist { substrings, patterns, examples: d.examples.clone() })
     }
 
     pub fn allows(&self, value: &str) -> bool {
-        self.substrings
-            .as_ref()
-            .is_some_and(|ac| ac.is_match(value))
-            || self.patterns.is_match(value)
+        self.substrings.as_ref().is_some_and(|ac| ac.is_match(value)) || self.patterns.is_match(value)
     }
 }
 
@@ -220,9 +177,7 @@ fn not_code(v: &str) -> bool {
     }
     let letters = v.bytes().any(|b| b.is_ascii_alphabetic());
     let digits = v.bytes().any(|b| b.is_ascii_digit());
-    let symbols = v
-        .bytes()
-        .any(|b| !b.is_ascii_alphanumeric() && !b"._/-:".contains(&b) && b != b'_');
+    let symbols = v.bytes().any(|b| !b.is_ascii_alphanumeric() && !b"._/-:".contains(&b) && b != b'_');
     (letters && digits) || symbols
 }
 

@@ -44,18 +44,12 @@ pub(crate) struct ThreatRule {
 
 impl ThreatRule {
     pub fn compile(d: ThreatRuleDef) -> Result<Self, GateError> {
-        let invalid = |m: &str| GateError::InvalidRule {
-            rule: d.id.clone(),
-            message: m.into(),
-        };
+        let invalid = |m: &str| GateError::InvalidRule { rule: d.id.clone(), message: m.into() };
         if !(0.0..=1.0).contains(&d.weight) {
             return Err(invalid("weight must be within 0.0..=1.0"));
         }
         let regex = || -> Result<RuleRegex, GateError> {
-            let p = d
-                .regex
-                .as_deref()
-                .ok_or_else(|| invalid("this kind needs a regex"))?;
+            let p = d.regex.as_deref().ok_or_else(|| invalid("this kind needs a regex"))?;
             RuleRegex::new(&d.id, p, "url")
         };
         let kind = match d.kind.as_str() {
@@ -69,14 +63,10 @@ impl ThreatRule {
             "encoded_payload" => ThreatKind::Encoded,
             other => return Err(invalid(&format!("unknown threat kind {other:?}"))),
         };
-        let needs_keywords = matches!(
-            kind,
-            ThreatKind::Pattern(_) | ThreatKind::MarkdownImage(_) | ThreatKind::MarkdownLink(_)
-        );
+        let needs_keywords =
+            matches!(kind, ThreatKind::Pattern(_) | ThreatKind::MarkdownImage(_) | ThreatKind::MarkdownLink(_));
         if needs_keywords && d.keywords.is_empty() {
-            return Err(invalid(
-                "a regex threat rule needs at least one prefilter keyword",
-            ));
+            return Err(invalid("a regex threat rule needs at least one prefilter keyword"));
         }
         if let ThreatKind::MarkdownImage(r) | ThreatKind::MarkdownLink(r) = &kind
             && !r.has_group()
@@ -102,24 +92,14 @@ impl ThreatRule {
     }
 
     /// Runs a regex-based rule near its keyword occurrences `hits`.
-    fn scan_regex<'r>(
-        &'r self,
-        text: &str,
-        hits: &[usize],
-        policy: &GatePolicy,
-        out: &mut Vec<RawFinding<'r>>,
-    ) {
+    fn scan_regex<'r>(&'r self, text: &str, hits: &[usize], policy: &GatePolicy, out: &mut Vec<RawFinding<'r>>) {
         let (re, link) = match &self.kind {
             ThreatKind::Pattern(re) => (re, None),
             ThreatKind::MarkdownImage(re) => (re, Some(false)),
             ThreatKind::MarkdownLink(re) => (re, Some(true)),
             _ => return,
         };
-        let scope = Scope::Near {
-            hits,
-            lookbehind: self.lookbehind,
-            max_len: self.max_len,
-        };
+        let scope = Scope::Near { hits, lookbehind: self.lookbehind, max_len: self.max_len };
         re.scan(text, scope, |h| {
             let mut weight = self.weight;
             if let Some(is_link) = link {
@@ -134,13 +114,7 @@ impl ThreatRule {
                     (false, true) => return,
                 }
             }
-            out.push(RawFinding::signal(
-                &self.meta,
-                h.whole.start,
-                h.whole.end,
-                &text[h.whole.clone()],
-                weight,
-            ));
+            out.push(RawFinding::signal(&self.meta, h.whole.start, h.whole.end, &text[h.whole.clone()], weight));
         });
     }
 
@@ -152,24 +126,11 @@ impl ThreatRule {
             ThreatKind::Invisible(_) | ThreatKind::Encoded => {
                 let norm = crate::gates::normalize::normalize(text);
                 let hits = Hits::default();
-                scan_special(
-                    std::slice::from_ref(self),
-                    all,
-                    &norm,
-                    &hits,
-                    policy,
-                    0,
-                    &mut out,
-                );
+                scan_special(std::slice::from_ref(self), all, &norm, &hits, policy, 0, &mut out);
             }
             _ => {
                 let norm = crate::gates::normalize::normalize(text);
-                self.scan_regex(
-                    &norm.text,
-                    &keyword_positions(&self.keywords, &norm.text),
-                    policy,
-                    &mut out,
-                );
+                self.scan_regex(&norm.text, &keyword_positions(&self.keywords, &norm.text), policy, &mut out);
             }
         }
         !out.is_empty()
@@ -208,8 +169,7 @@ fn scan_special<'r>(
         match r.kind {
             ThreatKind::Invisible(kind) => {
                 for inv in norm.invisibles.iter().filter(|i| i.kind == kind) {
-                    let mut f =
-                        RawFinding::signal(&r.meta, inv.span.start, inv.span.end, "", r.weight);
+                    let mut f = RawFinding::signal(&r.meta, inv.span.start, inv.span.end, "", r.weight);
                     f.original_span = true;
                     if kind == InvisibleKind::Tag && !norm.hidden_tags.is_empty() {
                         let inner = nested_signals(nested, &norm.hidden_tags, policy, depth + 1);
@@ -225,8 +185,7 @@ fn scan_special<'r>(
                 for (start, end, decoded) in encoded::payloads(&norm.text) {
                     let inner = nested_signals(nested, &decoded, policy, depth + 1);
                     if let Some(w) = inner_weight(nested, &inner) {
-                        let mut f =
-                            RawFinding::signal(&r.meta, start, end, &decoded, r.weight.max(w));
+                        let mut f = RawFinding::signal(&r.meta, start, end, &decoded, r.weight.max(w));
                         f.note = Some(format!("decoded payload triggers {}", inner.join(", ")));
                         out.push(f);
                     }
@@ -244,26 +203,13 @@ fn nested_signals(rules: &[ThreatRule], text: &str, policy: &GatePolicy, depth: 
     for r in rules.iter().filter(|r| policy.rule_enabled(&r.meta.id)) {
         match r.kind {
             ThreatKind::Pattern(_) | ThreatKind::MarkdownImage(_) | ThreatKind::MarkdownLink(_) => {
-                r.scan_regex(
-                    &norm.text,
-                    &keyword_positions(&r.keywords, &norm.text),
-                    policy,
-                    &mut out,
-                );
+                r.scan_regex(&norm.text, &keyword_positions(&r.keywords, &norm.text), policy, &mut out);
             }
             _ => {}
         }
     }
     if depth < MAX_DECODE_DEPTH {
-        scan_special(
-            rules,
-            rules,
-            &norm,
-            &Hits::default(),
-            policy,
-            depth,
-            &mut out,
-        );
+        scan_special(rules, rules, &norm, &Hits::default(), policy, depth, &mut out);
     }
     let mut ids: Vec<String> = out.iter().map(|f| f.meta.id.clone()).collect();
     ids.sort();
@@ -272,9 +218,7 @@ fn nested_signals(rules: &[ThreatRule], text: &str, policy: &GatePolicy, depth: 
 }
 
 fn inner_weight(rules: &[ThreatRule], ids: &[String]) -> Option<f32> {
-    ids.iter()
-        .filter_map(|id| rules.iter().find(|r| &r.meta.id == id).map(|r| r.weight))
-        .reduce(f32::max)
+    ids.iter().filter_map(|id| rules.iter().find(|r| &r.meta.id == id).map(|r| r.weight)).reduce(f32::max)
 }
 
 /// Host of an http(s) URL, without userinfo and port.
@@ -291,18 +235,14 @@ fn url_carries_data(url: &str) -> bool {
         return true;
     }
     if let Some((_, q)) = url.split_once('?')
-        && q.split('&')
-            .any(|kv| kv.split_once('=').is_some_and(|(_, v)| v.len() >= 4))
+        && q.split('&').any(|kv| kv.split_once('=').is_some_and(|(_, v)| v.len() >= 4))
     {
         return true;
     }
     let path = url.split_once("://").map_or(url, |(_, r)| r);
-    path.split(['/', '?', '#']).skip(1).any(|seg| {
-        seg.len() >= 24
-            && seg
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_=+%".contains(&b))
-    })
+    path.split(['/', '?', '#'])
+        .skip(1)
+        .any(|seg| seg.len() >= 24 && seg.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_=+%".contains(&b)))
 }
 
 #[cfg(test)]
@@ -315,9 +255,7 @@ mod tests {
         assert_eq!(url_host("http://a.b"), "a.b");
         assert!(url_carries_data("https://e.io/p.png?d=c2VjcmV0"));
         assert!(url_carries_data("https://e.io/log/{{conversation}}"));
-        assert!(url_carries_data(
-            "https://e.io/aGVsbG8gd29ybGQgc2VjcmV0IGRhdGE/x.png"
-        ));
+        assert!(url_carries_data("https://e.io/aGVsbG8gd29ybGQgc2VjcmV0IGRhdGE/x.png"));
         assert!(!url_carries_data("https://e.io/images/cat.png"));
         assert!(!url_carries_data("https://e.io/search?q=1"));
     }

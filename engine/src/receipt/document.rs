@@ -1,7 +1,7 @@
 //! The receipt document and how it is signed.
 
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use crate::receipt::canonical::canonical_json;
 use crate::receipt::signing::ReceiptSigner;
@@ -57,7 +57,9 @@ pub struct EntryInput<'a> {
 impl ReceiptEntry {
     /// What an entry's signature covers.
     pub fn signed_bytes(run: &str, index: u64, kind: &str, at: u64, link: &str, record: &Value) -> Vec<u8> {
-        canonical_json(&json!({"format": FORMAT, "run": run, "index": index, "kind": kind, "at": at, "link": link, "record": record}))
+        canonical_json(
+            &json!({"format": FORMAT, "run": run, "index": index, "kind": kind, "at": at, "link": link, "record": record}),
+        )
     }
 }
 

@@ -18,6 +18,6 @@ mod verify;
 mod tests;
 
 pub use canonical::canonical_json;
-pub use document::{EntryInput, Receipt, ReceiptEntry, FORMAT};
+pub use document::{EntryInput, FORMAT, Receipt, ReceiptEntry};
 pub use signing::{ReceiptKey, ReceiptSigner};
-pub use verify::{verify, Verified, VerifyError};
+pub use verify::{Verified, VerifyError, verify};

@@ -59,8 +59,12 @@ impl std::str::FromStr for ReceiptKey {
     fn from_str(s: &str) -> Result<Self, String> {
         let s = s.trim();
         let mut bytes = [0u8; 32];
-        hex::decode_to_slice(s, &mut bytes)
-            .map_err(|_| format!("a receipt key is 64 hex characters (an Ed25519 public key); got {:?}", s.chars().take(80).collect::<String>()))?;
+        hex::decode_to_slice(s, &mut bytes).map_err(|_| {
+            format!(
+                "a receipt key is 64 hex characters (an Ed25519 public key); got {:?}",
+                s.chars().take(80).collect::<String>()
+            )
+        })?;
         VerifyingKey::from_bytes(&bytes).map(ReceiptKey).map_err(|_| "not a valid Ed25519 public key".to_string())
     }
 }
@@ -70,7 +74,10 @@ impl ReceiptKey {
     /// no malleable or small-order forms).
     pub fn verifies(&self, message: &[u8], signature: &str) -> bool {
         let mut bytes = [0u8; 64];
-        if signature.len() != 128 || signature.bytes().any(|b| b.is_ascii_uppercase()) || hex::decode_to_slice(signature, &mut bytes).is_err() {
+        if signature.len() != 128
+            || signature.bytes().any(|b| b.is_ascii_uppercase())
+            || hex::decode_to_slice(signature, &mut bytes).is_err()
+        {
             return false;
         }
         let sig = Signature::from_bytes(&bytes);

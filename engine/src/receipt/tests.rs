@@ -1,10 +1,10 @@
 //! Receipts built from a small chained journal: they verify, and every alteration — any value
 //! of an entry, a removed or moved entry, another key — is named by its entry.
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
-use crate::receipt::{verify, EntryInput, Receipt, ReceiptKey, ReceiptSigner, VerifyError};
-use crate::store::chain::{event_digest, ChainLink, ChainedEntry};
+use crate::receipt::{EntryInput, Receipt, ReceiptKey, ReceiptSigner, VerifyError, verify};
+use crate::store::chain::{ChainLink, ChainedEntry, event_digest};
 
 fn signer() -> ReceiptSigner {
     ReceiptSigner::from_seed(&[7u8; 32])
@@ -15,7 +15,10 @@ fn receipt(with: &ReceiptSigner) -> Value {
     let run = "01RUN";
     let events = [
         ("run_started", json!({"kind": "run.started", "params": {"client": "[EMAIL_1]"}})),
-        ("step_succeeded", json!({"kind": "step.succeeded", "step": "fetch", "attempt": 1, "cost": "0.01", "output": {"n": 3}})),
+        (
+            "step_succeeded",
+            json!({"kind": "step.succeeded", "step": "fetch", "attempt": 1, "cost": "0.01", "output": {"n": 3}}),
+        ),
         ("human_decided", json!({"kind": "request.approved", "by": "alice", "comment": "ok"})),
         ("step_succeeded", json!({"kind": "step.succeeded", "step": "send", "attempt": 1, "cost": "0"})),
     ];
@@ -30,8 +33,19 @@ fn receipt(with: &ReceiptSigner) -> Value {
             e
         })
         .collect();
-    let inputs = events.iter().zip(&chained).enumerate().map(|(i, ((kind, record), c))| EntryInput { kind, at: 1_000 + i as u64, chained: c, record: record.clone() }).collect();
-    serde_json::to_value(Receipt::sign(with, run, json!({"spec_digest": "abc", "params": {"client": "[EMAIL_1]"}}), inputs)).unwrap()
+    let inputs = events
+        .iter()
+        .zip(&chained)
+        .enumerate()
+        .map(|(i, ((kind, record), c))| EntryInput { kind, at: 1_000 + i as u64, chained: c, record: record.clone() })
+        .collect();
+    serde_json::to_value(Receipt::sign(
+        with,
+        run,
+        json!({"spec_digest": "abc", "params": {"client": "[EMAIL_1]"}}),
+        inputs,
+    ))
+    .unwrap()
 }
 
 fn check(doc: &Value) -> Result<(), VerifyError> {
@@ -115,7 +129,14 @@ fn a_receipt_re_signed_with_another_key_fails_naming_the_entry() {
     let mut doc = receipt(&signer());
     doc["entries"][2]["record"]["by"] = json!("mallory");
     let e = &doc["entries"][2];
-    let bytes = crate::receipt::ReceiptEntry::signed_bytes("01RUN", 2, "human_decided", e["at"].as_u64().unwrap(), e["link"].as_str().unwrap(), &e["record"]);
+    let bytes = crate::receipt::ReceiptEntry::signed_bytes(
+        "01RUN",
+        2,
+        "human_decided",
+        e["at"].as_u64().unwrap(),
+        e["link"].as_str().unwrap(),
+        &e["record"],
+    );
     doc["entries"][2]["signature"] = json!(other.sign(&bytes));
     let err = check(&doc).unwrap_err();
     assert_eq!(err.entry(), Some((2, "human_decided")), "{err}");

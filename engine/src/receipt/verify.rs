@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use crate::receipt::document::{Receipt, ReceiptEntry, FORMAT};
+use crate::receipt::document::{FORMAT, Receipt, ReceiptEntry};
 use crate::receipt::signing::ReceiptKey;
 use crate::store::chain::ChainLink;
 
@@ -53,7 +53,8 @@ pub fn verify(doc: &Value, trusted: Option<&ReceiptKey>) -> Result<Verified, Ver
         .parse()
         .map_err(|e: String| VerifyError::Malformed(format!("`key`: {e}")))?;
     let key = trusted.copied().unwrap_or(named);
-    let other_key = (key != named).then(|| format!(" (the receipt names key {named}, not the service key {key}: re-signed with another key?)"));
+    let other_key = (key != named)
+        .then(|| format!(" (the receipt names key {named}, not the service key {key}: re-signed with another key?)"));
     let header = doc.get("header").filter(|h| h.is_object()).ok_or_else(|| malformed("`header` is missing"))?;
     let run = header.get("run").and_then(Value::as_str).ok_or_else(|| malformed("`header.run` is missing"))?;
     let entries = doc.get("entries").and_then(Value::as_array).ok_or_else(|| malformed("`entries` is missing"))?;
@@ -62,7 +63,8 @@ pub fn verify(doc: &Value, trusted: Option<&ReceiptKey>) -> Result<Verified, Ver
     for (i, raw) in entries.iter().enumerate() {
         let kind = raw.get("kind").and_then(Value::as_str).unwrap_or("?").to_string();
         let fail = |reason: String| VerifyError::Entry { index: i, kind: kind.clone(), reason };
-        let e: ReceiptEntry = serde_json::from_value(raw.clone()).map_err(|err| fail(format!("is malformed: {err}")))?;
+        let e: ReceiptEntry =
+            serde_json::from_value(raw.clone()).map_err(|err| fail(format!("is malformed: {err}")))?;
         if e.index != i as u64 {
             return Err(fail(format!(
                 "is out of place: position {i} holds journal entry {} — an entry was removed or the entries were reordered",
@@ -78,7 +80,10 @@ pub fn verify(doc: &Value, trusted: Option<&ReceiptKey>) -> Result<Verified, Ver
             }));
         }
         let mut digest = [0u8; 32];
-        if e.digest.len() != 64 || e.digest.bytes().any(|b| b.is_ascii_uppercase()) || hex::decode_to_slice(&e.digest, &mut digest).is_err() {
+        if e.digest.len() != 64
+            || e.digest.bytes().any(|b| b.is_ascii_uppercase())
+            || hex::decode_to_slice(&e.digest, &mut digest).is_err()
+        {
             return Err(fail("has a malformed `digest`".into()));
         }
         let link = prev.next(&digest);
@@ -93,12 +98,16 @@ pub fn verify(doc: &Value, trusted: Option<&ReceiptKey>) -> Result<Verified, Ver
         }
         expected_prev = link;
     }
-    let signed_count = header.get("entries").and_then(Value::as_u64).ok_or_else(|| malformed("`header.entries` is missing"))?;
+    let signed_count =
+        header.get("entries").and_then(Value::as_u64).ok_or_else(|| malformed("`header.entries` is missing"))?;
     if (entries.len() as u64) < signed_count {
         return Err(VerifyError::Entry {
             index: entries.len(),
             kind: "missing".into(),
-            reason: format!("was removed: the header signs {signed_count} entries and the receipt holds {}", entries.len()),
+            reason: format!(
+                "was removed: the header signs {signed_count} entries and the receipt holds {}",
+                entries.len()
+            ),
         });
     }
     if (entries.len() as u64) > signed_count {

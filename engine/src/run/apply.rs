@@ -6,22 +6,22 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
+use crate::conversation::{PromptHold, ToolAsk, ToolGrant};
 use crate::expr::{self, Scope};
 use crate::ids::{RequestId, RunId, StepId};
 use crate::llm::ModelQuote;
 use crate::money::Money;
+use crate::run::requests::{
+    approval_request, budget_escalation_at, budget_request, defaults_due, escalation_at, escalation_timers,
+    guidance_request, policy_decision, policy_reason, prompt_guidance_request, slot_mode, tool_authorisation_request,
+};
 use crate::run::state::{AttemptRecord, AttemptStatus, Slot, StepDecision};
 use crate::run::{
-    retry_after_failure, Action, BudgetState, Decision, Event, FailReason, RunState,
-    RunStatus, StepState, StepStatus, Timer,
+    Action, BudgetState, Decision, Event, FailReason, RunState, RunStatus, StepState, StepStatus, Timer,
+    retry_after_failure,
 };
-use crate::run::requests::{
-    approval_request, budget_escalation_at, budget_request, defaults_due, escalation_at, escalation_timers, guidance_request, policy_decision,
-    policy_reason, prompt_guidance_request, slot_mode, tool_authorisation_request,
-};
-use crate::conversation::{PromptHold, ToolAsk, ToolGrant};
 use crate::spec::steps::{EventStep, OnTimeout, PlatformAction, WaitSpec};
 use crate::spec::{Join, JoinVerdict, NeedOutcome, StepKind, StepType, ValidatedSpec};
 use crate::step::StepError;
@@ -35,12 +35,7 @@ pub const MAX_INTERRUPTIONS: usize = 3;
 
 /// A new run's initial state, before `RunStarted` is applied.
 pub fn start(spec: &ValidatedSpec, run: RunId) -> RunState {
-    let steps: Vec<StepState> = spec
-        .dag()
-        .needs
-        .iter()
-        .map(|needs| StepState::new(needs.len() as u32))
-        .collect();
+    let steps: Vec<StepState> = spec.dag().needs.iter().map(|needs| StepState::new(needs.len() as u32)).collect();
     RunState {
         run,
         status: RunStatus::Pending,
@@ -103,15 +98,28 @@ pub fn apply(spec: &ValidatedSpec, state: &mut RunState, event: &Event) -> Vec<A
         }
         Event::PromptHeld { step, attempt, started_at, hold, .. } => m.prompt_held(step, *attempt, *started_at, hold),
         Event::TimerFired { timer, .. } => m.timer_fired(timer),
-        Event::AttemptInterrupted { step, attempt, started_at, worker, .. } => m.attempt_interrupted(step, *attempt, *started_at, worker),
+        Event::AttemptInterrupted { step, attempt, started_at, worker, .. } => {
+            m.attempt_interrupted(step, *attempt, *started_at, worker)
+        }
         Event::HumanDecided { request, decision, by, comment, released, by_policy, at } => m.human_decided(
-            StepDecision { request: request.clone(), decision: decision.clone(), by: by.clone(), comment: comment.clone(), by_policy: *by_policy, at: *at },
+            StepDecision {
+                request: request.clone(),
+                decision: decision.clone(),
+                by: by.clone(),
+                comment: comment.clone(),
+                by_policy: *by_policy,
+                at: *at,
+            },
             released.as_ref(),
         ),
-        Event::Cancelled { by, reason, .. } => m.finish(RunStatus::Cancelled { by: by.clone(), reason: reason.clone() }),
+        Event::Cancelled { by, reason, .. } => {
+            m.finish(RunStatus::Cancelled { by: by.clone(), reason: reason.clone() })
+        }
         Event::EventReceived { step, received, .. } => m.event_received(step, received),
         Event::ChildFinished { step, child, outcome, cost, .. } => m.child_finished(step, child, outcome, *cost),
-        Event::ChildBudgetAsked { step, child, request, amount, .. } => m.child_budget_asked(step, child, request, *amount),
+        Event::ChildBudgetAsked { step, child, request, amount, .. } => {
+            m.child_budget_asked(step, child, request, *amount)
+        }
         Event::ItemsResolved { step, items, limit, .. } => m.items_resolved(step, *items, *limit),
     }
     m.actions
@@ -183,7 +191,11 @@ pub fn outstanding(spec: &ValidatedSpec, state: &RunState) -> Vec<Action> {
     out.extend(escalation_timers(spec, state).map(|(timer, at)| Action::ArmTimer { timer, at }));
     // A default that fired but whose decision is not journaled yet (the store keeps whichever
     // decision won, so doing it again is harmless).
-    out.extend(defaults_due(spec, state).into_iter().map(|(request, decision, reason)| Action::DecideByPolicy { request, decision, reason }));
+    out.extend(defaults_due(spec, state).into_iter().map(|(request, decision, reason)| Action::DecideByPolicy {
+        request,
+        decision,
+        reason,
+    }));
     out
 }
 
@@ -291,7 +303,9 @@ fn render_input(spec: &ValidatedSpec, state: &RunState, slot: Slot) -> Result<Va
 /// The list a `for_each` step fans out over, resolved from journaled data (parameters and
 /// upstream outputs), so replay resolves the same list.
 pub fn resolve_items(spec: &ValidatedSpec, state: &RunState, i: usize) -> Result<Vec<Value>, StepError> {
-    let Some(list) = &spec.step(i).for_each else { return Err(StepError::permanent("for_each_error", "the step has no `for_each`")) };
+    let Some(list) = &spec.step(i).for_each else {
+        return Err(StepError::permanent("for_each_error", "the step has no `for_each`"));
+    };
     let scope = Scope { params: &state.params, steps: &state.scope };
     match expr::render(list, &scope) {
         Ok(Value::Array(items)) => Ok(items),
@@ -316,7 +330,10 @@ fn json_kind(v: &Value) -> String {
 
 /// The conversation (turn journal) an attempt of a slot continues: one per permanent failure.
 fn conversation_of(s: &StepState) -> u32 {
-    let permanent = |a: &AttemptRecord| a.status == AttemptStatus::Failed && a.error.as_ref().is_some_and(|e| e.class == crate::step::ErrorClass::Permanent);
+    let permanent = |a: &AttemptRecord| {
+        a.status == AttemptStatus::Failed
+            && a.error.as_ref().is_some_and(|e| e.class == crate::step::ErrorClass::Permanent)
+    };
     s.attempts.iter().filter(|a| permanent(a)).count() as u32
 }
 
@@ -355,7 +372,13 @@ impl Machine<'_> {
         self.spec.dag().index_of(id)
     }
 
-    fn run_started(&mut self, at: u64, params: &Value, quotes: &BTreeMap<StepId, ModelQuote>, parent: Option<&crate::run::ParentLink>) {
+    fn run_started(
+        &mut self,
+        at: u64,
+        params: &Value,
+        quotes: &BTreeMap<StepId, ModelQuote>,
+        parent: Option<&crate::run::ParentLink>,
+    ) {
         if self.state.status != RunStatus::Pending {
             return;
         }
@@ -373,7 +396,8 @@ impl Machine<'_> {
         if let Some(t) = self.spec.spec().timeout {
             self.actions.push(Action::ArmTimer { timer: Timer::RunTimeout, at: at + t.as_millis() as u64 });
         }
-        let roots: Vec<usize> = self.spec.dag().topo.iter().copied().filter(|&i| self.spec.dag().needs[i].is_empty()).collect();
+        let roots: Vec<usize> =
+            self.spec.dag().topo.iter().copied().filter(|&i| self.spec.dag().needs[i].is_empty()).collect();
         self.consider(roots);
         self.check_done();
     }
@@ -427,7 +451,8 @@ impl Machine<'_> {
                     let from = self.now.saturating_sub(w.lookback().as_millis() as u64);
                     self.state.steps[i].started_at = Some(self.now);
                     self.state.steps[i].status = StepStatus::WaitingEvent { from, until };
-                    self.actions.push(Action::ArmTimer { timer: Timer::EventWait { step: step.id.clone() }, at: until });
+                    self.actions
+                        .push(Action::ArmTimer { timer: Timer::EventWait { step: step.id.clone() }, at: until });
                     self.actions.push(Action::AwaitEvent { step: step.id.clone(), name: w.name.clone(), from });
                 }
                 StepKind::Approval(_) => {
@@ -500,10 +525,7 @@ impl Machine<'_> {
             Ok(list) => {
                 let s = &mut self.state.steps[i];
                 s.status = StepStatus::Mapping { items };
-                s.items = list
-                    .into_iter()
-                    .map(|item| StepState { item: Some(item), ..StepState::new(0) })
-                    .collect();
+                s.items = list.into_iter().map(|item| StepState { item: Some(item), ..StepState::new(0) }).collect();
                 for k in 0..items {
                     self.dispatch(Slot::item(i, k), 1, None, &mut ready);
                 }
@@ -560,7 +582,9 @@ impl Machine<'_> {
         let id = &self.spec.step(n).id;
         let s = &self.state.steps[n];
         match &s.status {
-            StepStatus::Succeeded if self.spec.step(n).ty() == StepType::Condition && s.output == Some(Value::Bool(false)) => {
+            StepStatus::Succeeded
+                if self.spec.step(n).ty() == StepType::Condition && s.output == Some(Value::Bool(false)) =>
+            {
                 (NeedOutcome::Skipped, format!("condition `{id}` is false"))
             }
             StepStatus::Succeeded => (NeedOutcome::Succeeded, format!("`{id}` succeeded")),
@@ -619,7 +643,9 @@ impl Machine<'_> {
 
     fn dispatch(&mut self, slot: Slot, attempt: u32, not_before: Option<u64>, ready: &mut Vec<usize>) {
         let i = slot.step;
-        if slot.item.is_none() && matches!(&self.spec.step(i).kind, StepKind::Platform(p) if p.action == PlatformAction::WorkflowRun) {
+        if slot.item.is_none()
+            && matches!(&self.spec.step(i).kind, StepKind::Platform(p) if p.action == PlatformAction::WorkflowRun)
+        {
             return self.start_child(i, ready); // after a budget extension
         }
         let input = match render_input(self.spec, self.state, slot) {
@@ -755,7 +781,14 @@ impl Machine<'_> {
     }
 
     /// Close the current attempt of `slot` with its result.
-    fn close_attempt(&mut self, slot: Slot, attempt: u32, status: AttemptStatus, started_at: Option<u64>, error: Option<&StepError>) {
+    fn close_attempt(
+        &mut self,
+        slot: Slot,
+        attempt: u32,
+        status: AttemptStatus,
+        started_at: Option<u64>,
+        error: Option<&StepError>,
+    ) {
         let now = self.now;
         if let Some(a) = self.at(slot).attempts.iter_mut().find(|a| a.attempt == attempt) {
             a.status = status;
@@ -765,7 +798,15 @@ impl Machine<'_> {
         }
     }
 
-    fn step_succeeded(&mut self, step: &StepId, attempt: u32, started_at: u64, output: &Value, cost: Money, gate: &Option<Value>) {
+    fn step_succeeded(
+        &mut self,
+        step: &StepId,
+        attempt: u32,
+        started_at: u64,
+        output: &Value,
+        cost: Money,
+        gate: &Option<Value>,
+    ) {
         let Some(slot) = self.slot_of(step) else { return };
         if !self.is_current(slot, attempt, Some(started_at), "succeeded") {
             return;
@@ -783,7 +824,15 @@ impl Machine<'_> {
         self.check_done();
     }
 
-    fn step_blocked(&mut self, step: &StepId, attempt: u32, started_at: u64, redacted: &Value, cost: Money, gate: &Value) {
+    fn step_blocked(
+        &mut self,
+        step: &StepId,
+        attempt: u32,
+        started_at: u64,
+        redacted: &Value,
+        cost: Money,
+        gate: &Value,
+    ) {
         let Some(slot) = self.slot_of(step) else { return };
         if !self.is_current(slot, attempt, Some(started_at), "blocked") {
             return;
@@ -857,12 +906,19 @@ impl Machine<'_> {
             }
             Decision::Reject => {
                 // Guidance nobody gave in time (the escalation policy's `fail`): the step fails.
-                s.error = Some(StepError::permanent("guidance_timed_out", format!("its prompt was flagged and {}", d.comment.as_deref().unwrap_or("nobody gave guidance in time"))));
+                s.error = Some(StepError::permanent(
+                    "guidance_timed_out",
+                    format!(
+                        "its prompt was flagged and {}",
+                        d.comment.as_deref().unwrap_or("nobody gave guidance in time")
+                    ),
+                ));
                 s.status = StepStatus::Failed;
                 self.settle_slot(slot, &mut ready);
             }
             _ => {
-                return self.finish(RunStatus::Cancelled { by: d.by, reason: d.comment.unwrap_or_else(|| "aborted".into()) });
+                return self
+                    .finish(RunStatus::Cancelled { by: d.by, reason: d.comment.unwrap_or_else(|| "aborted".into()) });
             }
         }
         self.consider(ready);
@@ -882,9 +938,12 @@ impl Machine<'_> {
                 ToolGrant::Allow { by: d.by.clone() }
             }
             Decision::Deny { reason } => ToolGrant::Deny { by: d.by.clone(), reason },
-            Decision::Reject => ToolGrant::Deny { by: d.by.clone(), reason: d.comment.clone().unwrap_or_else(|| "denied".into()) },
+            Decision::Reject => {
+                ToolGrant::Deny { by: d.by.clone(), reason: d.comment.clone().unwrap_or_else(|| "denied".into()) }
+            }
             Decision::Abort | Decision::Modify { .. } | Decision::Extend { .. } => {
-                return self.finish(RunStatus::Cancelled { by: d.by, reason: d.comment.unwrap_or_else(|| "aborted".into()) });
+                return self
+                    .finish(RunStatus::Cancelled { by: d.by, reason: d.comment.unwrap_or_else(|| "aborted".into()) });
             }
         };
         s.tool_grants.insert(ask.call_id, grant);
@@ -906,7 +965,14 @@ impl Machine<'_> {
 
     /// The current attempt of `slot` ended without a result: settle it, then retry as the
     /// step's policy allows, or fail it.
-    fn attempt_failed(&mut self, slot: Slot, attempt: u32, status: AttemptStatus, started_at: Option<u64>, error: &StepError) {
+    fn attempt_failed(
+        &mut self,
+        slot: Slot,
+        attempt: u32,
+        status: AttemptStatus,
+        started_at: Option<u64>,
+        error: &StepError,
+    ) {
         let spec = self.spec;
         let i = slot.step;
         // Jitter keyed by the slot, so a fan-out's items do not retry in lockstep.
@@ -919,7 +985,8 @@ impl Machine<'_> {
         let counted = self.at(slot).attempts.iter().filter(|a| a.counts_towards_retries()).count() as u32;
         self.at(slot).error = Some(error.clone());
         let mut ready = Vec::new();
-        let retry = spec.step(i).retry.as_ref().or_else(|| spec.spec().defaults.as_ref().and_then(|d| d.retry.as_ref()));
+        let retry =
+            spec.step(i).retry.as_ref().or_else(|| spec.spec().defaults.as_ref().and_then(|d| d.retry.as_ref()));
         match retry.and_then(|r| retry_after_failure(r, error, self.state.run.as_str(), key.as_str(), counted)) {
             None => self.fail_slot(slot, &mut ready),
             Some(delay) => {
@@ -941,7 +1008,10 @@ impl Machine<'_> {
         }
         // It may have run: charge its reservation (fail closed), like a step reporting no cost.
         self.settle_cost(slot, Money::ZERO);
-        let error = StepError::retryable("interrupted", format!("the process running attempt {attempt} ({worker}) died before it finished"));
+        let error = StepError::retryable(
+            "interrupted",
+            format!("the process running attempt {attempt} ({worker}) died before it finished"),
+        );
         self.close_attempt(slot, attempt, AttemptStatus::Interrupted, Some(started_at), Some(&error));
         if let Some(a) = self.at(slot).attempts.iter_mut().find(|a| a.attempt == attempt) {
             a.worker = Some(worker.to_string());
@@ -979,7 +1049,10 @@ impl Machine<'_> {
                     let limit = queue_timeout(self.spec, slot.step).unwrap_or_default();
                     let error = StepError::retryable(
                         "queue_timeout",
-                        format!("attempt {attempt} was not started by a worker within {}", humantime::format_duration(limit)),
+                        format!(
+                            "attempt {attempt} was not started by a worker within {}",
+                            humantime::format_duration(limit)
+                        ),
                     );
                     self.attempt_failed(slot, *attempt, AttemptStatus::NotStarted, None, &error);
                 }
@@ -988,7 +1061,10 @@ impl Machine<'_> {
                 let Some(slot) = self.slot_of(step) else { return };
                 if self.state.is_queued(slot, *attempt) {
                     let limit = step_timeout(self.spec, slot.step);
-                    let error = StepError::retryable("timeout", format!("attempt {attempt} did not finish within {}", humantime::format_duration(limit)));
+                    let error = StepError::retryable(
+                        "timeout",
+                        format!("attempt {attempt} did not finish within {}", humantime::format_duration(limit)),
+                    );
                     self.attempt_failed(slot, *attempt, AttemptStatus::TimedOut, None, &error);
                 }
             }
@@ -1020,7 +1096,10 @@ impl Machine<'_> {
                 match w.on_timeout {
                     OnTimeout::Fail => {
                         let limit = humantime::format_duration(w.timeout);
-                        let error = StepError::permanent("event_timeout", format!("no `{}` event matched within {limit}", w.name));
+                        let error = StepError::permanent(
+                            "event_timeout",
+                            format!("no `{}` event matched within {limit}", w.name),
+                        );
                         self.state.steps[i].error = Some(error);
                         self.state.steps[i].status = StepStatus::Failed;
                     }
@@ -1056,7 +1135,9 @@ impl Machine<'_> {
     fn escalate(&mut self, step: &StepId, level: u32) {
         let Some(slot) = self.slot_of(step) else { return };
         let Some(s) = self.state.slot(slot) else { return };
-        let (Some(mode), StepStatus::WaitingHuman { request }) = (slot_mode(self.spec, slot.step, s), &s.status) else { return };
+        let (Some(mode), StepStatus::WaitingHuman { request }) = (slot_mode(self.spec, slot.step, s), &s.status) else {
+            return;
+        };
         if s.escalated != level {
             return;
         }
@@ -1070,10 +1151,15 @@ impl Machine<'_> {
         if let Some(to) = &e.to {
             self.actions.push(Action::PageHuman { request, to: to.clone(), level });
             if let Some(at) = escalation_at(self.spec, self.state, slot, level + 1) {
-                self.actions.push(Action::ArmTimer { timer: Timer::Escalate { step: step.clone(), level: level + 1 }, at });
+                self.actions
+                    .push(Action::ArmTimer { timer: Timer::Escalate { step: step.clone(), level: level + 1 }, at });
             }
         } else if let Some(d) = &e.default {
-            self.actions.push(Action::DecideByPolicy { request, decision: policy_decision(d, mode), reason: policy_reason(e, d, mode) });
+            self.actions.push(Action::DecideByPolicy {
+                request,
+                decision: policy_decision(d, mode),
+                reason: policy_reason(e, d, mode),
+            });
         }
     }
 
@@ -1096,7 +1182,11 @@ impl Machine<'_> {
             }
         } else if let Some(d) = &e.default {
             let mode = crate::run::HumanMode::BudgetExtension;
-            self.actions.push(Action::DecideByPolicy { request, decision: policy_decision(d, mode), reason: policy_reason(e, d, mode) });
+            self.actions.push(Action::DecideByPolicy {
+                request,
+                decision: policy_decision(d, mode),
+                reason: policy_reason(e, d, mode),
+            });
         }
     }
 
@@ -1161,17 +1251,35 @@ impl Machine<'_> {
             }
             Decision::Reject if was_blocked && d.by_policy => {
                 // Guidance nobody gave in time: the step fails, saying so.
-                s.error = Some(StepError::permanent("guidance_timed_out", format!("its output was blocked and {}", d.comment.as_deref().unwrap_or("nobody gave guidance in time"))));
+                s.error = Some(StepError::permanent(
+                    "guidance_timed_out",
+                    format!(
+                        "its output was blocked and {}",
+                        d.comment.as_deref().unwrap_or("nobody gave guidance in time")
+                    ),
+                ));
                 s.status = StepStatus::Failed;
                 self.settle_slot(slot, &mut ready);
             }
-            Decision::Reject | Decision::Extend { .. } | Decision::AllowOnce | Decision::AllowForRun | Decision::Deny { .. } => {
-                s.error = Some(StepError::permanent("rejected", format!("rejected by {}{}", d.by, d.comment.as_deref().map(|c| format!(": {c}")).unwrap_or_default())));
+            Decision::Reject
+            | Decision::Extend { .. }
+            | Decision::AllowOnce
+            | Decision::AllowForRun
+            | Decision::Deny { .. } => {
+                s.error = Some(StepError::permanent(
+                    "rejected",
+                    format!(
+                        "rejected by {}{}",
+                        d.by,
+                        d.comment.as_deref().map(|c| format!(": {c}")).unwrap_or_default()
+                    ),
+                ));
                 s.status = StepStatus::Failed;
                 self.settle_slot(slot, &mut ready);
             }
             Decision::Abort => {
-                return self.finish(RunStatus::Cancelled { by: d.by, reason: d.comment.unwrap_or_else(|| "aborted".into()) });
+                return self
+                    .finish(RunStatus::Cancelled { by: d.by, reason: d.comment.unwrap_or_else(|| "aborted".into()) });
             }
         }
         self.consider(ready);
@@ -1181,7 +1289,9 @@ impl Machine<'_> {
     fn budget_decided(&mut self, d: StepDecision) {
         let needed = match (&self.state.child_ask, self.state.budget_blocked.first()) {
             (Some(ask), _) => self.state.budget.shortfall(ask.amount),
-            (None, Some(&first)) => self.state.budget.shortfall(reservation(self.spec, self.state, blocked_slot(self.state, first))),
+            (None, Some(&first)) => {
+                self.state.budget.shortfall(reservation(self.spec, self.state, blocked_slot(self.state, first)))
+            }
             (None, None) => return,
         };
         let amount = match d.decision {
@@ -1244,7 +1354,8 @@ impl Machine<'_> {
         let status = match failed {
             None => RunStatus::Succeeded,
             Some((i, s)) => {
-                let code = if s.error.as_ref().is_some_and(|e| e.code == "rejected") { "rejected" } else { "step_failed" };
+                let code =
+                    if s.error.as_ref().is_some_and(|e| e.code == "rejected") { "rejected" } else { "step_failed" };
                 RunStatus::Failed {
                     reason: FailReason {
                         code: code.into(),

@@ -50,19 +50,49 @@ pub enum Event {
     },
     /// The gate mesh blocked the attempt's output. Only its redacted form is journaled; the
     /// output itself is held (sealed) outside the run's reach until a human releases it.
-    StepBlocked { step: StepId, attempt: u32, at: u64, started_at: u64, redacted: Value, cost: Money, gate: Value },
+    StepBlocked {
+        step: StepId,
+        attempt: u32,
+        at: u64,
+        started_at: u64,
+        redacted: Value,
+        cost: Money,
+        gate: Value,
+    },
     /// An `llm` attempt stopped before a tool call that needs a human's authorisation; the
     /// run asks (a tool-authorisation request) and continues the conversation with a new
     /// attempt once answered. `cost`: its model calls, exactly.
-    ToolAuthorisationAsked { step: StepId, attempt: u32, at: u64, started_at: u64, ask: ToolAsk, cost: Money },
+    ToolAuthorisationAsked {
+        step: StepId,
+        attempt: u32,
+        at: u64,
+        started_at: u64,
+        ask: ToolAsk,
+        cost: Money,
+    },
     /// An `llm` attempt stopped before any call: its rendered prompt looked like a prompt
     /// injection and the step asks for guidance (`on_injection: guidance`).
-    PromptHeld { step: StepId, attempt: u32, at: u64, started_at: u64, hold: PromptHold },
-    TimerFired { timer: Timer, at: u64 },
+    PromptHeld {
+        step: StepId,
+        attempt: u32,
+        at: u64,
+        started_at: u64,
+        hold: PromptHold,
+    },
+    TimerFired {
+        timer: Timer,
+        at: u64,
+    },
     /// An attempt was started by a process that died before recording an outcome (the run
     /// driver found its claim held by a process that is no longer alive). It may have run: the
     /// step goes on with a new attempt, under the same idempotency key.
-    AttemptInterrupted { step: StepId, attempt: u32, at: u64, started_at: u64, worker: String },
+    AttemptInterrupted {
+        step: StepId,
+        attempt: u32,
+        at: u64,
+        started_at: u64,
+        worker: String,
+    },
     HumanDecided {
         request: RequestId,
         decision: Decision,
@@ -77,21 +107,46 @@ pub enum Event {
         by_policy: bool,
         at: u64,
     },
-    Cancelled { by: String, reason: String, at: u64 },
+    Cancelled {
+        by: String,
+        reason: String,
+        at: u64,
+    },
     /// A `for_each` step's list resolved to `items` elements (from journaled data), and the
     /// run's limit on a fan-out was `limit` (the engine's `for_each_max_items` then): the
     /// fan-out's length and bound are in the journal, so replay expands it the same way.
-    ItemsResolved { step: StepId, items: u32, limit: u32, at: u64 },
+    ItemsResolved {
+        step: StepId,
+        items: u32,
+        limit: u32,
+        at: u64,
+    },
     /// An `event` step's `wait` received this bus event (`{id, name, payload, at}`), which
     /// matched its name and correlation when the run driver checked it.
-    EventReceived { step: StepId, received: Value, at: u64 },
+    EventReceived {
+        step: StepId,
+        received: Value,
+        at: u64,
+    },
     /// A `workflow.run` step's sub-workflow run `child` ended, or could not be started; `cost`
     /// is what it spent, settled on the step.
-    ChildFinished { step: StepId, child: RunId, outcome: ChildOutcome, cost: Money, at: u64 },
+    ChildFinished {
+        step: StepId,
+        child: RunId,
+        outcome: ChildOutcome,
+        cost: Money,
+        at: u64,
+    },
     /// The sub-workflow `child` ran short of the budget this run granted it: its own budget
     /// request `request` asks for `amount` more (granted from this run's budget, or this run
     /// pauses for an extension).
-    ChildBudgetAsked { step: StepId, child: RunId, request: RequestId, amount: Money, at: u64 },
+    ChildBudgetAsked {
+        step: StepId,
+        child: RunId,
+        request: RequestId,
+        amount: Money,
+        at: u64,
+    },
 }
 
 /// How a sub-workflow's run ended, for its parent step.
@@ -198,9 +253,13 @@ pub enum Decision {
     Approve,
     Reject,
     /// Budget extension by this amount (an `approve` on a budget request extends by what is needed).
-    Extend { amount: Money },
+    Extend {
+        amount: Money,
+    },
     /// Guidance: use this value instead.
-    Modify { value: Value },
+    Modify {
+        value: Value,
+    },
     Abort,
     /// Tool authorisation: run this one call.
     AllowOnce,
@@ -208,14 +267,23 @@ pub enum Decision {
     /// this run without asking again.
     AllowForRun,
     /// Tool authorisation: do not run it; the model receives `reason` as the tool's result.
-    Deny { reason: String },
+    Deny {
+        reason: String,
+    },
 }
 
 impl Decision {
     /// Whether it lets the run go ahead (what a step forbidding self-approval refuses its
     /// starter): approve, modify, extend, allow.
     pub fn is_approving(&self) -> bool {
-        matches!(self, Decision::Approve | Decision::Modify { .. } | Decision::Extend { .. } | Decision::AllowOnce | Decision::AllowForRun)
+        matches!(
+            self,
+            Decision::Approve
+                | Decision::Modify { .. }
+                | Decision::Extend { .. }
+                | Decision::AllowOnce
+                | Decision::AllowForRun
+        )
     }
 }
 
@@ -241,37 +309,78 @@ pub struct HumanRequestSpec {
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum Action {
     /// Record the attempt's input, enqueue its job (ids only).
-    Dispatch { step: StepId, attempt: u32, not_before: Option<u64>, input: Value },
-    ArmTimer { timer: Timer, at: u64 },
+    Dispatch {
+        step: StepId,
+        attempt: u32,
+        not_before: Option<u64>,
+        input: Value,
+    },
+    ArmTimer {
+        timer: Timer,
+        at: u64,
+    },
     /// Persist and publish a request for a human decision.
     RequestHuman(HumanRequestSpec),
     /// A request no longer needs an answer (its step was cancelled or the run ended).
-    WithdrawHuman { request: RequestId },
+    WithdrawHuman {
+        request: RequestId,
+    },
     /// Escalation: page `to` (a user or group) about an open request, and add them to its
     /// assignees.
-    PageHuman { request: RequestId, to: String, level: u32 },
+    PageHuman {
+        request: RequestId,
+        to: String,
+        level: u32,
+    },
     /// Escalation: nobody answered in time; record `decision` as the policy's, with `reason`
     /// (which default, after how long) as its comment (first writer wins against a human
     /// deciding at the same moment) and apply whichever decision won.
-    DecideByPolicy { request: RequestId, decision: Decision, reason: String },
+    DecideByPolicy {
+        request: RequestId,
+        decision: Decision,
+        reason: String,
+    },
     /// An `event` step waits for an event named `name` published at or after `from` (ms since
     /// the epoch: the wait's start minus its lookback): register the run as a waiter for the
     /// name, then look on the bus for one already there.
-    AwaitEvent { step: StepId, name: String, from: u64 },
+    AwaitEvent {
+        step: StepId,
+        name: String,
+        from: u64,
+    },
     /// A `workflow.run` step starts its sub-workflow: create the run `child` (once: its id is
     /// derived from this run, the step and the time) of `workflow` with `params` (checked
     /// against its declaration), linked to this run, and start it; if it exists, look at how
     /// it stands.
-    StartChild { step: StepId, child: RunId, workflow: WorkflowId, params: Value, parent: ParentLink },
+    StartChild {
+        step: StepId,
+        child: RunId,
+        workflow: WorkflowId,
+        params: Value,
+        parent: ParentLink,
+    },
     /// Cancel a sub-workflow's run (this run ended before it).
-    CancelChild { child: RunId, reason: String },
+    CancelChild {
+        child: RunId,
+        reason: String,
+    },
     /// Give a sub-workflow `amount` more budget: decide its budget request `request`.
-    GrantChild { child: RunId, request: RequestId, amount: Money },
+    GrantChild {
+        child: RunId,
+        request: RequestId,
+        amount: Money,
+    },
     /// A sub-workflow's run is short of its granted budget: tell the parent (which decides).
-    AskParent { request: RequestId, amount: Money },
+    AskParent {
+        request: RequestId,
+        amount: Money,
+    },
     /// A `for_each` step's list has `items` elements: journal `ItemsResolved` with the
     /// engine's `for_each_max_items` (the items start once it is applied).
-    ResolveItems { step: StepId, items: u32 },
+    ResolveItems {
+        step: StepId,
+        items: u32,
+    },
     /// The run is over.
     Finish,
 }

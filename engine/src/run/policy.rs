@@ -27,7 +27,9 @@ pub fn retries(on: &RetryOn, error: &StepError) -> bool {
     match on {
         RetryOn::Class(RetryClass::Transient) => error.class.is_transient(),
         RetryOn::Class(RetryClass::Any) => true,
-        RetryOn::Codes(codes) => codes.iter().any(|c| *c == error.code || c == "transient" && error.class.is_transient()),
+        RetryOn::Codes(codes) => {
+            codes.iter().any(|c| *c == error.code || c == "transient" && error.class.is_transient())
+        }
     }
 }
 
@@ -37,7 +39,12 @@ pub fn retry_delay_ms(retry: &RetrySpec, run: &str, step: &str, next_attempt: u3
     let b = &retry.backoff;
     let exp = next_attempt.saturating_sub(2).min(62) as i32;
     let base = (b.initial.as_millis() as f64 * b.multiplier.powi(exp)).min(b.max.as_millis() as f64);
-    let digest = Sha256::new().chain_update(run).chain_update([0]).chain_update(step).chain_update(next_attempt.to_be_bytes()).finalize();
+    let digest = Sha256::new()
+        .chain_update(run)
+        .chain_update([0])
+        .chain_update(step)
+        .chain_update(next_attempt.to_be_bytes())
+        .finalize();
     let unit = u16::from_be_bytes([digest[0], digest[1]]) as f64 / u16::MAX as f64;
     (base * (1.0 + 0.25 * unit)).min(b.max.as_millis() as f64).round() as u64
 }

@@ -15,8 +15,13 @@ pub enum RunStatus {
     Pending,
     Running,
     Succeeded,
-    Failed { reason: FailReason },
-    Cancelled { by: String, reason: String },
+    Failed {
+        reason: FailReason,
+    },
+    Cancelled {
+        by: String,
+        reason: String,
+    },
 }
 
 impl RunStatus {
@@ -50,7 +55,9 @@ pub enum StepStatus {
     /// (`ItemsResolved`) before any item starts.
     Expanding,
     /// A `for_each` step whose items run, each with a state of its own (`StepState::items`).
-    Mapping { items: u32 },
+    Mapping {
+        items: u32,
+    },
     /// An attempt is enqueued or running. `queue_deadline` bounds the time before a worker
     /// starts it (the step's `queue_timeout`); once started, the worker enforces `timeout`.
     Queued {
@@ -60,13 +67,22 @@ pub enum StepStatus {
         queue_deadline: Option<u64>,
     },
     /// Waiting for a human decision.
-    WaitingHuman { request: RequestId },
+    WaitingHuman {
+        request: RequestId,
+    },
     /// A `delay` step, until this time.
-    Delaying { until: u64 },
+    Delaying {
+        until: u64,
+    },
     /// An `event` step's `wait`: events published from `from` on count; it times out at `until`.
-    WaitingEvent { from: u64, until: u64 },
+    WaitingEvent {
+        from: u64,
+        until: u64,
+    },
     /// A `workflow.run` step: its sub-workflow's run is under way.
-    WaitingChild { run: RunId },
+    WaitingChild {
+        run: RunId,
+    },
     Succeeded,
     Failed,
     /// Not run. `upstream_failed`: its join skipped it because a need failed, so it counts as
@@ -431,7 +447,8 @@ impl RunState {
     /// Every step and every item of a `for_each` step, with its slot.
     pub fn slots(&self) -> impl Iterator<Item = (Slot, &StepState)> + '_ {
         self.steps.iter().enumerate().flat_map(|(i, s)| {
-            std::iter::once((Slot::step(i), s)).chain(s.items.iter().enumerate().map(move |(k, it)| (Slot::item(i, k as u32), it)))
+            std::iter::once((Slot::step(i), s))
+                .chain(s.items.iter().enumerate().map(move |(k, it)| (Slot::item(i, k as u32), it)))
         })
     }
 
@@ -446,7 +463,11 @@ impl RunState {
         let Some(s) = self.slot(slot) else { return false };
         matches!(s.status, StepStatus::Queued { attempt: a, .. } if a == attempt)
             || s.attempts.iter().any(|a| {
-                a.attempt == attempt && matches!(a.status, AttemptStatus::Interrupted | AttemptStatus::TimedOut | AttemptStatus::Cancelled)
+                a.attempt == attempt
+                    && matches!(
+                        a.status,
+                        AttemptStatus::Interrupted | AttemptStatus::TimedOut | AttemptStatus::Cancelled
+                    )
             })
     }
 
@@ -462,6 +483,14 @@ impl RunState {
         !self.status.is_finished()
             && !self.slots().any(|(_, s)| matches!(s.status, StepStatus::Queued { .. } | StepStatus::Expanding))
             && (self.budget_request.is_some()
-                || self.slots().any(|(_, s)| matches!(s.status, StepStatus::WaitingHuman { .. } | StepStatus::Delaying { .. } | StepStatus::WaitingEvent { .. } | StepStatus::WaitingChild { .. })))
+                || self.slots().any(|(_, s)| {
+                    matches!(
+                        s.status,
+                        StepStatus::WaitingHuman { .. }
+                            | StepStatus::Delaying { .. }
+                            | StepStatus::WaitingEvent { .. }
+                            | StepStatus::WaitingChild { .. }
+                    )
+                }))
     }
 }

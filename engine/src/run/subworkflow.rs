@@ -19,8 +19,9 @@
 //!   finished run settles that cost on the step and nothing else. So the parent's record says
 //!   exactly what was spent on its behalf, and replay gives the same.
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
+use crate::expr::{self, Scope};
 use crate::ids::{RequestId, RunId, StepId};
 use crate::money::Money;
 use crate::run::apply::Machine;
@@ -29,7 +30,6 @@ use crate::run::{Action, ChildAsk, ChildOutcome, ParentLink, RunState, RunStatus
 use crate::spec::steps::MAX_WORKFLOW_DEPTH;
 use crate::spec::{StepKind, ValidatedSpec};
 use crate::step::StepError;
-use crate::expr::{self, Scope};
 
 /// The run id of the sub-workflow step `step` of run `parent` starts at `at`: a ULID with that
 /// time and a random part hashed from parent and step, so the same start gives the same id.
@@ -127,17 +127,23 @@ impl Machine<'_> {
         let Some(w) = p.workflow_run() else { return };
         let depth = self.state.parent.as_ref().map_or(0, |p| p.depth) + 1;
         if depth > MAX_WORKFLOW_DEPTH {
-            let chain = self.state.parent.as_ref().map(|p| format!(" (called from `{}`)", p.workflow)).unwrap_or_default();
+            let chain =
+                self.state.parent.as_ref().map(|p| format!(" (called from `{}`)", p.workflow)).unwrap_or_default();
             let e = StepError::permanent(
                 "recursion_limit",
-                format!("sub-workflow `{}` would run {depth} levels deep{chain}; at most {MAX_WORKFLOW_DEPTH} are allowed", w.workflow),
+                format!(
+                    "sub-workflow `{}` would run {depth} levels deep{chain}; at most {MAX_WORKFLOW_DEPTH} are allowed",
+                    w.workflow
+                ),
             );
             return self.fail_with(i, e, ready);
         }
         let scope = Scope { params: &self.state.params, steps: &self.state.scope };
         let params = match expr::render(&Value::Object(w.params.clone()), &scope) {
             Ok(v) => v,
-            Err(e) => return self.fail_with(i, StepError::permanent("input_error", format!("with.params: {e}")), ready),
+            Err(e) => {
+                return self.fail_with(i, StepError::permanent("input_error", format!("with.params: {e}")), ready);
+            }
         };
         // The step's `cost:` is what it lets the child spend, and must fit; without one the
         // child may spend whatever the parent has left.

@@ -1,12 +1,12 @@
 //! Data-driven tests of the run state machine: events in, actions and step states out.
 
-use expect_test::{expect, Expect};
-use serde_json::{json, Value};
+use expect_test::{Expect, expect};
+use serde_json::{Value, json};
 
 use crate::ids::{RequestId, RunId, StepId};
 use crate::money::Money;
-use crate::run::{apply, outstanding, replay, start, Action, AttemptStatus, Decision, Event, RunState, Timer};
-use crate::spec::{parse_yaml, ValidatedSpec};
+use crate::run::{Action, AttemptStatus, Decision, Event, RunState, Timer, apply, outstanding, replay, start};
+use crate::spec::{ValidatedSpec, parse_yaml};
 use crate::step::StepError;
 
 fn spec(yaml: &str) -> ValidatedSpec {
@@ -18,7 +18,8 @@ fn render_action(a: &Action) -> String {
         Action::Dispatch { step, attempt, not_before, input, .. } => {
             let nb = not_before.map(|t| format!(" at={t}")).unwrap_or_default();
             let inputs = &input["inputs"];
-            let inp = if inputs.as_object().is_some_and(|m| !m.is_empty()) { format!(" {inputs}") } else { String::new() };
+            let inp =
+                if inputs.as_object().is_some_and(|m| !m.is_empty()) { format!(" {inputs}") } else { String::new() };
             format!("dispatch {step}#{attempt}{nb}{inp}")
         }
         Action::ArmTimer { timer, at } => format!("timer {} at={at}", render_timer(timer)),
@@ -29,7 +30,11 @@ fn render_action(a: &Action) -> String {
         Action::AwaitEvent { step, name, from } => format!("await {step} `{name}` from={from}"),
         Action::ResolveItems { step, items } => format!("resolve {step} ({items} items)"),
         Action::StartChild { step, workflow, params, parent, .. } => {
-            format!("start child of {step}: {workflow} {params} depth={} budget={:?}", parent.depth, parent.budget.map(|b| b.to_string()))
+            format!(
+                "start child of {step}: {workflow} {params} depth={} budget={:?}",
+                parent.depth,
+                parent.budget.map(|b| b.to_string())
+            )
         }
         Action::CancelChild { child, .. } => format!("cancel child {child}"),
         Action::GrantChild { request, amount, .. } => format!("grant {amount} on {request}"),
@@ -66,7 +71,10 @@ fn render_state(spec: &ValidatedSpec, s: &RunState) -> String {
         out.push_str(&format!(" [{}: {}]", reason.code, reason.message));
     }
     if s.budget.cap.is_some() {
-        out.push_str(&format!(" budget(spent={} reserved={} extended={})", s.budget.spent, s.budget.reserved, s.budget.extended));
+        out.push_str(&format!(
+            " budget(spent={} reserved={} extended={})",
+            s.budget.spent, s.budget.reserved, s.budget.extended
+        ));
     }
     if !s.unsettled.is_empty() {
         let steps: Vec<String> = s.unsettled.iter().map(|&i| spec.step(i).id.to_string()).collect();
@@ -99,7 +107,11 @@ fn trace(yaml: &str, events: &[Event], skips: bool) -> String {
     out.push('\n');
     // The attempt log of every step that was tried more than once or not plainly.
     for (i, st) in state.steps.iter().enumerate() {
-        let plain = st.attempts.len() <= 1 && st.attempts.iter().all(|a| matches!(a.status, AttemptStatus::Succeeded | AttemptStatus::Queued | AttemptStatus::Failed));
+        let plain = st.attempts.len() <= 1
+            && st
+                .attempts
+                .iter()
+                .all(|a| matches!(a.status, AttemptStatus::Succeeded | AttemptStatus::Queued | AttemptStatus::Failed));
         if !plain {
             let log: Vec<String> = st
                 .attempts
@@ -114,7 +126,11 @@ fn trace(yaml: &str, events: &[Event], skips: bool) -> String {
     }
     for (i, st) in state.steps.iter().enumerate().filter(|_| skips) {
         if let crate::run::StepStatus::Skipped { reason, upstream_failed } = &st.status {
-            out.push_str(&format!("  {} skipped{}: {reason}\n", spec.step(i).id, if *upstream_failed { " (upstream failed)" } else { "" }));
+            out.push_str(&format!(
+                "  {} skipped{}: {reason}\n",
+                spec.step(i).id,
+                if *upstream_failed { " (upstream failed)" } else { "" }
+            ));
         }
     }
     assert_eq!(replay(&spec, RunId::from("r1"), events), state, "replay must reproduce the state");
@@ -127,16 +143,24 @@ fn render_event(e: &Event) -> String {
         Event::StepSucceeded { step, attempt, at, .. } => format!("@{at} ok {step}#{attempt}"),
         Event::StepFailed { step, attempt, at, error, .. } => format!("@{at} fail {step}#{attempt} ({})", error.code),
         Event::StepBlocked { step, attempt, at, .. } => format!("@{at} blocked {step}#{attempt}"),
-        Event::PromptHeld { step, attempt, at, hold, .. } => format!("@{at} prompt held {step}#{attempt} ({})", hold.signals.join(",")),
-        Event::ToolAuthorisationAsked { step, attempt, at, ask, .. } => format!("@{at} asks {step}#{attempt} tool {} ({})", ask.tool, ask.call_id),
+        Event::PromptHeld { step, attempt, at, hold, .. } => {
+            format!("@{at} prompt held {step}#{attempt} ({})", hold.signals.join(","))
+        }
+        Event::ToolAuthorisationAsked { step, attempt, at, ask, .. } => {
+            format!("@{at} asks {step}#{attempt} tool {} ({})", ask.tool, ask.call_id)
+        }
         Event::TimerFired { timer, at } => format!("@{at} fired {}", render_timer(timer)),
         Event::HumanDecided { request, decision, at, .. } => format!("@{at} human {request} {decision:?}"),
         Event::Cancelled { at, .. } => format!("@{at} cancel"),
         Event::AttemptInterrupted { step, attempt, at, .. } => format!("@{at} interrupted {step}#{attempt}"),
         Event::EventReceived { step, received, at } => format!("@{at} received {step} {}", received["id"]),
         Event::ItemsResolved { step, items, limit, at } => format!("@{at} resolved {step} {items}/{limit}"),
-        Event::ChildFinished { step, outcome, cost, at, .. } => format!("@{at} child of {step} ended {cost} {}", serde_json::to_string(outcome).unwrap()),
-        Event::ChildBudgetAsked { step, request, amount, at, .. } => format!("@{at} child of {step} asks {amount} on {request}"),
+        Event::ChildFinished { step, outcome, cost, at, .. } => {
+            format!("@{at} child of {step} ended {cost} {}", serde_json::to_string(outcome).unwrap())
+        }
+        Event::ChildBudgetAsked { step, request, amount, at, .. } => {
+            format!("@{at} child of {step} asks {amount} on {request}")
+        }
     }
 }
 
@@ -144,17 +168,41 @@ fn started(at: u64, params: Value) -> Event {
     Event::RunStarted { at, params, quotes: Default::default(), parent: None }
 }
 fn ok(step: &str, attempt: u32, at: u64, output: Value) -> Event {
-    Event::StepSucceeded { step: StepId::from(step), attempt, at, started_at: at, output, cost: Money::ZERO, gate: None }
+    Event::StepSucceeded {
+        step: StepId::from(step),
+        attempt,
+        at,
+        started_at: at,
+        output,
+        cost: Money::ZERO,
+        gate: None,
+    }
 }
 fn ok_cost(step: &str, attempt: u32, at: u64, cost: &str) -> Event {
     let cost = Money::parse(cost).expect("a test amount");
-    Event::StepSucceeded { step: StepId::from(step), attempt, at, started_at: at, output: json!(null), cost, gate: None }
+    Event::StepSucceeded {
+        step: StepId::from(step),
+        attempt,
+        at,
+        started_at: at,
+        output: json!(null),
+        cost,
+        gate: None,
+    }
 }
 fn fail(step: &str, attempt: u32, at: u64, error: StepError) -> Event {
     Event::StepFailed { step: StepId::from(step), attempt, at, started_at: Some(at), error, gate: None }
 }
 fn decided(req: &str, decision: Decision, at: u64) -> Event {
-    Event::HumanDecided { request: RequestId::from(req), decision, by: "ann".into(), comment: None, released: None, by_policy: false, at }
+    Event::HumanDecided {
+        request: RequestId::from(req),
+        decision,
+        by: "ann".into(),
+        comment: None,
+        released: None,
+        by_policy: false,
+        at,
+    }
 }
 fn fired(timer: Timer, at: u64) -> Event {
     Event::TimerFired { timer, at }
@@ -176,7 +224,13 @@ steps:
 fn independent_branches_are_dispatched_together_and_join_waits_for_both() {
     check(
         DIAMOND,
-        &[started(0, json!({"n": 2})), ok("a", 1, 10, json!(40)), ok("c", 1, 20, json!(3)), ok("b", 1, 30, json!(42)), ok("d", 1, 40, json!(4))],
+        &[
+            started(0, json!({"n": 2})),
+            ok("a", 1, 10, json!(40)),
+            ok("c", 1, 20, json!(3)),
+            ok("b", 1, 30, json!(42)),
+            ok("d", 1, 40, json!(4)),
+        ],
         expect![[r#"
             @0 start -> [dispatch a#1]
             @10 ok a#1 -> [dispatch b#1 {"x":42}, dispatch c#1]
@@ -192,7 +246,12 @@ fn independent_branches_are_dispatched_together_and_join_waits_for_both() {
 fn duplicate_and_stale_outcomes_change_nothing() {
     check(
         DIAMOND,
-        &[started(0, json!({"n": 2})), ok("a", 1, 10, json!(1)), ok("a", 1, 11, json!(1)), fail("a", 1, 12, StepError::retryable("x", "late"))],
+        &[
+            started(0, json!({"n": 2})),
+            ok("a", 1, 10, json!(1)),
+            ok("a", 1, 11, json!(1)),
+            fail("a", 1, 12, StepError::retryable("x", "late")),
+        ],
         expect![[r#"
             @0 start -> [dispatch a#1]
             @10 ok a#1 -> [dispatch b#1 {"x":3}, dispatch c#1]
@@ -396,7 +455,12 @@ steps:
 fn a_step_the_budget_cannot_cover_pauses_the_run_until_extended() {
     check(
         BUDGET,
-        &[started(0, json!({})), ok_cost("a", 1, 10, "0"), decided("r1.budget.1", Decision::Approve, 20), ok_cost("b", 1, 30, "0.9")],
+        &[
+            started(0, json!({})),
+            ok_cost("a", 1, 10, "0"),
+            decided("r1.budget.1", Decision::Approve, 20),
+            ok_cost("b", 1, 30, "0.9"),
+        ],
         expect![[r#"
             @0 start -> [dispatch a#1]
             @10 ok a#1 -> [ask BudgetExtension r1.budget.1 "The run's budget (1.00 USD, 0.60 spent) cannot cover step `b` (estimated 0.60). Extend it by at least 0.20?"]
@@ -432,7 +496,8 @@ fn money_is_exact_three_tenths_fill_a_budget_of_three_tenths() {
         "#]],
     );
     let spec = spec(TENTHS);
-    let events = [started(0, json!({})), ok_cost("a", 1, 10, "0.1"), ok_cost("b", 1, 20, "0.1"), ok_cost("c", 1, 30, "0.1")];
+    let events =
+        [started(0, json!({})), ok_cost("a", 1, 10, "0.1"), ok_cost("b", 1, 20, "0.1"), ok_cost("c", 1, 30, "0.1")];
     let state = replay(&spec, RunId::from("r1"), &events);
     let stored = serde_json::to_value(&state).unwrap();
     assert_eq!(stored["budget"]["spent"], json!("0.3"), "stored as an exact decimal string");
@@ -525,7 +590,11 @@ fn a_blocked_output_waits_for_guidance_and_only_a_released_or_corrected_value_fl
     );
     check(
         GATED,
-        &[started(0, json!({})), blocked("draft", 10), decided("r1.draft.1", Decision::Modify { value: json!("fixed") }, 20)],
+        &[
+            started(0, json!({})),
+            blocked("draft", 10),
+            decided("r1.draft.1", Decision::Modify { value: json!("fixed") }, 20),
+        ],
         expect![[r#"
             @0 start -> [dispatch draft#1]
             @10 blocked draft#1 -> [ask Guidance r1.draft.1 "The output of step `draft` was blocked by the gate mesh (threat.override). Approve it as is, supply a corrected value, or abort the run?"]
@@ -591,7 +660,11 @@ fn a_none_failed_join_merges_a_branch_taken_and_a_branch_not_taken() {
     // A partner's refusal is a failure, not a branch not taken: the memo is not written.
     check_skips(
         MERGE,
-        &[started(0, json!({})), ok("check", 1, 10, json!({"conflict": true})), decided("r1.conflict_partner.1", Decision::Reject, 20)],
+        &[
+            started(0, json!({})),
+            ok("check", 1, 10, json!({"conflict": true})),
+            decided("r1.conflict_partner.1", Decision::Reject, 20),
+        ],
         expect![[r#"
             @0 start -> [dispatch check#1]
             @10 ok check#1 -> [ask Approval r1.conflict_partner.1 "Conflict found: take the matter?"]
@@ -757,7 +830,8 @@ fn a_recovered_run_re_arms_its_next_escalation_and_re_applies_a_fired_default() 
     let kick = |level| Timer::Escalate { step: StepId::from("kick"), level };
     let mut events = vec![started(0, json!({})), ok("draft", 1, 10, json!("draft text"))];
     let state = replay(&spec, RunId::from("r1"), &events);
-    let timers: Vec<_> = outstanding(&spec, &state).into_iter().filter(|a| matches!(a, Action::ArmTimer { .. })).collect();
+    let timers: Vec<_> =
+        outstanding(&spec, &state).into_iter().filter(|a| matches!(a, Action::ArmTimer { .. })).collect();
     assert_eq!(timers, vec![Action::ArmTimer { timer: kick(0), at: 4 * h + 10 }]);
     let request = state.steps[1].status.clone();
     let crate::run::StepStatus::WaitingHuman { request } = request else { panic!("waits for a human") };
@@ -772,14 +846,17 @@ fn a_recovered_run_re_arms_its_next_escalation_and_re_applies_a_fired_default() 
 
     events.push(fired(kick(0), 4 * h + 10));
     let state = replay(&spec, RunId::from("r1"), &events);
-    let timers: Vec<_> = outstanding(&spec, &state).into_iter().filter(|a| matches!(a, Action::ArmTimer { .. })).collect();
+    let timers: Vec<_> =
+        outstanding(&spec, &state).into_iter().filter(|a| matches!(a, Action::ArmTimer { .. })).collect();
     assert_eq!(timers, vec![Action::ArmTimer { timer: kick(1), at: 8 * h + 10 }]);
 
     // The default fired, and the process died before the decision reached the journal.
     events.push(fired(kick(1), 8 * h + 10));
     let state = replay(&spec, RunId::from("r1"), &events);
-    let redo: Vec<_> = outstanding(&spec, &state).into_iter().filter(|a| matches!(a, Action::DecideByPolicy { .. })).collect();
-    let reason = "nobody answered the approval within 8h, so the escalation policy applied its default `approve`".to_string();
+    let redo: Vec<_> =
+        outstanding(&spec, &state).into_iter().filter(|a| matches!(a, Action::DecideByPolicy { .. })).collect();
+    let reason =
+        "nobody answered the approval within 8h, so the escalation policy applied its default `approve`".to_string();
     assert_eq!(redo, vec![Action::DecideByPolicy { request, decision: Decision::Approve, reason }]);
 }
 
@@ -811,7 +888,11 @@ fn an_emit_is_a_job_with_its_rendered_event_and_a_wait_waits_with_a_lookback() {
         &[
             started(1000, json!({"order": "A-1"})),
             ok("announce", 1, 1100, json!({"id": "e1"})),
-            Event::EventReceived { step: StepId::from("paid"), received: json!({"id": "e2", "name": "payment.received", "payload": {"order": "A-1"}, "at": 1050}), at: 1200 },
+            Event::EventReceived {
+                step: StepId::from("paid"),
+                received: json!({"id": "e2", "name": "payment.received", "payload": {"order": "A-1"}, "at": 1050}),
+                at: 1200,
+            },
             ok("ship", 1, 1300, json!(1)),
         ],
         expect![[r#"
@@ -829,7 +910,11 @@ fn a_wait_that_times_out_takes_its_default_outcome() {
     let with = |on_timeout: &str| EVENTS.replace("lookback: 2s", &format!("lookback: 2s, {on_timeout}"));
     check(
         &with("on_timeout: fail"),
-        &[started(1000, json!({"order": "A-1"})), ok("announce", 1, 1100, json!({})), fired(Timer::EventWait { step: StepId::from("paid") }, 11100)],
+        &[
+            started(1000, json!({"order": "A-1"})),
+            ok("announce", 1, 1100, json!({})),
+            fired(Timer::EventWait { step: StepId::from("paid") }, 11100),
+        ],
         expect![[r#"
             @1000 start -> [dispatch announce#1]
             @1100 ok announce#1 -> [timer event-wait(paid) at=11100, await paid `payment.received` from=0]
@@ -839,19 +924,28 @@ fn a_wait_that_times_out_takes_its_default_outcome() {
     );
     let yaml = with("on_timeout: succeed, default: { paid: false }");
     let spec = spec(&yaml);
-    let events = [started(1000, json!({"order": "A-1"})), ok("announce", 1, 1100, json!({})), fired(Timer::EventWait { step: StepId::from("paid") }, 11100)];
+    let events = [
+        started(1000, json!({"order": "A-1"})),
+        ok("announce", 1, 1100, json!({})),
+        fired(Timer::EventWait { step: StepId::from("paid") }, 11100),
+    ];
     let state = replay(&spec, RunId::from("r1"), &events);
     assert_eq!(state.steps[1].output, Some(json!({"received": false, "payload": {"paid": false}})));
     assert_eq!(state.steps[2].status.label(), "running", "the step after a defaulted wait runs");
     // A wait's timer firing early (another process's clock) changes nothing; a late event neither.
-    let early = [started(1000, json!({"order": "A-1"})), ok("announce", 1, 1100, json!({})), fired(Timer::EventWait { step: StepId::from("paid") }, 5000)];
+    let early = [
+        started(1000, json!({"order": "A-1"})),
+        ok("announce", 1, 1100, json!({})),
+        fired(Timer::EventWait { step: StepId::from("paid") }, 5000),
+    ];
     assert_eq!(replay(&spec, RunId::from("r1"), &early).steps[1].status.label(), "waiting_event");
 }
 
 #[test]
 fn a_waiting_run_is_waiting_and_recovery_awaits_again() {
     let spec = spec(EVENTS);
-    let state = replay(&spec, RunId::from("r1"), &[started(1000, json!({"order": "A-1"})), ok("announce", 1, 5000, json!({}))]);
+    let state =
+        replay(&spec, RunId::from("r1"), &[started(1000, json!({"order": "A-1"})), ok("announce", 1, 5000, json!({}))]);
     assert!(state.is_waiting());
     let out: Vec<String> = crate::run::outstanding(&spec, &state).iter().map(render_action).collect();
     assert_eq!(out, ["timer event-wait(paid) at=15000", "await paid `payment.received` from=3000"]);
@@ -976,7 +1070,12 @@ fn for_each_over_too_long_a_list_or_not_a_list_fails_with_a_clear_error_and_an_e
     );
     check(
         FAN_OUT,
-        &[started(0, json!({"docs": []})), ok("list", 1, 10, json!(1)), resolved("classify", 0, 1000, 11), ok("summary", 1, 20, json!(1))],
+        &[
+            started(0, json!({"docs": []})),
+            ok("list", 1, 10, json!(1)),
+            resolved("classify", 0, 1000, 11),
+            ok("summary", 1, 20, json!(1)),
+        ],
         expect![[r#"
             @0 start -> [dispatch list#1 {"docs":[]}]
             @10 ok list#1 -> [resolve classify (0 items)]
@@ -1032,7 +1131,12 @@ fn a_recovered_fan_out_redoes_what_is_outstanding_and_cancelling_cancels_every_i
     // Crashed before the length was journaled: resolve it again.
     let out: Vec<String> = outstanding(&spec, &state).iter().map(render_action).collect();
     assert_eq!(out, ["resolve classify (2 items)"]);
-    let events = [started(0, json!({"docs": ["a", "b"]})), ok("list", 1, 10, json!(1)), resolved("classify", 2, 1000, 11), ok("classify.0", 1, 20, json!("x"))];
+    let events = [
+        started(0, json!({"docs": ["a", "b"]})),
+        ok("list", 1, 10, json!(1)),
+        resolved("classify", 2, 1000, 11),
+        ok("classify.0", 1, 20, json!("x")),
+    ];
     let mut state = replay(&spec, RunId::from("r1"), &events);
     let out: Vec<String> = outstanding(&spec, &state).iter().map(render_action).collect();
     assert_eq!(out, [r#"dispatch classify.1#1 {"doc":"b","n":1}"#]);
@@ -1051,7 +1155,8 @@ fn a_recovered_fan_out_redoes_what_is_outstanding_and_cancelling_cancels_every_i
 #[test]
 fn for_each_is_validated_where_it_is_written() {
     let err = |yaml: &str| parse_yaml(yaml).expect_err("invalid").to_string();
-    let base = |step: &str| format!("id: w\nowner: o\nparameters:\n  xs: {{ type: array, default: [] }}\nsteps:\n{step}\n");
+    let base =
+        |step: &str| format!("id: w\nowner: o\nparameters:\n  xs: {{ type: array, default: [] }}\nsteps:\n{step}\n");
     let e = err(&base("  - { id: a, type: delay, duration: 1s, for_each: \"${{ params.xs }}\" }"));
     assert!(e.contains("steps[0] (a).for_each") && e.contains("a `delay` step cannot fan out"), "{e}");
     let e = err(&base("  - { id: a, type: code, script: x, for_each: \"params.xs\" }"));
@@ -1090,7 +1195,13 @@ fn child_done(step: &str, at: u64, cost: &str, output: Value) -> Event {
 }
 
 fn child_asks(step: &str, at: u64, request: &str, amount: &str) -> Event {
-    Event::ChildBudgetAsked { step: StepId::from(step), child: child_of(step, 2), request: RequestId::from(request), amount: Money::parse(amount).unwrap(), at }
+    Event::ChildBudgetAsked {
+        step: StepId::from(step),
+        child: child_of(step, 2),
+        request: RequestId::from(request),
+        amount: Money::parse(amount).unwrap(),
+        at,
+    }
 }
 
 /// A sub-workflow is granted the parent's remaining budget; its output and actual cost are
@@ -1099,7 +1210,12 @@ fn child_asks(step: &str, at: u64, request: &str, amount: &str) -> Event {
 fn a_sub_workflow_spends_from_the_parents_budget() {
     check(
         PARENT,
-        &[started(1, json!({"client": "Acme"})), ok_cost("prep", 1, 2, "0.2"), child_done("child", 3, "0.5", json!({"outputs": {"x": 1}})), ok_cost("after", 1, 4, "0.1")],
+        &[
+            started(1, json!({"client": "Acme"})),
+            ok_cost("prep", 1, 2, "0.2"),
+            child_done("child", 3, "0.5", json!({"outputs": {"x": 1}})),
+            ok_cost("after", 1, 4, "0.1"),
+        ],
         expect![[r#"
             @1 start -> [dispatch prep#1]
             @2 ok prep#1 -> [start child of child: research {"who":"Acme"} depth=1 budget=Some("0.80")]
@@ -1139,7 +1255,11 @@ fn a_sub_workflow_short_of_budget_pauses_the_parent_for_an_extension() {
 fn the_parent_cancels_its_child_and_a_failed_child_fails_the_step() {
     check(
         PARENT,
-        &[started(1, json!({"client": "Acme"})), ok_cost("prep", 1, 2, "0.2"), Event::Cancelled { by: "ann".into(), reason: "stop".into(), at: 3 }],
+        &[
+            started(1, json!({"client": "Acme"})),
+            ok_cost("prep", 1, 2, "0.2"),
+            Event::Cancelled { by: "ann".into(), reason: "stop".into(), at: 3 },
+        ],
         expect![[r#"
             @1 start -> [dispatch prep#1]
             @2 ok prep#1 -> [start child of child: research {"who":"Acme"} depth=1 budget=Some("0.80")]
@@ -1150,7 +1270,9 @@ fn the_parent_cancels_its_child_and_a_failed_child_fails_the_step() {
     let failed = Event::ChildFinished {
         step: StepId::from("child"),
         child: child_of("child", 2),
-        outcome: crate::run::ChildOutcome::Failed { error: StepError::permanent("child_failed", "sub-workflow `research` (run X) failed: step `a` failed") },
+        outcome: crate::run::ChildOutcome::Failed {
+            error: StepError::permanent("child_failed", "sub-workflow `research` (run X) failed: step `a` failed"),
+        },
         cost: Money::parse("0.1").unwrap(),
         at: 3,
     };
@@ -1170,7 +1292,12 @@ fn child_cancelled(at: u64, cost: &str) -> Event {
     Event::ChildFinished {
         step: StepId::from("child"),
         child: child_of("child", 2),
-        outcome: crate::run::ChildOutcome::Failed { error: StepError::permanent("child_cancelled", "sub-workflow `research` (run X) was cancelled by run r1: …") },
+        outcome: crate::run::ChildOutcome::Failed {
+            error: StepError::permanent(
+                "child_cancelled",
+                "sub-workflow `research` (run X) was cancelled by run r1: …",
+            ),
+        },
         cost: Money::parse(cost).unwrap(),
         at,
     }
@@ -1214,7 +1341,11 @@ fn a_parent_that_ends_first_settles_what_its_cancelled_child_spent() {
     let spec = spec(PARENT);
     let unsettled = replay(&spec, RunId::from("r1"), &events[..3]);
     let redo: Vec<String> = outstanding(&spec, &unsettled).iter().map(render_action).collect();
-    assert_eq!(redo, ["cancel child 00000000025NJW4WP9Z6TQ10CV"], "a recovered parent cancels its unsettled child again");
+    assert_eq!(
+        redo,
+        ["cancel child 00000000025NJW4WP9Z6TQ10CV"],
+        "a recovered parent cancels its unsettled child again"
+    );
     assert!(!unsettled.is_settled());
     let settled = replay(&spec, RunId::from("r1"), &events);
     assert!(settled.is_settled() && outstanding(&spec, &settled).is_empty());
@@ -1253,26 +1384,52 @@ steps:
 "#;
     let spec = spec(child);
     let mut state = start(&spec, RunId::from("c"));
-    let link = crate::run::ParentLink { run: RunId::from("r1"), workflow: "parent".into(), step: "child".into(), depth: 1, budget: Some(Money::parse("0.8").unwrap()) };
-    apply(&spec, &mut state, &Event::RunStarted { at: 1, params: json!({}), quotes: Default::default(), parent: Some(link.clone()) });
+    let link = crate::run::ParentLink {
+        run: RunId::from("r1"),
+        workflow: "parent".into(),
+        step: "child".into(),
+        depth: 1,
+        budget: Some(Money::parse("0.8").unwrap()),
+    };
+    apply(
+        &spec,
+        &mut state,
+        &Event::RunStarted { at: 1, params: json!({}), quotes: Default::default(), parent: Some(link.clone()) },
+    );
     let actions = apply(&spec, &mut state, &ok_cost("a", 1, 2, "0.5"));
-    assert_eq!(actions, vec![Action::AskParent { request: RequestId::from("c.budget.1"), amount: Money::parse("0.2").unwrap() }]);
-    assert_eq!(crate::run::open_budget_ask(&spec, &state), Some((RequestId::from("c.budget.1"), Money::parse("0.2").unwrap())));
-    assert_eq!(outstanding(&spec, &state), vec![Action::AskParent { request: RequestId::from("c.budget.1"), amount: Money::parse("0.2").unwrap() }]);
-    let actions = apply(&spec, &mut state, &decided("c.budget.1", Decision::Extend { amount: Money::parse("0.2").unwrap() }, 3));
+    assert_eq!(
+        actions,
+        vec![Action::AskParent { request: RequestId::from("c.budget.1"), amount: Money::parse("0.2").unwrap() }]
+    );
+    assert_eq!(
+        crate::run::open_budget_ask(&spec, &state),
+        Some((RequestId::from("c.budget.1"), Money::parse("0.2").unwrap()))
+    );
+    assert_eq!(
+        outstanding(&spec, &state),
+        vec![Action::AskParent { request: RequestId::from("c.budget.1"), amount: Money::parse("0.2").unwrap() }]
+    );
+    let actions =
+        apply(&spec, &mut state, &decided("c.budget.1", Decision::Extend { amount: Money::parse("0.2").unwrap() }, 3));
     assert!(matches!(&actions[..], [Action::Dispatch { step, .. }] if step.as_str() == "b"), "{actions:?}");
 
     let deep = spec_of_depth(crate::spec::steps::MAX_WORKFLOW_DEPTH);
     let mut state = start(&deep, RunId::from("d"));
     let link = crate::run::ParentLink { depth: crate::spec::steps::MAX_WORKFLOW_DEPTH, ..link };
-    apply(&deep, &mut state, &Event::RunStarted { at: 1, params: json!({}), quotes: Default::default(), parent: Some(link) });
+    apply(
+        &deep,
+        &mut state,
+        &Event::RunStarted { at: 1, params: json!({}), quotes: Default::default(), parent: Some(link) },
+    );
     let e = state.steps[0].error.as_ref().expect("the step failed");
     assert_eq!(e.code, "recursion_limit");
     assert!(e.message.contains("9 levels deep (called from `parent`); at most 8"), "{}", e.message);
 }
 
 fn spec_of_depth(_: u32) -> ValidatedSpec {
-    spec("id: deep\nowner: o\nsteps:\n  - { id: again, type: platform, action: workflow.run, with: { workflow: other } }\n")
+    spec(
+        "id: deep\nowner: o\nsteps:\n  - { id: again, type: platform, action: workflow.run, with: { workflow: other } }\n",
+    )
 }
 
 const TOOLS: &str = r#"
@@ -1288,7 +1445,14 @@ steps:
 "#;
 
 fn tool_ask(call: &str, at: u64, attempt: u32) -> Event {
-    let ask = crate::conversation::ToolAsk { call_id: call.into(), tool: "refund".into(), arguments: json!({"order": 7}), reason: "the customer asked".into(), turn: 1, because: vec![] };
+    let ask = crate::conversation::ToolAsk {
+        call_id: call.into(),
+        tool: "refund".into(),
+        arguments: json!({"order": 7}),
+        reason: "the customer asked".into(),
+        turn: 1,
+        because: vec![],
+    };
     Event::ToolAuthorisationAsked { step: StepId::from("ask"), attempt, at, started_at: at, ask, cost: Money::ZERO }
 }
 
@@ -1317,11 +1481,19 @@ fn a_tool_call_needing_authorisation_waits_for_a_human_and_the_next_attempt_carr
     );
     // The third attempt's input holds both answers; a recovered run asks the open request again.
     let spec = spec(TOOLS);
-    let events = [started(0, json!({})), tool_ask("c1", 5, 1), decided("r1.ask.1", Decision::AllowForRun, 10), tool_ask("c2", 15, 2)];
+    let events = [
+        started(0, json!({})),
+        tool_ask("c1", 5, 1),
+        decided("r1.ask.1", Decision::AllowForRun, 10),
+        tool_ask("c2", 15, 2),
+    ];
     let state = replay(&spec, RunId::from("r1"), &events);
     assert!(state.is_waiting(), "a run waiting for a tool authorisation is passivated like any human request");
     let again = outstanding(&spec, &state);
-    assert!(matches!(&again[..], [Action::RequestHuman(r)] if r.id == RequestId::new("r1.ask.2") && r.context["arguments"] == json!({"order": 7})), "{again:?}");
+    assert!(
+        matches!(&again[..], [Action::RequestHuman(r)] if r.id == RequestId::new("r1.ask.2") && r.context["arguments"] == json!({"order": 7})),
+        "{again:?}"
+    );
     let mut state = state;
     let actions = apply(&spec, &mut state, &decided("r1.ask.2", Decision::Deny { reason: "not today".into() }, 20));
     let Some(Action::Dispatch { input, .. }) = actions.first() else { panic!("{actions:?}") };
@@ -1348,9 +1520,13 @@ fn abort_on_a_tool_authorisation_ends_the_run() {
 #[test]
 fn a_continued_conversation_reserves_only_the_turns_left_and_a_retry_after_a_permanent_failure_starts_a_new_one() {
     let spec = spec(&TOOLS.replace("    prompt: \"Refund order 7?\"\n", "    prompt: \"Refund order 7?\"\n    max_turns: 4\n    retry: { max_attempts: 2, on: any, backoff: { initial: 1ms } }\n"));
-    let price = crate::llm::ModelPrice { input_per_million: Money::parse("1").unwrap(), output_per_million: Money::parse("1").unwrap() };
+    let price = crate::llm::ModelPrice {
+        input_per_million: Money::parse("1").unwrap(),
+        output_per_million: Money::parse("1").unwrap(),
+    };
     let quote = crate::llm::ModelQuote { price, max_tokens: 100, calls: 4, per_call_bytes: 10, per_turn_bytes: 100 };
-    let start_event = Event::RunStarted { at: 0, params: json!({}), quotes: [(StepId::from("ask"), quote)].into(), parent: None };
+    let start_event =
+        Event::RunStarted { at: 0, params: json!({}), quotes: [(StepId::from("ask"), quote)].into(), parent: None };
     let mut state = start(&spec, RunId::from("r1"));
     let bytes = "Refund order 7?".len() as u64;
     let first = apply(&spec, &mut state, &start_event);
@@ -1364,7 +1540,11 @@ fn a_continued_conversation_reserves_only_the_turns_left_and_a_retry_after_a_per
     apply(&spec, &mut state, &ask);
     let next = apply(&spec, &mut state, &decided("r1.ask.1", Decision::AllowOnce, 10));
     let Some(Action::Dispatch { input, .. }) = next.first() else { panic!("{next:?}") };
-    assert_eq!(input["llm"]["reserved"], json!(quote.reservation_from(bytes, 3)), "three calls are in the turn journal");
+    assert_eq!(
+        input["llm"]["reserved"],
+        json!(quote.reservation_from(bytes, 3)),
+        "three calls are in the turn journal"
+    );
     assert_eq!(state.steps[0].reserved, quote.reservation_from(bytes, 3));
     assert!(quote.reservation_from(bytes, 3) < quote.reservation(bytes));
     let retry = apply(&spec, &mut state, &fail("ask", 2, 20, StepError::permanent("max_turns", "too many")));
@@ -1393,10 +1573,17 @@ steps:
       max_tokens: 100
 "#,
     );
-    let price = crate::llm::ModelPrice { input_per_million: Money::parse("1").unwrap(), output_per_million: Money::parse("1").unwrap() };
+    let price = crate::llm::ModelPrice {
+        input_per_million: Money::parse("1").unwrap(),
+        output_per_million: Money::parse("1").unwrap(),
+    };
     let catalog = crate::llm::ModelCatalog {
         default_provider: Some("p".into()),
-        providers: [("p".to_string(), serde_json::from_value(json!({"kind": "openai", "base_url": "http://x/v1", "model": "m"})).unwrap())].into(),
+        providers: [(
+            "p".to_string(),
+            serde_json::from_value(json!({"kind": "openai", "base_url": "http://x/v1", "model": "m"})).unwrap(),
+        )]
+        .into(),
         prices: crate::llm::PriceTable([("m".to_string(), price)].into()),
     };
     let quotes = catalog.quotes(&spec);
@@ -1405,11 +1592,19 @@ steps:
     assert_eq!(quote.per_call_bytes, r.summary_context_bound(), "the hits are sent with every call");
     assert_eq!(quote.calls, 2, "the summary and one round for its citations");
     let mut state = start(&spec, RunId::from("r1"));
-    let first = apply(&spec, &mut state, &Event::RunStarted { at: 0, params: json!({"matter": "warehouse lease"}), quotes, parent: None });
+    let first = apply(
+        &spec,
+        &mut state,
+        &Event::RunStarted { at: 0, params: json!({"matter": "warehouse lease"}), quotes, parent: None },
+    );
     let Some(Action::Dispatch { input, .. }) = first.first() else { panic!("{first:?}") };
     assert_eq!(input["query"], "warehouse lease fees");
-    assert_eq!(input["llm"]["messages"][1], json!({"role": "user", "content": "Summarise the fee terms for warehouse lease fees."}));
-    let bytes = ("You summarise past engagements.".len() + "Summarise the fee terms for warehouse lease fees.".len()) as u64;
+    assert_eq!(
+        input["llm"]["messages"][1],
+        json!({"role": "user", "content": "Summarise the fee terms for warehouse lease fees."})
+    );
+    let bytes =
+        ("You summarise past engagements.".len() + "Summarise the fee terms for warehouse lease fees.".len()) as u64;
     assert_eq!(input["llm"]["reserved"], json!(quote.reservation(bytes)));
     assert_eq!(state.steps[0].reserved, quote.reservation(bytes));
     // No hits, no call: the attempt reports nothing spent, and that is what it is charged.
@@ -1467,7 +1662,13 @@ fn guidance_nobody_gives_pages_then_fails_the_step_saying_why() {
     );
     // The step's error says what happened.
     let spec = spec(GUIDED);
-    let events = [started(0, json!({})), blocked("draft", 10), fired(draft(0), h + 10), fired(draft(1), 2 * h + 10), by_policy("r1.draft.1", Decision::Reject, why, 2 * h + 20)];
+    let events = [
+        started(0, json!({})),
+        blocked("draft", 10),
+        fired(draft(0), h + 10),
+        fired(draft(1), 2 * h + 10),
+        by_policy("r1.draft.1", Decision::Reject, why, 2 * h + 20),
+    ];
     let state = replay(&spec, RunId::from("r1"), &events);
     let error = state.steps[0].error.clone().expect("the step's error");
     assert_eq!(error.code, "guidance_timed_out");
@@ -1499,10 +1700,16 @@ fn a_tool_authorisation_nobody_gives_is_denied_and_the_model_is_told_why() {
     let [Action::DecideByPolicy { decision, reason, .. }] = &due[..] else { panic!("{due:?}") };
     let Decision::Deny { reason: told } = decision else { panic!("{decision:?}") };
     assert_eq!(told, "nobody authorised this call in time, so the escalation policy denied it");
-    assert_eq!(reason, "nobody answered the tool authorisation within 10m, so the escalation policy applied its default `refuse`");
+    assert_eq!(
+        reason,
+        "nobody answered the tool authorisation within 10m, so the escalation policy applied its default `refuse`"
+    );
     let next = apply(&spec, &mut state, &by_policy("r1.ask.1", decision.clone(), reason, 600_010));
     let Some(Action::Dispatch { input, .. }) = next.first() else { panic!("{next:?}") };
-    assert_eq!(input["llm"]["grants"]["calls"]["c1"], json!({"grant": "deny", "by": "escalation policy", "reason": told}));
+    assert_eq!(
+        input["llm"]["grants"]["calls"]["c1"],
+        json!({"grant": "deny", "by": "escalation policy", "reason": told})
+    );
 }
 
 const BUDGET_ESCALATING: &str = r#"
@@ -1538,14 +1745,26 @@ fn a_budget_extension_nobody_grants_pages_then_is_refused_and_the_run_fails_clos
     );
     // A recovered run re-arms the next level, and redoes a default that fired unjournaled.
     let spec = spec(BUDGET_ESCALATING);
-    let events = vec![started(0, json!({})), ok_cost("a", 1, 10, "0"), fired(Timer::EscalateBudget { level: 0 }, h + 10)];
+    let events =
+        vec![started(0, json!({})), ok_cost("a", 1, 10, "0"), fired(Timer::EscalateBudget { level: 0 }, h + 10)];
     let state = replay(&spec, RunId::from("r1"), &events);
-    assert!(outstanding(&spec, &state).contains(&Action::ArmTimer { timer: Timer::EscalateBudget { level: 1 }, at: 3 * h + 10 }));
+    assert!(
+        outstanding(&spec, &state)
+            .contains(&Action::ArmTimer { timer: Timer::EscalateBudget { level: 1 }, at: 3 * h + 10 })
+    );
     let mut events = events;
     events.push(fired(Timer::EscalateBudget { level: 1 }, 3 * h + 10));
     let state = replay(&spec, RunId::from("r1"), &events);
-    let redo: Vec<_> = outstanding(&spec, &state).into_iter().filter(|a| matches!(a, Action::DecideByPolicy { .. })).collect();
-    assert_eq!(redo, vec![Action::DecideByPolicy { request: RequestId::from("r1.budget.1"), decision: Decision::Reject, reason: why.into() }]);
+    let redo: Vec<_> =
+        outstanding(&spec, &state).into_iter().filter(|a| matches!(a, Action::DecideByPolicy { .. })).collect();
+    assert_eq!(
+        redo,
+        vec![Action::DecideByPolicy {
+            request: RequestId::from("r1.budget.1"),
+            decision: Decision::Reject,
+            reason: why.into()
+        }]
+    );
 }
 
 #[test]

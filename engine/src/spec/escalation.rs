@@ -24,8 +24,8 @@ use serde_json::Value;
 
 use crate::ids::is_valid_id;
 use crate::run::HumanMode;
-use crate::spec::validate::problem;
 use crate::spec::SpecProblem;
+use crate::spec::validate::problem;
 
 /// One escalation level: after `after` (counted from when the request was made), either page
 /// `to` or apply `default`.
@@ -71,7 +71,9 @@ impl DefaultDecision {
     /// How the spec writes it (for messages and the audit).
     pub fn name(&self) -> String {
         match self {
-            DefaultDecision::Word(w) => serde_json::to_value(w).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
+            DefaultDecision::Word(w) => {
+                serde_json::to_value(w).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
+            }
             DefaultDecision::Value { .. } => "value".into(),
             DefaultDecision::Deny { .. } => "deny".into(),
         }
@@ -119,10 +121,18 @@ pub(crate) fn check(ladder: &[Escalation], at: &str, modes: &[HumanMode], p: &mu
     for (n, e) in ladder.iter().enumerate() {
         let here = format!("{at}[{n}]");
         match (&e.to, &e.default) {
-            (Some(_), Some(_)) => p.push(problem(&here, "an escalation either pages (`to`) or applies a `default`, not both")),
-            (None, None) => p.push(problem(&here, "an escalation needs `to` (who is paged) or `default` (the decision applied)")),
-            (Some(to), None) if !is_valid_id(to) => p.push(problem(format!("{here}.to"), format!("`{to}` is not a user or group name"))),
-            (None, Some(_)) if n + 1 != ladder.len() => p.push(problem(&here, "a `default` ends the wait, so it must be the last escalation")),
+            (Some(_), Some(_)) => {
+                p.push(problem(&here, "an escalation either pages (`to`) or applies a `default`, not both"))
+            }
+            (None, None) => {
+                p.push(problem(&here, "an escalation needs `to` (who is paged) or `default` (the decision applied)"))
+            }
+            (Some(to), None) if !is_valid_id(to) => {
+                p.push(problem(format!("{here}.to"), format!("`{to}` is not a user or group name")))
+            }
+            (None, Some(_)) if n + 1 != ladder.len() => {
+                p.push(problem(&here, "a `default` ends the wait, so it must be the last escalation"))
+            }
             _ => {}
         }
         if let Some(d) = &e.default {
@@ -135,7 +145,12 @@ pub(crate) fn check(ladder: &[Escalation], at: &str, modes: &[HumanMode], p: &mu
                 if !d.is_legal_for(mode) {
                     p.push(problem(
                         format!("{here}.default"),
-                        format!("`{}` cannot answer {}, which this escalation serves: use {}", d.name(), mode_name(mode), legal_defaults(mode)),
+                        format!(
+                            "`{}` cannot answer {}, which this escalation serves: use {}",
+                            d.name(),
+                            mode_name(mode),
+                            legal_defaults(mode)
+                        ),
                     ));
                 }
             }

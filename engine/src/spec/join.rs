@@ -13,7 +13,7 @@
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use crate::expr::{self, Scope};
 use crate::spec::{SpecProblem, StepKind, StepType, WorkflowSpec};
@@ -75,7 +75,9 @@ pub enum NeedOutcome {
 pub enum JoinVerdict {
     Run,
     /// Skip the step; `upstream_failed` when a failed need is why (it then counts as failed).
-    Skip { upstream_failed: bool },
+    Skip {
+        upstream_failed: bool,
+    },
 }
 
 /// The outcomes a step can possibly end with, over every run (an over-approximation: what is
@@ -113,14 +115,19 @@ pub(crate) fn check_joins(spec: &WorkflowSpec, needs: &[Vec<usize>], topo: &[usi
         let at = format!("steps[{i}] ({}).join", step.id);
         let join = step.join.unwrap_or_default();
         if step.join.is_some() && needs[i].is_empty() {
-            p.push(SpecProblem { at: at.clone(), message: format!("`join: {}` combines `needs`, and this step has none", join.name()) });
+            p.push(SpecProblem {
+                at: at.clone(),
+                message: format!("`join: {}` combines `needs`, and this step has none", join.name()),
+            });
         }
         let of = |n: usize| facts[n].possible;
         let all = |f: &dyn Fn(Possible) -> bool| needs[i].iter().all(|&n| f(of(n)));
         let any = |f: &dyn Fn(Possible) -> bool| needs[i].iter().any(|&n| f(of(n)));
         // Can the join let the step run, and with which outcome can it skip it?
         let (can_run, skip_as_skipped, skip_as_failed) = match join {
-            Join::AllSucceeded => (all(&|o| o.succeeded), any(&|o| o.skipped) && all(&|o| o.succeeded || o.skipped), any(&|o| o.failed)),
+            Join::AllSucceeded => {
+                (all(&|o| o.succeeded), any(&|o| o.skipped) && all(&|o| o.succeeded || o.skipped), any(&|o| o.failed))
+            }
             Join::AllDone => (true, false, false),
             Join::AnySucceeded => (
                 needs[i].is_empty() || any(&|o| o.succeeded),
@@ -137,7 +144,9 @@ pub(crate) fn check_joins(spec: &WorkflowSpec, needs: &[Vec<usize>], topo: &[usi
                     Join::NoneFailed => !(of(n).succeeded || of(n).skipped),
                     Join::AllDone => false,
                 })
-                .map(|&n| format!("`{}` {}", spec.steps[n].id, facts[n].never_succeeds.as_deref().unwrap_or("can only fail")))
+                .map(|&n| {
+                    format!("`{}` {}", spec.steps[n].id, facts[n].never_succeeds.as_deref().unwrap_or("can only fail"))
+                })
                 .collect();
             let rule = match join {
                 Join::AllSucceeded => "needs every need to succeed",
@@ -145,7 +154,10 @@ pub(crate) fn check_joins(spec: &WorkflowSpec, needs: &[Vec<usize>], topo: &[usi
                 Join::NoneFailed => "needs no need to fail",
                 Join::AllDone => unreachable!("all_done always runs"),
             };
-            p.push(SpecProblem { at, message: format!("`join: {}` can never run: it {rule}, but {}", join.name(), blockers.join(", ")) });
+            p.push(SpecProblem {
+                at,
+                message: format!("`join: {}` can never run: it {rule}, but {}", join.name(), blockers.join(", ")),
+            });
         }
 
         // What the step itself can end with when it runs.
@@ -154,7 +166,11 @@ pub(crate) fn check_joins(spec: &WorkflowSpec, needs: &[Vec<usize>], topo: &[usi
             StepKind::Condition(c) => Some(constant_bool(&c.expr)),
             _ => None,
         };
-        let mut own = Possible { succeeded: true, skipped: when.is_some_and(|w| w != Some(true)), failed: step.ty() != StepType::Delay };
+        let mut own = Possible {
+            succeeded: true,
+            skipped: when.is_some_and(|w| w != Some(true)),
+            failed: step.ty() != StepType::Delay,
+        };
         let mut why = None;
         if let Some(c) = cond {
             own.skipped |= c != Some(true);

@@ -24,7 +24,11 @@ pub fn check(text: &str) -> Result<(), SpecError> {
 
 fn check_with(text: &str, max_bytes: usize, max_depth: usize) -> Result<(), SpecError> {
     if text.len() > max_bytes {
-        let limit = if max_bytes % 1_000_000 == 0 { format!("{} MB", max_bytes / 1_000_000) } else { format!("{max_bytes} bytes") };
+        let limit = if max_bytes % 1_000_000 == 0 {
+            format!("{} MB", max_bytes / 1_000_000)
+        } else {
+            format!("{max_bytes} bytes")
+        };
         let mut size = format!("{:.1} MB", text.len() as f64 / 1e6);
         if size == format!("{:.1} MB", max_bytes as f64 / 1e6) {
             size = format!("{} bytes", text.len());
@@ -262,18 +266,33 @@ mod tests {
         assert_eq!(depth_error("[[[[x]]]]"), None);
         assert_eq!(depth_error("[[[[[x]]]]]").as_deref(), Some("nesting deeper than 4 levels at line 1 column 5"));
         assert_eq!(depth_error("a:\n  b:\n    c:\n      d: 1\n"), None);
-        assert_eq!(depth_error("a:\n  b:\n    c:\n      d:\n        e: 1\n").as_deref(), Some("nesting deeper than 4 levels at line 5 column 9"));
+        assert_eq!(
+            depth_error("a:\n  b:\n    c:\n      d:\n        e: 1\n").as_deref(),
+            Some("nesting deeper than 4 levels at line 5 column 9")
+        );
         assert_eq!(depth_error("- - - - x\n"), None);
         assert_eq!(depth_error("- - - - - x\n").as_deref(), Some("nesting deeper than 4 levels at line 1 column 9"));
-        assert_eq!(depth_error("-\n -\n  -\n   -\n    -\n").as_deref(), Some("nesting deeper than 4 levels at line 5 column 5"));
+        assert_eq!(
+            depth_error("-\n -\n  -\n   -\n    -\n").as_deref(),
+            Some("nesting deeper than 4 levels at line 5 column 5")
+        );
         assert_eq!(depth_error("a: {b: [c, {d: x}]}\n"), None);
-        assert_eq!(depth_error("a: {b: [c, {d: [x]}]}\n").as_deref(), Some("nesting deeper than 4 levels at line 1 column 16"));
+        assert_eq!(
+            depth_error("a: {b: [c, {d: [x]}]}\n").as_deref(),
+            Some("nesting deeper than 4 levels at line 1 column 16")
+        );
         // Flow collections span lines; a closed one leaves the level.
         assert_eq!(depth_error("a: [\n  [\n   [1]],\n  [2]]\nb: [[[x]]]\n"), None);
-        assert_eq!(depth_error("a: [\n  [\n   [[1]]]]\n").as_deref(), Some("nesting deeper than 4 levels at line 3 column 5"));
+        assert_eq!(
+            depth_error("a: [\n  [\n   [[1]]]]\n").as_deref(),
+            Some("nesting deeper than 4 levels at line 3 column 5")
+        );
         // A sequence at its parent key's column is not a level of its own (as in YAML).
         assert_eq!(depth_error("steps:\n- id: a\n  request:\n    headers:\n      x: 1\n"), None);
-        assert_eq!(depth_error("steps:\n- id: a\n  request:\n    headers:\n      x:\n        y: 1\n").as_deref(), Some("nesting deeper than 4 levels at line 6 column 9"));
+        assert_eq!(
+            depth_error("steps:\n- id: a\n  request:\n    headers:\n      x:\n        y: 1\n").as_deref(),
+            Some("nesting deeper than 4 levels at line 6 column 9")
+        );
         assert_eq!(depth_error("steps:\n- id: a\n  request:\n    headers: {}\n"), None);
         // Returning to a shallower key closes levels.
         assert_eq!(depth_error("a:\n  b:\n    c:\n      d: 1\nx:\n  y:\n    z: [1]\n"), None);

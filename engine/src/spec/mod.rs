@@ -13,14 +13,16 @@ mod validate;
 pub use escalation::{DefaultDecision, DefaultWord, Escalation};
 pub use join::{Join, JoinVerdict, NeedOutcome};
 pub use model::*;
-pub use parse::{parse_yaml, SpecError, SpecProblem};
+pub use parse::{SpecError, SpecProblem, parse_yaml};
 pub use steps::{
-    is_collection_name, ApiCallStep, ApprovalStep, CodeLimits, CodeStep, ConditionStep, ConnectorStep, DelayStep, HttpRequestSpec, LlmMessage,
-    LlmStep, OnInjection, ResearchStep, StepKind, Authorize, ToolBacking, ToolSpec, is_tool_name, DEFAULT_MAX_TURNS, MAX_TOOL_CALLS_PER_TURN, MAX_TOOL_RESULT_BYTES, compile_schema, schema_errors, DEFAULT_COLLECTION, MAX_TOP_K,
-    IfMissing, ResearchSummary, citation_check, citations, summary_context, CITATIONS_CHECK,
+    ApiCallStep, ApprovalStep, Authorize, CITATIONS_CHECK, CodeLimits, CodeStep, ConditionStep, ConnectorStep,
+    DEFAULT_COLLECTION, DEFAULT_MAX_TURNS, DelayStep, HttpRequestSpec, IfMissing, LlmMessage, LlmStep,
+    MAX_TOOL_CALLS_PER_TURN, MAX_TOOL_RESULT_BYTES, MAX_TOP_K, OnInjection, ResearchStep, ResearchSummary, StepKind,
+    ToolBacking, ToolSpec, citation_check, citations, compile_schema, is_collection_name, is_tool_name, schema_errors,
+    summary_context,
 };
-pub use validate::{validate, Dag, ValidatedSpec};
 pub(crate) use validate::problem;
+pub use validate::{Dag, ValidatedSpec, validate};
 
 /// The JSON Schema of the spec format, for editors (`tollgate schema`).
 pub fn json_schema() -> serde_json::Value {

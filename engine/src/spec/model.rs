@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 use crate::checks::{CheckOnBlock, CheckResult};
 use crate::gates::{GateMesh, GatePolicy};
 use crate::ids::{OwnerId, StepId, WorkflowId};
-use crate::spec::steps::StepKind;
 use crate::money::Money;
+use crate::spec::steps::StepKind;
 
 /// A workflow: a DAG of steps with parameters, a budget and a run timeout.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -246,7 +246,13 @@ impl StepSpec {
     /// Every deterministic check of `output` and what a failure does: the step's `checks`, and
     /// for a summarised `research` step the `citations` check. What the worker records on the
     /// step, and what an `llm` conversation sends back to the model with `on_block: retry`.
-    pub fn evaluate_checks(&self, output: &serde_json::Value, params: &serde_json::Value, mesh: &GateMesh, policy: &GatePolicy) -> Option<(CheckOnBlock, Vec<CheckResult>)> {
+    pub fn evaluate_checks(
+        &self,
+        output: &serde_json::Value,
+        params: &serde_json::Value,
+        mesh: &GateMesh,
+        policy: &GatePolicy,
+    ) -> Option<(CheckOnBlock, Vec<CheckResult>)> {
         let on_block = self.check_on_block()?;
         let mut results = self.checks.as_ref().map(|c| c.evaluate(output, params, mesh, policy)).unwrap_or_default();
         if let StepKind::Research(r) = &self.kind

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::spec::{limits, validate, ValidatedSpec, WorkflowSpec};
+use crate::spec::{ValidatedSpec, WorkflowSpec, limits, validate};
 
 /// One thing wrong with a spec, and where.
 #[derive(Clone, Debug, PartialEq, Eq)]

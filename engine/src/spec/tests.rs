@@ -1,9 +1,9 @@
 //! Spec parsing and validation: every problem reported with its place.
 
-use expect_test::{expect, Expect};
+use expect_test::{Expect, expect};
 use proptest::prelude::*;
 
-use crate::spec::{parse_yaml, WorkflowSpec};
+use crate::spec::{WorkflowSpec, parse_yaml};
 
 fn check(yaml: &str, expect: Expect) {
     let out = match parse_yaml(yaml) {
@@ -283,7 +283,10 @@ fn parameters_are_bound_with_defaults_and_types() {
     )
     .unwrap();
     let given = serde_json::json!({"name": "Acme", "on": "yes"});
-    assert_eq!(spec.bind_params(given.as_object().unwrap()).unwrap(), serde_json::json!({"n": 3, "name": "Acme", "on": true}));
+    assert_eq!(
+        spec.bind_params(given.as_object().unwrap()).unwrap(),
+        serde_json::json!({"n": 3, "name": "Acme", "on": true})
+    );
     let err = spec.bind_params(serde_json::json!({"n": "x", "extra": 1}).as_object().unwrap()).unwrap_err().to_string();
     assert!(err.contains("parameter extra: unknown parameter (declared: n, name, on)"), "{err}");
     assert!(err.contains("parameter n: expected an integer, got \"x\""), "{err}");
@@ -332,7 +335,10 @@ proptest! {
 
 #[test]
 fn amounts_are_exact_decimals_and_bad_ones_are_refused_with_their_place() {
-    let spec = parse_yaml("id: w\nowner: o\nbudget: { max_cost: \"0.3\" }\nsteps:\n  - { id: a, type: code, script: x, cost: 0.1 }\n").unwrap();
+    let spec = parse_yaml(
+        "id: w\nowner: o\nbudget: { max_cost: \"0.3\" }\nsteps:\n  - { id: a, type: code, script: x, cost: 0.1 }\n",
+    )
+    .unwrap();
     assert_eq!(spec.spec().budget.as_ref().unwrap().max_cost.to_exact_string(), "0.3");
     assert_eq!(spec.step(0).cost.unwrap().to_exact_string(), "0.1", "a YAML float token reads as its decimal text");
     check(
@@ -433,7 +439,10 @@ fn egress_entries_are_validated_each_with_its_place() {
 fn a_hostile_spec_is_refused_before_the_parser_sees_it() {
     let nested = "[".repeat(100_000);
     let err = parse_yaml(&nested).unwrap_err();
-    assert_eq!(err.to_string(), "invalid workflow spec (1 problem):\n  - spec: nesting deeper than 64 levels at line 1 column 65\n");
+    assert_eq!(
+        err.to_string(),
+        "invalid workflow spec (1 problem):\n  - spec: nesting deeper than 64 levels at line 1 column 65\n"
+    );
     let big = format!("id: w\nowner: o\ndescription: \"{}\"\nsteps: []\n", "x".repeat(3_100_000));
     assert_eq!(parse_yaml(&big).unwrap_err().problems[0].message, "spec is 3.1 MB, the limit is 1 MB");
 }
@@ -442,7 +451,9 @@ fn a_hostile_spec_is_refused_before_the_parser_sees_it() {
 fn a_large_legal_spec_with_brackets_in_its_text_parses() {
     // Many steps whose scripts, descriptions and comments hold deep runs of brackets.
     let deep = "[".repeat(200) + &"{".repeat(200);
-    let mut yaml = String::from("id: big\nowner: o\n# a comment with brackets [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[\nsteps:\n");
+    let mut yaml = String::from(
+        "id: big\nowner: o\n# a comment with brackets [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[\nsteps:\n",
+    );
     let mut i = 0;
     while yaml.len() < 800_000 {
         yaml.push_str(&format!(
@@ -520,9 +531,11 @@ steps:
 #[test]
 fn a_research_step_searches_or_ingests_not_both() {
     let err = |yaml: &str| parse_yaml(yaml).expect_err("invalid").to_string();
-    let base = |step: &str| format!("id: w\nowner: o\nparameters:\n  docs: {{ type: array, default: [] }}\nsteps:\n{step}\n");
+    let base =
+        |step: &str| format!("id: w\nowner: o\nparameters:\n  docs: {{ type: array, default: [] }}\nsteps:\n{step}\n");
     parse_yaml(&base("  - { id: a, type: research, collection: intake, ingest: \"${{ params.docs }}\" }")).unwrap();
-    parse_yaml(&base("  - { id: a, type: research, collection: intake, ingest: [{ name: a.md, text: \"# A\" }] }")).unwrap();
+    parse_yaml(&base("  - { id: a, type: research, collection: intake, ingest: [{ name: a.md, text: \"# A\" }] }"))
+        .unwrap();
     let e = err(&base("  - { id: a, type: research, query: fees, ingest: \"${{ params.docs }}\" }"));
     assert!(e.contains("either searches (`query`) or adds documents (`ingest`), not both"), "{e}");
     let e = err(&base("  - { id: a, type: research }"));

@@ -9,8 +9,10 @@ use serde_json::Value;
 use crate::egress::{EgressAllow, EgressRule};
 use crate::expr;
 use crate::gates::{GateMesh, GatePolicy};
-use crate::ids::{is_valid_id, StepId};
-use crate::spec::{OnBlock, ParameterSpec, ParameterType, RetryOn, RetrySpec, SpecError, SpecProblem, StepSpec, WorkflowSpec};
+use crate::ids::{StepId, is_valid_id};
+use crate::spec::{
+    OnBlock, ParameterSpec, ParameterType, RetryOn, RetrySpec, SpecError, SpecProblem, StepSpec, WorkflowSpec,
+};
 use crate::step::ERROR_CODES;
 
 /// The dependency graph of a validated spec, by step index.
@@ -177,7 +179,12 @@ pub fn validate(spec: WorkflowSpec) -> Result<ValidatedSpec, SpecError> {
         p.push(problem("steps", "a workflow needs at least one step"));
     }
     if let Some(b) = &spec.budget {
-        crate::spec::escalation::check(&b.escalate, "budget.escalate", &[crate::run::HumanMode::BudgetExtension], &mut p);
+        crate::spec::escalation::check(
+            &b.escalate,
+            "budget.escalate",
+            &[crate::run::HumanMode::BudgetExtension],
+            &mut p,
+        );
     }
 
     // Ids first: everything else refers to them.
@@ -185,7 +192,13 @@ pub fn validate(spec: WorkflowSpec) -> Result<ValidatedSpec, SpecError> {
     for (i, step) in spec.steps.iter().enumerate() {
         let at = format!("steps[{i}]");
         if !is_step_ident(step.id.as_str()) {
-            p.push(problem(&at, format!("step id `{}` must start with a letter or `_` and hold only letters, digits and `_` (at most 64)", step.id)));
+            p.push(problem(
+                &at,
+                format!(
+                    "step id `{}` must start with a letter or `_` and hold only letters, digits and `_` (at most 64)",
+                    step.id
+                ),
+            ));
         }
         if let Some(first) = index.insert(step.id.clone(), i) {
             p.push(problem(&at, format!("duplicate step id `{}` (first at steps[{first}])", step.id)));
@@ -363,7 +376,9 @@ fn request_modes(step: &StepSpec) -> Vec<crate::run::HumanMode> {
         _ if step.ty().is_local() => Vec::new(),
         crate::spec::StepKind::Event(e) if e.wait.is_some() => Vec::new(),
         crate::spec::StepKind::Platform(p) if p.action == crate::spec::steps::PlatformAction::WorkflowRun => Vec::new(),
-        crate::spec::StepKind::Llm(llm) if llm.tools.iter().any(|t| !t.authorize.is_never()) => vec![HumanMode::Guidance, HumanMode::ToolAuthorisation],
+        crate::spec::StepKind::Llm(llm) if llm.tools.iter().any(|t| !t.authorize.is_never()) => {
+            vec![HumanMode::Guidance, HumanMode::ToolAuthorisation]
+        }
         _ => vec![HumanMode::Guidance],
     }
 }
@@ -396,7 +411,10 @@ fn check_step(
     if !step.escalate.is_empty() {
         let modes = request_modes(step);
         if modes.is_empty() {
-            p.push(problem(format!("{at}.escalate"), format!("a `{}` step asks no one, so it has nothing to escalate", ty.name())));
+            p.push(problem(
+                format!("{at}.escalate"),
+                format!("a `{}` step asks no one, so it has nothing to escalate", ty.name()),
+            ));
         }
         crate::spec::escalation::check(&step.escalate, &format!("{at}.escalate"), &modes, p);
     }
@@ -407,16 +425,25 @@ fn check_step(
             p.push(problem(format!("{at}.with.workflow"), format!("workflow `{}` cannot run itself", spec.id)));
         }
         if platform.action == crate::spec::steps::PlatformAction::WorkflowRun && step.retry.is_some() {
-            p.push(problem(format!("{at}.retry"), "a `workflow.run` step is not retried (its sub-workflow retries its own steps)"));
+            p.push(problem(
+                format!("{at}.retry"),
+                "a `workflow.run` step is not retried (its sub-workflow retries its own steps)",
+            ));
         }
         if platform.action == crate::spec::steps::PlatformAction::WorkflowRun && step.for_each.is_some() {
-            p.push(problem(format!("{at}.for_each"), "a `workflow.run` step runs one sub-workflow: fan out inside the sub-workflow instead"));
+            p.push(problem(
+                format!("{at}.for_each"),
+                "a `workflow.run` step runs one sub-workflow: fan out inside the sub-workflow instead",
+            ));
         }
     }
     for (place, name) in shape.upstream_refs(&at) {
         match index.get(&name) {
             None => p.push(problem(&place, format!("unknown step `{name}`{}", suggest(&name, index)))),
-            Some(&j) if !is_upstream(j, i, needs) => p.push(problem(&place, format!("`{name}` is not upstream of `{}`: add it (or a step after it) to `needs`", step.id))),
+            Some(&j) if !is_upstream(j, i, needs) => p.push(problem(
+                &place,
+                format!("`{name}` is not upstream of `{}`: add it (or a step after it) to `needs`", step.id),
+            )),
             Some(_) => {}
         }
     }
@@ -427,7 +454,8 @@ fn check_step(
         exprs.push((format!("{at}.when"), w.clone()));
     }
     exprs.extend(shape.expressions(&at));
-    let mut templated: Vec<(String, Value)> = vec![(format!("{at}.inputs"), serde_json::to_value(&step.inputs).unwrap_or(Value::Null))];
+    let mut templated: Vec<(String, Value)> =
+        vec![(format!("{at}.inputs"), serde_json::to_value(&step.inputs).unwrap_or(Value::Null))];
     templated.extend(shape.templates(&at));
     // `item` and `item_index` exist only in a `for_each` step's own templates (not in its list).
     for (place, value) in &templated {
@@ -503,14 +531,20 @@ fn check_retry(at: &str, r: &RetrySpec, p: &mut Vec<SpecProblem>) {
     }
     if let RetryOn::Codes(codes) = &r.on {
         if codes.is_empty() {
-            p.push(problem(format!("{at}.on"), "an empty list retries nothing: list error codes, or write `transient` or `any`"));
+            p.push(problem(
+                format!("{at}.on"),
+                "an empty list retries nothing: list error codes, or write `transient` or `any`",
+            ));
         }
         for code in codes {
             if code == "any" {
                 p.push(problem(format!("{at}.on"), "`any` covers every code: write `on: any` instead of a list"));
             } else if code != "transient" && !ERROR_CODES.iter().any(|c| c.code == code) {
                 let known: Vec<&str> = ERROR_CODES.iter().map(|c| c.code).collect();
-                p.push(problem(format!("{at}.on"), format!("unknown error code `{code}` (known: transient, {})", known.join(", "))));
+                p.push(problem(
+                    format!("{at}.on"),
+                    format!("unknown error code `{code}` (known: transient, {})", known.join(", ")),
+                ));
             }
         }
     }

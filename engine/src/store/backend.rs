@@ -90,7 +90,13 @@ pub trait Backend: Send + Sync + 'static {
     /// larger than every token granted for `key` before — across expiry, release and takeover.
     /// Otherwise the current holder's lease (which may be the caller's own earlier grant).
     /// `holder` must be an id; `key` must hold nothing but a lease.
-    async fn lease_acquire(&self, key: &str, holder: &str, ttl: Duration, over: Option<&Lease>) -> Result<LeaseGrant, StoreError>;
+    async fn lease_acquire(
+        &self,
+        key: &str,
+        holder: &str,
+        ttl: Duration,
+        over: Option<&Lease>,
+    ) -> Result<LeaseGrant, StoreError>;
 
     /// Extend `lease` to `ttl` from now, atomically, if it is still the current grant (even
     /// past its expiry, provided nobody took it since); otherwise [`StoreError::Fenced`].
@@ -119,7 +125,12 @@ pub trait Backend: Send + Sync + 'static {
     /// One page of `index`, descending: at most `limit` members below `before` (from the
     /// greatest when `None`). Run ids sort by creation time, so this is "newest first, after
     /// the last one shown". Backends override it to read only the page.
-    async fn index_page_desc(&self, index: &str, before: Option<&str>, limit: usize) -> Result<Vec<String>, StoreError> {
+    async fn index_page_desc(
+        &self,
+        index: &str,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
         let mut members = self.index_members(index).await?;
         if let Some(before) = before {
             members.retain(|m| m.as_str() < before);

@@ -36,7 +36,12 @@ pub enum EmailSendRecord {
 impl Store {
     /// Save (or replace) `owner`'s connection, and its credential when given: the credential
     /// goes to the owner's secret store first, so a connection is never listed without it.
-    pub async fn put_connection(&self, owner: &OwnerId, connection: &Connection, credential: Option<&str>) -> Result<(), StoreError> {
+    pub async fn put_connection(
+        &self,
+        owner: &OwnerId,
+        connection: &Connection,
+        credential: Option<&str>,
+    ) -> Result<(), StoreError> {
         if !valid_connection_name(&connection.name) {
             return Err(StoreError::Forbidden(format!("`{}` is not a valid connection name", connection.name)));
         }
@@ -57,7 +62,10 @@ impl Store {
         }
         let key = keys::connection(owner, name);
         let Some(sealed) = self.backend().get(&key).await? else { return Ok(None) };
-        let plain = self.owner_key(owner, CONNECTIONS).open(key.as_bytes(), &sealed).map_err(|_| StoreError::Sealed(key.clone()))?;
+        let plain = self
+            .owner_key(owner, CONNECTIONS)
+            .open(key.as_bytes(), &sealed)
+            .map_err(|_| StoreError::Sealed(key.clone()))?;
         serde_json::from_slice(&plain).map(Some).map_err(|e| StoreError::Corrupt { key, reason: e.to_string() })
     }
 
@@ -73,7 +81,11 @@ impl Store {
     }
 
     /// The credential of `owner`'s connection `name`, if one was stored.
-    pub async fn connection_credential(&self, owner: &OwnerId, name: &str) -> Result<Option<zeroize::Zeroizing<String>>, StoreError> {
+    pub async fn connection_credential(
+        &self,
+        owner: &OwnerId,
+        name: &str,
+    ) -> Result<Option<zeroize::Zeroizing<String>>, StoreError> {
         self.secret(owner, &credential_secret(name)).await
     }
 
@@ -93,7 +105,12 @@ impl Store {
     /// Record that an attempt is about to send the step's email (first writer wins). `Ok(None)`:
     /// this record is the first; otherwise the record that was there — `Sent` (do not send
     /// again) or `Sending` (an earlier attempt died mid-send: see [`Store::resume_email_send`]).
-    pub async fn begin_email_send(&self, wf: &WorkflowId, idempotency_key: &str, sending: &EmailSendRecord) -> Result<Option<EmailSendRecord>, StoreError> {
+    pub async fn begin_email_send(
+        &self,
+        wf: &WorkflowId,
+        idempotency_key: &str,
+        sending: &EmailSendRecord,
+    ) -> Result<Option<EmailSendRecord>, StoreError> {
         let k = self.workflow_key(wf).await?;
         let key = self.email_sent_key(&k, wf, idempotency_key);
         let sealed = k.seal(key.as_bytes(), &serde_json::to_vec(sending).expect("records serialise"));
@@ -106,7 +123,12 @@ impl Store {
     }
 
     /// Replace the step's send record (a `Sending` by a later attempt, or the final `Sent`).
-    pub async fn record_email_send(&self, wf: &WorkflowId, idempotency_key: &str, record: &EmailSendRecord) -> Result<(), StoreError> {
+    pub async fn record_email_send(
+        &self,
+        wf: &WorkflowId,
+        idempotency_key: &str,
+        record: &EmailSendRecord,
+    ) -> Result<(), StoreError> {
         let k = self.workflow_key(wf).await?;
         let key = self.email_sent_key(&k, wf, idempotency_key);
         let sealed = k.seal(key.as_bytes(), &serde_json::to_vec(record).expect("records serialise"));
@@ -137,12 +159,16 @@ mod tests {
         let backend = Arc::new(MemoryBackend::new());
         let store = Store::new(backend.clone(), MasterKey::generate());
         let (ops, other) = (OwnerId::from("ops"), OwnerId::from("other"));
-        let settings = [("host", "mail.example.com"), ("user", "ZEBRA-USER"), ("from", "ops@example.com")].map(|(k, v)| (k.to_string(), v.to_string()));
+        let settings = [("host", "mail.example.com"), ("user", "ZEBRA-USER"), ("from", "ops@example.com")]
+            .map(|(k, v)| (k.to_string(), v.to_string()));
         let c = Connection::from_settings("office_mail", ConnectionKind::Smtp, &settings).unwrap();
         ready(store.put_connection(&ops, &c, Some("ZEBRA-PASSWORD"))).unwrap();
         assert_eq!(ready(store.connection(&ops, "office_mail")).unwrap(), Some(c.clone()));
         assert_eq!(ready(store.connections(&ops)).unwrap(), vec![c]);
-        assert_eq!(ready(store.connection_credential(&ops, "office_mail")).unwrap().as_deref().map(String::as_str), Some("ZEBRA-PASSWORD"));
+        assert_eq!(
+            ready(store.connection_credential(&ops, "office_mail")).unwrap().as_deref().map(String::as_str),
+            Some("ZEBRA-PASSWORD")
+        );
         assert!(ready(store.connection(&other, "office_mail")).unwrap().is_none());
         for key in ready(backend.scan_prefix("")).unwrap() {
             let raw = ready(backend.get(&key)).unwrap().unwrap_or_default();

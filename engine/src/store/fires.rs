@@ -5,12 +5,12 @@
 
 use std::time::Duration;
 
-use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use crate::crypto::RecordKey;
 use crate::ids::{FireId, TriggerId, WorkflowId};
-use crate::store::{keys, Store, StoreError};
+use crate::store::{Store, StoreError, keys};
 use crate::trigger::{FireClaim, FireRecord, TriggerStateRecord};
 
 /// How long a mail attachment's blob is kept unless configured (`attachment_ttl`): the runs
@@ -41,7 +41,14 @@ impl Store {
     /// Claim a fire's dedup key for `ttl` (the dedup window), atomically: `SET NX PX` on Redis,
     /// an insert-if-absent on SQLite. `Ok(None)`: this fire won; otherwise the claim that was
     /// there first.
-    pub async fn claim_fire(&self, wf: &WorkflowId, trigger: &TriggerId, key: &str, claim: &FireClaim, ttl: Duration) -> Result<Option<FireClaim>, StoreError> {
+    pub async fn claim_fire(
+        &self,
+        wf: &WorkflowId,
+        trigger: &TriggerId,
+        key: &str,
+        claim: &FireClaim,
+        ttl: Duration,
+    ) -> Result<Option<FireClaim>, StoreError> {
         let k = self.workflow_key(wf).await?;
         let store_key = keys::fire_claim(wf, trigger, &k.digest(key.as_bytes()));
         for _ in 0..3 {
@@ -98,7 +105,11 @@ impl Store {
         self.backend().index_add(keys::TRIGGERS, &format!("{}/{}", state.workflow, state.trigger)).await
     }
 
-    pub async fn trigger_state(&self, wf: &WorkflowId, trigger: &TriggerId) -> Result<Option<TriggerStateRecord>, StoreError> {
+    pub async fn trigger_state(
+        &self,
+        wf: &WorkflowId,
+        trigger: &TriggerId,
+    ) -> Result<Option<TriggerStateRecord>, StoreError> {
         self.get_sealed_in(wf, &keys::trigger_state(wf, trigger)).await
     }
 
@@ -119,14 +130,24 @@ impl Store {
     }
 
     /// Set a trigger's secret (replacing any).
-    pub async fn put_trigger_secret(&self, wf: &WorkflowId, trigger: &TriggerId, secret: &str) -> Result<(), StoreError> {
+    pub async fn put_trigger_secret(
+        &self,
+        wf: &WorkflowId,
+        trigger: &TriggerId,
+        secret: &str,
+    ) -> Result<(), StoreError> {
         let k = self.workflow_key(wf).await?;
         let key = keys::trigger_secret(wf, trigger);
         self.backend().put(&key, &seal(&k, &key, &secret), None).await
     }
 
     /// A trigger's secret, generating one (first writer wins) if it has none.
-    pub async fn ensure_trigger_secret(&self, wf: &WorkflowId, trigger: &TriggerId, fresh: &str) -> Result<String, StoreError> {
+    pub async fn ensure_trigger_secret(
+        &self,
+        wf: &WorkflowId,
+        trigger: &TriggerId,
+        fresh: &str,
+    ) -> Result<String, StoreError> {
         let k = self.workflow_key(wf).await?;
         let key = keys::trigger_secret(wf, trigger);
         self.backend().put_if_absent(&key, &seal(&k, &key, &fresh), None).await?;

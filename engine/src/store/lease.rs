@@ -54,13 +54,21 @@ impl LeaseRecord {
 
     /// Parse the record stored under `key`.
     pub fn decode(key: &str, bytes: &[u8]) -> Result<Self, StoreError> {
-        let corrupt = || StoreError::Corrupt { key: key.to_owned(), reason: "not a lease record (`token holder expires_at_ms`)".into() };
+        let corrupt = || StoreError::Corrupt {
+            key: key.to_owned(),
+            reason: "not a lease record (`token holder expires_at_ms`)".into(),
+        };
         let text = std::str::from_utf8(bytes).map_err(|_| corrupt())?;
         let mut parts = text.split(' ');
-        let (Some(token), Some(holder), Some(expires), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        let (Some(token), Some(holder), Some(expires), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
             return Err(corrupt());
         };
-        Ok(Self { token: token.parse().map_err(|_| corrupt())?, holder: holder.to_owned(), expires_at_ms: expires.parse().map_err(|_| corrupt())? })
+        Ok(Self {
+            token: token.parse().map_err(|_| corrupt())?,
+            holder: holder.to_owned(),
+            expires_at_ms: expires.parse().map_err(|_| corrupt())?,
+        })
     }
 
     /// Whether a new holder may take it without naming the current one: released or expired.
@@ -84,7 +92,9 @@ pub fn check_holder(holder: &str) -> Result<(), StoreError> {
     if is_valid_id(holder) {
         Ok(())
     } else {
-        Err(StoreError::Forbidden(format!("lease holder `{holder}` is not an id ([A-Za-z0-9_.-], 1 to 128 characters)")))
+        Err(StoreError::Forbidden(format!(
+            "lease holder `{holder}` is not an id ([A-Za-z0-9_.-], 1 to 128 characters)"
+        )))
     }
 }
 
@@ -93,7 +103,14 @@ pub fn check_holder(holder: &str) -> Result<(), StoreError> {
 /// ([`LeaseRecord::is_free`]), or when it is still exactly the grant `over` names (the caller
 /// established that holder is gone). A grant takes the next token. Returns the record to
 /// write, or the current holder's lease.
-pub fn decide_acquire(key: &str, current: Option<LeaseRecord>, holder: &str, ttl: Duration, over: Option<&Lease>, now_ms: u64) -> Result<LeaseRecord, Lease> {
+pub fn decide_acquire(
+    key: &str,
+    current: Option<LeaseRecord>,
+    holder: &str,
+    ttl: Duration,
+    over: Option<&Lease>,
+    now_ms: u64,
+) -> Result<LeaseRecord, Lease> {
     let token = match current {
         None => 0,
         Some(cur) if cur.is_free(now_ms) || over.is_some_and(|o| cur.holds(o)) => cur.token,
@@ -104,7 +121,12 @@ pub fn decide_acquire(key: &str, current: Option<LeaseRecord>, holder: &str, ttl
 }
 
 /// The record after `lease` is renewed for `ttl`, if it still holds it.
-pub fn decide_renew(current: Option<LeaseRecord>, lease: &Lease, ttl: Duration, now_ms: u64) -> Result<LeaseRecord, StoreError> {
+pub fn decide_renew(
+    current: Option<LeaseRecord>,
+    lease: &Lease,
+    ttl: Duration,
+    now_ms: u64,
+) -> Result<LeaseRecord, StoreError> {
     match current {
         Some(cur) if cur.holds(lease) => {
             let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
@@ -148,8 +170,14 @@ mod tests {
         assert_eq!((first.token, first.expires_at_ms), (1, 11_000));
         // Held and live: refused, unless the caller names exactly the current grant.
         assert_eq!(decide_acquire("run/1/lease", Some(first.clone()), "b", ttl, None, 2_000), Err(lease("a", 1)));
-        assert_eq!(decide_acquire("run/1/lease", Some(first.clone()), "b", ttl, Some(&lease("a", 0)), 2_000), Err(lease("a", 1)));
-        assert_eq!(decide_acquire("run/1/lease", Some(first.clone()), "b", ttl, Some(&lease("a", 1)), 2_000).unwrap().token, 2);
+        assert_eq!(
+            decide_acquire("run/1/lease", Some(first.clone()), "b", ttl, Some(&lease("a", 0)), 2_000),
+            Err(lease("a", 1))
+        );
+        assert_eq!(
+            decide_acquire("run/1/lease", Some(first.clone()), "b", ttl, Some(&lease("a", 1)), 2_000).unwrap().token,
+            2
+        );
         // Expired or released: free, and the token still grows.
         assert_eq!(decide_acquire("run/1/lease", Some(first.clone()), "b", ttl, None, 11_000).unwrap().token, 2);
         let released = LeaseRecord { holder: String::new(), ..first.clone() };
@@ -161,7 +189,10 @@ mod tests {
         let ttl = Duration::from_secs(10);
         let cur = LeaseRecord { token: 3, holder: "a".into(), expires_at_ms: 5 };
         assert_eq!(decide_renew(Some(cur.clone()), &lease("a", 3), ttl, 100).unwrap().expires_at_ms, 10_100);
-        assert!(matches!(decide_renew(Some(cur.clone()), &lease("a", 2), ttl, 100), Err(StoreError::Fenced { token: 2, .. })));
+        assert!(matches!(
+            decide_renew(Some(cur.clone()), &lease("a", 2), ttl, 100),
+            Err(StoreError::Fenced { token: 2, .. })
+        ));
         assert!(matches!(decide_renew(Some(cur), &lease("b", 3), ttl, 100), Err(StoreError::Fenced { .. })));
         assert!(matches!(decide_renew(None, &lease("a", 3), ttl, 100), Err(StoreError::Fenced { .. })));
     }

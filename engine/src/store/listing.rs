@@ -4,7 +4,7 @@
 use serde::de::DeserializeOwned;
 
 use crate::ids::{RunId, WorkflowId};
-use crate::store::{keys, Backend, RunMeta, RunSummary, Store, StoreError};
+use crate::store::{Backend, RunMeta, RunSummary, Store, StoreError, keys};
 
 /// One run in a listing.
 #[derive(Clone, Debug, PartialEq)]
@@ -59,7 +59,10 @@ impl Store {
         for (chunk, value) in record_keys.chunks(3).zip(values.chunks(3)) {
             // A run whose records are not all written yet (being created) is left out.
             let (Some(wf), Some(meta)) = (&value[0], &value[1]) else { continue };
-            let wf = WorkflowId(String::from_utf8(wf.clone()).map_err(|e| StoreError::Corrupt { key: chunk[0].clone(), reason: e.to_string() })?);
+            let wf = WorkflowId(
+                String::from_utf8(wf.clone())
+                    .map_err(|e| StoreError::Corrupt { key: chunk[0].clone(), reason: e.to_string() })?,
+            );
             let meta: RunMeta = self.open_record(&wf, &chunk[1], meta).await?;
             let summary = match &value[2] {
                 Some(sealed) => Some(self.open_record(&wf, &chunk[2], sealed).await?),
@@ -71,7 +74,12 @@ impl Store {
         Ok(RunPage { runs, next })
     }
 
-    async fn open_record<T: DeserializeOwned>(&self, wf: &WorkflowId, key: &str, sealed: &[u8]) -> Result<T, StoreError> {
+    async fn open_record<T: DeserializeOwned>(
+        &self,
+        wf: &WorkflowId,
+        key: &str,
+        sealed: &[u8],
+    ) -> Result<T, StoreError> {
         let k = self.workflow_key(wf).await?;
         let plain = k.open(key.as_bytes(), sealed).map_err(|_| StoreError::Sealed(key.to_string()))?;
         serde_json::from_slice(&plain).map_err(|e| StoreError::Corrupt { key: key.to_string(), reason: e.to_string() })

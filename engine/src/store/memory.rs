@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 
-use crate::store::lease::{check_holder, decide_acquire, decide_renew, fenced, LeaseRecord};
+use crate::store::lease::{LeaseRecord, check_holder, decide_acquire, decide_renew, fenced};
 use crate::store::{Backend, Lease, LeaseGrant, StoreError};
 
 /// An in-memory [`Backend`]. Cheap to create; share it behind an `Arc`.
@@ -168,7 +168,13 @@ impl Backend for MemoryBackend {
         Ok(())
     }
 
-    async fn lease_acquire(&self, key: &str, holder: &str, ttl: Duration, over: Option<&Lease>) -> Result<LeaseGrant, StoreError> {
+    async fn lease_acquire(
+        &self,
+        key: &str,
+        holder: &str,
+        ttl: Duration,
+        over: Option<&Lease>,
+    ) -> Result<LeaseGrant, StoreError> {
         check_holder(holder)?;
         let mut inner = self.lock();
         let current = inner.lease(key, Instant::now())?;
@@ -228,11 +234,21 @@ impl Backend for MemoryBackend {
         Ok(self.lock().indexes.get(index).map(|m| m.iter().cloned().collect()).unwrap_or_default())
     }
 
-    async fn index_page_desc(&self, index: &str, before: Option<&str>, limit: usize) -> Result<Vec<String>, StoreError> {
+    async fn index_page_desc(
+        &self,
+        index: &str,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
         let inner = self.lock();
         let Some(members) = inner.indexes.get(index) else { return Ok(Vec::new()) };
         let page = match before {
-            Some(before) => members.range::<str, _>((std::ops::Bound::Unbounded, std::ops::Bound::Excluded(before))).rev().take(limit).cloned().collect(),
+            Some(before) => members
+                .range::<str, _>((std::ops::Bound::Unbounded, std::ops::Bound::Excluded(before)))
+                .rev()
+                .take(limit)
+                .cloned()
+                .collect(),
             None => members.iter().rev().take(limit).cloned().collect(),
         };
         Ok(page)

@@ -13,9 +13,9 @@ mod fires;
 pub mod keys;
 pub mod lease;
 mod listing;
+pub mod memory;
 mod notes;
 mod notifications;
-pub mod memory;
 mod receipt_key;
 mod records;
 mod requests;
@@ -29,10 +29,8 @@ pub use connections::EmailSendRecord;
 pub use fires::DEFAULT_ATTACHMENT_TTL;
 pub use lease::{Lease, LeaseGrant};
 pub use listing::{RunListing, RunPage};
-pub use records::*;
 pub use notes::{Note, NoteFilter};
 pub use notifications::Notification;
+pub use records::*;
 pub use secrets::valid_secret_name;
 pub use typed::Store;
-
-

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
 use crate::ids::OwnerId;
-use crate::store::{keys, Store, StoreError};
+use crate::store::{Store, StoreError, keys};
 
 /// The purpose notes' owner key (and the MAC key for ids) is derived for.
 const MEMORY: &str = "memory";
@@ -61,7 +61,8 @@ impl Store {
         }
         let id = self.note_id(owner, &note.key);
         let key = keys::memory_note(owner, &id);
-        let sealed = self.owner_key(owner, MEMORY).seal(key.as_bytes(), &serde_json::to_vec(&note).expect("notes serialise"));
+        let sealed =
+            self.owner_key(owner, MEMORY).seal(key.as_bytes(), &serde_json::to_vec(&note).expect("notes serialise"));
         self.backend().put(&key, &sealed, None).await?;
         self.backend().index_add(&keys::memory_notes(owner), &id).await?;
         Ok(note)
@@ -93,7 +94,10 @@ impl Store {
     }
 
     fn open_note(&self, owner: &OwnerId, key: &str, sealed: &[u8]) -> Result<Note, StoreError> {
-        let plain = self.owner_key(owner, MEMORY).open(key.as_bytes(), sealed).map_err(|_| StoreError::Sealed(key.to_string()))?;
+        let plain = self
+            .owner_key(owner, MEMORY)
+            .open(key.as_bytes(), sealed)
+            .map_err(|_| StoreError::Sealed(key.to_string()))?;
         serde_json::from_slice(&plain).map_err(|e| StoreError::Corrupt { key: key.to_string(), reason: e.to_string() })
     }
 }
@@ -104,8 +108,8 @@ mod tests {
 
     use super::*;
     use crate::crypto::MasterKey;
-    use crate::store::memory::MemoryBackend;
     use crate::store::Backend;
+    use crate::store::memory::MemoryBackend;
 
     fn ready<T>(f: impl std::future::Future<Output = T>) -> T {
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
@@ -116,7 +120,14 @@ mod tests {
     }
 
     fn note(key: &str, text: &str, tags: &[&str], at: u64) -> Note {
-        Note { key: key.into(), text: text.into(), tags: tags.iter().map(|t| t.to_string()).collect(), at, workflow: None, run: None }
+        Note {
+            key: key.into(),
+            text: text.into(),
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+            at,
+            workflow: None,
+            run: None,
+        }
     }
 
     #[test]
@@ -128,7 +139,11 @@ mod tests {
         ready(store.put_note(&alice, note("", "weekly call", &["ops"], 20))).unwrap();
         ready(store.put_note(&alice, note("client-acme", "Acme renews in June", &["client", "renewal"], 30))).unwrap();
         let all = ready(store.notes(&alice, &NoteFilter { since: 0, tag: None, limit: 10 })).unwrap();
-        assert_eq!(all.iter().map(|n| n.at).collect::<Vec<_>>(), vec![30, 20], "newest first; a key's note is replaced");
+        assert_eq!(
+            all.iter().map(|n| n.at).collect::<Vec<_>>(),
+            vec![30, 20],
+            "newest first; a key's note is replaced"
+        );
         let client = ready(store.notes(&alice, &NoteFilter { since: 0, tag: Some("client"), limit: 10 })).unwrap();
         assert_eq!(client.len(), 1);
         assert!(ready(store.notes(&alice, &NoteFilter { since: 25, tag: Some("ops"), limit: 10 })).unwrap().is_empty());

@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::store::{keys, Store, StoreError};
+use crate::store::{Store, StoreError, keys};
 
 /// One notification, as its recipients see it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -42,8 +42,12 @@ impl Store {
         let mut out = Vec::new();
         for (key, sealed) in store_keys.iter().zip(self.backend().get_many(&store_keys).await?) {
             let Some(sealed) = sealed else { continue };
-            let plain = self.service_key().open(key.as_bytes(), &sealed).map_err(|_| StoreError::Sealed(key.clone()))?;
-            out.push(serde_json::from_slice(&plain).map_err(|e| StoreError::Corrupt { key: key.clone(), reason: e.to_string() })?);
+            let plain =
+                self.service_key().open(key.as_bytes(), &sealed).map_err(|_| StoreError::Sealed(key.clone()))?;
+            out.push(
+                serde_json::from_slice(&plain)
+                    .map_err(|e| StoreError::Corrupt { key: key.clone(), reason: e.to_string() })?,
+            );
         }
         Ok(out)
     }

@@ -5,7 +5,7 @@
 use zeroize::Zeroizing;
 
 use crate::receipt::ReceiptSigner;
-use crate::store::{keys, Store, StoreError};
+use crate::store::{Store, StoreError, keys};
 
 impl Store {
     /// The service's receipt signer, created on first use.
@@ -25,9 +25,12 @@ impl Store {
     async fn read_receipt_key(&self) -> Result<Option<ReceiptSigner>, StoreError> {
         let key = keys::RECEIPT_KEY;
         let Some(sealed) = self.backend().get(key).await? else { return Ok(None) };
-        let plain = Zeroizing::new(self.service_key().open(key.as_bytes(), &sealed).map_err(|_| StoreError::Sealed(key.to_string()))?);
+        let plain = Zeroizing::new(
+            self.service_key().open(key.as_bytes(), &sealed).map_err(|_| StoreError::Sealed(key.to_string()))?,
+        );
         let mut seed = Zeroizing::new([0u8; 32]);
-        hex::decode_to_slice(&plain[..], &mut seed[..]).map_err(|e| StoreError::Corrupt { key: key.to_string(), reason: e.to_string() })?;
+        hex::decode_to_slice(&plain[..], &mut seed[..])
+            .map_err(|e| StoreError::Corrupt { key: key.to_string(), reason: e.to_string() })?;
         Ok(Some(ReceiptSigner::from_seed(&seed)))
     }
 }

@@ -1,7 +1,7 @@
 //! Human requests beyond their creation and decision (`typed.rs`): who escalation paged.
 
 use crate::ids::{RequestId, WorkflowId};
-use crate::store::{keys, Store, StoreError};
+use crate::store::{Store, StoreError, keys};
 
 impl Store {
     /// Add `to` to the request's `escalated_to` (once), rewriting its sealed record.
@@ -13,6 +13,8 @@ impl Store {
         record.escalated_to.push(to.to_string());
         let k = self.workflow_key(wf).await?;
         let key = keys::human_request(req);
-        self.backend().put(&key, &k.seal(key.as_bytes(), &serde_json::to_vec(&record).expect("records serialise")), None).await
+        self.backend()
+            .put(&key, &k.seal(key.as_bytes(), &serde_json::to_vec(&record).expect("records serialise")), None)
+            .await
     }
 }

@@ -8,21 +8,25 @@
 use zeroize::Zeroizing;
 
 use crate::ids::OwnerId;
-use crate::store::{keys, Store, StoreError};
+use crate::store::{Store, StoreError, keys};
 
 /// The purpose secrets' owner key is derived for.
 const SECRETS: &str = "secrets";
 
 /// Secret names: letters, digits, `_`, `-`, `.`; 1 to 128 characters.
 pub fn valid_secret_name(name: &str) -> bool {
-    !name.is_empty() && name.len() <= 128 && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+    !name.is_empty()
+        && name.len() <= 128
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
 impl Store {
     /// Set (or replace) `owner`'s secret `name`.
     pub async fn put_secret(&self, owner: &OwnerId, name: &str, value: &str) -> Result<(), StoreError> {
         if !valid_secret_name(name) {
-            return Err(StoreError::Forbidden(format!("`{name}` is not a valid secret name (letters, digits, `_`, `-`, `.`)")));
+            return Err(StoreError::Forbidden(format!(
+                "`{name}` is not a valid secret name (letters, digits, `_`, `-`, `.`)"
+            )));
         }
         let key = keys::secret(owner, name);
         let sealed = self.owner_key(owner, SECRETS).seal(key.as_bytes(), value.as_bytes());
@@ -36,8 +40,12 @@ impl Store {
         }
         let key = keys::secret(owner, name);
         let Some(sealed) = self.backend().get(&key).await? else { return Ok(None) };
-        let plain = self.owner_key(owner, SECRETS).open(key.as_bytes(), &sealed).map_err(|_| StoreError::Sealed(key.clone()))?;
-        let text = String::from_utf8(plain).map_err(|_| StoreError::Corrupt { key, reason: "secret is not UTF-8".into() })?;
+        let plain = self
+            .owner_key(owner, SECRETS)
+            .open(key.as_bytes(), &sealed)
+            .map_err(|_| StoreError::Sealed(key.clone()))?;
+        let text =
+            String::from_utf8(plain).map_err(|_| StoreError::Corrupt { key, reason: "secret is not UTF-8".into() })?;
         Ok(Some(Zeroizing::new(text)))
     }
 }
@@ -48,8 +56,8 @@ mod tests {
 
     use super::*;
     use crate::crypto::MasterKey;
-    use crate::store::memory::MemoryBackend;
     use crate::store::Backend;
+    use crate::store::memory::MemoryBackend;
 
     /// The memory backend's futures are ready on their first poll.
     fn ready<T>(f: impl std::future::Future<Output = T>) -> T {
@@ -66,7 +74,10 @@ mod tests {
         let store = Store::new(backend.clone(), MasterKey::generate());
         let (alice, bob) = (OwnerId::from("alice"), OwnerId::from("bob"));
         ready(store.put_secret(&alice, "openai", "sk-MARKER-123")).unwrap();
-        assert_eq!(ready(store.secret(&alice, "openai")).unwrap().as_deref().map(String::as_str), Some("sk-MARKER-123"));
+        assert_eq!(
+            ready(store.secret(&alice, "openai")).unwrap().as_deref().map(String::as_str),
+            Some("sk-MARKER-123")
+        );
         assert!(ready(store.secret(&bob, "openai")).unwrap().is_none());
         let raw = ready(backend.get("secret/alice/openai")).unwrap().unwrap();
         assert!(!raw.windows(6).any(|w| w == b"MARKER"), "stored in the clear");

@@ -3,19 +3,22 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::conversation::TurnEntry;
-use crate::crypto::{new_salt, MasterKey, RecordKey};
+use crate::crypto::{MasterKey, RecordKey, new_salt};
 use crate::gates::RedactionMap;
 use crate::ids::{OwnerId, RequestId, RunId, StepId, WorkflowId};
 use crate::run::Event;
 use crate::spec::WorkflowSpec;
 use crate::store::chain::{self, ChainLink, ChainedEntry, JournalHead};
-use crate::store::{keys, AttemptAbandoned, AttemptClaim, AttemptPreflight, Backend, CancelRequest, HumanDecisionRecord, HumanRequestRecord, Lease, RunClosed, RunMeta, StepOutcome, StoreError, WorkflowKeyInfo};
+use crate::store::{
+    AttemptAbandoned, AttemptClaim, AttemptPreflight, Backend, CancelRequest, HumanDecisionRecord, HumanRequestRecord,
+    Lease, RunClosed, RunMeta, StepOutcome, StoreError, WorkflowKeyInfo, keys,
+};
 
 /// The current key version for new workflows.
 const KEY_VERSION: u32 = 1;
@@ -103,7 +106,8 @@ impl Store {
     /// is refused.
     pub async fn register_workflow(&self, spec: &WorkflowSpec) -> Result<String, StoreError> {
         let key = keys::workflow_keyinfo(&spec.id);
-        let info = WorkflowKeyInfo { owner: spec.owner.clone(), salt: hex::encode(new_salt()), key_version: KEY_VERSION };
+        let info =
+            WorkflowKeyInfo { owner: spec.owner.clone(), salt: hex::encode(new_salt()), key_version: KEY_VERSION };
         let sealed = self.service.seal(key.as_bytes(), &Self::encode(&info));
         if !self.backend.put_if_absent(&key, &sealed, None).await? {
             let owner = self.workflow_owner(&spec.id).await?;
@@ -189,7 +193,8 @@ impl Store {
             .iter()
             .enumerate()
             .map(|(i, e)| {
-                let (plain, next) = chain::frame(&link, |buf| serde_json::to_writer(buf, e).expect("events serialise to JSON"));
+                let (plain, next) =
+                    chain::frame(&link, |buf| serde_json::to_writer(buf, e).expect("events serialise to JSON"));
                 link = next;
                 k.seal(journal_aad(&log, head.len + i as u64).as_bytes(), &plain)
             })
@@ -205,7 +210,11 @@ impl Store {
     }
 
     /// A run's journal with each entry's place in the chain (what a receipt is made of).
-    pub async fn read_chained_journal(&self, wf: &WorkflowId, run: &RunId) -> Result<(Vec<Event>, Vec<ChainedEntry>), StoreError> {
+    pub async fn read_chained_journal(
+        &self,
+        wf: &WorkflowId,
+        run: &RunId,
+    ) -> Result<(Vec<Event>, Vec<ChainedEntry>), StoreError> {
         let k = self.workflow_key(wf).await?;
         let log = keys::run_journal(run);
         let sealed = self.backend.read_log(&log, 0).await?;
@@ -221,7 +230,11 @@ impl Store {
                 let before = events.last().map(Event::kind).unwrap_or("the run's start");
                 return Err(corrupt(
                     &aad,
-                    format!("the hash chain breaks before entry {i} ({}): entry {} ({before}) was altered at rest", event.kind(), i.saturating_sub(1)),
+                    format!(
+                        "the hash chain breaks before entry {i} ({}): entry {} ({before}) was altered at rest",
+                        event.kind(),
+                        i.saturating_sub(1)
+                    ),
                 ));
             }
             let digest = chain::event_digest(json);
@@ -236,38 +249,73 @@ impl Store {
     /// Check a finished run's journal (as [`Store::read_chained_journal`] read it) against the
     /// length and last link recorded when the run closed: the chain shows an altered entry by
     /// the one after it, and this covers the last entry and entries cut off the end.
-    pub async fn check_closed_journal(&self, wf: &WorkflowId, run: &RunId, events: &[Event], chained: &[ChainedEntry]) -> Result<(), StoreError> {
+    pub async fn check_closed_journal(
+        &self,
+        wf: &WorkflowId,
+        run: &RunId,
+        events: &[Event],
+        chained: &[ChainedEntry],
+    ) -> Result<(), StoreError> {
         let k = self.workflow_key(wf).await?;
         let key = keys::run_closed(run);
         let closed: Option<RunClosed> = self.get_sealed(&k, &key).await?;
         let Some((len, link)) = closed.and_then(|c| c.journal) else { return Ok(()) };
         let log = keys::run_journal(run);
         if (chained.len() as u64) < len {
-            return Err(corrupt(&log, format!("the run closed with {len} journal entries and {} are left: entries were removed at rest", chained.len())));
+            return Err(corrupt(
+                &log,
+                format!(
+                    "the run closed with {len} journal entries and {} are left: entries were removed at rest",
+                    chained.len()
+                ),
+            ));
         }
         let last = len.checked_sub(1).map(|i| i as usize);
         if let Some(i) = last {
             if chained[i].link.to_hex() != link {
-                return Err(corrupt(&journal_aad(&log, i as u64), format!("entry {i} ({}) was altered at rest: it is not the entry the run closed with", events[i].kind())));
+                return Err(corrupt(
+                    &journal_aad(&log, i as u64),
+                    format!(
+                        "entry {i} ({}) was altered at rest: it is not the entry the run closed with",
+                        events[i].kind()
+                    ),
+                ));
             }
         }
         Ok(())
     }
 
     /// Several attempts' inputs in one write.
-    pub async fn put_step_inputs(&self, wf: &WorkflowId, run: &RunId, inputs: &[(StepId, u32, &Value)]) -> Result<(), StoreError> {
+    pub async fn put_step_inputs(
+        &self,
+        wf: &WorkflowId,
+        run: &RunId,
+        inputs: &[(StepId, u32, &Value)],
+    ) -> Result<(), StoreError> {
         let k = self.workflow_key(wf).await?;
         self.backend.put_many(&seal_inputs(&k, run, inputs)).await
     }
 
-    pub async fn step_input(&self, wf: &WorkflowId, run: &RunId, step: &StepId, attempt: u32) -> Result<Option<Value>, StoreError> {
+    pub async fn step_input(
+        &self,
+        wf: &WorkflowId,
+        run: &RunId,
+        step: &StepId,
+        attempt: u32,
+    ) -> Result<Option<Value>, StoreError> {
         let k = self.workflow_key(wf).await?;
         self.get_sealed(&k, &keys::step_input(run, step, attempt)).await
     }
 
     /// An attempt's recorded outcome (if any) and its input, in one read: what a worker needs
     /// before it runs a step.
-    pub async fn step_outcome_and_input(&self, wf: &WorkflowId, run: &RunId, step: &StepId, attempt: u32) -> Result<(Option<StepOutcome>, Option<Value>), StoreError> {
+    pub async fn step_outcome_and_input(
+        &self,
+        wf: &WorkflowId,
+        run: &RunId,
+        step: &StepId,
+        attempt: u32,
+    ) -> Result<(Option<StepOutcome>, Option<Value>), StoreError> {
         let k = self.workflow_key(wf).await?;
         let keys = [keys::step_outcome(run, step, attempt), keys::step_input(run, step, attempt)];
         let mut values = self.backend.get_many(&keys).await?.into_iter();
@@ -281,7 +329,13 @@ impl Store {
 
     /// Everything a worker reads before it runs an attempt, in one read: the attempt's outcome
     /// (a duplicate delivery), its input, its claim, and whether the run was cancelled or closed.
-    pub async fn attempt_preflight(&self, wf: &WorkflowId, run: &RunId, step: &StepId, attempt: u32) -> Result<AttemptPreflight, StoreError> {
+    pub async fn attempt_preflight(
+        &self,
+        wf: &WorkflowId,
+        run: &RunId,
+        step: &StepId,
+        attempt: u32,
+    ) -> Result<AttemptPreflight, StoreError> {
         let k = self.workflow_key(wf).await?;
         let keys = [
             keys::step_outcome(run, step, attempt),
@@ -302,18 +356,32 @@ impl Store {
 
     /// Why an attempt that is running must stop, if it must: its run was cancelled or has
     /// finished, or the run's driver gave up on the attempt. What a worker polls while it runs.
-    pub async fn attempt_stop_reason(&self, wf: &WorkflowId, run: &RunId, step: &StepId, attempt: u32) -> Result<Option<String>, StoreError> {
+    pub async fn attempt_stop_reason(
+        &self,
+        wf: &WorkflowId,
+        run: &RunId,
+        step: &StepId,
+        attempt: u32,
+    ) -> Result<Option<String>, StoreError> {
         let k = self.workflow_key(wf).await?;
         let keys = [keys::run_cancel(run), keys::run_closed(run), keys::attempt_abandoned(run, step, attempt)];
         let mut values = self.backend.get_many(&keys).await?.into_iter();
         let cancel: Option<CancelRequest> = open_decode(&k, &keys[0], values.next().flatten())?;
         let closed: Option<RunClosed> = open_decode(&k, &keys[1], values.next().flatten())?;
         let abandoned: Option<AttemptAbandoned> = open_decode(&k, &keys[2], values.next().flatten())?;
-        Ok(stop_reason(cancel, closed).or_else(|| abandoned.map(|a| format!("the run gave up on this attempt ({})", a.reason))))
+        Ok(stop_reason(cancel, closed)
+            .or_else(|| abandoned.map(|a| format!("the run gave up on this attempt ({})", a.reason))))
     }
 
     /// Tell a worker still running `attempt` to stop: the run has moved on without it.
-    pub async fn abandon_attempt(&self, wf: &WorkflowId, run: &RunId, step: &StepId, attempt: u32, why: &AttemptAbandoned) -> Result<(), StoreError> {
+    pub async fn abandon_attempt(
+        &self,
+        wf: &WorkflowId,
+        run: &RunId,
+        step: &StepId,
+        attempt: u32,
+        why: &AttemptAbandoned,
+    ) -> Result<(), StoreError> {
         let k = self.workflow_key(wf).await?;
         let key = keys::attempt_abandoned(run, step, attempt);
         self.backend.put(&key, &k.seal(key.as_bytes(), &Self::encode(why)), None).await
@@ -321,7 +389,14 @@ impl Store {
 
     /// Claim an attempt (first writer wins). `Ok(None)`: this claim won; otherwise the claim
     /// that was there first.
-    pub async fn claim_attempt(&self, wf: &WorkflowId, run: &RunId, step: &StepId, attempt: u32, claim: &AttemptClaim) -> Result<Option<AttemptClaim>, StoreError> {
+    pub async fn claim_attempt(
+        &self,
+        wf: &WorkflowId,
+        run: &RunId,
+        step: &StepId,
+        attempt: u32,
+        claim: &AttemptClaim,
+    ) -> Result<Option<AttemptClaim>, StoreError> {
         let k = self.workflow_key(wf).await?;
         let key = keys::step_claim(run, step, attempt);
         if self.backend.put_if_absent(&key, &k.seal(key.as_bytes(), &Self::encode(claim)), None).await? {
@@ -333,11 +408,18 @@ impl Store {
 
     /// The claims and outcomes of several attempts of a run, in one read: what the run driver
     /// checks for attempts in flight (started? by whom? finished?).
-    pub async fn attempt_states(&self, wf: &WorkflowId, run: &RunId, attempts: &[(StepId, u32)]) -> Result<Vec<(Option<AttemptClaim>, Option<StepOutcome>)>, StoreError> {
+    pub async fn attempt_states(
+        &self,
+        wf: &WorkflowId,
+        run: &RunId,
+        attempts: &[(StepId, u32)],
+    ) -> Result<Vec<(Option<AttemptClaim>, Option<StepOutcome>)>, StoreError> {
         let k = self.workflow_key(wf).await?;
         let keys: Vec<String> = attempts
             .iter()
-            .flat_map(|(step, attempt)| [keys::step_claim(run, step, *attempt), keys::step_outcome(run, step, *attempt)])
+            .flat_map(|(step, attempt)| {
+                [keys::step_claim(run, step, *attempt), keys::step_outcome(run, step, *attempt)]
+            })
             .collect();
         let values = self.backend.get_many(&keys).await?;
         let mut out = Vec::with_capacity(attempts.len());
@@ -357,25 +439,49 @@ impl Store {
     }
 
     /// Record an attempt's outcome; the first recorded outcome of an attempt wins.
-    pub async fn record_outcome(&self, wf: &WorkflowId, run: &RunId, outcome: &StepOutcome) -> Result<bool, StoreError> {
+    pub async fn record_outcome(
+        &self,
+        wf: &WorkflowId,
+        run: &RunId,
+        outcome: &StepOutcome,
+    ) -> Result<bool, StoreError> {
         let k = self.workflow_key(wf).await?;
         let key = keys::step_outcome(run, &outcome.step, outcome.attempt);
         self.backend.put_if_absent(&key, &k.seal(key.as_bytes(), &Self::encode(outcome)), None).await
     }
 
-    pub async fn step_outcome(&self, wf: &WorkflowId, run: &RunId, step: &StepId, attempt: u32) -> Result<Option<StepOutcome>, StoreError> {
+    pub async fn step_outcome(
+        &self,
+        wf: &WorkflowId,
+        run: &RunId,
+        step: &StepId,
+        attempt: u32,
+    ) -> Result<Option<StepOutcome>, StoreError> {
         let k = self.workflow_key(wf).await?;
         self.get_sealed(&k, &keys::step_outcome(run, step, attempt)).await
     }
 
     /// Hold an output the gate mesh blocked (sealed), outside the run's reach.
-    pub async fn quarantine(&self, wf: &WorkflowId, run: &RunId, step: &StepId, attempt: u32, output: &Value) -> Result<(), StoreError> {
+    pub async fn quarantine(
+        &self,
+        wf: &WorkflowId,
+        run: &RunId,
+        step: &StepId,
+        attempt: u32,
+        output: &Value,
+    ) -> Result<(), StoreError> {
         let k = self.workflow_key(wf).await?;
         let key = keys::step_quarantine(run, step, attempt);
         self.backend.put(&key, &k.seal(key.as_bytes(), &Self::encode(output)), None).await
     }
 
-    pub async fn quarantined(&self, wf: &WorkflowId, run: &RunId, step: &StepId, attempt: u32) -> Result<Option<Value>, StoreError> {
+    pub async fn quarantined(
+        &self,
+        wf: &WorkflowId,
+        run: &RunId,
+        step: &StepId,
+        attempt: u32,
+    ) -> Result<Option<Value>, StoreError> {
         let k = self.workflow_key(wf).await?;
         self.get_sealed(&k, &keys::step_quarantine(run, step, attempt)).await
     }
@@ -406,7 +512,13 @@ impl Store {
 
     /// Save a new redaction map if the log still has `expected_len` snapshots; otherwise
     /// [`StoreError::Conflict`] (another worker updated it: reload and redo).
-    pub async fn save_redactions(&self, wf: &WorkflowId, run: &RunId, expected_len: u64, map: &RedactionMap) -> Result<(), StoreError> {
+    pub async fn save_redactions(
+        &self,
+        wf: &WorkflowId,
+        run: &RunId,
+        expected_len: u64,
+        map: &RedactionMap,
+    ) -> Result<(), StoreError> {
         let k = self.workflow_key(wf).await?;
         let log = keys::run_redactions(run);
         let sealed = k.seal(journal_aad(&log, expected_len).as_bytes(), &Self::encode(map));
@@ -414,7 +526,13 @@ impl Store {
     }
 
     /// The turn journal of an `llm` step, in order.
-    pub async fn turns(&self, wf: &WorkflowId, run: &RunId, step: &StepId, conversation: u32) -> Result<Vec<TurnEntry>, StoreError> {
+    pub async fn turns(
+        &self,
+        wf: &WorkflowId,
+        run: &RunId,
+        step: &StepId,
+        conversation: u32,
+    ) -> Result<Vec<TurnEntry>, StoreError> {
         let k = self.workflow_key(wf).await?;
         let log = keys::step_turns(run, step, conversation);
         self.backend
@@ -432,7 +550,15 @@ impl Store {
 
     /// Append `entry` to the step's turn journal if it still holds `expected_len` entries;
     /// otherwise [`StoreError::Conflict`] (another attempt wrote first: the caller re-reads).
-    pub async fn append_turn(&self, wf: &WorkflowId, run: &RunId, step: &StepId, conversation: u32, expected_len: u64, entry: &TurnEntry) -> Result<(), StoreError> {
+    pub async fn append_turn(
+        &self,
+        wf: &WorkflowId,
+        run: &RunId,
+        step: &StepId,
+        conversation: u32,
+        expected_len: u64,
+        entry: &TurnEntry,
+    ) -> Result<(), StoreError> {
         let k = self.workflow_key(wf).await?;
         let log = keys::step_turns(run, step, conversation);
         let sealed = k.seal(journal_aad(&log, expected_len).as_bytes(), &Self::encode(entry));
@@ -440,7 +566,12 @@ impl Store {
     }
 
     /// Ask for a run to be cancelled. Returns false if it already was asked.
-    pub async fn request_cancel(&self, wf: &WorkflowId, run: &RunId, request: &CancelRequest) -> Result<bool, StoreError> {
+    pub async fn request_cancel(
+        &self,
+        wf: &WorkflowId,
+        run: &RunId,
+        request: &CancelRequest,
+    ) -> Result<bool, StoreError> {
         let k = self.workflow_key(wf).await?;
         let key = keys::run_cancel(run);
         self.backend.put_if_absent(&key, &k.seal(key.as_bytes(), &Self::encode(request)), None).await
@@ -470,7 +601,12 @@ impl Store {
     }
 
     /// Record a decision. Returns false if the request was already decided (nothing changes).
-    pub async fn decide(&self, wf: &WorkflowId, req: &RequestId, decision: &HumanDecisionRecord) -> Result<bool, StoreError> {
+    pub async fn decide(
+        &self,
+        wf: &WorkflowId,
+        req: &RequestId,
+        decision: &HumanDecisionRecord,
+    ) -> Result<bool, StoreError> {
         let k = self.workflow_key(wf).await?;
         let key = keys::human_decision(req);
         let won = self.backend.put_if_absent(&key, &k.seal(key.as_bytes(), &Self::encode(decision)), None).await?;
@@ -480,7 +616,11 @@ impl Store {
         Ok(won)
     }
 
-    pub async fn human_decision(&self, wf: &WorkflowId, req: &RequestId) -> Result<Option<HumanDecisionRecord>, StoreError> {
+    pub async fn human_decision(
+        &self,
+        wf: &WorkflowId,
+        req: &RequestId,
+    ) -> Result<Option<HumanDecisionRecord>, StoreError> {
         let k = self.workflow_key(wf).await?;
         self.get_sealed(&k, &keys::human_decision(req)).await
     }
@@ -520,7 +660,11 @@ fn stop_reason(cancel: Option<CancelRequest>, closed: Option<RunClosed>) -> Opti
 }
 
 /// Open and decode a sealed value read under `key`, if there was one.
-fn open_decode<T: DeserializeOwned>(k: &RecordKey, key: &str, sealed: Option<Vec<u8>>) -> Result<Option<T>, StoreError> {
+fn open_decode<T: DeserializeOwned>(
+    k: &RecordKey,
+    key: &str,
+    sealed: Option<Vec<u8>>,
+) -> Result<Option<T>, StoreError> {
     sealed
         .map(|s| {
             let plain = k.open(key.as_bytes(), &s).map_err(|_| StoreError::Sealed(key.to_string()))?;

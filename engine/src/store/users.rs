@@ -1,17 +1,20 @@
 //! Users and their token hashes in the store: sealed with the service key (they belong to no
 //! workflow), under keys that hold a user's name or a token's public id only.
 
-use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 
-use crate::store::{keys, Store, StoreError};
+use crate::store::{Store, StoreError, keys};
 use crate::users::{TokenRecord, User};
 
 impl Store {
     async fn get_service<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StoreError> {
         let Some(sealed) = self.backend().get(key).await? else { return Ok(None) };
-        let plain = self.service_key().open(key.as_bytes(), &sealed).map_err(|_| StoreError::Sealed(key.to_string()))?;
-        serde_json::from_slice(&plain).map(Some).map_err(|e| StoreError::Corrupt { key: key.to_string(), reason: e.to_string() })
+        let plain =
+            self.service_key().open(key.as_bytes(), &sealed).map_err(|_| StoreError::Sealed(key.to_string()))?;
+        serde_json::from_slice(&plain)
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt { key: key.to_string(), reason: e.to_string() })
     }
 
     fn seal_service<T: Serialize>(&self, key: &str, value: &T) -> Vec<u8> {

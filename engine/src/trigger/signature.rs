@@ -65,7 +65,10 @@ pub fn verify(
             verify_hex(secret, body, hex_sig, header_name)
         }
         SignatureScheme::Github => {
-            let hex_sig = value.trim().strip_prefix("sha256=").ok_or_else(|| SignatureError::Malformed(header_name.to_string()))?;
+            let hex_sig = value
+                .trim()
+                .strip_prefix("sha256=")
+                .ok_or_else(|| SignatureError::Malformed(header_name.to_string()))?;
             verify_hex(secret, body, hex_sig, header_name)
         }
         SignatureScheme::Stripe => {
@@ -110,14 +113,29 @@ mod tests {
     fn generic_and_github_signatures_verify_and_forgeries_do_not() {
         let sig = sign_hex(SECRET, BODY);
         assert_eq!(verify(SignatureScheme::Hmac, "X-Signature-256", Some(&sig), SECRET, BODY, TOL, 0), Ok(()));
-        assert_eq!(verify(SignatureScheme::Hmac, "X-Signature-256", Some(&format!("sha256={sig}")), SECRET, BODY, TOL, 0), Ok(()));
+        assert_eq!(
+            verify(SignatureScheme::Hmac, "X-Signature-256", Some(&format!("sha256={sig}")), SECRET, BODY, TOL, 0),
+            Ok(())
+        );
         let gh = format!("sha256={sig}");
         assert_eq!(verify(SignatureScheme::Github, "X-Hub-Signature-256", Some(&gh), SECRET, BODY, TOL, 0), Ok(()));
-        assert_eq!(verify(SignatureScheme::Github, "X-Hub-Signature-256", Some(&sig), SECRET, BODY, TOL, 0), Err(SignatureError::Malformed("X-Hub-Signature-256".into())));
+        assert_eq!(
+            verify(SignatureScheme::Github, "X-Hub-Signature-256", Some(&sig), SECRET, BODY, TOL, 0),
+            Err(SignatureError::Malformed("X-Hub-Signature-256".into()))
+        );
         let forged = sign_hex(b"other secret", BODY);
-        assert_eq!(verify(SignatureScheme::Hmac, "X-Signature-256", Some(&forged), SECRET, BODY, TOL, 0), Err(SignatureError::Mismatch));
-        assert_eq!(verify(SignatureScheme::Hmac, "X-Signature-256", Some(&sig), SECRET, b"{\"id\":\"evt_2\"}", TOL, 0), Err(SignatureError::Mismatch));
-        assert_eq!(verify(SignatureScheme::Hmac, "X-Signature-256", None, SECRET, BODY, TOL, 0), Err(SignatureError::Missing("X-Signature-256".into())));
+        assert_eq!(
+            verify(SignatureScheme::Hmac, "X-Signature-256", Some(&forged), SECRET, BODY, TOL, 0),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            verify(SignatureScheme::Hmac, "X-Signature-256", Some(&sig), SECRET, b"{\"id\":\"evt_2\"}", TOL, 0),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            verify(SignatureScheme::Hmac, "X-Signature-256", None, SECRET, BODY, TOL, 0),
+            Err(SignatureError::Missing("X-Signature-256".into()))
+        );
     }
 
     #[test]
@@ -136,7 +154,13 @@ mod tests {
         assert_eq!(verify(SignatureScheme::Stripe, "Stripe-Signature", Some(&two), SECRET, BODY, TOL, now), Ok(()));
         // The timestamp is signed: moving it forward breaks the signature.
         let moved = h.replace(&format!("t={}", now - 10), &format!("t={now}"));
-        assert_eq!(verify(SignatureScheme::Stripe, "Stripe-Signature", Some(&moved), SECRET, BODY, TOL, now), Err(SignatureError::Mismatch));
-        assert_eq!(verify(SignatureScheme::Stripe, "Stripe-Signature", Some("v1=ab"), SECRET, BODY, TOL, now), Err(SignatureError::Malformed("Stripe-Signature".into())));
+        assert_eq!(
+            verify(SignatureScheme::Stripe, "Stripe-Signature", Some(&moved), SECRET, BODY, TOL, now),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            verify(SignatureScheme::Stripe, "Stripe-Signature", Some("v1=ab"), SECRET, BODY, TOL, now),
+            Err(SignatureError::Malformed("Stripe-Signature".into()))
+        );
     }
 }

@@ -5,8 +5,8 @@
 //! A token reads `tg_<id>_<secret>`: the id finds its one hash record (no scan over every
 //! user's hash), the whole token is what the hash covers.
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
@@ -69,13 +69,18 @@ impl User {
     /// Problems with a new user's name, groups and email, in words.
     pub fn check(&self) -> Result<(), String> {
         if !is_valid_id(&self.name) {
-            return Err(format!("user name `{}` is not valid (letters, digits, `_`, `-`, `.`; at most 128)", self.name));
+            return Err(format!(
+                "user name `{}` is not valid (letters, digits, `_`, `-`, `.`; at most 128)",
+                self.name
+            ));
         }
         if let Some(g) = self.groups.iter().find(|g| !is_valid_id(g)) {
             return Err(format!("group name `{g}` is not valid (letters, digits, `_`, `-`, `.`; at most 128)"));
         }
         if let Some(e) = &self.email {
-            let ok = e.split_once('@').is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.') && !e.contains(char::is_whitespace));
+            let ok = e.split_once('@').is_some_and(|(local, domain)| {
+                !local.is_empty() && domain.contains('.') && !e.contains(char::is_whitespace)
+            });
             if !ok {
                 return Err(format!("`{e}` is not an email address"));
             }
@@ -139,7 +144,13 @@ mod tests {
     use super::*;
 
     fn user(name: &str, role: Role, groups: &[&str]) -> User {
-        User { name: name.into(), role, groups: groups.iter().map(|g| g.to_string()).collect(), email: None, created_at: 0 }
+        User {
+            name: name.into(),
+            role,
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            email: None,
+            created_at: 0,
+        }
     }
 
     #[test]

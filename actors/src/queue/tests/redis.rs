@@ -12,25 +12,17 @@ use tokio_util::sync::CancellationToken;
 use tollgate_engine::queue::StepQueue;
 
 use crate::queue::tests::redis_server::RedisServer;
-use crate::queue::tests::{
-    DRAIN, PROMPT, Recorder, drop_redis_queue, job, redis_config, stored_jobs, wait_stored,
-};
+use crate::queue::tests::{DRAIN, PROMPT, Recorder, drop_redis_queue, job, redis_config, stored_jobs, wait_stored};
 use crate::queue::{QueueBackend, QueueConfig, WorkerHealth};
 
 async fn open(config: &QueueConfig) -> QueueBackend {
     QueueBackend::open(config).await.unwrap_or_else(|e| {
-        panic!(
-            "Redis at {} must be reachable for these tests: {e}",
-            crate::queue::tests::redis_url()
-        )
+        panic!("Redis at {} must be reachable for these tests: {e}", crate::queue::tests::redis_url())
     })
 }
 
 fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
+    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs()
 }
 
 /// Workaround "always poll" (and interop): a job pushed by apalis's own producer — which
@@ -42,20 +34,12 @@ async fn poll_finds_jobs_pushed_by_apalis() {
     let recorder = Recorder::new();
     let workers = backend.spawn_workers(recorder.clone(), CancellationToken::new());
     backend.enqueue(job(1), None).await.expect("enqueue");
-    assert!(
-        recorder.wait_done(1, PROMPT).await,
-        "worker is running and idle"
-    );
+    assert!(recorder.wait_done(1, PROMPT).await, "worker is running and idle");
 
     let q = backend.redis().expect("redis");
     let task = TaskBuilder::new(serde_json::to_vec(&job(2)).expect("json")).build();
-    apalis_redis::queries::push_tasks(&mut q.connection(), q.config(), &[task])
-        .await
-        .expect("apalis push");
-    assert!(
-        recorder.wait_done(2, PROMPT).await,
-        "found by polling, not the 30 s heartbeat"
-    );
+    apalis_redis::queries::push_tasks(&mut q.connection(), q.config(), &[task]).await.expect("apalis push");
+    assert!(recorder.wait_done(2, PROMPT).await, "found by polling, not the 30 s heartbeat");
     workers.shutdown().await;
     drop_redis_queue(&config).await;
 }
@@ -70,16 +54,10 @@ async fn wake_up_crosses_processes() {
     let recorder = Recorder::new();
     let workers = worker_side.spawn_workers(recorder.clone(), CancellationToken::new());
     worker_side.enqueue(job(0), None).await.expect("enqueue");
-    assert!(
-        recorder.wait_done(1, PROMPT).await,
-        "worker is running and subscribed"
-    );
+    assert!(recorder.wait_done(1, PROMPT).await, "worker is running and subscribed");
     for n in 1..10 {
         other_process.enqueue(job(n), None).await.expect("enqueue");
-        assert!(
-            recorder.wait_done(n as usize + 1, PROMPT).await,
-            "job {n} not woken"
-        );
+        assert!(recorder.wait_done(n as usize + 1, PROMPT).await, "job {n} not woken");
     }
     workers.shutdown().await;
     drop_redis_queue(&config).await;
@@ -96,10 +74,7 @@ async fn two_worker_sets_share_a_queue_without_duplicates() {
     let wa = a.spawn_workers(ra.clone(), CancellationToken::new());
     let wb = b.spawn_workers(rb.clone(), CancellationToken::new());
     for n in 0..JOBS {
-        (if n % 2 == 0 { &a } else { &b })
-            .enqueue(job(n), None)
-            .await
-            .expect("enqueue");
+        (if n % 2 == 0 { &a } else { &b }).enqueue(job(n), None).await.expect("enqueue");
     }
     let both_done = async {
         loop {
@@ -112,26 +87,16 @@ async fn two_worker_sets_share_a_queue_without_duplicates() {
             }
         }
     };
-    tokio::time::timeout(DRAIN, both_done)
-        .await
-        .expect("all jobs handled");
+    tokio::time::timeout(DRAIN, both_done).await.expect("all jobs handled");
     wa.shutdown().await;
     wb.shutdown().await;
-    assert!(
-        ra.done() > 0 && rb.done() > 0,
-        "both sets worked: {} / {}",
-        ra.done(),
-        rb.done()
-    );
+    assert!(ra.done() > 0 && rb.done() > 0, "both sets worked: {} / {}", ra.done(), rb.done());
     let mut counts = ra.counts();
     for (j, c) in rb.counts() {
         *counts.entry(j).or_default() += c;
     }
     assert_eq!(counts.len(), JOBS as usize);
-    assert!(
-        counts.values().all(|c| *c == 1),
-        "a job was delivered twice"
-    );
+    assert!(counts.values().all(|c| *c == 1), "a job was delivered twice");
     drop_redis_queue(&config).await;
 }
 
@@ -150,14 +115,9 @@ async fn apalis_refuses_a_recently_seen_worker_name() {
         .query_async(&mut q.connection())
         .await
         .expect("ZADD");
-    let storage =
-        RedisStorage::<serde_json::Value, _>::new(q.connection()).with_config(q.config().clone());
-    let worker = WorkerBuilder::new(name)
-        .backend(storage)
-        .build(|_: serde_json::Value| async {});
-    let run = tokio::time::timeout(PROMPT, worker.run())
-        .await
-        .expect("fails at once");
+    let storage = RedisStorage::<serde_json::Value, _>::new(q.connection()).with_config(q.config().clone());
+    let worker = WorkerBuilder::new(name).backend(storage).build(|_: serde_json::Value| async {});
+    let run = tokio::time::timeout(PROMPT, worker.run()).await.expect("fails at once");
     let error = run.expect_err("registration refused").to_string();
     assert!(error.contains("still active"), "{error}");
     drop_redis_queue(&config).await;
@@ -196,10 +156,7 @@ async fn restarted_worker_set_gets_a_fresh_name() {
     let second = Recorder::new();
     let workers = backend.spawn_workers(second.clone(), CancellationToken::new());
     backend.enqueue(job(2), None).await.expect("enqueue");
-    assert!(
-        second.wait_done(1, PROMPT).await,
-        "the restarted set fetches at once"
-    );
+    assert!(second.wait_done(1, PROMPT).await, "the restarted set fetches at once");
     assert_ne!(workers.worker_name().expect("running"), old_name);
     workers.shutdown().await;
     drop_redis_queue(&config).await;
@@ -213,12 +170,8 @@ async fn apalis_fetch_breaks_on_8000_due_jobs() {
     let config = redis_config(1, Duration::from_millis(50));
     let backend = open(&config).await;
     let q = backend.redis().expect("redis");
-    let tasks: Vec<_> = (0..9_000)
-        .map(|n| TaskBuilder::new(format!("{n}").into_bytes()).build())
-        .collect();
-    apalis_redis::queries::push_tasks(&mut q.connection(), q.config(), &tasks)
-        .await
-        .expect("apalis push");
+    let tasks: Vec<_> = (0..9_000).map(|n| TaskBuilder::new(format!("{n}").into_bytes()).build()).collect();
+    apalis_redis::queries::push_tasks(&mut q.connection(), q.config(), &tasks).await.expect("apalis push");
     let name = "regression-worker";
     let _: () = ::redis::cmd("ZADD")
         .arg(q.config().workers_set())
@@ -227,12 +180,7 @@ async fn apalis_fetch_breaks_on_8000_due_jobs() {
         .query_async(&mut q.connection())
         .await
         .expect("ZADD");
-    let fetched = apalis_redis::queries::fetch_next(
-        &mut q.connection(),
-        &WorkerContext::new(name),
-        q.config(),
-    )
-    .await;
+    let fetched = apalis_redis::queries::fetch_next(&mut q.connection(), &WorkerContext::new(name), q.config()).await;
     let error = fetched.expect_err("too many due jobs").to_string();
     assert!(error.contains("unpack"), "{error}");
     drop_redis_queue(&config).await;
@@ -255,11 +203,7 @@ async fn backlog_beyond_8000_due_jobs_drains() {
         .await;
     let recorder = Recorder::new();
     let workers = backend.spawn_workers(recorder.clone(), CancellationToken::new());
-    assert!(
-        recorder.wait_done(JOBS as usize, DRAIN).await,
-        "only {} handled",
-        recorder.done()
-    );
+    assert!(recorder.wait_done(JOBS as usize, DRAIN).await, "only {} handled", recorder.done());
     workers.shutdown().await;
     assert_eq!(recorder.counts().len(), JOBS as usize);
     drop_redis_queue(&config).await;
@@ -277,26 +221,15 @@ async fn handled_jobs_leave_no_records() {
         backend.enqueue(job(n), None).await.expect("enqueue");
     }
     assert!(recorder.wait_done(50, PROMPT).await);
-    assert!(
-        wait_stored(&backend, 0, PROMPT).await,
-        "{} jobs left",
-        stored_jobs(&backend).await
-    );
+    assert!(wait_stored(&backend, 0, PROMPT).await, "{} jobs left", stored_jobs(&backend).await);
     workers.shutdown().await;
 
     let q = backend.redis().expect("redis");
-    let QueueConfig {
-        backend: crate::queue::QueueBackendConfig::Redis { queue, .. },
-        ..
-    } = &config
-    else {
+    let QueueConfig { backend: crate::queue::QueueBackendConfig::Redis { queue, .. }, .. } = &config else {
         unreachable!()
     };
-    let keys: Vec<String> = ::redis::cmd("KEYS")
-        .arg(format!("{queue}:*"))
-        .query_async(&mut q.connection())
-        .await
-        .expect("KEYS");
+    let keys: Vec<String> =
+        ::redis::cmd("KEYS").arg(format!("{queue}:*")).query_async(&mut q.connection()).await.expect("KEYS");
     assert_eq!(keys, Vec::<String>::new(), "keys left behind");
     drop_redis_queue(&config).await;
 }
@@ -319,13 +252,9 @@ async fn stopped_worker_hands_back_claimed_jobs() {
         .query_async(&mut q.connection())
         .await
         .expect("ZADD");
-    let claimed = apalis_redis::queries::fetch_next(
-        &mut q.connection(),
-        &WorkerContext::new(ghost),
-        q.config(),
-    )
-    .await
-    .expect("fetch");
+    let claimed = apalis_redis::queries::fetch_next(&mut q.connection(), &WorkerContext::new(ghost), q.config())
+        .await
+        .expect("fetch");
     assert_eq!(claimed.len(), 1);
 
     q.after_worker(ghost).await.expect("released");
@@ -338,10 +267,7 @@ async fn stopped_worker_hands_back_claimed_jobs() {
     assert_eq!(score, None, "deregistered");
     let recorder = Recorder::new();
     let workers = backend.spawn_workers(recorder.clone(), CancellationToken::new());
-    assert!(
-        recorder.wait_done(1, PROMPT).await,
-        "the claimed job is delivered"
-    );
+    assert!(recorder.wait_done(1, PROMPT).await, "the claimed job is delivered");
     workers.shutdown().await;
     assert_eq!(recorder.deliveries()[0].job, job(1));
     drop_redis_queue(&config).await;
@@ -355,10 +281,7 @@ async fn stopped_worker_hands_back_claimed_jobs() {
 async fn workers_come_back_after_a_redis_restart() {
     let mut server = tokio::task::block_in_place(RedisServer::start);
     let config = QueueConfig {
-        backend: crate::queue::QueueBackendConfig::Redis {
-            url: server.url(),
-            queue: "restart".into(),
-        },
+        backend: crate::queue::QueueBackendConfig::Redis { url: server.url(), queue: "restart".into() },
         concurrency: 2,
         poll_interval: Duration::from_millis(50),
         eager: false,
@@ -368,10 +291,7 @@ async fn workers_come_back_after_a_redis_restart() {
     let workers = backend.spawn_workers(recorder.clone(), CancellationToken::new());
     let mut health = workers.watch_health();
     let running = |h: &WorkerHealth| h.running;
-    tokio::time::timeout(PROMPT, health.wait_for(running))
-        .await
-        .expect("the worker registers")
-        .expect("set alive");
+    tokio::time::timeout(PROMPT, health.wait_for(running)).await.expect("the worker registers").expect("set alive");
     backend.enqueue(job(1), None).await.expect("enqueue");
     assert!(recorder.wait_done(1, PROMPT).await, "worker is running");
 
@@ -389,11 +309,7 @@ async fn workers_come_back_after_a_redis_restart() {
         .expect("set alive");
 
     backend.enqueue(job(2), None).await.expect("enqueue after the restart");
-    assert!(
-        recorder.wait_done(2, DRAIN).await,
-        "the job enqueued after the restart was never handled"
-    );
+    assert!(recorder.wait_done(2, DRAIN).await, "the job enqueued after the restart was never handled");
     workers.shutdown().await;
     assert!(!workers.health().running, "a stopped set is not running");
 }
-

@@ -27,11 +27,7 @@ impl RedisServer {
         // server exits at once and another port is tried.
         for _ in 0..5 {
             let port = free_port();
-            let mut server = Self {
-                dir: tempfile::tempdir().expect("temp dir for redis-server"),
-                port,
-                child: None,
-            };
+            let mut server = Self { dir: tempfile::tempdir().expect("temp dir for redis-server"), port, child: None };
             if server.spawn() {
                 return server;
             }
@@ -114,10 +110,7 @@ impl Drop for RedisServer {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free local port")
-        .port()
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free local port").port()
 }
 
 /// Whether the server answers `PING` with `PONG` (not `-LOADING` while it reads its AOF).

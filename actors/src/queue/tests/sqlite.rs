@@ -24,17 +24,12 @@ async fn apalis_setup_turns_synchronous_off() {
     let pool = SqlitePoolOptions::new()
         .max_connections(1)
         .connect_with(
-            apalis_sqlite::SqliteConnectOptions::new()
-                .filename(dir.path().join("q.db"))
-                .create_if_missing(true),
+            apalis_sqlite::SqliteConnectOptions::new().filename(dir.path().join("q.db")).create_if_missing(true),
         )
         .await
         .expect("pool");
     SqliteStorage::setup(&pool).await.expect("setup");
-    let level: i64 = sqlx::query_scalar("PRAGMA synchronous")
-        .fetch_one(&pool)
-        .await
-        .expect("pragma");
+    let level: i64 = sqlx::query_scalar("PRAGMA synchronous").fetch_one(&pool).await.expect("pragma");
     assert_eq!(level, 0, "OFF");
 }
 
@@ -43,9 +38,7 @@ async fn apalis_setup_turns_synchronous_off() {
 #[tokio::test]
 async fn every_connection_is_durable_and_waits_for_locks() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let backend = QueueBackend::open(&sqlite_config(&dir, 4, Duration::from_millis(100)))
-        .await
-        .expect("open");
+    let backend = QueueBackend::open(&sqlite_config(&dir, 4, Duration::from_millis(100))).await.expect("open");
     let pool = backend.sqlite().expect("sqlite").pool();
     // Hold every connection at once so each one is checked.
     let mut conns = Vec::new();
@@ -53,18 +46,9 @@ async fn every_connection_is_durable_and_waits_for_locks() {
         conns.push(pool.acquire().await.expect("connection"));
     }
     for conn in &mut conns {
-        let sync: i64 = sqlx::query_scalar("PRAGMA synchronous")
-            .fetch_one(&mut **conn)
-            .await
-            .expect("pragma");
-        let busy: i64 = sqlx::query_scalar("PRAGMA busy_timeout")
-            .fetch_one(&mut **conn)
-            .await
-            .expect("pragma");
-        let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
-            .fetch_one(&mut **conn)
-            .await
-            .expect("pragma");
+        let sync: i64 = sqlx::query_scalar("PRAGMA synchronous").fetch_one(&mut **conn).await.expect("pragma");
+        let busy: i64 = sqlx::query_scalar("PRAGMA busy_timeout").fetch_one(&mut **conn).await.expect("pragma");
+        let journal: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(&mut **conn).await.expect("pragma");
         assert_eq!(sync, 1, "NORMAL");
         assert_eq!(busy, BUSY_TIMEOUT.as_millis() as i64);
         assert_eq!(journal, "wal");
@@ -77,33 +61,20 @@ async fn every_connection_is_durable_and_waits_for_locks() {
 #[tokio::test]
 async fn apalis_fetch_fails_on_a_non_ulid_task_id() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let backend = QueueBackend::open(&sqlite_config(&dir, 4, Duration::from_millis(100)))
-        .await
-        .expect("open");
+    let backend = QueueBackend::open(&sqlite_config(&dir, 4, Duration::from_millis(100))).await.expect("open");
     let pool = backend.sqlite().expect("sqlite").pool().clone();
     let config = apalis_sqlite::Config::default().queue(QUEUE_NAME);
     let worker = WorkerContext::new("regression-worker");
-    apalis_sqlite::queries::register_worker(&pool, &config, &worker, "SqliteStorage")
+    apalis_sqlite::queries::register_worker(&pool, &config, &worker, "SqliteStorage").await.expect("register");
+    let odd = TaskBuilder::new(b"{}".to_vec()).task_id(TaskId::from_string("not-a-ulid")).build();
+    apalis_sqlite::queries::push_tasks(&mut *pool.acquire().await.expect("conn"), QUEUE_NAME, &[odd])
         .await
-        .expect("register");
-    let odd = TaskBuilder::new(b"{}".to_vec())
-        .task_id(TaskId::from_string("not-a-ulid"))
-        .build();
-    apalis_sqlite::queries::push_tasks(
-        &mut *pool.acquire().await.expect("conn"),
-        QUEUE_NAME,
-        &[odd],
-    )
-    .await
-    .expect("push");
+        .expect("push");
     backend.enqueue(job(1), None).await.expect("enqueue");
     for _ in 0..2 {
         let mut tx = pool.begin().await.expect("begin");
         let fetched = apalis_sqlite::queries::fetch_next(&mut *tx, &config, &worker).await;
-        assert!(
-            fetched.is_err(),
-            "a non-ULID id breaks the fetch (and keeps breaking it)"
-        );
+        assert!(fetched.is_err(), "a non-ULID id breaks the fetch (and keeps breaking it)");
         drop(tx);
     }
 }
@@ -112,9 +83,7 @@ async fn apalis_fetch_fails_on_a_non_ulid_task_id() {
 #[tokio::test]
 async fn task_ids_are_ulids() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let backend = QueueBackend::open(&sqlite_config(&dir, 4, Duration::from_millis(100)))
-        .await
-        .expect("open");
+    let backend = QueueBackend::open(&sqlite_config(&dir, 4, Duration::from_millis(100))).await.expect("open");
     for n in 0..20 {
         backend.enqueue(job(n), None).await.expect("enqueue");
     }
@@ -162,16 +131,8 @@ async fn concurrent_producer_and_worker_on_one_file() {
     .collect::<Result<Vec<_>, _>>()
     .expect("no enqueue fails");
 
-    assert!(
-        recorder.wait_done(JOBS as usize, DRAIN).await,
-        "only {} handled",
-        recorder.done()
-    );
-    assert!(
-        wait_stored(&worker_side, 0, PROMPT).await,
-        "{} rows left",
-        stored_jobs(&worker_side).await
-    );
+    assert!(recorder.wait_done(JOBS as usize, DRAIN).await, "only {} handled", recorder.done());
+    assert!(wait_stored(&worker_side, 0, PROMPT).await, "{} rows left", stored_jobs(&worker_side).await);
     workers.shutdown().await;
     let counts = recorder.counts();
     assert_eq!(counts.len(), JOBS as usize, "every job handled");
@@ -190,15 +151,9 @@ async fn poll_finds_jobs_from_another_process() {
     let recorder = Recorder::new();
     let workers = worker_side.spawn_workers(recorder.clone(), CancellationToken::new());
     worker_side.enqueue(job(1), None).await.expect("enqueue");
-    assert!(
-        recorder.wait_done(1, PROMPT).await,
-        "worker is running and idle"
-    );
+    assert!(recorder.wait_done(1, PROMPT).await, "worker is running and idle");
     other.enqueue(job(2), None).await.expect("enqueue");
-    assert!(
-        recorder.wait_done(2, PROMPT).await,
-        "found by polling, not the 30 s heartbeat"
-    );
+    assert!(recorder.wait_done(2, PROMPT).await, "found by polling, not the 30 s heartbeat");
     workers.shutdown().await;
 }
 
@@ -208,35 +163,25 @@ async fn poll_finds_jobs_from_another_process() {
 async fn stopped_worker_hands_back_claimed_jobs() {
     use crate::queue::worker::WorkerSource;
     let dir = tempfile::tempdir().expect("tempdir");
-    let backend = QueueBackend::open(&sqlite_config(&dir, 2, Duration::from_secs(30)))
-        .await
-        .expect("open");
+    let backend = QueueBackend::open(&sqlite_config(&dir, 2, Duration::from_secs(30))).await.expect("open");
     let q = backend.sqlite().expect("sqlite");
     backend.enqueue(job(1), None).await.expect("enqueue");
     let config = apalis_sqlite::Config::default().queue(QUEUE_NAME);
     let ghost = WorkerContext::new("ghost-worker");
-    apalis_sqlite::queries::register_worker(q.pool(), &config, &ghost, "SqliteStorage")
-        .await
-        .expect("register");
+    apalis_sqlite::queries::register_worker(q.pool(), &config, &ghost, "SqliteStorage").await.expect("register");
     let mut tx = q.pool().begin().await.expect("begin");
-    let claimed = apalis_sqlite::queries::fetch_next(&mut *tx, &config, &ghost)
-        .await
-        .expect("fetch");
+    let claimed = apalis_sqlite::queries::fetch_next(&mut *tx, &config, &ghost).await.expect("fetch");
     tx.commit().await.expect("commit");
     assert_eq!(claimed.len(), 1);
 
     q.after_worker("ghost-worker").await.expect("released");
-    let workers_left: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM Workers WHERE id = 'ghost-worker'")
-            .fetch_one(q.pool())
-            .await
-            .expect("count");
+    let workers_left: i64 = sqlx::query_scalar("SELECT count(*) FROM Workers WHERE id = 'ghost-worker'")
+        .fetch_one(q.pool())
+        .await
+        .expect("count");
     assert_eq!(workers_left, 0);
     let recorder = Recorder::new();
     let workers = backend.spawn_workers(recorder.clone(), CancellationToken::new());
-    assert!(
-        recorder.wait_done(1, PROMPT).await,
-        "the claimed job is delivered"
-    );
+    assert!(recorder.wait_done(1, PROMPT).await, "the claimed job is delivered");
     workers.shutdown().await;
 }

@@ -69,7 +69,10 @@ impl CodeHandler {
 impl StepHandler for CodeHandler {
     async fn run(&self, call: StepInvocation<'_>) -> Result<StepSuccess, StepError> {
         let StepKind::Code(code) = &call.step.kind else {
-            return Err(StepError::permanent("bad_spec", format!("step `{}` is a `{}` step, not a `code` step", call.step.id, call.step.ty().name())));
+            return Err(StepError::permanent(
+                "bad_spec",
+                format!("step `{}` is a `{}` step, not a `code` step", call.step.id, call.step.ty().name()),
+            ));
         };
         let input = call.inputs.get("inputs").cloned().unwrap_or_else(|| serde_json::json!({}));
         // The deadline is fixed now, not when a blocking thread frees up, and the script is
@@ -158,7 +161,12 @@ impl Job {
         result
     }
 
-    fn eval<'js>(&self, ctx: &Ctx<'js>, logs: &Rc<RefCell<Logs>>, stop: &Cell<Option<Stop>>) -> Result<serde_json::Value, Failure> {
+    fn eval<'js>(
+        &self,
+        ctx: &Ctx<'js>,
+        logs: &Rc<RefCell<Logs>>,
+        stop: &Cell<Option<Stop>>,
+    ) -> Result<serde_json::Value, Failure> {
         let globals = ctx.globals();
         let input: Value = ctx.json_parse(self.input_json.as_str()).catch(ctx)?;
         globals.set("input", input).catch(ctx)?;
@@ -194,10 +202,14 @@ impl Job {
         let with_logs = |message: String| logs.append_to(message);
         let failure = if refused.get() { Failure::OutOfMemory } else { failure };
         match (stop.get(), failure) {
-            (Some(Stop::Cpu), _) => StepError::permanent("cpu_limit", with_logs(format!("stopped after {} of CPU", human(self.limits.cpu)))),
+            (Some(Stop::Cpu), _) => {
+                StepError::permanent("cpu_limit", with_logs(format!("stopped after {} of CPU", human(self.limits.cpu))))
+            }
             (Some(Stop::Timeout), _) => timeout_error(self.timeout),
             (None, Failure::OutOfMemory) => StepError::permanent("memory_limit", with_logs(self.memory_message())),
-            (None, Failure::BadOutput(why)) => StepError::permanent("bad_output", with_logs(format!("the return value is not JSON: {why}"))),
+            (None, Failure::BadOutput(why)) => {
+                StepError::permanent("bad_output", with_logs(format!("the return value is not JSON: {why}")))
+            }
             (None, Failure::Js(message)) => StepError::permanent("script_error", with_logs(message)),
         }
     }
@@ -249,7 +261,11 @@ fn describe(e: &CaughtError<'_>) -> (String, Option<u32>) {
                 Some(name) if !name.is_empty() => format!("{name}: {message}"),
                 _ => message,
             };
-            let line = ex.get::<_, Option<u32>>("lineNumber").ok().flatten().or_else(|| ex.stack().and_then(|s| line_in_stack(&s)));
+            let line = ex
+                .get::<_, Option<u32>>("lineNumber")
+                .ok()
+                .flatten()
+                .or_else(|| ex.stack().and_then(|s| line_in_stack(&s)));
             (message, line)
         }
         CaughtError::Value(v) => {

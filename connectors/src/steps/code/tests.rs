@@ -8,14 +8,20 @@ use tollgate_engine::step::ErrorClass;
 use super::*;
 
 fn step(script: &str, cpu_ms: u64, memory_mib: u32) -> StepSpec {
-    let mut step: StepSpec = serde_json::from_value(json!({ "id": "calc", "type": "code", "script": script }))
-        .expect("valid step");
+    let mut step: StepSpec =
+        serde_json::from_value(json!({ "id": "calc", "type": "code", "script": script })).expect("valid step");
     let StepKind::Code(code) = &mut step.kind else { unreachable!("a code step") };
     code.limits = Some(CodeLimits { cpu: Duration::from_millis(cpu_ms), memory_mib });
     step
 }
 
-async fn run_with(script: &str, input: Json, cpu_ms: u64, memory_mib: u32, timeout: Duration) -> Result<Json, StepError> {
+async fn run_with(
+    script: &str,
+    input: Json,
+    cpu_ms: u64,
+    memory_mib: u32,
+    timeout: Duration,
+) -> Result<Json, StepError> {
     let (workflow, run, step) = (WorkflowId::new("wf"), RunId::new("run"), step(script, cpu_ms, memory_mib));
     let inputs = json!({ "inputs": input });
     let call = StepInvocation {
@@ -48,7 +54,11 @@ async fn computes_from_input() {
 
 #[tokio::test]
 async fn runaway_loop_is_stopped_by_the_cpu_limit() {
-    for script in ["while (true) {}", "while (true) { try { for (;;) {} } catch (e) {} }", "return /(a+)+$/.test('a'.repeat(40) + 'b')"] {
+    for script in [
+        "while (true) {}",
+        "while (true) { try { for (;;) {} } catch (e) {} }",
+        "return /(a+)+$/.test('a'.repeat(40) + 'b')",
+    ] {
         let started = Instant::now();
         // The wall-clock timeout is far away, so `cpu_limit` (not `timeout`) proves the CPU check fired.
         let err = run_with(script, json!({}), 200, 32, Duration::from_secs(30)).await.expect_err("stopped");
@@ -60,13 +70,17 @@ async fn runaway_loop_is_stopped_by_the_cpu_limit() {
 
 #[tokio::test]
 async fn wall_clock_timeout_is_retryable() {
-    let err = run_with("while (true) {}", json!({}), 60_000, 32, Duration::from_millis(200)).await.expect_err("stopped");
+    let err =
+        run_with("while (true) {}", json!({}), 60_000, 32, Duration::from_millis(200)).await.expect_err("stopped");
     assert_eq!((&err.class, err.code.as_str()), (&ErrorClass::Retryable, "timeout"), "{err}");
 }
 
 #[tokio::test]
 async fn memory_limit_is_enforced() {
-    for script in ["const a = []; while (true) a.push(new Array(100000).fill(1.5));", "let s = 'x'.repeat(1 << 20); const k = []; while (true) k.push(s + k.length);"] {
+    for script in [
+        "const a = []; while (true) a.push(new Array(100000).fill(1.5));",
+        "let s = 'x'.repeat(1 << 20); const k = []; while (true) k.push(s + k.length);",
+    ] {
         let err = run_with(script, json!({}), 10_000, 8, Duration::from_secs(30)).await.expect_err("out of memory");
         assert_eq!((&err.class, err.code.as_str()), (&ErrorClass::Permanent, "memory_limit"), "{err}");
     }
@@ -86,9 +100,12 @@ async fn no_ambient_authority() {
 
 #[tokio::test]
 async fn exceptions_report_message_and_line() {
-    let err = run("const a = 1;\nconsole.log('about to fail', {a});\nthrow new Error('bad invoice ' + input.id);", json!({ "id": 7 }))
-        .await
-        .expect_err("throws");
+    let err = run(
+        "const a = 1;\nconsole.log('about to fail', {a});\nthrow new Error('bad invoice ' + input.id);",
+        json!({ "id": 7 }),
+    )
+    .await
+    .expect_err("throws");
     assert_eq!((&err.class, err.code.as_str()), (&ErrorClass::Permanent, "script_error"));
     assert!(err.message.starts_with("Error: bad invoice 7 (line 3)"), "{err}");
     assert!(err.message.contains("about to fail {\"a\":1}"), "console kept on failure: {err}");

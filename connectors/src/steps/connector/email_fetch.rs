@@ -7,14 +7,19 @@
 //! text, html, attachments: [{filename, content_type, size, blob}]}]}`, oldest first; a message
 //! that cannot be parsed is `{uid, size, error}`.
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use tollgate_engine::ids::OwnerId;
 use tollgate_engine::spec::steps::{ConnectorAction, EmailFetchWith};
 use tollgate_engine::step::{StepError, StepInvocation};
 
 use crate::connections::Connections;
 
-pub(super) async fn run(c: &Connections, call: &StepInvocation<'_>, owner: &OwnerId, connection: &str) -> Result<Value, StepError> {
+pub(super) async fn run(
+    c: &Connections,
+    call: &StepInvocation<'_>,
+    owner: &OwnerId,
+    connection: &str,
+) -> Result<Value, StepError> {
     let with: EmailFetchWith = super::fields(call, ConnectorAction::EmailFetch, EmailFetchWith::problem)?;
     let mails = c
         .fetch_emails(owner, connection, &with.mailbox, &with.search, with.limit as usize)
@@ -36,7 +41,9 @@ pub(super) async fn run(c: &Connections, call: &StepInvocation<'_>, owner: &Owne
                 .put_blob(call.workflow, &a.bytes, c.attachment_ttl())
                 .await
                 .map_err(|e| StepError::retryable("connection_failed", format!("storing an attachment: {e}")))?;
-            attachments.push(json!({ "filename": a.filename, "content_type": a.content_type, "size": a.bytes.len(), "blob": blob }));
+            attachments.push(
+                json!({ "filename": a.filename, "content_type": a.content_type, "size": a.bytes.len(), "blob": blob }),
+            );
         }
         let mut m = serde_json::to_value(&parsed).expect("parsed mail serialises");
         m["uid"] = json!(mail.uid);

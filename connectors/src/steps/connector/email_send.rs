@@ -8,7 +8,7 @@
 //! recipients, response, at, already_sent}`.
 
 use base64::Engine as _;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use tollgate_engine::ids::OwnerId;
 use tollgate_engine::spec::steps::{AttachmentSource, AttachmentSpec, ConnectorAction, EmailSendWith};
 use tollgate_engine::step::{StepError, StepInvocation};
@@ -18,7 +18,12 @@ use crate::connections::{Attachment, Connections, Email};
 /// The most all attachments of one message may weigh together.
 pub const MAX_ATTACHMENT_BYTES: usize = 25 * 1024 * 1024;
 
-pub(super) async fn run(c: &Connections, call: &StepInvocation<'_>, owner: &OwnerId, connection: &str) -> Result<Value, StepError> {
+pub(super) async fn run(
+    c: &Connections,
+    call: &StepInvocation<'_>,
+    owner: &OwnerId,
+    connection: &str,
+) -> Result<Value, StepError> {
     let with: EmailSendWith = super::fields(call, ConnectorAction::EmailSend, EmailSendWith::problem)?;
     let mut attachments = Vec::with_capacity(with.attachments.len());
     let mut total = 0;
@@ -26,7 +31,10 @@ pub(super) async fn run(c: &Connections, call: &StepInvocation<'_>, owner: &Owne
         let attachment = attachment(c, call, i, a).await?;
         total += attachment.bytes.len();
         if total > MAX_ATTACHMENT_BYTES {
-            return Err(StepError::permanent("connector_input", format!("the attachments weigh more than {} MiB", MAX_ATTACHMENT_BYTES >> 20)));
+            return Err(StepError::permanent(
+                "connector_input",
+                format!("the attachments weigh more than {} MiB", MAX_ATTACHMENT_BYTES >> 20),
+            ));
         }
         attachments.push(attachment);
     }
@@ -43,7 +51,11 @@ pub(super) async fn run(c: &Connections, call: &StepInvocation<'_>, owner: &Owne
         .send_email_once(call.workflow, &call.idempotency_key, call.attempt, owner, connection, &email)
         .await
         .map_err(|e| e.into_step_error())?;
-    let listed: Vec<Value> = email.attachments.iter().map(|a| json!({ "filename": a.filename, "content_type": a.content_type, "size": a.bytes.len() })).collect();
+    let listed: Vec<Value> = email
+        .attachments
+        .iter()
+        .map(|a| json!({ "filename": a.filename, "content_type": a.content_type, "size": a.bytes.len() }))
+        .collect();
     Ok(json!({
         "message_id": once.sent.message_id,
         "to": email.to,
@@ -59,13 +71,23 @@ pub(super) async fn run(c: &Connections, call: &StepInvocation<'_>, owner: &Owne
 }
 
 /// The bytes, name and type of attachment `i`.
-async fn attachment(c: &Connections, call: &StepInvocation<'_>, i: usize, a: &AttachmentSpec) -> Result<Attachment, StepError> {
-    let bad = |e: String| StepError::permanent("connector_input", format!("`email.send` with: `attachments[{i}]`: {e}"));
+async fn attachment(
+    c: &Connections,
+    call: &StepInvocation<'_>,
+    i: usize,
+    a: &AttachmentSpec,
+) -> Result<Attachment, StepError> {
+    let bad =
+        |e: String| StepError::permanent("connector_input", format!("`email.send` with: `attachments[{i}]`: {e}"));
     let (bytes, default_type) = match a.source().map_err(bad)? {
         AttachmentSource::Content(Value::String(text)) => (text.clone().into_bytes(), "text/plain; charset=utf-8"),
-        AttachmentSource::Content(value) => (serde_json::to_vec_pretty(value).expect("JSON values serialise"), "application/json"),
+        AttachmentSource::Content(value) => {
+            (serde_json::to_vec_pretty(value).expect("JSON values serialise"), "application/json")
+        }
         AttachmentSource::Base64(b64) => {
-            let bytes = base64::engine::general_purpose::STANDARD.decode(b64.trim()).map_err(|e| bad(format!("`content_base64` is not base64: {e}")))?;
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(b64.trim())
+                .map_err(|e| bad(format!("`content_base64` is not base64: {e}")))?;
             (bytes, "application/octet-stream")
         }
         AttachmentSource::Blob(reference) => {

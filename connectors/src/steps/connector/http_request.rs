@@ -14,7 +14,12 @@ use tollgate_engine::step::{StepError, StepInvocation};
 
 use crate::connections::{Connections, HttpRequest};
 
-pub(super) async fn run(c: &Connections, call: &StepInvocation<'_>, owner: &OwnerId, connection: &str) -> Result<Value, StepError> {
+pub(super) async fn run(
+    c: &Connections,
+    call: &StepInvocation<'_>,
+    owner: &OwnerId,
+    connection: &str,
+) -> Result<Value, StepError> {
     let with: HttpRequestWith = super::fields(call, ConnectorAction::HttpRequest, HttpRequestWith::problem)?;
     let request = HttpRequest {
         method: &with.method,

@@ -15,8 +15,8 @@ use async_trait::async_trait;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tollgate_engine::ids::OwnerId;
-use tollgate_engine::spec::steps::{ConnectorAction, read_with};
 use tollgate_engine::spec::StepKind;
+use tollgate_engine::spec::steps::{ConnectorAction, read_with};
 use tollgate_engine::step::{StepError, StepHandler, StepInvocation, StepSuccess};
 
 use crate::connections::Connections;
@@ -33,7 +33,11 @@ impl ConnectorHandler {
 }
 
 /// The rendered `with`, read as action `T`'s fields and checked.
-fn fields<T: DeserializeOwned>(call: &StepInvocation<'_>, action: ConnectorAction, problem: impl Fn(&T) -> Option<String>) -> Result<T, StepError> {
+fn fields<T: DeserializeOwned>(
+    call: &StepInvocation<'_>,
+    action: ConnectorAction,
+    problem: impl Fn(&T) -> Option<String>,
+) -> Result<T, StepError> {
     let with = call.inputs.get("with").cloned().unwrap_or_else(|| Value::Object(Default::default()));
     let bad = |e: String| StepError::permanent("connector_input", format!("`{}` with: {e}", action.name()));
     let fields: T = read_with(&with).map_err(bad)?;
@@ -61,7 +65,9 @@ impl StepHandler for ConnectorHandler {
         let output = match action {
             ConnectorAction::EmailSend => email_send::run(&self.connections, &call, &owner, &step.connection).await?,
             ConnectorAction::EmailFetch => email_fetch::run(&self.connections, &call, &owner, &step.connection).await?,
-            ConnectorAction::HttpRequest => http_request::run(&self.connections, &call, &owner, &step.connection).await?,
+            ConnectorAction::HttpRequest => {
+                http_request::run(&self.connections, &call, &owner, &step.connection).await?
+            }
         };
         Ok(StepSuccess::new(output, Default::default()))
     }

@@ -4,9 +4,9 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use tollgate_engine::ids::OwnerId;
-use tollgate_engine::spec::steps::{MemoryListWith, MemoryReadWith, MemoryWriteWith, MAX_NOTE_BYTES};
+use tollgate_engine::spec::steps::{MAX_NOTE_BYTES, MemoryListWith, MemoryReadWith, MemoryWriteWith};
 use tollgate_engine::step::{StepError, StepInvocation};
 use tollgate_engine::store::{Note, NoteFilter, Store};
 
@@ -16,16 +16,31 @@ fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
-pub(super) async fn write(store: &Store, owner: &OwnerId, call: &StepInvocation<'_>, w: MemoryWriteWith) -> Result<Value, StepError> {
+pub(super) async fn write(
+    store: &Store,
+    owner: &OwnerId,
+    call: &StepInvocation<'_>,
+    w: MemoryWriteWith,
+) -> Result<Value, StepError> {
     if w.text.trim().is_empty() {
         return Err(StepError::permanent("bad_with", "with.text: a note needs some text"));
     }
     if w.text.len() > MAX_NOTE_BYTES {
-        return Err(StepError::permanent("bad_with", format!("with.text: {} bytes, at most {MAX_NOTE_BYTES}", w.text.len())));
+        return Err(StepError::permanent(
+            "bad_with",
+            format!("with.text: {} bytes, at most {MAX_NOTE_BYTES}", w.text.len()),
+        ));
     }
     // Without a key, the step's idempotency key makes a retried write replace, not duplicate.
     let key = w.key.filter(|k| !k.is_empty()).unwrap_or_else(|| call.idempotency_key.clone());
-    let note = Note { key, text: w.text, tags: w.tags, at: now_ms(), workflow: Some(call.workflow.to_string()), run: Some(call.run.to_string()) };
+    let note = Note {
+        key,
+        text: w.text,
+        tags: w.tags,
+        at: now_ms(),
+        workflow: Some(call.workflow.to_string()),
+        run: Some(call.run.to_string()),
+    };
     let note = store.put_note(owner, note).await.map_err(unavailable)?;
     Ok(json!({ "key": note.key, "at": note.at }))
 }

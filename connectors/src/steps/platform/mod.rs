@@ -58,8 +58,15 @@ impl StepHandler for PlatformHandler {
             Some("memory.write") => memory::write(&self.store, &owner, &call, settings(&call)?).await?,
             Some("memory.read") => memory::read(&self.store, &owner, settings(&call)?).await?,
             Some("memory.list") => memory::list(&self.store, &owner, settings(&call)?).await?,
-            Some("notify") => notify::send(&self.store, self.connections.as_deref(), &owner, &call, settings(&call)?).await?,
-            other => return Err(StepError::permanent("bad_spec", format!("`{}` is not a platform action run as a job", other.unwrap_or("?")))),
+            Some("notify") => {
+                notify::send(&self.store, self.connections.as_deref(), &owner, &call, settings(&call)?).await?
+            }
+            other => {
+                return Err(StepError::permanent(
+                    "bad_spec",
+                    format!("`{}` is not a platform action run as a job", other.unwrap_or("?")),
+                ));
+            }
         };
         Ok(StepSuccess::new(output, Default::default()))
     }

@@ -25,17 +25,8 @@ pub(crate) fn at_digit(text: &str, d: usize, iban: bool, cf: bool, dni: bool) ->
         && let Some((end, compact)) = read_iban(b, ws)
     {
         (PiiKind::Iban, end, compact)
-    } else if cf
-        && d - ws == 6
-        && b.len() >= ws + 16
-        && !wordy(b, ws + 16)
-        && it_codice_fiscale(&b[ws..ws + 16])
-    {
-        (
-            PiiKind::ItCodiceFiscale,
-            ws + 16,
-            text[ws..ws + 16].to_string(),
-        )
+    } else if cf && d - ws == 6 && b.len() >= ws + 16 && !wordy(b, ws + 16) && it_codice_fiscale(&b[ws..ws + 16]) {
+        (PiiKind::ItCodiceFiscale, ws + 16, text[ws..ws + 16].to_string())
     } else if dni
         && matches!(b[ws], b'X' | b'Y' | b'Z')
         && let Some((end, id)) = read_nie(b, ws)
@@ -44,21 +35,12 @@ pub(crate) fn at_digit(text: &str, d: usize, iban: bool, cf: bool, dni: bool) ->
     } else {
         return None;
     };
-    Some(Candidate {
-        kind,
-        start: ws,
-        end,
-        canonical,
-    })
+    Some(Candidate { kind, start: ws, end, canonical })
 }
 
 /// An IBAN starting at `s`: returns its end and compact uppercase form.
 fn read_iban(b: &[u8], s: usize) -> Option<(usize, String)> {
-    if b.len() < s + 4
-        || !b[s + 1].is_ascii_uppercase()
-        || !b[s + 2].is_ascii_digit()
-        || !b[s + 3].is_ascii_digit()
-    {
+    if b.len() < s + 4 || !b[s + 1].is_ascii_uppercase() || !b[s + 2].is_ascii_digit() || !b[s + 3].is_ascii_digit() {
         return None;
     }
     let len = iban_length(&b[s..s + 2])?;
@@ -69,11 +51,7 @@ fn read_iban(b: &[u8], s: usize) -> Option<(usize, String)> {
         if c.is_ascii_alphanumeric() {
             compact.push(c.to_ascii_uppercase());
             j += 1;
-        } else if c == b' '
-            && j + 1 < b.len()
-            && b[j + 1].is_ascii_alphanumeric()
-            && compact.len() % 4 == 0
-        {
+        } else if c == b' ' && j + 1 < b.len() && b[j + 1].is_ascii_alphanumeric() && compact.len() % 4 == 0 {
             j += 1;
         } else {
             return None;
@@ -114,44 +92,27 @@ mod tests {
         let mut v = Vec::new();
         let on = |k| matches!(k, PiiKind::Iban | PiiKind::ItCodiceFiscale | PiiKind::EsDni);
         crate::gates::pii::numeric::scan(t, &on, &mut v, None);
-        v.iter()
-            .map(|c| (c.kind, t[c.start..c.end].to_string()))
-            .collect()
+        v.iter().map(|c| (c.kind, t[c.start..c.end].to_string())).collect()
     }
 
     #[test]
     fn ibans_grouped_and_compact() {
         use PiiKind::Iban;
-        assert_eq!(
-            found("pay DE89 3704 0044 0532 0130 00 now"),
-            [(Iban, "DE89 3704 0044 0532 0130 00".into())]
-        );
-        assert_eq!(
-            found("GB82WEST12345698765432,"),
-            [(Iban, "GB82WEST12345698765432".into())]
-        );
+        assert_eq!(found("pay DE89 3704 0044 0532 0130 00 now"), [(Iban, "DE89 3704 0044 0532 0130 00".into())]);
+        assert_eq!(found("GB82WEST12345698765432,"), [(Iban, "GB82WEST12345698765432".into())]);
         // Wrong check digits, wrong length, unknown country, glued to a word.
-        for neg in [
-            "DE88 3704 0044 0532 0130 00",
-            "DE89370400440532013",
-            "ZZ89370400440532013000",
-            "GB82WEST12345698765432X",
-        ] {
+        for neg in
+            ["DE88 3704 0044 0532 0130 00", "DE89370400440532013", "ZZ89370400440532013000", "GB82WEST12345698765432X"]
+        {
             assert!(found(neg).is_empty(), "{neg}");
         }
     }
 
     #[test]
     fn codice_fiscale_and_nie() {
-        assert_eq!(
-            found("CF: RSSMRA85T10A562S"),
-            [(PiiKind::ItCodiceFiscale, "RSSMRA85T10A562S".into())]
-        );
+        assert_eq!(found("CF: RSSMRA85T10A562S"), [(PiiKind::ItCodiceFiscale, "RSSMRA85T10A562S".into())]);
         assert!(found("RSSMRA85T10A562T").is_empty());
-        assert_eq!(
-            found("NIE X-1234567-L"),
-            [(PiiKind::EsDni, "X-1234567-L".into())]
-        );
+        assert_eq!(found("NIE X-1234567-L"), [(PiiKind::EsDni, "X-1234567-L".into())]);
         assert!(found("X1234567A").is_empty());
     }
 }

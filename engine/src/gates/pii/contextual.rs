@@ -10,7 +10,8 @@ use regex::Regex;
 use crate::gates::pii::{Candidate, PiiKind};
 use crate::gates::scan::floor_boundary;
 
-const MONTHS: &str = r"jan|feb|m[aä]r|apr|ma[iy]|jun|jul|aug|sep|o[ck]t|nov|de[cz]|janv|f[ée]vr|avr|juin|juil|ao[uû]|d[ée]c";
+const MONTHS: &str =
+    r"jan|feb|m[aä]r|apr|ma[iy]|jun|jul|aug|sep|o[ck]t|nov|de[cz]|janv|f[ée]vr|avr|juin|juil|ao[uû]|d[ée]c";
 
 static DATE: LazyLock<Regex> = LazyLock::new(|| {
     let p = format!(
@@ -43,13 +44,7 @@ static ADDRESS: LazyLock<Regex> = LazyLock::new(|| {
 });
 
 /// Scans a window of `window` bytes after each context word occurrence in `words`.
-pub(crate) fn scan(
-    kind: PiiKind,
-    text: &str,
-    words: &[(usize, usize)],
-    window: usize,
-    out: &mut Vec<Candidate>,
-) {
+pub(crate) fn scan(kind: PiiKind, text: &str, words: &[(usize, usize)], window: usize, out: &mut Vec<Candidate>) {
     let re: &Regex = match kind {
         PiiKind::Dob => &DATE,
         PiiKind::Address => &ADDRESS,
@@ -69,12 +64,7 @@ pub(crate) fn scan(
             }
             let (s, e) = (from + m.start(), from + m.end());
             let canonical = m.as_str().to_lowercase();
-            out.push(Candidate {
-                kind,
-                start: s,
-                end: e,
-                canonical,
-            });
+            out.push(Candidate { kind, start: s, end: e, canonical });
             last_end = e;
         }
     }
@@ -107,58 +97,27 @@ mod tests {
 
     #[test]
     fn dates_of_birth() {
-        assert_eq!(
-            found(PiiKind::Dob, "DOB: 1985-03-12, ok", "DOB"),
-            ["1985-03-12"]
-        );
-        assert_eq!(
-            found(PiiKind::Dob, "born on 12 March 1985 in", "born"),
-            ["12 March 1985"]
-        );
-        assert_eq!(
-            found(PiiKind::Dob, "born July 4th, 1976", "born"),
-            ["July 4th, 1976"]
-        );
-        assert_eq!(
-            found(PiiKind::Dob, "Geburtsdatum 03.12.1985", "Geburtsdatum"),
-            ["03.12.1985"]
-        );
+        assert_eq!(found(PiiKind::Dob, "DOB: 1985-03-12, ok", "DOB"), ["1985-03-12"]);
+        assert_eq!(found(PiiKind::Dob, "born on 12 March 1985 in", "born"), ["12 March 1985"]);
+        assert_eq!(found(PiiKind::Dob, "born July 4th, 1976", "born"), ["July 4th, 1976"]);
+        assert_eq!(found(PiiKind::Dob, "Geburtsdatum 03.12.1985", "Geburtsdatum"), ["03.12.1985"]);
         assert!(found(PiiKind::Dob, "born 1985-13-45", "born").is_empty());
     }
 
     #[test]
     fn addresses() {
         assert_eq!(
-            found(
-                PiiKind::Address,
-                "address: 1600 Pennsylvania Avenue NW, Washington, DC 20500",
-                "address"
-            ),
+            found(PiiKind::Address, "address: 1600 Pennsylvania Avenue NW, Washington, DC 20500", "address"),
             ["1600 Pennsylvania Avenue"]
         );
         assert_eq!(
-            found(
-                PiiKind::Address,
-                "ship to 221B Baker Street, London NW1 6XE",
-                "ship to"
-            ),
+            found(PiiKind::Address, "ship to 221B Baker Street, London NW1 6XE", "ship to"),
             ["221B Baker Street, London NW1 6XE"]
         );
         assert_eq!(
-            found(
-                PiiKind::Address,
-                "Adresse: Hauptstraße 5, 10115 Berlin",
-                "Adresse"
-            ),
+            found(PiiKind::Address, "Adresse: Hauptstraße 5, 10115 Berlin", "Adresse"),
             ["Hauptstraße 5, 10115 Berlin"]
         );
-        assert!(
-            found(
-                PiiKind::Address,
-                "address the 3 issues in the report",
-                "address"
-            )
-            .is_empty()
-        );
+        assert!(found(PiiKind::Address, "address the 3 issues in the report", "address").is_empty());
     }
 }

@@ -4,9 +4,8 @@
 
 use crate::gates::pii::{Candidate, PiiKind};
 
-const FILE_EXTENSIONS: &[&str] = &[
-    "png", "jpg", "jpeg", "gif", "svg", "webp", "ico", "css", "js", "ts", "map", "json", "pdf",
-];
+const FILE_EXTENSIONS: &[&str] =
+    &["png", "jpg", "jpeg", "gif", "svg", "webp", "ico", "css", "js", "ts", "map", "json", "pdf"];
 
 fn local_char(c: u8) -> bool {
     c.is_ascii_alphanumeric() || b"._%+-'".contains(&c)
@@ -41,22 +40,13 @@ pub(crate) fn scan(text: &str, out: &mut Vec<Candidate>) {
             continue;
         }
         last_end = e;
-        out.push(Candidate {
-            kind: PiiKind::Email,
-            start: s,
-            end: e,
-            canonical: text[s..e].to_ascii_lowercase(),
-        });
+        out.push(Candidate { kind: PiiKind::Email, start: s, end: e, canonical: text[s..e].to_ascii_lowercase() });
     }
 }
 
 fn domain_ok(d: &str) -> bool {
     let labels: Vec<&str> = d.split('.').collect();
-    if labels.len() < 2
-        || labels
-            .iter()
-            .any(|l| l.is_empty() || l.starts_with('-') || l.ends_with('-'))
-    {
+    if labels.len() < 2 || labels.iter().any(|l| l.is_empty() || l.starts_with('-') || l.ends_with('-')) {
         return false;
     }
     let tld = labels[labels.len() - 1];
@@ -68,11 +58,7 @@ fn domain_ok(d: &str) -> bool {
 /// `postgres://user:secret@db.host` — the part before `@` is credentials, not a mailbox.
 fn in_url_userinfo(b: &[u8], local_start: usize) -> bool {
     let mut i = local_start;
-    while i > 0
-        && local_start - i < 256
-        && !b[i - 1].is_ascii_whitespace()
-        && !b"\"'<>(".contains(&b[i - 1])
-    {
+    while i > 0 && local_start - i < 256 && !b[i - 1].is_ascii_whitespace() && !b"\"'<>(".contains(&b[i - 1]) {
         i -= 1;
         if b[i..].starts_with(b"://") {
             return true;
@@ -93,19 +79,11 @@ mod tests {
 
     #[test]
     fn positives_and_hard_negatives() {
-        assert_eq!(
-            emails("mail Jane.Doe+news@Mail.Example.co.uk."),
-            ["Jane.Doe+news@Mail.Example.co.uk"]
-        );
+        assert_eq!(emails("mail Jane.Doe+news@Mail.Example.co.uk."), ["Jane.Doe+news@Mail.Example.co.uk"]);
         assert_eq!(emails("<a@b.io>,c_d@e-f.org"), ["a@b.io", "c_d@e-f.org"]);
-        for neg in [
-            "@types/node",
-            "user@localhost",
-            "icon@2x.png",
-            "postgres://u:p@db.example.com/x",
-            "a@b.c",
-            "@decorator",
-        ] {
+        for neg in
+            ["@types/node", "user@localhost", "icon@2x.png", "postgres://u:p@db.example.com/x", "a@b.c", "@decorator"]
+        {
             assert!(emails(neg).is_empty(), "{neg}");
         }
     }

@@ -47,12 +47,7 @@ pub(crate) fn scan(text: &str, out: &mut Vec<Candidate>) {
             continue;
         }
         if let Ok(addr) = cand.parse::<Ipv6Addr>() {
-            out.push(Candidate {
-                kind: PiiKind::Ipv6,
-                start: s,
-                end: e,
-                canonical: addr.to_string(),
-            });
+            out.push(Candidate { kind: PiiKind::Ipv6, start: s, end: e, canonical: addr.to_string() });
         }
     }
 }
@@ -69,26 +64,10 @@ mod tests {
 
     #[test]
     fn addresses_and_lookalikes() {
-        assert_eq!(
-            found("from 2001:db8::8a2e:370:7334."),
-            ["2001:db8::8a2e:370:7334"]
-        );
-        assert_eq!(
-            found("[fe80::1ff:fe23:4567:890a]:443"),
-            ["fe80::1ff:fe23:4567:890a"]
-        );
-        assert_eq!(
-            found("2001:0db8:85a3:0000:0000:8a2e:0370:7334"),
-            ["2001:0db8:85a3:0000:0000:8a2e:0370:7334"]
-        );
-        for neg in [
-            "at 10:23:45.123",
-            "mac 00:1a:2b:3c:4d:5e",
-            "std::fmt::Debug",
-            "a::b",
-            "dead::beef",
-            "Vec::new()",
-        ] {
+        assert_eq!(found("from 2001:db8::8a2e:370:7334."), ["2001:db8::8a2e:370:7334"]);
+        assert_eq!(found("[fe80::1ff:fe23:4567:890a]:443"), ["fe80::1ff:fe23:4567:890a"]);
+        assert_eq!(found("2001:0db8:85a3:0000:0000:8a2e:0370:7334"), ["2001:0db8:85a3:0000:0000:8a2e:0370:7334"]);
+        for neg in ["at 10:23:45.123", "mac 00:1a:2b:3c:4d:5e", "std::fmt::Debug", "a::b", "dead::beef", "Vec::new()"] {
             assert!(found(neg).is_empty(), "{neg}");
         }
     }

@@ -95,12 +95,8 @@ pub(crate) struct PiiRule {
 
 impl PiiRule {
     pub fn compile(d: PiiRuleDef) -> Result<Self, GateError> {
-        let invalid = |m: String| GateError::InvalidRule {
-            rule: d.id.clone(),
-            message: m,
-        };
-        let kind = PiiKind::parse(&d.kind)
-            .ok_or_else(|| invalid(format!("unknown pii kind {:?}", d.kind)))?;
+        let invalid = |m: String| GateError::InvalidRule { rule: d.id.clone(), message: m };
+        let kind = PiiKind::parse(&d.kind).ok_or_else(|| invalid(format!("unknown pii kind {:?}", d.kind)))?;
         let needs_context = matches!(kind, PiiKind::Dob | PiiKind::Address) || d.require_context;
         if needs_context && d.context.is_empty() {
             return Err(invalid("this rule needs context words".into()));
@@ -144,8 +140,7 @@ impl PiiRule {
         let Some(ac) = &self.ctx else { return false };
         let from = floor_boundary(text, start.saturating_sub(self.window));
         let to = floor_boundary(text, (end + self.window).min(text.len()));
-        ac.find_iter(&text[from..to])
-            .any(|m| is_word(text.as_bytes(), from + m.start(), from + m.end()))
+        ac.find_iter(&text[from..to]).any(|m| is_word(text.as_bytes(), from + m.start(), from + m.end()))
     }
 }
 
@@ -169,9 +164,7 @@ impl PiiRules {
     }
 
     fn has(&self, kind: PiiKind, enabled: &dyn Fn(&str) -> bool) -> bool {
-        self.rules
-            .iter()
-            .any(|r| r.kind == kind && enabled(&r.meta.id))
+        self.rules.iter().any(|r| r.kind == kind && enabled(&r.meta.id))
     }
 
     /// Runs every enabled recogniser over `text`. `only` restricts to one rule (example checks).
@@ -203,23 +196,14 @@ impl PiiRules {
         if !phones.is_empty() {
             let mut claimed: Vec<Span> = cands.iter().map(|c| Span::new(c.start, c.end)).collect();
             claimed.sort_unstable();
-            let context = |s, e| {
-                self.rules
-                    .iter()
-                    .any(|r| r.kind == PiiKind::Phone && r.context_near(text, s, e))
-            };
+            let context = |s, e| self.rules.iter().any(|r| r.kind == PiiKind::Phone && r.context_near(text, s, e));
             phone::validate(text, &phones, regions, &claimed, context, &mut cands);
         }
         // An IBAN's digit groups can look like a card or a phone number: the IBAN wins.
-        let ibans: Vec<Span> = cands
-            .iter()
-            .filter(|c| c.kind == PiiKind::Iban)
-            .map(|c| Span::new(c.start, c.end))
-            .collect();
+        let ibans: Vec<Span> =
+            cands.iter().filter(|c| c.kind == PiiKind::Iban).map(|c| Span::new(c.start, c.end)).collect();
         for c in cands {
-            if c.kind != PiiKind::Iban
-                && ibans.iter().any(|s| s.overlaps(&Span::new(c.start, c.end)))
-            {
+            if c.kind != PiiKind::Iban && ibans.iter().any(|s| s.overlaps(&Span::new(c.start, c.end))) {
                 continue;
             }
             for r in self.rules.iter() {
@@ -231,11 +215,7 @@ impl PiiRules {
                 if r.require_context && !near {
                     continue;
                 }
-                let boost = if near && !contextual {
-                    r.context_boost
-                } else {
-                    0.0
-                };
+                let boost = if near && !contextual { r.context_boost } else { 0.0 };
                 out.push(RawFinding {
                     meta: &r.meta,
                     start: c.start,
@@ -253,8 +233,7 @@ impl PiiRules {
 
 /// Whether `b[i]` is glued to a word character (so a match cannot start or end there).
 pub(crate) fn wordy(b: &[u8], i: usize) -> bool {
-    b.get(i)
-        .is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'_')
+    b.get(i).is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'_')
 }
 
 /// Position of the first ASCII digit at or after `i`. Eight bytes are tested at a time (a word

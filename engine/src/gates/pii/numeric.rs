@@ -94,19 +94,11 @@ pub(crate) fn scan(
         let plus_before = run.start > 0 && b[run.start - 1] == b'+';
         run.digits(b, &mut buf);
         let n_digits = buf.len();
-        let mut push = |kind, s: usize, e: usize, canonical: String| {
-            out.push(Candidate {
-                kind,
-                start: s,
-                end: e,
-                canonical,
-            })
-        };
+        let mut push =
+            |kind, s: usize, e: usize, canonical: String| out.push(Candidate { kind, start: s, end: e, canonical });
         if dni && run.n == 1 && n_digits == 8 {
             let (letter_at, end) = match (b.get(run.end), b.get(run.end + 1)) {
-                (Some(b'-' | b' '), Some(l)) if l.is_ascii_uppercase() => {
-                    (run.end + 1, run.end + 2)
-                }
+                (Some(b'-' | b' '), Some(l)) if l.is_ascii_uppercase() => (run.end + 1, run.end + 2),
                 (Some(l), _) if l.is_ascii_uppercase() => (run.end, run.end + 1),
                 _ => (0, 0),
             };
@@ -127,12 +119,7 @@ pub(crate) fn scan(
             && ipv4_ok(b, &run)
             && !(b.get(run.end) == Some(&b'.') && wordy(b, run.end + 1))
         {
-            push(
-                Ipv4,
-                run.start,
-                run.end,
-                text[run.start..run.end].to_string(),
-            );
+            push(Ipv4, run.start, run.end, text[run.start..run.end].to_string());
             continue;
         }
         if run.sep == b'.' || plus_before {
@@ -143,12 +130,7 @@ pub(crate) fn scan(
         }
         let lens: Vec<usize> = run.lens().collect();
         if ssn && lens == [3, 2, 4] && ssn_digits_ok(&buf) {
-            push(
-                Ssn,
-                run.start,
-                run.end,
-                String::from_utf8(buf.clone()).expect("ascii"),
-            );
+            push(Ssn, run.start, run.end, String::from_utf8(buf.clone()).expect("ascii"));
         }
         if run.n == 1 {
             let canon = || String::from_utf8(buf.clone()).expect("ascii");
@@ -163,25 +145,13 @@ pub(crate) fn scan(
             }
         }
         if nir && n_digits == 15 && run.sep != b'-' && fr_nir(&buf) {
-            push(
-                FrNir,
-                run.start,
-                run.end,
-                String::from_utf8(buf.clone()).expect("ascii"),
-            );
+            push(FrNir, run.start, run.end, String::from_utf8(buf.clone()).expect("ascii"));
         }
     }
 }
 
 fn read_run(b: &[u8], start: usize) -> Run {
-    let mut run = Run {
-        start,
-        end: start,
-        groups: [(0, 0); MAX_GROUPS],
-        n: 0,
-        overflow: false,
-        sep: 0,
-    };
+    let mut run = Run { start, end: start, groups: [(0, 0); MAX_GROUPS], n: 0, overflow: false, sep: 0 };
     let mut j = start;
     loop {
         let gs = j;
@@ -197,9 +167,7 @@ fn read_run(b: &[u8], start: usize) -> Run {
         run.end = j;
         match (b.get(j), b.get(j + 1)) {
             // A change of separator ends the run: `10.0.0.1 200`, `2024-01-15 10:00`.
-            (Some(&s @ (b' ' | b'-' | b'.')), Some(d))
-                if d.is_ascii_digit() && (run.sep == 0 || run.sep == s) =>
-            {
+            (Some(&s @ (b' ' | b'-' | b'.')), Some(d)) if d.is_ascii_digit() && (run.sep == 0 || run.sep == s) => {
                 run.sep = s;
                 j += 1;
             }
@@ -214,23 +182,12 @@ fn ipv4_ok(b: &[u8], run: &Run) -> bool {
     }
     // "version 10.4.3.2" is a version, not an address.
     let before = &b[run.start.saturating_sub(12)..run.start];
-    let word = before
-        .trim_ascii_end()
-        .rsplit(|c| !c.is_ascii_alphabetic())
-        .next()
-        .unwrap_or_default();
-    if [&b"version"[..], b"ver", b"release", b"build"]
-        .iter()
-        .any(|w| word.eq_ignore_ascii_case(w))
-    {
+    let word = before.trim_ascii_end().rsplit(|c| !c.is_ascii_alphabetic()).next().unwrap_or_default();
+    if [&b"version"[..], b"ver", b"release", b"build"].iter().any(|w| word.eq_ignore_ascii_case(w)) {
         return false;
     }
     run.groups[..4].iter().all(|&(s, e)| {
-        e - s <= 3
-            && std::str::from_utf8(&b[s..e])
-                .ok()
-                .and_then(|t| t.parse::<u32>().ok())
-                .is_some_and(|v| v <= 255)
+        e - s <= 3 && std::str::from_utf8(&b[s..e]).ok().and_then(|t| t.parse::<u32>().ok()).is_some_and(|v| v <= 255)
     })
 }
 
@@ -275,49 +232,21 @@ mod tests {
 
     fn found(t: &str) -> Vec<(PiiKind, String)> {
         let mut v = Vec::new();
-        scan(
-            t,
-            &|k| !matches!(k, PiiKind::Iban | PiiKind::ItCodiceFiscale),
-            &mut v,
-            None,
-        );
-        v.iter()
-            .map(|c| (c.kind, t[c.start..c.end].to_string()))
-            .collect()
+        scan(t, &|k| !matches!(k, PiiKind::Iban | PiiKind::ItCodiceFiscale), &mut v, None);
+        v.iter().map(|c| (c.kind, t[c.start..c.end].to_string())).collect()
     }
 
     #[test]
     fn cards() {
         use PiiKind::Card;
-        assert_eq!(
-            found("card 4111 1111 1111 1111 ok"),
-            [(Card, "4111 1111 1111 1111".into())]
-        );
+        assert_eq!(found("card 4111 1111 1111 1111 ok"), [(Card, "4111 1111 1111 1111".into())]);
         // A group glued to a word after the card does not hide it.
-        assert_eq!(
-            found("paid 4111111111111111 0A"),
-            [(Card, "4111111111111111".into())]
-        );
-        assert_eq!(
-            found("card 4111 1111 1111 1111 12ab"),
-            [(Card, "4111 1111 1111 1111".into())]
-        );
-        assert_eq!(
-            found("4111-1111-1111-1111"),
-            [(Card, "4111-1111-1111-1111".into())]
-        );
-        assert_eq!(
-            found("amex 378282246310005."),
-            [(Card, "378282246310005".into())]
-        );
-        assert_eq!(
-            found("4111 1111 1111 1111 1225"),
-            [(Card, "4111 1111 1111 1111".into())]
-        );
-        assert_eq!(
-            found("in 1999 4111111111111111"),
-            [(Card, "4111111111111111".into())]
-        );
+        assert_eq!(found("paid 4111111111111111 0A"), [(Card, "4111111111111111".into())]);
+        assert_eq!(found("card 4111 1111 1111 1111 12ab"), [(Card, "4111 1111 1111 1111".into())]);
+        assert_eq!(found("4111-1111-1111-1111"), [(Card, "4111-1111-1111-1111".into())]);
+        assert_eq!(found("amex 378282246310005."), [(Card, "378282246310005".into())]);
+        assert_eq!(found("4111 1111 1111 1111 1225"), [(Card, "4111 1111 1111 1111".into())]);
+        assert_eq!(found("in 1999 4111111111111111"), [(Card, "4111111111111111".into())]);
         // Luhn failures, unknown prefixes, decimals, identifiers, phone numbers with +.
         for neg in [
             "4111 1111 1111 1112",
@@ -336,18 +265,12 @@ mod tests {
         use PiiKind::*;
         assert_eq!(found("ssn 123-45-6789"), [(Ssn, "123-45-6789".into())]);
         assert!(found("666-45-6789 000-12-3456 123-00-4567").is_empty());
-        assert_eq!(
-            found("from 192.168.1.20:80"),
-            [(Ipv4, "192.168.1.20".into())]
-        );
+        assert_eq!(found("from 192.168.1.20:80"), [(Ipv4, "192.168.1.20".into())]);
         assert!(found("v1.2.3.4 and 1.2.3.4.5 and 300.1.1.1 version 10.4.3.2").is_empty());
         assert_eq!(found("from 10.0.0.1 200"), [(Ipv4, "10.0.0.1".into())]);
         assert_eq!(found("DNI 12345678Z."), [(EsDni, "12345678Z".into())]);
         assert!(found("12345678A").is_empty());
-        assert_eq!(
-            found("nir 1 85 05 78 006 084 91"),
-            [(FrNir, "1 85 05 78 006 084 91".into())]
-        );
+        assert_eq!(found("nir 1 85 05 78 006 084 91"), [(FrNir, "1 85 05 78 006 084 91".into())]);
         assert!(found("BSN 111222333").contains(&(NlBsn, "111222333".into())));
         assert!(found("PESEL 44051401359").contains(&(PlPesel, "44051401359".into())));
     }

@@ -53,12 +53,7 @@ pub(crate) fn validate(
             continue;
         }
         if let Some(e164) = check(&text[start..end], regions, || context(start, end)) {
-            out.push(Candidate {
-                kind: PiiKind::Phone,
-                start,
-                end,
-                canonical: e164,
-            });
+            out.push(Candidate { kind: PiiKind::Phone, start, end, canonical: e164 });
         }
     }
 }
@@ -76,29 +71,17 @@ fn check(cand: &str, regions: &[country::Id], context: impl Fn() -> bool) -> Opt
     if !(7..=15).contains(&digits) || (plus && digits < 8) {
         return None;
     }
-    let groups: Vec<&str> = cand
-        .split([' ', '-', '.', '/', '(', ')'])
-        .filter(|g| !g.is_empty())
-        .collect();
+    let groups: Vec<&str> = cand.split([' ', '-', '.', '/', '(', ')']).filter(|g| !g.is_empty()).collect();
     let lens: Vec<usize> = groups.iter().map(|g| g.len()).collect();
-    let seps: Vec<u8> = cand
-        .bytes()
-        .filter(|c| matches!(c, b'-' | b'.' | b'/'))
-        .collect();
+    let seps: Vec<u8> = cand.bytes().filter(|c| matches!(c, b'-' | b'.' | b'/')).collect();
     let year = |g: &str| g.len() == 4 && (g.starts_with("19") || g.starts_with("20"));
-    let small =
-        |g: &str, max: u32| g.len() <= 2 && g.parse::<u32>().is_ok_and(|v| (1..=max).contains(&v));
+    let small = |g: &str, max: u32| g.len() <= 2 && g.parse::<u32>().is_ok_and(|v| (1..=max).contains(&v));
     let date_like = groups.windows(3).any(|w| {
         (year(w[0]) && small(w[1], 12) && small(w[2], 31))
-            || (small(w[0], 31)
-                && small(w[1], 31)
-                && (year(w[2]) || !seps.is_empty() && w[2].len() == 2))
+            || (small(w[0], 31) && small(w[1], 31) && (year(w[2]) || !seps.is_empty() && w[2].len() == 2))
     });
     let ip_like = lens.len() == 4 && seps.iter().all(|&s| s == b'.') && !seps.is_empty();
-    let year_range = lens == [4, 4]
-        && groups
-            .iter()
-            .all(|g| g.starts_with("19") || g.starts_with("20"));
+    let year_range = lens == [4, 4] && groups.iter().all(|g| g.starts_with("19") || g.starts_with("20"));
     if date_like || ip_like || year_range {
         return None;
     }
@@ -114,15 +97,9 @@ fn check(cand: &str, regions: &[country::Id], context: impl Fn() -> bool) -> Opt
         return None;
     }
     let parsed = if plus {
-        phonenumber::parse(None, cand)
-            .ok()
-            .filter(phonenumber::is_valid)
+        phonenumber::parse(None, cand).ok().filter(phonenumber::is_valid)
     } else {
-        regions.iter().find_map(|r| {
-            phonenumber::parse(Some(*r), cand)
-                .ok()
-                .filter(phonenumber::is_valid)
-        })
+        regions.iter().find_map(|r| phonenumber::parse(Some(*r), cand).ok().filter(phonenumber::is_valid))
     }?;
     Some(parsed.format().mode(phonenumber::Mode::E164).to_string())
 }
@@ -134,12 +111,7 @@ mod tests {
     fn found(t: &str, ctx: bool) -> Vec<String> {
         let regions = ["US", "GB", "DE", "FR"].map(|r| r.parse().unwrap());
         let mut spans = Vec::new();
-        crate::gates::pii::numeric::scan(
-            t,
-            &|k| k == PiiKind::Phone,
-            &mut Vec::new(),
-            Some(&mut spans),
-        );
+        crate::gates::pii::numeric::scan(t, &|k| k == PiiKind::Phone, &mut Vec::new(), Some(&mut spans));
         let mut v = Vec::new();
         validate(t, &spans, &regions, &[], |_, _| ctx, &mut v);
         v.iter().map(|c| c.canonical.clone()).collect()
@@ -147,10 +119,7 @@ mod tests {
 
     #[test]
     fn international_national_and_context() {
-        assert_eq!(
-            found("call +44 20 7946 0958 today", false),
-            ["+442079460958"]
-        );
+        assert_eq!(found("call +44 20 7946 0958 today", false), ["+442079460958"]);
         assert_eq!(found("(415) 555-2671", false), ["+14155552671"]);
         assert_eq!(found("office 030 901820", true), ["+4930901820"]);
         assert_eq!(found("06 12 34 56 78", false).len(), 1);

@@ -3,7 +3,7 @@
 //! before they enter the run, so what is shown is their redacted form. (Its escalation is
 //! every mode's: `escalation.rs`.)
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use crate::expr::{self, Scope};
 use crate::ids::RequestId;
@@ -28,7 +28,8 @@ pub(crate) fn approval_request(spec: &ValidatedSpec, state: &RunState, i: usize,
         Ok(v) => v.to_string(),
         Err(_) => question.to_string(),
     };
-    let inputs = expr::render(&serde_json::to_value(&step.inputs).expect("inputs are JSON"), &scope).unwrap_or(Value::Null);
+    let inputs =
+        expr::render(&serde_json::to_value(&step.inputs).expect("inputs are JSON"), &scope).unwrap_or(Value::Null);
     let upstream: serde_json::Map<String, Value> = approval
         .map(|a| a.context.as_slice())
         .unwrap_or_default()

@@ -47,7 +47,12 @@ pub(crate) fn budget_request(spec: &ValidatedSpec, state: &RunState, slot: Slot,
 
 /// A sub-workflow (step `ask.step`) ran short of the budget this run granted it, and this run
 /// cannot cover what it asks for: extend this run's budget by at least the shortfall.
-pub(crate) fn child_budget_request(spec: &ValidatedSpec, state: &RunState, ask: &crate::run::ChildAsk, id: RequestId) -> HumanRequestSpec {
+pub(crate) fn child_budget_request(
+    spec: &ValidatedSpec,
+    state: &RunState,
+    ask: &crate::run::ChildAsk,
+    id: RequestId,
+) -> HumanRequestSpec {
     let step = spec.step(ask.step);
     let b = &state.budget;
     let currency = spec.spec().budget.as_ref().map_or("USD", |b| b.currency.as_str());

@@ -75,7 +75,8 @@ pub fn escalation_timers<'a>(spec: &'a ValidatedSpec, state: &'a RunState) -> im
         let at = escalation_at(spec, state, slot, s.escalated)?;
         Some((Timer::Escalate { step: slot.id(spec), level: s.escalated }, at))
     });
-    let budget = budget_escalation_at(spec, state, state.budget_escalated).map(|at| (Timer::EscalateBudget { level: state.budget_escalated }, at));
+    let budget = budget_escalation_at(spec, state, state.budget_escalated)
+        .map(|at| (Timer::EscalateBudget { level: state.budget_escalated }, at));
     slots.chain(budget)
 }
 
@@ -85,7 +86,9 @@ pub fn escalation_timers<'a>(spec: &'a ValidatedSpec, state: &'a RunState) -> im
 pub(crate) fn defaults_due(spec: &ValidatedSpec, state: &RunState) -> Vec<(RequestId, Decision, String)> {
     let mut out = Vec::new();
     for (slot, s) in state.slots() {
-        let (Some(mode), StepStatus::WaitingHuman { request }) = (slot_mode(spec, slot.step, s), &s.status) else { continue };
+        let (Some(mode), StepStatus::WaitingHuman { request }) = (slot_mode(spec, slot.step, s), &s.status) else {
+            continue;
+        };
         let fired = s.escalated.checked_sub(1).and_then(|l| slot_ladder(spec, slot).get(l as usize));
         if let Some((e, d)) = fired.and_then(|e| Some((e, e.default.as_ref()?))) {
             out.push((request.clone(), policy_decision(d, mode), policy_reason(e, d, mode)));
@@ -94,7 +97,11 @@ pub(crate) fn defaults_due(spec: &ValidatedSpec, state: &RunState) -> Vec<(Reque
     if let (true, Some(request)) = (budget_asks_a_person(spec, state), &state.budget_request) {
         let fired = state.budget_escalated.checked_sub(1).and_then(|l| budget_ladder(spec).get(l as usize));
         if let Some((e, d)) = fired.and_then(|e| Some((e, e.default.as_ref()?))) {
-            out.push((request.clone(), policy_decision(d, HumanMode::BudgetExtension), policy_reason(e, d, HumanMode::BudgetExtension)));
+            out.push((
+                request.clone(),
+                policy_decision(d, HumanMode::BudgetExtension),
+                policy_reason(e, d, HumanMode::BudgetExtension),
+            ));
         }
     }
     out
@@ -109,7 +116,9 @@ pub(crate) fn policy_decision(d: &DefaultDecision, mode: HumanMode) -> Decision 
         (DefaultDecision::Word(Abort), _) => Decision::Abort,
         (DefaultDecision::Value { value }, _) => Decision::Modify { value: value.clone() },
         (DefaultDecision::Deny { deny }, _) => Decision::Deny { reason: deny.clone() },
-        (DefaultDecision::Word(Refuse | Deny | Reject | Fail), HumanMode::ToolAuthorisation) => Decision::Deny { reason: DENIED_BY_POLICY.into() },
+        (DefaultDecision::Word(Refuse | Deny | Reject | Fail), HumanMode::ToolAuthorisation) => {
+            Decision::Deny { reason: DENIED_BY_POLICY.into() }
+        }
         // Approval and budget: a rejection; guidance: the step fails (`human_decided`).
         (DefaultDecision::Word(Refuse | Reject | Fail | Deny), _) => Decision::Reject,
     }
@@ -135,7 +144,15 @@ pub fn escalations(spec: &ValidatedSpec, state: &RunState) -> Vec<serde_json::Va
         let ladder = slot_ladder(spec, slot);
         let (Some(request), Some(asked_at), false) = (&s.asked, s.asked_at, ladder.is_empty()) else { continue };
         let open = matches!(&s.status, StepStatus::WaitingHuman { request: r } if r == request);
-        out.push(view(Some(slot.id(spec).to_string()), request, asked_mode(spec, slot.step, s), asked_at, open, ladder, s.escalated));
+        out.push(view(
+            Some(slot.id(spec).to_string()),
+            request,
+            asked_mode(spec, slot.step, s),
+            asked_at,
+            open,
+            ladder,
+            s.escalated,
+        ));
     }
     if let (Some(request), Some(asked_at)) = (&state.budget_asked, state.budget_asked_at) {
         let ladder = budget_ladder(spec);
@@ -150,7 +167,12 @@ pub fn escalations(spec: &ValidatedSpec, state: &RunState) -> Vec<serde_json::Va
 /// The mode of the slot's last request, open, answered or withdrawn: what it held back says
 /// (a tool call, a blocked output or prompt), else its step's type or its answer.
 fn asked_mode(spec: &ValidatedSpec, i: usize, s: &StepState) -> HumanMode {
-    if s.tool_ask.is_some() || matches!(s.decision.as_ref().map(|d| &d.decision), Some(Decision::AllowOnce | Decision::AllowForRun | Decision::Deny { .. })) {
+    if s.tool_ask.is_some()
+        || matches!(
+            s.decision.as_ref().map(|d| &d.decision),
+            Some(Decision::AllowOnce | Decision::AllowForRun | Decision::Deny { .. })
+        )
+    {
         HumanMode::ToolAuthorisation
     } else if matches!(spec.step(i).kind, StepKind::Approval(_)) {
         HumanMode::Approval
@@ -159,7 +181,15 @@ fn asked_mode(spec: &ValidatedSpec, i: usize, s: &StepState) -> HumanMode {
     }
 }
 
-fn view(step: Option<String>, request: &RequestId, mode: HumanMode, asked_at: u64, open: bool, ladder: &[Escalation], fired: u32) -> serde_json::Value {
+fn view(
+    step: Option<String>,
+    request: &RequestId,
+    mode: HumanMode,
+    asked_at: u64,
+    open: bool,
+    ladder: &[Escalation],
+    fired: u32,
+) -> serde_json::Value {
     let levels: Vec<serde_json::Value> = ladder
         .iter()
         .enumerate()

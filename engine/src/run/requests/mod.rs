@@ -13,8 +13,8 @@ mod guidance;
 mod tool_authorisation;
 
 pub(crate) use approval::approval_request;
-pub use escalation::{escalation_level, escalation_timers, escalations, slot_mode};
-pub(crate) use escalation::{budget_escalation_at, defaults_due, escalation_at, policy_decision, policy_reason};
 pub(crate) use budget::{budget_request, child_budget_request};
+pub(crate) use escalation::{budget_escalation_at, defaults_due, escalation_at, policy_decision, policy_reason};
+pub use escalation::{escalation_level, escalation_timers, escalations, slot_mode};
 pub(crate) use guidance::{guidance_request, prompt_guidance_request};
 pub(crate) use tool_authorisation::tool_authorisation_request;

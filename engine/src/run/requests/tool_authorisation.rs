@@ -10,7 +10,12 @@ use crate::ids::RequestId;
 use crate::run::{HumanMode, HumanRequestSpec, Slot};
 use crate::spec::{StepKind, ValidatedSpec};
 
-pub(crate) fn tool_authorisation_request(spec: &ValidatedSpec, slot: Slot, ask: &ToolAsk, id: RequestId) -> HumanRequestSpec {
+pub(crate) fn tool_authorisation_request(
+    spec: &ValidatedSpec,
+    slot: Slot,
+    ask: &ToolAsk,
+    id: RequestId,
+) -> HumanRequestSpec {
     let step = spec.step(slot.step);
     let what = match slot.item {
         None => format!("step `{}`", step.id),
@@ -24,7 +29,10 @@ pub(crate) fn tool_authorisation_request(spec: &ValidatedSpec, slot: Slot, ask: 
         id,
         mode: HumanMode::ToolAuthorisation,
         step: Some(slot.id(spec)),
-        question: format!("The model of {what} wants to call tool `{}`. Allow it once, allow it for the rest of this run, or deny it with a reason?", ask.tool),
+        question: format!(
+            "The model of {what} wants to call tool `{}`. Allow it once, allow it for the rest of this run, or deny it with a reason?",
+            ask.tool
+        ),
         context: json!({
             "workflow": spec.spec().id,
             "step": step.id,

@@ -7,10 +7,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::ids::{is_valid_id, StepId};
+use crate::ids::{StepId, is_valid_id};
+use crate::spec::SpecProblem;
 use crate::spec::steps::StepShape;
 use crate::spec::validate::problem;
-use crate::spec::SpecProblem;
 
 /// `approval`: the run waits until a human approves or rejects; a rejection fails the step.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -58,7 +58,8 @@ pub enum ConnectorAction {
 }
 
 impl ConnectorAction {
-    pub const ALL: [ConnectorAction; 3] = [ConnectorAction::EmailSend, ConnectorAction::EmailFetch, ConnectorAction::HttpRequest];
+    pub const ALL: [ConnectorAction; 3] =
+        [ConnectorAction::EmailSend, ConnectorAction::EmailFetch, ConnectorAction::HttpRequest];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -85,7 +86,9 @@ impl ConnectorAction {
     /// The fields `with` may hold, and those it must.
     fn fields(self) -> (&'static [&'static str], &'static [&'static str]) {
         match self {
-            ConnectorAction::EmailSend => (&["to", "cc", "bcc", "subject", "body", "attachments"], &["to", "subject", "body"]),
+            ConnectorAction::EmailSend => {
+                (&["to", "cc", "bcc", "subject", "body", "attachments"], &["to", "subject", "body"])
+            }
             ConnectorAction::EmailFetch => (&["mailbox", "search", "limit"], &[]),
             ConnectorAction::HttpRequest => (&["method", "path", "query", "headers", "json", "body"], &[]),
         }
@@ -322,16 +325,27 @@ pub fn read_with<T: serde::de::DeserializeOwned>(with: &Value) -> Result<T, Stri
 impl StepShape for ConnectorStep {
     fn check(&self, at: &str, p: &mut Vec<SpecProblem>) {
         if self.connection.trim().is_empty() {
-            p.push(problem(format!("{at}.connection"), "a `connector` step names its connection (`connection: NAME`, see `tollgate connections list`)"));
+            p.push(problem(
+                format!("{at}.connection"),
+                "a `connector` step names its connection (`connection: NAME`, see `tollgate connections list`)",
+            ));
         } else if !valid_connection_name(&self.connection) {
-            p.push(problem(format!("{at}.connection"), format!("`{}` is not a connection name (1–64 letters, digits, `_`, `-`, `.`)", self.connection)));
+            p.push(problem(
+                format!("{at}.connection"),
+                format!("`{}` is not a connection name (1–64 letters, digits, `_`, `-`, `.`)", self.connection),
+            ));
         }
         let names = ConnectorAction::ALL.map(ConnectorAction::name).join(", ");
         let action = match self.action.trim() {
-            "" => return p.push(problem(format!("{at}.action"), format!("a `connector` step needs an `action`: {names}"))),
+            "" => {
+                return p
+                    .push(problem(format!("{at}.action"), format!("a `connector` step needs an `action`: {names}")));
+            }
             a => match ConnectorAction::parse(a) {
                 Some(action) => action,
-                None => return p.push(problem(format!("{at}.action"), format!("unknown action `{a}` (actions: {names})"))),
+                None => {
+                    return p.push(problem(format!("{at}.action"), format!("unknown action `{a}` (actions: {names})")));
+                }
             },
         };
         let (fields, required) = action.fields();
@@ -340,7 +354,10 @@ impl StepShape for ConnectorStep {
         for key in self.with.keys() {
             if !fields.contains(&key.as_str()) {
                 fields_ok = false;
-                p.push(problem(format!("{at}.with.{key}"), format!("is not a field of `{}` (its fields: {list})", action.name())));
+                p.push(problem(
+                    format!("{at}.with.{key}"),
+                    format!("is not a field of `{}` (its fields: {list})", action.name()),
+                ));
             }
         }
         for key in required {
@@ -354,9 +371,15 @@ impl StepShape for ConnectorStep {
             return; // the rest is checked on the rendered fields
         }
         let checked = match action {
-            ConnectorAction::EmailSend => read_with::<EmailSendWith>(&with).and_then(|w| w.problem().map_or(Ok(()), Err)),
-            ConnectorAction::EmailFetch => read_with::<EmailFetchWith>(&with).and_then(|w| w.problem().map_or(Ok(()), Err)),
-            ConnectorAction::HttpRequest => read_with::<HttpRequestWith>(&with).and_then(|w| w.problem().map_or(Ok(()), Err)),
+            ConnectorAction::EmailSend => {
+                read_with::<EmailSendWith>(&with).and_then(|w| w.problem().map_or(Ok(()), Err))
+            }
+            ConnectorAction::EmailFetch => {
+                read_with::<EmailFetchWith>(&with).and_then(|w| w.problem().map_or(Ok(()), Err))
+            }
+            ConnectorAction::HttpRequest => {
+                read_with::<HttpRequestWith>(&with).and_then(|w| w.problem().map_or(Ok(()), Err))
+            }
         };
         if let Err(e) = checked {
             p.push(problem(format!("{at}.with"), e));
@@ -387,25 +410,52 @@ mod tests {
 
     #[test]
     fn each_action_has_its_fields() {
-        assert!(problems("{ connection: mail, action: email.send, with: { to: [a@b.test], subject: s, body: b } }").is_empty());
+        assert!(
+            problems("{ connection: mail, action: email.send, with: { to: [a@b.test], subject: s, body: b } }")
+                .is_empty()
+        );
         assert!(problems("{ connection: mail, action: email.send, with: { to: '${{ params.to }}', subject: s, body: b, attachments: '${{ steps.x.output.files }}' } }").is_empty());
         assert!(problems("{ connection: inbox, action: email.fetch }").is_empty());
-        assert!(problems("{ connection: api, action: http.request, with: { method: POST, path: /orders, json: { n: 1 } } }").is_empty());
-        assert_eq!(problems("{ action: email.send, with: { to: a@b.test, subject: s, body: b } }"), vec![
-            "steps[0] (c).connection: a `connector` step names its connection (`connection: NAME`, see `tollgate connections list`)"
-        ]);
-        assert_eq!(problems("{ connection: mail, action: email.sned }"), vec![
-            "steps[0] (c).action: unknown action `email.sned` (actions: email.send, email.fetch, http.request)"
-        ]);
-        assert_eq!(problems("{ connection: mail, action: email.send, with: { to: a@b.test, body: b, url: x } }"), vec![
-            "steps[0] (c).with.url: is not a field of `email.send` (its fields: `to`, `cc`, `bcc`, `subject`, `body`, `attachments`)",
-            "steps[0] (c).with: `email.send` needs `subject`",
-        ]);
-        assert_eq!(problems("{ connection: inbox, action: email.fetch, with: { limit: 500 } }"), vec!["steps[0] (c).with: `limit` must be between 1 and 200"]);
-        assert_eq!(problems("{ connection: mail, action: email.send, with: { to: nobody, subject: s, body: b } }"), vec!["steps[0] (c).with: `to`: `nobody` is not an email address"]);
-        assert_eq!(problems("{ connection: mail, action: email.send, with: { to: a@b.test, subject: s, body: b, attachments: [{ filename: x.txt }] } }"), vec![
-            "steps[0] (c).with: `attachments[0]`: an attachment needs `content`, `content_base64` or `blob`"
-        ]);
-        assert_eq!(problems("{ connection: api, action: http.request, with: { method: FETCH } }"), vec!["steps[0] (c).with: `FETCH` is not an HTTP method"]);
+        assert!(
+            problems(
+                "{ connection: api, action: http.request, with: { method: POST, path: /orders, json: { n: 1 } } }"
+            )
+            .is_empty()
+        );
+        assert_eq!(
+            problems("{ action: email.send, with: { to: a@b.test, subject: s, body: b } }"),
+            vec![
+                "steps[0] (c).connection: a `connector` step names its connection (`connection: NAME`, see `tollgate connections list`)"
+            ]
+        );
+        assert_eq!(
+            problems("{ connection: mail, action: email.sned }"),
+            vec!["steps[0] (c).action: unknown action `email.sned` (actions: email.send, email.fetch, http.request)"]
+        );
+        assert_eq!(
+            problems("{ connection: mail, action: email.send, with: { to: a@b.test, body: b, url: x } }"),
+            vec![
+                "steps[0] (c).with.url: is not a field of `email.send` (its fields: `to`, `cc`, `bcc`, `subject`, `body`, `attachments`)",
+                "steps[0] (c).with: `email.send` needs `subject`",
+            ]
+        );
+        assert_eq!(
+            problems("{ connection: inbox, action: email.fetch, with: { limit: 500 } }"),
+            vec!["steps[0] (c).with: `limit` must be between 1 and 200"]
+        );
+        assert_eq!(
+            problems("{ connection: mail, action: email.send, with: { to: nobody, subject: s, body: b } }"),
+            vec!["steps[0] (c).with: `to`: `nobody` is not an email address"]
+        );
+        assert_eq!(
+            problems(
+                "{ connection: mail, action: email.send, with: { to: a@b.test, subject: s, body: b, attachments: [{ filename: x.txt }] } }"
+            ),
+            vec!["steps[0] (c).with: `attachments[0]`: an attachment needs `content`, `content_base64` or `blob`"]
+        );
+        assert_eq!(
+            problems("{ connection: api, action: http.request, with: { method: FETCH } }"),
+            vec!["steps[0] (c).with: `FETCH` is not an HTTP method"]
+        );
     }
 }

@@ -10,12 +10,12 @@ use std::time::Duration;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use crate::expr::{self, ExprError, Scope};
+use crate::spec::SpecProblem;
 use crate::spec::steps::StepShape;
 use crate::spec::validate::problem;
-use crate::spec::SpecProblem;
 
 /// How far back a `wait` looks for an event emitted before it began, unless it says otherwise.
 pub const DEFAULT_LOOKBACK: Duration = Duration::from_secs(60);
@@ -148,7 +148,10 @@ impl StepShape for EventStep {
                     p.push(problem(format!("{at}.wait.lookback"), "must be at most 1h"));
                 }
                 if w.default.is_some() && w.on_timeout != OnTimeout::Succeed {
-                    p.push(problem(format!("{at}.wait.default"), "is the output of a timed-out wait: it needs `on_timeout: succeed`"));
+                    p.push(problem(
+                        format!("{at}.wait.default"),
+                        "is the output of a timed-out wait: it needs `on_timeout: succeed`",
+                    ));
                 }
             }
         }
@@ -161,7 +164,12 @@ impl StepShape for EventStep {
     fn templates(&self, at: &str) -> Vec<(String, Value)> {
         self.emit
             .iter()
-            .flat_map(|e| [(format!("{at}.emit.name"), Value::String(e.name.clone())), (format!("{at}.emit.payload"), e.payload.clone())])
+            .flat_map(|e| {
+                [
+                    (format!("{at}.emit.name"), Value::String(e.name.clone())),
+                    (format!("{at}.emit.payload"), e.payload.clone()),
+                ]
+            })
             .collect()
     }
 }

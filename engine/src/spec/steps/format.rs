@@ -20,7 +20,23 @@ use crate::spec::steps::{KINDS, StepKind, deserialize_kind, kind_schema, own_fie
 use crate::spec::{RetrySpec, StepGates, StepSpec, StepType};
 
 /// The fields every step has, in the order messages list them.
-const COMMON: &[&str] = &["id", "type", "description", "needs", "when", "join", "inputs", "for_each", "retry", "timeout", "queue_timeout", "cost", "gates", "checks", "escalate"];
+const COMMON: &[&str] = &[
+    "id",
+    "type",
+    "description",
+    "needs",
+    "when",
+    "join",
+    "inputs",
+    "for_each",
+    "retry",
+    "timeout",
+    "queue_timeout",
+    "cost",
+    "gates",
+    "checks",
+    "escalate",
+];
 
 impl<'de> Deserialize<'de> for StepSpec {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {

@@ -12,8 +12,8 @@ use serde_json::{Value, json};
 use crate::llm::Role;
 use crate::spec::SpecProblem;
 use crate::spec::steps::StepShape;
-use crate::spec::validate::problem;
 use crate::spec::steps::tools::{DEFAULT_MAX_TURNS, ToolSpec, check_tools};
+use crate::spec::validate::problem;
 
 /// `llm`: ask a model. `system`/`prompt`/`messages` are minijinja templates over `params`,
 /// `steps` and `inputs`; the output is `{text, usage}` or, with `schema`, `{json, usage}`.
@@ -87,8 +87,19 @@ pub struct LlmMessage {
 }
 
 impl LlmStep {
-    pub const FIELDS: &'static [&'static str] =
-        &["provider", "model", "system", "prompt", "messages", "temperature", "max_tokens", "schema", "on_injection", "tools", "max_turns"];
+    pub const FIELDS: &'static [&'static str] = &[
+        "provider",
+        "model",
+        "system",
+        "prompt",
+        "messages",
+        "temperature",
+        "max_tokens",
+        "schema",
+        "on_injection",
+        "tools",
+        "max_turns",
+    ];
 
     /// Model turns the tool loop may take: `max_turns`, or the default with tools, or one.
     pub fn turns(&self) -> u32 {
@@ -123,7 +134,8 @@ impl LlmStep {
     /// `messages`, then `prompt` as a user message). `scope` holds `params`, `steps`, `inputs`.
     pub fn render(&self, scope: &Value) -> Result<Value, String> {
         let env = environment();
-        let render = |place: &str, src: &str| env.render_str(src, scope).map_err(|e| format!("{place}: {}", describe(&e)));
+        let render =
+            |place: &str, src: &str| env.render_str(src, scope).map_err(|e| format!("{place}: {}", describe(&e)));
         let mut messages = Vec::new();
         if let Some(s) = &self.system {
             messages.push(json!({ "role": "system", "content": render("system", s)? }));
@@ -209,7 +221,11 @@ mod tests {
     use super::*;
 
     fn step(prompt: &str) -> LlmStep {
-        LlmStep { prompt: Some(prompt.into()), system: Some("You draft letters for {{ params.firm }}.".into()), ..Default::default() }
+        LlmStep {
+            prompt: Some(prompt.into()),
+            system: Some("You draft letters for {{ params.firm }}.".into()),
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -228,7 +244,8 @@ mod tests {
 
     #[test]
     fn an_undefined_variable_is_an_error_naming_the_template() {
-        let e = step("{{ params.nmae }}").render(&json!({"params": {"firm": "x"}, "steps": {}, "inputs": {}})).unwrap_err();
+        let e =
+            step("{{ params.nmae }}").render(&json!({"params": {"firm": "x"}, "steps": {}, "inputs": {}})).unwrap_err();
         assert!(e.starts_with("prompt:"), "{e}");
         assert!(e.contains("undefined"), "{e}");
     }
@@ -246,7 +263,9 @@ mod tests {
 
     #[test]
     fn schema_errors_say_what_is_wrong() {
-        let schema = compile_schema(&json!({"type": "object", "required": ["fee"], "properties": {"fee": {"type": "number"}}})).unwrap();
+        let schema =
+            compile_schema(&json!({"type": "object", "required": ["fee"], "properties": {"fee": {"type": "number"}}}))
+                .unwrap();
         assert!(schema_errors(&schema, &json!({"fee": 10})).is_empty());
         let errs = schema_errors(&schema, &json!({"fee": "ten"}));
         assert!(errs.iter().any(|e| e.contains("fee")), "{errs:?}");

@@ -29,20 +29,25 @@ pub use approval::ApprovalStep;
 pub use code::{CodeLimits, CodeStep};
 pub use condition::ConditionStep;
 pub use connector::{
-    read_with, AttachmentSource, AttachmentSpec, ConnectorAction, ConnectorStep, EmailFetchWith, EmailSendWith, HttpRequestWith, Recipients, MAX_FETCH,
+    AttachmentSource, AttachmentSpec, ConnectorAction, ConnectorStep, EmailFetchWith, EmailSendWith, HttpRequestWith,
+    MAX_FETCH, Recipients, read_with,
 };
 pub use delay::DelayStep;
+pub use event::{DEFAULT_LOOKBACK, EmitSpec, EventStep, OnTimeout, WaitSpec, valid_event_name};
+pub(crate) use format::one_shape_per_type;
 pub use llm::{LlmMessage, LlmStep, OnInjection, compile_schema, schema_errors};
-pub use tools::{is_tool_name, Authorize, ToolBacking, ToolSpec, DEFAULT_MAX_TURNS, MAX_TOOL_CALLS_PER_TURN, MAX_TOOL_RESULT_BYTES, MAX_TURNS_LIMIT};
 pub use platform::{
-    MemoryListWith, MemoryReadWith, MemoryWriteWith, NotifyWith, PlatformAction, PlatformStep, WorkflowRunWith, DEFAULT_MEMORY_SINCE,
-    MAX_MEMORY_LIST, MAX_NOTE_BYTES, MAX_WORKFLOW_DEPTH,
+    DEFAULT_MEMORY_SINCE, MAX_MEMORY_LIST, MAX_NOTE_BYTES, MAX_WORKFLOW_DEPTH, MemoryListWith, MemoryReadWith,
+    MemoryWriteWith, NotifyWith, PlatformAction, PlatformStep, WorkflowRunWith,
 };
 pub use research::{
-    citation_check, citations, is_collection_name, summary_context, IfMissing, ResearchStep, ResearchSummary, CITATIONS_CHECK, DEFAULT_COLLECTION, MAX_TOP_K,
+    CITATIONS_CHECK, DEFAULT_COLLECTION, IfMissing, MAX_TOP_K, ResearchStep, ResearchSummary, citation_check,
+    citations, is_collection_name, summary_context,
 };
-pub use event::{valid_event_name, EmitSpec, EventStep, OnTimeout, WaitSpec, DEFAULT_LOOKBACK};
-pub(crate) use format::one_shape_per_type;
+pub use tools::{
+    Authorize, DEFAULT_MAX_TURNS, MAX_TOOL_CALLS_PER_TURN, MAX_TOOL_RESULT_BYTES, MAX_TURNS_LIMIT, ToolBacking,
+    ToolSpec, is_tool_name,
+};
 
 /// What a step type's own fields add to validation. Places start with `at` (`steps[2] (fetch)`).
 pub(crate) trait StepShape {
@@ -119,7 +124,9 @@ impl StepKind {
     pub fn model_step(&self) -> Option<std::borrow::Cow<'_, LlmStep>> {
         match self {
             StepKind::Llm(llm) => Some(std::borrow::Cow::Borrowed(llm)),
-            StepKind::Research(r) if r.ingest.is_none() => r.summarize.as_ref().map(|s| std::borrow::Cow::Owned(s.llm())),
+            StepKind::Research(r) if r.ingest.is_none() => {
+                r.summarize.as_ref().map(|s| std::borrow::Cow::Owned(s.llm()))
+            }
             _ => None,
         }
     }

@@ -20,9 +20,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::ids::WorkflowId;
+use crate::spec::SpecProblem;
 use crate::spec::steps::StepShape;
 use crate::spec::validate::problem;
-use crate::spec::SpecProblem;
 
 /// How deep sub-workflows may nest (a top-level run is depth 0): a chain of workflows that
 /// call each other stops here with `recursion_limit`.
@@ -220,9 +220,16 @@ mod tests {
 
     #[test]
     fn each_action_checks_its_settings() {
-        assert!(problems(&step(PlatformAction::WorkflowRun, json!({"workflow": "child", "params": {"a": 1}}))).is_empty());
+        assert!(
+            problems(&step(PlatformAction::WorkflowRun, json!({"workflow": "child", "params": {"a": 1}}))).is_empty()
+        );
         let p = problems(&step(PlatformAction::WorkflowRun, json!({"params": {}})));
-        assert!(p[0].contains("steps[0] (x).with") && p[0].contains("missing field `workflow`") && p[0].contains("workflow.run"), "{p:?}");
+        assert!(
+            p[0].contains("steps[0] (x).with")
+                && p[0].contains("missing field `workflow`")
+                && p[0].contains("workflow.run"),
+            "{p:?}"
+        );
         let p = problems(&step(PlatformAction::MemoryWrite, json!({"text": "t", "tag": ["x"]})));
         assert!(p[0].contains("unknown field `tag`"), "{p:?}");
         let p = problems(&step(PlatformAction::MemoryList, json!({"since": "a week"})));

@@ -23,8 +23,8 @@ use serde_json::Value;
 use crate::checks::CheckResult;
 use crate::conversation::bounded;
 use crate::spec::SpecProblem;
-use crate::spec::steps::llm::{LlmStep, OnInjection};
 use crate::spec::steps::StepShape;
+use crate::spec::steps::llm::{LlmStep, OnInjection};
 use crate::spec::validate::problem;
 
 /// The most hits a `research` step may ask for.
@@ -153,28 +153,39 @@ pub fn is_collection_name(name: &str) -> bool {
 impl StepShape for ResearchStep {
     fn check(&self, at: &str, p: &mut Vec<SpecProblem>) {
         match (&self.ingest, self.query.trim().is_empty()) {
-            (None, true) => p.push(problem(format!("{at}.query"), "must not be empty (or give `ingest` to add documents instead)")),
-            (Some(_), false) => p.push(problem(at, "a `research` step either searches (`query`) or adds documents (`ingest`), not both")),
+            (None, true) => {
+                p.push(problem(format!("{at}.query"), "must not be empty (or give `ingest` to add documents instead)"))
+            }
+            (Some(_), false) => p.push(problem(
+                at,
+                "a `research` step either searches (`query`) or adds documents (`ingest`), not both",
+            )),
             (Some(Value::Array(_)), true) => {}
             (Some(Value::String(t)), true) if t.contains("${{") => {}
-            (Some(_), true) => p.push(problem(format!("{at}.ingest"), "must be a list of `{name, text}` documents, or a `${{ … }}` template that gives one")),
+            (Some(_), true) => p.push(problem(
+                format!("{at}.ingest"),
+                "must be a list of `{name, text}` documents, or a `${{ … }}` template that gives one",
+            )),
             (None, false) => {}
         }
         if !is_collection_name(&self.collection) {
-            p.push(problem(
-                format!("{at}.collection"),
-                "must be 1 to 64 characters of letters, digits, `_`, `.`, `-`",
-            ));
+            p.push(problem(format!("{at}.collection"), "must be 1 to 64 characters of letters, digits, `_`, `.`, `-`"));
         }
         if !(1..=MAX_TOP_K).contains(&self.top_k) {
             p.push(problem(format!("{at}.top_k"), format!("must be between 1 and {MAX_TOP_K}")));
         }
         if let Some(summary) = &self.summarize {
             if self.ingest.is_some() {
-                p.push(problem(format!("{at}.summarize"), "summarises the hits of a search: it needs `query`, not `ingest`"));
+                p.push(problem(
+                    format!("{at}.summarize"),
+                    "summarises the hits of a search: it needs `query`, not `ingest`",
+                ));
             }
             if summary.prompt.trim().is_empty() {
-                p.push(problem(format!("{at}.summarize.prompt"), "must not be empty: say what the hits are summarised for"));
+                p.push(problem(
+                    format!("{at}.summarize.prompt"),
+                    "must not be empty: say what the hits are summarised for",
+                ));
             }
             summary.llm().check(&format!("{at}.summarize"), p);
         }
@@ -208,7 +219,12 @@ pub fn summary_context(hits: &[Value]) -> String {
     for hit in hits {
         let field = |k: &str, max: usize| bounded(hit[k].as_str().unwrap_or_default().to_owned(), max);
         let page = hit["page"].as_u64().map(|p| format!(" (page {p})")).unwrap_or_default();
-        out.push_str(&format!("\n[{}] {}{page}\n{}\n", field("id", MAX_HIT_ID), field("source", MAX_HIT_SOURCE), field("text", MAX_HIT_TEXT)));
+        out.push_str(&format!(
+            "\n[{}] {}{page}\n{}\n",
+            field("id", MAX_HIT_ID),
+            field("source", MAX_HIT_SOURCE),
+            field("text", MAX_HIT_TEXT)
+        ));
     }
     out.push_str(CONTEXT_TAIL);
     out
@@ -244,10 +260,16 @@ pub fn citation_check(output: &Value) -> CheckResult {
             Some(text) => {
                 let cited = citations(text);
                 if cited.is_empty() {
-                    evidence.push(format!("the summary cites none of the hits ({}); cite each one used as [hit-1]", ids.join(", ")));
+                    evidence.push(format!(
+                        "the summary cites none of the hits ({}); cite each one used as [hit-1]",
+                        ids.join(", ")
+                    ));
                 }
                 for c in cited.iter().filter(|c| !ids.contains(&c.as_str())) {
-                    evidence.push(format!("the summary cites [{c}], which is not one of the hits returned ({})", ids.join(", ")));
+                    evidence.push(format!(
+                        "the summary cites [{c}], which is not one of the hits returned ({})",
+                        ids.join(", ")
+                    ));
                 }
             }
         }
@@ -270,7 +292,10 @@ mod tests {
 
     #[test]
     fn citations_are_read_from_square_brackets_in_order_each_once() {
-        assert_eq!(citations("Fees were fixed [hit-2]; liability capped [hit-1, hit-2]. See [note] and [Hit 3]."), ["hit-2", "hit-1", "Hit 3"]);
+        assert_eq!(
+            citations("Fees were fixed [hit-2]; liability capped [hit-1, hit-2]. See [note] and [Hit 3]."),
+            ["hit-2", "hit-1", "Hit 3"]
+        );
         assert!(citations("No citation here, [a link](http://x) neither.").is_empty());
     }
 
@@ -278,36 +303,63 @@ mod tests {
     fn the_citation_check_names_an_invented_id_and_a_summary_citing_nothing() {
         let ok = json!({"hits": hits(&["hit-1", "hit-2"]), "summary": {"text": "Capped at the fee [hit-2]."}});
         assert!(citation_check(&ok).passed);
-        let invented = json!({"hits": hits(&["hit-1", "hit-2"]), "summary": {"text": "Capped [hit-2], fixed fee [hit-7]."}});
+        let invented =
+            json!({"hits": hits(&["hit-1", "hit-2"]), "summary": {"text": "Capped [hit-2], fixed fee [hit-7]."}});
         let r = citation_check(&invented);
         assert!(!r.passed);
         assert_eq!(r.name, "citations");
         assert_eq!(r.evidence, ["the summary cites [hit-7], which is not one of the hits returned (hit-1, hit-2)"]);
         let uncited = json!({"hits": hits(&["hit-1"]), "summary": {"text": "Capped at the fee."}});
-        assert!(citation_check(&uncited).evidence[0].contains("cites none of the hits"), "{:?}", citation_check(&uncited));
+        assert!(
+            citation_check(&uncited).evidence[0].contains("cites none of the hits"),
+            "{:?}",
+            citation_check(&uncited)
+        );
         // No hits: nothing to cite, no summary needed.
         assert!(citation_check(&json!({"hits": [], "summary": {"text": "", "citations": []}})).passed);
     }
 
     #[test]
     fn the_context_holds_every_hit_under_its_id_within_its_bound() {
-        let step = ResearchStep { query: "q".into(), ingest: None, collection: "c".into(), top_k: 3, if_missing: IfMissing::Fail, summarize: None };
+        let step = ResearchStep {
+            query: "q".into(),
+            ingest: None,
+            collection: "c".into(),
+            top_k: 3,
+            if_missing: IfMissing::Fail,
+            summarize: None,
+        };
         let long = |n: usize| "é".repeat(n);
-        let big: Vec<Value> = (1..=3).map(|i| json!({"id": format!("hit-{i}"), "source": long(400), "page": u32::MAX, "text": long(5000)})).collect();
+        let big: Vec<Value> = (1..=3)
+            .map(|i| json!({"id": format!("hit-{i}"), "source": long(400), "page": u32::MAX, "text": long(5000)}))
+            .collect();
         let context = summary_context(&big);
-        assert!(context.len() as u64 <= step.summary_context_bound(), "{} > {}", context.len(), step.summary_context_bound());
-        let small = summary_context(&[json!({"id": "hit-1", "source": "fees.md", "page": 2, "text": "A fixed fee of 8 %."})]);
+        assert!(
+            context.len() as u64 <= step.summary_context_bound(),
+            "{} > {}",
+            context.len(),
+            step.summary_context_bound()
+        );
+        let small =
+            summary_context(&[json!({"id": "hit-1", "source": "fees.md", "page": 2, "text": "A fixed fee of 8 %."})]);
         assert!(small.contains("\n[hit-1] fees.md (page 2)\nA fixed fee of 8 %.\n"), "{small}");
         assert!(small.contains("like [hit-1]"), "{small}");
     }
 
     #[test]
     fn a_summary_needs_a_query_and_a_prompt_whose_template_parses() {
-        let step: ResearchStep = serde_json::from_value(json!({"ingest": [], "summarize": {"prompt": "{% if %}"}})).unwrap();
+        let step: ResearchStep =
+            serde_json::from_value(json!({"ingest": [], "summarize": {"prompt": "{% if %}"}})).unwrap();
         let mut p = Vec::new();
         step.check("steps[0] (find)", &mut p);
         let text: Vec<String> = p.iter().map(ToString::to_string).collect();
-        assert!(text.iter().any(|t| t.contains("steps[0] (find).summarize") && t.contains("needs `query`")), "{text:?}");
-        assert!(text.iter().any(|t| t.contains("steps[0] (find).summarize.prompt") && t.contains("does not parse")), "{text:?}");
+        assert!(
+            text.iter().any(|t| t.contains("steps[0] (find).summarize") && t.contains("needs `query`")),
+            "{text:?}"
+        );
+        assert!(
+            text.iter().any(|t| t.contains("steps[0] (find).summarize.prompt") && t.contains("does not parse")),
+            "{text:?}"
+        );
     }
 }

@@ -95,8 +95,10 @@ impl Authorize {
             Authorize::Always(false) => None,
             Authorize::When(categories) => {
                 let policy = crate::gates::GatePolicy::default();
-                let (verdict, _) = crate::gates::GateMesh::builtin().scan_json(args, &policy, &mut crate::gates::RedactionMap::new());
-                let mut found: Vec<String> = verdict.findings.iter().map(|f| f.category.clone()).filter(|c| categories.contains(c)).collect();
+                let (verdict, _) =
+                    crate::gates::GateMesh::builtin().scan_json(args, &policy, &mut crate::gates::RedactionMap::new());
+                let mut found: Vec<String> =
+                    verdict.findings.iter().map(|f| f.category.clone()).filter(|c| categories.contains(c)).collect();
                 found.sort();
                 found.dedup();
                 if found.is_empty() && verdict.action == crate::gates::GateAction::Block {
@@ -138,7 +140,11 @@ impl ToolSpec {
 
     /// The definition the model sees: name, description, argument schema.
     pub fn definition(&self) -> crate::llm::ToolDef {
-        crate::llm::ToolDef { name: self.name.clone(), description: self.description.clone(), parameters: self.parameters.clone() }
+        crate::llm::ToolDef {
+            name: self.name.clone(),
+            description: self.description.clone(),
+            parameters: self.parameters.clone(),
+        }
     }
 }
 
@@ -186,26 +192,42 @@ pub(crate) fn check_tools(tools: &[ToolSpec], max_turns: Option<u32>, at: &str, 
         if let Some(r) = &t.research {
             r.check(&format!("{at}.research"), p);
             if r.summarize.is_some() {
-                p.push(problem(format!("{at}.research.summarize"), "a `research` tool returns its hits to the model that called it: no `summarize`"));
+                p.push(problem(
+                    format!("{at}.research.summarize"),
+                    "a `research` tool returns its hits to the model that called it: no `summarize`",
+                ));
             }
         }
         if let Authorize::When(categories) = &t.authorize {
             let known = known_categories();
             if categories.is_empty() {
-                p.push(problem(format!("{at}.authorize"), "an empty list asks about nothing: write `false`, `true` or categories"));
+                p.push(problem(
+                    format!("{at}.authorize"),
+                    "an empty list asks about nothing: write `false`, `true` or categories",
+                ));
             }
             for c in categories.iter().filter(|c| !known.contains(c)) {
-                p.push(problem(format!("{at}.authorize"), format!("unknown category `{c}` (known: {})", known.join(", "))));
+                p.push(problem(
+                    format!("{at}.authorize"),
+                    format!("unknown category `{c}` (known: {})", known.join(", ")),
+                ));
             }
         }
         if !t.authorize.may_ask() && (t.assignee.is_some() || t.forbid_self_approval) {
-            p.push(problem(at.clone(), "`assignee` and `forbid_self_approval` apply only to a tool with `authorize: true`"));
+            p.push(problem(
+                at.clone(),
+                "`assignee` and `forbid_self_approval` apply only to a tool with `authorize: true`",
+            ));
         }
     }
     match max_turns {
         Some(0) => p.push(problem(format!("{at}.max_turns"), "must be at least 1")),
-        Some(n) if n > MAX_TURNS_LIMIT => p.push(problem(format!("{at}.max_turns"), format!("must be at most {MAX_TURNS_LIMIT}"))),
-        Some(_) if tools.is_empty() => p.push(problem(format!("{at}.max_turns"), "bounds the tool loop: it needs `tools`")),
+        Some(n) if n > MAX_TURNS_LIMIT => {
+            p.push(problem(format!("{at}.max_turns"), format!("must be at most {MAX_TURNS_LIMIT}")))
+        }
+        Some(_) if tools.is_empty() => {
+            p.push(problem(format!("{at}.max_turns"), "bounds the tool loop: it needs `tools`"))
+        }
         _ => {}
     }
 }
@@ -222,8 +244,12 @@ mod tests {
     fn a_tool_needs_one_backing_an_object_schema_and_a_unique_name() {
         let tools = vec![
             tool(json!({"name": "lookup", "description": "find", "api_call": {"url": "https://x/${{ args.id }}"}})),
-            tool(json!({"name": "lookup", "description": "again", "code": {"script": "return 1"}, "research": {"query": "q"}})),
-            tool(json!({"name": "bad name", "description": "", "parameters": {"type": "string"}, "code": {"script": "return 1"}})),
+            tool(
+                json!({"name": "lookup", "description": "again", "code": {"script": "return 1"}, "research": {"query": "q"}}),
+            ),
+            tool(
+                json!({"name": "bad name", "description": "", "parameters": {"type": "string"}, "code": {"script": "return 1"}}),
+            ),
         ];
         let mut p = Vec::new();
         check_tools(&tools, Some(0), "steps[0] (ask)", &mut p);
@@ -240,7 +266,9 @@ mod tests {
 
     #[test]
     fn a_research_tool_returns_its_hits_and_cannot_summarise_them() {
-        let t = tool(json!({"name": "find", "description": "find", "research": {"query": "${{ args.q }}", "summarize": {"prompt": "sum up"}}}));
+        let t = tool(
+            json!({"name": "find", "description": "find", "research": {"query": "${{ args.q }}", "summarize": {"prompt": "sum up"}}}),
+        );
         let mut p = Vec::new();
         check_tools(&[t], None, "steps[0] (ask)", &mut p);
         assert!(p.iter().any(|p| p.to_string().contains("tools[0] (find).research.summarize")), "{p:?}");
@@ -248,13 +276,16 @@ mod tests {
 
     #[test]
     fn authorize_by_category_asks_only_about_arguments_holding_one() {
-        let t = tool(json!({"name": "pay", "description": "pay", "authorize": ["card"], "code": {"script": "return 1"}}));
+        let t =
+            tool(json!({"name": "pay", "description": "pay", "authorize": ["card"], "code": {"script": "return 1"}}));
         assert_eq!(t.authorize.asks(&json!({"amount": 12, "note": "lunch"})), None);
         assert_eq!(t.authorize.asks(&json!({"card": "4111 1111 1111 1111"})), Some(vec!["card".to_string()]));
-        let always = tool(json!({"name": "pay", "description": "pay", "authorize": true, "code": {"script": "return 1"}}));
+        let always =
+            tool(json!({"name": "pay", "description": "pay", "authorize": true, "code": {"script": "return 1"}}));
         assert_eq!(always.authorize.asks(&json!({})), Some(vec![]));
         let mut p = Vec::new();
-        let bad = tool(json!({"name": "pay", "description": "pay", "authorize": ["cardz"], "code": {"script": "return 1"}}));
+        let bad =
+            tool(json!({"name": "pay", "description": "pay", "authorize": ["cardz"], "code": {"script": "return 1"}}));
         check_tools(&[bad], None, "steps[0] (x)", &mut p);
         assert!(p.iter().any(|p| p.to_string().contains("unknown category `cardz`")), "{p:?}");
     }

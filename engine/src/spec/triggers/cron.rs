@@ -6,13 +6,13 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use chrono_tz::Tz;
-use croner::parser::{CronParser, Seconds};
 use croner::Cron;
+use croner::parser::{CronParser, Seconds};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::spec::validate::problem;
 use crate::spec::SpecProblem;
+use crate::spec::validate::problem;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -76,7 +76,9 @@ impl CronTrigger {
             .map_err(|e| format!("schedule `{}`: {e}", self.schedule))?;
         let tz = match &self.timezone {
             None => Tz::UTC,
-            Some(name) => name.parse::<Tz>().map_err(|_| format!("timezone `{name}` is not an IANA time zone (e.g. Europe/Stockholm)"))?,
+            Some(name) => name
+                .parse::<Tz>()
+                .map_err(|_| format!("timezone `{name}` is not an IANA time zone (e.g. Europe/Stockholm)"))?,
         };
         Ok(CronSchedule { cron, tz })
     }

@@ -6,9 +6,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::expr;
+use crate::spec::SpecProblem;
 use crate::spec::steps::valid_event_name;
 use crate::spec::validate::problem;
-use crate::spec::SpecProblem;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -23,7 +23,10 @@ pub struct EventTrigger {
 impl EventTrigger {
     pub(crate) fn check(&self, at: &str, p: &mut Vec<SpecProblem>) {
         if !valid_event_name(&self.name) {
-            p.push(problem(format!("{at}.event.name"), format!("`{}` is not an event name (1–200 letters, digits or `._:-/`)", self.name)));
+            p.push(problem(
+                format!("{at}.event.name"),
+                format!("`{}` is not an event name (1–200 letters, digits or `._:-/`)", self.name),
+            ));
         }
         if let Some(f) = &self.filter {
             if let Err(e) = expr::compile(f) {

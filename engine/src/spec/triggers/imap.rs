@@ -10,8 +10,8 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::spec::validate::problem;
 use crate::spec::SpecProblem;
+use crate::spec::validate::problem;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -95,17 +95,25 @@ impl ImapTrigger {
             p.push(problem(format!("{at}.imap.host"), "must not be empty"));
         }
         if self.password_env.is_empty() || !self.password_env.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-            p.push(problem(format!("{at}.imap.password_env"), "must name an environment variable (letters, digits, `_`)"));
+            p.push(problem(
+                format!("{at}.imap.password_env"),
+                "must name an environment variable (letters, digits, `_`)",
+            ));
         }
         match &self.ca_file {
-            Some(f) if f.trim().is_empty() => p.push(problem(format!("{at}.imap.ca_file"), "must name a PEM file of CA certificates")),
+            Some(f) if f.trim().is_empty() => {
+                p.push(problem(format!("{at}.imap.ca_file"), "must name a PEM file of CA certificates"))
+            }
             Some(_) if !self.tls => p.push(problem(format!("{at}.imap.ca_file"), "only applies with `tls: true`")),
             _ => {}
         }
         if self.after == ImapAfter::Move && self.move_to.as_deref().is_none_or(str::is_empty) {
             p.push(problem(format!("{at}.imap.move_to"), "`after: move` needs the folder to move to"));
         }
-        if !self.flag.starts_with('$') && !self.flag.starts_with('\\') || self.flag.len() < 2 || self.flag.contains([' ', '(', ')']) {
+        if !self.flag.starts_with('$') && !self.flag.starts_with('\\')
+            || self.flag.len() < 2
+            || self.flag.contains([' ', '(', ')'])
+        {
             p.push(problem(format!("{at}.imap.flag"), "must be an IMAP keyword (`$Name`) or system flag (`\\Seen`)"));
         }
         if self.poll.is_zero() || self.liveness.is_zero() {

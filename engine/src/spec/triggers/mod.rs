@@ -18,11 +18,11 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-pub use cron::{CronSchedule, CronTrigger, MissedSlots, MAX_CATCH_UP};
+pub use cron::{CronSchedule, CronTrigger, MAX_CATCH_UP, MissedSlots};
 pub use event::EventTrigger;
 pub use imap::{ImapAfter, ImapTrigger};
-pub use upload::{sanitize_file_name, UploadTrigger};
-pub use webhook::{compile_schema, BodySchema, SignatureScheme, WebhookTrigger};
+pub use upload::{UploadTrigger, sanitize_file_name};
+pub use webhook::{BodySchema, SignatureScheme, WebhookTrigger, compile_schema};
 
 use crate::expr;
 use crate::spec::validate::problem;
@@ -177,7 +177,12 @@ pub(crate) fn check_triggers(spec: &WorkflowSpec, p: &mut Vec<SpecProblem>) {
                         if let Err(err) = expr::compile(&e) {
                             p.push(problem(&at, err.to_string()));
                         } else if !expr::referenced_params(&e).is_empty() || !expr::referenced_steps(&e).is_empty() {
-                            p.push(problem(&at, format!("`{e}`: a trigger's templates see `payload` and `fire`, not `params` or `steps`")));
+                            p.push(problem(
+                                &at,
+                                format!(
+                                    "`{e}`: a trigger's templates see `payload` and `fire`, not `params` or `steps`"
+                                ),
+                            ));
                         }
                     }
                 }
@@ -192,7 +197,11 @@ fn sections() -> String {
 
 /// The run parameters a fire gives: each of the trigger's `params:` rendered over `payload` and
 /// `fire` (the result is then bound like parameters given on the command line).
-pub fn render_params(trigger: &TriggerSpec, payload: &Value, fire: &Value) -> Result<serde_json::Map<String, Value>, expr::ExprError> {
+pub fn render_params(
+    trigger: &TriggerSpec,
+    payload: &Value,
+    fire: &Value,
+) -> Result<serde_json::Map<String, Value>, expr::ExprError> {
     let vars = [("payload", payload), ("fire", fire)];
     trigger.params.iter().map(|(name, v)| Ok((name.clone(), expr::render_vars(v, &vars)?))).collect()
 }

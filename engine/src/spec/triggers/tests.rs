@@ -3,7 +3,7 @@
 use serde_json::json;
 
 use crate::spec::parse_yaml;
-use crate::spec::triggers::{render_params, sanitize_file_name, MissedSlots, TriggerKind};
+use crate::spec::triggers::{MissedSlots, TriggerKind, render_params, sanitize_file_name};
 
 fn spec_with(triggers: &str) -> String {
     format!(
@@ -57,9 +57,12 @@ fn a_bad_time_zone_and_an_unknown_field_are_refused() {
 
 #[test]
 fn params_render_from_payload_and_fire() {
-    let yaml = spec_with("  - id: hook\n    webhook: {}\n    params: { client: '${{ payload.client.name }}', day: 'fire ${{ fire.key }}' }\n");
+    let yaml = spec_with(
+        "  - id: hook\n    webhook: {}\n    params: { client: '${{ payload.client.name }}', day: 'fire ${{ fire.key }}' }\n",
+    );
     let spec = parse_yaml(&yaml).unwrap_or_else(|e| panic!("{e}"));
-    let params = render_params(&spec.spec().triggers[0], &json!({"client": {"name": "Acme"}}), &json!({"key": "k1"})).unwrap();
+    let params =
+        render_params(&spec.spec().triggers[0], &json!({"client": {"name": "Acme"}}), &json!({"key": "k1"})).unwrap();
     assert_eq!(serde_json::Value::Object(params), json!({"client": "Acme", "day": "fire k1"}));
 }
 
@@ -67,7 +70,12 @@ const H: u64 = 3_600_000;
 
 #[test]
 fn cron_slots_with_seconds_optional_and_missed_policies() {
-    let every_10s = crate::spec::triggers::CronTrigger { schedule: "*/10 * * * * *".into(), timezone: None, missed: MissedSlots::All, catch_up: std::time::Duration::from_secs(60) };
+    let every_10s = crate::spec::triggers::CronTrigger {
+        schedule: "*/10 * * * * *".into(),
+        timezone: None,
+        missed: MissedSlots::All,
+        catch_up: std::time::Duration::from_secs(60),
+    };
     let s = every_10s.parse().unwrap();
     let t0 = 1_700_000_000_000; // a whole 10 s
     assert_eq!(s.next_after(t0), Some(t0 + 10_000));
@@ -85,7 +93,12 @@ fn cron_slots_with_seconds_optional_and_missed_policies() {
 fn cron_follows_daylight_saving_in_its_time_zone() {
     // 02:30 every day in Stockholm. On 2026-03-29 clocks go 02:00 → 03:00 (no 02:30 that day),
     // on 2026-10-25 they go 03:00 → 02:00 (02:30 happens twice).
-    let t = crate::spec::triggers::CronTrigger { schedule: "30 2 * * *".into(), timezone: Some("Europe/Stockholm".into()), missed: MissedSlots::Last, catch_up: std::time::Duration::from_secs(60) };
+    let t = crate::spec::triggers::CronTrigger {
+        schedule: "30 2 * * *".into(),
+        timezone: Some("Europe/Stockholm".into()),
+        missed: MissedSlots::Last,
+        catch_up: std::time::Duration::from_secs(60),
+    };
     let s = t.parse().unwrap();
     let mar28 = 1_774_656_000_000; // 2026-03-28T00:00:00Z
     let first = s.next_after(mar28).unwrap();
@@ -116,12 +129,19 @@ fn file_names_are_sanitised_and_traversal_refused() {
 
 #[test]
 fn an_imap_ca_file_needs_tls_and_a_name() {
-    let imap = |extra: &str| spec_with(&format!("  - id: mail\n    imap: {{ host: mail.example.com, user: ops, password_env: MAIL_PW{extra} }}\n"));
+    let imap = |extra: &str| {
+        spec_with(&format!(
+            "  - id: mail\n    imap: {{ host: mail.example.com, user: ops, password_env: MAIL_PW{extra} }}\n"
+        ))
+    };
     let spec = parse_yaml(&imap(", ca_file: /etc/tollgate/mail-ca.pem")).unwrap_or_else(|e| panic!("{e}"));
     let TriggerKind::Imap(i) = spec.spec().triggers[0].kind() else { panic!("imap") };
     assert_eq!((i.tls, i.port(), i.ca_file.as_deref()), (true, 993, Some("/etc/tollgate/mail-ca.pem")));
     let p = problems(&imap(", tls: false, ca_file: /etc/tollgate/mail-ca.pem"));
     assert!(p.iter().any(|x| x.contains("triggers[0] (mail).imap.ca_file: only applies with `tls: true`")), "{p:#?}");
     let p = problems(&imap(", ca_file: ' '"));
-    assert!(p.iter().any(|x| x.contains("triggers[0] (mail).imap.ca_file: must name a PEM file of CA certificates")), "{p:#?}");
+    assert!(
+        p.iter().any(|x| x.contains("triggers[0] (mail).imap.ca_file: must name a PEM file of CA certificates")),
+        "{p:#?}"
+    );
 }
