@@ -891,15 +891,7 @@ impl Backend for SqliteBackend {
         // `prefix <= key < prefix || x'F4908080'` holds exactly for the keys that start with
         // `prefix`: no valid UTF-8 continues with those bytes (they would encode a code point
         // above U+10FFFF). Unlike LIKE it uses the primary-key index and has no wildcards to
-        // escape.
-        //
-        // Not a hot path, so take the chance to reclaim what expired under the prefix.
-        sqlx::query("DELETE FROM kv WHERE key >= ?1 AND key < ?1 || x'F4908080' AND expires_at <= ?2")
-            .bind(prefix)
-            .bind(now)
-            .execute(&self.writer)
-            .await
-            .map_err(|e| map_err(prefix, e))?;
+        // escape. Expired values are left out here and removed by the sweep, so a scan only reads.
         // Names of values, logs and indexes alike, as Redis lists its one keyspace; UNION
         // removes duplicates.
         sqlx::query_scalar(
