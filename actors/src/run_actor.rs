@@ -979,12 +979,12 @@ async fn reconcile(myself: &ActorRef<RunMsg>, st: &mut RunActorState) -> Result<
     if events.is_empty() { after_change(myself, st).await } else { process(myself, st, events).await }
 }
 
-/// A child's event, unless the run knows it already: a budget ask it has asked a person about
-/// is found again on every look until the person decides.
+/// A child's event, unless the run knows it already: a budget ask it has asked a person about,
+/// or that waits behind another request, is found again on every look until it is answered.
 fn news(st: &RunActorState, event: Option<Event>) -> Option<Event> {
     match event {
         Some(Event::ChildBudgetAsked { request, .. })
-            if st.state.child_ask.as_ref().is_some_and(|a| a.request == request) =>
+            if st.state.child_ask.iter().chain(&st.state.queued_asks).any(|a| a.request == request) =>
         {
             None
         }

@@ -1,6 +1,6 @@
 //! `workflow.run` end to end on both backends: a parent runs a child workflow and uses its
 //! output; the child's cost exhausts the parent's budget and the parent pauses for an
-//! extension; cancelling the parent aborts the child's call in flight, and what the child had
+//! extension (two children short at once are asked about one at a time); cancelling the parent aborts the child's call in flight, and what the child had
 //! spent is charged to the parent's step (also when the parent fails); a parent passivated
 //! while its child waits for a human resumes — across a restart — when the child finishes;
 //! an unknown workflow and wrong parameters fail the step with their reason.
@@ -217,6 +217,76 @@ steps:
         assert_eq!(cv.state.budget.spent, Money::parse("0.6").unwrap());
         assert_eq!(TestSystem::step(&v, "sub").cost, Money::parse("0.6").unwrap());
         assert_eq!(v.state.budget.spent, Money::parse("0.6").unwrap());
+    })
+    .await;
+}
+
+/// Two children run short at once: the parent asks a person about one ask at a time, and each
+/// request means what it says — approving the first extends by that child's shortfall and
+/// grants that child (the other waits in line, never folded in), then the second gets its own
+/// request. Both children finish; the parent's budget was extended by exactly what was asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_children_short_at_once_are_asked_about_one_at_a_time() {
+    each_backend(|sys| async move {
+        known(
+            &sys,
+            r#"
+id: costly
+owner: ops
+steps:
+  - { id: a, type: code, script: "return 1", cost: 0.4 }
+  - { id: b, type: code, needs: [a], script: "return 2", cost: 0.4 }
+"#,
+        );
+        let parent = r#"
+id: twins
+owner: ops
+budget: { max_cost: 1.0 }
+steps:
+  - { id: left, type: platform, action: workflow.run, cost: 0.5, with: { workflow: costly } }
+  - { id: right, type: platform, action: workflow.run, cost: 0.5, with: { workflow: costly } }
+"#;
+        let run = sys.start(parent, json!({})).await;
+        // Both asks are in the parent's state: one is the open request's, one waits behind it.
+        let t = sys.t().clone();
+        let r = run.clone();
+        wait_for("both children's asks", Duration::from_secs(60), move || {
+            let (t, r) = (t.clone(), r.clone());
+            async move { t.view(&r).await.is_ok_and(|v| v.state.child_ask.is_some() && v.state.queued_asks.len() == 1) }
+        })
+        .await;
+        let pending = asked(&sys).await;
+        assert_eq!(pending.len(), 1, "one request at a time: {pending:?}");
+        let first = &pending[0].request;
+        let first_child: RunId = serde_json::from_value(first.context["child_run"].clone()).unwrap();
+        let needed: Money = serde_json::from_value(first.context["needed"].clone()).unwrap();
+        assert_eq!(needed, Money::parse("0.3").unwrap());
+        assert!(first.question.contains(&first_child.to_string()), "{}", first.question);
+
+        sys.t().decide(&first.id, Decision::Approve, "ann", None).await.expect("approve the first");
+        // The child the request named is the one granted: it finishes.
+        let cv = finished(&sys, &first_child).await;
+        assert_eq!(cv.state.status.label(), "succeeded", "{:?}", cv.state.status);
+        let t = sys.t().clone();
+        let first_id = first.id.clone();
+        wait_for("the second request", Duration::from_secs(60), move || {
+            let (t, first_id) = (t.clone(), first_id.clone());
+            async move { t.pending().await.is_ok_and(|p| p.len() == 1 && p[0].request.id != first_id) }
+        })
+        .await;
+        let second = sys.t().pending().await.unwrap().remove(0).request;
+        let second_child: RunId = serde_json::from_value(second.context["child_run"].clone()).unwrap();
+        assert_ne!(second_child, first_child, "the second request is about the other child");
+        let needed: Money = serde_json::from_value(second.context["needed"].clone()).unwrap();
+        assert_eq!(needed, Money::parse("0.3").unwrap());
+        let cv = view(&sys, &second_child).await;
+        assert_eq!(TestSystem::step(&cv, "b").status.label(), "pending", "the other child still waits for budget");
+
+        sys.t().decide(&second.id, Decision::Approve, "ann", None).await.expect("approve the second");
+        let v = finished(&sys, &run).await;
+        assert_eq!(v.state.status.label(), "succeeded", "{:?}", v.state.status);
+        assert_eq!(v.state.budget.extended, Money::parse("0.6").unwrap(), "extended by what was asked, twice");
+        assert_eq!(v.state.budget.spent, Money::parse("1.6").unwrap());
     })
     .await;
 }

@@ -507,6 +507,12 @@ fn print_next_steps(v: &RunView) {
             println!("  tollgate decide {run} {} extend --amount 5", v.step_ids[i]);
             println!("  tollgate decide {run} {} reject", v.step_ids[i]);
         }
+        for ask in &v.state.queued_asks {
+            println!(
+                "Then sub-workflow run {} of `{}` needs {} more (asked once this decision is made).",
+                ask.child, v.step_ids[ask.step], ask.amount
+            );
+        }
     }
 }
 

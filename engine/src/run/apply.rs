@@ -55,6 +55,7 @@ pub fn start(spec: &ValidatedSpec, run: RunId) -> RunState {
         quotes: BTreeMap::new(),
         parent: None,
         child_ask: None,
+        queued_asks: Vec::new(),
         unsettled: Vec::new(),
     }
 }
@@ -1312,12 +1313,36 @@ impl Machine<'_> {
         };
         self.state.budget.extended += amount;
         self.state.budget_request = None;
-        // A sub-workflow's ask first: it was waiting before the steps held back here.
+        let mut ready = Vec::new();
+        self.take_up_waiting(&mut ready);
+        self.consider(ready);
+        self.check_done();
+    }
+
+    /// The budget request was answered or withdrawn: take up what waited on it — its subject
+    /// first (a sub-workflow's ask, or the first step held back), then the rest in order. The
+    /// first that still does not fit opens the next request, and whatever follows it waits again.
+    pub(super) fn take_up_waiting(&mut self, ready: &mut Vec<usize>) {
         if let Some(ask) = self.state.child_ask.take() {
             self.grant_or_ask(ask);
+            self.take_up_asks();
+            self.take_up_blocked(ready);
+        } else {
+            self.take_up_blocked(ready);
+            self.take_up_asks();
         }
+    }
+
+    fn take_up_asks(&mut self) {
+        for ask in std::mem::take(&mut self.state.queued_asks) {
+            self.grant_or_ask(ask);
+        }
+    }
+
+    /// Dispatch the steps (and `for_each` items) held back for budget, in order, while no
+    /// request is open; those that come after one that blocks again stay held back.
+    fn take_up_blocked(&mut self, ready: &mut Vec<usize>) {
         let blocked = std::mem::take(&mut self.state.budget_blocked);
-        let mut ready = Vec::new();
         for i in blocked {
             if self.state.budget_request.is_some() {
                 // Still short: the new request covers it too.
@@ -1339,11 +1364,9 @@ impl Machine<'_> {
                     break; // blocked again: dispatch put the step back on the list
                 }
                 let attempt = self.state.slot(slot).map_or(0, |s| s.attempts.len() as u32) + 1;
-                self.dispatch(slot, attempt, None, &mut ready);
+                self.dispatch(slot, attempt, None, ready);
             }
         }
-        self.consider(ready);
-        self.check_done();
     }
 
     pub(super) fn check_done(&mut self) {

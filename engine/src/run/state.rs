@@ -414,9 +414,15 @@ pub struct RunState {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<crate::run::ParentLink>,
     /// A sub-workflow's request for more budget that this run could not cover yet: the open
-    /// `budget_request` is about it.
+    /// `budget_request` is about it (and about nothing else: its question names this ask, and
+    /// `approve` extends by its shortfall).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub child_ask: Option<ChildAsk>,
+    /// Sub-workflows' asks that arrived while `budget_request` was open about something else,
+    /// in arrival order: taken up once that request is answered or withdrawn, never folded
+    /// into it (a person decides on what the request says).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub queued_asks: Vec<ChildAsk>,
     /// `workflow.run` steps (by index) whose sub-workflow this run cancelled when it ended, and
     /// whose spend up to then is not journaled yet (`ChildFinished`, applied after the end).
     /// A run is settled — its record final — once this is empty.

@@ -188,15 +188,9 @@ impl Machine<'_> {
         if !matches!(&self.state.steps[i].status, StepStatus::WaitingChild { run } if run == child) {
             return; // already settled
         }
-        if self.state.child_ask.as_ref().is_some_and(|a| a.step == i) {
-            // Its ask is moot now; the extension request it opened stays for the other steps, if any.
-            self.state.child_ask = None;
-            if self.state.budget_blocked.is_empty() {
-                if let Some(r) = self.state.budget_request.take() {
-                    self.actions.push(Action::WithdrawHuman { request: r });
-                }
-            }
-        }
+        // Its ask is moot now, whether it waits in line or the open request is about it.
+        self.state.queued_asks.retain(|a| a.step != i);
+        let subject = self.state.child_ask.as_ref().is_some_and(|a| a.step == i);
         let s = &mut self.state.steps[i];
         let reserved = std::mem::take(&mut s.reserved);
         s.cost += cost;
@@ -214,6 +208,15 @@ impl Machine<'_> {
             }
         }
         let mut ready = Vec::new();
+        if subject {
+            // The open request asks about this child's need only: withdraw it, and take up what
+            // waited behind it with what the child left unspent (a new request if still short).
+            self.state.child_ask = None;
+            if let Some(r) = self.state.budget_request.take() {
+                self.actions.push(Action::WithdrawHuman { request: r });
+            }
+            self.take_up_waiting(&mut ready);
+        }
         self.settle(i, &mut ready);
         self.consider(ready);
         self.check_done();
@@ -237,7 +240,7 @@ impl Machine<'_> {
     pub(super) fn child_budget_asked(&mut self, step: &StepId, child: &RunId, request: &RequestId, amount: Money) {
         let Some(i) = self.step_index(step) else { return };
         if !matches!(&self.state.steps[i].status, StepStatus::WaitingChild { run } if run == child)
-            || self.state.child_ask.as_ref().is_some_and(|a| a.request == *request)
+            || self.state.child_ask.iter().chain(&self.state.queued_asks).any(|a| a.request == *request)
         {
             return;
         }
@@ -245,25 +248,29 @@ impl Machine<'_> {
     }
 
     /// Grant a child's ask from this run's budget if it covers it, else pause for an extension.
+    /// While a request is open about something else, the ask waits for its answer.
     pub(super) fn grant_or_ask(&mut self, ask: ChildAsk) {
-        if self.state.budget.covers(ask.amount) && self.state.budget_request.is_none() {
+        if self.state.budget_request.is_some() {
+            self.state.queued_asks.retain(|a| a.step != ask.step); // a newer ask of the same child
+            self.state.queued_asks.push(ask);
+            return;
+        }
+        if self.state.budget.covers(ask.amount) {
             self.state.budget.reserved += ask.amount;
             self.state.steps[ask.step].reserved += ask.amount;
             self.actions.push(Action::GrantChild { child: ask.child, request: ask.request, amount: ask.amount });
             return;
         }
-        if self.state.budget_request.is_none() {
-            self.state.human_seq += 1;
-            let id = RequestId::new(format!("{}.budget.{}", self.state.run, self.state.human_seq));
-            self.state.budget_request = Some(id.clone());
-            if crate::run::subworkflow::asks_parent(self.spec, self.state) {
-                // This run is a sub-workflow too: its own parent decides.
-                let amount = self.state.budget.shortfall(ask.amount);
-                self.actions.push(Action::AskParent { request: id, amount });
-            } else {
-                self.actions.push(Action::RequestHuman(child_budget_request(self.spec, self.state, &ask, id)));
-                self.budget_asked();
-            }
+        self.state.human_seq += 1;
+        let id = RequestId::new(format!("{}.budget.{}", self.state.run, self.state.human_seq));
+        self.state.budget_request = Some(id.clone());
+        if crate::run::subworkflow::asks_parent(self.spec, self.state) {
+            // This run is a sub-workflow too: its own parent decides.
+            let amount = self.state.budget.shortfall(ask.amount);
+            self.actions.push(Action::AskParent { request: id, amount });
+        } else {
+            self.actions.push(Action::RequestHuman(child_budget_request(self.spec, self.state, &ask, id)));
+            self.budget_asked();
         }
         self.state.child_ask = Some(ask);
     }

@@ -1372,6 +1372,81 @@ fn a_parent_that_ends_first_settles_what_its_cancelled_child_spent() {
     );
 }
 
+const TWO_CHILDREN: &str = r#"
+id: parent
+owner: o
+budget: { max_cost: 1.0 }
+steps:
+  - { id: prep, type: code, script: x, cost: 0.2 }
+  - { id: a, type: platform, needs: [prep], action: workflow.run, cost: 0.4, with: { workflow: research } }
+  - { id: b, type: platform, needs: [prep], action: workflow.run, cost: 0.4, with: { workflow: research } }
+"#;
+
+/// Two children short at once: the request is about the first ask only (its question, and what
+/// `approve` extends by); the second waits in line and gets its own request once the first is
+/// answered — never an extension larger than what the person was asked.
+#[test]
+fn a_second_childs_ask_waits_for_the_answer_to_the_first() {
+    let events = [
+        started(1, json!({})),
+        ok_cost("prep", 1, 2, "0.2"),
+        child_asks("a", 3, "a.budget.1", "0.3"),
+        child_asks("b", 4, "b.budget.1", "0.5"),
+        child_asks("b", 5, "b.budget.1", "0.5"),
+        decided("r1.budget.1", Decision::Approve, 6),
+        decided("r1.budget.2", Decision::Approve, 7),
+    ];
+    // Recovered with both asks open, the run asks again about the first only.
+    let spec = spec(TWO_CHILDREN);
+    let waiting = replay(&spec, RunId::from("r1"), &events[..5]);
+    let redo: Vec<String> =
+        outstanding(&spec, &waiting).iter().map(render_action).filter(|a| a.starts_with("ask ")).collect();
+    assert!(
+        redo.len() == 1
+            && redo[0].starts_with("ask BudgetExtension r1.budget.1")
+            && redo[0].contains("step `a` needs 0.30"),
+        "{redo:?}"
+    );
+    check(
+        TWO_CHILDREN,
+        &events,
+        expect![[r#"
+            @1 start -> [dispatch prep#1]
+            @2 ok prep#1 -> [start child of a: research {} depth=1 budget=Some("0.40"), start child of b: research {} depth=1 budget=Some("0.40")]
+            @3 child of a asks 0.30 on a.budget.1 -> [ask BudgetExtension r1.budget.1 "Sub-workflow run 000000000295Q6S85G386H28G0 of step `a` needs 0.30 more, and the run's budget (1.00 USD, 0.20 spent, 0.80 reserved) cannot cover it. Extend it by at least 0.30?"]
+            @4 child of b asks 0.50 on b.budget.1 -> []
+            @5 child of b asks 0.50 on b.budget.1 -> []
+            @6 human r1.budget.1 Approve -> [grant 0.30 on a.budget.1, ask BudgetExtension r1.budget.2 "Sub-workflow run 0000000002P3A5JHEDTQDPSGVX of step `b` needs 0.50 more, and the run's budget (1.30 USD, 0.20 spent, 1.10 reserved) cannot cover it. Extend it by at least 0.50?"]
+            @7 human r1.budget.2 Approve -> [grant 0.50 on b.budget.1]
+            run=running prep=succeeded a=waiting_child b=waiting_child budget(spent=0.20 reserved=1.60 extended=0.80)
+        "#]],
+    );
+}
+
+/// The child an open request is about finishes first: the request is withdrawn, and the ask
+/// waiting behind it is taken up with what that child left unspent.
+#[test]
+fn a_request_whose_child_finished_is_withdrawn_and_the_next_ask_taken_up() {
+    check(
+        TWO_CHILDREN,
+        &[
+            started(1, json!({})),
+            ok_cost("prep", 1, 2, "0.2"),
+            child_asks("a", 3, "a.budget.1", "0.3"),
+            child_asks("b", 4, "b.budget.1", "0.1"),
+            child_done("a", 5, "0.3", json!({})),
+        ],
+        expect![[r#"
+            @1 start -> [dispatch prep#1]
+            @2 ok prep#1 -> [start child of a: research {} depth=1 budget=Some("0.40"), start child of b: research {} depth=1 budget=Some("0.40")]
+            @3 child of a asks 0.30 on a.budget.1 -> [ask BudgetExtension r1.budget.1 "Sub-workflow run 000000000295Q6S85G386H28G0 of step `a` needs 0.30 more, and the run's budget (1.00 USD, 0.20 spent, 0.80 reserved) cannot cover it. Extend it by at least 0.30?"]
+            @4 child of b asks 0.10 on b.budget.1 -> []
+            @5 child of a ended 0.30 {"outcome":"succeeded","output":{}} -> [withdraw r1.budget.1, grant 0.10 on b.budget.1]
+            run=running prep=succeeded a=succeeded b=waiting_child budget(spent=0.50 reserved=0.50 extended=0.00)
+        "#]],
+    );
+}
+
 /// A sub-workflow's run asks its parent for budget instead of a person; nesting is bounded.
 #[test]
 fn a_child_asks_its_parent_and_nesting_is_bounded() {
