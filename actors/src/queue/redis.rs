@@ -309,6 +309,11 @@ impl WorkerSource for RedisQueue {
     fn spawn_helpers(&self, tasks: &TaskTracker, shutdown: &CancellationToken) {
         tasks.spawn(relay_wakeups(Arc::clone(&self.inner), shutdown.clone()));
     }
+
+    async fn probe(&self) -> Result<(), BackendError> {
+        redis::cmd("PING").query_async::<()>(&mut self.inner.conn.clone()).await?;
+        Ok(())
+    }
 }
 
 /// Turns wake-ups published by other processes into local ones. Before waking the local

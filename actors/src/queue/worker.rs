@@ -12,7 +12,9 @@
 //! loops competing for the same rows or list.
 //!
 //! A backend error (Redis restarted, connection reset) ends the apalis worker: its future
-//! returns the error. The supervisor below starts a fresh one with backoff for as long as it
+//! returns the error — or, when the worker is not fetching because every slot is taken, a
+//! failed probe of the backend ends it (its future is dropped; what it had claimed and not
+//! started is handed back by the clean-up below, as after any failure). The supervisor below starts a fresh one with backoff for as long as it
 //! takes; while Redis is away the new worker's registration waits for the connection manager
 //! to reconnect or fails, and the next one tries again. Meanwhile the set reports itself not
 //! running ([`WorkerHealth`], served by `/healthz`): "running" means a worker has registered
@@ -86,7 +88,18 @@ pub(crate) trait WorkerSource: Send + Sync + 'static {
 
     /// Starts helper tasks the workers rely on (e.g. a wake-up subscription).
     fn spawn_helpers(&self, _tasks: &TaskTracker, _shutdown: &CancellationToken) {}
+
+    /// Whether the backend answers now (a server that can go away: Redis). A worker finds out
+    /// by itself only when it fetches, and a worker whose slots are all taken — by jobs that
+    /// are themselves waiting for the store — does not fetch.
+    async fn probe(&self) -> Result<(), BackendError> {
+        Ok(())
+    }
 }
+
+/// How often the supervisor asks the backend whether it answers, and how long it waits.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 const RESTART_BACKOFF_MIN: Duration = Duration::from_millis(100);
 const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -252,7 +265,13 @@ impl Supervisor {
             let alive = Alive { health: self.health.clone(), name: name.as_str().into() };
             let started = Instant::now();
             tracing::debug!(worker = %name, "queue worker starting");
-            let result = self.source.run_worker(&name, &self.options, service, alive, self.shutdown.clone()).await;
+            // The worker stops on its own when a fetch fails; the probe stops it when the
+            // backend is away while it is not fetching (every slot taken), so a saturated
+            // process reports the outage too, and its restarts wait for the backend like any.
+            let result = tokio::select! {
+                r = self.source.run_worker(&name, &self.options, service, alive, self.shutdown.clone()) => r,
+                e = backend_lost(self.source.as_ref()) => Err(e),
+            };
             // A failed worker's jobs may run on for a while; restart without waiting for them.
             let (source, stopped, shutdown) = (Arc::clone(&self.source), name.clone(), self.shutdown.clone());
             self.tasks.spawn(async move {
@@ -296,6 +315,23 @@ impl Supervisor {
                 () = tokio::time::sleep(backoff) => {}
             }
             backoff = (backoff * 2).min(RESTART_BACKOFF_MAX);
+        }
+    }
+}
+
+/// Returns once the backend fails to answer a probe (an error, or no answer in time).
+async fn backend_lost(source: &dyn WorkerSource) -> BackendError {
+    loop {
+        tokio::time::sleep(PROBE_EVERY).await;
+        match tokio::time::timeout(PROBE_TIMEOUT, source.probe()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return BackendError::Worker(format!("the backend does not answer: {e}")),
+            Err(_) => {
+                return BackendError::Worker(format!(
+                    "the backend does not answer within {}s",
+                    PROBE_TIMEOUT.as_secs()
+                ));
+            }
         }
     }
 }
