@@ -15,8 +15,9 @@
 //! returns the error — or, when the worker is not fetching because every slot is taken, a
 //! failed probe of the backend ends it (its future is dropped; what it had claimed and not
 //! started is handed back by the clean-up below, as after any failure). The supervisor below
-//! starts a fresh one with backoff for as long as it takes; while Redis is away the new worker's registration waits for the connection manager
-//! to reconnect or fails, and the next one tries again. Meanwhile the set reports itself not
+//! starts a fresh one with backoff for as long as it takes; while Redis is away the new
+//! worker's registration waits for the connection manager to reconnect or fails, and the next
+//! one tries again. Meanwhile the set reports itself not
 //! running ([`WorkerHealth`], served by `/healthz`): "running" means a worker has registered
 //! with its backend (apalis's heartbeat event), not merely that its future exists. The clean-up
 //! after a stopped worker (handing back the jobs it claimed but never started) is retried too:
