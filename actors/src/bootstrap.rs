@@ -24,7 +24,7 @@ use tollgate_engine::store::{Backend, Store};
 
 use crate::config::{BackendKind, Config};
 use crate::liveness::Liveness;
-use crate::notify::{self, Fanout, LocalNotifier, Notifier, RedisNotifier};
+use crate::notify::{self, LocalAndFleet, LocalNotifier, Notifier, ReconcileOnly, RedisNotifier};
 use crate::queue;
 use crate::service::Tollgate;
 use crate::supervisor::RunSupervisor;
@@ -210,26 +210,29 @@ pub async fn start_on(config: &Config, role: Role, backend: Arc<dyn Backend>) ->
     let (supervisor, _) =
         Actor::spawn(None, RunSupervisor, engine.clone()).await.context("starting the run supervisor")?;
 
-    let mut notifiers: Vec<Arc<dyn Notifier>> = Vec::new();
-    if role == Role::All {
-        notifiers.push(Arc::new(LocalNotifier(supervisor.clone())));
-    }
-    if config.backend == BackendKind::Redis {
-        let remote = RedisNotifier::connect(&config.redis_url, &config.namespace).await?;
-        let remote = if role == Role::All { remote.except_local(engine.live_runs.clone()) } else { remote };
-        notifiers.push(Arc::new(remote));
-        if role == Role::All {
-            let sub =
-                notify::subscribe(&config.redis_url, &config.namespace, supervisor.clone(), shutdown.clone()).await?;
-            tasks.spawn(async move {
-                let _ = sub.await;
-            });
+    // How a worker here tells a run that an attempt has an outcome (see `notify`).
+    let local = LocalNotifier(supervisor.clone());
+    let notifier: Arc<dyn Notifier> = match (role, config.backend) {
+        (Role::All, BackendKind::Embedded) => Arc::new(local),
+        (Role::WorkerOnly, BackendKind::Embedded) => Arc::new(ReconcileOnly),
+        (role, BackendKind::Redis) => {
+            let fleet = RedisNotifier::connect(&config.redis_url, &config.namespace).await?;
+            if role == Role::WorkerOnly {
+                Arc::new(fleet)
+            } else {
+                let sub = notify::subscribe(&config.redis_url, &config.namespace, supervisor.clone(), shutdown.clone())
+                    .await?;
+                tasks.spawn(async move {
+                    let _ = sub.await;
+                });
+                Arc::new(LocalAndFleet { local, fleet, driven_here: engine.live_runs.clone() })
+            }
         }
-    }
+    };
     if role == Role::All {
         tasks.spawn(crate::events::dispatch(engine.clone(), bus, supervisor.clone(), bus_end, shutdown.clone()));
     }
-    let worker = Arc::new(StepWorker::new(engine.clone(), Arc::new(Fanout(notifiers)), shutdown.clone()));
+    let worker = Arc::new(StepWorker::new(engine.clone(), notifier, shutdown.clone()));
     let workers = queue::spawn_workers(&qconf, worker, shutdown.clone()).await.context("starting step workers")?;
     engine.health.watch_workers(workers.watch_health());
     let tollgate = Tollgate::new(engine, supervisor);

@@ -2,8 +2,6 @@
 //! over Redis pub/sub to whichever `serve` process drives the run. Ids only. A lost
 //! notification is covered by the run actor's reconcile tick.
 
-use std::sync::Arc;
-
 use async_trait::async_trait;
 use ractor::ActorRef;
 use serde::{Deserialize, Serialize};
@@ -48,22 +46,12 @@ struct Finished {
 pub struct RedisNotifier {
     conn: redis::aio::ConnectionManager,
     channel: String,
-    /// Runs driven by this process, which a [`LocalNotifier`] beside this one tells: nothing
-    /// to publish for them (a run actor that stops meanwhile leaves its outcomes to the next
-    /// actor's start or to the driver's reconcile tick, as for any lost notification).
-    local: Option<LiveRuns>,
 }
 
 impl RedisNotifier {
     pub async fn connect(url: &str, namespace: &str) -> Result<Self, redis::RedisError> {
         let client = redis::Client::open(url)?;
-        Ok(Self { conn: client.get_connection_manager().await?, channel: channel(namespace), local: None })
-    }
-
-    /// Publishes nothing for the runs in `local` (delivered in-process).
-    pub fn except_local(mut self, local: LiveRuns) -> Self {
-        self.local = Some(local);
-        self
+        Ok(Self { conn: client.get_connection_manager().await?, channel: channel(namespace) })
     }
 }
 
@@ -74,9 +62,6 @@ fn channel(namespace: &str) -> String {
 #[async_trait]
 impl Notifier for RedisNotifier {
     async fn step_finished(&self, job: &StepJob, _outcome: &StepOutcome) {
-        if self.local.as_ref().is_some_and(|local| local.contains(&job.run)) {
-            return;
-        }
         let payload =
             serde_json::to_string(&Finished { run: job.run.clone(), step: job.step.clone(), attempt: job.attempt })
                 .expect("ids serialise");
@@ -87,16 +72,37 @@ impl Notifier for RedisNotifier {
     }
 }
 
-/// Both: a `serve` process that also runs workers delivers locally and tells the fleet.
-pub struct Fanout(pub Vec<Arc<dyn Notifier>>);
+/// A `serve` process on Redis, whose workers run attempts of its own runs and of runs other
+/// processes may drive: a run driven here (a live actor) is told in-process only; any other
+/// run in-process (which wakes it here if it sleeps) and over Redis.
+///
+/// Whether the run is driven here is decided BEFORE the in-process delivery: given the outcome,
+/// the run may ask a person and passivate at once, and a publish decided after that would come
+/// back through this process's own subscription and wake it again for nothing.
+pub struct LocalAndFleet {
+    pub local: LocalNotifier,
+    pub fleet: RedisNotifier,
+    pub driven_here: LiveRuns,
+}
 
 #[async_trait]
-impl Notifier for Fanout {
+impl Notifier for LocalAndFleet {
     async fn step_finished(&self, job: &StepJob, outcome: &StepOutcome) {
-        for n in &self.0 {
-            n.step_finished(job, outcome).await;
+        let driven_here = self.driven_here.contains(&job.run);
+        self.local.step_finished(job, outcome).await;
+        if !driven_here {
+            self.fleet.step_finished(job, outcome).await;
         }
     }
+}
+
+/// A worker-only process on the embedded backend: no channel reaches the driving process,
+/// whose run actors read the outcomes from the shared file at their reconcile tick.
+pub struct ReconcileOnly;
+
+#[async_trait]
+impl Notifier for ReconcileOnly {
+    async fn step_finished(&self, _job: &StepJob, _outcome: &StepOutcome) {}
 }
 
 /// Route notifications published by other processes to this process's supervisor. Fails at

@@ -275,7 +275,10 @@ fn restart_later(myself: &ActorRef<SupervisorMsg>, st: &mut SupervisorState, run
 }
 
 /// Deliver a message to a run's actor, starting one if needed. Outcomes go through the run's
-/// inbox, so a burst is handled as one batch. Every routed message is counted.
+/// inbox, so a burst is handled as one batch. Every message sent to the actor is counted, as
+/// the actor counts what it receives: an outcome added to an inbox whose `Drain` is already on
+/// its way is not a message (that `Drain` takes it), so a run that drained a burst in one batch
+/// and then passivates is not mistaken for one that missed a message and woken again.
 fn route(myself: &ActorRef<SupervisorMsg>, st: &mut SupervisorState, run: RunId, msg: RunMsg) {
     let live = match ensure_live(myself, st, &run, false) {
         Ok(live) => live,
@@ -284,14 +287,17 @@ fn route(myself: &ActorRef<SupervisorMsg>, st: &mut SupervisorState, run: RunId,
             return;
         }
     };
-    live.routed += 1;
-    let sent = match msg {
+    let msg = match msg {
         RunMsg::StepFinished { step, attempt, outcome } => {
-            !live.inbox.push(step, attempt, outcome)
-                || live.actor.send_message(RunMsg::Routed(Box::new(RunMsg::Drain))).is_ok()
+            if !live.inbox.push(step, attempt, outcome) {
+                return;
+            }
+            RunMsg::Drain
         }
-        msg => live.actor.send_message(RunMsg::Routed(Box::new(msg))).is_ok(),
+        msg => msg,
     };
+    live.routed += 1;
+    let sent = live.actor.send_message(RunMsg::Routed(Box::new(msg))).is_ok();
     if !sent {
         // The actor has stopped. The message is counted, so its `Passivated` (on the way)
         // starts a fresh actor; a failed actor is restarted and a finished run needs none.

@@ -229,9 +229,16 @@ impl StepWorker {
             })
             .await
             .map_err(|e| reject(e.to_string()))?;
-        // A duplicate delivery of an attempt already recorded: just make sure the run knows.
+        // A duplicate delivery of an attempt already recorded: make sure the run knows — unless
+        // a delivery in this process recorded it (eager dispatch runs an attempt while the
+        // queue still holds its job): that one tells the run right after recording, and telling
+        // it again would wake a run that has since gone to sleep waiting for a person.
         if let Some(outcome) = pre.outcome {
-            self.notifier.step_finished(&job, &outcome).await;
+            let ours =
+                matches!(&pre.claim, Some(AttemptClaim::Started { worker, .. }) if *worker == self.engine.instance);
+            if !ours {
+                self.notifier.step_finished(&job, &outcome).await;
+            }
             return Ok(());
         }
         // Claimed by another delivery of this job, or fenced by the run driver: not ours to run.

@@ -7,6 +7,7 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use serde_json::json;
 use tollgate::service::ServiceError;
+use tollgate::system::RunUpdate;
 use tollgate_engine::money::Money;
 use tollgate_engine::run::{Decision, StepStatus};
 use tollgate_tests::harness::{TestServer, TestSystem, each_backend, wait_for};
@@ -215,6 +216,42 @@ async fn an_approval_passivates_the_run_and_the_first_decision_wins() {
         let d = TestSystem::step(&v, "letter").decision.clone().expect("decision recorded on the step");
         assert_eq!((d.by.as_str(), d.comment.as_deref()), ("partner", Some("fine")));
         assert_eq!(TestSystem::step(&v, "send").output, Some(json!({"sent_to": "Acme"})));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_that_pauses_after_a_burst_of_outcomes_asks_once_and_stays_asleep() {
+    each_backend(|sys| async move {
+        // Outcomes arriving together are drained by the run in batches; the run then pauses.
+        let mut yaml = String::from("id: burst\nowner: ops\nsteps:\n");
+        for i in 0..24 {
+            yaml.push_str(&format!("  - {{ id: s{i}, type: code, script: \"return {i}\" }}\n"));
+        }
+        let needs: Vec<String> = (0..24).map(|i| format!("s{i}")).collect();
+        yaml.push_str(&format!(
+            "  - {{ id: ask, type: approval, question: \"Go?\", needs: [{}] }}\n",
+            needs.join(", ")
+        ));
+        let mut updates = sys.t().engine.updates.subscribe();
+        let run = sys.start(&yaml, json!({})).await;
+        let v = sys.settle(&run).await;
+        assert!(matches!(TestSystem::step(&v, "ask").status, StepStatus::WaitingHuman { .. }), "{:?}", v.state.status);
+        let t = sys.t().clone();
+        wait_for("the waiting run to be passivated", Duration::from_secs(5), || {
+            let t = t.clone();
+            async move { t.live_runs().await.unwrap() == 0 }
+        })
+        .await;
+        // Passivated once: not woken again to replay its journal, so the person (the console,
+        // the pager) is told of the request once.
+        let mut asked = 0;
+        while let Ok(u) = updates.try_recv() {
+            if matches!(&u, RunUpdate::HumanRequested { run: r, .. } if *r == run) {
+                asked += 1;
+            }
+        }
+        assert_eq!(asked, 1, "the request was published {asked} times");
     })
     .await;
 }
